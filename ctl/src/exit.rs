@@ -1,0 +1,16 @@
+//! Exit codes of `ossimportctl`, documented in the README.
+
+/// Every object verified (or skipped as already present).
+pub const OK: u8 = 0;
+/// The job ended with failed objects; `run` again retries them.
+pub const JOB_FAILED: u8 = 1;
+/// Bad command line or configuration; nothing was copied.
+pub const USAGE: u8 = 2;
+/// The daemon is not running or its socket is unreachable.
+pub const DAEMON_UNREACHABLE: u8 = 3;
+/// A runtime error stopped the job (job store, source root, destination).
+pub const RUNTIME: u8 = 4;
+/// Not implemented yet in this build.
+pub const UNSUPPORTED: u8 = 5;
+/// Interrupted (Ctrl-C, SIGTERM); running the same command resumes.
+pub const INTERRUPTED: u8 = 130;

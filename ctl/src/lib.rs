@@ -1,0 +1,9 @@
+//! `ossimportctl`: the command-line tool. Today it runs jobs standalone
+//! (`run`), wiring the daemon core and the agent executor together in one
+//! process; the daemon-backed verbs come with distributed mode.
+
+pub mod cli;
+pub mod exit;
+mod plan;
+mod progress;
+pub mod run;

@@ -1,0 +1,173 @@
+//! From `job.cfg` + `sys.properties` to what the run needs: the executor's
+//! `JobSpec`, the scanner's `ScanConfig`, and the checks made before
+//! anything is copied.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use daemon::config::job::{AddressingStyle, DestType, JobConfig, JobType, SkipMode, SrcType, VerifyMode};
+use daemon::config::sys::SysConfig;
+use daemon::scanner::ScanConfig;
+use proto::job::{self as wire, DestSpec, JobSpec, SourceSpec};
+use storage::s3::{S3Config, S3Store};
+
+/// Attempts per request (first included) for retryable failures.
+const MAX_ATTEMPTS: u32 = 5;
+
+pub(crate) struct Plan {
+    pub(crate) name: String,
+    pub(crate) fingerprint: String,
+    pub(crate) config_json: String,
+    pub(crate) spec: JobSpec,
+    pub(crate) scan: ScanConfig,
+    pub(crate) warnings: Vec<String>,
+    pub(crate) work_dir: Option<PathBuf>,
+    pub(crate) source_label: String,
+    pub(crate) dest_label: String,
+    s3: Option<S3Config>,
+    dest_dir: Option<PathBuf>,
+}
+
+/// Loads and validates both files; every error is one line naming file,
+/// line and key (or what else is wrong).
+pub(crate) fn load(job_cfg: &Path, sys: Option<&Path>) -> Result<Plan, String> {
+    let cfg = JobConfig::load(job_cfg).map_err(|e| e.to_string())?;
+    let sys_path = match sys {
+        Some(p) => Some(p.to_path_buf()),
+        None => job_cfg.parent().map(|d| d.join("sys.properties")).filter(|p| p.is_file()),
+    };
+    let sys = match &sys_path {
+        Some(p) => SysConfig::load(p).map_err(|e| e.to_string())?,
+        None => SysConfig::parse("(defaults)", "").map_err(|e| e.to_string())?,
+    };
+    if cfg.src_type != SrcType::Local {
+        return Err(format!(
+            "{}: srcType={}: not supported yet by this build (supported: local)",
+            job_cfg.display(),
+            cfg.src_type.as_str()
+        ));
+    }
+    let mut warnings = cfg.warnings.clone();
+    warnings.extend(cfg.unsupported().into_iter().map(|w| format!("{}: {w}", job_cfg.display())));
+    if let Some(p) = &sys_path {
+        warnings.extend(sys.unsupported().into_iter().map(|w| format!("{}: {w}", p.display())));
+    }
+    if !cfg.is_audit_after_import {
+        warnings.push("isAuditAfterImport=false is ignored: every object is verified".into());
+    }
+
+    let (dest, dest_label, s3, dest_dir) = match cfg.dest_type {
+        DestType::Local => {
+            let dir = cfg.dest_dir.clone().ok_or_else(|| format!("{}: destDir: required for destType=local", job_cfg.display()))?;
+            let label = format!("{}/{}", dir.display(), cfg.dest_prefix);
+            (
+                DestSpec::Local { dir: dir.display().to_string(), prefix: cfg.dest_prefix.clone() },
+                label,
+                None,
+                Some(dir),
+            )
+        }
+        DestType::Oss | DestType::S3 => {
+            let s3 = S3Config {
+                endpoint: cfg.dest_domain.clone(),
+                region: cfg.dest_region.clone(),
+                bucket: cfg.dest_bucket.clone(),
+                access_key: cfg.dest_access_key.clone(),
+                secret_key: cfg.dest_secret_key.clone(),
+                path_style: cfg.dest_addressing_style == AddressingStyle::Path,
+                max_attempts: MAX_ATTEMPTS,
+                server_side_encryption: cfg.is_server_side_encryption,
+            };
+            let label = format!("{} bucket {}/{}", cfg.dest_domain, cfg.dest_bucket, cfg.dest_prefix);
+            (
+                DestSpec::S3 {
+                    endpoint: s3.endpoint.clone(),
+                    region: s3.region.clone(),
+                    bucket: s3.bucket.clone(),
+                    access_key: s3.access_key.clone(),
+                    secret_key: s3.secret_key.clone(),
+                    path_style: s3.path_style,
+                    prefix: cfg.dest_prefix.clone(),
+                    server_side_encryption: s3.server_side_encryption,
+                },
+                label,
+                Some(s3),
+                None,
+            )
+        }
+    };
+    let spec = JobSpec {
+        job_id: 0,
+        job_name: cfg.job_name.clone(),
+        mode: match cfg.job_type {
+            JobType::Import => wire::JobMode::Import,
+            JobType::Audit => wire::JobMode::Audit,
+        },
+        source: SourceSpec::Local { root: cfg.src_prefix.clone() },
+        dest,
+        multipart_threshold: cfg.multipart_upload_threshold,
+        part_size: cfg.multipart_upload_part_size,
+        part_concurrency: cfg.upload_thread_num_per_large_file,
+        object_concurrency: sys.worker_task_thread_num,
+        verify: match cfg.verify_mode {
+            VerifyMode::Size => wire::VerifyMode::Size,
+            VerifyMode::Checksum => wire::VerifyMode::Checksum,
+            VerifyMode::ReadBack => wire::VerifyMode::ReadBack,
+        },
+        skip: match (cfg.job_type, cfg.skip_mode) {
+            (JobType::Audit, _) | (_, SkipMode::None) => wire::SkipMode::None,
+            (_, SkipMode::SizeMtime) => wire::SkipMode::SizeMtime,
+            (_, SkipMode::Size) => wire::SkipMode::Size,
+            (_, SkipMode::Checksum) => wire::SkipMode::Checksum,
+        },
+        record_md5: sys.worker_record_md5,
+        max_attempts: MAX_ATTEMPTS,
+    };
+    let scan = ScanConfig {
+        root: PathBuf::from(&cfg.src_prefix),
+        follow_symlinks: cfg.is_allow_symbolic_link,
+        task_count_limit: cfg.task_object_count_limit,
+        task_size_limit: cfg.task_object_size_limit,
+        import_since: cfg.import_since as i64,
+        max_task_age: Some(Duration::from_secs(2)),
+    };
+    let work_dir = sys_path.as_ref().map(|_| sys.working_dir.clone());
+    Ok(Plan {
+        name: cfg.job_name.clone(),
+        fingerprint: cfg.fingerprint(),
+        config_json: cfg.fingerprint(),
+        source_label: cfg.src_prefix.clone(),
+        spec,
+        scan,
+        warnings,
+        work_dir,
+        dest_label,
+        s3,
+        dest_dir,
+    })
+}
+
+impl Plan {
+    /// Checks that the source and the destination are reachable before the
+    /// job starts, so a typo fails in a second with a clear message rather
+    /// than as thousands of failed objects.
+    pub(crate) async fn preflight(&self) -> anyhow::Result<()> {
+        let root = &self.scan.root;
+        match std::fs::metadata(root) {
+            Ok(md) if md.is_dir() => {}
+            Ok(_) => anyhow::bail!("srcPrefix {} is not a directory", root.display()),
+            Err(e) => anyhow::bail!("srcPrefix {}: {e}", root.display()),
+        }
+        if let Some(dir) = &self.dest_dir {
+            std::fs::create_dir_all(dir).map_err(|e| anyhow::anyhow!("destDir {}: {e}", dir.display()))?;
+        }
+        if let Some(s3) = &self.s3 {
+            let store = S3Store::new(s3);
+            tokio::time::timeout(Duration::from_secs(60), store.check_bucket())
+                .await
+                .map_err(|_| anyhow::anyhow!("destDomain {}: no answer within 60 s", s3.endpoint))?
+                .map_err(|e| anyhow::anyhow!("destination bucket {} at {}: {e}", s3.bucket, s3.endpoint))?;
+        }
+        Ok(())
+    }
+}

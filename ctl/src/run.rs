@@ -1,0 +1,310 @@
+//! `ossimportctl run job.cfg`: a standalone run. The daemon core (store,
+//! scanner, recorder) and the agent executor in one process, with a live
+//! progress display, a summary, and resume on the next run.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use agent::worker::{Executor, Progress};
+use anyhow::Context;
+use daemon::coordinator::{self, Live};
+use daemon::scanner;
+use daemon::store::{self, Counts, Store};
+use tokio::sync::{Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::cli::RunArgs;
+use crate::exit;
+use crate::plan::{self, Plan};
+use crate::progress::{self, human_bytes};
+
+/// Name of the job store inside the work directory.
+pub const STORE_FILE: &str = "ossimport.db";
+
+/// An error with the exit code it maps to.
+struct Exit(u8, anyhow::Error);
+
+impl<E: Into<anyhow::Error>> From<E> for Exit {
+    fn from(e: E) -> Exit {
+        Exit(exit::RUNTIME, e.into())
+    }
+}
+
+pub fn main(args: RunArgs) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("ossimportctl: cannot start the runtime: {e}");
+            return ExitCode::from(exit::RUNTIME);
+        }
+    };
+    match rt.block_on(run(args)) {
+        Ok(code) => ExitCode::from(code),
+        Err(Exit(code, e)) => {
+            eprintln!("ossimportctl: {e:#}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+fn usage(e: impl std::fmt::Display) -> Exit {
+    Exit(exit::USAGE, anyhow::anyhow!("{e}"))
+}
+
+async fn run(args: RunArgs) -> Result<u8, Exit> {
+    let plan = plan::load(&args.job_cfg, args.sys.as_deref()).map_err(usage)?;
+    for w in &plan.warnings {
+        eprintln!("warning: {w}");
+    }
+    plan.preflight().await.map_err(|e| Exit(exit::RUNTIME, e))?;
+
+    let work_dir = args.work_dir.clone().or_else(|| plan.work_dir.clone()).unwrap_or_else(|| PathBuf::from("."));
+    std::fs::create_dir_all(&work_dir).with_context(|| format!("creating work directory {}", work_dir.display()))?;
+    let store = Arc::new(Store::open(&work_dir.join(STORE_FILE))?);
+
+    let job_id = open_job(&store, &plan, args.clean)?;
+    let mut spec = plan.spec.clone();
+    spec.job_id = job_id;
+    eprintln!(
+        "job {}: {} -> {} (state in {})",
+        plan.name,
+        plan.source_label,
+        plan.dest_label,
+        work_dir.join(STORE_FILE).display()
+    );
+
+    // Nothing else can be executing this job's tasks: take back what a
+    // killed run had dispatched, and retry what failed last time.
+    store.requeue_dispatched(job_id)?;
+    let retried = store.retry_failed(job_id)?;
+    let start = store.counts(job_id)?;
+    if start.objects > 0 {
+        eprintln!(
+            "resuming: {} objects known, {} verified, {} skipped, {} to do{}",
+            start.objects,
+            start.verified,
+            start.skipped,
+            start.pending,
+            if retried > 0 { format!(" ({retried} failed before, retrying)") } else { String::new() }
+        );
+    }
+
+    let cancel = CancellationToken::new();
+    spawn_signal_handler(cancel.clone());
+
+    let live = Arc::new(Live::default());
+    let bytes = Arc::new(Progress::default());
+    let executor = Arc::new(Executor::new(spec, Arc::clone(&bytes)));
+    let (events_tx, events_rx) = mpsc::channel(4096);
+    let recorder = tokio::spawn(coordinator::record(Arc::clone(&store), events_rx, Arc::clone(&live)));
+
+    // The scanner runs on a blocking thread and tells the dispatcher about
+    // each committed task.
+    let scan_done = Arc::new(AtomicBool::new(false));
+    let mut scan_handle = {
+        let (store, live, scan_done, cancel, cfg) =
+            (Arc::clone(&store), Arc::clone(&live), Arc::clone(&scan_done), cancel.clone(), plan.scan.clone());
+        tokio::task::spawn_blocking(move || {
+            let r = scanner::scan_local(&store, job_id, &cfg, &cancel, |_, objs| {
+                live.scanned_objects.fetch_add(objs.len() as u64, Ordering::Relaxed);
+                live.scanned_bytes.fetch_add(objs.iter().map(|o| o.size).sum(), Ordering::Relaxed);
+                live.committed.notify_waiters();
+            });
+            if matches!(r, Ok((true, _))) {
+                scan_done.store(true, Ordering::Relaxed);
+            }
+            live.committed.notify_waiters();
+            r
+        })
+    };
+
+    let stop_display = Arc::new(AtomicBool::new(false));
+    let display = tokio::spawn(progress::display(
+        progress::Sources {
+            live: Arc::clone(&live),
+            bytes: Arc::clone(&bytes),
+            scan_done: Arc::clone(&scan_done),
+            base_objects: start.pending,
+            base_bytes: start.bytes - start.verified_bytes - start.skipped_bytes,
+        },
+        Arc::clone(&stop_display),
+        Duration::from_secs(args.progress_interval.max(1)),
+    ));
+
+    // Dispatch: lease pending tasks to the executor while there is room.
+    let slots = Arc::new(Semaphore::new(executor.spec().object_concurrency.clamp(2, 16) as usize));
+    let tracker = TaskTracker::new();
+    let scan_result = loop {
+        if cancel.is_cancelled() {
+            break None;
+        }
+        let notified = live.committed.notified();
+        let free = slots.available_permits();
+        let tasks = if free > 0 {
+            let st = Arc::clone(&store);
+            tokio::task::spawn_blocking(move || st.lease_tasks(job_id, free, "standalone", 0)).await??
+        } else {
+            Vec::new()
+        };
+        if tasks.is_empty() {
+            if scan_handle.is_finished() && tracker.is_empty() {
+                // Everything scanned has been executed and recorded... unless
+                // the recorder still has events queued: those do not make new
+                // pending tasks, so we are done.
+                break Some((&mut scan_handle).await?);
+            }
+            tokio::select! {
+                _ = notified => {}
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                _ = cancel.cancelled() => {}
+            }
+            continue;
+        }
+        for task in tasks {
+            let permit = match Arc::clone(&slots).acquire_owned().await {
+                Ok(p) => p,
+                Err(_) => break,
+            };
+            let (ex, tx, c) = (Arc::clone(&executor), events_tx.clone(), cancel.clone());
+            tracker.spawn(async move {
+                let _permit = permit;
+                ex.run_task(task, tx, c).await;
+            });
+        }
+    };
+    tracker.close();
+    tracker.wait().await;
+    drop(events_tx);
+    let recorded = recorder.await;
+    stop_display.store(true, Ordering::Relaxed);
+    let _ = display.await;
+    recorded??;
+
+    let scan_stats = match scan_result {
+        Some(Ok((_, stats))) => Some(stats),
+        Some(Err(e)) => return Err(Exit(exit::RUNTIME, anyhow::anyhow!("scanning {}: {e}", plan.source_label))),
+        None => None,
+    };
+    let counts = store.counts(job_id)?;
+    if cancel.is_cancelled() {
+        // The scanner may still be between entries; it stops at the next.
+        let _ = tokio::time::timeout(Duration::from_secs(5), &mut scan_handle).await;
+        eprintln!(
+            "interrupted: {} of {} objects done so far; run the same command again to resume",
+            counts.verified + counts.skipped,
+            counts.objects
+        );
+        return Ok(exit::INTERRUPTED);
+    }
+    let failed = store.failed_objects(job_id, usize::MAX)?;
+    let state = if failed.is_empty() { store::state::SUCCEED } else { store::state::FAILED };
+    store.set_job_state(job_id, state)?;
+    print_summary(&plan, &counts, &failed, scan_stats.as_ref(), &work_dir, args.json)?;
+    Ok(if failed.is_empty() { exit::OK } else { exit::JOB_FAILED })
+}
+
+/// Finds the job in the store, or creates it; refuses to resume a job whose
+/// configuration changed since it was first run.
+fn open_job(store: &Store, plan: &Plan, clean: bool) -> Result<i64, Exit> {
+    if let Some(job) = store.find_job(&plan.name)? {
+        if clean {
+            store.delete_job(job.id)?;
+        } else if job.fingerprint != plan.fingerprint {
+            return Err(usage(format!(
+                "job {} was first run with a different configuration; its recorded progress would not match. \
+                 Run with --clean to discard it and start over, or give the changed job a new jobName",
+                plan.name
+            )));
+        } else {
+            return Ok(job.id);
+        }
+    }
+    Ok(store.create_job(&plan.name, &plan.config_json, &plan.fingerprint)?)
+}
+
+fn spawn_signal_handler(cancel: CancellationToken) {
+    // Detached: lives as long as the process.
+    tokio::spawn(async move {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        let term_fut = async {
+            match term.as_mut() {
+                Some(t) => {
+                    t.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term_fut => {}
+        }
+        eprintln!("\nstopping: finishing in-flight work (press Ctrl-C again to quit at once)");
+        cancel.cancel();
+        let _ = tokio::signal::ctrl_c().await;
+        std::process::exit(exit::INTERRUPTED as i32);
+    });
+}
+
+fn print_summary(
+    plan: &Plan,
+    c: &Counts,
+    failed: &[store::FailedObject],
+    scan: Option<&scanner::ScanStats>,
+    work_dir: &Path,
+    json: bool,
+) -> anyhow::Result<()> {
+    let errors_file = work_dir.join(format!("{}.errors.tsv", plan.name));
+    if !failed.is_empty() {
+        let mut out = String::from("code\tpath\treason\n");
+        for f in failed {
+            out.push_str(&format!("{}\t{}\t{}\n", f.code, f.rel_path.replace(['\t', '\n', '\r'], " "), f.message));
+        }
+        std::fs::write(&errors_file, out).with_context(|| format!("writing {}", errors_file.display()))?;
+    }
+    if json {
+        let v = serde_json::json!({
+            "job": plan.name,
+            "state": if failed.is_empty() { "succeed" } else { "failed" },
+            "counts": c,
+            "failed": failed.iter().map(|f| serde_json::json!({"path": f.rel_path, "code": f.code, "reason": f.message})).collect::<Vec<_>>(),
+        });
+        println!("{v:#}");
+        return Ok(());
+    }
+    println!("job {} {}", plan.name, if failed.is_empty() { "succeeded" } else { "finished with failures" });
+    println!("  found     {:>10} objects  {:>12}", c.objects, human_bytes(c.bytes));
+    println!("  copied    {:>10} objects  {:>12}", c.verified, human_bytes(c.verified_bytes));
+    println!("  skipped   {:>10} objects  {:>12}", c.skipped, human_bytes(c.skipped_bytes));
+    println!("  failed    {:>10} objects", c.failed);
+    println!("  verified  {:>10} of {} objects", c.verified + c.skipped, c.objects);
+    if let Some(s) = scan {
+        let mut notes = Vec::new();
+        if s.symlinks_skipped > 0 {
+            notes.push(format!("{} symlinks not followed (isAllowSymbolicLink=false)", s.symlinks_skipped));
+        }
+        if s.special_skipped > 0 {
+            notes.push(format!("{} special files (fifo, socket, device) ignored", s.special_skipped));
+        }
+        if s.older_than_import_since > 0 {
+            notes.push(format!("{} files not newer than importSince", s.older_than_import_since));
+        }
+        if !notes.is_empty() {
+            println!("  not listed: {}", notes.join("; "));
+        }
+    }
+    if !failed.is_empty() {
+        println!("failed objects:");
+        for f in failed.iter().take(50) {
+            println!("  {}  {}: {}", f.code, f.rel_path, f.message);
+        }
+        if failed.len() > 50 {
+            println!("  ... and {} more", failed.len() - 50);
+        }
+        println!("all failures: {}; run the same command again to retry them", errors_file.display());
+    }
+    Ok(())
+}

@@ -1,0 +1,321 @@
+//! Configuration: ossimport's `job.cfg`/`local_job.cfg`, `sys.properties` and
+//! `workers` files, read unchanged and validated once, at the edge.
+//!
+//! Reading happens in two stages, as in ripgrep's flags:
+//! - [`properties`] turns the text into raw key/value entries that remember their line;
+//! - [`job`] and [`sys`] check every key against the list of known keys and turn the
+//!   values into typed [`job::JobConfig`] / [`sys::SysConfig`] structs.
+//!
+//! Every problem is a [`ConfigError`] whose message is one line, `FILE:LINE: KEY: reason`,
+//! so that a user can fix the file without reading a stack trace (the original threw a
+//! `NullPointerException` for a missing key).
+
+pub mod job;
+pub mod properties;
+pub mod sys;
+
+use std::ops::RangeInclusive;
+
+use properties::{Entry, PropertiesFile};
+
+/// Why a configuration file was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A key or value is wrong; the file must be edited. `line` is `None` only when the
+    /// problem is a key that is absent from the file altogether.
+    #[error("{}: {key}: {reason}", location(.file, .line))]
+    Invalid {
+        file: String,
+        line: Option<usize>,
+        key: String,
+        reason: String,
+    },
+    /// The file itself could not be read.
+    #[error("{file}: cannot read file")]
+    Read {
+        file: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn location(file: &str, line: &Option<usize>) -> String {
+    match line {
+        Some(line) => format!("{file}:{line}"),
+        None => file.to_string(),
+    }
+}
+
+/// Looks up an environment variable. Injected so that tests do not depend on (or
+/// mutate) the process environment.
+pub type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+/// The process environment, for [`Env`] parameters.
+pub fn process_env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+fn read_file(path: &std::path::Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        file: path.display().to_string(),
+        source,
+    })
+}
+
+/// Typed access to a [`PropertiesFile`]: every lookup that fails produces an error
+/// pointing at the entry's line.
+struct Fields<'a> {
+    props: &'a PropertiesFile,
+}
+
+impl<'a> Fields<'a> {
+    fn new(props: &'a PropertiesFile) -> Fields<'a> {
+        Fields { props }
+    }
+
+    /// Refuses the first key (in file order) that is not in `known`.
+    fn check_known(&self, known: &[&str]) -> Result<(), ConfigError> {
+        for entry in &self.props.entries {
+            if known.contains(&entry.key.as_str()) {
+                continue;
+            }
+            let reason = match suggest(&entry.key, known) {
+                Some(near) => format!("unknown key (did you mean {near}?)"),
+                None => "unknown key".to_string(),
+            };
+            return Err(self.err(entry, reason));
+        }
+        Ok(())
+    }
+
+    /// The entry for the first of `keys` (a key and its aliases) that is present,
+    /// empty or not. Two spellings of the same setting are refused: which one wins
+    /// would otherwise depend on an order the user cannot see.
+    fn entry_any(&self, keys: &[&str]) -> Result<Option<&'a Entry>, ConfigError> {
+        let mut found: Option<&'a Entry> = None;
+        for entry in &self.props.entries {
+            if !keys.contains(&entry.key.as_str()) {
+                continue;
+            }
+            if let Some(first) = found {
+                return Err(self.err(
+                    entry,
+                    format!(
+                        "same setting as {} on line {}; keep only one",
+                        first.key, first.line
+                    ),
+                ));
+            }
+            found = Some(entry);
+        }
+        Ok(found)
+    }
+
+    /// The entry for `key` when it has a non-empty value. The original's docs tell users
+    /// to leave a value empty rather than delete the line, so empty means "default".
+    fn value_entry(&self, keys: &[&str]) -> Result<Option<&'a Entry>, ConfigError> {
+        Ok(self.entry_any(keys)?.filter(|e| !e.value.is_empty()))
+    }
+
+    /// Line of `key` if it appears in the file at all.
+    fn line(&self, key: &str) -> Option<usize> {
+        self.props.get(key).map(|e| e.line)
+    }
+
+    fn string(&self, key: &str) -> Result<String, ConfigError> {
+        Ok(self
+            .value_entry(&[key])?
+            .map(|e| e.value.clone())
+            .unwrap_or_default())
+    }
+
+    /// Parses the value of `keys` with `parse`, or returns `default` when absent or empty.
+    fn parsed<T>(
+        &self,
+        keys: &[&str],
+        default: T,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Result<T, ConfigError> {
+        match self.value_entry(keys)? {
+            Some(entry) => parse(&entry.value).map_err(|reason| self.err(entry, reason)),
+            None => Ok(default),
+        }
+    }
+
+    fn bool(&self, key: &str, default: bool) -> Result<bool, ConfigError> {
+        self.parsed(&[key], default, parse_bool)
+    }
+
+    /// A whole number within `range`.
+    fn uint(
+        &self,
+        keys: &[&str],
+        default: u64,
+        range: RangeInclusive<u64>,
+    ) -> Result<u64, ConfigError> {
+        self.parsed(keys, default, |v| {
+            let n = parse_u64(v)?;
+            check_range(n, &range)?;
+            Ok(n)
+        })
+    }
+
+    /// A whole number within `range` that fits a `u32`.
+    fn u32(
+        &self,
+        keys: &[&str],
+        default: u32,
+        range: RangeInclusive<u32>,
+    ) -> Result<u32, ConfigError> {
+        let wide = u64::from(*range.start())..=u64::from(*range.end());
+        let n = self.uint(keys, u64::from(default), wide)?;
+        // The range check above keeps `n` within u32.
+        Ok(u32::try_from(n).unwrap_or(u32::MAX))
+    }
+
+    /// A byte size (`100000`, `500k`, `50m`, `5g`).
+    fn size(&self, key: &str, default: u64) -> Result<u64, ConfigError> {
+        self.parsed(&[key], default, parse_size)
+    }
+
+    fn err(&self, entry: &Entry, reason: impl Into<String>) -> ConfigError {
+        self.err_at(entry.line, &entry.key, reason)
+    }
+
+    fn err_at(&self, line: impl Into<Option<usize>>, key: &str, reason: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            file: self.props.file.clone(),
+            line: line.into(),
+            key: key.to_string(),
+            reason: reason.into(),
+        }
+    }
+}
+
+fn check_range(n: u64, range: &RangeInclusive<u64>) -> Result<(), String> {
+    if range.contains(&n) {
+        return Ok(());
+    }
+    // An upper bound that only reflects the integer type is not worth mentioning.
+    let open_ended = *range.end() >= u64::from(u32::MAX);
+    Err(if open_ended && n < *range.start() {
+        format!("must be at least {}, got {n}", range.start())
+    } else if open_ended {
+        format!("must be at most {}, got {n}", range.end())
+    } else {
+        format!(
+            "must be between {} and {}, got {n}",
+            range.start(),
+            range.end()
+        )
+    })
+}
+
+fn parse_bool(value: &str) -> Result<bool, String> {
+    if value.eq_ignore_ascii_case("true") {
+        Ok(true)
+    } else if value.eq_ignore_ascii_case("false") {
+        Ok(false)
+    } else {
+        Err(format!("expected true or false, got {value:?}"))
+    }
+}
+
+fn parse_u64(value: &str) -> Result<u64, String> {
+    if !value.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("expected a whole number, got {value:?}"));
+    }
+    value
+        .parse()
+        .map_err(|_| format!("number too large: {value}"))
+}
+
+/// Parses a byte size as the original did: plain bytes, or a number followed by
+/// `k`, `m`, `g` or `t` (1024-based, any case, optionally followed by `b`).
+pub fn parse_size(value: &str) -> Result<u64, String> {
+    let bad = || format!("expected a size such as 100000, 500k, 50m or 5g, got {value:?}");
+    let lower = value.to_ascii_lowercase();
+    let digits_end = lower
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(lower.len());
+    let (digits, unit) = lower.split_at(digits_end);
+    if digits.is_empty() {
+        return Err(bad());
+    }
+    let unit = unit.trim_start();
+    let shift = match unit.strip_suffix('b').unwrap_or(unit) {
+        "" => 0,
+        "k" => 10,
+        "m" => 20,
+        "g" => 30,
+        "t" => 40,
+        _ => return Err(bad()),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("size too large: {value}"))?;
+    n.checked_mul(1u64 << shift)
+        .ok_or_else(|| format!("size too large: {value}"))
+}
+
+/// Parses one of a fixed set of words. `names` pairs each accepted spelling with its
+/// value; matching ignores ASCII case unless `case_sensitive`.
+fn parse_choice<T: Copy>(
+    value: &str,
+    names: &[(&str, T)],
+    case_sensitive: bool,
+) -> Result<T, String> {
+    let hit = names.iter().find(|(name, _)| {
+        if case_sensitive {
+            *name == value
+        } else {
+            name.eq_ignore_ascii_case(value)
+        }
+    });
+    match hit {
+        Some((_, v)) => Ok(*v),
+        None => {
+            let list: Vec<&str> = names.iter().map(|(n, _)| *n).collect();
+            Err(format!("expected one of {}, got {value:?}", list.join(", ")))
+        }
+    }
+}
+
+/// `true` for an absolute path written with `/` separators: `/data/` or `c:/data/`.
+fn is_absolute_slash_path(path: &str) -> bool {
+    let b = path.as_bytes();
+    path.starts_with('/') || (b.len() >= 3 && b[0].is_ascii_alphabetic() && b[1] == b':' && b[2] == b'/')
+}
+
+/// The known key closest to `key` by edit distance, if it is close enough to be a typo.
+fn suggest<'k>(key: &str, known: &[&'k str]) -> Option<&'k str> {
+    let lower = key.to_ascii_lowercase();
+    let (best, distance) = known
+        .iter()
+        .map(|k| (*k, edit_distance(&lower, &k.to_ascii_lowercase())))
+        .min_by_key(|(_, d)| *d)?;
+    // A third of the key's length tolerates a couple of typos in long camelCase keys
+    // without suggesting something unrelated for short ones.
+    let limit = (key.chars().count() / 3).max(2);
+    (distance <= limit).then_some(best)
+}
+
+/// Levenshtein distance over chars.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    let mut cur = vec![0; b.len() + 1];
+    for (i, ca) in a.chars().enumerate() {
+        cur[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let substitute = prev[j] + usize::from(ca != *cb);
+            cur[j + 1] = substitute.min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        std::mem::swap(&mut prev, &mut cur);
+    }
+    prev[b.len()]
+}
+
+#[cfg(test)]
+mod tests;

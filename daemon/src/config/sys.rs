@@ -1,0 +1,196 @@
+//! `sys.properties` (per-installation settings, validated into [`SysConfig`]) and the
+//! `workers` host list.
+//!
+//! Many of these keys steered the original's JVM and SSH plumbing; they are accepted so
+//! that existing files load, and [`SysConfig::unsupported`] says which ones do nothing.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use proto::Secret;
+use serde::Serialize;
+
+use super::properties::PropertiesFile;
+use super::{ConfigError, Fields, read_file};
+
+/// Every key the original accepted, with the documented and the shipped spelling of the
+/// two keys whose names disagree.
+const KNOWN_KEYS: &[&str] = &[
+    "workingDir",
+    "workerUserName",
+    "workerUser",
+    "workerPassword",
+    "privateKeyFile",
+    "sshPort",
+    "workerTaskThreadNum",
+    "workerMaxThroughput(KB/s)",
+    "workerMaxThroughput",
+    "dispatcherThreadNum",
+    "workerAbortWhenUncatchedException",
+    "workerRecordMd5",
+    "javaHeapMaxSize",
+];
+
+const DEFAULT_SSH_PORT: u16 = 22;
+const DEFAULT_DISPATCHER_THREADS: u32 = 1;
+const DEFAULT_JAVA_HEAP: u64 = 1024 * 1024 * 1024;
+
+/// Validated `sys.properties`. `Debug` prints the password as `***`; `Serialize` omits it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SysConfig {
+    /// `workingDir`: where job state lives. Default `.`.
+    pub working_dir: PathBuf,
+    /// `workerUserName` (docs: `workerUser`): SSH user for the workers.
+    pub worker_user_name: String,
+    /// `workerPassword`: SSH password.
+    #[serde(skip)]
+    pub worker_password: Secret,
+    /// `privateKeyFile`: SSH private key, used instead of the password.
+    pub private_key_file: Option<PathBuf>,
+    /// `sshPort`: 1..=65535. Default 22.
+    pub ssh_port: u16,
+    /// `workerTaskThreadNum`: concurrent transfers per worker, at least 1. Default 60.
+    pub worker_task_thread_num: u32,
+    /// `workerMaxThroughput(KB/s)` (also accepted as `workerMaxThroughput`): bandwidth cap
+    /// per worker in KB/s; 0 (default) = unlimited.
+    pub worker_max_throughput_kbps: u64,
+    /// `dispatcherThreadNum`: the original tracker's threads, at least 1. Default 1.
+    pub dispatcher_thread_num: u32,
+    /// `workerAbortWhenUncatchedException`: default false.
+    pub worker_abort_when_uncatched_exception: bool,
+    /// `workerRecordMd5`: store the MD5 in `x-oss-meta-md5`. Default false.
+    pub worker_record_md5: bool,
+    /// `javaHeapMaxSize`: the original's JVM `-Xmx`, in bytes. Default 1024m.
+    pub java_heap_max_size: u64,
+}
+
+impl SysConfig {
+    /// Reads and validates a `sys.properties` file.
+    pub fn load(path: &Path) -> Result<SysConfig, ConfigError> {
+        let text = read_file(path)?;
+        SysConfig::parse(&path.display().to_string(), &text)
+    }
+
+    /// Validates the text of a `sys.properties` file; `file_label` names it in errors.
+    pub fn parse(file_label: &str, text: &str) -> Result<SysConfig, ConfigError> {
+        let props = PropertiesFile::parse(file_label, text)?;
+        let f = Fields::new(&props);
+        f.check_known(KNOWN_KEYS)?;
+        let private_key_file = f
+            .value_entry(&["privateKeyFile"])?
+            .map(|e| PathBuf::from(&e.value));
+        let ssh_port = f.uint(&["sshPort"], u64::from(DEFAULT_SSH_PORT), 1..=65_535)?;
+        Ok(SysConfig {
+            working_dir: f
+                .value_entry(&["workingDir"])?
+                .map_or_else(|| PathBuf::from("."), |e| PathBuf::from(&e.value)),
+            worker_user_name: f
+                .value_entry(&["workerUserName", "workerUser"])?
+                .map(|e| e.value.clone())
+                .unwrap_or_default(),
+            worker_password: Secret::new(f.string("workerPassword")?),
+            private_key_file,
+            ssh_port: u16::try_from(ssh_port).unwrap_or(DEFAULT_SSH_PORT),
+            worker_task_thread_num: f.u32(&["workerTaskThreadNum"], 60, 1..=u32::MAX)?,
+            worker_max_throughput_kbps: f.uint(
+                &["workerMaxThroughput(KB/s)", "workerMaxThroughput"],
+                0,
+                0..=u64::MAX,
+            )?,
+            dispatcher_thread_num: f.u32(
+                &["dispatcherThreadNum"],
+                DEFAULT_DISPATCHER_THREADS,
+                1..=u32::MAX,
+            )?,
+            worker_abort_when_uncatched_exception: f
+                .bool("workerAbortWhenUncatchedException", false)?,
+            worker_record_md5: f.bool("workerRecordMd5", false)?,
+            java_heap_max_size: f.size("javaHeapMaxSize", DEFAULT_JAVA_HEAP)?,
+        })
+    }
+
+    /// One line per setting that is accepted but not acted on yet. Edit this list as
+    /// features land.
+    pub fn unsupported(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if !self.worker_password.is_empty() {
+            out.push(
+                "workerPassword: SSH passwords are not supported yet; value ignored".to_string(),
+            );
+        }
+        if self.private_key_file.is_some() {
+            out.push("privateKeyFile: not supported yet; value ignored".to_string());
+        }
+        if !self.worker_user_name.is_empty() {
+            out.push("workerUserName: not supported yet; value ignored".to_string());
+        }
+        if self.ssh_port != DEFAULT_SSH_PORT {
+            out.push(format!(
+                "sshPort={}: not supported yet; value ignored",
+                self.ssh_port
+            ));
+        }
+        if self.dispatcher_thread_num != DEFAULT_DISPATCHER_THREADS {
+            out.push(format!(
+                "dispatcherThreadNum={}: there is no separate dispatcher; value ignored",
+                self.dispatcher_thread_num
+            ));
+        }
+        if self.java_heap_max_size != DEFAULT_JAVA_HEAP {
+            out.push("javaHeapMaxSize: ignored: no JVM".to_string());
+        }
+        if self.worker_abort_when_uncatched_exception {
+            out.push(
+                "workerAbortWhenUncatchedException=true: not supported yet; a failed object never stops the job"
+                    .to_string(),
+            );
+        }
+        if self.worker_max_throughput_kbps != 0 {
+            out.push(format!(
+                "workerMaxThroughput(KB/s)={}: bandwidth limits are not supported yet; value ignored",
+                self.worker_max_throughput_kbps
+            ));
+        }
+        if self.worker_record_md5 {
+            out.push("workerRecordMd5=true: not supported yet; value ignored".to_string());
+        }
+        out
+    }
+}
+
+/// Reads a `workers` file.
+pub fn load_workers(path: &Path) -> Result<Vec<String>, ConfigError> {
+    let text = read_file(path)?;
+    parse_workers(&path.display().to_string(), &text)
+}
+
+/// Parses a `workers` file: one host per line (the first one was the original's master),
+/// blank lines and `#` comments ignored, each host at most once.
+pub fn parse_workers(file_label: &str, text: &str) -> Result<Vec<String>, ConfigError> {
+    let mut hosts = Vec::new();
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for (i, raw) in text.split('\n').enumerate() {
+        let line_no = i + 1;
+        let host = raw.split('#').next().unwrap_or_default().trim();
+        if host.is_empty() {
+            continue;
+        }
+        let err = |reason: String| ConfigError::Invalid {
+            file: file_label.to_string(),
+            line: Some(line_no),
+            key: "host".to_string(),
+            reason,
+        };
+        if host.contains(char::is_whitespace) {
+            return Err(err(format!("expected one host per line, got {host:?}")));
+        }
+        if let Some(first) = seen.get(host) {
+            return Err(err(format!(
+                "{host} is listed twice, first on line {first}"
+            )));
+        }
+        seen.insert(host.to_string(), line_no);
+        hosts.push(host.to_string());
+    }
+    Ok(hosts)
+}

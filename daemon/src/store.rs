@@ -1,0 +1,543 @@
+//! The SQLite job store: jobs, tasks, per-object results and multipart
+//! parts. The only module that contains SQL.
+//!
+//! Durability: the database runs in WAL mode with `synchronous=NORMAL`, so a
+//! committed transaction survives the process being killed (SIGKILL) at any
+//! point; a power loss may drop the last few transactions, which only means
+//! a little work is redone (objects are verified against the destination
+//! before they count). Every state change that must survive is one
+//! transaction: a closed task together with its objects and the scan
+//! checkpoint; a batch of executor events.
+
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use proto::job::{Event, MultipartResume, ObjectSpec, Outcome, PartRecord, TaskSpec};
+use rusqlite::{Connection, OptionalExtension, params};
+
+/// Schema version this build writes; older databases are migrated forward.
+const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA_V1: &str = "
+CREATE TABLE jobs (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    config TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    state TEXT NOT NULL,
+    scan_done INTEGER NOT NULL DEFAULT 0,
+    scan_checkpoint TEXT,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+CREATE TABLE tasks (
+    id INTEGER PRIMARY KEY,
+    job_id INTEGER NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+    state TEXT NOT NULL,
+    object_count INTEGER NOT NULL,
+    byte_count INTEGER NOT NULL,
+    agent TEXT,
+    lease_until INTEGER,
+    dispatch_count INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX tasks_job_state ON tasks(job_id, state);
+CREATE TABLE objects (
+    id INTEGER PRIMARY KEY,
+    job_id INTEGER NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+    task_id INTEGER NOT NULL REFERENCES tasks(id) ON DELETE CASCADE,
+    rel_path TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    mtime INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    checksum_algo TEXT,
+    checksum TEXT,
+    md5 TEXT,
+    etag TEXT,
+    verified_by TEXT,
+    error_code TEXT,
+    error TEXT,
+    retries INTEGER NOT NULL DEFAULT 0,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    upload_id TEXT,
+    part_size INTEGER,
+    updated_at INTEGER
+);
+CREATE INDEX objects_task ON objects(task_id);
+CREATE INDEX objects_job_state ON objects(job_id, state);
+CREATE TABLE parts (
+    object_id INTEGER NOT NULL REFERENCES objects(id) ON DELETE CASCADE,
+    number INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    etag TEXT NOT NULL,
+    md5 TEXT NOT NULL,
+    crc64 TEXT NOT NULL,
+    PRIMARY KEY (object_id, number)
+);
+";
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    #[error("job store {path}: {source}")]
+    Open { path: String, source: rusqlite::Error },
+    #[error("job store was written by a newer ossimport (schema {found}, this build knows {SCHEMA_VERSION})")]
+    TooNew { found: i64 },
+    #[error("job {0} not found")]
+    NotFound(String),
+    #[error("job store: {0}")]
+    Sql(#[from] rusqlite::Error),
+    #[error("job store worker thread failed: {0}")]
+    Worker(String),
+}
+
+/// Job states as stored.
+pub mod state {
+    pub const RUNNING: &str = "running";
+    pub const SUCCEED: &str = "succeed";
+    pub const FAILED: &str = "failed";
+    pub const STOPPED: &str = "stopped";
+}
+
+#[derive(Clone, Debug)]
+pub struct JobRow {
+    pub id: i64,
+    pub name: String,
+    pub config: String,
+    pub fingerprint: String,
+    pub state: String,
+    pub scan_done: bool,
+    pub scan_checkpoint: Option<String>,
+}
+
+/// An object found by the scanner.
+#[derive(Clone, Debug)]
+pub struct NewObject {
+    pub rel_path: String,
+    pub size: u64,
+    pub mtime: i64,
+    /// Set when the object can already be seen to fail (e.g. a name that is
+    /// not UTF-8, an unreadable directory): `(code, message)`.
+    pub failure: Option<(String, String)>,
+}
+
+/// Object counts of a job by state, with byte totals.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Counts {
+    pub objects: u64,
+    pub bytes: u64,
+    pub pending: u64,
+    pub verified: u64,
+    pub verified_bytes: u64,
+    pub skipped: u64,
+    pub skipped_bytes: u64,
+    pub failed: u64,
+    pub tasks: u64,
+    pub tasks_pending: u64,
+    pub tasks_dispatched: u64,
+    pub tasks_done: u64,
+    pub tasks_failed: u64,
+}
+
+#[derive(Clone, Debug)]
+pub struct FailedObject {
+    pub rel_path: String,
+    pub code: String,
+    pub message: String,
+}
+
+/// Handle to the database. SQLite calls block; async callers use
+/// `spawn_blocking`. A std `Mutex` suffices because no lock is held across
+/// an `.await`.
+pub struct Store {
+    conn: Mutex<Connection>,
+}
+
+fn now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+impl Store {
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let open_err = |source| StoreError::Open { path: path.display().to_string(), source };
+        let conn = Connection::open(path).map_err(open_err)?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(open_err)?;
+        conn.pragma_update(None, "synchronous", "NORMAL").map_err(open_err)?;
+        conn.pragma_update(None, "foreign_keys", "ON").map_err(open_err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(30)).map_err(open_err)?;
+        let store = Store { conn: Mutex::new(conn) };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
+        // A panic while holding the lock leaves SQLite consistent (the
+        // transaction rolls back on drop), so a poisoned lock is usable.
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn migrate(&self) -> Result<(), StoreError> {
+        let mut conn = self.lock();
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if version > SCHEMA_VERSION {
+            return Err(StoreError::TooNew { found: version });
+        }
+        if version < 1 {
+            let tx = conn.transaction()?;
+            tx.execute_batch(SCHEMA_V1)?;
+            tx.pragma_update(None, "user_version", 1)?;
+            tx.commit()?;
+        }
+        Ok(())
+    }
+
+    pub fn find_job(&self, name: &str) -> Result<Option<JobRow>, StoreError> {
+        let conn = self.lock();
+        Ok(conn
+            .query_row(
+                "SELECT id, name, config, fingerprint, state, scan_done, scan_checkpoint FROM jobs WHERE name = ?1",
+                [name],
+                |r| {
+                    Ok(JobRow {
+                        id: r.get(0)?,
+                        name: r.get(1)?,
+                        config: r.get(2)?,
+                        fingerprint: r.get(3)?,
+                        state: r.get(4)?,
+                        scan_done: r.get::<_, i64>(5)? != 0,
+                        scan_checkpoint: r.get(6)?,
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    pub fn create_job(&self, name: &str, config: &str, fingerprint: &str) -> Result<i64, StoreError> {
+        let conn = self.lock();
+        conn.execute(
+            "INSERT INTO jobs (name, config, fingerprint, state, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
+            params![name, config, fingerprint, state::RUNNING, now()],
+        )?;
+        Ok(conn.last_insert_rowid())
+    }
+
+    /// Deletes a job and everything recorded for it (`clean`).
+    pub fn delete_job(&self, job_id: i64) -> Result<(), StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        tx.execute("DELETE FROM parts WHERE object_id IN (SELECT id FROM objects WHERE job_id = ?1)", [job_id])?;
+        tx.execute("DELETE FROM objects WHERE job_id = ?1", [job_id])?;
+        tx.execute("DELETE FROM tasks WHERE job_id = ?1", [job_id])?;
+        tx.execute("DELETE FROM jobs WHERE id = ?1", [job_id])?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn set_job_state(&self, job_id: i64, state: &str) -> Result<(), StoreError> {
+        self.lock().execute(
+            "UPDATE jobs SET state = ?2, updated_at = ?3 WHERE id = ?1",
+            params![job_id, state, now()],
+        )?;
+        Ok(())
+    }
+
+    pub fn scan_checkpoint(&self, job_id: i64) -> Result<(bool, Option<String>), StoreError> {
+        Ok(self.lock().query_row(
+            "SELECT scan_done, scan_checkpoint FROM jobs WHERE id = ?1",
+            [job_id],
+            |r| Ok((r.get::<_, i64>(0)? != 0, r.get(1)?)),
+        )?)
+    }
+
+    /// Stores a closed task with its objects and moves the scan checkpoint
+    /// past them, in one transaction: after a crash either all of it or
+    /// none of it is there, so the scan resumes without gaps or duplicates.
+    pub fn commit_task(&self, job_id: i64, objects: &[NewObject], checkpoint: &str) -> Result<i64, StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let bytes: u64 = objects.iter().map(|o| o.size).sum();
+        tx.execute(
+            "INSERT INTO tasks (job_id, state, object_count, byte_count) VALUES (?1, 'pending', ?2, ?3)",
+            params![job_id, objects.len() as i64, bytes as i64],
+        )?;
+        let task_id = tx.last_insert_rowid();
+        {
+            let mut ins = tx.prepare_cached(
+                "INSERT INTO objects (job_id, task_id, rel_path, size, mtime, state, error_code, error, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            )?;
+            let t = now();
+            for o in objects {
+                let (state, code, msg) = match &o.failure {
+                    Some((c, m)) => ("failed", Some(c.as_str()), Some(m.as_str())),
+                    None => ("pending", None, None),
+                };
+                ins.execute(params![job_id, task_id, o.rel_path, o.size as i64, o.mtime, state, code, msg, t])?;
+            }
+        }
+        tx.execute(
+            "UPDATE jobs SET scan_checkpoint = ?2, updated_at = ?3 WHERE id = ?1",
+            params![job_id, checkpoint, now()],
+        )?;
+        tx.commit()?;
+        Ok(task_id)
+    }
+
+    pub fn finish_scan(&self, job_id: i64) -> Result<(), StoreError> {
+        self.lock().execute("UPDATE jobs SET scan_done = 1, updated_at = ?2 WHERE id = ?1", params![job_id, now()])?;
+        Ok(())
+    }
+
+    /// Returns dispatched tasks whose executor is gone to pending. Called at
+    /// start-up of a standalone run (nothing can still be executing them).
+    pub fn requeue_dispatched(&self, job_id: i64) -> Result<usize, StoreError> {
+        Ok(self.lock().execute(
+            "UPDATE tasks SET state = 'pending', agent = NULL, lease_until = NULL WHERE job_id = ?1 AND state = 'dispatched'",
+            [job_id],
+        )?)
+    }
+
+    /// Makes failed objects pending again and their tasks runnable (`retry`).
+    /// Objects that failed at listing time stay failed.
+    pub fn retry_failed(&self, job_id: i64) -> Result<usize, StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let n = tx.execute(
+            "UPDATE objects SET state = 'pending', error_code = NULL, error = NULL
+             WHERE job_id = ?1 AND state = 'failed' AND error_code NOT IN ('LIST_ERROR', 'INVALID_KEY')",
+            [job_id],
+        )?;
+        tx.execute(
+            "UPDATE tasks SET state = 'pending' WHERE job_id = ?1 AND state IN ('failed', 'done')
+             AND EXISTS (SELECT 1 FROM objects o WHERE o.task_id = tasks.id AND o.state = 'pending')",
+            [job_id],
+        )?;
+        tx.execute("UPDATE jobs SET state = ?2 WHERE id = ?1", params![job_id, state::RUNNING])?;
+        tx.commit()?;
+        Ok(n)
+    }
+
+    /// Leases up to `max` pending tasks to `agent` until `lease_until`
+    /// (unix seconds) and returns them with their not-yet-final objects and
+    /// any multipart upload to resume.
+    pub fn lease_tasks(&self, job_id: i64, max: usize, agent: &str, lease_until: i64) -> Result<Vec<TaskSpec>, StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let ids: Vec<i64> = {
+            let mut q = tx.prepare_cached("SELECT id FROM tasks WHERE job_id = ?1 AND state = 'pending' ORDER BY id LIMIT ?2")?;
+            q.query_map(params![job_id, max as i64], |r| r.get(0))?.collect::<Result<_, _>>()?
+        };
+        let mut out = Vec::with_capacity(ids.len());
+        for task_id in ids {
+            tx.execute(
+                "UPDATE tasks SET state = 'dispatched', agent = ?2, lease_until = ?3, dispatch_count = dispatch_count + 1 WHERE id = ?1",
+                params![task_id, agent, lease_until],
+            )?;
+            let mut objects = Vec::new();
+            {
+                let mut q = tx.prepare_cached(
+                    "SELECT id, rel_path, size, mtime, upload_id, part_size FROM objects
+                     WHERE task_id = ?1 AND state = 'pending' ORDER BY id",
+                )?;
+                let rows = q.query_map([task_id], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, i64>(2)?,
+                        r.get::<_, i64>(3)?,
+                        r.get::<_, Option<String>>(4)?,
+                        r.get::<_, Option<i64>>(5)?,
+                    ))
+                })?;
+                for row in rows {
+                    let (object_id, rel_path, size, mtime, upload_id, part_size) = row?;
+                    objects.push((object_id, rel_path, size, mtime, upload_id, part_size));
+                }
+            }
+            let mut specs = Vec::with_capacity(objects.len());
+            for (object_id, rel_path, size, mtime, upload_id, part_size) in objects {
+                let resume = match (upload_id, part_size) {
+                    (Some(upload_id), Some(part_size)) => {
+                        let mut q = tx.prepare_cached(
+                            "SELECT number, size, etag, md5, crc64 FROM parts WHERE object_id = ?1 ORDER BY number",
+                        )?;
+                        let parts = q
+                            .query_map([object_id], |r| {
+                                Ok(PartRecord {
+                                    number: r.get::<_, i64>(0)? as u32,
+                                    size: r.get::<_, i64>(1)? as u64,
+                                    etag: r.get(2)?,
+                                    md5: r.get(3)?,
+                                    crc64: r.get::<_, String>(4)?.parse().unwrap_or(0),
+                                })
+                            })?
+                            .collect::<Result<Vec<_>, _>>()?;
+                        Some(MultipartResume { upload_id, part_size: part_size as u64, parts })
+                    }
+                    _ => None,
+                };
+                specs.push(ObjectSpec { object_id, rel_path, size: size as u64, mtime, resume });
+            }
+            out.push(TaskSpec { task_id, job_id, objects: specs });
+        }
+        tx.commit()?;
+        Ok(out)
+    }
+
+    /// Applies executor events in one transaction. Idempotent: an object
+    /// already final keeps its first result, so a task reported twice (an
+    /// expired lease, a retried report) is counted once.
+    pub fn apply_events(&self, events: &[Event]) -> Result<(), StoreError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let t = now();
+        for ev in events {
+            match ev {
+                Event::UploadStarted { object_id, upload_id, part_size } => {
+                    tx.execute("DELETE FROM parts WHERE object_id = ?1", [object_id])?;
+                    tx.execute(
+                        "UPDATE objects SET upload_id = ?2, part_size = ?3 WHERE id = ?1 AND state = 'pending'",
+                        params![object_id, upload_id, *part_size as i64],
+                    )?;
+                }
+                Event::PartDone { object_id, part } => {
+                    tx.prepare_cached(
+                        "INSERT OR REPLACE INTO parts (object_id, number, size, etag, md5, crc64) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    )?
+                    .execute(params![
+                        object_id,
+                        part.number as i64,
+                        part.size as i64,
+                        part.etag,
+                        part.md5,
+                        part.crc64.to_string()
+                    ])?;
+                }
+                Event::UploadAborted { object_id } => {
+                    tx.execute("DELETE FROM parts WHERE object_id = ?1", [object_id])?;
+                    tx.execute("UPDATE objects SET upload_id = NULL, part_size = NULL WHERE id = ?1", [object_id])?;
+                }
+                Event::ObjectDone(r) => {
+                    let state = match r.outcome {
+                        Outcome::Verified => "verified",
+                        Outcome::Skipped => "skipped",
+                        Outcome::Failed => "failed",
+                    };
+                    let (code, msg) = match &r.error {
+                        Some(e) => (Some(e.code.as_str()), Some(e.message.as_str())),
+                        None => (None, None),
+                    };
+                    tx.prepare_cached(
+                        "UPDATE objects SET state = ?2, checksum_algo = ?3, checksum = ?4, md5 = ?5, etag = ?6,
+                            size = CASE WHEN ?2 = 'verified' THEN ?12 ELSE size END,
+                            verified_by = ?7, error_code = ?8, error = ?9, retries = retries + ?10,
+                            attempts = attempts + 1, updated_at = ?11
+                         WHERE id = ?1 AND state = 'pending'",
+                    )?
+                    .execute(params![
+                        r.object_id,
+                        state,
+                        r.crc64.map(|_| "crc64ecma"),
+                        r.crc64.map(|c| c.to_string()),
+                        r.md5,
+                        r.etag,
+                        r.verified_by,
+                        code,
+                        msg,
+                        r.retries as i64,
+                        t,
+                        r.size as i64
+                    ])?;
+                    if r.outcome == Outcome::Verified {
+                        // The parts served their purpose; keep the table small.
+                        tx.prepare_cached("DELETE FROM parts WHERE object_id = ?1")?.execute([r.object_id])?;
+                    }
+                }
+                Event::TaskDone { task_id } => {
+                    tx.prepare_cached(
+                        "UPDATE tasks SET state = CASE
+                            WHEN EXISTS (SELECT 1 FROM objects WHERE task_id = ?1 AND state = 'pending') THEN 'pending'
+                            WHEN EXISTS (SELECT 1 FROM objects WHERE task_id = ?1 AND state = 'failed') THEN 'failed'
+                            ELSE 'done' END,
+                          agent = NULL, lease_until = NULL
+                         WHERE id = ?1 AND state = 'dispatched'",
+                    )?
+                    .execute([task_id])?;
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn counts(&self, job_id: i64) -> Result<Counts, StoreError> {
+        let conn = self.lock();
+        let mut c = Counts::default();
+        let mut q = conn.prepare_cached(
+            "SELECT state, count(*), coalesce(sum(size), 0) FROM objects WHERE job_id = ?1 GROUP BY state",
+        )?;
+        let rows = q.query_map([job_id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?)))?;
+        for row in rows {
+            let (state, n, bytes) = row?;
+            let (n, bytes) = (n as u64, bytes as u64);
+            c.objects += n;
+            c.bytes += bytes;
+            match state.as_str() {
+                "pending" => c.pending += n,
+                "verified" => {
+                    c.verified += n;
+                    c.verified_bytes += bytes;
+                }
+                "skipped" => {
+                    c.skipped += n;
+                    c.skipped_bytes += bytes;
+                }
+                _ => c.failed += n,
+            }
+        }
+        let mut q = conn.prepare_cached("SELECT state, count(*) FROM tasks WHERE job_id = ?1 GROUP BY state")?;
+        let rows = q.query_map([job_id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+        for row in rows {
+            let (state, n) = row?;
+            let n = n as u64;
+            c.tasks += n;
+            match state.as_str() {
+                "pending" => c.tasks_pending += n,
+                "dispatched" => c.tasks_dispatched += n,
+                "done" => c.tasks_done += n,
+                _ => c.tasks_failed += n,
+            }
+        }
+        Ok(c)
+    }
+
+    pub fn failed_objects(&self, job_id: i64, limit: usize) -> Result<Vec<FailedObject>, StoreError> {
+        let conn = self.lock();
+        let mut q = conn.prepare_cached(
+            "SELECT rel_path, coalesce(error_code, ''), coalesce(error, '') FROM objects
+             WHERE job_id = ?1 AND state = 'failed' ORDER BY id LIMIT ?2",
+        )?;
+        let rows = q.query_map(params![job_id, limit as i64], |r| {
+            Ok(FailedObject { rel_path: r.get(0)?, code: r.get(1)?, message: r.get(2)? })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Number of attempts recorded for an object (tests and reports).
+    pub fn object_attempts(&self, job_id: i64, rel_path: &str) -> Result<Option<(String, i64)>, StoreError> {
+        Ok(self
+            .lock()
+            .query_row(
+                "SELECT state, attempts FROM objects WHERE job_id = ?1 AND rel_path = ?2",
+                params![job_id, rel_path],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?)
+    }
+}
+
+#[cfg(test)]
+mod tests;

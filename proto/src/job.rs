@@ -1,0 +1,275 @@
+//! What an executor needs to run tasks of a job, and what it reports back.
+
+use serde::{Deserialize, Serialize};
+
+use crate::Secret;
+
+/// Everything an executor needs to copy a job's objects. Sent once per job
+/// (or with each batch) to whoever executes tasks.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct JobSpec {
+    pub job_id: i64,
+    pub job_name: String,
+    pub mode: JobMode,
+    pub source: SourceSpec,
+    pub dest: DestSpec,
+    /// Objects strictly larger than this use multipart upload.
+    pub multipart_threshold: u64,
+    pub part_size: u64,
+    /// Parts of one large file in flight.
+    pub part_concurrency: u32,
+    /// Objects in flight (`workerTaskThreadNum`).
+    pub object_concurrency: u32,
+    pub verify: VerifyMode,
+    pub skip: SkipMode,
+    /// Store the source MD5 in `x-*-meta-md5` (`workerRecordMd5`).
+    pub record_md5: bool,
+    /// Attempts per request (first included) for retryable failures.
+    pub max_attempts: u32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobMode {
+    /// Copy, then verify.
+    Import,
+    /// Verify an existing copy; write nothing.
+    Audit,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum SourceSpec {
+    /// A local directory; `root` ends with `/`.
+    Local { root: String },
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum DestSpec {
+    /// An S3-compatible bucket (OSS, S3, ...).
+    S3 {
+        endpoint: String,
+        region: String,
+        bucket: String,
+        access_key: String,
+        secret_key: Secret,
+        path_style: bool,
+        prefix: String,
+        server_side_encryption: bool,
+    },
+    /// A local directory.
+    Local { dir: String, prefix: String },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VerifyMode {
+    /// Size only.
+    Size,
+    /// Size, ETag (MD5 or multipart ETag) and CRC64 where the store reports it.
+    Checksum,
+    /// Download the object and compare MD5 and CRC64 with the source.
+    ReadBack,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum SkipMode {
+    /// Always copy.
+    None,
+    /// Skip when the destination has the same size and recorded mtime.
+    SizeMtime,
+    /// Skip when the destination has the same size.
+    Size,
+    /// Skip when the destination's checksum matches the source's.
+    Checksum,
+}
+
+/// A batch of objects, closed by the scanner at a count or byte limit.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TaskSpec {
+    pub task_id: i64,
+    pub job_id: i64,
+    /// Only the objects not yet final; verified ones are never resent.
+    pub objects: Vec<ObjectSpec>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ObjectSpec {
+    pub object_id: i64,
+    /// Path relative to the source root, `/`-separated, UTF-8.
+    pub rel_path: String,
+    /// Size and mtime (unix seconds) seen by the scanner.
+    pub size: u64,
+    pub mtime: i64,
+    /// A multipart upload started by an earlier attempt, to continue.
+    pub resume: Option<MultipartResume>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct MultipartResume {
+    pub upload_id: String,
+    pub part_size: u64,
+    pub parts: Vec<PartRecord>,
+}
+
+/// A part the destination acknowledged with the ETag we expected.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartRecord {
+    pub number: u32,
+    pub size: u64,
+    pub etag: String,
+    /// Hex MD5 of the part as read from the source.
+    pub md5: String,
+    pub crc64: u64,
+}
+
+/// Reported by an executor while it works. Applying the same event twice
+/// has the same effect as applying it once.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    UploadStarted { object_id: i64, upload_id: String, part_size: u64 },
+    PartDone { object_id: i64, part: PartRecord },
+    /// The upload was aborted; its parts are gone.
+    UploadAborted { object_id: i64 },
+    ObjectDone(ObjectResult),
+    /// Every object of the task has an `ObjectDone`.
+    TaskDone { task_id: i64 },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    /// Copied (or, for audit, found) and verified.
+    Verified,
+    /// Already present at the destination per the skip rule.
+    Skipped,
+    Failed,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ObjectResult {
+    pub object_id: i64,
+    pub task_id: i64,
+    pub outcome: Outcome,
+    /// Bytes read from the source and checksummed.
+    pub size: u64,
+    pub crc64: Option<u64>,
+    pub md5: Option<String>,
+    pub etag: Option<String>,
+    /// What was compared, e.g. `size+md5+crc64`.
+    pub verified_by: String,
+    pub error: Option<ObjectError>,
+    /// Request retries spent on this object.
+    pub retries: u32,
+}
+
+/// Why an object failed: a stable code for scripts and a sentence for people.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// The source's size differs from the scan or from what was uploaded.
+    SizeNotMatch,
+    /// The source changed (mtime or content) while it was being copied.
+    SourceChanged,
+    /// The source disappeared after it was listed.
+    SourceDeleted,
+    /// The source could not be read (permissions, IO error).
+    SourceUnreadable,
+    /// The destination key breaks the key rules.
+    InvalidKey,
+    /// The destination's checksum differs from the source's.
+    ChecksumMismatch,
+    /// Audit: the object is missing at the destination.
+    DestMissing,
+    /// The destination refused or failed the request.
+    DestError,
+    /// Listing the source failed here (e.g. an unreadable directory).
+    ListError,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::SizeNotMatch => "SIZE_NOT_MATCH",
+            ErrorCode::SourceChanged => "SOURCE_CHANGED",
+            ErrorCode::SourceDeleted => "SOURCE_DELETED",
+            ErrorCode::SourceUnreadable => "SOURCE_UNREADABLE",
+            ErrorCode::InvalidKey => "INVALID_KEY",
+            ErrorCode::ChecksumMismatch => "CHECKSUM_MISMATCH",
+            ErrorCode::DestMissing => "DEST_MISSING",
+            ErrorCode::DestError => "DEST_ERROR",
+            ErrorCode::ListError => "LIST_ERROR",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<ErrorCode> {
+        Some(match s {
+            "SIZE_NOT_MATCH" => ErrorCode::SizeNotMatch,
+            "SOURCE_CHANGED" => ErrorCode::SourceChanged,
+            "SOURCE_DELETED" => ErrorCode::SourceDeleted,
+            "SOURCE_UNREADABLE" => ErrorCode::SourceUnreadable,
+            "INVALID_KEY" => ErrorCode::InvalidKey,
+            "CHECKSUM_MISMATCH" => ErrorCode::ChecksumMismatch,
+            "DEST_MISSING" => ErrorCode::DestMissing,
+            "DEST_ERROR" => ErrorCode::DestError,
+            "LIST_ERROR" => ErrorCode::ListError,
+            _ => return None,
+        })
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_codes_round_trip() {
+        for c in [
+            ErrorCode::SizeNotMatch,
+            ErrorCode::SourceChanged,
+            ErrorCode::SourceDeleted,
+            ErrorCode::SourceUnreadable,
+            ErrorCode::InvalidKey,
+            ErrorCode::ChecksumMismatch,
+            ErrorCode::DestMissing,
+            ErrorCode::DestError,
+            ErrorCode::ListError,
+        ] {
+            assert_eq!(ErrorCode::parse(c.as_str()), Some(c));
+            assert_eq!(serde_json::to_string(&c).unwrap(), format!("\"{}\"", c.as_str()));
+        }
+    }
+
+    #[test]
+    fn secrets_serialize_for_the_wire_but_never_debug() {
+        let d = DestSpec::Local { dir: "/d".into(), prefix: String::new() };
+        assert!(serde_json::to_string(&d).unwrap().contains("\"type\":\"local\""));
+        let s = DestSpec::S3 {
+            endpoint: "http://h".into(),
+            region: "r".into(),
+            bucket: "b".into(),
+            access_key: "ak".into(),
+            secret_key: Secret::new("sk-value"),
+            path_style: true,
+            prefix: String::new(),
+            server_side_encryption: false,
+        };
+        assert!(!format!("{s:?}").contains("sk-value"));
+    }
+}

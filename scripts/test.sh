@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The project's test command: deps, format check, clippy, then the test suite.
+set -euo pipefail
+
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$REPO_ROOT"
+
+scripts/setup-test-deps.sh
+
+# Tests find scripts/s3-server.sh through OSSIMPORT_REPO_ROOT, and weed/python on PATH.
+export OSSIMPORT_REPO_ROOT="$REPO_ROOT"
+export PATH="$REPO_ROOT/.venv/bin:$PATH"
+
+echo "test.sh: cargo fmt --all -- --check"
+cargo fmt --all -- --check
+
+echo "test.sh: cargo clippy --all-targets -- -D warnings"
+cargo clippy --all-targets -- -D warnings
+
+if cargo nextest --version >/dev/null 2>&1; then
+  echo "test.sh: cargo nextest run --workspace --no-fail-fast"
+  cargo nextest run --workspace --no-fail-fast
+else
+  echo "test.sh: cargo-nextest not found, using cargo test --workspace"
+  cargo test --workspace
+fi

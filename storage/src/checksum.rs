@@ -1,0 +1,162 @@
+//! Checksums computed while bytes pass through: MD5 (what S3 and OSS put in
+//! the ETag) and CRC-64/XZ (what OSS reports as `x-oss-hash-crc64ecma`).
+//!
+//! OSS calls its checksum "CRC64-ECMA" but it is the reflected variant with
+//! all-ones init and xorout, i.e. CRC-64/XZ (check value 0x995dc9bbdf1939fa),
+//! not CRC-64/ECMA-182. Both digests are updated from the same buffer in one
+//! pass so every byte is read from memory once per algorithm.
+
+use md5::{Digest as _, Md5};
+
+const CRC64: crc_fast::CrcAlgorithm = crc_fast::CrcAlgorithm::Crc64Xz;
+
+/// MD5 and CRC64 of a byte sequence.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Digest {
+    pub md5: [u8; 16],
+    pub crc64: u64,
+    pub len: u64,
+}
+
+impl Digest {
+    pub fn md5_hex(&self) -> String {
+        hex(&self.md5)
+    }
+
+    /// The base64 form S3 expects in `Content-MD5`.
+    pub fn md5_base64(&self) -> String {
+        aws_smithy_types::base64::encode(self.md5)
+    }
+}
+
+/// Incremental MD5 + CRC64.
+pub struct Hasher {
+    md5: Md5,
+    crc: crc_fast::Digest,
+    len: u64,
+}
+
+impl Default for Hasher {
+    fn default() -> Self {
+        Hasher::new()
+    }
+}
+
+impl Hasher {
+    pub fn new() -> Hasher {
+        Hasher { md5: Md5::new(), crc: crc_fast::Digest::new(CRC64), len: 0 }
+    }
+
+    pub fn update(&mut self, data: &[u8]) {
+        self.md5.update(data);
+        self.crc.update(data);
+        self.len += data.len() as u64;
+    }
+
+    pub fn finish(self) -> Digest {
+        Digest { md5: self.md5.finalize().into(), crc64: self.crc.finalize(), len: self.len }
+    }
+}
+
+/// Digest of one buffer.
+pub fn digest(data: &[u8]) -> Digest {
+    let mut h = Hasher::new();
+    h.update(data);
+    h.finish()
+}
+
+/// CRC64 of the concatenation `a || b`, given `b`'s length.
+pub fn crc64_combine(crc_a: u64, crc_b: u64, len_b: u64) -> u64 {
+    crc_fast::checksum_combine(CRC64, crc_a, crc_b, len_b)
+}
+
+/// CRC64 of an object from the CRC64s and lengths of its parts, in order.
+pub fn crc64_of_parts(parts: impl IntoIterator<Item = (u64, u64)>) -> u64 {
+    let mut acc: Option<u64> = None;
+    for (crc, len) in parts {
+        acc = Some(match acc {
+            None => crc,
+            Some(a) => crc64_combine(a, crc, len),
+        });
+    }
+    // CRC-64/XZ of the empty string is 0.
+    acc.unwrap_or(0)
+}
+
+/// The ETag S3 and OSS give a multipart object: MD5 of the concatenated part
+/// MD5s, a dash, and the part count.
+pub fn multipart_etag<'a>(part_md5s: impl IntoIterator<Item = &'a [u8; 16]>) -> String {
+    let mut h = Md5::new();
+    let mut n = 0;
+    for m in part_md5s {
+        h.update(m);
+        n += 1;
+    }
+    let d: [u8; 16] = h.finalize().into();
+    format!("{}-{}", hex(&d), n)
+}
+
+/// Strips the quotes S3 puts around ETags and lower-cases them.
+pub fn normalize_etag(etag: &str) -> String {
+    etag.trim().trim_matches('"').to_ascii_lowercase()
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(DIGITS[(b >> 4) as usize] as char);
+        s.push(DIGITS[(b & 15) as usize] as char);
+    }
+    s
+}
+
+/// Parses a 32-digit hex MD5.
+pub fn parse_md5_hex(s: &str) -> Option<[u8; 16]> {
+    if s.len() != 32 {
+        return None;
+    }
+    let mut out = [0u8; 16];
+    for (i, chunk) in s.as_bytes().chunks(2).enumerate() {
+        let hi = (chunk[0] as char).to_digit(16)?;
+        let lo = (chunk[1] as char).to_digit(16)?;
+        out[i] = (hi * 16 + lo) as u8;
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn check_values() {
+        let d = digest(b"123456789");
+        assert_eq!(d.crc64, 0x995d_c9bb_df19_39fa, "CRC-64/XZ check value");
+        assert_eq!(d.md5_hex(), "25f9e794323b453885f5181f1b624d0b");
+        assert_eq!(d.len, 9);
+        assert_eq!(digest(b"").crc64, 0);
+    }
+
+    #[test]
+    fn combine_matches_whole() {
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let parts: Vec<(u64, u64)> =
+            data.chunks(30_000).map(|c| (digest(c).crc64, c.len() as u64)).collect();
+        assert_eq!(crc64_of_parts(parts), digest(&data).crc64);
+    }
+
+    #[test]
+    fn multipart_etag_format() {
+        let a = digest(b"a").md5;
+        let b = digest(b"b").md5;
+        let etag = multipart_etag([&a, &b]);
+        assert!(etag.ends_with("-2"));
+        let mut cat = Vec::new();
+        cat.extend_from_slice(&a);
+        cat.extend_from_slice(&b);
+        assert_eq!(etag, format!("{}-2", digest(&cat).md5_hex()));
+        assert_eq!(parse_md5_hex(&hex(&a)), Some(a));
+        assert_eq!(normalize_etag("\"ABC\""), "abc");
+    }
+}

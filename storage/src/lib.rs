@@ -1,0 +1,9 @@
+//! Every byte that touches a source or a destination passes through here:
+//! reading local files, the S3-compatible client (OSS, S3, and the other
+//! clouds' S3 endpoints), the local-directory destination, and the checksums
+//! computed on the way.
+
+pub mod checksum;
+pub mod key;
+pub mod local;
+pub mod s3;

@@ -1,0 +1,521 @@
+//! The S3-compatible client: OSS through its S3 API, AWS S3, and the other
+//! clouds' S3 endpoints.
+//!
+//! The SDK's default flexible checksums (CRC32 headers, aws-chunked bodies)
+//! are turned off: OSS and many S3-compatible stores reject them, and our own
+//! integrity check is `Content-MD5` on every PUT and part (the server refuses
+//! bytes that do not match what we hashed while reading the source) plus the
+//! ETag and, where sent, OSS's `x-oss-hash-crc64ecma`.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use aws_sdk_s3::Client;
+use aws_sdk_s3::config::retry::RetryConfig;
+use aws_sdk_s3::config::timeout::TimeoutConfig;
+use aws_sdk_s3::config::{
+    BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
+};
+use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::{ByteStream, Length};
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, ServerSideEncryption};
+use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::client::interceptors::Intercept;
+use aws_smithy_runtime_api::client::interceptors::context::BeforeDeserializationInterceptorContextRef;
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use aws_smithy_types::config_bag::ConfigBag;
+use bytes::Bytes;
+use proto::Secret;
+
+use crate::checksum::{Digest, Hasher, normalize_etag};
+
+/// User-metadata key holding the source mtime (unix seconds), so later runs
+/// and audits can compare it (`x-amz-meta-ossimport-mtime`).
+pub const META_MTIME: &str = "ossimport-mtime";
+/// User-metadata key for the source MD5 (`workerRecordMd5`); the original
+/// wrote `x-oss-meta-md5`.
+pub const META_MD5: &str = "md5";
+/// OSS's whole-object CRC64 header.
+pub const OSS_CRC64_HEADER: &str = "x-oss-hash-crc64ecma";
+
+/// Where and how to reach a bucket.
+#[derive(Clone, Debug)]
+pub struct S3Config {
+    /// Endpoint URL without the bucket, e.g. `http://127.0.0.1:9000`.
+    pub endpoint: String,
+    pub region: String,
+    pub bucket: String,
+    pub access_key: String,
+    pub secret_key: Secret,
+    /// Path style (`endpoint/bucket/key`) for IPs and local servers;
+    /// virtual-hosted (`bucket.endpoint/key`) for OSS and clouds.
+    pub path_style: bool,
+    /// Attempts per request, including the first, for retryable failures.
+    pub max_attempts: u32,
+    pub server_side_encryption: bool,
+}
+
+/// What the caller can do about a failed request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    NotFound,
+    NoSuchUpload,
+    /// The server computed a different MD5 than the `Content-MD5` we sent.
+    BadDigest,
+    Denied,
+    NoSuchBucket,
+    /// 5xx, throttling, timeouts, resets: worth retrying later.
+    Transient,
+    Other,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct S3Error {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+/// What a HEAD reports about a stored object.
+#[derive(Clone, Debug, Default)]
+pub struct ObjectInfo {
+    pub size: u64,
+    /// Normalised (unquoted, lower-case).
+    pub etag: String,
+    pub crc64: Option<u64>,
+    pub mtime_meta: Option<i64>,
+}
+
+/// A bucket reachable through the S3 API.
+#[derive(Clone, Debug)]
+pub struct S3Store {
+    client: Client,
+    bucket: String,
+    sse: bool,
+}
+
+/// Records OSS's CRC64 response header, which the SDK's typed outputs drop.
+#[derive(Clone, Debug, Default)]
+struct CaptureCrc64(Arc<Mutex<Option<String>>>);
+
+impl Intercept for CaptureCrc64 {
+    fn name(&self) -> &'static str {
+        "CaptureCrc64"
+    }
+
+    fn read_before_deserialization(
+        &self,
+        context: &BeforeDeserializationInterceptorContextRef<'_>,
+        _rc: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        if let Some(v) = context.response().headers().get(OSS_CRC64_HEADER) {
+            if let Ok(mut slot) = self.0.lock() {
+                *slot = Some(v.to_string());
+            }
+        }
+        Ok(())
+    }
+}
+
+impl CaptureCrc64 {
+    fn get(&self) -> Option<u64> {
+        self.0.lock().ok().and_then(|s| s.as_deref().and_then(|v| v.trim().parse().ok()))
+    }
+}
+
+impl S3Store {
+    pub fn new(cfg: &S3Config) -> S3Store {
+        let endpoint = if cfg.endpoint.contains("://") {
+            cfg.endpoint.clone()
+        } else {
+            format!("https://{}", cfg.endpoint)
+        };
+        let creds = Credentials::new(
+            cfg.access_key.clone(),
+            cfg.secret_key.expose().to_owned(),
+            None,
+            None,
+            "ossimport",
+        );
+        let conf = aws_sdk_s3::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .endpoint_url(endpoint)
+            .region(Region::new(cfg.region.clone()))
+            .credentials_provider(creds)
+            .force_path_style(cfg.path_style)
+            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+            .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
+            .retry_config(
+                RetryConfig::standard()
+                    .with_max_attempts(cfg.max_attempts.max(1))
+                    .with_initial_backoff(Duration::from_millis(200))
+                    .with_max_backoff(Duration::from_secs(20)),
+            )
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(Duration::from_secs(10))
+                    .read_timeout(Duration::from_secs(120))
+                    .build(),
+            )
+            .build();
+        S3Store { client: Client::from_conf(conf), bucket: cfg.bucket.clone(), sse: cfg.server_side_encryption }
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
+    /// Single PUT of an in-memory body. Returns the ETag and, from OSS, the
+    /// CRC64 the server computed.
+    pub async fn put_bytes(
+        &self,
+        key: &str,
+        body: Bytes,
+        digest: &Digest,
+        meta: &[(&str, String)],
+    ) -> Result<(String, Option<u64>), S3Error> {
+        let cap = CaptureCrc64::default();
+        let mut req = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_length(body.len() as i64)
+            .content_md5(digest.md5_base64())
+            .set_content_type(Some(content_type(key).to_owned()))
+            .body(ByteStream::from(body));
+        for (k, v) in meta {
+            req = req.metadata(*k, v);
+        }
+        if self.sse {
+            req = req.server_side_encryption(ServerSideEncryption::Aes256);
+        }
+        let out = req
+            .customize()
+            .interceptor(cap.clone())
+            .send()
+            .await
+            .map_err(|e| classify("PutObject", key, e))?;
+        Ok((normalize_etag(out.e_tag().unwrap_or_default()), cap.get()))
+    }
+
+    /// Single PUT streamed from a file (the digest was computed by an earlier
+    /// pass; `Content-MD5` makes the server refuse the body if the file
+    /// changed in between).
+    pub async fn put_file(
+        &self,
+        key: &str,
+        path: &Path,
+        digest: &Digest,
+        meta: &[(&str, String)],
+    ) -> Result<(String, Option<u64>), S3Error> {
+        let body = ByteStream::read_from()
+            .path(path)
+            .length(Length::Exact(digest.len))
+            .build()
+            .await
+            .map_err(|e| S3Error {
+                kind: ErrorKind::Other,
+                message: format!("reading {}: {e}", path.display()),
+            })?;
+        let cap = CaptureCrc64::default();
+        let mut req = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_length(digest.len as i64)
+            .content_md5(digest.md5_base64())
+            .set_content_type(Some(content_type(key).to_owned()))
+            .body(body);
+        for (k, v) in meta {
+            req = req.metadata(*k, v);
+        }
+        if self.sse {
+            req = req.server_side_encryption(ServerSideEncryption::Aes256);
+        }
+        let out = req
+            .customize()
+            .interceptor(cap.clone())
+            .send()
+            .await
+            .map_err(|e| classify("PutObject", key, e))?;
+        Ok((normalize_etag(out.e_tag().unwrap_or_default()), cap.get()))
+    }
+
+    pub async fn head(&self, key: &str) -> Result<ObjectInfo, S3Error> {
+        let cap = CaptureCrc64::default();
+        let out = self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .customize()
+            .interceptor(cap.clone())
+            .send()
+            .await
+            .map_err(|e| classify("HeadObject", key, e))?;
+        let mtime_meta =
+            out.metadata().and_then(|m| m.get(META_MTIME)).and_then(|v| v.parse().ok());
+        Ok(ObjectInfo {
+            size: out.content_length().unwrap_or(0).max(0) as u64,
+            etag: normalize_etag(out.e_tag().unwrap_or_default()),
+            crc64: cap.get(),
+            mtime_meta,
+        })
+    }
+
+    /// Downloads the object and hashes it, for read-back verification.
+    pub async fn read_back(&self, key: &str) -> Result<Digest, S3Error> {
+        let out = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| classify("GetObject", key, e))?;
+        let mut body = out.body;
+        let mut h = Hasher::new();
+        loop {
+            match body.try_next().await {
+                Ok(Some(chunk)) => h.update(&chunk),
+                Ok(None) => break,
+                Err(e) => {
+                    return Err(S3Error {
+                        kind: ErrorKind::Transient,
+                        message: format!("GetObject {key}: reading body: {e}"),
+                    });
+                }
+            }
+        }
+        Ok(h.finish())
+    }
+
+    pub async fn create_multipart(&self, key: &str, meta: &[(&str, String)]) -> Result<String, S3Error> {
+        let mut req = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .set_content_type(Some(content_type(key).to_owned()));
+        for (k, v) in meta {
+            req = req.metadata(*k, v);
+        }
+        if self.sse {
+            req = req.server_side_encryption(ServerSideEncryption::Aes256);
+        }
+        let out = req.send().await.map_err(|e| classify("CreateMultipartUpload", key, e))?;
+        out.upload_id().map(str::to_owned).ok_or_else(|| S3Error {
+            kind: ErrorKind::Other,
+            message: format!("CreateMultipartUpload {key}: the server returned no upload id"),
+        })
+    }
+
+    pub async fn upload_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        number: u32,
+        body: Bytes,
+        digest: &Digest,
+    ) -> Result<String, S3Error> {
+        let out = self
+            .client
+            .upload_part()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .part_number(number as i32)
+            .content_length(body.len() as i64)
+            .content_md5(digest.md5_base64())
+            .body(ByteStream::from(body))
+            .send()
+            .await
+            .map_err(|e| classify("UploadPart", key, e))?;
+        Ok(normalize_etag(out.e_tag().unwrap_or_default()))
+    }
+
+    /// Parts the server holds for an upload: (number, etag, size).
+    pub async fn list_parts(&self, key: &str, upload_id: &str) -> Result<Vec<(u32, String, u64)>, S3Error> {
+        let mut parts = Vec::new();
+        let mut marker: Option<String> = None;
+        loop {
+            let out = self
+                .client
+                .list_parts()
+                .bucket(&self.bucket)
+                .key(key)
+                .upload_id(upload_id)
+                .set_part_number_marker(marker.clone())
+                .send()
+                .await
+                .map_err(|e| classify("ListParts", key, e))?;
+            for p in out.parts() {
+                parts.push((
+                    p.part_number().unwrap_or(0) as u32,
+                    normalize_etag(p.e_tag().unwrap_or_default()),
+                    p.size().unwrap_or(0).max(0) as u64,
+                ));
+            }
+            match (out.is_truncated(), out.next_part_number_marker()) {
+                (Some(true), Some(m)) if Some(m) != marker.as_deref() => marker = Some(m.to_owned()),
+                _ => break,
+            }
+        }
+        Ok(parts)
+    }
+
+    pub async fn complete_multipart(
+        &self,
+        key: &str,
+        upload_id: &str,
+        parts: &[(u32, String)],
+    ) -> Result<String, S3Error> {
+        let completed = CompletedMultipartUpload::builder()
+            .set_parts(Some(
+                parts
+                    .iter()
+                    .map(|(n, etag)| {
+                        CompletedPart::builder().part_number(*n as i32).e_tag(format!("\"{etag}\"")).build()
+                    })
+                    .collect(),
+            ))
+            .build();
+        let out = self
+            .client
+            .complete_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .multipart_upload(completed)
+            .send()
+            .await
+            .map_err(|e| classify("CompleteMultipartUpload", key, e))?;
+        Ok(normalize_etag(out.e_tag().unwrap_or_default()))
+    }
+
+    pub async fn abort_multipart(&self, key: &str, upload_id: &str) -> Result<(), S3Error> {
+        match self
+            .client
+            .abort_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let e = classify("AbortMultipartUpload", key, e);
+                if e.kind == ErrorKind::NoSuchUpload { Ok(()) } else { Err(e) }
+            }
+        }
+    }
+
+    /// Checks that the bucket exists and the credentials may use it.
+    pub async fn check_bucket(&self) -> Result<(), S3Error> {
+        match self.client.head_bucket().bucket(&self.bucket).send().await {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let mut e = classify("HeadBucket", &self.bucket, e);
+                e.message = match e.kind {
+                    ErrorKind::NotFound | ErrorKind::NoSuchBucket => "the bucket does not exist".into(),
+                    ErrorKind::Denied => format!("access denied (check destAccessKey/destSecretKey): {}", e.message),
+                    _ => e.message,
+                };
+                Err(e)
+            }
+        }
+    }
+
+    /// Creates the bucket if it does not exist (tests and the bundled example).
+    pub async fn ensure_bucket(&self) -> Result<(), S3Error> {
+        if self.client.head_bucket().bucket(&self.bucket).send().await.is_ok() {
+            return Ok(());
+        }
+        match self.client.create_bucket().bucket(&self.bucket).send().await {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let e = classify("CreateBucket", &self.bucket, e);
+                if e.message.contains("BucketAlreadyOwnedByYou") || e.message.contains("BucketAlreadyExists") {
+                    Ok(())
+                } else {
+                    Err(e)
+                }
+            }
+        }
+    }
+}
+
+/// Maps an SDK error to what the caller can do, with a message naming the
+/// operation, the key, the server's code and its message.
+fn classify<E>(op: &str, key: &str, err: SdkError<E, aws_smithy_runtime_api::http::Response>) -> S3Error
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    let status = err.raw_response().map(|r| r.status().as_u16());
+    let code = err.code().map(str::to_owned);
+    let kind = match (&err, code.as_deref(), status) {
+        (SdkError::TimeoutError(_) | SdkError::DispatchFailure(_), _, _) => ErrorKind::Transient,
+        (_, Some("NoSuchUpload"), _) => ErrorKind::NoSuchUpload,
+        (_, Some("NoSuchBucket"), _) => ErrorKind::NoSuchBucket,
+        (_, Some("BadDigest" | "InvalidDigest"), _) => ErrorKind::BadDigest,
+        (_, Some("NoSuchKey" | "NotFound"), _) | (_, _, Some(404)) => ErrorKind::NotFound,
+        (_, Some("SlowDown" | "Throttling" | "ThrottlingException" | "RequestTimeout"), _) => ErrorKind::Transient,
+        (_, _, Some(403)) => ErrorKind::Denied,
+        (_, _, Some(s)) if s >= 500 || s == 429 => ErrorKind::Transient,
+        (SdkError::ResponseError(_), _, _) => ErrorKind::Transient,
+        _ => ErrorKind::Other,
+    };
+    let detail = match (code, err.message()) {
+        (Some(c), Some(m)) => format!("{c}: {m}"),
+        (Some(c), None) => c,
+        _ => match status {
+            Some(s) => format!("HTTP {s}"),
+            None => format!("{}", DisplayErrorContext(&err)),
+        },
+    };
+    S3Error { kind, message: format!("{op} {key}: {detail}") }
+}
+
+/// Content-Type from the file name's extension, so browsers and CDNs serve
+/// migrated objects as the originals were served.
+pub fn content_type(key: &str) -> &'static str {
+    let ext = key.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase()).unwrap_or_default();
+    match ext.as_str() {
+        "html" | "htm" => "text/html",
+        "css" => "text/css",
+        "js" | "mjs" => "application/javascript",
+        "json" => "application/json",
+        "xml" => "application/xml",
+        "txt" | "log" | "md" => "text/plain",
+        "csv" => "text/csv",
+        "jpg" | "jpeg" => "image/jpeg",
+        "png" => "image/png",
+        "gif" => "image/gif",
+        "webp" => "image/webp",
+        "svg" => "image/svg+xml",
+        "ico" => "image/x-icon",
+        "bmp" => "image/bmp",
+        "tif" | "tiff" => "image/tiff",
+        "mp4" => "video/mp4",
+        "webm" => "video/webm",
+        "mov" => "video/quicktime",
+        "mp3" => "audio/mpeg",
+        "wav" => "audio/wav",
+        "pdf" => "application/pdf",
+        "zip" => "application/zip",
+        "gz" | "tgz" => "application/gzip",
+        "tar" => "application/x-tar",
+        "wasm" => "application/wasm",
+        _ => "application/octet-stream",
+    }
+}
