@@ -11,8 +11,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use proto::job::{
-    ErrorCode, Event, JobMode, MultipartResume, ObjectError, ObjectResult, ObjectSpec, Outcome, PartRecord,
-    SkipMode, VerifyMode,
+    ErrorCode, Event, JobMode, MultipartResume, ObjectError, ObjectResult, ObjectSpec, Outcome,
+    PartRecord, SkipMode, VerifyMode,
 };
 use storage::checksum::{self, Digest};
 use storage::s3::{ErrorKind, META_MD5, META_MTIME, ObjectInfo, S3Error, S3Store};
@@ -36,7 +36,9 @@ fn dest_err(e: S3Error) -> Fail {
     match e.kind {
         ErrorKind::BadDigest => Fail(
             ErrorCode::SourceChanged,
-            format!("the destination computed a different MD5 than was read from the source (changed while uploading?): {e}"),
+            format!(
+                "the destination computed a different MD5 than was read from the source (changed while uploading?): {e}"
+            ),
         ),
         _ => Fail(ErrorCode::DestError, e.to_string()),
     }
@@ -47,11 +49,18 @@ struct Verified {
     digest: Option<Digest>,
     etag: Option<String>,
     by: Vec<&'static str>,
+    /// Multipart parts reused from an earlier attempt.
+    parts_resumed: u32,
 }
 
 /// Copies (or audits) one object and returns its result; never panics on
 /// bad input, every problem becomes a failed result with a reason.
-pub(crate) async fn process(ex: &Arc<Executor>, task_id: i64, obj: &ObjectSpec, events: &mpsc::Sender<Event>) -> ObjectResult {
+pub(crate) async fn process(
+    ex: &Arc<Executor>,
+    task_id: i64,
+    obj: &ObjectSpec,
+    events: &mpsc::Sender<Event>,
+) -> ObjectResult {
     let outcome = match ex.spec.mode {
         JobMode::Import => import(ex, obj, events).await,
         JobMode::Audit => audit(ex, obj).await.map(|v| (Outcome::Verified, v)),
@@ -63,11 +72,15 @@ pub(crate) async fn process(ex: &Arc<Executor>, task_id: i64, obj: &ObjectSpec, 
             outcome,
             size: v.digest.map(|d| d.len).unwrap_or(obj.size),
             crc64: v.digest.map(|d| d.crc64),
-            md5: v.digest.filter(|d| d.md5 != [0; 16] || d.len == 0).map(|d| d.md5_hex()),
+            md5: v
+                .digest
+                .filter(|d| d.md5 != [0; 16] || d.len == 0)
+                .map(|d| d.md5_hex()),
             etag: v.etag,
             verified_by: v.by.join("+"),
             error: None,
             retries: 0,
+            parts_resumed: v.parts_resumed,
         },
         Err(Fail(code, message)) => ObjectResult {
             object_id: obj.object_id,
@@ -80,6 +93,7 @@ pub(crate) async fn process(ex: &Arc<Executor>, task_id: i64, obj: &ObjectSpec, 
             verified_by: String::new(),
             error: Some(ObjectError { code, message }),
             retries: 0,
+            parts_resumed: 0,
         },
     }
 }
@@ -94,7 +108,9 @@ fn source_path(ex: &Executor, rel: &str) -> PathBuf {
     ex.source_root.join(rel)
 }
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> std::io::Result<T> + Send + 'static) -> std::io::Result<T> {
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> std::io::Result<T> {
     match tokio::task::spawn_blocking(f).await {
         Ok(r) => r,
         Err(e) => Err(std::io::Error::other(e)),
@@ -103,17 +119,26 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> std::io::Result<T> + Se
 
 fn source_err(e: std::io::Error) -> Fail {
     match e.kind() {
-        std::io::ErrorKind::NotFound => Fail(ErrorCode::SourceDeleted, "source file no longer exists".into()),
-        std::io::ErrorKind::UnexpectedEof => {
-            Fail(ErrorCode::SizeNotMatch, "source file became shorter while it was read".into())
-        }
-        _ => Fail(ErrorCode::SourceUnreadable, format!("cannot read source file: {e}")),
+        std::io::ErrorKind::NotFound => Fail(
+            ErrorCode::SourceDeleted,
+            "source file no longer exists".into(),
+        ),
+        std::io::ErrorKind::UnexpectedEof => Fail(
+            ErrorCode::SizeNotMatch,
+            "source file became shorter while it was read".into(),
+        ),
+        _ => Fail(
+            ErrorCode::SourceUnreadable,
+            format!("cannot read source file: {e}"),
+        ),
     }
 }
 
 async fn stat(path: &Path) -> Step<(u64, i64)> {
     let p = path.to_path_buf();
-    blocking(move || storage::local::stat(&p)).await.map_err(source_err)
+    blocking(move || storage::local::stat(&p))
+        .await
+        .map_err(source_err)
 }
 
 /// Fails unless the source still has the size and mtime it had before we
@@ -123,16 +148,26 @@ async fn check_unchanged(path: &Path, before: (u64, i64)) -> Step<()> {
     if after.0 != before.0 {
         return Err(Fail(
             ErrorCode::SizeNotMatch,
-            format!("source file size changed from {} to {} bytes while it was copied", before.0, after.0),
+            format!(
+                "source file size changed from {} to {} bytes while it was copied",
+                before.0, after.0
+            ),
         ));
     }
     if after.1 != before.1 {
-        return Err(Fail(ErrorCode::SourceChanged, "source file was modified while it was copied".into()));
+        return Err(Fail(
+            ErrorCode::SourceChanged,
+            "source file was modified while it was copied".into(),
+        ));
     }
     Ok(())
 }
 
-async fn import(ex: &Arc<Executor>, obj: &ObjectSpec, events: &mpsc::Sender<Event>) -> Step<(Outcome, Verified)> {
+async fn import(
+    ex: &Arc<Executor>,
+    obj: &ObjectSpec,
+    events: &mpsc::Sender<Event>,
+) -> Step<(Outcome, Verified)> {
     let path = source_path(ex, &obj.rel_path);
     let before = stat(&path).await?;
     let (size, mtime) = before;
@@ -155,54 +190,90 @@ async fn import(ex: &Arc<Executor>, obj: &ObjectSpec, events: &mpsc::Sender<Even
         Dest::Local { dir, prefix } => {
             let key = dest_key(prefix, &obj.rel_path)?;
             let target = dir.join(&key);
-            if ex.spec.skip != SkipMode::None {
-                if let Ok((dsize, dmtime)) = stat(&target).await {
-                    let same = match ex.spec.skip {
-                        SkipMode::Size => dsize == size,
-                        SkipMode::SizeMtime => dsize == size && dmtime == mtime,
-                        _ => dsize == size && hash(&target).await? == hash(&path).await?,
-                    };
-                    if same {
-                        return Ok((Outcome::Skipped, Verified { digest: None, etag: None, by: vec!["size"] }));
-                    }
+            if ex.spec.skip != SkipMode::None
+                && let Ok((dsize, dmtime)) = stat(&target).await
+            {
+                let same = match ex.spec.skip {
+                    SkipMode::Size => dsize == size,
+                    SkipMode::SizeMtime => dsize == size && dmtime == mtime,
+                    _ => dsize == size && hash(&target).await? == hash(&path).await?,
+                };
+                if same {
+                    return Ok((
+                        Outcome::Skipped,
+                        Verified {
+                            digest: None,
+                            etag: None,
+                            by: vec!["size"],
+                            parts_resumed: 0,
+                        },
+                    ));
                 }
             }
             let (src, dst) = (path.clone(), target.clone());
-            let digest = blocking(move || storage::local::copy_file(&src, &dst, mtime)).await.map_err(|e| {
-                if e.kind() == std::io::ErrorKind::NotFound && !path.exists() {
-                    source_err(e)
-                } else {
-                    Fail(ErrorCode::DestError, format!("writing {}: {e}", target.display()))
-                }
-            })?;
+            let digest = blocking(move || storage::local::copy_file(&src, &dst, mtime))
+                .await
+                .map_err(|e| {
+                    if e.kind() == std::io::ErrorKind::NotFound && !path.exists() {
+                        source_err(e)
+                    } else {
+                        Fail(
+                            ErrorCode::DestError,
+                            format!("writing {}: {e}", target.display()),
+                        )
+                    }
+                })?;
             ex.add_progress(digest.len);
             if digest.len != size {
                 return Err(Fail(
                     ErrorCode::SizeNotMatch,
-                    format!("listed with {size} bytes but {} bytes were read", digest.len),
+                    format!(
+                        "listed with {size} bytes but {} bytes were read",
+                        digest.len
+                    ),
                 ));
             }
             check_unchanged(&path, before).await?;
-            let (dsize, _) = stat(&target).await.map_err(|f| Fail(ErrorCode::DestError, f.1))?;
+            let (dsize, _) = stat(&target)
+                .await
+                .map_err(|f| Fail(ErrorCode::DestError, f.1))?;
             if dsize != size {
-                return Err(Fail(ErrorCode::SizeNotMatch, format!("destination has {dsize} bytes, source {size}")));
+                return Err(Fail(
+                    ErrorCode::SizeNotMatch,
+                    format!("destination has {dsize} bytes, source {size}"),
+                ));
             }
             let mut by = vec!["size"];
             if ex.spec.verify != VerifyMode::Size {
-                let back = hash(&target).await.map_err(|f| Fail(ErrorCode::DestError, f.1))?;
+                let back = hash(&target)
+                    .await
+                    .map_err(|f| Fail(ErrorCode::DestError, f.1))?;
                 if back != digest {
-                    return Err(Fail(ErrorCode::ChecksumMismatch, "destination file differs from the source".into()));
+                    return Err(Fail(
+                        ErrorCode::ChecksumMismatch,
+                        "destination file differs from the source".into(),
+                    ));
                 }
                 by.extend(["md5", "crc64", "readback"]);
             }
-            Ok((Outcome::Verified, Verified { digest: Some(digest), etag: None, by }))
+            Ok((
+                Outcome::Verified,
+                Verified {
+                    digest: Some(digest),
+                    etag: None,
+                    by,
+                    parts_resumed: 0,
+                },
+            ))
         }
     }
 }
 
 async fn hash(path: &Path) -> Step<Digest> {
     let p = path.to_path_buf();
-    blocking(move || storage::local::hash_file(&p)).await.map_err(source_err)
+    blocking(move || storage::local::hash_file(&p))
+        .await
+        .map_err(source_err)
 }
 
 /// Applies the skip rule; `Some` when the destination already holds the object.
@@ -226,18 +297,31 @@ async fn check_skip_s3(
         SkipMode::None => false,
         SkipMode::Size => info.size == size,
         SkipMode::SizeMtime => info.size == size && info.mtime_meta == Some(mtime),
-        SkipMode::Checksum => info.size == size && checksum_matches(ex, path, &info).await?.is_some(),
+        SkipMode::Checksum => {
+            info.size == size && checksum_matches(ex, path, &info).await?.is_some()
+        }
     };
-    Ok(same.then(|| Verified { digest: None, etag: Some(info.etag.clone()), by: vec!["size"] }))
+    Ok(same.then(|| Verified {
+        digest: None,
+        etag: Some(info.etag.clone()),
+        by: vec!["size"],
+        parts_resumed: 0,
+    }))
 }
 
 /// Compares a stored object's ETag/CRC64 with the source file. Returns what
 /// was compared, or `None` on a mismatch.
-async fn checksum_matches(ex: &Executor, path: &Path, info: &ObjectInfo) -> Step<Option<(Digest, Vec<&'static str>)>> {
+async fn checksum_matches(
+    ex: &Executor,
+    path: &Path,
+    info: &ObjectInfo,
+) -> Step<Option<(Digest, Vec<&'static str>)>> {
     let part_size = etag_part_size(info, ex.spec.part_size);
     let p = path.to_path_buf();
     let (digest, parts) =
-        blocking(move || storage::local::hash_file_parts(&p, part_size.unwrap_or(u64::MAX))).await.map_err(source_err)?;
+        blocking(move || storage::local::hash_file_parts(&p, part_size.unwrap_or(u64::MAX)))
+            .await
+            .map_err(source_err)?;
     ex.add_progress(digest.len);
     let mut by = vec!["size"];
     if let Some(crc) = info.crc64 {
@@ -283,33 +367,51 @@ async fn single_put(
 ) -> Step<Verified> {
     let (etag, crc, digest) = if size <= IN_MEMORY_MAX {
         let mib = (size.div_ceil(1 << 20) as u32).clamp(1, ex.memory_mib);
-        let _mem = ex.memory.acquire_many(mib).await.map_err(|_| Fail(ErrorCode::DestError, "shutting down".into()))?;
+        let _mem = ex
+            .memory
+            .acquire_many(mib)
+            .await
+            .map_err(|_| Fail(ErrorCode::DestError, "shutting down".into()))?;
         let p = path.to_path_buf();
-        let data = blocking(move || std::fs::read(p)).await.map_err(source_err)?;
+        let data = blocking(move || std::fs::read(p))
+            .await
+            .map_err(source_err)?;
         if data.len() as u64 != size {
             return Err(Fail(
                 ErrorCode::SizeNotMatch,
-                format!("listed with {size} bytes but {} bytes were read", data.len()),
+                format!(
+                    "listed with {size} bytes but {} bytes were read",
+                    data.len()
+                ),
             ));
         }
         let digest = checksum::digest(&data);
         if ex.spec.record_md5 {
             meta.push((META_MD5, digest.md5_hex()));
         }
-        let (etag, crc) = store.put_bytes(key, Bytes::from(data), &digest, meta).await.map_err(dest_err)?;
+        let (etag, crc) = store
+            .put_bytes(key, Bytes::from(data), &digest, meta)
+            .await
+            .map_err(dest_err)?;
         (etag, crc, digest)
     } else {
         let digest = hash(path).await?;
         if digest.len != size {
             return Err(Fail(
                 ErrorCode::SizeNotMatch,
-                format!("listed with {size} bytes but {} bytes were read", digest.len),
+                format!(
+                    "listed with {size} bytes but {} bytes were read",
+                    digest.len
+                ),
             ));
         }
         if ex.spec.record_md5 {
             meta.push((META_MD5, digest.md5_hex()));
         }
-        let (etag, crc) = store.put_file(key, path, &digest, meta).await.map_err(dest_err)?;
+        let (etag, crc) = store
+            .put_file(key, path, &digest, meta)
+            .await
+            .map_err(dest_err)?;
         (etag, crc, digest)
     };
     ex.add_progress(size);
@@ -318,7 +420,10 @@ async fn single_put(
         if etag != digest.md5_hex() {
             return Err(Fail(
                 ErrorCode::ChecksumMismatch,
-                format!("destination ETag {etag} differs from source MD5 {}", digest.md5_hex()),
+                format!(
+                    "destination ETag {etag} differs from source MD5 {}",
+                    digest.md5_hex()
+                ),
             ));
         }
         by.push("md5");
@@ -327,12 +432,20 @@ async fn single_put(
         if crc != digest.crc64 {
             return Err(Fail(
                 ErrorCode::ChecksumMismatch,
-                format!("destination CRC64 {crc} differs from source CRC64 {}", digest.crc64),
+                format!(
+                    "destination CRC64 {crc} differs from source CRC64 {}",
+                    digest.crc64
+                ),
             ));
         }
         by.push("crc64");
     }
-    Ok(Verified { digest: Some(digest), etag: Some(etag), by })
+    Ok(Verified {
+        digest: Some(digest),
+        etag: Some(etag),
+        by,
+        parts_resumed: 0,
+    })
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -354,13 +467,22 @@ async fn multipart(
     // has it and its parts match what we recorded.
     let mut done: Vec<PartRecord> = Vec::new();
     let mut upload_id = None;
-    if let Some(MultipartResume { upload_id: id, part_size: ps, parts }) = &obj.resume {
+    if let Some(MultipartResume {
+        upload_id: id,
+        part_size: ps,
+        parts,
+    }) = &obj.resume
+    {
         if *ps == part_size {
             match store.list_parts(key, id).await {
                 Ok(server) => {
                     done = parts
                         .iter()
-                        .filter(|p| server.iter().any(|(n, etag, sz)| *n == p.number && *etag == p.etag && *sz == p.size))
+                        .filter(|p| {
+                            server.iter().any(|(n, etag, sz)| {
+                                *n == p.number && *etag == p.etag && *sz == p.size
+                            })
+                        })
                         .cloned()
                         .collect();
                     upload_id = Some(id.clone());
@@ -377,19 +499,39 @@ async fn multipart(
         None => {
             let id = store.create_multipart(key, meta).await.map_err(dest_err)?;
             let _ = events
-                .send(Event::UploadStarted { object_id: obj.object_id, upload_id: id.clone(), part_size })
+                .send(Event::UploadStarted {
+                    object_id: obj.object_id,
+                    upload_id: id.clone(),
+                    part_size,
+                })
                 .await;
             id
         }
     };
-    let result = upload_parts(ex, store, key, path, obj.object_id, size, part_size, &upload_id, done, events).await;
+    let result = upload_parts(
+        ex,
+        store,
+        key,
+        path,
+        obj.object_id,
+        size,
+        part_size,
+        &upload_id,
+        done,
+        events,
+    )
+    .await;
     match result {
         Ok(v) => Ok(v),
         Err(f) => {
             // A failed upload is aborted so it does not linger (and cost
             // storage); the object is retried from scratch next time.
             if store.abort_multipart(key, &upload_id).await.is_ok() {
-                let _ = events.send(Event::UploadAborted { object_id: obj.object_id }).await;
+                let _ = events
+                    .send(Event::UploadAborted {
+                        object_id: obj.object_id,
+                    })
+                    .await;
             }
             Err(f)
         }
@@ -412,14 +554,20 @@ async fn upload_parts(
     let n_parts = size.div_ceil(part_size) as u32;
     let file = {
         let p = path.to_path_buf();
-        Arc::new(blocking(move || std::fs::File::open(p)).await.map_err(source_err)?)
+        Arc::new(
+            blocking(move || std::fs::File::open(p))
+                .await
+                .map_err(source_err)?,
+        )
     };
     let mut parts: Vec<Option<PartRecord>> = vec![None; n_parts as usize];
+    let mut resumed = 0u32;
     for p in done {
         if p.number >= 1 && p.number <= n_parts {
             ex.add_progress(p.size);
             let idx = (p.number - 1) as usize;
             parts[idx] = Some(p);
+            resumed += 1;
         }
     }
     let inflight = Arc::new(Semaphore::new(ex.spec.part_concurrency.max(1) as usize));
@@ -428,28 +576,60 @@ async fn upload_parts(
         if parts[(number - 1) as usize].is_some() {
             continue;
         }
-        let permit = inflight.clone().acquire_owned().await.map_err(|_| Fail(ErrorCode::DestError, "shutting down".into()))?;
+        let permit = inflight
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| Fail(ErrorCode::DestError, "shutting down".into()))?;
         let offset = (number as u64 - 1) * part_size;
         let len = part_size.min(size - offset);
-        let (ex2, store, key, upload_id, file, events) =
-            (Arc::clone(ex), store.clone(), key.to_owned(), upload_id.to_owned(), Arc::clone(&file), events.clone());
+        let (ex2, store, key, upload_id, file, events) = (
+            Arc::clone(ex),
+            store.clone(),
+            key.to_owned(),
+            upload_id.to_owned(),
+            Arc::clone(&file),
+            events.clone(),
+        );
         set.spawn(async move {
             let _permit = permit;
             let mib = (len.div_ceil(1 << 20) as u32).clamp(1, ex2.memory_mib);
-            let _mem =
-                ex2.memory.acquire_many(mib).await.map_err(|_| Fail(ErrorCode::DestError, "shutting down".into()))?;
-            let data = blocking(move || storage::local::read_range(&file, offset, len as usize)).await.map_err(source_err)?;
+            let _mem = ex2
+                .memory
+                .acquire_many(mib)
+                .await
+                .map_err(|_| Fail(ErrorCode::DestError, "shutting down".into()))?;
+            let data = blocking(move || storage::local::read_range(&file, offset, len as usize))
+                .await
+                .map_err(source_err)?;
             let digest = checksum::digest(&data);
-            let etag = store.upload_part(&key, &upload_id, number, Bytes::from(data), &digest).await.map_err(dest_err)?;
+            let etag = store
+                .upload_part(&key, &upload_id, number, Bytes::from(data), &digest)
+                .await
+                .map_err(dest_err)?;
             if etag.len() == 32 && etag != digest.md5_hex() {
                 return Err(Fail(
                     ErrorCode::ChecksumMismatch,
-                    format!("part {number}: destination ETag {etag} differs from source MD5 {}", digest.md5_hex()),
+                    format!(
+                        "part {number}: destination ETag {etag} differs from source MD5 {}",
+                        digest.md5_hex()
+                    ),
                 ));
             }
             ex2.add_progress(len);
-            let record = PartRecord { number, size: len, etag, md5: digest.md5_hex(), crc64: digest.crc64 };
-            let _ = events.send(Event::PartDone { object_id, part: record.clone() }).await;
+            let record = PartRecord {
+                number,
+                size: len,
+                etag,
+                md5: digest.md5_hex(),
+                crc64: digest.crc64,
+            };
+            let _ = events
+                .send(Event::PartDone {
+                    object_id,
+                    part: record.clone(),
+                })
+                .await;
             Ok(record)
         });
         while let Some(r) = set.try_join_next() {
@@ -465,11 +645,17 @@ async fn upload_parts(
     }
     let parts: Vec<PartRecord> = parts.into_iter().flatten().collect();
     if parts.len() != n_parts as usize {
-        return Err(Fail(ErrorCode::DestError, "internal error: a part is missing".into()));
+        return Err(Fail(
+            ErrorCode::DestError,
+            "internal error: a part is missing".into(),
+        ));
     }
     let md5s: Vec<[u8; 16]> = parts
         .iter()
-        .map(|p| checksum::parse_md5_hex(&p.md5).ok_or_else(|| Fail(ErrorCode::DestError, format!("bad part MD5 {}", p.md5))))
+        .map(|p| {
+            checksum::parse_md5_hex(&p.md5)
+                .ok_or_else(|| Fail(ErrorCode::DestError, format!("bad part MD5 {}", p.md5)))
+        })
         .collect::<Step<_>>()?;
     let expected_etag = checksum::multipart_etag(md5s.iter());
     let crc64 = checksum::crc64_of_parts(parts.iter().map(|p| (p.crc64, p.size)));
@@ -477,7 +663,9 @@ async fn upload_parts(
     let etag = match store.complete_multipart(key, upload_id, &list).await {
         Ok(etag) => etag,
         // A retried Complete whose first attempt succeeded: the object exists.
-        Err(e) if e.kind == ErrorKind::NoSuchUpload => store.head(key).await.map_err(dest_err)?.etag,
+        Err(e) if e.kind == ErrorKind::NoSuchUpload => {
+            store.head(key).await.map_err(dest_err)?.etag
+        }
         Err(e) => return Err(dest_err(e)),
     };
     let mut by = Vec::new();
@@ -485,30 +673,53 @@ async fn upload_parts(
         if etag != expected_etag {
             return Err(Fail(
                 ErrorCode::ChecksumMismatch,
-                format!("destination ETag {etag} differs from the ETag of the uploaded parts {expected_etag}"),
+                format!(
+                    "destination ETag {etag} differs from the ETag of the uploaded parts {expected_etag}"
+                ),
             ));
         }
         by.push("etag");
     }
     // The whole-object MD5 is not computed for multipart objects (parts are
     // read concurrently); the part MD5s and the combined CRC64 stand for it.
-    let digest = Digest { md5: [0; 16], crc64, len: size };
-    Ok(Verified { digest: Some(digest), etag: Some(etag), by })
+    let digest = Digest {
+        md5: [0; 16],
+        crc64,
+        len: size,
+    };
+    Ok(Verified {
+        digest: Some(digest),
+        etag: Some(etag),
+        by,
+        parts_resumed: resumed,
+    })
 }
 
 fn joined(r: Result<Step<PartRecord>, tokio::task::JoinError>) -> Step<PartRecord> {
     match r {
         Ok(step) => step,
-        Err(e) => Err(Fail(ErrorCode::DestError, format!("part upload crashed: {e}"))),
+        Err(e) => Err(Fail(
+            ErrorCode::DestError,
+            format!("part upload crashed: {e}"),
+        )),
     }
 }
 
 /// Checks the stored object per the verification mode, adding to what the
 /// upload already established.
-async fn verify_s3(ex: &Executor, store: &S3Store, key: &str, size: u64, mut v: Verified) -> Step<Verified> {
+async fn verify_s3(
+    ex: &Executor,
+    store: &S3Store,
+    key: &str,
+    size: u64,
+    mut v: Verified,
+) -> Step<Verified> {
     let info = store.head(key).await.map_err(|e| {
         if e.kind == ErrorKind::NotFound {
-            Fail(ErrorCode::DestMissing, format!("{key} is missing at the destination right after upload"))
+            Fail(
+                ErrorCode::DestMissing,
+                format!("{key} is missing at the destination right after upload"),
+            )
         } else {
             dest_err(e)
         }
@@ -524,19 +735,25 @@ async fn verify_s3(ex: &Executor, store: &S3Store, key: &str, size: u64, mut v: 
         v.by.truncate(1);
         return Ok(v);
     }
-    if let (Some(etag), false) = (&v.etag, info.etag.is_empty()) {
-        if *etag != info.etag {
-            return Err(Fail(
-                ErrorCode::ChecksumMismatch,
-                format!("destination ETag {} differs from the uploaded {etag}", info.etag),
-            ));
-        }
+    if let (Some(etag), false) = (&v.etag, info.etag.is_empty())
+        && *etag != info.etag
+    {
+        return Err(Fail(
+            ErrorCode::ChecksumMismatch,
+            format!(
+                "destination ETag {} differs from the uploaded {etag}",
+                info.etag
+            ),
+        ));
     }
     if let (Some(crc), Some(d)) = (info.crc64, v.digest) {
         if crc != d.crc64 {
             return Err(Fail(
                 ErrorCode::ChecksumMismatch,
-                format!("destination CRC64 {crc} differs from source CRC64 {}", d.crc64),
+                format!(
+                    "destination CRC64 {crc} differs from source CRC64 {}",
+                    d.crc64
+                ),
             ));
         }
         if !v.by.contains(&"crc64") {
@@ -548,16 +765,25 @@ async fn verify_s3(ex: &Executor, store: &S3Store, key: &str, size: u64, mut v: 
         if let Some(d) = v.digest {
             let md5_known = d.md5 != [0; 16] || d.len == 0;
             if back.crc64 != d.crc64 || (md5_known && back.md5 != d.md5) || back.len != d.len {
-                return Err(Fail(ErrorCode::ChecksumMismatch, "downloaded object differs from the source".into()));
+                return Err(Fail(
+                    ErrorCode::ChecksumMismatch,
+                    "downloaded object differs from the source".into(),
+                ));
             }
-            v.digest = Some(Digest { md5: if md5_known { d.md5 } else { back.md5 }, ..d });
+            v.digest = Some(Digest {
+                md5: if md5_known { d.md5 } else { back.md5 },
+                ..d
+            });
         }
         v.by.push("readback");
     }
     if v.by.len() == 1 {
         return Err(Fail(
             ErrorCode::ChecksumMismatch,
-            format!("the destination reported no checksum that can be compared (ETag {}); use verifyMode=readback", info.etag),
+            format!(
+                "the destination reported no checksum that can be compared (ETag {}); use verifyMode=readback",
+                info.etag
+            ),
         ));
     }
     Ok(v)
@@ -573,7 +799,10 @@ async fn audit(ex: &Arc<Executor>, obj: &ObjectSpec) -> Step<Verified> {
             let info = match store.head(&key).await {
                 Ok(i) => i,
                 Err(e) if e.kind == ErrorKind::NotFound => {
-                    return Err(Fail(ErrorCode::DestMissing, format!("{key} does not exist at the destination")));
+                    return Err(Fail(
+                        ErrorCode::DestMissing,
+                        format!("{key} does not exist at the destination"),
+                    ));
                 }
                 Err(e) => return Err(dest_err(e)),
             };
@@ -584,7 +813,12 @@ async fn audit(ex: &Arc<Executor>, obj: &ObjectSpec) -> Step<Verified> {
                 ));
             }
             if ex.spec.verify == VerifyMode::Size {
-                return Ok(Verified { digest: None, etag: Some(info.etag), by: vec!["size"] });
+                return Ok(Verified {
+                    digest: None,
+                    etag: Some(info.etag),
+                    by: vec!["size"],
+                    parts_resumed: 0,
+                });
             }
             let recomputable = info.crc64.is_some()
                 || (!info.etag.contains('-') && info.etag.len() == 32)
@@ -594,15 +828,31 @@ async fn audit(ex: &Arc<Executor>, obj: &ObjectSpec) -> Step<Verified> {
                 ex.add_progress(src.len);
                 let back = store.read_back(&key).await.map_err(dest_err)?;
                 if back != src {
-                    return Err(Fail(ErrorCode::ChecksumMismatch, "destination object differs from the source".into()));
+                    return Err(Fail(
+                        ErrorCode::ChecksumMismatch,
+                        "destination object differs from the source".into(),
+                    ));
                 }
-                return Ok(Verified { digest: Some(src), etag: Some(info.etag), by: vec!["size", "md5", "crc64", "readback"] });
+                return Ok(Verified {
+                    digest: Some(src),
+                    etag: Some(info.etag),
+                    by: vec!["size", "md5", "crc64", "readback"],
+                    parts_resumed: 0,
+                });
             }
             match checksum_matches(ex, &path, &info).await? {
-                Some((digest, by)) => Ok(Verified { digest: Some(digest), etag: Some(info.etag), by }),
+                Some((digest, by)) => Ok(Verified {
+                    digest: Some(digest),
+                    etag: Some(info.etag),
+                    by,
+                    parts_resumed: 0,
+                }),
                 None => Err(Fail(
                     ErrorCode::ChecksumMismatch,
-                    format!("destination checksum (ETag {}) differs from the source", info.etag),
+                    format!(
+                        "destination checksum (ETag {}) differs from the source",
+                        info.etag
+                    ),
                 )),
             }
         }
@@ -611,21 +861,44 @@ async fn audit(ex: &Arc<Executor>, obj: &ObjectSpec) -> Step<Verified> {
             let target = dir.join(&key);
             let (dsize, _) = match stat(&target).await {
                 Ok(s) => s,
-                Err(_) => return Err(Fail(ErrorCode::DestMissing, format!("{} does not exist", target.display()))),
+                Err(_) => {
+                    return Err(Fail(
+                        ErrorCode::DestMissing,
+                        format!("{} does not exist", target.display()),
+                    ));
+                }
             };
             if dsize != size {
-                return Err(Fail(ErrorCode::SizeNotMatch, format!("destination has {dsize} bytes, source has {size}")));
+                return Err(Fail(
+                    ErrorCode::SizeNotMatch,
+                    format!("destination has {dsize} bytes, source has {size}"),
+                ));
             }
             if ex.spec.verify == VerifyMode::Size {
-                return Ok(Verified { digest: None, etag: None, by: vec!["size"] });
+                return Ok(Verified {
+                    digest: None,
+                    etag: None,
+                    by: vec!["size"],
+                    parts_resumed: 0,
+                });
             }
             let src = hash(&path).await?;
             ex.add_progress(src.len);
-            let dst = hash(&target).await.map_err(|f| Fail(ErrorCode::DestError, f.1))?;
+            let dst = hash(&target)
+                .await
+                .map_err(|f| Fail(ErrorCode::DestError, f.1))?;
             if src != dst {
-                return Err(Fail(ErrorCode::ChecksumMismatch, "destination file differs from the source".into()));
+                return Err(Fail(
+                    ErrorCode::ChecksumMismatch,
+                    "destination file differs from the source".into(),
+                ));
             }
-            Ok(Verified { digest: Some(src), etag: None, by: vec!["size", "md5", "crc64"] })
+            Ok(Verified {
+                digest: Some(src),
+                etag: None,
+                by: vec!["size", "md5", "crc64"],
+                parts_resumed: 0,
+            })
         }
     }
 }

@@ -73,11 +73,18 @@ impl Executor {
                 }),
                 prefix: prefix.clone(),
             },
-            DestSpec::Local { dir, prefix } => Dest::Local { dir: PathBuf::from(dir), prefix: prefix.clone() },
+            DestSpec::Local { dir, prefix } => Dest::Local {
+                dir: PathBuf::from(dir),
+                prefix: prefix.clone(),
+            },
         };
         // Enough for every part of two large files in flight, at least 1 GiB.
         let part_mib = spec.part_size.div_ceil(1 << 20) as u32;
-        let memory_mib = (1024u32).max(part_mib.saturating_mul(spec.part_concurrency.max(1)).saturating_mul(2));
+        let memory_mib = (1024u32).max(
+            part_mib
+                .saturating_mul(spec.part_concurrency.max(1))
+                .saturating_mul(2),
+        );
         Executor {
             objects: Arc::new(Semaphore::new(spec.object_concurrency.max(1) as usize)),
             memory: Arc::new(Semaphore::new(memory_mib as usize)),
@@ -98,7 +105,12 @@ impl Executor {
     /// pending in the store) and in-flight ones are dropped; a multipart
     /// upload keeps its recorded parts for the next run. `TaskDone` is sent
     /// only if every object reported.
-    pub async fn run_task(self: &Arc<Self>, task: TaskSpec, events: mpsc::Sender<Event>, cancel: CancellationToken) {
+    pub async fn run_task(
+        self: &Arc<Self>,
+        task: TaskSpec,
+        events: mpsc::Sender<Event>,
+        cancel: CancellationToken,
+    ) {
         let mut set = JoinSet::new();
         let task_id = task.task_id;
         let total = task.objects.len();

@@ -5,7 +5,11 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "ossimportctl", version, about = "Migrate files into OSS and S3-compatible storage, verified")]
+#[command(
+    name = "ossimportctl",
+    version,
+    about = "Migrate files into OSS and S3-compatible storage, verified"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

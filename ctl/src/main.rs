@@ -24,8 +24,8 @@ fn main() -> ExitCode {
         Command::Other(args) => {
             let verb = args.first().map(String::as_str).unwrap_or("");
             match verb {
-                "deploy" | "start" | "stop" | "submit" | "clean" | "stat" | "retry" | "workers" | "errors"
-                | "report" | "pause" | "resume" => {
+                "deploy" | "start" | "stop" | "submit" | "clean" | "stat" | "retry" | "workers"
+                | "errors" | "report" | "pause" | "resume" => {
                     eprintln!(
                         "ossimportctl: `{verb}` belongs to the distributed mode (daemon + agents), which is not implemented yet in this build; use `ossimportctl run job.cfg`"
                     );

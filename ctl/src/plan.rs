@@ -5,7 +5,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use daemon::config::job::{AddressingStyle, DestType, JobConfig, JobType, SkipMode, SrcType, VerifyMode};
+use daemon::config::job::{
+    AddressingStyle, DestType, JobConfig, JobType, SkipMode, SrcType, VerifyMode,
+};
 use daemon::config::sys::SysConfig;
 use daemon::scanner::ScanConfig;
 use proto::job::{self as wire, DestSpec, JobSpec, SourceSpec};
@@ -13,6 +15,8 @@ use storage::s3::{S3Config, S3Store};
 
 /// Attempts per request (first included) for retryable failures.
 const MAX_ATTEMPTS: u32 = 5;
+/// Smallest part S3 accepts (all but the last part).
+const S3_MIN_PART: u64 = 5 << 20;
 
 pub(crate) struct Plan {
     pub(crate) name: String,
@@ -34,7 +38,10 @@ pub(crate) fn load(job_cfg: &Path, sys: Option<&Path>) -> Result<Plan, String> {
     let cfg = JobConfig::load(job_cfg).map_err(|e| e.to_string())?;
     let sys_path = match sys {
         Some(p) => Some(p.to_path_buf()),
-        None => job_cfg.parent().map(|d| d.join("sys.properties")).filter(|p| p.is_file()),
+        None => job_cfg
+            .parent()
+            .map(|d| d.join("sys.properties"))
+            .filter(|p| p.is_file()),
     };
     let sys = match &sys_path {
         Some(p) => SysConfig::load(p).map_err(|e| e.to_string())?,
@@ -48,9 +55,17 @@ pub(crate) fn load(job_cfg: &Path, sys: Option<&Path>) -> Result<Plan, String> {
         ));
     }
     let mut warnings = cfg.warnings.clone();
-    warnings.extend(cfg.unsupported().into_iter().map(|w| format!("{}: {w}", job_cfg.display())));
+    warnings.extend(
+        cfg.unsupported()
+            .into_iter()
+            .map(|w| format!("{}: {w}", job_cfg.display())),
+    );
     if let Some(p) = &sys_path {
-        warnings.extend(sys.unsupported().into_iter().map(|w| format!("{}: {w}", p.display())));
+        warnings.extend(
+            sys.unsupported()
+                .into_iter()
+                .map(|w| format!("{}: {w}", p.display())),
+        );
     }
     if !cfg.is_audit_after_import {
         warnings.push("isAuditAfterImport=false is ignored: every object is verified".into());
@@ -58,10 +73,18 @@ pub(crate) fn load(job_cfg: &Path, sys: Option<&Path>) -> Result<Plan, String> {
 
     let (dest, dest_label, s3, dest_dir) = match cfg.dest_type {
         DestType::Local => {
-            let dir = cfg.dest_dir.clone().ok_or_else(|| format!("{}: destDir: required for destType=local", job_cfg.display()))?;
+            let dir = cfg.dest_dir.clone().ok_or_else(|| {
+                format!(
+                    "{}: destDir: required for destType=local",
+                    job_cfg.display()
+                )
+            })?;
             let label = format!("{}/{}", dir.display(), cfg.dest_prefix);
             (
-                DestSpec::Local { dir: dir.display().to_string(), prefix: cfg.dest_prefix.clone() },
+                DestSpec::Local {
+                    dir: dir.display().to_string(),
+                    prefix: cfg.dest_prefix.clone(),
+                },
                 label,
                 None,
                 Some(dir),
@@ -78,7 +101,10 @@ pub(crate) fn load(job_cfg: &Path, sys: Option<&Path>) -> Result<Plan, String> {
                 max_attempts: MAX_ATTEMPTS,
                 server_side_encryption: cfg.is_server_side_encryption,
             };
-            let label = format!("{} bucket {}/{}", cfg.dest_domain, cfg.dest_bucket, cfg.dest_prefix);
+            let label = format!(
+                "{} bucket {}/{}",
+                cfg.dest_domain, cfg.dest_bucket, cfg.dest_prefix
+            );
             (
                 DestSpec::S3 {
                     endpoint: s3.endpoint.clone(),
@@ -96,6 +122,14 @@ pub(crate) fn load(job_cfg: &Path, sys: Option<&Path>) -> Result<Plan, String> {
             )
         }
     };
+    // S3 refuses parts under 5 MiB (except the last); OSS accepts 100 KiB.
+    let mut part_size = cfg.multipart_upload_part_size;
+    if cfg.dest_type == DestType::S3 && part_size < S3_MIN_PART {
+        warnings.push(format!(
+            "multipartUploadPartSize={part_size} is below the 5 MiB minimum of S3-compatible stores; using 5m"
+        ));
+        part_size = S3_MIN_PART;
+    }
     let spec = JobSpec {
         job_id: 0,
         job_name: cfg.job_name.clone(),
@@ -103,10 +137,12 @@ pub(crate) fn load(job_cfg: &Path, sys: Option<&Path>) -> Result<Plan, String> {
             JobType::Import => wire::JobMode::Import,
             JobType::Audit => wire::JobMode::Audit,
         },
-        source: SourceSpec::Local { root: cfg.src_prefix.clone() },
+        source: SourceSpec::Local {
+            root: cfg.src_prefix.clone(),
+        },
         dest,
         multipart_threshold: cfg.multipart_upload_threshold,
-        part_size: cfg.multipart_upload_part_size,
+        part_size,
         part_concurrency: cfg.upload_thread_num_per_large_file,
         object_concurrency: sys.worker_task_thread_num,
         verify: match cfg.verify_mode {
@@ -159,14 +195,17 @@ impl Plan {
             Err(e) => anyhow::bail!("srcPrefix {}: {e}", root.display()),
         }
         if let Some(dir) = &self.dest_dir {
-            std::fs::create_dir_all(dir).map_err(|e| anyhow::anyhow!("destDir {}: {e}", dir.display()))?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| anyhow::anyhow!("destDir {}: {e}", dir.display()))?;
         }
         if let Some(s3) = &self.s3 {
             let store = S3Store::new(s3);
             tokio::time::timeout(Duration::from_secs(60), store.check_bucket())
                 .await
                 .map_err(|_| anyhow::anyhow!("destDomain {}: no answer within 60 s", s3.endpoint))?
-                .map_err(|e| anyhow::anyhow!("destination bucket {} at {}: {e}", s3.bucket, s3.endpoint))?;
+                .map_err(|e| {
+                    anyhow::anyhow!("destination bucket {} at {}: {e}", s3.bucket, s3.endpoint)
+                })?;
         }
         Ok(())
     }

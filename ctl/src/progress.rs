@@ -27,12 +27,20 @@ pub(crate) fn human_bytes(n: u64) -> String {
         v /= 1024.0;
         u += 1;
     }
-    if u == 0 { format!("{n} B") } else { format!("{v:.1} {}", UNITS[u]) }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
 }
 
 fn human_duration(secs: u64) -> String {
     let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
-    if h > 0 { format!("{h}:{m:02}:{s:02}") } else { format!("{m}:{s:02}") }
+    if h > 0 {
+        format!("{h}:{m:02}:{s:02}")
+    } else {
+        format!("{m}:{s:02}")
+    }
 }
 
 impl Sources {
@@ -68,13 +76,22 @@ impl Sources {
 /// every 250 ms on stderr; otherwise a line is printed every `interval`.
 pub(crate) async fn display(src: Sources, stop: Arc<AtomicBool>, interval: Duration) {
     let tty = std::io::stderr().is_terminal();
-    let tick = if tty { Duration::from_millis(250) } else { interval };
+    let tick = if tty {
+        Duration::from_millis(250)
+    } else {
+        interval
+    };
     let start = Instant::now();
     // Rate over a sliding window of recent samples, so it follows changes.
     let mut samples: std::collections::VecDeque<(Instant, u64)> = std::collections::VecDeque::new();
     let mut last_print = Instant::now();
     loop {
-        tokio::time::sleep(if tty { tick } else { Duration::from_millis(250) }).await;
+        tokio::time::sleep(if tty {
+            tick
+        } else {
+            Duration::from_millis(250)
+        })
+        .await;
         let now = Instant::now();
         let bytes = src.bytes.bytes.load(Ordering::Relaxed);
         samples.push_back((now, bytes));
@@ -82,7 +99,9 @@ pub(crate) async fn display(src: Sources, stop: Arc<AtomicBool>, interval: Durat
             samples.pop_front();
         }
         let rate = match (samples.front(), samples.back()) {
-            (Some(a), Some(b)) if b.0 > a.0 => (b.1 - a.1) as f64 / b.0.duration_since(a.0).as_secs_f64(),
+            (Some(a), Some(b)) if b.0 > a.0 => {
+                (b.1 - a.1) as f64 / b.0.duration_since(a.0).as_secs_f64()
+            }
             _ => 0.0,
         };
         let stopping = stop.load(Ordering::Relaxed);

@@ -35,7 +35,10 @@ impl<E: Into<anyhow::Error>> From<E> for Exit {
 }
 
 pub fn main(args: RunArgs) -> ExitCode {
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("ossimportctl: cannot start the runtime: {e}");
@@ -62,8 +65,13 @@ async fn run(args: RunArgs) -> Result<u8, Exit> {
     }
     plan.preflight().await.map_err(|e| Exit(exit::RUNTIME, e))?;
 
-    let work_dir = args.work_dir.clone().or_else(|| plan.work_dir.clone()).unwrap_or_else(|| PathBuf::from("."));
-    std::fs::create_dir_all(&work_dir).with_context(|| format!("creating work directory {}", work_dir.display()))?;
+    let work_dir = args
+        .work_dir
+        .clone()
+        .or_else(|| plan.work_dir.clone())
+        .unwrap_or_else(|| PathBuf::from("."));
+    std::fs::create_dir_all(&work_dir)
+        .with_context(|| format!("creating work directory {}", work_dir.display()))?;
     let store = Arc::new(Store::open(&work_dir.join(STORE_FILE))?);
 
     let job_id = open_job(&store, &plan, args.clean)?;
@@ -89,7 +97,11 @@ async fn run(args: RunArgs) -> Result<u8, Exit> {
             start.verified,
             start.skipped,
             start.pending,
-            if retried > 0 { format!(" ({retried} failed before, retrying)") } else { String::new() }
+            if retried > 0 {
+                format!(" ({retried} failed before, retrying)")
+            } else {
+                String::new()
+            }
         );
     }
 
@@ -100,18 +112,29 @@ async fn run(args: RunArgs) -> Result<u8, Exit> {
     let bytes = Arc::new(Progress::default());
     let executor = Arc::new(Executor::new(spec, Arc::clone(&bytes)));
     let (events_tx, events_rx) = mpsc::channel(4096);
-    let recorder = tokio::spawn(coordinator::record(Arc::clone(&store), events_rx, Arc::clone(&live)));
+    let recorder = tokio::spawn(coordinator::record(
+        Arc::clone(&store),
+        events_rx,
+        Arc::clone(&live),
+    ));
 
     // The scanner runs on a blocking thread and tells the dispatcher about
     // each committed task.
     let scan_done = Arc::new(AtomicBool::new(false));
     let mut scan_handle = {
-        let (store, live, scan_done, cancel, cfg) =
-            (Arc::clone(&store), Arc::clone(&live), Arc::clone(&scan_done), cancel.clone(), plan.scan.clone());
+        let (store, live, scan_done, cancel, cfg) = (
+            Arc::clone(&store),
+            Arc::clone(&live),
+            Arc::clone(&scan_done),
+            cancel.clone(),
+            plan.scan.clone(),
+        );
         tokio::task::spawn_blocking(move || {
             let r = scanner::scan_local(&store, job_id, &cfg, &cancel, |_, objs| {
-                live.scanned_objects.fetch_add(objs.len() as u64, Ordering::Relaxed);
-                live.scanned_bytes.fetch_add(objs.iter().map(|o| o.size).sum(), Ordering::Relaxed);
+                live.scanned_objects
+                    .fetch_add(objs.len() as u64, Ordering::Relaxed);
+                live.scanned_bytes
+                    .fetch_add(objs.iter().map(|o| o.size).sum(), Ordering::Relaxed);
                 live.committed.notify_waiters();
             });
             if matches!(r, Ok((true, _))) {
@@ -136,25 +159,40 @@ async fn run(args: RunArgs) -> Result<u8, Exit> {
     ));
 
     // Dispatch: lease pending tasks to the executor while there is room.
-    let slots = Arc::new(Semaphore::new(executor.spec().object_concurrency.clamp(2, 16) as usize));
+    let slots = Arc::new(Semaphore::new(
+        executor.spec().object_concurrency.clamp(2, 16) as usize,
+    ));
     let tracker = TaskTracker::new();
+    let mut requeues = 0;
     let scan_result = loop {
         if cancel.is_cancelled() {
             break None;
         }
         let notified = live.committed.notified();
+        // Read before leasing: a scan that finished before an empty lease
+        // cannot have committed tasks that lease missed.
+        let scan_finished = scan_handle.is_finished();
+        let idle = tracker.is_empty();
         let free = slots.available_permits();
         let tasks = if free > 0 {
             let st = Arc::clone(&store);
-            tokio::task::spawn_blocking(move || st.lease_tasks(job_id, free, "standalone", 0)).await??
+            tokio::task::spawn_blocking(move || st.lease_tasks(job_id, free, "standalone", 0))
+                .await??
         } else {
             Vec::new()
         };
         if tasks.is_empty() {
-            if scan_handle.is_finished() && tracker.is_empty() {
-                // Everything scanned has been executed and recorded... unless
-                // the recorder still has events queued: those do not make new
-                // pending tasks, so we are done.
+            if scan_finished && idle {
+                // A task whose executor ended without reporting every object
+                // (a crashed worker) is still marked dispatched: run it again.
+                let st = Arc::clone(&store);
+                if requeues < 3
+                    && tokio::task::spawn_blocking(move || st.requeue_dispatched(job_id)).await??
+                        > 0
+                {
+                    requeues += 1;
+                    continue;
+                }
                 break Some((&mut scan_handle).await?);
             }
             tokio::select! {
@@ -186,7 +224,12 @@ async fn run(args: RunArgs) -> Result<u8, Exit> {
 
     let scan_stats = match scan_result {
         Some(Ok((_, stats))) => Some(stats),
-        Some(Err(e)) => return Err(Exit(exit::RUNTIME, anyhow::anyhow!("scanning {}: {e}", plan.source_label))),
+        Some(Err(e)) => {
+            return Err(Exit(
+                exit::RUNTIME,
+                anyhow::anyhow!("scanning {}: {e}", plan.source_label),
+            ));
+        }
         None => None,
     };
     let counts = store.counts(job_id)?;
@@ -201,10 +244,27 @@ async fn run(args: RunArgs) -> Result<u8, Exit> {
         return Ok(exit::INTERRUPTED);
     }
     let failed = store.failed_objects(job_id, usize::MAX)?;
-    let state = if failed.is_empty() { store::state::SUCCEED } else { store::state::FAILED };
-    store.set_job_state(job_id, state)?;
-    print_summary(&plan, &counts, &failed, scan_stats.as_ref(), &work_dir, args.json)?;
-    Ok(if failed.is_empty() { exit::OK } else { exit::JOB_FAILED })
+    // Success means every object found is verified or skipped, nothing less.
+    let ok = failed.is_empty()
+        && counts.pending == 0
+        && counts.verified + counts.skipped == counts.objects;
+    store.set_job_state(
+        job_id,
+        if ok {
+            store::state::SUCCEED
+        } else {
+            store::state::FAILED
+        },
+    )?;
+    print_summary(
+        &plan,
+        &counts,
+        &failed,
+        scan_stats.as_ref(),
+        &work_dir,
+        args.json,
+    )?;
+    Ok(if ok { exit::OK } else { exit::JOB_FAILED })
 }
 
 /// Finds the job in the store, or creates it; refuses to resume a job whose
@@ -229,7 +289,8 @@ fn open_job(store: &Store, plan: &Plan, clean: bool) -> Result<i64, Exit> {
 fn spawn_signal_handler(cancel: CancellationToken) {
     // Detached: lives as long as the process.
     tokio::spawn(async move {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
         let term_fut = async {
             match term.as_mut() {
                 Some(t) => {
@@ -257,40 +318,95 @@ fn print_summary(
     work_dir: &Path,
     json: bool,
 ) -> anyhow::Result<()> {
+    let ok = failed.is_empty() && c.pending == 0;
+    let audit = plan.spec.mode == proto::job::JobMode::Audit;
     let errors_file = work_dir.join(format!("{}.errors.tsv", plan.name));
     if !failed.is_empty() {
         let mut out = String::from("code\tpath\treason\n");
         for f in failed {
-            out.push_str(&format!("{}\t{}\t{}\n", f.code, f.rel_path.replace(['\t', '\n', '\r'], " "), f.message));
+            out.push_str(&format!(
+                "{}\t{}\t{}\n",
+                f.code,
+                printable(&f.rel_path),
+                f.message
+            ));
         }
-        std::fs::write(&errors_file, out).with_context(|| format!("writing {}", errors_file.display()))?;
+        std::fs::write(&errors_file, out)
+            .with_context(|| format!("writing {}", errors_file.display()))?;
     }
     if json {
         let v = serde_json::json!({
             "job": plan.name,
-            "state": if failed.is_empty() { "succeed" } else { "failed" },
+            "state": if ok { "succeed" } else { "failed" },
             "counts": c,
             "failed": failed.iter().map(|f| serde_json::json!({"path": f.rel_path, "code": f.code, "reason": f.message})).collect::<Vec<_>>(),
         });
         println!("{v:#}");
         return Ok(());
     }
-    println!("job {} {}", plan.name, if failed.is_empty() { "succeeded" } else { "finished with failures" });
-    println!("  found     {:>10} objects  {:>12}", c.objects, human_bytes(c.bytes));
-    println!("  copied    {:>10} objects  {:>12}", c.verified, human_bytes(c.verified_bytes));
-    println!("  skipped   {:>10} objects  {:>12}", c.skipped, human_bytes(c.skipped_bytes));
+    println!(
+        "job {} {}",
+        plan.name,
+        if ok {
+            "succeeded"
+        } else {
+            "finished with failures"
+        }
+    );
+    println!(
+        "  found     {:>10} objects  {:>12}",
+        c.objects,
+        human_bytes(c.bytes)
+    );
+    if audit {
+        println!(
+            "  matched   {:>10} objects  {:>12}",
+            c.verified,
+            human_bytes(c.verified_bytes)
+        );
+    } else {
+        println!(
+            "  copied    {:>10} objects  {:>12}",
+            c.verified,
+            human_bytes(c.verified_bytes)
+        );
+    }
+    println!(
+        "  skipped   {:>10} objects  {:>12}",
+        c.skipped,
+        human_bytes(c.skipped_bytes)
+    );
     println!("  failed    {:>10} objects", c.failed);
-    println!("  verified  {:>10} of {} objects", c.verified + c.skipped, c.objects);
+    if c.pending > 0 {
+        println!(
+            "  unfinished{:>10} objects (run the same command again)",
+            c.pending
+        );
+    }
+    println!(
+        "  verified  {:>10} of {} objects",
+        c.verified + c.skipped,
+        c.objects
+    );
     if let Some(s) = scan {
         let mut notes = Vec::new();
         if s.symlinks_skipped > 0 {
-            notes.push(format!("{} symlinks not followed (isAllowSymbolicLink=false)", s.symlinks_skipped));
+            notes.push(format!(
+                "{} symlinks not followed (isAllowSymbolicLink=false)",
+                s.symlinks_skipped
+            ));
         }
         if s.special_skipped > 0 {
-            notes.push(format!("{} special files (fifo, socket, device) ignored", s.special_skipped));
+            notes.push(format!(
+                "{} special files (fifo, socket, device) ignored",
+                s.special_skipped
+            ));
         }
         if s.older_than_import_since > 0 {
-            notes.push(format!("{} files not newer than importSince", s.older_than_import_since));
+            notes.push(format!(
+                "{} files not newer than importSince",
+                s.older_than_import_since
+            ));
         }
         if !notes.is_empty() {
             println!("  not listed: {}", notes.join("; "));
@@ -299,12 +415,30 @@ fn print_summary(
     if !failed.is_empty() {
         println!("failed objects:");
         for f in failed.iter().take(50) {
-            println!("  {}  {}: {}", f.code, f.rel_path, f.message);
+            println!("  {}  {}: {}", f.code, printable(&f.rel_path), f.message);
         }
         if failed.len() > 50 {
             println!("  ... and {} more", failed.len() - 50);
         }
-        println!("all failures: {}; run the same command again to retry them", errors_file.display());
+        println!(
+            "all failures: {}; run the same command again to retry them",
+            errors_file.display()
+        );
     }
     Ok(())
+}
+
+/// A path with control characters escaped, so one object stays on one line.
+fn printable(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    for c in path.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
 }

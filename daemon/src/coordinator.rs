@@ -37,7 +37,11 @@ const MAX_BATCH: usize = 2000;
 /// Applies events from `rx` to the store until every sender is gone. Events
 /// that arrive together are committed in one transaction (no per-object
 /// fsync); counters are updated only after the commit.
-pub async fn record(store: Arc<Store>, mut rx: mpsc::Receiver<Event>, live: Arc<Live>) -> Result<(), StoreError> {
+pub async fn record(
+    store: Arc<Store>,
+    mut rx: mpsc::Receiver<Event>,
+    live: Arc<Live>,
+) -> Result<(), StoreError> {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while let Some(ev) = rx.recv().await {
         batch.push(ev);

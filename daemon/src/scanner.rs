@@ -49,7 +49,10 @@ pub struct ScanStats {
 #[non_exhaustive]
 pub enum ScanError {
     #[error("source directory {path}: {source}")]
-    Root { path: String, source: std::io::Error },
+    Root {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("scan checkpoint of this job is unreadable: {0}")]
     Checkpoint(String),
     #[error(transparent)]
@@ -81,18 +84,28 @@ pub fn scan_local(
         return Ok((true, stats));
     }
     let checkpoint: Option<Components> = match checkpoint {
-        Some(s) => Some(serde_json::from_str(&s).map_err(|e| ScanError::Checkpoint(e.to_string()))?),
+        Some(s) => {
+            Some(serde_json::from_str(&s).map_err(|e| ScanError::Checkpoint(e.to_string()))?)
+        }
         None => None,
     };
-    let root_entries = read_sorted(&cfg.root)
-        .map_err(|source| ScanError::Root { path: cfg.root.display().to_string(), source })?;
-    let mut stack = vec![Frame { components: Vec::new(), entries: root_entries.into_iter() }];
+    let root_entries = read_sorted(&cfg.root).map_err(|source| ScanError::Root {
+        path: cfg.root.display().to_string(),
+        source,
+    })?;
+    let mut stack = vec![Frame {
+        components: Vec::new(),
+        entries: root_entries.into_iter(),
+    }];
     let mut batch: Vec<NewObject> = Vec::new();
     let mut batch_bytes = 0u64;
     let mut last: Components = Vec::new();
     let mut batch_started = Instant::now();
 
-    let mut flush = |batch: &mut Vec<NewObject>, batch_bytes: &mut u64, last: &Components, stats: &mut ScanStats| {
+    let mut flush = |batch: &mut Vec<NewObject>,
+                     batch_bytes: &mut u64,
+                     last: &Components,
+                     stats: &mut ScanStats| {
         if batch.is_empty() {
             return Ok::<(), ScanError>(());
         }
@@ -122,13 +135,17 @@ pub fn scan_local(
         };
 
         if ft.is_dir() {
-            if let Some(cp) = &checkpoint {
-                if !cp.starts_with(&components) && components < *cp {
-                    continue; // the whole subtree was committed before
-                }
+            if let Some(cp) = &checkpoint
+                && !cp.starts_with(&components)
+                && components < *cp
+            {
+                continue; // the whole subtree was committed before
             }
             match read_sorted(&path) {
-                Ok(entries) => stack.push(Frame { components, entries: entries.into_iter() }),
+                Ok(entries) => stack.push(Frame {
+                    components,
+                    entries: entries.into_iter(),
+                }),
                 Err(e) => {
                     stats.list_errors += 1;
                     let rel = format!("{}/", rel_path(&components));
@@ -144,10 +161,10 @@ pub fn scan_local(
             continue;
         }
 
-        if let Some(cp) = &checkpoint {
-            if components <= *cp {
-                continue;
-            }
+        if let Some(cp) = &checkpoint
+            && components <= *cp
+        {
+            continue;
         }
         let md = if ft.is_symlink() {
             if !cfg.follow_symlinks {
@@ -178,17 +195,28 @@ pub fn scan_local(
         }
         let rel = rel_path(&components);
         let failure = if components.iter().any(|c| std::str::from_utf8(c).is_err()) {
-            Some(("INVALID_KEY".into(), format!("file name is not valid UTF-8: {rel}")))
+            Some((
+                "INVALID_KEY".into(),
+                format!("file name is not valid UTF-8: {rel}"),
+            ))
         } else {
             None
         };
         stats.files += 1;
         stats.bytes += md.len();
         batch_bytes += md.len();
-        batch.push(NewObject { rel_path: rel, size: md.len(), mtime, failure });
+        batch.push(NewObject {
+            rel_path: rel,
+            size: md.len(),
+            mtime,
+            failure,
+        });
         last = components;
-        let aged = cfg.max_task_age.is_some_and(|age| batch_started.elapsed() >= age);
-        if batch.len() as u64 >= cfg.task_count_limit || batch_bytes >= cfg.task_size_limit || aged {
+        let aged = cfg
+            .max_task_age
+            .is_some_and(|age| batch_started.elapsed() >= age);
+        if batch.len() as u64 >= cfg.task_count_limit || batch_bytes >= cfg.task_size_limit || aged
+        {
             flush(&mut batch, &mut batch_bytes, &last, &mut stats)?;
             batch_started = Instant::now();
         }
@@ -216,7 +244,10 @@ fn path_of(root: &std::path::Path, components: &Components) -> PathBuf {
 }
 
 fn rel_path(components: &Components) -> String {
-    let parts: Vec<String> = components.iter().map(|c| String::from_utf8_lossy(c).into_owned()).collect();
+    let parts: Vec<String> = components
+        .iter()
+        .map(|c| String::from_utf8_lossy(c).into_owned())
+        .collect();
     parts.join("/")
 }
 

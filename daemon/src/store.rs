@@ -61,6 +61,7 @@ CREATE TABLE objects (
     attempts INTEGER NOT NULL DEFAULT 0,
     upload_id TEXT,
     part_size INTEGER,
+    parts_resumed INTEGER NOT NULL DEFAULT 0,
     updated_at INTEGER
 );
 CREATE INDEX objects_task ON objects(task_id);
@@ -80,8 +81,13 @@ CREATE TABLE parts (
 #[non_exhaustive]
 pub enum StoreError {
     #[error("job store {path}: {source}")]
-    Open { path: String, source: rusqlite::Error },
-    #[error("job store was written by a newer ossimport (schema {found}, this build knows {SCHEMA_VERSION})")]
+    Open {
+        path: String,
+        source: rusqlite::Error,
+    },
+    #[error(
+        "job store was written by a newer ossimport (schema {found}, this build knows {SCHEMA_VERSION})"
+    )]
     TooNew { found: i64 },
     #[error("job {0} not found")]
     NotFound(String),
@@ -154,18 +160,30 @@ pub struct Store {
 }
 
 fn now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }
 
 impl Store {
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        let open_err = |source| StoreError::Open { path: path.display().to_string(), source };
+        let open_err = |source| StoreError::Open {
+            path: path.display().to_string(),
+            source,
+        };
         let conn = Connection::open(path).map_err(open_err)?;
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(open_err)?;
-        conn.pragma_update(None, "synchronous", "NORMAL").map_err(open_err)?;
-        conn.pragma_update(None, "foreign_keys", "ON").map_err(open_err)?;
-        conn.busy_timeout(std::time::Duration::from_secs(30)).map_err(open_err)?;
-        let store = Store { conn: Mutex::new(conn) };
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(open_err)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(open_err)?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(open_err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(30))
+            .map_err(open_err)?;
+        let store = Store {
+            conn: Mutex::new(conn),
+        };
         store.migrate()?;
         Ok(store)
     }
@@ -212,7 +230,12 @@ impl Store {
             .optional()?)
     }
 
-    pub fn create_job(&self, name: &str, config: &str, fingerprint: &str) -> Result<i64, StoreError> {
+    pub fn create_job(
+        &self,
+        name: &str,
+        config: &str,
+        fingerprint: &str,
+    ) -> Result<i64, StoreError> {
         let conn = self.lock();
         conn.execute(
             "INSERT INTO jobs (name, config, fingerprint, state, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
@@ -225,7 +248,10 @@ impl Store {
     pub fn delete_job(&self, job_id: i64) -> Result<(), StoreError> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
-        tx.execute("DELETE FROM parts WHERE object_id IN (SELECT id FROM objects WHERE job_id = ?1)", [job_id])?;
+        tx.execute(
+            "DELETE FROM parts WHERE object_id IN (SELECT id FROM objects WHERE job_id = ?1)",
+            [job_id],
+        )?;
         tx.execute("DELETE FROM objects WHERE job_id = ?1", [job_id])?;
         tx.execute("DELETE FROM tasks WHERE job_id = ?1", [job_id])?;
         tx.execute("DELETE FROM jobs WHERE id = ?1", [job_id])?;
@@ -252,7 +278,12 @@ impl Store {
     /// Stores a closed task with its objects and moves the scan checkpoint
     /// past them, in one transaction: after a crash either all of it or
     /// none of it is there, so the scan resumes without gaps or duplicates.
-    pub fn commit_task(&self, job_id: i64, objects: &[NewObject], checkpoint: &str) -> Result<i64, StoreError> {
+    pub fn commit_task(
+        &self,
+        job_id: i64,
+        objects: &[NewObject],
+        checkpoint: &str,
+    ) -> Result<i64, StoreError> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
         let bytes: u64 = objects.iter().map(|o| o.size).sum();
@@ -272,7 +303,17 @@ impl Store {
                     Some((c, m)) => ("failed", Some(c.as_str()), Some(m.as_str())),
                     None => ("pending", None, None),
                 };
-                ins.execute(params![job_id, task_id, o.rel_path, o.size as i64, o.mtime, state, code, msg, t])?;
+                ins.execute(params![
+                    job_id,
+                    task_id,
+                    o.rel_path,
+                    o.size as i64,
+                    o.mtime,
+                    state,
+                    code,
+                    msg,
+                    t
+                ])?;
             }
         }
         tx.execute(
@@ -284,7 +325,10 @@ impl Store {
     }
 
     pub fn finish_scan(&self, job_id: i64) -> Result<(), StoreError> {
-        self.lock().execute("UPDATE jobs SET scan_done = 1, updated_at = ?2 WHERE id = ?1", params![job_id, now()])?;
+        self.lock().execute(
+            "UPDATE jobs SET scan_done = 1, updated_at = ?2 WHERE id = ?1",
+            params![job_id, now()],
+        )?;
         Ok(())
     }
 
@@ -312,7 +356,10 @@ impl Store {
              AND EXISTS (SELECT 1 FROM objects o WHERE o.task_id = tasks.id AND o.state = 'pending')",
             [job_id],
         )?;
-        tx.execute("UPDATE jobs SET state = ?2 WHERE id = ?1", params![job_id, state::RUNNING])?;
+        tx.execute(
+            "UPDATE jobs SET state = ?2 WHERE id = ?1",
+            params![job_id, state::RUNNING],
+        )?;
         tx.commit()?;
         Ok(n)
     }
@@ -320,12 +367,21 @@ impl Store {
     /// Leases up to `max` pending tasks to `agent` until `lease_until`
     /// (unix seconds) and returns them with their not-yet-final objects and
     /// any multipart upload to resume.
-    pub fn lease_tasks(&self, job_id: i64, max: usize, agent: &str, lease_until: i64) -> Result<Vec<TaskSpec>, StoreError> {
+    pub fn lease_tasks(
+        &self,
+        job_id: i64,
+        max: usize,
+        agent: &str,
+        lease_until: i64,
+    ) -> Result<Vec<TaskSpec>, StoreError> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
         let ids: Vec<i64> = {
-            let mut q = tx.prepare_cached("SELECT id FROM tasks WHERE job_id = ?1 AND state = 'pending' ORDER BY id LIMIT ?2")?;
-            q.query_map(params![job_id, max as i64], |r| r.get(0))?.collect::<Result<_, _>>()?
+            let mut q = tx.prepare_cached(
+                "SELECT id FROM tasks WHERE job_id = ?1 AND state = 'pending' ORDER BY id LIMIT ?2",
+            )?;
+            q.query_map(params![job_id, max as i64], |r| r.get(0))?
+                .collect::<Result<_, _>>()?
         };
         let mut out = Vec::with_capacity(ids.len());
         for task_id in ids {
@@ -372,13 +428,27 @@ impl Store {
                                 })
                             })?
                             .collect::<Result<Vec<_>, _>>()?;
-                        Some(MultipartResume { upload_id, part_size: part_size as u64, parts })
+                        Some(MultipartResume {
+                            upload_id,
+                            part_size: part_size as u64,
+                            parts,
+                        })
                     }
                     _ => None,
                 };
-                specs.push(ObjectSpec { object_id, rel_path, size: size as u64, mtime, resume });
+                specs.push(ObjectSpec {
+                    object_id,
+                    rel_path,
+                    size: size as u64,
+                    mtime,
+                    resume,
+                });
             }
-            out.push(TaskSpec { task_id, job_id, objects: specs });
+            out.push(TaskSpec {
+                task_id,
+                job_id,
+                objects: specs,
+            });
         }
         tx.commit()?;
         Ok(out)
@@ -396,7 +466,11 @@ impl Store {
         let t = now();
         for ev in events {
             match ev {
-                Event::UploadStarted { object_id, upload_id, part_size } => {
+                Event::UploadStarted {
+                    object_id,
+                    upload_id,
+                    part_size,
+                } => {
                     tx.execute("DELETE FROM parts WHERE object_id = ?1", [object_id])?;
                     tx.execute(
                         "UPDATE objects SET upload_id = ?2, part_size = ?3 WHERE id = ?1 AND state = 'pending'",
@@ -418,7 +492,10 @@ impl Store {
                 }
                 Event::UploadAborted { object_id } => {
                     tx.execute("DELETE FROM parts WHERE object_id = ?1", [object_id])?;
-                    tx.execute("UPDATE objects SET upload_id = NULL, part_size = NULL WHERE id = ?1", [object_id])?;
+                    tx.execute(
+                        "UPDATE objects SET upload_id = NULL, part_size = NULL WHERE id = ?1",
+                        [object_id],
+                    )?;
                 }
                 Event::ObjectDone(r) => {
                     let state = match r.outcome {
@@ -434,7 +511,7 @@ impl Store {
                         "UPDATE objects SET state = ?2, checksum_algo = ?3, checksum = ?4, md5 = ?5, etag = ?6,
                             size = CASE WHEN ?2 = 'verified' THEN ?12 ELSE size END,
                             verified_by = ?7, error_code = ?8, error = ?9, retries = retries + ?10,
-                            attempts = attempts + 1, updated_at = ?11
+                            attempts = attempts + 1, updated_at = ?11, parts_resumed = parts_resumed + ?13
                          WHERE id = ?1 AND state = 'pending'",
                     )?
                     .execute(params![
@@ -449,11 +526,13 @@ impl Store {
                         msg,
                         r.retries as i64,
                         t,
-                        r.size as i64
+                        r.size as i64,
+                        r.parts_resumed as i64
                     ])?;
                     if r.outcome == Outcome::Verified {
                         // The parts served their purpose; keep the table small.
-                        tx.prepare_cached("DELETE FROM parts WHERE object_id = ?1")?.execute([r.object_id])?;
+                        tx.prepare_cached("DELETE FROM parts WHERE object_id = ?1")?
+                            .execute([r.object_id])?;
                     }
                 }
                 Event::TaskDone { task_id } => {
@@ -479,7 +558,13 @@ impl Store {
         let mut q = conn.prepare_cached(
             "SELECT state, count(*), coalesce(sum(size), 0) FROM objects WHERE job_id = ?1 GROUP BY state",
         )?;
-        let rows = q.query_map([job_id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?)))?;
+        let rows = q.query_map([job_id], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
+        })?;
         for row in rows {
             let (state, n, bytes) = row?;
             let (n, bytes) = (n as u64, bytes as u64);
@@ -498,8 +583,11 @@ impl Store {
                 _ => c.failed += n,
             }
         }
-        let mut q = conn.prepare_cached("SELECT state, count(*) FROM tasks WHERE job_id = ?1 GROUP BY state")?;
-        let rows = q.query_map([job_id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+        let mut q = conn
+            .prepare_cached("SELECT state, count(*) FROM tasks WHERE job_id = ?1 GROUP BY state")?;
+        let rows = q.query_map([job_id], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+        })?;
         for row in rows {
             let (state, n) = row?;
             let n = n as u64;
@@ -514,20 +602,32 @@ impl Store {
         Ok(c)
     }
 
-    pub fn failed_objects(&self, job_id: i64, limit: usize) -> Result<Vec<FailedObject>, StoreError> {
+    pub fn failed_objects(
+        &self,
+        job_id: i64,
+        limit: usize,
+    ) -> Result<Vec<FailedObject>, StoreError> {
         let conn = self.lock();
         let mut q = conn.prepare_cached(
             "SELECT rel_path, coalesce(error_code, ''), coalesce(error, '') FROM objects
              WHERE job_id = ?1 AND state = 'failed' ORDER BY id LIMIT ?2",
         )?;
         let rows = q.query_map(params![job_id, limit as i64], |r| {
-            Ok(FailedObject { rel_path: r.get(0)?, code: r.get(1)?, message: r.get(2)? })
+            Ok(FailedObject {
+                rel_path: r.get(0)?,
+                code: r.get(1)?,
+                message: r.get(2)?,
+            })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// Number of attempts recorded for an object (tests and reports).
-    pub fn object_attempts(&self, job_id: i64, rel_path: &str) -> Result<Option<(String, i64)>, StoreError> {
+    pub fn object_attempts(
+        &self,
+        job_id: i64,
+        rel_path: &str,
+    ) -> Result<Option<(String, i64)>, StoreError> {
         Ok(self
             .lock()
             .query_row(

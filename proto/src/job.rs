@@ -130,13 +130,24 @@ pub struct PartRecord {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
-    UploadStarted { object_id: i64, upload_id: String, part_size: u64 },
-    PartDone { object_id: i64, part: PartRecord },
+    UploadStarted {
+        object_id: i64,
+        upload_id: String,
+        part_size: u64,
+    },
+    PartDone {
+        object_id: i64,
+        part: PartRecord,
+    },
     /// The upload was aborted; its parts are gone.
-    UploadAborted { object_id: i64 },
+    UploadAborted {
+        object_id: i64,
+    },
     ObjectDone(ObjectResult),
     /// Every object of the task has an `ObjectDone`.
-    TaskDone { task_id: i64 },
+    TaskDone {
+        task_id: i64,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -164,6 +175,10 @@ pub struct ObjectResult {
     pub error: Option<ObjectError>,
     /// Request retries spent on this object.
     pub retries: u32,
+    /// Multipart parts taken over from an earlier attempt instead of being
+    /// sent again.
+    #[serde(default)]
+    pub parts_resumed: u32,
 }
 
 /// Why an object failed: a stable code for scripts and a sentence for people.
@@ -252,14 +267,24 @@ mod tests {
             ErrorCode::ListError,
         ] {
             assert_eq!(ErrorCode::parse(c.as_str()), Some(c));
-            assert_eq!(serde_json::to_string(&c).unwrap(), format!("\"{}\"", c.as_str()));
+            assert_eq!(
+                serde_json::to_string(&c).unwrap(),
+                format!("\"{}\"", c.as_str())
+            );
         }
     }
 
     #[test]
     fn secrets_serialize_for_the_wire_but_never_debug() {
-        let d = DestSpec::Local { dir: "/d".into(), prefix: String::new() };
-        assert!(serde_json::to_string(&d).unwrap().contains("\"type\":\"local\""));
+        let d = DestSpec::Local {
+            dir: "/d".into(),
+            prefix: String::new(),
+        };
+        assert!(
+            serde_json::to_string(&d)
+                .unwrap()
+                .contains("\"type\":\"local\"")
+        );
         let s = DestSpec::S3 {
             endpoint: "http://h".into(),
             region: "r".into(),

@@ -44,7 +44,11 @@ impl Default for Hasher {
 
 impl Hasher {
     pub fn new() -> Hasher {
-        Hasher { md5: Md5::new(), crc: crc_fast::Digest::new(CRC64), len: 0 }
+        Hasher {
+            md5: Md5::new(),
+            crc: crc_fast::Digest::new(CRC64),
+            len: 0,
+        }
     }
 
     pub fn update(&mut self, data: &[u8]) {
@@ -54,7 +58,11 @@ impl Hasher {
     }
 
     pub fn finish(self) -> Digest {
-        Digest { md5: self.md5.finalize().into(), crc64: self.crc.finalize(), len: self.len }
+        Digest {
+            md5: self.md5.finalize().into(),
+            crc64: self.crc.finalize(),
+            len: self.len,
+        }
     }
 }
 
@@ -141,8 +149,10 @@ mod tests {
     #[test]
     fn combine_matches_whole() {
         let data: Vec<u8> = (0..100_000u32).map(|i| (i * 7 % 251) as u8).collect();
-        let parts: Vec<(u64, u64)> =
-            data.chunks(30_000).map(|c| (digest(c).crc64, c.len() as u64)).collect();
+        let parts: Vec<(u64, u64)> = data
+            .chunks(30_000)
+            .map(|c| (digest(c).crc64, c.len() as u64))
+            .collect();
         assert_eq!(crc64_of_parts(parts), digest(&data).crc64);
     }
 

@@ -7,7 +7,10 @@ pub fn validate_key(key: &str) -> Result<(), String> {
         return Err("object key is empty".into());
     }
     if key.len() > 1023 {
-        return Err(format!("object key is {} bytes long, the limit is 1023", key.len()));
+        return Err(format!(
+            "object key is {} bytes long, the limit is 1023",
+            key.len()
+        ));
     }
     if key.starts_with('/') || key.starts_with('\\') {
         return Err("object key starts with '/' or '\\'".into());
@@ -26,7 +29,11 @@ mod tests {
     fn rules() {
         assert!(validate_key("a/b c/日本.txt").is_ok());
         assert!(validate_key(&"x".repeat(1023)).is_ok());
-        assert!(validate_key(&"x".repeat(1024)).unwrap_err().contains("1024 bytes"));
+        assert!(
+            validate_key(&"x".repeat(1024))
+                .unwrap_err()
+                .contains("1024 bytes")
+        );
         assert!(validate_key("").is_err());
         assert!(validate_key("/a").is_err());
         assert!(validate_key("\\a").is_err());

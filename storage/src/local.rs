@@ -118,9 +118,18 @@ pub fn copy_file(src: &Path, dest: &Path, mtime: i64) -> io::Result<Digest> {
 }
 
 fn temp_name(dest: &Path) -> PathBuf {
-    let name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let nonce = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
-    dest.with_file_name(format!(".{name}.ossimport-{}-{nonce}.tmp", std::process::id()))
+    let name = dest
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let nonce = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    dest.with_file_name(format!(
+        ".{name}.ossimport-{}-{nonce}.tmp",
+        std::process::id()
+    ))
 }
 
 /// Opens a file and seeks; used by streaming readers.
@@ -157,7 +166,10 @@ mod tests {
         std::fs::write(&src, &data).unwrap();
         let (whole, parts) = hash_file_parts(&src, 4096).unwrap();
         assert_eq!(whole, crate::checksum::digest(&data));
-        let expect: Vec<[u8; 16]> = data.chunks(4096).map(|c| crate::checksum::digest(c).md5).collect();
+        let expect: Vec<[u8; 16]> = data
+            .chunks(4096)
+            .map(|c| crate::checksum::digest(c).md5)
+            .collect();
         assert_eq!(parts, expect);
     }
 }

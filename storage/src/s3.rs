@@ -111,10 +111,10 @@ impl Intercept for CaptureCrc64 {
         _rc: &RuntimeComponents,
         _cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
-        if let Some(v) = context.response().headers().get(OSS_CRC64_HEADER) {
-            if let Ok(mut slot) = self.0.lock() {
-                *slot = Some(v.to_string());
-            }
+        if let Some(v) = context.response().headers().get(OSS_CRC64_HEADER)
+            && let Ok(mut slot) = self.0.lock()
+        {
+            *slot = Some(v.to_string());
         }
         Ok(())
     }
@@ -122,7 +122,10 @@ impl Intercept for CaptureCrc64 {
 
 impl CaptureCrc64 {
     fn get(&self) -> Option<u64> {
-        self.0.lock().ok().and_then(|s| s.as_deref().and_then(|v| v.trim().parse().ok()))
+        self.0
+            .lock()
+            .ok()
+            .and_then(|s| s.as_deref().and_then(|v| v.trim().parse().ok()))
     }
 }
 
@@ -161,7 +164,11 @@ impl S3Store {
                     .build(),
             )
             .build();
-        S3Store { client: Client::from_conf(conf), bucket: cfg.bucket.clone(), sse: cfg.server_side_encryption }
+        S3Store {
+            client: Client::from_conf(conf),
+            bucket: cfg.bucket.clone(),
+            sse: cfg.server_side_encryption,
+        }
     }
 
     pub fn client(&self) -> &Client {
@@ -262,8 +269,10 @@ impl S3Store {
             .send()
             .await
             .map_err(|e| classify("HeadObject", key, e))?;
-        let mtime_meta =
-            out.metadata().and_then(|m| m.get(META_MTIME)).and_then(|v| v.parse().ok());
+        let mtime_meta = out
+            .metadata()
+            .and_then(|m| m.get(META_MTIME))
+            .and_then(|v| v.parse().ok());
         Ok(ObjectInfo {
             size: out.content_length().unwrap_or(0).max(0) as u64,
             etag: normalize_etag(out.e_tag().unwrap_or_default()),
@@ -299,7 +308,11 @@ impl S3Store {
         Ok(h.finish())
     }
 
-    pub async fn create_multipart(&self, key: &str, meta: &[(&str, String)]) -> Result<String, S3Error> {
+    pub async fn create_multipart(
+        &self,
+        key: &str,
+        meta: &[(&str, String)],
+    ) -> Result<String, S3Error> {
         let mut req = self
             .client
             .create_multipart_upload()
@@ -312,7 +325,10 @@ impl S3Store {
         if self.sse {
             req = req.server_side_encryption(ServerSideEncryption::Aes256);
         }
-        let out = req.send().await.map_err(|e| classify("CreateMultipartUpload", key, e))?;
+        let out = req
+            .send()
+            .await
+            .map_err(|e| classify("CreateMultipartUpload", key, e))?;
         out.upload_id().map(str::to_owned).ok_or_else(|| S3Error {
             kind: ErrorKind::Other,
             message: format!("CreateMultipartUpload {key}: the server returned no upload id"),
@@ -344,7 +360,11 @@ impl S3Store {
     }
 
     /// Parts the server holds for an upload: (number, etag, size).
-    pub async fn list_parts(&self, key: &str, upload_id: &str) -> Result<Vec<(u32, String, u64)>, S3Error> {
+    pub async fn list_parts(
+        &self,
+        key: &str,
+        upload_id: &str,
+    ) -> Result<Vec<(u32, String, u64)>, S3Error> {
         let mut parts = Vec::new();
         let mut marker: Option<String> = None;
         loop {
@@ -366,7 +386,9 @@ impl S3Store {
                 ));
             }
             match (out.is_truncated(), out.next_part_number_marker()) {
-                (Some(true), Some(m)) if Some(m) != marker.as_deref() => marker = Some(m.to_owned()),
+                (Some(true), Some(m)) if Some(m) != marker.as_deref() => {
+                    marker = Some(m.to_owned())
+                }
                 _ => break,
             }
         }
@@ -384,7 +406,10 @@ impl S3Store {
                 parts
                     .iter()
                     .map(|(n, etag)| {
-                        CompletedPart::builder().part_number(*n as i32).e_tag(format!("\"{etag}\"")).build()
+                        CompletedPart::builder()
+                            .part_number(*n as i32)
+                            .e_tag(format!("\"{etag}\""))
+                            .build()
                     })
                     .collect(),
             ))
@@ -415,7 +440,11 @@ impl S3Store {
             Ok(_) => Ok(()),
             Err(e) => {
                 let e = classify("AbortMultipartUpload", key, e);
-                if e.kind == ErrorKind::NoSuchUpload { Ok(()) } else { Err(e) }
+                if e.kind == ErrorKind::NoSuchUpload {
+                    Ok(())
+                } else {
+                    Err(e)
+                }
             }
         }
     }
@@ -427,8 +456,13 @@ impl S3Store {
             Err(e) => {
                 let mut e = classify("HeadBucket", &self.bucket, e);
                 e.message = match e.kind {
-                    ErrorKind::NotFound | ErrorKind::NoSuchBucket => "the bucket does not exist".into(),
-                    ErrorKind::Denied => format!("access denied (check destAccessKey/destSecretKey): {}", e.message),
+                    ErrorKind::NotFound | ErrorKind::NoSuchBucket => {
+                        "the bucket does not exist".into()
+                    }
+                    ErrorKind::Denied => format!(
+                        "access denied (check destAccessKey/destSecretKey): {}",
+                        e.message
+                    ),
                     _ => e.message,
                 };
                 Err(e)
@@ -438,14 +472,29 @@ impl S3Store {
 
     /// Creates the bucket if it does not exist (tests and the bundled example).
     pub async fn ensure_bucket(&self) -> Result<(), S3Error> {
-        if self.client.head_bucket().bucket(&self.bucket).send().await.is_ok() {
+        if self
+            .client
+            .head_bucket()
+            .bucket(&self.bucket)
+            .send()
+            .await
+            .is_ok()
+        {
             return Ok(());
         }
-        match self.client.create_bucket().bucket(&self.bucket).send().await {
+        match self
+            .client
+            .create_bucket()
+            .bucket(&self.bucket)
+            .send()
+            .await
+        {
             Ok(_) => Ok(()),
             Err(e) => {
                 let e = classify("CreateBucket", &self.bucket, e);
-                if e.message.contains("BucketAlreadyOwnedByYou") || e.message.contains("BucketAlreadyExists") {
+                if e.message.contains("BucketAlreadyOwnedByYou")
+                    || e.message.contains("BucketAlreadyExists")
+                {
                     Ok(())
                 } else {
                     Err(e)
@@ -457,7 +506,11 @@ impl S3Store {
 
 /// Maps an SDK error to what the caller can do, with a message naming the
 /// operation, the key, the server's code and its message.
-fn classify<E>(op: &str, key: &str, err: SdkError<E, aws_smithy_runtime_api::http::Response>) -> S3Error
+fn classify<E>(
+    op: &str,
+    key: &str,
+    err: SdkError<E, aws_smithy_runtime_api::http::Response>,
+) -> S3Error
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
@@ -469,7 +522,9 @@ where
         (_, Some("NoSuchBucket"), _) => ErrorKind::NoSuchBucket,
         (_, Some("BadDigest" | "InvalidDigest"), _) => ErrorKind::BadDigest,
         (_, Some("NoSuchKey" | "NotFound"), _) | (_, _, Some(404)) => ErrorKind::NotFound,
-        (_, Some("SlowDown" | "Throttling" | "ThrottlingException" | "RequestTimeout"), _) => ErrorKind::Transient,
+        (_, Some("SlowDown" | "Throttling" | "ThrottlingException" | "RequestTimeout"), _) => {
+            ErrorKind::Transient
+        }
         (_, _, Some(403)) => ErrorKind::Denied,
         (_, _, Some(s)) if s >= 500 || s == 429 => ErrorKind::Transient,
         (SdkError::ResponseError(_), _, _) => ErrorKind::Transient,
@@ -483,13 +538,19 @@ where
             None => format!("{}", DisplayErrorContext(&err)),
         },
     };
-    S3Error { kind, message: format!("{op} {key}: {detail}") }
+    S3Error {
+        kind,
+        message: format!("{op} {key}: {detail}"),
+    }
 }
 
 /// Content-Type from the file name's extension, so browsers and CDNs serve
 /// migrated objects as the originals were served.
 pub fn content_type(key: &str) -> &'static str {
-    let ext = key.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase()).unwrap_or_default();
+    let ext = key
+        .rsplit_once('.')
+        .map(|(_, e)| e.to_ascii_lowercase())
+        .unwrap_or_default();
     match ext.as_str() {
         "html" | "htm" => "text/html",
         "css" => "text/css",

@@ -446,7 +446,9 @@ impl JobConfig {
             );
         }
         if self.get_object_meta_mode != GetObjectMetaMode::Stat {
-            out.push("getObjectMetaMode=head: applies to qiniu sources only; value ignored".to_string());
+            out.push(
+                "getObjectMetaMode=head: applies to qiniu sources only; value ignored".to_string(),
+            );
         }
         if self.scan_thread_count > 1 {
             out.push(format!(
@@ -676,12 +678,15 @@ fn from_properties(
 
     // ---- Tasks, listing and uploads ----
     let task_object_count_limit = f.uint(&["taskObjectCountLimit"], 10_000, 1..=50_000)?;
-    let task_object_size_limit = f.parsed(&["taskObjectSizeLimit"], 1_000_000_000, |v| {
-        match parse_size(v)? {
-            0 => Err("must be at least 1 byte".to_string()),
-            n => Ok(n),
-        }
-    })?;
+    let task_object_size_limit =
+        f.parsed(
+            &["taskObjectSizeLimit"],
+            1_000_000_000,
+            |v| match parse_size(v)? {
+                0 => Err("must be at least 1 byte".to_string()),
+                n => Ok(n),
+            },
+        )?;
     let mut scan_thread_count = f.u32(&["scanThreadCount"], 1, 1..=u32::MAX)?;
     if scan_thread_count > 32 {
         let warning = format!(
@@ -955,7 +960,9 @@ fn endpoint_host(domain: &str) -> &str {
 
 fn normalize_endpoint(domain: &str) -> Result<String, String> {
     match domain.split_once("://") {
-        Some((scheme, _)) if scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https") => {
+        Some((scheme, _))
+            if scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https") =>
+        {
             Ok(domain.to_string())
         }
         Some(_) => Err(format!(

@@ -183,7 +183,12 @@ impl<'a> Fields<'a> {
         self.err_at(entry.line, &entry.key, reason)
     }
 
-    fn err_at(&self, line: impl Into<Option<usize>>, key: &str, reason: impl Into<String>) -> ConfigError {
+    fn err_at(
+        &self,
+        line: impl Into<Option<usize>>,
+        key: &str,
+        reason: impl Into<String>,
+    ) -> ConfigError {
         ConfigError::Invalid {
             file: self.props.file.clone(),
             line: line.into(),
@@ -277,7 +282,10 @@ fn parse_choice<T: Copy>(
         Some((_, v)) => Ok(*v),
         None => {
             let list: Vec<&str> = names.iter().map(|(n, _)| *n).collect();
-            Err(format!("expected one of {}, got {value:?}", list.join(", ")))
+            Err(format!(
+                "expected one of {}, got {value:?}",
+                list.join(", ")
+            ))
         }
     }
 }
@@ -285,7 +293,8 @@ fn parse_choice<T: Copy>(
 /// `true` for an absolute path written with `/` separators: `/data/` or `c:/data/`.
 fn is_absolute_slash_path(path: &str) -> bool {
     let b = path.as_bytes();
-    path.starts_with('/') || (b.len() >= 3 && b[0].is_ascii_alphabetic() && b[1] == b':' && b[2] == b'/')
+    path.starts_with('/')
+        || (b.len() >= 3 && b[0].is_ascii_alphabetic() && b[1] == b':' && b[2] == b'/')
 }
 
 /// The known key closest to `key` by edit distance, if it is close enough to be a typo.

@@ -62,14 +62,13 @@ impl PropertiesFile {
                 }
                 i += 1;
             }
-            let entry = split_entry(&logical, line_no).map_err(|(key, reason)| {
-                ConfigError::Invalid {
+            let entry =
+                split_entry(&logical, line_no).map_err(|(key, reason)| ConfigError::Invalid {
                     file: file.to_string(),
                     line: Some(line_no),
                     key,
                     reason,
-                }
-            })?;
+                })?;
             if let Some(first_line) = seen.get(&entry.key) {
                 return Err(ConfigError::Invalid {
                     file: file.to_string(),

@@ -28,7 +28,10 @@ fn cfg(root: &std::path::Path, count: u64) -> ScanConfig {
 
 fn listed(store: &Store, job: i64) -> Vec<String> {
     let tasks = store.lease_tasks(job, 1000, "t", 0).unwrap();
-    tasks.iter().flat_map(|t| t.objects.iter().map(|o| o.rel_path.clone())).collect()
+    tasks
+        .iter()
+        .flat_map(|t| t.objects.iter().map(|o| o.rel_path.clone()))
+        .collect()
 }
 
 #[test]
@@ -37,12 +40,22 @@ fn walks_in_order_and_splits() {
     let db = tempfile::tempdir().unwrap();
     let store = Store::open(&db.path().join("s.db")).unwrap();
     let job = store.create_job("scan", "{}", "").unwrap();
-    let (done, stats) = scan_local(&store, job, &cfg(src.path(), 3), &CancellationToken::new(), |_, _| {}).unwrap();
+    let (done, stats) = scan_local(
+        &store,
+        job,
+        &cfg(src.path(), 3),
+        &CancellationToken::new(),
+        |_, _| {},
+    )
+    .unwrap();
     assert!(done);
     assert_eq!(stats.files, 7);
     assert_eq!(stats.tasks, 3);
     assert_eq!(stats.symlinks_skipped, 1);
-    assert_eq!(listed(&store, job), ["a/1", "a/2", "a.txt", "b/c/d", "b/e", "sp ace/ü.txt", "z"]);
+    assert_eq!(
+        listed(&store, job),
+        ["a/1", "a/2", "a.txt", "b/c/d", "b/e", "sp ace/ü.txt", "z"]
+    );
 }
 
 #[test]
@@ -75,9 +88,19 @@ fn resumes_after_interruption_without_gaps_or_duplicates() {
     })
     .unwrap();
     assert!(!done);
-    let (done, _) = scan_local(&store, job, &cfg(src.path(), 2), &CancellationToken::new(), |_, _| {}).unwrap();
+    let (done, _) = scan_local(
+        &store,
+        job,
+        &cfg(src.path(), 2),
+        &CancellationToken::new(),
+        |_, _| {},
+    )
+    .unwrap();
     assert!(done);
-    assert_eq!(listed(&store, job), ["a/1", "a/2", "a.txt", "b/c/d", "b/e", "sp ace/ü.txt", "z"]);
+    assert_eq!(
+        listed(&store, job),
+        ["a/1", "a/2", "a.txt", "b/c/d", "b/e", "sp ace/ü.txt", "z"]
+    );
 }
 
 #[test]

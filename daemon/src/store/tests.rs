@@ -6,7 +6,12 @@ use proto::job::{Event, ObjectResult, Outcome, PartRecord};
 use super::*;
 
 fn obj(p: &str, size: u64) -> NewObject {
-    NewObject { rel_path: p.into(), size, mtime: 1, failure: None }
+    NewObject {
+        rel_path: p.into(),
+        size,
+        mtime: 1,
+        failure: None,
+    }
 }
 
 fn verified(object_id: i64, task_id: i64) -> Event {
@@ -21,6 +26,7 @@ fn verified(object_id: i64, task_id: i64) -> Event {
         verified_by: "size+md5".into(),
         error: None,
         retries: 0,
+        parts_resumed: 0,
     })
 }
 
@@ -30,25 +36,40 @@ fn lease_record_and_reopen() {
     let path = dir.path().join("s.db");
     let store = Store::open(&path).unwrap();
     let job = store.create_job("job1", "{}", "fp").unwrap();
-    let t1 = store.commit_task(job, &[obj("a", 1), obj("b", 2)], "[\"b\"]").unwrap();
+    let t1 = store
+        .commit_task(job, &[obj("a", 1), obj("b", 2)], "[\"b\"]")
+        .unwrap();
     store
         .commit_task(
             job,
-            &[NewObject { rel_path: "bad".into(), size: 0, mtime: 0, failure: Some(("LIST_ERROR".into(), "x".into())) }],
+            &[NewObject {
+                rel_path: "bad".into(),
+                size: 0,
+                mtime: 0,
+                failure: Some(("LIST_ERROR".into(), "x".into())),
+            }],
             "[\"bad\"]",
         )
         .unwrap();
-    assert_eq!(store.scan_checkpoint(job).unwrap(), (false, Some("[\"bad\"]".into())));
+    assert_eq!(
+        store.scan_checkpoint(job).unwrap(),
+        (false, Some("[\"bad\"]".into()))
+    );
 
     let leased = store.lease_tasks(job, 10, "local", 0).unwrap();
     assert_eq!(leased.len(), 2);
     assert_eq!(leased[0].objects.len(), 2);
-    assert!(leased[1].objects.is_empty(), "objects failed at listing are not dispatched");
+    assert!(
+        leased[1].objects.is_empty(),
+        "objects failed at listing are not dispatched"
+    );
     let a = leased[0].objects[0].object_id;
     let b = leased[0].objects[1].object_id;
 
     // The same result twice counts once.
-    store.apply_events(&[verified(a, t1), verified(a, t1)]).unwrap();
+    store
+        .apply_events(&[verified(a, t1), verified(a, t1)])
+        .unwrap();
     let c = store.counts(job).unwrap();
     assert_eq!((c.objects, c.verified, c.pending, c.failed), (3, 1, 1, 1));
 
@@ -57,9 +78,14 @@ fn lease_record_and_reopen() {
     let store = Store::open(&path).unwrap();
     assert_eq!(store.requeue_dispatched(job).unwrap(), 2);
     let leased = store.lease_tasks(job, 10, "local", 0).unwrap();
-    let ids: Vec<i64> = leased.iter().flat_map(|t| t.objects.iter().map(|o| o.object_id)).collect();
+    let ids: Vec<i64> = leased
+        .iter()
+        .flat_map(|t| t.objects.iter().map(|o| o.object_id))
+        .collect();
     assert_eq!(ids, vec![b]);
-    store.apply_events(&[verified(b, t1), Event::TaskDone { task_id: t1 }]).unwrap();
+    store
+        .apply_events(&[verified(b, t1), Event::TaskDone { task_id: t1 }])
+        .unwrap();
     let c = store.counts(job).unwrap();
     assert_eq!((c.verified, c.pending, c.tasks_done), (2, 0, 1));
 }
@@ -69,14 +95,29 @@ fn parts_are_offered_for_resume() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("s.db")).unwrap();
     let job = store.create_job("job2", "{}", "fp").unwrap();
-    store.commit_task(job, &[obj("big", 100)], "[\"big\"]").unwrap();
+    store
+        .commit_task(job, &[obj("big", 100)], "[\"big\"]")
+        .unwrap();
     let leased = store.lease_tasks(job, 1, "local", 0).unwrap();
     let id = leased[0].objects[0].object_id;
-    let part = PartRecord { number: 1, size: 50, etag: "e".into(), md5: "m".into(), crc64: u64::MAX };
+    let part = PartRecord {
+        number: 1,
+        size: 50,
+        etag: "e".into(),
+        md5: "m".into(),
+        crc64: u64::MAX,
+    };
     store
         .apply_events(&[
-            Event::UploadStarted { object_id: id, upload_id: "up".into(), part_size: 50 },
-            Event::PartDone { object_id: id, part: part.clone() },
+            Event::UploadStarted {
+                object_id: id,
+                upload_id: "up".into(),
+                part_size: 50,
+            },
+            Event::PartDone {
+                object_id: id,
+                part: part.clone(),
+            },
         ])
         .unwrap();
     store.requeue_dispatched(job).unwrap();

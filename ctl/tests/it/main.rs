@@ -1,0 +1,13 @@
+//! Integration tests of `ossimportctl run`: the real binary against a real
+//! S3-compatible server (SeaweedFS, started per test on free ports).
+
+// Test helpers are `pub` for the sibling modules of this one binary.
+#![allow(unreachable_pub)]
+
+mod audit;
+mod config_errors;
+mod local_dest;
+mod migrate;
+mod object_errors;
+mod resume;
+mod support;
