@@ -4,6 +4,5 @@
 
 pub mod cli;
 pub mod exit;
-mod plan;
 mod progress;
 pub mod run;

@@ -19,8 +19,8 @@ use tokio_util::task::TaskTracker;
 
 use crate::cli::RunArgs;
 use crate::exit;
-use crate::plan::{self, Plan};
 use crate::progress::{self, human_bytes};
+use daemon::plan::{self, Plan};
 
 /// Name of the job store inside the work directory.
 pub const STORE_FILE: &str = "ossimport.db";
@@ -130,7 +130,7 @@ async fn run(args: RunArgs) -> Result<u8, Exit> {
             plan.scan.clone(),
         );
         tokio::task::spawn_blocking(move || {
-            let r = scanner::scan_local(&store, job_id, &cfg, &cancel, |_, objs| {
+            let r = scanner::scan(&store, job_id, &cfg, &cancel, |_, objs| {
                 live.scanned_objects
                     .fetch_add(objs.len() as u64, Ordering::Relaxed);
                 live.scanned_bytes

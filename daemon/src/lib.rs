@@ -7,5 +7,6 @@
 
 pub mod config;
 pub mod coordinator;
+pub mod plan;
 pub mod scanner;
 pub mod store;

@@ -67,6 +67,18 @@ struct Frame {
     entries: std::vec::IntoIter<OsString>,
 }
 
+/// Lists the job's source into tasks, resuming from the stored checkpoint.
+/// The entry point for every source type; see [`scan_local`].
+pub fn scan(
+    store: &Store,
+    job_id: i64,
+    cfg: &ScanConfig,
+    cancel: &CancellationToken,
+    on_task: impl FnMut(i64, &[NewObject]),
+) -> Result<(bool, ScanStats), ScanError> {
+    scan_local(store, job_id, cfg, cancel, on_task)
+}
+
 /// Scans `cfg.root` into tasks of `job_id`, resuming from the stored
 /// checkpoint. Blocking: run it on a blocking thread. Returns `Ok` with
 /// `finished = false` when cancelled; the uncommitted tail is rescanned next

@@ -1,15 +1,15 @@
-//! From `job.cfg` + `sys.properties` to what the run needs: the executor's
+//! From `job.cfg` + `sys.properties` to what a job needs: the executor's
 //! `JobSpec`, the scanner's `ScanConfig`, and the checks made before
 //! anything is copied.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use daemon::config::job::{
+use crate::config::job::{
     AddressingStyle, DestType, JobConfig, JobType, SkipMode, SrcType, VerifyMode,
 };
-use daemon::config::sys::SysConfig;
-use daemon::scanner::ScanConfig;
+use crate::config::sys::SysConfig;
+use crate::scanner::ScanConfig;
 use proto::job::{self as wire, DestSpec, JobSpec, SourceSpec};
 use storage::s3::{S3Config, S3Store};
 
@@ -18,23 +18,23 @@ const MAX_ATTEMPTS: u32 = 5;
 /// Smallest part S3 accepts (all but the last part).
 const S3_MIN_PART: u64 = 5 << 20;
 
-pub(crate) struct Plan {
-    pub(crate) name: String,
-    pub(crate) fingerprint: String,
-    pub(crate) config_json: String,
-    pub(crate) spec: JobSpec,
-    pub(crate) scan: ScanConfig,
-    pub(crate) warnings: Vec<String>,
-    pub(crate) work_dir: Option<PathBuf>,
-    pub(crate) source_label: String,
-    pub(crate) dest_label: String,
+pub struct Plan {
+    pub name: String,
+    pub fingerprint: String,
+    pub config_json: String,
+    pub spec: JobSpec,
+    pub scan: ScanConfig,
+    pub warnings: Vec<String>,
+    pub work_dir: Option<PathBuf>,
+    pub source_label: String,
+    pub dest_label: String,
     s3: Option<S3Config>,
     dest_dir: Option<PathBuf>,
 }
 
 /// Loads and validates both files; every error is one line naming file,
 /// line and key (or what else is wrong).
-pub(crate) fn load(job_cfg: &Path, sys: Option<&Path>) -> Result<Plan, String> {
+pub fn load(job_cfg: &Path, sys: Option<&Path>) -> Result<Plan, String> {
     let cfg = JobConfig::load(job_cfg).map_err(|e| e.to_string())?;
     let sys_path = match sys {
         Some(p) => Some(p.to_path_buf()),
@@ -187,7 +187,7 @@ impl Plan {
     /// Checks that the source and the destination are reachable before the
     /// job starts, so a typo fails in a second with a clear message rather
     /// than as thousands of failed objects.
-    pub(crate) async fn preflight(&self) -> anyhow::Result<()> {
+    pub async fn preflight(&self) -> anyhow::Result<()> {
         let root = &self.scan.root;
         match std::fs::metadata(root) {
             Ok(md) if md.is_dir() => {}
