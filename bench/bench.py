@@ -1,0 +1,460 @@
+#!/usr/bin/env python3
+"""ossimport vs s5cmd vs rclone on a local S3 server (SeaweedFS).
+
+Run through bench/run.sh, which installs the peers and builds the binaries.
+Workloads (generated once under bench/work/, reused while their marker exists):
+  W1  many small files in a tree      (--w1-files x --w1-size)
+  W2  a few large files, multipart    (--w2-files x --w2-size)
+  W3  scan + plan only (no upload) into a fresh SQLite store, for each
+      --w3-files count (daemon/examples/scan_only.rs)
+Every tool gets the same concurrency (--concurrency files in flight; for W2
+also the same part size and parts in flight per file) and a fresh S3 server
+with an empty bucket for every run. A run counts only if the bucket then
+holds exactly the expected object count and total bytes.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import boto3
+import psutil
+from botocore.config import Config
+
+REPO = Path(__file__).resolve().parent.parent
+BENCH = REPO / "bench"
+WORK = BENCH / "work"
+VENV = REPO / ".venv"
+MIB = 1 << 20
+AK, SK = "testkey", "testsecret"
+
+VERIFIED = {
+    "ossimport": "Content-MD5 on every PUT/part, ETag == MD5 (single PUT), "
+                 "multipart ETag from part MD5s, HEAD after upload (size, ETag)",
+    "s5cmd": "nothing beyond HTTP 200 (no Content-MD5, no ETag/size check; s5cmd#398, #563)",
+    "rclone": "Content-MD5 on PUT/parts, size+MD5 compare after upload "
+              "(multipart: MD5 from its own X-Amz-Meta-Md5chksum), HEAD after PUT",
+}
+
+
+def log(*a):
+    print("[bench]", *a, file=sys.stderr, flush=True)
+
+
+def parse_size(s):
+    s = str(s).strip().lower()
+    mult = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+    if s and s[-1] in mult:
+        return int(float(s[:-1]) * mult[s[-1]])
+    if s.endswith("kib") or s.endswith("mib") or s.endswith("gib"):
+        return int(float(s[:-3]) * mult[s[-3]])
+    return int(s)
+
+
+# ---------------------------------------------------------------- workloads
+
+def gen_tree(root: Path, n: int, size: int, per_dir: int, seed: int):
+    """n files of `size` random bytes in root/dXX/dYY/fZZZZZ, per_dir per leaf dir."""
+    marker = root / ".complete"
+    want = f"{n} {size} {per_dir}\n"
+    if marker.exists() and marker.read_text() == want:
+        return
+    if root.exists():
+        shutil.rmtree(root)
+    log(f"generating {n} x {size} B under {root}")
+    t = time.time()
+    # One random block, each file gets a distinct window of it plus its index,
+    # so no two files are identical and nothing is compressible.
+    block = os.urandom(max(size, 1) + 65536)
+    made = set()
+    for i in range(n):
+        leaf = i // per_dir
+        d = root / f"d{leaf // 100:03d}" / f"d{leaf % 100:02d}"
+        if leaf not in made:
+            d.mkdir(parents=True, exist_ok=True)
+            made.add(leaf)
+        off = (i * 7919) % 65536
+        data = i.to_bytes(8, "little") + block[off:off + max(size - 8, 0)]
+        with open(d / f"f{i:07d}.bin", "wb") as f:
+            f.write(data[:size])
+    (root / ".complete").write_text(want)
+    log(f"generated in {time.time() - t:.1f}s")
+
+
+def gen_large(root: Path, n: int, size: int):
+    marker = root / ".complete"
+    want = f"{n} {size}\n"
+    if marker.exists() and marker.read_text() == want:
+        return
+    if root.exists():
+        shutil.rmtree(root)
+    root.mkdir(parents=True)
+    log(f"generating {n} x {size / MIB:.0f} MiB under {root}")
+    chunk = 16 * MIB
+    for i in range(n):
+        with open(root / f"large{i:02d}.bin", "wb") as f:
+            left = size
+            while left > 0:
+                k = min(chunk, left)
+                f.write(os.urandom(k))
+                left -= k
+    marker.write_text(want)
+
+
+def tree_totals(root: Path):
+    n = b = 0
+    for dp, _, fs in os.walk(root):
+        for f in fs:
+            if f == ".complete":
+                continue
+            n += 1
+            b += os.path.getsize(os.path.join(dp, f))
+    return n, b
+
+
+# ---------------------------------------------------------------- S3 server
+
+class Server:
+    """SeaweedFS via scripts/s3-server.sh, one fresh data dir per run."""
+
+    def __init__(self, data_dir: Path):
+        self.dir = data_dir
+
+    def start(self):
+        if self.dir.exists():
+            shutil.rmtree(self.dir)
+        out = subprocess.run([str(REPO / "scripts/s3-server.sh"), "start", str(self.dir)],
+                             check=True, capture_output=True, text=True).stdout
+        self.endpoint = out.strip().split("=", 1)[1]
+        self.pid = int((self.dir / "weed.pid").read_text())
+        self.s3 = boto3.client(
+            "s3", endpoint_url=self.endpoint, aws_access_key_id=AK, aws_secret_access_key=SK,
+            region_name="us-east-1", config=Config(s3={"addressing_style": "path"},
+                                                   retries={"max_attempts": 10}))
+        return self
+
+    def cpu(self):
+        """user+sys seconds of the server process tree so far."""
+        try:
+            p = psutil.Process(self.pid)
+            procs = [p] + p.children(recursive=True)
+            tot = 0.0
+            for q in procs:
+                try:
+                    c = q.cpu_times()
+                    tot += c.user + c.system
+                except psutil.Error:
+                    pass
+            return tot
+        except psutil.Error:
+            return 0.0
+
+    def stop(self):
+        subprocess.run([str(REPO / "scripts/s3-server.sh"), "stop", str(self.dir)],
+                       check=False, capture_output=True)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def make_bucket(self, name):
+        for i in range(50):
+            try:
+                self.s3.create_bucket(Bucket=name)
+                return
+            except Exception as e:  # the filer may still be warming up
+                if i == 49:
+                    raise
+                time.sleep(0.2)
+
+    def totals(self, bucket):
+        n = b = 0
+        pag = self.s3.get_paginator("list_objects_v2")
+        for page in pag.paginate(Bucket=bucket):
+            for o in page.get("Contents", []):
+                n += 1
+                b += o["Size"]
+        return n, b
+
+
+# ---------------------------------------------------------------- measuring
+
+def measure(cmd, env=None, cwd=None, log_path=None):
+    """Runs cmd; returns wall s, user+sys CPU s of the process tree, peak RSS
+    (KiB, largest single process, from wait4; plus the sampled tree sum)."""
+    out = open(log_path, "wb") if log_path else subprocess.DEVNULL
+    t0 = time.perf_counter()
+    p = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
+    peak_tree = [0]
+    done = threading.Event()
+
+    def sample():
+        try:
+            pp = psutil.Process(p.pid)
+        except psutil.Error:
+            return
+        while not done.is_set():
+            try:
+                rss = pp.memory_info().rss + sum(
+                    c.memory_info().rss for c in pp.children(recursive=True))
+                peak_tree[0] = max(peak_tree[0], rss)
+            except psutil.Error:
+                pass
+            done.wait(0.05)
+
+    th = threading.Thread(target=sample, daemon=True)
+    th.start()
+    _, status, ru = os.wait4(p.pid, 0)
+    wall = time.perf_counter() - t0
+    done.set()
+    th.join()
+    p.returncode = os.waitstatus_to_exitcode(status)
+    if log_path:
+        out.close()
+    return {
+        "rc": p.returncode,
+        "wall_s": wall,
+        "cpu_s": ru.ru_utime + ru.ru_stime,
+        "peak_rss_mib": max(ru.ru_maxrss * 1024, peak_tree[0]) / MIB,
+    }
+
+
+# ---------------------------------------------------------------- tools
+
+def s5cmd_bin():
+    for p in (VENV / "lib").glob("python3*/site-packages/s5cmd/bin/s5cmd"):
+        return str(p)
+    return shutil.which("s5cmd") or "s5cmd"
+
+
+def tool_cmd(tool, src: Path, endpoint, bucket, a, run_dir: Path):
+    env = dict(os.environ)
+    part_mib = a.part_size // MIB
+    if tool == "ossimport":
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "job.cfg").write_text(
+            f"jobName=bench\nsrcType=local\nsrcPrefix={src}/\ndestDomain={endpoint}\n"
+            f"destBucket={bucket}\ndestAccessKey={AK}\ndestSecretKey={SK}\n"
+            f"multipartUploadThreshold={a.mp_threshold}\nmultipartUploadPartSize={a.part_size}\n"
+            f"uploadThreadNumPerLargeFile={a.part_concurrency}\ntaskObjectCountLimit=1000\n")
+        (run_dir / "sys.properties").write_text(f"workerTaskThreadNum={a.concurrency}\n")
+        cmd = [str(REPO / "target/release/ossimportctl"), "run", str(run_dir / "job.cfg"),
+               "--work-dir", str(run_dir / "work"), "--progress-interval", "3600"]
+    elif tool == "s5cmd":
+        env.update(AWS_ACCESS_KEY_ID=AK, AWS_SECRET_ACCESS_KEY=SK, AWS_REGION="us-east-1")
+        cmd = [s5cmd_bin(), "--endpoint-url", endpoint, "--numworkers", str(a.concurrency),
+               "--log", "error", "cp", "--concurrency", str(a.part_concurrency),
+               "--part-size", str(part_mib), f"{src}/*", f"s3://{bucket}/"]
+    elif tool == "rclone":
+        env.pop("AWS_CA_BUNDLE", None)  # rclone refuses it (test-infra.md)
+        env.update(RCLONE_CONFIG="/dev/null")
+        remote = (f":s3,provider=Other,access_key_id={AK},secret_access_key={SK},"
+                  f"endpoint='{endpoint}',force_path_style=true:{bucket}")
+        cmd = [str(VENV / "bin/rclone"), "copy", str(src), remote, "-q",
+               "--transfers", str(a.concurrency), "--checkers", str(a.concurrency),
+               "--s3-upload-concurrency", str(a.part_concurrency),
+               "--s3-chunk-size", f"{part_mib}Mi",
+               "--s3-upload-cutoff", f"{a.mp_threshold // MIB}Mi"]
+    else:
+        raise ValueError(tool)
+    return cmd, env
+
+
+def run_transfer(tool, wl, src: Path, expect, a, rep):
+    srv = Server(WORK / "s3data").start()
+    try:
+        bucket = f"b-{tool}-{wl.lower()}-{rep}"
+        srv.make_bucket(bucket)
+        run_dir = WORK / "runs" / f"{tool}-{wl}-{rep}"
+        shutil.rmtree(run_dir, ignore_errors=True)
+        run_dir.mkdir(parents=True)
+        cmd, env = tool_cmd(tool, src, srv.endpoint, bucket, a, run_dir)
+        if a.perf and tool == "ossimport":
+            cmd = ["perf", "record", "-F", "499", "-g", "-o",
+                   str(WORK / f"perf-{wl}-{tool}.data"), "--"] + cmd
+        cpu0 = srv.cpu()
+        m = measure(cmd, env=env, log_path=run_dir / "output.log")
+        m["server_cpu_s"] = srv.cpu() - cpu0
+        n, b = srv.totals(bucket)
+        m["objects_found"], m["bytes_found"] = n, b
+        m["complete"] = m["rc"] == 0 and (n, b) == expect
+        if not m["complete"]:
+            log(f"{tool} {wl} rep {rep} INCOMPLETE: rc={m['rc']} found {n} objs/{b} B, "
+                f"expected {expect}; see {run_dir / 'output.log'}")
+        else:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        return m
+    finally:
+        srv.stop()
+
+
+def run_scan(root: Path, a, rep):
+    db = WORK / "runs" / f"scan-{rep}.db"
+    for suf in ("", "-wal", "-shm"):
+        Path(str(db) + suf).unlink(missing_ok=True)
+    db.parent.mkdir(parents=True, exist_ok=True)
+    exe = REPO / "target/release/examples/scan_only"
+    cmd = [str(exe), str(root), str(db), "1000"]
+    if a.perf:
+        cmd = ["perf", "record", "-F", "499", "-g", "-o",
+               str(WORK / f"perf-W3-{root.name}.data"), "--"] + cmd
+    t0 = time.perf_counter()
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if r.returncode != 0:
+        raise RuntimeError(f"scan_only failed: {r.stderr}")
+    j = json.loads(r.stdout.strip().splitlines()[-1])
+    ru = None
+    for suf in ("", "-wal", "-shm"):
+        Path(str(db) + suf).unlink(missing_ok=True)
+    j["wall_s"] = wall
+    return j
+
+
+# ---------------------------------------------------------------- main
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true",
+                    help="tiny sizes (2,000 x 16 KiB; 2 x 64 MiB; W3 100,000 and 10,000), 1 run each")
+    ap.add_argument("--workloads", default="W1,W2,W3")
+    ap.add_argument("--tools", default="ossimport,s5cmd,rclone")
+    ap.add_argument("--concurrency", type=int, default=16,
+                    help="files in flight for every tool (default 16)")
+    ap.add_argument("--part-size", default="32m")
+    ap.add_argument("--part-concurrency", type=int, default=4, help="parts in flight per file")
+    ap.add_argument("--mp-threshold", default="64m")
+    ap.add_argument("--w1-files", type=int, default=20000)
+    ap.add_argument("--w1-size", default="16k")
+    ap.add_argument("--w2-files", type=int, default=4)
+    ap.add_argument("--w2-size", default="1g")
+    ap.add_argument("--w3-files", default="1000000,100000",
+                    help="comma-separated file counts for the scan-only workload")
+    ap.add_argument("--repeat", type=int, default=2, help="runs per tool and workload; best is kept")
+    ap.add_argument("--perf", action="store_true", help="perf record ossimport (extra run data in bench/results)")
+    ap.add_argument("--generate-only", action="store_true", help="only generate the workloads")
+    a = ap.parse_args()
+    if a.quick:
+        a.w1_files, a.w1_size, a.w2_files, a.w2_size = 2000, "16k", 2, "64m"
+        a.w3_files, a.repeat, a.mp_threshold, a.part_size = "100000,10000", 1, "16m", "8m"
+    a.part_size, a.mp_threshold = parse_size(a.part_size), parse_size(a.mp_threshold)
+    w1_size, w2_size = parse_size(a.w1_size), parse_size(a.w2_size)
+    wls = [w.strip().upper() for w in a.workloads.split(",") if w.strip()]
+    tools = [t.strip() for t in a.tools.split(",") if t.strip()]
+    (BENCH / "results").mkdir(parents=True, exist_ok=True)
+    WORK.mkdir(parents=True, exist_ok=True)
+
+    results = []
+    transfer = []
+    if "W1" in wls:
+        src = WORK / f"w1-{a.w1_files}x{w1_size}"
+        gen_tree(src, a.w1_files, w1_size, 100, 1)
+        transfer.append(("W1", src, f"{a.w1_files} x {w1_size // 1024} KiB"))
+    if "W2" in wls:
+        src = WORK / f"w2-{a.w2_files}x{w2_size}"
+        gen_large(src, a.w2_files, w2_size)
+        transfer.append(("W2", src, f"{a.w2_files} x {w2_size // MIB} MiB"))
+
+    if "W3" in wls:
+        for n in [int(x) for x in a.w3_files.split(",") if x.strip()]:
+            gen_tree(WORK / f"w3-{n}", n, 64, 1000, 3)
+    if a.generate_only:
+        return
+
+    for wl, src, desc in transfer:
+        expect = tree_totals(src)
+        for tool in tools:
+            runs = []
+            for rep in range(a.repeat):
+                log(f"{wl} {tool} run {rep + 1}/{a.repeat}")
+                m = run_transfer(tool, wl, src, expect, a, rep)
+                log(f"  wall {m['wall_s']:.2f}s cpu {m['cpu_s']:.2f}s rss {m['peak_rss_mib']:.0f}MiB "
+                    f"server cpu {m['server_cpu_s']:.1f}s complete={m['complete']}")
+                runs.append(m)
+            ok = [r for r in runs if r["complete"]]
+            best = min(ok, key=lambda r: r["wall_s"]) if ok else None
+            row = {"workload": wl, "desc": desc, "tool": tool, "objects": expect[0],
+                   "bytes": expect[1], "complete": bool(ok) and len(ok) == len(runs),
+                   "runs": runs, "verified": VERIFIED[tool]}
+            if best:
+                row.update(wall_s=best["wall_s"], cpu_s=best["cpu_s"],
+                           peak_rss_mib=best["peak_rss_mib"], server_cpu_s=best["server_cpu_s"],
+                           objects_per_s=expect[0] / best["wall_s"],
+                           mib_per_s=expect[1] / MIB / best["wall_s"],
+                           wall_median_s=statistics.median(r["wall_s"] for r in ok))
+            results.append(row)
+
+    if "W3" in wls:
+        for n in [int(x) for x in a.w3_files.split(",") if x.strip()]:
+            root = WORK / f"w3-{n}"
+            runs = []
+            for rep in range(a.repeat):
+                log(f"W3 scan {n} run {rep + 1}/{a.repeat}")
+                j = run_scan(root, a, rep)
+                log(f"  {j}")
+                runs.append(j)
+            best = min(runs, key=lambda r: r["seconds"])
+            results.append({"workload": "W3", "desc": f"scan+plan {n} x 64 B", "tool": "ossimport",
+                            "objects": n, "complete": best["files"] == n, "runs": runs,
+                            "wall_s": best["seconds"], "objects_per_s": best["objects_per_s"],
+                            "peak_rss_mib": best["peak_rss_kib"] / 1024, "tasks": best["tasks"],
+                            "verified": "store holds every listed object"})
+
+    report(results, a, tools)
+
+
+def machine():
+    def sh(c):
+        try:
+            return subprocess.run(c, shell=True, capture_output=True, text=True).stdout.strip()
+        except Exception:
+            return ""
+    return {"nproc": os.cpu_count(), "cpu": sh("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2").strip(),
+            "mem_gib": round(psutil.virtual_memory().total / (1 << 30), 1),
+            "kernel": platform.release(), "rustc": sh("rustc --version"),
+            "s5cmd": sh(f"{s5cmd_bin()} version"), "rclone": sh(f"{VENV}/bin/rclone version | head -1"),
+            "server": "SeaweedFS " + sh(f"{VENV}/bin/weed version 2>/dev/null | head -1")}
+
+
+def report(results, a, tools):
+    now = datetime.datetime.now(datetime.timezone.utc)
+    out = {"date": now.isoformat(timespec="seconds"), "machine": machine(),
+           "settings": {"concurrency": a.concurrency, "part_size": a.part_size,
+                        "part_concurrency": a.part_concurrency, "mp_threshold": a.mp_threshold,
+                        "repeat": a.repeat, "pick": "best (min wall) of the complete runs"},
+           "results": results}
+    path = BENCH / "results" / f"{now.strftime('%Y-%m-%dT%H%M%SZ')}.json"
+    path.write_text(json.dumps(out, indent=1))
+
+    base = {r["workload"]: r for r in results if r["tool"] == "ossimport" and "wall_s" in r}
+    hdr = ("| tool | workload | wall s | objects/s | MiB/s | CPU s | peak RSS MiB | server CPU s "
+           "| ossimport speed / this | verified |")
+    lines = [hdr, "|" + "---|" * 10]
+    for r in results:
+        if "wall_s" not in r:
+            lines.append(f"| {r['tool']} | {r['workload']} {r['desc']} | INCOMPLETE | | | | | | | |")
+            continue
+        b = base.get(r["workload"])
+        ratio = f"{r['wall_s'] / b['wall_s']:.2f}" if b and r["workload"] != "W3" else "-"
+        if b and b is r:
+            ratio = "1.00"
+        lines.append(
+            f"| {r['tool']} | {r['workload']} {r['desc']} | {r['wall_s']:.2f} | {r['objects_per_s']:,.0f} "
+            f"| {r.get('mib_per_s', 0):.1f} | {r.get('cpu_s', float('nan')):.2f} "
+            f"| {r['peak_rss_mib']:.0f} | {r.get('server_cpu_s', float('nan')):.1f} | {ratio} "
+            f"| {r['verified'].split(' (')[0] if r['tool'] != 'ossimport' else 'every object (MD5/ETag, HEAD)'} |")
+    print("\n".join(lines))
+    print(f"\n(best of {a.repeat} complete runs; 'ossimport speed / this' = this tool's wall / "
+          f"ossimport's wall, >1 means ossimport is faster)\nresults: {path.relative_to(REPO)}")
+
+
+if __name__ == "__main__":
+    main()

