@@ -1,1 +1,6 @@
-fn main() {}
+//! `ossimportd`: distributed mode is not implemented in this build yet.
+
+fn main() -> std::process::ExitCode {
+    eprintln!("ossimportd: distributed mode is not implemented in this build yet; use `ossimportctl run job.cfg`");
+    std::process::ExitCode::from(5)
+}

@@ -67,9 +67,6 @@ pub fn load(job_cfg: &Path, sys: Option<&Path>) -> Result<Plan, String> {
                 .map(|w| format!("{}: {w}", p.display())),
         );
     }
-    if !cfg.is_audit_after_import {
-        warnings.push("isAuditAfterImport=false is ignored: every object is verified".into());
-    }
 
     let (dest, dest_label, s3, dest_dir) = match cfg.dest_type {
         DestType::Local => {

@@ -11,3 +11,4 @@ mod migrate;
 mod object_errors;
 mod resume;
 mod support;
+mod tidy;

@@ -480,18 +480,6 @@ impl JobConfig {
                 self.app_id
             ));
         }
-        if self.is_server_side_encryption {
-            out.push(
-                "isServerSideEncryption=true: server-side encryption is not supported yet; value ignored"
-                    .to_string(),
-            );
-        }
-        if self.import_since != 0 {
-            out.push(format!(
-                "importSince={}: not supported yet; files are copied whatever their mtime",
-                self.import_since
-            ));
-        }
         if self.last_modify != 0 {
             out.push(format!(
                 "lastModify={}: not supported yet; every file is verified",

@@ -151,9 +151,6 @@ impl SysConfig {
                 self.worker_max_throughput_kbps
             ));
         }
-        if self.worker_record_md5 {
-            out.push("workerRecordMd5=true: not supported yet; value ignored".to_string());
-        }
         out
     }
 }

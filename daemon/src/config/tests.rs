@@ -530,8 +530,6 @@ fn unsupported_names_every_ignored_setting() {
             "auditMode=simple: superseded by verifyMode; value ignored",
             "isAuditAfterImport=false: every object is verified (see verifyMode); value ignored",
             "appId=7: used only by srcType=cos, which is not supported yet; value ignored",
-            "isServerSideEncryption=true: server-side encryption is not supported yet; value ignored",
-            "importSince=1: not supported yet; files are copied whatever their mtime",
             "lastModify=2: not supported yet; every file is verified",
             "includeGlobs/excludeGlobs: filters are not supported yet; every object is copied",
             "maxRequestsPerSecond=9: not supported yet; requests are not rate-limited",
@@ -703,7 +701,6 @@ fn sys_defaults_and_aliases() {
             "javaHeapMaxSize: ignored: no JVM",
             "workerAbortWhenUncatchedException=true: not supported yet; a failed object never stops the job",
             "workerMaxThroughput(KB/s)=2048: bandwidth limits are not supported yet; value ignored",
-            "workerRecordMd5=true: not supported yet; value ignored",
         ]
     );
 }
