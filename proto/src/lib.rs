@@ -3,8 +3,12 @@
 //! Everything here derives serde because it crosses a boundary: the daemon
 //! hands [`job::TaskSpec`]s to an executor (in the same process for
 //! `ossimportctl run`, over HTTP for agents) and receives [`job::Event`]s
-//! back. Nothing in this crate does IO.
+//! back. Besides the wire types it holds request signing ([`auth`]) and a
+//! small HTTP client ([`client`]); nothing here touches SQLite or S3.
 
+pub mod api;
+pub mod auth;
+pub mod client;
 pub mod job;
 pub mod secret;
 

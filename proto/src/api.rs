@@ -1,0 +1,185 @@
+//! Request and response bodies of the two HTTP APIs: the agent API (daemon
+//! <-> agents, TCP, signed) and the control API (ctl -> daemon, Unix socket).
+//!
+//! Both are versioned by the `/v1/` path prefix; a change that an older peer
+//! cannot read gets a new prefix.
+
+use serde::{Deserialize, Serialize};
+
+use crate::job::{Event, JobSpec, TaskSpec};
+
+/// Version of both APIs, reported by `GET /v1/version`.
+pub const API_VERSION: u32 = 1;
+
+/// Every error answer: a stable code for scripts and a sentence for people.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub code: String,
+    pub message: String,
+}
+
+// ---- agent API -------------------------------------------------------------
+
+/// Agent paths.
+pub mod agent_path {
+    /// Daemon -> agent: run these tasks.
+    pub const TASKS: &str = "/v1/tasks";
+    /// Agent -> daemon: alive, this is what I run.
+    pub const HEARTBEAT: &str = "/v1/agent/heartbeat";
+    /// Agent -> daemon: what happened.
+    pub const EVENTS: &str = "/v1/agent/events";
+    /// Agent -> daemon: shutting down cleanly.
+    pub const BYE: &str = "/v1/agent/bye";
+}
+
+/// Tasks of one job for one agent. The job's secret fields are empty: agents
+/// take credentials from their own secrets file (see ARCHITECTURE.md).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TaskBatch {
+    pub job: JobSpec,
+    pub tasks: Vec<TaskSpec>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct BatchAccepted {
+    pub accepted: Vec<i64>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Heartbeat {
+    /// Human name of the agent (defaults to its host name).
+    pub name: String,
+    /// Where the daemon reaches the agent's API, `host:port`.
+    pub addr: String,
+    /// Tasks the agent runs at once.
+    pub capacity: u32,
+    /// Tasks it is running, or whose results it has not delivered yet.
+    pub running: Vec<i64>,
+    /// The agent's fingerprint, which the daemon names as audience.
+    pub fingerprint: String,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct HeartbeatReply {
+    /// Tasks the agent should drop: their lease went elsewhere or the job
+    /// was paused or cleaned.
+    pub cancel: Vec<i64>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct EventBatch {
+    pub events: Vec<Event>,
+}
+
+// ---- control API -----------------------------------------------------------
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SubmitRequest {
+    /// Absolute path of the job file, read by the daemon.
+    pub job_cfg: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobCounts {
+    pub objects: u64,
+    pub bytes: u64,
+    pub pending: u64,
+    pub verified: u64,
+    pub verified_bytes: u64,
+    pub skipped: u64,
+    pub skipped_bytes: u64,
+    pub failed: u64,
+    pub tasks: u64,
+    pub tasks_pending: u64,
+    pub tasks_dispatched: u64,
+    pub tasks_done: u64,
+    pub tasks_failed: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TaskProgress {
+    pub task_id: i64,
+    pub agent: Option<String>,
+    pub bytes_done: u64,
+    pub bytes_total: u64,
+    pub files_done: u64,
+    pub files_total: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct JobStatus {
+    pub name: String,
+    /// `running`, `paused`, `succeed`, `failed`.
+    pub state: String,
+    pub scan_done: bool,
+    pub counts: JobCounts,
+    pub running_tasks: Vec<TaskProgress>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct JobList {
+    pub jobs: Vec<JobStatus>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct WorkerStatus {
+    pub name: String,
+    pub fingerprint: String,
+    pub addr: Option<String>,
+    /// `up`, `down` (no heartbeat lately), `left` (said goodbye), `never`
+    /// (enrolled, never seen).
+    pub state: String,
+    pub capacity: u32,
+    /// Tasks leased to it now.
+    pub running: u64,
+    pub last_heartbeat_secs_ago: Option<u64>,
+    /// Problem with the last batch sent to it, if any.
+    pub error: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct WorkerList {
+    pub workers: Vec<WorkerStatus>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct FailedEntry {
+    pub path: String,
+    pub code: String,
+    pub message: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ErrorList {
+    pub job: String,
+    pub failed: Vec<FailedEntry>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct VerifyMethod {
+    pub verified_by: String,
+    pub objects: u64,
+    pub bytes: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Report {
+    pub job: String,
+    pub state: String,
+    pub counts: JobCounts,
+    pub methods: Vec<VerifyMethod>,
+    pub failed: Vec<FailedEntry>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Done {
+    pub message: String,
+    #[serde(default)]
+    pub count: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct VersionInfo {
+    pub version: String,
+    pub api: u32,
+}
