@@ -47,6 +47,10 @@ VERIFIED = {
 }
 
 
+VERIFIED_SHORT = {"ossimport": "every object: Content-MD5, ETag=MD5, HEAD",
+                  "s5cmd": "nothing (HTTP 200)", "rclone": "Content-MD5, size+MD5 after upload"}
+
+
 def log(*a):
     print("[bench]", *a, file=sys.stderr, flush=True)
 
@@ -65,12 +69,13 @@ def parse_size(s):
 
 def gen_tree(root: Path, n: int, size: int, per_dir: int, seed: int):
     """n files of `size` random bytes in root/dXX/dYY/fZZZZZ, per_dir per leaf dir."""
-    marker = root / ".complete"
+    marker = root.with_name(root.name + ".complete")  # outside the tree: not uploaded
     want = f"{n} {size} {per_dir}\n"
     if marker.exists() and marker.read_text() == want:
         return
     if root.exists():
         shutil.rmtree(root)
+    marker.unlink(missing_ok=True)
     log(f"generating {n} x {size} B under {root}")
     t = time.time()
     # One random block, each file gets a distinct window of it plus its index,
@@ -87,18 +92,19 @@ def gen_tree(root: Path, n: int, size: int, per_dir: int, seed: int):
         data = i.to_bytes(8, "little") + block[off:off + max(size - 8, 0)]
         with open(d / f"f{i:07d}.bin", "wb") as f:
             f.write(data[:size])
-    (root / ".complete").write_text(want)
+    marker.write_text(want)
     log(f"generated in {time.time() - t:.1f}s")
 
 
 def gen_large(root: Path, n: int, size: int):
-    marker = root / ".complete"
+    marker = root.with_name(root.name + ".complete")
     want = f"{n} {size}\n"
     if marker.exists() and marker.read_text() == want:
         return
     if root.exists():
         shutil.rmtree(root)
     root.mkdir(parents=True)
+    marker.unlink(missing_ok=True)
     log(f"generating {n} x {size / MIB:.0f} MiB under {root}")
     chunk = 16 * MIB
     for i in range(n):
@@ -115,8 +121,6 @@ def tree_totals(root: Path):
     n = b = 0
     for dp, _, fs in os.walk(root):
         for f in fs:
-            if f == ".complete":
-                continue
             n += 1
             b += os.path.getsize(os.path.join(dp, f))
     return n, b
@@ -245,7 +249,7 @@ def tool_cmd(tool, src: Path, endpoint, bucket, a, run_dir: Path):
             f"multipartUploadThreshold={a.mp_threshold}\nmultipartUploadPartSize={a.part_size}\n"
             f"uploadThreadNumPerLargeFile={a.part_concurrency}\ntaskObjectCountLimit=1000\n")
         (run_dir / "sys.properties").write_text(f"workerTaskThreadNum={a.concurrency}\n")
-        cmd = [str(REPO / "target/release/ossimportctl"), "run", str(run_dir / "job.cfg"),
+        cmd = [str(WORK / "bin/ossimportctl"), "run", str(run_dir / "job.cfg"),
                "--work-dir", str(run_dir / "work"), "--progress-interval", "3600"]
     elif tool == "s5cmd":
         env.update(AWS_ACCESS_KEY_ID=AK, AWS_SECRET_ACCESS_KEY=SK, AWS_REGION="us-east-1")
@@ -300,7 +304,7 @@ def run_scan(root: Path, a, rep):
     for suf in ("", "-wal", "-shm"):
         Path(str(db) + suf).unlink(missing_ok=True)
     db.parent.mkdir(parents=True, exist_ok=True)
-    exe = REPO / "target/release/examples/scan_only"
+    exe = WORK / "bin/scan_only"
     cmd = [str(exe), str(root), str(db), "1000"]
     if a.perf:
         cmd = ["perf", "record", "-F", "499", "-g", "-o",
@@ -421,6 +425,7 @@ def machine():
             "mem_gib": round(psutil.virtual_memory().total / (1 << 30), 1),
             "kernel": platform.release(), "rustc": sh("rustc --version"),
             "s5cmd": sh(f"{s5cmd_bin()} version"), "rclone": sh(f"{VENV}/bin/rclone version | head -1"),
+            "ossimport_commit": sh("git -C " + str(REPO) + " describe --always --dirty"),
             "server": "SeaweedFS " + sh(f"{VENV}/bin/weed version 2>/dev/null | head -1")}
 
 
@@ -434,7 +439,8 @@ def report(results, a, tools):
     path = BENCH / "results" / f"{now.strftime('%Y-%m-%dT%H%M%SZ')}.json"
     path.write_text(json.dumps(out, indent=1))
 
-    base = {r["workload"]: r for r in results if r["tool"] == "ossimport" and "wall_s" in r}
+    base = {r["workload"]: r for r in results
+            if r["tool"] == "ossimport" and "wall_s" in r and r["workload"] != "W3"}
     hdr = ("| tool | workload | wall s | objects/s | MiB/s | CPU s | peak RSS MiB | server CPU s "
            "| ossimport speed / this | verified |")
     lines = [hdr, "|" + "---|" * 10]
@@ -443,14 +449,17 @@ def report(results, a, tools):
             lines.append(f"| {r['tool']} | {r['workload']} {r['desc']} | INCOMPLETE | | | | | | | |")
             continue
         b = base.get(r["workload"])
-        ratio = f"{r['wall_s'] / b['wall_s']:.2f}" if b and r["workload"] != "W3" else "-"
-        if b and b is r:
-            ratio = "1.00"
+        ratio = f"{r['wall_s'] / b['wall_s']:.2f}" if b else "-"
         lines.append(
             f"| {r['tool']} | {r['workload']} {r['desc']} | {r['wall_s']:.2f} | {r['objects_per_s']:,.0f} "
             f"| {r.get('mib_per_s', 0):.1f} | {r.get('cpu_s', float('nan')):.2f} "
             f"| {r['peak_rss_mib']:.0f} | {r.get('server_cpu_s', float('nan')):.1f} | {ratio} "
-            f"| {r['verified'].split(' (')[0] if r['tool'] != 'ossimport' else 'every object (MD5/ETag, HEAD)'} |")
+            f"| {VERIFIED_SHORT.get(r['tool'], '-') if r['workload'] != 'W3' else '-'} |")
+    w3 = {r["objects"]: r for r in results if r["workload"] == "W3" and "wall_s" in r}
+    if len(w3) >= 2:
+        big, small = max(w3), min(w3)
+        lines.append(f"\nW3 peak RSS at {big:,} files / at {small:,} files: "
+                     f"{w3[big]['peak_rss_mib'] / w3[small]['peak_rss_mib']:.2f}x")
     print("\n".join(lines))
     print(f"\n(best of {a.repeat} complete runs; 'ossimport speed / this' = this tool's wall / "
           f"ossimport's wall, >1 means ossimport is faster)\nresults: {path.relative_to(REPO)}")

@@ -29,8 +29,15 @@ if [ "${#todo[@]}" -gt 0 ]; then
   PIP_DISABLE_PIP_VERSION_CHECK=1 "$VENV/bin/python" -m pip install -q "${todo[@]}"
 fi
 
-echo "bench: cargo build --release (ossimportctl, scan_only example)" >&2
-cargo build --release -q -p ctl
-cargo build --release -q -p daemon --example scan_only
+if [ "${BENCH_NO_BUILD:-0}" = 1 ]; then
+  echo "bench: BENCH_NO_BUILD=1: using the existing release binaries in target/release" >&2
+else
+  echo "bench: cargo build --release (ossimportctl, scan_only example)" >&2
+  cargo build --release -q -p ctl
+  cargo build --release -q -p daemon --example scan_only
+fi
+# Snapshot the binaries: a concurrent cargo build must not swap them mid-run.
+mkdir -p bench/work/bin
+cp -f target/release/ossimportctl target/release/examples/scan_only bench/work/bin/
 
 exec "$VENV/bin/python" "$REPO_ROOT/bench/bench.py" "$@"
