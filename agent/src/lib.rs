@@ -2,7 +2,13 @@
 //! task, reporting every step as a `proto::job::Event`.
 //!
 //! The same executor runs inside `ossimportctl run` (standalone) and, in
-//! distributed mode, inside the `ossimport-agent` service.
+//! distributed mode, inside the `ossimport-agent` service: [`server`] takes
+//! signed task batches, [`daemon_client`] heartbeats and reports, and
+//! [`secrets`] holds the credentials delivered out of band.
 
+pub mod daemon_client;
+mod remote;
+pub mod secrets;
+pub mod server;
 pub mod upload;
 pub mod worker;

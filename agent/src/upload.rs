@@ -8,6 +8,8 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
 
 use bytes::Bytes;
 use proto::job::{
@@ -19,7 +21,8 @@ use storage::s3::{ErrorKind, META_MD5, META_MTIME, ObjectInfo, S3Error, S3Store}
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 
-use crate::worker::{Dest, Executor};
+use crate::remote;
+use crate::worker::{Dest, Executor, Source};
 
 /// Files up to this size are read into memory once and PUT from there;
 /// larger single-PUT files are hashed in a first pass and streamed.
@@ -28,11 +31,11 @@ const IN_MEMORY_MAX: u64 = 8 << 20;
 const MAX_PARTS: u64 = 10_000;
 
 /// A failure on the way; becomes the object's result.
-struct Fail(ErrorCode, String);
+pub(crate) struct Fail(pub(crate) ErrorCode, pub(crate) String);
 
-type Step<T> = Result<T, Fail>;
+pub(crate) type Step<T> = Result<T, Fail>;
 
-fn dest_err(e: S3Error) -> Fail {
+pub(crate) fn dest_err(e: S3Error) -> Fail {
     match e.kind {
         ErrorKind::BadDigest => Fail(
             ErrorCode::SourceChanged,
@@ -45,12 +48,12 @@ fn dest_err(e: S3Error) -> Fail {
 }
 
 /// What was established about a copied object.
-struct Verified {
-    digest: Option<Digest>,
-    etag: Option<String>,
-    by: Vec<&'static str>,
+pub(crate) struct Verified {
+    pub(crate) digest: Option<Digest>,
+    pub(crate) etag: Option<String>,
+    pub(crate) by: Vec<&'static str>,
     /// Multipart parts reused from an earlier attempt.
-    parts_resumed: u32,
+    pub(crate) parts_resumed: u32,
 }
 
 /// Copies (or audits) one object and returns its result; never panics on
@@ -61,10 +64,29 @@ pub(crate) async fn process(
     obj: &ObjectSpec,
     events: &mpsc::Sender<Event>,
 ) -> ObjectResult {
-    let outcome = match ex.spec.mode {
-        JobMode::Import => import(ex, obj, events).await,
-        JobMode::Audit => audit(ex, obj).await.map(|v| (Outcome::Verified, v)),
+    let retries = Arc::new(AtomicU32::new(0));
+    let remote = !matches!(ex.source, Source::Local { .. });
+    let work = async {
+        match (ex.spec.mode, remote) {
+            (JobMode::Import, false) => import(ex, obj, events).await,
+            (JobMode::Import, true) => remote::import(ex, obj, events).await,
+            (JobMode::Audit, false) => audit(ex, obj).await.map(|v| (Outcome::Verified, v)),
+            (JobMode::Audit, true) => remote::audit(ex, obj).await.map(|v| (Outcome::Verified, v)),
+        }
     };
+    let work = storage::s3::RETRIES.scope(Arc::clone(&retries), work);
+    // A total deadline per object, retries included.
+    let outcome = match ex.spec.limits.object_timeout_secs {
+        0 => work.await,
+        secs => match tokio::time::timeout(Duration::from_secs(secs), work).await {
+            Ok(r) => r,
+            Err(_) => Err(Fail(
+                ErrorCode::DestError,
+                format!("gave up after objectTimeout={secs} s"),
+            )),
+        },
+    };
+    let retries = retries.load(Ordering::Relaxed);
     match outcome {
         Ok((outcome, v)) => ObjectResult {
             object_id: obj.object_id,
@@ -79,7 +101,7 @@ pub(crate) async fn process(
             etag: v.etag,
             verified_by: v.by.join("+"),
             error: None,
-            retries: 0,
+            retries,
             parts_resumed: v.parts_resumed,
         },
         Err(Fail(code, message)) => ObjectResult {
@@ -92,13 +114,13 @@ pub(crate) async fn process(
             etag: None,
             verified_by: String::new(),
             error: Some(ObjectError { code, message }),
-            retries: 0,
+            retries,
             parts_resumed: 0,
         },
     }
 }
 
-fn dest_key(prefix: &str, rel: &str) -> Step<String> {
+pub(crate) fn dest_key(prefix: &str, rel: &str) -> Step<String> {
     let key = format!("{prefix}{rel}");
     storage::key::validate_key(&key).map_err(|e| Fail(ErrorCode::InvalidKey, e))?;
     Ok(key)
@@ -211,6 +233,7 @@ async fn import(
                 }
             }
             let (src, dst) = (path.clone(), target.clone());
+            storage::limit::throttle(ex.bandwidth.as_deref(), size).await;
             let digest = blocking(move || storage::local::copy_file(&src, &dst, mtime))
                 .await
                 .map_err(|e| {
@@ -389,6 +412,7 @@ async fn single_put(
         if ex.spec.record_md5 {
             meta.push((META_MD5, digest.md5_hex()));
         }
+        storage::limit::throttle(ex.bandwidth.as_deref(), size).await;
         let (etag, crc) = store
             .put_bytes(key, Bytes::from(data), &digest, meta)
             .await
@@ -408,6 +432,7 @@ async fn single_put(
         if ex.spec.record_md5 {
             meta.push((META_MD5, digest.md5_hex()));
         }
+        storage::limit::throttle(ex.bandwidth.as_deref(), size).await;
         let (etag, crc) = store
             .put_file(key, path, &digest, meta)
             .await
@@ -591,7 +616,10 @@ async fn upload_parts(
             Arc::clone(&file),
             events.clone(),
         );
-        set.spawn(async move {
+        let retries = storage::s3::RETRIES
+            .try_with(Arc::clone)
+            .unwrap_or_default();
+        set.spawn(storage::s3::RETRIES.scope(retries, async move {
             let _permit = permit;
             let mib = (len.div_ceil(1 << 20) as u32).clamp(1, ex2.memory_mib);
             let _mem = ex2
@@ -603,6 +631,7 @@ async fn upload_parts(
                 .await
                 .map_err(source_err)?;
             let digest = checksum::digest(&data);
+            storage::limit::throttle(ex2.bandwidth.as_deref(), len).await;
             let etag = store
                 .upload_part(&key, &upload_id, number, Bytes::from(data), &digest)
                 .await
@@ -631,7 +660,7 @@ async fn upload_parts(
                 })
                 .await;
             Ok(record)
-        });
+        }));
         while let Some(r) = set.try_join_next() {
             let rec = joined(r)?;
             let idx = (rec.number - 1) as usize;
@@ -707,7 +736,7 @@ fn joined(r: Result<Step<PartRecord>, tokio::task::JoinError>) -> Step<PartRecor
 
 /// Checks the stored object per the verification mode, adding to what the
 /// upload already established.
-async fn verify_s3(
+pub(crate) async fn verify_s3(
     ex: &Executor,
     store: &S3Store,
     key: &str,

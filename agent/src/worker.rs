@@ -10,6 +10,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use proto::job::{DestSpec, Event, JobSpec, SourceSpec, TaskSpec};
+use storage::http::HttpSource;
+use storage::limit::RateLimiter;
 use storage::s3::{S3Config, S3Store};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
@@ -32,10 +34,27 @@ pub enum Dest {
     Local { dir: PathBuf, prefix: String },
 }
 
+/// Where objects come from.
+#[derive(Clone, Debug)]
+pub enum Source {
+    /// A directory; objects are `root + rel_path`.
+    Local { root: PathBuf },
+    /// A bucket; objects are `prefix + rel_path`, read with `If-Match` on
+    /// the ETag seen at listing.
+    S3 { store: S3Store, prefix: String },
+    /// URLs; each object's URL is its `src_ref`.
+    Http {
+        client: Box<Result<HttpSource, String>>,
+    },
+}
+
 /// Shared state of an executor; cheap to clone through an `Arc`.
 pub struct Executor {
     pub(crate) spec: JobSpec,
     pub(crate) source_root: PathBuf,
+    pub(crate) source: Source,
+    /// Bandwidth cap shared by every transfer (`workerMaxThroughput`).
+    pub(crate) bandwidth: Option<Arc<RateLimiter>>,
     pub(crate) dest: Dest,
     /// Objects in flight.
     objects: Arc<Semaphore>,
@@ -47,8 +66,50 @@ pub struct Executor {
 
 impl Executor {
     pub fn new(spec: JobSpec, progress: Arc<Progress>) -> Executor {
-        let source_root = match &spec.source {
-            SourceSpec::Local { root } => PathBuf::from(root),
+        let requests = (spec.limits.requests_per_second > 0)
+            .then(|| Arc::new(RateLimiter::new(f64::from(spec.limits.requests_per_second))));
+        let bandwidth = (spec.limits.bytes_per_second > 0)
+            .then(|| Arc::new(RateLimiter::new(spec.limits.bytes_per_second as f64)));
+        let (source_root, source) = match &spec.source {
+            SourceSpec::Local { root } => (
+                PathBuf::from(root),
+                Source::Local {
+                    root: PathBuf::from(root),
+                },
+            ),
+            SourceSpec::S3 {
+                endpoint,
+                region,
+                bucket,
+                access_key,
+                secret_key,
+                path_style,
+                prefix,
+            } => (
+                PathBuf::new(),
+                Source::S3 {
+                    store: S3Store::new(&S3Config {
+                        endpoint: endpoint.clone(),
+                        region: region.clone(),
+                        bucket: bucket.clone(),
+                        access_key: access_key.clone(),
+                        secret_key: secret_key.clone(),
+                        path_style: *path_style,
+                        max_attempts: spec.max_attempts,
+                        server_side_encryption: false,
+                        request_limiter: requests.clone(),
+                    }),
+                    prefix: prefix.clone(),
+                },
+            ),
+            SourceSpec::Http => (
+                PathBuf::new(),
+                // Fails only when the system trust roots cannot be read at
+                // all; every download then fails with this reason.
+                Source::Http {
+                    client: Box::new(HttpSource::new().map_err(|e| e.to_string())),
+                },
+            ),
         };
         let dest = match &spec.dest {
             DestSpec::S3 {
@@ -70,6 +131,7 @@ impl Executor {
                     path_style: *path_style,
                     max_attempts: spec.max_attempts,
                     server_side_encryption: *server_side_encryption,
+                    request_limiter: requests.clone(),
                 }),
                 prefix: prefix.clone(),
             },
@@ -80,17 +142,26 @@ impl Executor {
         };
         // Enough for every part of two large files in flight, at least 1 GiB.
         let part_mib = spec.part_size.div_ceil(1 << 20) as u32;
-        let memory_mib = (1024u32).max(
-            part_mib
-                .saturating_mul(spec.part_concurrency.max(1))
-                .saturating_mul(2),
-        );
+        // Remote objects up to the multipart threshold are held whole.
+        let threshold_mib = spec
+            .multipart_threshold
+            .div_ceil(1 << 20)
+            .min(u64::from(u32::MAX / 2)) as u32;
+        let memory_mib = (1024u32)
+            .max(
+                part_mib
+                    .saturating_mul(spec.part_concurrency.max(1))
+                    .saturating_mul(2),
+            )
+            .max(threshold_mib.saturating_add(part_mib));
         Executor {
             objects: Arc::new(Semaphore::new(spec.object_concurrency.max(1) as usize)),
             memory: Arc::new(Semaphore::new(memory_mib as usize)),
             memory_mib,
             spec,
             source_root,
+            source,
+            bandwidth,
             dest,
             progress,
         }

@@ -11,7 +11,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use daemon::scanner::{ScanConfig, scan};
+use daemon::scanner::{ScanConfig, ScanSource, scan};
 use daemon::store::Store;
 use tokio_util::sync::CancellationToken;
 
@@ -32,7 +32,11 @@ fn main() -> anyhow::Result<()> {
     let (Some(src), Some(db)) = (args.next(), args.next()) else {
         anyhow::bail!("usage: scan_only SRC_DIR DB_PATH [TASK_OBJECT_LIMIT]");
     };
-    let limit: u64 = args.next().map(|s| s.parse()).transpose()?.unwrap_or(10_000);
+    let limit: u64 = args
+        .next()
+        .map(|s| s.parse())
+        .transpose()?
+        .unwrap_or(10_000);
     let db = PathBuf::from(db);
     anyhow::ensure!(!db.exists(), "{} exists; give a fresh path", db.display());
 
@@ -40,8 +44,11 @@ fn main() -> anyhow::Result<()> {
     let store = Store::open(&db)?;
     let job = store.create_job("scan-bench", "{}", "bench")?;
     let cfg = ScanConfig {
-        root: PathBuf::from(&src),
-        follow_symlinks: false,
+        source: ScanSource::Local {
+            root: PathBuf::from(&src),
+            follow_symlinks: false,
+        },
+        filter: Default::default(),
         task_count_limit: limit,
         task_size_limit: u64::MAX,
         import_since: 0,

@@ -3,10 +3,19 @@
 //! tasks to executors and records what they report.
 //!
 //! `ossimportctl run` wires this core to an in-process `agent::Executor`;
-//! the distributed daemon puts HTTP between the two.
+//! the distributed daemon (`ossimportd`) puts HTTP between the two:
+//! [`server`] starts it, [`ctl_api`] serves `ossimportctl` on a Unix
+//! socket, [`agent_api`] hears from agents, [`scheduler`] pushes task
+//! batches to them under leases, and [`jobs`] keeps job plans and scanners.
 
+pub mod agent_api;
 pub mod config;
 pub mod coordinator;
+pub mod ctl_api;
+pub mod filter;
+pub mod jobs;
 pub mod plan;
 pub mod scanner;
+pub mod scheduler;
+pub mod server;
 pub mod store;

@@ -9,8 +9,9 @@ use crate::config::job::{
     AddressingStyle, DestType, JobConfig, JobType, SkipMode, SrcType, VerifyMode,
 };
 use crate::config::sys::SysConfig;
-use crate::scanner::ScanConfig;
-use proto::job::{self as wire, DestSpec, JobSpec, SourceSpec};
+use crate::filter::Filter;
+use crate::scanner::{ScanConfig, ScanSource};
+use proto::job::{self as wire, DestSpec, JobSpec, Limits, SourceSpec};
 use storage::s3::{S3Config, S3Store};
 
 /// Attempts per request (first included) for retryable failures.
@@ -29,6 +30,7 @@ pub struct Plan {
     pub source_label: String,
     pub dest_label: String,
     s3: Option<S3Config>,
+    src_s3: Option<S3Config>,
     dest_dir: Option<PathBuf>,
 }
 
@@ -47,9 +49,9 @@ pub fn load(job_cfg: &Path, sys: Option<&Path>) -> Result<Plan, String> {
         Some(p) => SysConfig::load(p).map_err(|e| e.to_string())?,
         None => SysConfig::parse("(defaults)", "").map_err(|e| e.to_string())?,
     };
-    if cfg.src_type != SrcType::Local {
+    if matches!(cfg.src_type, SrcType::Azure | SrcType::Youpai) {
         return Err(format!(
-            "{}: srcType={}: not supported yet by this build (supported: local)",
+            "{}: srcType={}: not supported yet by this build (supported: local, http, oss, s3, cos, bos, ks3, qiniu)",
             job_cfg.display(),
             cfg.src_type.as_str()
         ));
@@ -97,6 +99,7 @@ pub fn load(job_cfg: &Path, sys: Option<&Path>) -> Result<Plan, String> {
                 path_style: cfg.dest_addressing_style == AddressingStyle::Path,
                 max_attempts: MAX_ATTEMPTS,
                 server_side_encryption: cfg.is_server_side_encryption,
+                request_limiter: None,
             };
             let label = format!(
                 "{} bucket {}/{}",
@@ -119,6 +122,82 @@ pub fn load(job_cfg: &Path, sys: Option<&Path>) -> Result<Plan, String> {
             )
         }
     };
+    let (source, scan_source, source_label, src_s3) = match cfg.src_type {
+        SrcType::Local => (
+            SourceSpec::Local {
+                root: cfg.src_prefix.clone(),
+            },
+            ScanSource::Local {
+                root: PathBuf::from(&cfg.src_prefix),
+                follow_symlinks: cfg.is_allow_symbolic_link,
+            },
+            cfg.src_prefix.clone(),
+            None,
+        ),
+        SrcType::Http => {
+            let list = cfg.http_list_file_path.clone().ok_or_else(|| {
+                format!(
+                    "{}: httpListFilePath: required for srcType=http",
+                    job_cfg.display()
+                )
+            })?;
+            let (pc, rc) = (
+                cfg.http_prefix_column as usize,
+                cfg.relative_path_column as usize,
+            );
+            crate::scanner::validate_http_list(&list, pc, rc)?;
+            (
+                SourceSpec::Http,
+                ScanSource::Http {
+                    list: list.clone(),
+                    prefix_column: pc,
+                    rel_column: rc,
+                },
+                format!("URLs in {}", list.display()),
+                None,
+            )
+        }
+        _ => {
+            // Every other cloud through its S3-compatible endpoint. Keys do
+            // not start with `/` (COS prefixes are written `/dir/`).
+            let prefix = cfg.src_prefix.trim_start_matches('/').to_owned();
+            let s3 = S3Config {
+                endpoint: cfg.src_domain.clone(),
+                region: cfg.src_region.clone(),
+                bucket: cfg.src_bucket.clone(),
+                access_key: cfg.src_access_key.clone(),
+                secret_key: cfg.src_secret_key.clone(),
+                path_style: cfg.src_addressing_style == AddressingStyle::Path,
+                max_attempts: MAX_ATTEMPTS,
+                server_side_encryption: false,
+                request_limiter: None,
+            };
+            (
+                SourceSpec::S3 {
+                    endpoint: s3.endpoint.clone(),
+                    region: s3.region.clone(),
+                    bucket: s3.bucket.clone(),
+                    access_key: s3.access_key.clone(),
+                    secret_key: s3.secret_key.clone(),
+                    path_style: s3.path_style,
+                    prefix: prefix.clone(),
+                },
+                ScanSource::S3 {
+                    store: s3.clone(),
+                    prefix: prefix.clone(),
+                    page_size: cfg.src_list_page_size,
+                },
+                format!(
+                    "{} ({}) bucket {}/{}",
+                    cfg.src_domain,
+                    cfg.src_type.as_str(),
+                    cfg.src_bucket,
+                    prefix
+                ),
+                Some(s3),
+            )
+        }
+    };
     // S3 refuses parts under 5 MiB (except the last); OSS accepts 100 KiB.
     let mut part_size = cfg.multipart_upload_part_size;
     if cfg.dest_type == DestType::S3 && part_size < S3_MIN_PART {
@@ -134,9 +213,7 @@ pub fn load(job_cfg: &Path, sys: Option<&Path>) -> Result<Plan, String> {
             JobType::Import => wire::JobMode::Import,
             JobType::Audit => wire::JobMode::Audit,
         },
-        source: SourceSpec::Local {
-            root: cfg.src_prefix.clone(),
-        },
+        source: source.clone(),
         dest,
         multipart_threshold: cfg.multipart_upload_threshold,
         part_size,
@@ -155,10 +232,16 @@ pub fn load(job_cfg: &Path, sys: Option<&Path>) -> Result<Plan, String> {
         },
         record_md5: sys.worker_record_md5,
         max_attempts: MAX_ATTEMPTS,
+        limits: Limits {
+            bytes_per_second: sys.worker_max_throughput_kbps.saturating_mul(1024),
+            requests_per_second: cfg.max_requests_per_second,
+            object_timeout_secs: cfg.object_timeout,
+            last_modify: cfg.last_modify as i64,
+        },
     };
     let scan = ScanConfig {
-        root: PathBuf::from(&cfg.src_prefix),
-        follow_symlinks: cfg.is_allow_symbolic_link,
+        source: scan_source,
+        filter: Filter::new(&cfg.include_globs, &cfg.exclude_globs),
         task_count_limit: cfg.task_object_count_limit,
         task_size_limit: cfg.task_object_size_limit,
         import_since: cfg.import_since as i64,
@@ -169,13 +252,14 @@ pub fn load(job_cfg: &Path, sys: Option<&Path>) -> Result<Plan, String> {
         name: cfg.job_name.clone(),
         fingerprint: cfg.fingerprint(),
         config_json: cfg.fingerprint(),
-        source_label: cfg.src_prefix.clone(),
+        source_label,
         spec,
         scan,
         warnings,
         work_dir,
         dest_label,
         s3,
+        src_s3,
         dest_dir,
     })
 }
@@ -185,11 +269,21 @@ impl Plan {
     /// job starts, so a typo fails in a second with a clear message rather
     /// than as thousands of failed objects.
     pub async fn preflight(&self) -> anyhow::Result<()> {
-        let root = &self.scan.root;
-        match std::fs::metadata(root) {
-            Ok(md) if md.is_dir() => {}
-            Ok(_) => anyhow::bail!("srcPrefix {} is not a directory", root.display()),
-            Err(e) => anyhow::bail!("srcPrefix {}: {e}", root.display()),
+        if let ScanSource::Local { root, .. } = &self.scan.source {
+            match std::fs::metadata(root) {
+                Ok(md) if md.is_dir() => {}
+                Ok(_) => anyhow::bail!("srcPrefix {} is not a directory", root.display()),
+                Err(e) => anyhow::bail!("srcPrefix {}: {e}", root.display()),
+            }
+        }
+        if let Some(s3) = &self.src_s3 {
+            let store = S3Store::new(s3);
+            tokio::time::timeout(Duration::from_secs(60), store.check_bucket())
+                .await
+                .map_err(|_| anyhow::anyhow!("srcDomain {}: no answer within 60 s", s3.endpoint))?
+                .map_err(|e| {
+                    anyhow::anyhow!("source bucket {} at {}: {e}", s3.bucket, s3.endpoint)
+                })?;
         }
         if let Some(dir) = &self.dest_dir {
             std::fs::create_dir_all(dir)

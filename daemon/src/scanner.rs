@@ -1,12 +1,18 @@
-//! The local-directory scanner: a streaming, resumable walk that closes
-//! tasks at a count or byte limit.
+//! The scanners: streaming, resumable listings of a job's source (a local
+//! directory, an S3-compatible bucket, an HTTP URL list) that close tasks at
+//! a count or byte limit.
 //!
-//! The walk is depth-first with each directory's entries sorted by their
-//! raw name bytes, so it visits paths in component-wise lexicographic order.
-//! That order makes the checkpoint a single path: a restarted scan skips
-//! every path that sorts at or before it (whole subtrees at a time) and
-//! carries on. Only one directory's entries per level of depth are held in
-//! memory, never the whole listing.
+//! Each listing has a total order, so its checkpoint is a single position
+//! stored with every committed task in the same transaction: a restarted
+//! scan skips everything at or before it and carries on, with no gap and
+//! no duplicate. Nothing holds the whole listing in memory.
+//!
+//! - Local: a depth-first walk with each directory's entries sorted by raw
+//!   name bytes, i.e. component-wise lexicographic order; the checkpoint is
+//!   the last path, and whole subtrees before it are skipped at once.
+//! - S3: ListObjectsV2 pages in key order; the checkpoint is the last key,
+//!   resumed with `StartAfter` (continuation tokens may expire).
+//! - HTTP list: the file's lines in order; the checkpoint is the line number.
 
 use std::ffi::OsString;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
@@ -15,16 +21,43 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
+use storage::s3::{S3Config, S3Store};
+
+use crate::filter::Filter;
 use crate::store::{NewObject, Store, StoreError};
 
-/// How to list a local source and cut it into tasks.
+/// What to list.
+#[derive(Clone, Debug)]
+pub enum ScanSource {
+    Local {
+        /// The source directory (`srcPrefix`).
+        root: PathBuf,
+        /// Follow symlinks to files (`isAllowSymbolicLink`); symlinks to
+        /// directories are never followed, as in the original.
+        follow_symlinks: bool,
+    },
+    S3 {
+        store: S3Config,
+        /// `srcPrefix`; relative paths are keys with it removed.
+        prefix: String,
+        /// Keys per ListObjectsV2 page (`srcListPageSize`).
+        page_size: u32,
+    },
+    Http {
+        /// `httpListFilePath`.
+        list: PathBuf,
+        /// 1-based columns (`httpPrefixColumn`, `relativePathColumn`).
+        prefix_column: usize,
+        rel_column: usize,
+    },
+}
+
+/// How to list a source and cut it into tasks.
 #[derive(Clone, Debug)]
 pub struct ScanConfig {
-    /// The source directory (`srcPrefix`).
-    pub root: PathBuf,
-    /// Follow symlinks to files (`isAllowSymbolicLink`); symlinks to
-    /// directories are never followed, as in the original.
-    pub follow_symlinks: bool,
+    pub source: ScanSource,
+    /// Include/exclude globs on the relative path.
+    pub filter: Filter,
     pub task_count_limit: u64,
     pub task_size_limit: u64,
     /// Only files with an mtime later than this (unix seconds; 0 = all).
@@ -42,7 +75,12 @@ pub struct ScanStats {
     pub symlinks_skipped: u64,
     pub special_skipped: u64,
     pub older_than_import_since: u64,
+    pub filtered_out: u64,
+    pub dir_markers: u64,
     pub list_errors: u64,
+    /// List pages that came back inconsistent (out of order, or claiming to
+    /// be the last while full) and were checked with another request.
+    pub suspicious_pages: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +93,10 @@ pub enum ScanError {
     },
     #[error("scan checkpoint of this job is unreadable: {0}")]
     Checkpoint(String),
+    #[error("listing the source bucket: {0}")]
+    List(String),
+    #[error("{0}")]
+    HttpList(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -76,17 +118,44 @@ pub fn scan(
     cancel: &CancellationToken,
     on_task: impl FnMut(i64, &[NewObject]),
 ) -> Result<(bool, ScanStats), ScanError> {
-    scan_local(store, job_id, cfg, cancel, on_task)
+    match &cfg.source {
+        ScanSource::Local {
+            root,
+            follow_symlinks,
+        } => scan_local(store, job_id, cfg, root, *follow_symlinks, cancel, on_task),
+        ScanSource::S3 {
+            store: s3,
+            prefix,
+            page_size,
+        } => scan_s3(store, job_id, cfg, s3, prefix, *page_size, cancel, on_task),
+        ScanSource::Http {
+            list,
+            prefix_column,
+            rel_column,
+        } => scan_http(
+            store,
+            job_id,
+            cfg,
+            list,
+            *prefix_column,
+            *rel_column,
+            cancel,
+            on_task,
+        ),
+    }
 }
 
-/// Scans `cfg.root` into tasks of `job_id`, resuming from the stored
+/// Scans the directory `root` into tasks of `job_id`, resuming from the stored
 /// checkpoint. Blocking: run it on a blocking thread. Returns `Ok` with
 /// `finished = false` when cancelled; the uncommitted tail is rescanned next
 /// time. `on_task` is told about every committed task.
-pub fn scan_local(
+#[allow(clippy::too_many_arguments)]
+fn scan_local(
     store: &Store,
     job_id: i64,
     cfg: &ScanConfig,
+    root: &std::path::Path,
+    follow_symlinks: bool,
     cancel: &CancellationToken,
     mut on_task: impl FnMut(i64, &[NewObject]),
 ) -> Result<(bool, ScanStats), ScanError> {
@@ -101,8 +170,8 @@ pub fn scan_local(
         }
         None => None,
     };
-    let root_entries = read_sorted(&cfg.root).map_err(|source| ScanError::Root {
-        path: cfg.root.display().to_string(),
+    let root_entries = read_sorted(root).map_err(|source| ScanError::Root {
+        path: root.display().to_string(),
         source,
     })?;
     let mut stack = vec![Frame {
@@ -140,7 +209,7 @@ pub fn scan_local(
         };
         let mut components = frame.components.clone();
         components.push(name.as_bytes().to_vec());
-        let path = path_of(&cfg.root, &components);
+        let path = path_of(root, &components);
         let Ok(ft) = std::fs::symlink_metadata(&path).map(|m| m.file_type()) else {
             // Vanished between readdir and stat: nothing to copy.
             continue;
@@ -165,6 +234,7 @@ pub fn scan_local(
                         rel_path: rel,
                         size: 0,
                         mtime: 0,
+                        src_ref: None,
                         failure: Some(("LIST_ERROR".into(), format!("cannot list directory: {e}"))),
                     });
                     last = components;
@@ -179,7 +249,7 @@ pub fn scan_local(
             continue;
         }
         let md = if ft.is_symlink() {
-            if !cfg.follow_symlinks {
+            if !follow_symlinks {
                 stats.symlinks_skipped += 1;
                 continue;
             }
@@ -206,6 +276,10 @@ pub fn scan_local(
             continue;
         }
         let rel = rel_path(&components);
+        if !cfg.filter.accepts(&rel) {
+            stats.filtered_out += 1;
+            continue;
+        }
         let failure = if components.iter().any(|c| std::str::from_utf8(c).is_err()) {
             Some((
                 "INVALID_KEY".into(),
@@ -221,6 +295,7 @@ pub fn scan_local(
             rel_path: rel,
             size: md.len(),
             mtime,
+            src_ref: None,
             failure,
         });
         last = components;
@@ -236,6 +311,294 @@ pub fn scan_local(
     flush(&mut batch, &mut batch_bytes, &last, &mut stats)?;
     store.finish_scan(job_id)?;
     Ok((true, stats))
+}
+
+/// Collects listed objects into tasks and commits each closed task with
+/// the listing position it reached.
+struct Batcher<'a, F: FnMut(i64, &[NewObject])> {
+    store: &'a Store,
+    job_id: i64,
+    cfg: &'a ScanConfig,
+    batch: Vec<NewObject>,
+    bytes: u64,
+    started: Instant,
+    on_task: F,
+    stats: ScanStats,
+}
+
+impl<'a, F: FnMut(i64, &[NewObject])> Batcher<'a, F> {
+    fn new(store: &'a Store, job_id: i64, cfg: &'a ScanConfig, on_task: F) -> Self {
+        Batcher {
+            store,
+            job_id,
+            cfg,
+            batch: Vec::new(),
+            bytes: 0,
+            started: Instant::now(),
+            on_task,
+            stats: ScanStats::default(),
+        }
+    }
+
+    /// Adds an object; commits the task when it is full, with `checkpoint`
+    /// as the position everything up to and including it was listed at.
+    fn push(&mut self, obj: NewObject, checkpoint: &str) -> Result<(), ScanError> {
+        self.stats.files += 1;
+        self.stats.bytes += obj.size;
+        self.bytes += obj.size;
+        self.batch.push(obj);
+        let aged = self
+            .cfg
+            .max_task_age
+            .is_some_and(|age| self.started.elapsed() >= age);
+        if self.batch.len() as u64 >= self.cfg.task_count_limit
+            || self.bytes >= self.cfg.task_size_limit
+            || aged
+        {
+            self.flush(checkpoint)?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self, checkpoint: &str) -> Result<(), ScanError> {
+        if !self.batch.is_empty() {
+            let task_id = self
+                .store
+                .commit_task(self.job_id, &self.batch, checkpoint)?;
+            self.stats.tasks += 1;
+            (self.on_task)(task_id, &self.batch);
+            self.batch.clear();
+        }
+        self.bytes = 0;
+        self.started = Instant::now();
+        Ok(())
+    }
+}
+
+/// Lists a bucket under `prefix` with ListObjectsV2. Pages are not taken at
+/// their word: keys must increase (repeats are dropped), a page that says
+/// "truncated" without a token is continued with `StartAfter`, and a full
+/// page that says "last" is checked with one more request, because some
+/// servers end listings early.
+#[allow(clippy::too_many_arguments)]
+fn scan_s3(
+    store: &Store,
+    job_id: i64,
+    cfg: &ScanConfig,
+    s3: &S3Config,
+    prefix: &str,
+    page_size: u32,
+    cancel: &CancellationToken,
+    on_task: impl FnMut(i64, &[NewObject]),
+) -> Result<(bool, ScanStats), ScanError> {
+    let (done, checkpoint) = store.scan_checkpoint(job_id)?;
+    if done {
+        return Ok((true, ScanStats::default()));
+    }
+    let mut last_key: Option<String> = match checkpoint {
+        Some(s) => {
+            Some(serde_json::from_str(&s).map_err(|e| ScanError::Checkpoint(e.to_string()))?)
+        }
+        None => None,
+    };
+    let rt = tokio::runtime::Handle::current();
+    let client = S3Store::new(s3);
+    let mut b = Batcher::new(store, job_id, cfg, on_task);
+    let mut token: Option<String> = None;
+    let mut stalls = 0;
+    loop {
+        if cancel.is_cancelled() {
+            return Ok((false, b.stats));
+        }
+        let page = rt
+            .block_on(client.list_page(prefix, last_key.as_deref(), token.as_deref(), page_size))
+            .map_err(|e| ScanError::List(e.to_string()))?;
+        let n = page.objects.len();
+        let mut progressed = false;
+        for o in page.objects {
+            if last_key.as_deref().is_some_and(|l| o.key.as_str() <= l) {
+                b.stats.suspicious_pages += 1;
+                continue;
+            }
+            last_key = Some(o.key.clone());
+            progressed = true;
+            let cp =
+                serde_json::to_string(&o.key).map_err(|e| ScanError::Checkpoint(e.to_string()))?;
+            let Some(rel) = o.key.strip_prefix(prefix) else {
+                continue;
+            };
+            if rel.is_empty() || (o.key.ends_with('/') && o.size == 0) {
+                b.stats.dir_markers += 1;
+                continue;
+            }
+            if cfg.import_since > 0 && o.mtime <= cfg.import_since {
+                b.stats.older_than_import_since += 1;
+                continue;
+            }
+            if !cfg.filter.accepts(rel) {
+                b.stats.filtered_out += 1;
+                continue;
+            }
+            let obj = NewObject {
+                rel_path: rel.to_owned(),
+                size: o.size,
+                mtime: o.mtime,
+                src_ref: Some(o.etag),
+                failure: None,
+            };
+            b.push(obj, &cp)?;
+        }
+        stalls = if progressed { 0 } else { stalls + 1 };
+        if stalls > 3 {
+            return Err(ScanError::List(format!(
+                "the server keeps returning pages without new keys after {:?}",
+                last_key.unwrap_or_default()
+            )));
+        }
+        if page.truncated {
+            // Without a token, continue after the last key seen.
+            token = page.next_token;
+        } else if n as u32 >= page_size && progressed {
+            // A full page claiming to be the last: ask once more.
+            b.stats.suspicious_pages += 1;
+            token = None;
+        } else {
+            break;
+        }
+    }
+    let cp = serde_json::to_string(&last_key.unwrap_or_default())
+        .map_err(|e| ScanError::Checkpoint(e.to_string()))?;
+    b.flush(&cp)?;
+    store.finish_scan(job_id)?;
+    Ok((true, b.stats))
+}
+
+/// One URL of an HTTP list: `(url, relative path)`, or why the line is bad.
+pub fn parse_http_line(
+    line: &str,
+    prefix_column: usize,
+    rel_column: usize,
+) -> Result<Option<(String, String)>, String> {
+    let line = line.strip_suffix('\r').unwrap_or(line);
+    if line.trim().is_empty() {
+        return Ok(None);
+    }
+    let cols: Vec<&str> = line.split_whitespace().collect();
+    let need = prefix_column.max(rel_column);
+    if cols.len() < need {
+        return Err(format!(
+            "expected at least {need} whitespace-separated columns (httpPrefixColumn={prefix_column}, relativePathColumn={rel_column}), found {}",
+            cols.len()
+        ));
+    }
+    let prefix = cols[prefix_column - 1];
+    let rel = cols[rel_column - 1].trim_start_matches('/');
+    if rel.is_empty() {
+        return Err("the relative path column is empty".into());
+    }
+    let mut url = format!("{prefix}{rel}");
+    if !url.contains("://") {
+        url = format!("http://{url}");
+    }
+    Ok(Some((url, rel.to_owned())))
+}
+
+/// The host part of a URL, to group consecutive lines by domain.
+fn url_host(url: &str) -> &str {
+    let rest = url.split_once("://").map(|(_, r)| r).unwrap_or(url);
+    rest.split('/').next().unwrap_or(rest)
+}
+
+/// Checks every line of an HTTP list before the job starts; the error names
+/// the file and line.
+pub fn validate_http_list(
+    list: &std::path::Path,
+    prefix_column: usize,
+    rel_column: usize,
+) -> Result<u64, String> {
+    use std::io::BufRead;
+    let f = std::fs::File::open(list).map_err(|e| format!("{}: {e}", list.display()))?;
+    let mut n = 0;
+    for (i, line) in std::io::BufReader::new(f).lines().enumerate() {
+        let line = line.map_err(|e| format!("{}:{}: {e}", list.display(), i + 1))?;
+        match parse_http_line(&line, prefix_column, rel_column) {
+            Ok(Some(_)) => n += 1,
+            Ok(None) => {}
+            Err(e) => return Err(format!("{}:{}: {e}", list.display(), i + 1)),
+        }
+    }
+    Ok(n)
+}
+
+/// Reads an HTTP URL list (the original's format; CRLF accepted). Object
+/// sizes are not known until download (as in the original, the byte limit
+/// of a task does not apply); a change of domain between consecutive lines
+/// starts a new task.
+#[allow(clippy::too_many_arguments)]
+fn scan_http(
+    store: &Store,
+    job_id: i64,
+    cfg: &ScanConfig,
+    list: &std::path::Path,
+    prefix_column: usize,
+    rel_column: usize,
+    cancel: &CancellationToken,
+    on_task: impl FnMut(i64, &[NewObject]),
+) -> Result<(bool, ScanStats), ScanError> {
+    use std::io::BufRead;
+    let (done, checkpoint) = store.scan_checkpoint(job_id)?;
+    if done {
+        return Ok((true, ScanStats::default()));
+    }
+    let after: u64 = match checkpoint {
+        Some(s) => s
+            .parse()
+            .map_err(|e: std::num::ParseIntError| ScanError::Checkpoint(e.to_string()))?,
+        None => 0,
+    };
+    let f = std::fs::File::open(list)
+        .map_err(|e| ScanError::HttpList(format!("{}: {e}", list.display())))?;
+    let mut b = Batcher::new(store, job_id, cfg, on_task);
+    let mut host = String::new();
+    let mut line_no = 0u64;
+    for line in std::io::BufReader::new(f).lines() {
+        line_no += 1;
+        if cancel.is_cancelled() {
+            return Ok((false, b.stats));
+        }
+        let line =
+            line.map_err(|e| ScanError::HttpList(format!("{}:{line_no}: {e}", list.display())))?;
+        if line_no <= after {
+            continue;
+        }
+        let Some((url, rel)) = parse_http_line(&line, prefix_column, rel_column)
+            .map_err(|e| ScanError::HttpList(format!("{}:{line_no}: {e}", list.display())))?
+        else {
+            continue;
+        };
+        if !cfg.filter.accepts(&rel) {
+            b.stats.filtered_out += 1;
+            continue;
+        }
+        let h = url_host(&url).to_owned();
+        if h != host && !host.is_empty() {
+            b.flush(&(line_no - 1).to_string())?;
+        }
+        host = h;
+        b.push(
+            NewObject {
+                rel_path: rel,
+                size: 0,
+                mtime: 0,
+                src_ref: Some(url),
+                failure: None,
+            },
+            &line_no.to_string(),
+        )?;
+    }
+    b.flush(&line_no.to_string())?;
+    store.finish_scan(job_id)?;
+    Ok((true, b.stats))
 }
 
 fn read_sorted(dir: &std::path::Path) -> std::io::Result<Vec<OsString>> {

@@ -49,6 +49,7 @@ CREATE TABLE objects (
     rel_path TEXT NOT NULL,
     size INTEGER NOT NULL,
     mtime INTEGER NOT NULL,
+    src_ref TEXT,
     state TEXT NOT NULL,
     checksum_algo TEXT,
     checksum TEXT,
@@ -122,6 +123,8 @@ pub struct NewObject {
     pub rel_path: String,
     pub size: u64,
     pub mtime: i64,
+    /// Source ETag (S3 sources) or URL (HTTP sources).
+    pub src_ref: Option<String>,
     /// Set when the object can already be seen to fail (e.g. a name that is
     /// not UTF-8, an unreadable directory): `(code, message)`.
     pub failure: Option<(String, String)>,
@@ -294,8 +297,8 @@ impl Store {
         let task_id = tx.last_insert_rowid();
         {
             let mut ins = tx.prepare_cached(
-                "INSERT INTO objects (job_id, task_id, rel_path, size, mtime, state, error_code, error, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                "INSERT INTO objects (job_id, task_id, rel_path, size, mtime, state, error_code, error, updated_at, src_ref)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
             )?;
             let t = now();
             for o in objects {
@@ -312,7 +315,8 @@ impl Store {
                     state,
                     code,
                     msg,
-                    t
+                    t,
+                    o.src_ref
                 ])?;
             }
         }
@@ -392,7 +396,7 @@ impl Store {
             let mut objects = Vec::new();
             {
                 let mut q = tx.prepare_cached(
-                    "SELECT id, rel_path, size, mtime, upload_id, part_size FROM objects
+                    "SELECT id, rel_path, size, mtime, upload_id, part_size, src_ref FROM objects
                      WHERE task_id = ?1 AND state = 'pending' ORDER BY id",
                 )?;
                 let rows = q.query_map([task_id], |r| {
@@ -403,15 +407,15 @@ impl Store {
                         r.get::<_, i64>(3)?,
                         r.get::<_, Option<String>>(4)?,
                         r.get::<_, Option<i64>>(5)?,
+                        r.get::<_, Option<String>>(6)?,
                     ))
                 })?;
                 for row in rows {
-                    let (object_id, rel_path, size, mtime, upload_id, part_size) = row?;
-                    objects.push((object_id, rel_path, size, mtime, upload_id, part_size));
+                    objects.push(row?);
                 }
             }
             let mut specs = Vec::with_capacity(objects.len());
-            for (object_id, rel_path, size, mtime, upload_id, part_size) in objects {
+            for (object_id, rel_path, size, mtime, upload_id, part_size, src_ref) in objects {
                 let resume = match (upload_id, part_size) {
                     (Some(upload_id), Some(part_size)) => {
                         let mut q = tx.prepare_cached(
@@ -442,6 +446,7 @@ impl Store {
                     size: size as u64,
                     mtime,
                     resume,
+                    src_ref,
                 });
             }
             out.push(TaskSpec {
@@ -638,6 +643,8 @@ impl Store {
             .optional()?)
     }
 }
+
+pub mod leases;
 
 #[cfg(test)]
 mod tests;

@@ -26,6 +26,24 @@ pub struct JobSpec {
     pub record_md5: bool,
     /// Attempts per request (first included) for retryable failures.
     pub max_attempts: u32,
+    /// Caps and deadlines.
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+/// Caps an executor enforces; zero means none.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    /// Bytes per second over all transfers of the executor
+    /// (`workerMaxThroughput(KB/s)` x 1024).
+    pub bytes_per_second: u64,
+    /// Requests per second to the source and destination stores.
+    pub requests_per_second: u32,
+    /// Seconds one object may take, retries included.
+    pub object_timeout_secs: u64,
+    /// `lastModify`: objects modified after this (unix seconds) are checked
+    /// by size only, as the original did.
+    pub last_modify: i64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,6 +60,19 @@ pub enum JobMode {
 pub enum SourceSpec {
     /// A local directory; `root` ends with `/`.
     Local { root: String },
+    /// A bucket of an S3-compatible store (OSS, S3, COS, BOS, KS3, Qiniu);
+    /// object keys are `prefix + rel_path`.
+    S3 {
+        endpoint: String,
+        region: String,
+        bucket: String,
+        access_key: String,
+        secret_key: Secret,
+        path_style: bool,
+        prefix: String,
+    },
+    /// URLs from an HTTP list; each object's URL is its `src_ref`.
+    Http,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -105,6 +136,11 @@ pub struct ObjectSpec {
     pub mtime: i64,
     /// A multipart upload started by an earlier attempt, to continue.
     pub resume: Option<MultipartResume>,
+    /// Where to read it from when the path is not enough: the ETag seen at
+    /// listing (S3 sources, so a changed object is noticed), or the URL
+    /// (HTTP sources).
+    #[serde(default)]
+    pub src_ref: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -4,6 +4,9 @@
 //! computed on the way.
 
 pub mod checksum;
+pub mod http;
 pub mod key;
+pub mod limit;
 pub mod local;
+pub mod remote;
 pub mod s3;

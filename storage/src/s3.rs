@@ -8,6 +8,7 @@
 //! ETag and, where sent, OSS's `x-oss-hash-crc64ecma`.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -22,13 +23,17 @@ use aws_sdk_s3::primitives::{ByteStream, Length};
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, ServerSideEncryption};
 use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::interceptors::Intercept;
-use aws_smithy_runtime_api::client::interceptors::context::BeforeDeserializationInterceptorContextRef;
+use aws_smithy_runtime_api::client::interceptors::context::{
+    BeforeDeserializationInterceptorContextRef, BeforeTransmitInterceptorContextRef,
+};
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
-use aws_smithy_types::config_bag::ConfigBag;
+use aws_smithy_types::config_bag::{ConfigBag, Storable, StoreReplace};
 use bytes::Bytes;
 use proto::Secret;
 
 use crate::checksum::{Digest, Hasher, normalize_etag};
+use crate::limit::RateLimiter;
+use crate::remote::{RemoteBody, SourceError, SourceErrorKind};
 
 /// User-metadata key holding the source mtime (unix seconds), so later runs
 /// and audits can compare it (`x-amz-meta-ossimport-mtime`).
@@ -54,6 +59,8 @@ pub struct S3Config {
     /// Attempts per request, including the first, for retryable failures.
     pub max_attempts: u32,
     pub server_side_encryption: bool,
+    /// Shared cap on requests per second (`maxRequestsPerSecond`).
+    pub request_limiter: Option<Arc<RateLimiter>>,
 }
 
 /// What the caller can do about a failed request.
@@ -66,6 +73,8 @@ pub enum ErrorKind {
     BadDigest,
     Denied,
     NoSuchBucket,
+    /// An `If-Match` precondition failed: the object changed.
+    PreconditionFailed,
     /// 5xx, throttling, timeouts, resets: worth retrying later.
     Transient,
     Other,
@@ -94,6 +103,68 @@ pub struct S3Store {
     client: Client,
     bucket: String,
     sse: bool,
+    limiter: Option<Arc<RateLimiter>>,
+}
+
+/// One page of a listing.
+#[derive(Clone, Debug, Default)]
+pub struct ListPage {
+    pub objects: Vec<ListedObject>,
+    pub next_token: Option<String>,
+    /// What the server said; see the scanner for why it is not trusted alone.
+    pub truncated: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListedObject {
+    pub key: String,
+    pub size: u64,
+    pub etag: String,
+    /// Unix seconds.
+    pub mtime: i64,
+}
+
+tokio::task_local! {
+    /// Retries spent by requests made inside this scope (set around each
+    /// object so its result can report them).
+    pub static RETRIES: Arc<AtomicU32>;
+}
+
+/// Adds one to the current object's retry count, if one is being kept.
+pub fn count_retry() {
+    let _ = RETRIES.try_with(|c| c.fetch_add(1, Ordering::Relaxed));
+}
+
+/// Marks, per operation, that a first attempt was made.
+#[derive(Debug)]
+struct AttemptSeen;
+
+impl Storable for AttemptSeen {
+    type Storer = StoreReplace<Self>;
+}
+
+/// Counts retries: every attempt of an operation after its first.
+#[derive(Clone, Debug, Default)]
+struct CountRetries;
+
+impl Intercept for CountRetries {
+    fn name(&self) -> &'static str {
+        "CountRetries"
+    }
+
+    fn read_before_attempt(
+        &self,
+        _context: &BeforeTransmitInterceptorContextRef<'_>,
+        _rc: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        if cfg.load::<AttemptSeen>().is_some() {
+            count_retry();
+        } else {
+            cfg.interceptor_state().store_put(AttemptSeen);
+        }
+        Ok(())
+    }
 }
 
 /// Records OSS's CRC64 response header, which the SDK's typed outputs drop.
@@ -163,12 +234,95 @@ impl S3Store {
                     .read_timeout(Duration::from_secs(120))
                     .build(),
             )
+            .interceptor(CountRetries)
             .build();
         S3Store {
             client: Client::from_conf(conf),
             bucket: cfg.bucket.clone(),
             sse: cfg.server_side_encryption,
+            limiter: cfg.request_limiter.clone(),
         }
+    }
+
+    /// Waits for the request-rate cap, if there is one.
+    async fn pace(&self) {
+        if let Some(l) = &self.limiter {
+            l.acquire(1).await;
+        }
+    }
+
+    /// One page of ListObjectsV2 under `prefix`, after `start_after` or
+    /// continuing `token`.
+    pub async fn list_page(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        token: Option<&str>,
+        max_keys: u32,
+    ) -> Result<ListPage, S3Error> {
+        self.pace().await;
+        let out = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .max_keys(max_keys as i32)
+            .set_start_after(start_after.filter(|_| token.is_none()).map(str::to_owned))
+            .set_continuation_token(token.map(str::to_owned))
+            .send()
+            .await
+            .map_err(|e| classify("ListObjectsV2", prefix, e))?;
+        let objects = out
+            .contents()
+            .iter()
+            .filter_map(|o| {
+                Some(ListedObject {
+                    key: o.key()?.to_owned(),
+                    size: o.size().unwrap_or(0).max(0) as u64,
+                    etag: normalize_etag(o.e_tag().unwrap_or_default()),
+                    mtime: o.last_modified().map(|t| t.secs()).unwrap_or(0),
+                })
+            })
+            .collect();
+        Ok(ListPage {
+            objects,
+            next_token: out.next_continuation_token().map(str::to_owned),
+            truncated: out.is_truncated().unwrap_or(false),
+        })
+    }
+
+    /// Starts a GET of a source object, only if it still has the ETag seen
+    /// at listing time (when one is given).
+    pub async fn open_read(
+        &self,
+        key: &str,
+        if_match: Option<&str>,
+    ) -> Result<RemoteBody, SourceError> {
+        self.pace().await;
+        let out = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .set_if_match(
+                if_match
+                    .filter(|e| !e.is_empty())
+                    .map(|e| format!("\"{e}\"")),
+            )
+            .send()
+            .await
+            .map_err(|e| {
+                let e = classify("GetObject", key, e);
+                let kind = match e.kind {
+                    ErrorKind::NotFound => SourceErrorKind::NotFound,
+                    ErrorKind::PreconditionFailed => SourceErrorKind::Changed,
+                    ErrorKind::Transient => SourceErrorKind::Transient,
+                    _ => SourceErrorKind::Permanent,
+                };
+                SourceError::new(kind, e.message)
+            })?;
+        let len = out.content_length().map(|l| l.max(0) as u64);
+        Ok(RemoteBody::s3(out.body, len, format!("GetObject {key}")))
     }
 
     pub fn client(&self) -> &Client {
@@ -188,6 +342,7 @@ impl S3Store {
         digest: &Digest,
         meta: &[(&str, String)],
     ) -> Result<(String, Option<u64>), S3Error> {
+        self.pace().await;
         let cap = CaptureCrc64::default();
         let mut req = self
             .client
@@ -223,6 +378,7 @@ impl S3Store {
         digest: &Digest,
         meta: &[(&str, String)],
     ) -> Result<(String, Option<u64>), S3Error> {
+        self.pace().await;
         let body = ByteStream::read_from()
             .path(path)
             .length(Length::Exact(digest.len))
@@ -258,6 +414,7 @@ impl S3Store {
     }
 
     pub async fn head(&self, key: &str) -> Result<ObjectInfo, S3Error> {
+        self.pace().await;
         let cap = CaptureCrc64::default();
         let out = self
             .client
@@ -283,6 +440,7 @@ impl S3Store {
 
     /// Downloads the object and hashes it, for read-back verification.
     pub async fn read_back(&self, key: &str) -> Result<Digest, S3Error> {
+        self.pace().await;
         let out = self
             .client
             .get_object()
@@ -313,6 +471,7 @@ impl S3Store {
         key: &str,
         meta: &[(&str, String)],
     ) -> Result<String, S3Error> {
+        self.pace().await;
         let mut req = self
             .client
             .create_multipart_upload()
@@ -343,6 +502,7 @@ impl S3Store {
         body: Bytes,
         digest: &Digest,
     ) -> Result<String, S3Error> {
+        self.pace().await;
         let out = self
             .client
             .upload_part()
@@ -401,6 +561,7 @@ impl S3Store {
         upload_id: &str,
         parts: &[(u32, String)],
     ) -> Result<String, S3Error> {
+        self.pace().await;
         let completed = CompletedMultipartUpload::builder()
             .set_parts(Some(
                 parts
@@ -521,6 +682,7 @@ where
         (_, Some("NoSuchUpload"), _) => ErrorKind::NoSuchUpload,
         (_, Some("NoSuchBucket"), _) => ErrorKind::NoSuchBucket,
         (_, Some("BadDigest" | "InvalidDigest"), _) => ErrorKind::BadDigest,
+        (_, Some("PreconditionFailed"), _) | (_, _, Some(412)) => ErrorKind::PreconditionFailed,
         (_, Some("NoSuchKey" | "NotFound"), _) | (_, _, Some(404)) => ErrorKind::NotFound,
         (_, Some("SlowDown" | "Throttling" | "ThrottlingException" | "RequestTimeout"), _) => {
             ErrorKind::Transient

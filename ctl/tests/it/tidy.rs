@@ -1,16 +1,21 @@
 //! House rules checked over the whole workspace: every Rust file opens with
-//! a `//!` header, and no test is `#[ignore]`d.
+//! a `//!` header, and no test is marked ignored.
 
 use std::path::Path;
 
 fn rust_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
     for e in entries.flatten() {
         let p = e.path();
         let name = e.file_name();
         let name = name.to_string_lossy();
         if p.is_dir() {
-            if !matches!(name.as_ref(), "target" | ".git" | ".venv" | "work" | "fixtures") {
+            if !matches!(
+                name.as_ref(),
+                "target" | ".git" | ".venv" | "work" | "fixtures"
+            ) {
                 rust_files(&p, out);
             }
         } else if name.ends_with(".rs") {
@@ -24,7 +29,12 @@ fn every_rust_file_has_a_module_header_and_nothing_is_ignored() {
     let root = crate::support::repo_root();
     let mut files = Vec::new();
     rust_files(&root, &mut files);
-    assert!(files.len() > 10, "found only {} files under {}", files.len(), root.display());
+    assert!(
+        files.len() > 10,
+        "found only {} files under {}",
+        files.len(),
+        root.display()
+    );
     let ignore_attr = ["#[", "ignore]"].concat();
     let mut bad = Vec::new();
     for f in files {

@@ -87,6 +87,8 @@ const ADDED_KEYS: &[&str] = &[
     "includeGlobs",
     "excludeGlobs",
     "maxRequestsPerSecond",
+    "srcListPageSize",
+    "objectTimeout",
     "srcSecretKeyFile",
     "destSecretKeyFile",
 ];
@@ -344,6 +346,12 @@ pub struct JobConfig {
     /// `maxRequestsPerSecond`: cap on requests per second to the source and destination.
     /// 0 (default) = unlimited.
     pub max_requests_per_second: u32,
+    /// `srcListPageSize`: keys asked for per ListObjectsV2 page of an S3-compatible source
+    /// (1..=1000, default 1000).
+    pub src_list_page_size: u32,
+    /// `objectTimeout`: seconds one object may take, retries included, before it fails
+    /// (default 21600, 6 hours; 0 = no limit).
+    pub object_timeout: u64,
     /// `srcSecretKeyFile`: read `srcSecretKey` from this file instead (relative paths are
     /// relative to the config file; trailing newline stripped; refused if readable by
     /// every user). `OSSIMPORT_SRC_SECRET_KEY` overrides both.
@@ -415,7 +423,7 @@ impl JobConfig {
     /// features land.
     pub fn unsupported(&self) -> Vec<String> {
         let mut out = Vec::new();
-        if self.src_type != SrcType::Local {
+        if matches!(self.src_type, SrcType::Azure | SrcType::Youpai) {
             out.push(format!("srcType={}: not supported yet", self.src_type));
         }
         if self.is_incremental {
@@ -476,7 +484,7 @@ impl JobConfig {
         }
         if self.app_id != 0 {
             out.push(format!(
-                "appId={}: used only by srcType=cos, which is not supported yet; value ignored",
+                "appId={}: not needed with the S3-compatible COS endpoint; value ignored",
                 self.app_id
             ));
         }
@@ -484,18 +492,6 @@ impl JobConfig {
             out.push(format!(
                 "lastModify={}: not supported yet; every file is verified",
                 self.last_modify
-            ));
-        }
-        if !self.include_globs.is_empty() || !self.exclude_globs.is_empty() {
-            out.push(
-                "includeGlobs/excludeGlobs: filters are not supported yet; every object is copied"
-                    .to_string(),
-            );
-        }
-        if self.max_requests_per_second != 0 {
-            out.push(format!(
-                "maxRequestsPerSecond={}: not supported yet; requests are not rate-limited",
-                self.max_requests_per_second
             ));
         }
         out
@@ -809,6 +805,8 @@ fn from_properties(
     let include_globs = split_list(&f.string("includeGlobs")?);
     let exclude_globs = split_list(&f.string("excludeGlobs")?);
     let max_requests_per_second = f.u32(&["maxRequestsPerSecond"], 0, 0..=u32::MAX)?;
+    let src_list_page_size = f.u32(&["srcListPageSize"], 1000, 1..=1000)?;
+    let object_timeout = f.uint(&["objectTimeout"], 21_600, 0..=u64::MAX)?;
 
     Ok(JobConfig {
         job_name,
@@ -864,6 +862,8 @@ fn from_properties(
         include_globs,
         exclude_globs,
         max_requests_per_second,
+        src_list_page_size,
+        object_timeout,
         src_secret_key_file,
         dest_secret_key_file,
         warnings,

@@ -145,12 +145,6 @@ impl SysConfig {
                     .to_string(),
             );
         }
-        if self.worker_max_throughput_kbps != 0 {
-            out.push(format!(
-                "workerMaxThroughput(KB/s)={}: bandwidth limits are not supported yet; value ignored",
-                self.worker_max_throughput_kbps
-            ));
-        }
         out
     }
 }

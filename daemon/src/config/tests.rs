@@ -529,10 +529,8 @@ fn unsupported_names_every_ignored_setting() {
             "maxMultiThreadScanDepth=2: listing is single-threaded; value accepted and ignored",
             "auditMode=simple: superseded by verifyMode; value ignored",
             "isAuditAfterImport=false: every object is verified (see verifyMode); value ignored",
-            "appId=7: used only by srcType=cos, which is not supported yet; value ignored",
+            "appId=7: not needed with the S3-compatible COS endpoint; value ignored",
             "lastModify=2: not supported yet; every file is verified",
-            "includeGlobs/excludeGlobs: filters are not supported yet; every object is copied",
-            "maxRequestsPerSecond=9: not supported yet; requests are not rate-limited",
         ]
     );
 }
@@ -549,14 +547,13 @@ fn every_original_job_template_parses() {
     let not_yet = |t: &str| format!("srcType={t}: not supported yet");
     for (name, src_type, unsupported) in [
         ("local_job.cfg", SrcType::Local, vec![]),
-        ("oss_job.cfg", SrcType::Oss, vec![not_yet("oss")]),
-        ("qiniu_job.cfg", SrcType::Qiniu, vec![not_yet("qiniu")]),
-        ("bos_job.cfg", SrcType::Bos, vec![not_yet("bos")]),
+        ("oss_job.cfg", SrcType::Oss, vec![]),
+        ("qiniu_job.cfg", SrcType::Qiniu, vec![]),
+        ("bos_job.cfg", SrcType::Bos, vec![]),
         (
             "s3_job.cfg",
             SrcType::S3,
             vec![
-                not_yet("s3"),
                 "scanThreadCount=32: listing is single-threaded; value accepted and ignored"
                     .to_string(),
             ],
@@ -566,8 +563,7 @@ fn every_original_job_template_parses() {
             "cos_job.cfg",
             SrcType::Cos,
             vec![
-                not_yet("cos"),
-                "appId=1252883280: used only by srcType=cos, which is not supported yet; value ignored"
+                "appId=1252883280: not needed with the S3-compatible COS endpoint; value ignored"
                     .to_string(),
             ],
         ),
@@ -660,12 +656,7 @@ fn original_sys_properties_parses() {
     assert!(!s.worker_abort_when_uncatched_exception);
     assert!(!s.worker_record_md5);
     assert_eq!(s.java_heap_max_size, 1024 * MIB);
-    assert_eq!(
-        s.unsupported(),
-        vec![
-            "workerMaxThroughput(KB/s)=100000000: bandwidth limits are not supported yet; value ignored"
-        ]
-    );
+    assert!(s.unsupported().is_empty(), "{:?}", s.unsupported());
 }
 
 // ---- sys.properties ----
@@ -700,7 +691,6 @@ fn sys_defaults_and_aliases() {
             "dispatcherThreadNum=5: there is no separate dispatcher; value ignored",
             "javaHeapMaxSize: ignored: no JVM",
             "workerAbortWhenUncatchedException=true: not supported yet; a failed object never stops the job",
-            "workerMaxThroughput(KB/s)=2048: bandwidth limits are not supported yet; value ignored",
         ]
     );
 }

@@ -17,8 +17,11 @@ fn tree() -> tempfile::TempDir {
 
 fn cfg(root: &std::path::Path, count: u64) -> ScanConfig {
     ScanConfig {
-        root: root.to_path_buf(),
-        follow_symlinks: false,
+        source: ScanSource::Local {
+            root: root.to_path_buf(),
+            follow_symlinks: false,
+        },
+        filter: Default::default(),
         task_count_limit: count,
         task_size_limit: u64::MAX,
         import_since: 0,
@@ -40,7 +43,7 @@ fn walks_in_order_and_splits() {
     let db = tempfile::tempdir().unwrap();
     let store = Store::open(&db.path().join("s.db")).unwrap();
     let job = store.create_job("scan", "{}", "").unwrap();
-    let (done, stats) = scan_local(
+    let (done, stats) = scan(
         &store,
         job,
         &cfg(src.path(), 3),
@@ -65,8 +68,11 @@ fn follows_file_symlinks_when_allowed() {
     let store = Store::open(&db.path().join("s.db")).unwrap();
     let job = store.create_job("scan", "{}", "").unwrap();
     let mut c = cfg(src.path(), 100);
-    c.follow_symlinks = true;
-    let (_, stats) = scan_local(&store, job, &c, &CancellationToken::new(), |_, _| {}).unwrap();
+    c.source = ScanSource::Local {
+        root: src.path().to_path_buf(),
+        follow_symlinks: true,
+    };
+    let (_, stats) = scan(&store, job, &c, &CancellationToken::new(), |_, _| {}).unwrap();
     assert_eq!(stats.files, 8);
     assert!(listed(&store, job).contains(&"link".to_string()));
 }
@@ -80,7 +86,7 @@ fn resumes_after_interruption_without_gaps_or_duplicates() {
     // Stop after the second committed task, as a kill would.
     let cancel = CancellationToken::new();
     let mut n = 0;
-    let (done, _) = scan_local(&store, job, &cfg(src.path(), 2), &cancel, |_, _| {
+    let (done, _) = scan(&store, job, &cfg(src.path(), 2), &cancel, |_, _| {
         n += 1;
         if n == 2 {
             cancel.cancel();
@@ -88,7 +94,7 @@ fn resumes_after_interruption_without_gaps_or_duplicates() {
     })
     .unwrap();
     assert!(!done);
-    let (done, _) = scan_local(
+    let (done, _) = scan(
         &store,
         job,
         &cfg(src.path(), 2),
@@ -111,12 +117,43 @@ fn import_since_and_size_limit() {
     let job = store.create_job("scan", "{}", "").unwrap();
     let mut c = cfg(src.path(), 100);
     c.task_size_limit = 4; // every file is >= 1 byte; "a/1" is 3 bytes
-    let (_, stats) = scan_local(&store, job, &c, &CancellationToken::new(), |_, _| {}).unwrap();
+    let (_, stats) = scan(&store, job, &c, &CancellationToken::new(), |_, _| {}).unwrap();
     assert!(stats.tasks >= 4, "{stats:?}");
 
     let job2 = store.create_job("scan2", "{}", "").unwrap();
     let mut c = cfg(src.path(), 100);
     c.import_since = i64::MAX - 1;
-    let (_, stats) = scan_local(&store, job2, &c, &CancellationToken::new(), |_, _| {}).unwrap();
+    let (_, stats) = scan(&store, job2, &c, &CancellationToken::new(), |_, _| {}).unwrap();
     assert_eq!((stats.files, stats.older_than_import_since), (0, 7));
+}
+
+#[test]
+fn filters_apply_to_relative_paths() {
+    let src = tree();
+    let db = tempfile::tempdir().unwrap();
+    let store = Store::open(&db.path().join("s.db")).unwrap();
+    let job = store.create_job("scan", "{}", "").unwrap();
+    let mut c = cfg(src.path(), 100);
+    c.filter = crate::filter::Filter::new(&["b/**".into(), "*.txt".into()], &["b/e".into()]);
+    let (_, stats) = scan(&store, job, &c, &CancellationToken::new(), |_, _| {}).unwrap();
+    assert_eq!(listed(&store, job), ["a.txt", "b/c/d", "sp ace/ü.txt"]);
+    assert_eq!(stats.filtered_out, 4);
+}
+
+#[test]
+fn http_lines() {
+    assert_eq!(
+        parse_http_line("127.0.0.1/aa/  bb.jpg\r", 1, 2).unwrap(),
+        Some(("http://127.0.0.1/aa/bb.jpg".into(), "bb.jpg".into()))
+    );
+    assert_eq!(
+        parse_http_line("https://h/  aa/bb.jpg x y", 1, 2).unwrap(),
+        Some(("https://h/aa/bb.jpg".into(), "aa/bb.jpg".into()))
+    );
+    assert_eq!(parse_http_line("   ", 1, 2).unwrap(), None);
+    assert!(
+        parse_http_line("onlyone", 1, 2)
+            .unwrap_err()
+            .contains("at least 2")
+    );
 }

@@ -10,6 +10,7 @@ fn obj(p: &str, size: u64) -> NewObject {
         rel_path: p.into(),
         size,
         mtime: 1,
+        src_ref: None,
         failure: None,
     }
 }
@@ -46,6 +47,7 @@ fn lease_record_and_reopen() {
                 rel_path: "bad".into(),
                 size: 0,
                 mtime: 0,
+                src_ref: None,
                 failure: Some(("LIST_ERROR".into(), "x".into())),
             }],
             "[\"bad\"]",

@@ -1,0 +1,697 @@
+//! Objects from remote sources (an S3-compatible bucket, HTTP URLs),
+//! streamed to the destination without a temporary copy on disk.
+//!
+//! An object up to the multipart threshold is received whole into memory
+//! (bounded by the executor's memory budget) and sent with `Content-MD5`;
+//! a larger one is cut into parts as it arrives, each part uploaded while
+//! the next is received. Either way the MD5 and CRC64 of the whole object
+//! are computed on the way, compared with the source's own ETag where it is
+//! a plain MD5, and then with what the destination reports. A transfer cut
+//! off mid-way is retried from the start (with backoff), a source that
+//! changed since listing (`If-Match` fails) is `SOURCE_CHANGED`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use proto::job::{ErrorCode, Event, ObjectSpec, Outcome, PartRecord, SkipMode, VerifyMode};
+use storage::checksum::{self, Digest, Hasher};
+use storage::remote::{RemoteBody, SourceError, SourceErrorKind};
+use storage::s3::{ErrorKind, META_MD5, META_MTIME, S3Store};
+use tokio::sync::{Semaphore, mpsc};
+use tokio::task::JoinSet;
+
+use crate::upload::{Fail, Step, Verified, dest_err, dest_key, verify_s3};
+use crate::worker::{Dest, Executor, Source};
+
+/// How one attempt ended when it did not succeed.
+enum Attempt {
+    /// Give up with this result.
+    Fail(Fail),
+    /// Worth another try (a cut connection, a 5xx from the source).
+    Retry(String),
+}
+
+impl From<Fail> for Attempt {
+    fn from(f: Fail) -> Attempt {
+        Attempt::Fail(f)
+    }
+}
+
+fn source_fail(e: SourceError) -> Attempt {
+    match e.kind {
+        SourceErrorKind::Transient => Attempt::Retry(e.message),
+        SourceErrorKind::NotFound => Attempt::Fail(Fail(ErrorCode::SourceDeleted, e.message)),
+        SourceErrorKind::Changed => Attempt::Fail(Fail(
+            ErrorCode::SourceChanged,
+            format!(
+                "the source object changed after it was listed: {}",
+                e.message
+            ),
+        )),
+        _ => Attempt::Fail(Fail(ErrorCode::SourceUnreadable, e.message)),
+    }
+}
+
+async fn open(ex: &Executor, obj: &ObjectSpec) -> Result<RemoteBody, Attempt> {
+    match &ex.source {
+        Source::S3 { store, prefix } => store
+            .open_read(&format!("{prefix}{}", obj.rel_path), obj.src_ref.as_deref())
+            .await
+            .map_err(source_fail),
+        Source::Http { client } => {
+            let client = (**client)
+                .as_ref()
+                .map_err(|e| Fail(ErrorCode::SourceUnreadable, e.clone()))?;
+            let url = obj.src_ref.as_deref().unwrap_or_default();
+            client.get(url).await.map_err(source_fail)
+        }
+        Source::Local { .. } => Err(Attempt::Fail(Fail(
+            ErrorCode::SourceUnreadable,
+            "not a remote source".into(),
+        ))),
+    }
+}
+
+/// Copies one remote object, retrying transient failures with exponential
+/// backoff and jitter, up to the job's attempt count.
+pub(crate) async fn import(
+    ex: &Arc<Executor>,
+    obj: &ObjectSpec,
+    events: &mpsc::Sender<Event>,
+) -> Step<(Outcome, Verified)> {
+    let key = match &ex.dest {
+        Dest::S3 { prefix, .. } | Dest::Local { prefix, .. } => dest_key(prefix, &obj.rel_path)?,
+    };
+    if let (Dest::S3 { store, .. }, Source::S3 { .. }) = (&ex.dest, &ex.source)
+        && let Some(v) = skip_s3(ex, store, &key, obj).await?
+    {
+        return Ok((Outcome::Skipped, v));
+    }
+    // An upload left by an interrupted run is not continued for remote
+    // sources (the stream starts from the beginning); abort it.
+    if let (Some(r), Dest::S3 { store, .. }) = (&obj.resume, &ex.dest)
+        && store.abort_multipart(&key, &r.upload_id).await.is_ok()
+    {
+        let _ = events
+            .send(Event::UploadAborted {
+                object_id: obj.object_id,
+            })
+            .await;
+    }
+    let attempts = ex.spec.max_attempts.max(1);
+    let mut last = String::new();
+    for attempt in 1..=attempts {
+        if attempt > 1 {
+            storage::s3::count_retry();
+            tokio::time::sleep(backoff(attempt)).await;
+        }
+        let r = match &ex.dest {
+            Dest::S3 { store, .. } => copy_to_s3(ex, store, &key, obj, events).await,
+            Dest::Local { dir, .. } => copy_to_dir(ex, &dir.join(&key), obj).await,
+        };
+        match r {
+            Ok(v) => return Ok((Outcome::Verified, v)),
+            Err(Attempt::Fail(f)) => return Err(f),
+            Err(Attempt::Retry(msg)) => last = msg,
+        }
+    }
+    Err(Fail(
+        ErrorCode::SourceUnreadable,
+        format!("gave up after {attempts} attempts: {last}"),
+    ))
+}
+
+/// 200 ms doubling per attempt, capped at 20 s, with up to 50% jitter.
+fn backoff(attempt: u32) -> Duration {
+    let base = 200u64.saturating_mul(1 << attempt.min(7)).min(20_000);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    Duration::from_millis(base / 2 + u64::from(nanos) % (base / 2 + 1))
+}
+
+async fn skip_s3(
+    ex: &Executor,
+    store: &S3Store,
+    key: &str,
+    obj: &ObjectSpec,
+) -> Step<Option<Verified>> {
+    if ex.spec.skip == SkipMode::None {
+        return Ok(None);
+    }
+    let info = match store.head(key).await {
+        Ok(i) => i,
+        Err(e) if e.kind == ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(dest_err(e)),
+    };
+    let src_etag = obj.src_ref.clone().unwrap_or_default();
+    let same = info.size == obj.size
+        && match ex.spec.skip {
+            SkipMode::None => false,
+            SkipMode::Size => true,
+            SkipMode::SizeMtime => info.mtime_meta == Some(obj.mtime),
+            SkipMode::Checksum => !src_etag.is_empty() && src_etag == info.etag,
+        };
+    Ok(same.then(|| Verified {
+        digest: None,
+        etag: Some(info.etag),
+        by: vec!["size"],
+        parts_resumed: 0,
+    }))
+}
+
+/// Reads up to `limit` bytes into `buf`, hashing them into `whole` and
+/// `part`, paced by the bandwidth cap. Returns false at the end of the body.
+async fn fill(
+    ex: &Executor,
+    body: &mut RemoteBody,
+    buf: &mut BytesMut,
+    limit: usize,
+    pending: &mut Option<Bytes>,
+) -> Result<bool, Attempt> {
+    while buf.len() < limit {
+        let chunk = match pending.take() {
+            Some(c) => c,
+            None => match body.next().await.map_err(source_fail)? {
+                Some(c) => c,
+                None => return Ok(false),
+            },
+        };
+        let room = limit - buf.len();
+        let (now, later) = if chunk.len() > room {
+            (chunk.slice(..room), Some(chunk.slice(room..)))
+        } else {
+            (chunk, None)
+        };
+        storage::limit::throttle(ex.bandwidth.as_deref(), now.len() as u64).await;
+        ex.add_progress(now.len() as u64);
+        buf.extend_from_slice(&now);
+        *pending = later;
+    }
+    Ok(true)
+}
+
+async fn copy_to_s3(
+    ex: &Arc<Executor>,
+    store: &S3Store,
+    key: &str,
+    obj: &ObjectSpec,
+    events: &mpsc::Sender<Event>,
+) -> Result<Verified, Attempt> {
+    let mut body = open(ex, obj).await?;
+    let declared = body.expected_len.or((obj.size > 0).then_some(obj.size));
+    if let (Some(d), Source::S3 { .. }) = (declared, &ex.source)
+        && d != obj.size
+    {
+        return Err(Fail(
+            ErrorCode::SizeNotMatch,
+            format!("listed with {} bytes, now {d}", obj.size),
+        )
+        .into());
+    }
+    let threshold = ex.spec.multipart_threshold;
+    let mut meta = vec![(META_MTIME, obj.mtime.to_string())];
+    let v = if declared.is_some_and(|d| d > threshold) {
+        multipart(ex, store, key, obj, &mut body, &meta, events).await?
+    } else {
+        let cap = declared.unwrap_or(threshold);
+        let mib = (cap.div_ceil(1 << 20) as u32).clamp(1, ex.memory_mib);
+        let _mem = ex
+            .memory
+            .acquire_many(mib)
+            .await
+            .map_err(|_| Fail(ErrorCode::DestError, "shutting down".into()))?;
+        let mut buf = BytesMut::with_capacity(cap as usize);
+        let mut pending = None;
+        if fill(
+            ex,
+            &mut body,
+            &mut buf,
+            threshold as usize + 1,
+            &mut pending,
+        )
+        .await?
+        {
+            return Err(Fail(
+                ErrorCode::SourceUnreadable,
+                format!("the response has no Content-Length and is larger than multipartUploadThreshold ({threshold} bytes); not supported"),
+            )
+            .into());
+        }
+        let data = buf.freeze();
+        let digest = checksum::digest(&data);
+        check_source_etag(ex, obj, &digest)?;
+        if ex.spec.record_md5 {
+            meta.push((META_MD5, digest.md5_hex()));
+        }
+        let (etag, crc) = store
+            .put_bytes(key, data, &digest, &meta)
+            .await
+            .map_err(dest_err)?;
+        let mut by = Vec::new();
+        if etag.len() == 32 && !etag.contains('-') {
+            if etag != digest.md5_hex() {
+                return Err(Fail(
+                    ErrorCode::ChecksumMismatch,
+                    format!(
+                        "destination ETag {etag} differs from source MD5 {}",
+                        digest.md5_hex()
+                    ),
+                )
+                .into());
+            }
+            by.push("md5");
+        }
+        if let Some(c) = crc {
+            if c != digest.crc64 {
+                return Err(Fail(
+                    ErrorCode::ChecksumMismatch,
+                    "destination CRC64 differs from the source".into(),
+                )
+                .into());
+            }
+            by.push("crc64");
+        }
+        Verified {
+            digest: Some(digest),
+            etag: Some(etag),
+            by,
+            parts_resumed: 0,
+        }
+    };
+    Ok(verify_s3(
+        ex,
+        store,
+        key,
+        v.digest.map(|d| d.len).unwrap_or(obj.size),
+        v,
+    )
+    .await?)
+}
+
+/// Compares what was received with the source's own ETag when it is a
+/// plain MD5: a mismatch means the bytes were damaged on the way (retry).
+fn check_source_etag(ex: &Executor, obj: &ObjectSpec, digest: &Digest) -> Result<(), Attempt> {
+    if let (Source::S3 { .. }, Some(etag)) = (&ex.source, &obj.src_ref)
+        && etag.len() == 32
+        && !etag.contains('-')
+        && *etag != digest.md5_hex()
+    {
+        return Err(Attempt::Retry(format!(
+            "received bytes have MD5 {} but the source ETag is {etag}",
+            digest.md5_hex()
+        )));
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn multipart(
+    ex: &Arc<Executor>,
+    store: &S3Store,
+    key: &str,
+    obj: &ObjectSpec,
+    body: &mut RemoteBody,
+    meta: &[(&'static str, String)],
+    events: &mpsc::Sender<Event>,
+) -> Result<Verified, Attempt> {
+    let part_size = ex.spec.part_size.max(5 << 20);
+    let upload_id = store.create_multipart(key, meta).await.map_err(dest_err)?;
+    let _ = events
+        .send(Event::UploadStarted {
+            object_id: obj.object_id,
+            upload_id: upload_id.clone(),
+            part_size,
+        })
+        .await;
+    let r = stream_parts(ex, store, key, obj, body, part_size, &upload_id, events).await;
+    if r.is_err() && store.abort_multipart(key, &upload_id).await.is_ok() {
+        let _ = events
+            .send(Event::UploadAborted {
+                object_id: obj.object_id,
+            })
+            .await;
+    }
+    r
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn stream_parts(
+    ex: &Arc<Executor>,
+    store: &S3Store,
+    key: &str,
+    obj: &ObjectSpec,
+    body: &mut RemoteBody,
+    part_size: u64,
+    upload_id: &str,
+    events: &mpsc::Sender<Event>,
+) -> Result<Verified, Attempt> {
+    let mut whole = Hasher::new();
+    let inflight = Arc::new(Semaphore::new(ex.spec.part_concurrency.max(1) as usize));
+    let mut set: JoinSet<Step<PartRecord>> = JoinSet::new();
+    let mut parts: Vec<PartRecord> = Vec::new();
+    let mut pending = None;
+    let mut number = 0u32;
+    let retries = storage::s3::RETRIES.try_with(Arc::clone).ok();
+    loop {
+        let permit = inflight
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| Fail(ErrorCode::DestError, "shutting down".into()))?;
+        let mib = (part_size.div_ceil(1 << 20) as u32).clamp(1, ex.memory_mib);
+        let mem = ex
+            .memory
+            .clone()
+            .acquire_many_owned(mib)
+            .await
+            .map_err(|_| Fail(ErrorCode::DestError, "shutting down".into()))?;
+        let mut buf = BytesMut::with_capacity(part_size as usize);
+        let more = fill(ex, body, &mut buf, part_size as usize, &mut pending).await?;
+        if buf.is_empty() {
+            break;
+        }
+        whole.update(&buf);
+        number += 1;
+        let data = buf.freeze();
+        let (store, key, upload_id, events, object_id, retries) = (
+            store.clone(),
+            key.to_owned(),
+            upload_id.to_owned(),
+            events.clone(),
+            obj.object_id,
+            retries.clone(),
+        );
+        let fut = async move {
+            let _permit = permit;
+            let _mem = mem;
+            let digest = checksum::digest(&data);
+            let len = data.len() as u64;
+            let etag = store
+                .upload_part(&key, &upload_id, number, data, &digest)
+                .await
+                .map_err(dest_err)?;
+            if etag.len() == 32 && etag != digest.md5_hex() {
+                return Err(Fail(
+                    ErrorCode::ChecksumMismatch,
+                    format!("part {number}: destination ETag {etag} differs from source MD5"),
+                ));
+            }
+            let record = PartRecord {
+                number,
+                size: len,
+                etag,
+                md5: digest.md5_hex(),
+                crc64: digest.crc64,
+            };
+            let _ = events
+                .send(Event::PartDone {
+                    object_id,
+                    part: record.clone(),
+                })
+                .await;
+            Ok(record)
+        };
+        match retries {
+            Some(r) => set.spawn(storage::s3::RETRIES.scope(r, fut)),
+            None => set.spawn(fut),
+        };
+        while let Some(r) = set.try_join_next() {
+            parts.push(joined(r)?);
+        }
+        if !more {
+            break;
+        }
+    }
+    while let Some(r) = set.join_next().await {
+        parts.push(joined(r)?);
+    }
+    parts.sort_by_key(|p| p.number);
+    let digest = whole.finish();
+    check_source_etag(ex, obj, &digest)?;
+    let md5s: Vec<[u8; 16]> = parts
+        .iter()
+        .filter_map(|p| checksum::parse_md5_hex(&p.md5))
+        .collect();
+    let expected = checksum::multipart_etag(md5s.iter());
+    if let (Source::S3 { .. }, Some(src)) = (&ex.source, &obj.src_ref) {
+        // A multipart source ETag with the same part size must match ours.
+        if src.contains('-')
+            && src.ends_with(&format!("-{}", parts.len()))
+            && *src != expected
+            && part_size == ex.spec.part_size
+        {
+            return Err(Attempt::Retry(format!(
+                "received parts give ETag {expected} but the source ETag is {src}"
+            )));
+        }
+    }
+    let list: Vec<(u32, String)> = parts.iter().map(|p| (p.number, p.etag.clone())).collect();
+    let etag = store
+        .complete_multipart(key, upload_id, &list)
+        .await
+        .map_err(dest_err)?;
+    let mut by = Vec::new();
+    if etag.contains('-') {
+        if etag != expected {
+            return Err(Fail(
+                ErrorCode::ChecksumMismatch,
+                format!(
+                    "destination ETag {etag} differs from the ETag of the uploaded parts {expected}"
+                ),
+            )
+            .into());
+        }
+        by.push("etag");
+    }
+    Ok(Verified {
+        digest: Some(digest),
+        etag: Some(etag),
+        by,
+        parts_resumed: 0,
+    })
+}
+
+fn joined(r: Result<Step<PartRecord>, tokio::task::JoinError>) -> Result<PartRecord, Attempt> {
+    match r {
+        Ok(Ok(p)) => Ok(p),
+        Ok(Err(f)) => Err(f.into()),
+        Err(e) => Err(Fail(ErrorCode::DestError, format!("part upload crashed: {e}")).into()),
+    }
+}
+
+/// Remote source into a local directory: streamed into a temporary file,
+/// renamed into place, then read back and compared.
+async fn copy_to_dir(
+    ex: &Executor,
+    target: &std::path::Path,
+    obj: &ObjectSpec,
+) -> Result<Verified, Attempt> {
+    use tokio::io::AsyncWriteExt;
+    let mut body = open(ex, obj).await?;
+    let dir = target.parent().unwrap_or(std::path::Path::new("."));
+    let derr = |e: std::io::Error| {
+        Attempt::Fail(Fail(
+            ErrorCode::DestError,
+            format!("writing {}: {e}", target.display()),
+        ))
+    };
+    tokio::fs::create_dir_all(dir).await.map_err(derr)?;
+    let tmp = target.with_file_name(format!(
+        ".{}.ossimport-{}.tmp",
+        target
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        std::process::id()
+    ));
+    let mut f = tokio::fs::File::create(&tmp).await.map_err(derr)?;
+    let mut h = Hasher::new();
+    let result = async {
+        while let Some(chunk) = body.next().await.map_err(source_fail)? {
+            storage::limit::throttle(ex.bandwidth.as_deref(), chunk.len() as u64).await;
+            ex.add_progress(chunk.len() as u64);
+            h.update(&chunk);
+            f.write_all(&chunk).await.map_err(derr)?;
+        }
+        f.flush().await.map_err(derr)?;
+        f.sync_data().await.map_err(derr)?;
+        Ok::<(), Attempt>(())
+    }
+    .await;
+    if let Err(e) = result {
+        let _ = tokio::fs::remove_file(&tmp).await;
+        return Err(e);
+    }
+    let digest = h.finish();
+    check_source_etag(ex, obj, &digest)?;
+    tokio::fs::rename(&tmp, target).await.map_err(derr)?;
+    let mut by = vec!["size"];
+    if ex.spec.verify != VerifyMode::Size {
+        let t = target.to_path_buf();
+        let back = tokio::task::spawn_blocking(move || storage::local::hash_file(&t))
+            .await
+            .map_err(|e| Fail(ErrorCode::DestError, e.to_string()))?
+            .map_err(derr)?;
+        if back != digest {
+            return Err(Fail(
+                ErrorCode::ChecksumMismatch,
+                "destination file differs from what was received".into(),
+            )
+            .into());
+        }
+        by.extend(["md5", "crc64", "readback"]);
+    }
+    Ok(Verified {
+        digest: Some(digest),
+        etag: None,
+        by,
+        parts_resumed: 0,
+    })
+}
+
+/// `jobType=audit` for a remote source: streams the source, hashing it,
+/// and compares with the destination.
+pub(crate) async fn audit(ex: &Arc<Executor>, obj: &ObjectSpec) -> Step<Verified> {
+    let attempts = ex.spec.max_attempts.max(1);
+    let mut last = String::new();
+    for attempt in 1..=attempts {
+        if attempt > 1 {
+            storage::s3::count_retry();
+            tokio::time::sleep(backoff(attempt)).await;
+        }
+        match audit_once(ex, obj).await {
+            Ok(v) => return Ok(v),
+            Err(Attempt::Fail(f)) => return Err(f),
+            Err(Attempt::Retry(m)) => last = m,
+        }
+    }
+    Err(Fail(
+        ErrorCode::SourceUnreadable,
+        format!("gave up after {attempts} attempts: {last}"),
+    ))
+}
+
+async fn audit_once(ex: &Arc<Executor>, obj: &ObjectSpec) -> Result<Verified, Attempt> {
+    let key = match &ex.dest {
+        Dest::S3 { prefix, .. } | Dest::Local { prefix, .. } => dest_key(prefix, &obj.rel_path)?,
+    };
+    let mut body = open(ex, obj).await?;
+    let mut whole = Hasher::new();
+    let part_size = ex.spec.part_size.max(1);
+    let mut part = Hasher::new();
+    let mut in_part = 0u64;
+    let mut md5s = Vec::new();
+    while let Some(chunk) = body.next().await.map_err(source_fail)? {
+        storage::limit::throttle(ex.bandwidth.as_deref(), chunk.len() as u64).await;
+        ex.add_progress(chunk.len() as u64);
+        whole.update(&chunk);
+        let mut rest = &chunk[..];
+        while !rest.is_empty() {
+            let n = rest.len().min((part_size - in_part) as usize);
+            part.update(&rest[..n]);
+            in_part += n as u64;
+            rest = &rest[n..];
+            if in_part == part_size {
+                md5s.push(std::mem::take(&mut part).finish().md5);
+                in_part = 0;
+            }
+        }
+    }
+    if in_part > 0 {
+        md5s.push(part.finish().md5);
+    }
+    let src = whole.finish();
+    let (size, etag, crc) = match &ex.dest {
+        Dest::S3 { store, .. } => match store.head(&key).await {
+            Ok(i) => (i.size, i.etag, i.crc64),
+            Err(e) if e.kind == ErrorKind::NotFound => {
+                return Err(Fail(
+                    ErrorCode::DestMissing,
+                    format!("{key} does not exist at the destination"),
+                )
+                .into());
+            }
+            Err(e) => return Err(dest_err(e).into()),
+        },
+        Dest::Local { dir, .. } => {
+            let t = dir.join(&key);
+            match tokio::task::spawn_blocking(move || storage::local::hash_file(&t)).await {
+                Ok(Ok(d)) => (d.len, d.md5_hex(), Some(d.crc64)),
+                _ => {
+                    return Err(Fail(
+                        ErrorCode::DestMissing,
+                        format!("{key} does not exist at the destination"),
+                    )
+                    .into());
+                }
+            }
+        }
+    };
+    if size != src.len {
+        return Err(Fail(
+            ErrorCode::SizeNotMatch,
+            format!("destination has {size} bytes, source has {}", src.len),
+        )
+        .into());
+    }
+    let mut by = vec!["size"];
+    if ex.spec.verify == VerifyMode::Size {
+        return Ok(Verified {
+            digest: Some(src),
+            etag: Some(etag),
+            by,
+            parts_resumed: 0,
+        });
+    }
+    if let Some(c) = crc {
+        if c != src.crc64 {
+            return Err(Fail(
+                ErrorCode::ChecksumMismatch,
+                "destination CRC64 differs from the source".into(),
+            )
+            .into());
+        }
+        by.push("crc64");
+    }
+    if !etag.contains('-') && etag.len() == 32 {
+        if etag != src.md5_hex() {
+            return Err(Fail(
+                ErrorCode::ChecksumMismatch,
+                format!("destination checksum (ETag {etag}) differs from the source"),
+            )
+            .into());
+        }
+        by.push("md5");
+    } else if etag.ends_with(&format!("-{}", md5s.len())) {
+        if etag != checksum::multipart_etag(md5s.iter()) {
+            return Err(Fail(
+                ErrorCode::ChecksumMismatch,
+                format!("destination checksum (ETag {etag}) differs from the source"),
+            )
+            .into());
+        }
+        by.push("etag");
+    }
+    if by.len() == 1
+        && let Dest::S3 { store, .. } = &ex.dest
+    {
+        let back = store.read_back(&key).await.map_err(dest_err)?;
+        if back != src {
+            return Err(Fail(
+                ErrorCode::ChecksumMismatch,
+                "destination object differs from the source".into(),
+            )
+            .into());
+        }
+        by.push("readback");
+    }
+    Ok(Verified {
+        digest: Some(src),
+        etag: Some(etag),
+        by,
+        parts_resumed: 0,
+    })
+}
