@@ -1,6 +1,144 @@
-//! `ossimport-agent`: distributed mode is not implemented in this build yet.
+//! `ossimport-agent` entry point: flags, logging, keys, bind, run.
 
-fn main() -> std::process::ExitCode {
-    eprintln!("ossimport-agent: distributed mode is not implemented in this build yet; use `ossimportctl run job.cfg`");
-    std::process::ExitCode::from(5)
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use proto::auth::Signer;
+
+/// The worker service of ossimport: runs task batches pushed by ossimportd.
+#[derive(Debug, Parser)]
+#[command(name = "ossimport-agent", version)]
+struct Args {
+    /// Create the agent key if missing, print its public key (to append to
+    /// the daemon's `agent_keys` file) and exit.
+    #[arg(long)]
+    init: bool,
+    /// The agent's ed25519 private key (OpenSSH format, mode 0600).
+    #[arg(
+        long,
+        env = "OSSIMPORT_AGENT_KEY",
+        default_value = "/etc/ossimport/agent_ed25519"
+    )]
+    key: PathBuf,
+    /// The daemon's agent API, `host:port`.
+    #[arg(long, env = "OSSIMPORT_DAEMON", required_unless_present = "init")]
+    daemon: Option<String>,
+    /// The daemon's public key (`ossimportd --init` prints it).
+    #[arg(
+        long,
+        env = "OSSIMPORT_DAEMON_KEY",
+        default_value = "/etc/ossimport/daemon_ed25519.pub"
+    )]
+    daemon_key: PathBuf,
+    /// Address to listen on.
+    #[arg(long, env = "OSSIMPORT_AGENT_LISTEN", default_value = "0.0.0.0:7601")]
+    listen: String,
+    /// `host:port` the daemon reaches this agent at; default: the listen
+    /// address (required when listening on 0.0.0.0).
+    #[arg(long, env = "OSSIMPORT_AGENT_ADVERTISE")]
+    advertise: Option<String>,
+    /// Name shown by `ossimportctl workers`; default: the host name.
+    #[arg(long, env = "OSSIMPORT_AGENT_NAME")]
+    name: Option<String>,
+    /// Tasks run at once.
+    #[arg(long, env = "OSSIMPORT_AGENT_TASKS", default_value_t = 4)]
+    tasks: u32,
+    /// `accessKeyId=secretKey` lines for the stores of the jobs (mode 0600).
+    #[arg(long, env = "OSSIMPORT_AGENT_SECRETS")]
+    secrets: Option<PathBuf>,
+    /// Milliseconds between heartbeats.
+    #[arg(long, env = "OSSIMPORT_AGENT_HEARTBEAT_MS", default_value_t = 3000)]
+    heartbeat_ms: u64,
+    /// Log as JSON lines.
+    #[arg(long, env = "OSSIMPORT_LOG_JSON")]
+    log_json: bool,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("OSSIMPORT_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let fmt = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if args.log_json {
+        fmt.json().init();
+    } else {
+        fmt.init();
+    }
+    match real_main(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ossimport-agent: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn real_main(args: Args) -> anyhow::Result<()> {
+    let host = hostname();
+    if args.init {
+        let signer = Signer::load_or_generate(&args.key, &format!("ossimport-agent@{host}"))?;
+        println!("{}", signer.public_key_openssh());
+        return Ok(());
+    }
+    let signer = Signer::load(&args.key)?;
+    let daemon_key_text = std::fs::read_to_string(&args.daemon_key)
+        .with_context(|| format!("reading the daemon key {}", args.daemon_key.display()))?;
+    let daemon_key = proto::auth::parse_public_keys(&daemon_key_text)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", args.daemon_key.display()))?
+        .into_iter()
+        .next()
+        .with_context(|| format!("{}: no key in it", args.daemon_key.display()))?;
+    let secrets = match &args.secrets {
+        Some(p) => agent::secrets::Secrets::load(p).map_err(anyhow::Error::msg)?,
+        None => agent::secrets::Secrets::default(),
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(&args.listen)
+            .await
+            .with_context(|| format!("binding {}", args.listen))?;
+        let local = listener.local_addr()?;
+        let advertise = match args.advertise {
+            Some(a) => a,
+            None if local.ip().is_unspecified() => {
+                anyhow::bail!("--advertise is required when listening on {local}")
+            }
+            None => local.to_string(),
+        };
+        let config = agent::server::Config {
+            name: args.name.unwrap_or(host),
+            daemon_addr: args.daemon.unwrap_or_default(),
+            daemon_key,
+            advertise,
+            capacity: args.tasks.max(1),
+            heartbeat: Duration::from_millis(args.heartbeat_ms.max(50)),
+            auth_window: Duration::from_secs(120),
+            request_timeout: Duration::from_secs(30),
+            drain: Duration::from_secs(10),
+            secrets,
+        };
+        agent::server::run(config, signer, listener, shutdown_signal()).await
+    })
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending::<()>().await } } => {}
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "agent".into())
 }

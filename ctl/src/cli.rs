@@ -19,11 +19,88 @@ pub struct Cli {
 pub enum Command {
     /// Run a job on this machine, in one process, until it ends.
     Run(RunArgs),
-    /// Print the version.
-    Version,
-    /// Commands of the distributed mode (not implemented yet in this build).
-    #[command(external_subcommand)]
-    Other(Vec<String>),
+    /// Print the version of ossimportctl and of the running daemon.
+    Version(DaemonArgs),
+    /// Submit a job to the daemon; it starts at once.
+    Submit {
+        /// The job file; default `conf/job.cfg`.
+        job_cfg: Option<PathBuf>,
+        #[command(flatten)]
+        d: DaemonArgs,
+    },
+    /// Start the daemon in the background (`ossimportd --daemon`).
+    Start(DaemonArgs),
+    /// Stop the daemon; jobs resume at the next start.
+    Stop(DaemonArgs),
+    /// Status of every job, or of one.
+    Stat {
+        job: Option<String>,
+        /// Redraw every few seconds until the jobs end (Ctrl-C to quit).
+        #[arg(long)]
+        watch: bool,
+        /// Print the original ossimport's `JobName:`/`JobState:` block.
+        #[arg(long)]
+        legacy: bool,
+        /// Seconds between redraws with --watch.
+        #[arg(long, default_value_t = 2)]
+        interval: u64,
+        #[command(flatten)]
+        d: DaemonArgs,
+    },
+    /// Retry the failed objects of a job, or of every job.
+    Retry {
+        job: Option<String>,
+        #[command(flatten)]
+        d: DaemonArgs,
+    },
+    /// Forget a job so its name can be submitted again.
+    Clean {
+        job: String,
+        #[command(flatten)]
+        d: DaemonArgs,
+    },
+    /// Agents: state, load and last heartbeat.
+    Workers(DaemonArgs),
+    /// Every failed object of a job with its reason.
+    Errors {
+        job: String,
+        #[command(flatten)]
+        d: DaemonArgs,
+    },
+    /// Verification report of a job.
+    Report {
+        job: String,
+        #[command(flatten)]
+        d: DaemonArgs,
+    },
+    /// Stop dispatching a job's tasks; agents drop the ones they run.
+    Pause {
+        job: String,
+        #[command(flatten)]
+        d: DaemonArgs,
+    },
+    /// Dispatch a paused job's tasks again.
+    Resume {
+        job: String,
+        #[command(flatten)]
+        d: DaemonArgs,
+    },
+    /// Install agents on the hosts in `workers` (not in this build).
+    Deploy(DaemonArgs),
+}
+
+/// How to reach the daemon, and the output format.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DaemonArgs {
+    /// The daemon's control socket; default `<workingDir>/ossimportd.sock`.
+    #[arg(long, env = "OSSIMPORT_SOCKET")]
+    pub socket: Option<PathBuf>,
+    /// `sys.properties`, whose `workingDir` holds the socket.
+    #[arg(long, env = "OSSIMPORT_SYS_PROPERTIES")]
+    pub sys: Option<PathBuf>,
+    /// Print JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, clap::Args)]

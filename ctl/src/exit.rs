@@ -10,6 +10,8 @@ pub const USAGE: u8 = 2;
 pub const DAEMON_UNREACHABLE: u8 = 3;
 /// A runtime error stopped the job (job store, source root, destination).
 pub const RUNTIME: u8 = 4;
+/// The daemon refused us: no permission on its socket.
+pub const NO_PERMISSION: u8 = 6;
 /// Not implemented yet in this build.
 pub const UNSUPPORTED: u8 = 5;
 /// Interrupted (Ctrl-C, SIGTERM); running the same command resumes.

@@ -1,8 +1,9 @@
-//! `ossimportctl`: the command-line tool. Today it runs jobs standalone
-//! (`run`), wiring the daemon core and the agent executor together in one
-//! process; the daemon-backed verbs come with distributed mode.
+//! `ossimportctl`: the command-line tool. It runs jobs standalone (`run`),
+//! wiring the daemon core and the agent executor together in one process,
+//! and drives `ossimportd` over its control socket ([`daemon_cmd`]).
 
 pub mod cli;
+pub mod daemon_cmd;
 pub mod exit;
 mod progress;
 pub mod run;

@@ -4,7 +4,6 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use ctl::cli::{Cli, Command};
-use ctl::exit;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -16,26 +15,7 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     match cli.command {
-        Command::Version => {
-            println!("ossimportctl {}", env!("CARGO_PKG_VERSION"));
-            ExitCode::from(exit::OK)
-        }
         Command::Run(args) => ctl::run::main(args),
-        Command::Other(args) => {
-            let verb = args.first().map(String::as_str).unwrap_or("");
-            match verb {
-                "deploy" | "start" | "stop" | "submit" | "clean" | "stat" | "retry" | "workers"
-                | "errors" | "report" | "pause" | "resume" => {
-                    eprintln!(
-                        "ossimportctl: `{verb}` belongs to the distributed mode (daemon + agents), which is not implemented yet in this build; use `ossimportctl run job.cfg`"
-                    );
-                    ExitCode::from(exit::UNSUPPORTED)
-                }
-                _ => {
-                    eprintln!("ossimportctl: unknown command `{verb}`; see `ossimportctl --help`");
-                    ExitCode::from(exit::USAGE)
-                }
-            }
-        }
+        other => ctl::daemon_cmd::main(other),
     }
 }

@@ -1,6 +1,186 @@
-//! `ossimportd`: distributed mode is not implemented in this build yet.
+//! `ossimportd` entry point: flags, logging, config, bind, run.
 
-fn main() -> std::process::ExitCode {
-    eprintln!("ossimportd: distributed mode is not implemented in this build yet; use `ossimportctl run job.cfg`");
-    std::process::ExitCode::from(5)
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use daemon::config::sys::SysConfig;
+use daemon::server::{self, Config, Listeners};
+
+/// The ossimport master: keeps jobs in SQLite, dispatches tasks to agents,
+/// serves ossimportctl on a Unix socket.
+#[derive(Debug, Parser)]
+#[command(name = "ossimportd", version)]
+struct Args {
+    /// `sys.properties` (workingDir and worker settings).
+    #[arg(long, env = "OSSIMPORT_SYS_PROPERTIES")]
+    sys: Option<PathBuf>,
+    /// Work directory; default: `workingDir` of sys.properties.
+    #[arg(long, env = "OSSIMPORT_WORK_DIR")]
+    work_dir: Option<PathBuf>,
+    /// Control socket; default: `<workDir>/ossimportd.sock`.
+    #[arg(long, env = "OSSIMPORT_SOCKET")]
+    socket: Option<PathBuf>,
+    /// Group (name or id) allowed on the control socket (mode 0660).
+    #[arg(long, env = "OSSIMPORT_SOCKET_GROUP")]
+    socket_group: Option<String>,
+    /// Address of the agent API.
+    #[arg(long, env = "OSSIMPORT_LISTEN", default_value = "0.0.0.0:7600")]
+    listen: String,
+    /// The daemon's private key; default `<workDir>/daemon_ed25519`.
+    #[arg(long, env = "OSSIMPORT_DAEMON_KEY_FILE")]
+    key: Option<PathBuf>,
+    /// Enrolled agent public keys; default `<workDir>/agent_keys`.
+    #[arg(long, env = "OSSIMPORT_AGENT_KEYS")]
+    agent_keys: Option<PathBuf>,
+    /// Seconds a task stays leased to an agent without a heartbeat.
+    #[arg(long, env = "OSSIMPORT_LEASE_SECS", default_value_t = 30)]
+    lease_secs: u64,
+    /// Milliseconds without a heartbeat before an agent counts as down.
+    #[arg(long, env = "OSSIMPORT_AGENT_TIMEOUT_MS", default_value_t = 15000)]
+    agent_timeout_ms: u64,
+    /// Create the daemon key if missing, print its public key and exit.
+    #[arg(long)]
+    init: bool,
+    /// Detach from the terminal (pid file and log file in the work directory
+    /// unless given).
+    #[arg(long)]
+    daemon: bool,
+    #[arg(long, env = "OSSIMPORT_PID_FILE")]
+    pid_file: Option<PathBuf>,
+    #[arg(long, env = "OSSIMPORT_LOG_FILE")]
+    log_file: Option<PathBuf>,
+    /// Log as JSON lines.
+    #[arg(long, env = "OSSIMPORT_LOG_JSON")]
+    log_json: bool,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match real_main(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ossimportd: {e:#}");
+            tracing::error!(error = %format!("{e:#}"), "Daemon failed.");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn real_main(args: Args) -> anyhow::Result<()> {
+    let sys = match &args.sys {
+        Some(p) => Some(SysConfig::load(p).map_err(|e| anyhow::anyhow!("{e}"))?),
+        None => None,
+    };
+    let work_dir = args
+        .work_dir
+        .clone()
+        .or_else(|| sys.as_ref().map(|s| s.working_dir.clone()))
+        .unwrap_or_else(|| PathBuf::from("."));
+    let work_dir = std::path::absolute(&work_dir).unwrap_or(work_dir);
+    std::fs::create_dir_all(&work_dir)
+        .with_context(|| format!("creating work directory {}", work_dir.display()))?;
+    let mut config = Config::new(&work_dir, args.sys.clone());
+    if let Some(k) = args.key {
+        config.key_file = k;
+    }
+    if args.init {
+        let signer = proto::auth::Signer::load_or_generate(&config.key_file, "ossimportd")?;
+        println!("{}", signer.public_key_openssh());
+        return Ok(());
+    }
+    if let Some(k) = args.agent_keys {
+        config.agent_keys = k;
+    }
+    config.lease = Duration::from_secs(args.lease_secs.max(1));
+    config.agent_timeout = Duration::from_millis(args.agent_timeout_ms.max(100));
+    config.socket_gid = match &args.socket_group {
+        Some(g) => Some(group_id(g)?),
+        None => None,
+    };
+    let socket = args
+        .socket
+        .clone()
+        .unwrap_or_else(|| work_dir.join(server::SOCKET_FILE));
+
+    // Bind before detaching so errors reach the terminal.
+    let ctl = server::bind_socket(&socket, config.socket_gid)?;
+    let agents = std::net::TcpListener::bind(&args.listen)
+        .with_context(|| format!("binding the agent API on {}", args.listen))?;
+    if args.daemon {
+        let pid = args
+            .pid_file
+            .clone()
+            .unwrap_or_else(|| work_dir.join("ossimportd.pid"));
+        let log = args
+            .log_file
+            .clone()
+            .unwrap_or_else(|| work_dir.join("ossimportd.log"));
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .with_context(|| format!("opening log file {}", log.display()))?;
+        let err = out.try_clone()?;
+        daemonize::Daemonize::new()
+            .pid_file(&pid)
+            .working_directory(&work_dir)
+            .stdout(out)
+            .stderr(err)
+            .start()
+            .with_context(|| format!("detaching (pid file {})", pid.display()))?;
+    }
+    init_logging(args.log_json);
+    tracing::info!(socket = %socket.display(), agents = %args.listen, work_dir = %work_dir.display(), "Starting ossimportd.");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        agents.set_nonblocking(true)?;
+        let listeners = Listeners {
+            ctl: tokio::net::UnixListener::from_std(ctl)?,
+            agents: tokio::net::TcpListener::from_std(agents)?,
+        };
+        let r = server::run(config, listeners, shutdown_signal()).await;
+        let _ = std::fs::remove_file(&socket);
+        r
+    })
+}
+
+fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("OSSIMPORT_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let fmt = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        fmt.json().init();
+    } else {
+        fmt.init();
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending::<()>().await } } => {}
+    }
+}
+
+/// A group name or number to its id.
+fn group_id(g: &str) -> anyhow::Result<u32> {
+    if let Ok(n) = g.parse() {
+        return Ok(n);
+    }
+    let text = std::fs::read_to_string("/etc/group").context("reading /etc/group")?;
+    text.lines()
+        .find_map(|l| {
+            let mut f = l.split(':');
+            (f.next() == Some(g)).then(|| f.nth(1).and_then(|id| id.parse().ok()))?
+        })
+        .with_context(|| format!("no group {g} in /etc/group"))
 }

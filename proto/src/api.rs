@@ -183,3 +183,47 @@ pub struct VersionInfo {
     pub version: String,
     pub api: u32,
 }
+
+/// Percent-encodes a job name for use as one path segment.
+pub fn encode_segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Reverses [`encode_segment`]; `None` for malformed input.
+pub fn decode_segment(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = s.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn segments_round_trip() {
+        for s in ["local_test", "a b/c%d", "名前"] {
+            assert_eq!(
+                super::decode_segment(&super::encode_segment(s)).as_deref(),
+                Some(s)
+            );
+        }
+    }
+}

@@ -11,5 +11,6 @@ pub mod auth;
 pub mod client;
 pub mod job;
 pub mod secret;
+pub mod server;
 
 pub use secret::Secret;

@@ -1,0 +1,177 @@
+//! The agent's side of the conversation with the daemon: heartbeats (which
+//! renew the leases of the tasks it runs) and event reports.
+//!
+//! Events are delivered in order and at least once: a batch is retried with
+//! backoff until the daemon acknowledges it (after committing it), so work
+//! finished while the daemon was down is reported when it is back. The
+//! daemon applies events idempotently, so a batch delivered twice counts
+//! once. A task stays in the heartbeat's `running` list until its last
+//! events are acknowledged, so its lease cannot expire in between.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::{Method, StatusCode};
+use proto::api::{EventBatch, Heartbeat, HeartbeatReply, agent_path};
+use proto::client::{self, Target};
+use proto::job::Event;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::server::Agent;
+
+/// What task runners send to the reporter.
+#[derive(Debug)]
+pub enum Msg {
+    Event(Event),
+    /// Every event of this task is before this message.
+    Finished(i64),
+}
+
+/// Most events per report.
+const MAX_BATCH: usize = 1000;
+
+impl Agent {
+    /// Sends one signed request to the daemon and parses the answer.
+    pub(crate) async fn call<T: Serialize, R: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &T,
+    ) -> Result<R, String> {
+        let body = serde_json::to_vec(body).map_err(|e| e.to_string())?;
+        let headers = self.signer.sign("POST", path, &body, &self.daemon_fp);
+        let (status, answer) = client::send(
+            &Target::Tcp(self.config.daemon_addr.clone()),
+            Method::POST,
+            path,
+            &headers,
+            body,
+            self.config.request_timeout,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        if status != StatusCode::OK {
+            let msg = serde_json::from_slice::<proto::api::ErrorBody>(&answer)
+                .map(|e| e.message)
+                .unwrap_or_default();
+            return Err(format!("daemon answered {status}: {msg}"));
+        }
+        serde_json::from_slice(&answer).map_err(|e| e.to_string())
+    }
+}
+
+/// Heartbeats until `cancel`; drops tasks the daemon no longer leases to us.
+pub(crate) async fn heartbeats(agent: Arc<Agent>, cancel: CancellationToken) {
+    let mut warned = false;
+    loop {
+        let hb = Heartbeat {
+            name: agent.config.name.clone(),
+            addr: agent.config.advertise.clone(),
+            capacity: agent.config.capacity,
+            running: agent.running_ids(),
+            fingerprint: agent.signer.fingerprint().to_string(),
+        };
+        match agent
+            .call::<_, HeartbeatReply>(agent_path::HEARTBEAT, &hb)
+            .await
+        {
+            Ok(reply) => {
+                if warned {
+                    info!("Daemon reachable again.");
+                    warned = false;
+                }
+                for id in reply.cancel {
+                    agent.cancel_task(id);
+                }
+            }
+            Err(e) => {
+                if !warned {
+                    warn!(error = %e, "Heartbeat failed; retrying.");
+                    warned = true;
+                }
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(agent.config.heartbeat) => {}
+            _ = cancel.cancelled() => return,
+        }
+    }
+}
+
+/// Delivers events until `stop` fires and the queue is empty (or the
+/// drain deadline passes).
+pub(crate) async fn report(
+    agent: Arc<Agent>,
+    mut rx: mpsc::Receiver<Msg>,
+    stop: CancellationToken,
+) {
+    let mut batch = Vec::new();
+    let mut finished = Vec::new();
+    loop {
+        let first = tokio::select! {
+            m = rx.recv() => m,
+            _ = stop.cancelled() => rx.try_recv().ok(),
+        };
+        let Some(first) = first else { return };
+        let push = |m: Msg, batch: &mut Vec<Event>, finished: &mut Vec<i64>| match m {
+            Msg::Event(e) => batch.push(e),
+            Msg::Finished(id) => finished.push(id),
+        };
+        push(first, &mut batch, &mut finished);
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(m) => push(m, &mut batch, &mut finished),
+                Err(_) => break,
+            }
+        }
+        if !batch.is_empty() {
+            deliver(&agent, std::mem::take(&mut batch), &stop).await;
+        }
+        for id in finished.drain(..) {
+            agent.forget_task(id);
+        }
+    }
+}
+
+async fn deliver(agent: &Agent, events: Vec<Event>, stop: &CancellationToken) {
+    let body = EventBatch { events };
+    let mut backoff = Duration::from_millis(100);
+    let mut warned = false;
+    let give_up = tokio::time::sleep(Duration::from_secs(u64::MAX / 4));
+    tokio::pin!(give_up);
+    let mut stopping = false;
+    loop {
+        match agent
+            .call::<_, proto::api::Done>(agent_path::EVENTS, &body)
+            .await
+        {
+            Ok(_) => {
+                debug!(events = body.events.len(), "Reported events.");
+                return;
+            }
+            Err(e) => {
+                if !warned {
+                    warn!(error = %e, events = body.events.len(), "Reporting events failed; retrying until the daemon takes them.");
+                    warned = true;
+                }
+            }
+        }
+        if !stopping && stop.is_cancelled() {
+            stopping = true;
+            give_up
+                .as_mut()
+                .reset(tokio::time::Instant::now() + agent.config.drain);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = &mut give_up => {
+                warn!(events = body.events.len(), "Shutting down with undelivered events; the daemon redoes that work.");
+                return;
+            }
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}

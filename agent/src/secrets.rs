@@ -1,0 +1,102 @@
+//! Credentials of the stores this agent reads and writes, delivered out of
+//! band: the daemon never sends them (see ARCHITECTURE.md, "Distributed
+//! mode and trust").
+//!
+//! The secrets file holds `accessKeyId=secretKey` lines (`#` comments and
+//! blank lines ignored) and must not be readable by other users.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use proto::Secret;
+use proto::job::{DestSpec, JobSpec, SourceSpec};
+
+/// Secret keys by access key id.
+#[derive(Clone, Default)]
+pub struct Secrets(HashMap<String, Secret>);
+
+impl std::fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.0.keys()).finish()
+    }
+}
+
+impl Secrets {
+    pub fn load(path: &Path) -> Result<Secrets, String> {
+        use std::os::unix::fs::PermissionsExt;
+        let label = path.display();
+        let meta = std::fs::metadata(path).map_err(|e| format!("{label}: {e}"))?;
+        if meta.permissions().mode() & 0o077 != 0 {
+            return Err(format!(
+                "{label}: readable by other users (mode {:o}); run chmod 600 on it",
+                meta.permissions().mode() & 0o777
+            ));
+        }
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{label}: {e}"))?;
+        Secrets::parse(&label.to_string(), &text)
+    }
+
+    pub fn parse(label: &str, text: &str) -> Result<Secrets, String> {
+        let mut map = HashMap::new();
+        for (i, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let (k, v) = line
+                .split_once('=')
+                .ok_or_else(|| format!("{label}:{}: expected accessKeyId=secretKey", i + 1))?;
+            map.insert(k.trim().to_string(), Secret::new(v.trim()));
+        }
+        Ok(Secrets(map))
+    }
+
+    pub fn insert(&mut self, access_key: &str, secret: Secret) {
+        self.0.insert(access_key.to_string(), secret);
+    }
+
+    /// Fills the blanked credentials of a job received from the daemon.
+    pub fn fill(&self, mut spec: JobSpec) -> Result<JobSpec, String> {
+        match &mut spec.source {
+            SourceSpec::S3 {
+                access_key,
+                secret_key,
+                ..
+            } => self.fill_one(access_key, secret_key)?,
+            SourceSpec::Local { .. } | SourceSpec::Http => {}
+        }
+        match &mut spec.dest {
+            DestSpec::S3 {
+                access_key,
+                secret_key,
+                ..
+            } => self.fill_one(access_key, secret_key)?,
+            DestSpec::Local { .. } => {}
+        }
+        Ok(spec)
+    }
+
+    fn fill_one(&self, access_key: &str, secret: &mut Secret) -> Result<(), String> {
+        if access_key.is_empty() || !secret.is_empty() {
+            return Ok(());
+        }
+        *secret = self.0.get(access_key).cloned().ok_or_else(|| {
+            format!("this agent has no secret for access key {access_key}; add `{access_key}=...` to its secrets file")
+        })?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Secrets;
+
+    #[test]
+    fn parses_pairs_and_hides_values() {
+        let s = Secrets::parse("f", "# c\nAK1 = sk1\n\nAK2=sk=2\n").unwrap();
+        assert_eq!(s.0["AK1"].expose(), "sk1");
+        assert_eq!(s.0["AK2"].expose(), "sk=2");
+        assert!(!format!("{s:?}").contains("sk1"));
+        assert!(Secrets::parse("f", "nokey\n").is_err());
+    }
+}

@@ -1,0 +1,256 @@
+//! `ossimport-agent`: a small HTTP server that takes signed task batches
+//! from the daemon and runs them with the [`Executor`], reporting back
+//! through [`crate::daemon_client`].
+//!
+//! Bounded everywhere: at most `capacity` tasks at once (a batch beyond that
+//! is partly refused and the rest stays pending at the daemon), each
+//! executor bounds objects in flight and memory, and the event queue is a
+//! bounded channel, so a daemon that stops listening slows the copy down
+//! instead of growing memory. The agent keeps no durable state: everything
+//! it knows is either in the daemon's store or redone after a restart.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use anyhow::Context;
+use hyper::{Response, StatusCode};
+use proto::api::{BatchAccepted, TaskBatch, agent_path};
+use proto::auth::{Signer, Verifier};
+use proto::server::{self, Body, Limits, Req, error, json};
+use ssh_key::PublicKey;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use crate::daemon_client::{self, Msg};
+use crate::secrets::Secrets;
+use crate::worker::{Executor, Progress};
+
+/// How the agent runs; built once by `main` (or a test).
+pub struct Config {
+    /// Shown in `ossimportctl workers`.
+    pub name: String,
+    /// `host:port` of the daemon's agent API.
+    pub daemon_addr: String,
+    /// The only key whose requests the agent obeys.
+    pub daemon_key: PublicKey,
+    /// `host:port` the daemon reaches this agent at.
+    pub advertise: String,
+    /// Tasks run at once.
+    pub capacity: u32,
+    pub heartbeat: Duration,
+    /// Accepted clock difference on signed requests.
+    pub auth_window: Duration,
+    pub request_timeout: Duration,
+    /// How long undelivered events are retried at shutdown.
+    pub drain: Duration,
+    pub secrets: Secrets,
+}
+
+/// Shared state of a running agent.
+pub struct Agent {
+    pub(crate) config: Config,
+    pub(crate) signer: Signer,
+    /// Fingerprint of the daemon key: the audience of what we sign.
+    pub(crate) daemon_fp: String,
+    verifier: Verifier,
+    /// Tasks running or with undelivered events, and how to cancel each.
+    running: Mutex<HashMap<i64, CancellationToken>>,
+    /// One executor per job, rebuilt when the job's spec changes.
+    executors: Mutex<HashMap<i64, (String, Arc<Executor>)>>,
+    progress: Arc<Progress>,
+    events: mpsc::Sender<Msg>,
+    /// Parent of every task's token.
+    tasks_cancel: CancellationToken,
+    tracker: TaskTracker,
+}
+
+impl Agent {
+    fn running(&self) -> MutexGuard<'_, HashMap<i64, CancellationToken>> {
+        self.running.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn running_ids(&self) -> Vec<i64> {
+        let mut ids: Vec<i64> = self.running().keys().copied().collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    pub(crate) fn cancel_task(&self, id: i64) {
+        if let Some(t) = self.running().get(&id) {
+            info!(task_id = id, "Daemon took the task back; dropping it.");
+            t.cancel();
+        }
+    }
+
+    pub(crate) fn forget_task(&self, id: i64) {
+        self.running().remove(&id);
+    }
+
+    fn executor(&self, spec: proto::job::JobSpec) -> Result<Arc<Executor>, String> {
+        let key = serde_json::to_string(&spec).map_err(|e| e.to_string())?;
+        let spec = self.config.secrets.fill(spec)?;
+        let mut ex = self.executors.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((k, e)) = ex.get(&spec.job_id)
+            && *k == key
+        {
+            return Ok(Arc::clone(e));
+        }
+        let job_id = spec.job_id;
+        let e = Arc::new(Executor::new(spec, Arc::clone(&self.progress)));
+        ex.insert(job_id, (key, Arc::clone(&e)));
+        Ok(e)
+    }
+}
+
+/// Runs the agent until `shutdown` completes: serve the task API, heartbeat,
+/// report. At shutdown, running tasks are cancelled (a multipart upload
+/// keeps its recorded parts for whoever runs the task next), queued events
+/// are delivered within `drain`, and the daemon is told we left so it
+/// re-queues our tasks at once.
+pub async fn run(
+    config: Config,
+    signer: Signer,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let daemon_fp = proto::auth::fingerprint(&config.daemon_key);
+    let verifier = Verifier::new(signer.fingerprint(), config.auth_window);
+    verifier.trust(config.daemon_key.clone());
+    let (tx, rx) = mpsc::channel(4096);
+    let local = listener.local_addr().context("listener address")?;
+    info!(name = %config.name, listen = %local, advertise = %config.advertise, daemon = %config.daemon_addr, fingerprint = %signer.fingerprint(), "Agent starting.");
+    let agent = Arc::new(Agent {
+        config,
+        signer,
+        daemon_fp,
+        verifier,
+        running: Mutex::new(HashMap::new()),
+        executors: Mutex::new(HashMap::new()),
+        progress: Arc::new(Progress::default()),
+        events: tx,
+        tasks_cancel: CancellationToken::new(),
+        tracker: TaskTracker::new(),
+    });
+
+    let http_cancel = CancellationToken::new();
+    let hb_cancel = CancellationToken::new();
+    let report_stop = CancellationToken::new();
+    let handler: server::Handler = {
+        let agent = Arc::clone(&agent);
+        Arc::new(move |req| {
+            let agent = Arc::clone(&agent);
+            Box::pin(async move { handle(agent, req).await })
+        })
+    };
+    let http = tokio::spawn(server::serve_tcp(
+        listener,
+        handler,
+        Limits {
+            max_body: 256 << 20,
+            max_connections: 64,
+            drain: Duration::from_secs(5),
+        },
+        http_cancel.clone(),
+    ));
+    let hb = tokio::spawn(daemon_client::heartbeats(
+        Arc::clone(&agent),
+        hb_cancel.clone(),
+    ));
+    let reporter = tokio::spawn(daemon_client::report(
+        Arc::clone(&agent),
+        rx,
+        report_stop.clone(),
+    ));
+
+    shutdown.await;
+    info!("Agent stopping.");
+    http_cancel.cancel();
+    let _ = http.await;
+    agent.tasks_cancel.cancel();
+    agent.tracker.close();
+    if tokio::time::timeout(agent.config.drain, agent.tracker.wait())
+        .await
+        .is_err()
+    {
+        warn!("Tasks did not stop in time.");
+    }
+    report_stop.cancel();
+    let _ = reporter.await;
+    hb_cancel.cancel();
+    let _ = hb.await;
+    if let Err(e) = agent
+        .call::<_, proto::api::Done>(agent_path::BYE, &serde_json::json!({}))
+        .await
+    {
+        warn!(error = %e, "Could not say goodbye; the daemon waits for our leases to expire.");
+    }
+    info!("Agent stopped.");
+    Ok(())
+}
+
+async fn handle(agent: Arc<Agent>, req: Req) -> Response<Body> {
+    if let Err(e) = agent
+        .verifier
+        .verify(req.method.as_str(), &req.path, &req.body, |h| req.header(h))
+    {
+        warn!(peer = ?req.peer, path = %req.path, reason = %e, "Refused unauthenticated request.");
+        return error(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", &e.to_string());
+    }
+    if req.path != agent_path::TASKS {
+        return error(StatusCode::NOT_FOUND, "NOT_FOUND", "no such endpoint");
+    }
+    let batch: TaskBatch = match serde_json::from_slice(&req.body) {
+        Ok(b) => b,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "INVALID", &e.to_string()),
+    };
+    let job_id = batch.job.job_id;
+    let executor = match agent.executor(batch.job) {
+        Ok(e) => e,
+        Err(e) => {
+            warn!(job_id, error = %e, "Cannot run the job's tasks.");
+            return error(StatusCode::UNPROCESSABLE_ENTITY, "NO_CREDENTIALS", &e);
+        }
+    };
+    let mut accepted = Vec::new();
+    let mut start = Vec::new();
+    {
+        let mut running = agent.running();
+        for task in batch.tasks {
+            if running.contains_key(&task.task_id) {
+                // Pushed again (a retried push): already ours.
+                accepted.push(task.task_id);
+                continue;
+            }
+            if running.len() >= agent.config.capacity as usize {
+                continue;
+            }
+            let token = agent.tasks_cancel.child_token();
+            running.insert(task.task_id, token.clone());
+            accepted.push(task.task_id);
+            start.push((task, token));
+        }
+    }
+    for (task, token) in start {
+        let (ex, out) = (Arc::clone(&executor), agent.events.clone());
+        agent.tracker.spawn(async move {
+            let id = task.task_id;
+            let (tx, mut rx) = mpsc::channel(256);
+            let forward = async {
+                while let Some(ev) = rx.recv().await {
+                    if out.send(Msg::Event(ev)).await.is_err() {
+                        break;
+                    }
+                }
+            };
+            tokio::join!(ex.run_task(task, tx, token), forward);
+            let _ = out.send(Msg::Finished(id)).await;
+        });
+    }
+    info!(job_id, tasks = accepted.len(), "Accepted batch.");
+    json(StatusCode::OK, &BatchAccepted { accepted })
+}

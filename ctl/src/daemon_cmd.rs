@@ -1,0 +1,525 @@
+//! The verbs that drive `ossimportd` over its control socket: `submit`,
+//! `start`, `stop`, `stat`, `retry`, `clean`, `version`, `workers`,
+//! `errors`, `report`, `pause`, `resume`.
+//!
+//! Every verb prints a table or a sentence by default and the daemon's JSON
+//! with `--json`. Exit codes are in [`crate::exit`]: a daemon that is not
+//! running is `DAEMON_UNREACHABLE` with a one-line fix.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use hyper::{Method, StatusCode};
+use proto::api::{
+    Done, ErrorBody, ErrorList, JobList, JobStatus, Report, SubmitRequest, VersionInfo, WorkerList,
+    encode_segment,
+};
+use proto::client::{self, ClientError, Target};
+use serde::de::DeserializeOwned;
+
+use crate::cli::{Command, DaemonArgs};
+use crate::exit;
+use crate::progress::human_bytes;
+
+/// An error with the exit code it maps to.
+struct Fail(u8, String);
+
+type Result<T> = std::result::Result<T, Fail>;
+
+pub fn main(cmd: Command) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("ossimportctl: cannot start the runtime: {e}");
+            return ExitCode::from(exit::RUNTIME);
+        }
+    };
+    match rt.block_on(dispatch(cmd)) {
+        Ok(code) => ExitCode::from(code),
+        Err(Fail(code, msg)) => {
+            eprintln!("ossimportctl: {msg}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+/// Where the daemon's socket is: `--socket`, else `workingDir` of
+/// `--sys`, else `./ossimportd.sock` (as `ossimportd` run from here).
+pub fn socket_path(d: &DaemonArgs) -> PathBuf {
+    if let Some(s) = &d.socket {
+        return s.clone();
+    }
+    let work = d
+        .sys
+        .as_deref()
+        .and_then(|p| daemon::config::sys::SysConfig::load(p).ok())
+        .map(|s| s.working_dir)
+        .unwrap_or_else(|| PathBuf::from("."));
+    work.join(daemon::server::SOCKET_FILE)
+}
+
+struct Conn {
+    socket: PathBuf,
+}
+
+impl Conn {
+    fn new(d: &DaemonArgs) -> Conn {
+        Conn {
+            socket: socket_path(d),
+        }
+    }
+
+    async fn call<R: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<(R, serde_json::Value)> {
+        let r = client::send(
+            &Target::Unix(self.socket.clone()),
+            method,
+            path,
+            &[],
+            body.unwrap_or_default(),
+            Duration::from_secs(120),
+        )
+        .await;
+        let (status, body) = r.map_err(|e| self.unreachable(e))?;
+        if status != StatusCode::OK {
+            let e: ErrorBody = serde_json::from_slice(&body).unwrap_or(ErrorBody {
+                code: "UNKNOWN".into(),
+                message: format!("daemon answered {status}"),
+            });
+            let code = match status {
+                StatusCode::FORBIDDEN => exit::NO_PERMISSION,
+                StatusCode::NOT_FOUND | StatusCode::BAD_REQUEST | StatusCode::CONFLICT => {
+                    exit::USAGE
+                }
+                _ => exit::RUNTIME,
+            };
+            return Err(Fail(code, e.message));
+        }
+        let value: serde_json::Value = serde_json::from_slice(&body)
+            .map_err(|e| Fail(exit::RUNTIME, format!("bad answer from the daemon: {e}")))?;
+        let typed = serde_json::from_value(value.clone())
+            .map_err(|e| Fail(exit::RUNTIME, format!("bad answer from the daemon: {e}")))?;
+        Ok((typed, value))
+    }
+
+    fn unreachable(&self, e: ClientError) -> Fail {
+        let s = self.socket.display();
+        match e {
+            ClientError::Connect { source, .. }
+                if source.kind() == std::io::ErrorKind::PermissionDenied =>
+            {
+                Fail(
+                    exit::NO_PERMISSION,
+                    format!(
+                        "permission denied on {s}: run as the daemon's user, or as a member of the group given to `ossimportd --socket-group`"
+                    ),
+                )
+            }
+            ClientError::Connect { .. } => Fail(
+                exit::DAEMON_UNREACHABLE,
+                format!(
+                    "ossimportd is not running (nothing answers on {s}); start it with `ossimportctl start` (or `systemctl start ossimportd`), or point --socket/--sys at the right one"
+                ),
+            ),
+            other => Fail(exit::DAEMON_UNREACHABLE, other.to_string()),
+        }
+    }
+}
+
+fn job_path(job: &str, rest: &str) -> String {
+    format!("/v1/jobs/{}{rest}", encode_segment(job))
+}
+
+async fn dispatch(cmd: Command) -> Result<u8> {
+    match cmd {
+        Command::Run(_) => Err(Fail(exit::USAGE, "run is not a daemon command".into())),
+        Command::Version(d) => version(&d).await,
+        Command::Submit { job_cfg, d } => {
+            let path = job_cfg.unwrap_or_else(|| PathBuf::from("conf/job.cfg"));
+            let abs = std::path::absolute(&path)
+                .map_err(|e| Fail(exit::USAGE, format!("{}: {e}", path.display())))?;
+            if !abs.is_file() {
+                return Err(Fail(
+                    exit::USAGE,
+                    format!("{}: no such job file", abs.display()),
+                ));
+            }
+            let body = serde_json::to_vec(&SubmitRequest {
+                job_cfg: abs.display().to_string(),
+            })
+            .map_err(|e| Fail(exit::RUNTIME, e.to_string()))?;
+            let (st, v): (JobStatus, _) = Conn::new(&d)
+                .call(Method::POST, "/v1/jobs", Some(body))
+                .await?;
+            if d.json {
+                print_json(&v);
+            } else {
+                println!("submit job:{}", abs.display());
+                println!("submit job:{} success!", st.name);
+            }
+            Ok(exit::OK)
+        }
+        Command::Start(d) => start(&d).await,
+        Command::Stop(d) => stop(&d).await,
+        Command::Stat {
+            job,
+            watch,
+            legacy,
+            interval,
+            d,
+        } => stat(&d, job.as_deref(), watch, legacy, interval).await,
+        Command::Retry { job, d } => {
+            let path = match &job {
+                Some(j) => job_path(j, "/retry"),
+                None => "/v1/retry".into(),
+            };
+            done(&d, Method::POST, &path).await
+        }
+        Command::Clean { job, d } => done(&d, Method::DELETE, &job_path(&job, "")).await,
+        Command::Pause { job, d } => done(&d, Method::POST, &job_path(&job, "/pause")).await,
+        Command::Resume { job, d } => done(&d, Method::POST, &job_path(&job, "/resume")).await,
+        Command::Workers(d) => {
+            let (w, v): (WorkerList, _) = Conn::new(&d).call(Method::GET, "/v1/workers", None).await?;
+            if d.json {
+                print_json(&v);
+                return Ok(exit::OK);
+            }
+            if w.workers.is_empty() {
+                println!("no agents enrolled; append each agent's public key (`ossimport-agent --init`) to the daemon's agent_keys file");
+                return Ok(exit::OK);
+            }
+            println!(
+                "{:<16} {:<6} {:<22} {:>8} {:>9}  NOTE",
+                "NAME", "STATE", "ADDRESS", "RUNNING", "HEARTBEAT"
+            );
+            for a in w.workers {
+                println!(
+                    "{:<16} {:<6} {:<22} {:>8} {:>9}  {}",
+                    a.name,
+                    a.state,
+                    a.addr.unwrap_or_else(|| "-".into()),
+                    format!("{}/{}", a.running, a.capacity),
+                    a.last_heartbeat_secs_ago
+                        .map(|s| format!("{s}s ago"))
+                        .unwrap_or_else(|| "never".into()),
+                    a.error.unwrap_or_default()
+                );
+            }
+            Ok(exit::OK)
+        }
+        Command::Errors { job, d } => {
+            let (e, v): (ErrorList, _) = Conn::new(&d)
+                .call(Method::GET, &job_path(&job, "/errors"), None)
+                .await?;
+            if d.json {
+                print_json(&v);
+            } else if e.failed.is_empty() {
+                println!("job {job}: no failed objects");
+            } else {
+                println!("code\tpath\treason");
+                for f in &e.failed {
+                    println!("{}\t{}\t{}", f.code, f.path.escape_debug(), f.message);
+                }
+            }
+            Ok(if e.failed.is_empty() {
+                exit::OK
+            } else {
+                exit::JOB_FAILED
+            })
+        }
+        Command::Report { job, d } => {
+            let (r, v): (Report, _) = Conn::new(&d)
+                .call(Method::GET, &job_path(&job, "/report"), None)
+                .await?;
+            if d.json {
+                print_json(&v);
+            } else {
+                let c = &r.counts;
+                println!("job {} ({})", r.job, r.state);
+                println!("  objects   {:>10}  {:>12}", c.objects, human_bytes(c.bytes));
+                for m in &r.methods {
+                    println!(
+                        "  {:<28} {:>10}  {:>12}",
+                        m.verified_by,
+                        m.objects,
+                        human_bytes(m.bytes)
+                    );
+                }
+                println!("  failed    {:>10}", c.failed);
+                println!("  pending   {:>10}", c.pending);
+                for f in r.failed.iter().take(50) {
+                    println!("  {}  {}: {}", f.code, f.path.escape_debug(), f.message);
+                }
+            }
+            Ok(if r.counts.failed == 0 && r.counts.pending == 0 {
+                exit::OK
+            } else {
+                exit::JOB_FAILED
+            })
+        }
+        Command::Deploy(_) => Err(Fail(
+            exit::UNSUPPORTED,
+            "deploy is not implemented yet in this build; install ossimport-agent on each worker and enrol its key (see ARCHITECTURE.md)".into(),
+        )),
+    }
+}
+
+async fn done(d: &DaemonArgs, method: Method, path: &str) -> Result<u8> {
+    let (r, v): (Done, _) = Conn::new(d).call(method, path, None).await?;
+    if d.json {
+        print_json(&v);
+    } else {
+        println!("{}", r.message);
+    }
+    Ok(exit::OK)
+}
+
+async fn version(d: &DaemonArgs) -> Result<u8> {
+    let ctl = env!("CARGO_PKG_VERSION");
+    let daemon = Conn::new(d)
+        .call::<VersionInfo>(Method::GET, "/v1/version", None)
+        .await
+        .ok()
+        .map(|(v, _)| v);
+    if d.json {
+        print_json(&serde_json::json!({"ossimportctl": ctl, "ossimportd": daemon}));
+    } else {
+        println!("ossimportctl {ctl}");
+        match daemon {
+            Some(v) => println!("ossimportd {} (api v{})", v.version, v.api),
+            None => println!("ossimportd not running"),
+        }
+    }
+    Ok(exit::OK)
+}
+
+async fn start(d: &DaemonArgs) -> Result<u8> {
+    let conn = Conn::new(d);
+    if conn
+        .call::<VersionInfo>(Method::GET, "/v1/version", None)
+        .await
+        .is_ok()
+    {
+        println!("ossimportd is already running.");
+        return Ok(exit::OK);
+    }
+    let bin = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(|d| d.join("ossimportd")))
+        .filter(|p| p.is_file())
+        .unwrap_or_else(|| PathBuf::from("ossimportd"));
+    let mut cmd = std::process::Command::new(&bin);
+    cmd.arg("--daemon").arg("--socket").arg(&conn.socket);
+    if let Some(s) = &d.sys {
+        cmd.arg("--sys").arg(s);
+    }
+    let status = cmd
+        .status()
+        .map_err(|e| Fail(exit::RUNTIME, format!("starting {}: {e}", bin.display())))?;
+    if !status.success() {
+        return Err(Fail(
+            exit::RUNTIME,
+            format!("{} --daemon failed ({status})", bin.display()),
+        ));
+    }
+    for _ in 0..150 {
+        if conn
+            .call::<VersionInfo>(Method::GET, "/v1/version", None)
+            .await
+            .is_ok()
+        {
+            println!("Start import service completed.");
+            return Ok(exit::OK);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err(Fail(
+        exit::RUNTIME,
+        format!(
+            "ossimportd did not answer on {} after starting; see its log",
+            conn.socket.display()
+        ),
+    ))
+}
+
+async fn stop(d: &DaemonArgs) -> Result<u8> {
+    let conn = Conn::new(d);
+    let (r, v): (Done, _) = conn.call(Method::POST, "/v1/shutdown", None).await?;
+    for _ in 0..300 {
+        if !socket_answers(&conn.socket) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    if d.json {
+        print_json(&v);
+    } else {
+        println!("{}", r.message);
+    }
+    Ok(exit::OK)
+}
+
+fn socket_answers(p: &Path) -> bool {
+    std::os::unix::net::UnixStream::connect(p).is_ok()
+}
+
+async fn stat(
+    d: &DaemonArgs,
+    job: Option<&str>,
+    watch: bool,
+    legacy: bool,
+    interval: u64,
+) -> Result<u8> {
+    let conn = Conn::new(d);
+    let tty = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    loop {
+        let (jobs, v) = match job {
+            Some(j) => {
+                let (s, v): (JobStatus, _) = conn.call(Method::GET, &job_path(j, ""), None).await?;
+                (vec![s], v)
+            }
+            None => {
+                let (l, v): (JobList, _) = conn.call(Method::GET, "/v1/jobs", None).await?;
+                (l.jobs, v)
+            }
+        };
+        let finished = jobs
+            .iter()
+            .all(|j| j.state == "succeed" || j.state == "failed");
+        let mut out = String::new();
+        if d.json {
+            out = format!("{v:#}\n");
+        } else if legacy {
+            out = legacy_block(&jobs);
+        } else {
+            table(&jobs, watch, &mut out);
+        }
+        if watch && tty && !d.json {
+            // Redraw in place.
+            print!("\x1b[H\x1b[2J");
+        }
+        print!("{out}");
+        let _ = std::io::stdout().flush();
+        if !watch || finished {
+            let failed = jobs.iter().any(|j| j.state == "failed");
+            return Ok(if job.is_some() && failed {
+                exit::JOB_FAILED
+            } else {
+                exit::OK
+            });
+        }
+        tokio::time::sleep(Duration::from_secs(interval.max(1))).await;
+    }
+}
+
+fn table(jobs: &[JobStatus], bars: bool, out: &mut String) {
+    use std::fmt::Write;
+    if jobs.is_empty() {
+        out.push_str("no jobs; submit one with `ossimportctl submit job.cfg`\n");
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "{:<20} {:<8} {:>9} {:>9} {:>8} {:>7} {:>8} {:>11}  TASKS p/r/d/f",
+        "JOB", "STATE", "OBJECTS", "VERIFIED", "SKIPPED", "FAILED", "PENDING", "BYTES"
+    );
+    for j in jobs {
+        let c = &j.counts;
+        let _ = writeln!(
+            out,
+            "{:<20} {:<8} {:>9} {:>9} {:>8} {:>7} {:>8} {:>11}  {}/{}/{}/{}{}",
+            j.name,
+            j.state,
+            c.objects,
+            c.verified,
+            c.skipped,
+            c.failed,
+            c.pending,
+            human_bytes(c.bytes),
+            c.tasks_pending,
+            c.tasks_dispatched,
+            c.tasks_done,
+            c.tasks_failed,
+            if j.scan_done { "" } else { " (scanning)" }
+        );
+        if bars {
+            let done = c.verified_bytes + c.skipped_bytes;
+            let frac = if c.bytes == 0 {
+                if j.scan_done { 1.0 } else { 0.0 }
+            } else {
+                done as f64 / c.bytes as f64
+            };
+            let width = 40;
+            let filled = ((frac * width as f64) as usize).min(width);
+            let _ = writeln!(
+                out,
+                "  [{}{}] {:>5.1}%  {} / {}",
+                "#".repeat(filled),
+                "-".repeat(width - filled),
+                frac * 100.0,
+                human_bytes(done),
+                human_bytes(c.bytes)
+            );
+        }
+    }
+}
+
+/// The original's `stat detail` block, field for field, so scripts that
+/// grep `JobState:Succeed` keep working.
+pub fn legacy_block(jobs: &[JobStatus]) -> String {
+    use std::fmt::Write;
+    if jobs.is_empty() {
+        return "no jobs is running or finished.\n".into();
+    }
+    let mut out = String::from("-------------- job stats ---------------\n");
+    for j in jobs {
+        let c = &j.counts;
+        let state = match j.state.as_str() {
+            "succeed" => "Succeed",
+            "failed" => "Failed",
+            _ => "Running",
+        };
+        let _ = write!(
+            out,
+            "---------------- job stat ------------------\n\
+             JobName:{}\n\
+             JobState:{state}\n\
+             PendingTasks:{}\n\
+             DispatchedTasks:{}\n\
+             RunningTasks:{}\n\
+             SucceedTasks:{}\n\
+             FailedTasks:{}\n\
+             ScanFinished:{}\n\
+             RunningTasks Progress:\n",
+            j.name,
+            c.tasks_pending,
+            c.tasks_dispatched,
+            c.tasks_dispatched,
+            c.tasks_done,
+            c.tasks_failed,
+            j.scan_done
+        );
+        for t in &j.running_tasks {
+            let _ = writeln!(
+                out,
+                "{}:{}/{} {}/{}",
+                t.task_id, t.bytes_done, t.bytes_total, t.files_done, t.files_total
+            );
+        }
+        out.push_str("----------------------------------------\n");
+    }
+    out
+}
+
+fn print_json(v: &serde_json::Value) {
+    println!("{v:#}");
+}

@@ -1,0 +1,164 @@
+//! The daemon's side of the agent API (TCP): heartbeats, event reports and
+//! goodbyes from enrolled agents.
+//!
+//! Every request is verified before its body is parsed; a request that is
+//! unsigned, stale, replayed or signed by an unknown key gets 401 and
+//! changes nothing. A key not yet known triggers one re-read of the
+//! enrolment file, so an agent enrolled while the daemon runs is accepted
+//! without a restart.
+
+use std::sync::Arc;
+
+use hyper::{Response, StatusCode};
+use proto::api::{EventBatch, Heartbeat, HeartbeatReply, agent_path};
+use proto::auth::{AuthError, Verified};
+use proto::job::Event;
+use proto::server::{Body, Handler, Peer, Req, error, json};
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use crate::server::{State, blocking, unix_now};
+
+pub fn handler(state: Arc<State>) -> Handler {
+    Arc::new(move |req| {
+        let state = Arc::clone(&state);
+        Box::pin(async move { handle(state, req).await })
+    })
+}
+
+fn verify(state: &State, req: &Req) -> Result<Verified, AuthError> {
+    let check = || {
+        state
+            .verifier
+            .verify(req.method.as_str(), &req.path, &req.body, |h| req.header(h))
+    };
+    match check() {
+        Err(AuthError::UnknownKey(_)) if state.reload_agent_keys(false) => check(),
+        r => r,
+    }
+}
+
+async fn handle(state: Arc<State>, req: Req) -> Response<Body> {
+    let who = match verify(&state, &req) {
+        Ok(v) => v,
+        Err(e) => {
+            let from = match &req.peer {
+                Peer::Tcp(a) => a.to_string(),
+                Peer::Unix { .. } => "unix".into(),
+            };
+            warn!(peer = %from, path = %req.path, reason = %e, "Refused unauthenticated agent request.");
+            return error(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", &e.to_string());
+        }
+    };
+    let r = match req.path.as_str() {
+        agent_path::HEARTBEAT => heartbeat(&state, &who, &req).await,
+        agent_path::EVENTS => events(&state, &who, &req).await,
+        agent_path::BYE => bye(&state, &who).await,
+        _ => Err((StatusCode::NOT_FOUND, "no such endpoint".to_string())),
+    };
+    match r {
+        Ok(resp) => resp,
+        Err((status, msg)) => error(status, "ERROR", &msg),
+    }
+}
+
+type Answer = Result<Response<Body>, (StatusCode, String)>;
+
+fn bad(e: impl std::fmt::Display) -> (StatusCode, String) {
+    (StatusCode::BAD_REQUEST, e.to_string())
+}
+
+fn internal(e: impl std::fmt::Display) -> (StatusCode, String) {
+    warn!(error = %e, "Agent request failed.");
+    (StatusCode::INTERNAL_SERVER_ERROR, "internal error".into())
+}
+
+async fn heartbeat(state: &Arc<State>, who: &Verified, req: &Req) -> Answer {
+    let hb: Heartbeat = serde_json::from_slice(&req.body).map_err(bad)?;
+    let fresh = {
+        let mut agents = state.agents();
+        let a = agents
+            .entry(who.key.clone())
+            .or_insert_with(|| crate::scheduler::AgentEntry::enrolled(&hb.name, &who.key));
+        let fresh = a.last_seen.is_none() || a.left || a.addr.as_deref() != Some(&hb.addr);
+        a.name = hb.name.clone();
+        a.addr = Some(hb.addr.clone());
+        a.capacity = hb.capacity;
+        a.last_seen = Some(Instant::now());
+        a.left = false;
+        fresh
+    };
+    if fresh {
+        info!(agent = %hb.name, addr = %hb.addr, capacity = hb.capacity, "Agent joined.");
+        state.wake.notify_one();
+    }
+    let (fp, until) = (
+        who.key.clone(),
+        unix_now() + state.config.lease.as_secs() as i64,
+    );
+    let running = hb.running.clone();
+    let cancel = blocking(&state.store, move |s| s.renew_leases(&fp, &running, until))
+        .await
+        .map_err(internal)?;
+    Ok(json(StatusCode::OK, &HeartbeatReply { cancel }))
+}
+
+async fn events(state: &Arc<State>, who: &Verified, req: &Req) -> Answer {
+    let batch: EventBatch = serde_json::from_slice(&req.body).map_err(bad)?;
+    let fp = who.key.clone();
+    let n = batch.events.len();
+    blocking(&state.store, move |s| {
+        // A task counts as finished only when its lease holder says so; an
+        // agent whose lease expired may still deliver object results (they
+        // are true, and recorded once), but not close a task someone else
+        // now runs. Results for a cleaned job are dropped.
+        let mut keep = Vec::with_capacity(batch.events.len());
+        for ev in batch.events {
+            let ok = match &ev {
+                Event::TaskDone { task_id } => s.lease_owner(*task_id)?.as_deref() == Some(&fp),
+                Event::PartDone { object_id, .. } => s.object_exists(*object_id)?,
+                _ => true,
+            };
+            if ok {
+                keep.push(ev);
+            }
+        }
+        s.apply_events(&keep)
+    })
+    .await
+    .map_err(internal)?;
+    state.wake.notify_one();
+    Ok(json(
+        StatusCode::OK,
+        &proto::api::Done {
+            message: "applied".into(),
+            count: n as u64,
+        },
+    ))
+}
+
+async fn bye(state: &Arc<State>, who: &Verified) -> Answer {
+    let name = {
+        let mut agents = state.agents();
+        match agents.get_mut(&who.key) {
+            Some(a) => {
+                a.left = true;
+                a.name.clone()
+            }
+            None => who.key.clone(),
+        }
+    };
+    let fp = who.key.clone();
+    let n = blocking(&state.store, move |s| s.release_agent(&fp))
+        .await
+        .map_err(internal)?;
+    info!(agent = %name, tasks = n, "Agent left; its tasks go back to pending.");
+    state.wake.notify_one();
+    Ok(json(
+        StatusCode::OK,
+        &proto::api::Done {
+            message: "bye".into(),
+            count: n as u64,
+        },
+    ))
+}

@@ -1,0 +1,288 @@
+//! The control API served on the Unix socket: what `ossimportctl` calls.
+//!
+//! Each request is parsed into a closed [`Endpoint`], then dispatched with
+//! one `match`. Access control is the socket file's mode (0600, or 0660
+//! with a group); the peer's credentials are checked again here so a socket
+//! file with loosened permissions does not open the daemon to everyone.
+
+use std::sync::Arc;
+
+use hyper::{Method, Response, StatusCode};
+use proto::api::{
+    Done, ErrorList, FailedEntry, JobList, Report, SubmitRequest, VerifyMethod, VersionInfo,
+    WorkerList, WorkerStatus, decode_segment,
+};
+use proto::server::{Body, Handler, Peer, Req, error, json};
+use tokio::time::Instant;
+use tracing::{error, info};
+
+use crate::jobs::{self, JobError};
+use crate::scheduler::liveness;
+use crate::server::{State, blocking};
+
+/// Every control request.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Endpoint {
+    Version,
+    Submit,
+    ListJobs,
+    Job(String),
+    Clean(String),
+    Retry(String),
+    RetryAll,
+    Pause(String),
+    Resume(String),
+    Errors(String),
+    Report(String),
+    Workers,
+    Shutdown,
+}
+
+impl Endpoint {
+    pub fn parse(method: &Method, path: &str) -> Option<Endpoint> {
+        let segs: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
+        let name = |s: &str| decode_segment(s);
+        Some(match (method, segs.as_slice()) {
+            (&Method::GET, ["v1", "version"]) => Endpoint::Version,
+            (&Method::POST, ["v1", "jobs"]) => Endpoint::Submit,
+            (&Method::GET, ["v1", "jobs"]) => Endpoint::ListJobs,
+            (&Method::GET, ["v1", "jobs", n]) => Endpoint::Job(name(n)?),
+            (&Method::DELETE, ["v1", "jobs", n]) => Endpoint::Clean(name(n)?),
+            (&Method::POST, ["v1", "jobs", n, "retry"]) => Endpoint::Retry(name(n)?),
+            (&Method::POST, ["v1", "jobs", n, "pause"]) => Endpoint::Pause(name(n)?),
+            (&Method::POST, ["v1", "jobs", n, "resume"]) => Endpoint::Resume(name(n)?),
+            (&Method::GET, ["v1", "jobs", n, "errors"]) => Endpoint::Errors(name(n)?),
+            (&Method::GET, ["v1", "jobs", n, "report"]) => Endpoint::Report(name(n)?),
+            (&Method::POST, ["v1", "retry"]) => Endpoint::RetryAll,
+            (&Method::GET, ["v1", "workers"]) => Endpoint::Workers,
+            (&Method::POST, ["v1", "shutdown"]) => Endpoint::Shutdown,
+            _ => return None,
+        })
+    }
+}
+
+pub fn handler(state: Arc<State>) -> Handler {
+    Arc::new(move |req| {
+        let state = Arc::clone(&state);
+        Box::pin(async move { handle(state, req).await })
+    })
+}
+
+async fn handle(state: Arc<State>, req: Req) -> Response<Body> {
+    if !allowed(&state, &req.peer) {
+        return error(
+            StatusCode::FORBIDDEN,
+            "FORBIDDEN",
+            "this user may not control the daemon",
+        );
+    }
+    let Some(ep) = Endpoint::parse(&req.method, &req.path) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+            &format!("no endpoint {} {}", req.method, req.path),
+        );
+    };
+    match dispatch(&state, ep, &req).await {
+        Ok(r) => r,
+        Err(e) => {
+            let (status, code) = match &e {
+                JobError::Invalid(_) => (StatusCode::BAD_REQUEST, "INVALID"),
+                JobError::NotFound(_) => (StatusCode::NOT_FOUND, "NOT_FOUND"),
+                JobError::Conflict(_) => (StatusCode::CONFLICT, "CONFLICT"),
+                JobError::Store(_) | JobError::Other(_) => {
+                    (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL")
+                }
+            };
+            if status == StatusCode::INTERNAL_SERVER_ERROR {
+                error!(path = %req.path, error = %e, "Control request failed.");
+                return error(status, code, "internal error; see the daemon log");
+            }
+            error(status, code, &e.to_string())
+        }
+    }
+}
+
+fn allowed(state: &State, peer: &Peer) -> bool {
+    match peer {
+        Peer::Unix {
+            uid: Some(uid),
+            gid,
+        } => {
+            // SAFETY: geteuid has no preconditions.
+            let me = unsafe { libc::geteuid() };
+            *uid == 0
+                || *uid == me
+                || (state.config.socket_gid.is_some() && *gid == state.config.socket_gid)
+        }
+        // Without credentials, the socket's mode is the only guard.
+        Peer::Unix { uid: None, .. } => true,
+        Peer::Tcp(_) => false,
+    }
+}
+
+async fn dispatch(state: &Arc<State>, ep: Endpoint, req: &Req) -> Result<Response<Body>, JobError> {
+    Ok(match ep {
+        Endpoint::Version => json(
+            StatusCode::OK,
+            &VersionInfo {
+                version: env!("CARGO_PKG_VERSION").to_string(),
+                api: proto::api::API_VERSION,
+            },
+        ),
+        Endpoint::Submit => {
+            let r: SubmitRequest = serde_json::from_slice(&req.body)
+                .map_err(|e| JobError::Invalid(format!("bad submit request: {e}")))?;
+            json(StatusCode::OK, &jobs::submit(state, &r.job_cfg).await?)
+        }
+        Endpoint::ListJobs => {
+            let rows = blocking(&state.store, |s| s.jobs()).await?;
+            let mut out = Vec::with_capacity(rows.len());
+            for row in rows {
+                out.push(jobs::status_of(state, row).await?);
+            }
+            json(StatusCode::OK, &JobList { jobs: out })
+        }
+        Endpoint::Job(n) => json(StatusCode::OK, &jobs::status(state, &n).await?),
+        Endpoint::Clean(n) => {
+            jobs::clean(state, &n).await?;
+            done(format!("Clean job:{n} completed."), 0)
+        }
+        Endpoint::Retry(n) => {
+            let c = jobs::retry(state, &n).await?;
+            done(retried(c), c)
+        }
+        Endpoint::RetryAll => {
+            let rows = blocking(&state.store, |s| s.jobs()).await?;
+            let mut c = 0;
+            for row in rows {
+                c += jobs::retry(state, &row.name).await?;
+            }
+            done(retried(c), c)
+        }
+        Endpoint::Pause(n) => {
+            let c = jobs::pause(state, &n).await?;
+            done(format!("job {n} paused; {c} tasks taken back"), c)
+        }
+        Endpoint::Resume(n) => {
+            jobs::resume(state, &n).await?;
+            done(format!("job {n} resumed"), 0)
+        }
+        Endpoint::Errors(n) => {
+            let job = jobs::find(state, &n).await?;
+            let id = job.id;
+            let failed = blocking(&state.store, move |s| s.failed_objects(id, usize::MAX)).await?;
+            json(
+                StatusCode::OK,
+                &ErrorList {
+                    job: n,
+                    failed: failed.into_iter().map(entry).collect(),
+                },
+            )
+        }
+        Endpoint::Report(n) => {
+            let job = jobs::find(state, &n).await?;
+            let id = job.id;
+            let (c, methods, failed) = blocking(&state.store, move |s| {
+                Ok((
+                    s.counts(id)?,
+                    s.verify_methods(id)?,
+                    s.failed_objects(id, usize::MAX)?,
+                ))
+            })
+            .await?;
+            json(
+                StatusCode::OK,
+                &Report {
+                    job: n,
+                    state: job.state,
+                    counts: jobs::wire_counts(&c),
+                    methods: methods
+                        .into_iter()
+                        .map(|(verified_by, objects, bytes)| VerifyMethod {
+                            verified_by,
+                            objects,
+                            bytes,
+                        })
+                        .collect(),
+                    failed: failed.into_iter().map(entry).collect(),
+                },
+            )
+        }
+        Endpoint::Workers => {
+            let leased = blocking(&state.store, |s| s.leases_by_agent()).await?;
+            let now = Instant::now();
+            let mut workers: Vec<WorkerStatus> = state
+                .agents()
+                .values()
+                .map(|a| WorkerStatus {
+                    name: a.name.clone(),
+                    fingerprint: a.fingerprint.clone(),
+                    addr: a.addr.clone(),
+                    state: liveness(a, now, state.config.agent_timeout)
+                        .as_str()
+                        .to_string(),
+                    capacity: a.capacity,
+                    running: leased.get(&a.fingerprint).copied().unwrap_or(0),
+                    last_heartbeat_secs_ago: a
+                        .last_seen
+                        .map(|t| now.saturating_duration_since(t).as_secs()),
+                    error: a.error.clone(),
+                })
+                .collect();
+            workers.sort_by(|a, b| a.name.cmp(&b.name));
+            json(StatusCode::OK, &WorkerList { workers })
+        }
+        Endpoint::Shutdown => {
+            info!("Shutdown requested by ossimportctl stop.");
+            state.cancel.cancel();
+            done("Stop import service completed.".into(), 0)
+        }
+    })
+}
+
+fn done(message: String, count: u64) -> Response<Body> {
+    json(StatusCode::OK, &Done { message, count })
+}
+
+fn retried(n: u64) -> String {
+    if n == 0 {
+        "None failed tasks, no need to retry.".into()
+    } else {
+        format!("Retry has been submitted ({n} failed objects).")
+    }
+}
+
+fn entry(f: crate::store::FailedObject) -> FailedEntry {
+    FailedEntry {
+        path: f.rel_path,
+        code: f.code,
+        message: f.message,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Endpoint;
+    use hyper::Method;
+
+    #[test]
+    fn paths_parse_to_endpoints() {
+        let p = |m: &Method, s: &str| Endpoint::parse(m, s);
+        assert_eq!(p(&Method::GET, "/v1/jobs"), Some(Endpoint::ListJobs));
+        assert_eq!(
+            p(&Method::GET, "/v1/jobs/a%20b"),
+            Some(Endpoint::Job("a b".into()))
+        );
+        assert_eq!(
+            p(&Method::POST, "/v1/jobs/x/pause"),
+            Some(Endpoint::Pause("x".into()))
+        );
+        assert_eq!(
+            p(&Method::DELETE, "/v1/jobs/x"),
+            Some(Endpoint::Clean("x".into()))
+        );
+        assert_eq!(p(&Method::GET, "/v1/jobs/x/delete"), None);
+        assert_eq!(p(&Method::PUT, "/v1/jobs"), None);
+    }
+}

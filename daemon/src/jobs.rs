@@ -1,0 +1,306 @@
+//! Jobs inside the daemon: submit, reload after a restart, scanning, and the
+//! state changes behind `pause`, `resume`, `retry` and `clean`.
+//!
+//! At submit the daemon keeps its own copy of the job file (mode 0600) in
+//! `<workDir>/jobs/<id>/job.cfg`, so a restart plans the job exactly as it
+//! was submitted even if the original file changed or moved.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use proto::api::{JobCounts, JobStatus, TaskProgress};
+use proto::job::JobSpec;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use crate::plan;
+use crate::scanner::{self, ScanConfig};
+use crate::server::{State, blocking, restrict};
+use crate::store::{Counts, JobRow, StoreError, state as job_state};
+
+/// A job whose plan is loaded.
+pub struct JobRt {
+    /// With credentials: never sent as is (see `scheduler::for_agent`).
+    pub spec: JobSpec,
+    /// Stops this job's scanner.
+    pub scan_cancel: CancellationToken,
+}
+
+/// Why a job operation failed, as the control API maps it.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("job {0} not found")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0:#}")]
+    Other(anyhow::Error),
+}
+
+/// Paused jobs keep their tasks but get no dispatch.
+pub const PAUSED: &str = "paused";
+
+fn job_file(work: &Path, id: i64) -> PathBuf {
+    work.join("jobs").join(id.to_string()).join("job.cfg")
+}
+
+/// Loads every job from the store and restarts scanners of unfinished ones.
+pub async fn load_all(state: &Arc<State>) {
+    let jobs = match blocking(&state.store, |s| s.jobs()).await {
+        Ok(j) => j,
+        Err(e) => {
+            error!(error = %e, "Cannot list jobs.");
+            return;
+        }
+    };
+    for job in jobs {
+        let path = job_file(&state.config.work_dir, job.id);
+        let sys = state.config.sys.clone();
+        let loaded = tokio::task::spawn_blocking(move || plan::load(&path, sys.as_deref())).await;
+        match loaded {
+            Ok(Ok(p)) => {
+                info!(job = %job.name, state = %job.state, "Reloaded job.");
+                let mut spec = p.spec;
+                spec.job_id = job.id;
+                activate(state, &job, spec, p.scan);
+            }
+            Ok(Err(e)) => {
+                error!(job = %job.name, error = %e, "Cannot reload the job's plan; it gets no work until cleaned and resubmitted.")
+            }
+            Err(e) => error!(job = %job.name, error = %e, "Planning panicked."),
+        }
+    }
+}
+
+fn activate(state: &Arc<State>, job: &JobRow, spec: JobSpec, scan: ScanConfig) {
+    let cancel = state.cancel.child_token();
+    state.jobs().insert(
+        job.id,
+        JobRt {
+            spec,
+            scan_cancel: cancel.clone(),
+        },
+    );
+    if !job.scan_done && job.state != job_state::SUCCEED && job.state != job_state::FAILED {
+        start_scan(state, job.id, job.name.clone(), scan, cancel);
+    }
+}
+
+fn start_scan(
+    state: &Arc<State>,
+    job_id: i64,
+    name: String,
+    cfg: ScanConfig,
+    cancel: CancellationToken,
+) {
+    let st = Arc::clone(state);
+    state.tracker.spawn_blocking(move || {
+        let wake = Arc::clone(&st);
+        let r = scanner::scan(&st.store, job_id, &cfg, &cancel, |_, _| {
+            wake.wake.notify_one();
+        });
+        match r {
+            Ok((true, stats)) => {
+                info!(job = %name, files = stats.files, tasks = stats.tasks, "Scan finished.")
+            }
+            Ok((false, _)) => info!(job = %name, "Scan stopped; it resumes at the next start."),
+            Err(e) => {
+                error!(job = %name, error = %e, "Scan failed; job marked failed.");
+                let _ = st.store.set_job_state(job_id, job_state::FAILED);
+            }
+        }
+        st.wake.notify_one();
+    });
+}
+
+/// Validates and stores a job file; the job starts at once.
+pub async fn submit(state: &Arc<State>, job_cfg: &str) -> Result<JobStatus, JobError> {
+    let path = PathBuf::from(job_cfg);
+    if !path.is_absolute() {
+        return Err(JobError::Invalid(format!(
+            "{job_cfg}: give the job file as an absolute path (the daemon reads it)"
+        )));
+    }
+    let sys = state.config.sys.clone();
+    let p = {
+        let path = path.clone();
+        tokio::task::spawn_blocking(move || plan::load(&path, sys.as_deref()))
+            .await
+            .map_err(|e| JobError::Other(e.into()))?
+            .map_err(JobError::Invalid)?
+    };
+    for w in &p.warnings {
+        warn!(job = %p.name, warning = %w, "Job file warning.");
+    }
+    p.preflight()
+        .await
+        .map_err(|e| JobError::Invalid(format!("{e:#}")))?;
+    let name = p.name.clone();
+    if blocking(&state.store, {
+        let n = name.clone();
+        move |s| s.find_job(&n)
+    })
+    .await?
+    .is_some()
+    {
+        return Err(JobError::Conflict(format!(
+            "job {name} already exists; run `ossimportctl clean {name}` first to start it over"
+        )));
+    }
+    let (n, cfg, fp) = (name.clone(), p.config_json.clone(), p.fingerprint.clone());
+    let id = blocking(&state.store, move |s| s.create_job(&n, &cfg, &fp)).await?;
+    let copy = job_file(&state.config.work_dir, id);
+    let saved = (|| -> std::io::Result<()> {
+        let text = std::fs::read(&path)?;
+        if let Some(d) = copy.parent() {
+            std::fs::create_dir_all(d)?;
+        }
+        proto::auth::write_private(&copy, &text)?;
+        restrict(&copy);
+        Ok(())
+    })();
+    if let Err(e) = saved {
+        let _ = blocking(&state.store, move |s| s.delete_job(id)).await;
+        return Err(JobError::Other(anyhow::anyhow!(
+            "saving a copy of {} for job {name}: {e}",
+            path.display()
+        )));
+    }
+    let mut spec = p.spec;
+    spec.job_id = id;
+    let n = name.clone();
+    let row = blocking(&state.store, move |s| s.find_job(&n))
+        .await?
+        .ok_or_else(|| JobError::NotFound(name.clone()))?;
+    activate(state, &row, spec, p.scan);
+    info!(job = %name, job_id = id, "Job submitted.");
+    state.wake.notify_one();
+    status(state, &name).await
+}
+
+pub async fn find(state: &Arc<State>, name: &str) -> Result<JobRow, JobError> {
+    let n = name.to_string();
+    blocking(&state.store, move |s| s.find_job(&n))
+        .await?
+        .ok_or_else(|| JobError::NotFound(name.to_string()))
+}
+
+pub async fn status(state: &Arc<State>, name: &str) -> Result<JobStatus, JobError> {
+    let job = find(state, name).await?;
+    status_of(state, job).await
+}
+
+pub async fn status_of(state: &Arc<State>, job: JobRow) -> Result<JobStatus, JobError> {
+    let id = job.id;
+    let (c, running) = blocking(&state.store, move |s| {
+        Ok((s.counts(id)?, s.running_tasks(id)?))
+    })
+    .await?;
+    let agents = state.agents();
+    Ok(JobStatus {
+        name: job.name,
+        state: job.state,
+        scan_done: job.scan_done,
+        counts: wire_counts(&c),
+        running_tasks: running
+            .into_iter()
+            .map(|t| TaskProgress {
+                task_id: t.task_id,
+                agent: t
+                    .agent
+                    .map(|fp| agents.get(&fp).map(|a| a.name.clone()).unwrap_or(fp)),
+                bytes_done: t.bytes_done,
+                bytes_total: t.bytes_total,
+                files_done: t.files_done,
+                files_total: t.files_total,
+            })
+            .collect(),
+    })
+}
+
+pub fn wire_counts(c: &Counts) -> JobCounts {
+    JobCounts {
+        objects: c.objects,
+        bytes: c.bytes,
+        pending: c.pending,
+        verified: c.verified,
+        verified_bytes: c.verified_bytes,
+        skipped: c.skipped,
+        skipped_bytes: c.skipped_bytes,
+        failed: c.failed,
+        tasks: c.tasks,
+        tasks_pending: c.tasks_pending,
+        tasks_dispatched: c.tasks_dispatched,
+        tasks_done: c.tasks_done,
+        tasks_failed: c.tasks_failed,
+    }
+}
+
+/// Stops dispatching a job and takes its tasks back from the agents (they
+/// are told to drop them at their next heartbeat).
+pub async fn pause(state: &Arc<State>, name: &str) -> Result<u64, JobError> {
+    let job = find(state, name).await?;
+    if job.state != job_state::RUNNING {
+        return Err(JobError::Conflict(format!(
+            "job {name} is {}, not running",
+            job.state
+        )));
+    }
+    let id = job.id;
+    let n = blocking(&state.store, move |s| {
+        s.set_job_state(id, PAUSED)?;
+        s.requeue_dispatched(id)
+    })
+    .await?;
+    info!(job = %name, tasks = n, "Job paused.");
+    Ok(n as u64)
+}
+
+pub async fn resume(state: &Arc<State>, name: &str) -> Result<(), JobError> {
+    let job = find(state, name).await?;
+    if job.state != PAUSED {
+        return Err(JobError::Conflict(format!(
+            "job {name} is {}, not paused",
+            job.state
+        )));
+    }
+    let id = job.id;
+    blocking(&state.store, move |s| {
+        s.set_job_state(id, job_state::RUNNING)
+    })
+    .await?;
+    info!(job = %name, "Job resumed.");
+    state.wake.notify_one();
+    Ok(())
+}
+
+/// Makes failed objects of a job pending again; returns how many.
+pub async fn retry(state: &Arc<State>, name: &str) -> Result<u64, JobError> {
+    let job = find(state, name).await?;
+    let id = job.id;
+    let n = blocking(&state.store, move |s| s.retry_failed(id)).await?;
+    info!(job = %name, objects = n, "Failed objects queued again.");
+    state.wake.notify_one();
+    Ok(n as u64)
+}
+
+/// Forgets a job: scanner stopped, rows deleted, copy removed.
+pub async fn clean(state: &Arc<State>, name: &str) -> Result<(), JobError> {
+    let job = find(state, name).await?;
+    if let Some(rt) = state.jobs().remove(&job.id) {
+        rt.scan_cancel.cancel();
+    }
+    let id = job.id;
+    // A scanner between two entries may still commit one task; that commit
+    // then fails on the deleted job and the scanner ends.
+    blocking(&state.store, move |s| s.delete_job(id)).await?;
+    if let Some(dir) = job_file(&state.config.work_dir, id).parent() {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    info!(job = %name, "Job cleaned.");
+    Ok(())
+}

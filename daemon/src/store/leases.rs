@@ -1,0 +1,239 @@
+//! Task leases for distributed mode, and the read queries behind `stat`,
+//! `workers` and `report`.
+//!
+//! A dispatched task belongs to one agent (its key fingerprint) until
+//! `lease_until` (unix seconds). Heartbeats move the deadline forward; a
+//! lease that passes its deadline returns the task to pending. Results stay
+//! idempotent whoever reports them (see `apply_events`).
+
+use std::collections::HashMap;
+
+use rusqlite::{OptionalExtension, params};
+
+use super::{JobRow, Store, StoreError};
+
+/// A dispatched task with how far it got.
+#[derive(Clone, Debug)]
+pub struct RunningTask {
+    pub task_id: i64,
+    pub agent: Option<String>,
+    pub bytes_done: u64,
+    pub bytes_total: u64,
+    pub files_done: u64,
+    pub files_total: u64,
+}
+
+impl Store {
+    /// Every job, oldest first.
+    pub fn jobs(&self) -> Result<Vec<JobRow>, StoreError> {
+        let conn = self.lock();
+        let mut q = conn.prepare_cached(
+            "SELECT id, name, config, fingerprint, state, scan_done, scan_checkpoint FROM jobs ORDER BY id",
+        )?;
+        let rows = q.query_map([], |r| {
+            Ok(JobRow {
+                id: r.get(0)?,
+                name: r.get(1)?,
+                config: r.get(2)?,
+                fingerprint: r.get(3)?,
+                state: r.get(4)?,
+                scan_done: r.get::<_, i64>(5)? != 0,
+                scan_checkpoint: r.get(6)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Returns tasks whose lease ended before `now` to pending.
+    pub fn expire_leases(&self, now: i64) -> Result<usize, StoreError> {
+        Ok(self.lock().execute(
+            "UPDATE tasks SET state = 'pending', agent = NULL, lease_until = NULL
+             WHERE state = 'dispatched' AND lease_until < ?1",
+            [now],
+        )?)
+    }
+
+    /// Gives every dispatched task a lease until at least `until`: after a
+    /// daemon restart, agents that are still working get one lease period
+    /// to check in before their tasks go to someone else.
+    pub fn extend_leases(&self, until: i64) -> Result<usize, StoreError> {
+        Ok(self.lock().execute(
+            "UPDATE tasks SET lease_until = ?1 WHERE state = 'dispatched' AND lease_until < ?1",
+            [until],
+        )?)
+    }
+
+    /// Renews the leases `agent` holds among `task_ids` until `until`, and
+    /// returns the ids it does not hold (any more): the agent should drop
+    /// them.
+    pub fn renew_leases(
+        &self,
+        agent: &str,
+        task_ids: &[i64],
+        until: i64,
+    ) -> Result<Vec<i64>, StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let mut lost = Vec::new();
+        {
+            let mut renew = tx.prepare_cached(
+                "UPDATE tasks SET lease_until = ?3 WHERE id = ?1 AND agent = ?2 AND state = 'dispatched'",
+            )?;
+            for id in task_ids {
+                if renew.execute(params![id, agent, until])? == 0 {
+                    lost.push(*id);
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(lost)
+    }
+
+    /// Returns tasks leased to `agent` to pending (a batch it refused or
+    /// never received).
+    pub fn release_tasks(&self, agent: &str, task_ids: &[i64]) -> Result<usize, StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let mut n = 0;
+        {
+            let mut q = tx.prepare_cached(
+                "UPDATE tasks SET state = 'pending', agent = NULL, lease_until = NULL
+                 WHERE id = ?1 AND agent = ?2 AND state = 'dispatched'",
+            )?;
+            for id in task_ids {
+                n += q.execute(params![id, agent])?;
+            }
+        }
+        tx.commit()?;
+        Ok(n)
+    }
+
+    /// Returns every task leased to `agent` to pending (it said goodbye).
+    pub fn release_agent(&self, agent: &str) -> Result<usize, StoreError> {
+        Ok(self.lock().execute(
+            "UPDATE tasks SET state = 'pending', agent = NULL, lease_until = NULL
+             WHERE agent = ?1 AND state = 'dispatched'",
+            [agent],
+        )?)
+    }
+
+    /// Dispatched tasks per agent fingerprint.
+    pub fn leases_by_agent(&self) -> Result<HashMap<String, u64>, StoreError> {
+        let conn = self.lock();
+        let mut q = conn.prepare_cached(
+            "SELECT agent, count(*) FROM tasks WHERE state = 'dispatched' AND agent IS NOT NULL GROUP BY agent",
+        )?;
+        let rows = q.query_map([], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The agent holding a task's lease, if it is dispatched.
+    pub fn lease_owner(&self, task_id: i64) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .lock()
+            .query_row(
+                "SELECT agent FROM tasks WHERE id = ?1 AND state = 'dispatched'",
+                [task_id],
+                |r| r.get::<_, Option<String>>(0),
+            )
+            .optional()?
+            .flatten())
+    }
+
+    /// Whether an object is still recorded (a job cleaned while an agent
+    /// worked on it is not).
+    pub fn object_exists(&self, object_id: i64) -> Result<bool, StoreError> {
+        Ok(self
+            .lock()
+            .query_row("SELECT 1 FROM objects WHERE id = ?1", [object_id], |_| {
+                Ok(())
+            })
+            .optional()?
+            .is_some())
+    }
+
+    /// Dispatched tasks of a job with bytes and files final so far.
+    pub fn running_tasks(&self, job_id: i64) -> Result<Vec<RunningTask>, StoreError> {
+        let conn = self.lock();
+        let mut q = conn.prepare_cached(
+            "SELECT t.id, t.agent, t.byte_count, t.object_count,
+                    coalesce(sum(CASE WHEN o.state != 'pending' THEN o.size END), 0),
+                    count(CASE WHEN o.state != 'pending' THEN 1 END)
+             FROM tasks t LEFT JOIN objects o ON o.task_id = t.id
+             WHERE t.job_id = ?1 AND t.state = 'dispatched'
+             GROUP BY t.id ORDER BY t.id",
+        )?;
+        let rows = q.query_map([job_id], |r| {
+            Ok(RunningTask {
+                task_id: r.get(0)?,
+                agent: r.get(1)?,
+                bytes_total: r.get::<_, i64>(2)? as u64,
+                files_total: r.get::<_, i64>(3)? as u64,
+                bytes_done: r.get::<_, i64>(4)? as u64,
+                files_done: r.get::<_, i64>(5)? as u64,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Verified and skipped objects of a job by how they were verified:
+    /// `(verified_by, objects, bytes)`.
+    pub fn verify_methods(&self, job_id: i64) -> Result<Vec<(String, u64, u64)>, StoreError> {
+        let conn = self.lock();
+        let mut q = conn.prepare_cached(
+            "SELECT state || ':' || coalesce(verified_by, ''), count(*), coalesce(sum(size), 0) FROM objects
+             WHERE job_id = ?1 AND state IN ('verified', 'skipped') GROUP BY 1 ORDER BY 1",
+        )?;
+        let rows = q.query_map([job_id], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, i64>(1)? as u64,
+                r.get::<_, i64>(2)? as u64,
+            ))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{NewObject, Store};
+
+    fn obj(p: &str) -> NewObject {
+        NewObject {
+            rel_path: p.into(),
+            size: 10,
+            mtime: 1,
+            src_ref: None,
+            failure: None,
+        }
+    }
+
+    #[test]
+    fn leases_expire_renew_and_release() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("db")).unwrap();
+        let job = s.create_job("j", "{}", "f").unwrap();
+        let t1 = s.commit_task(job, &[obj("a")], "a").unwrap();
+        let t2 = s.commit_task(job, &[obj("b")], "b").unwrap();
+        assert_eq!(s.lease_tasks(job, 1, "A", 100).unwrap()[0].task_id, t1);
+        assert_eq!(s.lease_tasks(job, 1, "B", 100).unwrap()[0].task_id, t2);
+        assert_eq!(s.lease_owner(t1).unwrap().as_deref(), Some("A"));
+        assert_eq!(s.leases_by_agent().unwrap()["B"], 1);
+
+        // A renews its own task; B's task is not A's to renew.
+        assert_eq!(s.renew_leases("A", &[t1, t2], 200).unwrap(), vec![t2]);
+        // At 150 only B's lease (until 100) has run out.
+        assert_eq!(s.expire_leases(150).unwrap(), 1);
+        assert_eq!(s.lease_owner(t2).unwrap(), None);
+        assert_eq!(s.counts(job).unwrap().tasks_pending, 1);
+
+        // A refused batch goes back at once; only its holder can release it.
+        assert_eq!(s.release_tasks("B", &[t1]).unwrap(), 0);
+        assert_eq!(s.release_tasks("A", &[t1]).unwrap(), 1);
+        assert_eq!(s.counts(job).unwrap().tasks_pending, 2);
+        assert_eq!(s.running_tasks(job).unwrap().len(), 0);
+    }
+}

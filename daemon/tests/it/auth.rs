@@ -1,0 +1,216 @@
+//! Requests that are unsigned, signed by an unknown key, stale, replayed or
+//! meant for someone else are refused with 401 and change nothing.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use hyper::{Method, StatusCode};
+use proto::auth::Signer;
+use proto::client::{self, Target};
+use tokio_util::sync::CancellationToken;
+
+use crate::support::*;
+
+async fn post(
+    addr: &str,
+    path: &str,
+    headers: &[(&'static str, String)],
+    body: &[u8],
+) -> StatusCode {
+    client::send(
+        &Target::Tcp(addr.to_string()),
+        Method::POST,
+        path,
+        headers,
+        body.to_vec(),
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap()
+    .0
+}
+
+#[test]
+fn agent_executes_only_fresh_requests_signed_by_its_daemon() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    let dest = tmp.path().join("dest");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::create_dir_all(&dest).unwrap();
+    std::fs::write(src.join("a.txt"), b"hello").unwrap();
+    let cfg = tmp.path().join("job.cfg");
+    std::fs::write(
+        &cfg,
+        format!(
+            "jobName=auth\nsrcType=local\nsrcPrefix={}/\ndestType=local\ndestDir={}/\n",
+            src.display(),
+            dest.display()
+        ),
+    )
+    .unwrap();
+    let plan = daemon::plan::load(&cfg, None).unwrap();
+    let mtime = std::fs::metadata(src.join("a.txt"))
+        .unwrap()
+        .modified()
+        .unwrap()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let batch = serde_json::to_vec(&serde_json::json!({
+        "job": plan.spec,
+        "tasks": [{"task_id": 1, "job_id": plan.spec.job_id, "objects": [
+            {"object_id": 1, "rel_path": "a.txt", "size": 5, "mtime": mtime, "resume": null}
+        ]}],
+    }))
+    .unwrap();
+
+    let daemon_key = Signer::random();
+    let stranger = Signer::random();
+    let agent_key = Signer::random();
+    let me = agent_key.fingerprint().to_string();
+    let rt = rt();
+    rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let config = agent::server::Config {
+            name: "solo".into(),
+            daemon_addr: format!("127.0.0.1:{}", free_port()),
+            daemon_key: daemon_key.public_key().clone(),
+            advertise: addr.clone(),
+            capacity: 2,
+            heartbeat: Duration::from_millis(200),
+            auth_window: Duration::from_secs(60),
+            request_timeout: Duration::from_secs(2),
+            drain: Duration::from_millis(100),
+            secrets: Default::default(),
+        };
+        let stop = CancellationToken::new();
+        let server = tokio::spawn(agent::server::run(
+            config,
+            agent_key,
+            listener,
+            stop.clone().cancelled_owned(),
+        ));
+        let tasks = proto::api::agent_path::TASKS;
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+
+        assert_eq!(
+            post(&addr, tasks, &[], &batch).await,
+            StatusCode::UNAUTHORIZED
+        );
+        let h = stranger.sign("POST", tasks, &batch, &me);
+        assert_eq!(
+            post(&addr, tasks, &h, &batch).await,
+            StatusCode::UNAUTHORIZED
+        );
+        let h = daemon_key.sign_with(
+            "POST",
+            tasks,
+            &batch,
+            &me,
+            now - 3600,
+            "0123456789abcdef0123",
+        );
+        assert_eq!(
+            post(&addr, tasks, &h, &batch).await,
+            StatusCode::UNAUTHORIZED
+        );
+        let h = daemon_key.sign("POST", tasks, &batch, stranger.fingerprint());
+        assert_eq!(
+            post(&addr, tasks, &h, &batch).await,
+            StatusCode::UNAUTHORIZED
+        );
+        let h = daemon_key.sign("POST", tasks, b"{}", &me);
+        assert_eq!(
+            post(&addr, tasks, &h, &batch).await,
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            std::fs::read_dir(&dest).unwrap().count(),
+            0,
+            "a refused request ran"
+        );
+
+        let h = daemon_key.sign("POST", tasks, &batch, &me);
+        assert_eq!(post(&addr, tasks, &h, &batch).await, StatusCode::OK);
+        let copied = dest.join("a.txt");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while !copied.exists() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the signed batch did not run"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(
+            post(&addr, tasks, &h, &batch).await,
+            StatusCode::UNAUTHORIZED
+        );
+
+        stop.cancel();
+        server.await.unwrap().unwrap();
+    });
+}
+
+#[test]
+fn daemon_ignores_agents_it_has_not_enrolled() {
+    let tmp = tempfile::tempdir().unwrap();
+    let work = tmp.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let port = free_port();
+    let d = Daemon::start(&work, port);
+    let daemon_pub = proto::auth::parse_public_keys(
+        &std::fs::read_to_string(work.join("daemon_ed25519.pub")).unwrap(),
+    )
+    .unwrap()
+    .remove(0);
+    let daemon_fp = proto::auth::fingerprint(&daemon_pub);
+    let stranger = Signer::random();
+    let hb = serde_json::to_vec(&proto::api::Heartbeat {
+        name: "intruder".into(),
+        addr: "127.0.0.1:1".into(),
+        capacity: 8,
+        running: vec![],
+        fingerprint: stranger.fingerprint().into(),
+    })
+    .unwrap();
+    let path = proto::api::agent_path::HEARTBEAT;
+    rt().block_on(async {
+        assert_eq!(
+            post(&d.addr, path, &[], &hb).await,
+            StatusCode::UNAUTHORIZED
+        );
+        let h = stranger.sign("POST", path, &hb, &daemon_fp);
+        assert_eq!(post(&d.addr, path, &h, &hb).await, StatusCode::UNAUTHORIZED);
+    });
+    assert!(d.workers().workers.is_empty());
+    assert!(
+        d.log_text()
+            .contains("Refused unauthenticated agent request")
+    );
+
+    // Enrolled while the daemon runs: accepted without a restart, once.
+    let line = format!("{} intruder\n", stranger.public_key_openssh());
+    std::fs::write(work.join("agent_keys"), line).unwrap();
+    // The key file is re-read at most once a second, as a heartbeat retries.
+    rt().block_on(async {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        let h = loop {
+            let h = stranger.sign("POST", path, &hb, &daemon_fp);
+            if post(&d.addr, path, &h, &hb).await == StatusCode::OK {
+                break h;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "enrolled key never accepted"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        assert_eq!(post(&d.addr, path, &h, &hb).await, StatusCode::UNAUTHORIZED);
+    });
+    let w = d.workers();
+    assert_eq!(w.workers.len(), 1);
+    assert_eq!(w.workers[0].state, "up");
+}

@@ -1,0 +1,252 @@
+//! Jobs spread over several agents: sharing, an agent killed, the daemon
+//! killed and restarted, and what crosses the wire.
+
+use hyper::Method;
+
+use crate::support::*;
+
+struct Cluster {
+    tmp: tempfile::TempDir,
+    s3: S3Server,
+    daemon: Daemon,
+    daemon_pub: std::path::PathBuf,
+    port: u16,
+    agents: Vec<Agent>,
+}
+
+impl Cluster {
+    /// A daemon and `n` agents with `tasks` slots each; every agent talks
+    /// through `via` when given (a relay in front of the daemon).
+    fn start(n: usize, tasks: u32, relays: bool) -> (Cluster, Vec<Relay>) {
+        let s3 = S3Server::start();
+        let tmp = tempfile::tempdir().unwrap();
+        let work = tmp.path().join("work");
+        std::fs::create_dir_all(&work).unwrap();
+        let daemon_pub = Daemon::init(&work);
+        let port = free_port();
+        let daemon = Daemon::start(&work, port);
+        let mut recorded = Vec::new();
+        let daemon_addr = if relays {
+            let r = Relay::start(daemon.addr.clone());
+            let a = r.addr.clone();
+            recorded.push(r);
+            a
+        } else {
+            daemon.addr.clone()
+        };
+        let mut agents = Vec::new();
+        for i in 0..n {
+            let name = format!("a{}", i + 1);
+            Agent::enrol(tmp.path(), &name, &work);
+            let listen = format!("127.0.0.1:{}", free_port());
+            let advertise = relays.then(|| {
+                let r = Relay::start(listen.clone());
+                let a = r.addr.clone();
+                recorded.push(r);
+                a
+            });
+            agents.push(Agent::start(AgentOpts {
+                name: &name,
+                dir: tmp.path(),
+                daemon_addr: &daemon_addr,
+                daemon_pub: &daemon_pub,
+                listen,
+                advertise,
+                tasks,
+                wrap: Vec::new(),
+            }));
+        }
+        let c = Cluster {
+            tmp,
+            s3,
+            daemon,
+            daemon_pub,
+            port,
+            agents,
+        };
+        c.wait_up(n);
+        (c, recorded)
+    }
+
+    fn wait_up(&self, n: usize) {
+        wait_for("agents to check in", 60, || {
+            self.daemon
+                .workers()
+                .workers
+                .iter()
+                .filter(|w| w.state == "up")
+                .count()
+                == n
+        });
+    }
+
+    fn job(&self, name: &str, files: usize, len: usize, per_task: u32) -> Vec<String> {
+        let src = self.tmp.path().join(format!("src-{name}"));
+        let rels = tree(&src, files, len);
+        rt().block_on(create_bucket(&self.s3.client(), name));
+        let cfg = job_cfg(
+            self.tmp.path(),
+            name,
+            &src,
+            &self.s3.endpoint,
+            name,
+            per_task,
+        );
+        self.daemon.submit(&cfg);
+        rels
+    }
+
+    fn keys(&self, bucket: &str) -> Vec<String> {
+        rt().block_on(list_keys(&self.s3.client(), bucket))
+    }
+}
+
+fn sorted(mut v: Vec<String>) -> Vec<String> {
+    v.sort();
+    v
+}
+
+#[test]
+fn three_agents_share_a_job_and_no_secret_crosses_the_wire() {
+    let (c, relays) = Cluster::start(3, 1, true);
+    let files = c.job("three", 36, 20_000, 2);
+    let st = c.daemon.wait_job("three", 180);
+    assert_eq!(st.state, "succeed", "{st:?}");
+    assert_eq!(st.counts.objects, 36);
+    assert_eq!(st.counts.verified, 36);
+    assert_eq!(st.counts.failed, 0);
+    assert_eq!(c.keys("three"), sorted(files));
+    for a in &c.agents {
+        assert!(
+            a.log_text().contains("Accepted batch"),
+            "agent {} did no part of the job",
+            a.name
+        );
+    }
+    // Every request and answer between daemon and agents went through a
+    // relay: the job's secret key is in none of them, though the access key
+    // (not a secret) is.
+    let total: usize = relays.iter().map(Relay::len).sum();
+    assert!(total > 10_000, "the relays saw {total} bytes");
+    assert!(relays.iter().any(|r| r.contains(AK.as_bytes())));
+    for r in &relays {
+        assert!(
+            !r.contains(SK.as_bytes()),
+            "the secret key crossed the wire"
+        );
+    }
+}
+
+#[test]
+fn an_agent_killed_mid_job_loses_its_tasks_to_the_others() {
+    let (mut c, _) = Cluster::start(3, 1, false);
+    let files = c.job("killed", 24, 2 << 20, 2);
+    wait_for("a1 to take a batch", 60, || {
+        c.agents[0].log_text().contains("Accepted batch")
+    });
+    c.agents[0].kill();
+
+    let st = c.daemon.wait_job("killed", 180);
+    assert_eq!(st.state, "succeed", "{st:?}");
+    assert_eq!(st.counts.verified, 24);
+    assert_eq!(c.keys("killed"), sorted(files));
+    // Counted once: one row per object, each verified once.
+    let db = store(&c.daemon.work);
+    let (rows, verified): (i64, i64) = db
+        .query_row(
+            "SELECT count(*), sum(state = 'verified') FROM objects",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!((rows, verified), (24, 24));
+    // The task a1 held was dispatched again.
+    let moved: i64 = db
+        .query_row(
+            "SELECT count(*) FROM tasks WHERE dispatch_count > 1",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(moved >= 1, "no task moved after a1 was killed");
+    let w = c.daemon.workers();
+    let a1 = w.workers.iter().find(|w| w.name == "a1").unwrap();
+    assert_eq!(a1.state, "down", "{w:?}");
+    assert_eq!(a1.running, 0);
+}
+
+#[test]
+fn a_killed_daemon_restarts_and_finishes_without_redoing_verified_objects() {
+    let (mut c, _) = Cluster::start(2, 1, false);
+    let files = c.job("restart", 40, 1 << 20, 2);
+    wait_for("some objects verified", 120, || {
+        c.daemon.job("restart").counts.verified >= 6
+    });
+    c.daemon.kill();
+
+    let done: Vec<String> = {
+        let db = store(&c.daemon.work);
+        let mut q = db
+            .prepare("SELECT rel_path FROM objects WHERE state = 'verified'")
+            .unwrap();
+        q.query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    };
+    assert!(
+        done.len() >= 6 && done.len() < 40,
+        "{} verified",
+        done.len()
+    );
+    // Take the verified objects away: if the restarted daemon copied any of
+    // them again, it would reappear.
+    let client = c.s3.client();
+    rt().block_on(async {
+        for k in &done {
+            client
+                .delete_object()
+                .bucket("restart")
+                .key(k)
+                .send()
+                .await
+                .unwrap();
+        }
+    });
+
+    c.daemon = Daemon::start(&c.daemon.work.clone(), c.port);
+    let st = c.daemon.wait_job("restart", 180);
+    assert_eq!(st.state, "succeed", "{st:?}");
+    assert_eq!(st.counts.verified, 40);
+    let keys = c.keys("restart");
+    let expected: Vec<String> = sorted(files)
+        .into_iter()
+        .filter(|f| !done.contains(f))
+        .collect();
+    assert_eq!(keys, expected, "verified objects were copied again");
+    let _ = &c.daemon_pub;
+}
+
+#[test]
+fn pause_takes_tasks_back_and_resume_finishes() {
+    let (c, _) = Cluster::start(1, 1, false);
+    c.job("paused", 12, 1 << 20, 1);
+    let _: serde_json::Value = api(
+        &c.daemon.socket,
+        Method::POST,
+        "/v1/jobs/paused/pause",
+        None,
+    );
+    assert_eq!(c.daemon.job("paused").state, "paused");
+    wait_for("paused job to hold no task", 30, || {
+        c.daemon.job("paused").counts.tasks_dispatched == 0
+    });
+    let _: serde_json::Value = api(
+        &c.daemon.socket,
+        Method::POST,
+        "/v1/jobs/paused/resume",
+        None,
+    );
+    let st = c.daemon.wait_job("paused", 120);
+    assert_eq!((st.state.as_str(), st.counts.verified), ("succeed", 12));
+}

@@ -1,0 +1,10 @@
+//! Integration tests of distributed mode: the real `ossimportd` and
+//! `ossimport-agent` processes, real HTTP, a real S3-compatible server.
+
+// Test helpers are `pub` for the sibling modules of this one binary.
+#![allow(unreachable_pub)]
+
+mod auth;
+mod cluster;
+mod netns;
+mod support;
