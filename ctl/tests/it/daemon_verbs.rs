@@ -1,0 +1,370 @@
+//! `ossimportctl` against a daemon: the original's `stat` block for a running
+//! and a finished job, the other verbs, and the errors when the daemon is
+//! not running or the socket is not ours.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::{Method, StatusCode};
+use proto::api::{BatchAccepted, TaskBatch, agent_path};
+use proto::auth::Signer;
+use tokio_util::sync::CancellationToken;
+
+use crate::support::{ctl, stderr, stdout};
+
+/// An in-process `ossimportd` on a temp work directory.
+struct Daemon {
+    rt: tokio::runtime::Runtime,
+    stop: CancellationToken,
+    handle: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    work: PathBuf,
+    socket: PathBuf,
+    agents_addr: String,
+}
+
+impl Daemon {
+    fn start(work: &Path) -> Daemon {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let socket = work.join("ossimportd.sock");
+        let mut config = daemon::server::Config::new(work, None);
+        config.lease = Duration::from_secs(2);
+        config.tick = Duration::from_millis(100);
+        let stop = CancellationToken::new();
+        let (handle, agents_addr) = rt.block_on(async {
+            let ctl = tokio::net::UnixListener::from_std(
+                daemon::server::bind_socket(&socket, None).unwrap(),
+            )
+            .unwrap();
+            let agents = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = agents.local_addr().unwrap().to_string();
+            let listeners = daemon::server::Listeners { ctl, agents };
+            let h = tokio::spawn(daemon::server::run(
+                config,
+                listeners,
+                stop.clone().cancelled_owned(),
+            ));
+            (h, addr)
+        });
+        let d = Daemon {
+            rt,
+            stop,
+            handle: Some(handle),
+            work: work.to_path_buf(),
+            socket,
+            agents_addr,
+        };
+        poll("the daemon", || {
+            d.ctl(&["version"]).0.contains("ossimportd 0")
+        });
+        d
+    }
+
+    /// Runs `ossimportctl <args> --socket S`: (stdout, stderr, exit code).
+    fn ctl(&self, args: &[&str]) -> (String, String, i32) {
+        let out = ctl()
+            .args(args)
+            .arg("--socket")
+            .arg(&self.socket)
+            .output()
+            .unwrap();
+        (stdout(&out), stderr(&out), out.status.code().unwrap_or(-1))
+    }
+
+    fn daemon_fp(&self) -> String {
+        let text = std::fs::read_to_string(self.work.join("daemon_ed25519.pub")).unwrap();
+        proto::auth::fingerprint(&proto::auth::parse_public_keys(&text).unwrap()[0])
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.stop.cancel();
+        if let Some(h) = self.handle.take() {
+            let _ = self.rt.block_on(h);
+        }
+    }
+}
+
+fn poll(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !f() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_daemon_that_is_not_running_gets_one_line_with_the_fix() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = local_job(tmp.path());
+    let cfg = cfg.to_str().unwrap();
+    for verb in [
+        &["stat"][..],
+        &["workers"],
+        &["clean", "x"],
+        &["submit", cfg],
+    ] {
+        let out = ctl()
+            .args(verb)
+            .arg("--socket")
+            .arg(tmp.path().join("none.sock"))
+            .output()
+            .unwrap();
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(3), "{verb:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains("ossimportd is not running"), "{err}");
+        assert!(err.contains("ossimportctl start"), "{err}");
+    }
+}
+
+/// Writes a local-to-local job of four files in two tasks.
+fn local_job(dir: &Path) -> PathBuf {
+    let src = dir.join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    for i in 0..4 {
+        std::fs::write(src.join(format!("f{i}")), vec![b'x'; 1000 + i]).unwrap();
+    }
+    let cfg = dir.join("job.cfg");
+    std::fs::write(
+        &cfg,
+        format!(
+            "jobName=legacy\nsrcType=local\nsrcPrefix={}/\ndestType=local\ndestDir={}/\ntaskObjectCountLimit=2\n",
+            src.display(),
+            dir.join("dest").display()
+        ),
+    )
+    .unwrap();
+    cfg
+}
+
+/// A stand-in agent that accepts every batch and runs nothing, so a task
+/// stays dispatched for as long as the test heartbeats for it.
+fn idle_agent(rt: &tokio::runtime::Runtime) -> (String, CancellationToken) {
+    let stop = CancellationToken::new();
+    let addr = rt.block_on(async {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        let handler: proto::server::Handler = Arc::new(|req| {
+            Box::pin(async move {
+                let b: TaskBatch = serde_json::from_slice(&req.body).unwrap();
+                proto::server::json(
+                    StatusCode::OK,
+                    &BatchAccepted {
+                        accepted: b.tasks.iter().map(|t| t.task_id).take(1).collect(),
+                    },
+                )
+            })
+        });
+        tokio::spawn(proto::server::serve_tcp(
+            l,
+            handler,
+            proto::server::Limits {
+                max_body: 1 << 20,
+                max_connections: 4,
+                drain: Duration::from_secs(1),
+            },
+            stop.clone(),
+        ));
+        addr
+    });
+    (addr, stop)
+}
+
+#[test]
+fn legacy_stat_matches_the_original_for_running_and_finished_jobs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let work = tmp.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let key = Signer::load_or_generate(&tmp.path().join("agent_key"), "a1").unwrap();
+    std::fs::write(
+        work.join("agent_keys"),
+        format!("{} a1\n", key.public_key_openssh()),
+    )
+    .unwrap();
+    let d = Daemon::start(&work);
+    let (out, _, code) = d.ctl(&["stat", "--legacy"]);
+    assert_eq!(
+        (out.as_str(), code),
+        ("no jobs is running or finished.\n", 0)
+    );
+
+    let cfg = local_job(tmp.path());
+    let (out, err, code) = d.ctl(&["submit", cfg.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        out,
+        format!("submit job:{}\nsubmit job:legacy success!\n", cfg.display())
+    );
+    let (_, err, code) = d.ctl(&["submit", cfg.to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert!(err.contains("already exists"), "{err}");
+
+    // One task dispatched to an agent that sits on it.
+    let (addr, idle_stop) = idle_agent(&d.rt);
+    let daemon_fp = d.daemon_fp();
+    let heartbeat = |running: Vec<i64>| {
+        let body = serde_json::to_vec(&proto::api::Heartbeat {
+            name: "a1".into(),
+            addr: addr.clone(),
+            capacity: 1,
+            running,
+            fingerprint: key.fingerprint().into(),
+        })
+        .unwrap();
+        let h = key.sign("POST", agent_path::HEARTBEAT, &body, &daemon_fp);
+        let (status, _) =
+            d.rt.block_on(proto::client::send(
+                &proto::client::Target::Tcp(d.agents_addr.clone()),
+                Method::POST,
+                agent_path::HEARTBEAT,
+                &h,
+                body,
+                Duration::from_secs(10),
+            ))
+            .unwrap();
+        assert_eq!(status, StatusCode::OK);
+    };
+    let mut task = 0;
+    poll("a task dispatched", || {
+        heartbeat(vec![]);
+        let (json, _, _) = d.ctl(&["stat", "legacy", "--json"]);
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        match v["running_tasks"][0]["task_id"].as_i64() {
+            Some(t) if v["scan_done"] == true => {
+                task = t;
+                true
+            }
+            _ => false,
+        }
+    });
+    heartbeat(vec![task]);
+    let (out, _, code) = d.ctl(&["stat", "--legacy"]);
+    assert_eq!(code, 0);
+    assert_eq!(
+        out,
+        format!(
+            "-------------- job stats ---------------\n\
+             ---------------- job stat ------------------\n\
+             JobName:legacy\n\
+             JobState:Running\n\
+             PendingTasks:1\n\
+             DispatchedTasks:1\n\
+             RunningTasks:1\n\
+             SucceedTasks:0\n\
+             FailedTasks:0\n\
+             ScanFinished:true\n\
+             RunningTasks Progress:\n\
+             {task}:0/2001 0/2\n\
+             ----------------------------------------\n"
+        )
+    );
+    let (out, _, _) = d.ctl(&["workers"]);
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("a1 ") && l.contains(" up ")),
+        "{out}"
+    );
+
+    // The stand-in goes away; a real agent with the same key takes over
+    // once the lease runs out.
+    idle_stop.cancel();
+    let agent_stop = CancellationToken::new();
+    let daemon_key = proto::auth::parse_public_keys(
+        &std::fs::read_to_string(work.join("daemon_ed25519.pub")).unwrap(),
+    )
+    .unwrap()
+    .remove(0);
+    let l =
+        d.rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+    let config = agent::server::Config {
+        name: "a1".into(),
+        daemon_addr: d.agents_addr.clone(),
+        daemon_key,
+        advertise: l.local_addr().unwrap().to_string(),
+        capacity: 2,
+        heartbeat: Duration::from_millis(200),
+        auth_window: Duration::from_secs(60),
+        request_timeout: Duration::from_secs(10),
+        drain: Duration::from_secs(2),
+        secrets: Default::default(),
+    };
+    let signer = Signer::load(&tmp.path().join("agent_key")).unwrap();
+    let agent = d.rt.spawn(agent::server::run(
+        config,
+        signer,
+        l,
+        agent_stop.clone().cancelled_owned(),
+    ));
+    poll("the job to finish", || {
+        d.ctl(&["stat", "--legacy"]).0.contains("JobState:Succeed")
+    });
+    let (out, _, code) = d.ctl(&["stat", "--legacy", "legacy"]);
+    assert_eq!(code, 0);
+    assert_eq!(
+        out,
+        "-------------- job stats ---------------\n\
+         ---------------- job stat ------------------\n\
+         JobName:legacy\n\
+         JobState:Succeed\n\
+         PendingTasks:0\n\
+         DispatchedTasks:0\n\
+         RunningTasks:0\n\
+         SucceedTasks:2\n\
+         FailedTasks:0\n\
+         ScanFinished:true\n\
+         RunningTasks Progress:\n\
+         ----------------------------------------\n"
+    );
+    let (out, _, code) = d.ctl(&["report", "legacy"]);
+    assert_eq!(code, 0, "{out}");
+    let (out, _, code) = d.ctl(&["errors", "legacy"]);
+    assert_eq!((out.as_str(), code), ("job legacy: no failed objects\n", 0));
+    let (out, _, code) = d.ctl(&["clean", "legacy"]);
+    assert_eq!((out.as_str(), code), ("Clean job:legacy completed.\n", 0));
+    let (_, err, code) = d.ctl(&["stat", "legacy"]);
+    assert_eq!(code, 2, "{err}");
+    agent_stop.cancel();
+    let _ = d.rt.block_on(agent);
+}
+
+#[test]
+fn the_socket_refuses_other_users() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: needs root to run ossimportctl as another user");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let work = tmp.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    // Directories anyone may traverse: only the socket's own mode guards.
+    use std::os::unix::fs::PermissionsExt;
+    for p in [tmp.path(), &work] {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let d = Daemon::start(&work);
+    let mode = std::fs::metadata(&d.socket).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let out = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(env!("CARGO_BIN_EXE_ossimportctl"))
+        .args(["stat", "--socket"])
+        .arg(&d.socket)
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(6), "{err}");
+    assert!(err.contains("permission denied"), "{err}");
+    // The owner still gets in.
+    assert_eq!(d.ctl(&["stat"]).2, 0);
+}
