@@ -14,8 +14,6 @@ use crate::scanner::{ScanConfig, ScanSource};
 use proto::job::{self as wire, DestSpec, JobSpec, Limits, SourceSpec};
 use storage::s3::{S3Config, S3Store};
 
-/// Attempts per request (first included) for retryable failures.
-const MAX_ATTEMPTS: u32 = 5;
 /// Smallest part S3 accepts (all but the last part).
 const S3_MIN_PART: u64 = 5 << 20;
 
@@ -97,7 +95,7 @@ pub fn load(job_cfg: &Path, sys: Option<&Path>) -> Result<Plan, String> {
                 access_key: cfg.dest_access_key.clone(),
                 secret_key: cfg.dest_secret_key.clone(),
                 path_style: cfg.dest_addressing_style == AddressingStyle::Path,
-                max_attempts: MAX_ATTEMPTS,
+                max_attempts: cfg.request_attempts,
                 server_side_encryption: cfg.is_server_side_encryption,
                 request_limiter: None,
             };
@@ -168,7 +166,7 @@ pub fn load(job_cfg: &Path, sys: Option<&Path>) -> Result<Plan, String> {
                 access_key: cfg.src_access_key.clone(),
                 secret_key: cfg.src_secret_key.clone(),
                 path_style: cfg.src_addressing_style == AddressingStyle::Path,
-                max_attempts: MAX_ATTEMPTS,
+                max_attempts: cfg.request_attempts,
                 server_side_encryption: false,
                 request_limiter: None,
             };
@@ -231,7 +229,7 @@ pub fn load(job_cfg: &Path, sys: Option<&Path>) -> Result<Plan, String> {
             (_, SkipMode::Checksum) => wire::SkipMode::Checksum,
         },
         record_md5: sys.worker_record_md5,
-        max_attempts: MAX_ATTEMPTS,
+        max_attempts: cfg.request_attempts,
         limits: Limits {
             bytes_per_second: sys.worker_max_throughput_kbps.saturating_mul(1024),
             requests_per_second: cfg.max_requests_per_second,

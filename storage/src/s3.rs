@@ -21,6 +21,8 @@ use aws_sdk_s3::config::{
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::{ByteStream, Length};
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, ServerSideEncryption};
+use aws_smithy_runtime::client::retries::RetryPartition;
+use aws_smithy_runtime::client::retries::TokenBucket;
 use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::interceptors::Intercept;
 use aws_smithy_runtime_api::client::interceptors::context::{
@@ -232,6 +234,14 @@ impl S3Store {
                 TimeoutConfig::builder()
                     .connect_timeout(Duration::from_secs(10))
                     .read_timeout(Duration::from_secs(120))
+                    .build(),
+            )
+            // No retry quota: the SDK's default token bucket stops retrying
+            // after a burst of failures, which would turn a bad minute of a
+            // long migration into thousands of failed objects.
+            .retry_partition(
+                RetryPartition::custom("ossimport")
+                    .token_bucket(TokenBucket::unlimited())
                     .build(),
             )
             .interceptor(CountRetries)

@@ -89,6 +89,7 @@ const ADDED_KEYS: &[&str] = &[
     "maxRequestsPerSecond",
     "srcListPageSize",
     "objectTimeout",
+    "requestAttempts",
     "srcSecretKeyFile",
     "destSecretKeyFile",
 ];
@@ -352,6 +353,9 @@ pub struct JobConfig {
     /// `objectTimeout`: seconds one object may take, retries included, before it fails
     /// (default 21600, 6 hours; 0 = no limit).
     pub object_timeout: u64,
+    /// `requestAttempts`: attempts per request, the first included, for failures worth
+    /// retrying (5xx, throttling, timeouts, dropped connections); 1..=20, default 5.
+    pub request_attempts: u32,
     /// `srcSecretKeyFile`: read `srcSecretKey` from this file instead (relative paths are
     /// relative to the config file; trailing newline stripped; refused if readable by
     /// every user). `OSSIMPORT_SRC_SECRET_KEY` overrides both.
@@ -807,6 +811,7 @@ fn from_properties(
     let max_requests_per_second = f.u32(&["maxRequestsPerSecond"], 0, 0..=u32::MAX)?;
     let src_list_page_size = f.u32(&["srcListPageSize"], 1000, 1..=1000)?;
     let object_timeout = f.uint(&["objectTimeout"], 21_600, 0..=u64::MAX)?;
+    let request_attempts = f.u32(&["requestAttempts"], 5, 1..=20)?;
 
     Ok(JobConfig {
         job_name,
@@ -864,6 +869,7 @@ fn from_properties(
         max_requests_per_second,
         src_list_page_size,
         object_timeout,
+        request_attempts,
         src_secret_key_file,
         dest_secret_key_file,
         warnings,

@@ -1,0 +1,217 @@
+//! Network fixtures started by the tests themselves: a fault-injecting,
+//! delaying HTTP proxy in front of the S3 server, and a small HTTP file
+//! server whose URLs can answer 404 or drop the connection.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+
+/// What the proxy does to requests.
+#[derive(Clone, Debug, Default)]
+pub struct Faults {
+    /// Every n-th request (1-based count) is answered 500.
+    pub every_500: u64,
+    /// Every n-th request is answered 503 SlowDown.
+    pub every_503: u64,
+    /// Every n-th request has its connection dropped without an answer.
+    pub every_drop: u64,
+    /// Delay added to ListObjectsV2 requests.
+    pub list_delay: Duration,
+}
+
+/// Counts of what the proxy did.
+#[derive(Debug, Default)]
+pub struct ProxyStats {
+    pub requests: AtomicU64,
+    pub injected: AtomicU64,
+}
+
+/// A proxy on 127.0.0.1 forwarding to `upstream` (an `http://host:port`),
+/// stopped when dropped.
+pub struct FaultProxy {
+    pub endpoint: String,
+    pub stats: Arc<ProxyStats>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl FaultProxy {
+    pub async fn start(upstream: &str, faults: Faults) -> FaultProxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let stats = Arc::new(ProxyStats::default());
+        let client: Client<HttpConnector, Full<Bytes>> =
+            Client::builder(TokioExecutor::new()).build_http();
+        let upstream = upstream.trim_end_matches('/').to_owned();
+        let (st, faults) = (Arc::clone(&stats), Arc::new(faults));
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let (client, upstream, st, faults) = (
+                    client.clone(),
+                    upstream.clone(),
+                    Arc::clone(&st),
+                    Arc::clone(&faults),
+                );
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req: Request<Incoming>| {
+                        let (client, upstream, st, faults) = (
+                            client.clone(),
+                            upstream.clone(),
+                            Arc::clone(&st),
+                            Arc::clone(&faults),
+                        );
+                        async move { forward(req, &client, &upstream, &st, &faults).await }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        FaultProxy {
+            endpoint,
+            stats,
+            task,
+        }
+    }
+}
+
+fn every(n: u64, count: u64) -> bool {
+    n > 0 && count.is_multiple_of(n)
+}
+
+async fn forward(
+    req: Request<Incoming>,
+    client: &Client<HttpConnector, Full<Bytes>>,
+    upstream: &str,
+    st: &ProxyStats,
+    faults: &Faults,
+) -> Result<Response<Full<Bytes>>, std::io::Error> {
+    let n = st.requests.fetch_add(1, Ordering::Relaxed) + 1;
+    let (parts, body) = req.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map_err(std::io::Error::other)?
+        .to_bytes();
+    if every(faults.every_drop, n) {
+        st.injected.fetch_add(1, Ordering::Relaxed);
+        // Returning an error makes hyper close the connection unanswered.
+        return Err(std::io::Error::other("injected connection drop"));
+    }
+    if every(faults.every_500, n) {
+        st.injected.fetch_add(1, Ordering::Relaxed);
+        return Ok(xml_error(500, "InternalError", "injected failure"));
+    }
+    if every(faults.every_503, n) {
+        st.injected.fetch_add(1, Ordering::Relaxed);
+        return Ok(xml_error(
+            503,
+            "SlowDown",
+            "Please reduce your request rate.",
+        ));
+    }
+    let pq = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    if pq.contains("list-type=2") && !faults.list_delay.is_zero() {
+        tokio::time::sleep(faults.list_delay).await;
+    }
+    let mut up = Request::builder()
+        .method(parts.method)
+        .uri(format!("{upstream}{pq}"));
+    for (k, v) in &parts.headers {
+        up = up.header(k, v);
+    }
+    let up = up.body(Full::new(body)).map_err(std::io::Error::other)?;
+    let resp = client.request(up).await.map_err(std::io::Error::other)?;
+    let (rp, rb) = resp.into_parts();
+    let rb = rb
+        .collect()
+        .await
+        .map_err(std::io::Error::other)?
+        .to_bytes();
+    Ok(Response::from_parts(rp, Full::new(rb)))
+}
+
+fn xml_error(status: u16, code: &str, msg: &str) -> Response<Full<Bytes>> {
+    let body = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{code}</Code><Message>{msg}</Message></Error>"
+    );
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/xml")
+        .body(Full::new(Bytes::from(body)))
+        .unwrap()
+}
+
+/// An HTTP file server on 127.0.0.1: `files` by path; `/gone/...` answers
+/// 404, `/drop/...` closes the connection without answering.
+pub struct FileServer {
+    pub base: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for FileServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl FileServer {
+    pub async fn start(files: HashMap<String, Vec<u8>>) -> FileServer {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let files = Arc::new(files);
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let files = Arc::clone(&files);
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req: Request<Incoming>| {
+                        let files = Arc::clone(&files);
+                        async move {
+                            let path = req.uri().path().to_owned();
+                            if path.starts_with("/drop/") {
+                                return Err(std::io::Error::other("dropped"));
+                            }
+                            Ok::<_, std::io::Error>(match files.get(&path) {
+                                Some(data) => Response::new(Full::new(Bytes::from(data.clone()))),
+                                None => Response::builder()
+                                    .status(404)
+                                    .body(Full::new(Bytes::new()))
+                                    .unwrap(),
+                            })
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        FileServer { base, task }
+    }
+}

@@ -1,0 +1,389 @@
+//! Sources other than local disk, and the transfer options around them:
+//! bucket to bucket with a forced small page size and a kill during the
+//! listing, an HTTP URL list with broken URLs, a fault-injecting proxy, and
+//! skip-existing reruns.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aws_sdk_s3::primitives::ByteStream;
+
+use crate::netfix::{FaultProxy, Faults, FileServer};
+use crate::support::*;
+
+async fn fill_bucket(s3: &S3Server, bucket: &str, keys: &[String]) {
+    let client = s3.client();
+    let sem = Arc::new(tokio::sync::Semaphore::new(16));
+    let mut set = tokio::task::JoinSet::new();
+    for (i, key) in keys.iter().enumerate() {
+        let (client, key, bucket, sem) =
+            (client.clone(), key.clone(), bucket.to_owned(), sem.clone());
+        set.spawn(async move {
+            let _p = sem.acquire().await.unwrap();
+            let body = bytes(i as u64, i % 3000);
+            client
+                .put_object()
+                .bucket(bucket)
+                .key(key)
+                .body(ByteStream::from(body))
+                .send()
+                .await
+                .unwrap();
+        });
+    }
+    while let Some(r) = set.join_next().await {
+        r.unwrap();
+    }
+}
+
+fn s3_source_cfg(
+    dir: &std::path::Path,
+    name: &str,
+    src_ep: &str,
+    dst_ep: &str,
+    extra: &str,
+) -> std::path::PathBuf {
+    let path = dir.join(format!("{name}.cfg"));
+    std::fs::write(
+        &path,
+        format!(
+            "jobName={name}\nsrcType=s3\nsrcDomain={src_ep}\nsrcBucket=source\nsrcPrefix=\n\
+             srcAccessKey={AK}\nsrcSecretKey={SK}\ndestDomain={dst_ep}\ndestBucket=target\n\
+             destAccessKey={AK}\ndestSecretKey={SK}\n{extra}\n"
+        ),
+    )
+    .unwrap();
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bucket_to_bucket_resumes_listing_after_a_kill() {
+    let s3 = S3Server::start();
+    s3.create_bucket("source").await;
+    s3.create_bucket("target").await;
+    let keys: Vec<String> = (0..1100)
+        .map(|i| match i % 4 {
+            0 => format!("photos/{i:05}.jpg"),
+            1 => format!("docs/deep/dir/{i:05} ü.txt"),
+            2 => format!("logs/{i:05}.log"),
+            _ => format!("top {i:05}"),
+        })
+        .collect();
+    fill_bucket(&s3, "source", &keys).await;
+    // Listing goes through a proxy that slows every page down, so the kill
+    // lands in the middle of it; 1100 keys at 7 per page is 158 pages.
+    let proxy = FaultProxy::start(
+        &s3.endpoint,
+        Faults {
+            list_delay: Duration::from_millis(25),
+            ..Faults::default()
+        },
+    )
+    .await;
+    let tmp = tempfile::tempdir().unwrap();
+    let work = tmp.path().join("work");
+    let cfg = s3_source_cfg(
+        tmp.path(),
+        "b2b_job",
+        &proxy.endpoint,
+        &s3.endpoint,
+        "srcListPageSize=7\ntaskObjectCountLimit=20",
+    );
+
+    let mut child = ctl()
+        .arg("run")
+        .arg(&cfg)
+        .arg("--work-dir")
+        .arg(&work)
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let listed: Option<(i64, i64)> = work
+            .join("ossimport.db")
+            .exists()
+            .then(|| {
+                store(&work)
+                    .query_row(
+                        "SELECT count(*), (SELECT scan_done FROM jobs) FROM objects",
+                        [],
+                        |r| Ok((r.get(0)?, r.get(1)?)),
+                    )
+                    .ok()
+            })
+            .flatten();
+        if let Some((n, done)) = listed {
+            assert_eq!(
+                done, 0,
+                "the listing finished before the kill; slow it down"
+            );
+            if n >= 200 {
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "listing did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let before: i64 = store(&work)
+        .query_row("SELECT count(*) FROM objects", [], |r| r.get(0))
+        .unwrap();
+    assert!(before < 1100, "{before}");
+
+    let out = tokio::task::spawn_blocking(move || run_job(&cfg, &work).status.code())
+        .await
+        .unwrap();
+    assert_eq!(out, Some(0));
+    let db = store(&tmp.path().join("work"));
+    let (n, distinct, verified, max_attempts): (i64, i64, i64, i64) = db
+        .query_row(
+            "SELECT count(*), count(DISTINCT rel_path), sum(state = 'verified'), max(attempts) FROM objects",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )
+        .unwrap();
+    assert_eq!(
+        (n, distinct, verified, max_attempts),
+        (1100, 1100, 1100, 1),
+        "every object listed and verified exactly once"
+    );
+    let client = s3.client();
+    let mut want = keys.clone();
+    want.sort();
+    assert_eq!(list_keys(&client, "target", "").await, want);
+    for (i, key) in keys.iter().enumerate().step_by(37) {
+        assert_eq!(
+            get(&client, "target", key).await,
+            bytes(i as u64, i % 3000),
+            "{key}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_list_with_broken_urls() {
+    let s3 = S3Server::start();
+    s3.create_bucket("target").await;
+    let mut files = HashMap::new();
+    let mut lines = String::new();
+    for i in 0..40 {
+        let data = bytes(i, (i as usize * 997) % 20_000);
+        files.insert(format!("/site/img {i}.png").replace(' ', "%20"), data);
+        // CRLF endings and an extra third column, as Windows-made lists have.
+        lines.push_str(&format!("{{BASE}}/site/  img%20{i}.png  extra\r\n"));
+    }
+    let large = bytes(99, 12 << 20);
+    files.insert("/site/large.bin".into(), large.clone());
+    lines.push_str("{BASE}/site/ large.bin\r\n");
+    lines.push_str("{BASE}/gone/ missing.png\r\n");
+    lines.push_str("{BASE}/drop/ cut.png\r\n");
+    lines.push_str("http://127.0.0.1:9/ refused.png\r\n");
+    let server = FileServer::start(files).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let list = tmp.path().join("http.list");
+    std::fs::write(&list, lines.replace("{BASE}", &server.base)).unwrap();
+    let cfg = tmp.path().join("http_job.cfg");
+    std::fs::write(
+        &cfg,
+        format!(
+            "jobName=http_job\nsrcType=http\nhttpListFilePath={}\nhttpPrefixColumn=1\nrelativePathColumn=2\n\
+             destDomain={}\ndestBucket=target\ndestAccessKey={AK}\ndestSecretKey={SK}\ndestPrefix=web/\n\
+             multipartUploadThreshold=8m\nmultipartUploadPartSize=5m\n",
+            list.display(),
+            s3.endpoint
+        ),
+    )
+    .unwrap();
+    let work = tmp.path().join("work");
+    let out = tokio::task::spawn_blocking({
+        let (cfg, work) = (cfg.clone(), work.clone());
+        move || run_job(&cfg, &work)
+    })
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let text = stdout(&out);
+    assert!(squash(&text).contains("verified 41 of 44"), "{text}");
+    assert!(
+        text.contains("SOURCE_DELETED  missing.png: GET ") && text.contains("HTTP 404"),
+        "{text}"
+    );
+    assert!(
+        text.contains("SOURCE_UNREADABLE  cut.png: gave up after 5 attempts"),
+        "{text}"
+    );
+    assert!(
+        text.contains("SOURCE_UNREADABLE  refused.png: gave up after 5 attempts"),
+        "{text}"
+    );
+    let client = s3.client();
+    assert_eq!(
+        get(&client, "target", "web/img%2010.png").await,
+        bytes(10, 9970)
+    );
+    assert!(
+        get(&client, "target", "web/large.bin").await == large,
+        "large HTTP object differs"
+    );
+    let etag: String = store(&work)
+        .query_row(
+            "SELECT etag FROM objects WHERE rel_path = 'large.bin'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(
+        etag.ends_with("-3"),
+        "12 MiB above an 8 MiB threshold goes multipart in 5 MiB parts: {etag}"
+    );
+
+    // A malformed line is refused before anything runs, naming the line.
+    std::fs::write(
+        &list,
+        format!("{}/site/ ok.png\nonly-one-column\n", server.base),
+    )
+    .unwrap();
+    let out = ctl()
+        .arg("run")
+        .arg(&cfg)
+        .arg("--work-dir")
+        .arg(tmp.path().join("w2"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains(&format!("{}:2: expected at least 2", list.display())),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faults_are_retried_and_counted() {
+    let s3 = S3Server::start();
+    s3.create_bucket("bkt").await;
+    let proxy = FaultProxy::start(
+        &s3.endpoint,
+        Faults {
+            every_500: 7,
+            every_503: 11,
+            every_drop: 13,
+            ..Faults::default()
+        },
+    )
+    .await;
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    let rels = small_tree(&src, 300);
+    big_file(&src.join("big.bin"), 24);
+    let work = tmp.path().join("work");
+    let cfg = job_cfg(
+        tmp.path(),
+        "faulty",
+        &src,
+        &proxy.endpoint,
+        "bkt",
+        "multipartUploadThreshold=8m\nmultipartUploadPartSize=5m\nrequestAttempts=12",
+    );
+    let out = tokio::task::spawn_blocking({
+        let (cfg, work) = (cfg.clone(), work.clone());
+        move || run_job(&cfg, &work)
+    })
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    assert!(squash(&stdout(&out)).contains("verified 301 of 301"));
+    let injected = proxy
+        .stats
+        .injected
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let retries: i64 = store(&work)
+        .query_row("SELECT sum(retries) FROM objects", [], |r| r.get(0))
+        .unwrap();
+    assert!(injected > 30, "only {injected} faults injected");
+    assert!(retries > 0, "retries were not counted");
+    // Every fault cost a retry somewhere; preflight requests are not counted.
+    assert!(
+        retries as u64 + 2 >= injected,
+        "{retries} retries recorded for {injected} injected faults"
+    );
+    let client = s3.client();
+    for rel in rels.iter().step_by(29) {
+        assert_eq!(
+            get(&client, "bkt", rel).await,
+            std::fs::read(src.join(rel)).unwrap(),
+            "{rel}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn skip_existing_copies_only_what_changed() {
+    let s3 = S3Server::start();
+    s3.create_bucket("bkt").await;
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    let rels = small_tree(&src, 80);
+    let work = tmp.path().join("work");
+    let cfg = job_cfg(
+        tmp.path(),
+        "skipper",
+        &src,
+        &s3.endpoint,
+        "bkt",
+        "isSkipExistFile=true",
+    );
+    assert_eq!(run_job(&cfg, &work).status.code(), Some(0));
+    let rerun = || {
+        ctl()
+            .arg("run")
+            .arg(&cfg)
+            .arg("--work-dir")
+            .arg(&work)
+            .arg("--clean")
+            .output()
+            .unwrap()
+    };
+
+    let out = rerun();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        squash(&stdout(&out)).contains("copied 0 objects"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(
+        squash(&stdout(&out)).contains("skipped 80 objects"),
+        "{}",
+        stdout(&out)
+    );
+
+    // Touch one file: same size, new mtime.
+    let touched = src.join(&rels[5]);
+    let f = std::fs::File::options().write(true).open(&touched).unwrap();
+    f.set_modified(std::time::SystemTime::now() + Duration::from_secs(3600))
+        .unwrap();
+    drop(f);
+    let out = rerun();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        squash(&stdout(&out)).contains("copied 1 objects"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(
+        squash(&stdout(&out)).contains("skipped 79 objects"),
+        "{}",
+        stdout(&out)
+    );
+    let state: String = store(&work)
+        .query_row(
+            "SELECT state FROM objects WHERE rel_path = ?1",
+            [&rels[5]],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(state, "verified");
+}
