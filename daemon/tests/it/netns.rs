@@ -1,2 +1,213 @@
-//! When the tests run as root: agents in their own network namespaces, and
-//! one cut off by taking its link down.
+//! When the tests run as root: the three-agent job with each agent in its
+//! own network namespace (its own address), and one agent cut off by taking
+//! its link down: its tasks move to the others. Only namespaces, links and
+//! addresses this test creates are touched, and all are removed at the end.
+
+use std::path::Path;
+use std::process::Command;
+
+use crate::support::*;
+
+/// Three namespaces on one bridge; removed when dropped.
+struct Net {
+    tag: String,
+    subnet: String,
+    names: Vec<String>,
+}
+
+fn ip(args: &[&str]) -> Result<(), String> {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+impl Net {
+    fn create(n: usize) -> Result<Net, String> {
+        let pid = std::process::id();
+        let tag = format!("{}", pid % 100_000);
+        let net = Net {
+            subnet: format!("10.213.{}", pid % 250),
+            names: (1..=n).map(|i| format!("oi{tag}n{i}")).collect(),
+            tag,
+        };
+        let bridge = net.bridge();
+        ip(&["link", "add", &bridge, "type", "bridge"])?;
+        ip(&["link", "set", &bridge, "up"])?;
+        ip(&[
+            "addr",
+            "add",
+            &format!("{}.254/24", net.subnet),
+            "dev",
+            &bridge,
+        ])?;
+        for (i, ns) in net.names.iter().enumerate() {
+            let veth = net.veth(i);
+            ip(&["netns", "add", ns])?;
+            ip(&[
+                "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", ns,
+            ])?;
+            ip(&["link", "set", &veth, "master", &bridge, "up"])?;
+            ip(&[
+                "-n",
+                ns,
+                "addr",
+                "add",
+                &format!("{}/24", net.addr(i)),
+                "dev",
+                "eth0",
+            ])?;
+            ip(&["-n", ns, "link", "set", "eth0", "up"])?;
+            ip(&["-n", ns, "link", "set", "lo", "up"])?;
+        }
+        Ok(net)
+    }
+
+    fn bridge(&self) -> String {
+        format!("b{}", self.tag)
+    }
+
+    fn veth(&self, i: usize) -> String {
+        format!("v{}n{}", self.tag, i + 1)
+    }
+
+    fn addr(&self, i: usize) -> String {
+        format!("{}.{}", self.subnet, i + 1)
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        for i in 0..self.names.len() {
+            // Deleting our end removes the pair at once; namespace teardown
+            // alone can leave it behind for a while.
+            let _ = ip(&["link", "del", &self.veth(i)]);
+        }
+        for ns in &self.names {
+            // Processes still in the namespace would keep it alive.
+            if let Ok(out) = Command::new("ip").args(["netns", "pids", ns]).output() {
+                for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                    let _ = Command::new("kill").args(["-9", pid]).status();
+                }
+            }
+            let _ = ip(&["netns", "del", ns]);
+        }
+        let _ = ip(&["link", "del", &self.bridge()]);
+    }
+}
+
+fn files_equal(a: &Path, b: &Path, rels: &[String]) -> bool {
+    rels.iter()
+        .all(|r| std::fs::read(a.join(r)).ok() == std::fs::read(b.join(r)).ok())
+}
+
+#[test]
+fn agents_in_their_own_namespaces_and_one_cut_off() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: network namespaces need root");
+        return;
+    }
+    let net = match Net::create(3) {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("skipped: cannot create network namespaces here: {e}");
+            return;
+        }
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let work = tmp.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let daemon_pub = Daemon::init(&work);
+    let port = free_port();
+    let daemon = Daemon::start_at(&work, &format!("{}.254:{port}", net.subnet));
+    let mut agents = Vec::new();
+    for (i, ns) in net.names.iter().enumerate() {
+        let name = format!("n{}", i + 1);
+        Agent::enrol(tmp.path(), &name, &work);
+        agents.push(Agent::start(AgentOpts {
+            name: &name,
+            dir: tmp.path(),
+            daemon_addr: &daemon.addr,
+            daemon_pub: &daemon_pub,
+            listen: format!("{}:7601", net.addr(i)),
+            advertise: None,
+            tasks: 1,
+            wrap: vec!["ip".into(), "netns".into(), "exec".into(), ns.clone()],
+        }));
+    }
+    wait_for("agents in namespaces to check in", 60, || {
+        daemon
+            .workers()
+            .workers
+            .iter()
+            .filter(|w| w.state == "up")
+            .count()
+            == 3
+    });
+    let w = daemon.workers();
+    for (i, a) in w.workers.iter().enumerate() {
+        assert_eq!(
+            a.addr.as_deref(),
+            Some(format!("{}:7601", net.addr(i)).as_str())
+        );
+    }
+
+    let src = tmp.path().join("src");
+    let dest = tmp.path().join("dest");
+    let rels = tree(&src, 30, 1 << 20);
+    let cfg = tmp.path().join("ns.cfg");
+    std::fs::write(
+        &cfg,
+        format!(
+            "jobName=nsjob\nsrcType=local\nsrcPrefix={}/\ndestType=local\ndestDir={}/\ntaskObjectCountLimit=2\n",
+            src.display(),
+            dest.display()
+        ),
+    )
+    .unwrap();
+    daemon.submit(&cfg);
+    wait_for("n2 to take a batch", 60, || {
+        agents[1].log_text().contains("Accepted batch")
+    });
+    ip(&["link", "set", &net.veth(1), "down"]).unwrap();
+
+    let st = daemon.wait_job("nsjob", 180);
+    assert_eq!(st.state, "succeed", "{st:?}");
+    assert_eq!(st.counts.verified, 30);
+    assert!(files_equal(&src, &dest, &rels));
+    let db = store(&work);
+    let moved: i64 = db
+        .query_row(
+            "SELECT count(*) FROM tasks WHERE dispatch_count > 1",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(moved >= 1, "no task moved off the cut-off agent");
+    wait_for("n2 shown down", 30, || {
+        daemon
+            .workers()
+            .workers
+            .iter()
+            .any(|w| w.name == "n2" && w.state == "down")
+    });
+    for a in [&agents[0], &agents[2]] {
+        assert!(
+            a.log_text().contains("Accepted batch"),
+            "{} did nothing",
+            a.name
+        );
+    }
+    drop(agents);
+    drop(net);
+}

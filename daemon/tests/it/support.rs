@@ -144,6 +144,11 @@ impl Daemon {
     }
 
     pub fn start(work: &Path, port: u16) -> Daemon {
+        Daemon::start_at(work, &format!("127.0.0.1:{port}"))
+    }
+
+    /// Starts it with the agent API on `listen` (`ip:port`).
+    pub fn start_at(work: &Path, listen: &str) -> Daemon {
         let socket = work.join("ossimportd.sock");
         let log = work.join(format!("daemon-{}.log", unique()));
         let child = Command::new(bin("ossimportd"))
@@ -152,7 +157,7 @@ impl Daemon {
             .arg("--socket")
             .arg(&socket)
             .arg("--listen")
-            .arg(format!("127.0.0.1:{port}"))
+            .arg(listen)
             .arg("--lease-secs")
             .arg("2")
             .arg("--agent-timeout-ms")
@@ -166,7 +171,7 @@ impl Daemon {
             child,
             work: work.to_path_buf(),
             socket,
-            addr: format!("127.0.0.1:{port}"),
+            addr: listen.to_string(),
             log,
         };
         wait_for("the daemon's socket", 30, || {
