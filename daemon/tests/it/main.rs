@@ -6,5 +6,6 @@
 
 mod auth;
 mod cluster;
+mod lifecycle;
 mod netns;
 mod support;
