@@ -8,7 +8,11 @@ use clap::{Parser, Subcommand};
 #[command(
     name = "ossimportctl",
     version,
-    about = "Migrate files into OSS and S3-compatible storage, verified"
+    about = "Migrate files into OSS and S3-compatible storage, verified",
+    after_help = "Exit codes: 0 success; 1 the job failed or has failed objects; \
+2 usage or configuration error (also an unknown job, or a job that already exists); \
+3 the daemon is not running; 4 runtime error; 5 not implemented in this build; \
+6 no permission on the daemon's socket; 130 interrupted."
 )]
 pub struct Cli {
     #[command(subcommand)]

@@ -309,7 +309,11 @@ async fn start(d: &DaemonArgs) -> Result<u8> {
         .await
         .is_ok()
     {
-        println!("ossimportd is already running.");
+        if d.json {
+            print_json(&serde_json::json!({"running": true, "started": false}));
+        } else {
+            println!("ossimportd is already running.");
+        }
         return Ok(exit::OK);
     }
     let bin = std::env::current_exe()
@@ -337,7 +341,11 @@ async fn start(d: &DaemonArgs) -> Result<u8> {
             .await
             .is_ok()
         {
-            println!("Start import service completed.");
+            if d.json {
+                print_json(&serde_json::json!({"running": true, "started": true}));
+            } else {
+                println!("Start import service completed.");
+            }
             return Ok(exit::OK);
         }
         tokio::time::sleep(Duration::from_millis(100)).await;

@@ -164,8 +164,9 @@ async fn tick(state: &Arc<State>) -> anyhow::Result<()> {
             None => continue,
         };
         let id = job.id;
-        let c = blocking(&state.store, move |s| s.counts(id)).await?;
-        if job.scan_done && c.tasks_pending == 0 && c.tasks_dispatched == 0 {
+        let (pending, dispatched) = blocking(&state.store, move |s| s.task_states(id)).await?;
+        if job.scan_done && pending == 0 && dispatched == 0 {
+            let c = blocking(&state.store, move |s| s.counts(id)).await?;
             let ok = c.failed == 0 && c.pending == 0;
             let st = if ok {
                 job_state::SUCCEED
@@ -176,7 +177,7 @@ async fn tick(state: &Arc<State>) -> anyhow::Result<()> {
             info!(job = %job.name, state = st, verified = c.verified, skipped = c.skipped, failed = c.failed, "Job finished.");
             continue;
         }
-        if c.tasks_pending > 0 {
+        if pending > 0 {
             runnable.push((job.id, spec));
         }
     }

@@ -325,6 +325,11 @@ fn legacy_stat_matches_the_original_for_running_and_finished_jobs() {
          RunningTasks Progress:\n\
          ----------------------------------------\n"
     );
+    // A finished job: --watch draws once, with a full bar, and ends.
+    let (out, _, code) = d.ctl(&["stat", "--watch", "legacy"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("succeed"), "{out}");
+    assert!(out.contains("100.0%"), "{out}");
     let (out, _, code) = d.ctl(&["report", "legacy"]);
     assert_eq!(code, 0, "{out}");
     let (out, _, code) = d.ctl(&["errors", "legacy"]);

@@ -117,6 +117,18 @@ impl Store {
         )?)
     }
 
+    /// `(pending, dispatched)` task counts of a job: cheap enough for every
+    /// scheduler pass, unlike the object counts.
+    pub fn task_states(&self, job_id: i64) -> Result<(u64, u64), StoreError> {
+        Ok(self.lock().query_row(
+            "SELECT count(CASE WHEN state = 'pending' THEN 1 END),
+                    count(CASE WHEN state = 'dispatched' THEN 1 END)
+             FROM tasks WHERE job_id = ?1",
+            [job_id],
+            |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)),
+        )?)
+    }
+
     /// Dispatched tasks per agent fingerprint.
     pub fn leases_by_agent(&self) -> Result<HashMap<String, u64>, StoreError> {
         let conn = self.lock();
