@@ -18,6 +18,7 @@ use anyhow::Context;
 use hyper::{Response, StatusCode};
 use proto::api::{BatchAccepted, TaskBatch, agent_path};
 use proto::auth::{Signer, Verifier};
+use proto::job::Event;
 use proto::server::{self, Body, Limits, Req, error, json};
 use ssh_key::PublicKey;
 use tokio::net::TcpListener;
@@ -51,6 +52,15 @@ pub struct Config {
     pub secrets: Secrets,
 }
 
+/// A task the agent holds.
+struct Slot {
+    cancel: CancellationToken,
+    /// Still copying. Only these count against `capacity`: a task whose
+    /// last events are on their way no longer uses a slot, so the daemon's
+    /// next batch (sent as soon as it records `TaskDone`) is not refused.
+    executing: bool,
+}
+
 /// Shared state of a running agent.
 pub struct Agent {
     pub(crate) config: Config,
@@ -58,8 +68,8 @@ pub struct Agent {
     /// Fingerprint of the daemon key: the audience of what we sign.
     pub(crate) daemon_fp: String,
     verifier: Verifier,
-    /// Tasks running or with undelivered events, and how to cancel each.
-    running: Mutex<HashMap<i64, CancellationToken>>,
+    /// Tasks running or with undelivered events.
+    running: Mutex<HashMap<i64, Slot>>,
     /// One executor per job, rebuilt when the job's spec changes.
     executors: Mutex<HashMap<i64, (String, Arc<Executor>)>>,
     progress: Arc<Progress>,
@@ -70,7 +80,7 @@ pub struct Agent {
 }
 
 impl Agent {
-    fn running(&self) -> MutexGuard<'_, HashMap<i64, CancellationToken>> {
+    fn running(&self) -> MutexGuard<'_, HashMap<i64, Slot>> {
         self.running.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -82,8 +92,16 @@ impl Agent {
 
     pub(crate) fn cancel_task(&self, id: i64) {
         if let Some(t) = self.running().get(&id) {
-            info!(task_id = id, "Daemon took the task back; dropping it.");
-            t.cancel();
+            if t.executing {
+                info!(task_id = id, "Daemon took the task back; dropping it.");
+            }
+            t.cancel.cancel();
+        }
+    }
+
+    fn done_executing(&self, id: i64) {
+        if let Some(t) = self.running().get_mut(&id) {
+            t.executing = false;
         }
     }
 
@@ -226,28 +244,43 @@ async fn handle(agent: Arc<Agent>, req: Req) -> Response<Body> {
                 accepted.push(task.task_id);
                 continue;
             }
-            if running.len() >= agent.config.capacity as usize {
+            if running.values().filter(|s| s.executing).count() >= agent.config.capacity as usize {
                 continue;
             }
             let token = agent.tasks_cancel.child_token();
-            running.insert(task.task_id, token.clone());
+            running.insert(
+                task.task_id,
+                Slot {
+                    cancel: token.clone(),
+                    executing: true,
+                },
+            );
             accepted.push(task.task_id);
             start.push((task, token));
         }
     }
     for (task, token) in start {
-        let (ex, out) = (Arc::clone(&executor), agent.events.clone());
+        let (ex, out, me) = (
+            Arc::clone(&executor),
+            agent.events.clone(),
+            Arc::clone(&agent),
+        );
         agent.tracker.spawn(async move {
             let id = task.task_id;
             let (tx, mut rx) = mpsc::channel(256);
             let forward = async {
                 while let Some(ev) = rx.recv().await {
+                    if matches!(ev, Event::TaskDone { .. }) {
+                        // Free the slot before the daemon can hear of it.
+                        me.done_executing(id);
+                    }
                     if out.send(Msg::Event(ev)).await.is_err() {
                         break;
                     }
                 }
             };
             tokio::join!(ex.run_task(task, tx, token), forward);
+            me.done_executing(id);
             let _ = out.send(Msg::Finished(id)).await;
         });
     }

@@ -250,3 +250,46 @@ fn pause_takes_tasks_back_and_resume_finishes() {
     let st = c.daemon.wait_job("paused", 120);
     assert_eq!((st.state.as_str(), st.counts.verified), ("succeed", 12));
 }
+
+#[test]
+fn agents_join_and_leave_while_a_job_runs() {
+    let (mut c, _) = Cluster::start(1, 1, false);
+    let files = c.job("joinleave", 40, 2 << 20, 2);
+    wait_for("a1 to take a batch", 60, || {
+        c.agents[0].log_text().contains("Accepted batch")
+    });
+
+    // Enrolled and started mid-job: no daemon restart needed.
+    let work = c.daemon.work.clone();
+    Agent::enrol(c.tmp.path(), "late", &work);
+    let late = Agent::start(AgentOpts {
+        name: "late",
+        dir: c.tmp.path(),
+        daemon_addr: &c.daemon.addr,
+        daemon_pub: &c.daemon_pub,
+        listen: format!("127.0.0.1:{}", free_port()),
+        advertise: None,
+        tasks: 1,
+        wrap: Vec::new(),
+    });
+    wait_for("the late agent to take a batch", 120, || {
+        late.log_text().contains("Accepted batch")
+    });
+
+    // a1 leaves cleanly: it says goodbye and its tasks go back at once.
+    let st = std::process::Command::new("kill")
+        .args(["-TERM", &c.agents[0].child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let exit = c.agents[0].child.wait().unwrap();
+    assert!(exit.success(), "a1 exited with {exit}");
+    let w = c.daemon.workers();
+    let a1 = w.workers.iter().find(|w| w.name == "a1").unwrap();
+    assert_eq!((a1.state.as_str(), a1.running), ("left", 0), "{w:?}");
+
+    let st = c.daemon.wait_job("joinleave", 180);
+    assert_eq!(st.state, "succeed", "{st:?}");
+    assert_eq!(st.counts.verified, 40);
+    assert_eq!(c.keys("joinleave"), sorted(files));
+}

@@ -35,28 +35,32 @@ pub fn rt() -> tokio::runtime::Runtime {
 }
 
 /// A binary of the workspace. `ossimportd` is this package's; the agent is
-/// another package's, built on first use when a plain `cargo test -p daemon`
-/// did not build it.
+/// another package's, which `cargo test -p daemon` does not build, so the
+/// first use in a test process runs `cargo build` for it (a no-op when it is
+/// up to date). `OSSIMPORT_AGENT_BIN` names a prebuilt one instead.
 pub fn bin(name: &str) -> PathBuf {
     let daemon = PathBuf::from(env!("CARGO_BIN_EXE_ossimportd"));
     if name == "ossimportd" {
         return daemon;
     }
-    let path = daemon.with_file_name(name);
+    if let Some(p) = std::env::var_os("OSSIMPORT_AGENT_BIN") {
+        return PathBuf::from(p);
+    }
     static BUILT: OnceLock<()> = OnceLock::new();
     BUILT.get_or_init(|| {
-        if path.is_file() && std::env::var_os("OSSIMPORT_REBUILD_AGENT").is_none() {
-            return;
-        }
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let st = Command::new(cargo)
-            .args(["build", "-p", "agent", "--bin", "ossimport-agent"])
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "-p", "agent", "--bin", "ossimport-agent"]);
+        if daemon.components().any(|c| c.as_os_str() == "release") {
+            cmd.arg("--release");
+        }
+        let st = cmd
             .current_dir(repo_root())
             .status()
             .expect("cargo build agent");
         assert!(st.success(), "building ossimport-agent failed");
     });
-    path
+    daemon.with_file_name(name)
 }
 
 /// A SeaweedFS S3 server on 127.0.0.1, stopped when dropped.
