@@ -47,6 +47,7 @@ VERIFIED = {
 }
 
 
+VERIFIED_VARIANT = "a patched ossimportctl given with --variant; see bench/RESULTS.md"
 VERIFIED_SHORT = {"ossimport": "every object: Content-MD5, ETag=MD5, HEAD",
                   "s5cmd": "nothing (HTTP 200)", "rclone": "Content-MD5, size+MD5 after upload"}
 
@@ -241,7 +242,8 @@ def s5cmd_bin():
 def tool_cmd(tool, src: Path, endpoint, bucket, a, run_dir: Path):
     env = dict(os.environ)
     part_mib = a.part_size // MIB
-    if tool == "ossimport":
+    if tool.startswith("ossimport"):
+        exe = a.variants.get(tool, a.ossimport_bin)
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "job.cfg").write_text(
             f"jobName=bench\nsrcType=local\nsrcPrefix={src}/\ndestDomain={endpoint}\n"
@@ -249,7 +251,7 @@ def tool_cmd(tool, src: Path, endpoint, bucket, a, run_dir: Path):
             f"multipartUploadThreshold={a.mp_threshold}\nmultipartUploadPartSize={a.part_size}\n"
             f"uploadThreadNumPerLargeFile={a.part_concurrency}\ntaskObjectCountLimit=1000\n")
         (run_dir / "sys.properties").write_text(f"workerTaskThreadNum={a.concurrency}\n")
-        cmd = [str(WORK / "bin/ossimportctl"), "run", str(run_dir / "job.cfg"),
+        cmd = [exe, "run", str(run_dir / "job.cfg"),
                "--work-dir", str(run_dir / "work"), "--progress-interval", "3600"]
     elif tool == "s5cmd":
         env.update(AWS_ACCESS_KEY_ID=AK, AWS_SECRET_ACCESS_KEY=SK, AWS_REGION="us-east-1")
@@ -274,13 +276,13 @@ def tool_cmd(tool, src: Path, endpoint, bucket, a, run_dir: Path):
 def run_transfer(tool, wl, src: Path, expect, a, rep):
     srv = Server(WORK / "s3data").start()
     try:
-        bucket = f"b-{tool}-{wl.lower()}-{rep}"
+        bucket = f"b-{tool.replace('[', '-').replace(']', '')}-{wl.lower()}-{rep}"
         srv.make_bucket(bucket)
-        run_dir = WORK / "runs" / f"{tool}-{wl}-{rep}"
+        run_dir = WORK / "runs" / f"{tool.replace('[', '-').replace(']', '')}-{wl}-{rep}"
         shutil.rmtree(run_dir, ignore_errors=True)
         run_dir.mkdir(parents=True)
         cmd, env = tool_cmd(tool, src, srv.endpoint, bucket, a, run_dir)
-        if a.perf and tool == "ossimport":
+        if a.perf and tool.startswith("ossimport"):
             cmd = ["perf", "record", "-F", "499", "-g", "-o",
                    str(WORK / f"perf-{wl}-{tool}.data"), "--"] + cmd
         cpu0 = srv.cpu()
@@ -344,15 +346,24 @@ def main():
                     help="comma-separated file counts for the scan-only workload")
     ap.add_argument("--repeat", type=int, default=2, help="runs per tool and workload; best is kept")
     ap.add_argument("--perf", action="store_true", help="perf record ossimport (extra run data in bench/results)")
+    ap.add_argument("--ossimport-bin", default=str(WORK / "bin/ossimportctl"),
+                    help="ossimportctl to run (A/B of a patched build); default the snapshot run.sh made")
+    ap.add_argument("--variant", action="append", default=[], metavar="LABEL=PATH",
+                    help="also run another ossimportctl build as tool 'ossimport[LABEL]' (A/B)")
+    ap.add_argument("--results-dir", default=str(BENCH / "results"))
     ap.add_argument("--generate-only", action="store_true", help="only generate the workloads")
     a = ap.parse_args()
     if a.quick:
         a.w1_files, a.w1_size, a.w2_files, a.w2_size = 2000, "16k", 2, "64m"
         a.w3_files, a.repeat, a.mp_threshold, a.part_size = "100000,10000", 1, "16m", "8m"
+    a.variants = {}
+    for v in a.variant:
+        label, path = v.split("=", 1)
+        a.variants[f"ossimport[{label}]"] = str(Path(path).resolve())
     a.part_size, a.mp_threshold = parse_size(a.part_size), parse_size(a.mp_threshold)
     w1_size, w2_size = parse_size(a.w1_size), parse_size(a.w2_size)
     wls = [w.strip().upper() for w in a.workloads.split(",") if w.strip()]
-    tools = [t.strip() for t in a.tools.split(",") if t.strip()]
+    tools = [t.strip() for t in a.tools.split(",") if t.strip()] + list(a.variants)
     (BENCH / "results").mkdir(parents=True, exist_ok=True)
     WORK.mkdir(parents=True, exist_ok=True)
 
@@ -375,19 +386,22 @@ def main():
 
     for wl, src, desc in transfer:
         expect = tree_totals(src)
-        for tool in tools:
-            runs = []
-            for rep in range(a.repeat):
+        # Round-robin over the tools, so a drifting machine load hits them alike.
+        all_runs = {t: [] for t in tools}
+        for rep in range(a.repeat):
+            for tool in tools:
                 log(f"{wl} {tool} run {rep + 1}/{a.repeat}")
                 m = run_transfer(tool, wl, src, expect, a, rep)
                 log(f"  wall {m['wall_s']:.2f}s cpu {m['cpu_s']:.2f}s rss {m['peak_rss_mib']:.0f}MiB "
                     f"server cpu {m['server_cpu_s']:.1f}s complete={m['complete']}")
-                runs.append(m)
+                all_runs[tool].append(m)
+        for tool in tools:
+            runs = all_runs[tool]
             ok = [r for r in runs if r["complete"]]
             best = min(ok, key=lambda r: r["wall_s"]) if ok else None
             row = {"workload": wl, "desc": desc, "tool": tool, "objects": expect[0],
                    "bytes": expect[1], "complete": bool(ok) and len(ok) == len(runs),
-                   "runs": runs, "verified": VERIFIED[tool]}
+                   "runs": runs, "verified": VERIFIED.get(tool, VERIFIED_VARIANT)}
             if best:
                 row.update(wall_s=best["wall_s"], cpu_s=best["cpu_s"],
                            peak_rss_mib=best["peak_rss_mib"], server_cpu_s=best["server_cpu_s"],
@@ -436,7 +450,8 @@ def report(results, a, tools):
                         "part_concurrency": a.part_concurrency, "mp_threshold": a.mp_threshold,
                         "repeat": a.repeat, "pick": "best (min wall) of the complete runs"},
            "results": results}
-    path = BENCH / "results" / f"{now.strftime('%Y-%m-%dT%H%M%SZ')}.json"
+    Path(a.results_dir).mkdir(parents=True, exist_ok=True)
+    path = Path(a.results_dir) / f"{now.strftime('%Y-%m-%dT%H%M%SZ')}.json"
     path.write_text(json.dumps(out, indent=1))
 
     base = {r["workload"]: r for r in results
@@ -454,7 +469,7 @@ def report(results, a, tools):
             f"| {r['tool']} | {r['workload']} {r['desc']} | {r['wall_s']:.2f} | {r['objects_per_s']:,.0f} "
             f"| {r.get('mib_per_s', 0):.1f} | {r.get('cpu_s', float('nan')):.2f} "
             f"| {r['peak_rss_mib']:.0f} | {r.get('server_cpu_s', float('nan')):.1f} | {ratio} "
-            f"| {VERIFIED_SHORT.get(r['tool'], '-') if r['workload'] != 'W3' else '-'} |")
+            f"| {VERIFIED_SHORT.get(r['tool'], 'variant: see RESULTS.md') if r['workload'] != 'W3' else '-'} |")
     w3 = {r["objects"]: r for r in results if r["workload"] == "W3" and "wall_s" in r}
     if len(w3) >= 2:
         big, small = max(w3), min(w3)
@@ -462,7 +477,7 @@ def report(results, a, tools):
                      f"{w3[big]['peak_rss_mib'] / w3[small]['peak_rss_mib']:.2f}x")
     print("\n".join(lines))
     print(f"\n(best of {a.repeat} complete runs; 'ossimport speed / this' = this tool's wall / "
-          f"ossimport's wall, >1 means ossimport is faster)\nresults: {path.relative_to(REPO)}")
+          f"ossimport's wall, >1 means ossimport is faster)\nresults: {path}")
 
 
 if __name__ == "__main__":
