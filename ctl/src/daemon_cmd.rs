@@ -7,7 +7,7 @@
 //! running is `DAEMON_UNREACHABLE` with a one-line fix.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -362,8 +362,9 @@ async fn start(d: &DaemonArgs) -> Result<u8> {
 async fn stop(d: &DaemonArgs) -> Result<u8> {
     let conn = Conn::new(d);
     let (r, v): (Done, _) = conn.call(Method::POST, "/v1/shutdown", None).await?;
+    // The daemon removes its socket file last, once it has fully stopped.
     for _ in 0..300 {
-        if !socket_answers(&conn.socket) {
+        if !conn.socket.exists() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -374,10 +375,6 @@ async fn stop(d: &DaemonArgs) -> Result<u8> {
         println!("{}", r.message);
     }
     Ok(exit::OK)
-}
-
-fn socket_answers(p: &Path) -> bool {
-    std::os::unix::net::UnixStream::connect(p).is_ok()
 }
 
 async fn stat(

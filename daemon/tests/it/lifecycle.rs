@@ -63,3 +63,37 @@ fn detaches_refuses_a_second_instance_and_stops_on_sigterm() {
     assert!(log.contains("Daemon ready."), "{log}");
     assert!(log.contains("Daemon stopped; job store closed."), "{log}");
 }
+
+#[test]
+fn ctl_starts_and_stops_the_daemon() {
+    let tmp = tempfile::tempdir().unwrap();
+    let socket = tmp.path().join("ossimportd.sock");
+    let ctl = |verb: &str| {
+        let out = Command::new(bin("ossimportctl"))
+            .arg(verb)
+            .arg("--socket")
+            .arg(&socket)
+            .current_dir(tmp.path())
+            .env("OSSIMPORT_LISTEN", format!("127.0.0.1:{}", free_port()))
+            .output()
+            .unwrap();
+        (
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+            out.status.code(),
+        )
+    };
+    assert_eq!(ctl("stat").2, Some(3));
+    let (out, err, code) = ctl("start");
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(out, "Start import service completed.\n");
+    assert_eq!(ctl("start").0, "ossimportd is already running.\n");
+    let (out, _, code) = ctl("version");
+    assert_eq!(code, Some(0));
+    assert!(out.contains("ossimportd 0"), "{out}");
+    let (out, err, code) = ctl("stop");
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(out, "Stop import service completed.\n");
+    assert!(!socket.exists());
+    assert_eq!(ctl("stat").2, Some(3));
+}

@@ -34,31 +34,32 @@ pub fn rt() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-/// A binary of the workspace. `ossimportd` is this package's; the agent is
-/// another package's, which `cargo test -p daemon` does not build, so the
-/// first use in a test process runs `cargo build` for it (a no-op when it is
-/// up to date). `OSSIMPORT_AGENT_BIN` names a prebuilt one instead.
+/// A binary of the workspace. `ossimportd` is this package's; the agent and
+/// the ctl tool are other packages', which `cargo test -p daemon` does not
+/// build, so the first use in a test process runs `cargo build` for them (a
+/// no-op when they are up to date).
 pub fn bin(name: &str) -> PathBuf {
     let daemon = PathBuf::from(env!("CARGO_BIN_EXE_ossimportd"));
     if name == "ossimportd" {
         return daemon;
     }
-    if let Some(p) = std::env::var_os("OSSIMPORT_AGENT_BIN") {
-        return PathBuf::from(p);
-    }
     static BUILT: OnceLock<()> = OnceLock::new();
     BUILT.get_or_init(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut cmd = Command::new(cargo);
-        cmd.args(["build", "-p", "agent", "--bin", "ossimport-agent"]);
+        cmd.args(["build", "-p", "agent", "--bin", "ossimport-agent"])
+            .args(["-p", "ctl", "--bin", "ossimportctl"]);
         if daemon.components().any(|c| c.as_os_str() == "release") {
             cmd.arg("--release");
         }
         let st = cmd
             .current_dir(repo_root())
             .status()
-            .expect("cargo build agent");
-        assert!(st.success(), "building ossimport-agent failed");
+            .expect("cargo build agent and ctl");
+        assert!(
+            st.success(),
+            "building ossimport-agent and ossimportctl failed"
+        );
     });
     daemon.with_file_name(name)
 }
