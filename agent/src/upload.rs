@@ -18,6 +18,7 @@ use proto::job::{
 };
 use storage::checksum::{self, Digest};
 use storage::s3::{ErrorKind, META_MD5, META_MTIME, ObjectInfo, S3Error, S3Store};
+use storage::watch::{Change, FileWatch};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 
@@ -200,11 +201,31 @@ async fn import(
                 return Ok((Outcome::Skipped, skip));
             }
             let mut meta = vec![(META_MTIME, mtime.to_string())];
+            // Files read more than once or over a long time are watched, so
+            // a rewrite that leaves size and mtime as they were is caught.
+            let watch = (size > IN_MEMORY_MAX)
+                .then(|| FileWatch::new(&path).ok())
+                .flatten();
             let v = if size > ex.spec.multipart_threshold {
-                multipart(ex, store, &key, &path, obj, size, &meta, events).await?
+                multipart(
+                    ex,
+                    store,
+                    &key,
+                    &path,
+                    obj,
+                    size,
+                    &meta,
+                    events,
+                    watch.as_ref(),
+                )
+                .await?
             } else {
                 single_put(ex, store, &key, &path, size, &mut meta).await?
             };
+            watched(
+                watch.as_ref(),
+                " (the destination holds what was read; run again to copy the new version)",
+            )?;
             check_unchanged(&path, before).await?;
             let v = verify_s3(ex, store, &key, size, v).await?;
             Ok((Outcome::Verified, v))
@@ -289,6 +310,21 @@ async fn import(
                 },
             ))
         }
+    }
+}
+
+/// Fails if the watcher saw the source change while it was being read.
+fn watched(watch: Option<&FileWatch>, note: &str) -> Step<()> {
+    match watch.and_then(FileWatch::change) {
+        None => Ok(()),
+        Some(Change::Modified) => Err(Fail(
+            ErrorCode::SourceChanged,
+            format!("source file was modified while it was being uploaded{note}"),
+        )),
+        Some(Change::Removed) => Err(Fail(
+            ErrorCode::SourceDeleted,
+            format!("source file was deleted or renamed while it was being uploaded{note}"),
+        )),
     }
 }
 
@@ -483,6 +519,7 @@ async fn multipart(
     size: u64,
     meta: &[(&'static str, String)],
     events: &mpsc::Sender<Event>,
+    watch: Option<&FileWatch>,
 ) -> Step<Verified> {
     let mut part_size = ex.spec.part_size.max(1);
     if size.div_ceil(part_size) > MAX_PARTS {
@@ -544,6 +581,7 @@ async fn multipart(
         &upload_id,
         done,
         events,
+        watch,
     )
     .await;
     match result {
@@ -575,6 +613,7 @@ async fn upload_parts(
     upload_id: &str,
     done: Vec<PartRecord>,
     events: &mpsc::Sender<Event>,
+    watch: Option<&FileWatch>,
 ) -> Step<Verified> {
     let n_parts = size.div_ceil(part_size) as u32;
     let file = {
@@ -688,6 +727,8 @@ async fn upload_parts(
         .collect::<Step<_>>()?;
     let expected_etag = checksum::multipart_etag(md5s.iter());
     let crc64 = checksum::crc64_of_parts(parts.iter().map(|p| (p.crc64, p.size)));
+    // Checked before completing, so a changed file leaves no object behind.
+    watched(watch, "")?;
     let list: Vec<(u32, String)> = parts.iter().map(|p| (p.number, p.etag.clone())).collect();
     let etag = match store.complete_multipart(key, upload_id, &list).await {
         Ok(etag) => etag,

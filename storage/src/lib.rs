@@ -10,3 +10,4 @@ pub mod limit;
 pub mod local;
 pub mod remote;
 pub mod s3;
+pub mod watch;

@@ -81,3 +81,80 @@ async fn bad_objects_fail_with_reasons_and_the_rest_is_verified() {
     let keys = list_keys(&s3.client(), "bkt", "").await;
     assert_eq!(keys.len(), 30);
 }
+
+#[tokio::test]
+async fn a_file_rewritten_mid_upload_is_caught_even_with_its_mtime_restored() {
+    use std::io::{Seek, SeekFrom, Write};
+    let s3 = S3Server::start();
+    s3.create_bucket("bkt").await;
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    small_tree(&src, 5);
+    let big = src.join("big.bin");
+    big_file(&big, 20);
+    let mtime = std::fs::metadata(&big).unwrap().modified().unwrap();
+    let work = tmp.path().join("work");
+    let cfg = job_cfg(
+        tmp.path(),
+        "rewrite",
+        &src,
+        &s3.endpoint,
+        "bkt",
+        "multipartUploadThreshold=8m\nmultipartUploadPartSize=5m\nuploadThreadNumPerLargeFile=1",
+    );
+    // A bandwidth cap of 2 MiB/s stretches the upload over about ten seconds.
+    std::fs::write(
+        tmp.path().join("sys.properties"),
+        "workerMaxThroughput(KB/s)=2048\n",
+    )
+    .unwrap();
+    let child = ctl()
+        .arg("run")
+        .arg(&cfg)
+        .arg("--work-dir")
+        .arg(&work)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let parts = work
+            .join("ossimport.db")
+            .exists()
+            .then(|| {
+                store(&work)
+                    .query_row("SELECT count(*) FROM parts", [], |r| r.get::<_, i64>(0))
+                    .ok()
+            })
+            .flatten()
+            .unwrap_or(0);
+        if parts >= 1 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "upload did not start");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // Rewrite bytes in the middle, then put the mtime back: size and mtime
+    // look untouched, only the watcher can tell.
+    let mut f = std::fs::OpenOptions::new().write(true).open(&big).unwrap();
+    f.seek(SeekFrom::Start(12 << 20)).unwrap();
+    f.write_all(b"changed under the uploader").unwrap();
+    f.set_modified(mtime).unwrap();
+    drop(f);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains(
+            "SOURCE_CHANGED  big.bin: source file was modified while it was being uploaded"
+        ),
+        "{text}"
+    );
+    assert!(squash(&text).contains("verified 5 of 6"), "{text}");
+    // The upload was aborted before completion: no object was left behind.
+    assert!(
+        !list_keys(&s3.client(), "bkt", "")
+            .await
+            .contains(&"big.bin".to_string())
+    );
+}
