@@ -231,6 +231,27 @@ async fn dispatch(state: &Arc<State>, ep: Endpoint, req: &Req) -> Result<Respons
                 })
                 .collect();
             workers.sort_by(|a, b| a.name.cmp(&b.name));
+            // Hosts listed in `workers` that no agent has checked in from.
+            for host in &state.config.workers {
+                let seen = workers.iter().any(|w| {
+                    w.addr
+                        .as_deref()
+                        .and_then(|a| a.rsplit_once(':'))
+                        .is_some_and(|(h, _)| h.trim_matches(['[', ']']) == host)
+                });
+                if !seen {
+                    workers.push(WorkerStatus {
+                        name: host.clone(),
+                        fingerprint: String::new(),
+                        addr: None,
+                        state: "absent".into(),
+                        capacity: 0,
+                        running: 0,
+                        last_heartbeat_secs_ago: None,
+                        error: Some("listed in workers; no agent has checked in from it".into()),
+                    });
+                }
+            }
             json(StatusCode::OK, &WorkerList { workers })
         }
         Endpoint::Shutdown => {

@@ -17,6 +17,9 @@ struct Args {
     /// `sys.properties` (workingDir and worker settings).
     #[arg(long, env = "OSSIMPORT_SYS_PROPERTIES")]
     sys: Option<PathBuf>,
+    /// The `workers` host list; default: `workers` next to sys.properties.
+    #[arg(long, env = "OSSIMPORT_WORKERS")]
+    workers: Option<PathBuf>,
     /// Work directory; default: `workingDir` of sys.properties.
     #[arg(long, env = "OSSIMPORT_WORK_DIR")]
     work_dir: Option<PathBuf>,
@@ -93,6 +96,16 @@ fn real_main(args: Args) -> anyhow::Result<()> {
     }
     if let Some(k) = args.agent_keys {
         config.agent_keys = k;
+    }
+    let workers = args.workers.clone().or_else(|| {
+        args.sys
+            .as_ref()
+            .and_then(|s| s.parent().map(|d| d.join("workers")))
+            .filter(|p| p.is_file())
+    });
+    if let Some(w) = &workers {
+        config.workers =
+            daemon::config::sys::load_workers(w).map_err(|e| anyhow::anyhow!("{e}"))?;
     }
     config.lease = Duration::from_secs(args.lease_secs.max(1));
     config.agent_timeout = Duration::from_millis(args.agent_timeout_ms.max(100));

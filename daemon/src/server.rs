@@ -45,6 +45,9 @@ pub struct Config {
     /// Enrolled agents: `ssh-ed25519 AAAA... name` lines. Re-read when an
     /// unknown key knocks, so agents can be enrolled while jobs run.
     pub agent_keys: PathBuf,
+    /// Hosts of the `workers` file: `ossimportctl workers` lists the ones
+    /// no agent has checked in from.
+    pub workers: Vec<String>,
     /// Group allowed on the control socket besides our own user.
     pub socket_gid: Option<u32>,
     /// How long a dispatched task stays with an agent without a heartbeat.
@@ -69,6 +72,7 @@ impl Config {
             work_dir: work_dir.to_path_buf(),
             key_file: work_dir.join(KEY_FILE),
             agent_keys: work_dir.join(AGENT_KEYS_FILE),
+            workers: Vec::new(),
             socket_gid: None,
             lease: Duration::from_secs(30),
             agent_timeout: Duration::from_secs(15),

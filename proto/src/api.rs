@@ -127,7 +127,8 @@ pub struct WorkerStatus {
     pub fingerprint: String,
     pub addr: Option<String>,
     /// `up`, `down` (no heartbeat lately), `left` (said goodbye), `never`
-    /// (enrolled, never seen).
+    /// (enrolled, never seen), `absent` (a host of the `workers` file no
+    /// agent has checked in from).
     pub state: String,
     pub capacity: u32,
     /// Tasks leased to it now.

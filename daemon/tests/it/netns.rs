@@ -129,7 +129,15 @@ fn agents_in_their_own_namespaces_and_one_cut_off() {
     std::fs::create_dir_all(&work).unwrap();
     let daemon_pub = Daemon::init(&work);
     let port = free_port();
-    let daemon = Daemon::start_at(&work, &format!("{}.254:{port}", net.subnet));
+    // The workers file lists the three hosts and one that never shows up.
+    let workers = tmp.path().join("workers");
+    let hosts: Vec<String> = (0..4).map(|i| net.addr(i)).collect();
+    std::fs::write(&workers, hosts.join("\n")).unwrap();
+    let daemon = Daemon::start_with(
+        &work,
+        &format!("{}.254:{port}", net.subnet),
+        &["--workers", workers.to_str().unwrap()],
+    );
     let mut agents = Vec::new();
     for (i, ns) in net.names.iter().enumerate() {
         let name = format!("n{}", i + 1);
@@ -155,12 +163,19 @@ fn agents_in_their_own_namespaces_and_one_cut_off() {
             == 3
     });
     let w = daemon.workers();
-    for (i, a) in w.workers.iter().enumerate() {
+    for (i, a) in w.workers.iter().take(3).enumerate() {
         assert_eq!(
             a.addr.as_deref(),
             Some(format!("{}:7601", net.addr(i)).as_str())
         );
     }
+    let absent: Vec<&str> = w
+        .workers
+        .iter()
+        .filter(|a| a.state == "absent")
+        .map(|a| a.name.as_str())
+        .collect();
+    assert_eq!(absent, vec![net.addr(3).as_str()], "{w:?}");
 
     let src = tmp.path().join("src");
     let dest = tmp.path().join("dest");

@@ -154,6 +154,11 @@ impl Daemon {
 
     /// Starts it with the agent API on `listen` (`ip:port`).
     pub fn start_at(work: &Path, listen: &str) -> Daemon {
+        Daemon::start_with(work, listen, &[])
+    }
+
+    /// Like [`Daemon::start_at`] with extra flags.
+    pub fn start_with(work: &Path, listen: &str, extra: &[&str]) -> Daemon {
         let socket = work.join("ossimportd.sock");
         let log = work.join(format!("daemon-{}.log", unique()));
         let child = Command::new(bin("ossimportd"))
@@ -167,6 +172,7 @@ impl Daemon {
             .arg("2")
             .arg("--agent-timeout-ms")
             .arg("1500")
+            .args(extra)
             .env("OSSIMPORT_LOG", "info")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
