@@ -286,6 +286,7 @@ async fn copy_to_s3(
         store,
         key,
         v.digest.map(|d| d.len).unwrap_or(obj.size),
+        obj.mtime,
         v,
     )
     .await?)

@@ -227,7 +227,7 @@ async fn import(
                 " (the destination holds what was read; run again to copy the new version)",
             )?;
             check_unchanged(&path, before).await?;
-            let v = verify_s3(ex, store, &key, size, v).await?;
+            let v = verify_s3(ex, store, &key, size, mtime, v).await?;
             Ok((Outcome::Verified, v))
         }
         Dest::Local { dir, prefix } => {
@@ -782,6 +782,7 @@ pub(crate) async fn verify_s3(
     store: &S3Store,
     key: &str,
     size: u64,
+    mtime: i64,
     mut v: Verified,
 ) -> Step<Verified> {
     let info = store.head(key).await.map_err(|e| {
@@ -801,7 +802,10 @@ pub(crate) async fn verify_s3(
         ));
     }
     v.by.insert(0, "size");
-    if ex.spec.verify == VerifyMode::Size {
+    // `lastModify`: objects modified after it are checked by size only, as
+    // the original did (they are expected to change again).
+    let last_modify = ex.spec.limits.last_modify;
+    if ex.spec.verify == VerifyMode::Size || (last_modify > 0 && mtime > last_modify) {
         v.by.truncate(1);
         return Ok(v);
     }

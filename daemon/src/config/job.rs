@@ -492,12 +492,6 @@ impl JobConfig {
                 self.app_id
             ));
         }
-        if self.last_modify != 0 {
-            out.push(format!(
-                "lastModify={}: not supported yet; every file is verified",
-                self.last_modify
-            ));
-        }
         out
     }
 }

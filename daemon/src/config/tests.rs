@@ -530,7 +530,6 @@ fn unsupported_names_every_ignored_setting() {
             "auditMode=simple: superseded by verifyMode; value ignored",
             "isAuditAfterImport=false: every object is verified (see verifyMode); value ignored",
             "appId=7: not needed with the S3-compatible COS endpoint; value ignored",
-            "lastModify=2: not supported yet; every file is verified",
         ]
     );
 }
