@@ -377,6 +377,9 @@ fn print_summary(
         human_bytes(c.skipped_bytes)
     );
     println!("  failed    {:>10} objects", c.failed);
+    if c.retries > 0 {
+        println!("  retries   {:>10} requests retried", c.retries);
+    }
     if c.pending > 0 {
         println!(
             "  unfinished{:>10} objects (run the same command again)",

@@ -146,6 +146,8 @@ pub struct Counts {
     pub tasks_dispatched: u64,
     pub tasks_done: u64,
     pub tasks_failed: u64,
+    /// Request retries spent, over all objects.
+    pub retries: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -604,6 +606,11 @@ impl Store {
                 _ => c.tasks_failed += n,
             }
         }
+        c.retries = conn.query_row(
+            "SELECT coalesce(sum(retries), 0) FROM objects WHERE job_id = ?1",
+            [job_id],
+            |r| r.get::<_, i64>(0),
+        )? as u64;
         Ok(c)
     }
 
