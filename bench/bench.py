@@ -466,7 +466,7 @@ def report(results, a, tools):
         b = base.get(r["workload"])
         ratio = f"{r['wall_s'] / b['wall_s']:.2f}" if b else "-"
         lines.append(
-            f"| {r['tool']} | {r['workload']} {r['desc']} | {r['wall_s']:.2f} | {r['objects_per_s']:,.0f} "
+            f"| {r['tool']} | {r['workload']} {r['desc']} | {r['wall_s']:.2f} | {r['objects_per_s']:,.{0 if r['objects_per_s'] >= 10 else 2}f} "
             f"| {r.get('mib_per_s', 0):.1f} | {r.get('cpu_s', float('nan')):.2f} "
             f"| {r['peak_rss_mib']:.0f} | {r.get('server_cpu_s', float('nan')):.1f} | {ratio} "
             f"| {VERIFIED_SHORT.get(r['tool'], 'variant: see RESULTS.md') if r['workload'] != 'W3' else '-'} |")
