@@ -49,7 +49,7 @@ VERIFIED = {
 
 VERIFIED_VARIANT = "a patched ossimportctl given with --variant; see bench/RESULTS.md"
 VERIFIED_SHORT = {"ossimport": "every object: Content-MD5, ETag=MD5, HEAD",
-                  "s5cmd": "nothing (HTTP 200)", "rclone": "Content-MD5, size+MD5 after upload"}
+                  "s5cmd": "nothing of its own (HTTP 200)", "rclone": "Content-MD5, size+MD5 after upload"}
 
 
 def log(*a):
