@@ -33,6 +33,8 @@ impl Live {
 
 /// Most events applied in one transaction.
 const MAX_BATCH: usize = 2000;
+/// Longest wait for more events before a batch is committed.
+const GATHER: std::time::Duration = std::time::Duration::from_millis(25);
 
 /// Applies events from `rx` to the store until every sender is gone. Events
 /// that arrive together are committed in one transaction (no per-object
@@ -45,10 +47,14 @@ pub async fn record(
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while let Some(ev) = rx.recv().await {
         batch.push(ev);
+        // Gather for a moment so one transaction carries many events: a
+        // commit per one or two events cost more than the copying itself
+        // for small files.
+        let deadline = tokio::time::Instant::now() + GATHER;
         while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(ev) => batch.push(ev),
-                Err(_) => break,
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(ev)) => batch.push(ev),
+                _ => break,
             }
         }
         let events = std::mem::take(&mut batch);

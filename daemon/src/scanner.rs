@@ -210,10 +210,12 @@ fn scan_local(
         let mut components = frame.components.clone();
         components.push(name.as_bytes().to_vec());
         let path = path_of(root, &components);
-        let Ok(ft) = std::fs::symlink_metadata(&path).map(|m| m.file_type()) else {
+        // One stat per entry: its metadata serves regular files directly.
+        let Ok(lmd) = std::fs::symlink_metadata(&path) else {
             // Vanished between readdir and stat: nothing to copy.
             continue;
         };
+        let ft = lmd.file_type();
 
         if ft.is_dir() {
             if let Some(cp) = &checkpoint
@@ -262,10 +264,7 @@ fn scan_local(
                 }
             }
         } else if ft.is_file() {
-            match std::fs::symlink_metadata(&path) {
-                Ok(md) => md,
-                Err(_) => continue,
-            }
+            lmd
         } else {
             stats.special_skipped += 1;
             continue;

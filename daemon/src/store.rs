@@ -536,7 +536,10 @@ impl Store {
                         r.size as i64,
                         r.parts_resumed as i64
                     ])?;
-                    if r.outcome == Outcome::Verified {
+                    // Only multipart objects (ETag `…-N`) ever had parts.
+                    if r.outcome == Outcome::Verified
+                        && r.etag.as_deref().is_some_and(|e| e.contains('-'))
+                    {
                         // The parts served their purpose; keep the table small.
                         tx.prepare_cached("DELETE FROM parts WHERE object_id = ?1")?
                             .execute([r.object_id])?;
