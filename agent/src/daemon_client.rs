@@ -73,6 +73,7 @@ pub(crate) async fn heartbeats(agent: Arc<Agent>, cancel: CancellationToken) {
             capacity: agent.config.capacity,
             running: agent.running_ids(),
             fingerprint: agent.signer.fingerprint().to_string(),
+            bytes: agent.bytes_read(),
         };
         match agent
             .call::<_, HeartbeatReply>(agent_path::HEARTBEAT, &hb)

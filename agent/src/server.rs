@@ -99,6 +99,12 @@ impl Agent {
         }
     }
 
+    pub(crate) fn bytes_read(&self) -> u64 {
+        self.progress
+            .bytes
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     fn done_executing(&self, id: i64) {
         if let Some(t) = self.running().get_mut(&id) {
             t.executing = false;

@@ -198,16 +198,17 @@ async fn dispatch(cmd: Command) -> Result<u8> {
                 return Ok(exit::OK);
             }
             println!(
-                "{:<16} {:<6} {:<22} {:>8} {:>9}  NOTE",
-                "NAME", "STATE", "ADDRESS", "RUNNING", "HEARTBEAT"
+                "{:<16} {:<6} {:<22} {:>8} {:>10} {:>9}  NOTE",
+                "NAME", "STATE", "ADDRESS", "RUNNING", "RATE", "HEARTBEAT"
             );
             for a in w.workers {
                 println!(
-                    "{:<16} {:<6} {:<22} {:>8} {:>9}  {}",
+                    "{:<16} {:<6} {:<22} {:>8} {:>10} {:>9}  {}",
                     a.name,
                     a.state,
                     a.addr.unwrap_or_else(|| "-".into()),
                     format!("{}/{}", a.running, a.capacity),
+                    format!("{}/s", human_bytes(a.bytes_per_sec)),
                     a.last_heartbeat_secs_ago
                         .map(|s| format!("{s}s ago"))
                         .unwrap_or_else(|| "never".into()),

@@ -84,7 +84,15 @@ async fn heartbeat(state: &Arc<State>, who: &Verified, req: &Req) -> Answer {
         a.name = hb.name.clone();
         a.addr = Some(hb.addr.clone());
         a.capacity = hb.capacity;
-        a.last_seen = Some(Instant::now());
+        let now = Instant::now();
+        a.bytes_per_sec = match a.last_seen {
+            Some(t) if hb.bytes >= a.bytes && now > t => {
+                ((hb.bytes - a.bytes) as f64 / now.duration_since(t).as_secs_f64()) as u64
+            }
+            _ => 0,
+        };
+        a.bytes = hb.bytes;
+        a.last_seen = Some(now);
         a.left = false;
         fresh
     };

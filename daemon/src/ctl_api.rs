@@ -228,6 +228,13 @@ async fn dispatch(state: &Arc<State>, ep: Endpoint, req: &Req) -> Result<Respons
                         .last_seen
                         .map(|t| now.saturating_duration_since(t).as_secs()),
                     error: a.error.clone(),
+                    bytes_per_sec: if liveness(a, now, state.config.agent_timeout)
+                        == crate::scheduler::Liveness::Up
+                    {
+                        a.bytes_per_sec
+                    } else {
+                        0
+                    },
                 })
                 .collect();
             workers.sort_by(|a, b| a.name.cmp(&b.name));
@@ -249,6 +256,7 @@ async fn dispatch(state: &Arc<State>, ep: Endpoint, req: &Req) -> Result<Respons
                         running: 0,
                         last_heartbeat_secs_ago: None,
                         error: Some("listed in workers; no agent has checked in from it".into()),
+                        bytes_per_sec: 0,
                     });
                 }
             }

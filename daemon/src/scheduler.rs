@@ -39,6 +39,9 @@ pub struct AgentEntry {
     pub pushing: bool,
     /// No push before this instant (after a failed one).
     pub retry_after: Option<Instant>,
+    /// Byte counter of its last heartbeat, and the rate since the one before.
+    pub bytes: u64,
+    pub bytes_per_sec: u64,
 }
 
 impl AgentEntry {
@@ -53,6 +56,8 @@ impl AgentEntry {
             error: None,
             pushing: false,
             retry_after: None,
+            bytes: 0,
+            bytes_per_sec: 0,
         }
     }
 }

@@ -57,6 +57,9 @@ pub struct Heartbeat {
     pub running: Vec<i64>,
     /// The agent's fingerprint, which the daemon names as audience.
     pub fingerprint: String,
+    /// Source bytes read since the agent started (throughput in `workers`).
+    #[serde(default)]
+    pub bytes: u64,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -136,6 +139,9 @@ pub struct WorkerStatus {
     pub last_heartbeat_secs_ago: Option<u64>,
     /// Problem with the last batch sent to it, if any.
     pub error: Option<String>,
+    /// Source bytes per second between its last two heartbeats.
+    #[serde(default)]
+    pub bytes_per_sec: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

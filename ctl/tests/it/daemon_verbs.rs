@@ -218,6 +218,7 @@ fn legacy_stat_matches_the_original_for_running_and_finished_jobs() {
             capacity: 1,
             running,
             fingerprint: key.fingerprint().into(),
+            bytes: 0,
         })
         .unwrap();
         let h = key.sign("POST", agent_path::HEARTBEAT, &body, &daemon_fp);
@@ -268,6 +269,8 @@ fn legacy_stat_matches_the_original_for_running_and_finished_jobs() {
         )
     );
     let (out, _, _) = d.ctl(&["workers"]);
+    assert!(out.starts_with("NAME"), "{out}");
+    assert!(out.lines().next().unwrap().contains("RATE"), "{out}");
     assert!(
         out.lines()
             .any(|l| l.starts_with("a1 ") && l.contains(" up ")),

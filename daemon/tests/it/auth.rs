@@ -174,6 +174,7 @@ fn daemon_ignores_agents_it_has_not_enrolled() {
         capacity: 8,
         running: vec![],
         fingerprint: stranger.fingerprint().into(),
+        bytes: 0,
     })
     .unwrap();
     let path = proto::api::agent_path::HEARTBEAT;
