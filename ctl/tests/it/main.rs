@@ -6,6 +6,7 @@
 
 mod audit;
 mod config_errors;
+mod console_shim;
 mod daemon_verbs;
 mod local_dest;
 mod migrate;
