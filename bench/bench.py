@@ -40,7 +40,7 @@ AK, SK = "testkey", "testsecret"
 
 VERIFIED = {
     "ossimport": "Content-MD5 on every PUT/part, ETag == MD5 (single PUT), "
-                 "multipart ETag from part MD5s, HEAD after upload (size, ETag)",
+                 "multipart ETag from part MD5s + HEAD (size, ETag, CRC64 where sent)",
     "s5cmd": "nothing beyond HTTP 200 (no Content-MD5, no ETag/size check; s5cmd#398, #563)",
     "rclone": "Content-MD5 on PUT/parts, size+MD5 compare after upload "
               "(multipart: MD5 from its own X-Amz-Meta-Md5chksum), HEAD after PUT",
@@ -48,7 +48,7 @@ VERIFIED = {
 
 
 VERIFIED_VARIANT = "a patched ossimportctl given with --variant; see bench/RESULTS.md"
-VERIFIED_SHORT = {"ossimport": "every object: Content-MD5, ETag=MD5, HEAD",
+VERIFIED_SHORT = {"ossimport": "every object: Content-MD5, ETag=MD5 (multipart: part ETags + HEAD)",
                   "s5cmd": "nothing of its own (HTTP 200)", "rclone": "Content-MD5, size+MD5 after upload"}
 
 
