@@ -352,34 +352,9 @@ impl S3Store {
         digest: &Digest,
         meta: &[(&str, String)],
     ) -> Result<(String, Option<u64>), S3Error> {
-        self.pace().await;
-        let cap = CaptureCrc64::default();
-        let mut req = self
-            .client
-            .put_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .content_length(body.len() as i64)
-            .content_md5(digest.md5_base64())
-            .set_content_type(Some(content_type(key).to_owned()))
-            .body(ByteStream::from(body));
-        for (k, v) in meta {
-            req = req.metadata(*k, v);
-        }
-        if self.sse {
-            req = req.server_side_encryption(ServerSideEncryption::Aes256);
-        }
-        // UNSIGNED-PAYLOAD: the body is protected by the signed Content-MD5
-        // header (the server refuses a body that does not match it), so
-        // hashing every byte again with SHA-256 for SigV4 buys nothing.
-        let out = req
-            .customize()
-            .disable_payload_signing()
-            .interceptor(cap.clone())
-            .send()
+        let len = body.len() as u64;
+        self.put(key, ByteStream::from(body), len, digest, meta)
             .await
-            .map_err(|e| classify("PutObject", key, e))?;
-        Ok((normalize_etag(out.e_tag().unwrap_or_default()), cap.get()))
     }
 
     /// Single PUT streamed from a file (the digest was computed by an earlier
@@ -392,7 +367,6 @@ impl S3Store {
         digest: &Digest,
         meta: &[(&str, String)],
     ) -> Result<(String, Option<u64>), S3Error> {
-        self.pace().await;
         let body = ByteStream::read_from()
             .path(path)
             .length(Length::Exact(digest.len))
@@ -402,13 +376,25 @@ impl S3Store {
                 kind: ErrorKind::Other,
                 message: format!("reading {}: {e}", path.display()),
             })?;
+        self.put(key, body, digest.len, digest, meta).await
+    }
+
+    async fn put(
+        &self,
+        key: &str,
+        body: ByteStream,
+        len: u64,
+        digest: &Digest,
+        meta: &[(&str, String)],
+    ) -> Result<(String, Option<u64>), S3Error> {
+        self.pace().await;
         let cap = CaptureCrc64::default();
         let mut req = self
             .client
             .put_object()
             .bucket(&self.bucket)
             .key(key)
-            .content_length(digest.len as i64)
+            .content_length(len as i64)
             .content_md5(digest.md5_base64())
             .set_content_type(Some(content_type(key).to_owned()))
             .body(body);
