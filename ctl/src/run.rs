@@ -152,7 +152,9 @@ async fn run(args: RunArgs) -> Result<u8, Exit> {
             bytes: Arc::clone(&bytes),
             scan_done: Arc::clone(&scan_done),
             base_objects: start.pending,
-            base_bytes: start.bytes - start.verified_bytes - start.skipped_bytes,
+            base_bytes: start
+                .bytes
+                .saturating_sub(start.verified_bytes + start.skipped_bytes),
         },
         Arc::clone(&stop_display),
         Duration::from_secs(args.progress_interval.max(1)),
