@@ -697,10 +697,15 @@ async fn upload_parts(
                 .acquire_many(mib)
                 .await
                 .map_err(|_| Fail(ErrorCode::DestError, "shutting down".into()))?;
-            let data = blocking(move || storage::local::read_range(&file, offset, len as usize))
-                .await
-                .map_err(source_err)?;
-            let digest = checksum::digest(&data);
+            // Hash on the blocking thread too: MD5 of a large part would
+            // otherwise hold a runtime worker for tens of milliseconds.
+            let (data, digest) = blocking(move || {
+                let data = storage::local::read_range(&file, offset, len as usize)?;
+                let digest = checksum::digest(&data);
+                Ok((data, digest))
+            })
+            .await
+            .map_err(source_err)?;
             storage::limit::throttle(ex2.bandwidth.as_deref(), len).await;
             let etag = store
                 .upload_part(&key, &upload_id, number, Bytes::from(data), &digest)
