@@ -21,7 +21,9 @@ use storage::s3::{ErrorKind, META_MD5, META_MTIME, S3Store};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 
-use crate::upload::{Fail, Step, Verified, dest_err, dest_key, verify_s3};
+use crate::upload::{
+    Fail, Step, Verified, complete_parts, dest_err, dest_key, send_part, verify_s3,
+};
 use crate::worker::{Dest, Executor, Source};
 
 /// How one attempt ended when it did not succeed.
@@ -355,7 +357,9 @@ async fn stream_parts(
     let mut parts: Vec<PartRecord> = Vec::new();
     let mut pending = None;
     let mut number = 0u32;
-    let retries = storage::s3::RETRIES.try_with(Arc::clone).ok();
+    let retries = storage::s3::RETRIES
+        .try_with(Arc::clone)
+        .unwrap_or_default();
     loop {
         let permit = inflight
             .clone()
@@ -389,36 +393,12 @@ async fn stream_parts(
             let _permit = permit;
             let _mem = mem;
             let digest = checksum::digest(&data);
-            let len = data.len() as u64;
-            let etag = store
-                .upload_part(&key, &upload_id, number, data, &digest)
-                .await
-                .map_err(dest_err)?;
-            if etag.len() == 32 && etag != digest.md5_hex() {
-                return Err(Fail(
-                    ErrorCode::ChecksumMismatch,
-                    format!("part {number}: destination ETag {etag} differs from source MD5"),
-                ));
-            }
-            let record = PartRecord {
-                number,
-                size: len,
-                etag,
-                md5: digest.md5_hex(),
-                crc64: digest.crc64,
-            };
-            let _ = events
-                .send(Event::PartDone {
-                    object_id,
-                    part: record.clone(),
-                })
-                .await;
-            Ok(record)
+            send_part(
+                &store, &key, &upload_id, number, data, &digest, object_id, &events,
+            )
+            .await
         };
-        match retries {
-            Some(r) => set.spawn(storage::s3::RETRIES.scope(r, fut)),
-            None => set.spawn(fut),
-        };
+        set.spawn(storage::s3::RETRIES.scope(retries, fut));
         while let Some(r) = set.try_join_next() {
             parts.push(joined(r)?);
         }
@@ -432,41 +412,9 @@ async fn stream_parts(
     parts.sort_by_key(|p| p.number);
     let digest = whole.finish();
     check_source_etag(ex, obj, &digest)?;
-    let md5s: Vec<[u8; 16]> = parts
-        .iter()
-        .filter_map(|p| checksum::parse_md5_hex(&p.md5))
-        .collect();
-    let expected = checksum::multipart_etag(md5s.iter());
-    if let (Source::S3 { .. }, Some(src)) = (&ex.source, &obj.src_ref) {
-        // A multipart source ETag with the same part size must match ours.
-        if src.contains('-')
-            && src.ends_with(&format!("-{}", parts.len()))
-            && *src != expected
-            && part_size == ex.spec.part_size
-        {
-            return Err(Attempt::Retry(format!(
-                "received parts give ETag {expected} but the source ETag is {src}"
-            )));
-        }
-    }
-    let list: Vec<(u32, String)> = parts.iter().map(|p| (p.number, p.etag.clone())).collect();
-    let etag = store
-        .complete_multipart(key, upload_id, &list)
-        .await
-        .map_err(dest_err)?;
-    let mut by = Vec::new();
-    if etag.contains('-') {
-        if etag != expected {
-            return Err(Fail(
-                ErrorCode::ChecksumMismatch,
-                format!(
-                    "destination ETag {etag} differs from the ETag of the uploaded parts {expected}"
-                ),
-            )
-            .into());
-        }
-        by.push("etag");
-    }
+    // The source's own multipart ETag is not compared: its part size is
+    // unknown, so a different ETag proves nothing.
+    let (etag, by) = complete_parts(store, key, upload_id, &parts).await?;
     Ok(Verified {
         digest: Some(digest),
         etag: Some(etag),

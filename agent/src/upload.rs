@@ -707,33 +707,18 @@ async fn upload_parts(
             .await
             .map_err(source_err)?;
             storage::limit::throttle(ex2.bandwidth.as_deref(), len).await;
-            let etag = store
-                .upload_part(&key, &upload_id, number, Bytes::from(data), &digest)
-                .await
-                .map_err(dest_err)?;
-            if etag.len() == 32 && etag != digest.md5_hex() {
-                return Err(Fail(
-                    ErrorCode::ChecksumMismatch,
-                    format!(
-                        "part {number}: destination ETag {etag} differs from source MD5 {}",
-                        digest.md5_hex()
-                    ),
-                ));
-            }
-            ex2.add_progress(len);
-            let record = PartRecord {
+            let record = send_part(
+                &store,
+                &key,
+                &upload_id,
                 number,
-                size: len,
-                etag,
-                md5: digest.md5_hex(),
-                crc64: digest.crc64,
-            };
-            let _ = events
-                .send(Event::PartDone {
-                    object_id,
-                    part: record.clone(),
-                })
-                .await;
+                Bytes::from(data),
+                &digest,
+                object_id,
+                &events,
+            )
+            .await?;
+            ex2.add_progress(len);
             Ok(record)
         }));
         while let Some(r) = set.try_join_next() {
@@ -754,38 +739,10 @@ async fn upload_parts(
             "internal error: a part is missing".into(),
         ));
     }
-    let md5s: Vec<[u8; 16]> = parts
-        .iter()
-        .map(|p| {
-            checksum::parse_md5_hex(&p.md5)
-                .ok_or_else(|| Fail(ErrorCode::DestError, format!("bad part MD5 {}", p.md5)))
-        })
-        .collect::<Step<_>>()?;
-    let expected_etag = checksum::multipart_etag(md5s.iter());
     let crc64 = checksum::crc64_of_parts(parts.iter().map(|p| (p.crc64, p.size)));
     // Checked before completing, so a changed file leaves no object behind.
     watched(watch, "")?;
-    let list: Vec<(u32, String)> = parts.iter().map(|p| (p.number, p.etag.clone())).collect();
-    let etag = match store.complete_multipart(key, upload_id, &list).await {
-        Ok(etag) => etag,
-        // A retried Complete whose first attempt succeeded: the object exists.
-        Err(e) if e.kind == ErrorKind::NoSuchUpload => {
-            store.head(key).await.map_err(dest_err)?.etag
-        }
-        Err(e) => return Err(dest_err(e)),
-    };
-    let mut by = Vec::new();
-    if etag.contains('-') {
-        if etag != expected_etag {
-            return Err(Fail(
-                ErrorCode::ChecksumMismatch,
-                format!(
-                    "destination ETag {etag} differs from the ETag of the uploaded parts {expected_etag}"
-                ),
-            ));
-        }
-        by.push("etag");
-    }
+    let (etag, by) = complete_parts(store, key, upload_id, &parts).await?;
     // The whole-object MD5 is not computed for multipart objects (parts are
     // read concurrently); the part MD5s and the combined CRC64 stand for it.
     let digest = Digest {
@@ -799,6 +756,90 @@ async fn upload_parts(
         by,
         parts_resumed: resumed,
     })
+}
+
+/// Sends one part with `Content-MD5`, checks that its ETag is the part's
+/// MD5, and reports it as done.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn send_part(
+    store: &S3Store,
+    key: &str,
+    upload_id: &str,
+    number: u32,
+    data: Bytes,
+    digest: &Digest,
+    object_id: i64,
+    events: &mpsc::Sender<Event>,
+) -> Step<PartRecord> {
+    let size = data.len() as u64;
+    let etag = store
+        .upload_part(key, upload_id, number, data, digest)
+        .await
+        .map_err(dest_err)?;
+    if etag.len() == 32 && etag != digest.md5_hex() {
+        return Err(Fail(
+            ErrorCode::ChecksumMismatch,
+            format!(
+                "part {number}: destination ETag {etag} differs from source MD5 {}",
+                digest.md5_hex()
+            ),
+        ));
+    }
+    let record = PartRecord {
+        number,
+        size,
+        etag,
+        md5: digest.md5_hex(),
+        crc64: digest.crc64,
+    };
+    let _ = events
+        .send(Event::PartDone {
+            object_id,
+            part: record.clone(),
+        })
+        .await;
+    Ok(record)
+}
+
+/// Completes an upload from its parts (in order) and checks the object's
+/// ETag against the one the part MD5s give. Returns the ETag and what was
+/// compared.
+pub(crate) async fn complete_parts(
+    store: &S3Store,
+    key: &str,
+    upload_id: &str,
+    parts: &[PartRecord],
+) -> Step<(String, Vec<&'static str>)> {
+    let md5s: Vec<[u8; 16]> = parts
+        .iter()
+        .map(|p| {
+            checksum::parse_md5_hex(&p.md5)
+                .ok_or_else(|| Fail(ErrorCode::DestError, format!("bad part MD5 {}", p.md5)))
+        })
+        .collect::<Step<_>>()?;
+    let expected = checksum::multipart_etag(md5s.iter());
+    let list: Vec<(u32, String)> = parts.iter().map(|p| (p.number, p.etag.clone())).collect();
+    let etag = match store.complete_multipart(key, upload_id, &list).await {
+        Ok(etag) => etag,
+        // A retried Complete whose first attempt succeeded: the object exists.
+        Err(e) if e.kind == ErrorKind::NoSuchUpload => {
+            store.head(key).await.map_err(dest_err)?.etag
+        }
+        Err(e) => return Err(dest_err(e)),
+    };
+    let mut by = Vec::new();
+    if etag.contains('-') {
+        if etag != expected {
+            return Err(Fail(
+                ErrorCode::ChecksumMismatch,
+                format!(
+                    "destination ETag {etag} differs from the ETag of the uploaded parts {expected}"
+                ),
+            ));
+        }
+        by.push("etag");
+    }
+    Ok((etag, by))
 }
 
 fn joined(r: Result<Step<PartRecord>, tokio::task::JoinError>) -> Step<PartRecord> {
