@@ -22,7 +22,7 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 
 use crate::upload::{
-    Fail, Step, Verified, complete_parts, dest_err, dest_key, send_part, verify_s3,
+    Fail, Step, Verified, blocking, complete_parts, dest_err, dest_name, send_part, verify_s3,
 };
 use crate::worker::{Dest, Executor, Source};
 
@@ -82,9 +82,7 @@ pub(crate) async fn import(
     obj: &ObjectSpec,
     events: &mpsc::Sender<Event>,
 ) -> Step<(Outcome, Verified)> {
-    let key = match &ex.dest {
-        Dest::S3 { prefix, .. } | Dest::Local { prefix, .. } => dest_key(prefix, &obj.rel_path)?,
-    };
+    let key = dest_name(&ex.dest, &obj.rel_path)?;
     if let (Dest::S3 { store, .. }, Source::S3 { .. }) = (&ex.dest, &ex.source)
         && let Some(v) = skip_s3(ex, store, &key, obj).await?
     {
@@ -110,7 +108,7 @@ pub(crate) async fn import(
         }
         let r = match &ex.dest {
             Dest::S3 { store, .. } => copy_to_s3(ex, store, &key, obj, events).await,
-            Dest::Local { dir, .. } => copy_to_dir(ex, &dir.join(&key), obj).await,
+            Dest::Local { dir, .. } => copy_to_dir(ex, dir, &key, obj).await,
         };
         match r {
             Ok(v) => return Ok((Outcome::Verified, v)),
@@ -431,32 +429,29 @@ fn joined(r: Result<Step<PartRecord>, tokio::task::JoinError>) -> Result<PartRec
     }
 }
 
-/// Remote source into a local directory: streamed into a temporary file,
-/// renamed into place, then read back and compared.
+/// Remote source into a local directory: streamed into a new temporary
+/// file beneath `dir` (mode 0600: a remote object has no permissions to
+/// keep, and the directory may be readable by others), renamed into place,
+/// then read back and compared.
 async fn copy_to_dir(
     ex: &Executor,
-    target: &std::path::Path,
+    dir: &std::path::Path,
+    key: &str,
     obj: &ObjectSpec,
 ) -> Result<Verified, Attempt> {
     use tokio::io::AsyncWriteExt;
     let mut body = open(ex, obj).await?;
-    let dir = target.parent().unwrap_or(std::path::Path::new("."));
     let derr = |e: std::io::Error| {
         Attempt::Fail(Fail(
             ErrorCode::DestError,
-            format!("writing {}: {e}", target.display()),
+            format!("writing {key} under {}: {e}", dir.display()),
         ))
     };
-    tokio::fs::create_dir_all(dir).await.map_err(derr)?;
-    let tmp = target.with_file_name(format!(
-        ".{}.ossimport-{}.tmp",
-        target
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default(),
-        std::process::id()
-    ));
-    let mut f = tokio::fs::File::create(&tmp).await.map_err(derr)?;
+    let (root, name) = (dir.to_path_buf(), key.to_owned());
+    let out = blocking(move || storage::beneath::create_beneath(&root, &name, 0o600))
+        .await
+        .map_err(derr)?;
+    let mut f = tokio::fs::File::from_std(out.file.try_clone().map_err(derr)?);
     let mut h = Hasher::new();
     let result = async {
         while let Some(chunk) = body.next().await.map_err(source_fail)? {
@@ -470,19 +465,16 @@ async fn copy_to_dir(
         Ok::<(), Attempt>(())
     }
     .await;
-    if let Err(e) = result {
-        let _ = tokio::fs::remove_file(&tmp).await;
-        return Err(e);
-    }
+    drop(f);
+    // On failure `out` is dropped, which removes the temporary.
+    result?;
     let digest = h.finish();
     check_source_etag(ex, obj, &digest)?;
-    tokio::fs::rename(&tmp, target).await.map_err(derr)?;
+    let written = blocking(move || out.commit()).await.map_err(derr)?;
     let mut by = vec!["size"];
     if ex.spec.verify != VerifyMode::Size {
-        let t = target.to_path_buf();
-        let back = tokio::task::spawn_blocking(move || storage::local::hash_file(&t))
+        let back = blocking(move || storage::local::hash_open(&written))
             .await
-            .map_err(|e| Fail(ErrorCode::DestError, e.to_string()))?
             .map_err(derr)?;
         if back != digest {
             return Err(Fail(
@@ -524,9 +516,7 @@ pub(crate) async fn audit(ex: &Arc<Executor>, obj: &ObjectSpec) -> Step<Verified
 }
 
 async fn audit_once(ex: &Arc<Executor>, obj: &ObjectSpec) -> Result<Verified, Attempt> {
-    let key = match &ex.dest {
-        Dest::S3 { prefix, .. } | Dest::Local { prefix, .. } => dest_key(prefix, &obj.rel_path)?,
-    };
+    let key = dest_name(&ex.dest, &obj.rel_path)?;
     let mut body = open(ex, obj).await?;
     let mut whole = Hasher::new();
     let part_size = ex.spec.part_size.max(1);
@@ -566,9 +556,14 @@ async fn audit_once(ex: &Arc<Executor>, obj: &ObjectSpec) -> Result<Verified, At
             Err(e) => return Err(dest_err(e).into()),
         },
         Dest::Local { dir, .. } => {
-            let t = dir.join(&key);
-            match tokio::task::spawn_blocking(move || storage::local::hash_file(&t)).await {
-                Ok(Ok(d)) => (d.len, d.md5_hex(), Some(d.crc64)),
+            let (root, name) = (dir.clone(), key.clone());
+            let hashed = blocking(move || {
+                let f = storage::beneath::open_dest(&root, &name)?;
+                storage::local::hash_open(&f.file)
+            })
+            .await;
+            match hashed {
+                Ok(d) => (d.len, d.md5_hex(), Some(d.crc64)),
                 _ => {
                     return Err(Fail(
                         ErrorCode::DestMissing,

@@ -16,6 +16,7 @@ use proto::job::{
     ErrorCode, Event, JobMode, MultipartResume, ObjectError, ObjectResult, ObjectSpec, Outcome,
     PartRecord, SkipMode, VerifyMode,
 };
+use storage::beneath::SourceFile;
 use storage::checksum::{self, Digest};
 use storage::s3::{ErrorKind, META_MD5, META_MTIME, ObjectInfo, S3Error, S3Store};
 use storage::watch::{Change, FileWatch};
@@ -121,17 +122,37 @@ pub(crate) async fn process(
     }
 }
 
-pub(crate) fn dest_key(prefix: &str, rel: &str) -> Step<String> {
+fn dest_key(prefix: &str, rel: &str) -> Step<String> {
     let key = format!("{prefix}{rel}");
     storage::key::validate_key(&key).map_err(|e| Fail(ErrorCode::InvalidKey, e))?;
     Ok(key)
+}
+
+/// The destination name of `rel`: its key, and for a local destination
+/// also a path that stays beneath `destDir` (no `..`, `.` or empty
+/// segment, no NUL), since `a//b`, `a/./b` and `a/../b` would otherwise
+/// land on another object's file or outside the directory.
+pub(crate) fn dest_name(dest: &Dest, rel: &str) -> Step<String> {
+    match dest {
+        Dest::S3 { prefix, .. } => dest_key(prefix, rel),
+        Dest::Local { prefix, .. } => {
+            let key = dest_key(prefix, rel)?;
+            storage::beneath::check_rel_path(&key).map_err(|e| {
+                Fail(
+                    ErrorCode::InvalidKey,
+                    format!("cannot be stored under destDir: {e}"),
+                )
+            })?;
+            Ok(key)
+        }
+    }
 }
 
 fn source_path(ex: &Executor, rel: &str) -> PathBuf {
     ex.source_root.join(rel)
 }
 
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
 ) -> std::io::Result<T> {
     match tokio::task::spawn_blocking(f).await {
@@ -141,6 +162,14 @@ async fn blocking<T: Send + 'static>(
 }
 
 fn source_err(e: std::io::Error) -> Fail {
+    if storage::beneath::is_not_plain_file(&e) {
+        return Fail(
+            ErrorCode::SourceChanged,
+            format!(
+                "source is no longer a regular file reached without symbolic links (replaced by a symlink, directory or device since it was listed): {e}"
+            ),
+        );
+    }
     match e.kind() {
         std::io::ErrorKind::NotFound => Fail(
             ErrorCode::SourceDeleted,
@@ -157,17 +186,41 @@ fn source_err(e: std::io::Error) -> Fail {
     }
 }
 
-async fn stat(path: &Path) -> Step<(u64, i64)> {
-    let p = path.to_path_buf();
-    blocking(move || storage::local::stat(&p))
+/// Opens exactly the scanned file (see `storage::beneath`) and checks it is
+/// the one the scan recorded: same size and mtime, else `SOURCE_CHANGED`.
+/// Every later read goes through the returned descriptor.
+async fn open_source(ex: &Executor, obj: &ObjectSpec) -> Step<Arc<SourceFile>> {
+    let Source::Local {
+        root,
+        follow_symlinks,
+    } = &ex.source
+    else {
+        return Err(Fail(
+            ErrorCode::SourceUnreadable,
+            "not a local source".into(),
+        ));
+    };
+    let (root, rel, follow) = (root.clone(), obj.rel_path.clone(), *follow_symlinks);
+    let sf = blocking(move || storage::beneath::open_source(&root, &rel, follow))
         .await
-        .map_err(source_err)
+        .map_err(source_err)?;
+    if sf.size != obj.size || sf.mtime != obj.mtime {
+        return Err(Fail(
+            ErrorCode::SourceChanged,
+            format!(
+                "source file changed since it was listed ({} bytes, mtime {} then; {} bytes, mtime {} now); it is copied when the job is run again",
+                obj.size, obj.mtime, sf.size, sf.mtime
+            ),
+        ));
+    }
+    Ok(Arc::new(sf))
 }
 
-/// Fails unless the source still has the size and mtime it had before we
-/// started reading it.
-async fn check_unchanged(path: &Path, before: (u64, i64)) -> Step<()> {
-    let after = stat(path).await?;
+/// Fails unless the open source still has the size and mtime it had before
+/// we started reading it.
+async fn check_unchanged(src: &Arc<SourceFile>, before: (u64, i64)) -> Step<()> {
+    let s = Arc::clone(src);
+    let after = blocking(move || s.restat()).await.map_err(source_err)?;
     if after.0 != before.0 {
         return Err(Fail(
             ErrorCode::SizeNotMatch,
@@ -191,44 +244,36 @@ async fn import(
     obj: &ObjectSpec,
     events: &mpsc::Sender<Event>,
 ) -> Step<(Outcome, Verified)> {
+    let key = dest_name(&ex.dest, &obj.rel_path)?;
     let path = source_path(ex, &obj.rel_path);
-    let before = stat(&path).await?;
+    let src = open_source(ex, obj).await?;
+    let before = (src.size, src.mtime);
     let (size, mtime) = before;
     match &ex.dest {
-        Dest::S3 { store, prefix } => {
-            let key = dest_key(prefix, &obj.rel_path)?;
-            if let Some(skip) = check_skip_s3(ex, store, &key, &path, size, mtime).await? {
+        Dest::S3 { store, .. } => {
+            if let Some(skip) = check_skip_s3(ex, store, &key, &src, size, mtime).await? {
                 return Ok((Outcome::Skipped, skip));
             }
             let mut meta = vec![(META_MTIME, mtime.to_string())];
+            let is_multipart = size > ex.spec.multipart_threshold;
             // Files read more than once or over a long time are watched, so
-            // a rewrite that leaves size and mtime as they were is caught.
-            let watch = (size > IN_MEMORY_MAX)
+            // a rewrite that leaves size and mtime as they were is caught:
+            // every multipart upload, and single PUTs streamed from disk.
+            let watch = (is_multipart || size > IN_MEMORY_MAX)
                 .then(|| FileWatch::new(&path).ok())
                 .flatten();
-            let v = if size > ex.spec.multipart_threshold {
-                multipart(
-                    ex,
-                    store,
-                    &key,
-                    &path,
-                    obj,
-                    size,
-                    &meta,
-                    events,
-                    watch.as_ref(),
-                )
-                .await?
+            let v = if is_multipart {
+                multipart(ex, store, &key, &src, obj, &meta, events, watch.as_ref()).await?
             } else {
-                single_put(ex, store, &key, &path, size, &mut meta, before).await?
+                single_put(ex, store, &key, &src, &mut meta, before).await?
             };
             watched(
                 watch.as_ref(),
                 " (the destination holds what was read; run again to copy the new version)",
             )?;
-            if size > IN_MEMORY_MAX {
+            if is_multipart || size > IN_MEMORY_MAX {
                 // Small files were re-checked inside the read itself.
-                check_unchanged(&path, before).await?;
+                check_unchanged(&src, before).await?;
             }
             // A single PUT whose ETag equals the MD5 we computed and sent as
             // Content-MD5 is verified: the store hashed what it stored, and
@@ -248,16 +293,17 @@ async fn import(
             };
             Ok((Outcome::Verified, v))
         }
-        Dest::Local { dir, prefix } => {
-            let key = dest_key(prefix, &obj.rel_path)?;
-            let target = dir.join(&key);
+        Dest::Local { dir, .. } => {
             if ex.spec.skip != SkipMode::None
-                && let Ok((dsize, dmtime)) = stat(&target).await
+                && let Ok(existing) = open_dest(dir, &key).await
             {
                 let same = match ex.spec.skip {
-                    SkipMode::Size => dsize == size,
-                    SkipMode::SizeMtime => dsize == size && dmtime == mtime,
-                    _ => dsize == size && hash(&target).await? == hash(&path).await?,
+                    SkipMode::Size => existing.size == size,
+                    SkipMode::SizeMtime => existing.size == size && existing.mtime == mtime,
+                    _ => {
+                        existing.size == size
+                            && hash_open(&existing).await? == hash_open(&src).await?
+                    }
                 };
                 if same {
                     return Ok((
@@ -271,20 +317,25 @@ async fn import(
                     ));
                 }
             }
-            let (src, dst) = (path.clone(), target.clone());
             storage::limit::throttle(ex.bandwidth.as_deref(), size).await;
-            let digest = blocking(move || storage::local::copy_file(&src, &dst, mtime))
+            // Never more permissive than the source file.
+            let (root, name, s, mode) = (dir.clone(), key.clone(), Arc::clone(&src), src.mode);
+            let dest_fail = |e: std::io::Error| {
+                Fail(
+                    ErrorCode::DestError,
+                    format!("writing {key} under {}: {e}", dir.display()),
+                )
+            };
+            let out = blocking(move || storage::beneath::create_beneath(&root, &name, mode))
                 .await
-                .map_err(|e| {
-                    if e.kind() == std::io::ErrorKind::NotFound && !path.exists() {
-                        source_err(e)
-                    } else {
-                        Fail(
-                            ErrorCode::DestError,
-                            format!("writing {}: {e}", target.display()),
-                        )
-                    }
-                })?;
+                .map_err(dest_fail)?;
+            let (digest, written) =
+                blocking(move || storage::local::copy_open(&s.file, out, mtime))
+                    .await
+                    .map_err(|e| match e.kind() {
+                        std::io::ErrorKind::UnexpectedEof => source_err(e),
+                        _ => dest_fail(e),
+                    })?;
             ex.add_progress(digest.len);
             if digest.len != size {
                 return Err(Fail(
@@ -295,10 +346,8 @@ async fn import(
                     ),
                 ));
             }
-            check_unchanged(&path, before).await?;
-            let (dsize, _) = stat(&target)
-                .await
-                .map_err(|f| Fail(ErrorCode::DestError, f.1))?;
+            check_unchanged(&src, before).await?;
+            let dsize = written.metadata().map_err(dest_fail)?.len();
             if dsize != size {
                 return Err(Fail(
                     ErrorCode::SizeNotMatch,
@@ -307,9 +356,9 @@ async fn import(
             }
             let mut by = vec!["size"];
             if ex.spec.verify != VerifyMode::Size {
-                let back = hash(&target)
+                let back = blocking(move || storage::local::hash_open(&written))
                     .await
-                    .map_err(|f| Fail(ErrorCode::DestError, f.1))?;
+                    .map_err(dest_fail)?;
                 if back != digest {
                     return Err(Fail(
                         ErrorCode::ChecksumMismatch,
@@ -331,6 +380,15 @@ async fn import(
     }
 }
 
+/// Opens an existing file of a local destination without following
+/// symlinks; a name that is not a plain file there counts as absent.
+async fn open_dest(dir: &Path, key: &str) -> Result<Arc<SourceFile>, std::io::Error> {
+    let (root, name) = (dir.to_path_buf(), key.to_owned());
+    blocking(move || storage::beneath::open_dest(&root, &name))
+        .await
+        .map(Arc::new)
+}
+
 /// Fails if the watcher saw the source change while it was being read.
 fn watched(watch: Option<&FileWatch>, note: &str) -> Step<()> {
     match watch.and_then(FileWatch::change) {
@@ -346,9 +404,9 @@ fn watched(watch: Option<&FileWatch>, note: &str) -> Step<()> {
     }
 }
 
-async fn hash(path: &Path) -> Step<Digest> {
-    let p = path.to_path_buf();
-    blocking(move || storage::local::hash_file(&p))
+async fn hash_open(src: &Arc<SourceFile>) -> Step<Digest> {
+    let s = Arc::clone(src);
+    blocking(move || storage::local::hash_open(&s.file))
         .await
         .map_err(source_err)
 }
@@ -358,7 +416,7 @@ async fn check_skip_s3(
     ex: &Executor,
     store: &S3Store,
     key: &str,
-    path: &Path,
+    src: &Arc<SourceFile>,
     size: u64,
     mtime: i64,
 ) -> Step<Option<Verified>> {
@@ -375,7 +433,7 @@ async fn check_skip_s3(
         SkipMode::Size => info.size == size,
         SkipMode::SizeMtime => info.size == size && info.mtime_meta == Some(mtime),
         SkipMode::Checksum => {
-            info.size == size && checksum_matches(ex, path, &info).await?.is_some()
+            info.size == size && checksum_matches(ex, src, &info).await?.is_some()
         }
     };
     Ok(same.then(|| Verified {
@@ -390,13 +448,13 @@ async fn check_skip_s3(
 /// was compared, or `None` on a mismatch.
 async fn checksum_matches(
     ex: &Executor,
-    path: &Path,
+    src: &Arc<SourceFile>,
     info: &ObjectInfo,
 ) -> Step<Option<(Digest, Vec<&'static str>)>> {
     let part_size = etag_part_size(info, ex.spec.part_size);
-    let p = path.to_path_buf();
+    let s = Arc::clone(src);
     let (digest, parts) =
-        blocking(move || storage::local::hash_file_parts(&p, part_size.unwrap_or(u64::MAX)))
+        blocking(move || storage::local::hash_file_parts(&s.file, part_size.unwrap_or(u64::MAX)))
             .await
             .map_err(source_err)?;
     ex.add_progress(digest.len);
@@ -438,11 +496,11 @@ async fn single_put(
     ex: &Executor,
     store: &S3Store,
     key: &str,
-    path: &Path,
-    size: u64,
+    src: &Arc<SourceFile>,
     meta: &mut Vec<(&'static str, String)>,
     before: (u64, i64),
 ) -> Step<Verified> {
+    let size = before.0;
     let (etag, crc, digest) = if size <= IN_MEMORY_MAX {
         let mib = (size.div_ceil(1 << 20) as u32).clamp(1, ex.memory_mib);
         let _mem = ex
@@ -452,10 +510,10 @@ async fn single_put(
             .map_err(|_| Fail(ErrorCode::DestError, "shutting down".into()))?;
         // Read, re-stat and hash in one trip to the blocking pool: each
         // trip is a thread wake-up, which dominates for small files.
-        let p = path.to_path_buf();
+        let s = Arc::clone(src);
         let (data, after, digest) = blocking(move || {
-            let data = std::fs::read(&p)?;
-            let after = storage::local::stat(&p)?;
+            let data = storage::local::read_range(&s.file, 0, size as usize)?;
+            let after = s.restat()?;
             let digest = checksum::digest(&data);
             Ok((data, after, digest))
         })
@@ -486,7 +544,7 @@ async fn single_put(
             .map_err(dest_err)?;
         (etag, crc, digest)
     } else {
-        let digest = hash(path).await?;
+        let digest = hash_open(src).await?;
         if digest.len != size {
             return Err(Fail(
                 ErrorCode::SizeNotMatch,
@@ -500,8 +558,10 @@ async fn single_put(
             meta.push((META_MD5, digest.md5_hex()));
         }
         storage::limit::throttle(ex.bandwidth.as_deref(), size).await;
+        // Through the open descriptor: a retried PUT reopens this inode,
+        // never whatever the name points to by then.
         let (etag, crc) = store
-            .put_file(key, path, &digest, meta)
+            .put_file(key, &src.proc_path(), &digest, meta)
             .await
             .map_err(dest_err)?;
         (etag, crc, digest)
@@ -545,13 +605,13 @@ async fn multipart(
     ex: &Arc<Executor>,
     store: &S3Store,
     key: &str,
-    path: &Path,
+    src: &Arc<SourceFile>,
     obj: &ObjectSpec,
-    size: u64,
     meta: &[(&'static str, String)],
     events: &mpsc::Sender<Event>,
     watch: Option<&FileWatch>,
 ) -> Step<Verified> {
+    let size = src.size;
     let mut part_size = ex.spec.part_size.max(1);
     if size.div_ceil(part_size) > MAX_PARTS {
         part_size = size.div_ceil(MAX_PARTS).div_ceil(1 << 20) << 20;
@@ -566,25 +626,42 @@ async fn multipart(
         parts,
     }) = &obj.resume
     {
-        if *ps == part_size {
+        // A resume that cannot be confirmed (the upload is gone, the server
+        // refuses ListParts or answers something we cannot read) is dropped
+        // for a fresh upload: never a permanent failure, never a guess.
+        let listed = if *ps == part_size {
             match store.list_parts(key, id).await {
-                Ok(server) => {
-                    done = parts
-                        .iter()
-                        .filter(|p| {
-                            server.iter().any(|(n, etag, sz)| {
-                                *n == p.number && *etag == p.etag && *sz == p.size
-                            })
-                        })
-                        .cloned()
-                        .collect();
-                    upload_id = Some(id.clone());
+                Ok(server) => Some(server),
+                Err(e) => {
+                    tracing::warn!(key, error = %e, "Cannot confirm the recorded upload; starting a fresh one.");
+                    None
                 }
-                Err(e) if e.kind == ErrorKind::NoSuchUpload || e.kind == ErrorKind::NotFound => {}
-                Err(e) => return Err(dest_err(e)),
             }
         } else {
-            let _ = store.abort_multipart(key, id).await;
+            None
+        };
+        match listed {
+            Some(server) => {
+                done = parts
+                    .iter()
+                    .filter(|p| {
+                        server
+                            .iter()
+                            .any(|(n, etag, sz)| *n == p.number && *etag == p.etag && *sz == p.size)
+                    })
+                    .cloned()
+                    .collect();
+                upload_id = Some(id.clone());
+            }
+            None => {
+                if store.abort_multipart(key, id).await.is_ok() {
+                    let _ = events
+                        .send(Event::UploadAborted {
+                            object_id: obj.object_id,
+                        })
+                        .await;
+                }
+            }
         }
     }
     let upload_id = match upload_id {
@@ -605,7 +682,7 @@ async fn multipart(
         ex,
         store,
         key,
-        path,
+        src,
         obj.object_id,
         size,
         part_size,
@@ -637,7 +714,7 @@ async fn upload_parts(
     ex: &Arc<Executor>,
     store: &S3Store,
     key: &str,
-    path: &Path,
+    src: &Arc<SourceFile>,
     object_id: i64,
     size: u64,
     part_size: u64,
@@ -647,23 +724,40 @@ async fn upload_parts(
     watch: Option<&FileWatch>,
 ) -> Step<Verified> {
     let n_parts = size.div_ceil(part_size) as u32;
-    let file = {
-        let p = path.to_path_buf();
-        Arc::new(
-            blocking(move || std::fs::File::open(p))
-                .await
-                .map_err(source_err)?,
-        )
-    };
     let mut parts: Vec<Option<PartRecord>> = vec![None; n_parts as usize];
+    // A recorded part is reused only if the source still has its bytes:
+    // its range is read again and its MD5 compared with the record (a
+    // local read is cheap next to sending it). One that differs is sent
+    // again, so a file rewritten between runs never completes as a mix.
     let mut resumed = 0u32;
     for p in done {
-        if p.number >= 1 && p.number <= n_parts {
-            ex.add_progress(p.size);
-            let idx = (p.number - 1) as usize;
-            parts[idx] = Some(p);
-            resumed += 1;
+        if p.number < 1 || p.number > n_parts {
+            continue;
         }
+        let offset = (p.number as u64 - 1) * part_size;
+        let len = part_size.min(size - offset);
+        if p.size != len {
+            continue;
+        }
+        let s = Arc::clone(src);
+        let now = blocking(move || storage::local::hash_range(&s.file, offset, len))
+            .await
+            .map_err(source_err)?;
+        if now.md5_hex() != p.md5 {
+            tracing::info!(
+                key,
+                part = p.number,
+                "Recorded part differs from the source now; sending it again."
+            );
+            continue;
+        }
+        ex.add_progress(p.size);
+        let idx = (p.number - 1) as usize;
+        parts[idx] = Some(PartRecord {
+            crc64: now.crc64,
+            ..p
+        });
+        resumed += 1;
     }
     let inflight = Arc::new(Semaphore::new(ex.spec.part_concurrency.max(1) as usize));
     let mut set: JoinSet<Step<PartRecord>> = JoinSet::new();
@@ -683,7 +777,7 @@ async fn upload_parts(
             store.clone(),
             key.to_owned(),
             upload_id.to_owned(),
-            Arc::clone(&file),
+            Arc::clone(src),
             events.clone(),
         );
         let retries = storage::s3::RETRIES
@@ -700,7 +794,7 @@ async fn upload_parts(
             // Hash on the blocking thread too: MD5 of a large part would
             // otherwise hold a runtime worker for tens of milliseconds.
             let (data, digest) = blocking(move || {
-                let data = storage::local::read_range(&file, offset, len as usize)?;
+                let data = storage::local::read_range(&file.file, offset, len as usize)?;
                 let digest = checksum::digest(&data);
                 Ok((data, digest))
             })
@@ -942,11 +1036,11 @@ pub(crate) async fn verify_s3(
 
 /// `jobType=audit`: compares an existing copy with the source, writing nothing.
 async fn audit(ex: &Arc<Executor>, obj: &ObjectSpec) -> Step<Verified> {
-    let path = source_path(ex, &obj.rel_path);
-    let (size, _) = stat(&path).await?;
+    let key = dest_name(&ex.dest, &obj.rel_path)?;
+    let src = open_source(ex, obj).await?;
+    let size = src.size;
     match &ex.dest {
-        Dest::S3 { store, prefix } => {
-            let key = dest_key(prefix, &obj.rel_path)?;
+        Dest::S3 { store, .. } => {
             let info = match store.head(&key).await {
                 Ok(i) => i,
                 Err(e) if e.kind == ErrorKind::NotFound => {
@@ -975,23 +1069,23 @@ async fn audit(ex: &Arc<Executor>, obj: &ObjectSpec) -> Step<Verified> {
                 || (!info.etag.contains('-') && info.etag.len() == 32)
                 || etag_part_size(&info, ex.spec.part_size).is_some();
             if ex.spec.verify == VerifyMode::ReadBack || !recomputable {
-                let src = hash(&path).await?;
-                ex.add_progress(src.len);
+                let digest = hash_open(&src).await?;
+                ex.add_progress(digest.len);
                 let back = store.read_back(&key).await.map_err(dest_err)?;
-                if back != src {
+                if back != digest {
                     return Err(Fail(
                         ErrorCode::ChecksumMismatch,
                         "destination object differs from the source".into(),
                     ));
                 }
                 return Ok(Verified {
-                    digest: Some(src),
+                    digest: Some(digest),
                     etag: Some(info.etag),
                     by: vec!["size", "md5", "crc64", "readback"],
                     parts_resumed: 0,
                 });
             }
-            match checksum_matches(ex, &path, &info).await? {
+            match checksum_matches(ex, &src, &info).await? {
                 Some((digest, by)) => Ok(Verified {
                     digest: Some(digest),
                     etag: Some(info.etag),
@@ -1007,22 +1101,20 @@ async fn audit(ex: &Arc<Executor>, obj: &ObjectSpec) -> Step<Verified> {
                 )),
             }
         }
-        Dest::Local { dir, prefix } => {
-            let key = dest_key(prefix, &obj.rel_path)?;
-            let target = dir.join(&key);
-            let (dsize, _) = match stat(&target).await {
-                Ok(s) => s,
-                Err(_) => {
-                    return Err(Fail(
-                        ErrorCode::DestMissing,
-                        format!("{} does not exist", target.display()),
-                    ));
-                }
+        Dest::Local { dir, .. } => {
+            let Ok(existing) = open_dest(dir, &key).await else {
+                return Err(Fail(
+                    ErrorCode::DestMissing,
+                    format!(
+                        "{key} does not exist under {} as a plain file",
+                        dir.display()
+                    ),
+                ));
             };
-            if dsize != size {
+            if existing.size != size {
                 return Err(Fail(
                     ErrorCode::SizeNotMatch,
-                    format!("destination has {dsize} bytes, source has {size}"),
+                    format!("destination has {} bytes, source has {size}", existing.size),
                 ));
             }
             if ex.spec.verify == VerifyMode::Size {
@@ -1033,19 +1125,19 @@ async fn audit(ex: &Arc<Executor>, obj: &ObjectSpec) -> Step<Verified> {
                     parts_resumed: 0,
                 });
             }
-            let src = hash(&path).await?;
-            ex.add_progress(src.len);
-            let dst = hash(&target)
+            let digest = hash_open(&src).await?;
+            ex.add_progress(digest.len);
+            let dst = hash_open(&existing)
                 .await
                 .map_err(|f| Fail(ErrorCode::DestError, f.1))?;
-            if src != dst {
+            if digest != dst {
                 return Err(Fail(
                     ErrorCode::ChecksumMismatch,
                     "destination file differs from the source".into(),
                 ));
             }
             Ok(Verified {
-                digest: Some(src),
+                digest: Some(digest),
                 etag: None,
                 by: vec!["size", "md5", "crc64"],
                 parts_resumed: 0,

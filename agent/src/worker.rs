@@ -37,8 +37,12 @@ pub enum Dest {
 /// Where objects come from.
 #[derive(Clone, Debug)]
 pub enum Source {
-    /// A directory; objects are `root + rel_path`.
-    Local { root: PathBuf },
+    /// A directory; objects are `root + rel_path`, opened without
+    /// following symlinks (but for the file itself with `follow_symlinks`).
+    Local {
+        root: PathBuf,
+        follow_symlinks: bool,
+    },
     /// A bucket; objects are `prefix + rel_path`, read with `If-Match` on
     /// the ETag seen at listing.
     S3 { store: S3Store, prefix: String },
@@ -71,10 +75,14 @@ impl Executor {
         let bandwidth = (spec.limits.bytes_per_second > 0)
             .then(|| Arc::new(RateLimiter::new(spec.limits.bytes_per_second as f64)));
         let (source_root, source) = match &spec.source {
-            SourceSpec::Local { root } => (
+            SourceSpec::Local {
+                root,
+                follow_symlinks,
+            } => (
                 PathBuf::from(root),
                 Source::Local {
                     root: PathBuf::from(root),
+                    follow_symlinks: *follow_symlinks,
                 },
             ),
             SourceSpec::S3 {

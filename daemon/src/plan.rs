@@ -124,6 +124,7 @@ pub fn load(job_cfg: &Path, sys: Option<&Path>) -> Result<Plan, String> {
         SrcType::Local => (
             SourceSpec::Local {
                 root: cfg.src_prefix.clone(),
+                follow_symlinks: cfg.is_allow_symbolic_link,
             },
             ScanSource::Local {
                 root: PathBuf::from(&cfg.src_prefix),

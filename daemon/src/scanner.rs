@@ -211,9 +211,28 @@ fn scan_local(
         components.push(name.as_bytes().to_vec());
         let path = path_of(root, &components);
         // One stat per entry: its metadata serves regular files directly.
-        let Ok(lmd) = std::fs::symlink_metadata(&path) else {
+        let lmd = match std::fs::symlink_metadata(&path) {
+            Ok(md) => md,
             // Vanished between readdir and stat: nothing to copy.
-            continue;
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            // Anything else (EACCES on a directory that can be listed but
+            // not entered, EIO, ESTALE) is an entry we cannot see: it is
+            // recorded as a failed object, so the job cannot succeed
+            // without it.
+            Err(e) => {
+                // Committed before, unless it is a directory the
+                // checkpoint lies inside (whose rest we cannot see now).
+                if let Some(cp) = &checkpoint
+                    && components <= *cp
+                    && !(cp.len() > components.len() && cp.starts_with(&components))
+                {
+                    continue;
+                }
+                stats.list_errors += 1;
+                batch.push(list_error(&components, format!("cannot stat: {e}")));
+                last = components;
+                continue;
+            }
         };
         let ft = lmd.file_type();
 
@@ -231,14 +250,9 @@ fn scan_local(
                 }),
                 Err(e) => {
                     stats.list_errors += 1;
-                    let rel = format!("{}/", rel_path(&components));
-                    batch.push(NewObject {
-                        rel_path: rel,
-                        size: 0,
-                        mtime: 0,
-                        src_ref: None,
-                        failure: Some(("LIST_ERROR".into(), format!("cannot list directory: {e}"))),
-                    });
+                    let mut o = list_error(&components, format!("cannot list directory: {e}"));
+                    o.rel_path.push('/');
+                    batch.push(o);
                     last = components;
                 }
             }
@@ -257,6 +271,21 @@ fn scan_local(
             }
             match std::fs::metadata(&path) {
                 Ok(md) if md.is_file() => md,
+                // An unreadable target is reported like any unreadable entry.
+                Err(e)
+                    if !matches!(
+                        e.kind(),
+                        std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+                    ) && e.raw_os_error() != Some(libc::ELOOP) =>
+                {
+                    stats.list_errors += 1;
+                    batch.push(list_error(
+                        &components,
+                        format!("cannot stat the symlink's target: {e}"),
+                    ));
+                    last = components;
+                    continue;
+                }
                 // Dangling links and links to directories are not objects.
                 _ => {
                     stats.symlinks_skipped += 1;
@@ -598,6 +627,17 @@ fn scan_http(
     b.flush(&line_no.to_string())?;
     store.finish_scan(job_id)?;
     Ok((true, b.stats))
+}
+
+/// A failed object standing for an entry that could not be examined.
+fn list_error(components: &Components, message: String) -> NewObject {
+    NewObject {
+        rel_path: rel_path(components),
+        size: 0,
+        mtime: 0,
+        src_ref: None,
+        failure: Some(("LIST_ERROR".into(), message)),
+    }
 }
 
 fn read_sorted(dir: &std::path::Path) -> std::io::Result<Vec<OsString>> {

@@ -59,7 +59,13 @@ pub enum JobMode {
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum SourceSpec {
     /// A local directory; `root` ends with `/`.
-    Local { root: String },
+    Local {
+        root: String,
+        /// `isAllowSymbolicLink`: the file itself may be a symlink to a
+        /// file; a symlink is never followed at any other component.
+        #[serde(default)]
+        follow_symlinks: bool,
+    },
     /// A bucket of an S3-compatible store (OSS, S3, COS, BOS, KS3, Qiniu);
     /// object keys are `prefix + rel_path`.
     S3 {

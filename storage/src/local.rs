@@ -2,10 +2,10 @@
 //! destination (`destType=local`).
 
 use std::fs::File;
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::path::Path;
+use std::time::{Duration, UNIX_EPOCH};
 
 use crate::checksum::{Digest, Hasher};
 
@@ -34,35 +34,26 @@ pub fn read_range(file: &File, offset: u64, len: usize) -> io::Result<Vec<u8>> {
 
 /// Hashes a whole file in 1 MiB reads.
 pub fn hash_file(path: &Path) -> io::Result<Digest> {
-    let mut f = File::open(path)?;
-    let mut h = Hasher::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(h.finish())
+    hash_open(&File::open(path)?)
 }
 
-/// Hashes a whole file and, in the same pass, the MD5 of each `part_size`
-/// slice, from which a multipart ETag can be recomputed.
-pub fn hash_file_parts(path: &Path, part_size: u64) -> io::Result<(Digest, Vec<[u8; 16]>)> {
+/// Hashes a whole open file and, in the same pass, the MD5 of each
+/// `part_size` slice, from which a multipart ETag can be recomputed.
+pub fn hash_file_parts(file: &File, part_size: u64) -> io::Result<(Digest, Vec<[u8; 16]>)> {
     use md5::{Digest as _, Md5};
-    let mut f = File::open(path)?;
     let mut whole = Hasher::new();
     let mut parts = Vec::new();
     let mut part = Md5::new();
     let mut in_part = 0u64;
+    let mut at = 0u64;
     let mut buf = vec![0u8; 1 << 20];
     loop {
         let want = buf.len().min((part_size - in_part) as usize);
-        let n = f.read(&mut buf[..want])?;
+        let n = file.read_at(&mut buf[..want], at)?;
         if n == 0 {
             break;
         }
+        at += n as u64;
         whole.update(&buf[..n]);
         part.update(&buf[..n]);
         in_part += n as u64;
@@ -77,59 +68,69 @@ pub fn hash_file_parts(path: &Path, part_size: u64) -> io::Result<(Digest, Vec<[
     Ok((whole.finish(), parts))
 }
 
-/// Copies `src` to `dest` through a temporary file in the same directory,
-/// returning the digest of what was read. The temporary is renamed into
-/// place only after it has been flushed, so a crash never leaves a partial
-/// file under the final name. The source mtime is kept.
-pub fn copy_file(src: &Path, dest: &Path, mtime: i64) -> io::Result<Digest> {
-    let dir = dest.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let tmp = temp_name(dest);
-    let result = (|| {
-        let mut input = File::open(src)?;
-        let mut out = File::create(&tmp)?;
-        let mut h = Hasher::new();
-        let mut buf = vec![0u8; 1 << 20];
-        loop {
-            let n = input.read(&mut buf)?;
-            if n == 0 {
-                break;
-            }
-            h.update(&buf[..n]);
-            out.write_all(&buf[..n])?;
+/// Hashes an open file from its start to its end, with positioned reads
+/// (the file's offset is not used, so a clone of it may be read at once).
+pub fn hash_open(file: &File) -> io::Result<Digest> {
+    let mut h = Hasher::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut at = 0u64;
+    loop {
+        let n = file.read_at(&mut buf, at)?;
+        if n == 0 {
+            break;
         }
-        out.flush()?;
-        if mtime >= 0 {
-            out.set_modified(UNIX_EPOCH + Duration::from_secs(mtime as u64))?;
-        }
-        out.sync_data()?;
-        Ok(h.finish())
-    })();
-    match result {
-        Ok(d) => {
-            std::fs::rename(&tmp, dest)?;
-            Ok(d)
-        }
-        Err(e) => {
-            let _ = std::fs::remove_file(&tmp);
-            Err(e)
-        }
+        h.update(&buf[..n]);
+        at += n as u64;
     }
+    Ok(h.finish())
 }
 
-fn temp_name(dest: &Path) -> PathBuf {
-    let name = dest
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let nonce = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    dest.with_file_name(format!(
-        ".{name}.ossimport-{}-{nonce}.tmp",
-        std::process::id()
-    ))
+/// Hashes exactly `len` bytes at `offset` in 1 MiB reads; a short file is
+/// an `UnexpectedEof`. Memory is one buffer whatever `len` is.
+pub fn hash_range(file: &File, offset: u64, len: u64) -> io::Result<Digest> {
+    let mut h = Hasher::new();
+    let mut buf = vec![0u8; (1 << 20).min(len.max(1) as usize)];
+    let mut done = 0u64;
+    while done < len {
+        let want = buf.len().min((len - done) as usize);
+        file.read_exact_at(&mut buf[..want], offset + done)?;
+        h.update(&buf[..want]);
+        done += want as u64;
+    }
+    Ok(h.finish())
+}
+
+/// Copies an open source file into a new file made by
+/// [`crate::beneath::create_beneath`], flushes it, sets its mtime and
+/// renames it into place, so a crash never leaves a partial file under the
+/// final name. Returns the digest of what was read and the written file,
+/// open for reading back.
+pub fn copy_open(
+    src: &File,
+    out: crate::beneath::NewFile,
+    mtime: i64,
+) -> io::Result<(Digest, File)> {
+    let mut h = Hasher::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut at = 0u64;
+    let mut w = &out.file;
+    loop {
+        let n = src.read_at(&mut buf, at)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+        w.write_all(&buf[..n])?;
+        at += n as u64;
+    }
+    w.flush()?;
+    if mtime >= 0 {
+        out.file
+            .set_modified(UNIX_EPOCH + Duration::from_secs(mtime as u64))?;
+    }
+    out.file.sync_data()?;
+    let written = out.commit()?;
+    Ok((h.finish(), written))
 }
 
 /// Opens a file and seeks; used by streaming readers.
@@ -148,14 +149,23 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let src = dir.path().join("a.bin");
         std::fs::write(&src, b"hello world").unwrap();
-        let dest = dir.path().join("out/sub/a.bin");
-        let d = copy_file(&src, &dest, 1_600_000_000).unwrap();
+        let root = dir.path().join("out");
+        std::fs::create_dir(&root).unwrap();
+        let input = File::open(&src).unwrap();
+        let out = crate::beneath::create_beneath(&root, "sub/a.bin", 0o600).unwrap();
+        let (d, written) = copy_open(&input, out, 1_600_000_000).unwrap();
+        let dest = root.join("sub/a.bin");
         assert_eq!(std::fs::read(&dest).unwrap(), b"hello world");
         assert_eq!(d, hash_file(&dest).unwrap());
+        assert_eq!(d, hash_open(&written).unwrap());
         assert_eq!(stat(&dest).unwrap(), (11, 1_600_000_000));
-        let f = File::open(&src).unwrap();
-        assert_eq!(read_range(&f, 6, 5).unwrap(), b"world");
-        assert!(read_range(&f, 6, 6).is_err());
+        assert_eq!(read_range(&input, 6, 5).unwrap(), b"world");
+        assert!(read_range(&input, 6, 6).is_err());
+        assert_eq!(
+            hash_range(&input, 6, 5).unwrap(),
+            crate::checksum::digest(b"world")
+        );
+        assert!(hash_range(&input, 6, 6).is_err());
     }
 
     #[test]
@@ -164,7 +174,7 @@ mod tests {
         let src = dir.path().join("p.bin");
         let data: Vec<u8> = (0..10_000u32).map(|i| i as u8).collect();
         std::fs::write(&src, &data).unwrap();
-        let (whole, parts) = hash_file_parts(&src, 4096).unwrap();
+        let (whole, parts) = hash_file_parts(&File::open(&src).unwrap(), 4096).unwrap();
         assert_eq!(whole, crate::checksum::digest(&data));
         let expect: Vec<[u8; 16]> = data
             .chunks(4096)
