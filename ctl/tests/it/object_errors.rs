@@ -5,14 +5,6 @@ use std::process::Command;
 
 use crate::support::*;
 
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false)
-}
-
 #[tokio::test]
 async fn bad_objects_fail_with_reasons_and_the_rest_is_verified() {
     let s3 = S3Server::start();

@@ -48,24 +48,129 @@ impl S3Server {
     }
 
     pub fn client(&self) -> Client {
-        let conf = aws_sdk_s3::Config::builder()
-            .behavior_version(BehaviorVersion::latest())
-            .endpoint_url(&self.endpoint)
-            .region(Region::new("us-east-1"))
-            .credentials_provider(Credentials::new(AK, SK, None, None, "test"))
-            .force_path_style(true)
-            .build();
-        Client::from_conf(conf)
+        client_for(&self.endpoint)
     }
 
     pub async fn create_bucket(&self, bucket: &str) {
-        self.client()
-            .create_bucket()
-            .bucket(bucket)
-            .send()
-            .await
-            .expect("create bucket");
+        create_bucket(&self.endpoint, bucket).await
     }
+}
+
+/// A path-style client with the test keys.
+pub fn client_for(endpoint: &str) -> Client {
+    let conf = aws_sdk_s3::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new(AK, SK, None, None, "test"))
+        .force_path_style(true)
+        .build();
+    Client::from_conf(conf)
+}
+
+pub async fn create_bucket(endpoint: &str, bucket: &str) {
+    client_for(endpoint)
+        .create_bucket()
+        .bucket(bucket)
+        .send()
+        .await
+        .expect("create bucket");
+}
+
+/// A moto S3 server (`moto_server` from the project's venv) on 127.0.0.1:
+/// a second S3 implementation, written by others, whose answers differ from
+/// SeaweedFS's in places. Killed when dropped.
+pub struct MotoServer {
+    child: std::process::Child,
+    pub endpoint: String,
+}
+
+impl MotoServer {
+    pub fn start() -> MotoServer {
+        let bin = repo_root().join(".venv/bin/moto_server");
+        assert!(
+            bin.exists(),
+            "{} is missing: run scripts/setup-test-deps.sh",
+            bin.display()
+        );
+        for _ in 0..5 {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let mut child = Command::new(&bin)
+                .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("start moto_server");
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            while std::time::Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break; // the port was taken after all; try another
+                }
+                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    return MotoServer {
+                        child,
+                        endpoint: format!("http://127.0.0.1:{port}"),
+                    };
+                }
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        panic!("moto_server did not start");
+    }
+
+    pub fn client(&self) -> Client {
+        client_for(&self.endpoint)
+    }
+
+    pub async fn create_bucket(&self, bucket: &str) {
+        create_bucket(&self.endpoint, bucket).await
+    }
+}
+
+impl Drop for MotoServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `ossimportctl run` as user nobody when we are root (root reads
+/// everything, so permission tests need another user); `dirs` are opened
+/// up for it to traverse, and `work` to write.
+pub fn run_job_unprivileged(cfg: &Path, work: &Path, dirs: &[&Path]) -> Output {
+    if !is_root() {
+        return run_job(cfg, work);
+    }
+    use std::os::unix::fs::PermissionsExt;
+    for d in dirs {
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    std::fs::create_dir_all(work).unwrap();
+    std::fs::set_permissions(work, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let o = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(env!("CARGO_BIN_EXE_ossimportctl"))
+        .arg("run")
+        .arg(cfg)
+        .arg("--work-dir")
+        .arg(work)
+        .env_remove("OSSIMPORT_SYS_PROPERTIES")
+        .env_remove("OSSIMPORT_WORK_DIR")
+        .output()
+        .expect("setpriv");
+    eprintln!("--- as nobody\n{}\n{}", stdout(&o), stderr(&o));
+    o
+}
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
 }
 
 impl Drop for S3Server {

@@ -1,0 +1,386 @@
+//! "Verified" under a hostile or changing world: names that try to leave
+//! `destDir`, a file rewritten between a killed run and its resume, a resume
+//! against a second S3 implementation, a symlink swapped in after the scan,
+//! and directories the scan cannot enter. Each test changes the world
+//! between two steps, then checks what the job reports against what is
+//! really at the destination.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use aws_sdk_s3::primitives::ByteStream;
+
+use crate::netfix::FileServer;
+use crate::support::*;
+
+/// Waits until `query` on the job store gives at least `min`.
+fn wait_for(work: &Path, what: &str, query: &str, min: i64) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if work.join("ossimport.db").exists()
+            && let Ok(n) = store(work).query_row(query, [], |r| r.get::<_, i64>(0))
+            && n >= min
+        {
+            return;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn spawn_run(cfg: &Path, work: &Path) -> std::process::Child {
+    ctl()
+        .arg("run")
+        .arg(cfg)
+        .arg("--work-dir")
+        .arg(work)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Every file under `dir`, relative, sorted.
+fn files_under(dir: &Path) -> Vec<String> {
+    fn walk(base: &Path, dir: &Path, out: &mut Vec<String>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let e = e.unwrap();
+            let p = e.path();
+            if e.file_type().unwrap().is_dir() {
+                walk(base, &p, out);
+            } else {
+                out.push(p.strip_prefix(base).unwrap().display().to_string());
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_from_a_url_list_never_leave_dest_dir() {
+    let mut files = HashMap::new();
+    files.insert("/site/good.txt".to_string(), b"good".to_vec());
+    files.insert("/site/sub/ok.txt".to_string(), b"ok".to_vec());
+    for bad in ["sub/../../x.txt", "a//b.txt", "a/./b.txt", "../up.txt"] {
+        files.insert(format!("/site/{bad}"), b"evil".to_vec());
+    }
+    let server = FileServer::start(files).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let list = tmp.path().join("http.list");
+    let mut lines = String::new();
+    for rel in [
+        "good.txt",
+        "sub/ok.txt",
+        "sub/../../x.txt",
+        "a//b.txt",
+        "a/./b.txt",
+        "../up.txt",
+    ] {
+        lines.push_str(&format!("{}/site/ {rel}\n", server.base));
+    }
+    std::fs::write(&list, lines).unwrap();
+    let dest = tmp.path().join("deep/dest");
+    std::fs::create_dir_all(&dest).unwrap();
+    let cfg = tmp.path().join("names.cfg");
+    std::fs::write(
+        &cfg,
+        format!(
+            "jobName=names\nsrcType=http\nhttpListFilePath={}\nhttpPrefixColumn=1\nrelativePathColumn=2\n\
+             destType=local\ndestDir={}\n",
+            list.display(),
+            dest.display()
+        ),
+    )
+    .unwrap();
+    let work = tmp.path().join("work");
+    let out = tokio::task::spawn_blocking({
+        let (cfg, work) = (cfg.clone(), work.clone());
+        move || run_job(&cfg, &work)
+    })
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let text = squash(&stdout(&out));
+    assert!(text.contains("verified 2 of 6"), "{text}");
+    for bad in ["sub/../../x.txt", "a//b.txt", "a/./b.txt", "../up.txt"] {
+        assert!(
+            text.contains(&format!("INVALID_KEY {bad}:")),
+            "{bad}: {text}"
+        );
+    }
+    // Nothing was written anywhere but the two good files, and no
+    // temporary was left behind.
+    assert_eq!(files_under(&dest), ["good.txt", "sub/ok.txt"]);
+    assert_eq!(std::fs::read(dest.join("sub/ok.txt")).unwrap(), b"ok");
+    assert!(!tmp.path().join("deep/x.txt").exists());
+    assert!(!tmp.path().join("x.txt").exists());
+    assert!(!tmp.path().join("deep/up.txt").exists());
+    // Remote objects have no mode to keep: they are created 0600.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(dest.join("good.txt"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o077, 0, "good.txt is {mode:o}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_from_a_bucket_never_leave_dest_dir() {
+    // moto keeps keys exactly as given (SeaweedFS cleans `..` out of them).
+    let s3 = MotoServer::start();
+    s3.create_bucket("source").await;
+    let client = s3.client();
+    for key in ["p/good.txt", "p/x/../../../x.txt", "p/a//b", "p/a/./b"] {
+        client
+            .put_object()
+            .bucket("source")
+            .key(key)
+            .body(ByteStream::from(key.as_bytes().to_vec()))
+            .send()
+            .await
+            .unwrap();
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dest = tmp.path().join("deep/dest");
+    std::fs::create_dir_all(&dest).unwrap();
+    let cfg = tmp.path().join("keys.cfg");
+    std::fs::write(
+        &cfg,
+        format!(
+            "jobName=keys\nsrcType=s3\nsrcDomain={}\nsrcBucket=source\nsrcPrefix=p/\n\
+             srcAccessKey={AK}\nsrcSecretKey={SK}\ndestType=local\ndestDir={}\n",
+            s3.endpoint,
+            dest.display()
+        ),
+    )
+    .unwrap();
+    let work = tmp.path().join("work");
+    let out = tokio::task::spawn_blocking({
+        let (cfg, work) = (cfg.clone(), work.clone());
+        move || run_job(&cfg, &work)
+    })
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let text = squash(&stdout(&out));
+    assert!(text.contains("verified 1 of 4"), "{text}");
+    for bad in ["x/../../../x.txt", "a//b", "a/./b"] {
+        assert!(
+            text.contains(&format!("INVALID_KEY {bad}:")),
+            "{bad}: {text}"
+        );
+    }
+    assert_eq!(files_under(&dest), ["good.txt"]);
+    assert!(!tmp.path().join("x.txt").exists());
+    assert!(!tmp.path().join("deep/x.txt").exists());
+}
+
+/// A job whose large file uploads slowly (2 MiB/s) in 5 MiB parts.
+fn slow_multipart_job(tmp: &Path, src: &Path, endpoint: &str, name: &str) -> std::path::PathBuf {
+    std::fs::write(
+        tmp.join("sys.properties"),
+        "workerMaxThroughput(KB/s)=2048\n",
+    )
+    .unwrap();
+    job_cfg(
+        tmp,
+        name,
+        src,
+        endpoint,
+        "bkt",
+        "multipartUploadThreshold=8m\nmultipartUploadPartSize=5m\nuploadThreadNumPerLargeFile=1",
+    )
+}
+
+/// Kills a run once `parts` parts of the large file are recorded.
+fn kill_after_parts(cfg: &Path, work: &Path, parts: i64) {
+    let mut child = spawn_run(cfg, work);
+    wait_for(work, "recorded parts", "SELECT count(*) FROM parts", parts);
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let state: String = store(work)
+        .query_row(
+            "SELECT state FROM objects WHERE rel_path = 'big.bin'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(state, "pending", "the kill came too late");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_rewritten_between_kill_and_resume_is_never_completed_as_a_mix() {
+    use std::io::{Seek, SeekFrom, Write};
+    let s3 = S3Server::start();
+    s3.create_bucket("bkt").await;
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    let big = src.join("big.bin");
+    big_file(&big, 30);
+    let work = tmp.path().join("work");
+    let cfg = slow_multipart_job(tmp.path(), &src, &s3.endpoint, "torn");
+    kill_after_parts(&cfg, &work, 3);
+
+    // Rewrite the first MiB (inside recorded part 1) and put size and mtime
+    // back: only the bytes tell.
+    let md = std::fs::metadata(&big).unwrap();
+    let mut f = std::fs::OpenOptions::new().write(true).open(&big).unwrap();
+    f.seek(SeekFrom::Start(0)).unwrap();
+    f.write_all(&bytes(4242, 1 << 20)).unwrap();
+    f.set_modified(md.modified().unwrap()).unwrap();
+    drop(f);
+    assert_eq!(std::fs::metadata(&big).unwrap().len(), md.len());
+
+    std::fs::remove_file(tmp.path().join("sys.properties")).unwrap();
+    let out = run_job(&cfg, &work);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(squash(&stdout(&out)).contains("verified 1 of 1"));
+    let got = get(&s3.client(), "bkt", "big.bin").await;
+    assert!(
+        got == std::fs::read(&big).unwrap(),
+        "the destination does not hold the file as it is now"
+    );
+    // The other recorded parts were still taken over.
+    let resumed: i64 = store(&work)
+        .query_row(
+            "SELECT parts_resumed FROM objects WHERE rel_path = 'big.bin'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(resumed >= 2, "resumed {resumed}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_multipart_upload_resumes_on_moto_without_clean() {
+    let s3 = MotoServer::start();
+    s3.create_bucket("bkt").await;
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    let rels = small_tree(&src, 20);
+    let big = src.join("big.bin");
+    big_file(&big, 30);
+    let work = tmp.path().join("work");
+    let cfg = slow_multipart_job(tmp.path(), &src, &s3.endpoint, "moto_resume");
+    kill_after_parts(&cfg, &work, 2);
+    std::fs::remove_file(tmp.path().join("sys.properties")).unwrap();
+
+    let out = run_job(&cfg, &work);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    assert!(
+        squash(&stdout(&out)).contains("verified 21 of 21"),
+        "{}",
+        stdout(&out)
+    );
+    let got = get(&s3.client(), "bkt", "big.bin").await;
+    assert!(got == std::fs::read(&big).unwrap(), "big.bin differs");
+    for rel in rels {
+        let got = get(&s3.client(), "bkt", &rel).await;
+        assert!(got == std::fs::read(src.join(&rel)).unwrap(), "{rel}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_symlink_swapped_in_after_the_scan_is_not_followed() {
+    let s3 = S3Server::start();
+    s3.create_bucket("bkt").await;
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    // Copied first, slowly, one object at a time: time to swap the others.
+    big_file(&src.join("a_first.bin"), 6);
+    std::fs::write(src.join("z_file.txt"), b"public file").unwrap();
+    std::fs::create_dir_all(src.join("z_dir")).unwrap();
+    std::fs::write(src.join("z_dir/inner.txt"), b"public inner").unwrap();
+    let outside = tmp.path().join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    // Same sizes as the files they stand in for, so only identity tells.
+    std::fs::write(outside.join("key"), b"secret key!").unwrap();
+    std::fs::write(outside.join("inner.txt"), b"secret inner").unwrap();
+    let mtime_of = |p: &Path| std::fs::metadata(p).unwrap().modified().unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(outside.join("key"))
+        .unwrap()
+        .set_modified(mtime_of(&src.join("z_file.txt")))
+        .unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(outside.join("inner.txt"))
+        .unwrap()
+        .set_modified(mtime_of(&src.join("z_dir/inner.txt")))
+        .unwrap();
+
+    std::fs::write(
+        tmp.path().join("sys.properties"),
+        "workerMaxThroughput(KB/s)=1024\nworkerTaskThreadNum=1\n",
+    )
+    .unwrap();
+    let work = tmp.path().join("work");
+    let cfg = job_cfg(
+        tmp.path(),
+        "swap",
+        &src,
+        &s3.endpoint,
+        "bkt",
+        "taskObjectCountLimit=1",
+    );
+    let child = spawn_run(&cfg, &work);
+    // Once the scan has recorded the last file, swap both for symlinks.
+    wait_for(
+        &work,
+        "the scan",
+        "SELECT count(*) FROM objects WHERE rel_path = 'z_file.txt'",
+        1,
+    );
+    std::fs::remove_file(src.join("z_file.txt")).unwrap();
+    std::os::unix::fs::symlink(outside.join("key"), src.join("z_file.txt")).unwrap();
+    std::fs::rename(src.join("z_dir"), tmp.path().join("z_dir_moved")).unwrap();
+    std::os::unix::fs::symlink(&outside, src.join("z_dir")).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = squash(&stdout(&out));
+    eprintln!("{text}\n{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("verified 1 of 3"), "{text}");
+    assert!(text.contains("SOURCE_CHANGED z_file.txt:"), "{text}");
+    assert!(text.contains("SOURCE_CHANGED z_dir/inner.txt:"), "{text}");
+    assert_eq!(list_keys(&s3.client(), "bkt", "").await, ["a_first.bin"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entries_the_scan_cannot_examine_fail_the_job() {
+    use std::os::unix::fs::PermissionsExt;
+    let s3 = S3Server::start();
+    s3.create_bucket("bkt").await;
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    std::fs::create_dir_all(src.join("locked")).unwrap();
+    std::fs::write(src.join("visible.txt"), b"seen").unwrap();
+    for name in ["a.txt", "b.txt", "c.txt"] {
+        std::fs::write(src.join("locked").join(name), name).unwrap();
+    }
+    let work = tmp.path().join("work");
+    let cfg = job_cfg(tmp.path(), "unreadable", &src, &s3.endpoint, "bkt", "");
+    // Listable, not enterable: readdir gives the names, lstat fails EACCES.
+    std::fs::set_permissions(src.join("locked"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    let tmp_path = tmp.path().to_path_buf();
+    let out = tokio::task::spawn_blocking({
+        let (cfg, work, src) = (cfg.clone(), work.clone(), src.clone());
+        move || run_job_unprivileged(&cfg, &work, &[&tmp_path, &src])
+    })
+    .await
+    .unwrap();
+    std::fs::set_permissions(src.join("locked"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let text = squash(&stdout(&out));
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("verified 1 of 4"), "{text}");
+    for name in ["a.txt", "b.txt", "c.txt"] {
+        assert!(
+            text.contains(&format!("LIST_ERROR locked/{name}: cannot stat")),
+            "{name}: {text}"
+        );
+    }
+}
