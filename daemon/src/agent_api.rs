@@ -116,20 +116,30 @@ async fn events(state: &Arc<State>, who: &Verified, req: &Req) -> Answer {
     let fp = who.key.clone();
     let n = batch.events.len();
     blocking(&state.store, move |s| {
-        // A task counts as finished only when its lease holder says so; an
-        // agent whose lease expired may still deliver object results (they
-        // are true, and recorded once), but not close a task someone else
-        // now runs. Results for a cleaned job are dropped.
+        // Only the lease holder speaks for a task: its object results,
+        // parts and completion are taken from the agent the task is leased
+        // to now, and from no one else. Ids are never reused, so a late
+        // report about a cleaned job, or about a task that expired and went
+        // to another agent, matches no lease and is dropped (that work is
+        // redone under the current lease, never counted from a stale one).
         let mut keep = Vec::with_capacity(batch.events.len());
+        let mut dropped = 0usize;
         for ev in batch.events {
             let ok = match &ev {
                 Event::TaskDone { task_id } => s.lease_owner(*task_id)?.as_deref() == Some(&fp),
-                Event::PartDone { object_id, .. } => s.object_exists(*object_id)?,
-                _ => true,
+                Event::UploadStarted { object_id, .. }
+                | Event::PartDone { object_id, .. }
+                | Event::UploadAborted { object_id } => s.object_leased_to(*object_id, &fp)?,
+                Event::ObjectDone(r) => s.object_leased_to(r.object_id, &fp)?,
             };
             if ok {
                 keep.push(ev);
+            } else {
+                dropped += 1;
             }
+        }
+        if dropped > 0 {
+            info!(agent = %fp, dropped, "Dropped events for tasks not leased to this agent.");
         }
         s.apply_events(&keep)
     })

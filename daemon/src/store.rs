@@ -17,7 +17,10 @@ use proto::job::{Event, MultipartResume, ObjectSpec, Outcome, PartRecord, TaskSp
 use rusqlite::{Connection, OptionalExtension, params};
 
 /// Schema version this build writes; older databases are migrated forward.
-const SCHEMA_VERSION: i64 = 1;
+/// 2: job, task and object ids are AUTOINCREMENT, so an id is never given
+/// twice, not even after `clean` emptied a table (a late result for a
+/// cleaned job can then never land on a new job's object).
+const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA_V1: &str = "
 CREATE TABLE jobs (
@@ -205,11 +208,39 @@ impl Store {
         if version > SCHEMA_VERSION {
             return Err(StoreError::TooNew { found: version });
         }
+        let v2 = SCHEMA_V1.replace(
+            "id INTEGER PRIMARY KEY,",
+            "id INTEGER PRIMARY KEY AUTOINCREMENT,",
+        );
         if version < 1 {
             let tx = conn.transaction()?;
-            tx.execute_batch(SCHEMA_V1)?;
-            tx.pragma_update(None, "user_version", 1)?;
+            tx.execute_batch(&v2)?;
+            tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
             tx.commit()?;
+        } else if version == 1 {
+            // Rebuild the tables with AUTOINCREMENT ids, keeping every row
+            // and id. Foreign keys are off while the tables are swapped
+            // (renaming a table rewrites the references to it).
+            conn.pragma_update(None, "foreign_keys", "OFF")?;
+            let tx = conn.transaction()?;
+            tx.execute_batch(
+                "DROP INDEX tasks_job_state; DROP INDEX objects_task; DROP INDEX objects_job_state;
+                 ALTER TABLE parts RENAME TO parts_v1;
+                 ALTER TABLE objects RENAME TO objects_v1;
+                 ALTER TABLE tasks RENAME TO tasks_v1;
+                 ALTER TABLE jobs RENAME TO jobs_v1;",
+            )?;
+            tx.execute_batch(&v2)?;
+            tx.execute_batch(
+                "INSERT INTO jobs SELECT * FROM jobs_v1;
+                 INSERT INTO tasks SELECT * FROM tasks_v1;
+                 INSERT INTO objects SELECT * FROM objects_v1;
+                 INSERT INTO parts SELECT * FROM parts_v1;
+                 DROP TABLE parts_v1; DROP TABLE objects_v1; DROP TABLE tasks_v1; DROP TABLE jobs_v1;",
+            )?;
+            tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+            tx.commit()?;
+            conn.pragma_update(None, "foreign_keys", "ON")?;
         }
         Ok(())
     }

@@ -154,14 +154,19 @@ impl Store {
             .flatten())
     }
 
-    /// Whether an object is still recorded (a job cleaned while an agent
-    /// worked on it is not).
-    pub fn object_exists(&self, object_id: i64) -> Result<bool, StoreError> {
+    /// Whether an object belongs to a task now leased to `agent`: the only
+    /// results and parts the daemon takes from an agent. A task that was
+    /// requeued, handed to another agent or cleaned (ids are never reused)
+    /// no longer qualifies; its late events are dropped and the work is
+    /// done again under the current lease.
+    pub fn object_leased_to(&self, object_id: i64, agent: &str) -> Result<bool, StoreError> {
         Ok(self
             .lock()
-            .query_row("SELECT 1 FROM objects WHERE id = ?1", [object_id], |_| {
-                Ok(())
-            })
+            .prepare_cached(
+                "SELECT 1 FROM objects o JOIN tasks t ON t.id = o.task_id
+                 WHERE o.id = ?1 AND t.state = 'dispatched' AND t.agent = ?2",
+            )?
+            .query_row(params![object_id, agent], |_| Ok(()))
             .optional()?
             .is_some())
     }

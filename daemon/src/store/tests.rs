@@ -140,3 +140,51 @@ fn newer_schema_is_refused() {
     let err = Store::open(&path).err().unwrap();
     assert!(err.to_string().contains("schema 99"), "{err}");
 }
+
+#[test]
+fn ids_are_never_reused_and_v1_stores_migrate_with_their_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v1.db");
+    // A store as the previous schema wrote it, with one job, task and object.
+    {
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(SCHEMA_V1).unwrap();
+        conn.execute_batch(
+            "INSERT INTO jobs (id, name, config, fingerprint, state, created_at, updated_at)
+                 VALUES (7, 'old', '{}', 'fp', 'running', 0, 0);
+             INSERT INTO tasks (id, job_id, state, object_count, byte_count) VALUES (9, 7, 'pending', 1, 1);
+             INSERT INTO objects (id, job_id, task_id, rel_path, size, mtime, state)
+                 VALUES (11, 7, 9, 'a', 1, 1, 'pending');
+             INSERT INTO parts (object_id, number, size, etag, md5, crc64) VALUES (11, 1, 1, 'e', 'm', '0');
+             PRAGMA user_version = 1;",
+        )
+        .unwrap();
+    }
+    let store = Store::open(&path).unwrap();
+    let old = store.find_job("old").unwrap().unwrap();
+    assert_eq!(old.id, 7);
+    let parts: i64 = store
+        .lock()
+        .query_row("SELECT count(*) FROM parts WHERE object_id = 11", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(parts, 1);
+    // Clean it: every table is empty again, yet the next ids are new.
+    store.delete_job(7).unwrap();
+    let job = store.create_job("old", "{}", "fp").unwrap();
+    let task = store.commit_task(job, &[obj("a", 1)], "[\"a\"]").unwrap();
+    assert!(job > 7 && task > 9, "job {job}, task {task}");
+    let t = store.lease_tasks(job, 1, "agent", 0).unwrap();
+    assert!(t[0].objects[0].object_id > 11);
+    let version: i64 = store
+        .lock()
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, SCHEMA_VERSION);
+    // And once more after a reopen.
+    store.delete_job(job).unwrap();
+    drop(store);
+    let store = Store::open(&path).unwrap();
+    assert!(store.create_job("old", "{}", "fp").unwrap() > job);
+}

@@ -293,3 +293,54 @@ fn agents_join_and_leave_while_a_job_runs() {
     assert_eq!(st.counts.verified, 40);
     assert_eq!(c.keys("joinleave"), sorted(files));
 }
+
+/// `clean J && submit J` while an agent still works on J, with the agent's
+/// reports held up on the way: its late results for the cleaned job must not
+/// count for the new job's objects (before ids were AUTOINCREMENT and results
+/// were checked against the lease, the new job's first objects became
+/// "verified" without being copied).
+#[test]
+fn late_results_of_a_cleaned_job_never_count_for_the_new_one() {
+    let (c, relays) = Cluster::start(1, 1, true);
+    let to_daemon = &relays[0];
+    let old = c.job("reuse", 12, 64 << 10, 12);
+    wait_for("the agent to take the batch", 60, || {
+        c.agents[0].log_text().contains("Accepted batch")
+    });
+    // Hold the agent's reports until it has copied everything.
+    to_daemon.set_hold(true);
+    wait_for("the old job's objects at the destination", 60, || {
+        c.keys("reuse").len() == old.len()
+    });
+    let _: serde_json::Value = api(&c.daemon.socket, Method::DELETE, "/v1/jobs/reuse", None);
+    // The same name again, other files, another bucket.
+    let src = c.tmp.path().join("src-reuse-2");
+    let new: Vec<String> = (0..12)
+        .map(|i| {
+            let rel = format!("new/n{i:03}.bin");
+            std::fs::create_dir_all(src.join("new")).unwrap();
+            std::fs::write(src.join(&rel), bytes(1000 + i, 1000 + i as usize)).unwrap();
+            rel
+        })
+        .collect();
+    rt().block_on(create_bucket(&c.s3.client(), "reuse-two"));
+    let cfg = job_cfg(c.tmp.path(), "reuse", &src, &c.s3.endpoint, "reuse-two", 12);
+    c.daemon.submit(&cfg);
+    wait_for("the new job's objects to be planned", 60, || {
+        c.daemon.job("reuse").counts.objects == 12
+    });
+    // Now the stale reports arrive.
+    to_daemon.set_hold(false);
+
+    let st = c.daemon.wait_job("reuse", 180);
+    assert_eq!(st.state, "succeed", "{st:?}");
+    assert_eq!(st.counts.verified, 12);
+    // Every object the new job calls verified is really there.
+    assert_eq!(c.keys("reuse-two"), sorted(new));
+    assert!(
+        c.daemon
+            .log_text()
+            .contains("Dropped events for tasks not leased to this agent"),
+        "the stale reports never arrived"
+    );
+}

@@ -485,6 +485,9 @@ pub fn store(work: &Path) -> rusqlite::Connection {
 pub struct Relay {
     pub addr: String,
     pub seen: Arc<Mutex<Vec<u8>>>,
+    /// While set, bytes read are held instead of passed on (a link that
+    /// stalls, then delivers everything late).
+    pub hold: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Relay {
@@ -493,6 +496,8 @@ impl Relay {
         let addr = l.local_addr().unwrap().to_string();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let s = Arc::clone(&seen);
+        let hold = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let h = Arc::clone(&hold);
         // Detached: the relay lives as long as the test process.
         std::thread::spawn(move || {
             for conn in l.incoming() {
@@ -505,6 +510,7 @@ impl Relay {
                     (server, client),
                 ] {
                     let s = Arc::clone(&s);
+                    let h = Arc::clone(&h);
                     std::thread::spawn(move || {
                         let mut buf = [0u8; 16384];
                         loop {
@@ -514,6 +520,9 @@ impl Relay {
                                     return;
                                 }
                                 Ok(n) => {
+                                    while h.load(std::sync::atomic::Ordering::SeqCst) {
+                                        std::thread::sleep(std::time::Duration::from_millis(10));
+                                    }
                                     s.lock().unwrap().extend_from_slice(&buf[..n]);
                                     if to.write_all(&buf[..n]).is_err() {
                                         return;
@@ -525,7 +534,7 @@ impl Relay {
                 }
             }
         });
-        Relay { addr, seen }
+        Relay { addr, seen, hold }
     }
 
     pub fn contains(&self, needle: &[u8]) -> bool {
@@ -538,5 +547,9 @@ impl Relay {
 
     pub fn len(&self) -> usize {
         self.seen.lock().unwrap().len()
+    }
+
+    pub fn set_hold(&self, on: bool) {
+        self.hold.store(on, std::sync::atomic::Ordering::SeqCst);
     }
 }
