@@ -175,9 +175,12 @@ pub async fn run(
         listener,
         handler,
         Limits {
-            max_body: 256 << 20,
+            max_body: 0,
             max_connections: 64,
+            max_per_peer: 16,
+            request_deadline: Duration::from_secs(60),
             drain: Duration::from_secs(5),
+            gate: Some(gate(Arc::clone(&agent))),
         },
         http_cancel.clone(),
     ));
@@ -215,6 +218,31 @@ pub async fn run(
     }
     info!("Agent stopped.");
     Ok(())
+}
+
+/// The largest task batch the daemon sends (paths and sizes of a task's
+/// objects; a task holds at most tens of thousands).
+const TASKS_MAX: usize = 64 << 20;
+
+/// Only the daemon's key may make the agent read a body (see
+/// `proto::server::Gate`).
+fn gate(agent: Arc<Agent>) -> server::Gate {
+    Arc::new(move |_method, path, headers| {
+        let header = |h: &str| headers.get(h).and_then(|v| v.to_str().ok());
+        if let Err(e) = agent.verifier.precheck(header) {
+            warn!(path = %path, reason = %e, "Refused unauthenticated request before its body.");
+            return Err(error(
+                StatusCode::UNAUTHORIZED,
+                "UNAUTHORIZED",
+                &e.to_string(),
+            ));
+        }
+        Ok(if path == agent_path::TASKS {
+            TASKS_MAX
+        } else {
+            0
+        })
+    })
 }
 
 async fn handle(agent: Arc<Agent>, req: Req) -> Response<Body> {

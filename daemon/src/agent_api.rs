@@ -13,11 +13,45 @@ use hyper::{Response, StatusCode};
 use proto::api::{EventBatch, Heartbeat, HeartbeatReply, agent_path};
 use proto::auth::{AuthError, Verified};
 use proto::job::Event;
-use proto::server::{Body, Handler, Peer, Req, error, json};
+use proto::server::{Body, Gate, Handler, Peer, Req, error, json};
 use tokio::time::Instant;
 use tracing::{info, warn};
 
 use crate::server::{State, blocking, unix_now};
+
+/// Body limits of the agent API's endpoints: a heartbeat lists the tasks an
+/// agent runs, an event batch carries at most a few thousand results.
+const HEARTBEAT_MAX: usize = 256 << 10;
+const EVENTS_MAX: usize = 16 << 20;
+const BYE_MAX: usize = 4 << 10;
+
+/// Runs before a byte of the body is read: an unsigned, stale, replayed or
+/// unknown-signer request is answered 401 from its headers, and a signed one
+/// may send only as much as its endpoint needs.
+pub fn gate(state: Arc<State>) -> Gate {
+    Arc::new(move |_method, path, headers| {
+        let header = |h: &str| headers.get(h).and_then(|v| v.to_str().ok());
+        let check = || state.verifier.precheck(header);
+        let r = match check() {
+            Err(AuthError::UnknownKey(_)) if state.reload_agent_keys(false) => check(),
+            r => r,
+        };
+        if let Err(e) = r {
+            warn!(path = %path, reason = %e, "Refused unauthenticated agent request before its body.");
+            return Err(error(
+                StatusCode::UNAUTHORIZED,
+                "UNAUTHORIZED",
+                &e.to_string(),
+            ));
+        }
+        Ok(match path {
+            agent_path::HEARTBEAT => HEARTBEAT_MAX,
+            agent_path::EVENTS => EVENTS_MAX,
+            agent_path::BYE => BYE_MAX,
+            _ => 0,
+        })
+    })
+}
 
 pub fn handler(state: Arc<State>) -> Handler {
     Arc::new(move |req| {

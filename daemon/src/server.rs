@@ -207,22 +207,37 @@ pub async fn run(
         );
     }
 
-    let limits = Limits {
-        max_body: 256 << 20,
-        max_connections: 256,
+    // The control socket's callers are local users the kernel named
+    // (checked per request); job files travel in its bodies.
+    let ctl_limits = Limits {
+        max_body: 16 << 20,
+        max_connections: 64,
+        max_per_peer: 64,
+        request_deadline: Duration::from_secs(60),
         drain: Duration::from_secs(10),
+        gate: None,
+    };
+    // The agent port is open to the network: nothing but headers is read
+    // before the signer, timestamp and nonce pass (see `agent_api::gate`).
+    let agent_limits = Limits {
+        max_body: 0,
+        max_connections: 256,
+        max_per_peer: 16,
+        request_deadline: Duration::from_secs(60),
+        drain: Duration::from_secs(10),
+        gate: Some(crate::agent_api::gate(Arc::clone(&state))),
     };
     let http_cancel = state.cancel.child_token();
     let ctl_server = tokio::spawn(server::serve_unix(
         listeners.ctl,
         crate::ctl_api::handler(Arc::clone(&state)),
-        limits,
+        ctl_limits,
         http_cancel.clone(),
     ));
     let agent_server = tokio::spawn(server::serve_tcp(
         listeners.agents,
         crate::agent_api::handler(Arc::clone(&state)),
-        limits,
+        agent_limits,
         http_cancel.clone(),
     ));
     let sched = tokio::spawn(scheduler::run(Arc::clone(&state)));

@@ -245,6 +245,36 @@ impl Verifier {
         lock(&self.keys).contains_key(fingerprint)
     }
 
+    /// Checks what can be checked from the headers alone, before a byte of
+    /// the body is read: all four headers present and well-formed, the
+    /// signer enrolled, the timestamp inside the window and the nonce not
+    /// seen yet. Consumes nothing; [`Verifier::verify`] still decides.
+    pub fn precheck<'a>(&self, header: impl Fn(&str) -> Option<&'a str>) -> Result<(), AuthError> {
+        let key_fp = header(HDR_KEY).ok_or(AuthError::Unsigned(HDR_KEY))?;
+        let ts: u64 = header(HDR_TIMESTAMP)
+            .and_then(|t| t.parse().ok())
+            .ok_or(AuthError::Unsigned(HDR_TIMESTAMP))?;
+        let nonce = header(HDR_NONCE)
+            .filter(|n| (16..=64).contains(&n.len()))
+            .ok_or(AuthError::Unsigned(HDR_NONCE))?;
+        header(HDR_SIGNATURE)
+            .filter(|s| s.len() <= 256)
+            .ok_or(AuthError::Unsigned(HDR_SIGNATURE))?;
+        if !lock(&self.keys).contains_key(key_fp) {
+            return Err(AuthError::UnknownKey(key_fp.to_string()));
+        }
+        if unix_now().abs_diff(ts) > self.window.as_secs() {
+            return Err(AuthError::Stale);
+        }
+        if lock(&self.seen)
+            .set
+            .contains_key(&format!("{key_fp} {nonce}"))
+        {
+            return Err(AuthError::Replayed);
+        }
+        Ok(())
+    }
+
     /// Checks a request; `header` looks up a header by name.
     pub fn verify<'a>(
         &self,

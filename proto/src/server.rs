@@ -3,7 +3,12 @@
 //!
 //! A request body is read whole, up to a limit, before the handler sees it:
 //! signatures cover the body digest, so nothing can be acted on before the
-//! whole body is there anyway.
+//! whole body is there anyway. Before a byte of it is read, a [`Gate`]
+//! looks at the method, path and headers (for the signed APIs: signer
+//! enrolled, timestamp fresh, nonce unseen) and picks the body limit of
+//! that endpoint, so an unauthenticated peer costs the headers and nothing
+//! more. The whole body must arrive within the request deadline, and one
+//! peer address holds at most `max_per_peer` connections.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -59,13 +64,24 @@ impl Req {
 pub type BoxFuture = Pin<Box<dyn Future<Output = Response<Body>> + Send>>;
 pub type Handler = Arc<dyn Fn(Req) -> BoxFuture + Send + Sync>;
 
+/// Decides from the request line and headers alone whether a body may be
+/// read, and how much of it: `Ok(limit)` or the answer to send instead.
+pub type Gate =
+    Arc<dyn Fn(&Method, &str, &HeaderMap) -> Result<usize, Response<Body>> + Send + Sync>;
+
 /// Limits of one server.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone)]
 pub struct Limits {
+    /// Body limit when there is no gate.
     pub max_body: usize,
     pub max_connections: usize,
+    /// Connections one TCP peer address may hold at once.
+    pub max_per_peer: usize,
+    /// Time for the whole body to arrive once the headers are in.
+    pub request_deadline: Duration,
     /// How long open connections get to finish after shutdown starts.
     pub drain: Duration,
+    pub gate: Option<Gate>,
 }
 
 /// Accepts connections until `cancel` fires, then drains them (bounded by
@@ -77,6 +93,8 @@ pub async fn serve_tcp(
     cancel: CancellationToken,
 ) {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let per_peer = Arc::new(PerPeer::default());
+    let limits = Arc::new(limits);
     let mut conns = JoinSet::new();
     loop {
         let permit = tokio::select! {
@@ -95,11 +113,18 @@ pub async fn serve_tcp(
                 continue;
             }
         };
+        // One address cannot hold every slot: over its share, the new
+        // connection is closed at once.
+        let Some(peer_slot) = PerPeer::enter(&per_peer, addr.ip(), limits.max_per_peer) else {
+            debug!(peer = %addr, "Refused a connection over the per-peer limit.");
+            continue;
+        };
         let _ = stream.set_nodelay(true);
-        let (h, c) = (Arc::clone(&handler), cancel.clone());
+        let (h, c, l) = (Arc::clone(&handler), cancel.clone(), Arc::clone(&limits));
         conns.spawn(async move {
             let _permit = permit;
-            connection(TokioIo::new(stream), Peer::Tcp(addr), h, limits, c).await;
+            let _peer_slot = peer_slot;
+            connection(TokioIo::new(stream), Peer::Tcp(addr), h, l, c).await;
         });
         while conns.try_join_next().is_some() {}
     }
@@ -114,6 +139,7 @@ pub async fn serve_unix(
     cancel: CancellationToken,
 ) {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let limits = Arc::new(limits);
     let mut conns = JoinSet::new();
     loop {
         let permit = tokio::select! {
@@ -142,14 +168,45 @@ pub async fn serve_unix(
                 gid: None,
             },
         };
-        let (h, c) = (Arc::clone(&handler), cancel.clone());
+        let (h, c, l) = (Arc::clone(&handler), cancel.clone(), Arc::clone(&limits));
         conns.spawn(async move {
             let _permit = permit;
-            connection(TokioIo::new(stream), peer, h, limits, c).await;
+            connection(TokioIo::new(stream), peer, h, l, c).await;
         });
         while conns.try_join_next().is_some() {}
     }
     drain(conns, limits.drain).await;
+}
+
+/// Open connections per peer address.
+#[derive(Default)]
+struct PerPeer(std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>);
+
+/// Gives the peer's slot back when its connection ends.
+struct PeerSlot(Arc<PerPeer>, std::net::IpAddr);
+
+impl PerPeer {
+    fn enter(this: &Arc<PerPeer>, ip: std::net::IpAddr, max: usize) -> Option<PeerSlot> {
+        let mut m = this.0.lock().unwrap_or_else(|p| p.into_inner());
+        let n = m.entry(ip).or_insert(0);
+        if *n >= max.max(1) {
+            return None;
+        }
+        *n += 1;
+        Some(PeerSlot(Arc::clone(this), ip))
+    }
+}
+
+impl Drop for PeerSlot {
+    fn drop(&mut self) {
+        let mut m = (self.0).0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = m.get_mut(&self.1) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.1);
+            }
+        }
+    }
 }
 
 async fn drain(mut conns: JoinSet<()>, deadline: Duration) {
@@ -164,22 +221,45 @@ async fn connection<I>(
     io: I,
     peer: Peer,
     handler: Handler,
-    limits: Limits,
+    limits: Arc<Limits>,
     cancel: CancellationToken,
 ) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-        let (handler, peer) = (Arc::clone(&handler), peer.clone());
+        let (handler, peer, limits) = (Arc::clone(&handler), peer.clone(), Arc::clone(&limits));
         async move {
             let (parts, body) = req.into_parts();
-            let body = match Limited::new(body, limits.max_body).collect().await {
-                Ok(b) => b.to_bytes(),
-                Err(_) => {
+            let max_body = match &limits.gate {
+                Some(gate) => match gate(&parts.method, parts.uri.path(), &parts.headers) {
+                    Ok(n) => n,
+                    // The body is never read; the connection is closed so
+                    // the rest of it is not either.
+                    Err(mut refused) => {
+                        refused.headers_mut().insert(
+                            hyper::header::CONNECTION,
+                            hyper::header::HeaderValue::from_static("close"),
+                        );
+                        return Ok::<_, Infallible>(refused);
+                    }
+                },
+                None => limits.max_body,
+            };
+            let collect = Limited::new(body, max_body).collect();
+            let body = match tokio::time::timeout(limits.request_deadline, collect).await {
+                Ok(Ok(b)) => b.to_bytes(),
+                Ok(Err(_)) => {
                     return Ok::<_, Infallible>(error(
                         StatusCode::PAYLOAD_TOO_LARGE,
                         "TOO_LARGE",
                         "request body is too large or was cut off",
+                    ));
+                }
+                Err(_) => {
+                    return Ok::<_, Infallible>(error(
+                        StatusCode::REQUEST_TIMEOUT,
+                        "TIMEOUT",
+                        "request body did not arrive in time",
                     ));
                 }
             };

@@ -215,3 +215,99 @@ fn daemon_ignores_agents_it_has_not_enrolled() {
     assert_eq!(w.workers.len(), 1);
     assert_eq!(w.workers[0].state, "up");
 }
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap()
+}
+
+/// Sends headers announcing `len` bytes, then as much of the body as the
+/// server takes; returns the status line of the answer.
+fn send_big_unsigned(addr: &str, path: &str, headers: &str, len: u64) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\n{headers}content-length: {len}\r\n\r\n"
+    )
+    .unwrap();
+    let mut w = s.try_clone().unwrap();
+    let writer = std::thread::spawn(move || {
+        let chunk = vec![b'x'; 1 << 20];
+        let mut sent = 0u64;
+        while sent < len {
+            if w.write_all(&chunk).is_err() {
+                break;
+            }
+            sent += chunk.len() as u64;
+        }
+        sent
+    });
+    let mut answer = Vec::new();
+    let _ = s.read_to_end(&mut answer);
+    let sent = writer.join().unwrap();
+    eprintln!("client wrote {} MiB before the server closed", sent >> 20);
+    String::from_utf8_lossy(&answer)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Anyone who can reach the agent port: a 200 MiB body without a valid
+/// signer, timestamp and nonce is refused from its headers, without the
+/// daemon reading (and holding) it. Before the gate, the body was read whole
+/// (up to 256 MiB) before the signature was checked.
+#[test]
+fn unauthenticated_bodies_are_refused_before_they_are_read() {
+    let tmp = tempfile::tempdir().unwrap();
+    let work = tmp.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    Daemon::init(&work);
+    let daemon = Daemon::start(&work, free_port());
+    let pid = daemon.child.id();
+    let before = rss_kib(pid);
+    let ts = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    // Unsigned, then signed-looking by a key nobody enrolled.
+    let forged = format!(
+        "x-ossimport-key: SHA256:nobody\r\nx-ossimport-timestamp: {ts}\r\n\
+         x-ossimport-nonce: 0123456789abcdef0123\r\nx-ossimport-signature: AAAA\r\n"
+    );
+    for headers in ["", forged.as_str()] {
+        let status = send_big_unsigned(&daemon.addr, "/v1/agent/events", headers, 200 << 20);
+        assert!(status.contains(" 401 "), "answer: {status:?}");
+    }
+    let after = rss_kib(pid);
+    eprintln!("daemon RSS {before} KiB before, {after} KiB after");
+    assert!(
+        after < before + 8 * 1024,
+        "daemon RSS grew from {before} KiB to {after} KiB"
+    );
+    // A peer cannot hold every connection slot either: past its share, new
+    // connections are closed at once while the others stay open.
+    let held: Vec<std::net::TcpStream> = (0..16)
+        .map(|_| std::net::TcpStream::connect(&daemon.addr).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut extra = std::net::TcpStream::connect(&daemon.addr).unwrap();
+    extra
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut buf = [0u8; 16];
+    use std::io::Read;
+    assert_eq!(
+        extra.read(&mut buf).unwrap_or(0),
+        0,
+        "the 17th connection stayed open"
+    );
+    drop(held);
+}
