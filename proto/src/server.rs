@@ -235,7 +235,8 @@ async fn connection<I>(
                     Ok(n) => n,
                     // The body is never read; the connection is closed so
                     // the rest of it is not either.
-                    Err(mut refused) => {
+                    Err(refused) => {
+                        let mut refused = *refused;
                         refused.headers_mut().insert(
                             hyper::header::CONNECTION,
                             hyper::header::HeaderValue::from_static("close"),
