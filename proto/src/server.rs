@@ -67,7 +67,7 @@ pub type Handler = Arc<dyn Fn(Req) -> BoxFuture + Send + Sync>;
 /// Decides from the request line and headers alone whether a body may be
 /// read, and how much of it: `Ok(limit)` or the answer to send instead.
 pub type Gate =
-    Arc<dyn Fn(&Method, &str, &HeaderMap) -> Result<usize, Response<Body>> + Send + Sync>;
+    Arc<dyn Fn(&Method, &str, &HeaderMap) -> Result<usize, Box<Response<Body>>> + Send + Sync>;
 
 /// Limits of one server.
 #[derive(Clone)]
