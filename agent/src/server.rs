@@ -231,11 +231,11 @@ fn gate(agent: Arc<Agent>) -> server::Gate {
         let header = |h: &str| headers.get(h).and_then(|v| v.to_str().ok());
         if let Err(e) = agent.verifier.precheck(header) {
             warn!(path = %path, reason = %e, "Refused unauthenticated request before its body.");
-            return Err(error(
+            return Err(Box::new(error(
                 StatusCode::UNAUTHORIZED,
                 "UNAUTHORIZED",
                 &e.to_string(),
-            ));
+            )));
         }
         Ok(if path == agent_path::TASKS {
             TASKS_MAX

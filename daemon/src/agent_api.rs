@@ -38,11 +38,11 @@ pub fn gate(state: Arc<State>) -> Gate {
         };
         if let Err(e) = r {
             warn!(path = %path, reason = %e, "Refused unauthenticated agent request before its body.");
-            return Err(error(
+            return Err(Box::new(error(
                 StatusCode::UNAUTHORIZED,
                 "UNAUTHORIZED",
                 &e.to_string(),
-            ));
+            )));
         }
         Ok(match path {
             agent_path::HEARTBEAT => HEARTBEAT_MAX,
