@@ -170,7 +170,10 @@ fn idle_agent(rt: &tokio::runtime::Runtime) -> (String, CancellationToken) {
             proto::server::Limits {
                 max_body: 1 << 20,
                 max_connections: 4,
+                max_per_peer: 4,
+                request_deadline: Duration::from_secs(10),
                 drain: Duration::from_secs(1),
+                gate: None,
             },
             stop.clone(),
         ));

@@ -1,0 +1,520 @@
+#!/usr/bin/env python3
+"""oss-front: a reverse proxy in front of a real S3 server (SeaweedFS from
+scripts/s3-server.sh) that behaves like Alibaba OSS where OSS differs from S3,
+so that tests can use it as a migration destination and see OSS behaviour.
+
+  python3 scripts/oss-front.py --upstream http://127.0.0.1:PORT [--port 0]
+      [--throttle-every N] [--access-key testkey --secret-key testsecret] [--verbose]
+
+Binds 127.0.0.1 (port 0: a free one), prints exactly one line
+`OSS_ENDPOINT=http://127.0.0.1:PORT` once listening, serves until SIGTERM/SIGINT
+(exit 0). With --verbose, stderr gets one line per request: method path status.
+Standard library only (Python 3.11).
+
+Emulated:
+- Requests are forwarded unchanged (method, path+query, headers minus hop-by-hop
+  ones, Host as the client sent it: SigV4 covers it). HTTP/1.1 keep-alive and
+  `Expect: 100-continue` are handled; every answer carries Content-Length.
+- Refused with 400 InvalidArgument (body read and discarded first): any
+  `x-amz-checksum-*` header (this includes `x-amz-checksum-mode`),
+  `x-amz-sdk-checksum-algorithm`, `Content-Encoding: aws-chunked`,
+  `x-amz-content-sha256: STREAMING-...`.
+- ETags upper-case inside their quotes: the ETag header of every response and
+  <ETag> elements (also &quot; forms) of XML answers other than object data.
+- `x-oss-hash-crc64ecma` (CRC-64/XZ, decimal) on PUT object, UploadPart,
+  CompleteMultipartUpload, HEAD object and full (200, no Range) GET object.
+  How: PUT/UploadPart hash the request body as it streams through; the proxy
+  remembers (bucket, key) -> (etag, size, crc) and, per uploadId, each part's
+  (etag, size, crc). Complete combines the parts' CRCs named in its body in
+  order (crc64_combine, GF(2) arithmetic as zlib's crc32_combine). A HEAD/GET
+  whose ETag differs from the record (or with no record: written elsewhere, or
+  before the proxy started), or a Complete with unknown parts, is answered
+  after the proxy itself GETs the object from the upstream (SigV4-signed with
+  --access-key/--secret-key) and hashes it.
+  CRC speed: a 256-entry table is the reference (small inputs, start-up
+  self-test); larger buffers go through an equivalent big-integer GF(2) fold
+  (mod P by halving, carry-less multiply with 4-bit windows), ~50-100 MB/s.
+- Case-insensitive ETags where OSS accepts its upper-case ones but SeaweedFS
+  compares case-sensitively: ETags in a CompleteMultipartUpload body are
+  lower-cased before forwarding, and the request is then re-signed (SigV4, same
+  signed headers and date, new payload hash) with --access-key/--secret-key.
+- --throttle-every N: request number k (all requests counted, from 1) with
+  k % N == 0 gets 503 ServiceUnavailable + `x-oss-qos-delay-time: 1` without
+  reaching the upstream, unless the same method+path+query was the last one
+  throttled for that key (a retry always passes).
+- Every response gets an `x-oss-request-id`.
+
+Not emulated: OSS's own auth (the client still signs SigV4, path style, region
+us-east-1), virtual-hosted style, OSS-only APIs/headers (x-oss-*, append,
+symlinks...), OSS error codes other than the two above, CRC on CopyObject /
+UploadPartCopy answers, versioned objects (records are per key), If-Match
+headers carrying upper-case ETags (forwarded as sent, SeaweedFS compares case).
+"""
+import argparse
+import base64
+import hashlib
+import hmac
+import http.client
+import http.server
+import re
+import signal
+import socket
+import sys
+import threading
+import time
+import uuid
+from urllib.parse import parse_qsl, quote, unquote, urlsplit
+
+# ---------------------------------------------------------------- CRC-64/XZ
+M64 = (1 << 64) - 1
+POLY_REFLECTED = 0xC96C5795D7870F42
+P = (1 << 64) | 0x42F0E1EBA9EA3693  # the polynomial, normal bit order
+TABLE = []
+for _i in range(256):
+    _c = _i
+    for _ in range(8):
+        _c = (_c >> 1) ^ POLY_REFLECTED if _c & 1 else _c >> 1
+    TABLE.append(_c)
+REV = bytes(int(f"{i:08b}"[::-1], 2) for i in range(256))  # bit-reverse a byte
+
+
+def crc64_table(data, crc=0):
+    c, t = crc ^ M64, TABLE
+    for b in memoryview(data).cast("B"):
+        c = t[(c ^ b) & 0xFF] ^ (c >> 8)
+    return c ^ M64
+
+
+def _rev64(v):
+    return int.from_bytes(v.to_bytes(8, "little").translate(REV), "big")
+
+
+def _pmod_small(a):  # a mod P for a few hundred bits at most
+    while (n := a.bit_length()) > 64:
+        a ^= P << (n - 65)
+    return a
+
+
+def _clmul(h, k):  # carry-less h*k, k < 2^64, 4-bit windows
+    t = [0, h]
+    for i in range(2, 16):
+        t.append(t[i >> 1] << 1 if not i & 1 else t[i - 1] ^ h)
+    r = sh = 0
+    while k:
+        if k & 15:
+            r ^= t[k & 15] << sh
+        k >>= 4
+        sh += 4
+    return r
+
+
+XP = [2]  # XP[k] = x^(2^k) mod P
+for _ in range(64):
+    XP.append(_pmod_small(_clmul(XP[-1], XP[-1])))
+
+
+def _pmod(a):  # a mod P for any size: fold the top half down
+    while (n := a.bit_length()) > 128:
+        k = (n - 1).bit_length() - 1
+        a = _clmul(a >> (1 << k), XP[k]) ^ (a & ((1 << (1 << k)) - 1))
+    return _pmod_small(a)
+
+
+def _xpow(n):  # x^n mod P
+    r, k = 1, 0
+    while n:
+        if n & 1:
+            r = _pmod_small(_clmul(r, XP[k]))
+        n >>= 1
+        k += 1
+    return r
+
+
+def crc64(data, crc=0):
+    """CRC-64/XZ of data, continuing from crc (the CRC of what came before)."""
+    if len(data) < 256:
+        return crc64_table(data, crc)
+    # Reflected CRC == normal CRC over bit-reversed bytes; register after the
+    # message M (n bits) from init I: (I*x^n + M*x^64) mod P.
+    n = len(data) * 8
+    m = int.from_bytes(bytes(data).translate(REV), "big")
+    return _rev64(_pmod((_rev64(crc ^ M64) << n) ^ (m << 64))) ^ M64
+
+
+def crc64_combine(crc_a, crc_b, len_b):
+    """CRC of A+B from CRC(A), CRC(B) and len(B) in bytes."""
+    ra = _rev64(crc_a ^ M64) ^ M64  # register of A minus the init value
+    return _rev64(_rev64(crc_b ^ M64) ^ _pmod_small(_clmul(ra, _xpow(8 * len_b)))) ^ M64
+
+
+# ------------------------------------------------------------------- state
+LOCK = threading.Lock()
+OBJECTS = {}  # (bucket, key) -> (etag, size, crc)
+PARTS = {}  # uploadId -> {part number: (etag, size, crc)}
+THROTTLE = {"count": 0, "last": set()}
+HOP = {"connection", "keep-alive", "proxy-connection", "te", "trailer", "trailers",
+       "transfer-encoding", "upgrade", "expect", "content-length"}
+CHUNK = 1 << 20
+EMPTY_SHA = hashlib.sha256(b"").hexdigest()
+HEXRUN = re.compile(rb"[0-9a-fA-F]{8,}")
+ETAG_XML = re.compile(rb"(<ETag>)(.*?)(</ETag>)", re.S)
+OPTS = None
+
+
+def norm_etag(v):
+    if isinstance(v, bytes):
+        v = v.decode("utf-8", "replace")
+    return v.replace("&quot;", "").replace("&#34;", "").strip().strip('"').lower()
+
+
+def upper_hex(b):  # runs of >= 8 hex digits upper-cased (never touches &quot;)
+    return HEXRUN.sub(lambda m: m.group().upper(), b)
+
+
+def error_xml(code, message):
+    rid = uuid.uuid4().hex[:24].upper()
+    return (f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code>'
+            f"<Message>{message}</Message><RequestId>{rid}</RequestId>"
+            f"<HostId>oss-front</HostId></Error>").encode()
+
+
+def sigv4(method, raw_path, raw_query, hdrs, signed, amzdate, scope):
+    """Signature of a request; hdrs: lower-case name -> value."""
+    enc = lambda s: quote(unquote(s), safe="-_.~")  # noqa: E731
+    pairs = sorted((enc(k), enc(v)) for k, _, v in (p.partition("=") for p in raw_query.split("&") if p))
+    creq = "\n".join([method, quote(unquote(raw_path or "/"), safe="/-_.~"),
+                      "&".join(f"{k}={v}" for k, v in pairs),
+                      "".join(f"{n}:{' '.join(hdrs.get(n, '').split())}\n" for n in signed),
+                      ";".join(signed), hdrs.get("x-amz-content-sha256", "UNSIGNED-PAYLOAD")])
+    sts = "\n".join(["AWS4-HMAC-SHA256", amzdate, scope, hashlib.sha256(creq.encode()).hexdigest()])
+    k = ("AWS4" + OPTS.secret_key).encode()
+    for part in scope.split("/"):
+        k = hmac.new(k, part.encode(), hashlib.sha256).digest()
+    return hmac.new(k, sts.encode(), hashlib.sha256).hexdigest()
+
+
+def fetch_crc(raw_path, region):
+    """GETs an object from the upstream itself; (etag, size, crc) or None."""
+    conn = http.client.HTTPConnection(OPTS.up_host, OPTS.up_port, timeout=300)
+    try:
+        amzdate = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        scope = f"{amzdate[:8]}/{region}/s3/aws4_request"
+        hdrs = {"host": OPTS.up_netloc, "x-amz-content-sha256": EMPTY_SHA, "x-amz-date": amzdate}
+        signed = sorted(hdrs)
+        sig = sigv4("GET", raw_path, "", hdrs, signed, amzdate, scope)
+        hdrs["authorization"] = (f"AWS4-HMAC-SHA256 Credential={OPTS.access_key}/{scope}, "
+                                 f"SignedHeaders={';'.join(signed)}, Signature={sig}")
+        del hdrs["host"]
+        conn.request("GET", raw_path, headers=hdrs)
+        r = conn.getresponse()
+        crc = size = 0
+        while chunk := r.read(CHUNK):
+            crc, size = crc64(chunk, crc), size + len(chunk)
+        return (norm_etag(r.getheader("ETag", "")), size, crc) if r.status == 200 else None
+    except (OSError, http.client.HTTPException):
+        return None
+    finally:
+        conn.close()
+
+
+# ----------------------------------------------------------------- handler
+class Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
+    timeout = 600
+    upstream = None
+    last_used = 0.0
+
+    def log_message(self, fmt, *args):
+        if OPTS.verbose:
+            sys.stderr.write("oss-front: " + (fmt % args) + "\n")
+
+    def body_chunks(self):
+        """Yields the request body (Content-Length or chunked)."""
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            while True:
+                size = int(self.rfile.readline(65537).split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline(65537).strip():
+                        pass
+                    return
+                while size:
+                    data = self.rfile.read(min(size, CHUNK))
+                    if not data:
+                        raise ConnectionError("client body truncated")
+                    size -= len(data)
+                    yield data
+                self.rfile.readline(65537)
+        left = int(self.headers.get("Content-Length") or 0)
+        while left > 0:
+            data = self.rfile.read(min(left, CHUNK))
+            if not data:
+                raise ConnectionError("client body truncated")
+            left -= len(data)
+            yield data
+
+    def reply(self, status, headers, body=b"", length=None):
+        self.send_response_only(status)
+        for k, v in headers:
+            self.send_header(k, v)
+        self.send_header("x-oss-request-id", uuid.uuid4().hex[:24].upper())
+        self.send_header("Content-Length", str(len(body) if length is None else length))
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        if body:
+            self.wfile.write(body)
+        self.log_message("%s %s %d", self.command, self.path, status)
+
+    def refuse(self, status, code, message, extra=()):
+        for _ in self.body_chunks():
+            pass
+        self.reply(status, [("Content-Type", "application/xml"), *extra], error_xml(code, message))
+
+    def connect_upstream(self):
+        if self.upstream is None or time.monotonic() - self.last_used > 2:
+            if self.upstream is not None:
+                self.upstream.close()
+            self.upstream = http.client.HTTPConnection(OPTS.up_host, OPTS.up_port, timeout=600)
+            self.upstream.connect()
+            self.upstream.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            return False
+        return True
+
+    def auth_parts(self):
+        m = re.match(r"AWS4-HMAC-SHA256\s+Credential=([^/]+)/([^,\s]+),\s*SignedHeaders=([^,\s]+),\s*Signature=(\w+)",
+                     self.headers.get("Authorization", ""))
+        return m.groups() if m else None
+
+    def handle_any(self):
+        url = urlsplit(self.path)
+        raw_path, raw_query = url.path, url.query
+        q = dict(parse_qsl(raw_query, keep_blank_values=True))
+        bucket, _, key = unquote(raw_path).lstrip("/").partition("/")
+        h = {k.lower(): v for k, v in self.headers.items()}
+        m = self.command
+        auth = self.auth_parts()
+        region = auth[1].split("/")[1] if auth and auth[1].count("/") >= 3 else "us-east-1"
+
+        # Throttling and refusals: answered here, body drained, nothing forwarded.
+        if OPTS.throttle_every:
+            rk = (m, self.path)
+            with LOCK:
+                THROTTLE["count"] += 1
+                hit = THROTTLE["count"] % OPTS.throttle_every == 0 and rk not in THROTTLE["last"]
+                THROTTLE["last"].discard(rk)
+                if hit:
+                    if len(THROTTLE["last"]) > 10000:
+                        THROTTLE["last"].clear()
+                    THROTTLE["last"].add(rk)
+            if hit:
+                return self.refuse(503, "ServiceUnavailable", "Please reduce your request rate.",
+                                   [("x-oss-qos-delay-time", "1")])
+        if (any(k.startswith("x-amz-checksum-") for k in h) or "x-amz-sdk-checksum-algorithm" in h
+                or "aws-chunked" in h.get("content-encoding", "").lower()
+                or h.get("x-amz-content-sha256", "").upper().startswith("STREAMING-")):
+            return self.refuse(400, "InvalidArgument",
+                               "aws-chunked encoding and x-amz-checksum headers are not supported.")
+
+        copy = "x-amz-copy-source" in h
+        put_obj = m == "PUT" and key and not copy and not q
+        upload_part = m == "PUT" and not copy and "partNumber" in q and "uploadId" in q
+        complete = m == "POST" and key and "uploadId" in q
+        plain_q = all(k.startswith("response-") for k in q)
+        read_obj = m in ("GET", "HEAD") and key and plain_q and "range" not in h
+        object_data = m == "GET" and key and all(k.startswith("response-") or k in ("versionId", "partNumber") for k in q)
+
+        headers = [(k, v) for k, v in self.headers.items() if k.lower() not in HOP]
+        signed = auth[2].split(";") if auth else []
+        if "expect" in signed:  # forward Expect only if the signature covers it
+            headers.append(("Expect", h["expect"]))
+        chunked = "chunked" in h.get("transfer-encoding", "").lower()
+        if not chunked and "content-length" in h:
+            headers.append(("Content-Length", h["content-length"]))
+        body = self.body_chunks()
+        parts_named = []
+        if complete:  # small XML body: read it, lower-case its ETags, re-sign if changed
+            data = b"".join(body)
+            parts_named = [(int(n), norm_etag(e)) for n, e in re.findall(
+                rb"<Part>.*?<PartNumber>\s*(\d+)\s*</PartNumber>.*?<ETag>(.*?)</ETag>.*?</Part>", data, re.S)]
+            new = ETAG_XML.sub(lambda mm: mm.group(1) + HEXRUN.sub(lambda x: x.group().lower(), mm.group(2))
+                               + mm.group(3), data)
+            if new != data and auth:
+                data = new
+                fix = {"content-md5": base64.b64encode(hashlib.md5(data).digest()).decode()}
+                if re.fullmatch(r"[0-9a-f]{64}", h.get("x-amz-content-sha256", "")):
+                    fix["x-amz-content-sha256"] = hashlib.sha256(data).hexdigest()
+                headers = [(k, fix.get(k.lower(), v) if k.lower() in h and k.lower() in fix else v)
+                           for k, v in headers]
+                hv = {**h, **{k: v for k, v in fix.items() if k in h}}
+                scope = auth[1]
+                sig = sigv4(m, raw_path, raw_query, hv, signed, hv.get("x-amz-date", ""), scope)
+                headers = [(k, v) if k.lower() != "authorization" else
+                           (k, f"AWS4-HMAC-SHA256 Credential={OPTS.access_key}/{scope}, "
+                               f"SignedHeaders={auth[2]}, Signature={sig}") for k, v in headers]
+            body = iter([data])
+            chunked = False
+            headers = [(k, v) for k, v in headers if k.lower() != "content-length"]
+            headers.append(("Content-Length", str(len(data))))
+
+        # Forward.
+        hashing = put_obj or upload_part
+        crc = size = 0
+        has_body = chunked or int(h.get("content-length") or 0) > 0
+        for attempt in (0, 1):
+            try:
+                reused = self.connect_upstream()
+                conn = self.upstream
+                conn.putrequest(m, self.path, skip_host=True, skip_accept_encoding=True)
+                for k, v in headers:
+                    conn.putheader(k, v)
+                if chunked:
+                    conn.putheader("Transfer-Encoding", "chunked")
+                conn.endheaders()
+                failed = None
+                for data in body:
+                    if hashing:
+                        crc, size = crc64(data, crc), size + len(data)
+                    if failed is None:
+                        try:
+                            conn.send(b"%x\r\n%s\r\n" % (len(data), data) if chunked else data)
+                        except OSError as e:
+                            failed = e  # keep draining the client's body, then read the answer
+                if chunked and failed is None:
+                    conn.send(b"0\r\n\r\n")
+                resp = conn.getresponse()
+                break
+            except (http.client.HTTPException, OSError) as e:
+                self.upstream.close()
+                self.upstream = None
+                if attempt == 0 and reused and not has_body and not isinstance(e, TimeoutError):
+                    continue
+                for _ in body:
+                    pass
+                self.close_connection = True
+                return self.reply(502, [("Content-Type", "application/xml")],
+                                  error_xml("InternalError", f"upstream: {e!r}"))
+        self.last_used = time.monotonic()
+
+        status = resp.status
+        out = []
+        for k, v in resp.getheaders():
+            if k.lower() in HOP:
+                continue
+            out.append((k, upper_hex(v.encode("latin-1")).decode("latin-1") if k.lower() == "etag" else v))
+        buffered = complete or (m != "HEAD" and resp.length is None and status not in (204, 304)) or (
+            "xml" in (resp.getheader("Content-Type") or "") and not object_data and m != "HEAD")
+        data = resp.read() if buffered else None
+        etag = norm_etag(resp.getheader("ETag", ""))
+        ok = 200 <= status < 300
+        record = None
+        if ok and hashing:
+            record = (etag, size, crc)
+            with LOCK:
+                if put_obj:
+                    OBJECTS[(bucket, key)] = record
+                else:
+                    PARTS.setdefault(q["uploadId"], {})[int(q["partNumber"])] = record
+        elif ok and complete and b"<CompleteMultipartUploadResult" in data:
+            mm = ETAG_XML.search(data)
+            etag = norm_etag(mm.group(2)) if mm else ""
+            with LOCK:
+                known = PARTS.pop(q["uploadId"], {})
+            if parts_named and all(known.get(n, ("",))[0] == e for n, e in parts_named):
+                crc = size = 0
+                for n, _ in parts_named:
+                    _, psize, pcrc = known[n]
+                    crc, size = crc64_combine(crc, pcrc, psize), size + psize
+                record = (etag, size, crc)
+            else:
+                record = fetch_crc(raw_path, region)
+                record = record if record and record[0] == etag else None
+        elif status == 200 and read_obj:
+            with LOCK:
+                record = OBJECTS.get((bucket, key))
+            if not record or record[0] != etag:
+                record = fetch_crc(raw_path, region)
+                if record and record[0] != etag:
+                    record = None
+        elif ok and m == "DELETE":
+            with LOCK:
+                if "uploadId" in q:
+                    PARTS.pop(q["uploadId"], None)
+                elif not q:
+                    OBJECTS.pop((bucket, key), None)
+        elif ok and copy and m == "PUT" and not q:
+            with LOCK:
+                OBJECTS.pop((bucket, key), None)
+        if record and (ok and (hashing or complete) or read_obj):
+            with LOCK:
+                if complete or read_obj:
+                    OBJECTS[(bucket, key)] = record
+            out.append(("x-oss-hash-crc64ecma", str(record[2])))
+
+        if buffered:
+            if "xml" in (resp.getheader("Content-Type") or "") and not object_data:
+                data = ETAG_XML.sub(lambda mm: mm.group(1) + upper_hex(mm.group(2)) + mm.group(3), data)
+            return self.reply(status, out, data)
+        if m == "HEAD" or status in (204, 304) or status < 200:
+            resp.read()
+            return self.reply(status, out, length=resp.getheader("Content-Length", "0"))
+        self.reply(status, out, length=resp.length)
+        try:
+            while chunk := resp.read(CHUNK):
+                self.wfile.write(chunk)
+        except (http.client.HTTPException, OSError):
+            self.upstream.close()
+            self.upstream = None
+            self.close_connection = True  # the client sees a short body
+            raise
+        if resp.will_close:
+            self.upstream.close()
+            self.upstream = None
+
+    do_GET = do_HEAD = do_PUT = do_POST = do_DELETE = do_OPTIONS = do_PATCH = handle_any
+
+    def finish(self):
+        super().finish()
+        if self.upstream is not None:
+            self.upstream.close()
+
+
+class Server(http.server.ThreadingHTTPServer):
+    request_queue_size = 128
+
+    def handle_error(self, request, client_address):
+        if OPTS.verbose and not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            super().handle_error(request, client_address)
+
+
+def main():
+    global OPTS
+    ap = argparse.ArgumentParser(description="OSS-behaving reverse proxy in front of an S3 server")
+    ap.add_argument("--upstream", required=True, help="http://127.0.0.1:PORT of the S3 server")
+    ap.add_argument("--port", type=int, default=0)
+    ap.add_argument("--throttle-every", type=int, default=0)
+    ap.add_argument("--access-key", default="testkey")
+    ap.add_argument("--secret-key", default="testsecret")
+    ap.add_argument("--verbose", action="store_true")
+    OPTS = ap.parse_args()
+    u = urlsplit(OPTS.upstream)
+    if u.scheme != "http" or not u.hostname:
+        ap.error("--upstream must be http://HOST:PORT")
+    OPTS.up_host, OPTS.up_port, OPTS.up_netloc = u.hostname, u.port or 80, u.netloc
+    # Self-test: fold == table, combine, check value.
+    probe = bytes(range(256)) * 9 + b"xyz"
+    assert crc64(b"123456789") == 0x995DC9BBDF1939FA
+    assert crc64(probe) == crc64_table(probe) == crc64_combine(crc64(probe[:700]), crc64(probe[700:]), len(probe) - 700)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    srv = Server(("127.0.0.1", OPTS.port), Handler)
+    print(f"OSS_ENDPOINT=http://127.0.0.1:{srv.server_address[1]}", flush=True)
+    try:
+        srv.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        srv.server_close()
+
+
+if __name__ == "__main__":
+    main()
