@@ -113,11 +113,47 @@ fn allowed(state: &State, peer: &Peer) -> bool {
             let me = unsafe { libc::geteuid() };
             *uid == 0
                 || *uid == me
-                || (state.config.socket_gid.is_some() && *gid == state.config.socket_gid)
+                || state
+                    .config
+                    .socket_gid
+                    .is_some_and(|g| *gid == Some(g) || in_group(*uid, *gid, g))
         }
-        // Without credentials, the socket's mode is the only guard.
-        Peer::Unix { uid: None, .. } => true,
+        // Without credentials the caller is refused: the socket's mode alone
+        // is not trusted.
+        Peer::Unix { uid: None, .. } => false,
         Peer::Tcp(_) => false,
+    }
+}
+
+/// Whether the user `uid` is a member of `group`, by primary group or by a
+/// supplementary one (the peer credentials carry the primary gid only).
+fn in_group(uid: u32, primary: Option<u32>, group: u32) -> bool {
+    // SAFETY: getpwuid_r writes into the buffers we own; the name pointer
+    // it returns points into `buf`, valid while `buf` lives.
+    unsafe {
+        let mut pw: libc::passwd = std::mem::zeroed();
+        let mut buf = vec![0 as libc::c_char; 16 << 10];
+        let mut found: *mut libc::passwd = std::ptr::null_mut();
+        if libc::getpwuid_r(uid, &mut pw, buf.as_mut_ptr(), buf.len(), &mut found) != 0
+            || found.is_null()
+        {
+            return false;
+        }
+        let base = primary.unwrap_or(pw.pw_gid);
+        let mut n: libc::c_int = 64;
+        loop {
+            let mut groups = vec![0 as libc::gid_t; n as usize];
+            let want = n;
+            if libc::getgrouplist(pw.pw_name, base, groups.as_mut_ptr(), &mut n) >= 0 {
+                return groups[..n as usize].contains(&group);
+            }
+            if n <= want {
+                n = want * 2;
+            }
+            if n > 65536 {
+                return false;
+            }
+        }
     }
 }
 

@@ -93,6 +93,15 @@ pub enum StoreError {
         "job store was written by a newer ossimport (schema {found}, this build knows {SCHEMA_VERSION})"
     )]
     TooNew { found: i64 },
+    /// Another process has the store open (a daemon and a `run`, or two
+    /// runs, would copy the same objects twice and race on their states).
+    #[error("job store {path} is in use by {holder}; stop it first, or use another --work-dir")]
+    InUse { path: String, holder: String },
+    #[error("job store lock {path}: {source}")]
+    Lock {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("job {0} not found")]
     NotFound(String),
     #[error("job store: {0}")]
@@ -165,6 +174,52 @@ pub struct FailedObject {
 /// an `.await`.
 pub struct Store {
     conn: Mutex<Connection>,
+    /// `<store>.lock`, held with an exclusive `flock` while the store is
+    /// open; released by the kernel when the process dies, so a killed
+    /// process never leaves it stale.
+    _lock: std::fs::File,
+}
+
+/// Takes the store's exclusive lock and writes who holds it (pid and
+/// command) into the lock file, for the error the next process gets.
+fn lock_store(path: &Path) -> Result<std::fs::File, StoreError> {
+    use std::io::{Read, Seek, Write};
+    use std::os::fd::AsRawFd;
+    let lock_path = path.with_extension("db.lock");
+    let lock_err = |source| StoreError::Lock {
+        path: lock_path.display().to_string(),
+        source,
+    };
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&lock_path)
+        .map_err(lock_err)?;
+    // SAFETY: flock on a descriptor we own.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EWOULDBLOCK) {
+            return Err(lock_err(e));
+        }
+        let mut holder = String::new();
+        let _ = f.read_to_string(&mut holder);
+        let holder = match holder.trim() {
+            "" => "another process".to_string(),
+            h => h.to_string(),
+        };
+        return Err(StoreError::InUse {
+            path: path.display().to_string(),
+            holder,
+        });
+    }
+    let cmd = std::env::args().collect::<Vec<_>>().join(" ");
+    let me = format!("pid {} ({cmd})", std::process::id());
+    let _ = f.set_len(0);
+    let _ = f.rewind();
+    let _ = f.write_all(me.as_bytes());
+    Ok(f)
 }
 
 fn now() -> i64 {
@@ -176,6 +231,7 @@ fn now() -> i64 {
 
 impl Store {
     pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let lock = lock_store(path)?;
         let open_err = |source| StoreError::Open {
             path: path.display().to_string(),
             source,
@@ -191,6 +247,7 @@ impl Store {
             .map_err(open_err)?;
         let store = Store {
             conn: Mutex::new(conn),
+            _lock: lock,
         };
         store.migrate()?;
         Ok(store)

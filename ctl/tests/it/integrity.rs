@@ -384,3 +384,29 @@ async fn entries_the_scan_cannot_examine_fail_the_job() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_process_on_the_same_job_store_is_refused() {
+    let s3 = S3Server::start();
+    s3.create_bucket("bkt").await;
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    big_file(&src.join("big.bin"), 12);
+    let work = tmp.path().join("work");
+    let cfg = slow_multipart_job(tmp.path(), &src, &s3.endpoint, "twice");
+    let mut first = spawn_run(&cfg, &work);
+    wait_for(&work, "the first run", "SELECT count(*) FROM objects", 1);
+    let second = run_job(&cfg, &work);
+    let err = stderr(&second);
+    assert_ne!(second.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("is in use by pid") && err.contains(&first.id().to_string()),
+        "{err}"
+    );
+    first.kill().unwrap();
+    first.wait().unwrap();
+    // The lock dies with its holder: the next run goes ahead.
+    std::fs::remove_file(tmp.path().join("sys.properties")).unwrap();
+    let third = run_job(&cfg, &work);
+    assert_eq!(third.status.code(), Some(0), "{}", stderr(&third));
+}

@@ -188,3 +188,17 @@ fn ids_are_never_reused_and_v1_stores_migrate_with_their_ids() {
     let store = Store::open(&path).unwrap();
     assert!(store.create_job("old", "{}", "fp").unwrap() > job);
 }
+
+#[test]
+fn a_second_opener_is_refused_with_the_holder_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    let first = Store::open(&path).unwrap();
+    let err = Store::open(&path).err().unwrap().to_string();
+    assert!(
+        err.contains("is in use by pid") && err.contains(&std::process::id().to_string()),
+        "{err}"
+    );
+    drop(first);
+    Store::open(&path).unwrap();
+}

@@ -97,3 +97,89 @@ fn ctl_starts_and_stops_the_daemon() {
     assert!(!socket.exists());
     assert_eq!(ctl("stat").2, Some(3));
 }
+
+/// A throw-away system user and group, removed when dropped.
+struct TestUser {
+    user: String,
+    group: String,
+}
+
+impl Drop for TestUser {
+    fn drop(&mut self) {
+        let _ = Command::new("userdel").arg(&self.user).status();
+        let _ = Command::new("groupdel").arg(&self.group).status();
+    }
+}
+
+/// `--socket-group`: a user who is in the group only as a supplementary
+/// group (the socket's peer credentials carry the primary gid alone) is let
+/// in; a user outside it is not. Before, only the primary gid was compared
+/// and the member got 403.
+#[test]
+fn socket_group_members_by_supplementary_group_are_let_in() {
+    if !is_root() {
+        eprintln!("skipped: creating a user and a group needs root");
+        return;
+    }
+    let tag = format!("{:x}", std::process::id());
+    let u = TestUser {
+        user: format!("ossimp-u{tag}"),
+        group: format!("ossimp-g{tag}"),
+    };
+    assert!(
+        Command::new("groupadd")
+            .args(["--system", &u.group])
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert!(
+        Command::new("useradd")
+            .args([
+                "--system", "-M", "-N", "-g", "nogroup", "-G", &u.group, &u.user
+            ])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let work = tmp.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    for d in [tmp.path(), work.as_path()] {
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    Daemon::init(&work);
+    let d = Daemon::start_with(
+        &work,
+        &format!("127.0.0.1:{}", free_port()),
+        &["--socket-group", &u.group],
+    );
+    let ask = |user: &str| {
+        Command::new("setpriv")
+            .args([
+                &format!("--reuid={user}"),
+                "--regid=nogroup",
+                "--init-groups",
+            ])
+            .arg(bin("ossimportctl"))
+            .arg("workers")
+            .arg("--socket")
+            .arg(&d.socket)
+            .output()
+            .unwrap()
+    };
+    let member = ask(&u.user);
+    assert!(
+        member.status.success(),
+        "{}",
+        String::from_utf8_lossy(&member.stderr)
+    );
+    let outsider = ask("nobody");
+    assert_eq!(
+        outsider.status.code(),
+        Some(6),
+        "{}",
+        String::from_utf8_lossy(&outsider.stderr)
+    );
+}

@@ -553,3 +553,8 @@ impl Relay {
         self.hold.store(on, std::sync::atomic::Ordering::SeqCst);
     }
 }
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
