@@ -128,33 +128,8 @@ fn allowed(state: &State, peer: &Peer) -> bool {
 /// Whether the user `uid` is a member of `group`, by primary group or by a
 /// supplementary one (the peer credentials carry the primary gid only).
 fn in_group(uid: u32, primary: Option<u32>, group: u32) -> bool {
-    // SAFETY: getpwuid_r writes into the buffers we own; the name pointer
-    // it returns points into `buf`, valid while `buf` lives.
-    unsafe {
-        let mut pw: libc::passwd = std::mem::zeroed();
-        let mut buf = vec![0 as libc::c_char; 16 << 10];
-        let mut found: *mut libc::passwd = std::ptr::null_mut();
-        if libc::getpwuid_r(uid, &mut pw, buf.as_mut_ptr(), buf.len(), &mut found) != 0
-            || found.is_null()
-        {
-            return false;
-        }
-        let base = primary.unwrap_or(pw.pw_gid);
-        let mut n: libc::c_int = 64;
-        loop {
-            let mut groups = vec![0 as libc::gid_t; n as usize];
-            let want = n;
-            if libc::getgrouplist(pw.pw_name, base, groups.as_mut_ptr(), &mut n) >= 0 {
-                return groups[..n as usize].contains(&group);
-            }
-            if n <= want {
-                n = want * 2;
-            }
-            if n > 65536 {
-                return false;
-            }
-        }
-    }
+    primary == Some(group)
+        || crate::access::groups_of(uid, primary.unwrap_or(u32::MAX)).contains(&group)
 }
 
 async fn dispatch(state: &Arc<State>, ep: Endpoint, req: &Req) -> Result<Response<Body>, JobError> {
@@ -169,7 +144,20 @@ async fn dispatch(state: &Arc<State>, ep: Endpoint, req: &Req) -> Result<Respons
         Endpoint::Submit => {
             let r: SubmitRequest = serde_json::from_slice(&req.body)
                 .map_err(|e| JobError::Invalid(format!("bad submit request: {e}")))?;
-            json(StatusCode::OK, &jobs::submit(state, &r.job_cfg).await?)
+            let caller = match req.peer {
+                Peer::Unix {
+                    uid: Some(uid),
+                    gid,
+                } => crate::access::Caller {
+                    uid,
+                    gid: gid.unwrap_or(u32::MAX),
+                },
+                _ => return Err(JobError::Invalid("caller has no credentials".into())),
+            };
+            json(
+                StatusCode::OK,
+                &jobs::submit(state, &r.job_cfg, caller).await?,
+            )
         }
         Endpoint::ListJobs => {
             let rows = blocking(&state.store, |s| s.jobs()).await?;

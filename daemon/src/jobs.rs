@@ -118,12 +118,59 @@ fn start_scan(
 }
 
 /// Validates and stores a job file; the job starts at once.
-pub async fn submit(state: &Arc<State>, job_cfg: &str) -> Result<JobStatus, JobError> {
+/// Local paths of a job: never the daemon's work directory (job store,
+/// keys, saved job files) or anything around it, and for an unprivileged
+/// caller only what they could read (source) or write (destination).
+fn check_paths(
+    p: &plan::Plan,
+    work_dir: &std::path::Path,
+    caller: crate::access::Caller,
+) -> Result<(), String> {
+    use proto::job::{DestSpec, SourceSpec};
+    let mut paths: Vec<(&str, PathBuf, bool)> = Vec::new();
+    if let SourceSpec::Local { root, .. } = &p.spec.source {
+        paths.push(("srcPrefix", PathBuf::from(root), false));
+    }
+    if let DestSpec::Local { dir, .. } = &p.spec.dest {
+        paths.push(("destDir", PathBuf::from(dir), true));
+    }
+    if let crate::scanner::ScanSource::Http { list, .. } = &p.scan.source {
+        paths.push(("httpListFilePath", list.clone(), false));
+    }
+    for (key, path, write) in paths {
+        if crate::access::overlaps(&path, work_dir) {
+            return Err(format!(
+                "{key}={}: overlaps the daemon's work directory {}, which holds its job store and keys",
+                path.display(),
+                work_dir.display()
+            ));
+        }
+        if !caller.is_privileged() {
+            let r = if write {
+                caller.may_write(&path)
+            } else {
+                caller.may_read(&path)
+            };
+            r.map_err(|e| format!("{key}: {e}"))?;
+        }
+    }
+    Ok(())
+}
+
+pub async fn submit(
+    state: &Arc<State>,
+    job_cfg: &str,
+    caller: crate::access::Caller,
+) -> Result<JobStatus, JobError> {
     let path = PathBuf::from(job_cfg);
     if !path.is_absolute() {
         return Err(JobError::Invalid(format!(
             "{job_cfg}: give the job file as an absolute path (the daemon reads it)"
         )));
+    }
+    // The daemon reads the file for the caller: only if they could too.
+    if !caller.is_privileged() {
+        caller.may_read(&path).map_err(JobError::Invalid)?;
     }
     let sys = state.config.sys.clone();
     let p = {
@@ -136,6 +183,7 @@ pub async fn submit(state: &Arc<State>, job_cfg: &str) -> Result<JobStatus, JobE
     for w in &p.warnings {
         warn!(job = %p.name, warning = %w, "Job file warning.");
     }
+    check_paths(&p, &state.config.work_dir, caller).map_err(JobError::Invalid)?;
     p.preflight()
         .await
         .map_err(|e| JobError::Invalid(format!("{e:#}")))?;

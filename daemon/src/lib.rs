@@ -8,6 +8,7 @@
 //! socket, [`agent_api`] hears from agents, [`scheduler`] pushes task
 //! batches to them under leases, and [`jobs`] keeps job plans and scanners.
 
+pub mod access;
 pub mod agent_api;
 pub mod config;
 pub mod coordinator;

@@ -175,6 +175,54 @@ fn socket_group_members_by_supplementary_group_are_let_in() {
         "{}",
         String::from_utf8_lossy(&member.stderr)
     );
+    // What the member may make the daemon read: not its work directory,
+    // not a file they cannot read themselves.
+    let submit = |cfg: &std::path::Path| {
+        Command::new("setpriv")
+            .args([
+                &format!("--reuid={}", u.user),
+                "--regid=nogroup",
+                "--init-groups",
+            ])
+            .arg(bin("ossimportctl"))
+            .arg("submit")
+            .arg(cfg)
+            .arg("--socket")
+            .arg(&d.socket)
+            .output()
+            .unwrap()
+    };
+    let dest = tmp.path().join("dest");
+    std::fs::create_dir_all(&dest).unwrap();
+    std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let steal = tmp.path().join("steal.cfg");
+    std::fs::write(
+        &steal,
+        format!(
+            "jobName=steal\nsrcType=local\nsrcPrefix={}/\ndestType=local\ndestDir={}/\n",
+            work.display(),
+            dest.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&steal, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let o = submit(&steal);
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert_ne!(o.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("overlaps the daemon's work directory"),
+        "{err}"
+    );
+    std::fs::set_permissions(&steal, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let o = submit(&steal);
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(err.contains("may not read it"), "{err}");
+    assert!(
+        api::<proto::api::JobList>(&d.socket, hyper::Method::GET, "/v1/jobs", None)
+            .jobs
+            .is_empty()
+    );
+
     let outsider = ask("nobody");
     assert_eq!(
         outsider.status.code(),

@@ -1,0 +1,162 @@
+//! What a local caller of the control socket may make the daemon touch.
+//!
+//! The daemon usually runs as a user who can read more than its callers
+//! (root, or a service account with the migration's credentials). A caller
+//! must not be able to use it to read what they could not read themselves:
+//! the job file and a local source are checked against the caller's uid and
+//! groups, a local destination must be writable by them, and no job may read
+//! from or write into the daemon's own work directory (its job store, keys
+//! and saved job files), whoever asks.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+/// The caller, from the socket's peer credentials.
+#[derive(Clone, Copy, Debug)]
+pub struct Caller {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl Caller {
+    /// Root and the daemon's own user are not restricted (they can read
+    /// everything the daemon can anyway).
+    pub fn is_privileged(&self) -> bool {
+        // SAFETY: geteuid has no preconditions.
+        self.uid == 0 || self.uid == unsafe { libc::geteuid() }
+    }
+
+    fn groups(&self) -> Vec<u32> {
+        groups_of(self.uid, self.gid)
+    }
+
+    /// Fails unless the caller could read `path` (search permission on
+    /// every directory above it, read permission on it).
+    pub fn may_read(&self, path: &Path) -> Result<(), String> {
+        self.check(path, libc::S_IROTH, "read")
+    }
+
+    /// Fails unless the caller could create files in `dir`, or in its
+    /// nearest existing ancestor when it does not exist yet.
+    pub fn may_write(&self, dir: &Path) -> Result<(), String> {
+        let mut d = dir.to_path_buf();
+        while !d.exists() {
+            match d.parent() {
+                Some(p) => d = p.to_path_buf(),
+                None => break,
+            }
+        }
+        self.check(&d, libc::S_IWOTH | libc::S_IXOTH, "write into")
+    }
+
+    fn check(&self, path: &Path, want: u32, what: &str) -> Result<(), String> {
+        let groups = self.groups();
+        let allowed = |md: &std::fs::Metadata, bits: u32| {
+            let mode = md.mode();
+            let shift = if md.uid() == self.uid {
+                6
+            } else if groups.contains(&md.gid()) {
+                3
+            } else {
+                0
+            };
+            (mode >> shift) & bits == bits
+        };
+        let deny = || {
+            format!(
+                "{}: you (uid {}) may not {what} it",
+                path.display(),
+                self.uid
+            )
+        };
+        let mut dirs: Vec<PathBuf> = path.ancestors().skip(1).map(Path::to_path_buf).collect();
+        dirs.reverse();
+        for d in dirs.iter().filter(|d| !d.as_os_str().is_empty()) {
+            let md = std::fs::metadata(d).map_err(|e| format!("{}: {e}", d.display()))?;
+            if !allowed(&md, libc::S_IXOTH) {
+                return Err(deny());
+            }
+        }
+        let md = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        if !allowed(&md, want) {
+            return Err(deny());
+        }
+        Ok(())
+    }
+}
+
+/// The primary group and every supplementary group of `uid` (from the
+/// group database: the peer credentials carry the primary gid only).
+pub fn groups_of(uid: u32, primary: u32) -> Vec<u32> {
+    // SAFETY: getpwuid_r writes into buffers we own; the name it returns
+    // points into `buf`, which outlives its use.
+    unsafe {
+        let mut pw: libc::passwd = std::mem::zeroed();
+        let mut buf = vec![0 as libc::c_char; 16 << 10];
+        let mut found: *mut libc::passwd = std::ptr::null_mut();
+        if libc::getpwuid_r(uid, &mut pw, buf.as_mut_ptr(), buf.len(), &mut found) != 0
+            || found.is_null()
+        {
+            return vec![primary];
+        }
+        let mut n: libc::c_int = 64;
+        loop {
+            let want = n;
+            let mut groups = vec![0 as libc::gid_t; want as usize];
+            if libc::getgrouplist(pw.pw_name, primary, groups.as_mut_ptr(), &mut n) >= 0 {
+                groups.truncate(n as usize);
+                return groups;
+            }
+            n = if n > want { n } else { want * 2 };
+            if n > 65536 {
+                return vec![primary];
+            }
+        }
+    }
+}
+
+/// Whether two paths are the same directory or one lies inside the other
+/// (compared after resolving symlinks where they exist).
+pub fn overlaps(a: &Path, b: &Path) -> bool {
+    let resolve = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    let (a, b) = (resolve(a), resolve(b));
+    a.starts_with(&b) || b.starts_with(&a)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overlap() {
+        let d = tempfile::tempdir().unwrap();
+        let w = d.path().join("work");
+        std::fs::create_dir_all(w.join("jobs")).unwrap();
+        assert!(overlaps(&w, &w.join("jobs")));
+        assert!(overlaps(d.path(), &w));
+        assert!(overlaps(&w.join("jobs/../jobs"), &w));
+        assert!(!overlaps(&d.path().join("src"), &w));
+        std::os::unix::fs::symlink(&w, d.path().join("alias")).unwrap();
+        assert!(overlaps(&d.path().join("alias"), &w));
+    }
+
+    #[test]
+    fn permissions_of_another_user() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let f = d.path().join("f");
+        std::fs::write(&f, b"x").unwrap();
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
+        // SAFETY: no preconditions.
+        let me = unsafe { libc::geteuid() };
+        let other = Caller {
+            uid: if me == 65534 { 65533 } else { 65534 },
+            gid: 65534,
+        };
+        assert!(other.may_read(&f).is_err());
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(other.may_read(&f).is_ok());
+        assert!(other.may_write(&d.path().join("new/sub")).is_err());
+    }
+}
