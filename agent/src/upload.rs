@@ -208,7 +208,7 @@ async fn open_source(ex: &Executor, obj: &ObjectSpec) -> Step<Arc<SourceFile>> {
         return Err(Fail(
             ErrorCode::SourceChanged,
             format!(
-                "source file changed since it was listed ({} bytes, mtime {} then; {} bytes, mtime {} now); it is copied when the job is run again",
+                "source file changed since it was listed ({} bytes, mtime {} then; {} bytes, mtime {} now); the job copies what it listed, so clean and submit it again to copy the new version",
                 obj.size, obj.mtime, sf.size, sf.mtime
             ),
         ));

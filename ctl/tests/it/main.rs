@@ -17,3 +17,4 @@ mod resume;
 mod sources;
 mod support;
 mod tidy;
+mod torture;
