@@ -1,69 +1,56 @@
 #!/usr/bin/env python3
-"""oss-front: a reverse proxy in front of a real S3 server (SeaweedFS from
+"""oss-front: reverse proxy in front of a real S3 server (SeaweedFS from
 scripts/s3-server.sh) that behaves like Alibaba OSS where OSS differs from S3,
-so that tests can use it as a migration destination and see OSS behaviour.
+so tests can use it as a migration destination and see OSS behaviour.
 
   python3 scripts/oss-front.py --upstream http://127.0.0.1:PORT [--port 0]
-      [--throttle-every N] [--access-key testkey --secret-key testsecret] [--verbose]
+      [--throttle-every N] [--access-key testkey] [--secret-key testsecret] [--verbose]
 
 Binds 127.0.0.1 (port 0: a free one), prints exactly one line
-`OSS_ENDPOINT=http://127.0.0.1:PORT` once listening, serves until SIGTERM/SIGINT
-(exit 0). With --verbose, stderr gets one line per request: method path status.
-Standard library only (Python 3.11).
+`OSS_ENDPOINT=http://127.0.0.1:PORT` once listening, serves until SIGTERM or
+SIGINT (exit 0). --verbose: one stderr line per request (method path status).
+Python 3.11, standard library only.
 
 Emulated:
-- Requests are forwarded unchanged (method, path+query, headers minus hop-by-hop
-  ones, Host as the client sent it: SigV4 covers it). HTTP/1.1 keep-alive and
-  `Expect: 100-continue` are handled; every answer carries Content-Length.
-- Refused with 400 InvalidArgument (body read and discarded first): any
-  `x-amz-checksum-*` header (this includes `x-amz-checksum-mode`),
-  `x-amz-sdk-checksum-algorithm`, `Content-Encoding: aws-chunked`,
-  `x-amz-content-sha256: STREAMING-...`.
-- ETags upper-case inside their quotes: the ETag header of every response and
-  <ETag> elements (also &quot; forms) of XML answers other than object data.
+- Forwarding: method, path+query, body and headers unchanged except hop-by-hop
+  ones (Host kept as sent: SigV4 covers it). HTTP/1.1 keep-alive, chunked
+  request bodies and `Expect: 100-continue`; every answer has Content-Length.
+- 400 InvalidArgument (body read and discarded first) for any `x-amz-checksum-*`
+  header (`x-amz-checksum-mode` included), `x-amz-sdk-checksum-algorithm`,
+  `Content-Encoding: aws-chunked` or `x-amz-content-sha256: STREAMING-...`.
+- Upper-case ETags inside their quotes: the ETag header of every response, and
+  <ETag> elements (also &quot; forms) of every XML answer but object data.
 - `x-oss-hash-crc64ecma` (CRC-64/XZ, decimal) on PUT object, UploadPart,
-  CompleteMultipartUpload, HEAD object and full (200, no Range) GET object.
-  How: PUT/UploadPart hash the request body as it streams through; the proxy
-  remembers (bucket, key) -> (etag, size, crc) and, per uploadId, each part's
-  (etag, size, crc). Complete combines the parts' CRCs named in its body in
-  order (crc64_combine, GF(2) arithmetic as zlib's crc32_combine). A HEAD/GET
-  whose ETag differs from the record (or with no record: written elsewhere, or
-  before the proxy started), or a Complete with unknown parts, is answered
-  after the proxy itself GETs the object from the upstream (SigV4-signed with
-  --access-key/--secret-key) and hashes it.
-  CRC speed: a 256-entry table is the reference (small inputs, start-up
-  self-test); larger buffers go through an equivalent big-integer GF(2) fold
-  (mod P by halving, carry-less multiply with 4-bit windows), ~50-100 MB/s.
-- Case-insensitive ETags where OSS accepts its upper-case ones but SeaweedFS
-  compares case-sensitively: ETags in a CompleteMultipartUpload body are
-  lower-cased before forwarding, and the request is then re-signed (SigV4, same
-  signed headers and date, new payload hash) with --access-key/--secret-key.
-- --throttle-every N: request number k (all requests counted, from 1) with
-  k % N == 0 gets 503 ServiceUnavailable + `x-oss-qos-delay-time: 1` without
-  reaching the upstream, unless the same method+path+query was the last one
-  throttled for that key (a retry always passes).
-- Every response gets an `x-oss-request-id`.
+  CompleteMultipartUpload, HEAD object and full GET object (200, no Range).
+  Approach: PUT/UploadPart hash the request body as it streams through; the
+  proxy remembers (bucket, key) -> (etag, size, crc) and per uploadId each
+  part's (etag, size, crc). Complete combines the CRCs of the parts its body
+  names, in order (crc64_combine, GF(2) algebra as zlib's crc32_combine). When
+  a HEAD/GET finds no record whose ETag matches the answer (object written
+  elsewhere or before the proxy started), or a Complete names unknown parts,
+  the proxy GETs the object from the upstream itself (SigV4 with --access-key/
+  --secret-key), hashes it, and only then answers.
+  CRC speed: the 256-entry table is the reference (small inputs, start-up
+  self-test); bigger buffers use the same CRC as big-integer GF(2) arithmetic
+  (mod P by folding halves, carry-less multiply with 4-bit windows), 60-100 MB/s.
+- ETags are case-insensitive like OSS's: <ETag>s in a CompleteMultipartUpload
+  body are lower-cased for SeaweedFS (which compares case), and the request is
+  re-signed (same signed headers and date) with --access-key/--secret-key.
+- --throttle-every N: request k (all counted, from 1) with k % N == 0 gets 503
+  ServiceUnavailable + `x-oss-qos-delay-time: 1`, not forwarded (body drained);
+  except that a request (method, path, query) throttled before and not seen
+  since is never throttled: a retry always passes.
+- Every answer gets an `x-oss-request-id`.
 
-Not emulated: OSS's own auth (the client still signs SigV4, path style, region
-us-east-1), virtual-hosted style, OSS-only APIs/headers (x-oss-*, append,
-symlinks...), OSS error codes other than the two above, CRC on CopyObject /
-UploadPartCopy answers, versioned objects (records are per key), If-Match
-headers carrying upper-case ETags (forwarded as sent, SeaweedFS compares case).
+Not emulated: OSS's own auth (clients sign SigV4, path style, region
+us-east-1), virtual-hosted style, OSS-only APIs and x-oss-* request headers,
+other OSS error codes, CRC on CopyObject/UploadPartCopy answers, versioning
+(records are per key), upper-case ETags in If-Match & co. (forwarded as sent,
+SeaweedFS compares case); SeaweedFS's own headers (Seaweed-*) pass through.
 """
-import argparse
-import base64
-import hashlib
-import hmac
-import http.client
-import http.server
-import re
-import signal
-import socket
-import sys
-import threading
-import time
-import uuid
+import argparse, base64, hashlib, hmac, http.client, http.server, re, signal, socket, sys, threading, time, uuid  # noqa: E401
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
+from xml.sax.saxutils import escape
 
 # ---------------------------------------------------------------- CRC-64/XZ
 M64 = (1 << 64) - 1
@@ -154,7 +141,7 @@ PARTS = {}  # uploadId -> {part number: (etag, size, crc)}
 THROTTLE = {"count": 0, "last": set()}
 HOP = {"connection", "keep-alive", "proxy-connection", "te", "trailer", "trailers",
        "transfer-encoding", "upgrade", "expect", "content-length"}
-CHUNK = 1 << 20
+CHUNK = 256 << 10
 EMPTY_SHA = hashlib.sha256(b"").hexdigest()
 HEXRUN = re.compile(rb"[0-9a-fA-F]{8,}")
 ETAG_XML = re.compile(rb"(<ETag>)(.*?)(</ETag>)", re.S)
@@ -174,7 +161,7 @@ def upper_hex(b):  # runs of >= 8 hex digits upper-cased (never touches &quot;)
 def error_xml(code, message):
     rid = uuid.uuid4().hex[:24].upper()
     return (f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code>'
-            f"<Message>{message}</Message><RequestId>{rid}</RequestId>"
+            f"<Message>{escape(message)}</Message><RequestId>{rid}</RequestId>"
             f"<HostId>oss-front</HostId></Error>").encode()
 
 
@@ -231,27 +218,21 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     def body_chunks(self):
         """Yields the request body (Content-Length or chunked)."""
+        def take(n):
+            while n > 0:
+                data = self.rfile.read(min(n, CHUNK))
+                if not data:
+                    raise ConnectionError("client body truncated")
+                n -= len(data)
+                yield data
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            while True:
-                size = int(self.rfile.readline(65537).split(b";")[0].strip() or b"0", 16)
-                if size == 0:
-                    while self.rfile.readline(65537).strip():
-                        pass
-                    return
-                while size:
-                    data = self.rfile.read(min(size, CHUNK))
-                    if not data:
-                        raise ConnectionError("client body truncated")
-                    size -= len(data)
-                    yield data
+            while size := int(self.rfile.readline(65537).split(b";")[0].strip() or b"0", 16):
+                yield from take(size)
                 self.rfile.readline(65537)
-        left = int(self.headers.get("Content-Length") or 0)
-        while left > 0:
-            data = self.rfile.read(min(left, CHUNK))
-            if not data:
-                raise ConnectionError("client body truncated")
-            left -= len(data)
-            yield data
+            while self.rfile.readline(65537).strip():  # trailers
+                pass
+        else:
+            yield from take(int(self.headers.get("Content-Length") or 0))
 
     def reply(self, status, headers, body=b"", length=None):
         self.send_response_only(status)
@@ -290,6 +271,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         raw_path, raw_query = url.path, url.query
         q = dict(parse_qsl(raw_query, keep_blank_values=True))
+        q.pop("x-id", None)  # the Rust SDK adds ?x-id=PutObject etc.
         bucket, _, key = unquote(raw_path).lstrip("/").partition("/")
         h = {k.lower(): v for k, v in self.headers.items()}
         m = self.command
@@ -297,15 +279,13 @@ class Handler(http.server.BaseHTTPRequestHandler):
         region = auth[1].split("/")[1] if auth and auth[1].count("/") >= 3 else "us-east-1"
 
         # Throttling and refusals: answered here, body drained, nothing forwarded.
-        if OPTS.throttle_every:
+        if OPTS.throttle_every:  # a request seen throttled passes next time (retries)
             rk = (m, self.path)
             with LOCK:
                 THROTTLE["count"] += 1
                 hit = THROTTLE["count"] % OPTS.throttle_every == 0 and rk not in THROTTLE["last"]
                 THROTTLE["last"].discard(rk)
                 if hit:
-                    if len(THROTTLE["last"]) > 10000:
-                        THROTTLE["last"].clear()
                     THROTTLE["last"].add(rk)
             if hit:
                 return self.refuse(503, "ServiceUnavailable", "Please reduce your request rate.",
@@ -335,25 +315,21 @@ class Handler(http.server.BaseHTTPRequestHandler):
         parts_named = []
         if complete:  # small XML body: read it, lower-case its ETags, re-sign if changed
             data = b"".join(body)
-            parts_named = [(int(n), norm_etag(e)) for n, e in re.findall(
-                rb"<Part>.*?<PartNumber>\s*(\d+)\s*</PartNumber>.*?<ETag>(.*?)</ETag>.*?</Part>", data, re.S)]
-            new = ETAG_XML.sub(lambda mm: mm.group(1) + HEXRUN.sub(lambda x: x.group().lower(), mm.group(2))
-                               + mm.group(3), data)
+            for blk in re.findall(rb"<Part>(.*?)</Part>", data, re.S):
+                n, e = re.search(rb"<PartNumber>\s*(\d+)\s*<", blk), ETAG_XML.search(blk)
+                parts_named.append((int(n.group(1)) if n else -1, norm_etag(e.group(2)) if e else ""))
+            new = ETAG_XML.sub(lambda x: x.group(1) + x.group(2).lower() + x.group(3), data)
             if new != data and auth:
-                data = new
-                fix = {"content-md5": base64.b64encode(hashlib.md5(data).digest()).decode()}
+                data, fix = new, {}
+                if "content-md5" in h:
+                    fix["content-md5"] = base64.b64encode(hashlib.md5(data).digest()).decode()
                 if re.fullmatch(r"[0-9a-f]{64}", h.get("x-amz-content-sha256", "")):
                     fix["x-amz-content-sha256"] = hashlib.sha256(data).hexdigest()
-                headers = [(k, fix.get(k.lower(), v) if k.lower() in h and k.lower() in fix else v)
-                           for k, v in headers]
-                hv = {**h, **{k: v for k, v in fix.items() if k in h}}
-                scope = auth[1]
-                sig = sigv4(m, raw_path, raw_query, hv, signed, hv.get("x-amz-date", ""), scope)
-                headers = [(k, v) if k.lower() != "authorization" else
-                           (k, f"AWS4-HMAC-SHA256 Credential={OPTS.access_key}/{scope}, "
-                               f"SignedHeaders={auth[2]}, Signature={sig}") for k, v in headers]
-            body = iter([data])
-            chunked = False
+                sig = sigv4(m, raw_path, raw_query, {**h, **fix}, signed, h.get("x-amz-date", ""), auth[1])
+                fix["authorization"] = (f"AWS4-HMAC-SHA256 Credential={OPTS.access_key}/{auth[1]}, "
+                                        f"SignedHeaders={auth[2]}, Signature={sig}")
+                headers = [(k, fix.get(k.lower(), v)) for k, v in headers]
+            body, chunked = iter([data]), False
             headers = [(k, v) for k, v in headers if k.lower() != "content-length"]
             headers.append(("Content-Length", str(len(data))))
 
@@ -362,6 +338,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         crc = size = 0
         has_body = chunked or int(h.get("content-length") or 0) > 0
         for attempt in (0, 1):
+            reused = False
             try:
                 reused = self.connect_upstream()
                 conn = self.upstream
@@ -385,7 +362,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 resp = conn.getresponse()
                 break
             except (http.client.HTTPException, OSError) as e:
-                self.upstream.close()
+                if self.upstream is not None:
+                    self.upstream.close()
                 self.upstream = None
                 if attempt == 0 and reused and not has_body and not isinstance(e, TimeoutError):
                     continue
@@ -396,18 +374,13 @@ class Handler(http.server.BaseHTTPRequestHandler):
                                   error_xml("InternalError", f"upstream: {e!r}"))
         self.last_used = time.monotonic()
 
-        status = resp.status
-        out = []
-        for k, v in resp.getheaders():
-            if k.lower() in HOP:
-                continue
-            out.append((k, upper_hex(v.encode("latin-1")).decode("latin-1") if k.lower() == "etag" else v))
-        buffered = complete or (m != "HEAD" and resp.length is None and status not in (204, 304)) or (
-            "xml" in (resp.getheader("Content-Type") or "") and not object_data and m != "HEAD")
+        status, ok, xml = resp.status, 200 <= resp.status < 300, "xml" in (resp.getheader("Content-Type") or "")
+        out = [(k, upper_hex(v.encode("latin-1")).decode("latin-1") if k.lower() == "etag" else v)
+               for k, v in resp.getheaders() if k.lower() not in HOP]
+        no_body = m == "HEAD" or status in (204, 304) or status < 200
+        buffered = complete or not no_body and (resp.length is None or xml and not object_data)
         data = resp.read() if buffered else None
-        etag = norm_etag(resp.getheader("ETag", ""))
-        ok = 200 <= status < 300
-        record = None
+        etag, record = norm_etag(resp.getheader("ETag", "")), None
         if ok and hashing:
             record = (etag, size, crc)
             with LOCK:
@@ -416,46 +389,37 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 else:
                     PARTS.setdefault(q["uploadId"], {})[int(q["partNumber"])] = record
         elif ok and complete and b"<CompleteMultipartUploadResult" in data:
-            mm = ETAG_XML.search(data)
-            etag = norm_etag(mm.group(2)) if mm else ""
+            etag = norm_etag(mm.group(2)) if (mm := ETAG_XML.search(data)) else ""
             with LOCK:
                 known = PARTS.pop(q["uploadId"], {})
             if parts_named and all(known.get(n, ("",))[0] == e for n, e in parts_named):
                 crc = size = 0
                 for n, _ in parts_named:
-                    _, psize, pcrc = known[n]
-                    crc, size = crc64_combine(crc, pcrc, psize), size + psize
+                    crc, size = crc64_combine(crc, known[n][2], known[n][1]), size + known[n][1]
                 record = (etag, size, crc)
             else:
                 record = fetch_crc(raw_path, region)
-                record = record if record and record[0] == etag else None
         elif status == 200 and read_obj:
             with LOCK:
                 record = OBJECTS.get((bucket, key))
             if not record or record[0] != etag:
                 record = fetch_crc(raw_path, region)
-                if record and record[0] != etag:
-                    record = None
-        elif ok and m == "DELETE":
+        elif ok and (m == "DELETE" or copy and m == "PUT"):
             with LOCK:
-                if "uploadId" in q:
-                    PARTS.pop(q["uploadId"], None)
-                elif not q:
+                PARTS.pop(q.get("uploadId") if m == "DELETE" else None, None)
+                if not q:
                     OBJECTS.pop((bucket, key), None)
-        elif ok and copy and m == "PUT" and not q:
-            with LOCK:
-                OBJECTS.pop((bucket, key), None)
-        if record and (ok and (hashing or complete) or read_obj):
-            with LOCK:
-                if complete or read_obj:
+        if record and record[0] == etag:  # (a fetched object may have changed since)
+            if complete or read_obj:
+                with LOCK:
                     OBJECTS[(bucket, key)] = record
             out.append(("x-oss-hash-crc64ecma", str(record[2])))
 
         if buffered:
-            if "xml" in (resp.getheader("Content-Type") or "") and not object_data:
-                data = ETAG_XML.sub(lambda mm: mm.group(1) + upper_hex(mm.group(2)) + mm.group(3), data)
+            if xml and not object_data:
+                data = ETAG_XML.sub(lambda x: x.group(1) + upper_hex(x.group(2)) + x.group(3), data)
             return self.reply(status, out, data)
-        if m == "HEAD" or status in (204, 304) or status < 200:
+        if no_body:
             resp.read()
             return self.reply(status, out, length=resp.getheader("Content-Length", "0"))
         self.reply(status, out, length=resp.length)
@@ -463,13 +427,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
             while chunk := resp.read(CHUNK):
                 self.wfile.write(chunk)
         except (http.client.HTTPException, OSError):
-            self.upstream.close()
-            self.upstream = None
             self.close_connection = True  # the client sees a short body
             raise
-        if resp.will_close:
-            self.upstream.close()
-            self.upstream = None
+        finally:
+            if resp.will_close or not resp.isclosed():
+                self.upstream.close()
+                self.upstream = None
 
     do_GET = do_HEAD = do_PUT = do_POST = do_DELETE = do_OPTIONS = do_PATCH = handle_any
 
@@ -505,13 +468,12 @@ def main():
     probe = bytes(range(256)) * 9 + b"xyz"
     assert crc64(b"123456789") == 0x995DC9BBDF1939FA
     assert crc64(probe) == crc64_table(probe) == crc64_combine(crc64(probe[:700]), crc64(probe[700:]), len(probe) - 700)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    for sig in (signal.SIGTERM, signal.SIGINT):  # also when started with SIGINT ignored (`cmd &`)
+        signal.signal(sig, lambda *_: sys.exit(0))
     srv = Server(("127.0.0.1", OPTS.port), Handler)
     print(f"OSS_ENDPOINT=http://127.0.0.1:{srv.server_address[1]}", flush=True)
     try:
         srv.serve_forever()
-    except KeyboardInterrupt:
-        pass
     finally:
         srv.server_close()
 

@@ -24,6 +24,9 @@ pub struct JobRt {
     pub spec: JobSpec,
     /// Stops this job's scanner.
     pub scan_cancel: CancellationToken,
+    /// Set while a scanner runs for this job, so `retry` starts one only
+    /// when none runs (after a failed scan).
+    pub scanning: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Why a job operation failed, as the control API maps it.
@@ -78,15 +81,17 @@ pub async fn load_all(state: &Arc<State>) {
 
 fn activate(state: &Arc<State>, job: &JobRow, spec: JobSpec, scan: ScanConfig) {
     let cancel = state.cancel.child_token();
+    let scanning = Arc::new(std::sync::atomic::AtomicBool::new(false));
     state.jobs().insert(
         job.id,
         JobRt {
             spec,
             scan_cancel: cancel.clone(),
+            scanning: Arc::clone(&scanning),
         },
     );
     if !job.scan_done && job.state != job_state::SUCCEED && job.state != job_state::FAILED {
-        start_scan(state, job.id, job.name.clone(), scan, cancel);
+        start_scan(state, job.id, job.name.clone(), scan, cancel, scanning);
     }
 }
 
@@ -96,9 +101,22 @@ fn start_scan(
     name: String,
     cfg: ScanConfig,
     cancel: CancellationToken,
+    scanning: Arc<std::sync::atomic::AtomicBool>,
 ) {
+    use std::sync::atomic::Ordering;
+    if scanning.swap(true, Ordering::SeqCst) {
+        return; // one scanner per job
+    }
     let st = Arc::clone(state);
     state.tracker.spawn_blocking(move || {
+        /// Clears the flag however the scan ends, a panic included.
+        struct Done(Arc<std::sync::atomic::AtomicBool>);
+        impl Drop for Done {
+            fn drop(&mut self) {
+                self.0.store(false, Ordering::SeqCst);
+            }
+        }
+        let _done = Done(scanning);
         let wake = Arc::clone(&st);
         let r = scanner::scan(&st.store, job_id, &cfg, &cancel, |_, _| {
             wake.wake.notify_one();
@@ -332,6 +350,26 @@ pub async fn retry(state: &Arc<State>, name: &str) -> Result<u64, JobError> {
     let id = job.id;
     let n = blocking(&state.store, move |s| s.retry_failed(id)).await?;
     info!(job = %name, objects = n, "Failed objects queued again.");
+    // A scan that failed (source unreachable, listing refused) starts again
+    // from its checkpoint: nothing listed before is listed twice.
+    if !job.scan_done {
+        let rt = state
+            .jobs()
+            .get(&id)
+            .map(|rt| (rt.scan_cancel.clone(), Arc::clone(&rt.scanning)));
+        if let Some((cancel, scanning)) = rt
+            && !scanning.load(std::sync::atomic::Ordering::SeqCst)
+        {
+            let path = job_file(&state.config.work_dir, id);
+            let sys = state.config.sys.clone();
+            let p = tokio::task::spawn_blocking(move || plan::load(&path, sys.as_deref()))
+                .await
+                .map_err(|e| JobError::Other(e.into()))?
+                .map_err(JobError::Invalid)?;
+            info!(job = %name, "Scan starts again from its checkpoint.");
+            start_scan(state, id, name.to_string(), p.scan, cancel, scanning);
+        }
+    }
     state.wake.notify_one();
     Ok(n as u64)
 }

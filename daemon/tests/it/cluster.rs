@@ -344,3 +344,59 @@ fn late_results_of_a_cleaned_job_never_count_for_the_new_one() {
         "the stale reports never arrived"
     );
 }
+
+/// A bucket source that goes away after the job was accepted: the scan
+/// fails and the job with it; once the source is back, `retry` starts the
+/// scan again from its checkpoint and the job finishes with every object
+/// listed once. Before, `retry` put the job back to running and no scanner
+/// ever started, so it hung.
+#[test]
+fn retry_after_a_failed_scan_lists_the_rest() {
+    let (c, _) = Cluster::start(1, 2, false);
+    let client = c.s3.client();
+    rt().block_on(async {
+        create_bucket(&client, "scan-src").await;
+        create_bucket(&client, "scan-dst").await;
+        for i in 0..300 {
+            client
+                .put_object()
+                .bucket("scan-src")
+                .key(format!("k{i:04}"))
+                .body(aws_sdk_s3::primitives::ByteStream::from(bytes(i, 100)))
+                .send()
+                .await
+                .unwrap();
+        }
+    });
+    let relay = Relay::start(c.s3.endpoint.trim_start_matches("http://").to_string());
+    let cfg = c.tmp.path().join("scan_retry.cfg");
+    std::fs::write(
+        &cfg,
+        format!(
+            "jobName=scan_retry\nsrcType=s3\nsrcDomain=http://{}\nsrcBucket=scan-src\nsrcPrefix=\n\
+             srcAccessKey={AK}\nsrcSecretKey={SK}\nsrcListPageSize=5\ndestDomain={}\ndestBucket=scan-dst\n\
+             destAccessKey={AK}\ndestSecretKey={SK}\ntaskObjectCountLimit=10\n",
+            relay.addr, c.s3.endpoint
+        ),
+    )
+    .unwrap();
+    // The submit's check of the source bucket gets through; the scanner's
+    // connections do not.
+    relay.set_allow(1);
+    c.daemon.submit(&cfg);
+    let st = c.daemon.wait_job("scan_retry", 180);
+    assert_eq!(st.state, "failed", "{st:?}");
+    assert!(!st.scan_done && st.counts.objects == 0, "{st:?}");
+    assert!(c.daemon.log_text().contains("Scan failed"));
+    relay.set_allow(-1);
+    let _: serde_json::Value = api(
+        &c.daemon.socket,
+        Method::POST,
+        "/v1/jobs/scan_retry/retry",
+        None,
+    );
+    let st = c.daemon.wait_job("scan_retry", 180);
+    assert_eq!(st.state, "succeed", "{st:?}");
+    assert_eq!((st.counts.objects, st.counts.verified), (300, 300));
+    assert_eq!(c.keys("scan-dst").len(), 300);
+}

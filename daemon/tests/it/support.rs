@@ -488,6 +488,9 @@ pub struct Relay {
     /// While set, bytes read are held instead of passed on (a link that
     /// stalls, then delivers everything late).
     pub hold: Arc<std::sync::atomic::AtomicBool>,
+    /// How many more connections are let through (negative: all); past
+    /// that, new connections are closed at once (a peer that went down).
+    pub allow: Arc<std::sync::atomic::AtomicI64>,
 }
 
 impl Relay {
@@ -498,10 +501,20 @@ impl Relay {
         let s = Arc::clone(&seen);
         let hold = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let h = Arc::clone(&hold);
+        let allow = Arc::new(std::sync::atomic::AtomicI64::new(-1));
+        let r = Arc::clone(&allow);
         // Detached: the relay lives as long as the test process.
         std::thread::spawn(move || {
             for conn in l.incoming() {
                 let Ok(client) = conn else { continue };
+                let left = r.load(std::sync::atomic::Ordering::SeqCst);
+                if left == 0 {
+                    drop(client);
+                    continue;
+                }
+                if left > 0 {
+                    r.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                }
                 let Ok(server) = std::net::TcpStream::connect(&target) else {
                     continue;
                 };
@@ -534,7 +547,12 @@ impl Relay {
                 }
             }
         });
-        Relay { addr, seen, hold }
+        Relay {
+            addr,
+            seen,
+            hold,
+            allow,
+        }
     }
 
     pub fn contains(&self, needle: &[u8]) -> bool {
@@ -547,6 +565,11 @@ impl Relay {
 
     pub fn len(&self) -> usize {
         self.seen.lock().unwrap().len()
+    }
+
+    /// Lets `n` more connections through, then refuses (negative: all).
+    pub fn set_allow(&self, n: i64) {
+        self.allow.store(n, std::sync::atomic::Ordering::SeqCst);
     }
 
     pub fn set_hold(&self, on: bool) {
