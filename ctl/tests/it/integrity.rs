@@ -410,3 +410,50 @@ async fn a_second_process_on_the_same_job_store_is_refused() {
     let third = run_job(&cfg, &work);
     assert_eq!(third.status.code(), Some(0), "{}", stderr(&third));
 }
+
+/// A full job, with a multipart upload killed and resumed, into a store that
+/// answers as OSS does: every object is verified, by CRC64 among others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_through_an_oss_flavoured_front_is_verified_with_crc64() {
+    let s3 = S3Server::start();
+    s3.create_bucket("bkt").await;
+    let oss = OssFront::start(&s3.endpoint, 9);
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    let rels = small_tree(&src, 30);
+    let big = src.join("big.bin");
+    big_file(&big, 24);
+    let work = tmp.path().join("work");
+    let cfg = slow_multipart_job(tmp.path(), &src, &oss.endpoint, "oss_front");
+    kill_after_parts(&cfg, &work, 2);
+    std::fs::remove_file(tmp.path().join("sys.properties")).unwrap();
+    let out = run_job(&cfg, &work);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    assert!(squash(&stdout(&out)).contains("verified 31 of 31"));
+    let db = store(&work);
+    let (resumed, by): (i64, String) = db
+        .query_row(
+            "SELECT parts_resumed, verified_by FROM objects WHERE rel_path = 'big.bin'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert!(resumed >= 1, "no part was resumed");
+    assert!(
+        by.contains("crc64") && by.contains("etag"),
+        "big.bin by {by}"
+    );
+    let without_crc: i64 = db
+        .query_row(
+            "SELECT count(*) FROM objects WHERE verified_by NOT LIKE '%crc64%'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(without_crc, 0, "objects verified without the CRC64");
+    let client = s3.client();
+    for rel in rels.iter().chain(["big.bin".to_string()].iter()) {
+        let got = get(&client, "bkt", rel).await;
+        assert!(got == std::fs::read(src.join(rel)).unwrap(), "{rel}");
+    }
+}

@@ -337,3 +337,44 @@ pub fn store(work: &Path) -> rusqlite::Connection {
 pub fn squash(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
+
+/// `scripts/oss-front.py` before an S3 server: answers as OSS does where it
+/// differs from S3 (upper-case quoted ETags, `x-oss-hash-crc64ecma`, no
+/// `x-amz-checksum-*` or aws-chunked bodies, some requests 503 with
+/// `x-oss-qos-delay-time`). Killed when dropped.
+pub struct OssFront {
+    child: std::process::Child,
+    pub endpoint: String,
+}
+
+impl OssFront {
+    pub fn start(upstream: &str, throttle_every: u32) -> OssFront {
+        use std::io::BufRead;
+        let python = repo_root().join(".venv/bin/python");
+        let mut child = Command::new(python)
+            .arg(repo_root().join("scripts/oss-front.py"))
+            .args(["--upstream", upstream, "--port", "0"])
+            .args(["--throttle-every", &throttle_every.to_string()])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start oss-front.py");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let endpoint = line
+            .trim()
+            .strip_prefix("OSS_ENDPOINT=")
+            .unwrap_or_else(|| panic!("oss-front.py said {line:?}"))
+            .to_string();
+        OssFront { child, endpoint }
+    }
+}
+
+impl Drop for OssFront {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
