@@ -11,4 +11,5 @@ mod remote;
 pub mod secrets;
 pub mod server;
 pub mod upload;
+mod verify;
 pub mod worker;

@@ -152,7 +152,7 @@ async fn skip_s3(
             SkipMode::None => false,
             SkipMode::Size => true,
             SkipMode::SizeMtime => info.mtime_meta == Some(obj.mtime),
-            SkipMode::Checksum => !src_etag.is_empty() && src_etag == info.etag,
+            SkipMode::Checksum => !src_etag.is_empty() && src_etag.eq_ignore_ascii_case(&info.etag),
         };
     Ok(same.then(|| Verified {
         digest: None,
@@ -246,34 +246,12 @@ async fn copy_to_s3(
         if ex.spec.record_md5 {
             meta.push((META_MD5, digest.md5_hex()));
         }
-        let (etag, crc) = store
+        let answer = store
             .put_bytes(key, data, &digest, &meta)
             .await
             .map_err(dest_err)?;
-        let mut by = Vec::new();
-        if etag.len() == 32 && !etag.contains('-') {
-            if etag != digest.md5_hex() {
-                return Err(Fail(
-                    ErrorCode::ChecksumMismatch,
-                    format!(
-                        "destination ETag {etag} differs from source MD5 {}",
-                        digest.md5_hex()
-                    ),
-                )
-                .into());
-            }
-            by.push("md5");
-        }
-        if let Some(c) = crc {
-            if c != digest.crc64 {
-                return Err(Fail(
-                    ErrorCode::ChecksumMismatch,
-                    "destination CRC64 differs from the source".into(),
-                )
-                .into());
-            }
-            by.push("crc64");
-        }
+        let by = crate::verify::check_put(&digest, (&answer).into()).map_err(|m| Fail(m.0, m.1))?;
+        let etag = answer.etag;
         Verified {
             digest: Some(digest),
             etag: Some(etag),
@@ -298,7 +276,7 @@ fn check_source_etag(ex: &Executor, obj: &ObjectSpec, digest: &Digest) -> Result
     if let (Source::S3 { .. }, Some(etag)) = (&ex.source, &obj.src_ref)
         && etag.len() == 32
         && !etag.contains('-')
-        && *etag != digest.md5_hex()
+        && !etag.eq_ignore_ascii_case(&digest.md5_hex())
     {
         return Err(Attempt::Retry(format!(
             "received bytes have MD5 {} but the source ETag is {etag}",
@@ -318,7 +296,9 @@ async fn multipart(
     meta: &[(&'static str, String)],
     events: &mpsc::Sender<Event>,
 ) -> Result<Verified, Attempt> {
-    let part_size = ex.spec.part_size.max(5 << 20);
+    // Raised for objects that would need more than 10,000 parts (the size
+    // is the listed one; an HTTP object of unknown size keeps the default).
+    let part_size = crate::upload::part_size_for(ex.spec.part_size.max(5 << 20), obj.size);
     let upload_id = store.create_multipart(key, meta).await.map_err(dest_err)?;
     let _ = events
         .send(Event::UploadStarted {

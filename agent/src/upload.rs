@@ -501,7 +501,7 @@ async fn single_put(
     before: (u64, i64),
 ) -> Step<Verified> {
     let size = before.0;
-    let (etag, crc, digest) = if size <= IN_MEMORY_MAX {
+    let (answer, digest) = if size <= IN_MEMORY_MAX {
         let mib = (size.div_ceil(1 << 20) as u32).clamp(1, ex.memory_mib);
         let _mem = ex
             .memory
@@ -538,11 +538,11 @@ async fn single_put(
             meta.push((META_MD5, digest.md5_hex()));
         }
         storage::limit::throttle(ex.bandwidth.as_deref(), size).await;
-        let (etag, crc) = store
+        let answer = store
             .put_bytes(key, Bytes::from(data), &digest, meta)
             .await
             .map_err(dest_err)?;
-        (etag, crc, digest)
+        (answer, digest)
     } else {
         let digest = hash_open(src).await?;
         if digest.len != size {
@@ -560,44 +560,31 @@ async fn single_put(
         storage::limit::throttle(ex.bandwidth.as_deref(), size).await;
         // Through the open descriptor: a retried PUT reopens this inode,
         // never whatever the name points to by then.
-        let (etag, crc) = store
+        let answer = store
             .put_file(key, &src.proc_path(), &digest, meta)
             .await
             .map_err(dest_err)?;
-        (etag, crc, digest)
+        (answer, digest)
     };
     ex.add_progress(size);
-    let mut by = Vec::new();
-    if etag.len() == 32 && !etag.contains('-') {
-        if etag != digest.md5_hex() {
-            return Err(Fail(
-                ErrorCode::ChecksumMismatch,
-                format!(
-                    "destination ETag {etag} differs from source MD5 {}",
-                    digest.md5_hex()
-                ),
-            ));
-        }
-        by.push("md5");
-    }
-    if let Some(crc) = crc {
-        if crc != digest.crc64 {
-            return Err(Fail(
-                ErrorCode::ChecksumMismatch,
-                format!(
-                    "destination CRC64 {crc} differs from source CRC64 {}",
-                    digest.crc64
-                ),
-            ));
-        }
-        by.push("crc64");
-    }
+    let by = crate::verify::check_put(&digest, (&answer).into()).map_err(|m| Fail(m.0, m.1))?;
     Ok(Verified {
         digest: Some(digest),
-        etag: Some(etag),
+        etag: Some(answer.etag),
         by,
         parts_resumed: 0,
     })
+}
+
+/// The configured part size, raised (to whole MiB) where an object of
+/// `size` bytes would need more than the 10,000 parts S3 and OSS allow.
+pub(crate) fn part_size_for(configured: u64, size: u64) -> u64 {
+    let part = configured.max(1);
+    if size.div_ceil(part) > MAX_PARTS {
+        size.div_ceil(MAX_PARTS).div_ceil(1 << 20) << 20
+    } else {
+        part
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -612,10 +599,7 @@ async fn multipart(
     watch: Option<&FileWatch>,
 ) -> Step<Verified> {
     let size = src.size;
-    let mut part_size = ex.spec.part_size.max(1);
-    if size.div_ceil(part_size) > MAX_PARTS {
-        part_size = size.div_ceil(MAX_PARTS).div_ceil(1 << 20) << 20;
-    }
+    let part_size = part_size_for(ex.spec.part_size, size);
     // Continue an upload an earlier attempt started, if the server still
     // has it and its parts match what we recorded.
     let mut done: Vec<PartRecord> = Vec::new();
@@ -1143,5 +1127,25 @@ async fn audit(ex: &Arc<Executor>, obj: &ObjectSpec) -> Step<Verified> {
                 parts_resumed: 0,
             })
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parts_stay_within_ten_thousand() {
+        const MIB: u64 = 1 << 20;
+        assert_eq!(part_size_for(8 * MIB, 100 * MIB), 8 * MIB);
+        assert_eq!(part_size_for(8 * MIB, 10_000 * 8 * MIB), 8 * MIB);
+        // 500 GiB in 50 MiB parts would be 10,240 parts: raised to 52 MiB.
+        let big = 500 << 30;
+        let p = part_size_for(50 * MIB, big);
+        assert!(
+            big.div_ceil(p) <= MAX_PARTS && p.is_multiple_of(MIB) && p >= 50 * MIB,
+            "{p}"
+        );
+        assert_eq!(part_size_for(0, 10), 1);
     }
 }

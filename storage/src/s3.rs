@@ -120,10 +120,23 @@ pub struct ListPage {
     pub truncated: bool,
 }
 
+/// What a PUT answered.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PutAnswer {
+    /// Normalised (unquoted, lower-case).
+    pub etag: String,
+    /// `x-oss-hash-crc64ecma`, where the store sends it.
+    pub crc64: Option<u64>,
+    /// False when the store says the ETag is not the data's MD5 (SSE-KMS,
+    /// SSE-C).
+    pub etag_is_md5: bool,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ListedObject {
     pub key: String,
     pub size: u64,
+    /// As listed, unquoted, case kept; compare case-insensitively.
     pub etag: String,
     /// Unix seconds.
     pub mtime: i64,
@@ -292,7 +305,10 @@ impl S3Store {
                 Some(ListedObject {
                     key: o.key()?.to_owned(),
                     size: o.size().unwrap_or(0).max(0) as u64,
-                    etag: normalize_etag(o.e_tag().unwrap_or_default()),
+                    // Kept as listed (quotes removed, case kept): it goes
+                    // back to the store in `If-Match`, and OSS lists its
+                    // ETags upper-case.
+                    etag: o.e_tag().unwrap_or_default().trim_matches('"').to_string(),
                     mtime: o.last_modified().map(|t| t.secs()).unwrap_or(0),
                 })
             })
@@ -354,7 +370,7 @@ impl S3Store {
         body: Bytes,
         digest: &Digest,
         meta: &[(&str, String)],
-    ) -> Result<(String, Option<u64>), S3Error> {
+    ) -> Result<PutAnswer, S3Error> {
         let len = body.len() as u64;
         self.put(key, ByteStream::from(body), len, digest, meta)
             .await
@@ -369,7 +385,7 @@ impl S3Store {
         path: &Path,
         digest: &Digest,
         meta: &[(&str, String)],
-    ) -> Result<(String, Option<u64>), S3Error> {
+    ) -> Result<PutAnswer, S3Error> {
         let body = ByteStream::read_from()
             .path(path)
             .length(Length::Exact(digest.len))
@@ -389,7 +405,7 @@ impl S3Store {
         len: u64,
         digest: &Digest,
         meta: &[(&str, String)],
-    ) -> Result<(String, Option<u64>), S3Error> {
+    ) -> Result<PutAnswer, S3Error> {
         self.pace().await;
         let cap = CaptureCrc64::default();
         let mut req = self
@@ -417,7 +433,17 @@ impl S3Store {
             .send()
             .await
             .map_err(|e| classify("PutObject", key, e))?;
-        Ok((normalize_etag(out.e_tag().unwrap_or_default()), cap.get()))
+        // With SSE-KMS and SSE-C the ETag is not the MD5 of the data
+        // (AWS documents it; OSS with KMS likewise).
+        let encrypted = matches!(
+            out.server_side_encryption(),
+            Some(ServerSideEncryption::AwsKms | ServerSideEncryption::AwsKmsDsse)
+        ) || out.sse_customer_algorithm().is_some();
+        Ok(PutAnswer {
+            etag: normalize_etag(out.e_tag().unwrap_or_default()),
+            crc64: cap.get(),
+            etag_is_md5: !encrypted,
+        })
     }
 
     pub async fn head(&self, key: &str) -> Result<ObjectInfo, S3Error> {

@@ -290,7 +290,7 @@ async fn a_symlink_swapped_in_after_the_scan_is_not_followed() {
     s3.create_bucket("bkt").await;
     let tmp = tempfile::tempdir().unwrap();
     let src = tmp.path().join("src");
-    // Copied first, slowly, one object at a time: time to swap the others.
+    // Copied first, slowly: time to swap the others.
     big_file(&src.join("a_first.bin"), 6);
     std::fs::write(src.join("z_file.txt"), b"public file").unwrap();
     std::fs::create_dir_all(src.join("z_dir")).unwrap();
@@ -320,13 +320,16 @@ async fn a_symlink_swapped_in_after_the_scan_is_not_followed() {
     )
     .unwrap();
     let work = tmp.path().join("work");
+    // One task: its objects are started in listing order, one at a time, so
+    // the two z_ entries wait behind the slow first file while they are
+    // swapped (with one task per object, two tasks run side by side).
     let cfg = job_cfg(
         tmp.path(),
         "swap",
         &src,
         &s3.endpoint,
         "bkt",
-        "taskObjectCountLimit=1",
+        "taskObjectCountLimit=10",
     );
     let child = spawn_run(&cfg, &work);
     // Once the scan has recorded the last file, swap both for symlinks.
