@@ -250,16 +250,9 @@ impl Verifier {
     /// signer enrolled, the timestamp inside the window and the nonce not
     /// seen yet. Consumes nothing; [`Verifier::verify`] still decides.
     pub fn precheck<'a>(&self, header: impl Fn(&str) -> Option<&'a str>) -> Result<(), AuthError> {
-        let key_fp = header(HDR_KEY).ok_or(AuthError::Unsigned(HDR_KEY))?;
-        let ts: u64 = header(HDR_TIMESTAMP)
-            .and_then(|t| t.parse().ok())
-            .ok_or(AuthError::Unsigned(HDR_TIMESTAMP))?;
-        let nonce = header(HDR_NONCE)
-            .filter(|n| (16..=64).contains(&n.len()))
-            .ok_or(AuthError::Unsigned(HDR_NONCE))?;
-        header(HDR_SIGNATURE)
-            .filter(|s| s.len() <= 256)
-            .ok_or(AuthError::Unsigned(HDR_SIGNATURE))?;
+        let SignedHeaders {
+            key_fp, ts, nonce, ..
+        } = signed_headers(header)?;
         if !lock(&self.keys).contains_key(key_fp) {
             return Err(AuthError::UnknownKey(key_fp.to_string()));
         }
@@ -283,15 +276,15 @@ impl Verifier {
         body: &[u8],
         header: impl Fn(&str) -> Option<&'a str>,
     ) -> Result<Verified, AuthError> {
-        let key_fp = header(HDR_KEY).ok_or(AuthError::Unsigned(HDR_KEY))?;
-        let ts: u64 = header(HDR_TIMESTAMP)
-            .and_then(|t| t.parse().ok())
-            .ok_or(AuthError::Unsigned(HDR_TIMESTAMP))?;
-        let nonce = header(HDR_NONCE)
-            .filter(|n| (16..=64).contains(&n.len()))
-            .ok_or(AuthError::Unsigned(HDR_NONCE))?;
-        let sig = header(HDR_SIGNATURE)
-            .and_then(|s| B64.decode(s).ok())
+        let SignedHeaders {
+            key_fp,
+            ts,
+            nonce,
+            signature,
+        } = signed_headers(header)?;
+        let sig = B64
+            .decode(signature)
+            .ok()
             .and_then(|b| Signature::new(Algorithm::Ed25519, b).ok())
             .ok_or(AuthError::Unsigned(HDR_SIGNATURE))?;
         let key = lock(&self.keys)
@@ -332,6 +325,32 @@ impl Verifier {
             key: key_fp.to_string(),
         })
     }
+}
+
+/// The four signing headers, present and well-formed.
+struct SignedHeaders<'a> {
+    key_fp: &'a str,
+    ts: u64,
+    nonce: &'a str,
+    /// Base64, not yet decoded.
+    signature: &'a str,
+}
+
+fn signed_headers<'a>(
+    header: impl Fn(&str) -> Option<&'a str>,
+) -> Result<SignedHeaders<'a>, AuthError> {
+    Ok(SignedHeaders {
+        key_fp: header(HDR_KEY).ok_or(AuthError::Unsigned(HDR_KEY))?,
+        ts: header(HDR_TIMESTAMP)
+            .and_then(|t| t.parse().ok())
+            .ok_or(AuthError::Unsigned(HDR_TIMESTAMP))?,
+        nonce: header(HDR_NONCE)
+            .filter(|n| (16..=64).contains(&n.len()))
+            .ok_or(AuthError::Unsigned(HDR_NONCE))?,
+        signature: header(HDR_SIGNATURE)
+            .filter(|s| s.len() <= 256)
+            .ok_or(AuthError::Unsigned(HDR_SIGNATURE))?,
+    })
 }
 
 /// Reads `authorized_keys`-style lines (`ssh-ed25519 AAAA... comment`);

@@ -7,27 +7,11 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::time::{Duration, Instant};
 
 use aws_sdk_s3::primitives::ByteStream;
 
 use crate::netfix::FileServer;
 use crate::support::*;
-
-/// Waits until `query` on the job store gives at least `min`.
-fn wait_for(work: &Path, what: &str, query: &str, min: i64) {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        if work.join("ossimport.db").exists()
-            && let Ok(n) = store(work).query_row(query, [], |r| r.get::<_, i64>(0))
-            && n >= min
-        {
-            return;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 fn spawn_run(cfg: &Path, work: &Path) -> std::process::Child {
     ctl()
@@ -199,7 +183,7 @@ fn slow_multipart_job(tmp: &Path, src: &Path, endpoint: &str, name: &str) -> std
 /// Kills a run once `parts` parts of the large file are recorded.
 fn kill_after_parts(cfg: &Path, work: &Path, parts: i64) {
     let mut child = spawn_run(cfg, work);
-    wait_for(work, "recorded parts", "SELECT count(*) FROM parts", parts);
+    wait_for_query(work, "recorded parts", "SELECT count(*) FROM parts", parts);
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     let state: String = store(work)
@@ -333,7 +317,7 @@ async fn a_symlink_swapped_in_after_the_scan_is_not_followed() {
     );
     let child = spawn_run(&cfg, &work);
     // Once the scan has recorded the last file, swap both for symlinks.
-    wait_for(
+    wait_for_query(
         &work,
         "the scan",
         "SELECT count(*) FROM objects WHERE rel_path = 'z_file.txt'",
@@ -398,7 +382,7 @@ async fn a_second_process_on_the_same_job_store_is_refused() {
     let work = tmp.path().join("work");
     let cfg = slow_multipart_job(tmp.path(), &src, &s3.endpoint, "twice");
     let mut first = spawn_run(&cfg, &work);
-    wait_for(&work, "the first run", "SELECT count(*) FROM objects", 1);
+    wait_for_query(&work, "the first run", "SELECT count(*) FROM objects", 1);
     let second = run_job(&cfg, &work);
     let err = stderr(&second);
     assert_ne!(second.status.code(), Some(0), "{err}");

@@ -2,23 +2,7 @@
 //! again. Nothing verified is uploaded again and finished parts of the large
 //! file are not resent.
 
-use std::time::{Duration, Instant};
-
 use crate::support::*;
-
-fn wait_for(work: &std::path::Path, what: &str, query: &str, min: i64) {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        if work.join("ossimport.db").exists()
-            && let Ok(n) = store(work).query_row(query, [], |r| r.get::<_, i64>(0))
-            && n >= min
-        {
-            return;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 #[tokio::test]
 async fn sigkill_mid_run_then_resume() {
@@ -46,8 +30,8 @@ async fn sigkill_mid_run_then_resume() {
         .spawn()
         .unwrap();
     // Kill once some parts of the large file and some small objects are done.
-    wait_for(&work, "recorded parts", "SELECT count(*) FROM parts", 4);
-    wait_for(
+    wait_for_query(&work, "recorded parts", "SELECT count(*) FROM parts", 4);
+    wait_for_query(
         &work,
         "verified objects",
         "SELECT count(*) FROM objects WHERE state = 'verified'",
@@ -145,7 +129,7 @@ async fn ctrl_c_stops_cleanly_and_the_next_run_finishes() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    wait_for(&work, "recorded parts", "SELECT count(*) FROM parts", 1);
+    wait_for_query(&work, "recorded parts", "SELECT count(*) FROM parts", 1);
     let pid = child.id().to_string();
     assert!(
         std::process::Command::new("kill")

@@ -378,3 +378,21 @@ impl Drop for OssFront {
         let _ = self.child.wait();
     }
 }
+
+/// Waits (up to 120 s) until `query` on the job store gives at least `min`.
+pub fn wait_for_query(work: &Path, what: &str, query: &str, min: i64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        if work.join("ossimport.db").exists()
+            && let Ok(n) = store(work).query_row(query, [], |r| r.get::<_, i64>(0))
+            && n >= min
+        {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
