@@ -6,15 +6,22 @@
 //! a larger one is cut into parts as it arrives, each part uploaded while
 //! the next is received. Either way the MD5 and CRC64 of the whole object
 //! are computed on the way, compared with the source's own ETag where it is
-//! a plain MD5, and then with what the destination reports. A transfer cut
-//! off mid-way is retried from the start (with backoff), a source that
-//! changed since listing (`If-Match` fails) is `SOURCE_CHANGED`.
+//! a plain MD5, and then with what the destination reports (see
+//! [`crate::verify`]). A transfer cut off mid-way is retried from the start
+//! (with backoff), a source that changed since listing (`If-Match` fails)
+//! is `SOURCE_CHANGED`.
+//!
+//! A multipart upload from a bucket that an earlier run left half done is
+//! continued part by part: the parts the destination confirms are kept,
+//! the others are fetched with ranged GETs carrying the listed ETag in
+//! `If-Match`, so every part, old or new, comes from the same version of
+//! the source object.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use proto::job::{ErrorCode, Event, ObjectSpec, Outcome, PartRecord, SkipMode, VerifyMode};
+use proto::job::{ErrorCode, Event, MultipartResume, ObjectSpec, PartRecord, SkipMode, VerifyMode};
 use storage::checksum::{self, Digest, Hasher};
 use storage::remote::{RemoteBody, SourceError, SourceErrorKind};
 use storage::s3::{ErrorKind, META_MD5, META_MTIME, S3Store};
@@ -22,8 +29,10 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 
 use crate::upload::{
-    Fail, Step, Verified, blocking, complete_parts, dest_err, dest_name, send_part, verify_s3,
+    Done, Fail, Skipped, Step, blocking, complete_parts, confirm_s3, dest_err, dest_name,
+    part_md5s, parts_sent, send_part, verify_mode,
 };
+use crate::verify::{Answer, Checks, Sent, Verified};
 use crate::worker::{Dest, Executor, Source};
 
 /// How one attempt ended when it did not succeed.
@@ -55,6 +64,12 @@ fn source_fail(e: SourceError) -> Attempt {
     }
 }
 
+impl From<crate::verify::Mismatch> for Attempt {
+    fn from(m: crate::verify::Mismatch) -> Attempt {
+        Attempt::Fail(m.into())
+    }
+}
+
 async fn open(ex: &Executor, obj: &ObjectSpec) -> Result<RemoteBody, Attempt> {
     match &ex.source {
         Source::S3 { store, prefix } => store
@@ -81,23 +96,18 @@ pub(crate) async fn import(
     ex: &Arc<Executor>,
     obj: &ObjectSpec,
     events: &mpsc::Sender<Event>,
-) -> Step<(Outcome, Verified)> {
+) -> Step<Done> {
     let key = dest_name(&ex.dest, &obj.rel_path)?;
     if let (Dest::S3 { store, .. }, Source::S3 { .. }) = (&ex.dest, &ex.source)
-        && let Some(v) = skip_s3(ex, store, &key, obj).await?
+        && let Some(s) = skip_s3(ex, store, &key, obj).await?
     {
-        return Ok((Outcome::Skipped, v));
+        return Ok(Done::Skipped(s));
     }
-    // An upload left by an interrupted run is not continued for remote
-    // sources (the stream starts from the beginning); abort it.
+    let mode = verify_mode(ex, obj.mtime);
     if let (Some(r), Dest::S3 { store, .. }) = (&obj.resume, &ex.dest)
-        && store.abort_multipart(&key, &r.upload_id).await.is_ok()
+        && let Some(checks) = resume(ex, store, &key, obj, r, events).await?
     {
-        let _ = events
-            .send(Event::UploadAborted {
-                object_id: obj.object_id,
-            })
-            .await;
+        return Ok(confirm_s3(store, &key, checks, mode).await?.into());
     }
     let attempts = ex.spec.max_attempts.max(1);
     let mut last = String::new();
@@ -107,13 +117,229 @@ pub(crate) async fn import(
             tokio::time::sleep(backoff(attempt)).await;
         }
         let r = match &ex.dest {
-            Dest::S3 { store, .. } => copy_to_s3(ex, store, &key, obj, events).await,
-            Dest::Local { dir, .. } => copy_to_dir(ex, dir, &key, obj).await,
+            Dest::S3 { store, .. } => match copy_to_s3(ex, store, &key, obj, events).await {
+                Ok(checks) => Ok(confirm_s3(store, &key, checks, mode).await?),
+                Err(e) => Err(e),
+            },
+            Dest::Local { dir, .. } => copy_to_dir(ex, dir, &key, obj, mode).await,
         };
         match r {
-            Ok(v) => return Ok((Outcome::Verified, v)),
+            Ok(v) => return Ok(v.into()),
             Err(Attempt::Fail(f)) => return Err(f),
             Err(Attempt::Retry(msg)) => last = msg,
+        }
+    }
+    Err(Fail(
+        ErrorCode::SourceUnreadable,
+        format!("gave up after {attempts} attempts: {last}"),
+    ))
+}
+
+/// The part size of a multipart upload of `obj` (raised for objects that
+/// would need more than 10,000 parts; the size is the listed one, so an
+/// HTTP object of unknown size keeps the default).
+fn part_size(ex: &Executor, obj: &ObjectSpec) -> u64 {
+    crate::upload::part_size_for(ex.spec.part_size.max(5 << 20), obj.size)
+}
+
+/// Continues an upload an earlier run left, where that can be proven
+/// safe: the source is a bucket object with a listed ETag (so `If-Match`
+/// pins its version), the part size is the same, and the destination
+/// confirms the recorded parts. Otherwise the upload is aborted and `None`
+/// returned for a fresh copy.
+async fn resume(
+    ex: &Arc<Executor>,
+    store: &S3Store,
+    key: &str,
+    obj: &ObjectSpec,
+    r: &MultipartResume,
+    events: &mpsc::Sender<Event>,
+) -> Step<Option<Checks>> {
+    let pinned = matches!(ex.source, Source::S3 { .. })
+        && obj.src_ref.as_deref().is_some_and(|e| !e.is_empty());
+    let part_size = part_size(ex, obj);
+    let listed = if pinned && r.part_size == part_size && obj.size > 0 {
+        match store.list_parts(key, &r.upload_id).await {
+            Ok(server) => Some(server),
+            Err(e) => {
+                tracing::warn!(key, error = %e, "Cannot confirm the recorded upload; starting a fresh one.");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let Some(server) = listed else {
+        if store.abort_multipart(key, &r.upload_id).await.is_ok() {
+            let _ = events
+                .send(Event::UploadAborted {
+                    object_id: obj.object_id,
+                })
+                .await;
+        }
+        return Ok(None);
+    };
+    let n_parts = obj.size.div_ceil(part_size) as u32;
+    let mut parts: Vec<Option<PartRecord>> = vec![None; n_parts as usize];
+    let mut resumed = 0u32;
+    for p in &r.parts {
+        let len = (p.number >= 1 && p.number <= n_parts)
+            .then(|| part_size.min(obj.size - (p.number as u64 - 1) * part_size));
+        let on_server = server.iter().any(|(n, etag, sz)| {
+            *n == p.number && etag.eq_ignore_ascii_case(&p.etag) && *sz == p.size
+        });
+        if len == Some(p.size) && on_server {
+            ex.add_progress(p.size);
+            parts[(p.number - 1) as usize] = Some(p.clone());
+            resumed += 1;
+        }
+    }
+    let result = fetch_missing(ex, store, key, obj, &r.upload_id, part_size, parts, events).await;
+    let result = match result {
+        Ok(parts) => {
+            async {
+                let answer = complete_parts(store, key, &r.upload_id, &parts).await?;
+                let mut checks =
+                    Checks::new(parts_sent(&parts, obj.size)?).with_parts_resumed(resumed);
+                checks.answer((&answer).into())?;
+                Ok(checks)
+            }
+            .await
+        }
+        Err(f) => Err(f),
+    };
+    if result.is_err() && store.abort_multipart(key, &r.upload_id).await.is_ok() {
+        let _ = events
+            .send(Event::UploadAborted {
+                object_id: obj.object_id,
+            })
+            .await;
+    }
+    result.map(Some)
+}
+
+/// Fetches and sends every part not yet in `parts`, each with a ranged
+/// GET pinned by `If-Match` (retried on its own on a transient failure).
+#[allow(clippy::too_many_arguments)]
+async fn fetch_missing(
+    ex: &Arc<Executor>,
+    store: &S3Store,
+    key: &str,
+    obj: &ObjectSpec,
+    upload_id: &str,
+    part_size: u64,
+    mut parts: Vec<Option<PartRecord>>,
+    events: &mpsc::Sender<Event>,
+) -> Step<Vec<PartRecord>> {
+    let inflight = Arc::new(Semaphore::new(ex.spec.part_concurrency.max(1) as usize));
+    let mut set: JoinSet<Step<PartRecord>> = JoinSet::new();
+    let retries = storage::s3::RETRIES
+        .try_with(Arc::clone)
+        .unwrap_or_default();
+    for number in 1..=parts.len() as u32 {
+        if parts[(number - 1) as usize].is_some() {
+            continue;
+        }
+        let permit = inflight
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| Fail(ErrorCode::DestError, "shutting down".into()))?;
+        let offset = (number as u64 - 1) * part_size;
+        let len = part_size.min(obj.size - offset);
+        let (ex, store, key, upload_id, obj, events) = (
+            Arc::clone(ex),
+            store.clone(),
+            key.to_owned(),
+            upload_id.to_owned(),
+            obj.clone(),
+            events.clone(),
+        );
+        set.spawn(storage::s3::RETRIES.scope(retries.clone(), async move {
+            let _permit = permit;
+            let mib = (len.div_ceil(1 << 20) as u32).clamp(1, ex.memory_mib);
+            let _mem = ex
+                .memory
+                .acquire_many(mib)
+                .await
+                .map_err(|_| Fail(ErrorCode::DestError, "shutting down".into()))?;
+            let data = fetch_range(&ex, &obj, offset, len).await?;
+            let digest = checksum::digest(&data);
+            send_part(
+                &store,
+                &key,
+                &upload_id,
+                number,
+                data,
+                &digest,
+                obj.object_id,
+                &events,
+            )
+            .await
+        }));
+        while let Some(r) = set.try_join_next() {
+            let p = crate::upload::joined(r)?;
+            let i = (p.number - 1) as usize;
+            parts[i] = Some(p);
+        }
+    }
+    while let Some(r) = set.join_next().await {
+        let p = crate::upload::joined(r)?;
+        let i = (p.number - 1) as usize;
+        parts[i] = Some(p);
+    }
+    let n = parts.len();
+    let parts: Vec<PartRecord> = parts.into_iter().flatten().collect();
+    if parts.len() != n {
+        return Err(Fail(
+            ErrorCode::DestError,
+            "internal error: a part is missing".into(),
+        ));
+    }
+    Ok(parts)
+}
+
+/// `len` bytes of a bucket source object from `offset`, only from the
+/// version listed (`If-Match`), retried with backoff on transient errors.
+async fn fetch_range(ex: &Executor, obj: &ObjectSpec, offset: u64, len: u64) -> Step<Bytes> {
+    let Source::S3 { store, prefix } = &ex.source else {
+        return Err(Fail(
+            ErrorCode::SourceUnreadable,
+            "not a bucket source".into(),
+        ));
+    };
+    let key = format!("{prefix}{}", obj.rel_path);
+    let attempts = ex.spec.max_attempts.max(1);
+    let mut last = String::new();
+    for attempt in 1..=attempts {
+        if attempt > 1 {
+            storage::s3::count_retry();
+            tokio::time::sleep(backoff(attempt)).await;
+        }
+        let got = async {
+            let mut body = store
+                .open_range(&key, obj.src_ref.as_deref(), Some((offset, len)))
+                .await
+                .map_err(source_fail)?;
+            let mut buf = BytesMut::with_capacity(len as usize);
+            let mut pending = None;
+            fill(ex, &mut body, &mut buf, len as usize, &mut pending).await?;
+            if buf.len() as u64 != len
+                || pending.is_some()
+                || body.next().await.map_err(source_fail)?.is_some()
+            {
+                return Err(Attempt::Retry(format!(
+                    "GetObject {key}: expected {len} bytes from {offset}, got {}",
+                    buf.len()
+                )));
+            }
+            Ok(buf.freeze())
+        }
+        .await;
+        match got {
+            Ok(b) => return Ok(b),
+            Err(Attempt::Fail(f)) => return Err(f),
+            Err(Attempt::Retry(m)) => last = m,
         }
     }
     Err(Fail(
@@ -137,7 +363,7 @@ async fn skip_s3(
     store: &S3Store,
     key: &str,
     obj: &ObjectSpec,
-) -> Step<Option<Verified>> {
+) -> Step<Option<Skipped>> {
     if ex.spec.skip == SkipMode::None {
         return Ok(None);
     }
@@ -147,18 +373,18 @@ async fn skip_s3(
         Err(e) => return Err(dest_err(e)),
     };
     let src_etag = obj.src_ref.clone().unwrap_or_default();
-    let same = info.size == obj.size
-        && match ex.spec.skip {
-            SkipMode::None => false,
-            SkipMode::Size => true,
-            SkipMode::SizeMtime => info.mtime_meta == Some(obj.mtime),
-            SkipMode::Checksum => !src_etag.is_empty() && src_etag.eq_ignore_ascii_case(&info.etag),
-        };
-    Ok(same.then(|| Verified {
-        digest: None,
+    let (same, by) = match ex.spec.skip {
+        SkipMode::None => (false, "size"),
+        SkipMode::Size => (true, "size"),
+        SkipMode::SizeMtime => (info.mtime_meta == Some(obj.mtime), "size+mtime"),
+        SkipMode::Checksum => (
+            !src_etag.is_empty() && src_etag.eq_ignore_ascii_case(&info.etag),
+            "size+etag",
+        ),
+    };
+    Ok((same && info.size == obj.size).then_some(Skipped {
         etag: Some(info.etag),
-        by: vec!["size"],
-        parts_resumed: 0,
+        by,
     }))
 }
 
@@ -199,7 +425,7 @@ async fn copy_to_s3(
     key: &str,
     obj: &ObjectSpec,
     events: &mpsc::Sender<Event>,
-) -> Result<Verified, Attempt> {
+) -> Result<Checks, Attempt> {
     let mut body = open(ex, obj).await?;
     let declared = body.expected_len.or((obj.size > 0).then_some(obj.size));
     if let (Some(d), Source::S3 { .. }) = (declared, &ex.source)
@@ -213,75 +439,59 @@ async fn copy_to_s3(
     }
     let threshold = ex.spec.multipart_threshold;
     let mut meta = vec![(META_MTIME, obj.mtime.to_string())];
-    let v = if declared.is_some_and(|d| d > threshold) {
-        multipart(ex, store, key, obj, &mut body, &meta, events).await?
-    } else {
-        let cap = declared.unwrap_or(threshold);
-        let mib = (cap.div_ceil(1 << 20) as u32).clamp(1, ex.memory_mib);
-        let _mem = ex
-            .memory
-            .acquire_many(mib)
-            .await
-            .map_err(|_| Fail(ErrorCode::DestError, "shutting down".into()))?;
-        let mut buf = BytesMut::with_capacity(cap as usize);
-        let mut pending = None;
-        if fill(
-            ex,
-            &mut body,
-            &mut buf,
-            threshold as usize + 1,
-            &mut pending,
-        )
-        .await?
-        {
-            return Err(Fail(
-                ErrorCode::SourceUnreadable,
-                format!("the response has no Content-Length and is larger than multipartUploadThreshold ({threshold} bytes); not supported"),
-            )
-            .into());
-        }
-        let data = buf.freeze();
-        let digest = checksum::digest(&data);
-        check_source_etag(ex, obj, &digest)?;
-        if ex.spec.record_md5 {
-            meta.push((META_MD5, digest.md5_hex()));
-        }
-        let answer = store
-            .put_bytes(key, data, &digest, &meta)
-            .await
-            .map_err(dest_err)?;
-        let by = crate::verify::check_put(&digest, (&answer).into()).map_err(|m| Fail(m.0, m.1))?;
-        let etag = answer.etag;
-        Verified {
-            digest: Some(digest),
-            etag: Some(etag),
-            by,
-            parts_resumed: 0,
-        }
-    };
-    Ok(verify_s3(
+    if declared.is_some_and(|d| d > threshold) {
+        return multipart(ex, store, key, obj, &mut body, &meta, events).await;
+    }
+    let cap = declared.unwrap_or(threshold);
+    let mib = (cap.div_ceil(1 << 20) as u32).clamp(1, ex.memory_mib);
+    let _mem = ex
+        .memory
+        .acquire_many(mib)
+        .await
+        .map_err(|_| Fail(ErrorCode::DestError, "shutting down".into()))?;
+    let mut buf = BytesMut::with_capacity(cap as usize);
+    let mut pending = None;
+    if fill(
         ex,
-        store,
-        key,
-        v.digest.map(|d| d.len).unwrap_or(obj.size),
-        obj.mtime,
-        v,
+        &mut body,
+        &mut buf,
+        threshold as usize + 1,
+        &mut pending,
     )
-    .await?)
+    .await?
+    {
+        return Err(Fail(
+            ErrorCode::SourceUnreadable,
+            format!("the response has no Content-Length and is larger than multipartUploadThreshold ({threshold} bytes); not supported"),
+        )
+        .into());
+    }
+    let data = buf.freeze();
+    let digest = checksum::digest(&data);
+    check_source_etag(ex, obj, &body, &digest)?;
+    if ex.spec.record_md5 {
+        meta.push((META_MD5, digest.md5_hex()));
+    }
+    let answer = store
+        .put_bytes(key, data, &digest, &meta)
+        .await
+        .map_err(dest_err)?;
+    let mut checks = Checks::new(Sent::whole(digest));
+    checks.answer((&answer).into())?;
+    Ok(checks)
 }
 
 /// Compares what was received with the source's own ETag when it is a
-/// plain MD5: a mismatch means the bytes were damaged on the way (retry).
-fn check_source_etag(ex: &Executor, obj: &ObjectSpec, digest: &Digest) -> Result<(), Attempt> {
-    if let (Source::S3 { .. }, Some(etag)) = (&ex.source, &obj.src_ref)
-        && etag.len() == 32
-        && !etag.contains('-')
-        && !etag.eq_ignore_ascii_case(&digest.md5_hex())
-    {
-        return Err(Attempt::Retry(format!(
-            "received bytes have MD5 {} but the source ETag is {etag}",
-            digest.md5_hex()
-        )));
+/// plain MD5 the source vouches for: a mismatch means the bytes were
+/// damaged on the way (retry).
+fn check_source_etag(
+    ex: &Executor,
+    obj: &ObjectSpec,
+    body: &RemoteBody,
+    digest: &Digest,
+) -> Result<(), Attempt> {
+    if let (Source::S3 { .. }, Some(etag)) = (&ex.source, &obj.src_ref) {
+        crate::verify::check_source(etag, body.etag_is_md5, digest).map_err(Attempt::Retry)?;
     }
     Ok(())
 }
@@ -295,10 +505,8 @@ async fn multipart(
     body: &mut RemoteBody,
     meta: &[(&'static str, String)],
     events: &mpsc::Sender<Event>,
-) -> Result<Verified, Attempt> {
-    // Raised for objects that would need more than 10,000 parts (the size
-    // is the listed one; an HTTP object of unknown size keeps the default).
-    let part_size = crate::upload::part_size_for(ex.spec.part_size.max(5 << 20), obj.size);
+) -> Result<Checks, Attempt> {
+    let part_size = part_size(ex, obj);
     let upload_id = store.create_multipart(key, meta).await.map_err(dest_err)?;
     let _ = events
         .send(Event::UploadStarted {
@@ -328,7 +536,7 @@ async fn stream_parts(
     part_size: u64,
     upload_id: &str,
     events: &mpsc::Sender<Event>,
-) -> Result<Verified, Attempt> {
+) -> Result<Checks, Attempt> {
     let mut whole = Hasher::new();
     let inflight = Arc::new(Semaphore::new(ex.spec.part_concurrency.max(1) as usize));
     let mut set: JoinSet<Step<PartRecord>> = JoinSet::new();
@@ -389,16 +597,13 @@ async fn stream_parts(
     }
     parts.sort_by_key(|p| p.number);
     let digest = whole.finish();
-    check_source_etag(ex, obj, &digest)?;
+    check_source_etag(ex, obj, body, &digest)?;
     // The source's own multipart ETag is not compared: its part size is
     // unknown, so a different ETag proves nothing.
-    let (etag, by) = complete_parts(store, key, upload_id, &parts).await?;
-    Ok(Verified {
-        digest: Some(digest),
-        etag: Some(etag),
-        by,
-        parts_resumed: 0,
-    })
+    let answer = complete_parts(store, key, upload_id, &parts).await?;
+    let mut checks = Checks::new(Sent::whole_with_parts(digest, part_md5s(&parts)?));
+    checks.answer((&answer).into())?;
+    Ok(checks)
 }
 
 fn joined(r: Result<Step<PartRecord>, tokio::task::JoinError>) -> Result<PartRecord, Attempt> {
@@ -418,6 +623,7 @@ async fn copy_to_dir(
     dir: &std::path::Path,
     key: &str,
     obj: &ObjectSpec,
+    mode: VerifyMode,
 ) -> Result<Verified, Attempt> {
     use tokio::io::AsyncWriteExt;
     let mut body = open(ex, obj).await?;
@@ -449,28 +655,17 @@ async fn copy_to_dir(
     // On failure `out` is dropped, which removes the temporary.
     result?;
     let digest = h.finish();
-    check_source_etag(ex, obj, &digest)?;
+    check_source_etag(ex, obj, &body, &digest)?;
     let written = blocking(move || out.commit()).await.map_err(derr)?;
-    let mut by = vec!["size"];
-    if ex.spec.verify != VerifyMode::Size {
+    let mut checks = Checks::new(Sent::whole(digest));
+    checks.answer(Answer::size_only(written.metadata().map_err(derr)?.len()))?;
+    if mode != VerifyMode::Size {
         let back = blocking(move || storage::local::hash_open(&written))
             .await
             .map_err(derr)?;
-        if back != digest {
-            return Err(Fail(
-                ErrorCode::ChecksumMismatch,
-                "destination file differs from what was received".into(),
-            )
-            .into());
-        }
-        by.extend(["md5", "crc64", "readback"]);
+        checks.read_back(&back)?;
     }
-    Ok(Verified {
-        digest: Some(digest),
-        etag: None,
-        by,
-        parts_resumed: 0,
-    })
+    Ok(checks.finish(mode)?)
 }
 
 /// `jobType=audit` for a remote source: streams the source, hashing it,
@@ -523,18 +718,27 @@ async fn audit_once(ex: &Arc<Executor>, obj: &ObjectSpec) -> Result<Verified, At
         md5s.push(part.finish().md5);
     }
     let src = whole.finish();
-    let (size, etag, crc) = match &ex.dest {
-        Dest::S3 { store, .. } => match store.head(&key).await {
-            Ok(i) => (i.size, i.etag, i.crc64),
-            Err(e) if e.kind == ErrorKind::NotFound => {
-                return Err(Fail(
-                    ErrorCode::DestMissing,
-                    format!("{key} does not exist at the destination"),
-                )
-                .into());
+    let mode = verify_mode(ex, obj.mtime);
+    let mut checks = Checks::new(Sent::whole_with_parts(src, md5s));
+    match &ex.dest {
+        Dest::S3 { store, .. } => {
+            let info = match store.head(&key).await {
+                Ok(i) => i,
+                Err(e) if e.kind == ErrorKind::NotFound => {
+                    return Err(Fail(
+                        ErrorCode::DestMissing,
+                        format!("{key} does not exist at the destination"),
+                    )
+                    .into());
+                }
+                Err(e) => return Err(dest_err(e).into()),
+            };
+            checks.answer((&info).into())?;
+            if !checks.proven(mode) {
+                let back = store.read_back(&key).await.map_err(dest_err)?;
+                checks.read_back(&back)?;
             }
-            Err(e) => return Err(dest_err(e).into()),
-        },
+        }
         Dest::Local { dir, .. } => {
             let (root, name) = (dir.clone(), key.clone());
             let hashed = blocking(move || {
@@ -542,80 +746,16 @@ async fn audit_once(ex: &Arc<Executor>, obj: &ObjectSpec) -> Result<Verified, At
                 storage::local::hash_open(&f.file)
             })
             .await;
-            match hashed {
-                Ok(d) => (d.len, d.md5_hex(), Some(d.crc64)),
-                _ => {
-                    return Err(Fail(
-                        ErrorCode::DestMissing,
-                        format!("{key} does not exist at the destination"),
-                    )
-                    .into());
-                }
-            }
+            let Ok(d) = hashed else {
+                return Err(Fail(
+                    ErrorCode::DestMissing,
+                    format!("{key} does not exist at the destination"),
+                )
+                .into());
+            };
+            checks.answer(Answer::size_only(d.len))?;
+            checks.read_back(&d)?;
         }
-    };
-    if size != src.len {
-        return Err(Fail(
-            ErrorCode::SizeNotMatch,
-            format!("destination has {size} bytes, source has {}", src.len),
-        )
-        .into());
     }
-    let mut by = vec!["size"];
-    if ex.spec.verify == VerifyMode::Size {
-        return Ok(Verified {
-            digest: Some(src),
-            etag: Some(etag),
-            by,
-            parts_resumed: 0,
-        });
-    }
-    if let Some(c) = crc {
-        if c != src.crc64 {
-            return Err(Fail(
-                ErrorCode::ChecksumMismatch,
-                "destination CRC64 differs from the source".into(),
-            )
-            .into());
-        }
-        by.push("crc64");
-    }
-    if !etag.contains('-') && etag.len() == 32 {
-        if etag != src.md5_hex() {
-            return Err(Fail(
-                ErrorCode::ChecksumMismatch,
-                format!("destination checksum (ETag {etag}) differs from the source"),
-            )
-            .into());
-        }
-        by.push("md5");
-    } else if etag.ends_with(&format!("-{}", md5s.len())) {
-        if etag != checksum::multipart_etag(md5s.iter()) {
-            return Err(Fail(
-                ErrorCode::ChecksumMismatch,
-                format!("destination checksum (ETag {etag}) differs from the source"),
-            )
-            .into());
-        }
-        by.push("etag");
-    }
-    if by.len() == 1
-        && let Dest::S3 { store, .. } = &ex.dest
-    {
-        let back = store.read_back(&key).await.map_err(dest_err)?;
-        if back != src {
-            return Err(Fail(
-                ErrorCode::ChecksumMismatch,
-                "destination object differs from the source".into(),
-            )
-            .into());
-        }
-        by.push("readback");
-    }
-    Ok(Verified {
-        digest: Some(src),
-        etag: Some(etag),
-        by,
-        parts_resumed: 0,
-    })
+    Ok(checks.finish(mode)?)
 }

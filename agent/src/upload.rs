@@ -18,12 +18,13 @@ use proto::job::{
 };
 use storage::beneath::SourceFile;
 use storage::checksum::{self, Digest};
-use storage::s3::{ErrorKind, META_MD5, META_MTIME, ObjectInfo, S3Error, S3Store};
+use storage::s3::{ErrorKind, META_MD5, META_MTIME, ObjectInfo, PutAnswer, S3Error, S3Store};
 use storage::watch::{Change, FileWatch};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 
 use crate::remote;
+use crate::verify::{Answer, Checks, Mismatch, Sent, Verified};
 use crate::worker::{Dest, Executor, Source};
 
 /// Files up to this size are read into memory once and PUT from there;
@@ -49,13 +50,42 @@ pub(crate) fn dest_err(e: S3Error) -> Fail {
     }
 }
 
-/// What was established about a copied object.
-pub(crate) struct Verified {
-    pub(crate) digest: Option<Digest>,
+/// How an object ended well: copied and verified, or left alone because
+/// the destination already holds it (by the job's skip rule).
+pub(crate) enum Done {
+    Verified(Verified),
+    Skipped(Skipped),
+}
+
+/// An object the skip rule found already at the destination; not a claim
+/// that it was verified, only what the rule compared.
+pub(crate) struct Skipped {
     pub(crate) etag: Option<String>,
-    pub(crate) by: Vec<&'static str>,
-    /// Multipart parts reused from an earlier attempt.
-    pub(crate) parts_resumed: u32,
+    pub(crate) by: &'static str,
+}
+
+impl From<Verified> for Done {
+    fn from(v: Verified) -> Done {
+        Done::Verified(v)
+    }
+}
+
+impl From<Mismatch> for Fail {
+    fn from(m: Mismatch) -> Fail {
+        Fail(m.0, m.1)
+    }
+}
+
+/// The verification mode for an object modified at `mtime`: `lastModify`
+/// makes objects modified after it size-only, as the original did (they
+/// are expected to change again).
+pub(crate) fn verify_mode(ex: &Executor, mtime: i64) -> VerifyMode {
+    let last_modify = ex.spec.limits.last_modify;
+    if last_modify > 0 && mtime > last_modify {
+        VerifyMode::Size
+    } else {
+        ex.spec.verify
+    }
 }
 
 /// Copies (or audits) one object and returns its result; never panics on
@@ -72,8 +102,8 @@ pub(crate) async fn process(
         match (ex.spec.mode, remote) {
             (JobMode::Import, false) => import(ex, obj, events).await,
             (JobMode::Import, true) => remote::import(ex, obj, events).await,
-            (JobMode::Audit, false) => audit(ex, obj).await.map(|v| (Outcome::Verified, v)),
-            (JobMode::Audit, true) => remote::audit(ex, obj).await.map(|v| (Outcome::Verified, v)),
+            (JobMode::Audit, false) => audit(ex, obj).await.map(Done::from),
+            (JobMode::Audit, true) => remote::audit(ex, obj).await.map(Done::from),
         }
     };
     let work = storage::s3::RETRIES.scope(Arc::clone(&retries), work);
@@ -89,37 +119,37 @@ pub(crate) async fn process(
         },
     };
     let retries = retries.load(Ordering::Relaxed);
+    let mut result = ObjectResult {
+        object_id: obj.object_id,
+        task_id,
+        outcome: Outcome::Failed,
+        size: obj.size,
+        crc64: None,
+        md5: None,
+        etag: None,
+        verified_by: String::new(),
+        error: None,
+        retries,
+        parts_resumed: 0,
+    };
     match outcome {
-        Ok((outcome, v)) => ObjectResult {
-            object_id: obj.object_id,
-            task_id,
-            outcome,
-            size: v.digest.map(|d| d.len).unwrap_or(obj.size),
-            crc64: v.digest.map(|d| d.crc64),
-            md5: v
-                .digest
-                .filter(|d| d.md5 != [0; 16] || d.len == 0)
-                .map(|d| d.md5_hex()),
-            etag: v.etag,
-            verified_by: v.by.join("+"),
-            error: None,
-            retries,
-            parts_resumed: v.parts_resumed,
-        },
-        Err(Fail(code, message)) => ObjectResult {
-            object_id: obj.object_id,
-            task_id,
-            outcome: Outcome::Failed,
-            size: obj.size,
-            crc64: None,
-            md5: None,
-            etag: None,
-            verified_by: String::new(),
-            error: Some(ObjectError { code, message }),
-            retries,
-            parts_resumed: 0,
-        },
+        Ok(Done::Verified(v)) => {
+            result.outcome = Outcome::Verified;
+            result.size = v.size();
+            result.crc64 = v.crc64();
+            result.md5 = v.md5_hex();
+            result.etag = v.etag().map(str::to_owned);
+            result.verified_by = v.by();
+            result.parts_resumed = v.parts_resumed();
+        }
+        Ok(Done::Skipped(s)) => {
+            result.outcome = Outcome::Skipped;
+            result.etag = s.etag;
+            result.verified_by = s.by.to_owned();
+        }
+        Err(Fail(code, message)) => result.error = Some(ObjectError { code, message }),
     }
+    result
 }
 
 fn dest_key(prefix: &str, rel: &str) -> Step<String> {
@@ -239,20 +269,17 @@ async fn check_unchanged(src: &Arc<SourceFile>, before: (u64, i64)) -> Step<()> 
     Ok(())
 }
 
-async fn import(
-    ex: &Arc<Executor>,
-    obj: &ObjectSpec,
-    events: &mpsc::Sender<Event>,
-) -> Step<(Outcome, Verified)> {
+async fn import(ex: &Arc<Executor>, obj: &ObjectSpec, events: &mpsc::Sender<Event>) -> Step<Done> {
     let key = dest_name(&ex.dest, &obj.rel_path)?;
     let path = source_path(ex, &obj.rel_path);
     let src = open_source(ex, obj).await?;
     let before = (src.size, src.mtime);
     let (size, mtime) = before;
+    let mode = verify_mode(ex, mtime);
     match &ex.dest {
         Dest::S3 { store, .. } => {
             if let Some(skip) = check_skip_s3(ex, store, &key, &src, size, mtime).await? {
-                return Ok((Outcome::Skipped, skip));
+                return Ok(Done::Skipped(skip));
             }
             let mut meta = vec![(META_MTIME, mtime.to_string())];
             let is_multipart = size > ex.spec.multipart_threshold;
@@ -262,7 +289,7 @@ async fn import(
             let watch = (is_multipart || size > IN_MEMORY_MAX)
                 .then(|| FileWatch::new(&path).ok())
                 .flatten();
-            let v = if is_multipart {
+            let checks = if is_multipart {
                 multipart(ex, store, &key, &src, obj, &meta, events, watch.as_ref()).await?
             } else {
                 single_put(ex, store, &key, &src, &mut meta, before).await?
@@ -276,22 +303,10 @@ async fn import(
                 check_unchanged(&src, before).await?;
             }
             // A single PUT whose ETag equals the MD5 we computed and sent as
-            // Content-MD5 is verified: the store hashed what it stored, and
-            // the MD5 covers every byte, so the size matches too. A HEAD adds
-            // nothing but a request (it is still made for multipart objects,
-            // other ETags, `verifyMode=size` and `readback`).
-            let last_modify = ex.spec.limits.last_modify;
-            let etag_verified = v.by.contains(&"md5")
-                && ex.spec.verify == VerifyMode::Checksum
-                && !(last_modify > 0 && mtime > last_modify);
-            let v = if etag_verified {
-                let mut v = v;
-                v.by.insert(0, "size");
-                v
-            } else {
-                verify_s3(ex, store, &key, size, mtime, v).await?
-            };
-            Ok((Outcome::Verified, v))
+            // Content-MD5 is proven by its answer: the store hashed what it
+            // stored, and the MD5 covers every byte. Anything less gets a
+            // HEAD, and a read-back where even that proves nothing.
+            Ok(confirm_s3(store, &key, checks, mode).await?.into())
         }
         Dest::Local { dir, .. } => {
             if ex.spec.skip != SkipMode::None
@@ -306,27 +321,22 @@ async fn import(
                     }
                 };
                 if same {
-                    return Ok((
-                        Outcome::Skipped,
-                        Verified {
-                            digest: None,
-                            etag: None,
-                            by: vec!["size"],
-                            parts_resumed: 0,
-                        },
-                    ));
+                    return Ok(Done::Skipped(Skipped {
+                        etag: None,
+                        by: "size",
+                    }));
                 }
             }
             storage::limit::throttle(ex.bandwidth.as_deref(), size).await;
             // Never more permissive than the source file.
-            let (root, name, s, mode) = (dir.clone(), key.clone(), Arc::clone(&src), src.mode);
+            let (root, name, s, mode_bits) = (dir.clone(), key.clone(), Arc::clone(&src), src.mode);
             let dest_fail = |e: std::io::Error| {
                 Fail(
                     ErrorCode::DestError,
                     format!("writing {key} under {}: {e}", dir.display()),
                 )
             };
-            let out = blocking(move || storage::beneath::create_beneath(&root, &name, mode))
+            let out = blocking(move || storage::beneath::create_beneath(&root, &name, mode_bits))
                 .await
                 .map_err(dest_fail)?;
             let (digest, written) =
@@ -347,35 +357,16 @@ async fn import(
                 ));
             }
             check_unchanged(&src, before).await?;
+            let mut checks = Checks::new(Sent::whole(digest));
             let dsize = written.metadata().map_err(dest_fail)?.len();
-            if dsize != size {
-                return Err(Fail(
-                    ErrorCode::SizeNotMatch,
-                    format!("destination has {dsize} bytes, source {size}"),
-                ));
-            }
-            let mut by = vec!["size"];
-            if ex.spec.verify != VerifyMode::Size {
+            checks.answer(Answer::size_only(dsize))?;
+            if mode != VerifyMode::Size {
                 let back = blocking(move || storage::local::hash_open(&written))
                     .await
                     .map_err(dest_fail)?;
-                if back != digest {
-                    return Err(Fail(
-                        ErrorCode::ChecksumMismatch,
-                        "destination file differs from the source".into(),
-                    ));
-                }
-                by.extend(["md5", "crc64", "readback"]);
+                checks.read_back(&back)?;
             }
-            Ok((
-                Outcome::Verified,
-                Verified {
-                    digest: Some(digest),
-                    etag: None,
-                    by,
-                    parts_resumed: 0,
-                },
-            ))
+            Ok(checks.finish(mode)?.into())
         }
     }
 }
@@ -419,7 +410,7 @@ async fn check_skip_s3(
     src: &Arc<SourceFile>,
     size: u64,
     mtime: i64,
-) -> Step<Option<Verified>> {
+) -> Step<Option<Skipped>> {
     if ex.spec.skip == SkipMode::None {
         return Ok(None);
     }
@@ -428,29 +419,31 @@ async fn check_skip_s3(
         Err(e) if e.kind == ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(dest_err(e)),
     };
-    let same = match ex.spec.skip {
-        SkipMode::None => false,
-        SkipMode::Size => info.size == size,
-        SkipMode::SizeMtime => info.size == size && info.mtime_meta == Some(mtime),
+    let (same, by) = match ex.spec.skip {
+        SkipMode::None => (false, "size"),
+        SkipMode::Size => (info.size == size, "size"),
+        SkipMode::SizeMtime => (
+            info.size == size && info.mtime_meta == Some(mtime),
+            "size+mtime",
+        ),
         SkipMode::Checksum => {
-            info.size == size && checksum_matches(ex, src, &info).await?.is_some()
+            let same = info.size == size && {
+                let mut checks = source_checks(ex, src, &info).await?;
+                checks.answer((&info).into()).is_ok() && checks.proven(VerifyMode::Checksum)
+            };
+            (same, "size+checksum")
         }
     };
-    Ok(same.then(|| Verified {
-        digest: None,
+    Ok(same.then(|| Skipped {
         etag: Some(info.etag.clone()),
-        by: vec!["size"],
-        parts_resumed: 0,
+        by,
     }))
 }
 
-/// Compares a stored object's ETag/CRC64 with the source file. Returns what
-/// was compared, or `None` on a mismatch.
-async fn checksum_matches(
-    ex: &Executor,
-    src: &Arc<SourceFile>,
-    info: &ObjectInfo,
-) -> Step<Option<(Digest, Vec<&'static str>)>> {
+/// Hashes a local source the way a stored object's answer can be compared:
+/// whole MD5 and CRC64, and part MD5s where the stored ETag is a
+/// multipart one made with the job's part size.
+async fn source_checks(ex: &Executor, src: &Arc<SourceFile>, info: &ObjectInfo) -> Step<Checks> {
     let part_size = etag_part_size(info, ex.spec.part_size);
     let s = Arc::clone(src);
     let (digest, parts) =
@@ -458,32 +451,12 @@ async fn checksum_matches(
             .await
             .map_err(source_err)?;
     ex.add_progress(digest.len);
-    let mut by = vec!["size"];
-    if let Some(crc) = info.crc64 {
-        if crc != digest.crc64 {
-            return Ok(None);
-        }
-        by.push("crc64");
-    }
-    match info.etag.split_once('-') {
-        None if info.etag.len() == 32 => {
-            if info.etag != digest.md5_hex() {
-                return Ok(None);
-            }
-            by.push("md5");
-        }
-        Some(_) if part_size.is_some() => {
-            if info.etag != checksum::multipart_etag(parts.iter()) {
-                return Ok(None);
-            }
-            by.push("etag");
-        }
-        // An ETag we cannot recompute (unknown part size, or not an MD5):
-        // without a CRC64 either, nothing was compared.
-        _ if by.len() == 1 => return Ok(None),
-        _ => {}
-    }
-    Ok(Some((digest, by)))
+    let parts = if part_size.is_some() {
+        parts
+    } else {
+        Vec::new()
+    };
+    Ok(Checks::new(Sent::whole_with_parts(digest, parts)))
 }
 
 /// The part size a multipart ETag `…-N` was made with, if `default` gives N parts.
@@ -499,7 +472,7 @@ async fn single_put(
     src: &Arc<SourceFile>,
     meta: &mut Vec<(&'static str, String)>,
     before: (u64, i64),
-) -> Step<Verified> {
+) -> Step<Checks> {
     let size = before.0;
     let (answer, digest) = if size <= IN_MEMORY_MAX {
         let mib = (size.div_ceil(1 << 20) as u32).clamp(1, ex.memory_mib);
@@ -567,13 +540,9 @@ async fn single_put(
         (answer, digest)
     };
     ex.add_progress(size);
-    let by = crate::verify::check_put(&digest, (&answer).into()).map_err(|m| Fail(m.0, m.1))?;
-    Ok(Verified {
-        digest: Some(digest),
-        etag: Some(answer.etag),
-        by,
-        parts_resumed: 0,
-    })
+    let mut checks = Checks::new(Sent::whole(digest));
+    checks.answer((&answer).into())?;
+    Ok(checks)
 }
 
 /// The configured part size, raised (to whole MiB) where an object of
@@ -597,7 +566,7 @@ async fn multipart(
     meta: &[(&'static str, String)],
     events: &mpsc::Sender<Event>,
     watch: Option<&FileWatch>,
-) -> Step<Verified> {
+) -> Step<Checks> {
     let size = src.size;
     let part_size = part_size_for(ex.spec.part_size, size);
     // Continue an upload an earlier attempt started, if the server still
@@ -706,7 +675,7 @@ async fn upload_parts(
     done: Vec<PartRecord>,
     events: &mpsc::Sender<Event>,
     watch: Option<&FileWatch>,
-) -> Step<Verified> {
+) -> Step<Checks> {
     let n_parts = size.div_ceil(part_size) as u32;
     let mut parts: Vec<Option<PartRecord>> = vec![None; n_parts as usize];
     // A recorded part is reused only if the source still has its bytes:
@@ -817,23 +786,33 @@ async fn upload_parts(
             "internal error: a part is missing".into(),
         ));
     }
-    let crc64 = checksum::crc64_of_parts(parts.iter().map(|p| (p.crc64, p.size)));
     // Checked before completing, so a changed file leaves no object behind.
     watched(watch, "")?;
-    let (etag, by) = complete_parts(store, key, upload_id, &parts).await?;
+    let answer = complete_parts(store, key, upload_id, &parts).await?;
     // The whole-object MD5 is not computed for multipart objects (parts are
     // read concurrently); the part MD5s and the combined CRC64 stand for it.
-    let digest = Digest {
-        md5: [0; 16],
-        crc64,
-        len: size,
-    };
-    Ok(Verified {
-        digest: Some(digest),
-        etag: Some(etag),
-        by,
-        parts_resumed: resumed,
-    })
+    let mut checks = Checks::new(parts_sent(&parts, size)?).with_parts_resumed(resumed);
+    checks.answer((&answer).into())?;
+    Ok(checks)
+}
+
+/// The MD5 of each part, in order.
+pub(crate) fn part_md5s(parts: &[PartRecord]) -> Step<Vec<[u8; 16]>> {
+    parts
+        .iter()
+        .map(|p| {
+            checksum::parse_md5_hex(&p.md5)
+                .ok_or_else(|| Fail(ErrorCode::DestError, format!("bad part MD5 {}", p.md5)))
+        })
+        .collect()
+}
+
+/// What a multipart upload sent, from its part records: the length, the
+/// combined CRC64 and the part MD5s (no whole-object MD5).
+pub(crate) fn parts_sent(parts: &[PartRecord], size: u64) -> Step<Sent> {
+    let part_md5s = part_md5s(parts)?;
+    let crc64 = checksum::crc64_of_parts(parts.iter().map(|p| (p.crc64, p.size)));
+    Ok(Sent::parts(size, crc64, part_md5s))
 }
 
 /// Sends one part with `Content-MD5`, checks that its ETag is the part's
@@ -850,23 +829,15 @@ pub(crate) async fn send_part(
     events: &mpsc::Sender<Event>,
 ) -> Step<PartRecord> {
     let size = data.len() as u64;
-    let etag = store
+    let answer = store
         .upload_part(key, upload_id, number, data, digest)
         .await
         .map_err(dest_err)?;
-    if etag.len() == 32 && etag != digest.md5_hex() {
-        return Err(Fail(
-            ErrorCode::ChecksumMismatch,
-            format!(
-                "part {number}: destination ETag {etag} differs from source MD5 {}",
-                digest.md5_hex()
-            ),
-        ));
-    }
+    crate::verify::check_part(number, digest, (&answer).into())?;
     let record = PartRecord {
         number,
         size,
-        etag,
+        etag: answer.etag,
         md5: digest.md5_hex(),
         crc64: digest.crc64,
     };
@@ -879,48 +850,32 @@ pub(crate) async fn send_part(
     Ok(record)
 }
 
-/// Completes an upload from its parts (in order) and checks the object's
-/// ETag against the one the part MD5s give. Returns the ETag and what was
-/// compared.
+/// Completes an upload from its parts (in order) and returns the store's
+/// answer, for the caller's [`Checks`].
 pub(crate) async fn complete_parts(
     store: &S3Store,
     key: &str,
     upload_id: &str,
     parts: &[PartRecord],
-) -> Step<(String, Vec<&'static str>)> {
-    let md5s: Vec<[u8; 16]> = parts
-        .iter()
-        .map(|p| {
-            checksum::parse_md5_hex(&p.md5)
-                .ok_or_else(|| Fail(ErrorCode::DestError, format!("bad part MD5 {}", p.md5)))
-        })
-        .collect::<Step<_>>()?;
-    let expected = checksum::multipart_etag(md5s.iter());
+) -> Step<PutAnswer> {
     let list: Vec<(u32, String)> = parts.iter().map(|p| (p.number, p.etag.clone())).collect();
-    let etag = match store.complete_multipart(key, upload_id, &list).await {
-        Ok(etag) => etag,
-        // A retried Complete whose first attempt succeeded: the object exists.
+    match store.complete_multipart(key, upload_id, &list).await {
+        Ok(answer) => Ok(answer),
+        // A retried Complete whose first attempt succeeded: the object
+        // exists, and its HEAD is checked in the same way.
         Err(e) if e.kind == ErrorKind::NoSuchUpload => {
-            store.head(key).await.map_err(dest_err)?.etag
+            let info = store.head(key).await.map_err(dest_err)?;
+            Ok(PutAnswer {
+                etag: info.etag,
+                crc64: info.crc64,
+                etag_is_md5: info.etag_is_md5,
+            })
         }
-        Err(e) => return Err(dest_err(e)),
-    };
-    let mut by = Vec::new();
-    if etag.contains('-') {
-        if etag != expected {
-            return Err(Fail(
-                ErrorCode::ChecksumMismatch,
-                format!(
-                    "destination ETag {etag} differs from the ETag of the uploaded parts {expected}"
-                ),
-            ));
-        }
-        by.push("etag");
+        Err(e) => Err(dest_err(e)),
     }
-    Ok((etag, by))
 }
 
-fn joined(r: Result<Step<PartRecord>, tokio::task::JoinError>) -> Step<PartRecord> {
+pub(crate) fn joined(r: Result<Step<PartRecord>, tokio::task::JoinError>) -> Step<PartRecord> {
     match r {
         Ok(step) => step,
         Err(e) => Err(Fail(
@@ -930,92 +885,34 @@ fn joined(r: Result<Step<PartRecord>, tokio::task::JoinError>) -> Step<PartRecor
     }
 }
 
-/// Checks the stored object per the verification mode, adding to what the
-/// upload already established.
-pub(crate) async fn verify_s3(
-    ex: &Executor,
+/// Finishes the checks of an object stored in a bucket: a HEAD where the
+/// answers so far do not prove what `mode` asks, then a read-back where
+/// even that does not (an SSE-KMS object without CRC64, an ETag that
+/// cannot be recomputed) or the mode asks for the bytes themselves.
+pub(crate) async fn confirm_s3(
     store: &S3Store,
     key: &str,
-    size: u64,
-    mtime: i64,
-    mut v: Verified,
+    mut checks: Checks,
+    mode: VerifyMode,
 ) -> Step<Verified> {
-    let info = store.head(key).await.map_err(|e| {
-        if e.kind == ErrorKind::NotFound {
-            Fail(
-                ErrorCode::DestMissing,
-                format!("{key} is missing at the destination right after upload"),
-            )
-        } else {
-            dest_err(e)
-        }
-    })?;
-    if info.size != size {
-        return Err(Fail(
-            ErrorCode::SizeNotMatch,
-            format!("destination has {} bytes, source has {size}", info.size),
-        ));
-    }
-    v.by.insert(0, "size");
-    // `lastModify`: objects modified after it are checked by size only, as
-    // the original did (they are expected to change again).
-    let last_modify = ex.spec.limits.last_modify;
-    if ex.spec.verify == VerifyMode::Size || (last_modify > 0 && mtime > last_modify) {
-        v.by.truncate(1);
-        return Ok(v);
-    }
-    if let (Some(etag), false) = (&v.etag, info.etag.is_empty())
-        && *etag != info.etag
-    {
-        return Err(Fail(
-            ErrorCode::ChecksumMismatch,
-            format!(
-                "destination ETag {} differs from the uploaded {etag}",
-                info.etag
-            ),
-        ));
-    }
-    if let (Some(crc), Some(d)) = (info.crc64, v.digest) {
-        if crc != d.crc64 {
-            return Err(Fail(
-                ErrorCode::ChecksumMismatch,
-                format!(
-                    "destination CRC64 {crc} differs from source CRC64 {}",
-                    d.crc64
-                ),
-            ));
-        }
-        if !v.by.contains(&"crc64") {
-            v.by.push("crc64");
-        }
-    }
-    if ex.spec.verify == VerifyMode::ReadBack {
-        let back = store.read_back(key).await.map_err(dest_err)?;
-        if let Some(d) = v.digest {
-            let md5_known = d.md5 != [0; 16] || d.len == 0;
-            if back.crc64 != d.crc64 || (md5_known && back.md5 != d.md5) || back.len != d.len {
-                return Err(Fail(
-                    ErrorCode::ChecksumMismatch,
-                    "downloaded object differs from the source".into(),
-                ));
+    if !checks.proven(mode) {
+        let info = store.head(key).await.map_err(|e| {
+            if e.kind == ErrorKind::NotFound {
+                Fail(
+                    ErrorCode::DestMissing,
+                    format!("{key} is missing at the destination right after upload"),
+                )
+            } else {
+                dest_err(e)
             }
-            v.digest = Some(Digest {
-                md5: if md5_known { d.md5 } else { back.md5 },
-                ..d
-            });
-        }
-        v.by.push("readback");
+        })?;
+        checks.answer((&info).into())?;
     }
-    if v.by.len() == 1 {
-        return Err(Fail(
-            ErrorCode::ChecksumMismatch,
-            format!(
-                "the destination reported no checksum that can be compared (ETag {}); use verifyMode=readback",
-                info.etag
-            ),
-        ));
+    if !checks.proven(mode) {
+        let back = store.read_back(key).await.map_err(dest_err)?;
+        checks.read_back(&back)?;
     }
-    Ok(v)
+    Ok(checks.finish(mode)?)
 }
 
 /// `jobType=audit`: compares an existing copy with the source, writing nothing.
@@ -1023,6 +920,7 @@ async fn audit(ex: &Arc<Executor>, obj: &ObjectSpec) -> Step<Verified> {
     let key = dest_name(&ex.dest, &obj.rel_path)?;
     let src = open_source(ex, obj).await?;
     let size = src.size;
+    let mode = verify_mode(ex, src.mtime);
     match &ex.dest {
         Dest::S3 { store, .. } => {
             let info = match store.head(&key).await {
@@ -1035,55 +933,24 @@ async fn audit(ex: &Arc<Executor>, obj: &ObjectSpec) -> Step<Verified> {
                 }
                 Err(e) => return Err(dest_err(e)),
             };
+            if mode == VerifyMode::Size {
+                let mut checks = Checks::new(Sent::length(size));
+                checks.answer(Answer::size_only(info.size))?;
+                return Ok(checks.finish(mode)?);
+            }
             if info.size != size {
                 return Err(Fail(
                     ErrorCode::SizeNotMatch,
                     format!("destination has {} bytes, source has {size}", info.size),
                 ));
             }
-            if ex.spec.verify == VerifyMode::Size {
-                return Ok(Verified {
-                    digest: None,
-                    etag: Some(info.etag),
-                    by: vec!["size"],
-                    parts_resumed: 0,
-                });
-            }
-            let recomputable = info.crc64.is_some()
-                || (!info.etag.contains('-') && info.etag.len() == 32)
-                || etag_part_size(&info, ex.spec.part_size).is_some();
-            if ex.spec.verify == VerifyMode::ReadBack || !recomputable {
-                let digest = hash_open(&src).await?;
-                ex.add_progress(digest.len);
+            let mut checks = source_checks(ex, &src, &info).await?;
+            checks.answer((&info).into())?;
+            if !checks.proven(mode) {
                 let back = store.read_back(&key).await.map_err(dest_err)?;
-                if back != digest {
-                    return Err(Fail(
-                        ErrorCode::ChecksumMismatch,
-                        "destination object differs from the source".into(),
-                    ));
-                }
-                return Ok(Verified {
-                    digest: Some(digest),
-                    etag: Some(info.etag),
-                    by: vec!["size", "md5", "crc64", "readback"],
-                    parts_resumed: 0,
-                });
+                checks.read_back(&back)?;
             }
-            match checksum_matches(ex, &src, &info).await? {
-                Some((digest, by)) => Ok(Verified {
-                    digest: Some(digest),
-                    etag: Some(info.etag),
-                    by,
-                    parts_resumed: 0,
-                }),
-                None => Err(Fail(
-                    ErrorCode::ChecksumMismatch,
-                    format!(
-                        "destination checksum (ETag {}) differs from the source",
-                        info.etag
-                    ),
-                )),
-            }
+            Ok(checks.finish(mode)?)
         }
         Dest::Local { dir, .. } => {
             let Ok(existing) = open_dest(dir, &key).await else {
@@ -1095,37 +962,26 @@ async fn audit(ex: &Arc<Executor>, obj: &ObjectSpec) -> Step<Verified> {
                     ),
                 ));
             };
+            if mode == VerifyMode::Size {
+                let mut checks = Checks::new(Sent::length(size));
+                checks.answer(Answer::size_only(existing.size))?;
+                return Ok(checks.finish(mode)?);
+            }
             if existing.size != size {
                 return Err(Fail(
                     ErrorCode::SizeNotMatch,
                     format!("destination has {} bytes, source has {size}", existing.size),
                 ));
             }
-            if ex.spec.verify == VerifyMode::Size {
-                return Ok(Verified {
-                    digest: None,
-                    etag: None,
-                    by: vec!["size"],
-                    parts_resumed: 0,
-                });
-            }
             let digest = hash_open(&src).await?;
             ex.add_progress(digest.len);
             let dst = hash_open(&existing)
                 .await
                 .map_err(|f| Fail(ErrorCode::DestError, f.1))?;
-            if digest != dst {
-                return Err(Fail(
-                    ErrorCode::ChecksumMismatch,
-                    "destination file differs from the source".into(),
-                ));
-            }
-            Ok(Verified {
-                digest: Some(digest),
-                etag: None,
-                by: vec!["size", "md5", "crc64"],
-                parts_resumed: 0,
-            })
+            let mut checks = Checks::new(Sent::whole(digest));
+            checks.answer(Answer::size_only(existing.size))?;
+            checks.read_back(&dst)?;
+            Ok(checks.finish(mode)?)
         }
     }
 }

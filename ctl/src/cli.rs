@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -65,15 +65,19 @@ pub enum Command {
     },
     /// Agents: state, load and last heartbeat.
     Workers(DaemonArgs),
-    /// Every failed object of a job with its reason.
+    /// Every failed object of a job with its reason, in path order.
     Errors {
         job: String,
         #[command(flatten)]
+        page: PageArgs,
+        #[command(flatten)]
         d: DaemonArgs,
     },
-    /// Verification report of a job.
+    /// Verification report of a job, with the first failures.
     Report {
         job: String,
+        #[command(flatten)]
+        page: PageArgs,
         #[command(flatten)]
         d: DaemonArgs,
     },
@@ -127,4 +131,16 @@ pub struct RunArgs {
     /// Print the summary as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Paging of a list of failures.
+#[derive(Args, Debug, Clone, Default)]
+pub struct PageArgs {
+    /// At most this many failures (1 to 10000); `errors` without it prints
+    /// them all, fetched a page at a time.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub limit: Option<u64>,
+    /// Only failures whose path sorts after KEY (the `next` of a previous page).
+    #[arg(long, value_name = "KEY")]
+    pub after: Option<String>,
 }

@@ -13,13 +13,13 @@ use std::time::Duration;
 
 use hyper::{Method, StatusCode};
 use proto::api::{
-    Done, ErrorBody, ErrorList, JobList, JobStatus, Report, SubmitRequest, VersionInfo, WorkerList,
-    encode_segment,
+    Done, ErrorBody, ErrorList, JobList, JobStatus, Page, Report, SubmitRequest, VersionInfo,
+    WorkerList, encode_segment,
 };
 use proto::client::{self, ClientError, Target};
 use serde::de::DeserializeOwned;
 
-use crate::cli::{Command, DaemonArgs};
+use crate::cli::{Command, DaemonArgs, PageArgs};
 use crate::exit;
 use crate::progress::human_bytes;
 
@@ -217,30 +217,14 @@ async fn dispatch(cmd: Command) -> Result<u8> {
             }
             Ok(exit::OK)
         }
-        Command::Errors { job, d } => {
-            let (e, v): (ErrorList, _) = Conn::new(&d)
-                .call(Method::GET, &job_path(&job, "/errors"), None)
-                .await?;
-            if d.json {
-                print_json(&v);
-            } else if e.failed.is_empty() {
-                println!("job {job}: no failed objects");
-            } else {
-                println!("code\tpath\treason");
-                for f in &e.failed {
-                    println!("{}\t{}\t{}", f.code, f.path.escape_debug(), f.message);
-                }
-            }
-            Ok(if e.failed.is_empty() {
-                exit::OK
-            } else {
-                exit::JOB_FAILED
-            })
-        }
-        Command::Report { job, d } => {
-            let (r, v): (Report, _) = Conn::new(&d)
-                .call(Method::GET, &job_path(&job, "/report"), None)
-                .await?;
+        Command::Errors { job, page, d } => errors(&job, &page, &d).await,
+        Command::Report { job, page, d } => {
+            let page = Page {
+                limit: page.limit.map(|l| l as usize),
+                after: page.after,
+            };
+            let path = format!("{}?{}", job_path(&job, "/report"), page.to_query());
+            let (r, v): (Report, _) = Conn::new(&d).call(Method::GET, &path, None).await?;
             if d.json {
                 print_json(&v);
             } else {
@@ -257,8 +241,14 @@ async fn dispatch(cmd: Command) -> Result<u8> {
                 }
                 println!("  failed    {:>10}", c.failed);
                 println!("  pending   {:>10}", c.pending);
-                for f in r.failed.iter().take(50) {
+                for f in &r.failed {
                     println!("  {}  {}: {}", f.code, f.path.escape_debug(), f.message);
+                }
+                if let Some(next) = &r.next {
+                    println!(
+                        "  more: ossimportctl errors {job} --after {}",
+                        shell_word(next)
+                    );
                 }
             }
             Ok(if r.counts.failed == 0 && r.counts.pending == 0 {
@@ -524,6 +514,78 @@ pub fn legacy_block(jobs: &[JobStatus]) -> String {
         out.push_str("----------------------------------------\n");
     }
     out
+}
+
+/// `errors`: one page with `--limit`, otherwise every failure, fetched
+/// and printed a page at a time (memory stays bounded in daemon and ctl;
+/// `--json` still prints one JSON document).
+async fn errors(job: &str, args: &PageArgs, d: &DaemonArgs) -> Result<u8> {
+    let conn = Conn::new(d);
+    let mut page = Page {
+        limit: Some(args.limit.map_or(1000, |l| l as usize)),
+        after: args.after.clone(),
+    };
+    let mut any = false;
+    let mut first = true;
+    loop {
+        let path = format!("{}?{}", job_path(job, "/errors"), page.to_query());
+        let (e, _): (ErrorList, _) = conn.call(Method::GET, &path, None).await?;
+        for f in &e.failed {
+            if d.json {
+                let entry = serde_json::to_string(f).unwrap_or_default();
+                if first {
+                    print!(
+                        "{{\"job\":{},\"failed\":[\n  {entry}",
+                        serde_json::Value::from(job)
+                    );
+                } else {
+                    print!(",\n  {entry}");
+                }
+            } else {
+                if first {
+                    println!("code\tpath\treason");
+                }
+                println!("{}\t{}\t{}", f.code, f.path.escape_debug(), f.message);
+            }
+            first = false;
+            any = true;
+        }
+        let next = e.next.clone();
+        match (next, args.limit) {
+            (Some(n), None) => page.after = Some(n),
+            (next, _) => {
+                if d.json {
+                    if first {
+                        print!("{{\"job\":{},\"failed\":[", serde_json::Value::from(job));
+                    } else {
+                        print!("\n]");
+                    }
+                    match &next {
+                        Some(n) => println!(",\"next\":{}}}", serde_json::Value::from(n.as_str())),
+                        None => println!("}}"),
+                    }
+                } else if !any {
+                    println!("job {job}: no failed objects");
+                } else if let Some(n) = &next {
+                    eprintln!("more: ossimportctl errors {job} --after {}", shell_word(n));
+                }
+                break;
+            }
+        }
+    }
+    Ok(if any { exit::JOB_FAILED } else { exit::OK })
+}
+
+/// A word the shell reads back as `s` (single-quoted where needed).
+fn shell_word(s: &str) -> String {
+    if !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./=:@,+".contains(&b))
+    {
+        s.to_owned()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
 }
 
 fn print_json(v: &serde_json::Value) {

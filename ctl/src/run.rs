@@ -245,9 +245,8 @@ async fn run(args: RunArgs) -> Result<u8, Exit> {
         );
         return Ok(exit::INTERRUPTED);
     }
-    let failed = store.failed_objects(job_id, usize::MAX)?;
     // Success means every object found is verified or skipped, nothing less.
-    let ok = failed.is_empty()
+    let ok = counts.failed == 0
         && counts.pending == 0
         && counts.verified + counts.skipped == counts.objects;
     store.set_job_state(
@@ -260,8 +259,9 @@ async fn run(args: RunArgs) -> Result<u8, Exit> {
     )?;
     print_summary(
         &plan,
+        &store,
+        job_id,
         &counts,
-        &failed,
         scan_stats.as_ref(),
         &work_dir,
         args.json,
@@ -312,37 +312,59 @@ fn spawn_signal_handler(cancel: CancellationToken) {
     });
 }
 
+/// How many failures `run` prints (all of them go to the errors file).
+const SHOWN_FAILURES: usize = 50;
+/// How many failures `run --json` includes (all of them go to the file).
+const JSON_FAILURES: usize = 1000;
+
+#[allow(clippy::too_many_arguments)]
 fn print_summary(
     plan: &Plan,
+    store: &Store,
+    job_id: i64,
     c: &Counts,
-    failed: &[store::FailedObject],
     scan: Option<&scanner::ScanStats>,
     work_dir: &Path,
     json: bool,
 ) -> anyhow::Result<()> {
-    let ok = failed.is_empty() && c.pending == 0;
+    use std::io::Write;
+    let ok = c.failed == 0 && c.pending == 0;
     let audit = plan.spec.mode == proto::job::JobMode::Audit;
     let errors_file = work_dir.join(format!("{}.errors.tsv", plan.name));
-    if !failed.is_empty() {
-        let mut out = String::from("code\tpath\treason\n");
-        for f in failed {
-            out.push_str(&format!(
-                "{}\t{}\t{}\n",
-                f.code,
-                printable(&f.rel_path),
-                f.message
-            ));
-        }
-        std::fs::write(&errors_file, out)
-            .with_context(|| format!("writing {}", errors_file.display()))?;
+    if c.failed > 0 {
+        // Written a page at a time: millions of failures never sit in memory.
+        let write = || -> anyhow::Result<()> {
+            let mut out = std::io::BufWriter::new(std::fs::File::create(&errors_file)?);
+            out.write_all(b"code\tpath\treason\n")?;
+            let mut io = Ok(());
+            store.for_each_failed(job_id, |f| {
+                if io.is_ok() {
+                    io = writeln!(out, "{}\t{}\t{}", f.code, printable(&f.rel_path), f.message);
+                }
+                Ok(())
+            })?;
+            io?;
+            out.flush()?;
+            Ok(())
+        };
+        write().with_context(|| format!("writing {}", errors_file.display()))?;
     }
+    let shown = if json { JSON_FAILURES } else { SHOWN_FAILURES };
+    let first = if c.failed > 0 {
+        store.failed_page(job_id, None, shown)?.failed
+    } else {
+        Vec::new()
+    };
     if json {
-        let v = serde_json::json!({
+        let mut v = serde_json::json!({
             "job": plan.name,
             "state": if ok { "succeed" } else { "failed" },
             "counts": c,
-            "failed": failed.iter().map(|f| serde_json::json!({"path": f.rel_path, "code": f.code, "reason": f.message})).collect::<Vec<_>>(),
+            "failed": first.iter().take(shown).map(|f| serde_json::json!({"path": f.rel_path, "code": f.code, "reason": f.message})).collect::<Vec<_>>(),
         });
+        if c.failed > 0 {
+            v["errors_file"] = errors_file.display().to_string().into();
+        }
         println!("{v:#}");
         return Ok(());
     }
@@ -417,13 +439,13 @@ fn print_summary(
             println!("  not listed: {}", notes.join("; "));
         }
     }
-    if !failed.is_empty() {
+    if c.failed > 0 {
         println!("failed objects:");
-        for f in failed.iter().take(50) {
+        for f in first.iter().take(SHOWN_FAILURES) {
             println!("  {}  {}: {}", f.code, printable(&f.rel_path), f.message);
         }
-        if failed.len() > 50 {
-            println!("  ... and {} more", failed.len() - 50);
+        if c.failed as usize > SHOWN_FAILURES {
+            println!("  ... and {} more", c.failed as usize - SHOWN_FAILURES);
         }
         println!(
             "all failures: {}; run the same command again to retry them",

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use hyper::{Method, Response, StatusCode};
 use proto::api::{
-    Done, ErrorList, FailedEntry, JobList, Report, SubmitRequest, VerifyMethod, VersionInfo,
+    Done, ErrorList, FailedEntry, JobList, Page, Report, SubmitRequest, VerifyMethod, VersionInfo,
     WorkerList, WorkerStatus, decode_segment,
 };
 use proto::server::{Body, Handler, Peer, Req, error, json};
@@ -193,25 +193,33 @@ async fn dispatch(state: &Arc<State>, ep: Endpoint, req: &Req) -> Result<Respons
             done(format!("job {n} resumed"), 0)
         }
         Endpoint::Errors(n) => {
+            let page = Page::parse(req.query.as_deref()).map_err(JobError::Invalid)?;
             let job = jobs::find(state, &n).await?;
             let id = job.id;
-            let failed = blocking(&state.store, move |s| s.failed_objects(id, usize::MAX)).await?;
+            let limit = page.limit.unwrap_or(1000);
+            let p = blocking(&state.store, move |s| {
+                s.failed_page(id, page.after.as_deref(), limit)
+            })
+            .await?;
             json(
                 StatusCode::OK,
                 &ErrorList {
                     job: n,
-                    failed: failed.into_iter().map(entry).collect(),
+                    failed: p.failed.into_iter().map(entry).collect(),
+                    next: p.next,
                 },
             )
         }
         Endpoint::Report(n) => {
+            let page = Page::parse(req.query.as_deref()).map_err(JobError::Invalid)?;
             let job = jobs::find(state, &n).await?;
             let id = job.id;
-            let (c, methods, failed) = blocking(&state.store, move |s| {
+            let limit = page.limit.unwrap_or(50);
+            let (c, methods, p) = blocking(&state.store, move |s| {
                 Ok((
                     s.counts(id)?,
                     s.verify_methods(id)?,
-                    s.failed_objects(id, usize::MAX)?,
+                    s.failed_page(id, page.after.as_deref(), limit)?,
                 ))
             })
             .await?;
@@ -229,7 +237,8 @@ async fn dispatch(state: &Arc<State>, ep: Endpoint, req: &Req) -> Result<Respons
                             bytes,
                         })
                         .collect(),
-                    failed: failed.into_iter().map(entry).collect(),
+                    failed: p.failed.into_iter().map(entry).collect(),
+                    next: p.next,
                 },
             )
         }

@@ -169,6 +169,13 @@ pub struct FailedObject {
     pub message: String,
 }
 
+/// A page of failed objects and the path to continue after, if any.
+#[derive(Clone, Debug, Default)]
+pub struct FailedPage {
+    pub failed: Vec<FailedObject>,
+    pub next: Option<String>,
+}
+
 /// Handle to the database. SQLite calls block; async callers use
 /// `spawn_blocking`. A std `Mutex` suffices because no lock is held across
 /// an `.await`.
@@ -299,6 +306,11 @@ impl Store {
             tx.commit()?;
             conn.pragma_update(None, "foreign_keys", "ON")?;
         }
+        // Pages of failures in path order (`errors`, `report`) without a
+        // sort of the whole job.
+        conn.execute_batch(
+            "CREATE INDEX IF NOT EXISTS objects_job_state_path ON objects(job_id, state, rel_path)",
+        )?;
         Ok(())
     }
 
@@ -705,24 +717,75 @@ impl Store {
         Ok(c)
     }
 
-    pub fn failed_objects(
+    /// One page of a job's failed objects in path order, after `after`
+    /// (exclusive), at most `limit` rows (more only where the last path
+    /// repeats, so a page never splits objects of one name). Memory is
+    /// bounded by the page, whatever the number of failures.
+    pub fn failed_page(
         &self,
         job_id: i64,
+        after: Option<&str>,
         limit: usize,
-    ) -> Result<Vec<FailedObject>, StoreError> {
+    ) -> Result<FailedPage, StoreError> {
         let conn = self.lock();
-        let mut q = conn.prepare_cached(
-            "SELECT rel_path, coalesce(error_code, ''), coalesce(error, '') FROM objects
-             WHERE job_id = ?1 AND state = 'failed' ORDER BY id LIMIT ?2",
-        )?;
-        let rows = q.query_map(params![job_id, limit as i64], |r| {
+        let row = |r: &rusqlite::Row<'_>| {
             Ok(FailedObject {
                 rel_path: r.get(0)?,
                 code: r.get(1)?,
                 message: r.get(2)?,
             })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        };
+        let limit = limit.max(1);
+        let mut q = conn.prepare_cached(
+            "SELECT rel_path, coalesce(error_code, ''), coalesce(error, ''), id FROM objects
+             WHERE job_id = ?1 AND state = 'failed' AND (?2 IS NULL OR rel_path > ?2)
+             ORDER BY rel_path, id LIMIT ?3",
+        )?;
+        let mut last_id = 0i64;
+        let mut failed = Vec::new();
+        for r in q.query_map(params![job_id, after, limit as i64], |r| {
+            Ok((row(r)?, r.get::<_, i64>(3)?))
+        })? {
+            let (f, id) = r?;
+            last_id = id;
+            failed.push(f);
+        }
+        let full = failed.len() == limit;
+        if full && let Some(last) = failed.last().map(|f| f.rel_path.clone()) {
+            let mut q = conn.prepare_cached(
+                "SELECT rel_path, coalesce(error_code, ''), coalesce(error, '') FROM objects
+                 WHERE job_id = ?1 AND state = 'failed' AND rel_path = ?2 AND id > ?3 ORDER BY id",
+            )?;
+            for f in q.query_map(params![job_id, last, last_id], row)? {
+                failed.push(f?);
+            }
+        }
+        let next = if full {
+            failed.last().map(|f| f.rel_path.clone())
+        } else {
+            None
+        };
+        Ok(FailedPage { failed, next })
+    }
+
+    /// Calls `f` for every failed object of a job in path order, a page at
+    /// a time.
+    pub fn for_each_failed(
+        &self,
+        job_id: i64,
+        mut f: impl FnMut(&FailedObject) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let mut after: Option<String> = None;
+        loop {
+            let page = self.failed_page(job_id, after.as_deref(), 1000)?;
+            for o in &page.failed {
+                f(o)?;
+            }
+            match page.next {
+                Some(n) => after = Some(n),
+                None => return Ok(()),
+            }
+        }
     }
 
     /// Number of attempts recorded for an object (tests and reports).

@@ -160,6 +160,55 @@ pub struct FailedEntry {
 pub struct ErrorList {
     pub job: String,
     pub failed: Vec<FailedEntry>,
+    /// Where the next page starts (`?after=`), when there may be more.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+}
+
+/// The most rows one page of `errors` or `report` holds.
+pub const MAX_PAGE: usize = 10_000;
+
+/// Which page of a list of failures: at most `limit` entries whose path
+/// sorts after `after`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Page {
+    pub limit: Option<usize>,
+    pub after: Option<String>,
+}
+
+impl Page {
+    /// The query string (without `?`); empty for the first default page.
+    pub fn to_query(&self) -> String {
+        let mut q = form_urlencoded::Serializer::new(String::new());
+        if let Some(l) = self.limit {
+            q.append_pair("limit", &l.to_string());
+        }
+        if let Some(a) = &self.after {
+            q.append_pair("after", a);
+        }
+        q.finish()
+    }
+
+    /// Reads `limit` and `after` from a query string; anything else, or a
+    /// limit that is not a number from 1 to [`MAX_PAGE`], is refused.
+    pub fn parse(query: Option<&str>) -> Result<Page, String> {
+        let mut page = Page::default();
+        for (k, v) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+            match &*k {
+                "limit" => match v.parse::<usize>() {
+                    Ok(n) if (1..=MAX_PAGE).contains(&n) => page.limit = Some(n),
+                    _ => {
+                        return Err(format!(
+                            "limit must be a number from 1 to {MAX_PAGE}, not {v:?}"
+                        ));
+                    }
+                },
+                "after" => page.after = Some(v.into_owned()),
+                other => return Err(format!("unknown query parameter {other:?}")),
+            }
+        }
+        Ok(page)
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -175,7 +224,10 @@ pub struct Report {
     pub state: String,
     pub counts: JobCounts,
     pub methods: Vec<VerifyMethod>,
+    /// The first page of failures (see `next` and the `errors` endpoint).
     pub failed: Vec<FailedEntry>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -224,6 +276,31 @@ pub fn decode_segment(s: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+    use super::Page;
+
+    #[test]
+    fn pages_round_trip_through_the_query() {
+        for page in [
+            Page::default(),
+            Page {
+                limit: Some(5),
+                after: None,
+            },
+            Page {
+                limit: Some(10_000),
+                after: Some("a b/&c=d%/\u{e9}\n".into()),
+            },
+        ] {
+            let q = page.to_query();
+            assert_eq!(Page::parse(Some(&q)), Ok(page), "{q}");
+        }
+        assert!(Page::parse(Some("limit=0")).is_err());
+        assert!(Page::parse(Some("limit=10001")).is_err());
+        assert!(Page::parse(Some("limit=x")).is_err());
+        assert!(Page::parse(Some("offset=3")).is_err());
+        assert_eq!(Page::parse(None), Ok(Page::default()));
+    }
+
     #[test]
     fn segments_round_trip() {
         for s in ["local_test", "a b/c%d", "名前"] {

@@ -45,6 +45,9 @@ pub struct RemoteBody {
     inner: Inner,
     /// Content-Length, when the source sent one.
     pub expected_len: Option<u64>,
+    /// False when the source said its ETag is not the data's MD5 (an
+    /// SSE-KMS or SSE-C object); HTTP bodies have no ETag we compare.
+    pub etag_is_md5: bool,
     received: u64,
     what: String,
 }
@@ -58,6 +61,7 @@ impl RemoteBody {
         RemoteBody {
             inner: Inner::S3(body),
             expected_len: len,
+            etag_is_md5: true,
             received: 0,
             what,
         }
@@ -67,6 +71,7 @@ impl RemoteBody {
         RemoteBody {
             inner: Inner::Http(body),
             expected_len: len,
+            etag_is_md5: true,
             received: 0,
             what,
         }

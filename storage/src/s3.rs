@@ -100,6 +100,18 @@ pub struct ObjectInfo {
     pub etag: String,
     pub crc64: Option<u64>,
     pub mtime_meta: Option<i64>,
+    /// False when the store says the ETag is not the data's MD5 (SSE-KMS,
+    /// SSE-C).
+    pub etag_is_md5: bool,
+}
+
+/// With SSE-KMS and SSE-C the ETag is not the MD5 of the data (AWS
+/// documents it; OSS with KMS likewise).
+fn etag_is_md5(sse: Option<&ServerSideEncryption>, sse_c: Option<&str>) -> bool {
+    !matches!(
+        sse,
+        Some(ServerSideEncryption::AwsKms | ServerSideEncryption::AwsKmsDsse)
+    ) && sse_c.is_none()
 }
 
 /// A bucket reachable through the S3 API.
@@ -327,12 +339,29 @@ impl S3Store {
         key: &str,
         if_match: Option<&str>,
     ) -> Result<RemoteBody, SourceError> {
+        self.open_range(key, if_match, None).await
+    }
+
+    /// As [`S3Store::open_read`], for `len` bytes from `offset` when a range
+    /// is given. A server that ignores the range is an error, not a body of
+    /// the wrong bytes.
+    pub async fn open_range(
+        &self,
+        key: &str,
+        if_match: Option<&str>,
+        range: Option<(u64, u64)>,
+    ) -> Result<RemoteBody, SourceError> {
         self.pace().await;
         let out = self
             .client
             .get_object()
             .bucket(&self.bucket)
             .key(key)
+            .set_range(
+                range
+                    .filter(|(_, len)| *len > 0)
+                    .map(|(off, len)| format!("bytes={off}-{}", off + len - 1)),
+            )
             .set_if_match(
                 if_match
                     .filter(|e| !e.is_empty())
@@ -351,7 +380,25 @@ impl S3Store {
                 SourceError::new(kind, e.message)
             })?;
         let len = out.content_length().map(|l| l.max(0) as u64);
-        Ok(RemoteBody::s3(out.body, len, format!("GetObject {key}")))
+        if let Some((off, want)) = range
+            && (len != Some(want)
+                || !out
+                    .content_range()
+                    .is_some_and(|r| r.starts_with(&format!("bytes {off}-"))))
+        {
+            return Err(SourceError::new(
+                SourceErrorKind::Permanent,
+                format!(
+                    "GetObject {key}: asked for {want} bytes from {off}, the server answered {} ({})",
+                    len.map_or("no length".to_owned(), |l| format!("{l} bytes")),
+                    out.content_range().unwrap_or("no Content-Range")
+                ),
+            ));
+        }
+        let md5 = etag_is_md5(out.server_side_encryption(), out.sse_customer_algorithm());
+        let mut body = RemoteBody::s3(out.body, len, format!("GetObject {key}"));
+        body.etag_is_md5 = md5;
+        Ok(body)
     }
 
     pub fn client(&self) -> &Client {
@@ -433,16 +480,10 @@ impl S3Store {
             .send()
             .await
             .map_err(|e| classify("PutObject", key, e))?;
-        // With SSE-KMS and SSE-C the ETag is not the MD5 of the data
-        // (AWS documents it; OSS with KMS likewise).
-        let encrypted = matches!(
-            out.server_side_encryption(),
-            Some(ServerSideEncryption::AwsKms | ServerSideEncryption::AwsKmsDsse)
-        ) || out.sse_customer_algorithm().is_some();
         Ok(PutAnswer {
             etag: normalize_etag(out.e_tag().unwrap_or_default()),
             crc64: cap.get(),
-            etag_is_md5: !encrypted,
+            etag_is_md5: etag_is_md5(out.server_side_encryption(), out.sse_customer_algorithm()),
         })
     }
 
@@ -468,6 +509,7 @@ impl S3Store {
             etag: normalize_etag(out.e_tag().unwrap_or_default()),
             crc64: cap.get(),
             mtime_meta,
+            etag_is_md5: etag_is_md5(out.server_side_encryption(), out.sse_customer_algorithm()),
         })
     }
 
@@ -534,7 +576,7 @@ impl S3Store {
         number: u32,
         body: Bytes,
         digest: &Digest,
-    ) -> Result<String, S3Error> {
+    ) -> Result<PutAnswer, S3Error> {
         self.pace().await;
         let out = self
             .client
@@ -551,7 +593,11 @@ impl S3Store {
             .send()
             .await
             .map_err(|e| classify("UploadPart", key, e))?;
-        Ok(normalize_etag(out.e_tag().unwrap_or_default()))
+        Ok(PutAnswer {
+            etag: normalize_etag(out.e_tag().unwrap_or_default()),
+            crc64: None,
+            etag_is_md5: etag_is_md5(out.server_side_encryption(), out.sse_customer_algorithm()),
+        })
     }
 
     /// Parts the server holds for an upload: (number, etag, size).
@@ -595,8 +641,9 @@ impl S3Store {
         key: &str,
         upload_id: &str,
         parts: &[(u32, String)],
-    ) -> Result<String, S3Error> {
+    ) -> Result<PutAnswer, S3Error> {
         self.pace().await;
+        let cap = CaptureCrc64::default();
         let completed = CompletedMultipartUpload::builder()
             .set_parts(Some(
                 parts
@@ -617,10 +664,16 @@ impl S3Store {
             .key(key)
             .upload_id(upload_id)
             .multipart_upload(completed)
+            .customize()
+            .interceptor(cap.clone())
             .send()
             .await
             .map_err(|e| classify("CompleteMultipartUpload", key, e))?;
-        Ok(normalize_etag(out.e_tag().unwrap_or_default()))
+        Ok(PutAnswer {
+            etag: normalize_etag(out.e_tag().unwrap_or_default()),
+            crc64: cap.get(),
+            etag_is_md5: etag_is_md5(out.server_side_encryption(), None),
+        })
     }
 
     pub async fn abort_multipart(&self, key: &str, upload_id: &str) -> Result<(), S3Error> {

@@ -182,6 +182,46 @@ fn idle_agent(rt: &tokio::runtime::Runtime) -> (String, CancellationToken) {
     (addr, stop)
 }
 
+/// A real agent (in this process) with the key `agent_key` under `dir`,
+/// named `a1`, running until the returned token is cancelled.
+fn real_agent(
+    d: &Daemon,
+    dir: &Path,
+) -> (
+    tokio::task::JoinHandle<anyhow::Result<()>>,
+    CancellationToken,
+) {
+    let agent_stop = CancellationToken::new();
+    let daemon_key = proto::auth::parse_public_keys(
+        &std::fs::read_to_string(d.work.join("daemon_ed25519.pub")).unwrap(),
+    )
+    .unwrap()
+    .remove(0);
+    let l =
+        d.rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+    let config = agent::server::Config {
+        name: "a1".into(),
+        daemon_addr: d.agents_addr.clone(),
+        daemon_key,
+        advertise: l.local_addr().unwrap().to_string(),
+        capacity: 2,
+        heartbeat: Duration::from_millis(200),
+        auth_window: Duration::from_secs(60),
+        request_timeout: Duration::from_secs(10),
+        drain: Duration::from_secs(2),
+        secrets: Default::default(),
+    };
+    let signer = Signer::load(&dir.join("agent_key")).unwrap();
+    let agent = d.rt.spawn(agent::server::run(
+        config,
+        signer,
+        l,
+        agent_stop.clone().cancelled_owned(),
+    ));
+    (agent, agent_stop)
+}
+
 #[test]
 fn legacy_stat_matches_the_original_for_running_and_finished_jobs() {
     let tmp = tempfile::tempdir().unwrap();
@@ -283,34 +323,7 @@ fn legacy_stat_matches_the_original_for_running_and_finished_jobs() {
     // The stand-in goes away; a real agent with the same key takes over
     // once the lease runs out.
     idle_stop.cancel();
-    let agent_stop = CancellationToken::new();
-    let daemon_key = proto::auth::parse_public_keys(
-        &std::fs::read_to_string(work.join("daemon_ed25519.pub")).unwrap(),
-    )
-    .unwrap()
-    .remove(0);
-    let l =
-        d.rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .unwrap();
-    let config = agent::server::Config {
-        name: "a1".into(),
-        daemon_addr: d.agents_addr.clone(),
-        daemon_key,
-        advertise: l.local_addr().unwrap().to_string(),
-        capacity: 2,
-        heartbeat: Duration::from_millis(200),
-        auth_window: Duration::from_secs(60),
-        request_timeout: Duration::from_secs(10),
-        drain: Duration::from_secs(2),
-        secrets: Default::default(),
-    };
-    let signer = Signer::load(&tmp.path().join("agent_key")).unwrap();
-    let agent = d.rt.spawn(agent::server::run(
-        config,
-        signer,
-        l,
-        agent_stop.clone().cancelled_owned(),
-    ));
+    let (agent, agent_stop) = real_agent(&d, tmp.path());
     poll("the job to finish", || {
         d.ctl(&["stat", "--legacy"]).0.contains("JobState:Succeed")
     });
@@ -382,4 +395,125 @@ fn the_socket_refuses_other_users() {
     assert!(err.contains("permission denied"), "{err}");
     // The owner still gets in.
     assert_eq!(d.ctl(&["stat"]).2, 0);
+}
+
+/// Enrols the key `agent_key` under `dir` as `a1` in a new work directory.
+fn enrolled_work(dir: &Path) -> PathBuf {
+    let work = dir.join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let key = Signer::load_or_generate(&dir.join("agent_key"), "a1").unwrap();
+    std::fs::write(
+        work.join("agent_keys"),
+        format!("{} a1\n", key.public_key_openssh()),
+    )
+    .unwrap();
+    work
+}
+
+#[test]
+fn errors_and_report_page_through_thousands_of_failures() {
+    const BAD: usize = 2_100;
+    let tmp = tempfile::tempdir().unwrap();
+    let work = enrolled_work(tmp.path());
+    let (src, dest) = (tmp.path().join("src"), tmp.path().join("dest"));
+    // Each bad file's name is taken by a directory at the destination.
+    let mut bad = Vec::new();
+    for i in 0..BAD {
+        let name = format!("d{}/bad {i:05}", i % 7);
+        std::fs::create_dir_all(src.join(&name).parent().unwrap()).unwrap();
+        std::fs::write(src.join(&name), b"x").unwrap();
+        std::fs::create_dir_all(dest.join(&name)).unwrap();
+        bad.push(name);
+    }
+    bad.sort();
+    for i in 0..3 {
+        std::fs::write(src.join(format!("good{i}")), b"y").unwrap();
+    }
+    let cfg = tmp.path().join("many.cfg");
+    std::fs::write(
+        &cfg,
+        format!(
+            "jobName=many\nsrcType=local\nsrcPrefix={}/\ndestType=local\ndestDir={}/\n",
+            src.display(),
+            dest.display()
+        ),
+    )
+    .unwrap();
+    let d = Daemon::start(&work);
+    let (_, err, code) = d.ctl(&["submit", cfg.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let (agent, agent_stop) = real_agent(&d, tmp.path());
+    poll("the job to end", || {
+        d.ctl(&["stat", "--legacy", "many"])
+            .0
+            .contains("JobState:Failed")
+    });
+
+    // All of them, fetched a page at a time, in path order.
+    let (out, _, code) = d.ctl(&["errors", "many"]);
+    assert_eq!(code, 1);
+    let paths: Vec<&str> = out
+        .lines()
+        .skip(1)
+        .map(|l| l.split('\t').nth(1).unwrap())
+        .collect();
+    assert_eq!(paths, bad);
+    assert!(
+        out.lines().skip(1).all(|l| l.starts_with("DEST_ERROR\t")),
+        "{out}"
+    );
+
+    // Page by page with --limit and --after, as a script would.
+    let mut got = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let mut args = vec!["errors", "many", "--limit", "1000"];
+        if let Some(a) = &after {
+            args.extend(["--after", a.as_str()]);
+        }
+        let (out, err, _) = d.ctl(&args);
+        let page: Vec<String> = out
+            .lines()
+            .skip(1)
+            .map(|l| l.split('\t').nth(1).unwrap().to_owned())
+            .collect();
+        assert!(page.len() <= 1000);
+        got.extend(page);
+        match err
+            .lines()
+            .find_map(|l| l.strip_prefix("more: ossimportctl errors many --after "))
+        {
+            Some(word) => after = Some(word.trim_matches('\'').to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(got, bad);
+
+    // --json is one document, whatever the number of pages.
+    let (out, _, _) = d.ctl(&["errors", "many", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["failed"].as_array().unwrap().len(), BAD);
+    let (out, _, _) = d.ctl(&["errors", "many", "--json", "--limit", "7"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["failed"].as_array().unwrap().len(), 7);
+    assert_eq!(v["next"], bad[6]);
+
+    // The report shows the first failures and where to go on.
+    let (out, _, code) = d.ctl(&["report", "many"]);
+    assert_eq!(code, 1);
+    assert_eq!(out.matches("DEST_ERROR").count(), 50, "{out}");
+    assert!(
+        out.contains("more: ossimportctl errors many --after 'd0/bad"),
+        "{out}"
+    );
+    let (out, _, _) = d.ctl(&[
+        "report", "many", "--json", "--limit", "3", "--after", &bad[0],
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["failed"][0]["path"], bad[1]);
+    assert_eq!(v["counts"]["failed"], BAD as u64);
+    let (_, err, code) = d.ctl(&["errors", "many", "--limit", "0"]);
+    assert_eq!(code, 2, "{err}");
+    agent_stop.cancel();
+    let _ = d.rt.block_on(agent);
 }

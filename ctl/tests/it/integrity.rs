@@ -444,3 +444,104 @@ async fn a_job_through_an_oss_flavoured_front_is_verified_with_crc64() {
         assert!(got == std::fs::read(src.join(rel)).unwrap(), "{rel}");
     }
 }
+
+/// A bucket-to-bucket job whose 30 MiB object uploads slowly in 5 MiB
+/// parts, with the source object written first.
+async fn slow_bucket_job(tmp: &Path, s3: &S3Server, name: &str, data: &[u8]) -> std::path::PathBuf {
+    s3.create_bucket("from").await;
+    s3.create_bucket("dst").await;
+    s3.client()
+        .put_object()
+        .bucket("from")
+        .key("p/big.bin")
+        .body(ByteStream::from(data.to_vec()))
+        .send()
+        .await
+        .unwrap();
+    std::fs::write(
+        tmp.join("sys.properties"),
+        "workerMaxThroughput(KB/s)=2048\n",
+    )
+    .unwrap();
+    let cfg = tmp.join(format!("{name}.cfg"));
+    std::fs::write(
+        &cfg,
+        format!(
+            "jobName={name}\nsrcType=s3\nsrcDomain={ep}\nsrcBucket=from\nsrcPrefix=p/\n\
+             srcAccessKey={AK}\nsrcSecretKey={SK}\ndestDomain={ep}\ndestBucket=dst\n\
+             destAccessKey={AK}\ndestSecretKey={SK}\n\
+             multipartUploadThreshold=8m\nmultipartUploadPartSize=5m\nuploadThreadNumPerLargeFile=1\n",
+            ep = s3.endpoint
+        ),
+    )
+    .unwrap();
+    cfg
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_upload_from_a_bucket_resumes_part_by_part_from_the_listed_version() {
+    let s3 = S3Server::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let data = bytes(77, 30 << 20);
+    let cfg = slow_bucket_job(tmp.path(), &s3, "bucket_resume", &data).await;
+    let work = tmp.path().join("work");
+    kill_after_parts(&cfg, &work, 2);
+    std::fs::remove_file(tmp.path().join("sys.properties")).unwrap();
+
+    let out = run_job(&cfg, &work);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    assert!(squash(&stdout(&out)).contains("verified 1 of 1"));
+    let (resumed, by): (i64, String) = store(&work)
+        .query_row(
+            "SELECT parts_resumed, verified_by FROM objects WHERE rel_path = 'big.bin'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert!(resumed >= 2, "resumed {resumed}");
+    assert!(by.contains("etag") && by.contains("size"), "by {by}");
+    assert!(
+        get(&s3.client(), "dst", "big.bin").await == data,
+        "big.bin differs"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bucket_object_overwritten_before_the_resume_is_never_completed_as_a_mix() {
+    let s3 = S3Server::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = slow_bucket_job(tmp.path(), &s3, "bucket_changed", &bytes(78, 30 << 20)).await;
+    let work = tmp.path().join("work");
+    kill_after_parts(&cfg, &work, 2);
+    std::fs::remove_file(tmp.path().join("sys.properties")).unwrap();
+    // Same key, same size, other bytes: only the ETag tells.
+    s3.client()
+        .put_object()
+        .bucket("from")
+        .key("p/big.bin")
+        .body(ByteStream::from(bytes(79, 30 << 20)))
+        .send()
+        .await
+        .unwrap();
+
+    let out = run_job(&cfg, &work);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    let text = squash(&stdout(&out));
+    assert!(text.contains("SOURCE_CHANGED big.bin"), "{text}");
+    let head = s3
+        .client()
+        .head_object()
+        .bucket("dst")
+        .key("big.bin")
+        .send()
+        .await;
+    assert!(head.is_err(), "a mixed object was completed");
+    let uploads = s3
+        .client()
+        .list_multipart_uploads()
+        .bucket("dst")
+        .send()
+        .await
+        .unwrap();
+    assert!(uploads.uploads().is_empty(), "the upload was left behind");
+}
