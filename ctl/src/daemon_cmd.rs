@@ -153,9 +153,22 @@ async fn dispatch(cmd: Command) -> Result<u8> {
                     format!("{}: no such job file", abs.display()),
                 ));
             }
-            let body = serde_json::to_vec(&SubmitRequest {
-                job_cfg: abs.display().to_string(),
-            })
+            // Read here, as the caller: the daemon never opens a file on a
+            // caller's behalf that the caller could not open.
+            let content = std::fs::read(&abs)
+                .map_err(|e| Fail(exit::USAGE, format!("{}: cannot read: {e}", abs.display())))?;
+            let sys = daemon::plan::sibling_sys(&abs).filter(|p| p.is_file());
+            let sys = match sys {
+                Some(p) => Some(std::fs::read(&p).map_err(|e| {
+                    Fail(exit::USAGE, format!("{}: cannot read: {e}", p.display()))
+                })?),
+                None => None,
+            };
+            let body = serde_json::to_vec(&SubmitRequest::new(
+                abs.display().to_string(),
+                &content,
+                sys.as_deref(),
+            ))
             .map_err(|e| Fail(exit::RUNTIME, e.to_string()))?;
             let (st, v): (JobStatus, _) = Conn::new(&d)
                 .call(Method::POST, "/v1/jobs", Some(body))

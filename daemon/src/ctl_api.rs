@@ -154,10 +154,7 @@ async fn dispatch(state: &Arc<State>, ep: Endpoint, req: &Req) -> Result<Respons
                 },
                 _ => return Err(JobError::Invalid("caller has no credentials".into())),
             };
-            json(
-                StatusCode::OK,
-                &jobs::submit(state, &r.job_cfg, caller).await?,
-            )
+            json(StatusCode::OK, &jobs::submit(state, &r, caller).await?)
         }
         Endpoint::ListJobs => {
             let rows = blocking(&state.store, |s| s.jobs()).await?;

@@ -51,6 +51,29 @@ fn job_file(work: &Path, id: i64) -> PathBuf {
     work.join("jobs").join(id.to_string()).join("job.cfg")
 }
 
+/// Plans a job again from what was saved at submit: its job file, the
+/// daemon's `sys.properties` or else the one sent with the job, and the
+/// job file's original path (for relative secret files and messages).
+fn load_saved(work: &Path, id: i64, sys: Option<&Path>) -> Result<plan::Plan, String> {
+    let copy = job_file(work, id);
+    let dir = copy.parent().unwrap_or(work);
+    let origin = std::fs::read_to_string(dir.join("origin"))
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| copy.clone());
+    let read = |p: &Path| -> Result<String, String> {
+        let b = std::fs::read(p).map_err(|e| format!("{}: cannot read: {e}", p.display()))?;
+        plan::text_of(p, b)
+    };
+    let text = read(&copy)?;
+    let saved_sys = dir.join("sys.properties");
+    let sys = match sys {
+        Some(p) => Some((p.to_path_buf(), read(p)?)),
+        None if saved_sys.is_file() => Some((saved_sys.clone(), read(&saved_sys)?)),
+        None => None,
+    };
+    plan::from_text(&origin, &text, sys)
+}
+
 /// Loads every job from the store and restarts scanners of unfinished ones.
 pub async fn load_all(state: &Arc<State>) {
     let jobs = match blocking(&state.store, |s| s.jobs()).await {
@@ -61,9 +84,10 @@ pub async fn load_all(state: &Arc<State>) {
         }
     };
     for job in jobs {
-        let path = job_file(&state.config.work_dir, job.id);
+        let (work, id) = (state.config.work_dir.clone(), job.id);
         let sys = state.config.sys.clone();
-        let loaded = tokio::task::spawn_blocking(move || plan::load(&path, sys.as_deref())).await;
+        let loaded =
+            tokio::task::spawn_blocking(move || load_saved(&work, id, sys.as_deref())).await;
         match loaded {
             Ok(Ok(p)) => {
                 info!(job = %job.name, state = %job.state, "Reloaded job.");
@@ -155,6 +179,9 @@ fn check_paths(
     if let crate::scanner::ScanSource::Http { list, .. } = &p.scan.source {
         paths.push(("httpListFilePath", list.clone(), false));
     }
+    for (key, file) in &p.secret_files {
+        paths.push((key, file.clone(), false));
+    }
     for (key, path, write) in paths {
         if crate::access::overlaps(&path, work_dir) {
             return Err(format!(
@@ -177,26 +204,52 @@ fn check_paths(
 
 pub async fn submit(
     state: &Arc<State>,
-    job_cfg: &str,
+    req: &proto::api::SubmitRequest,
     caller: crate::access::Caller,
 ) -> Result<JobStatus, JobError> {
-    let path = PathBuf::from(job_cfg);
+    let path = PathBuf::from(&req.job_cfg);
     if !path.is_absolute() {
         return Err(JobError::Invalid(format!(
-            "{job_cfg}: give the job file as an absolute path (the daemon reads it)"
+            "{}: give the job file as an absolute path",
+            req.job_cfg
         )));
     }
-    // The daemon reads the file for the caller: only if they could too.
-    if !caller.is_privileged() {
-        caller.may_read(&path).map_err(JobError::Invalid)?;
-    }
-    let sys = state.config.sys.clone();
+    // The caller read the files and sent their bytes: the daemon opens no
+    // file on a caller's behalf that the caller could not open.
+    let content = req
+        .content_bytes()
+        .map_err(JobError::Invalid)?
+        .ok_or_else(|| {
+            JobError::Invalid(format!(
+                "{}: this ossimportctl sent the job file's path, not its content; use the ossimportctl of the same version as ossimportd",
+                path.display()
+            ))
+        })?;
+    let text = plan::text_of(&path, content.clone()).map_err(JobError::Invalid)?;
+    let sent_sys = match req.sys_properties_bytes().map_err(JobError::Invalid)? {
+        Some(b) => {
+            let p = plan::sibling_sys(&path).unwrap_or_default();
+            Some((p.clone(), plan::text_of(&p, b).map_err(JobError::Invalid)?))
+        }
+        None => None,
+    };
+    let own_sys = state.config.sys.clone();
     let p = {
-        let path = path.clone();
-        tokio::task::spawn_blocking(move || plan::load(&path, sys.as_deref()))
-            .await
-            .map_err(|e| JobError::Other(e.into()))?
-            .map_err(JobError::Invalid)?
+        let (path, sent_sys) = (path.clone(), sent_sys.clone());
+        tokio::task::spawn_blocking(move || {
+            let sys = match own_sys {
+                Some(p) => {
+                    let t = std::fs::read(&p)
+                        .map_err(|e| format!("{}: cannot read: {e}", p.display()))?;
+                    Some((p.clone(), plan::text_of(&p, t)?))
+                }
+                None => sent_sys,
+            };
+            plan::from_text(&path, &text, sys)
+        })
+        .await
+        .map_err(|e| JobError::Other(e.into()))?
+        .map_err(JobError::Invalid)?
     };
     for w in &p.warnings {
         warn!(job = %p.name, warning = %w, "Job file warning.");
@@ -220,13 +273,19 @@ pub async fn submit(
     let (n, cfg, fp) = (name.clone(), p.config_json.clone(), p.fingerprint.clone());
     let id = blocking(&state.store, move |s| s.create_job(&n, &cfg, &fp)).await?;
     let copy = job_file(&state.config.work_dir, id);
+    // What the job is reloaded from at the next start: the job file, the
+    // sys.properties sent with it, and where the job file was.
     let saved = (|| -> std::io::Result<()> {
-        let text = std::fs::read(&path)?;
-        if let Some(d) = copy.parent() {
-            std::fs::create_dir_all(d)?;
-        }
-        proto::auth::write_private(&copy, &text)?;
+        let dir = copy.parent().unwrap_or(&state.config.work_dir);
+        std::fs::create_dir_all(dir)?;
+        proto::auth::write_private(&copy, &content)?;
         restrict(&copy);
+        if let Some((_, t)) = &sent_sys {
+            let s = dir.join("sys.properties");
+            proto::auth::write_private(&s, t.as_bytes())?;
+            restrict(&s);
+        }
+        proto::auth::write_private(&dir.join("origin"), req.job_cfg.as_bytes())?;
         Ok(())
     })();
     if let Err(e) = saved {
@@ -360,9 +419,9 @@ pub async fn retry(state: &Arc<State>, name: &str) -> Result<u64, JobError> {
         if let Some((cancel, scanning)) = rt
             && !scanning.load(std::sync::atomic::Ordering::SeqCst)
         {
-            let path = job_file(&state.config.work_dir, id);
+            let work = state.config.work_dir.clone();
             let sys = state.config.sys.clone();
-            let p = tokio::task::spawn_blocking(move || plan::load(&path, sys.as_deref()))
+            let p = tokio::task::spawn_blocking(move || load_saved(&work, id, sys.as_deref()))
                 .await
                 .map_err(|e| JobError::Other(e.into()))?
                 .map_err(JobError::Invalid)?;

@@ -27,6 +27,8 @@ pub struct Plan {
     pub work_dir: Option<PathBuf>,
     pub source_label: String,
     pub dest_label: String,
+    /// Secret files the job's keys were read from (key, path).
+    pub secret_files: Vec<(&'static str, PathBuf)>,
     s3: Option<S3Config>,
     src_s3: Option<S3Config>,
     dest_dir: Option<PathBuf>,
@@ -35,16 +37,57 @@ pub struct Plan {
 /// Loads and validates both files; every error is one line naming file,
 /// line and key (or what else is wrong).
 pub fn load(job_cfg: &Path, sys: Option<&Path>) -> Result<Plan, String> {
-    let cfg = JobConfig::load(job_cfg).map_err(|e| e.to_string())?;
+    let text = read_text(job_cfg)?;
     let sys_path = match sys {
         Some(p) => Some(p.to_path_buf()),
-        None => job_cfg
-            .parent()
-            .map(|d| d.join("sys.properties"))
-            .filter(|p| p.is_file()),
+        None => sibling_sys(job_cfg).filter(|p| p.is_file()),
     };
-    let sys = match &sys_path {
-        Some(p) => SysConfig::load(p).map_err(|e| e.to_string())?,
+    let sys = match sys_path {
+        Some(p) => {
+            let t = read_text(&p)?;
+            Some((p, t))
+        }
+        None => None,
+    };
+    from_text(job_cfg, &text, sys)
+}
+
+/// The `sys.properties` next to a job file, where the original kept it.
+pub fn sibling_sys(job_cfg: &Path) -> Option<PathBuf> {
+    job_cfg.parent().map(|d| d.join("sys.properties"))
+}
+
+/// A configuration file's text; one that is not UTF-8 is refused with
+/// where the first bad byte is.
+pub fn text_of(path: &Path, bytes: Vec<u8>) -> Result<String, String> {
+    String::from_utf8(bytes).map_err(|e| {
+        format!(
+            "{}: not UTF-8 text (first bad byte at offset {})",
+            path.display(),
+            e.utf8_error().valid_up_to()
+        )
+    })
+}
+
+fn read_text(path: &Path) -> Result<String, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
+    text_of(path, bytes)
+}
+
+/// As [`load`], from texts read by someone else (the daemon gets them from
+/// `ossimportctl submit`): `job_cfg` names the job file in messages and is
+/// where relative secret files are looked up; `sys` is a `sys.properties`
+/// with its path, or the defaults.
+pub fn from_text(
+    job_cfg: &Path,
+    text: &str,
+    sys: Option<(PathBuf, String)>,
+) -> Result<Plan, String> {
+    let cfg = JobConfig::parse_at(job_cfg, text, &crate::config::process_env)
+        .map_err(|e| e.to_string())?;
+    let sys_path = sys.as_ref().map(|(p, _)| p.clone());
+    let sys = match &sys {
+        Some((p, t)) => SysConfig::parse(&p.display().to_string(), t).map_err(|e| e.to_string())?,
         None => SysConfig::parse("(defaults)", "").map_err(|e| e.to_string())?,
     };
     if matches!(cfg.src_type, SrcType::Azure | SrcType::Youpai) {
@@ -247,7 +290,15 @@ pub fn load(job_cfg: &Path, sys: Option<&Path>) -> Result<Plan, String> {
         max_task_age: Some(Duration::from_secs(2)),
     };
     let work_dir = sys_path.as_ref().map(|_| sys.working_dir.clone());
+    let secret_files = [
+        ("srcSecretKeyFile", cfg.src_secret_key_file.clone()),
+        ("destSecretKeyFile", cfg.dest_secret_key_file.clone()),
+    ]
+    .into_iter()
+    .filter_map(|(k, p)| Some((k, p?)))
+    .collect();
     Ok(Plan {
+        secret_files,
         name: cfg.job_name.clone(),
         fingerprint: cfg.fingerprint(),
         config_json: cfg.fingerprint(),

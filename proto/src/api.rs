@@ -78,8 +78,48 @@ pub struct EventBatch {
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct SubmitRequest {
-    /// Absolute path of the job file, read by the daemon.
+    /// Absolute path of the job file: names it in messages, and relative
+    /// secret files are looked up next to it. The daemon does not read it.
     pub job_cfg: String,
+    /// The job file's bytes, base64, as the caller read them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<String>,
+    /// The `sys.properties` next to the job file, base64, when there is one
+    /// (used where the daemon has none of its own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sys_properties: Option<String>,
+}
+
+impl SubmitRequest {
+    pub fn new(job_cfg: String, content: &[u8], sys_properties: Option<&[u8]>) -> SubmitRequest {
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        SubmitRequest {
+            job_cfg,
+            content: Some(b64.encode(content)),
+            sys_properties: sys_properties.map(|b| b64.encode(b)),
+        }
+    }
+
+    /// The job file's bytes; `None` from an ossimportctl that sent only the path.
+    pub fn content_bytes(&self) -> Result<Option<Vec<u8>>, String> {
+        decode(self.content.as_deref(), "content")
+    }
+
+    pub fn sys_properties_bytes(&self) -> Result<Option<Vec<u8>>, String> {
+        decode(self.sys_properties.as_deref(), "sys_properties")
+    }
+}
+
+fn decode(field: Option<&str>, name: &str) -> Result<Option<Vec<u8>>, String> {
+    use base64::Engine;
+    field
+        .map(|t| {
+            base64::engine::general_purpose::STANDARD
+                .decode(t)
+                .map_err(|e| format!("{name}: not base64: {e}"))
+        })
+        .transpose()
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

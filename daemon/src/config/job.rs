@@ -379,7 +379,13 @@ impl JobConfig {
     /// As [`JobConfig::load`], with an injected environment.
     pub fn load_with_env(path: &Path, env: Env<'_>) -> Result<JobConfig, ConfigError> {
         let text = read_file(path)?;
-        let props = PropertiesFile::parse(&path.display().to_string(), &text)?;
+        JobConfig::parse_at(path, &text, env)
+    }
+
+    /// Validates the text of the job file at `path` (read by someone
+    /// else); relative secret files are looked up next to `path`.
+    pub fn parse_at(path: &Path, text: &str, env: Env<'_>) -> Result<JobConfig, ConfigError> {
+        let props = PropertiesFile::parse(&path.display().to_string(), text)?;
         from_properties(&props, path.parent(), env)
     }
 

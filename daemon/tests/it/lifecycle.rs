@@ -213,10 +213,36 @@ fn socket_group_members_by_supplementary_group_are_let_in() {
         err.contains("overlaps the daemon's work directory"),
         "{err}"
     );
+    // A job file they cannot read: ctl reads it as them, and fails.
     std::fs::set_permissions(&steal, std::fs::Permissions::from_mode(0o600)).unwrap();
     let o = submit(&steal);
     let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(err.contains("cannot read: Permission denied"), "{err}");
+    // A job file they can read that names a secret file they cannot: the
+    // daemon (root) could read it, and refuses to use it for them.
+    let secret = tmp.path().join("root-secret");
+    std::fs::write(&secret, "s3cr3t\n").unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let src = tmp.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let borrow = tmp.path().join("borrow.cfg");
+    std::fs::write(
+        &borrow,
+        format!(
+            "jobName=borrow\nsrcType=local\nsrcPrefix={}/\ndestType=local\ndestDir={}/\ndestSecretKeyFile={}\n",
+            src.display(),
+            dest.display(),
+            secret.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&borrow, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let o = submit(&borrow);
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert_ne!(o.status.code(), Some(0), "{err}");
+    assert!(err.contains("destSecretKeyFile: "), "{err}");
     assert!(err.contains("may not read it"), "{err}");
+    assert!(!err.contains("s3cr3t"), "{err}");
     assert!(
         api::<proto::api::JobList>(&d.socket, hyper::Method::GET, "/v1/jobs", None)
             .jobs

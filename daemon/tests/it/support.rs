@@ -205,7 +205,14 @@ impl Daemon {
             &self.socket,
             Method::POST,
             "/v1/jobs",
-            Some(serde_json::json!({"job_cfg": job_cfg.display().to_string()})),
+            Some(
+                serde_json::to_value(proto::api::SubmitRequest::new(
+                    job_cfg.display().to_string(),
+                    &std::fs::read(job_cfg).unwrap(),
+                    None,
+                ))
+                .unwrap(),
+            ),
         )
     }
 
