@@ -34,8 +34,9 @@ Emulated:
   self-test); bigger buffers use the same CRC as big-integer GF(2) arithmetic
   (mod P by folding halves, carry-less multiply with 4-bit windows), 60-100 MB/s.
 - ETags are case-insensitive like OSS's: <ETag>s in a CompleteMultipartUpload
-  body are lower-cased for SeaweedFS (which compares case), and the request is
-  re-signed (same signed headers and date) with --access-key/--secret-key.
+  body and `If-Match`/`If-None-Match` headers are lower-cased for SeaweedFS
+  (which compares case), and the request is re-signed (same signed headers and
+  date) with --access-key/--secret-key.
 - --throttle-every N: request k (all counted, from 1) with k % N == 0 gets 503
   ServiceUnavailable + `x-oss-qos-delay-time: 1`, not forwarded (body drained);
   except that a request (method, path, query) throttled before and not seen
@@ -45,8 +46,8 @@ Emulated:
 Not emulated: OSS's own auth (clients sign SigV4, path style, region
 us-east-1), virtual-hosted style, OSS-only APIs and x-oss-* request headers,
 other OSS error codes, CRC on CopyObject/UploadPartCopy answers, versioning
-(records are per key), upper-case ETags in If-Match & co. (forwarded as sent,
-SeaweedFS compares case); SeaweedFS's own headers (Seaweed-*) pass through.
+(records are per key), If-Modified-Since & co.; SeaweedFS's own headers
+(Seaweed-*) pass through.
 """
 import argparse, base64, hashlib, hmac, http.client, http.server, re, signal, socket, sys, threading, time, uuid  # noqa: E401
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
@@ -332,6 +333,17 @@ class Handler(http.server.BaseHTTPRequestHandler):
             body, chunked = iter([data]), False
             headers = [(k, v) for k, v in headers if k.lower() != "content-length"]
             headers.append(("Content-Length", str(len(data))))
+
+        # OSS compares ETags in conditions without regard to case (it sends
+        # them upper case); SeaweedFS does not: lower-case them, re-signed.
+        conds = {k: h[k].lower() for k in ("if-match", "if-none-match") if k in h and h[k] != h[k].lower()}
+        if conds:
+            fix = dict(conds)
+            if auth and any(k in signed for k in conds):
+                sig = sigv4(m, raw_path, raw_query, {**h, **fix}, signed, h.get("x-amz-date", ""), auth[1])
+                fix["authorization"] = (f"AWS4-HMAC-SHA256 Credential={OPTS.access_key}/{auth[1]}, "
+                                        f"SignedHeaders={auth[2]}, Signature={sig}")
+            headers = [(k, fix.get(k.lower(), v)) for k, v in headers]
 
         # Forward.
         hashing = put_obj or upload_part
