@@ -564,3 +564,88 @@ async fn a_bucket_object_overwritten_before_the_resume_is_never_completed_as_a_m
         .unwrap();
     assert!(uploads.uploads().is_empty(), "the upload was left behind");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bucket_that_says_sse_kms_is_verified_without_trusting_its_etags() {
+    use aws_sdk_s3::types::{
+        ServerSideEncryption, ServerSideEncryptionByDefault, ServerSideEncryptionConfiguration,
+        ServerSideEncryptionRule,
+    };
+    // moto answers `x-amz-server-side-encryption: aws:kms` for a bucket
+    // encrypted by default with KMS: such ETags are not MD5s (on AWS), so
+    // neither a PUT's nor a part's ETag may count as proof.
+    let s3 = MotoServer::start();
+    s3.create_bucket("kms").await;
+    let rule = ServerSideEncryptionRule::builder()
+        .apply_server_side_encryption_by_default(
+            ServerSideEncryptionByDefault::builder()
+                .sse_algorithm(ServerSideEncryption::AwsKms)
+                .build()
+                .unwrap(),
+        )
+        .build();
+    s3.client()
+        .put_bucket_encryption()
+        .bucket("kms")
+        .server_side_encryption_configuration(
+            ServerSideEncryptionConfiguration::builder()
+                .rules(rule)
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    let mut rels = small_tree(&src, 12);
+    big_file(&src.join("big.bin"), 12);
+    rels.push("big.bin".into());
+    let cfg = job_cfg(
+        tmp.path(),
+        "into_kms",
+        &src,
+        &s3.endpoint,
+        "kms",
+        "multipartUploadThreshold=8m\nmultipartUploadPartSize=5m",
+    );
+    let work = tmp.path().join("work");
+    let out = run_job(&cfg, &work);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    assert!(squash(&stdout(&out)).contains("verified 13 of 13"));
+    let not_read_back: i64 = store(&work)
+        .query_row(
+            "SELECT count(*) FROM objects WHERE verified_by NOT LIKE '%readback%'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(not_read_back, 0, "an object counted on a KMS ETag");
+    for rel in &rels {
+        let got = get(&s3.client(), "kms", rel).await;
+        assert!(got == std::fs::read(src.join(rel)).unwrap(), "{rel}");
+    }
+
+    // The same bucket as a source: its ETags are not compared with the
+    // bytes received; the copy is checked where it lands.
+    let dest = tmp.path().join("back");
+    let cfg = tmp.path().join("from_kms.cfg");
+    std::fs::write(
+        &cfg,
+        format!(
+            "jobName=from_kms\nsrcType=s3\nsrcDomain={}\nsrcBucket=kms\nsrcPrefix=\n\
+             srcAccessKey={AK}\nsrcSecretKey={SK}\ndestType=local\ndestDir={}\n",
+            s3.endpoint,
+            dest.display()
+        ),
+    )
+    .unwrap();
+    let out = run_job(&cfg, &tmp.path().join("work2"));
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    for rel in &rels {
+        assert!(
+            std::fs::read(dest.join(rel)).unwrap() == std::fs::read(src.join(rel)).unwrap(),
+            "{rel}"
+        );
+    }
+}
