@@ -7,6 +7,8 @@
 set -euo pipefail
 OSS_IMPORT_HOME="${OSS_IMPORT_HOME:-$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)}"
 CTL="${OSSIMPORTCTL:-ossimportctl}"
+# The original's work-directory override.
+if [ -n "${OSS_IMPORT_WORK_DIR:-}" ]; then export OSSIMPORT_WORK_DIR="$OSS_IMPORT_WORK_DIR"; fi
 SYS="$OSS_IMPORT_HOME/conf/sys.properties"
 sys_args=()
 [ -f "$SYS" ] && sys_args=(--sys "$SYS")

@@ -170,14 +170,55 @@ async fn dispatch(cmd: Command) -> Result<u8> {
                 sys.as_deref(),
             ))
             .map_err(|e| Fail(exit::RUNTIME, e.to_string()))?;
-            let (st, v): (JobStatus, _) = Conn::new(&d)
-                .call(Method::POST, "/v1/jobs", Some(body))
-                .await?;
+            let conn = Conn::new(&d);
+            let (name, v) = match conn
+                .call::<JobStatus>(Method::POST, "/v1/jobs", Some(body.clone()))
+                .await
+            {
+                Ok((st, v)) => (st.name, v),
+                // The original's order: submit, then start. The job goes
+                // into the store the daemon reads when it starts.
+                Err(Fail(exit::DAEMON_UNREACHABLE, why)) => {
+                    match submit_offline(&d, &abs, &content, sys.as_deref()).await? {
+                        Some(name) => {
+                            let v = serde_json::json!({"name": name, "queued": true});
+                            (name, v)
+                        }
+                        // A daemon holds the store: it is starting up.
+                        // Give it the job once it answers.
+                        None => {
+                            let mut last = Fail(exit::DAEMON_UNREACHABLE, why);
+                            let mut got = None;
+                            for _ in 0..100 {
+                                tokio::time::sleep(Duration::from_millis(200)).await;
+                                match conn
+                                    .call::<JobStatus>(Method::POST, "/v1/jobs", Some(body.clone()))
+                                    .await
+                                {
+                                    Ok((st, v)) => {
+                                        got = Some((st.name, v));
+                                        break;
+                                    }
+                                    Err(e) if e.0 == exit::DAEMON_UNREACHABLE => last = e,
+                                    Err(e) => return Err(e),
+                                }
+                            }
+                            got.ok_or(last)?
+                        }
+                    }
+                }
+                Err(e) => return Err(e),
+            };
             if d.json {
                 print_json(&v);
             } else {
                 println!("submit job:{}", abs.display());
-                println!("submit job:{} success!", st.name);
+                println!("submit job:{name} success!");
+                if v["queued"] == true {
+                    println!(
+                        "ossimportd is not running; the job runs when it starts (ossimportctl start)."
+                    );
+                }
             }
             Ok(exit::OK)
         }
@@ -527,6 +568,96 @@ pub fn legacy_block(jobs: &[JobStatus]) -> String {
         out.push_str("----------------------------------------\n");
     }
     out
+}
+
+/// The daemon's work directory as `ossimportd` started with the same
+/// settings would use it: `OSSIMPORT_WORK_DIR`, else `workingDir` of
+/// `--sys`, else the directory of an explicit `--socket`, else `.`.
+fn daemon_work_dir(d: &DaemonArgs) -> Result<PathBuf> {
+    if let Some(w) = std::env::var_os("OSSIMPORT_WORK_DIR").filter(|w| !w.is_empty()) {
+        return Ok(PathBuf::from(w));
+    }
+    if let Some(p) = &d.sys {
+        let s = daemon::config::sys::SysConfig::load(p)
+            .map_err(|e| Fail(exit::USAGE, e.to_string()))?;
+        return Ok(s.working_dir);
+    }
+    Ok(d.socket
+        .as_deref()
+        .and_then(|s| s.parent())
+        .filter(|p| !p.as_os_str().is_empty())
+        .map_or_else(|| PathBuf::from("."), PathBuf::from))
+}
+
+/// `submit` while no daemon answers: validates the job exactly as the
+/// daemon would and records it in the job store it reads at start. The
+/// store's lock decides a race with a daemon starting now: if the daemon
+/// holds it, `None` (the caller reports the daemon as unreachable only if
+/// it still does not answer).
+async fn submit_offline(
+    d: &DaemonArgs,
+    job_cfg: &std::path::Path,
+    content: &[u8],
+    sibling_sys: Option<&[u8]>,
+) -> Result<Option<String>> {
+    let usage = |e: String| Fail(exit::USAGE, e);
+    let work = daemon_work_dir(d)?;
+    let work = std::path::absolute(&work).unwrap_or(work);
+    // The daemon plans with its own sys.properties when it has one (the
+    // one `ossimportctl start` gives it), else the job's neighbour, which
+    // is then saved with the job.
+    let sys = match &d.sys {
+        Some(p) => Some((p.clone(), daemon::plan::read_bytes(p).map_err(usage)?)),
+        None => sibling_sys.map(|b| {
+            (
+                daemon::plan::sibling_sys(job_cfg).unwrap_or_default(),
+                b.to_vec(),
+            )
+        }),
+    };
+    let saved_sys = if d.sys.is_none() {
+        sys.as_ref().map(|(_, b)| b.clone())
+    } else {
+        None
+    };
+    let plan = daemon::plan::from_bytes(job_cfg, content, sys).map_err(usage)?;
+    for w in &plan.warnings {
+        eprintln!("warning: {w}");
+    }
+    // SAFETY: getuid/getgid have no preconditions.
+    let caller = daemon::access::Caller {
+        uid: unsafe { libc::getuid() },
+        gid: unsafe { libc::getgid() },
+    };
+    daemon::jobs::check_paths(&plan, &work, caller).map_err(usage)?;
+    plan.preflight()
+        .await
+        .map_err(|e| usage(format!("{e:#}")))?;
+    std::fs::create_dir_all(&work)
+        .map_err(|e| Fail(exit::RUNTIME, format!("{}: {e}", work.display())))?;
+    let store_path = work.join(daemon::server::STORE_FILE);
+    let store = match daemon::store::Store::open(&store_path) {
+        Ok(s) => s,
+        Err(daemon::store::StoreError::InUse { .. }) => return Ok(None),
+        Err(e) => return Err(Fail(exit::RUNTIME, e.to_string())),
+    };
+    daemon::server::restrict(&store_path);
+    let origin = job_cfg.display().to_string();
+    daemon::jobs::record(
+        &store,
+        &work,
+        &plan.name,
+        &plan.config_json,
+        &plan.fingerprint,
+        content,
+        saved_sys.as_deref(),
+        &origin,
+    )
+    .map_err(|e| match e {
+        daemon::jobs::JobError::Conflict(m) | daemon::jobs::JobError::Invalid(m) => usage(m),
+        other => Fail(exit::RUNTIME, other.to_string()),
+    })?;
+    Ok(Some(plan.name))
 }
 
 /// `errors`: one page with `--limit`, otherwise every failure, fetched

@@ -149,36 +149,9 @@ async fn events(state: &Arc<State>, who: &Verified, req: &Req) -> Answer {
     let batch: EventBatch = serde_json::from_slice(&req.body).map_err(bad)?;
     let fp = who.key.clone();
     let n = batch.events.len();
-    blocking(&state.store, move |s| {
-        // Only the lease holder speaks for a task: its object results,
-        // parts and completion are taken from the agent the task is leased
-        // to now, and from no one else. Ids are never reused, so a late
-        // report about a cleaned job, or about a task that expired and went
-        // to another agent, matches no lease and is dropped (that work is
-        // redone under the current lease, never counted from a stale one).
-        let mut keep = Vec::with_capacity(batch.events.len());
-        let mut dropped = 0usize;
-        for ev in batch.events {
-            let ok = match &ev {
-                Event::TaskDone { task_id } => s.lease_owner(*task_id)?.as_deref() == Some(&fp),
-                Event::UploadStarted { object_id, .. }
-                | Event::PartDone { object_id, .. }
-                | Event::UploadAborted { object_id } => s.object_leased_to(*object_id, &fp)?,
-                Event::ObjectDone(r) => s.object_leased_to(r.object_id, &fp)?,
-            };
-            if ok {
-                keep.push(ev);
-            } else {
-                dropped += 1;
-            }
-        }
-        if dropped > 0 {
-            info!(agent = %fp, dropped, "Dropped events for tasks not leased to this agent.");
-        }
-        s.apply_events(&keep)
-    })
-    .await
-    .map_err(internal)?;
+    blocking(&state.store, move |s| apply_from(s, &fp, batch.events))
+        .await
+        .map_err(internal)?;
     state.wake.notify_one();
     Ok(json(
         StatusCode::OK,
@@ -187,6 +160,42 @@ async fn events(state: &Arc<State>, who: &Verified, req: &Req) -> Answer {
             count: n as u64,
         },
     ))
+}
+
+/// Records events reported by the executor `fp` (an agent's fingerprint,
+/// or the local worker): only the lease holder speaks for a task. Its
+/// object results, parts and completion are taken from the executor the
+/// task is leased to now, and from no one else. Ids are never reused, so
+/// a late report about a cleaned job, or about a task that expired and
+/// went to another executor, matches no lease and is dropped (that work is
+/// redone under the current lease, never counted from a stale one).
+/// Returns how many were dropped.
+pub fn apply_from(
+    s: &crate::store::Store,
+    fp: &str,
+    events: Vec<Event>,
+) -> Result<usize, crate::store::StoreError> {
+    let mut keep = Vec::with_capacity(events.len());
+    let mut dropped = 0usize;
+    for ev in events {
+        let ok = match &ev {
+            Event::TaskDone { task_id } => s.lease_owner(*task_id)?.as_deref() == Some(fp),
+            Event::UploadStarted { object_id, .. }
+            | Event::PartDone { object_id, .. }
+            | Event::UploadAborted { object_id } => s.object_leased_to(*object_id, fp)?,
+            Event::ObjectDone(r) => s.object_leased_to(r.object_id, fp)?,
+        };
+        if ok {
+            keep.push(ev);
+        } else {
+            dropped += 1;
+        }
+    }
+    if dropped > 0 {
+        info!(agent = %fp, dropped, "Dropped events for tasks not leased to this agent.");
+    }
+    s.apply_events(&keep)?;
+    Ok(dropped)
 }
 
 async fn bye(state: &Arc<State>, who: &Verified) -> Answer {

@@ -60,18 +60,14 @@ fn load_saved(work: &Path, id: i64, sys: Option<&Path>) -> Result<plan::Plan, St
     let origin = std::fs::read_to_string(dir.join("origin"))
         .map(PathBuf::from)
         .unwrap_or_else(|_| copy.clone());
-    let read = |p: &Path| -> Result<String, String> {
-        let b = std::fs::read(p).map_err(|e| format!("{}: cannot read: {e}", p.display()))?;
-        plan::text_of(p, b)
-    };
-    let text = read(&copy)?;
+    let bytes = plan::read_bytes(&copy)?;
     let saved_sys = dir.join("sys.properties");
     let sys = match sys {
-        Some(p) => Some((p.to_path_buf(), read(p)?)),
-        None if saved_sys.is_file() => Some((saved_sys.clone(), read(&saved_sys)?)),
+        Some(p) => Some((p.to_path_buf(), plan::read_bytes(p)?)),
+        None if saved_sys.is_file() => Some((saved_sys.clone(), plan::read_bytes(&saved_sys)?)),
         None => None,
     };
-    plan::from_text(&origin, &text, sys)
+    plan::from_bytes(&origin, &bytes, sys)
 }
 
 /// Loads every job from the store and restarts scanners of unfinished ones.
@@ -163,7 +159,7 @@ fn start_scan(
 /// Local paths of a job: never the daemon's work directory (job store,
 /// keys, saved job files) or anything around it, and for an unprivileged
 /// caller only what they could read (source) or write (destination).
-fn check_paths(
+pub fn check_paths(
     p: &plan::Plan,
     work_dir: &std::path::Path,
     caller: crate::access::Caller,
@@ -225,27 +221,19 @@ pub async fn submit(
                 path.display()
             ))
         })?;
-    let text = plan::text_of(&path, content.clone()).map_err(JobError::Invalid)?;
-    let sent_sys = match req.sys_properties_bytes().map_err(JobError::Invalid)? {
-        Some(b) => {
-            let p = plan::sibling_sys(&path).unwrap_or_default();
-            Some((p.clone(), plan::text_of(&p, b).map_err(JobError::Invalid)?))
-        }
-        None => None,
-    };
+    let sent_sys = req
+        .sys_properties_bytes()
+        .map_err(JobError::Invalid)?
+        .map(|b| (plan::sibling_sys(&path).unwrap_or_default(), b));
     let own_sys = state.config.sys.clone();
     let p = {
-        let (path, sent_sys) = (path.clone(), sent_sys.clone());
+        let (path, sent_sys, content) = (path.clone(), sent_sys.clone(), content.clone());
         tokio::task::spawn_blocking(move || {
             let sys = match own_sys {
-                Some(p) => {
-                    let t = std::fs::read(&p)
-                        .map_err(|e| format!("{}: cannot read: {e}", p.display()))?;
-                    Some((p.clone(), plan::text_of(&p, t)?))
-                }
+                Some(p) => Some((p.clone(), plan::read_bytes(&p)?)),
                 None => sent_sys,
             };
-            plan::from_text(&path, &text, sys)
+            plan::from_bytes(&path, &content, sys)
         })
         .await
         .map_err(|e| JobError::Other(e.into()))?
@@ -270,31 +258,16 @@ pub async fn submit(
             "job {name} already exists; run `ossimportctl clean {name}` first to start it over"
         )));
     }
-    let (n, cfg, fp) = (name.clone(), p.config_json.clone(), p.fingerprint.clone());
-    let id = blocking(&state.store, move |s| s.create_job(&n, &cfg, &fp)).await?;
-    let copy = job_file(&state.config.work_dir, id);
-    // What the job is reloaded from at the next start: the job file, the
-    // sys.properties sent with it, and where the job file was.
-    let saved = (|| -> std::io::Result<()> {
-        let dir = copy.parent().unwrap_or(&state.config.work_dir);
-        std::fs::create_dir_all(dir)?;
-        proto::auth::write_private(&copy, &content)?;
-        restrict(&copy);
-        if let Some((_, t)) = &sent_sys {
-            let s = dir.join("sys.properties");
-            proto::auth::write_private(&s, t.as_bytes())?;
-            restrict(&s);
-        }
-        proto::auth::write_private(&dir.join("origin"), req.job_cfg.as_bytes())?;
-        Ok(())
-    })();
-    if let Err(e) = saved {
-        let _ = blocking(&state.store, move |s| s.delete_job(id)).await;
-        return Err(JobError::Other(anyhow::anyhow!(
-            "saving a copy of {} for job {name}: {e}",
-            path.display()
-        )));
-    }
+    let id = {
+        let (work, p2) = (state.config.work_dir.clone(), Arc::clone(&state.store));
+        let (cfg, fp) = (p.config_json.clone(), p.fingerprint.clone());
+        let (n, origin, sys) = (name.clone(), req.job_cfg.clone(), sent_sys.map(|(_, t)| t));
+        tokio::task::spawn_blocking(move || {
+            record(&p2, &work, &n, &cfg, &fp, &content, sys.as_deref(), &origin)
+        })
+        .await
+        .map_err(|e| JobError::Other(e.into()))??
+    };
     let mut spec = p.spec;
     spec.job_id = id;
     let n = name.clone();
@@ -305,6 +278,51 @@ pub async fn submit(
     info!(job = %name, job_id = id, "Job submitted.");
     state.wake.notify_one();
     status(state, &name).await
+}
+
+/// Records a planned job in the store with what it is reloaded from at the
+/// next start (`jobs/<id>/`: the job file's bytes, the sys.properties sent
+/// with it, and where the job file was). Used by the daemon at submit and
+/// by `ossimportctl submit` while no daemon runs (it holds the store's lock
+/// then, so the two never write at once).
+#[allow(clippy::too_many_arguments)]
+pub fn record(
+    store: &crate::store::Store,
+    work_dir: &Path,
+    name: &str,
+    config: &str,
+    fingerprint: &str,
+    content: &[u8],
+    sys: Option<&[u8]>,
+    origin: &str,
+) -> Result<i64, JobError> {
+    if store.find_job(name)?.is_some() {
+        return Err(JobError::Conflict(format!(
+            "job {name} already exists; run `ossimportctl clean {name}` first to start it over"
+        )));
+    }
+    let id = store.create_job(name, config, fingerprint)?;
+    let copy = job_file(work_dir, id);
+    let saved = (|| -> std::io::Result<()> {
+        let dir = copy.parent().unwrap_or(work_dir);
+        std::fs::create_dir_all(dir)?;
+        proto::auth::write_private(&copy, content)?;
+        restrict(&copy);
+        if let Some(t) = sys {
+            let s = dir.join("sys.properties");
+            proto::auth::write_private(&s, t)?;
+            restrict(&s);
+        }
+        proto::auth::write_private(&dir.join("origin"), origin.as_bytes())?;
+        Ok(())
+    })();
+    if let Err(e) = saved {
+        let _ = store.delete_job(id);
+        return Err(JobError::Other(anyhow::anyhow!(
+            "saving a copy of {origin} for job {name}: {e}"
+        )));
+    }
+    Ok(id)
 }
 
 pub async fn find(state: &Arc<State>, name: &str) -> Result<JobRow, JobError> {

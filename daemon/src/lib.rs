@@ -7,6 +7,8 @@
 //! [`server`] starts it, [`ctl_api`] serves `ossimportctl` on a Unix
 //! socket, [`agent_api`] hears from agents, [`scheduler`] pushes task
 //! batches to them under leases, and [`jobs`] keeps job plans and scanners.
+//! [`local_worker`] is the worker on the master: the same executor, leased
+//! tasks in memory.
 
 pub mod access;
 pub mod agent_api;
@@ -15,6 +17,7 @@ pub mod coordinator;
 pub mod ctl_api;
 pub mod filter;
 pub mod jobs;
+pub mod local_worker;
 pub mod plan;
 pub mod scanner;
 pub mod scheduler;

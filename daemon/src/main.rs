@@ -58,6 +58,42 @@ struct Args {
     /// Log as JSON lines.
     #[arg(long, env = "OSSIMPORT_LOG_JSON")]
     log_json: bool,
+    /// Copy on this machine too, as the original's master did: `auto` when
+    /// the `workers` file is absent or empty or lists this machine.
+    #[arg(long, env = "OSSIMPORT_LOCAL_WORKER", value_enum, default_value_t = LocalWorker::Auto)]
+    local_worker: LocalWorker,
+    /// Tasks the worker on this machine runs at once (each with
+    /// `workerTaskThreadNum` objects in flight).
+    #[arg(long, env = "OSSIMPORT_LOCAL_TASKS", default_value_t = 2)]
+    local_tasks: u32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum LocalWorker {
+    Auto,
+    On,
+    Off,
+}
+
+/// Whether a `workers` line (`host`, `user@host`, `host:port`) names this
+/// machine: a loopback name, or an address this machine can bind.
+fn is_this_machine(line: &str) -> bool {
+    let host = line.rsplit_once('@').map_or(line, |(_, h)| h);
+    let host = match host.rsplit_once(':') {
+        Some((h, p)) if p.parse::<u16>().is_ok() && !h.contains(':') => h,
+        _ => host,
+    };
+    let host = host.trim_matches(['[', ']']);
+    if host.eq_ignore_ascii_case("localhost") {
+        return true;
+    }
+    use std::net::ToSocketAddrs;
+    match (host, 0u16).to_socket_addrs() {
+        Ok(addrs) => addrs
+            .into_iter()
+            .any(|a| a.ip().is_loopback() || std::net::UdpSocket::bind((a.ip(), 0)).is_ok()),
+        Err(_) => false,
+    }
 }
 
 fn main() -> ExitCode {
@@ -106,6 +142,18 @@ fn real_main(args: Args) -> anyhow::Result<()> {
     if let Some(w) = &workers {
         config.workers =
             daemon::config::sys::load_workers(w).map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+    let local = match args.local_worker {
+        LocalWorker::On => true,
+        LocalWorker::Off => false,
+        LocalWorker::Auto => {
+            config.workers.is_empty() || config.workers.iter().any(|w| is_this_machine(w))
+        }
+    };
+    if local {
+        // The master's own line is the local worker, not an absent agent.
+        config.workers.retain(|w| !is_this_machine(w));
+        config.local_worker = Some(args.local_tasks.max(1));
     }
     config.lease = Duration::from_secs(args.lease_secs.max(1));
     config.agent_timeout = Duration::from_millis(args.agent_timeout_ms.max(100));

@@ -37,19 +37,19 @@ pub struct Plan {
 /// Loads and validates both files; every error is one line naming file,
 /// line and key (or what else is wrong).
 pub fn load(job_cfg: &Path, sys: Option<&Path>) -> Result<Plan, String> {
-    let text = read_text(job_cfg)?;
+    let bytes = read_bytes(job_cfg)?;
     let sys_path = match sys {
         Some(p) => Some(p.to_path_buf()),
         None => sibling_sys(job_cfg).filter(|p| p.is_file()),
     };
     let sys = match sys_path {
         Some(p) => {
-            let t = read_text(&p)?;
-            Some((p, t))
+            let b = read_bytes(&p)?;
+            Some((p, b))
         }
         None => None,
     };
-    from_text(job_cfg, &text, sys)
+    from_bytes(job_cfg, &bytes, sys)
 }
 
 /// The `sys.properties` next to a job file, where the original kept it.
@@ -57,32 +57,39 @@ pub fn sibling_sys(job_cfg: &Path) -> Option<PathBuf> {
     job_cfg.parent().map(|d| d.join("sys.properties"))
 }
 
-/// A configuration file's text; one that is not UTF-8 is refused with
-/// where the first bad byte is.
-pub fn text_of(path: &Path, bytes: Vec<u8>) -> Result<String, String> {
-    String::from_utf8(bytes).map_err(|e| {
-        format!(
-            "{}: not UTF-8 text (first bad byte at offset {})",
-            path.display(),
-            e.utf8_error().valid_up_to()
-        )
-    })
+pub fn read_bytes(path: &Path) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("{}: cannot read: {e}", path.display()))
 }
 
-fn read_text(path: &Path) -> Result<String, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
-    text_of(path, bytes)
-}
-
-/// As [`load`], from texts read by someone else (the daemon gets them from
+/// As [`load`], from files read by someone else (the daemon gets them from
 /// `ossimportctl submit`): `job_cfg` names the job file in messages and is
 /// where relative secret files are looked up; `sys` is a `sys.properties`
-/// with its path, or the defaults.
-pub fn from_text(
+/// with its path, or the defaults. Both may be in any of the original's
+/// encodings (see [`crate::config::decode`]); decoding notes become
+/// warnings.
+pub fn from_bytes(
     job_cfg: &Path,
-    text: &str,
-    sys: Option<(PathBuf, String)>,
+    bytes: &[u8],
+    sys: Option<(PathBuf, Vec<u8>)>,
 ) -> Result<Plan, String> {
+    let (text, mut notes) =
+        crate::config::decode(&job_cfg.display().to_string(), bytes).map_err(|e| e.to_string())?;
+    let sys = match sys {
+        Some((p, b)) => {
+            let (t, n) =
+                crate::config::decode(&p.display().to_string(), &b).map_err(|e| e.to_string())?;
+            notes.extend(n);
+            Some((p, t))
+        }
+        None => None,
+    };
+    let mut plan = from_text(job_cfg, &text, sys)?;
+    notes.append(&mut plan.warnings);
+    plan.warnings = notes;
+    Ok(plan)
+}
+
+fn from_text(job_cfg: &Path, text: &str, sys: Option<(PathBuf, String)>) -> Result<Plan, String> {
     let cfg = JobConfig::parse_at(job_cfg, text, &crate::config::process_env)
         .map_err(|e| e.to_string())?;
     let sys_path = sys.as_ref().map(|(p, _)| p.clone());

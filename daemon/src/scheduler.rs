@@ -165,7 +165,7 @@ async fn tick(state: &Arc<State>) -> anyhow::Result<()> {
             continue;
         }
         let spec = match state.jobs().get(&job.id) {
-            Some(rt) => for_agent(&rt.spec),
+            Some(rt) => rt.spec.clone(),
             None => continue,
         };
         let id = job.id;
@@ -220,14 +220,29 @@ async fn tick(state: &Arc<State>) -> anyhow::Result<()> {
             })
             .await?;
             if !tasks.is_empty() {
-                batch = Some(TaskBatch {
-                    job: spec.clone(),
-                    tasks,
-                });
+                // Agents get the job without its credentials; the local
+                // worker is the daemon itself.
+                let job = if fp == crate::local_worker::LOCAL {
+                    spec.clone()
+                } else {
+                    for_agent(spec)
+                };
+                batch = Some(TaskBatch { job, tasks });
                 break;
             }
         }
         match batch {
+            Some(b) if fp == crate::local_worker::LOCAL => {
+                info!(
+                    job_id = b.job.job_id,
+                    tasks = b.tasks.len(),
+                    "Dispatched batch to the local worker."
+                );
+                crate::local_worker::start(state, b);
+                if let Some(a) = state.agents().get_mut(&fp) {
+                    a.pushing = false;
+                }
+            }
             Some(b) => {
                 let st = Arc::clone(state);
                 state.tracker.spawn(async move { push(st, fp, b).await });

@@ -62,6 +62,9 @@ pub struct Config {
     pub push_timeout: Duration,
     /// Pause before pushing again to an agent whose last push failed.
     pub push_backoff: Duration,
+    /// Tasks the worker on the master runs at once; `None`: no local
+    /// worker (every task goes to agents).
+    pub local_worker: Option<u32>,
 }
 
 impl Config {
@@ -81,6 +84,7 @@ impl Config {
             tick: Duration::from_millis(500),
             push_timeout: Duration::from_secs(30),
             push_backoff: Duration::from_secs(2),
+            local_worker: None,
         }
     }
 }
@@ -110,6 +114,8 @@ pub struct State {
     pub tracker: TaskTracker,
     /// Last reload of the agent keys file (rate limit).
     keys_loaded: Mutex<Option<std::time::Instant>>,
+    /// The worker on the master (idle unless `config.local_worker`).
+    pub local: crate::local_worker::LocalWorker,
 }
 
 impl State {
@@ -192,6 +198,7 @@ pub async fn run(
         cancel: CancellationToken::new(),
         tracker: TaskTracker::new(),
         keys_loaded: Mutex::new(None),
+        local: Default::default(),
         config,
     });
     state.reload_agent_keys(true);
@@ -241,6 +248,10 @@ pub async fn run(
         http_cancel.clone(),
     ));
     let sched = tokio::spawn(scheduler::run(Arc::clone(&state)));
+    let local = state
+        .config
+        .local_worker
+        .map(|n| tokio::spawn(crate::local_worker::run(Arc::clone(&state), n)));
     info!("Daemon ready.");
 
     tokio::select! {
@@ -252,6 +263,9 @@ pub async fn run(
     let _ = agent_server.await;
     info!("Stopped serving.");
     let _ = sched.await;
+    if let Some(l) = local {
+        let _ = l.await;
+    }
     state.tracker.close();
     if tokio::time::timeout(Duration::from_secs(10), state.tracker.wait())
         .await

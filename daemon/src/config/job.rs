@@ -14,7 +14,7 @@ use serde::Serialize;
 use super::properties::PropertiesFile;
 use super::{
     ConfigError, Env, Fields, is_absolute_slash_path, parse_choice, parse_size, process_env,
-    read_file,
+    read_decoded,
 };
 
 /// Overrides `srcAccessKey`.
@@ -378,8 +378,10 @@ impl JobConfig {
 
     /// As [`JobConfig::load`], with an injected environment.
     pub fn load_with_env(path: &Path, env: Env<'_>) -> Result<JobConfig, ConfigError> {
-        let text = read_file(path)?;
-        JobConfig::parse_at(path, &text, env)
+        let (text, notes) = read_decoded(path)?;
+        let mut cfg = JobConfig::parse_at(path, &text, env)?;
+        cfg.warnings.extend(notes);
+        Ok(cfg)
     }
 
     /// Validates the text of the job file at `path` (read by someone

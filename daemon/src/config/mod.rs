@@ -32,7 +32,7 @@ pub enum ConfigError {
         reason: String,
     },
     /// The file itself could not be read.
-    #[error("{file}: cannot read file")]
+    #[error("{file}: cannot read file: {source}")]
     Read {
         file: String,
         #[source]
@@ -56,11 +56,94 @@ pub fn process_env(name: &str) -> Option<String> {
     std::env::var(name).ok()
 }
 
+/// Reads a configuration file in any of the original's encodings (see
+/// [`decode`]); decoding notes are logged.
 fn read_file(path: &std::path::Path) -> Result<String, ConfigError> {
-    std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+    let (text, notes) = read_decoded(path)?;
+    for n in notes {
+        tracing::warn!("{n}");
+    }
+    Ok(text)
+}
+
+/// As [`read_file`], returning the decoding notes.
+fn read_decoded(path: &std::path::Path) -> Result<(String, Vec<String>), ConfigError> {
+    let bytes = std::fs::read(path).map_err(|source| ConfigError::Read {
         file: path.display().to_string(),
         source,
-    })
+    })?;
+    decode(&path.display().to_string(), &bytes)
+}
+
+/// The text of a configuration file as the original's users save them:
+/// UTF-8 with or without a BOM, or GBK/GB18030 from a Chinese Windows
+/// editor, with LF, CRLF or CR line ends (returned with LF). Comment lines
+/// may be in any encoding (their text is dropped where it is not UTF-8,
+/// Latin-1 included); a line with a key that is not UTF-8 is read as
+/// GB18030, with a note naming the file and lines; a line that is neither
+/// is an error naming `FILE:LINE` and the key.
+pub fn decode(file: &str, bytes: &[u8]) -> Result<(String, Vec<String>), ConfigError> {
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+    let mut out = String::with_capacity(bytes.len());
+    let mut gb_lines = Vec::new();
+    let mut rest = bytes;
+    let mut line_no = 0usize;
+    while !rest.is_empty() {
+        line_no += 1;
+        let end = rest
+            .iter()
+            .position(|b| *b == b'\n' || *b == b'\r')
+            .unwrap_or(rest.len());
+        let line = &rest[..end];
+        let skip = match rest.get(end..end + 2) {
+            Some(b"\r\n") => 2,
+            _ if end < rest.len() => 1,
+            _ => 0,
+        };
+        rest = &rest[end + skip..];
+        match std::str::from_utf8(line) {
+            Ok(s) => out.push_str(s),
+            Err(_) => {
+                let first = line.iter().position(|b| !b" \t\x0c".contains(b));
+                let comment = first.is_some_and(|p| line[p] == b'#' || line[p] == b'!');
+                if comment {
+                    out.push('#');
+                } else {
+                    match encoding_rs::GB18030
+                        .decode_without_bom_handling_and_without_replacement(line)
+                    {
+                        Some(s) => {
+                            out.push_str(&s);
+                            gb_lines.push(line_no);
+                        }
+                        None => {
+                            let key = line
+                                .split(|b| *b == b'=' || *b == b':')
+                                .next()
+                                .map(|k| String::from_utf8_lossy(k).trim().to_string())
+                                .unwrap_or_default();
+                            return Err(ConfigError::Invalid {
+                                file: file.to_string(),
+                                line: Some(line_no),
+                                key,
+                                reason: "not valid text (save the file as UTF-8)".into(),
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        out.push('\n');
+    }
+    let mut notes = Vec::new();
+    if !gb_lines.is_empty() {
+        let lines: Vec<String> = gb_lines.iter().map(usize::to_string).collect();
+        notes.push(format!(
+            "{file}: line {} not UTF-8, read as GB18030 (save the file as UTF-8 to be sure)",
+            lines.join(", ")
+        ));
+    }
+    Ok((out, notes))
 }
 
 /// Typed access to a [`PropertiesFile`]: every lookup that fails produces an error

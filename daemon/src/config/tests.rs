@@ -759,7 +759,10 @@ fn unreadable_file_names_it() {
     let err = JobConfig::load(&path).expect_err("missing");
     assert_eq!(
         err.to_string(),
-        format!("{}: cannot read file", path.display())
+        format!(
+            "{}: cannot read file: No such file or directory (os error 2)",
+            path.display()
+        )
     );
     assert!(matches!(err, ConfigError::Read { .. }));
     assert!(std::error::Error::source(&err).is_some());
@@ -938,5 +941,52 @@ fn broken_scan_depth_zero() {
     check_broken(
         "scan_depth_zero.cfg",
         "scan_depth_zero.cfg:8: maxMultiThreadScanDepth: must be between 1 and 16, got 0",
+    );
+}
+
+#[test]
+fn files_in_the_originals_encodings_are_read() {
+    use crate::config::decode;
+    let gbk = |s: &str| encoding_rs::GBK.encode(s).0.into_owned();
+    // UTF-8, with and without BOM, LF / CRLF / CR line ends.
+    for bytes in [
+        b"#c\njobName=a\n".to_vec(),
+        b"\xEF\xBB\xBF#c\r\njobName=a\r\n".to_vec(),
+        b"#c\rjobName=a\r".to_vec(),
+    ] {
+        let (text, notes) = decode("job.cfg", &bytes).unwrap();
+        assert_eq!(text, "#c\njobName=a\n", "{bytes:?}");
+        assert!(notes.is_empty());
+    }
+    // A Chinese Windows editor: GBK comments, CRLF; an ASCII value.
+    let mut bytes = gbk("#任务名称\r\njobName=local_test\r\n#源目录\r\n");
+    bytes.extend(b"srcPrefix=/data/\r\n");
+    let (text, notes) = decode("job.cfg", &bytes).unwrap();
+    // (Some GBK byte pairs are also valid UTF-8: such a comment is kept as
+    // mojibake, which is harmless in a comment.)
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], "#");
+    assert_eq!(lines[1], "jobName=local_test");
+    assert!(lines[2].starts_with('#'));
+    assert_eq!(lines[3], "srcPrefix=/data/");
+    assert!(notes.is_empty(), "{notes:?}");
+    let props = PropertiesFile::parse("job.cfg", &text).unwrap();
+    let keys: Vec<&str> = props.entries.iter().map(|e| e.key.as_str()).collect();
+    assert_eq!(keys, ["jobName", "srcPrefix"]);
+    // A GBK value: read as GB18030, with a note naming file and line.
+    let bytes = gbk("#说明\njobName=迁移任务\n");
+    let (text, notes) = decode("conf/job.cfg", &bytes).unwrap();
+    assert_eq!(text, "#\njobName=迁移任务\n");
+    assert_eq!(
+        notes,
+        ["conf/job.cfg: line 2 not UTF-8, read as GB18030 (save the file as UTF-8 to be sure)"]
+    );
+    // Latin-1 in a comment is fine; in a value it is neither.
+    let (text, _) = decode("sys.properties", b"# caf\xe9\nworkingDir=/w\n").unwrap();
+    assert_eq!(text, "#\nworkingDir=/w\n");
+    let err = decode("sys.properties", b"# ok\nworkingDir=/caf\xe9/w\n").unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "sys.properties:2: workingDir: not valid text (save the file as UTF-8)"
     );
 }

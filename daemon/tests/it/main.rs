@@ -8,4 +8,5 @@ mod auth;
 mod cluster;
 mod lifecycle;
 mod netns;
+mod runbook;
 mod support;

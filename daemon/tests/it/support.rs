@@ -172,6 +172,14 @@ impl Daemon {
             .arg("2")
             .arg("--agent-timeout-ms")
             .arg("1500")
+            // These tests are about agents: no worker on the master unless
+            // a test asks for one.
+            .args(
+                (!extra.contains(&"--local-worker"))
+                    .then_some(["--local-worker", "off"])
+                    .into_iter()
+                    .flatten(),
+            )
             .args(extra)
             .env("OSSIMPORT_LOG", "info")
             .stdout(Stdio::null())

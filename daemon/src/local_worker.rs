@@ -1,0 +1,182 @@
+//! The worker on the master: the same in-process executor `ossimportctl
+//! run` uses (`agent::worker::Executor`), leased tasks like any agent.
+//!
+//! In the original, the master was also a worker (`workers` line 1 is the
+//! master; standalone mode ran the worker inside the service). Here it is
+//! an agent entry named `local` whose batches the scheduler hands over in
+//! memory instead of over HTTP; its events go through the same lease
+//! filter and recorder as an agent's ([`crate::agent_api::apply_from`]),
+//! and it renews its leases as a heartbeat would, dropping tasks the
+//! daemon took back (pause, clean).
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use agent::worker::{Executor, Progress};
+use proto::api::TaskBatch;
+use proto::job::Event;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::scheduler::AgentEntry;
+use crate::server::{State, blocking, unix_now};
+
+/// The identity its leases are recorded under (agent fingerprints are
+/// `SHA256:...`, so this never collides with one).
+pub const LOCAL: &str = "local";
+
+/// How often it renews its leases and refreshes its entry.
+const BEAT: Duration = Duration::from_secs(1);
+/// Events are applied in batches of at most this many, or after this long.
+const EVENT_BATCH: usize = 2_000;
+const EVENT_WAIT: Duration = Duration::from_millis(25);
+
+/// Tasks it runs now, by id.
+#[derive(Default)]
+pub struct LocalWorker {
+    running: Mutex<HashMap<i64, CancellationToken>>,
+    /// One executor per job, rebuilt when the job's spec changes.
+    executors: Mutex<HashMap<i64, (String, Arc<Executor>)>>,
+    progress: Arc<Progress>,
+}
+
+impl LocalWorker {
+    fn running(&self) -> std::sync::MutexGuard<'_, HashMap<i64, CancellationToken>> {
+        self.running.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn executor(&self, batch: &TaskBatch) -> Arc<Executor> {
+        let key = serde_json::to_string(&batch.job).unwrap_or_default();
+        let mut ex = self.executors.lock().unwrap_or_else(|p| p.into_inner());
+        match ex.get(&batch.job.job_id) {
+            Some((k, e)) if *k == key => Arc::clone(e),
+            _ => {
+                let e = Arc::new(Executor::new(batch.job.clone(), Arc::clone(&self.progress)));
+                ex.insert(batch.job.job_id, (key, Arc::clone(&e)));
+                e
+            }
+        }
+    }
+}
+
+/// Registers the worker and keeps its entry and leases fresh until the
+/// daemon stops; tasks left leased by an earlier run go back to pending.
+pub async fn run(state: Arc<State>, capacity: u32) {
+    let released = match blocking(&state.store, |s| s.release_agent(LOCAL)).await {
+        Ok(n) => n,
+        Err(e) => {
+            warn!(error = %e, "Cannot release the local worker's old leases; they expire.");
+            0
+        }
+    };
+    if released > 0 {
+        info!(
+            tasks = released,
+            "Tasks of the previous local worker back to pending."
+        );
+    }
+    let mut entry = AgentEntry::enrolled(LOCAL, LOCAL);
+    entry.addr = Some("in-process".into());
+    entry.capacity = capacity.max(1);
+    entry.last_seen = Some(Instant::now());
+    state.agents().insert(LOCAL.into(), entry);
+    info!(capacity, "Local worker ready.");
+    state.wake.notify_one();
+    let cancel = state.cancel.child_token();
+    let mut last = (Instant::now(), 0u64);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(BEAT) => {}
+            _ = cancel.cancelled() => break,
+        }
+        let bytes = state.local.progress.bytes.load(Ordering::Relaxed);
+        let now = Instant::now();
+        if let Some(a) = state.agents().get_mut(LOCAL) {
+            a.last_seen = Some(now);
+            let secs = now.duration_since(last.0).as_secs_f64();
+            a.bytes_per_sec = if secs > 0.0 {
+                (bytes.saturating_sub(last.1) as f64 / secs) as u64
+            } else {
+                0
+            };
+            a.bytes = bytes;
+        }
+        last = (now, bytes);
+        let ids: Vec<i64> = state.local.running().keys().copied().collect();
+        let until = unix_now() + state.config.lease.as_secs() as i64;
+        match blocking(&state.store, move |s| s.renew_leases(LOCAL, &ids, until)).await {
+            Ok(taken_back) => {
+                let running = state.local.running();
+                for id in taken_back {
+                    if let Some(c) = running.get(&id) {
+                        info!(
+                            task_id = id,
+                            "Daemon took the task back; the local worker drops it."
+                        );
+                        c.cancel();
+                    }
+                }
+            }
+            Err(e) => warn!(error = %e, "Local worker could not renew its leases."),
+        }
+    }
+    for c in state.local.running().values() {
+        c.cancel();
+    }
+}
+
+/// Runs a batch the scheduler leased to the local worker; returns at once.
+pub fn start(state: &Arc<State>, batch: TaskBatch) {
+    let ex = state.local.executor(&batch);
+    let parent = state.cancel.child_token();
+    for task in batch.tasks {
+        let id = task.task_id;
+        let cancel = parent.child_token();
+        state.local.running().insert(id, cancel.clone());
+        let (tx, rx) = mpsc::channel::<Event>(EVENT_BATCH);
+        let (st, ex) = (Arc::clone(state), Arc::clone(&ex));
+        state.tracker.spawn(async move {
+            let recorder = tokio::spawn(record(Arc::clone(&st), rx));
+            ex.run_task(task, tx, cancel).await;
+            // The sender is dropped: the recorder drains what is left.
+            if let Err(e) = recorder.await {
+                warn!(task_id = id, error = %e, "Local event recorder stopped.");
+            }
+            st.local.running().remove(&id);
+            st.wake.notify_one();
+        });
+    }
+}
+
+/// Applies a task's events in batches, as the agent API would.
+async fn record(state: Arc<State>, mut rx: mpsc::Receiver<Event>) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        let deadline = tokio::time::sleep(EVENT_WAIT);
+        tokio::pin!(deadline);
+        while batch.len() < EVENT_BATCH {
+            tokio::select! {
+                ev = rx.recv() => match ev {
+                    Some(ev) => batch.push(ev),
+                    None => break,
+                },
+                _ = &mut deadline => break,
+            }
+        }
+        let done = batch.iter().any(|e| matches!(e, Event::TaskDone { .. }));
+        if let Err(e) = blocking(&state.store, move |s| {
+            crate::agent_api::apply_from(s, LOCAL, batch).map(|_| ())
+        })
+        .await
+        {
+            warn!(error = %e, "Local worker's results not recorded; the task is redone after its lease.");
+        }
+        if done {
+            state.wake.notify_one();
+        }
+    }
+}
