@@ -18,7 +18,7 @@ use aws_sdk_s3::config::timeout::TimeoutConfig;
 use aws_sdk_s3::config::{
     BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
 };
-use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::{ByteStream, Length};
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, ServerSideEncryption};
 use aws_smithy_runtime::client::retries::RetryPartition;
@@ -708,10 +708,6 @@ impl S3Store {
                     ErrorKind::NotFound | ErrorKind::NoSuchBucket => {
                         "the bucket does not exist".into()
                     }
-                    ErrorKind::Denied => format!(
-                        "access denied (check destAccessKey/destSecretKey): {}",
-                        e.message
-                    ),
                     _ => e.message,
                 };
                 Err(e)
@@ -800,13 +796,61 @@ where
             )
         }
         _ => match status {
+            Some(403) => {
+                "HTTP 403 access denied (check the access key, secret and bucket policy)".into()
+            }
             Some(s) => format!("HTTP {s}"),
-            None => format!("{}", DisplayErrorContext(&err)),
+            None => no_answer(&err),
         },
     };
     S3Error {
         kind,
         message: format!("{op} {key}: {detail}"),
+    }
+}
+
+/// One line for a request that got no HTTP answer: what happened at the
+/// bottom of the error chain, in words a person can act on, never the
+/// SDK's `Debug` dump.
+fn no_answer(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut chain: Vec<String> = Vec::new();
+    let mut io_kind = None;
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = cur {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            io_kind = Some(io.kind());
+        }
+        let text = e.to_string();
+        if !text.is_empty() && !chain.iter().any(|c| c.contains(&text)) {
+            chain.push(text);
+        }
+        cur = e.source();
+    }
+    let all = chain.join(": ").to_ascii_lowercase();
+    let what = if all.contains("timeout") || all.contains("timed out") {
+        "timed out (check that the endpoint is reachable from this host and not blocked by a firewall)"
+    } else if io_kind == Some(std::io::ErrorKind::ConnectionRefused)
+        || all.contains("connection refused")
+    {
+        "connection refused (is the endpoint's host and port right, and the service running?)"
+    } else if all.contains("dns error")
+        || all.contains("failed to lookup address")
+        || all.contains("name or service not known")
+        || all.contains("no address")
+    {
+        "name not found (check the domain name and this host's DNS)"
+    } else if all.contains("certificate") || all.contains("tls") || all.contains("handshake") {
+        "TLS failed: the server's certificate is not trusted or the handshake failed (check the endpoint's https address, or the CA bundle)"
+    } else if all.contains("connection reset") || all.contains("broken pipe") {
+        "the connection was cut by the server or the network"
+    } else {
+        "no answer"
+    };
+    // The deepest cause, as the OS or TLS library put it.
+    match chain.last() {
+        Some(root) if what != "no answer" => format!("{what} [{root}]"),
+        Some(root) => format!("{what}: {root}"),
+        None => what.to_string(),
     }
 }
 
@@ -844,5 +888,70 @@ pub fn content_type(key: &str) -> &'static str {
         "tar" => "application/x-tar",
         "wasm" => "application/wasm",
         _ => "application/octet-stream",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+
+    /// A one-thread TCP server on 127.0.0.1 that answers every connection
+    /// with `reply` (or nothing, holding it open, when empty).
+    fn server(reply: &'static [u8]) -> u16 {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for mut c in l.incoming().flatten() {
+                let mut buf = [0u8; 4096];
+                let _ = c.read(&mut buf);
+                let _ = c.write_all(reply);
+            }
+        });
+        port
+    }
+
+    async fn head_bucket(endpoint: &str) -> String {
+        let store = S3Store::new(&S3Config {
+            endpoint: endpoint.into(),
+            region: "us-east-1".into(),
+            bucket: "bkt".into(),
+            access_key: "ak".into(),
+            secret_key: proto::Secret::new("sk".to_string()),
+            path_style: true,
+            max_attempts: 1,
+            server_side_encryption: false,
+            request_limiter: None,
+        });
+        store.check_bucket().await.unwrap_err().to_string()
+    }
+
+    #[tokio::test]
+    async fn errors_without_an_answer_are_one_line_a_person_can_act_on() {
+        let refused = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let denied = server(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n");
+        let not_tls = server(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n");
+        let cases = [
+            (format!("http://127.0.0.1:{refused}"), "connection refused"),
+            (
+                "http://no-such-host.invalid:9000".to_string(),
+                "name not found",
+            ),
+            (format!("https://127.0.0.1:{not_tls}"), "TLS failed"),
+            (format!("http://127.0.0.1:{denied}"), "access denied"),
+        ];
+        for (endpoint, want) in cases {
+            let line = head_bucket(&endpoint).await;
+            assert!(line.contains(want), "{endpoint}: {line}");
+            assert!(line.starts_with("HeadBucket bkt: "), "{endpoint}: {line}");
+            assert!(!line.contains('\n'), "{endpoint}: {line}");
+            assert!(
+                !line.contains('{') && !line.contains("Error {") && !line.contains("Failure("),
+                "{endpoint}: {line}"
+            );
+        }
     }
 }
