@@ -166,6 +166,7 @@ async fn run(args: RunArgs) -> Result<u8, Exit> {
     ));
     let tracker = TaskTracker::new();
     let mut requeues = 0;
+    let mut settled = false;
     let scan_result = loop {
         if cancel.is_cancelled() {
             break None;
@@ -185,6 +186,26 @@ async fn run(args: RunArgs) -> Result<u8, Exit> {
         };
         if tasks.is_empty() {
             if scan_finished && idle {
+                // Every executor is done, but the recorder may not have
+                // committed their last events yet: a task that looks
+                // unreported may only be unrecorded. Let the queue drain
+                // and one commit pass before deciding (running a task twice
+                // at once would copy an object its first run failed).
+                let st = Arc::clone(&store);
+                let (_, dispatched) =
+                    tokio::task::spawn_blocking(move || st.task_states(job_id)).await??;
+                if dispatched > 0 && !settled {
+                    let until = tokio::time::Instant::now() + Duration::from_secs(5);
+                    while events_tx.capacity() < events_tx.max_capacity()
+                        && tokio::time::Instant::now() < until
+                    {
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                    let _ = tokio::time::timeout(Duration::from_millis(500), notified).await;
+                    settled = true;
+                    continue;
+                }
+                settled = false;
                 // A task whose executor ended without reporting every object
                 // (a crashed worker) is still marked dispatched: run it again.
                 let st = Arc::clone(&store);
