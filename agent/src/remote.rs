@@ -30,7 +30,7 @@ use tokio::task::JoinSet;
 
 use crate::upload::{
     Done, Fail, Skipped, Step, blocking, complete_parts, confirm_s3, dest_err, dest_name,
-    part_md5s, parts_sent, send_part, verify_mode,
+    part_md5s, parts_sent, send_missing_parts, send_part, verify_mode,
 };
 use crate::verify::{Answer, Checks, Sent, Verified};
 use crate::worker::{Dest, Executor, Source};
@@ -109,24 +109,37 @@ pub(crate) async fn import(
     {
         return Ok(confirm_s3(store, &key, checks, mode).await?.into());
     }
+    let v = retried(ex, || async {
+        match &ex.dest {
+            Dest::S3 { store, .. } => {
+                let checks = copy_to_s3(ex, store, &key, obj, events).await?;
+                Ok(confirm_s3(store, &key, checks, mode).await?)
+            }
+            Dest::Local { dir, .. } => copy_to_dir(ex, dir, &key, obj, mode).await,
+        }
+    })
+    .await?;
+    Ok(v.into())
+}
+
+/// Runs `attempt` until it succeeds or fails for good, at most the job's
+/// attempt count, with backoff and jitter before each retry.
+async fn retried<T, F, Fut>(ex: &Executor, mut attempt: F) -> Step<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, Attempt>>,
+{
     let attempts = ex.spec.max_attempts.max(1);
     let mut last = String::new();
-    for attempt in 1..=attempts {
-        if attempt > 1 {
+    for n in 1..=attempts {
+        if n > 1 {
             storage::s3::count_retry();
-            tokio::time::sleep(backoff(attempt)).await;
+            tokio::time::sleep(backoff(n)).await;
         }
-        let r = match &ex.dest {
-            Dest::S3 { store, .. } => match copy_to_s3(ex, store, &key, obj, events).await {
-                Ok(checks) => Ok(confirm_s3(store, &key, checks, mode).await?),
-                Err(e) => Err(e),
-            },
-            Dest::Local { dir, .. } => copy_to_dir(ex, dir, &key, obj, mode).await,
-        };
-        match r {
-            Ok(v) => return Ok(v.into()),
+        match attempt().await {
+            Ok(v) => return Ok(v),
             Err(Attempt::Fail(f)) => return Err(f),
-            Err(Attempt::Retry(msg)) => last = msg,
+            Err(Attempt::Retry(m)) => last = m,
         }
     }
     Err(Fail(
@@ -194,7 +207,30 @@ async fn resume(
             resumed += 1;
         }
     }
-    let result = fetch_missing(ex, store, key, obj, &r.upload_id, part_size, parts, events).await;
+    // Each missing part by a ranged GET pinned by `If-Match` (retried on
+    // its own on a transient failure).
+    let (exr, objr) = (Arc::clone(ex), Arc::new(obj.clone()));
+    let read = move |offset: u64, len: u64| {
+        let (ex, obj) = (Arc::clone(&exr), Arc::clone(&objr));
+        async move {
+            let data = fetch_range(&ex, &obj, offset, len).await?;
+            let digest = checksum::digest(&data);
+            Ok((data, digest))
+        }
+    };
+    let result = send_missing_parts(
+        ex,
+        store,
+        key,
+        &r.upload_id,
+        obj.object_id,
+        obj.size,
+        part_size,
+        parts,
+        events,
+        read,
+    )
+    .await;
     let result = match result {
         Ok(parts) => {
             async {
@@ -218,87 +254,6 @@ async fn resume(
     result.map(Some)
 }
 
-/// Fetches and sends every part not yet in `parts`, each with a ranged
-/// GET pinned by `If-Match` (retried on its own on a transient failure).
-#[allow(clippy::too_many_arguments)]
-async fn fetch_missing(
-    ex: &Arc<Executor>,
-    store: &S3Store,
-    key: &str,
-    obj: &ObjectSpec,
-    upload_id: &str,
-    part_size: u64,
-    mut parts: Vec<Option<PartRecord>>,
-    events: &mpsc::Sender<Event>,
-) -> Step<Vec<PartRecord>> {
-    let inflight = Arc::new(Semaphore::new(ex.spec.part_concurrency.max(1) as usize));
-    let mut set: JoinSet<Step<PartRecord>> = JoinSet::new();
-    let retries = storage::s3::RETRIES
-        .try_with(Arc::clone)
-        .unwrap_or_default();
-    for number in 1..=parts.len() as u32 {
-        if parts[(number - 1) as usize].is_some() {
-            continue;
-        }
-        let permit = inflight
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| Fail(ErrorCode::DestError, "shutting down".into()))?;
-        let offset = (number as u64 - 1) * part_size;
-        let len = part_size.min(obj.size - offset);
-        let (ex, store, key, upload_id, obj, events) = (
-            Arc::clone(ex),
-            store.clone(),
-            key.to_owned(),
-            upload_id.to_owned(),
-            obj.clone(),
-            events.clone(),
-        );
-        set.spawn(storage::s3::RETRIES.scope(retries.clone(), async move {
-            let _permit = permit;
-            let mib = (len.div_ceil(1 << 20) as u32).clamp(1, ex.memory_mib);
-            let _mem = ex
-                .memory
-                .acquire_many(mib)
-                .await
-                .map_err(|_| Fail(ErrorCode::DestError, "shutting down".into()))?;
-            let data = fetch_range(&ex, &obj, offset, len).await?;
-            let digest = checksum::digest(&data);
-            send_part(
-                &store,
-                &key,
-                &upload_id,
-                number,
-                data,
-                &digest,
-                obj.object_id,
-                &events,
-            )
-            .await
-        }));
-        while let Some(r) = set.try_join_next() {
-            let p = crate::upload::joined(r)?;
-            let i = (p.number - 1) as usize;
-            parts[i] = Some(p);
-        }
-    }
-    while let Some(r) = set.join_next().await {
-        let p = crate::upload::joined(r)?;
-        let i = (p.number - 1) as usize;
-        parts[i] = Some(p);
-    }
-    let n = parts.len();
-    let parts: Vec<PartRecord> = parts.into_iter().flatten().collect();
-    if parts.len() != n {
-        return Err(Fail(
-            ErrorCode::DestError,
-            "internal error: a part is missing".into(),
-        ));
-    }
-    Ok(parts)
-}
-
 /// `len` bytes of a bucket source object from `offset`, only from the
 /// version listed (`If-Match`), retried with backoff on transient errors.
 async fn fetch_range(ex: &Executor, obj: &ObjectSpec, offset: u64, len: u64) -> Step<Bytes> {
@@ -309,43 +264,26 @@ async fn fetch_range(ex: &Executor, obj: &ObjectSpec, offset: u64, len: u64) -> 
         ));
     };
     let key = format!("{prefix}{}", obj.rel_path);
-    let attempts = ex.spec.max_attempts.max(1);
-    let mut last = String::new();
-    for attempt in 1..=attempts {
-        if attempt > 1 {
-            storage::s3::count_retry();
-            tokio::time::sleep(backoff(attempt)).await;
+    retried(ex, || async {
+        let mut body = store
+            .open_range(&key, obj.src_ref.as_deref(), Some((offset, len)))
+            .await
+            .map_err(source_fail)?;
+        let mut buf = BytesMut::with_capacity(len as usize);
+        let mut pending = None;
+        fill(ex, &mut body, &mut buf, len as usize, &mut pending).await?;
+        if buf.len() as u64 != len
+            || pending.is_some()
+            || body.next().await.map_err(source_fail)?.is_some()
+        {
+            return Err(Attempt::Retry(format!(
+                "GetObject {key}: expected {len} bytes from {offset}, got {}",
+                buf.len()
+            )));
         }
-        let got = async {
-            let mut body = store
-                .open_range(&key, obj.src_ref.as_deref(), Some((offset, len)))
-                .await
-                .map_err(source_fail)?;
-            let mut buf = BytesMut::with_capacity(len as usize);
-            let mut pending = None;
-            fill(ex, &mut body, &mut buf, len as usize, &mut pending).await?;
-            if buf.len() as u64 != len
-                || pending.is_some()
-                || body.next().await.map_err(source_fail)?.is_some()
-            {
-                return Err(Attempt::Retry(format!(
-                    "GetObject {key}: expected {len} bytes from {offset}, got {}",
-                    buf.len()
-                )));
-            }
-            Ok(buf.freeze())
-        }
-        .await;
-        match got {
-            Ok(b) => return Ok(b),
-            Err(Attempt::Fail(f)) => return Err(f),
-            Err(Attempt::Retry(m)) => last = m,
-        }
-    }
-    Err(Fail(
-        ErrorCode::SourceUnreadable,
-        format!("gave up after {attempts} attempts: {last}"),
-    ))
+        Ok(buf.freeze())
+    })
+    .await
 }
 
 /// 200 ms doubling per attempt, capped at 20 s, with up to 50% jitter.
@@ -671,23 +609,7 @@ async fn copy_to_dir(
 /// `jobType=audit` for a remote source: streams the source, hashing it,
 /// and compares with the destination.
 pub(crate) async fn audit(ex: &Arc<Executor>, obj: &ObjectSpec) -> Step<Verified> {
-    let attempts = ex.spec.max_attempts.max(1);
-    let mut last = String::new();
-    for attempt in 1..=attempts {
-        if attempt > 1 {
-            storage::s3::count_retry();
-            tokio::time::sleep(backoff(attempt)).await;
-        }
-        match audit_once(ex, obj).await {
-            Ok(v) => return Ok(v),
-            Err(Attempt::Fail(f)) => return Err(f),
-            Err(Attempt::Retry(m)) => last = m,
-        }
-    }
-    Err(Fail(
-        ErrorCode::SourceUnreadable,
-        format!("gave up after {attempts} attempts: {last}"),
-    ))
+    retried(ex, || audit_once(ex, obj)).await
 }
 
 async fn audit_once(ex: &Arc<Executor>, obj: &ObjectSpec) -> Result<Verified, Attempt> {

@@ -712,9 +712,69 @@ async fn upload_parts(
         });
         resumed += 1;
     }
+    let file = Arc::clone(src);
+    let bandwidth = ex.bandwidth.clone();
+    let progress = Arc::clone(ex);
+    let read = move |offset: u64, len: u64| {
+        let (file, bandwidth, progress) =
+            (Arc::clone(&file), bandwidth.clone(), Arc::clone(&progress));
+        async move {
+            // Hash on the blocking thread too: MD5 of a large part would
+            // otherwise hold a runtime worker for tens of milliseconds.
+            let (data, digest) = blocking(move || {
+                let data = storage::local::read_range(&file.file, offset, len as usize)?;
+                let digest = checksum::digest(&data);
+                Ok((data, digest))
+            })
+            .await
+            .map_err(source_err)?;
+            storage::limit::throttle(bandwidth.as_deref(), len).await;
+            progress.add_progress(len);
+            Ok((Bytes::from(data), digest))
+        }
+    };
+    let parts = send_missing_parts(
+        ex, store, key, upload_id, object_id, size, part_size, parts, events, read,
+    )
+    .await?;
+    // Checked before completing, so a changed file leaves no object behind.
+    watched(watch, "")?;
+    let answer = complete_parts(store, key, upload_id, &parts).await?;
+    // The whole-object MD5 is not computed for multipart objects (parts are
+    // read concurrently); the part MD5s and the combined CRC64 stand for it.
+    let mut checks = Checks::new(parts_sent(&parts, size)?).with_parts_resumed(resumed);
+    checks.answer((&answer).into())?;
+    Ok(checks)
+}
+
+/// Sends every part missing from `parts` (one slot per part, in order),
+/// at most `partConcurrency` at once, each holding its share of the memory
+/// budget while `read(offset, len)` produces its bytes and digest; returns
+/// every part in order. Local files and bucket sources differ only in
+/// `read`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn send_missing_parts<R, F>(
+    ex: &Arc<Executor>,
+    store: &S3Store,
+    key: &str,
+    upload_id: &str,
+    object_id: i64,
+    size: u64,
+    part_size: u64,
+    mut parts: Vec<Option<PartRecord>>,
+    events: &mpsc::Sender<Event>,
+    read: R,
+) -> Step<Vec<PartRecord>>
+where
+    R: Fn(u64, u64) -> F,
+    F: std::future::Future<Output = Step<(Bytes, Digest)>> + Send + 'static,
+{
     let inflight = Arc::new(Semaphore::new(ex.spec.part_concurrency.max(1) as usize));
     let mut set: JoinSet<Step<PartRecord>> = JoinSet::new();
-    for number in 1..=n_parts {
+    let retries = storage::s3::RETRIES
+        .try_with(Arc::clone)
+        .unwrap_or_default();
+    for number in 1..=parts.len() as u32 {
         if parts[(number - 1) as usize].is_some() {
             continue;
         }
@@ -725,75 +785,48 @@ async fn upload_parts(
             .map_err(|_| Fail(ErrorCode::DestError, "shutting down".into()))?;
         let offset = (number as u64 - 1) * part_size;
         let len = part_size.min(size - offset);
-        let (ex2, store, key, upload_id, file, events) = (
+        let reading = read(offset, len);
+        let (ex, store, key, upload_id, events) = (
             Arc::clone(ex),
             store.clone(),
             key.to_owned(),
             upload_id.to_owned(),
-            Arc::clone(src),
             events.clone(),
         );
-        let retries = storage::s3::RETRIES
-            .try_with(Arc::clone)
-            .unwrap_or_default();
-        set.spawn(storage::s3::RETRIES.scope(retries, async move {
+        set.spawn(storage::s3::RETRIES.scope(retries.clone(), async move {
             let _permit = permit;
-            let mib = (len.div_ceil(1 << 20) as u32).clamp(1, ex2.memory_mib);
-            let _mem = ex2
+            let mib = (len.div_ceil(1 << 20) as u32).clamp(1, ex.memory_mib);
+            let _mem = ex
                 .memory
                 .acquire_many(mib)
                 .await
                 .map_err(|_| Fail(ErrorCode::DestError, "shutting down".into()))?;
-            // Hash on the blocking thread too: MD5 of a large part would
-            // otherwise hold a runtime worker for tens of milliseconds.
-            let (data, digest) = blocking(move || {
-                let data = storage::local::read_range(&file.file, offset, len as usize)?;
-                let digest = checksum::digest(&data);
-                Ok((data, digest))
-            })
-            .await
-            .map_err(source_err)?;
-            storage::limit::throttle(ex2.bandwidth.as_deref(), len).await;
-            let record = send_part(
-                &store,
-                &key,
-                &upload_id,
-                number,
-                Bytes::from(data),
-                &digest,
-                object_id,
-                &events,
+            let (data, digest) = reading.await?;
+            send_part(
+                &store, &key, &upload_id, number, data, &digest, object_id, &events,
             )
-            .await?;
-            ex2.add_progress(len);
-            Ok(record)
+            .await
         }));
         while let Some(r) = set.try_join_next() {
-            let rec = joined(r)?;
-            let idx = (rec.number - 1) as usize;
-            parts[idx] = Some(rec);
+            let p = joined(r)?;
+            let i = (p.number - 1) as usize;
+            parts[i] = Some(p);
         }
     }
     while let Some(r) = set.join_next().await {
-        let rec = joined(r)?;
-        let idx = (rec.number - 1) as usize;
-        parts[idx] = Some(rec);
+        let p = joined(r)?;
+        let i = (p.number - 1) as usize;
+        parts[i] = Some(p);
     }
+    let n = parts.len();
     let parts: Vec<PartRecord> = parts.into_iter().flatten().collect();
-    if parts.len() != n_parts as usize {
+    if parts.len() != n {
         return Err(Fail(
             ErrorCode::DestError,
             "internal error: a part is missing".into(),
         ));
     }
-    // Checked before completing, so a changed file leaves no object behind.
-    watched(watch, "")?;
-    let answer = complete_parts(store, key, upload_id, &parts).await?;
-    // The whole-object MD5 is not computed for multipart objects (parts are
-    // read concurrently); the part MD5s and the combined CRC64 stand for it.
-    let mut checks = Checks::new(parts_sent(&parts, size)?).with_parts_resumed(resumed);
-    checks.answer((&answer).into())?;
-    Ok(checks)
+    Ok(parts)
 }
 
 /// The MD5 of each part, in order.
