@@ -238,7 +238,12 @@ async fn dispatch(cmd: Command) -> Result<u8> {
             };
             done(&d, Method::POST, &path).await
         }
-        Command::Clean { job, d } => done(&d, Method::DELETE, &job_path(&job, "")).await,
+        Command::Clean { job, d } => match done(&d, Method::DELETE, &job_path(&job, "")).await {
+            Err(Fail(exit::DAEMON_UNREACHABLE, why)) => {
+                clean_offline(&d, &job, Fail(exit::DAEMON_UNREACHABLE, why))
+            }
+            other => other,
+        },
         Command::Pause { job, d } => done(&d, Method::POST, &job_path(&job, "/pause")).await,
         Command::Resume { job, d } => done(&d, Method::POST, &job_path(&job, "/resume")).await,
         Command::Workers(d) => {
@@ -432,27 +437,40 @@ async fn stat(
     let conn = Conn::new(d);
     let tty = std::io::IsTerminal::is_terminal(&std::io::stdout());
     loop {
-        let (jobs, v) = match job {
-            Some(j) => {
-                let (s, v): (JobStatus, _) = conn.call(Method::GET, &job_path(j, ""), None).await?;
-                (vec![s], v)
+        let asked = match job {
+            Some(j) => conn
+                .call::<JobStatus>(Method::GET, &job_path(j, ""), None)
+                .await
+                .map(|(s, v)| (vec![s], v)),
+            None => conn
+                .call::<JobList>(Method::GET, "/v1/jobs", None)
+                .await
+                .map(|(l, v)| (l.jobs, v)),
+        };
+        let (jobs, v) = match asked {
+            Ok(got) => got,
+            // As the original's `stat` did with the service stopped: what
+            // the store last recorded, and still exit 3 (not running).
+            Err(Fail(exit::DAEMON_UNREACHABLE, why)) if !watch => {
+                let jobs =
+                    stat_offline(d, job)?.ok_or(Fail(exit::DAEMON_UNREACHABLE, why.clone()))?;
+                let v = match job {
+                    Some(_) => serde_json::to_value(&jobs[0]),
+                    None => serde_json::to_value(JobList { jobs: jobs.clone() }),
+                }
+                .unwrap_or_default();
+                print!("{}", render(&jobs, &v, d.json, legacy, false));
+                return Err(Fail(
+                    exit::DAEMON_UNREACHABLE,
+                    format!("{why} (the jobs above are as it last recorded them)"),
+                ));
             }
-            None => {
-                let (l, v): (JobList, _) = conn.call(Method::GET, "/v1/jobs", None).await?;
-                (l.jobs, v)
-            }
+            Err(e) => return Err(e),
         };
         let finished = jobs
             .iter()
             .all(|j| j.state == "succeed" || j.state == "failed");
-        let mut out = String::new();
-        if d.json {
-            out = format!("{v:#}\n");
-        } else if legacy {
-            out = legacy_block(&jobs);
-        } else {
-            table(&jobs, watch, &mut out);
-        }
+        let out = render(&jobs, &v, d.json, legacy, watch);
         if watch && tty && !d.json {
             // Redraw in place.
             print!("\x1b[H\x1b[2J");
@@ -469,6 +487,24 @@ async fn stat(
         }
         tokio::time::sleep(Duration::from_secs(interval.max(1))).await;
     }
+}
+
+fn render(
+    jobs: &[JobStatus],
+    v: &serde_json::Value,
+    json: bool,
+    legacy: bool,
+    bars: bool,
+) -> String {
+    let mut out = String::new();
+    if json {
+        out = format!("{v:#}\n");
+    } else if legacy {
+        out = legacy_block(jobs);
+    } else {
+        table(jobs, bars, &mut out);
+    }
+    out
 }
 
 fn table(jobs: &[JobStatus], bars: bool, out: &mut String) {
@@ -635,13 +671,9 @@ async fn submit_offline(
         .map_err(|e| usage(format!("{e:#}")))?;
     std::fs::create_dir_all(&work)
         .map_err(|e| Fail(exit::RUNTIME, format!("{}: {e}", work.display())))?;
-    let store_path = work.join(daemon::server::STORE_FILE);
-    let store = match daemon::store::Store::open(&store_path) {
-        Ok(s) => s,
-        Err(daemon::store::StoreError::InUse { .. }) => return Ok(None),
-        Err(e) => return Err(Fail(exit::RUNTIME, e.to_string())),
+    let Some(store) = offline_store(&work)? else {
+        return Ok(None);
     };
-    daemon::server::restrict(&store_path);
     let origin = job_cfg.display().to_string();
     daemon::jobs::record(
         &store,
@@ -658,6 +690,79 @@ async fn submit_offline(
         other => Fail(exit::RUNTIME, other.to_string()),
     })?;
     Ok(Some(plan.name))
+}
+
+/// The job store in `work`, opened by us because no daemon answers; `None`
+/// when a daemon holds it after all (it is starting up).
+fn offline_store(work: &std::path::Path) -> Result<Option<daemon::store::Store>> {
+    let store_path = work.join(daemon::server::STORE_FILE);
+    let store = match daemon::store::Store::open(&store_path) {
+        Ok(s) => s,
+        Err(daemon::store::StoreError::InUse { .. }) => return Ok(None),
+        Err(e) => return Err(Fail(exit::RUNTIME, e.to_string())),
+    };
+    daemon::server::restrict(&store_path);
+    Ok(Some(store))
+}
+
+/// `clean` with no daemon running, as the original's worked: the job's
+/// rows and saved files deleted from the store the daemon reads at start.
+fn clean_offline(d: &DaemonArgs, job: &str, why: Fail) -> Result<u8> {
+    let work = daemon_work_dir(d)?;
+    let work = std::path::absolute(&work).unwrap_or(work);
+    if !work.join(daemon::server::STORE_FILE).is_file() {
+        return Err(why);
+    }
+    let store = offline_store(&work)?.ok_or(why)?;
+    let run = || -> std::result::Result<Option<std::path::PathBuf>, daemon::store::StoreError> {
+        match store.find_job(job)? {
+            Some(row) => daemon::jobs::forget(&store, &work, row.id).map(Some),
+            None => Ok(None),
+        }
+    };
+    match run().map_err(|e| Fail(exit::RUNTIME, e.to_string()))? {
+        Some(dir) => {
+            if d.json {
+                print_json(
+                    &serde_json::json!({"message": daemon::ctl_api::cleaned(job, &dir), "count": 0}),
+                );
+            } else {
+                println!("{}", daemon::ctl_api::cleaned(job, &dir));
+            }
+            Ok(exit::OK)
+        }
+        None => Err(Fail(exit::USAGE, format!("job {job} not found"))),
+    }
+}
+
+/// `stat` with no daemon running: the jobs as last recorded in the store.
+/// `None` when there is no store, or a daemon holds it.
+fn stat_offline(d: &DaemonArgs, job: Option<&str>) -> Result<Option<Vec<JobStatus>>> {
+    let work = daemon_work_dir(d)?;
+    let work = std::path::absolute(&work).unwrap_or(work);
+    if !work.join(daemon::server::STORE_FILE).is_file() {
+        return Ok(None);
+    }
+    let Some(store) = offline_store(&work)? else {
+        return Ok(None);
+    };
+    let rows = store
+        .jobs()
+        .map_err(|e| Fail(exit::RUNTIME, e.to_string()))?;
+    let mut out = Vec::new();
+    for row in rows {
+        if job.is_some_and(|j| j != row.name) {
+            continue;
+        }
+        out.push(
+            daemon::jobs::status_in(&store, row, |_| None)
+                .map_err(|e| Fail(exit::RUNTIME, e.to_string()))?,
+        );
+    }
+    if let (Some(j), true) = (job, out.is_empty()) {
+        return Err(Fail(exit::USAGE, format!("job {j} not found")));
+    }
+    Ok(Some(out))
 }
 
 /// `errors`: one page with `--limit`, otherwise every failure, fetched

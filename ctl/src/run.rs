@@ -97,10 +97,12 @@ async fn run(args: RunArgs) -> Result<u8, Exit> {
             start.verified,
             start.skipped,
             start.pending,
-            if retried > 0 {
-                format!(" ({retried} failed before, retrying)")
-            } else {
-                String::new()
+            match (retried.queued, retried.unfixable) {
+                (0, 0) => String::new(),
+                (0, k) =>
+                    format!(" ({k} failed before and cannot be retried: see the errors file)"),
+                (n, 0) => format!(" ({n} failed before, retrying)"),
+                (n, k) => format!(" ({n} failed before, retrying; {k} cannot be retried)"),
             }
         );
     }

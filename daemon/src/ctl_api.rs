@@ -19,6 +19,7 @@ use tracing::{error, info};
 use crate::jobs::{self, JobError};
 use crate::scheduler::liveness;
 use crate::server::{State, blocking};
+use crate::store::Retried;
 
 /// Every control request.
 #[derive(Debug, PartialEq, Eq)]
@@ -166,20 +167,23 @@ async fn dispatch(state: &Arc<State>, ep: Endpoint, req: &Req) -> Result<Respons
         }
         Endpoint::Job(n) => json(StatusCode::OK, &jobs::status(state, &n).await?),
         Endpoint::Clean(n) => {
-            jobs::clean(state, &n).await?;
-            done(format!("Clean job:{n} completed."), 0)
+            let dir = jobs::clean(state, &n).await?;
+            done(cleaned(&n, &dir), 0)
         }
         Endpoint::Retry(n) => {
-            let c = jobs::retry(state, &n).await?;
-            done(retried(c), c)
+            let r = jobs::retry(state, &n).await?;
+            done(retried(Some(&n), r), r.queued)
         }
         Endpoint::RetryAll => {
             let rows = blocking(&state.store, |s| s.jobs()).await?;
-            let mut c = 0;
+            let mut all = Retried::default();
             for row in rows {
-                c += jobs::retry(state, &row.name).await?;
+                let r = jobs::retry(state, &row.name).await?;
+                all.queued += r.queued;
+                all.unfixable += r.unfixable;
+                all.rescan |= r.rescan;
             }
-            done(retried(c), c)
+            done(retried(None, all), all.queued)
         }
         Endpoint::Pause(n) => {
             let c = jobs::pause(state, &n).await?;
@@ -304,12 +308,40 @@ fn done(message: String, count: u64) -> Response<Body> {
     json(StatusCode::OK, &Done { message, count })
 }
 
-fn retried(n: u64) -> String {
-    if n == 0 {
-        "None failed tasks, no need to retry.".into()
+/// The original's words, with the count of objects queued again and of
+/// those a retry cannot fix.
+fn retried(job: Option<&str>, r: Retried) -> String {
+    let of = job.map(|j| format!(" for job:{j}")).unwrap_or_default();
+    let errors = job.unwrap_or("JOB");
+    let left = || {
+        format!(
+            "{} failed objects cannot be retried: their names are refused by the destination or their listing failed (see `ossimportctl errors {errors}`)",
+            r.unfixable
+        )
+    };
+    let listing = if r.rescan {
+        "the listing starts again from its checkpoint; "
     } else {
-        format!("Retry has been submitted ({n} failed objects).")
+        ""
+    };
+    match (r.queued, r.unfixable) {
+        (0, _) if r.rescan => format!("Retry has been submitted. ({listing}0 failed objects)"),
+        (0, 0) => format!("None failed tasks{of}."),
+        (0, _) => format!("None failed tasks a retry can fix{of}; {}.", left()),
+        (n, 0) => format!("Retry has been submitted. ({listing}{n} failed objects queued again)"),
+        (n, _) => format!(
+            "Retry has been submitted. ({listing}{n} failed objects queued again; {})",
+            left()
+        ),
     }
+}
+
+/// The original's words for `clean`.
+pub fn cleaned(job: &str, dir: &std::path::Path) -> String {
+    format!(
+        "delete jobs dir:{}/\nClean job:{job} completed.",
+        dir.display()
+    )
 }
 
 fn entry(f: crate::store::FailedObject) -> FailedEntry {
@@ -322,7 +354,7 @@ fn entry(f: crate::store::FailedObject) -> FailedEntry {
 
 #[cfg(test)]
 mod tests {
-    use super::Endpoint;
+    use super::{Endpoint, Retried, retried};
     use hyper::Method;
 
     #[test]
@@ -343,5 +375,36 @@ mod tests {
         );
         assert_eq!(p(&Method::GET, "/v1/jobs/x/delete"), None);
         assert_eq!(p(&Method::PUT, "/v1/jobs"), None);
+    }
+
+    #[test]
+    fn retry_answers_in_the_original_words() {
+        let r = |queued, unfixable, rescan| Retried {
+            queued,
+            unfixable,
+            rescan,
+        };
+        let cases = [
+            (Some("j"), r(0, 0, false), "None failed tasks for job:j."),
+            (None, r(0, 0, false), "None failed tasks."),
+            (
+                Some("j"),
+                r(3, 0, false),
+                "Retry has been submitted. (3 failed objects queued again)",
+            ),
+            (
+                Some("j"),
+                r(0, 2, false),
+                "None failed tasks a retry can fix for job:j; 2 failed objects cannot be retried: their names are refused by the destination or their listing failed (see `ossimportctl errors j`).",
+            ),
+            (
+                Some("j"),
+                r(1, 2, true),
+                "Retry has been submitted. (the listing starts again from its checkpoint; 1 failed objects queued again; 2 failed objects cannot be retried: their names are refused by the destination or their listing failed (see `ossimportctl errors j`))",
+            ),
+        ];
+        for (job, got, want) in cases {
+            assert_eq!(retried(job, got), want);
+        }
     }
 }

@@ -16,7 +16,7 @@ use tracing::{error, info, warn};
 use crate::plan;
 use crate::scanner::{self, ScanConfig};
 use crate::server::{State, blocking, restrict};
-use crate::store::{Counts, JobRow, StoreError, state as job_state};
+use crate::store::{Counts, JobRow, Retried, Store, StoreError, state as job_state};
 
 /// A job whose plan is loaded.
 pub struct JobRt {
@@ -338,12 +338,25 @@ pub async fn status(state: &Arc<State>, name: &str) -> Result<JobStatus, JobErro
 }
 
 pub async fn status_of(state: &Arc<State>, job: JobRow) -> Result<JobStatus, JobError> {
-    let id = job.id;
-    let (c, running) = blocking(&state.store, move |s| {
-        Ok((s.counts(id)?, s.running_tasks(id)?))
+    let names: std::collections::HashMap<String, String> = state
+        .agents()
+        .iter()
+        .map(|(fp, a)| (fp.clone(), a.name.clone()))
+        .collect();
+    Ok(blocking(&state.store, move |s| {
+        status_in(s, job, |fp| names.get(fp).cloned())
     })
-    .await?;
-    let agents = state.agents();
+    .await?)
+}
+
+/// A job's status from the store; `agent_name` names an agent by its key's
+/// fingerprint when it is known.
+pub fn status_in(
+    store: &Store,
+    job: JobRow,
+    agent_name: impl Fn(&str) -> Option<String>,
+) -> Result<JobStatus, StoreError> {
+    let (c, running) = (store.counts(job.id)?, store.running_tasks(job.id)?);
     Ok(JobStatus {
         name: job.name,
         state: job.state,
@@ -353,9 +366,7 @@ pub async fn status_of(state: &Arc<State>, job: JobRow) -> Result<JobStatus, Job
             .into_iter()
             .map(|t| TaskProgress {
                 task_id: t.task_id,
-                agent: t
-                    .agent
-                    .map(|fp| agents.get(&fp).map(|a| a.name.clone()).unwrap_or(fp)),
+                agent: t.agent.map(|fp| agent_name(&fp).unwrap_or(fp)),
                 bytes_done: t.bytes_done,
                 bytes_total: t.bytes_total,
                 files_done: t.files_done,
@@ -422,11 +433,11 @@ pub async fn resume(state: &Arc<State>, name: &str) -> Result<(), JobError> {
 }
 
 /// Makes failed objects of a job pending again; returns how many.
-pub async fn retry(state: &Arc<State>, name: &str) -> Result<u64, JobError> {
+pub async fn retry(state: &Arc<State>, name: &str) -> Result<Retried, JobError> {
     let job = find(state, name).await?;
     let id = job.id;
-    let n = blocking(&state.store, move |s| s.retry_failed(id)).await?;
-    info!(job = %name, objects = n, "Failed objects queued again.");
+    let mut n = blocking(&state.store, move |s| s.retry_failed(id)).await?;
+    info!(job = %name, objects = n.queued, left = n.unfixable, "Failed objects queued again.");
     // A scan that failed (source unreachable, listing refused) starts again
     // from its checkpoint: nothing listed before is listed twice.
     if !job.scan_done {
@@ -445,25 +456,34 @@ pub async fn retry(state: &Arc<State>, name: &str) -> Result<u64, JobError> {
                 .map_err(JobError::Invalid)?;
             info!(job = %name, "Scan starts again from its checkpoint.");
             start_scan(state, id, name.to_string(), p.scan, cancel, scanning);
+            n.rescan = true;
         }
     }
     state.wake.notify_one();
-    Ok(n as u64)
+    Ok(n)
 }
 
-/// Forgets a job: scanner stopped, rows deleted, copy removed.
-pub async fn clean(state: &Arc<State>, name: &str) -> Result<(), JobError> {
+/// Forgets a job: scanner stopped, rows deleted, copy removed. Returns the
+/// directory that held its saved files.
+pub async fn clean(state: &Arc<State>, name: &str) -> Result<PathBuf, JobError> {
     let job = find(state, name).await?;
     if let Some(rt) = state.jobs().remove(&job.id) {
         rt.scan_cancel.cancel();
     }
     let id = job.id;
+    let work = state.config.work_dir.clone();
     // A scanner between two entries may still commit one task; that commit
     // then fails on the deleted job and the scanner ends.
-    blocking(&state.store, move |s| s.delete_job(id)).await?;
-    if let Some(dir) = job_file(&state.config.work_dir, id).parent() {
-        let _ = std::fs::remove_dir_all(dir);
-    }
+    let dir = blocking(&state.store, move |s| forget(s, &work, id)).await?;
     info!(job = %name, "Job cleaned.");
-    Ok(())
+    Ok(dir)
+}
+
+/// The rows and saved files of job `id` deleted (by the daemon, or by
+/// `ossimportctl clean` when no daemon holds the store).
+pub fn forget(store: &Store, work: &Path, id: i64) -> Result<PathBuf, StoreError> {
+    store.delete_job(id)?;
+    let dir = work.join("jobs").join(id.to_string());
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(dir)
 }

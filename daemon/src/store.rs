@@ -142,6 +142,17 @@ pub struct NewObject {
     pub failure: Option<(String, String)>,
 }
 
+/// What `retry` did: objects queued again, and failed objects left as they
+/// are because retrying cannot fix them (a name the store refuses, a
+/// listing error).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Retried {
+    pub queued: u64,
+    pub unfixable: u64,
+    /// A failed listing starts again from its checkpoint.
+    pub rescan: bool,
+}
+
 /// Object counts of a job by state, with byte totals.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Counts {
@@ -449,7 +460,10 @@ impl Store {
 
     /// Makes failed objects pending again and their tasks runnable (`retry`).
     /// Objects that failed at listing time stay failed.
-    pub fn retry_failed(&self, job_id: i64) -> Result<usize, StoreError> {
+    /// Queues the job's failed objects again, but for those a retry cannot
+    /// fix (`LIST_ERROR`, `INVALID_KEY`). Returns how many were queued and
+    /// how many stay failed.
+    pub fn retry_failed(&self, job_id: i64) -> Result<Retried, StoreError> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
         let n = tx.execute(
@@ -466,8 +480,17 @@ impl Store {
             "UPDATE jobs SET state = ?2 WHERE id = ?1",
             params![job_id, state::RUNNING],
         )?;
+        let unfixable: i64 = tx.query_row(
+            "SELECT COUNT(*) FROM objects WHERE job_id = ?1 AND state = 'failed'",
+            [job_id],
+            |r| r.get(0),
+        )?;
         tx.commit()?;
-        Ok(n)
+        Ok(Retried {
+            queued: n as u64,
+            unfixable: unfixable as u64,
+            rescan: false,
+        })
     }
 
     /// Leases up to `max` pending tasks to `agent` until `lease_until`

@@ -17,18 +17,19 @@ pub enum Target {
     Unix(PathBuf),
 }
 
+/// Each shown as one line: where, what happened, and what to check.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ClientError {
     /// Nothing listens there, or we may not connect.
-    #[error("cannot connect to {target}: {source}")]
+    #[error("cannot connect to {target}: {}", crate::net::no_answer(source, None))]
     Connect {
         target: String,
         source: std::io::Error,
     },
-    #[error("{0} did not answer in time")]
-    Timeout(String),
-    #[error("talking to {target}: {source}")]
+    #[error("{target}: {}", crate::net::timed_out(Some(*after)))]
+    Timeout { target: String, after: Duration },
+    #[error("talking to {target}: {}", crate::net::no_answer(source, None))]
     Http {
         target: String,
         source: hyper::Error,
@@ -102,7 +103,10 @@ pub async fn send(
     };
     tokio::time::timeout(timeout, fut)
         .await
-        .map_err(|_| ClientError::Timeout(label.clone()))?
+        .map_err(|_| ClientError::Timeout {
+            target: label.clone(),
+            after: timeout,
+        })?
 }
 
 async fn roundtrip<I>(
@@ -119,4 +123,58 @@ where
         let _ = conn.await;
     });
     sender.send_request(req).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    /// A server on 127.0.0.1 that reads each request and then holds the
+    /// connection open (`hold`) or closes it, never answering.
+    fn mute(hold: bool) -> String {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for mut c in l.incoming().flatten() {
+                let mut buf = [0u8; 4096];
+                let _ = c.read(&mut buf);
+                if hold {
+                    held.push(c);
+                }
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn channel_errors_are_one_line_a_person_can_act_on() {
+        let refused = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().to_string()
+        };
+        let cases = [
+            (refused, "connection refused"),
+            ("no-such-host.invalid:7000".to_string(), "name not found"),
+            (mute(true), "timed out after 1 s"),
+            (mute(false), "connection was cut"),
+        ];
+        for (addr, want) in cases {
+            let err = send(
+                &Target::Tcp(addr.clone()),
+                Method::POST,
+                "/v1/agent/heartbeat",
+                &[],
+                b"{}".to_vec(),
+                Duration::from_secs(1),
+            )
+            .await
+            .unwrap_err()
+            .to_string();
+            assert!(err.contains(want), "{addr}: {err}");
+            assert!(err.contains(&addr), "{addr}: {err}");
+            assert!(!err.contains('{') && !err.contains('\n'), "{addr}: {err}");
+        }
+    }
 }

@@ -10,6 +10,7 @@ pub mod api;
 pub mod auth;
 pub mod client;
 pub mod job;
+pub mod net;
 pub mod secret;
 pub mod server;
 

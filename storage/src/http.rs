@@ -10,6 +10,9 @@ use hyper_util::rt::TokioExecutor;
 
 use crate::remote::{RemoteBody, SourceError, SourceErrorKind};
 
+/// How long a connection may take to open.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
 type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
 
 /// A pooled HTTP(S) client for source downloads.
@@ -22,9 +25,14 @@ pub struct HttpSource {
 
 impl HttpSource {
     pub fn new() -> Result<HttpSource, SourceError> {
+        HttpSource::with_timeout(Duration::from_secs(60))
+    }
+
+    /// A client that waits at most `timeout` for an answer's head.
+    pub fn with_timeout(timeout: Duration) -> Result<HttpSource, SourceError> {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
-        http.set_connect_timeout(Some(Duration::from_secs(10)));
+        http.set_connect_timeout(Some(CONNECT_TIMEOUT));
         let https = hyper_rustls::HttpsConnectorBuilder::new()
             .with_provider_and_native_roots(rustls::crypto::aws_lc_rs::default_provider())
             .map_err(|e| SourceError::new(SourceErrorKind::Permanent, format!("TLS roots: {e}")))?
@@ -32,10 +40,7 @@ impl HttpSource {
             .enable_http1()
             .wrap_connector(http);
         let client = Client::builder(TokioExecutor::new()).build(https);
-        Ok(HttpSource {
-            client,
-            timeout: Duration::from_secs(60),
-        })
+        Ok(HttpSource { client, timeout })
     }
 
     /// Starts a GET; the status and headers are checked, the body is left
@@ -56,19 +61,19 @@ impl HttpSource {
             Err(_) => {
                 return Err(SourceError::new(
                     SourceErrorKind::Transient,
-                    format!("GET {url}: no response within {} s", self.timeout.as_secs()),
+                    format!(
+                        "GET {url}: no response: {}",
+                        proto::net::timed_out(Some(self.timeout))
+                    ),
                 ));
             }
             Ok(Err(e)) => {
-                let mut msg = e.to_string();
-                let mut src: Option<&dyn std::error::Error> = std::error::Error::source(&e);
-                while let Some(s) = src {
-                    msg = format!("{msg}: {s}");
-                    src = s.source();
-                }
                 return Err(SourceError::new(
                     SourceErrorKind::Transient,
-                    format!("GET {url}: {msg}"),
+                    format!(
+                        "GET {url}: {}",
+                        proto::net::no_answer(&e, Some(CONNECT_TIMEOUT))
+                    ),
                 ));
             }
             Ok(Ok(r)) => r,
@@ -93,5 +98,57 @@ impl HttpSource {
             len,
             format!("GET {url}"),
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_net::{refused_port, server};
+
+    #[tokio::test]
+    async fn errors_without_an_answer_are_one_line_a_person_can_act_on() {
+        let refused = refused_port();
+        let denied = server(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n");
+        let not_tls = server(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n");
+        let silent = server(b"");
+        let cut = server(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly this");
+        let cases = [
+            (
+                format!("http://127.0.0.1:{refused}/a"),
+                "connection refused",
+            ),
+            (
+                "http://no-such-host.invalid/a".to_string(),
+                "name not found",
+            ),
+            (format!("https://127.0.0.1:{not_tls}/a"), "TLS failed"),
+            (format!("http://127.0.0.1:{denied}/a"), "HTTP 403"),
+            (
+                format!("http://127.0.0.1:{silent}/a"),
+                "timed out after 2 s",
+            ),
+            (format!("http://127.0.0.1:{cut}/a"), "connection was cut"),
+        ];
+        let client = HttpSource::with_timeout(Duration::from_secs(2)).unwrap();
+        for (url, want) in cases {
+            let line = match client.get(&url).await {
+                Err(e) => e.to_string(),
+                Ok(mut body) => loop {
+                    match body.next().await {
+                        Err(e) => break e.to_string(),
+                        Ok(Some(_)) => continue,
+                        Ok(None) => panic!("{url}: no error"),
+                    }
+                },
+            };
+            assert!(line.contains(want), "{url}: {line}");
+            assert!(line.starts_with(&format!("GET {url}: ")), "{url}: {line}");
+            assert!(!line.contains('\n'), "{url}: {line}");
+            assert!(
+                !line.contains('{') && !line.contains("Error {"),
+                "{url}: {line}"
+            );
+        }
     }
 }

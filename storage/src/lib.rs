@@ -12,3 +12,35 @@ pub mod local;
 pub mod remote;
 pub mod s3;
 pub mod watch;
+
+/// Sockets on 127.0.0.1 that fail the ways networks do, for the tables of
+/// error lines.
+#[cfg(test)]
+pub(crate) mod test_net {
+    use std::io::{Read, Write};
+
+    /// A port nothing listens on.
+    pub(crate) fn refused_port() -> u16 {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    }
+
+    /// A one-thread TCP server that answers every connection with `reply`,
+    /// or, when `reply` is empty, reads the request and never answers.
+    pub(crate) fn server(reply: &'static [u8]) -> u16 {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for mut c in l.incoming().flatten() {
+                let mut buf = [0u8; 4096];
+                let _ = c.read(&mut buf);
+                let _ = c.write_all(reply);
+                if reply.is_empty() {
+                    held.push(c);
+                }
+            }
+        });
+        port
+    }
+}

@@ -85,7 +85,11 @@ impl RemoteBody {
             Inner::S3(b) => b.try_next().await.map_err(|e| {
                 SourceError::new(
                     SourceErrorKind::Transient,
-                    format!("{}: body cut off: {e}", self.what),
+                    format!(
+                        "{}: body cut off: {}",
+                        self.what,
+                        proto::net::no_answer(&e, None)
+                    ),
                 )
             })?,
             Inner::Http(b) => loop {
@@ -100,8 +104,10 @@ impl RemoteBody {
                         return Err(SourceError::new(
                             SourceErrorKind::Transient,
                             format!(
-                                "{}: body cut off after {} bytes: {e}",
-                                self.what, self.received
+                                "{}: body cut off after {} bytes: {}",
+                                self.what,
+                                self.received,
+                                proto::net::no_answer(&e, None)
                             ),
                         ));
                     }

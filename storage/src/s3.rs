@@ -121,6 +121,7 @@ pub struct S3Store {
     bucket: String,
     sse: bool,
     limiter: Option<Arc<RateLimiter>>,
+    read_timeout: Duration,
 }
 
 /// One page of a listing.
@@ -230,8 +231,15 @@ impl CaptureCrc64 {
     }
 }
 
+/// How long a request may wait for the next bytes of an answer.
+const READ_TIMEOUT: Duration = Duration::from_secs(120);
+
 impl S3Store {
     pub fn new(cfg: &S3Config) -> S3Store {
+        S3Store::with_read_timeout(cfg, READ_TIMEOUT)
+    }
+
+    fn with_read_timeout(cfg: &S3Config, read_timeout: Duration) -> S3Store {
         let endpoint = if cfg.endpoint.contains("://") {
             cfg.endpoint.clone()
         } else {
@@ -261,7 +269,7 @@ impl S3Store {
             .timeout_config(
                 TimeoutConfig::builder()
                     .connect_timeout(Duration::from_secs(10))
-                    .read_timeout(Duration::from_secs(120))
+                    .read_timeout(read_timeout)
                     .build(),
             )
             // No retry quota: the SDK's default token bucket stops retrying
@@ -279,6 +287,7 @@ impl S3Store {
             bucket: cfg.bucket.clone(),
             sse: cfg.server_side_encryption,
             limiter: cfg.request_limiter.clone(),
+            read_timeout,
         }
     }
 
@@ -309,7 +318,7 @@ impl S3Store {
             .set_continuation_token(token.map(str::to_owned))
             .send()
             .await
-            .map_err(|e| classify("ListObjectsV2", prefix, e))?;
+            .map_err(|e| self.classify("ListObjectsV2", prefix, e))?;
         let objects = out
             .contents()
             .iter()
@@ -370,7 +379,7 @@ impl S3Store {
             .send()
             .await
             .map_err(|e| {
-                let e = classify("GetObject", key, e);
+                let e = self.classify("GetObject", key, e);
                 let kind = match e.kind {
                     ErrorKind::NotFound => SourceErrorKind::NotFound,
                     ErrorKind::PreconditionFailed => SourceErrorKind::Changed,
@@ -479,7 +488,7 @@ impl S3Store {
             .interceptor(cap.clone())
             .send()
             .await
-            .map_err(|e| classify("PutObject", key, e))?;
+            .map_err(|e| self.classify("PutObject", key, e))?;
         Ok(PutAnswer {
             etag: normalize_etag(out.e_tag().unwrap_or_default()),
             crc64: cap.get(),
@@ -499,7 +508,7 @@ impl S3Store {
             .interceptor(cap.clone())
             .send()
             .await
-            .map_err(|e| classify("HeadObject", key, e))?;
+            .map_err(|e| self.classify("HeadObject", key, e))?;
         let mtime_meta = out
             .metadata()
             .and_then(|m| m.get(META_MTIME))
@@ -523,7 +532,7 @@ impl S3Store {
             .key(key)
             .send()
             .await
-            .map_err(|e| classify("GetObject", key, e))?;
+            .map_err(|e| self.classify("GetObject", key, e))?;
         let mut body = out.body;
         let mut h = Hasher::new();
         loop {
@@ -562,7 +571,7 @@ impl S3Store {
         let out = req
             .send()
             .await
-            .map_err(|e| classify("CreateMultipartUpload", key, e))?;
+            .map_err(|e| self.classify("CreateMultipartUpload", key, e))?;
         out.upload_id().map(str::to_owned).ok_or_else(|| S3Error {
             kind: ErrorKind::Other,
             message: format!("CreateMultipartUpload {key}: the server returned no upload id"),
@@ -592,7 +601,7 @@ impl S3Store {
             .disable_payload_signing()
             .send()
             .await
-            .map_err(|e| classify("UploadPart", key, e))?;
+            .map_err(|e| self.classify("UploadPart", key, e))?;
         Ok(PutAnswer {
             etag: normalize_etag(out.e_tag().unwrap_or_default()),
             crc64: None,
@@ -618,7 +627,7 @@ impl S3Store {
                 .set_part_number_marker(marker.clone())
                 .send()
                 .await
-                .map_err(|e| classify("ListParts", key, e))?;
+                .map_err(|e| self.classify("ListParts", key, e))?;
             for p in out.parts() {
                 parts.push((
                     p.part_number().unwrap_or(0) as u32,
@@ -668,7 +677,7 @@ impl S3Store {
             .interceptor(cap.clone())
             .send()
             .await
-            .map_err(|e| classify("CompleteMultipartUpload", key, e))?;
+            .map_err(|e| self.classify("CompleteMultipartUpload", key, e))?;
         Ok(PutAnswer {
             etag: normalize_etag(out.e_tag().unwrap_or_default()),
             crc64: cap.get(),
@@ -688,7 +697,7 @@ impl S3Store {
         {
             Ok(_) => Ok(()),
             Err(e) => {
-                let e = classify("AbortMultipartUpload", key, e);
+                let e = self.classify("AbortMultipartUpload", key, e);
                 if e.kind == ErrorKind::NoSuchUpload {
                     Ok(())
                 } else {
@@ -703,7 +712,7 @@ impl S3Store {
         match self.client.head_bucket().bucket(&self.bucket).send().await {
             Ok(_) => Ok(()),
             Err(e) => {
-                let mut e = classify("HeadBucket", &self.bucket, e);
+                let mut e = self.classify("HeadBucket", &self.bucket, e);
                 e.message = match e.kind {
                     ErrorKind::NotFound | ErrorKind::NoSuchBucket => {
                         "the bucket does not exist".into()
@@ -736,7 +745,7 @@ impl S3Store {
         {
             Ok(_) => Ok(()),
             Err(e) => {
-                let e = classify("CreateBucket", &self.bucket, e);
+                let e = self.classify("CreateBucket", &self.bucket, e);
                 if e.message.contains("BucketAlreadyOwnedByYou")
                     || e.message.contains("BucketAlreadyExists")
                 {
@@ -749,12 +758,28 @@ impl S3Store {
     }
 }
 
+impl S3Store {
+    /// [`classify`], naming this store's read timeout when one ran out.
+    fn classify<E>(
+        &self,
+        op: &str,
+        key: &str,
+        err: SdkError<E, aws_smithy_runtime_api::http::Response>,
+    ) -> S3Error
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        classify(op, key, err, self.read_timeout)
+    }
+}
+
 /// Maps an SDK error to what the caller can do, with a message naming the
 /// operation, the key, the server's code and its message.
 fn classify<E>(
     op: &str,
     key: &str,
     err: SdkError<E, aws_smithy_runtime_api::http::Response>,
+    read_timeout: Duration,
 ) -> S3Error
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
@@ -800,57 +825,12 @@ where
                 "HTTP 403 access denied (check the access key, secret and bucket policy)".into()
             }
             Some(s) => format!("HTTP {s}"),
-            None => no_answer(&err),
+            None => proto::net::no_answer(&err, Some(read_timeout)),
         },
     };
     S3Error {
         kind,
         message: format!("{op} {key}: {detail}"),
-    }
-}
-
-/// One line for a request that got no HTTP answer: what happened at the
-/// bottom of the error chain, in words a person can act on, never the
-/// SDK's `Debug` dump.
-fn no_answer(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut chain: Vec<String> = Vec::new();
-    let mut io_kind = None;
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
-    while let Some(e) = cur {
-        if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            io_kind = Some(io.kind());
-        }
-        let text = e.to_string();
-        if !text.is_empty() && !chain.iter().any(|c| c.contains(&text)) {
-            chain.push(text);
-        }
-        cur = e.source();
-    }
-    let all = chain.join(": ").to_ascii_lowercase();
-    let what = if all.contains("timeout") || all.contains("timed out") {
-        "timed out (check that the endpoint is reachable from this host and not blocked by a firewall)"
-    } else if io_kind == Some(std::io::ErrorKind::ConnectionRefused)
-        || all.contains("connection refused")
-    {
-        "connection refused (is the endpoint's host and port right, and the service running?)"
-    } else if all.contains("dns error")
-        || all.contains("failed to lookup address")
-        || all.contains("name or service not known")
-        || all.contains("no address")
-    {
-        "name not found (check the domain name and this host's DNS)"
-    } else if all.contains("certificate") || all.contains("tls") || all.contains("handshake") {
-        "TLS failed: the server's certificate is not trusted or the handshake failed (check the endpoint's https address, or the CA bundle)"
-    } else if all.contains("connection reset") || all.contains("broken pipe") {
-        "the connection was cut by the server or the network"
-    } else {
-        "no answer"
-    };
-    // The deepest cause, as the OS or TLS library put it.
-    match chain.last() {
-        Some(root) if what != "no answer" => format!("{what} [{root}]"),
-        Some(root) => format!("{what}: {root}"),
-        None => what.to_string(),
     }
 }
 
@@ -894,46 +874,32 @@ pub fn content_type(key: &str) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::{Read, Write};
-
-    /// A one-thread TCP server on 127.0.0.1 that answers every connection
-    /// with `reply` (or nothing, holding it open, when empty).
-    fn server(reply: &'static [u8]) -> u16 {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = l.local_addr().unwrap().port();
-        std::thread::spawn(move || {
-            for mut c in l.incoming().flatten() {
-                let mut buf = [0u8; 4096];
-                let _ = c.read(&mut buf);
-                let _ = c.write_all(reply);
-            }
-        });
-        port
-    }
+    use crate::test_net::{refused_port, server};
 
     async fn head_bucket(endpoint: &str) -> String {
-        let store = S3Store::new(&S3Config {
-            endpoint: endpoint.into(),
-            region: "us-east-1".into(),
-            bucket: "bkt".into(),
-            access_key: "ak".into(),
-            secret_key: proto::Secret::new("sk".to_string()),
-            path_style: true,
-            max_attempts: 1,
-            server_side_encryption: false,
-            request_limiter: None,
-        });
+        let store = S3Store::with_read_timeout(
+            &S3Config {
+                endpoint: endpoint.into(),
+                region: "us-east-1".into(),
+                bucket: "bkt".into(),
+                access_key: "ak".into(),
+                secret_key: proto::Secret::new("sk".to_string()),
+                path_style: true,
+                max_attempts: 1,
+                server_side_encryption: false,
+                request_limiter: None,
+            },
+            Duration::from_secs(2),
+        );
         store.check_bucket().await.unwrap_err().to_string()
     }
 
     #[tokio::test]
     async fn errors_without_an_answer_are_one_line_a_person_can_act_on() {
-        let refused = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap().port()
-        };
+        let refused = refused_port();
         let denied = server(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n");
         let not_tls = server(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n");
+        let silent = server(b"");
         let cases = [
             (format!("http://127.0.0.1:{refused}"), "connection refused"),
             (
@@ -942,6 +908,7 @@ mod tests {
             ),
             (format!("https://127.0.0.1:{not_tls}"), "TLS failed"),
             (format!("http://127.0.0.1:{denied}"), "access denied"),
+            (format!("http://127.0.0.1:{silent}"), "timed out after 2 s"),
         ];
         for (endpoint, want) in cases {
             let line = head_bucket(&endpoint).await;

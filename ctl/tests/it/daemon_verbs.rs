@@ -348,7 +348,17 @@ fn legacy_stat_matches_the_original_for_running_and_finished_jobs() {
     let (out, _, code) = d.ctl(&["errors", "legacy"]);
     assert_eq!((out.as_str(), code), ("job legacy: no failed objects\n", 0));
     let (out, _, code) = d.ctl(&["clean", "legacy"]);
-    assert_eq!((out.as_str(), code), ("Clean job:legacy completed.\n", 0));
+    assert_eq!(code, 0, "{out}");
+    let (first, second) = out.split_once('\n').unwrap();
+    assert!(
+        first.starts_with("delete jobs dir:") && first.ends_with("/jobs/1/"),
+        "{out}"
+    );
+    assert!(
+        !Path::new(&first["delete jobs dir:".len()..]).exists(),
+        "{out}"
+    );
+    assert_eq!(second, "Clean job:legacy completed.\n");
     let (_, err, code) = d.ctl(&["stat", "legacy"]);
     assert_eq!(code, 2, "{err}");
     agent_stop.cancel();

@@ -389,11 +389,15 @@ fn retry_after_a_failed_scan_lists_the_rest() {
     assert!(!st.scan_done && st.counts.objects == 0, "{st:?}");
     assert!(c.daemon.log_text().contains("Scan failed"));
     relay.set_allow(-1);
-    let _: serde_json::Value = api(
+    let answer: serde_json::Value = api(
         &c.daemon.socket,
         Method::POST,
         "/v1/jobs/scan_retry/retry",
         None,
+    );
+    assert_eq!(
+        answer["message"],
+        "Retry has been submitted. (the listing starts again from its checkpoint; 0 failed objects)"
     );
     let st = c.daemon.wait_job("scan_retry", 180);
     assert_eq!(st.state, "succeed", "{st:?}");

@@ -1,0 +1,121 @@
+//! One line for a request that got no answer, shared by every client we
+//! have (the S3 client, the HTTP source, the daemon-agent channel): what
+//! happened at the bottom of the error chain in words a person can act on,
+//! never a library's `Debug` dump.
+
+use std::error::Error;
+use std::io::ErrorKind;
+use std::time::Duration;
+
+/// Describes `err` (and its causes) as one line: the class of failure, what
+/// to check, and the deepest cause as the OS or TLS library put it.
+/// `timeout` is the limit that applied, named when the request timed out.
+pub fn no_answer(err: &(dyn Error + 'static), timeout: Option<Duration>) -> String {
+    let mut chain: Vec<String> = Vec::new();
+    let mut io_kind = None;
+    let mut cur: Option<&(dyn Error + 'static)> = Some(err);
+    while let Some(e) = cur {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            io_kind = Some(io.kind());
+        }
+        let text = e.to_string();
+        if !text.is_empty() && !chain.iter().any(|c| c.contains(&text)) {
+            chain.push(text.replace('\n', " "));
+        }
+        cur = e.source();
+    }
+    let all = chain.join(": ").to_ascii_lowercase();
+    let what = if io_kind == Some(ErrorKind::TimedOut)
+        || all.contains("timeout")
+        || all.contains("timed out")
+    {
+        timed_out(timeout)
+    } else {
+        classify(io_kind, &all).to_string()
+    };
+    // The deepest cause, as the OS or TLS library put it.
+    match chain.last() {
+        Some(root) if what != NO_ANSWER => format!("{what} [{root}]"),
+        Some(root) => format!("{what}: {root}"),
+        None => what,
+    }
+}
+
+/// The line for a request that ran out of time.
+pub fn timed_out(timeout: Option<Duration>) -> String {
+    let after = timeout
+        .map(|t| format!(" after {} s", t.as_secs().max(1)))
+        .unwrap_or_default();
+    format!(
+        "timed out{after} (check that the endpoint is reachable from this host and not blocked by a firewall)"
+    )
+}
+
+const NO_ANSWER: &str = "no answer";
+
+fn classify(io_kind: Option<ErrorKind>, all: &str) -> &'static str {
+    if io_kind == Some(ErrorKind::ConnectionRefused) || all.contains("connection refused") {
+        "connection refused (is the host and port right, and the service running there?)"
+    } else if all.contains("dns error")
+        || all.contains("failed to lookup address")
+        || all.contains("name or service not known")
+        || all.contains("no address")
+    {
+        "name not found (check the domain name and this host's DNS)"
+    } else if [
+        "certificate",
+        "tls",
+        "handshake",
+        "corrupt message",
+        "alert",
+    ]
+    .iter()
+    .any(|w| all.contains(w))
+    {
+        "TLS failed: the server's certificate is not trusted or the handshake failed (check the https address, or the CA bundle)"
+    } else if matches!(
+        io_kind,
+        Some(ErrorKind::ConnectionReset | ErrorKind::BrokenPipe | ErrorKind::UnexpectedEof)
+    ) || all.contains("connection reset")
+        || all.contains("broken pipe")
+        || all.contains("connection closed")
+        || all.contains("incomplete message")
+    {
+        "the connection was cut by the server or the network"
+    } else if io_kind == Some(ErrorKind::PermissionDenied) {
+        "permission denied (check who may connect, e.g. the socket's owner and mode)"
+    } else {
+        NO_ANSWER
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classes_by_cause() {
+        let io = |k: ErrorKind, m: &str| std::io::Error::new(k, m.to_string());
+        let cases: [(std::io::Error, &str); 5] = [
+            (
+                io(ErrorKind::ConnectionRefused, "os error 111"),
+                "connection refused",
+            ),
+            (
+                io(ErrorKind::Other, "failed to lookup address information"),
+                "name not found",
+            ),
+            (io(ErrorKind::TimedOut, "deadline"), "timed out after 7 s"),
+            (
+                io(ErrorKind::ConnectionReset, "reset"),
+                "connection was cut",
+            ),
+            (io(ErrorKind::Other, "odd"), "no answer: odd"),
+        ];
+        for (e, want) in cases {
+            let line = no_answer(&e, Some(Duration::from_secs(7)));
+            assert!(line.contains(want), "{line}");
+            assert!(!line.contains('{') && !line.contains('\n'), "{line}");
+        }
+    }
+}
