@@ -43,8 +43,9 @@ ensure_apt_pkg() {
   DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
 }
 
-# Debian packages needed by the tests. None yet.
-# ensure_apt_pkg openssh-server
+# Debian packages needed by the tests: tmux, a real terminal for the
+# progress-bar test.
+ensure_apt_pkg tmux
 
 # ---- Python venv ------------------------------------------------------------
 # A pinned package counts as installed when its dist-info directory exists.

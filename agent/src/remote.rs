@@ -202,7 +202,7 @@ async fn resume(
             *n == p.number && etag.eq_ignore_ascii_case(&p.etag) && *sz == p.size
         });
         if len == Some(p.size) && on_server {
-            ex.add_progress(p.size);
+            ex.add_part_progress(obj.object_id, p.size);
             parts[(p.number - 1) as usize] = Some(p.clone());
             resumed += 1;
         }
@@ -271,7 +271,15 @@ async fn fetch_range(ex: &Executor, obj: &ObjectSpec, offset: u64, len: u64) -> 
             .map_err(source_fail)?;
         let mut buf = BytesMut::with_capacity(len as usize);
         let mut pending = None;
-        fill(ex, &mut body, &mut buf, len as usize, &mut pending).await?;
+        fill(
+            ex,
+            obj.object_id,
+            &mut body,
+            &mut buf,
+            len as usize,
+            &mut pending,
+        )
+        .await?;
         if buf.len() as u64 != len
             || pending.is_some()
             || body.next().await.map_err(source_fail)?.is_some()
@@ -330,6 +338,7 @@ async fn skip_s3(
 /// `part`, paced by the bandwidth cap. Returns false at the end of the body.
 async fn fill(
     ex: &Executor,
+    object_id: i64,
     body: &mut RemoteBody,
     buf: &mut BytesMut,
     limit: usize,
@@ -350,7 +359,7 @@ async fn fill(
             (chunk, None)
         };
         storage::limit::throttle(ex.bandwidth.as_deref(), now.len() as u64).await;
-        ex.add_progress(now.len() as u64);
+        ex.add_part_progress(object_id, now.len() as u64);
         buf.extend_from_slice(&now);
         *pending = later;
     }
@@ -391,6 +400,7 @@ async fn copy_to_s3(
     let mut pending = None;
     if fill(
         ex,
+        obj.object_id,
         &mut body,
         &mut buf,
         threshold as usize + 1,
@@ -498,7 +508,15 @@ async fn stream_parts(
             .await
             .map_err(|_| Fail(ErrorCode::DestError, "shutting down".into()))?;
         let mut buf = BytesMut::with_capacity(part_size as usize);
-        let more = fill(ex, body, &mut buf, part_size as usize, &mut pending).await?;
+        let more = fill(
+            ex,
+            obj.object_id,
+            body,
+            &mut buf,
+            part_size as usize,
+            &mut pending,
+        )
+        .await?;
         if buf.is_empty() {
             break;
         }

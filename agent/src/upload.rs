@@ -98,6 +98,9 @@ pub(crate) async fn process(
 ) -> ObjectResult {
     let retries = Arc::new(AtomicU32::new(0));
     let remote = !matches!(ex.source, Source::Local { .. });
+    // A bar of its own on a terminal while a large object is copied.
+    let _bar = (obj.size > ex.spec.multipart_threshold)
+        .then(|| ex.progress.track(obj.object_id, &obj.rel_path, obj.size));
     let work = async {
         match (ex.spec.mode, remote) {
             (JobMode::Import, false) => import(ex, obj, events).await,
@@ -704,7 +707,7 @@ async fn upload_parts(
             );
             continue;
         }
-        ex.add_progress(p.size);
+        ex.add_part_progress(object_id, p.size);
         let idx = (p.number - 1) as usize;
         parts[idx] = Some(PartRecord {
             crc64: now.crc64,
@@ -729,7 +732,7 @@ async fn upload_parts(
             .await
             .map_err(source_err)?;
             storage::limit::throttle(bandwidth.as_deref(), len).await;
-            progress.add_progress(len);
+            progress.add_part_progress(object_id, len);
             Ok((Bytes::from(data), digest))
         }
     };

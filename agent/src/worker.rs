@@ -25,6 +25,66 @@ use crate::upload;
 pub struct Progress {
     /// Source bytes read and sent (or hashed, for audits and skips).
     pub bytes: AtomicU64,
+    /// Objects above the multipart threshold while they are copied, by
+    /// object id: a display shows one bar each.
+    large: std::sync::Mutex<std::collections::BTreeMap<i64, Arc<FileProgress>>>,
+}
+
+/// One large object's progress.
+#[derive(Debug)]
+pub struct FileProgress {
+    pub name: String,
+    pub total: u64,
+    pub done: AtomicU64,
+}
+
+impl Progress {
+    /// The large objects in flight, oldest first.
+    pub fn large_files(&self) -> Vec<Arc<FileProgress>> {
+        self.large_map().values().cloned().collect()
+    }
+
+    fn large_map(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<i64, Arc<FileProgress>>> {
+        self.large.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Shows `object_id` as a large file until the guard is dropped.
+    pub(crate) fn track(self: &Arc<Self>, object_id: i64, name: &str, total: u64) -> Tracked {
+        self.large_map().insert(
+            object_id,
+            Arc::new(FileProgress {
+                name: name.to_string(),
+                total,
+                done: AtomicU64::new(0),
+            }),
+        );
+        Tracked {
+            progress: Arc::clone(self),
+            object_id,
+        }
+    }
+
+    /// `n` more bytes of `object_id` (counted for its bar when it has one).
+    pub(crate) fn add(&self, object_id: i64, n: u64) {
+        self.bytes.fetch_add(n, Ordering::Relaxed);
+        if let Some(f) = self.large_map().get(&object_id) {
+            f.done.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Removes a large file's bar when its copy ends, however it ends.
+pub(crate) struct Tracked {
+    progress: Arc<Progress>,
+    object_id: i64,
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        self.progress.large_map().remove(&self.object_id);
+    }
 }
 
 /// Where objects go.
@@ -228,5 +288,10 @@ impl Executor {
 
     pub(crate) fn add_progress(&self, n: u64) {
         self.progress.bytes.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// `n` more bytes of a part of `object_id`, a large object.
+    pub(crate) fn add_part_progress(&self, object_id: i64, n: u64) {
+        self.progress.add(object_id, n);
     }
 }

@@ -128,6 +128,10 @@ pub struct RunArgs {
     /// Seconds between progress lines when stderr is not a terminal.
     #[arg(long, default_value_t = 10)]
     pub progress_interval: u64,
+    /// No progress display and no resume note; the summary and errors
+    /// are still printed.
+    #[arg(long, short)]
+    pub quiet: bool,
     /// Print the summary as JSON on stdout.
     #[arg(long)]
     pub json: bool,

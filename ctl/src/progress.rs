@@ -1,12 +1,13 @@
-//! The live progress display of `ossimportctl run`: one redrawn line on a
-//! terminal, plain periodic lines otherwise (logs, CI, pipes).
+//! The live progress display of `ossimportctl run`: on a terminal, a bar
+//! for the bytes (with objects, rate and ETA) and one bar per large file
+//! while it uploads; plain periodic lines otherwise (logs, CI, pipes).
 
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use agent::worker::Progress;
+use agent::worker::{FileProgress, Progress};
 use daemon::coordinator::Live;
 
 /// What the display reads.
@@ -44,6 +45,33 @@ fn human_duration(secs: u64) -> String {
 }
 
 impl Sources {
+    /// Objects finished, objects known, and bytes known in all.
+    fn totals(&self) -> (u64, u64, u64) {
+        let l = &self.live;
+        (
+            Live::get(&l.verified) + Live::get(&l.skipped) + Live::get(&l.failed),
+            Live::get(&l.scanned_objects) + self.base_objects,
+            Live::get(&l.scanned_bytes) + self.base_bytes,
+        )
+    }
+
+    /// The objects part of the bar's message.
+    fn objects(&self) -> String {
+        let l = &self.live;
+        let (done, scanned, _) = self.totals();
+        format!(
+            "objects {done}/{scanned}{} (verified {}, skipped {}, failed {})",
+            if self.scan_done.load(Ordering::Relaxed) {
+                ""
+            } else {
+                "+ (scanning)"
+            },
+            Live::get(&l.verified),
+            Live::get(&l.skipped),
+            Live::get(&l.failed),
+        )
+    }
+
     fn line(&self, elapsed: Duration, rate: f64) -> String {
         let l = &self.live;
         let scanned = Live::get(&l.scanned_objects) + self.base_objects;
@@ -72,26 +100,18 @@ impl Sources {
     }
 }
 
-/// Draws progress until `stop` is set. On a terminal the line is redrawn
-/// every 250 ms on stderr; otherwise a line is printed every `interval`.
+/// Draws progress until `stop` is set: bars on a terminal (see [`bars`]),
+/// otherwise a line on stderr every `interval`.
 pub(crate) async fn display(src: Sources, stop: Arc<AtomicBool>, interval: Duration) {
-    let tty = std::io::stderr().is_terminal();
-    let tick = if tty {
-        Duration::from_millis(250)
-    } else {
-        interval
-    };
+    if std::io::stderr().is_terminal() {
+        return bars(src, stop).await;
+    }
     let start = Instant::now();
     // Rate over a sliding window of recent samples, so it follows changes.
     let mut samples: std::collections::VecDeque<(Instant, u64)> = std::collections::VecDeque::new();
     let mut last_print = Instant::now();
     loop {
-        tokio::time::sleep(if tty {
-            tick
-        } else {
-            Duration::from_millis(250)
-        })
-        .await;
+        tokio::time::sleep(Duration::from_millis(250)).await;
         let now = Instant::now();
         let bytes = src.bytes.bytes.load(Ordering::Relaxed);
         samples.push_back((now, bytes));
@@ -105,19 +125,105 @@ pub(crate) async fn display(src: Sources, stop: Arc<AtomicBool>, interval: Durat
             _ => 0.0,
         };
         let stopping = stop.load(Ordering::Relaxed);
-        if tty {
-            let mut err = std::io::stderr().lock();
-            let _ = write!(err, "\r\x1b[K{}", src.line(start.elapsed(), rate));
-            if stopping {
-                let _ = writeln!(err);
-            }
-            let _ = err.flush();
-        } else if stopping || now.duration_since(last_print) >= tick {
+        if stopping || now.duration_since(last_print) >= interval {
             last_print = now;
             eprintln!("progress: {}", src.line(start.elapsed(), rate));
         }
         if stopping {
             return;
         }
+    }
+}
+
+/// Most large-file bars shown at once; the rest are counted in a line.
+const MAX_FILE_BARS: usize = 6;
+
+/// The terminal display: an indicatif bar for all bytes, with objects in
+/// its message, and under it a bar per large file in flight.
+async fn bars(src: Sources, stop: Arc<AtomicBool>) {
+    use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+    let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(4));
+    let main = multi.add(ProgressBar::new(0));
+    main.set_style(
+        ProgressStyle::with_template(
+            "{elapsed_precise} [{bar:30.green/dim}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta} | {msg}",
+        )
+        .expect("a valid template")
+        .progress_chars("=> "),
+    );
+    let file_style = ProgressStyle::with_template(
+        "  {prefix:.dim} [{bar:20.cyan/dim}] {bytes}/{total_bytes} {bytes_per_sec}",
+    )
+    .expect("a valid template")
+    .progress_chars("=> ");
+    let mut files: std::collections::HashMap<usize, (ProgressBar, Arc<FileProgress>)> =
+        std::collections::HashMap::new();
+    loop {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let stopping = stop.load(Ordering::Relaxed);
+        let (_, _, total) = src.totals();
+        let bytes = src.bytes.bytes.load(Ordering::Relaxed);
+        main.set_length(total.max(bytes));
+        main.set_position(bytes);
+        // Large files: a bar each while they upload, oldest first.
+        let large = if stopping {
+            Vec::new()
+        } else {
+            src.bytes.large_files()
+        };
+        let shown: Vec<&Arc<FileProgress>> = large.iter().take(MAX_FILE_BARS).collect();
+        let keys: Vec<usize> = shown.iter().map(|f| Arc::as_ptr(f) as usize).collect();
+        files.retain(|k, (bar, _)| {
+            let keep = keys.contains(k);
+            if !keep {
+                bar.finish_and_clear();
+                multi.remove(bar);
+            }
+            keep
+        });
+        for f in shown {
+            let (bar, f) = files.entry(Arc::as_ptr(f) as usize).or_insert_with(|| {
+                let bar = multi.add(ProgressBar::new(f.total));
+                bar.set_style(file_style.clone());
+                bar.set_prefix(short_name(&f.name, 40));
+                (bar, Arc::clone(f))
+            });
+            bar.set_position(f.done.load(Ordering::Relaxed).min(f.total));
+        }
+        let mut msg = src.objects();
+        if large.len() > MAX_FILE_BARS {
+            msg.push_str(&format!(
+                "; {} more large files",
+                large.len() - MAX_FILE_BARS
+            ));
+        }
+        main.set_message(msg);
+        if stopping {
+            main.finish();
+            return;
+        }
+    }
+}
+
+/// `name` in at most `max` characters, keeping its end (the file name).
+fn short_name(name: &str, max: usize) -> String {
+    let n = name.chars().count();
+    if n <= max {
+        return format!("{name:<max$}");
+    }
+    let tail: String = name.chars().skip(n - (max - 1)).collect();
+    format!("…{tail}")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn short_names_keep_their_end() {
+        assert_eq!(super::short_name("a/b.bin", 9), "a/b.bin  ");
+        assert_eq!(
+            super::short_name("dir/very-long-name.bin", 10),
+            "…-name.bin"
+        );
+        assert_eq!(super::short_name("数据/大文件.bin", 8), "…大文件.bin");
     }
 }

@@ -77,20 +77,22 @@ async fn run(args: RunArgs) -> Result<u8, Exit> {
     let job_id = open_job(&store, &plan, args.clean)?;
     let mut spec = plan.spec.clone();
     spec.job_id = job_id;
-    eprintln!(
-        "job {}: {} -> {} (state in {})",
-        plan.name,
-        plan.source_label,
-        plan.dest_label,
-        work_dir.join(STORE_FILE).display()
-    );
+    if !args.quiet {
+        eprintln!(
+            "job {}: {} -> {} (state in {})",
+            plan.name,
+            plan.source_label,
+            plan.dest_label,
+            work_dir.join(STORE_FILE).display()
+        );
+    }
 
     // Nothing else can be executing this job's tasks: take back what a
     // killed run had dispatched, and retry what failed last time.
     store.requeue_dispatched(job_id)?;
     let retried = store.retry_failed(job_id)?;
     let start = store.counts(job_id)?;
-    if start.objects > 0 {
+    if start.objects > 0 && !args.quiet {
         eprintln!(
             "resuming: {} objects known, {} verified, {} skipped, {} to do{}",
             start.objects,
@@ -148,19 +150,22 @@ async fn run(args: RunArgs) -> Result<u8, Exit> {
     };
 
     let stop_display = Arc::new(AtomicBool::new(false));
-    let display = tokio::spawn(progress::display(
-        progress::Sources {
-            live: Arc::clone(&live),
-            bytes: Arc::clone(&bytes),
-            scan_done: Arc::clone(&scan_done),
-            base_objects: start.pending,
-            base_bytes: start
-                .bytes
-                .saturating_sub(start.verified_bytes + start.skipped_bytes),
-        },
-        Arc::clone(&stop_display),
-        Duration::from_secs(args.progress_interval.max(1)),
-    ));
+    let sources = progress::Sources {
+        live: Arc::clone(&live),
+        bytes: Arc::clone(&bytes),
+        scan_done: Arc::clone(&scan_done),
+        base_objects: start.pending,
+        base_bytes: start
+            .bytes
+            .saturating_sub(start.verified_bytes + start.skipped_bytes),
+    };
+    let display = (!args.quiet).then(|| {
+        tokio::spawn(progress::display(
+            sources,
+            Arc::clone(&stop_display),
+            Duration::from_secs(args.progress_interval.max(1)),
+        ))
+    });
 
     // Dispatch: lease pending tasks to the executor while there is room.
     let slots = Arc::new(Semaphore::new(
@@ -244,7 +249,9 @@ async fn run(args: RunArgs) -> Result<u8, Exit> {
     drop(events_tx);
     let recorded = recorder.await;
     stop_display.store(true, Ordering::Relaxed);
-    let _ = display.await;
+    if let Some(display) = display {
+        let _ = display.await;
+    }
     recorded??;
 
     let scan_stats = match scan_result {

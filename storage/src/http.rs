@@ -97,6 +97,7 @@ impl HttpSource {
             resp.into_body(),
             len,
             format!("GET {url}"),
+            self.timeout,
         ))
     }
 }
@@ -104,7 +105,7 @@ impl HttpSource {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_net::{refused_port, server};
+    use crate::test_net::{refused_port, server, stall};
 
     #[tokio::test]
     async fn errors_without_an_answer_are_one_line_a_person_can_act_on() {
@@ -113,6 +114,7 @@ mod tests {
         let not_tls = server(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n");
         let silent = server(b"");
         let cut = server(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly this");
+        let stalled = stall(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly this");
         let cases = [
             (
                 format!("http://127.0.0.1:{refused}/a"),
@@ -129,6 +131,10 @@ mod tests {
                 "timed out after 2 s",
             ),
             (format!("http://127.0.0.1:{cut}/a"), "connection was cut"),
+            (
+                format!("http://127.0.0.1:{stalled}/a"),
+                "body stopped after 9 bytes: timed out after 2 s",
+            ),
         ];
         let client = HttpSource::with_timeout(Duration::from_secs(2)).unwrap();
         for (url, want) in cases {

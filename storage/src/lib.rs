@@ -28,6 +28,15 @@ pub(crate) mod test_net {
     /// A one-thread TCP server that answers every connection with `reply`,
     /// or, when `reply` is empty, reads the request and never answers.
     pub(crate) fn server(reply: &'static [u8]) -> u16 {
+        serve(reply, !reply.is_empty(), reply.is_empty())
+    }
+
+    /// Sends `reply` and then holds the connection open, sending no more.
+    pub(crate) fn stall(reply: &'static [u8]) -> u16 {
+        serve(reply, true, true)
+    }
+
+    fn serve(reply: &'static [u8], send: bool, hold: bool) -> u16 {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();
         std::thread::spawn(move || {
@@ -35,8 +44,10 @@ pub(crate) mod test_net {
             for mut c in l.incoming().flatten() {
                 let mut buf = [0u8; 4096];
                 let _ = c.read(&mut buf);
-                let _ = c.write_all(reply);
-                if reply.is_empty() {
+                if send {
+                    let _ = c.write_all(reply);
+                }
+                if hold {
                     held.push(c);
                 }
             }

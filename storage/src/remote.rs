@@ -37,7 +37,8 @@ impl SourceError {
 
 enum Inner {
     S3(aws_sdk_s3::primitives::ByteStream),
-    Http(hyper::body::Incoming),
+    /// With the longest wait for the next bytes.
+    Http(hyper::body::Incoming, std::time::Duration),
 }
 
 /// A body being received, with the length the source announced.
@@ -67,9 +68,14 @@ impl RemoteBody {
         }
     }
 
-    pub(crate) fn http(body: hyper::body::Incoming, len: Option<u64>, what: String) -> RemoteBody {
+    pub(crate) fn http(
+        body: hyper::body::Incoming,
+        len: Option<u64>,
+        what: String,
+        idle: std::time::Duration,
+    ) -> RemoteBody {
         RemoteBody {
-            inner: Inner::Http(body),
+            inner: Inner::Http(body, idle),
             expected_len: len,
             etag_is_md5: true,
             received: 0,
@@ -92,8 +98,19 @@ impl RemoteBody {
                     ),
                 )
             })?,
-            Inner::Http(b) => loop {
-                match b.frame().await {
+            Inner::Http(b, idle) => loop {
+                let Ok(frame) = tokio::time::timeout(*idle, b.frame()).await else {
+                    return Err(SourceError::new(
+                        SourceErrorKind::Transient,
+                        format!(
+                            "{}: the body stopped after {} bytes: {}",
+                            self.what,
+                            self.received,
+                            proto::net::timed_out(Some(*idle))
+                        ),
+                    ));
+                };
+                match frame {
                     None => break None,
                     Some(Ok(f)) => {
                         if let Ok(data) = f.into_data() {

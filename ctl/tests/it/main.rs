@@ -16,5 +16,6 @@ mod object_errors;
 mod resume;
 mod sources;
 mod support;
+mod terminal;
 mod tidy;
 mod torture;
