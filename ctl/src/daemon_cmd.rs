@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use hyper::{Method, StatusCode};
 use proto::api::{
-    Done, ErrorBody, ErrorList, JobList, JobStatus, Page, Report, SubmitRequest, VersionInfo,
-    WorkerList, encode_segment,
+    Done, ErrorBody, ErrorList, JobList, JobState, JobStatus, Page, Report, SubmitRequest,
+    VersionInfo, WorkerList, encode_segment,
 };
 use proto::client::{self, ClientError, Target};
 use serde::de::DeserializeOwned;
@@ -467,9 +467,7 @@ async fn stat(
             }
             Err(e) => return Err(e),
         };
-        let finished = jobs
-            .iter()
-            .all(|j| j.state == "succeed" || j.state == "failed");
+        let finished = jobs.iter().all(|j| j.state.is_finished());
         let out = render(&jobs, &v, d.json, legacy, watch);
         if watch && tty && !d.json {
             // Redraw in place.
@@ -478,7 +476,7 @@ async fn stat(
         print!("{out}");
         let _ = std::io::stdout().flush();
         if !watch || finished {
-            let failed = jobs.iter().any(|j| j.state == "failed");
+            let failed = jobs.iter().any(|j| j.state == JobState::Failed);
             return Ok(if job.is_some() && failed {
                 exit::JOB_FAILED
             } else {
@@ -569,11 +567,7 @@ pub fn legacy_block(jobs: &[JobStatus]) -> String {
     let mut out = String::from("-------------- job stats ---------------\n");
     for j in jobs {
         let c = &j.counts;
-        let state = match j.state.as_str() {
-            "succeed" => "Succeed",
-            "failed" => "Failed",
-            _ => "Running",
-        };
+        let state = j.state.legacy();
         let _ = write!(
             out,
             "---------------- job stat ------------------\n\

@@ -6,6 +6,21 @@ use clap::Parser;
 use ctl::cli::{Cli, Command};
 
 fn main() -> ExitCode {
+    // A reader that stops early (`ossimportctl stat | head`) is not an
+    // error: std's print macros panic on EPIPE; end quietly instead.
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if msg.starts_with("failed printing to stdout") && msg.contains("Broken pipe") {
+            std::process::exit(0);
+        }
+        default_hook(info)
+    }));
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(

@@ -12,7 +12,7 @@ use agent::worker::{Executor, Progress};
 use anyhow::Context;
 use daemon::coordinator::{self, Live};
 use daemon::scanner;
-use daemon::store::{self, Counts, Store};
+use daemon::store::{Counts, JobState, Store};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -275,18 +275,9 @@ async fn run(args: RunArgs) -> Result<u8, Exit> {
         );
         return Ok(exit::INTERRUPTED);
     }
-    // Success means every object found is verified or skipped, nothing less.
-    let ok = counts.failed == 0
-        && counts.pending == 0
-        && counts.verified + counts.skipped == counts.objects;
-    store.set_job_state(
-        job_id,
-        if ok {
-            store::state::SUCCEED
-        } else {
-            store::state::FAILED
-        },
-    )?;
+    let outcome = counts.outcome();
+    let ok = outcome == JobState::Succeed;
+    store.set_job_state(job_id, outcome)?;
     print_summary(
         &plan,
         &store,
@@ -388,7 +379,7 @@ fn print_summary(
     if json {
         let mut v = serde_json::json!({
             "job": plan.name,
-            "state": if ok { "succeed" } else { "failed" },
+            "state": if ok { JobState::Succeed } else { JobState::Failed },
             "counts": c,
             "failed": first.iter().take(shown).map(|f| serde_json::json!({"path": f.rel_path, "code": f.code, "reason": f.message})).collect::<Vec<_>>(),
         });

@@ -229,7 +229,7 @@ async fn dispatch(state: &Arc<State>, ep: Endpoint, req: &Req) -> Result<Respons
                 &Report {
                     job: n,
                     state: job.state,
-                    counts: jobs::wire_counts(&c),
+                    counts: c,
                     methods: methods
                         .into_iter()
                         .map(|(verified_by, objects, bytes)| VerifyMethod {

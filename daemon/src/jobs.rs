@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use proto::api::{JobCounts, JobStatus, TaskProgress};
+use proto::api::{JobStatus, TaskProgress};
 use proto::job::JobSpec;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
@@ -16,7 +16,7 @@ use tracing::{error, info, warn};
 use crate::plan;
 use crate::scanner::{self, ScanConfig};
 use crate::server::{State, blocking, restrict};
-use crate::store::{Counts, JobRow, Retried, Store, StoreError, state as job_state};
+use crate::store::{JobRow, JobState, Retried, Store, StoreError};
 
 /// A job whose plan is loaded.
 pub struct JobRt {
@@ -43,9 +43,6 @@ pub enum JobError {
     #[error("{0:#}")]
     Other(anyhow::Error),
 }
-
-/// Paused jobs keep their tasks but get no dispatch.
-pub const PAUSED: &str = "paused";
 
 fn job_file(work: &Path, id: i64) -> PathBuf {
     work.join("jobs").join(id.to_string()).join("job.cfg")
@@ -110,7 +107,7 @@ fn activate(state: &Arc<State>, job: &JobRow, spec: JobSpec, scan: ScanConfig) {
             scanning: Arc::clone(&scanning),
         },
     );
-    if !job.scan_done && job.state != job_state::SUCCEED && job.state != job_state::FAILED {
+    if !job.scan_done && !job.state.is_finished() {
         start_scan(state, job.id, job.name.clone(), scan, cancel, scanning);
     }
 }
@@ -148,7 +145,7 @@ fn start_scan(
             Ok((false, _)) => info!(job = %name, "Scan stopped; it resumes at the next start."),
             Err(e) => {
                 error!(job = %name, error = %e, "Scan failed; job marked failed.");
-                let _ = st.store.set_job_state(job_id, job_state::FAILED);
+                let _ = st.store.set_job_state(job_id, JobState::Failed);
             }
         }
         st.wake.notify_one();
@@ -361,7 +358,7 @@ pub fn status_in(
         name: job.name,
         state: job.state,
         scan_done: job.scan_done,
-        counts: wire_counts(&c),
+        counts: c,
         running_tasks: running
             .into_iter()
             .map(|t| TaskProgress {
@@ -376,29 +373,11 @@ pub fn status_in(
     })
 }
 
-pub fn wire_counts(c: &Counts) -> JobCounts {
-    JobCounts {
-        objects: c.objects,
-        bytes: c.bytes,
-        pending: c.pending,
-        verified: c.verified,
-        verified_bytes: c.verified_bytes,
-        skipped: c.skipped,
-        skipped_bytes: c.skipped_bytes,
-        failed: c.failed,
-        tasks: c.tasks,
-        tasks_pending: c.tasks_pending,
-        tasks_dispatched: c.tasks_dispatched,
-        tasks_done: c.tasks_done,
-        tasks_failed: c.tasks_failed,
-    }
-}
-
 /// Stops dispatching a job and takes its tasks back from the agents (they
 /// are told to drop them at their next heartbeat).
 pub async fn pause(state: &Arc<State>, name: &str) -> Result<u64, JobError> {
     let job = find(state, name).await?;
-    if job.state != job_state::RUNNING {
+    if job.state != JobState::Running {
         return Err(JobError::Conflict(format!(
             "job {name} is {}, not running",
             job.state
@@ -406,7 +385,7 @@ pub async fn pause(state: &Arc<State>, name: &str) -> Result<u64, JobError> {
     }
     let id = job.id;
     let n = blocking(&state.store, move |s| {
-        s.set_job_state(id, PAUSED)?;
+        s.set_job_state(id, JobState::Paused)?;
         s.requeue_dispatched(id)
     })
     .await?;
@@ -416,7 +395,7 @@ pub async fn pause(state: &Arc<State>, name: &str) -> Result<u64, JobError> {
 
 pub async fn resume(state: &Arc<State>, name: &str) -> Result<(), JobError> {
     let job = find(state, name).await?;
-    if job.state != PAUSED {
+    if job.state != JobState::Paused {
         return Err(JobError::Conflict(format!(
             "job {name} is {}, not paused",
             job.state
@@ -424,7 +403,7 @@ pub async fn resume(state: &Arc<State>, name: &str) -> Result<(), JobError> {
     }
     let id = job.id;
     blocking(&state.store, move |s| {
-        s.set_job_state(id, job_state::RUNNING)
+        s.set_job_state(id, JobState::Running)
     })
     .await?;
     info!(job = %name, "Job resumed.");

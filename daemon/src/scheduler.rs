@@ -18,7 +18,7 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use crate::server::{State, blocking, unix_now};
-use crate::store::state as job_state;
+use crate::store::JobState;
 
 /// What the daemon knows about one enrolled agent.
 #[derive(Clone, Debug)]
@@ -161,7 +161,7 @@ async fn tick(state: &Arc<State>) -> anyhow::Result<()> {
     let jobs = blocking(&state.store, |s| s.jobs()).await?;
     let mut runnable = Vec::new();
     for job in jobs {
-        if job.state != job_state::RUNNING {
+        if job.state != JobState::Running {
             continue;
         }
         let spec = match state.jobs().get(&job.id) {
@@ -172,14 +172,9 @@ async fn tick(state: &Arc<State>) -> anyhow::Result<()> {
         let (pending, dispatched) = blocking(&state.store, move |s| s.task_states(id)).await?;
         if job.scan_done && pending == 0 && dispatched == 0 {
             let c = blocking(&state.store, move |s| s.counts(id)).await?;
-            let ok = c.failed == 0 && c.pending == 0;
-            let st = if ok {
-                job_state::SUCCEED
-            } else {
-                job_state::FAILED
-            };
+            let st = c.outcome();
             blocking(&state.store, move |s| s.set_job_state(id, st)).await?;
-            info!(job = %job.name, state = st, verified = c.verified, skipped = c.skipped, failed = c.failed, "Job finished.");
+            info!(job = %job.name, state = %st, verified = c.verified, skipped = c.skipped, failed = c.failed, "Job finished.");
             continue;
         }
         if pending > 0 {

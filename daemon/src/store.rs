@@ -110,12 +110,18 @@ pub enum StoreError {
     Worker(String),
 }
 
-/// Job states as stored.
-pub mod state {
-    pub const RUNNING: &str = "running";
-    pub const SUCCEED: &str = "succeed";
-    pub const FAILED: &str = "failed";
-    pub const STOPPED: &str = "stopped";
+pub use proto::api::JobState;
+
+/// A job state read from its column; an unknown word is an error, not a
+/// guess.
+fn job_state(idx: usize, text: String) -> rusqlite::Result<JobState> {
+    JobState::parse(&text).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(
+            idx,
+            rusqlite::types::Type::Text,
+            format!("unknown job state {text:?}").into(),
+        )
+    })
 }
 
 #[derive(Clone, Debug)]
@@ -124,7 +130,7 @@ pub struct JobRow {
     pub name: String,
     pub config: String,
     pub fingerprint: String,
-    pub state: String,
+    pub state: JobState,
     pub scan_done: bool,
     pub scan_checkpoint: Option<String>,
 }
@@ -153,25 +159,8 @@ pub struct Retried {
     pub rescan: bool,
 }
 
-/// Object counts of a job by state, with byte totals.
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
-pub struct Counts {
-    pub objects: u64,
-    pub bytes: u64,
-    pub pending: u64,
-    pub verified: u64,
-    pub verified_bytes: u64,
-    pub skipped: u64,
-    pub skipped_bytes: u64,
-    pub failed: u64,
-    pub tasks: u64,
-    pub tasks_pending: u64,
-    pub tasks_dispatched: u64,
-    pub tasks_done: u64,
-    pub tasks_failed: u64,
-    /// Request retries spent, over all objects.
-    pub retries: u64,
-}
+/// Object and task counts of a job by state, with byte totals.
+pub use proto::api::JobCounts as Counts;
 
 #[derive(Clone, Debug)]
 pub struct FailedObject {
@@ -337,7 +326,7 @@ impl Store {
                         name: r.get(1)?,
                         config: r.get(2)?,
                         fingerprint: r.get(3)?,
-                        state: r.get(4)?,
+                        state: job_state(4, r.get(4)?)?,
                         scan_done: r.get::<_, i64>(5)? != 0,
                         scan_checkpoint: r.get(6)?,
                     })
@@ -355,7 +344,7 @@ impl Store {
         let conn = self.lock();
         conn.execute(
             "INSERT INTO jobs (name, config, fingerprint, state, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
-            params![name, config, fingerprint, state::RUNNING, now()],
+            params![name, config, fingerprint, JobState::Running.as_str(), now()],
         )?;
         Ok(conn.last_insert_rowid())
     }
@@ -375,10 +364,10 @@ impl Store {
         Ok(())
     }
 
-    pub fn set_job_state(&self, job_id: i64, state: &str) -> Result<(), StoreError> {
+    pub fn set_job_state(&self, job_id: i64, state: JobState) -> Result<(), StoreError> {
         self.lock().execute(
             "UPDATE jobs SET state = ?2, updated_at = ?3 WHERE id = ?1",
-            params![job_id, state, now()],
+            params![job_id, state.as_str(), now()],
         )?;
         Ok(())
     }
@@ -478,7 +467,7 @@ impl Store {
         )?;
         tx.execute(
             "UPDATE jobs SET state = ?2 WHERE id = ?1",
-            params![job_id, state::RUNNING],
+            params![job_id, JobState::Running.as_str()],
         )?;
         let unfixable: i64 = tx.query_row(
             "SELECT COUNT(*) FROM objects WHERE job_id = ?1 AND state = 'failed'",

@@ -122,6 +122,8 @@ fn decode(field: Option<&str>, name: &str) -> Result<Option<Vec<u8>>, String> {
         .transpose()
 }
 
+/// A job's objects and tasks by state, with byte totals: what `stat
+/// --json`, `report --json` and `run --json` print, field for field.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobCounts {
     pub objects: u64,
@@ -137,6 +139,22 @@ pub struct JobCounts {
     pub tasks_dispatched: u64,
     pub tasks_done: u64,
     pub tasks_failed: u64,
+    /// Request retries spent, over all objects.
+    #[serde(default)]
+    pub retries: u64,
+}
+
+impl JobCounts {
+    /// How a job ends once nothing is left to list or hand out; the one
+    /// place that decides it, for `run` and the daemon alike. A job
+    /// succeeds only when every object found is verified or skipped.
+    pub fn outcome(&self) -> JobState {
+        if self.failed == 0 && self.pending == 0 && self.verified + self.skipped == self.objects {
+            JobState::Succeed
+        } else {
+            JobState::Failed
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -149,11 +167,68 @@ pub struct TaskProgress {
     pub files_total: u64,
 }
 
+/// A job's state: on the wire, in the job store and in `stat --json` as
+/// the lower-case word.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobState {
+    /// Listing or copying, or waiting for an executor.
+    Running,
+    /// Stopped by `pause`; nothing is handed out until `resume`.
+    Paused,
+    /// Every object found is verified or skipped.
+    Succeed,
+    /// Finished with failed objects, or its listing failed.
+    Failed,
+}
+
+impl JobState {
+    pub const ALL: [JobState; 4] = [
+        JobState::Running,
+        JobState::Paused,
+        JobState::Succeed,
+        JobState::Failed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Running => "running",
+            JobState::Paused => "paused",
+            JobState::Succeed => "succeed",
+            JobState::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<JobState> {
+        JobState::ALL.into_iter().find(|j| j.as_str() == s)
+    }
+
+    /// Succeed or Failed: nothing more happens unless it is retried.
+    pub fn is_finished(self) -> bool {
+        matches!(self, JobState::Succeed | JobState::Failed)
+    }
+
+    /// The original's `JobState:` word (`stat --legacy`), which knew no
+    /// pause.
+    pub fn legacy(self) -> &'static str {
+        match self {
+            JobState::Succeed => "Succeed",
+            JobState::Failed => "Failed",
+            JobState::Running | JobState::Paused => "Running",
+        }
+    }
+}
+
+impl std::fmt::Display for JobState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct JobStatus {
     pub name: String,
-    /// `running`, `paused`, `succeed`, `failed`.
-    pub state: String,
+    pub state: JobState,
     pub scan_done: bool,
     pub counts: JobCounts,
     pub running_tasks: Vec<TaskProgress>,
@@ -261,7 +336,7 @@ pub struct VerifyMethod {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Report {
     pub job: String,
-    pub state: String,
+    pub state: JobState,
     pub counts: JobCounts,
     pub methods: Vec<VerifyMethod>,
     /// The first page of failures (see `next` and the `errors` endpoint).
@@ -316,7 +391,41 @@ pub fn decode_segment(s: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::Page;
+    use super::{JobCounts, JobState, Page};
+
+    #[test]
+    fn a_job_succeeds_only_when_every_object_is_verified_or_skipped() {
+        let c = |objects, verified, skipped, failed, pending| JobCounts {
+            objects,
+            verified,
+            skipped,
+            failed,
+            pending,
+            ..JobCounts::default()
+        };
+        let cases = [
+            (c(0, 0, 0, 0, 0), JobState::Succeed),
+            (c(3, 2, 1, 0, 0), JobState::Succeed),
+            (c(3, 2, 0, 1, 0), JobState::Failed),
+            (c(3, 2, 0, 0, 1), JobState::Failed),
+            // Counted objects that are in no final state are not success.
+            (c(3, 2, 0, 0, 0), JobState::Failed),
+        ];
+        for (counts, want) in cases {
+            assert_eq!(counts.outcome(), want, "{counts:?}");
+        }
+    }
+
+    #[test]
+    fn job_states_have_one_spelling() {
+        for st in JobState::ALL {
+            assert_eq!(JobState::parse(st.as_str()), Some(st));
+            let json = serde_json::to_string(&st).unwrap();
+            assert_eq!(json, format!("\"{st}\""));
+            assert_eq!(serde_json::from_str::<JobState>(&json).unwrap(), st);
+        }
+        assert_eq!(JobState::parse("Succeed"), None);
+    }
 
     #[test]
     fn pages_round_trip_through_the_query() {

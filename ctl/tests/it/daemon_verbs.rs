@@ -453,6 +453,25 @@ fn errors_and_report_page_through_thousands_of_failures() {
             .contains("JobState:Failed")
     });
 
+    // A reader that stops after one line (`| head -1`) ends it quietly.
+    let mut child = ctl()
+        .args(["errors", "many", "--socket"])
+        .arg(&d.socket)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut first,
+    )
+    .unwrap();
+    assert_eq!(first, "code\tpath\treason\n");
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stderr(&out), "");
+
     // All of them, fetched a page at a time, in path order.
     let (out, _, code) = d.ctl(&["errors", "many"]);
     assert_eq!(code, 1);

@@ -36,7 +36,7 @@ impl Store {
                 name: r.get(1)?,
                 config: r.get(2)?,
                 fingerprint: r.get(3)?,
-                state: r.get(4)?,
+                state: super::job_state(4, r.get(4)?)?,
                 scan_done: r.get::<_, i64>(5)? != 0,
                 scan_checkpoint: r.get(6)?,
             })

@@ -4,6 +4,7 @@
 use hyper::Method;
 
 use crate::support::*;
+use proto::api::JobState;
 
 struct Cluster {
     tmp: tempfile::TempDir,
@@ -111,7 +112,7 @@ fn three_agents_share_a_job_and_no_secret_crosses_the_wire() {
     let (c, relays) = Cluster::start(3, 1, true);
     let files = c.job("three", 36, 20_000, 2);
     let st = c.daemon.wait_job("three", 180);
-    assert_eq!(st.state, "succeed", "{st:?}");
+    assert_eq!(st.state, JobState::Succeed, "{st:?}");
     assert_eq!(st.counts.objects, 36);
     assert_eq!(st.counts.verified, 36);
     assert_eq!(st.counts.failed, 0);
@@ -147,7 +148,7 @@ fn an_agent_killed_mid_job_loses_its_tasks_to_the_others() {
     c.agents[0].kill();
 
     let st = c.daemon.wait_job("killed", 180);
-    assert_eq!(st.state, "succeed", "{st:?}");
+    assert_eq!(st.state, JobState::Succeed, "{st:?}");
     assert_eq!(st.counts.verified, 24);
     assert_eq!(c.keys("killed"), sorted(files));
     // Counted once: one row per object, each verified once.
@@ -216,7 +217,7 @@ fn a_killed_daemon_restarts_and_finishes_without_redoing_verified_objects() {
 
     c.daemon = Daemon::start(&c.daemon.work.clone(), c.port);
     let st = c.daemon.wait_job("restart", 180);
-    assert_eq!(st.state, "succeed", "{st:?}");
+    assert_eq!(st.state, JobState::Succeed, "{st:?}");
     assert_eq!(st.counts.verified, 40);
     let keys = c.keys("restart");
     let expected: Vec<String> = sorted(files)
@@ -237,7 +238,7 @@ fn pause_takes_tasks_back_and_resume_finishes() {
         "/v1/jobs/paused/pause",
         None,
     );
-    assert_eq!(c.daemon.job("paused").state, "paused");
+    assert_eq!(c.daemon.job("paused").state, JobState::Paused);
     wait_for("paused job to hold no task", 30, || {
         c.daemon.job("paused").counts.tasks_dispatched == 0
     });
@@ -248,7 +249,7 @@ fn pause_takes_tasks_back_and_resume_finishes() {
         None,
     );
     let st = c.daemon.wait_job("paused", 120);
-    assert_eq!((st.state.as_str(), st.counts.verified), ("succeed", 12));
+    assert_eq!((st.state, st.counts.verified), (JobState::Succeed, 12));
 }
 
 #[test]
@@ -289,7 +290,7 @@ fn agents_join_and_leave_while_a_job_runs() {
     assert_eq!((a1.state.as_str(), a1.running), ("left", 0), "{w:?}");
 
     let st = c.daemon.wait_job("joinleave", 180);
-    assert_eq!(st.state, "succeed", "{st:?}");
+    assert_eq!(st.state, JobState::Succeed, "{st:?}");
     assert_eq!(st.counts.verified, 40);
     assert_eq!(c.keys("joinleave"), sorted(files));
 }
@@ -333,7 +334,7 @@ fn late_results_of_a_cleaned_job_never_count_for_the_new_one() {
     to_daemon.set_hold(false);
 
     let st = c.daemon.wait_job("reuse", 180);
-    assert_eq!(st.state, "succeed", "{st:?}");
+    assert_eq!(st.state, JobState::Succeed, "{st:?}");
     assert_eq!(st.counts.verified, 12);
     // Every object the new job calls verified is really there.
     assert_eq!(c.keys("reuse-two"), sorted(new));
@@ -385,7 +386,7 @@ fn retry_after_a_failed_scan_lists_the_rest() {
     relay.set_allow(1);
     c.daemon.submit(&cfg);
     let st = c.daemon.wait_job("scan_retry", 180);
-    assert_eq!(st.state, "failed", "{st:?}");
+    assert_eq!(st.state, JobState::Failed, "{st:?}");
     assert!(!st.scan_done && st.counts.objects == 0, "{st:?}");
     assert!(c.daemon.log_text().contains("Scan failed"));
     relay.set_allow(-1);
@@ -400,7 +401,7 @@ fn retry_after_a_failed_scan_lists_the_rest() {
         "Retry has been submitted. (the listing starts again from its checkpoint; 0 failed objects)"
     );
     let st = c.daemon.wait_job("scan_retry", 180);
-    assert_eq!(st.state, "succeed", "{st:?}");
+    assert_eq!(st.state, JobState::Succeed, "{st:?}");
     assert_eq!((st.counts.objects, st.counts.verified), (300, 300));
     assert_eq!(c.keys("scan-dst").len(), 300);
 }

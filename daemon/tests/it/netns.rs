@@ -7,6 +7,7 @@ use std::path::Path;
 use std::process::Command;
 
 use crate::support::*;
+use proto::api::JobState;
 
 /// Three namespaces on one bridge; removed when dropped.
 struct Net {
@@ -197,7 +198,7 @@ fn agents_in_their_own_namespaces_and_one_cut_off() {
     ip(&["link", "set", &net.veth(1), "down"]).unwrap();
 
     let st = daemon.wait_job("nsjob", 180);
-    assert_eq!(st.state, "succeed", "{st:?}");
+    assert_eq!(st.state, JobState::Succeed, "{st:?}");
     assert_eq!(st.counts.verified, 30);
     assert!(files_equal(&src, &dest, &rels));
     let db = store(&work);

@@ -237,7 +237,7 @@ impl Daemon {
         let mut last = None;
         wait_for(&format!("job {name} to finish"), secs, || {
             let s = self.job(name);
-            let done = s.state == "succeed" || s.state == "failed";
+            let done = s.state.is_finished();
             last = Some(s);
             done
         });
