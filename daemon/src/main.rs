@@ -232,16 +232,43 @@ async fn shutdown_signal() {
     }
 }
 
-/// A group name or number to its id.
+/// A group name or number to its id, by the system's group database (so
+/// LDAP and other NSS sources count, not only `/etc/group`).
 fn group_id(g: &str) -> anyhow::Result<u32> {
     if let Ok(n) = g.parse() {
         return Ok(n);
     }
-    let text = std::fs::read_to_string("/etc/group").context("reading /etc/group")?;
-    text.lines()
-        .find_map(|l| {
-            let mut f = l.split(':');
-            (f.next() == Some(g)).then(|| f.nth(1).and_then(|id| id.parse().ok()))?
-        })
-        .with_context(|| format!("no group {g} in /etc/group"))
+    let name = std::ffi::CString::new(g).with_context(|| format!("group {g:?}"))?;
+    let mut len = 16 << 10;
+    loop {
+        let mut buf = vec![0 as libc::c_char; len];
+        // SAFETY: getgrnam_r writes only into `grp` and `buf`, which we own
+        // and which outlive the call; `found` is read only on success.
+        let (rc, gid) = unsafe {
+            let mut grp: libc::group = std::mem::zeroed();
+            let mut found: *mut libc::group = std::ptr::null_mut();
+            let rc = libc::getgrnam_r(name.as_ptr(), &mut grp, buf.as_mut_ptr(), len, &mut found);
+            (rc, (!found.is_null()).then_some(grp.gr_gid))
+        };
+        match (rc, gid) {
+            (0, Some(gid)) => return Ok(gid),
+            (0, None) => anyhow::bail!("no group named {g} on this system"),
+            (libc::ERANGE, _) if len < 1 << 24 => len *= 4,
+            (e, _) => {
+                return Err(std::io::Error::from_raw_os_error(e))
+                    .with_context(|| format!("looking up group {g}"));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod group_tests {
+    #[test]
+    fn groups_by_name_or_number_from_the_system_database() {
+        assert_eq!(super::group_id("0").unwrap(), 0);
+        assert_eq!(super::group_id("root").unwrap(), 0);
+        let err = super::group_id("no-such-group-ossimport").unwrap_err();
+        assert!(err.to_string().contains("no group named"), "{err:#}");
+    }
 }
