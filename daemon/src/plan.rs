@@ -290,7 +290,8 @@ fn from_text(job_cfg: &Path, text: &str, sys: Option<(PathBuf, String)>) -> Resu
     };
     let scan = ScanConfig {
         source: scan_source,
-        filter: Filter::new(&cfg.include_globs, &cfg.exclude_globs),
+        filter: Filter::new(&cfg.include_globs, &cfg.exclude_globs)
+            .map_err(|e| format!("{}: {e}", job_cfg.display()))?,
         task_count_limit: cfg.task_object_count_limit,
         task_size_limit: cfg.task_object_size_limit,
         import_since: cfg.import_since as i64,

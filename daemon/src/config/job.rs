@@ -808,8 +808,19 @@ fn from_properties(
             false,
         )
     })?;
-    let include_globs = split_list(&f.string("includeGlobs")?);
-    let exclude_globs = split_list(&f.string("excludeGlobs")?);
+    // Every pattern compiled here, so a bad one is refused at submit with
+    // its line.
+    let globs = |key: &str| {
+        f.parsed(&[key], Vec::new(), |v| {
+            let list = split_globs(v);
+            for p in &list {
+                crate::filter::compile(p)?;
+            }
+            Ok(list)
+        })
+    };
+    let include_globs = globs("includeGlobs")?;
+    let exclude_globs = globs("excludeGlobs")?;
     let max_requests_per_second = f.u32(&["maxRequestsPerSecond"], 0, 0..=u32::MAX)?;
     let src_list_page_size = f.u32(&["srcListPageSize"], 1000, 1..=1000)?;
     let object_timeout = f.uint(&["objectTimeout"], 21_600, 0..=u64::MAX)?;
@@ -1011,12 +1022,26 @@ fn non_empty_or(value: String, default: &str) -> String {
     }
 }
 
-fn split_list(value: &str) -> Vec<String> {
-    value
-        .split(',')
-        .map(str::trim)
+/// A comma-separated list of glob patterns; a comma inside `{...}` is an
+/// alternative of one pattern, not a separator.
+fn split_globs(value: &str) -> Vec<String> {
+    let (mut out, mut cur, mut depth) = (Vec::new(), String::new(), 0usize);
+    for c in value.chars() {
+        match c {
+            '{' => depth += 1,
+            '}' => depth = depth.saturating_sub(1),
+            ',' if depth == 0 => {
+                out.push(std::mem::take(&mut cur));
+                continue;
+            }
+            _ => {}
+        }
+        cur.push(c);
+    }
+    out.push(cur);
+    out.into_iter()
+        .map(|s| s.trim().to_string())
         .filter(|s| !s.is_empty())
-        .map(str::to_string)
         .collect()
 }
 

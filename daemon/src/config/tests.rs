@@ -990,3 +990,21 @@ fn files_in_the_originals_encodings_are_read() {
         "sys.properties:2: workingDir: not valid text (save the file as UTF-8)"
     );
 }
+
+#[test]
+fn bad_glob_patterns_are_refused_with_their_line() {
+    let text = format!("{BASE}includeGlobs=*.jpg, [a-\n");
+    let err = parse(&text).expect_err("config is invalid").to_string();
+    assert!(
+        err.starts_with("job.cfg:4: includeGlobs: bad glob pattern \"[a-\": "),
+        "{err}"
+    );
+    let c = parse_ok("includeGlobs=*.{jpg,png}, raw/**\n");
+    assert_eq!(c.include_globs, vec!["*.{jpg,png}", "raw/**"]);
+    let text = format!("{BASE}excludeGlobs={{tmp,cache\n");
+    let err = parse(&text).expect_err("config is invalid").to_string();
+    assert!(
+        err.starts_with("job.cfg:4: excludeGlobs: bad glob pattern"),
+        "{err}"
+    );
+}

@@ -134,7 +134,8 @@ fn filters_apply_to_relative_paths() {
     let store = Store::open(&db.path().join("s.db")).unwrap();
     let job = store.create_job("scan", "{}", "").unwrap();
     let mut c = cfg(src.path(), 100);
-    c.filter = crate::filter::Filter::new(&["b/**".into(), "*.txt".into()], &["b/e".into()]);
+    c.filter =
+        crate::filter::Filter::new(&["b/**".into(), "*.txt".into()], &["b/e".into()]).unwrap();
     let (_, stats) = scan(&store, job, &c, &CancellationToken::new(), |_, _| {}).unwrap();
     assert_eq!(listed(&store, job), ["a.txt", "b/c/d", "sp ace/ü.txt"]);
     assert_eq!(stats.filtered_out, 4);
