@@ -98,8 +98,9 @@ pub(crate) async fn process(
 ) -> ObjectResult {
     let retries = Arc::new(AtomicU32::new(0));
     let remote = !matches!(ex.source, Source::Local { .. });
-    // A bar of its own on a terminal while a large object is copied.
-    let _bar = (obj.size > ex.spec.multipart_threshold)
+    // A bar of its own on a terminal while a large object is copied (its
+    // parts count towards it; audits and skips have none).
+    let _bar = (ex.spec.mode == JobMode::Import && obj.size > ex.spec.multipart_threshold)
         .then(|| ex.progress.track(obj.object_id, &obj.rel_path, obj.size));
     let work = async {
         match (ex.spec.mode, remote) {

@@ -105,7 +105,7 @@ impl HttpSource {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_net::{refused_port, server, stall};
+    use crate::test_net::{assert_one_line, refused_port, server, stall};
 
     #[tokio::test]
     async fn errors_without_an_answer_are_one_line_a_person_can_act_on() {
@@ -148,13 +148,7 @@ mod tests {
                     }
                 },
             };
-            assert!(line.contains(want), "{url}: {line}");
-            assert!(line.starts_with(&format!("GET {url}: ")), "{url}: {line}");
-            assert!(!line.contains('\n'), "{url}: {line}");
-            assert!(
-                !line.contains('{') && !line.contains("Error {"),
-                "{url}: {line}"
-            );
+            assert_one_line(&line, &format!("GET {url}: "), want);
         }
     }
 }

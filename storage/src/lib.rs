@@ -19,6 +19,18 @@ pub mod watch;
 pub(crate) mod test_net {
     use std::io::{Read, Write};
 
+    /// Asserts `line` is one line a person can act on: it starts with
+    /// `prefix`, says `want`, and holds no `Debug` dump of an error struct.
+    pub(crate) fn assert_one_line(line: &str, prefix: &str, want: &str) {
+        assert!(line.starts_with(prefix), "{line}");
+        assert!(line.contains(want), "{want:?} missing: {line}");
+        assert!(!line.contains('\n'), "{line}");
+        assert!(
+            !line.contains('{') && !line.contains("Error {") && !line.contains("Failure("),
+            "{line}"
+        );
+    }
+
     /// A port nothing listens on.
     pub(crate) fn refused_port() -> u16 {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
