@@ -60,7 +60,7 @@ pub fn socket_path(d: &DaemonArgs) -> PathBuf {
         .and_then(|p| daemon::config::sys::SysConfig::load(p).ok())
         .map(|s| s.working_dir)
         .unwrap_or_else(|| PathBuf::from("."));
-    work.join(daemon::server::SOCKET_FILE)
+    work.join(daemon::state::SOCKET_FILE)
 }
 
 struct Conn {
@@ -659,7 +659,7 @@ async fn submit_offline(
         uid: unsafe { libc::getuid() },
         gid: unsafe { libc::getgid() },
     };
-    daemon::jobs::check_paths(&plan, &work, caller).map_err(usage)?;
+    daemon::engine::check_paths(&plan, &work, caller).map_err(usage)?;
     plan.preflight()
         .await
         .map_err(|e| usage(format!("{e:#}")))?;
@@ -669,7 +669,7 @@ async fn submit_offline(
         return Ok(None);
     };
     let origin = job_cfg.display().to_string();
-    daemon::jobs::record(
+    daemon::engine::record(
         &store,
         &work,
         &plan.name,
@@ -680,7 +680,7 @@ async fn submit_offline(
         &origin,
     )
     .map_err(|e| match e {
-        daemon::jobs::JobError::Conflict(m) | daemon::jobs::JobError::Invalid(m) => usage(m),
+        daemon::engine::JobError::Conflict(m) | daemon::engine::JobError::Invalid(m) => usage(m),
         other => Fail(exit::RUNTIME, other.to_string()),
     })?;
     Ok(Some(plan.name))
@@ -689,13 +689,13 @@ async fn submit_offline(
 /// The job store in `work`, opened by us because no daemon answers; `None`
 /// when a daemon holds it after all (it is starting up).
 fn offline_store(work: &std::path::Path) -> Result<Option<daemon::store::Store>> {
-    let store_path = work.join(daemon::server::STORE_FILE);
+    let store_path = work.join(daemon::state::STORE_FILE);
     let store = match daemon::store::Store::open(&store_path) {
         Ok(s) => s,
         Err(daemon::store::StoreError::InUse { .. }) => return Ok(None),
         Err(e) => return Err(Fail(exit::RUNTIME, e.to_string())),
     };
-    daemon::server::restrict(&store_path);
+    daemon::state::restrict(&store_path);
     Ok(Some(store))
 }
 
@@ -704,13 +704,13 @@ fn offline_store(work: &std::path::Path) -> Result<Option<daemon::store::Store>>
 fn clean_offline(d: &DaemonArgs, job: &str, why: Fail) -> Result<u8> {
     let work = daemon_work_dir(d)?;
     let work = std::path::absolute(&work).unwrap_or(work);
-    if !work.join(daemon::server::STORE_FILE).is_file() {
+    if !work.join(daemon::state::STORE_FILE).is_file() {
         return Err(why);
     }
     let store = offline_store(&work)?.ok_or(why)?;
     let run = || -> std::result::Result<Option<std::path::PathBuf>, daemon::store::StoreError> {
         match store.find_job(job)? {
-            Some(row) => daemon::jobs::forget(&store, &work, row.id).map(Some),
+            Some(row) => daemon::engine::forget(&store, &work, row.id).map(Some),
             None => Ok(None),
         }
     };
@@ -734,7 +734,7 @@ fn clean_offline(d: &DaemonArgs, job: &str, why: Fail) -> Result<u8> {
 fn stat_offline(d: &DaemonArgs, job: Option<&str>) -> Result<Option<Vec<JobStatus>>> {
     let work = daemon_work_dir(d)?;
     let work = std::path::absolute(&work).unwrap_or(work);
-    if !work.join(daemon::server::STORE_FILE).is_file() {
+    if !work.join(daemon::state::STORE_FILE).is_file() {
         return Ok(None);
     }
     let Some(store) = offline_store(&work)? else {
@@ -749,7 +749,7 @@ fn stat_offline(d: &DaemonArgs, job: Option<&str>) -> Result<Option<Vec<JobStatu
             continue;
         }
         out.push(
-            daemon::jobs::status_in(&store, row, |_| None)
+            daemon::engine::status_in(&store, row, |_| None)
                 .map_err(|e| Fail(exit::RUNTIME, e.to_string()))?,
         );
     }

@@ -8,13 +8,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use agent::worker::{FileProgress, Progress};
-use daemon::coordinator::Live;
+use daemon::engine::Live;
 
 /// What the display reads.
 pub(crate) struct Sources {
     pub(crate) live: Arc<Live>,
     pub(crate) bytes: Arc<Progress>,
-    pub(crate) scan_done: Arc<AtomicBool>,
     /// Objects and bytes still to do when the run started (resumed jobs).
     pub(crate) base_objects: u64,
     pub(crate) base_bytes: u64,
@@ -61,7 +60,7 @@ impl Sources {
         let (done, scanned, _) = self.totals();
         format!(
             "objects {done}/{scanned}{} (verified {}, skipped {}, failed {})",
-            if self.scan_done.load(Ordering::Relaxed) {
+            if self.live.scan_ended.load(Ordering::Relaxed) {
                 ""
             } else {
                 "+ (scanning)"
@@ -78,7 +77,7 @@ impl Sources {
         let total_bytes = Live::get(&l.scanned_bytes) + self.base_bytes;
         let done = Live::get(&l.verified) + Live::get(&l.skipped) + Live::get(&l.failed);
         let bytes = self.bytes.bytes.load(Ordering::Relaxed);
-        let scan_done = self.scan_done.load(Ordering::Relaxed);
+        let scan_done = self.live.scan_ended.load(Ordering::Relaxed);
         let eta = if scan_done && rate > 0.0 {
             let left = total_bytes.saturating_sub(bytes) as f64 / rate;
             format!("ETA {}", human_duration(left as u64))

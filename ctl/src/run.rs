@@ -8,22 +8,19 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use agent::worker::{Executor, Progress};
 use anyhow::Context;
-use daemon::coordinator::{self, Live};
+use daemon::engine;
 use daemon::scanner;
+use daemon::state::{Config, State};
 use daemon::store::{Counts, JobState, Store};
-use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use crate::cli::RunArgs;
 use crate::exit;
 use crate::progress::{self, human_bytes};
 use daemon::plan::{self, Plan};
 
-/// Name of the job store inside the work directory.
-pub const STORE_FILE: &str = "ossimport.db";
+use daemon::state::STORE_FILE;
 
 /// An error with the exit code it maps to.
 struct Exit(u8, anyhow::Error);
@@ -87,11 +84,26 @@ async fn run(args: RunArgs) -> Result<u8, Exit> {
         );
     }
 
-    // Nothing else can be executing this job's tasks: take back what a
-    // killed run had dispatched, and retry what failed last time.
-    store.requeue_dispatched(job_id)?;
-    let retried = store.retry_failed(job_id)?;
-    let start = store.counts(job_id)?;
+    // The daemon's engine, with the local worker as its only executor.
+    let mut config = Config::new(&work_dir, None);
+    config.reload_jobs = false;
+    config.local_worker = Some(spec.object_concurrency.clamp(2, 16));
+    let state = State::standalone(config, Arc::clone(&store));
+    spawn_signal_handler(state.cancel.clone());
+    let engine = engine::start(&state).await?;
+
+    // Nothing else can be executing this job's tasks: the start takes back
+    // what a killed run had leased and retries what failed last time.
+    let mut start = store.counts(job_id)?;
+    let row = store
+        .job(job_id)?
+        .ok_or_else(|| anyhow::anyhow!("job {} vanished from the store", plan.name))?;
+    let (live, changed) = engine::adopt(&state, &row, spec, plan.scan.clone(), true)
+        .await
+        .map_err(|e| Exit(exit::RUNTIME, e.into()))?;
+    let retried = changed.retried;
+    start.pending += retried.queued;
+    start.failed = start.failed.saturating_sub(retried.queued);
     if start.objects > 0 && !args.quiet {
         eprintln!(
             "resuming: {} objects known, {} verified, {} skipped, {} to do{}",
@@ -109,51 +121,10 @@ async fn run(args: RunArgs) -> Result<u8, Exit> {
         );
     }
 
-    let cancel = CancellationToken::new();
-    spawn_signal_handler(cancel.clone());
-
-    let live = Arc::new(Live::default());
-    let bytes = Arc::new(Progress::default());
-    let executor = Arc::new(Executor::new(spec, Arc::clone(&bytes)));
-    let (events_tx, events_rx) = mpsc::channel(4096);
-    let recorder = tokio::spawn(coordinator::record(
-        Arc::clone(&store),
-        events_rx,
-        Arc::clone(&live),
-    ));
-
-    // The scanner runs on a blocking thread and tells the dispatcher about
-    // each committed task.
-    let scan_done = Arc::new(AtomicBool::new(false));
-    let mut scan_handle = {
-        let (store, live, scan_done, cancel, cfg) = (
-            Arc::clone(&store),
-            Arc::clone(&live),
-            Arc::clone(&scan_done),
-            cancel.clone(),
-            plan.scan.clone(),
-        );
-        tokio::task::spawn_blocking(move || {
-            let r = scanner::scan(&store, job_id, &cfg, &cancel, |_, objs| {
-                live.scanned_objects
-                    .fetch_add(objs.len() as u64, Ordering::Relaxed);
-                live.scanned_bytes
-                    .fetch_add(objs.iter().map(|o| o.size).sum(), Ordering::Relaxed);
-                live.committed.notify_waiters();
-            });
-            if matches!(r, Ok((true, _))) {
-                scan_done.store(true, Ordering::Relaxed);
-            }
-            live.committed.notify_waiters();
-            r
-        })
-    };
-
     let stop_display = Arc::new(AtomicBool::new(false));
     let sources = progress::Sources {
         live: Arc::clone(&live),
-        bytes: Arc::clone(&bytes),
-        scan_done: Arc::clone(&scan_done),
+        bytes: Arc::clone(&state.local.progress),
         base_objects: start.pending,
         base_bytes: start
             .bytes
@@ -167,95 +138,46 @@ async fn run(args: RunArgs) -> Result<u8, Exit> {
         ))
     });
 
-    // Dispatch: lease pending tasks to the executor while there is room.
-    let slots = Arc::new(Semaphore::new(
-        executor.spec().object_concurrency.clamp(2, 16) as usize,
-    ));
-    let tracker = TaskTracker::new();
-    let mut requeues = 0;
-    let mut settled = false;
-    let scan_result = loop {
-        if cancel.is_cancelled() {
-            break None;
+    // The engine finishes the job; wait for that (and for tasks still
+    // leased after a failed listing) or for Ctrl-C.
+    let finished = loop {
+        let st = Arc::clone(&store);
+        let (job, (_, leased)) = tokio::task::spawn_blocking(move || {
+            Ok::<_, daemon::store::StoreError>((st.job(job_id)?, st.task_states(job_id)?))
+        })
+        .await??;
+        match job {
+            Some(j) if j.state.is_finished() && leased == 0 => break Some(j.state),
+            Some(_) => {}
+            None => break None,
         }
-        let notified = live.committed.notified();
-        // Read before leasing: a scan that finished before an empty lease
-        // cannot have committed tasks that lease missed.
-        let scan_finished = scan_handle.is_finished();
-        let idle = tracker.is_empty();
-        let free = slots.available_permits();
-        let tasks = if free > 0 {
-            let st = Arc::clone(&store);
-            tokio::task::spawn_blocking(move || st.lease_tasks(job_id, free, "standalone", 0))
-                .await??
-        } else {
-            Vec::new()
-        };
-        if tasks.is_empty() {
-            if scan_finished && idle {
-                // Every executor is done, but the recorder may not have
-                // committed their last events yet: a task that looks
-                // unreported may only be unrecorded. Let the queue drain
-                // and one commit pass before deciding (running a task twice
-                // at once would copy an object its first run failed).
-                let st = Arc::clone(&store);
-                let (_, dispatched) =
-                    tokio::task::spawn_blocking(move || st.task_states(job_id)).await??;
-                if dispatched > 0 && !settled {
-                    let until = tokio::time::Instant::now() + Duration::from_secs(5);
-                    while events_tx.capacity() < events_tx.max_capacity()
-                        && tokio::time::Instant::now() < until
-                    {
-                        tokio::time::sleep(Duration::from_millis(5)).await;
-                    }
-                    let _ = tokio::time::timeout(Duration::from_millis(500), notified).await;
-                    settled = true;
-                    continue;
-                }
-                settled = false;
-                // A task whose executor ended without reporting every object
-                // (a crashed worker) is still marked dispatched: run it again.
-                let st = Arc::clone(&store);
-                if requeues < 3
-                    && tokio::task::spawn_blocking(move || st.requeue_dispatched(job_id)).await??
-                        > 0
-                {
-                    requeues += 1;
-                    continue;
-                }
-                break Some((&mut scan_handle).await?);
-            }
-            tokio::select! {
-                _ = notified => {}
-                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
-                _ = cancel.cancelled() => {}
-            }
-            continue;
-        }
-        for task in tasks {
-            let permit = match Arc::clone(&slots).acquire_owned().await {
-                Ok(p) => p,
-                Err(_) => break,
-            };
-            let (ex, tx, c) = (Arc::clone(&executor), events_tx.clone(), cancel.clone());
-            tracker.spawn(async move {
-                let _permit = permit;
-                ex.run_task(task, tx, c).await;
-            });
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+            _ = state.cancel.cancelled() => break None,
         }
     };
-    tracker.close();
-    tracker.wait().await;
-    drop(events_tx);
-    let recorded = recorder.await;
+    let cancelled = state.cancel.is_cancelled();
+    engine.stop().await;
     stop_display.store(true, Ordering::Relaxed);
     if let Some(display) = display {
         let _ = display.await;
     }
-    recorded??;
 
-    let scan_stats = match scan_result {
-        Some(Ok((_, stats))) => Some(stats),
+    let counts = store.counts(job_id)?;
+    let scan = live.scan.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let state = match finished {
+        Some(s) if !cancelled => s,
+        _ => {
+            eprintln!(
+                "interrupted: {} of {} objects done so far; run the same command again to resume",
+                counts.verified + counts.skipped,
+                counts.objects
+            );
+            return Ok(exit::INTERRUPTED);
+        }
+    };
+    let scan_stats = match scan {
+        Some(Ok(stats)) => Some(stats),
         Some(Err(e)) => {
             return Err(Exit(
                 exit::RUNTIME,
@@ -264,20 +186,6 @@ async fn run(args: RunArgs) -> Result<u8, Exit> {
         }
         None => None,
     };
-    let counts = store.counts(job_id)?;
-    if cancel.is_cancelled() {
-        // The scanner may still be between entries; it stops at the next.
-        let _ = tokio::time::timeout(Duration::from_secs(5), &mut scan_handle).await;
-        eprintln!(
-            "interrupted: {} of {} objects done so far; run the same command again to resume",
-            counts.verified + counts.skipped,
-            counts.objects
-        );
-        return Ok(exit::INTERRUPTED);
-    }
-    let outcome = counts.outcome();
-    let ok = outcome == JobState::Succeed;
-    store.set_job_state(job_id, outcome)?;
     print_summary(
         &plan,
         &store,
@@ -287,7 +195,11 @@ async fn run(args: RunArgs) -> Result<u8, Exit> {
         &work_dir,
         args.json,
     )?;
-    Ok(if ok { exit::OK } else { exit::JOB_FAILED })
+    Ok(if state == JobState::Succeed {
+        exit::OK
+    } else {
+        exit::JOB_FAILED
+    })
 }
 
 /// Finds the job in the store, or creates it; refuses to resume a job whose

@@ -54,7 +54,8 @@ fn main() -> anyhow::Result<()> {
         import_since: 0,
         max_task_age: None,
     };
-    let (done, stats) = scan(&store, job, &cfg, &CancellationToken::new(), |_, _| {})?;
+    let scanned = scan(&store, job, &cfg, &CancellationToken::new(), |_, _| {})?;
+    let (done, stats) = (scanned.finished(), scanned.stats().clone());
     let secs = start.elapsed().as_secs_f64();
     anyhow::ensure!(done, "scan did not finish");
     let counts = store.counts(job)?;

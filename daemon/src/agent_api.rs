@@ -12,12 +12,10 @@ use std::sync::Arc;
 use hyper::{Response, StatusCode};
 use proto::api::{EventBatch, Heartbeat, HeartbeatReply, agent_path};
 use proto::auth::{AuthError, Verified};
-use proto::job::Event;
 use proto::server::{Body, Gate, Handler, Peer, Req, error, json};
-use tokio::time::Instant;
 use tracing::{info, warn};
 
-use crate::server::{State, blocking, unix_now};
+use crate::state::{State, blocking, unix_now};
 
 /// Body limits of the agent API's endpoints: a heartbeat lists the tasks an
 /// agent runs, an event batch carries at most a few thousand results.
@@ -109,27 +107,7 @@ fn internal(e: impl std::fmt::Display) -> (StatusCode, String) {
 
 async fn heartbeat(state: &Arc<State>, who: &Verified, req: &Req) -> Answer {
     let hb: Heartbeat = serde_json::from_slice(&req.body).map_err(bad)?;
-    let fresh = {
-        let mut agents = state.agents();
-        let a = agents
-            .entry(who.key.clone())
-            .or_insert_with(|| crate::scheduler::AgentEntry::enrolled(&hb.name, &who.key));
-        let fresh = a.last_seen.is_none() || a.left || a.addr.as_deref() != Some(&hb.addr);
-        a.name = hb.name.clone();
-        a.addr = Some(hb.addr.clone());
-        a.capacity = hb.capacity;
-        let now = Instant::now();
-        a.bytes_per_sec = match a.last_seen {
-            Some(t) if hb.bytes >= a.bytes && now > t => {
-                ((hb.bytes - a.bytes) as f64 / now.duration_since(t).as_secs_f64()) as u64
-            }
-            _ => 0,
-        };
-        a.bytes = hb.bytes;
-        a.last_seen = Some(now);
-        a.left = false;
-        fresh
-    };
+    let fresh = crate::agents::heard_from(state, &who.key, &hb);
     if fresh {
         info!(agent = %hb.name, addr = %hb.addr, capacity = hb.capacity, "Agent joined.");
         state.wake.notify_one();
@@ -147,12 +125,13 @@ async fn heartbeat(state: &Arc<State>, who: &Verified, req: &Req) -> Answer {
 
 async fn events(state: &Arc<State>, who: &Verified, req: &Req) -> Answer {
     let batch: EventBatch = serde_json::from_slice(&req.body).map_err(bad)?;
-    let fp = who.key.clone();
     let n = batch.events.len();
-    blocking(&state.store, move |s| apply_from(s, &fp, batch.events))
+    // Answered once committed: an agent forgets only what the store has.
+    state
+        .recorder
+        .record(&who.key, batch.events)
         .await
         .map_err(internal)?;
-    state.wake.notify_one();
     Ok(json(
         StatusCode::OK,
         &proto::api::Done {
@@ -160,42 +139,6 @@ async fn events(state: &Arc<State>, who: &Verified, req: &Req) -> Answer {
             count: n as u64,
         },
     ))
-}
-
-/// Records events reported by the executor `fp` (an agent's fingerprint,
-/// or the local worker): only the lease holder speaks for a task. Its
-/// object results, parts and completion are taken from the executor the
-/// task is leased to now, and from no one else. Ids are never reused, so
-/// a late report about a cleaned job, or about a task that expired and
-/// went to another executor, matches no lease and is dropped (that work is
-/// redone under the current lease, never counted from a stale one).
-/// Returns how many were dropped.
-pub fn apply_from(
-    s: &crate::store::Store,
-    fp: &str,
-    events: Vec<Event>,
-) -> Result<usize, crate::store::StoreError> {
-    let mut keep = Vec::with_capacity(events.len());
-    let mut dropped = 0usize;
-    for ev in events {
-        let ok = match &ev {
-            Event::TaskDone { task_id } => s.lease_owner(*task_id)?.as_deref() == Some(fp),
-            Event::UploadStarted { object_id, .. }
-            | Event::PartDone { object_id, .. }
-            | Event::UploadAborted { object_id } => s.object_leased_to(*object_id, fp)?,
-            Event::ObjectDone(r) => s.object_leased_to(r.object_id, fp)?,
-        };
-        if ok {
-            keep.push(ev);
-        } else {
-            dropped += 1;
-        }
-    }
-    if dropped > 0 {
-        info!(agent = %fp, dropped, "Dropped events for tasks not leased to this agent.");
-    }
-    s.apply_events(&keep)?;
-    Ok(dropped)
 }
 
 async fn bye(state: &Arc<State>, who: &Verified) -> Answer {

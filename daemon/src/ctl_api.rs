@@ -16,9 +16,9 @@ use proto::server::{Body, Handler, Peer, Req, error, json};
 use tokio::time::Instant;
 use tracing::{error, info};
 
-use crate::jobs::{self, JobError};
-use crate::scheduler::liveness;
-use crate::server::{State, blocking};
+use crate::agents::liveness;
+use crate::engine::{self as jobs, JobError};
+use crate::state::{State, blocking};
 use crate::store::Retried;
 
 /// Every control request.
@@ -263,7 +263,7 @@ async fn dispatch(state: &Arc<State>, ep: Endpoint, req: &Req) -> Result<Respons
                         .map(|t| now.saturating_duration_since(t).as_secs()),
                     error: a.error.clone(),
                     bytes_per_sec: if liveness(a, now, state.config.agent_timeout)
-                        == crate::scheduler::Liveness::Up
+                        == crate::agents::Liveness::Up
                     {
                         a.bytes_per_sec
                     } else {

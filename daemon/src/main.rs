@@ -7,7 +7,8 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use daemon::config::sys::SysConfig;
-use daemon::server::{self, Config, Listeners};
+use daemon::server::{self, Listeners};
+use daemon::state::{self, Config};
 
 /// The ossimport master: keeps jobs in SQLite, dispatches tasks to agents,
 /// serves ossimportctl on a Unix socket.
@@ -164,7 +165,7 @@ fn real_main(args: Args) -> anyhow::Result<()> {
     let socket = args
         .socket
         .clone()
-        .unwrap_or_else(|| work_dir.join(server::SOCKET_FILE));
+        .unwrap_or_else(|| work_dir.join(state::SOCKET_FILE));
 
     // Bind before detaching so errors reach the terminal.
     let ctl = server::bind_socket(&socket, config.socket_gid)?;

@@ -83,6 +83,27 @@ pub struct ScanStats {
     pub suspicious_pages: u64,
 }
 
+/// How a listing ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ScanOutcome {
+    /// Every entry is in the store; the job's `scan_done` is set.
+    Finished(ScanStats),
+    /// Cancelled between entries; it resumes from its checkpoint.
+    Stopped(ScanStats),
+}
+
+impl ScanOutcome {
+    pub fn stats(&self) -> &ScanStats {
+        match self {
+            ScanOutcome::Finished(s) | ScanOutcome::Stopped(s) => s,
+        }
+    }
+
+    pub fn finished(&self) -> bool {
+        matches!(self, ScanOutcome::Finished(_))
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ScanError {
@@ -117,7 +138,7 @@ pub fn scan(
     cfg: &ScanConfig,
     cancel: &CancellationToken,
     on_task: impl FnMut(i64, &[NewObject]),
-) -> Result<(bool, ScanStats), ScanError> {
+) -> Result<ScanOutcome, ScanError> {
     match &cfg.source {
         ScanSource::Local {
             root,
@@ -158,11 +179,11 @@ fn scan_local(
     follow_symlinks: bool,
     cancel: &CancellationToken,
     mut on_task: impl FnMut(i64, &[NewObject]),
-) -> Result<(bool, ScanStats), ScanError> {
+) -> Result<ScanOutcome, ScanError> {
     let mut stats = ScanStats::default();
     let (done, checkpoint) = store.scan_checkpoint(job_id)?;
     if done {
-        return Ok((true, stats));
+        return Ok(ScanOutcome::Finished(stats));
     }
     let checkpoint: Option<Components> = match checkpoint {
         Some(s) => {
@@ -201,7 +222,7 @@ fn scan_local(
 
     while let Some(frame) = stack.last_mut() {
         if cancel.is_cancelled() {
-            return Ok((false, stats));
+            return Ok(ScanOutcome::Stopped(stats));
         }
         let Some(name) = frame.entries.next() else {
             stack.pop();
@@ -338,7 +359,7 @@ fn scan_local(
     }
     flush(&mut batch, &mut batch_bytes, &last, &mut stats)?;
     store.finish_scan(job_id)?;
-    Ok((true, stats))
+    Ok(ScanOutcome::Finished(stats))
 }
 
 /// Collects listed objects into tasks and commits each closed task with
@@ -418,10 +439,10 @@ fn scan_s3(
     page_size: u32,
     cancel: &CancellationToken,
     on_task: impl FnMut(i64, &[NewObject]),
-) -> Result<(bool, ScanStats), ScanError> {
+) -> Result<ScanOutcome, ScanError> {
     let (done, checkpoint) = store.scan_checkpoint(job_id)?;
     if done {
-        return Ok((true, ScanStats::default()));
+        return Ok(ScanOutcome::Finished(ScanStats::default()));
     }
     let mut last_key: Option<String> = match checkpoint {
         Some(s) => {
@@ -436,7 +457,7 @@ fn scan_s3(
     let mut stalls = 0;
     loop {
         if cancel.is_cancelled() {
-            return Ok((false, b.stats));
+            return Ok(ScanOutcome::Stopped(b.stats));
         }
         let page = rt
             .block_on(client.list_page(prefix, last_key.as_deref(), token.as_deref(), page_size))
@@ -498,7 +519,7 @@ fn scan_s3(
         .map_err(|e| ScanError::Checkpoint(e.to_string()))?;
     b.flush(&cp)?;
     store.finish_scan(job_id)?;
-    Ok((true, b.stats))
+    Ok(ScanOutcome::Finished(b.stats))
 }
 
 /// One URL of an HTTP list: `(url, relative path)`, or why the line is bad.
@@ -572,11 +593,11 @@ fn scan_http(
     rel_column: usize,
     cancel: &CancellationToken,
     on_task: impl FnMut(i64, &[NewObject]),
-) -> Result<(bool, ScanStats), ScanError> {
+) -> Result<ScanOutcome, ScanError> {
     use std::io::BufRead;
     let (done, checkpoint) = store.scan_checkpoint(job_id)?;
     if done {
-        return Ok((true, ScanStats::default()));
+        return Ok(ScanOutcome::Finished(ScanStats::default()));
     }
     let after: u64 = match checkpoint {
         Some(s) => s
@@ -592,7 +613,7 @@ fn scan_http(
     for line in std::io::BufReader::new(f).lines() {
         line_no += 1;
         if cancel.is_cancelled() {
-            return Ok((false, b.stats));
+            return Ok(ScanOutcome::Stopped(b.stats));
         }
         let line =
             line.map_err(|e| ScanError::HttpList(format!("{}:{line_no}: {e}", list.display())))?;
@@ -626,7 +647,7 @@ fn scan_http(
     }
     b.flush(&line_no.to_string())?;
     store.finish_scan(job_id)?;
-    Ok((true, b.stats))
+    Ok(ScanOutcome::Finished(b.stats))
 }
 
 /// A failed object standing for an entry that could not be examined.

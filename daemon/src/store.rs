@@ -124,6 +124,87 @@ fn job_state(idx: usize, text: String) -> rusqlite::Result<JobState> {
     })
 }
 
+/// Where a task is. Stored as its word; this is the one mapping.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TaskState {
+    /// Waiting for an executor (never leased, requeued, or retried).
+    Pending,
+    /// Leased to one executor until its lease ends.
+    Dispatched,
+    /// Every object final, none failed.
+    Done,
+    /// Every object final, some failed.
+    Failed,
+}
+
+/// Where an object is. Stored as its word; this is the one mapping.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ObjectState {
+    Pending,
+    /// Copied (or audited) and proven by what the destination answered.
+    Verified,
+    /// Left alone by a skip rule; claims nothing about the destination.
+    Skipped,
+    Failed,
+}
+
+macro_rules! sql_words {
+    ($t:ty { $($v:ident = $w:literal),+ $(,)? }) => {
+        impl $t {
+            pub const fn as_str(self) -> &'static str {
+                match self { $(<$t>::$v => $w),+ }
+            }
+            pub fn parse(s: &str) -> Option<$t> {
+                match s { $($w => Some(<$t>::$v),)+ _ => None }
+            }
+        }
+        impl rusqlite::types::ToSql for $t {
+            fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+                Ok(self.as_str().into())
+            }
+        }
+        impl rusqlite::types::FromSql for $t {
+            fn column_result(v: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<$t> {
+                let s = v.as_str()?;
+                <$t>::parse(s).ok_or_else(|| {
+                    rusqlite::types::FromSqlError::Other(format!("unknown state {s:?}").into())
+                })
+            }
+        }
+    };
+}
+sql_words!(TaskState { Pending = "pending", Dispatched = "dispatched", Done = "done", Failed = "failed" });
+sql_words!(ObjectState { Pending = "pending", Verified = "verified", Skipped = "skipped", Failed = "failed" });
+
+impl From<Outcome> for ObjectState {
+    fn from(o: Outcome) -> ObjectState {
+        match o {
+            Outcome::Verified => ObjectState::Verified,
+            Outcome::Skipped => ObjectState::Skipped,
+            Outcome::Failed => ObjectState::Failed,
+        }
+    }
+}
+
+/// What one [`Store::record`] call changed.
+#[derive(Clone, Debug, Default)]
+pub struct Recorded {
+    /// Events dropped because their task is not leased to their sender.
+    pub dropped: usize,
+    /// Objects that became final now (not those already final before).
+    pub objects: Vec<Final>,
+    /// Tasks closed now.
+    pub tasks_done: usize,
+}
+
+/// An object made final by a recorded result.
+#[derive(Clone, Copy, Debug)]
+pub struct Final {
+    pub job_id: i64,
+    pub outcome: Outcome,
+    pub size: u64,
+}
+
 #[derive(Clone, Debug)]
 pub struct JobRow {
     pub id: i64,
@@ -314,12 +395,25 @@ impl Store {
         Ok(())
     }
 
+    /// A job by id.
+    pub fn job(&self, id: i64) -> Result<Option<JobRow>, StoreError> {
+        self.job_where("id = ?1", id)
+    }
+
     pub fn find_job(&self, name: &str) -> Result<Option<JobRow>, StoreError> {
+        self.job_where("name = ?1", name)
+    }
+
+    fn job_where(
+        &self,
+        cond: &str,
+        value: impl rusqlite::ToSql,
+    ) -> Result<Option<JobRow>, StoreError> {
         let conn = self.lock();
         Ok(conn
             .query_row(
-                "SELECT id, name, config, fingerprint, state, scan_done, scan_checkpoint FROM jobs WHERE name = ?1",
-                [name],
+                &format!("SELECT id, name, config, fingerprint, state, scan_done, scan_checkpoint FROM jobs WHERE {cond}"),
+                [value],
                 |r| {
                     Ok(JobRow {
                         id: r.get(0)?,
@@ -393,8 +487,13 @@ impl Store {
         let tx = conn.transaction()?;
         let bytes: u64 = objects.iter().map(|o| o.size).sum();
         tx.execute(
-            "INSERT INTO tasks (job_id, state, object_count, byte_count) VALUES (?1, 'pending', ?2, ?3)",
-            params![job_id, objects.len() as i64, bytes as i64],
+            "INSERT INTO tasks (job_id, state, object_count, byte_count) VALUES (?1, ?4, ?2, ?3)",
+            params![
+                job_id,
+                objects.len() as i64,
+                bytes as i64,
+                TaskState::Pending
+            ],
         )?;
         let task_id = tx.last_insert_rowid();
         {
@@ -405,8 +504,8 @@ impl Store {
             let t = now();
             for o in objects {
                 let (state, code, msg) = match &o.failure {
-                    Some((c, m)) => ("failed", Some(c.as_str()), Some(m.as_str())),
-                    None => ("pending", None, None),
+                    Some((c, m)) => (ObjectState::Failed, Some(c.as_str()), Some(m.as_str())),
+                    None => (ObjectState::Pending, None, None),
                 };
                 ins.execute(params![
                     job_id,
@@ -438,40 +537,41 @@ impl Store {
         Ok(())
     }
 
-    /// Returns dispatched tasks whose executor is gone to pending. Called at
-    /// start-up of a standalone run (nothing can still be executing them).
+    /// Returns a job's dispatched tasks to pending (`pause`, and a
+    /// standalone run starting again: nothing can still be executing them).
     pub fn requeue_dispatched(&self, job_id: i64) -> Result<usize, StoreError> {
         Ok(self.lock().execute(
-            "UPDATE tasks SET state = 'pending', agent = NULL, lease_until = NULL WHERE job_id = ?1 AND state = 'dispatched'",
-            [job_id],
+            "UPDATE tasks SET state = ?2, agent = NULL, lease_until = NULL WHERE job_id = ?1 AND state = ?3",
+            params![job_id, TaskState::Pending, TaskState::Dispatched],
         )?)
     }
 
-    /// Makes failed objects pending again and their tasks runnable (`retry`).
-    /// Objects that failed at listing time stay failed.
-    /// Queues the job's failed objects again, but for those a retry cannot
-    /// fix (`LIST_ERROR`, `INVALID_KEY`). Returns how many were queued and
-    /// how many stay failed.
+    /// Queues the job's failed objects again and makes their tasks runnable
+    /// (`retry`), but for those a retry cannot fix (`LIST_ERROR`,
+    /// `INVALID_KEY`). Returns how many were queued and how many stay
+    /// failed. The job's own state is the engine's to change.
     pub fn retry_failed(&self, job_id: i64) -> Result<Retried, StoreError> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
         let n = tx.execute(
-            "UPDATE objects SET state = 'pending', error_code = NULL, error = NULL
-             WHERE job_id = ?1 AND state = 'failed' AND error_code NOT IN ('LIST_ERROR', 'INVALID_KEY')",
-            [job_id],
+            "UPDATE objects SET state = ?2, error_code = NULL, error = NULL
+             WHERE job_id = ?1 AND state = ?3 AND error_code NOT IN ('LIST_ERROR', 'INVALID_KEY')",
+            params![job_id, ObjectState::Pending, ObjectState::Failed],
         )?;
         tx.execute(
-            "UPDATE tasks SET state = 'pending' WHERE job_id = ?1 AND state IN ('failed', 'done')
-             AND EXISTS (SELECT 1 FROM objects o WHERE o.task_id = tasks.id AND o.state = 'pending')",
-            [job_id],
-        )?;
-        tx.execute(
-            "UPDATE jobs SET state = ?2 WHERE id = ?1",
-            params![job_id, JobState::Running.as_str()],
+            "UPDATE tasks SET state = ?2 WHERE job_id = ?1 AND state IN (?3, ?4)
+             AND EXISTS (SELECT 1 FROM objects o WHERE o.task_id = tasks.id AND o.state = ?5)",
+            params![
+                job_id,
+                TaskState::Pending,
+                TaskState::Failed,
+                TaskState::Done,
+                ObjectState::Pending
+            ],
         )?;
         let unfixable: i64 = tx.query_row(
-            "SELECT COUNT(*) FROM objects WHERE job_id = ?1 AND state = 'failed'",
-            [job_id],
+            "SELECT COUNT(*) FROM objects WHERE job_id = ?1 AND state = ?2",
+            params![job_id, ObjectState::Failed],
             |r| r.get(0),
         )?;
         tx.commit()?;
@@ -496,24 +596,26 @@ impl Store {
         let tx = conn.transaction()?;
         let ids: Vec<i64> = {
             let mut q = tx.prepare_cached(
-                "SELECT id FROM tasks WHERE job_id = ?1 AND state = 'pending' ORDER BY id LIMIT ?2",
+                "SELECT id FROM tasks WHERE job_id = ?1 AND state = ?3 ORDER BY id LIMIT ?2",
             )?;
-            q.query_map(params![job_id, max as i64], |r| r.get(0))?
-                .collect::<Result<_, _>>()?
+            q.query_map(params![job_id, max as i64, TaskState::Pending], |r| {
+                r.get(0)
+            })?
+            .collect::<Result<_, _>>()?
         };
         let mut out = Vec::with_capacity(ids.len());
         for task_id in ids {
             tx.execute(
-                "UPDATE tasks SET state = 'dispatched', agent = ?2, lease_until = ?3, dispatch_count = dispatch_count + 1 WHERE id = ?1",
-                params![task_id, agent, lease_until],
+                "UPDATE tasks SET state = ?4, agent = ?2, lease_until = ?3, dispatch_count = dispatch_count + 1 WHERE id = ?1",
+                params![task_id, agent, lease_until, TaskState::Dispatched],
             )?;
             let mut objects = Vec::new();
             {
                 let mut q = tx.prepare_cached(
                     "SELECT id, rel_path, size, mtime, upload_id, part_size, src_ref FROM objects
-                     WHERE task_id = ?1 AND state = 'pending' ORDER BY id",
+                     WHERE task_id = ?1 AND state = ?2 ORDER BY id",
                 )?;
-                let rows = q.query_map([task_id], |r| {
+                let rows = q.query_map(params![task_id, ObjectState::Pending], |r| {
                     Ok((
                         r.get::<_, i64>(0)?,
                         r.get::<_, String>(1)?,
@@ -573,105 +675,46 @@ impl Store {
         Ok(out)
     }
 
-    /// Applies executor events in one transaction. Idempotent: an object
-    /// already final keeps its first result, so a task reported twice (an
-    /// expired lease, a retried report) is counted once.
-    pub fn apply_events(&self, events: &[Event]) -> Result<(), StoreError> {
-        if events.is_empty() {
-            return Ok(());
+    /// Records what executors reported, in one transaction, with the lease
+    /// filter in front: each `(executor, events)` pair speaks only for the
+    /// tasks leased to that executor now (an agent's fingerprint, or the
+    /// local worker). Ids are never reused, so a late report about a cleaned
+    /// job, or about a task that expired and went to another executor,
+    /// matches no lease and is dropped; that work is redone under the
+    /// current lease, never counted from a stale one.
+    ///
+    /// Idempotent: an object already final keeps its first result, so a task
+    /// reported twice (a retried report) is counted once.
+    pub fn record(&self, reports: &[(&str, &[Event])]) -> Result<Recorded, StoreError> {
+        let mut out = Recorded::default();
+        if reports.iter().all(|(_, e)| e.is_empty()) {
+            return Ok(out);
         }
         let mut conn = self.lock();
         let tx = conn.transaction()?;
         let t = now();
-        for ev in events {
-            match ev {
-                Event::UploadStarted {
-                    object_id,
-                    upload_id,
-                    part_size,
-                } => {
-                    tx.execute("DELETE FROM parts WHERE object_id = ?1", [object_id])?;
-                    tx.execute(
-                        "UPDATE objects SET upload_id = ?2, part_size = ?3 WHERE id = ?1 AND state = 'pending'",
-                        params![object_id, upload_id, *part_size as i64],
-                    )?;
+        for (from, events) in reports {
+            for ev in *events {
+                let leased = match ev {
+                    Event::TaskDone { task_id } => tx
+                        .prepare_cached(
+                            "SELECT 1 FROM tasks WHERE id = ?1 AND state = ?2 AND agent = ?3",
+                        )?
+                        .exists(params![task_id, TaskState::Dispatched, from])?,
+                    Event::UploadStarted { object_id, .. }
+                    | Event::PartDone { object_id, .. }
+                    | Event::UploadAborted { object_id } => leased_object(&tx, *object_id, from)?,
+                    Event::ObjectDone(r) => leased_object(&tx, r.object_id, from)?,
+                };
+                if !leased {
+                    out.dropped += 1;
+                    continue;
                 }
-                Event::PartDone { object_id, part } => {
-                    tx.prepare_cached(
-                        "INSERT OR REPLACE INTO parts (object_id, number, size, etag, md5, crc64) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                    )?
-                    .execute(params![
-                        object_id,
-                        part.number as i64,
-                        part.size as i64,
-                        part.etag,
-                        part.md5,
-                        part.crc64.to_string()
-                    ])?;
-                }
-                Event::UploadAborted { object_id } => {
-                    tx.execute("DELETE FROM parts WHERE object_id = ?1", [object_id])?;
-                    tx.execute(
-                        "UPDATE objects SET upload_id = NULL, part_size = NULL WHERE id = ?1",
-                        [object_id],
-                    )?;
-                }
-                Event::ObjectDone(r) => {
-                    let state = match r.outcome {
-                        Outcome::Verified => "verified",
-                        Outcome::Skipped => "skipped",
-                        Outcome::Failed => "failed",
-                    };
-                    let (code, msg) = match &r.error {
-                        Some(e) => (Some(e.code.as_str()), Some(e.message.as_str())),
-                        None => (None, None),
-                    };
-                    tx.prepare_cached(
-                        "UPDATE objects SET state = ?2, checksum_algo = ?3, checksum = ?4, md5 = ?5, etag = ?6,
-                            size = CASE WHEN ?2 = 'verified' THEN ?12 ELSE size END,
-                            verified_by = ?7, error_code = ?8, error = ?9, retries = retries + ?10,
-                            attempts = attempts + 1, updated_at = ?11, parts_resumed = parts_resumed + ?13
-                         WHERE id = ?1 AND state = 'pending'",
-                    )?
-                    .execute(params![
-                        r.object_id,
-                        state,
-                        r.crc64.map(|_| "crc64ecma"),
-                        r.crc64.map(|c| c.to_string()),
-                        r.md5,
-                        r.etag,
-                        r.verified_by,
-                        code,
-                        msg,
-                        r.retries as i64,
-                        t,
-                        r.size as i64,
-                        r.parts_resumed as i64
-                    ])?;
-                    // Only multipart objects (ETag `…-N`) ever had parts.
-                    if r.outcome == Outcome::Verified
-                        && r.etag.as_deref().is_some_and(|e| e.contains('-'))
-                    {
-                        // The parts served their purpose; keep the table small.
-                        tx.prepare_cached("DELETE FROM parts WHERE object_id = ?1")?
-                            .execute([r.object_id])?;
-                    }
-                }
-                Event::TaskDone { task_id } => {
-                    tx.prepare_cached(
-                        "UPDATE tasks SET state = CASE
-                            WHEN EXISTS (SELECT 1 FROM objects WHERE task_id = ?1 AND state = 'pending') THEN 'pending'
-                            WHEN EXISTS (SELECT 1 FROM objects WHERE task_id = ?1 AND state = 'failed') THEN 'failed'
-                            ELSE 'done' END,
-                          agent = NULL, lease_until = NULL
-                         WHERE id = ?1 AND state = 'dispatched'",
-                    )?
-                    .execute([task_id])?;
-                }
+                apply_event(&tx, ev, t, &mut out)?;
             }
         }
         tx.commit()?;
-        Ok(())
+        Ok(out)
     }
 
     pub fn counts(&self, job_id: i64) -> Result<Counts, StoreError> {
@@ -682,7 +725,7 @@ impl Store {
         )?;
         let rows = q.query_map([job_id], |r| {
             Ok((
-                r.get::<_, String>(0)?,
+                r.get::<_, ObjectState>(0)?,
                 r.get::<_, i64>(1)?,
                 r.get::<_, i64>(2)?,
             ))
@@ -692,33 +735,33 @@ impl Store {
             let (n, bytes) = (n as u64, bytes as u64);
             c.objects += n;
             c.bytes += bytes;
-            match state.as_str() {
-                "pending" => c.pending += n,
-                "verified" => {
+            match state {
+                ObjectState::Pending => c.pending += n,
+                ObjectState::Verified => {
                     c.verified += n;
                     c.verified_bytes += bytes;
                 }
-                "skipped" => {
+                ObjectState::Skipped => {
                     c.skipped += n;
                     c.skipped_bytes += bytes;
                 }
-                _ => c.failed += n,
+                ObjectState::Failed => c.failed += n,
             }
         }
         let mut q = conn
             .prepare_cached("SELECT state, count(*) FROM tasks WHERE job_id = ?1 GROUP BY state")?;
         let rows = q.query_map([job_id], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+            Ok((r.get::<_, TaskState>(0)?, r.get::<_, i64>(1)?))
         })?;
         for row in rows {
             let (state, n) = row?;
             let n = n as u64;
             c.tasks += n;
-            match state.as_str() {
-                "pending" => c.tasks_pending += n,
-                "dispatched" => c.tasks_dispatched += n,
-                "done" => c.tasks_done += n,
-                _ => c.tasks_failed += n,
+            match state {
+                TaskState::Pending => c.tasks_pending += n,
+                TaskState::Dispatched => c.tasks_dispatched += n,
+                TaskState::Done => c.tasks_done += n,
+                TaskState::Failed => c.tasks_failed += n,
             }
         }
         c.retries = conn.query_row(
@@ -750,14 +793,15 @@ impl Store {
         let limit = limit.max(1);
         let mut q = conn.prepare_cached(
             "SELECT rel_path, coalesce(error_code, ''), coalesce(error, ''), id FROM objects
-             WHERE job_id = ?1 AND state = 'failed' AND (?2 IS NULL OR rel_path > ?2)
+             WHERE job_id = ?1 AND state = ?4 AND (?2 IS NULL OR rel_path > ?2)
              ORDER BY rel_path, id LIMIT ?3",
         )?;
         let mut last_id = 0i64;
         let mut failed = Vec::new();
-        for r in q.query_map(params![job_id, after, limit as i64], |r| {
-            Ok((row(r)?, r.get::<_, i64>(3)?))
-        })? {
+        for r in q.query_map(
+            params![job_id, after, limit as i64, ObjectState::Failed],
+            |r| Ok((row(r)?, r.get::<_, i64>(3)?)),
+        )? {
             let (f, id) = r?;
             last_id = id;
             failed.push(f);
@@ -766,9 +810,9 @@ impl Store {
         if full && let Some(last) = failed.last().map(|f| f.rel_path.clone()) {
             let mut q = conn.prepare_cached(
                 "SELECT rel_path, coalesce(error_code, ''), coalesce(error, '') FROM objects
-                 WHERE job_id = ?1 AND state = 'failed' AND rel_path = ?2 AND id > ?3 ORDER BY id",
+                 WHERE job_id = ?1 AND state = ?4 AND rel_path = ?2 AND id > ?3 ORDER BY id",
             )?;
-            for f in q.query_map(params![job_id, last, last_id], row)? {
+            for f in q.query_map(params![job_id, last, last_id, ObjectState::Failed], row)? {
                 failed.push(f?);
             }
         }
@@ -815,6 +859,137 @@ impl Store {
             )
             .optional()?)
     }
+}
+
+/// Whether an object belongs to a task now leased to `agent`.
+fn leased_object(
+    tx: &rusqlite::Transaction<'_>,
+    object_id: i64,
+    agent: &str,
+) -> rusqlite::Result<bool> {
+    tx.prepare_cached(
+        "SELECT 1 FROM objects o JOIN tasks t ON t.id = o.task_id
+         WHERE o.id = ?1 AND t.state = ?2 AND t.agent = ?3",
+    )?
+    .exists(params![object_id, TaskState::Dispatched, agent])
+}
+
+/// One event, already known to come from its task's lease holder.
+fn apply_event(
+    tx: &rusqlite::Transaction<'_>,
+    ev: &Event,
+    t: i64,
+    out: &mut Recorded,
+) -> rusqlite::Result<()> {
+    match ev {
+        Event::UploadStarted {
+            object_id,
+            upload_id,
+            part_size,
+        } => {
+            tx.execute("DELETE FROM parts WHERE object_id = ?1", [object_id])?;
+            tx.execute(
+                "UPDATE objects SET upload_id = ?2, part_size = ?3 WHERE id = ?1 AND state = ?4",
+                params![
+                    object_id,
+                    upload_id,
+                    *part_size as i64,
+                    ObjectState::Pending
+                ],
+            )?;
+        }
+        Event::PartDone { object_id, part } => {
+            tx.prepare_cached(
+                "INSERT OR REPLACE INTO parts (object_id, number, size, etag, md5, crc64) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![
+                object_id,
+                part.number as i64,
+                part.size as i64,
+                part.etag,
+                part.md5,
+                part.crc64.to_string()
+            ])?;
+        }
+        Event::UploadAborted { object_id } => {
+            tx.execute("DELETE FROM parts WHERE object_id = ?1", [object_id])?;
+            tx.execute(
+                "UPDATE objects SET upload_id = NULL, part_size = NULL WHERE id = ?1",
+                [object_id],
+            )?;
+        }
+        Event::ObjectDone(r) => {
+            let state = ObjectState::from(r.outcome);
+            let (code, msg) = match &r.error {
+                Some(e) => (Some(e.code.as_str()), Some(e.message.as_str())),
+                None => (None, None),
+            };
+            let job: Option<i64> = tx
+                .prepare_cached(
+                    "UPDATE objects SET state = ?2, checksum_algo = ?3, checksum = ?4, md5 = ?5, etag = ?6,
+                        size = CASE WHEN ?2 = ?14 THEN ?12 ELSE size END,
+                        verified_by = ?7, error_code = ?8, error = ?9, retries = retries + ?10,
+                        attempts = attempts + 1, updated_at = ?11, parts_resumed = parts_resumed + ?13
+                     WHERE id = ?1 AND state = ?15 RETURNING job_id",
+                )?
+                .query_row(
+                    params![
+                        r.object_id,
+                        state,
+                        r.crc64.map(|_| "crc64ecma"),
+                        r.crc64.map(|c| c.to_string()),
+                        r.md5,
+                        r.etag,
+                        r.verified_by,
+                        code,
+                        msg,
+                        r.retries as i64,
+                        t,
+                        r.size as i64,
+                        r.parts_resumed as i64,
+                        ObjectState::Verified,
+                        ObjectState::Pending
+                    ],
+                    |row| row.get(0),
+                )
+                .optional()?;
+            if let Some(job_id) = job {
+                out.objects.push(Final {
+                    job_id,
+                    outcome: r.outcome,
+                    size: r.size,
+                });
+            }
+            // Only multipart objects (ETag `…-N`) ever had parts.
+            if r.outcome == Outcome::Verified && r.etag.as_deref().is_some_and(|e| e.contains('-'))
+            {
+                // The parts served their purpose; keep the table small.
+                tx.prepare_cached("DELETE FROM parts WHERE object_id = ?1")?
+                    .execute([r.object_id])?;
+            }
+        }
+        Event::TaskDone { task_id } => {
+            out.tasks_done += tx
+                .prepare_cached(
+                    "UPDATE tasks SET state = CASE
+                        WHEN EXISTS (SELECT 1 FROM objects WHERE task_id = ?1 AND state = ?2) THEN ?5
+                        WHEN EXISTS (SELECT 1 FROM objects WHERE task_id = ?1 AND state = ?3) THEN ?6
+                        ELSE ?7 END,
+                      agent = NULL, lease_until = NULL
+                     WHERE id = ?1 AND state = ?4",
+                )?
+                .execute(params![
+                    task_id,
+                    ObjectState::Pending,
+                    ObjectState::Failed,
+                    TaskState::Dispatched,
+                    TaskState::Pending,
+                    TaskState::Failed,
+                    TaskState::Done
+                ])?;
+        }
+    }
+    Ok(())
 }
 
 pub mod leases;

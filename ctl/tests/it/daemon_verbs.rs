@@ -31,7 +31,7 @@ impl Daemon {
             .build()
             .unwrap();
         let socket = work.join("ossimportd.sock");
-        let mut config = daemon::server::Config::new(work, None);
+        let mut config = daemon::state::Config::new(work, None);
         config.lease = Duration::from_secs(2);
         config.tick = Duration::from_millis(100);
         let stop = CancellationToken::new();

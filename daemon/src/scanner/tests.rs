@@ -43,7 +43,7 @@ fn walks_in_order_and_splits() {
     let db = tempfile::tempdir().unwrap();
     let store = Store::open(&db.path().join("s.db")).unwrap();
     let job = store.create_job("scan", "{}", "").unwrap();
-    let (done, stats) = scan(
+    let scanned = scan(
         &store,
         job,
         &cfg(src.path(), 3),
@@ -51,7 +51,9 @@ fn walks_in_order_and_splits() {
         |_, _| {},
     )
     .unwrap();
-    assert!(done);
+    let ScanOutcome::Finished(stats) = scanned else {
+        panic!("not finished: {scanned:?}")
+    };
     assert_eq!(stats.files, 7);
     assert_eq!(stats.tasks, 3);
     assert_eq!(stats.symlinks_skipped, 1);
@@ -72,7 +74,8 @@ fn follows_file_symlinks_when_allowed() {
         root: src.path().to_path_buf(),
         follow_symlinks: true,
     };
-    let (_, stats) = scan(&store, job, &c, &CancellationToken::new(), |_, _| {}).unwrap();
+    let scanned = scan(&store, job, &c, &CancellationToken::new(), |_, _| {}).unwrap();
+    let stats = scanned.stats();
     assert_eq!(stats.files, 8);
     assert!(listed(&store, job).contains(&"link".to_string()));
 }
@@ -86,15 +89,15 @@ fn resumes_after_interruption_without_gaps_or_duplicates() {
     // Stop after the second committed task, as a kill would.
     let cancel = CancellationToken::new();
     let mut n = 0;
-    let (done, _) = scan(&store, job, &cfg(src.path(), 2), &cancel, |_, _| {
+    let scanned = scan(&store, job, &cfg(src.path(), 2), &cancel, |_, _| {
         n += 1;
         if n == 2 {
             cancel.cancel();
         }
     })
     .unwrap();
-    assert!(!done);
-    let (done, _) = scan(
+    assert!(matches!(scanned, ScanOutcome::Stopped(_)), "{scanned:?}");
+    let scanned = scan(
         &store,
         job,
         &cfg(src.path(), 2),
@@ -102,7 +105,7 @@ fn resumes_after_interruption_without_gaps_or_duplicates() {
         |_, _| {},
     )
     .unwrap();
-    assert!(done);
+    assert!(scanned.finished());
     assert_eq!(
         listed(&store, job),
         ["a/1", "a/2", "a.txt", "b/c/d", "b/e", "sp ace/ü.txt", "z"]
@@ -117,13 +120,15 @@ fn import_since_and_size_limit() {
     let job = store.create_job("scan", "{}", "").unwrap();
     let mut c = cfg(src.path(), 100);
     c.task_size_limit = 4; // every file is >= 1 byte; "a/1" is 3 bytes
-    let (_, stats) = scan(&store, job, &c, &CancellationToken::new(), |_, _| {}).unwrap();
+    let scanned = scan(&store, job, &c, &CancellationToken::new(), |_, _| {}).unwrap();
+    let stats = scanned.stats();
     assert!(stats.tasks >= 4, "{stats:?}");
 
     let job2 = store.create_job("scan2", "{}", "").unwrap();
     let mut c = cfg(src.path(), 100);
     c.import_since = i64::MAX - 1;
-    let (_, stats) = scan(&store, job2, &c, &CancellationToken::new(), |_, _| {}).unwrap();
+    let scanned = scan(&store, job2, &c, &CancellationToken::new(), |_, _| {}).unwrap();
+    let stats = scanned.stats();
     assert_eq!((stats.files, stats.older_than_import_since), (0, 7));
 }
 
@@ -136,7 +141,8 @@ fn filters_apply_to_relative_paths() {
     let mut c = cfg(src.path(), 100);
     c.filter =
         crate::filter::Filter::new(&["b/**".into(), "*.txt".into()], &["b/e".into()]).unwrap();
-    let (_, stats) = scan(&store, job, &c, &CancellationToken::new(), |_, _| {}).unwrap();
+    let scanned = scan(&store, job, &c, &CancellationToken::new(), |_, _| {}).unwrap();
+    let stats = scanned.stats();
     assert_eq!(listed(&store, job), ["a.txt", "b/c/d", "sp ace/ü.txt"]);
     assert_eq!(stats.filtered_out, 4);
 }

@@ -4,13 +4,13 @@
 //! A dispatched task belongs to one agent (its key fingerprint) until
 //! `lease_until` (unix seconds). Heartbeats move the deadline forward; a
 //! lease that passes its deadline returns the task to pending. Results stay
-//! idempotent whoever reports them (see `apply_events`).
+//! idempotent whoever reports them (see `Store::record`).
 
 use std::collections::HashMap;
 
 use rusqlite::{OptionalExtension, params};
 
-use super::{JobRow, Store, StoreError};
+use super::{JobRow, ObjectState, Store, StoreError, TaskState};
 
 /// A dispatched task with how far it got.
 #[derive(Clone, Debug)]
@@ -47,9 +47,9 @@ impl Store {
     /// Returns tasks whose lease ended before `now` to pending.
     pub fn expire_leases(&self, now: i64) -> Result<usize, StoreError> {
         Ok(self.lock().execute(
-            "UPDATE tasks SET state = 'pending', agent = NULL, lease_until = NULL
-             WHERE state = 'dispatched' AND lease_until < ?1",
-            [now],
+            "UPDATE tasks SET state = ?2, agent = NULL, lease_until = NULL
+             WHERE state = ?3 AND lease_until < ?1",
+            params![now, TaskState::Pending, TaskState::Dispatched],
         )?)
     }
 
@@ -58,8 +58,8 @@ impl Store {
     /// to check in before their tasks go to someone else.
     pub fn extend_leases(&self, until: i64) -> Result<usize, StoreError> {
         Ok(self.lock().execute(
-            "UPDATE tasks SET lease_until = ?1 WHERE state = 'dispatched' AND lease_until < ?1",
-            [until],
+            "UPDATE tasks SET lease_until = ?1 WHERE state = ?2 AND lease_until < ?1",
+            params![until, TaskState::Dispatched],
         )?)
     }
 
@@ -77,10 +77,10 @@ impl Store {
         let mut lost = Vec::new();
         {
             let mut renew = tx.prepare_cached(
-                "UPDATE tasks SET lease_until = ?3 WHERE id = ?1 AND agent = ?2 AND state = 'dispatched'",
+                "UPDATE tasks SET lease_until = ?3 WHERE id = ?1 AND agent = ?2 AND state = ?4",
             )?;
             for id in task_ids {
-                if renew.execute(params![id, agent, until])? == 0 {
+                if renew.execute(params![id, agent, until, TaskState::Dispatched])? == 0 {
                     lost.push(*id);
                 }
             }
@@ -97,11 +97,16 @@ impl Store {
         let mut n = 0;
         {
             let mut q = tx.prepare_cached(
-                "UPDATE tasks SET state = 'pending', agent = NULL, lease_until = NULL
-                 WHERE id = ?1 AND agent = ?2 AND state = 'dispatched'",
+                "UPDATE tasks SET state = ?3, agent = NULL, lease_until = NULL
+                 WHERE id = ?1 AND agent = ?2 AND state = ?4",
             )?;
             for id in task_ids {
-                n += q.execute(params![id, agent])?;
+                n += q.execute(params![
+                    id,
+                    agent,
+                    TaskState::Pending,
+                    TaskState::Dispatched
+                ])?;
             }
         }
         tx.commit()?;
@@ -111,9 +116,9 @@ impl Store {
     /// Returns every task leased to `agent` to pending (it said goodbye).
     pub fn release_agent(&self, agent: &str) -> Result<usize, StoreError> {
         Ok(self.lock().execute(
-            "UPDATE tasks SET state = 'pending', agent = NULL, lease_until = NULL
-             WHERE agent = ?1 AND state = 'dispatched'",
-            [agent],
+            "UPDATE tasks SET state = ?2, agent = NULL, lease_until = NULL
+             WHERE agent = ?1 AND state = ?3",
+            params![agent, TaskState::Pending, TaskState::Dispatched],
         )?)
     }
 
@@ -121,10 +126,10 @@ impl Store {
     /// scheduler pass, unlike the object counts.
     pub fn task_states(&self, job_id: i64) -> Result<(u64, u64), StoreError> {
         Ok(self.lock().query_row(
-            "SELECT count(CASE WHEN state = 'pending' THEN 1 END),
-                    count(CASE WHEN state = 'dispatched' THEN 1 END)
+            "SELECT count(CASE WHEN state = ?2 THEN 1 END),
+                    count(CASE WHEN state = ?3 THEN 1 END)
              FROM tasks WHERE job_id = ?1",
-            [job_id],
+            params![job_id, TaskState::Pending, TaskState::Dispatched],
             |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)),
         )?)
     }
@@ -133,9 +138,9 @@ impl Store {
     pub fn leases_by_agent(&self) -> Result<HashMap<String, u64>, StoreError> {
         let conn = self.lock();
         let mut q = conn.prepare_cached(
-            "SELECT agent, count(*) FROM tasks WHERE state = 'dispatched' AND agent IS NOT NULL GROUP BY agent",
+            "SELECT agent, count(*) FROM tasks WHERE state = ?1 AND agent IS NOT NULL GROUP BY agent",
         )?;
-        let rows = q.query_map([], |r| {
+        let rows = q.query_map([TaskState::Dispatched], |r| {
             Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -146,29 +151,12 @@ impl Store {
         Ok(self
             .lock()
             .query_row(
-                "SELECT agent FROM tasks WHERE id = ?1 AND state = 'dispatched'",
-                [task_id],
+                "SELECT agent FROM tasks WHERE id = ?1 AND state = ?2",
+                params![task_id, TaskState::Dispatched],
                 |r| r.get::<_, Option<String>>(0),
             )
             .optional()?
             .flatten())
-    }
-
-    /// Whether an object belongs to a task now leased to `agent`: the only
-    /// results and parts the daemon takes from an agent. A task that was
-    /// requeued, handed to another agent or cleaned (ids are never reused)
-    /// no longer qualifies; its late events are dropped and the work is
-    /// done again under the current lease.
-    pub fn object_leased_to(&self, object_id: i64, agent: &str) -> Result<bool, StoreError> {
-        Ok(self
-            .lock()
-            .prepare_cached(
-                "SELECT 1 FROM objects o JOIN tasks t ON t.id = o.task_id
-                 WHERE o.id = ?1 AND t.state = 'dispatched' AND t.agent = ?2",
-            )?
-            .query_row(params![object_id, agent], |_| Ok(()))
-            .optional()?
-            .is_some())
     }
 
     /// Dispatched tasks of a job with bytes and files final so far.
@@ -176,22 +164,25 @@ impl Store {
         let conn = self.lock();
         let mut q = conn.prepare_cached(
             "SELECT t.id, t.agent, t.byte_count, t.object_count,
-                    coalesce(sum(CASE WHEN o.state != 'pending' THEN o.size END), 0),
-                    count(CASE WHEN o.state != 'pending' THEN 1 END)
+                    coalesce(sum(CASE WHEN o.state != ?2 THEN o.size END), 0),
+                    count(CASE WHEN o.state != ?2 THEN 1 END)
              FROM tasks t LEFT JOIN objects o ON o.task_id = t.id
-             WHERE t.job_id = ?1 AND t.state = 'dispatched'
+             WHERE t.job_id = ?1 AND t.state = ?3
              GROUP BY t.id ORDER BY t.id",
         )?;
-        let rows = q.query_map([job_id], |r| {
-            Ok(RunningTask {
-                task_id: r.get(0)?,
-                agent: r.get(1)?,
-                bytes_total: r.get::<_, i64>(2)? as u64,
-                files_total: r.get::<_, i64>(3)? as u64,
-                bytes_done: r.get::<_, i64>(4)? as u64,
-                files_done: r.get::<_, i64>(5)? as u64,
-            })
-        })?;
+        let rows = q.query_map(
+            params![job_id, ObjectState::Pending, TaskState::Dispatched],
+            |r| {
+                Ok(RunningTask {
+                    task_id: r.get(0)?,
+                    agent: r.get(1)?,
+                    bytes_total: r.get::<_, i64>(2)? as u64,
+                    files_total: r.get::<_, i64>(3)? as u64,
+                    bytes_done: r.get::<_, i64>(4)? as u64,
+                    files_done: r.get::<_, i64>(5)? as u64,
+                })
+            },
+        )?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
@@ -201,15 +192,18 @@ impl Store {
         let conn = self.lock();
         let mut q = conn.prepare_cached(
             "SELECT state || ':' || coalesce(verified_by, ''), count(*), coalesce(sum(size), 0) FROM objects
-             WHERE job_id = ?1 AND state IN ('verified', 'skipped') GROUP BY 1 ORDER BY 1",
+             WHERE job_id = ?1 AND state IN (?2, ?3) GROUP BY 1 ORDER BY 1",
         )?;
-        let rows = q.query_map([job_id], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, i64>(1)? as u64,
-                r.get::<_, i64>(2)? as u64,
-            ))
-        })?;
+        let rows = q.query_map(
+            params![job_id, ObjectState::Verified, ObjectState::Skipped],
+            |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, i64>(1)? as u64,
+                    r.get::<_, i64>(2)? as u64,
+                ))
+            },
+        )?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 }

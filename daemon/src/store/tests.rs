@@ -58,7 +58,7 @@ fn lease_record_and_reopen() {
         (false, Some("[\"bad\"]".into()))
     );
 
-    let leased = store.lease_tasks(job, 10, "local", 0).unwrap();
+    let leased = store.lease_tasks(job, 10, "A", 0).unwrap();
     assert_eq!(leased.len(), 2);
     assert_eq!(leased[0].objects.len(), 2);
     assert!(
@@ -69,25 +69,35 @@ fn lease_record_and_reopen() {
     let b = leased[0].objects[1].object_id;
 
     // The same result twice counts once.
-    store
-        .apply_events(&[verified(a, t1), verified(a, t1)])
+    let r = store
+        .record(&[("A", &[verified(a, t1), verified(a, t1)])])
         .unwrap();
+    assert_eq!(r.objects.len(), 1, "one object became final");
     let c = store.counts(job).unwrap();
     assert_eq!((c.objects, c.verified, c.pending, c.failed), (3, 1, 1, 1));
+    // Another executor does not speak for A's task.
+    let r = store.record(&[("B", &[verified(b, t1)])]).unwrap();
+    assert_eq!((r.dropped, r.objects.len()), (1, 0));
 
     // A killed process: reopen, requeue, and only the unfinished object comes back.
     drop(store);
     let store = Store::open(&path).unwrap();
     assert_eq!(store.requeue_dispatched(job).unwrap(), 2);
-    let leased = store.lease_tasks(job, 10, "local", 0).unwrap();
+    let leased = store.lease_tasks(job, 10, "B", 0).unwrap();
     let ids: Vec<i64> = leased
         .iter()
         .flat_map(|t| t.objects.iter().map(|o| o.object_id))
         .collect();
     assert_eq!(ids, vec![b]);
-    store
-        .apply_events(&[verified(b, t1), Event::TaskDone { task_id: t1 }])
+    // A's late report of the task now leased to B is dropped.
+    let r = store
+        .record(&[("A", &[verified(b, t1), Event::TaskDone { task_id: t1 }])])
         .unwrap();
+    assert_eq!((r.dropped, r.tasks_done), (2, 0));
+    let r = store
+        .record(&[("B", &[verified(b, t1), Event::TaskDone { task_id: t1 }])])
+        .unwrap();
+    assert_eq!((r.dropped, r.tasks_done, r.objects[0].job_id), (0, 1, job));
     let c = store.counts(job).unwrap();
     assert_eq!((c.verified, c.pending, c.tasks_done), (2, 0, 1));
 }
@@ -100,7 +110,7 @@ fn parts_are_offered_for_resume() {
     store
         .commit_task(job, &[obj("big", 100)], "[\"big\"]")
         .unwrap();
-    let leased = store.lease_tasks(job, 1, "local", 0).unwrap();
+    let leased = store.lease_tasks(job, 1, "A", 0).unwrap();
     let id = leased[0].objects[0].object_id;
     let part = PartRecord {
         number: 1,
@@ -110,20 +120,23 @@ fn parts_are_offered_for_resume() {
         crc64: u64::MAX,
     };
     store
-        .apply_events(&[
-            Event::UploadStarted {
-                object_id: id,
-                upload_id: "up".into(),
-                part_size: 50,
-            },
-            Event::PartDone {
-                object_id: id,
-                part: part.clone(),
-            },
-        ])
+        .record(&[(
+            "A",
+            &[
+                Event::UploadStarted {
+                    object_id: id,
+                    upload_id: "up".into(),
+                    part_size: 50,
+                },
+                Event::PartDone {
+                    object_id: id,
+                    part: part.clone(),
+                },
+            ],
+        )])
         .unwrap();
     store.requeue_dispatched(job).unwrap();
-    let leased = store.lease_tasks(job, 1, "local", 0).unwrap();
+    let leased = store.lease_tasks(job, 1, "A", 0).unwrap();
     let resume = leased[0].objects[0].resume.clone().unwrap();
     assert_eq!(resume.upload_id, "up");
     assert_eq!(resume.parts, vec![part]);

@@ -1,13 +1,13 @@
-//! The worker on the master: the same in-process executor `ossimportctl
-//! run` uses (`agent::worker::Executor`), leased tasks like any agent.
+//! In-process dispatch: the worker on the master, and the only executor of
+//! `ossimportctl run`. The same `agent::worker::Executor` an agent runs,
+//! leased tasks like any agent.
 //!
 //! In the original, the master was also a worker (`workers` line 1 is the
 //! master; standalone mode ran the worker inside the service). Here it is
 //! an agent entry named `local` whose batches the scheduler hands over in
-//! memory instead of over HTTP; its events go through the same lease
-//! filter and recorder as an agent's ([`crate::agent_api::apply_from`]),
-//! and it renews its leases as a heartbeat would, dropping tasks the
-//! daemon took back (pause, clean).
+//! memory instead of over HTTP; its events go to the same recorder, behind
+//! the same lease filter, as an agent's, and it renews its leases as a
+//! heartbeat would, dropping tasks the engine took back (pause, clean).
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -22,8 +22,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::scheduler::AgentEntry;
-use crate::server::{State, blocking, unix_now};
+use crate::agents::AgentEntry;
+use crate::state::{State, blocking, unix_now};
 
 /// The identity its leases are recorded under (agent fingerprints are
 /// `SHA256:...`, so this never collides with one).
@@ -31,9 +31,8 @@ pub const LOCAL: &str = "local";
 
 /// How often it renews its leases and refreshes its entry.
 const BEAT: Duration = Duration::from_secs(1);
-/// Events are applied in batches of at most this many, or after this long.
+/// Events handed to the recorder at once, at most.
 const EVENT_BATCH: usize = 2_000;
-const EVENT_WAIT: Duration = Duration::from_millis(25);
 
 /// Tasks it runs now, by id.
 #[derive(Default)]
@@ -41,7 +40,9 @@ pub struct LocalWorker {
     running: Mutex<HashMap<i64, CancellationToken>>,
     /// One executor per job, rebuilt when the job's spec changes.
     executors: Mutex<HashMap<i64, (String, Arc<Executor>)>>,
-    progress: Arc<Progress>,
+    /// Bytes moved by every task it ran (progress displays, the agent
+    /// table's rate).
+    pub progress: Arc<Progress>,
 }
 
 impl LocalWorker {
@@ -64,7 +65,7 @@ impl LocalWorker {
 }
 
 /// Registers the worker and keeps its entry and leases fresh until the
-/// daemon stops; tasks left leased by an earlier run go back to pending.
+/// engine stops; tasks left leased by an earlier run go back to pending.
 pub async fn run(state: Arc<State>, capacity: u32) {
     let released = match blocking(&state.store, |s| s.release_agent(LOCAL)).await {
         Ok(n) => n,
@@ -115,7 +116,7 @@ pub async fn run(state: Arc<State>, capacity: u32) {
                     if let Some(c) = running.get(&id) {
                         info!(
                             task_id = id,
-                            "Daemon took the task back; the local worker drops it."
+                            "Engine took the task back; the local worker drops it."
                         );
                         c.cancel();
                     }
@@ -133,50 +134,53 @@ pub async fn run(state: Arc<State>, capacity: u32) {
 pub fn start(state: &Arc<State>, batch: TaskBatch) {
     let ex = state.local.executor(&batch);
     let parent = state.cancel.child_token();
+    let from: Arc<str> = LOCAL.into();
     for task in batch.tasks {
         let id = task.task_id;
         let cancel = parent.child_token();
         state.local.running().insert(id, cancel.clone());
         let (tx, rx) = mpsc::channel::<Event>(EVENT_BATCH);
-        let (st, ex) = (Arc::clone(state), Arc::clone(&ex));
+        let (st, ex, from) = (Arc::clone(state), Arc::clone(&ex), Arc::clone(&from));
         state.tracker.spawn(async move {
-            let recorder = tokio::spawn(record(Arc::clone(&st), rx));
-            ex.run_task(task, tx, cancel).await;
-            // The sender is dropped: the recorder drains what is left.
-            if let Err(e) = recorder.await {
-                warn!(task_id = id, error = %e, "Local event recorder stopped.");
+            let forward = tokio::spawn(forward(Arc::clone(&st), Arc::clone(&from), rx));
+            ex.run_task(task, tx, cancel.clone()).await;
+            // The sender is dropped: the forwarder hands over what is left,
+            // and the flush returns once all of it is committed.
+            if let Err(e) = forward.await {
+                warn!(task_id = id, error = %e, "Local event forwarder stopped.");
+            }
+            if let Err(e) = st.recorder.record(LOCAL, Vec::new()).await {
+                warn!(task_id = id, error = %e, "Local worker's results not recorded; the task is redone.");
             }
             st.local.running().remove(&id);
+            // A task its executor ended without reporting in full (it was
+            // not cancelled, so nothing else will run it) goes back to
+            // pending now instead of after its lease.
+            if !cancel.is_cancelled()
+                && let Ok(n) = blocking(&st.store, move |s| s.release_tasks(LOCAL, &[id])).await
+                && n > 0
+            {
+                warn!(task_id = id, "Task ended with objects unreported; it runs again.");
+            }
             st.wake.notify_one();
         });
     }
 }
 
-/// Applies a task's events in batches, as the agent API would.
-async fn record(state: Arc<State>, mut rx: mpsc::Receiver<Event>) {
+/// Hands a task's events to the recorder as they come, in batches of what
+/// is already queued.
+async fn forward(state: Arc<State>, from: Arc<str>, mut rx: mpsc::Receiver<Event>) {
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
-        let deadline = tokio::time::sleep(EVENT_WAIT);
-        tokio::pin!(deadline);
         while batch.len() < EVENT_BATCH {
-            tokio::select! {
-                ev = rx.recv() => match ev {
-                    Some(ev) => batch.push(ev),
-                    None => break,
-                },
-                _ = &mut deadline => break,
+            match rx.try_recv() {
+                Ok(ev) => batch.push(ev),
+                Err(_) => break,
             }
         }
-        let done = batch.iter().any(|e| matches!(e, Event::TaskDone { .. }));
-        if let Err(e) = blocking(&state.store, move |s| {
-            crate::agent_api::apply_from(s, LOCAL, batch).map(|_| ())
-        })
-        .await
-        {
+        if let Err(e) = state.recorder.queue(&from, batch).await {
             warn!(error = %e, "Local worker's results not recorded; the task is redone after its lease.");
-        }
-        if done {
-            state.wake.notify_one();
+            return;
         }
     }
 }

@@ -1,5 +1,12 @@
-//! Jobs inside the daemon: submit, reload after a restart, scanning, and the
-//! state changes behind `pause`, `resume`, `retry` and `clean`.
+//! The job engine: one owner of a job's life for `ossimportd` and
+//! `ossimportctl run` alike. It scans, leases, requeues, records results,
+//! finishes, retries, pauses and cleans; the two modes differ only in how
+//! leased tasks reach an executor ([`schedule::Dispatch`]: in memory to the
+//! local worker, or pushed over signed HTTP to agents). Every event, from
+//! either, goes through the one [`recorder`] with the lease filter in front.
+//!
+//! Every change of a job's state is decided by the pure
+//! [`lifecycle::next`] and carried out by [`change`], one change at a time.
 //!
 //! At submit the daemon keeps its own copy of the job file (mode 0600) in
 //! `<workDir>/jobs/<id>/job.cfg`, so a restart plans the job exactly as it
@@ -7,26 +14,206 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use proto::api::{JobStatus, TaskProgress};
 use proto::job::JobSpec;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::plan;
 use crate::scanner::{self, ScanConfig};
-use crate::server::{State, blocking, restrict};
+use crate::state::{State, blocking, restrict, unix_now};
 use crate::store::{JobRow, JobState, Retried, Store, StoreError};
+
+pub mod lifecycle;
+pub mod local;
+pub mod push;
+pub mod recorder;
+pub mod schedule;
+
+use lifecycle::{Effect, Event};
+pub use recorder::Live;
 
 /// A job whose plan is loaded.
 pub struct JobRt {
-    /// With credentials: never sent as is (see `scheduler::for_agent`).
+    /// With credentials: never sent as is (see `push::for_agent`).
     pub spec: JobSpec,
+    /// How to list it, for a scan started again (`retry`, `resume`).
+    pub scan: ScanConfig,
     /// Stops this job's scanner.
     pub scan_cancel: CancellationToken,
-    /// Set while a scanner runs for this job, so `retry` starts one only
-    /// when none runs (after a failed scan).
-    pub scanning: Arc<std::sync::atomic::AtomicBool>,
+    /// Set while a scanner runs for this job: one scanner per job.
+    pub scanning: Arc<AtomicBool>,
+    /// Counters for progress displays.
+    pub live: Arc<Live>,
+}
+
+/// The engine's background work, stopped in order by [`Engine::stop`].
+pub struct Engine {
+    state: Arc<State>,
+    schedule: JoinHandle<()>,
+    local: Option<JoinHandle<()>>,
+    recorder: JoinHandle<()>,
+}
+
+/// Starts the engine over a state: the recorder, every stored job (scanners
+/// of unfinished ones restarted from their checkpoints), one fresh lease
+/// for dispatched tasks so live agents can check back in, the scheduler,
+/// and the local worker when configured.
+pub async fn start(state: &Arc<State>) -> Result<Engine, StoreError> {
+    let recorder = tokio::spawn(recorder::run(Arc::clone(state)));
+    if state.config.reload_jobs {
+        load_all(state).await;
+    }
+    let grace = unix_now() + state.config.lease.as_secs() as i64;
+    let extended = blocking(&state.store, move |s| s.extend_leases(grace)).await?;
+    if extended > 0 {
+        info!(
+            tasks = extended,
+            "Dispatched tasks wait one lease for their agents to check in."
+        );
+    }
+    let schedule = tokio::spawn(schedule::run(Arc::clone(state)));
+    let local = state
+        .config
+        .local_worker
+        .map(|n| tokio::spawn(local::run(Arc::clone(state), n)));
+    Ok(Engine {
+        state: Arc::clone(state),
+        schedule,
+        local,
+        recorder,
+    })
+}
+
+impl Engine {
+    /// Stops handing out work, lets executors and scanners finish their
+    /// current step (in-flight objects are dropped, their parts stay
+    /// recorded), commits every queued event, and returns.
+    pub async fn stop(self) {
+        let state = self.state;
+        state.cancel.cancel();
+        let _ = self.schedule.await;
+        if let Some(l) = self.local {
+            let _ = l.await;
+        }
+        state.tracker.close();
+        if tokio::time::timeout(std::time::Duration::from_secs(10), state.tracker.wait())
+            .await
+            .is_err()
+        {
+            warn!("Background work still running at the deadline; its tasks keep their leases.");
+        }
+        state.recorder.close();
+        let _ = self.recorder.await;
+    }
+}
+
+/// What [`change`] did besides the state.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Changed {
+    pub to: Option<JobState>,
+    /// Leased tasks returned to pending.
+    pub requeued: usize,
+    pub retried: Retried,
+}
+
+/// Moves a job by `ev`, as [`lifecycle::next`] decides, and carries out the
+/// effects. One change at a time (the engine's change lock), always from the
+/// job's current row, so a decision taken on a stale view (a scheduler pass
+/// that saw a job drained just before a `retry`) cannot land. Failed objects
+/// are queued again before a job becomes running, and a job stops being
+/// running before its leases are taken back, so the scheduler never sees a
+/// half-done change.
+pub async fn change(state: &Arc<State>, job_id: i64, ev: Event) -> Result<Changed, JobError> {
+    let _one = state.changes.lock().await;
+    change_locked(state, job_id, ev).await
+}
+
+/// Finishes a running job whose listing is done and whose tasks are all
+/// final, with [`proto::api::JobCounts::outcome`]; checked under the change
+/// lock, so a `retry` that just queued objects again is seen. Returns the
+/// counts it finished with.
+pub async fn finish_if_drained(
+    state: &Arc<State>,
+    job_id: i64,
+) -> Result<Option<crate::store::Counts>, JobError> {
+    let _one = state.changes.lock().await;
+    let drained = blocking(&state.store, move |s| {
+        let Some(job) = s.job(job_id)? else {
+            return Ok(None);
+        };
+        let (pending, dispatched) = s.task_states(job_id)?;
+        Ok(
+            (job.state == JobState::Running && job.scan_done && pending == 0 && dispatched == 0)
+                .then_some(s.counts(job_id)?),
+        )
+    })
+    .await?;
+    let Some(c) = drained else {
+        return Ok(None);
+    };
+    let outcome = c.outcome();
+    change_locked(state, job_id, Event::Drained { outcome }).await?;
+    Ok(Some(c))
+}
+
+async fn change_locked(state: &Arc<State>, job_id: i64, ev: Event) -> Result<Changed, JobError> {
+    let job = blocking(&state.store, move |s| s.job(job_id))
+        .await?
+        .ok_or_else(|| JobError::NotFound(format!("#{job_id}")))?;
+    let t = lifecycle::next(job.state, job.scan_done, ev)
+        .map_err(|r| JobError::Conflict(format!("job {} {r}", job.name)))?;
+    let mut out = Changed {
+        to: t.to,
+        ..Changed::default()
+    };
+    if t.effects.contains(&Effect::RetryFailed) {
+        out.retried = blocking(&state.store, move |s| s.retry_failed(job_id)).await?;
+    }
+    if let Some(to) = t.to
+        && to != job.state
+    {
+        blocking(&state.store, move |s| s.set_job_state(job_id, to)).await?;
+    }
+    for e in &t.effects {
+        match e {
+            Effect::RetryFailed => {}
+            Effect::RequeueLeased => {
+                out.requeued =
+                    blocking(&state.store, move |s| s.requeue_dispatched(job_id)).await?;
+            }
+            Effect::StartScan => {
+                let rt = state.jobs().get(&job_id).map(|rt| {
+                    (
+                        rt.scan.clone(),
+                        rt.scan_cancel.clone(),
+                        Arc::clone(&rt.scanning),
+                        Arc::clone(&rt.live),
+                    )
+                });
+                if let Some((cfg, cancel, scanning, live)) = rt {
+                    out.retried.rescan =
+                        start_scan(state, job_id, job.name.clone(), cfg, cancel, scanning, live);
+                }
+            }
+            Effect::StopScan => {
+                if let Some(rt) = state.jobs().remove(&job_id) {
+                    rt.scan_cancel.cancel();
+                }
+            }
+            Effect::Forget => {
+                // A scanner between two entries may still commit one task;
+                // that commit then fails on the deleted job and it ends.
+                let work = state.config.work_dir.clone();
+                blocking(&state.store, move |s| forget(s, &work, job_id)).await?;
+            }
+            Effect::Wake => state.wake.notify_one(),
+        }
+    }
+    Ok(out)
 }
 
 /// Why a job operation failed, as the control API maps it.
@@ -45,7 +232,7 @@ pub enum JobError {
 }
 
 fn job_file(work: &Path, id: i64) -> PathBuf {
-    work.join("jobs").join(id.to_string()).join("job.cfg")
+    job_dir(work, id).join("job.cfg")
 }
 
 /// Plans a job again from what was saved at submit: its job file, the
@@ -67,8 +254,8 @@ fn load_saved(work: &Path, id: i64, sys: Option<&Path>) -> Result<plan::Plan, St
     plan::from_bytes(&origin, &bytes, sys)
 }
 
-/// Loads every job from the store and restarts scanners of unfinished ones.
-pub async fn load_all(state: &Arc<State>) {
+/// Loads every job from the store and starts the unfinished ones again.
+async fn load_all(state: &Arc<State>) {
     let jobs = match blocking(&state.store, |s| s.jobs()).await {
         Ok(j) => j,
         Err(e) => {
@@ -86,7 +273,9 @@ pub async fn load_all(state: &Arc<State>) {
                 info!(job = %job.name, state = %job.state, "Reloaded job.");
                 let mut spec = p.spec;
                 spec.job_id = job.id;
-                activate(state, &job, spec, p.scan);
+                if let Err(e) = adopt(state, &job, spec, p.scan, false).await {
+                    error!(job = %job.name, error = %e, "Cannot start the job again.");
+                }
             }
             Ok(Err(e)) => {
                 error!(job = %job.name, error = %e, "Cannot reload the job's plan; it gets no work until cleaned and resubmitted.")
@@ -96,60 +285,92 @@ pub async fn load_all(state: &Arc<State>) {
     }
 }
 
-fn activate(state: &Arc<State>, job: &JobRow, spec: JobSpec, scan: ScanConfig) {
-    let cancel = state.cancel.child_token();
-    let scanning = Arc::new(std::sync::atomic::AtomicBool::new(false));
+/// Gives a stored job its loaded plan and starts it ([`Event::Start`]);
+/// `fresh_start` (a standalone run) first takes back what an earlier
+/// process had leased and queues its failures again. Returns the job's
+/// live counters and what the start changed.
+pub async fn adopt(
+    state: &Arc<State>,
+    job: &JobRow,
+    spec: JobSpec,
+    scan: ScanConfig,
+    fresh_start: bool,
+) -> Result<(Arc<Live>, Changed), JobError> {
+    let live = Arc::new(Live::default());
+    live.scan_ended.store(job.scan_done, Ordering::Relaxed);
     state.jobs().insert(
         job.id,
         JobRt {
             spec,
-            scan_cancel: cancel.clone(),
-            scanning: Arc::clone(&scanning),
+            scan,
+            scan_cancel: state.cancel.child_token(),
+            scanning: Arc::new(AtomicBool::new(false)),
+            live: Arc::clone(&live),
         },
     );
-    if !job.scan_done && !job.state.is_finished() {
-        start_scan(state, job.id, job.name.clone(), scan, cancel, scanning);
-    }
+    let changed = change(state, job.id, Event::Start { fresh_start }).await?;
+    Ok((live, changed))
 }
 
+/// Starts a job's scanner unless one runs; returns whether it started.
 fn start_scan(
     state: &Arc<State>,
     job_id: i64,
     name: String,
     cfg: ScanConfig,
     cancel: CancellationToken,
-    scanning: Arc<std::sync::atomic::AtomicBool>,
-) {
-    use std::sync::atomic::Ordering;
+    scanning: Arc<AtomicBool>,
+    live: Arc<Live>,
+) -> bool {
     if scanning.swap(true, Ordering::SeqCst) {
-        return; // one scanner per job
+        return false; // one scanner per job
     }
+    live.scan_ended.store(false, Ordering::Relaxed);
     let st = Arc::clone(state);
+    let rt = tokio::runtime::Handle::current();
     state.tracker.spawn_blocking(move || {
         /// Clears the flag however the scan ends, a panic included.
-        struct Done(Arc<std::sync::atomic::AtomicBool>);
+        struct Done(Arc<AtomicBool>);
         impl Drop for Done {
             fn drop(&mut self) {
                 self.0.store(false, Ordering::SeqCst);
             }
         }
         let _done = Done(scanning);
-        let wake = Arc::clone(&st);
-        let r = scanner::scan(&st.store, job_id, &cfg, &cancel, |_, _| {
-            wake.wake.notify_one();
+        let r = scanner::scan(&st.store, job_id, &cfg, &cancel, |_, objs| {
+            live.scanned_objects
+                .fetch_add(objs.len() as u64, Ordering::Relaxed);
+            live.scanned_bytes
+                .fetch_add(objs.iter().map(|o| o.size).sum(), Ordering::Relaxed);
+            st.wake.notify_one();
         });
-        match r {
-            Ok((true, stats)) => {
-                info!(job = %name, files = stats.files, tasks = stats.tasks, "Scan finished.")
+        let ev = match &r {
+            Ok(scanner::ScanOutcome::Finished(stats)) => {
+                info!(job = %name, files = stats.files, tasks = stats.tasks, "Scan finished.");
+                Some(Event::ScanFinished)
             }
-            Ok((false, _)) => info!(job = %name, "Scan stopped; it resumes at the next start."),
+            Ok(scanner::ScanOutcome::Stopped(_)) => {
+                info!(job = %name, "Scan stopped; it resumes at the next start.");
+                None
+            }
             Err(e) => {
                 error!(job = %name, error = %e, "Scan failed; job marked failed.");
-                let _ = st.store.set_job_state(job_id, JobState::Failed);
+                Some(Event::ScanFailed)
             }
+        };
+        *live.scan.lock().unwrap_or_else(|p| p.into_inner()) = Some(match r {
+            Ok(o) => Ok(o.stats().clone()),
+            Err(e) => Err(e.to_string()),
+        });
+        if let Some(ev) = ev {
+            if let Err(e) = rt.block_on(change(&st, job_id, ev)) {
+                warn!(job = %name, error = %e, "Job state not changed after its scan.");
+            }
+            live.scan_ended.store(true, Ordering::Relaxed);
         }
         st.wake.notify_one();
     });
+    true
 }
 
 /// Validates and stores a job file; the job starts at once.
@@ -271,9 +492,8 @@ pub async fn submit(
     let row = blocking(&state.store, move |s| s.find_job(&n))
         .await?
         .ok_or_else(|| JobError::NotFound(name.clone()))?;
-    activate(state, &row, spec, p.scan);
+    adopt(state, &row, spec, p.scan, false).await?;
     info!(job = %name, job_id = id, "Job submitted.");
-    state.wake.notify_one();
     status(state, &name).await
 }
 
@@ -373,96 +593,49 @@ pub fn status_in(
     })
 }
 
-/// Stops dispatching a job and takes its tasks back from the agents (they
-/// are told to drop them at their next heartbeat).
+/// Stops dispatching a job and takes its tasks back from the executors
+/// (they are told to drop them at their next heartbeat).
 pub async fn pause(state: &Arc<State>, name: &str) -> Result<u64, JobError> {
     let job = find(state, name).await?;
-    if job.state != JobState::Running {
-        return Err(JobError::Conflict(format!(
-            "job {name} is {}, not running",
-            job.state
-        )));
-    }
-    let id = job.id;
-    let n = blocking(&state.store, move |s| {
-        s.set_job_state(id, JobState::Paused)?;
-        s.requeue_dispatched(id)
-    })
-    .await?;
-    info!(job = %name, tasks = n, "Job paused.");
-    Ok(n as u64)
+    let c = change(state, job.id, Event::Pause).await?;
+    info!(job = %name, tasks = c.requeued, "Job paused.");
+    Ok(c.requeued as u64)
 }
 
 pub async fn resume(state: &Arc<State>, name: &str) -> Result<(), JobError> {
     let job = find(state, name).await?;
-    if job.state != JobState::Paused {
-        return Err(JobError::Conflict(format!(
-            "job {name} is {}, not paused",
-            job.state
-        )));
-    }
-    let id = job.id;
-    blocking(&state.store, move |s| {
-        s.set_job_state(id, JobState::Running)
-    })
-    .await?;
+    change(state, job.id, Event::Resume).await?;
     info!(job = %name, "Job resumed.");
-    state.wake.notify_one();
     Ok(())
 }
 
-/// Makes failed objects of a job pending again; returns how many.
+/// Queues a job's failed objects again and restarts a listing that failed
+/// (from its checkpoint: nothing listed before is listed twice).
 pub async fn retry(state: &Arc<State>, name: &str) -> Result<Retried, JobError> {
     let job = find(state, name).await?;
-    let id = job.id;
-    let mut n = blocking(&state.store, move |s| s.retry_failed(id)).await?;
-    info!(job = %name, objects = n.queued, left = n.unfixable, "Failed objects queued again.");
-    // A scan that failed (source unreachable, listing refused) starts again
-    // from its checkpoint: nothing listed before is listed twice.
-    if !job.scan_done {
-        let rt = state
-            .jobs()
-            .get(&id)
-            .map(|rt| (rt.scan_cancel.clone(), Arc::clone(&rt.scanning)));
-        if let Some((cancel, scanning)) = rt
-            && !scanning.load(std::sync::atomic::Ordering::SeqCst)
-        {
-            let work = state.config.work_dir.clone();
-            let sys = state.config.sys.clone();
-            let p = tokio::task::spawn_blocking(move || load_saved(&work, id, sys.as_deref()))
-                .await
-                .map_err(|e| JobError::Other(e.into()))?
-                .map_err(JobError::Invalid)?;
-            info!(job = %name, "Scan starts again from its checkpoint.");
-            start_scan(state, id, name.to_string(), p.scan, cancel, scanning);
-            n.rescan = true;
-        }
-    }
-    state.wake.notify_one();
+    let n = change(state, job.id, Event::Retry).await?.retried;
+    info!(job = %name, objects = n.queued, left = n.unfixable, rescan = n.rescan, "Failed objects queued again.");
     Ok(n)
 }
 
-/// Forgets a job: scanner stopped, rows deleted, copy removed. Returns the
-/// directory that held its saved files.
+/// Forgets a job: scanner stopped, rows deleted (leases with them), copy
+/// removed. Returns the directory that held its saved files.
 pub async fn clean(state: &Arc<State>, name: &str) -> Result<PathBuf, JobError> {
     let job = find(state, name).await?;
-    if let Some(rt) = state.jobs().remove(&job.id) {
-        rt.scan_cancel.cancel();
-    }
-    let id = job.id;
-    let work = state.config.work_dir.clone();
-    // A scanner between two entries may still commit one task; that commit
-    // then fails on the deleted job and the scanner ends.
-    let dir = blocking(&state.store, move |s| forget(s, &work, id)).await?;
+    change(state, job.id, Event::Clean).await?;
     info!(job = %name, "Job cleaned.");
-    Ok(dir)
+    Ok(job_dir(&state.config.work_dir, job.id))
+}
+
+fn job_dir(work: &Path, id: i64) -> PathBuf {
+    work.join("jobs").join(id.to_string())
 }
 
 /// The rows and saved files of job `id` deleted (by the daemon, or by
 /// `ossimportctl clean` when no daemon holds the store).
 pub fn forget(store: &Store, work: &Path, id: i64) -> Result<PathBuf, StoreError> {
     store.delete_job(id)?;
-    let dir = work.join("jobs").join(id.to_string());
+    let dir = job_dir(work, id);
     let _ = std::fs::remove_dir_all(&dir);
     Ok(dir)
 }

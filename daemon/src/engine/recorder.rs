@@ -1,0 +1,220 @@
+//! The one way executor events reach the store: agents' reports (through the
+//! agent API) and the local worker's queue into the same recorder, which
+//! commits what arrives together in one transaction with the lease filter
+//! in front ([`Store::record`]) and then updates the jobs' live counters.
+
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use proto::job::{Event, Outcome};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::scanner::ScanStats;
+use crate::state::State;
+use crate::store::StoreError;
+
+/// Most events committed in one transaction.
+const MAX_BATCH: usize = 2000;
+/// Longest wait for more events before a batch is committed: a commit per
+/// one or two events cost more than the copying itself for small files.
+const GATHER: Duration = Duration::from_millis(25);
+/// Reports queued before senders wait (each holds up to a few thousand
+/// events).
+const QUEUE: usize = 64;
+
+/// Counters of a running job for progress displays, updated after each
+/// commit; the store stays the source of truth.
+#[derive(Debug, Default)]
+pub struct Live {
+    pub scanned_objects: AtomicU64,
+    pub scanned_bytes: AtomicU64,
+    pub verified: AtomicU64,
+    pub verified_bytes: AtomicU64,
+    pub skipped: AtomicU64,
+    pub skipped_bytes: AtomicU64,
+    pub failed: AtomicU64,
+    /// The listing has ended (cleanly or not) in this process.
+    pub scan_ended: AtomicBool,
+    /// How the last listing in this process ended: its statistics, or why
+    /// it failed.
+    pub scan: Mutex<Option<Result<ScanStats, String>>>,
+}
+
+impl Live {
+    pub fn get(v: &AtomicU64) -> u64 {
+        v.load(Ordering::Relaxed)
+    }
+
+    fn count(&self, outcome: Outcome, size: u64) {
+        let (n, b) = match outcome {
+            Outcome::Verified => (&self.verified, Some(&self.verified_bytes)),
+            Outcome::Skipped => (&self.skipped, Some(&self.skipped_bytes)),
+            Outcome::Failed => (&self.failed, None),
+        };
+        n.fetch_add(1, Ordering::Relaxed);
+        if let Some(b) = b {
+            b.fetch_add(size, Ordering::Relaxed);
+        }
+    }
+}
+
+struct Report {
+    /// The executor: an agent's key fingerprint, or the local worker.
+    from: Arc<str>,
+    events: Vec<Event>,
+    /// Told once the report (and everything queued before it) is committed.
+    ack: Option<oneshot::Sender<Result<(), String>>>,
+}
+
+/// The sending side, kept in [`State`]; [`run`] is the other end.
+pub struct Recorder {
+    tx: mpsc::Sender<Report>,
+    rx: Mutex<Option<mpsc::Receiver<Report>>>,
+    /// Ends [`run`] once every producer has stopped.
+    stop: CancellationToken,
+}
+
+impl Recorder {
+    pub(crate) fn new() -> Recorder {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        Recorder {
+            tx,
+            rx: Mutex::new(Some(rx)),
+            stop: CancellationToken::new(),
+        }
+    }
+
+    /// Queues events and waits until they are committed (the agent API
+    /// answers an agent only then).
+    pub async fn record(&self, from: &str, events: Vec<Event>) -> Result<(), String> {
+        let (ack, done) = oneshot::channel();
+        self.send(Report {
+            from: from.into(),
+            events,
+            ack: Some(ack),
+        })
+        .await?;
+        done.await
+            .map_err(|_| "the recorder stopped before committing".to_string())?
+    }
+
+    /// Queues events without waiting for their commit.
+    pub async fn queue(&self, from: &Arc<str>, events: Vec<Event>) -> Result<(), String> {
+        self.send(Report {
+            from: Arc::clone(from),
+            events,
+            ack: None,
+        })
+        .await
+    }
+
+    async fn send(&self, r: Report) -> Result<(), String> {
+        self.tx
+            .send(r)
+            .await
+            .map_err(|_| "the recorder has stopped".to_string())
+    }
+
+    /// Lets [`run`] finish what is queued and end.
+    pub(crate) fn close(&self) {
+        self.stop.cancel();
+    }
+}
+
+/// Commits reports until [`Recorder::close`], then drains the queue.
+pub(crate) async fn run(state: Arc<State>) {
+    let Some(mut rx) = state
+        .recorder
+        .rx
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take()
+    else {
+        return;
+    };
+    let stop = state.recorder.stop.clone();
+    loop {
+        let first = tokio::select! {
+            r = rx.recv() => r,
+            _ = stop.cancelled() => None,
+        };
+        let Some(first) = first else {
+            // Closed: whatever is still queued is committed, then we end.
+            rx.close();
+            let mut rest = Vec::new();
+            while let Some(r) = rx.recv().await {
+                rest.push(r);
+            }
+            commit(&state, rest).await;
+            return;
+        };
+        let mut n = first.events.len();
+        let mut batch = vec![first];
+        let deadline = tokio::time::Instant::now() + GATHER;
+        while n < MAX_BATCH {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(r)) => {
+                    n += r.events.len();
+                    batch.push(r);
+                }
+                _ => break,
+            }
+        }
+        commit(&state, batch).await;
+    }
+}
+
+async fn commit(state: &Arc<State>, mut batch: Vec<Report>) {
+    if batch.is_empty() {
+        return;
+    }
+    let acks: Vec<_> = batch.iter_mut().filter_map(|r| r.ack.take()).collect();
+    let senders = {
+        let mut s: Vec<&str> = batch.iter().map(|r| &*r.from).collect();
+        s.sort_unstable();
+        s.dedup();
+        s.join(",")
+    };
+    let store = Arc::clone(&state.store);
+    let r = tokio::task::spawn_blocking(move || {
+        let reports: Vec<(&str, &[Event])> = batch
+            .iter()
+            .map(|r| (&*r.from, r.events.as_slice()))
+            .collect();
+        store.record(&reports)
+    })
+    .await
+    .map_err(|e| StoreError::Worker(e.to_string()))
+    .and_then(|r| r);
+    let answer = match r {
+        Ok(done) => {
+            if done.dropped > 0 {
+                // A late report for a task requeued, re-leased or cleaned.
+                info!(from = %senders, dropped = done.dropped, "Dropped events for tasks not leased to this agent.");
+            }
+            {
+                let jobs = state.jobs();
+                for f in &done.objects {
+                    if let Some(rt) = jobs.get(&f.job_id) {
+                        rt.live.count(f.outcome, f.size);
+                    }
+                }
+            }
+            if done.tasks_done > 0 {
+                state.wake.notify_one();
+            }
+            Ok(())
+        }
+        Err(e) => {
+            warn!(error = %e, "Executor results not recorded; they are reported again or redone.");
+            Err(e.to_string())
+        }
+    };
+    for a in acks {
+        let _ = a.send(answer.clone());
+    }
+}

@@ -1,0 +1,258 @@
+//! Which agent gets how many tasks, and the loop that acts on it.
+//!
+//! The decisions ([`liveness`], [`plan`]) are pure functions of the agent
+//! table, the lease counts and the clock, so they are unit-tested with
+//! paused tokio time. The loop ([`run`]) wakes on a tick or when something
+//! changes (a heartbeat, a committed task, a finished push), expires leases,
+//! closes finished jobs, and pushes batches to agents with free capacity.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use proto::api::TaskBatch;
+use proto::job::JobSpec;
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use crate::agents::{AgentEntry, Liveness, liveness};
+use crate::state::{State, blocking, unix_now};
+use crate::store::JobState;
+
+/// How many tasks to push to which agent now: every live agent with no
+/// batch in flight gets up to its free capacity, at most `batch_max`.
+pub fn plan(
+    agents: &[AgentEntry],
+    leased: &HashMap<String, u64>,
+    now: Instant,
+    timeout: Duration,
+    batch_max: usize,
+) -> Vec<(String, usize)> {
+    let mut out = Vec::new();
+    for a in agents {
+        if liveness(a, now, timeout) != Liveness::Up
+            || a.pushing
+            || a.addr.is_none()
+            || a.retry_after.is_some_and(|t| now < t)
+        {
+            continue;
+        }
+        let held = leased.get(&a.fingerprint).copied().unwrap_or(0);
+        let free = u64::from(a.capacity).saturating_sub(held) as usize;
+        if free > 0 {
+            out.push((a.fingerprint.clone(), free.min(batch_max)));
+        }
+    }
+    out
+}
+
+/// Runs until the daemon shuts down.
+pub async fn run(state: Arc<State>) {
+    let cancel = state.cancel.child_token();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(state.config.tick) => {}
+            _ = state.wake.notified() => {}
+            _ = cancel.cancelled() => break,
+        }
+        if let Err(e) = tick(&state).await {
+            warn!(error = %format!("{e:#}"), "Scheduler pass failed; retrying.");
+        }
+    }
+}
+
+/// How leased tasks reach an executor: the one place standalone and
+/// distributed differ.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dispatch {
+    /// In memory to the worker on the master ([`super::local`]).
+    InProcess,
+    /// Signed HTTP to an agent's task API, credentials blanked
+    /// ([`super::push`]).
+    HttpPush,
+}
+
+impl Dispatch {
+    pub fn of(fingerprint: &str) -> Dispatch {
+        if fingerprint == super::local::LOCAL {
+            Dispatch::InProcess
+        } else {
+            Dispatch::HttpPush
+        }
+    }
+
+    /// The job as this executor receives it.
+    fn job(self, spec: &JobSpec) -> JobSpec {
+        match self {
+            Dispatch::InProcess => spec.clone(),
+            Dispatch::HttpPush => super::push::for_agent(spec),
+        }
+    }
+
+    fn send(self, state: &Arc<State>, fp: String, batch: TaskBatch) {
+        match self {
+            Dispatch::InProcess => {
+                info!(
+                    job_id = batch.job.job_id,
+                    tasks = batch.tasks.len(),
+                    "Dispatched batch to the local worker."
+                );
+                super::local::start(state, batch);
+                if let Some(a) = state.agents().get_mut(&fp) {
+                    a.pushing = false;
+                }
+            }
+            Dispatch::HttpPush => {
+                let st = Arc::clone(state);
+                state
+                    .tracker
+                    .spawn(async move { super::push::push(st, fp, batch).await });
+            }
+        }
+    }
+}
+
+async fn tick(state: &Arc<State>) -> anyhow::Result<()> {
+    let lease = state.config.lease.as_secs().max(1) as i64;
+    let now = unix_now();
+    let expired = blocking(&state.store, move |s| s.expire_leases(now)).await?;
+    if expired > 0 {
+        info!(tasks = expired, "Leases expired; tasks back to pending.");
+    }
+
+    // Close finished jobs and find the ones with work to hand out.
+    let jobs = blocking(&state.store, |s| s.jobs()).await?;
+    let mut runnable = Vec::new();
+    for job in jobs {
+        if job.state != JobState::Running {
+            continue;
+        }
+        let spec = match state.jobs().get(&job.id) {
+            Some(rt) => rt.spec.clone(),
+            None => continue,
+        };
+        let id = job.id;
+        let (pending, dispatched) = blocking(&state.store, move |s| s.task_states(id)).await?;
+        if job.scan_done && pending == 0 && dispatched == 0 {
+            if let Some(c) = super::finish_if_drained(state, id).await? {
+                info!(job = %job.name, state = %c.outcome(), verified = c.verified, skipped = c.skipped, failed = c.failed, "Job finished.");
+            }
+            continue;
+        }
+        if pending > 0 {
+            runnable.push((job.id, spec));
+        }
+    }
+    if runnable.is_empty() {
+        return Ok(());
+    }
+
+    let leased = blocking(&state.store, |s| s.leases_by_agent()).await?;
+    let targets = {
+        let mut agents = state.agents();
+        let list: Vec<AgentEntry> = agents.values().cloned().collect();
+        let p = plan(
+            &list,
+            &leased,
+            Instant::now(),
+            state.config.agent_timeout,
+            state.config.batch_max,
+        );
+        for (fp, _) in &p {
+            if let Some(a) = agents.get_mut(fp) {
+                a.pushing = true;
+            }
+        }
+        p
+    };
+    for (i, (fp, n)) in targets.into_iter().enumerate() {
+        let how = Dispatch::of(&fp);
+        // Spread agents over jobs: each starts at a different job.
+        let mut batch = None;
+        for k in 0..runnable.len() {
+            let (job_id, spec) = &runnable[(i + k) % runnable.len()];
+            let (job_id, agent) = (*job_id, fp.clone());
+            let until = unix_now() + lease;
+            let tasks = blocking(&state.store, move |s| {
+                s.lease_tasks(job_id, n, &agent, until)
+            })
+            .await?;
+            if !tasks.is_empty() {
+                batch = Some(TaskBatch {
+                    job: how.job(spec),
+                    tasks,
+                });
+                break;
+            }
+        }
+        match batch {
+            Some(b) => how.send(state, fp, b),
+            None => {
+                if let Some(a) = state.agents().get_mut(&fp) {
+                    a.pushing = false;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn agent(fp: &str, cap: u32) -> AgentEntry {
+        let mut a = AgentEntry::enrolled(fp, fp);
+        a.capacity = cap;
+        a.addr = Some("127.0.0.1:1".into());
+        a.last_seen = Some(Instant::now());
+        a
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn agents_without_heartbeat_go_down_and_get_nothing() {
+        let timeout = Duration::from_secs(10);
+        let mut agents = vec![agent("a", 4), agent("b", 2)];
+        let leased = HashMap::from([("a".to_string(), 1u64)]);
+        assert_eq!(
+            plan(&agents, &leased, Instant::now(), timeout, 100),
+            vec![("a".into(), 3), ("b".into(), 2)]
+        );
+
+        tokio::time::advance(Duration::from_secs(6)).await;
+        agents[1].last_seen = Some(Instant::now());
+        tokio::time::advance(Duration::from_secs(6)).await;
+        let now = Instant::now();
+        assert_eq!(liveness(&agents[0], now, timeout), Liveness::Down);
+        assert_eq!(liveness(&agents[1], now, timeout), Liveness::Up);
+        assert_eq!(
+            plan(&agents, &leased, now, timeout, 1),
+            vec![("b".into(), 1)]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn busy_full_left_and_backing_off_agents_are_skipped() {
+        let timeout = Duration::from_secs(10);
+        let mut agents = vec![agent("a", 2), agent("b", 2), agent("c", 2), agent("d", 2)];
+        agents[0].pushing = true;
+        agents[2].left = true;
+        agents[3].retry_after = Some(Instant::now() + Duration::from_secs(2));
+        let leased = HashMap::from([("b".to_string(), 2u64)]);
+        assert!(plan(&agents, &leased, Instant::now(), timeout, 10).is_empty());
+        tokio::time::advance(Duration::from_secs(3)).await;
+        agents[3].last_seen = Some(Instant::now());
+        assert_eq!(
+            plan(&agents, &leased, Instant::now(), timeout, 10),
+            vec![("d".into(), 2)]
+        );
+        assert_eq!(
+            liveness(&agents[2], Instant::now(), timeout),
+            Liveness::Left
+        );
+        assert_eq!(
+            liveness(&AgentEntry::enrolled("x", "x"), Instant::now(), timeout),
+            Liveness::Never
+        );
+    }
+}

@@ -1,0 +1,177 @@
+//! What the engine, the control API and the agent API share: the daemon's
+//! configuration, the job store handle, the agent table and the jobs with a
+//! loaded plan. [`crate::server`] builds it for `ossimportd`,
+//! [`State::standalone`] for `ossimportctl run`.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use proto::auth::{Signer, Verifier};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::agents::AgentEntry;
+use crate::engine::JobRt;
+use crate::engine::local::LocalWorker;
+use crate::engine::recorder::Recorder;
+use crate::store::{Store, StoreError};
+
+/// Name of the job store inside the work directory (shared with `run`).
+pub const STORE_FILE: &str = "ossimport.db";
+/// Name of the control socket inside the work directory.
+pub const SOCKET_FILE: &str = "ossimportd.sock";
+/// Default key files inside the work directory.
+pub const KEY_FILE: &str = "daemon_ed25519";
+pub const AGENT_KEYS_FILE: &str = "agent_keys";
+
+/// How the daemon runs; built once by `main` (or a test).
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// `sys.properties`, handed to every job's planning.
+    pub sys: Option<PathBuf>,
+    /// Job store and job copies live here.
+    pub work_dir: PathBuf,
+    /// The daemon's private key (signs requests to agents).
+    pub key_file: PathBuf,
+    /// Enrolled agents: `ssh-ed25519 AAAA... name` lines. Re-read when an
+    /// unknown key knocks, so agents can be enrolled while jobs run.
+    pub agent_keys: PathBuf,
+    /// Hosts of the `workers` file: `ossimportctl workers` lists the ones
+    /// no agent has checked in from.
+    pub workers: Vec<String>,
+    /// Group allowed on the control socket besides our own user.
+    pub socket_gid: Option<u32>,
+    /// How long a dispatched task stays with an agent without a heartbeat.
+    pub lease: Duration,
+    /// An agent not heard from for this long is shown down and gets nothing.
+    pub agent_timeout: Duration,
+    pub batch_max: usize,
+    /// Accepted clock difference on signed requests.
+    pub auth_window: Duration,
+    /// Scheduler pass interval when nothing wakes it earlier.
+    pub tick: Duration,
+    pub push_timeout: Duration,
+    /// Pause before pushing again to an agent whose last push failed.
+    pub push_backoff: Duration,
+    /// Tasks the worker on the master runs at once; `None`: no local
+    /// worker (every task goes to agents).
+    pub local_worker: Option<u32>,
+    /// Start every job of the store at start-up (the daemon). A standalone
+    /// run starts only the job it was given.
+    pub reload_jobs: bool,
+}
+
+impl Config {
+    /// Defaults for a work directory; flags override fields.
+    pub fn new(work_dir: &Path, sys: Option<PathBuf>) -> Config {
+        Config {
+            sys,
+            work_dir: work_dir.to_path_buf(),
+            key_file: work_dir.join(KEY_FILE),
+            agent_keys: work_dir.join(AGENT_KEYS_FILE),
+            workers: Vec::new(),
+            socket_gid: None,
+            lease: Duration::from_secs(30),
+            agent_timeout: Duration::from_secs(15),
+            batch_max: 16,
+            auth_window: Duration::from_secs(120),
+            tick: Duration::from_millis(500),
+            push_timeout: Duration::from_secs(30),
+            push_backoff: Duration::from_secs(2),
+            local_worker: None,
+            reload_jobs: true,
+        }
+    }
+}
+
+/// Everything the handlers and the scheduler share.
+pub struct State {
+    pub config: Config,
+    pub store: Arc<Store>,
+    pub signer: Signer,
+    /// Trusts the enrolled agents' keys.
+    pub verifier: Verifier,
+    /// Enrolled agents by fingerprint. A std mutex: never held across await.
+    pub(crate) agents: Mutex<HashMap<String, AgentEntry>>,
+    /// Jobs with a loaded plan, by job id.
+    pub(crate) jobs: Mutex<HashMap<i64, JobRt>>,
+    /// Wakes the scheduler early.
+    pub wake: Notify,
+    /// Root of every subsystem's token.
+    pub cancel: CancellationToken,
+    /// Every background task (pushes, scanners) is tracked here.
+    pub tracker: TaskTracker,
+    /// Last reload of the agent keys file (rate limit).
+    pub(crate) keys_loaded: Mutex<Option<std::time::Instant>>,
+    /// The worker on the master (idle unless `config.local_worker`).
+    pub local: LocalWorker,
+    /// Every executor's events pass here on their way to the store.
+    pub recorder: Recorder,
+    /// Job state changes happen one at a time (see `engine::change`).
+    pub(crate) changes: tokio::sync::Mutex<()>,
+}
+
+impl State {
+    pub fn agents(&self) -> MutexGuard<'_, HashMap<String, AgentEntry>> {
+        self.agents.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn jobs(&self) -> MutexGuard<'_, HashMap<i64, JobRt>> {
+        self.jobs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The shared state of a daemon over an open store.
+    pub fn new(config: Config, store: Arc<Store>, signer: Signer) -> Arc<State> {
+        let verifier = Verifier::new(signer.fingerprint(), config.auth_window);
+        Arc::new(State {
+            store,
+            signer,
+            verifier,
+            agents: Mutex::new(HashMap::new()),
+            jobs: Mutex::new(HashMap::new()),
+            wake: Notify::new(),
+            cancel: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+            keys_loaded: Mutex::new(None),
+            local: LocalWorker::default(),
+            recorder: Recorder::new(),
+            changes: tokio::sync::Mutex::new(()),
+            config,
+        })
+    }
+
+    /// The state of `ossimportctl run`: the same engine with the local
+    /// worker as its only executor. No agent port is served, so its key is
+    /// a throw-away one nobody trusts and no key file is written.
+    pub fn standalone(config: Config, store: Arc<Store>) -> Arc<State> {
+        State::new(config, store, Signer::random())
+    }
+}
+
+/// Runs a store call on the blocking pool.
+pub async fn blocking<T: Send + 'static>(
+    store: &Arc<Store>,
+    f: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    let s = Arc::clone(store);
+    tokio::task::spawn_blocking(move || f(&s))
+        .await
+        .map_err(|e| StoreError::Worker(e.to_string()))?
+}
+
+pub fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Makes a file private to its owner (the store and job copies hold
+/// credentials).
+pub fn restrict(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+}
