@@ -96,6 +96,16 @@ if [ ! -x "$VENV/bin/weed" ]; then
   exit 1
 fi
 
+# ---- Cargo tools -------------------------------------------------------------
+# cargo-machete keeps unused dependencies out (scripts/test.sh); pinned, built
+# into <repo>/.tools once.
+MACHETE_VERSION=0.9.1
+MACHETE="$REPO_ROOT/.tools/bin/cargo-machete"
+if [ ! -x "$MACHETE" ] || [ "$("$MACHETE" --version 2>/dev/null)" != "$MACHETE_VERSION" ]; then
+  log "cargo install cargo-machete@$MACHETE_VERSION (into .tools)"
+  cargo install --locked -q "cargo-machete@$MACHETE_VERSION" --root "$REPO_ROOT/.tools"
+fi
+
 if [ "${#todo[@]}" -eq 0 ]; then
   log "up to date (${PY_PKGS[*]} in $VENV)"
 else

@@ -14,6 +14,9 @@ export PATH="$REPO_ROOT/.venv/bin:$PATH"
 echo "test.sh: cargo fmt --all -- --check"
 cargo fmt --all -- --check
 
+echo "test.sh: cargo machete (no unused dependencies)"
+"$REPO_ROOT/.tools/bin/cargo-machete"
+
 echo "test.sh: cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets -- -D warnings
 

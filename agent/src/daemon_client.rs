@@ -139,7 +139,11 @@ pub(crate) async fn report(
 
 async fn deliver(agent: &Agent, events: Vec<Event>, stop: &CancellationToken) {
     let body = EventBatch { events };
-    let mut backoff = Duration::from_millis(100);
+    let backoff = proto::net::Backoff {
+        base: Duration::from_millis(100),
+        cap: Duration::from_secs(5),
+    };
+    let mut attempt = 0;
     let mut warned = false;
     let give_up = tokio::time::sleep(Duration::from_secs(u64::MAX / 4));
     tokio::pin!(give_up);
@@ -167,12 +171,12 @@ async fn deliver(agent: &Agent, events: Vec<Event>, stop: &CancellationToken) {
                 .reset(tokio::time::Instant::now() + agent.config.drain);
         }
         tokio::select! {
-            _ = tokio::time::sleep(backoff) => {}
+            _ = tokio::time::sleep(backoff.delay(attempt)) => {}
             _ = &mut give_up => {
                 warn!(events = body.events.len(), "Shutting down with undelivered events; the daemon redoes that work.");
                 return;
             }
         }
-        backoff = (backoff * 2).min(Duration::from_secs(5));
+        attempt += 1;
     }
 }

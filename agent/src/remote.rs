@@ -134,7 +134,7 @@ where
     for n in 1..=attempts {
         if n > 1 {
             storage::s3::count_retry();
-            tokio::time::sleep(backoff(n)).await;
+            tokio::time::sleep(RETRY.delay(n)).await;
         }
         match attempt().await {
             Ok(v) => return Ok(v),
@@ -294,15 +294,11 @@ async fn fetch_range(ex: &Executor, obj: &ObjectSpec, offset: u64, len: u64) -> 
     .await
 }
 
-/// 200 ms doubling per attempt, capped at 20 s, with up to 50% jitter.
-fn backoff(attempt: u32) -> Duration {
-    let base = 200u64.saturating_mul(1 << attempt.min(7)).min(20_000);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    Duration::from_millis(base / 2 + u64::from(nanos) % (base / 2 + 1))
-}
+/// Between attempts of one object: 200 ms doubling, capped at 20 s.
+const RETRY: proto::net::Backoff = proto::net::Backoff {
+    base: Duration::from_millis(200),
+    cap: Duration::from_secs(20),
+};
 
 async fn skip_s3(
     ex: &Executor,

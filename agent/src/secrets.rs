@@ -23,17 +23,8 @@ impl std::fmt::Debug for Secrets {
 
 impl Secrets {
     pub fn load(path: &Path) -> Result<Secrets, String> {
-        use std::os::unix::fs::PermissionsExt;
-        let label = path.display();
-        let meta = std::fs::metadata(path).map_err(|e| format!("{label}: {e}"))?;
-        if meta.permissions().mode() & 0o077 != 0 {
-            return Err(format!(
-                "{label}: readable by other users (mode {:o}); run chmod 600 on it",
-                meta.permissions().mode() & 0o777
-            ));
-        }
-        let text = std::fs::read_to_string(path).map_err(|e| format!("{label}: {e}"))?;
-        Secrets::parse(&label.to_string(), &text)
+        let text = proto::secret::read_private(path)?;
+        Secrets::parse(&path.display().to_string(), &text)
     }
 
     pub fn parse(label: &str, text: &str) -> Result<Secrets, String> {

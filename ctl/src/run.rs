@@ -141,6 +141,7 @@ async fn run(args: RunArgs) -> Result<u8, Exit> {
     // The engine finishes the job; wait for that (and for tasks still
     // leased after a failed listing) or for Ctrl-C.
     let finished = loop {
+        let changed = state.job_changed.notified();
         let st = Arc::clone(&store);
         let (job, (_, leased)) = tokio::task::spawn_blocking(move || {
             Ok::<_, daemon::store::StoreError>((st.job(job_id)?, st.task_states(job_id)?))
@@ -152,7 +153,8 @@ async fn run(args: RunArgs) -> Result<u8, Exit> {
             None => break None,
         }
         tokio::select! {
-            _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+            _ = changed => {}
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
             _ = state.cancel.cancelled() => break None,
         }
     };

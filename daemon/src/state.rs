@@ -100,6 +100,8 @@ pub struct State {
     pub(crate) jobs: Mutex<HashMap<i64, JobRt>>,
     /// Wakes the scheduler early.
     pub wake: Notify,
+    /// Signalled after a job's state changed.
+    pub job_changed: Notify,
     /// Root of every subsystem's token.
     pub cancel: CancellationToken,
     /// Every background task (pushes, scanners) is tracked here.
@@ -133,6 +135,7 @@ impl State {
             agents: Mutex::new(HashMap::new()),
             jobs: Mutex::new(HashMap::new()),
             wake: Notify::new(),
+            job_changed: Notify::new(),
             cancel: CancellationToken::new(),
             tracker: TaskTracker::new(),
             keys_loaded: Mutex::new(None),

@@ -78,18 +78,7 @@ impl Signer {
             path: path.display().to_string(),
             reason,
         };
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let meta = std::fs::metadata(path).map_err(|e| err(e.to_string()))?;
-            if meta.permissions().mode() & 0o077 != 0 {
-                return Err(err(format!(
-                    "readable by other users (mode {:o}); run chmod 600 on it",
-                    meta.permissions().mode() & 0o777
-                )));
-            }
-        }
-        let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+        let text = crate::secret::read_private(path).map_err(err)?;
         let key = PrivateKey::from_openssh(text).map_err(|e| err(e.to_string()))?;
         if key.algorithm() != Algorithm::Ed25519 {
             return Err(err("not an ed25519 key".into()));

@@ -7,6 +7,33 @@ use std::error::Error;
 use std::io::ErrorKind;
 use std::time::Duration;
 
+/// How long to wait before retrying a request: the one backoff rule of
+/// every retry loop we own (the SDK's own retries are configured apart).
+/// Doubling from `base` per attempt, capped at `cap`, with the upper half
+/// jittered so many workers retrying at once spread out.
+#[derive(Clone, Copy, Debug)]
+pub struct Backoff {
+    pub base: Duration,
+    pub cap: Duration,
+}
+
+impl Backoff {
+    /// The wait before retry number `attempt` (0 = the first retry).
+    pub fn delay(&self, attempt: u32) -> Duration {
+        let full = self
+            .base
+            .saturating_mul(1u32 << attempt.min(16))
+            .min(self.cap);
+        let half = full / 2;
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let span = half.as_nanos().max(1) as u64;
+        half + Duration::from_nanos(u64::from(nanos) % (span + 1))
+    }
+}
+
 /// Describes `err` (and its causes) as one line: the class of failure, what
 /// to check, and the deepest cause as the OS or TLS library put it.
 /// `timeout` is the limit that applied, named when the request timed out.
@@ -91,6 +118,21 @@ fn classify(io_kind: Option<ErrorKind>, all: &str) -> &'static str {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
+    #[test]
+    fn backoff_doubles_to_its_cap_with_the_upper_half_jittered() {
+        let b = super::Backoff {
+            base: Duration::from_millis(200),
+            cap: Duration::from_secs(20),
+        };
+        for (attempt, full) in [(0, 200), (1, 400), (3, 1600), (7, 20_000), (40, 20_000)] {
+            let d = b.delay(attempt);
+            let full = Duration::from_millis(full);
+            assert!(d >= full / 2 && d <= full, "attempt {attempt}: {d:?}");
+        }
+    }
+
     use super::*;
 
     #[test]

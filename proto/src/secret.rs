@@ -1,6 +1,31 @@
-//! A string that must never be printed or logged.
+//! A string that must never be printed or logged, and the one rule for
+//! files that hold secrets.
+
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
+
+/// Permission bits a file holding a secret (a private key, an agent's
+/// secrets file, a job's `*SecretKeyFile`) must not have: readable by
+/// other users, or writable by anyone but its owner. Group read stays
+/// allowed, so a secret can be shared with the daemon's group
+/// (`root:ossimport 0640`) without opening it to everyone.
+pub const FORBIDDEN_MODE: u32 = 0o026;
+
+/// Reads a secret file under the one rule ([`FORBIDDEN_MODE`]); the error
+/// names the file, its mode and the fix.
+pub fn read_private(path: &Path) -> Result<String, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let shown = path.display();
+    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read {shown}: {e}"))?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & FORBIDDEN_MODE != 0 {
+        return Err(format!(
+            "{shown} is open to other users (mode {mode:o}); run chmod 600 {shown}"
+        ));
+    }
+    std::fs::read_to_string(path).map_err(|e| format!("cannot read {shown}: {e}"))
+}
 
 /// A credential (secret key, token). `Debug` and `Display` print `***`, so a
 /// config or request dumped into a log never leaks it.
@@ -37,6 +62,32 @@ impl std::fmt::Display for Secret {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn secret_files_are_read_only_when_closed_to_other_users() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("k");
+        std::fs::write(&f, "s").unwrap();
+        for (mode, ok) in [
+            (0o600, true),
+            (0o400, true),
+            (0o640, true),
+            (0o644, false),
+            (0o660, false),
+            (0o602, false),
+        ] {
+            std::fs::set_permissions(&f, std::fs::Permissions::from_mode(mode)).unwrap();
+            let r = super::read_private(&f);
+            assert_eq!(r.is_ok(), ok, "mode {mode:o}: {r:?}");
+            if let Err(e) = r {
+                assert!(
+                    e.contains(&format!("(mode {mode:o}); run chmod 600 ")),
+                    "{e}"
+                );
+            }
+        }
+    }
+
     use super::Secret;
 
     #[test]

@@ -1079,23 +1079,10 @@ fn secret(
     Ok((Secret::new(value), None))
 }
 
-/// Reads a secret file, refusing one that every user can read.
+/// Reads a secret file under the one rule (`proto::secret::read_private`).
 fn read_secret_file(path: &Path) -> Result<String, String> {
     let shown = path.display();
-    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read {shown}: {e}"))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        if meta.permissions().mode() & 0o004 != 0 {
-            return Err(format!(
-                "{shown} is readable by every user; run chmod 600 {shown}"
-            ));
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = meta;
-    let mut value =
-        std::fs::read_to_string(path).map_err(|e| format!("cannot read {shown}: {e}"))?;
+    let mut value = proto::secret::read_private(path)?;
     if value.ends_with('\n') {
         value.pop();
         if value.ends_with('\r') {

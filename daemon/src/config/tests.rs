@@ -438,7 +438,7 @@ fn secret_files_are_read_and_world_readable_ones_refused() {
     check(
         &format!("{BASE}destSecretKeyFile={shown}\n"),
         &format!(
-            "job.cfg:4: destSecretKeyFile: {shown} is readable by every user; run chmod 600 {shown}"
+            "job.cfg:4: destSecretKeyFile: {shown} is open to other users (mode 644); run chmod 600 {shown}"
         ),
     );
     check(

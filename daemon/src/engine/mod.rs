@@ -177,6 +177,7 @@ async fn change_locked(state: &Arc<State>, job_id: i64, ev: Event) -> Result<Cha
         && to != job.state
     {
         blocking(&state.store, move |s| s.set_job_state(job_id, to)).await?;
+        state.job_changed.notify_waiters();
     }
     for e in &t.effects {
         match e {

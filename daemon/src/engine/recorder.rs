@@ -153,16 +153,25 @@ pub(crate) async fn run(state: Arc<State>) {
             return;
         };
         let mut n = first.events.len();
+        let mut waited_on = first.ack.is_some();
         let mut batch = vec![first];
         let deadline = tokio::time::Instant::now() + GATHER;
         while n < MAX_BATCH {
-            match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(r)) => {
-                    n += r.events.len();
-                    batch.push(r);
-                }
-                _ => break,
-            }
+            // Someone waits for this commit (an agent's request, a finished
+            // task): take what is queued now and commit; what arrives
+            // meanwhile rides the next commit. Otherwise gather a moment.
+            let next = if waited_on {
+                rx.try_recv().ok()
+            } else {
+                tokio::time::timeout_at(deadline, rx.recv())
+                    .await
+                    .ok()
+                    .flatten()
+            };
+            let Some(r) = next else { break };
+            n += r.events.len();
+            waited_on |= r.ack.is_some();
+            batch.push(r);
         }
         commit(&state, batch).await;
     }
