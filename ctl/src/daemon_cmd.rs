@@ -11,12 +11,13 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use hyper::{Method, StatusCode};
+use hyper::StatusCode;
 use proto::api::{
-    Done, ErrorBody, ErrorList, JobList, JobState, JobStatus, Page, Report, SubmitRequest,
-    VersionInfo, WorkerList, encode_segment,
+    Done, ErrorList, JobList, JobState, JobStatus, Page, Report, SubmitRequest, VersionInfo,
+    WorkerList,
 };
-use proto::client::{self, ClientError, Target};
+use proto::client::ClientError;
+use proto::control::{Client, ControlError, Endpoint};
 use serde::de::DeserializeOwned;
 
 use crate::cli::{Command, DaemonArgs, PageArgs};
@@ -64,55 +65,42 @@ pub fn socket_path(d: &DaemonArgs) -> PathBuf {
 }
 
 struct Conn {
-    socket: PathBuf,
+    client: Client,
 }
 
 impl Conn {
     fn new(d: &DaemonArgs) -> Conn {
         Conn {
-            socket: socket_path(d),
+            client: Client::new(socket_path(d)),
         }
     }
 
     async fn call<R: DeserializeOwned>(
         &self,
-        method: Method,
-        path: &str,
+        ep: &Endpoint,
+        page: Option<&Page>,
         body: Option<Vec<u8>>,
     ) -> Result<(R, serde_json::Value)> {
-        let r = client::send(
-            &Target::Unix(self.socket.clone()),
-            method,
-            path,
-            &[],
-            body.unwrap_or_default(),
-            Duration::from_secs(120),
-        )
-        .await;
-        let (status, body) = r.map_err(|e| self.unreachable(e))?;
-        if status != StatusCode::OK {
-            let e: ErrorBody = serde_json::from_slice(&body).unwrap_or(ErrorBody {
-                code: "UNKNOWN".into(),
-                message: format!("daemon answered {status}"),
-            });
-            let code = match status {
-                StatusCode::FORBIDDEN => exit::NO_PERMISSION,
-                StatusCode::NOT_FOUND | StatusCode::BAD_REQUEST | StatusCode::CONFLICT => {
-                    exit::USAGE
-                }
-                _ => exit::RUNTIME,
-            };
-            return Err(Fail(code, e.message));
-        }
-        let value: serde_json::Value = serde_json::from_slice(&body)
-            .map_err(|e| Fail(exit::RUNTIME, format!("bad answer from the daemon: {e}")))?;
-        let typed = serde_json::from_value(value.clone())
-            .map_err(|e| Fail(exit::RUNTIME, format!("bad answer from the daemon: {e}")))?;
-        Ok((typed, value))
+        self.client.call(ep, page, body).await.map_err(|e| match e {
+            ControlError::Unreachable(e) => self.unreachable(e),
+            ControlError::Refused {
+                status, message, ..
+            } => {
+                let code = match status {
+                    StatusCode::FORBIDDEN => exit::NO_PERMISSION,
+                    StatusCode::NOT_FOUND | StatusCode::BAD_REQUEST | StatusCode::CONFLICT => {
+                        exit::USAGE
+                    }
+                    _ => exit::RUNTIME,
+                };
+                Fail(code, message)
+            }
+            e @ ControlError::BadAnswer(_) => Fail(exit::RUNTIME, e.to_string()),
+        })
     }
 
     fn unreachable(&self, e: ClientError) -> Fail {
-        let s = self.socket.display();
+        let s = self.client.socket.display();
         match e {
             ClientError::Connect { source, .. }
                 if source.kind() == std::io::ErrorKind::PermissionDenied =>
@@ -133,10 +121,6 @@ impl Conn {
             other => Fail(exit::DAEMON_UNREACHABLE, other.to_string()),
         }
     }
-}
-
-fn job_path(job: &str, rest: &str) -> String {
-    format!("/v1/jobs/{}{rest}", encode_segment(job))
 }
 
 async fn dispatch(cmd: Command) -> Result<u8> {
@@ -172,7 +156,7 @@ async fn dispatch(cmd: Command) -> Result<u8> {
             .map_err(|e| Fail(exit::RUNTIME, e.to_string()))?;
             let conn = Conn::new(&d);
             let (name, v) = match conn
-                .call::<JobStatus>(Method::POST, "/v1/jobs", Some(body.clone()))
+                .call::<JobStatus>(&Endpoint::Submit, None, Some(body.clone()))
                 .await
             {
                 Ok((st, v)) => (st.name, v),
@@ -192,7 +176,7 @@ async fn dispatch(cmd: Command) -> Result<u8> {
                             for _ in 0..100 {
                                 tokio::time::sleep(Duration::from_millis(200)).await;
                                 match conn
-                                    .call::<JobStatus>(Method::POST, "/v1/jobs", Some(body.clone()))
+                                    .call::<JobStatus>(&Endpoint::Submit, None, Some(body.clone()))
                                     .await
                                 {
                                     Ok((st, v)) => {
@@ -232,22 +216,22 @@ async fn dispatch(cmd: Command) -> Result<u8> {
             d,
         } => stat(&d, job.as_deref(), watch, legacy, interval).await,
         Command::Retry { job, d } => {
-            let path = match &job {
-                Some(j) => job_path(j, "/retry"),
-                None => "/v1/retry".into(),
+            let ep = match job {
+                Some(j) => Endpoint::Retry(j),
+                None => Endpoint::RetryAll,
             };
-            done(&d, Method::POST, &path).await
+            done(&d, ep).await
         }
-        Command::Clean { job, d } => match done(&d, Method::DELETE, &job_path(&job, "")).await {
+        Command::Clean { job, d } => match done(&d, Endpoint::Clean(job.clone())).await {
             Err(Fail(exit::DAEMON_UNREACHABLE, why)) => {
                 clean_offline(&d, &job, Fail(exit::DAEMON_UNREACHABLE, why))
             }
             other => other,
         },
-        Command::Pause { job, d } => done(&d, Method::POST, &job_path(&job, "/pause")).await,
-        Command::Resume { job, d } => done(&d, Method::POST, &job_path(&job, "/resume")).await,
+        Command::Pause { job, d } => done(&d, Endpoint::Pause(job)).await,
+        Command::Resume { job, d } => done(&d, Endpoint::Resume(job)).await,
         Command::Workers(d) => {
-            let (w, v): (WorkerList, _) = Conn::new(&d).call(Method::GET, "/v1/workers", None).await?;
+            let (w, v): (WorkerList, _) = Conn::new(&d).call(&Endpoint::Workers, None, None).await?;
             if d.json {
                 print_json(&v);
                 return Ok(exit::OK);
@@ -282,8 +266,9 @@ async fn dispatch(cmd: Command) -> Result<u8> {
                 limit: page.limit.map(|l| l as usize),
                 after: page.after,
             };
-            let path = format!("{}?{}", job_path(&job, "/report"), page.to_query());
-            let (r, v): (Report, _) = Conn::new(&d).call(Method::GET, &path, None).await?;
+            let (r, v): (Report, _) = Conn::new(&d)
+                .call(&Endpoint::Report(job.clone()), Some(&page), None)
+                .await?;
             if d.json {
                 print_json(&v);
             } else {
@@ -323,8 +308,8 @@ async fn dispatch(cmd: Command) -> Result<u8> {
     }
 }
 
-async fn done(d: &DaemonArgs, method: Method, path: &str) -> Result<u8> {
-    let (r, v): (Done, _) = Conn::new(d).call(method, path, None).await?;
+async fn done(d: &DaemonArgs, ep: Endpoint) -> Result<u8> {
+    let (r, v): (Done, _) = Conn::new(d).call(&ep, None, None).await?;
     if d.json {
         print_json(&v);
     } else {
@@ -336,7 +321,7 @@ async fn done(d: &DaemonArgs, method: Method, path: &str) -> Result<u8> {
 async fn version(d: &DaemonArgs) -> Result<u8> {
     let ctl = env!("CARGO_PKG_VERSION");
     let daemon = Conn::new(d)
-        .call::<VersionInfo>(Method::GET, "/v1/version", None)
+        .call::<VersionInfo>(&Endpoint::Version, None, None)
         .await
         .ok()
         .map(|(v, _)| v);
@@ -355,7 +340,7 @@ async fn version(d: &DaemonArgs) -> Result<u8> {
 async fn start(d: &DaemonArgs) -> Result<u8> {
     let conn = Conn::new(d);
     if conn
-        .call::<VersionInfo>(Method::GET, "/v1/version", None)
+        .call::<VersionInfo>(&Endpoint::Version, None, None)
         .await
         .is_ok()
     {
@@ -372,7 +357,7 @@ async fn start(d: &DaemonArgs) -> Result<u8> {
         .filter(|p| p.is_file())
         .unwrap_or_else(|| PathBuf::from("ossimportd"));
     let mut cmd = std::process::Command::new(&bin);
-    cmd.arg("--daemon").arg("--socket").arg(&conn.socket);
+    cmd.arg("--daemon").arg("--socket").arg(&conn.client.socket);
     if let Some(s) = &d.sys {
         cmd.arg("--sys").arg(s);
     }
@@ -387,7 +372,7 @@ async fn start(d: &DaemonArgs) -> Result<u8> {
     }
     for _ in 0..150 {
         if conn
-            .call::<VersionInfo>(Method::GET, "/v1/version", None)
+            .call::<VersionInfo>(&Endpoint::Version, None, None)
             .await
             .is_ok()
         {
@@ -404,17 +389,17 @@ async fn start(d: &DaemonArgs) -> Result<u8> {
         exit::RUNTIME,
         format!(
             "ossimportd did not answer on {} after starting; see its log",
-            conn.socket.display()
+            conn.client.socket.display()
         ),
     ))
 }
 
 async fn stop(d: &DaemonArgs) -> Result<u8> {
     let conn = Conn::new(d);
-    let (r, v): (Done, _) = conn.call(Method::POST, "/v1/shutdown", None).await?;
+    let (r, v): (Done, _) = conn.call(&Endpoint::Shutdown, None, None).await?;
     // The daemon removes its socket file last, once it has fully stopped.
     for _ in 0..300 {
-        if !conn.socket.exists() {
+        if !conn.client.socket.exists() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -439,11 +424,11 @@ async fn stat(
     loop {
         let asked = match job {
             Some(j) => conn
-                .call::<JobStatus>(Method::GET, &job_path(j, ""), None)
+                .call::<JobStatus>(&Endpoint::Job(j.to_string()), None, None)
                 .await
                 .map(|(s, v)| (vec![s], v)),
             None => conn
-                .call::<JobList>(Method::GET, "/v1/jobs", None)
+                .call::<JobList>(&Endpoint::ListJobs, None, None)
                 .await
                 .map(|(l, v)| (l.jobs, v)),
         };
@@ -771,8 +756,9 @@ async fn errors(job: &str, args: &PageArgs, d: &DaemonArgs) -> Result<u8> {
     let mut any = false;
     let mut first = true;
     loop {
-        let path = format!("{}?{}", job_path(job, "/errors"), page.to_query());
-        let (e, _): (ErrorList, _) = conn.call(Method::GET, &path, None).await?;
+        let (e, _): (ErrorList, _) = conn
+            .call(&Endpoint::Errors(job.to_string()), Some(&page), None)
+            .await?;
         for f in &e.failed {
             if d.json {
                 let entry = serde_json::to_string(f).unwrap_or_default();

@@ -7,10 +7,10 @@
 
 use std::sync::Arc;
 
-use hyper::{Method, Response, StatusCode};
+use hyper::{Response, StatusCode};
 use proto::api::{
     Done, ErrorList, FailedEntry, JobList, Page, Report, SubmitRequest, VerifyMethod, VersionInfo,
-    WorkerList, WorkerStatus, decode_segment,
+    WorkerList, WorkerStatus,
 };
 use proto::server::{Body, Handler, Peer, Req, error, json};
 use tokio::time::Instant;
@@ -21,46 +21,7 @@ use crate::engine::{self as jobs, JobError};
 use crate::state::{State, blocking};
 use crate::store::Retried;
 
-/// Every control request.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Endpoint {
-    Version,
-    Submit,
-    ListJobs,
-    Job(String),
-    Clean(String),
-    Retry(String),
-    RetryAll,
-    Pause(String),
-    Resume(String),
-    Errors(String),
-    Report(String),
-    Workers,
-    Shutdown,
-}
-
-impl Endpoint {
-    pub fn parse(method: &Method, path: &str) -> Option<Endpoint> {
-        let segs: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
-        let name = |s: &str| decode_segment(s);
-        Some(match (method, segs.as_slice()) {
-            (&Method::GET, ["v1", "version"]) => Endpoint::Version,
-            (&Method::POST, ["v1", "jobs"]) => Endpoint::Submit,
-            (&Method::GET, ["v1", "jobs"]) => Endpoint::ListJobs,
-            (&Method::GET, ["v1", "jobs", n]) => Endpoint::Job(name(n)?),
-            (&Method::DELETE, ["v1", "jobs", n]) => Endpoint::Clean(name(n)?),
-            (&Method::POST, ["v1", "jobs", n, "retry"]) => Endpoint::Retry(name(n)?),
-            (&Method::POST, ["v1", "jobs", n, "pause"]) => Endpoint::Pause(name(n)?),
-            (&Method::POST, ["v1", "jobs", n, "resume"]) => Endpoint::Resume(name(n)?),
-            (&Method::GET, ["v1", "jobs", n, "errors"]) => Endpoint::Errors(name(n)?),
-            (&Method::GET, ["v1", "jobs", n, "report"]) => Endpoint::Report(name(n)?),
-            (&Method::POST, ["v1", "retry"]) => Endpoint::RetryAll,
-            (&Method::GET, ["v1", "workers"]) => Endpoint::Workers,
-            (&Method::POST, ["v1", "shutdown"]) => Endpoint::Shutdown,
-            _ => return None,
-        })
-    }
-}
+pub use proto::control::Endpoint;
 
 pub fn handler(state: Arc<State>) -> Handler {
     Arc::new(move |req| {
@@ -354,28 +315,7 @@ fn entry(f: crate::store::FailedObject) -> FailedEntry {
 
 #[cfg(test)]
 mod tests {
-    use super::{Endpoint, Retried, retried};
-    use hyper::Method;
-
-    #[test]
-    fn paths_parse_to_endpoints() {
-        let p = |m: &Method, s: &str| Endpoint::parse(m, s);
-        assert_eq!(p(&Method::GET, "/v1/jobs"), Some(Endpoint::ListJobs));
-        assert_eq!(
-            p(&Method::GET, "/v1/jobs/a%20b"),
-            Some(Endpoint::Job("a b".into()))
-        );
-        assert_eq!(
-            p(&Method::POST, "/v1/jobs/x/pause"),
-            Some(Endpoint::Pause("x".into()))
-        );
-        assert_eq!(
-            p(&Method::DELETE, "/v1/jobs/x"),
-            Some(Endpoint::Clean("x".into()))
-        );
-        assert_eq!(p(&Method::GET, "/v1/jobs/x/delete"), None);
-        assert_eq!(p(&Method::PUT, "/v1/jobs"), None);
-    }
+    use super::{Retried, retried};
 
     #[test]
     fn retry_answers_in_the_original_words() {

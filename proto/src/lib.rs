@@ -9,6 +9,7 @@
 pub mod api;
 pub mod auth;
 pub mod client;
+pub mod control;
 pub mod job;
 pub mod net;
 pub mod secret;

@@ -1,8 +1,6 @@
 //! Jobs spread over several agents: sharing, an agent killed, the daemon
 //! killed and restarted, and what crosses the wire.
 
-use hyper::Method;
-
 use crate::support::*;
 use proto::api::JobState;
 
@@ -232,22 +230,12 @@ fn a_killed_daemon_restarts_and_finishes_without_redoing_verified_objects() {
 fn pause_takes_tasks_back_and_resume_finishes() {
     let (c, _) = Cluster::start(1, 1, false);
     c.job("paused", 12, 1 << 20, 1);
-    let _: serde_json::Value = api(
-        &c.daemon.socket,
-        Method::POST,
-        "/v1/jobs/paused/pause",
-        None,
-    );
+    let _: serde_json::Value = api(&c.daemon.socket, Endpoint::Pause("paused".into()), None);
     assert_eq!(c.daemon.job("paused").state, JobState::Paused);
     wait_for("paused job to hold no task", 30, || {
         c.daemon.job("paused").counts.tasks_dispatched == 0
     });
-    let _: serde_json::Value = api(
-        &c.daemon.socket,
-        Method::POST,
-        "/v1/jobs/paused/resume",
-        None,
-    );
+    let _: serde_json::Value = api(&c.daemon.socket, Endpoint::Resume("paused".into()), None);
     let st = c.daemon.wait_job("paused", 120);
     assert_eq!((st.state, st.counts.verified), (JobState::Succeed, 12));
 }
@@ -313,7 +301,7 @@ fn late_results_of_a_cleaned_job_never_count_for_the_new_one() {
     wait_for("the old job's objects at the destination", 60, || {
         c.keys("reuse").len() == old.len()
     });
-    let _: serde_json::Value = api(&c.daemon.socket, Method::DELETE, "/v1/jobs/reuse", None);
+    let _: serde_json::Value = api(&c.daemon.socket, Endpoint::Clean("reuse".into()), None);
     // The same name again, other files, another bucket.
     let src = c.tmp.path().join("src-reuse-2");
     let new: Vec<String> = (0..12)
@@ -390,12 +378,8 @@ fn retry_after_a_failed_scan_lists_the_rest() {
     assert!(!st.scan_done && st.counts.objects == 0, "{st:?}");
     assert!(c.daemon.log_text().contains("Scan failed"));
     relay.set_allow(-1);
-    let answer: serde_json::Value = api(
-        &c.daemon.socket,
-        Method::POST,
-        "/v1/jobs/scan_retry/retry",
-        None,
-    );
+    let answer: serde_json::Value =
+        api(&c.daemon.socket, Endpoint::Retry("scan_retry".into()), None);
     assert_eq!(
         answer["message"],
         "Retry has been submitted. (the listing starts again from its checkpoint; 0 failed objects)"

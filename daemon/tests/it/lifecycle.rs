@@ -25,7 +25,7 @@ fn detaches_refuses_a_second_instance_and_stops_on_sigterm() {
     );
     let socket = work.join("ossimportd.sock");
     wait_for("the detached daemon", 30, || {
-        api_try::<serde_json::Value>(&socket, hyper::Method::GET, "/v1/version", None).is_ok()
+        api_try::<serde_json::Value>(&socket, proto::control::Endpoint::Version, None).is_ok()
     });
     let pid: u32 = std::fs::read_to_string(work.join("ossimportd.pid"))
         .unwrap()
@@ -244,7 +244,7 @@ fn socket_group_members_by_supplementary_group_are_let_in() {
     assert!(err.contains("may not read it"), "{err}");
     assert!(!err.contains("s3cr3t"), "{err}");
     assert!(
-        api::<proto::api::JobList>(&d.socket, hyper::Method::GET, "/v1/jobs", None)
+        api::<proto::api::JobList>(&d.socket, proto::control::Endpoint::ListJobs, None)
             .jobs
             .is_empty()
     );

@@ -11,8 +11,7 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
-use hyper::Method;
-use proto::client::{self, Target};
+pub use proto::control::Endpoint;
 use serde::de::DeserializeOwned;
 
 pub const AK: &str = "testkey";
@@ -194,7 +193,7 @@ impl Daemon {
             log,
         };
         wait_for("the daemon's socket", 30, || {
-            api_try::<serde_json::Value>(&d.socket, Method::GET, "/v1/version", None).is_ok()
+            api_try::<serde_json::Value>(&d.socket, Endpoint::Version, None).is_ok()
         });
         d
     }
@@ -211,8 +210,7 @@ impl Daemon {
     pub fn submit(&self, job_cfg: &Path) -> serde_json::Value {
         api(
             &self.socket,
-            Method::POST,
-            "/v1/jobs",
+            Endpoint::Submit,
             Some(
                 serde_json::to_value(proto::api::SubmitRequest::new(
                     job_cfg.display().to_string(),
@@ -225,11 +223,11 @@ impl Daemon {
     }
 
     pub fn job(&self, name: &str) -> proto::api::JobStatus {
-        api(&self.socket, Method::GET, &format!("/v1/jobs/{name}"), None)
+        api(&self.socket, Endpoint::Job(name.to_string()), None)
     }
 
     pub fn workers(&self) -> proto::api::WorkerList {
-        api(&self.socket, Method::GET, "/v1/workers", None)
+        api(&self.socket, Endpoint::Workers, None)
     }
 
     /// Polls until the job is succeed or failed.
@@ -373,37 +371,23 @@ pub fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
     }
 }
 
+/// One control call through the typed client ctl uses.
 pub fn api_try<T: DeserializeOwned>(
     socket: &Path,
-    method: Method,
-    path: &str,
+    ep: Endpoint,
     body: Option<serde_json::Value>,
 ) -> Result<T, String> {
-    let body = body
-        .map(|b| serde_json::to_vec(&b).unwrap())
-        .unwrap_or_default();
-    let r = rt().block_on(client::send(
-        &Target::Unix(socket.to_path_buf()),
-        method,
-        path,
-        &[],
-        body,
-        Duration::from_secs(60),
-    ));
-    let (status, bytes) = r.map_err(|e| e.to_string())?;
-    if !status.is_success() {
-        return Err(format!("{status}: {}", String::from_utf8_lossy(&bytes)));
-    }
-    serde_json::from_slice(&bytes).map_err(|e| e.to_string())
+    let body = body.map(|b| serde_json::to_vec(&b).unwrap());
+    let mut client = proto::control::Client::new(socket);
+    client.timeout = Duration::from_secs(60);
+    rt().block_on(client.call::<T>(&ep, None, body))
+        .map(|(t, _)| t)
+        .map_err(|e| e.to_string())
 }
 
-pub fn api<T: DeserializeOwned>(
-    socket: &Path,
-    method: Method,
-    path: &str,
-    body: Option<serde_json::Value>,
-) -> T {
-    api_try(socket, method.clone(), path, body).unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+pub fn api<T: DeserializeOwned>(socket: &Path, ep: Endpoint, body: Option<serde_json::Value>) -> T {
+    api_try(socket, ep.clone(), body)
+        .unwrap_or_else(|e| panic!("{} {}: {e}", ep.method(), ep.path()))
 }
 
 /// Deterministic pseudo-random bytes.

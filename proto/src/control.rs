@@ -1,0 +1,279 @@
+//! The control API (`ossimportctl` -> `ossimportd`, on the Unix socket) as
+//! types: every request is an [`Endpoint`] with its method and path, and
+//! [`Endpoint::parse`] is the inverse the daemon routes with, so the two
+//! sides cannot drift. [`Client`] makes typed calls over the socket; the
+//! presentation (words, exit codes) stays with the caller.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use hyper::{Method, StatusCode};
+use serde::de::DeserializeOwned;
+
+use crate::api::{
+    Done, ErrorBody, ErrorList, JobList, JobStatus, Page, Report, SubmitRequest, VersionInfo,
+    WorkerList, decode_segment, encode_segment,
+};
+use crate::client::{self, ClientError, Target};
+
+/// Every control request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Endpoint {
+    Version,
+    Submit,
+    ListJobs,
+    Job(String),
+    Clean(String),
+    Retry(String),
+    RetryAll,
+    Pause(String),
+    Resume(String),
+    /// Takes a [`Page`] as its query.
+    Errors(String),
+    /// Takes a [`Page`] as its query.
+    Report(String),
+    Workers,
+    Shutdown,
+}
+
+impl Endpoint {
+    pub fn method(&self) -> Method {
+        match self {
+            Endpoint::Version
+            | Endpoint::ListJobs
+            | Endpoint::Job(_)
+            | Endpoint::Errors(_)
+            | Endpoint::Report(_)
+            | Endpoint::Workers => Method::GET,
+            Endpoint::Clean(_) => Method::DELETE,
+            Endpoint::Submit
+            | Endpoint::Retry(_)
+            | Endpoint::RetryAll
+            | Endpoint::Pause(_)
+            | Endpoint::Resume(_)
+            | Endpoint::Shutdown => Method::POST,
+        }
+    }
+
+    /// The path, job names percent-encoded as one segment.
+    pub fn path(&self) -> String {
+        let job = |n: &str, rest: &str| format!("/v1/jobs/{}{rest}", encode_segment(n));
+        match self {
+            Endpoint::Version => "/v1/version".into(),
+            Endpoint::Submit | Endpoint::ListJobs => "/v1/jobs".into(),
+            Endpoint::Job(n) | Endpoint::Clean(n) => job(n, ""),
+            Endpoint::Retry(n) => job(n, "/retry"),
+            Endpoint::Pause(n) => job(n, "/pause"),
+            Endpoint::Resume(n) => job(n, "/resume"),
+            Endpoint::Errors(n) => job(n, "/errors"),
+            Endpoint::Report(n) => job(n, "/report"),
+            Endpoint::RetryAll => "/v1/retry".into(),
+            Endpoint::Workers => "/v1/workers".into(),
+            Endpoint::Shutdown => "/v1/shutdown".into(),
+        }
+    }
+
+    /// The endpoint a request is for (its path without the query).
+    pub fn parse(method: &Method, path: &str) -> Option<Endpoint> {
+        let segs: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
+        let name = |s: &str| decode_segment(s);
+        Some(match (method, segs.as_slice()) {
+            (&Method::GET, ["v1", "version"]) => Endpoint::Version,
+            (&Method::POST, ["v1", "jobs"]) => Endpoint::Submit,
+            (&Method::GET, ["v1", "jobs"]) => Endpoint::ListJobs,
+            (&Method::GET, ["v1", "jobs", n]) => Endpoint::Job(name(n)?),
+            (&Method::DELETE, ["v1", "jobs", n]) => Endpoint::Clean(name(n)?),
+            (&Method::POST, ["v1", "jobs", n, "retry"]) => Endpoint::Retry(name(n)?),
+            (&Method::POST, ["v1", "jobs", n, "pause"]) => Endpoint::Pause(name(n)?),
+            (&Method::POST, ["v1", "jobs", n, "resume"]) => Endpoint::Resume(name(n)?),
+            (&Method::GET, ["v1", "jobs", n, "errors"]) => Endpoint::Errors(name(n)?),
+            (&Method::GET, ["v1", "jobs", n, "report"]) => Endpoint::Report(name(n)?),
+            (&Method::POST, ["v1", "retry"]) => Endpoint::RetryAll,
+            (&Method::GET, ["v1", "workers"]) => Endpoint::Workers,
+            (&Method::POST, ["v1", "shutdown"]) => Endpoint::Shutdown,
+            _ => return None,
+        })
+    }
+}
+
+/// Why a control call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// No answer: nothing listens, no permission, timed out, cut.
+    #[error(transparent)]
+    Unreachable(#[from] ClientError),
+    /// The daemon answered with an error.
+    #[error("{message}")]
+    Refused {
+        status: StatusCode,
+        code: String,
+        message: String,
+    },
+    /// The answer was not what this version expects.
+    #[error("bad answer from the daemon: {0}")]
+    BadAnswer(String),
+}
+
+/// Typed calls to a daemon's control socket.
+#[derive(Clone, Debug)]
+pub struct Client {
+    pub socket: PathBuf,
+    pub timeout: Duration,
+}
+
+impl Client {
+    pub fn new(socket: impl Into<PathBuf>) -> Client {
+        Client {
+            socket: socket.into(),
+            timeout: Duration::from_secs(120),
+        }
+    }
+
+    /// One call: the typed answer and the same answer as JSON (for
+    /// `--json` output that keeps fields this version does not know).
+    pub async fn call<R: DeserializeOwned>(
+        &self,
+        ep: &Endpoint,
+        page: Option<&Page>,
+        body: Option<Vec<u8>>,
+    ) -> Result<(R, serde_json::Value), ControlError> {
+        let mut path = ep.path();
+        if let Some(p) = page {
+            let q = p.to_query();
+            if !q.is_empty() {
+                path = format!("{path}?{q}");
+            }
+        }
+        let (status, bytes) = client::send(
+            &Target::Unix(self.socket.clone()),
+            ep.method(),
+            &path,
+            &[],
+            body.unwrap_or_default(),
+            self.timeout,
+        )
+        .await?;
+        if status != StatusCode::OK {
+            let e: ErrorBody = serde_json::from_slice(&bytes).unwrap_or(ErrorBody {
+                code: "UNKNOWN".into(),
+                message: format!("daemon answered {status}"),
+            });
+            return Err(ControlError::Refused {
+                status,
+                code: e.code,
+                message: e.message,
+            });
+        }
+        let value: serde_json::Value =
+            serde_json::from_slice(&bytes).map_err(|e| ControlError::BadAnswer(e.to_string()))?;
+        let typed = serde_json::from_value(value.clone())
+            .map_err(|e| ControlError::BadAnswer(e.to_string()))?;
+        Ok((typed, value))
+    }
+
+    async fn ask<R: DeserializeOwned>(&self, ep: Endpoint) -> Result<R, ControlError> {
+        Ok(self.call(&ep, None, None).await?.0)
+    }
+
+    pub async fn version(&self) -> Result<VersionInfo, ControlError> {
+        self.ask(Endpoint::Version).await
+    }
+
+    pub async fn submit(&self, req: &SubmitRequest) -> Result<JobStatus, ControlError> {
+        let body = serde_json::to_vec(req).map_err(|e| ControlError::BadAnswer(e.to_string()))?;
+        Ok(self.call(&Endpoint::Submit, None, Some(body)).await?.0)
+    }
+
+    pub async fn jobs(&self) -> Result<JobList, ControlError> {
+        self.ask(Endpoint::ListJobs).await
+    }
+
+    pub async fn job(&self, name: &str) -> Result<JobStatus, ControlError> {
+        self.ask(Endpoint::Job(name.into())).await
+    }
+
+    pub async fn clean(&self, name: &str) -> Result<Done, ControlError> {
+        self.ask(Endpoint::Clean(name.into())).await
+    }
+
+    pub async fn retry(&self, name: &str) -> Result<Done, ControlError> {
+        self.ask(Endpoint::Retry(name.into())).await
+    }
+
+    pub async fn retry_all(&self) -> Result<Done, ControlError> {
+        self.ask(Endpoint::RetryAll).await
+    }
+
+    pub async fn pause(&self, name: &str) -> Result<Done, ControlError> {
+        self.ask(Endpoint::Pause(name.into())).await
+    }
+
+    pub async fn resume(&self, name: &str) -> Result<Done, ControlError> {
+        self.ask(Endpoint::Resume(name.into())).await
+    }
+
+    pub async fn errors(&self, name: &str, page: &Page) -> Result<ErrorList, ControlError> {
+        Ok(self
+            .call(&Endpoint::Errors(name.into()), Some(page), None)
+            .await?
+            .0)
+    }
+
+    pub async fn report(&self, name: &str, page: &Page) -> Result<Report, ControlError> {
+        Ok(self
+            .call(&Endpoint::Report(name.into()), Some(page), None)
+            .await?
+            .0)
+    }
+
+    pub async fn workers(&self) -> Result<WorkerList, ControlError> {
+        self.ask(Endpoint::Workers).await
+    }
+
+    pub async fn shutdown(&self) -> Result<Done, ControlError> {
+        self.ask(Endpoint::Shutdown).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_endpoint_round_trips_through_its_method_and_path() {
+        let names = ["job1", "a b/c", "名字", "..", "%2F", "x?y#z"];
+        let mut all = vec![
+            Endpoint::Version,
+            Endpoint::Submit,
+            Endpoint::ListJobs,
+            Endpoint::RetryAll,
+            Endpoint::Workers,
+            Endpoint::Shutdown,
+        ];
+        for n in names {
+            let n = n.to_string();
+            all.extend([
+                Endpoint::Job(n.clone()),
+                Endpoint::Clean(n.clone()),
+                Endpoint::Retry(n.clone()),
+                Endpoint::Pause(n.clone()),
+                Endpoint::Resume(n.clone()),
+                Endpoint::Errors(n.clone()),
+                Endpoint::Report(n),
+            ]);
+        }
+        for ep in all {
+            let (m, p) = (ep.method(), ep.path());
+            assert_eq!(Endpoint::parse(&m, &p).as_ref(), Some(&ep), "{m} {p}");
+            assert_eq!(p.matches('/').count(), p.split('/').count() - 1);
+        }
+        assert_eq!(
+            Endpoint::parse(&Method::GET, "/v1/jobs/a%20b"),
+            Some(Endpoint::Job("a b".into()))
+        );
+        assert_eq!(Endpoint::parse(&Method::GET, "/v1/jobs/x/delete"), None);
+        assert_eq!(Endpoint::parse(&Method::PUT, "/v1/jobs"), None);
+        assert_eq!(Endpoint::parse(&Method::GET, "/v1/jobs/a/b"), None);
+        assert_eq!(Endpoint::parse(&Method::GET, "/v2/version"), None);
+    }
+}
