@@ -10,10 +10,7 @@ use std::time::Duration;
 use hyper::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 
-use crate::api::{
-    Done, ErrorBody, ErrorList, JobList, JobStatus, Page, Report, SubmitRequest, VersionInfo,
-    WorkerList, decode_segment, encode_segment,
-};
+use crate::api::{ErrorBody, Page, decode_segment, encode_segment};
 use crate::client::{self, ClientError, Target};
 
 /// Every control request.
@@ -114,7 +111,8 @@ pub enum ControlError {
     BadAnswer(String),
 }
 
-/// Typed calls to a daemon's control socket.
+/// Calls to a daemon's control socket: an [`Endpoint`] in, the answer as
+/// the caller's type (`proto::api`'s `JobStatus`, `WorkerList`, ...) out.
 #[derive(Clone, Debug)]
 pub struct Client {
     pub socket: PathBuf,
@@ -169,69 +167,6 @@ impl Client {
         let typed = serde_json::from_value(value.clone())
             .map_err(|e| ControlError::BadAnswer(e.to_string()))?;
         Ok((typed, value))
-    }
-
-    async fn ask<R: DeserializeOwned>(&self, ep: Endpoint) -> Result<R, ControlError> {
-        Ok(self.call(&ep, None, None).await?.0)
-    }
-
-    pub async fn version(&self) -> Result<VersionInfo, ControlError> {
-        self.ask(Endpoint::Version).await
-    }
-
-    pub async fn submit(&self, req: &SubmitRequest) -> Result<JobStatus, ControlError> {
-        let body = serde_json::to_vec(req).map_err(|e| ControlError::BadAnswer(e.to_string()))?;
-        Ok(self.call(&Endpoint::Submit, None, Some(body)).await?.0)
-    }
-
-    pub async fn jobs(&self) -> Result<JobList, ControlError> {
-        self.ask(Endpoint::ListJobs).await
-    }
-
-    pub async fn job(&self, name: &str) -> Result<JobStatus, ControlError> {
-        self.ask(Endpoint::Job(name.into())).await
-    }
-
-    pub async fn clean(&self, name: &str) -> Result<Done, ControlError> {
-        self.ask(Endpoint::Clean(name.into())).await
-    }
-
-    pub async fn retry(&self, name: &str) -> Result<Done, ControlError> {
-        self.ask(Endpoint::Retry(name.into())).await
-    }
-
-    pub async fn retry_all(&self) -> Result<Done, ControlError> {
-        self.ask(Endpoint::RetryAll).await
-    }
-
-    pub async fn pause(&self, name: &str) -> Result<Done, ControlError> {
-        self.ask(Endpoint::Pause(name.into())).await
-    }
-
-    pub async fn resume(&self, name: &str) -> Result<Done, ControlError> {
-        self.ask(Endpoint::Resume(name.into())).await
-    }
-
-    pub async fn errors(&self, name: &str, page: &Page) -> Result<ErrorList, ControlError> {
-        Ok(self
-            .call(&Endpoint::Errors(name.into()), Some(page), None)
-            .await?
-            .0)
-    }
-
-    pub async fn report(&self, name: &str, page: &Page) -> Result<Report, ControlError> {
-        Ok(self
-            .call(&Endpoint::Report(name.into()), Some(page), None)
-            .await?
-            .0)
-    }
-
-    pub async fn workers(&self) -> Result<WorkerList, ControlError> {
-        self.ask(Endpoint::Workers).await
-    }
-
-    pub async fn shutdown(&self) -> Result<Done, ControlError> {
-        self.ask(Endpoint::Shutdown).await
     }
 }
 

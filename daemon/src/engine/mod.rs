@@ -66,14 +66,16 @@ pub async fn start(state: &Arc<State>) -> Result<Engine, StoreError> {
     let recorder = tokio::spawn(recorder::run(Arc::clone(state)));
     if state.config.reload_jobs {
         load_all(state).await;
-    }
-    let grace = unix_now() + state.config.lease.as_secs() as i64;
-    let extended = blocking(&state.store, move |s| s.extend_leases(grace)).await?;
-    if extended > 0 {
-        info!(
-            tasks = extended,
-            "Dispatched tasks wait one lease for their agents to check in."
-        );
+        // Agents still working since before a restart get one lease to
+        // check back in (a standalone run takes its leases back instead).
+        let grace = unix_now() + state.config.lease.as_secs() as i64;
+        let extended = blocking(&state.store, move |s| s.extend_leases(grace)).await?;
+        if extended > 0 {
+            info!(
+                tasks = extended,
+                "Dispatched tasks wait one lease for their agents to check in."
+            );
+        }
     }
     let schedule = tokio::spawn(schedule::run(Arc::clone(state)));
     let local = state
@@ -114,7 +116,6 @@ impl Engine {
 /// What [`change`] did besides the state.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Changed {
-    pub to: Option<JobState>,
     /// Leased tasks returned to pending.
     pub requeued: usize,
     pub retried: Retried,
@@ -166,10 +167,7 @@ async fn change_locked(state: &Arc<State>, job_id: i64, ev: Event) -> Result<Cha
         .ok_or_else(|| JobError::NotFound(format!("#{job_id}")))?;
     let t = lifecycle::next(job.state, job.scan_done, ev)
         .map_err(|r| JobError::Conflict(format!("job {} {r}", job.name)))?;
-    let mut out = Changed {
-        to: t.to,
-        ..Changed::default()
-    };
+    let mut out = Changed::default();
     if t.effects.contains(&Effect::RetryFailed) {
         out.retried = blocking(&state.store, move |s| s.retry_failed(job_id)).await?;
     }

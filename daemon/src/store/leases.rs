@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 
-use rusqlite::{OptionalExtension, params};
+use rusqlite::params;
 
 use super::{JobRow, ObjectState, Store, StoreError, TaskState};
 
@@ -146,19 +146,6 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// The agent holding a task's lease, if it is dispatched.
-    pub fn lease_owner(&self, task_id: i64) -> Result<Option<String>, StoreError> {
-        Ok(self
-            .lock()
-            .query_row(
-                "SELECT agent FROM tasks WHERE id = ?1 AND state = ?2",
-                params![task_id, TaskState::Dispatched],
-                |r| r.get::<_, Option<String>>(0),
-            )
-            .optional()?
-            .flatten())
-    }
-
     /// Dispatched tasks of a job with bytes and files final so far.
     pub fn running_tasks(&self, job_id: i64) -> Result<Vec<RunningTask>, StoreError> {
         let conn = self.lock();
@@ -231,14 +218,21 @@ mod tests {
         let t2 = s.commit_task(job, &[obj("b")], "b").unwrap();
         assert_eq!(s.lease_tasks(job, 1, "A", 100).unwrap()[0].task_id, t1);
         assert_eq!(s.lease_tasks(job, 1, "B", 100).unwrap()[0].task_id, t2);
-        assert_eq!(s.lease_owner(t1).unwrap().as_deref(), Some("A"));
+        let owner = |t: i64| {
+            s.running_tasks(job)
+                .unwrap()
+                .into_iter()
+                .find(|r| r.task_id == t)
+                .and_then(|r| r.agent)
+        };
+        assert_eq!(owner(t1).as_deref(), Some("A"));
         assert_eq!(s.leases_by_agent().unwrap()["B"], 1);
 
         // A renews its own task; B's task is not A's to renew.
         assert_eq!(s.renew_leases("A", &[t1, t2], 200).unwrap(), vec![t2]);
         // At 150 only B's lease (until 100) has run out.
         assert_eq!(s.expire_leases(150).unwrap(), 1);
-        assert_eq!(s.lease_owner(t2).unwrap(), None);
+        assert_eq!(owner(t2), None);
         assert_eq!(s.counts(job).unwrap().tasks_pending, 1);
 
         // A refused batch goes back at once; only its holder can release it.
