@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use hyper::{Method, StatusCode};
 use proto::api::{EventBatch, Heartbeat, HeartbeatReply, agent_path};
+use proto::auth::Signer;
 use proto::client::{self, Target};
 use proto::job::Event;
 use serde::Serialize;
@@ -20,8 +21,6 @@ use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
-
-use crate::server::Agent;
 
 /// What task runners send to the reporter.
 #[derive(Debug)]
@@ -34,7 +33,20 @@ pub enum Msg {
 /// Most events per report.
 const MAX_BATCH: usize = 1000;
 
-impl Agent {
+/// The daemon as this agent reaches it: where, with which keys, and how
+/// patiently.
+pub(crate) struct Link {
+    pub(crate) signer: Signer,
+    /// Fingerprint of the daemon key: the audience of what we sign.
+    pub(crate) daemon_fp: String,
+    pub(crate) daemon_addr: String,
+    pub(crate) request_timeout: Duration,
+    pub(crate) heartbeat: Duration,
+    /// How long undelivered events are retried at shutdown.
+    pub(crate) drain: Duration,
+}
+
+impl Link {
     /// Sends one signed request to the daemon and parses the answer.
     pub(crate) async fn call<T: Serialize, R: DeserializeOwned>(
         &self,
@@ -44,12 +56,12 @@ impl Agent {
         let body = serde_json::to_vec(body).map_err(|e| e.to_string())?;
         let headers = self.signer.sign("POST", path, &body, &self.daemon_fp);
         let (status, answer) = client::send(
-            &Target::Tcp(self.config.daemon_addr.clone()),
+            &Target::Tcp(self.daemon_addr.clone()),
             Method::POST,
             path,
             &headers,
             body,
-            self.config.request_timeout,
+            self.request_timeout,
         )
         .await
         .map_err(|e| e.to_string())?;
@@ -63,19 +75,24 @@ impl Agent {
     }
 }
 
+/// What heartbeats and the reporter need from the running agent.
+pub(crate) trait Running: Send + Sync + 'static {
+    fn link(&self) -> &Link;
+    /// The heartbeat to send now (names the tasks we hold).
+    fn heartbeat(&self) -> Heartbeat;
+    /// The daemon no longer leases this task to us.
+    fn cancel_task(&self, id: i64);
+    /// Every event of this task was delivered.
+    fn forget_task(&self, id: i64);
+}
+
 /// Heartbeats until `cancel`; drops tasks the daemon no longer leases to us.
-pub(crate) async fn heartbeats(agent: Arc<Agent>, cancel: CancellationToken) {
+pub(crate) async fn heartbeats<A: Running>(agent: Arc<A>, cancel: CancellationToken) {
     let mut warned = false;
     loop {
-        let hb = Heartbeat {
-            name: agent.config.name.clone(),
-            addr: agent.config.advertise.clone(),
-            capacity: agent.config.capacity,
-            running: agent.running_ids(),
-            fingerprint: agent.signer.fingerprint().to_string(),
-            bytes: agent.bytes_read(),
-        };
+        let hb = agent.heartbeat();
         match agent
+            .link()
             .call::<_, HeartbeatReply>(agent_path::HEARTBEAT, &hb)
             .await
         {
@@ -96,7 +113,7 @@ pub(crate) async fn heartbeats(agent: Arc<Agent>, cancel: CancellationToken) {
             }
         }
         tokio::select! {
-            _ = tokio::time::sleep(agent.config.heartbeat) => {}
+            _ = tokio::time::sleep(agent.link().heartbeat) => {}
             _ = cancel.cancelled() => return,
         }
     }
@@ -104,8 +121,8 @@ pub(crate) async fn heartbeats(agent: Arc<Agent>, cancel: CancellationToken) {
 
 /// Delivers events until `stop` fires and the queue is empty (or the
 /// drain deadline passes).
-pub(crate) async fn report(
-    agent: Arc<Agent>,
+pub(crate) async fn report<A: Running>(
+    agent: Arc<A>,
     mut rx: mpsc::Receiver<Msg>,
     stop: CancellationToken,
 ) {
@@ -129,7 +146,7 @@ pub(crate) async fn report(
             }
         }
         if !batch.is_empty() {
-            deliver(&agent, std::mem::take(&mut batch), &stop).await;
+            deliver(agent.link(), std::mem::take(&mut batch), &stop).await;
         }
         for id in finished.drain(..) {
             agent.forget_task(id);
@@ -137,7 +154,7 @@ pub(crate) async fn report(
     }
 }
 
-async fn deliver(agent: &Agent, events: Vec<Event>, stop: &CancellationToken) {
+async fn deliver(link: &Link, events: Vec<Event>, stop: &CancellationToken) {
     let body = EventBatch { events };
     let backoff = proto::net::Backoff {
         base: Duration::from_millis(100),
@@ -149,7 +166,7 @@ async fn deliver(agent: &Agent, events: Vec<Event>, stop: &CancellationToken) {
     tokio::pin!(give_up);
     let mut stopping = false;
     loop {
-        match agent
+        match link
             .call::<_, proto::api::Done>(agent_path::EVENTS, &body)
             .await
         {
@@ -168,7 +185,7 @@ async fn deliver(agent: &Agent, events: Vec<Event>, stop: &CancellationToken) {
             stopping = true;
             give_up
                 .as_mut()
-                .reset(tokio::time::Instant::now() + agent.config.drain);
+                .reset(tokio::time::Instant::now() + link.drain);
         }
         tokio::select! {
             _ = tokio::time::sleep(backoff.delay(attempt)) => {}

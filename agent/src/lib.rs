@@ -7,9 +7,12 @@
 //! [`secrets`] holds the credentials delivered out of band.
 
 pub mod daemon_client;
+mod dest;
+mod local;
+mod object;
 mod remote;
 pub mod secrets;
 pub mod server;
-pub mod upload;
+mod step;
 mod verify;
 pub mod worker;

@@ -28,10 +28,11 @@ use storage::s3::{ErrorKind, META_MD5, META_MTIME, S3Store};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 
-use crate::upload::{
-    Done, Fail, Skipped, Step, blocking, complete_parts, confirm_s3, dest_err, dest_name,
-    part_md5s, parts_sent, send_missing_parts, send_part, verify_mode,
+use crate::dest::{
+    complete_parts, confirm_s3, dest_err, dest_name, part_md5s, part_size_for, parts_sent,
+    send_missing_parts, send_part,
 };
+use crate::step::{Done, Fail, Skipped, Step, blocking};
 use crate::verify::{Answer, Checks, Sent, Verified};
 use crate::worker::{Dest, Executor, Source};
 
@@ -103,7 +104,7 @@ pub(crate) async fn import(
     {
         return Ok(Done::Skipped(s));
     }
-    let mode = verify_mode(ex, obj.mtime);
+    let mode = ex.verify_mode(obj.mtime);
     if let (Some(r), Dest::S3 { store, .. }) = (&obj.resume, &ex.dest)
         && let Some(checks) = resume(ex, store, &key, obj, r, events).await?
     {
@@ -152,7 +153,7 @@ where
 /// would need more than 10,000 parts; the size is the listed one, so an
 /// HTTP object of unknown size keeps the default).
 fn part_size(ex: &Executor, obj: &ObjectSpec) -> u64 {
-    crate::upload::part_size_for(ex.spec.part_size.max(5 << 20), obj.size)
+    part_size_for(ex.spec.part_size.max(5 << 20), obj.size)
 }
 
 /// Continues an upload an earlier run left, where that can be proven
@@ -654,7 +655,7 @@ async fn audit_once(ex: &Arc<Executor>, obj: &ObjectSpec) -> Result<Verified, At
         md5s.push(part.finish().md5);
     }
     let src = whole.finish();
-    let mode = verify_mode(ex, obj.mtime);
+    let mode = ex.verify_mode(obj.mtime);
     let mut checks = Checks::new(Sent::whole_with_parts(src, md5s));
     match &ex.dest {
         Dest::S3 { store, .. } => {

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use proto::Secret;
-use proto::job::{DestSpec, JobSpec, SourceSpec};
+use proto::job::JobSpec;
 
 /// Secret keys by access key id.
 #[derive(Clone, Default)]
@@ -48,21 +48,8 @@ impl Secrets {
 
     /// Fills the blanked credentials of a job received from the daemon.
     pub fn fill(&self, mut spec: JobSpec) -> Result<JobSpec, String> {
-        match &mut spec.source {
-            SourceSpec::S3 {
-                access_key,
-                secret_key,
-                ..
-            } => self.fill_one(access_key, secret_key)?,
-            SourceSpec::Local { .. } | SourceSpec::Http => {}
-        }
-        match &mut spec.dest {
-            DestSpec::S3 {
-                access_key,
-                secret_key,
-                ..
-            } => self.fill_one(access_key, secret_key)?,
-            DestSpec::Local { .. } => {}
+        for b in spec.buckets_mut() {
+            self.fill_one(&b.access_key, &mut b.secret_key)?;
         }
         Ok(spec)
     }

@@ -11,12 +11,13 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use anyhow::Context;
 use hyper::{Response, StatusCode};
-use proto::api::{BatchAccepted, TaskBatch, agent_path};
+use proto::api::{BatchAccepted, Heartbeat, TaskBatch, agent_path};
 use proto::auth::{Signer, Verifier};
 use proto::job::Event;
 use proto::server::{self, Body, Limits, Req, error, json};
@@ -27,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-use crate::daemon_client::{self, Msg};
+use crate::daemon_client::{self, Link, Msg, Running};
 use crate::secrets::Secrets;
 use crate::worker::{Executor, Progress};
 
@@ -64,9 +65,7 @@ struct Slot {
 /// Shared state of a running agent.
 pub struct Agent {
     pub(crate) config: Config,
-    pub(crate) signer: Signer,
-    /// Fingerprint of the daemon key: the audience of what we sign.
-    pub(crate) daemon_fp: String,
+    link: Link,
     verifier: Verifier,
     /// Tasks running or with undelivered events.
     running: Mutex<HashMap<i64, Slot>>,
@@ -84,35 +83,10 @@ impl Agent {
         self.running.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub(crate) fn running_ids(&self) -> Vec<i64> {
-        let mut ids: Vec<i64> = self.running().keys().copied().collect();
-        ids.sort_unstable();
-        ids
-    }
-
-    pub(crate) fn cancel_task(&self, id: i64) {
-        if let Some(t) = self.running().get(&id) {
-            if t.executing {
-                info!(task_id = id, "Daemon took the task back; dropping it.");
-            }
-            t.cancel.cancel();
-        }
-    }
-
-    pub(crate) fn bytes_read(&self) -> u64 {
-        self.progress
-            .bytes
-            .load(std::sync::atomic::Ordering::Relaxed)
-    }
-
     fn done_executing(&self, id: i64) {
         if let Some(t) = self.running().get_mut(&id) {
             t.executing = false;
         }
-    }
-
-    pub(crate) fn forget_task(&self, id: i64) {
-        self.running().remove(&id);
     }
 
     fn executor(&self, spec: proto::job::JobSpec) -> Result<Arc<Executor>, String> {
@@ -131,6 +105,38 @@ impl Agent {
     }
 }
 
+impl Running for Agent {
+    fn link(&self) -> &Link {
+        &self.link
+    }
+
+    fn heartbeat(&self) -> Heartbeat {
+        let mut running: Vec<i64> = self.running().keys().copied().collect();
+        running.sort_unstable();
+        Heartbeat {
+            name: self.config.name.clone(),
+            addr: self.config.advertise.clone(),
+            capacity: self.config.capacity,
+            running,
+            fingerprint: self.link.signer.fingerprint().to_string(),
+            bytes: self.progress.bytes.load(Ordering::Relaxed),
+        }
+    }
+
+    fn cancel_task(&self, id: i64) {
+        if let Some(t) = self.running().get(&id) {
+            if t.executing {
+                info!(task_id = id, "Daemon took the task back; dropping it.");
+            }
+            t.cancel.cancel();
+        }
+    }
+
+    fn forget_task(&self, id: i64) {
+        self.running().remove(&id);
+    }
+}
+
 /// Runs the agent until `shutdown` completes: serve the task API, heartbeat,
 /// report. At shutdown, running tasks are cancelled (a multipart upload
 /// keeps its recorded parts for whoever runs the task next), queued events
@@ -142,16 +148,22 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let daemon_fp = proto::auth::fingerprint(&config.daemon_key);
-    let verifier = Verifier::new(signer.fingerprint(), config.auth_window);
+    let link = Link {
+        daemon_fp: proto::auth::fingerprint(&config.daemon_key),
+        daemon_addr: config.daemon_addr.clone(),
+        request_timeout: config.request_timeout,
+        heartbeat: config.heartbeat,
+        drain: config.drain,
+        signer,
+    };
+    let verifier = Verifier::new(link.signer.fingerprint(), config.auth_window);
     verifier.trust(config.daemon_key.clone());
     let (tx, rx) = mpsc::channel(4096);
     let local = listener.local_addr().context("listener address")?;
-    info!(name = %config.name, listen = %local, advertise = %config.advertise, daemon = %config.daemon_addr, fingerprint = %signer.fingerprint(), "Agent starting.");
+    info!(name = %config.name, listen = %local, advertise = %config.advertise, daemon = %config.daemon_addr, fingerprint = %link.signer.fingerprint(), "Agent starting.");
     let agent = Arc::new(Agent {
         config,
-        signer,
-        daemon_fp,
+        link,
         verifier,
         running: Mutex::new(HashMap::new()),
         executors: Mutex::new(HashMap::new()),
@@ -211,6 +223,7 @@ pub async fn run(
     hb_cancel.cancel();
     let _ = hb.await;
     if let Err(e) = agent
+        .link
         .call::<_, proto::api::Done>(agent_path::BYE, &serde_json::json!({}))
         .await
     {

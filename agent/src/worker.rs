@@ -9,16 +9,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use proto::job::{DestSpec, Event, JobSpec, SourceSpec, TaskSpec};
+use proto::job::{DestSpec, JobSpec, SourceSpec, VerifyMode};
 use storage::http::HttpSource;
 use storage::limit::RateLimiter;
 use storage::s3::{S3Config, S3Store};
-use tokio::sync::{Semaphore, mpsc};
-use tokio::task::JoinSet;
-use tokio_util::sync::CancellationToken;
-use tracing::warn;
-
-use crate::upload;
+use tokio::sync::Semaphore;
 
 /// Live byte counters read by progress displays.
 #[derive(Debug, Default)]
@@ -121,7 +116,7 @@ pub struct Executor {
     pub(crate) bandwidth: Option<Arc<RateLimiter>>,
     pub(crate) dest: Dest,
     /// Objects in flight.
-    objects: Arc<Semaphore>,
+    pub(crate) objects: Arc<Semaphore>,
     /// Memory budget in MiB for in-memory bodies.
     pub(crate) memory: Arc<Semaphore>,
     pub(crate) memory_mib: u32,
@@ -145,29 +140,14 @@ impl Executor {
                     follow_symlinks: *follow_symlinks,
                 },
             ),
-            SourceSpec::S3 {
-                endpoint,
-                region,
-                bucket,
-                access_key,
-                secret_key,
-                path_style,
-                prefix,
-            } => (
+            SourceSpec::S3(bucket) => (
                 PathBuf::new(),
                 Source::S3 {
                     store: S3Store::new(&S3Config {
-                        endpoint: endpoint.clone(),
-                        region: region.clone(),
-                        bucket: bucket.clone(),
-                        access_key: access_key.clone(),
-                        secret_key: secret_key.clone(),
-                        path_style: *path_style,
-                        max_attempts: spec.max_attempts,
-                        server_side_encryption: false,
                         request_limiter: requests.clone(),
+                        ..S3Config::new(bucket.clone(), spec.max_attempts)
                     }),
-                    prefix: prefix.clone(),
+                    prefix: bucket.prefix.clone(),
                 },
             ),
             SourceSpec::Http => (
@@ -181,27 +161,16 @@ impl Executor {
         };
         let dest = match &spec.dest {
             DestSpec::S3 {
-                endpoint,
-                region,
                 bucket,
-                access_key,
-                secret_key,
-                path_style,
-                prefix,
                 server_side_encryption,
             } => Dest::S3 {
                 store: S3Store::new(&S3Config {
-                    endpoint: endpoint.clone(),
-                    region: region.clone(),
                     bucket: bucket.clone(),
-                    access_key: access_key.clone(),
-                    secret_key: secret_key.clone(),
-                    path_style: *path_style,
                     max_attempts: spec.max_attempts,
                     server_side_encryption: *server_side_encryption,
                     request_limiter: requests.clone(),
                 }),
-                prefix: prefix.clone(),
+                prefix: bucket.prefix.clone(),
             },
             DestSpec::Local { dir, prefix } => Dest::Local {
                 dir: PathBuf::from(dir),
@@ -239,50 +208,15 @@ impl Executor {
         &self.spec
     }
 
-    /// Runs one task to the end, sending events as objects finish. When
-    /// `cancel` fires, objects not yet started are left alone (they stay
-    /// pending in the store) and in-flight ones are dropped; a multipart
-    /// upload keeps its recorded parts for the next run. `TaskDone` is sent
-    /// only if every object reported.
-    pub async fn run_task(
-        self: &Arc<Self>,
-        task: TaskSpec,
-        events: mpsc::Sender<Event>,
-        cancel: CancellationToken,
-    ) {
-        let mut set = JoinSet::new();
-        let task_id = task.task_id;
-        let total = task.objects.len();
-        let mut reported = 0usize;
-        for obj in task.objects {
-            let permit = tokio::select! {
-                p = self.objects.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-                _ = cancel.cancelled() => break,
-            };
-            let this = Arc::clone(self);
-            let events = events.clone();
-            let cancel = cancel.clone();
-            set.spawn(async move {
-                let _permit = permit;
-                let result = tokio::select! {
-                    r = upload::process(&this, task_id, &obj, &events) => r,
-                    _ = cancel.cancelled() => return false,
-                };
-                events.send(Event::ObjectDone(result)).await.is_ok()
-            });
-            // Reap finished objects as we go so the set stays small.
-            while let Some(done) = set.try_join_next() {
-                reported += usize::from(matches!(done, Ok(true)));
-            }
-        }
-        while let Some(done) = set.join_next().await {
-            match done {
-                Ok(ok) => reported += usize::from(ok),
-                Err(e) => warn!(task_id, error = %e, "Object worker panicked."),
-            }
-        }
-        if reported == total && !cancel.is_cancelled() {
-            let _ = events.send(Event::TaskDone { task_id }).await;
+    /// The verification mode for an object modified at `mtime`:
+    /// `lastModify` makes objects modified after it size-only, as the
+    /// original did (they are expected to change again).
+    pub(crate) fn verify_mode(&self, mtime: i64) -> VerifyMode {
+        let last_modify = self.spec.limits.last_modify;
+        if last_modify > 0 && mtime > last_modify {
+            VerifyMode::Size
+        } else {
+            self.spec.verify
         }
     }
 

@@ -90,7 +90,7 @@ async fn run(args: RunArgs) -> Result<u8, Exit> {
     config.local_worker = Some(spec.object_concurrency.clamp(2, 16));
     let state = State::standalone(config, Arc::clone(&store));
     spawn_signal_handler(state.cancel.clone());
-    let engine = engine::start(&state).await?;
+    let eng = engine::start(&state).await?;
 
     // Nothing else can be executing this job's tasks: the start takes back
     // what a killed run had leased and retries what failed last time.
@@ -98,7 +98,7 @@ async fn run(args: RunArgs) -> Result<u8, Exit> {
     let row = store
         .job(job_id)?
         .ok_or_else(|| anyhow::anyhow!("job {} vanished from the store", plan.name))?;
-    let (live, changed) = engine::adopt(&state, &row, spec, plan.scan.clone(), true)
+    let (live, changed) = engine::adopt(&eng, &row, spec, plan.scan.clone(), true)
         .await
         .map_err(|e| Exit(exit::RUNTIME, e.into()))?;
     let retried = changed.retried;
@@ -124,7 +124,7 @@ async fn run(args: RunArgs) -> Result<u8, Exit> {
     let stop_display = Arc::new(AtomicBool::new(false));
     let sources = progress::Sources {
         live: Arc::clone(&live),
-        bytes: Arc::clone(&state.local.progress),
+        bytes: Arc::clone(&eng.local.progress),
         base_objects: start.pending,
         base_bytes: start
             .bytes
@@ -159,7 +159,7 @@ async fn run(args: RunArgs) -> Result<u8, Exit> {
         }
     };
     let cancelled = state.cancel.is_cancelled();
-    engine.stop().await;
+    eng.stop().await;
     stop_display.store(true, Ordering::Relaxed);
     if let Some(display) = display {
         let _ = display.await;

@@ -15,6 +15,7 @@ use proto::auth::{AuthError, Verified};
 use proto::server::{Body, Gate, Handler, Peer, Req, error, json};
 use tracing::{info, warn};
 
+use crate::engine::Engine;
 use crate::state::{State, blocking, unix_now};
 
 /// Body limits of the agent API's endpoints: a heartbeat lists the tasks an
@@ -51,10 +52,10 @@ pub fn gate(state: Arc<State>) -> Gate {
     })
 }
 
-pub fn handler(state: Arc<State>) -> Handler {
+pub fn handler(eng: Arc<Engine>) -> Handler {
     Arc::new(move |req| {
-        let state = Arc::clone(&state);
-        Box::pin(async move { handle(state, req).await })
+        let eng = Arc::clone(&eng);
+        Box::pin(async move { handle(eng, req).await })
     })
 }
 
@@ -70,8 +71,9 @@ fn verify(state: &State, req: &Req) -> Result<Verified, AuthError> {
     }
 }
 
-async fn handle(state: Arc<State>, req: Req) -> Response<Body> {
-    let who = match verify(&state, &req) {
+async fn handle(eng: Arc<Engine>, req: Req) -> Response<Body> {
+    let state = &eng.state;
+    let who = match verify(state, &req) {
         Ok(v) => v,
         Err(e) => {
             let from = match &req.peer {
@@ -83,9 +85,9 @@ async fn handle(state: Arc<State>, req: Req) -> Response<Body> {
         }
     };
     let r = match req.path.as_str() {
-        agent_path::HEARTBEAT => heartbeat(&state, &who, &req).await,
-        agent_path::EVENTS => events(&state, &who, &req).await,
-        agent_path::BYE => bye(&state, &who).await,
+        agent_path::HEARTBEAT => heartbeat(&eng, &who, &req).await,
+        agent_path::EVENTS => events(&eng, &who, &req).await,
+        agent_path::BYE => bye(&eng, &who).await,
         _ => Err((StatusCode::NOT_FOUND, "no such endpoint".to_string())),
     };
     match r {
@@ -105,9 +107,10 @@ fn internal(e: impl std::fmt::Display) -> (StatusCode, String) {
     (StatusCode::INTERNAL_SERVER_ERROR, "internal error".into())
 }
 
-async fn heartbeat(state: &Arc<State>, who: &Verified, req: &Req) -> Answer {
+async fn heartbeat(eng: &Arc<Engine>, who: &Verified, req: &Req) -> Answer {
+    let state = &eng.state;
     let hb: Heartbeat = serde_json::from_slice(&req.body).map_err(bad)?;
-    let fresh = crate::agents::heard_from(state, &who.key, &hb);
+    let fresh = state.registry.heard_from(&who.key, &hb);
     if fresh {
         info!(agent = %hb.name, addr = %hb.addr, capacity = hb.capacity, "Agent joined.");
         state.wake.notify_one();
@@ -123,12 +126,11 @@ async fn heartbeat(state: &Arc<State>, who: &Verified, req: &Req) -> Answer {
     Ok(json(StatusCode::OK, &HeartbeatReply { cancel }))
 }
 
-async fn events(state: &Arc<State>, who: &Verified, req: &Req) -> Answer {
+async fn events(eng: &Arc<Engine>, who: &Verified, req: &Req) -> Answer {
     let batch: EventBatch = serde_json::from_slice(&req.body).map_err(bad)?;
     let n = batch.events.len();
     // Answered once committed: an agent forgets only what the store has.
-    state
-        .recorder
+    eng.recorder
         .record(&who.key, batch.events)
         .await
         .map_err(internal)?;
@@ -141,7 +143,8 @@ async fn events(state: &Arc<State>, who: &Verified, req: &Req) -> Answer {
     ))
 }
 
-async fn bye(state: &Arc<State>, who: &Verified) -> Answer {
+async fn bye(eng: &Arc<Engine>, who: &Verified) -> Answer {
+    let state = &eng.state;
     let name = {
         let mut agents = state.agents();
         match agents.get_mut(&who.key) {

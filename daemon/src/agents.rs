@@ -2,13 +2,15 @@
 //! again when an unknown key knocks), liveness from heartbeats, and the
 //! table `ossimportctl workers` shows.
 
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use proto::api::Heartbeat;
+use proto::auth::Verifier;
 use tokio::time::Instant;
 use tracing::warn;
-
-use crate::state::State;
 
 /// What the daemon knows about one enrolled agent.
 #[derive(Clone, Debug)]
@@ -82,34 +84,57 @@ pub fn liveness(a: &AgentEntry, now: Instant, timeout: Duration) -> Liveness {
     }
 }
 
-/// Records a heartbeat in the agent's entry; returns whether the agent
-/// (re)joined: first heartbeat, back after a goodbye, or a new address.
-pub fn heard_from(state: &State, fingerprint: &str, hb: &Heartbeat) -> bool {
-    let mut agents = state.agents();
-    let a = agents
-        .entry(fingerprint.to_string())
-        .or_insert_with(|| AgentEntry::enrolled(&hb.name, fingerprint));
-    let fresh = a.last_seen.is_none() || a.left || a.addr.as_deref() != Some(&hb.addr);
-    a.name = hb.name.clone();
-    a.addr = Some(hb.addr.clone());
-    a.capacity = hb.capacity;
-    let now = Instant::now();
-    a.bytes_per_sec = match a.last_seen {
-        Some(t) if hb.bytes >= a.bytes && now > t => {
-            ((hb.bytes - a.bytes) as f64 / now.duration_since(t).as_secs_f64()) as u64
-        }
-        _ => 0,
-    };
-    a.bytes = hb.bytes;
-    a.last_seen = Some(now);
-    a.left = false;
-    fresh
+/// The enrolled agents, by fingerprint, and the file they are enrolled in.
+pub struct Agents {
+    /// A std mutex: never held across an await.
+    table: Mutex<HashMap<String, AgentEntry>>,
+    /// `ssh-ed25519 AAAA... name` lines.
+    keys_file: PathBuf,
+    /// Last read of `keys_file` (rate limit).
+    keys_loaded: Mutex<Option<std::time::Instant>>,
 }
 
-impl State {
-    /// Reads the enrolled agent keys; new ones become trusted. Returns
-    /// whether it read the file (at most once a second).
-    pub fn reload_agent_keys(&self, force: bool) -> bool {
+impl Agents {
+    pub fn new(keys_file: PathBuf) -> Agents {
+        Agents {
+            table: Mutex::new(HashMap::new()),
+            keys_file,
+            keys_loaded: Mutex::new(None),
+        }
+    }
+
+    pub fn table(&self) -> MutexGuard<'_, HashMap<String, AgentEntry>> {
+        self.table.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records a heartbeat in the agent's entry; returns whether the agent
+    /// (re)joined: first heartbeat, back after a goodbye, or a new address.
+    pub fn heard_from(&self, fingerprint: &str, hb: &Heartbeat) -> bool {
+        let mut agents = self.table();
+        let a = agents
+            .entry(fingerprint.to_string())
+            .or_insert_with(|| AgentEntry::enrolled(&hb.name, fingerprint));
+        let fresh = a.last_seen.is_none() || a.left || a.addr.as_deref() != Some(&hb.addr);
+        a.name = hb.name.clone();
+        a.addr = Some(hb.addr.clone());
+        a.capacity = hb.capacity;
+        let now = Instant::now();
+        a.bytes_per_sec = match a.last_seen {
+            Some(t) if hb.bytes >= a.bytes && now > t => {
+                ((hb.bytes - a.bytes) as f64 / now.duration_since(t).as_secs_f64()) as u64
+            }
+            _ => 0,
+        };
+        a.bytes = hb.bytes;
+        a.last_seen = Some(now);
+        a.left = false;
+        fresh
+    }
+
+    /// Reads the enrolled agent keys; new ones become trusted by
+    /// `verifier`. Returns whether it read the file (at most once a
+    /// second unless `force`).
+    pub fn reload_keys(&self, verifier: &Verifier, force: bool) -> bool {
         {
             let mut last = self.keys_loaded.lock().unwrap_or_else(|p| p.into_inner());
             if !force && last.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
@@ -117,17 +142,17 @@ impl State {
             }
             *last = Some(std::time::Instant::now());
         }
-        let text = match std::fs::read_to_string(&self.config.agent_keys) {
+        let text = match std::fs::read_to_string(&self.keys_file) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
             Err(e) => {
-                warn!(file = %self.config.agent_keys.display(), error = %e, "Cannot read enrolled agent keys.");
+                warn!(file = %self.keys_file.display(), error = %e, "Cannot read enrolled agent keys.");
                 return true;
             }
         };
         match proto::auth::parse_public_keys(&text) {
             Ok(keys) => {
-                let mut agents = self.agents();
+                let mut agents = self.table();
                 for key in keys {
                     let fp = proto::auth::fingerprint(&key);
                     let name = if key.comment().is_empty() {
@@ -138,11 +163,11 @@ impl State {
                     agents
                         .entry(fp.clone())
                         .or_insert_with(|| AgentEntry::enrolled(&name, &fp));
-                    self.verifier.trust(key);
+                    verifier.trust(key);
                 }
             }
             Err(e) => {
-                warn!(file = %self.config.agent_keys.display(), error = %e, "Enrolled agent keys file is malformed.")
+                warn!(file = %self.keys_file.display(), error = %e, "Enrolled agent keys file is malformed.")
             }
         }
         true

@@ -17,21 +17,23 @@ use tokio::time::Instant;
 use tracing::{error, info};
 
 use crate::agents::liveness;
+use crate::engine::Engine;
 use crate::engine::{self as jobs, JobError};
 use crate::state::{State, blocking};
 use crate::store::Retried;
 
 pub use proto::control::Endpoint;
 
-pub fn handler(state: Arc<State>) -> Handler {
+pub fn handler(eng: Arc<Engine>) -> Handler {
     Arc::new(move |req| {
-        let state = Arc::clone(&state);
-        Box::pin(async move { handle(state, req).await })
+        let eng = Arc::clone(&eng);
+        Box::pin(async move { handle(eng, req).await })
     })
 }
 
-async fn handle(state: Arc<State>, req: Req) -> Response<Body> {
-    if !allowed(&state, &req.peer) {
+async fn handle(eng: Arc<Engine>, req: Req) -> Response<Body> {
+    let state = &eng.state;
+    if !allowed(state, &req.peer) {
         return error(
             StatusCode::FORBIDDEN,
             "FORBIDDEN",
@@ -45,7 +47,7 @@ async fn handle(state: Arc<State>, req: Req) -> Response<Body> {
             &format!("no endpoint {} {}", req.method, req.path),
         );
     };
-    match dispatch(&state, ep, &req).await {
+    match dispatch(&eng, ep, &req).await {
         Ok(r) => r,
         Err(e) => {
             let (status, code) = match &e {
@@ -94,7 +96,8 @@ fn in_group(uid: u32, primary: Option<u32>, group: u32) -> bool {
         || crate::access::groups_of(uid, primary.unwrap_or(u32::MAX)).contains(&group)
 }
 
-async fn dispatch(state: &Arc<State>, ep: Endpoint, req: &Req) -> Result<Response<Body>, JobError> {
+async fn dispatch(eng: &Arc<Engine>, ep: Endpoint, req: &Req) -> Result<Response<Body>, JobError> {
+    let state = &eng.state;
     Ok(match ep {
         Endpoint::Version => json(
             StatusCode::OK,
@@ -116,30 +119,30 @@ async fn dispatch(state: &Arc<State>, ep: Endpoint, req: &Req) -> Result<Respons
                 },
                 _ => return Err(JobError::Invalid("caller has no credentials".into())),
             };
-            json(StatusCode::OK, &jobs::submit(state, &r, caller).await?)
+            json(StatusCode::OK, &jobs::submit(eng, &r, caller).await?)
         }
         Endpoint::ListJobs => {
             let rows = blocking(&state.store, |s| s.jobs()).await?;
             let mut out = Vec::with_capacity(rows.len());
             for row in rows {
-                out.push(jobs::status_of(state, row).await?);
+                out.push(jobs::status_of(eng, row).await?);
             }
             json(StatusCode::OK, &JobList { jobs: out })
         }
-        Endpoint::Job(n) => json(StatusCode::OK, &jobs::status(state, &n).await?),
+        Endpoint::Job(n) => json(StatusCode::OK, &jobs::status(eng, &n).await?),
         Endpoint::Clean(n) => {
-            let dir = jobs::clean(state, &n).await?;
+            let dir = jobs::clean(eng, &n).await?;
             done(cleaned(&n, &dir), 0)
         }
         Endpoint::Retry(n) => {
-            let r = jobs::retry(state, &n).await?;
+            let r = jobs::retry(eng, &n).await?;
             done(retried(Some(&n), r), r.queued)
         }
         Endpoint::RetryAll => {
             let rows = blocking(&state.store, |s| s.jobs()).await?;
             let mut all = Retried::default();
             for row in rows {
-                let r = jobs::retry(state, &row.name).await?;
+                let r = jobs::retry(eng, &row.name).await?;
                 all.queued += r.queued;
                 all.unfixable += r.unfixable;
                 all.rescan |= r.rescan;
@@ -147,16 +150,16 @@ async fn dispatch(state: &Arc<State>, ep: Endpoint, req: &Req) -> Result<Respons
             done(retried(None, all), all.queued)
         }
         Endpoint::Pause(n) => {
-            let c = jobs::pause(state, &n).await?;
+            let c = jobs::pause(eng, &n).await?;
             done(format!("job {n} paused; {c} tasks taken back"), c)
         }
         Endpoint::Resume(n) => {
-            jobs::resume(state, &n).await?;
+            jobs::resume(eng, &n).await?;
             done(format!("job {n} resumed"), 0)
         }
         Endpoint::Errors(n) => {
             let page = Page::parse(req.query.as_deref()).map_err(JobError::Invalid)?;
-            let job = jobs::find(state, &n).await?;
+            let job = jobs::find(eng, &n).await?;
             let id = job.id;
             let limit = page.limit.unwrap_or(1000);
             let p = blocking(&state.store, move |s| {
@@ -174,7 +177,7 @@ async fn dispatch(state: &Arc<State>, ep: Endpoint, req: &Req) -> Result<Respons
         }
         Endpoint::Report(n) => {
             let page = Page::parse(req.query.as_deref()).map_err(JobError::Invalid)?;
-            let job = jobs::find(state, &n).await?;
+            let job = jobs::find(eng, &n).await?;
             let id = job.id;
             let limit = page.limit.unwrap_or(50);
             let (c, methods, p) = blocking(&state.store, move |s| {

@@ -5,13 +5,11 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::config::job::{
-    AddressingStyle, DestType, JobConfig, JobType, SkipMode, SrcType, VerifyMode,
-};
+use crate::config::job::{AddressingStyle, DestType, JobConfig, SrcType};
 use crate::config::sys::SysConfig;
 use crate::filter::Filter;
 use crate::scanner::{ScanConfig, ScanSource};
-use proto::job::{self as wire, DestSpec, JobSpec, Limits, SourceSpec};
+use proto::job::{Bucket, DestSpec, JobMode, JobSpec, Limits, SkipMode, SourceSpec};
 use storage::s3::{S3Config, S3Store};
 
 /// Smallest part S3 accepts (all but the last part).
@@ -29,8 +27,6 @@ pub struct Plan {
     pub dest_label: String,
     /// Secret files the job's keys were read from (key, path).
     pub secret_files: Vec<(&'static str, PathBuf)>,
-    s3: Option<S3Config>,
-    src_s3: Option<S3Config>,
     dest_dir: Option<PathBuf>,
 }
 
@@ -118,7 +114,7 @@ fn from_text(job_cfg: &Path, text: &str, sys: Option<(PathBuf, String)>) -> Resu
         );
     }
 
-    let (dest, dest_label, s3, dest_dir) = match cfg.dest_type {
+    let (dest, dest_label, dest_dir) = match cfg.dest_type {
         DestType::Local => {
             let dir = cfg.dest_dir.clone().ok_or_else(|| {
                 format!(
@@ -133,44 +129,31 @@ fn from_text(job_cfg: &Path, text: &str, sys: Option<(PathBuf, String)>) -> Resu
                     prefix: cfg.dest_prefix.clone(),
                 },
                 label,
-                None,
                 Some(dir),
             )
         }
         DestType::Oss | DestType::S3 => {
-            let s3 = S3Config {
+            let bucket = Bucket {
                 endpoint: cfg.dest_domain.clone(),
                 region: cfg.dest_region.clone(),
-                bucket: cfg.dest_bucket.clone(),
+                name: cfg.dest_bucket.clone(),
                 access_key: cfg.dest_access_key.clone(),
                 secret_key: cfg.dest_secret_key.clone(),
                 path_style: cfg.dest_addressing_style == AddressingStyle::Path,
-                max_attempts: cfg.request_attempts,
-                server_side_encryption: cfg.is_server_side_encryption,
-                request_limiter: None,
+                prefix: cfg.dest_prefix.clone(),
             };
-            let label = format!(
-                "{} bucket {}/{}",
-                cfg.dest_domain, cfg.dest_bucket, cfg.dest_prefix
-            );
+            let label = bucket.label();
             (
                 DestSpec::S3 {
-                    endpoint: s3.endpoint.clone(),
-                    region: s3.region.clone(),
-                    bucket: s3.bucket.clone(),
-                    access_key: s3.access_key.clone(),
-                    secret_key: s3.secret_key.clone(),
-                    path_style: s3.path_style,
-                    prefix: cfg.dest_prefix.clone(),
-                    server_side_encryption: s3.server_side_encryption,
+                    bucket,
+                    server_side_encryption: cfg.is_server_side_encryption,
                 },
                 label,
-                Some(s3),
                 None,
             )
         }
     };
-    let (source, scan_source, source_label, src_s3) = match cfg.src_type {
+    let (source, scan_source, source_label) = match cfg.src_type {
         SrcType::Local => (
             SourceSpec::Local {
                 root: cfg.src_prefix.clone(),
@@ -181,7 +164,6 @@ fn from_text(job_cfg: &Path, text: &str, sys: Option<(PathBuf, String)>) -> Resu
                 follow_symlinks: cfg.is_allow_symbolic_link,
             },
             cfg.src_prefix.clone(),
-            None,
         ),
         SrcType::Http => {
             let list = cfg.http_list_file_path.clone().ok_or_else(|| {
@@ -203,37 +185,26 @@ fn from_text(job_cfg: &Path, text: &str, sys: Option<(PathBuf, String)>) -> Resu
                     rel_column: rc,
                 },
                 format!("URLs in {}", list.display()),
-                None,
             )
         }
         _ => {
             // Every other cloud through its S3-compatible endpoint. Keys do
             // not start with `/` (COS prefixes are written `/dir/`).
             let prefix = cfg.src_prefix.trim_start_matches('/').to_owned();
-            let s3 = S3Config {
+            let bucket = Bucket {
                 endpoint: cfg.src_domain.clone(),
                 region: cfg.src_region.clone(),
-                bucket: cfg.src_bucket.clone(),
+                name: cfg.src_bucket.clone(),
                 access_key: cfg.src_access_key.clone(),
                 secret_key: cfg.src_secret_key.clone(),
                 path_style: cfg.src_addressing_style == AddressingStyle::Path,
-                max_attempts: cfg.request_attempts,
-                server_side_encryption: false,
-                request_limiter: None,
+                prefix,
             };
             (
-                SourceSpec::S3 {
-                    endpoint: s3.endpoint.clone(),
-                    region: s3.region.clone(),
-                    bucket: s3.bucket.clone(),
-                    access_key: s3.access_key.clone(),
-                    secret_key: s3.secret_key.clone(),
-                    path_style: s3.path_style,
-                    prefix: prefix.clone(),
-                },
+                SourceSpec::S3(bucket.clone()),
                 ScanSource::S3 {
-                    store: s3.clone(),
-                    prefix: prefix.clone(),
+                    prefix: bucket.prefix.clone(),
+                    store: S3Config::new(bucket, cfg.request_attempts),
                     page_size: cfg.src_list_page_size,
                 },
                 format!(
@@ -241,9 +212,8 @@ fn from_text(job_cfg: &Path, text: &str, sys: Option<(PathBuf, String)>) -> Resu
                     cfg.src_domain,
                     cfg.src_type.as_str(),
                     cfg.src_bucket,
-                    prefix
+                    cfg.src_prefix.trim_start_matches('/')
                 ),
-                Some(s3),
             )
         }
     };
@@ -258,26 +228,18 @@ fn from_text(job_cfg: &Path, text: &str, sys: Option<(PathBuf, String)>) -> Resu
     let spec = JobSpec {
         job_id: 0,
         job_name: cfg.job_name.clone(),
-        mode: match cfg.job_type {
-            JobType::Import => wire::JobMode::Import,
-            JobType::Audit => wire::JobMode::Audit,
-        },
+        mode: cfg.job_type,
         source: source.clone(),
         dest,
         multipart_threshold: cfg.multipart_upload_threshold,
         part_size,
         part_concurrency: cfg.upload_thread_num_per_large_file,
         object_concurrency: sys.worker_task_thread_num,
-        verify: match cfg.verify_mode {
-            VerifyMode::Size => wire::VerifyMode::Size,
-            VerifyMode::Checksum => wire::VerifyMode::Checksum,
-            VerifyMode::ReadBack => wire::VerifyMode::ReadBack,
-        },
-        skip: match (cfg.job_type, cfg.skip_mode) {
-            (JobType::Audit, _) | (_, SkipMode::None) => wire::SkipMode::None,
-            (_, SkipMode::SizeMtime) => wire::SkipMode::SizeMtime,
-            (_, SkipMode::Size) => wire::SkipMode::Size,
-            (_, SkipMode::Checksum) => wire::SkipMode::Checksum,
+        verify: cfg.verify_mode,
+        // An audit writes nothing, so there is nothing to skip.
+        skip: match cfg.job_type {
+            JobMode::Audit => SkipMode::None,
+            JobMode::Import => cfg.skip_mode,
         },
         record_md5: sys.worker_record_md5,
         max_attempts: cfg.request_attempts,
@@ -316,8 +278,6 @@ fn from_text(job_cfg: &Path, text: &str, sys: Option<(PathBuf, String)>) -> Resu
         warnings,
         work_dir,
         dest_label,
-        s3,
-        src_s3,
         dest_dir,
     })
 }
@@ -334,28 +294,30 @@ impl Plan {
                 Err(e) => anyhow::bail!("srcPrefix {}: {e}", root.display()),
             }
         }
-        if let Some(s3) = &self.src_s3 {
-            let store = S3Store::new(s3);
-            tokio::time::timeout(Duration::from_secs(60), store.check_bucket())
-                .await
-                .map_err(|_| anyhow::anyhow!("srcDomain {}: no answer within 60 s", s3.endpoint))?
-                .map_err(|e| {
-                    anyhow::anyhow!("source bucket {} at {}: {e}", s3.bucket, s3.endpoint)
-                })?;
+        if let SourceSpec::S3(bucket) = &self.spec.source {
+            let store = S3Store::new(&S3Config::new(bucket.clone(), self.spec.max_attempts));
+            check_bucket(&store, "srcDomain", "source", bucket).await?;
         }
         if let Some(dir) = &self.dest_dir {
             std::fs::create_dir_all(dir)
                 .map_err(|e| anyhow::anyhow!("destDir {}: {e}", dir.display()))?;
         }
-        if let Some(s3) = &self.s3 {
-            let store = S3Store::new(s3);
-            tokio::time::timeout(Duration::from_secs(60), store.check_bucket())
-                .await
-                .map_err(|_| anyhow::anyhow!("destDomain {}: no answer within 60 s", s3.endpoint))?
-                .map_err(|e| {
-                    anyhow::anyhow!("destination bucket {} at {}: {e}", s3.bucket, s3.endpoint)
-                })?;
+        if let DestSpec::S3 { bucket, .. } = &self.spec.dest {
+            let store = S3Store::new(&S3Config::new(bucket.clone(), self.spec.max_attempts));
+            check_bucket(&store, "destDomain", "destination", bucket).await?;
         }
         Ok(())
     }
+}
+
+async fn check_bucket(
+    store: &S3Store,
+    key: &str,
+    side: &str,
+    bucket: &Bucket,
+) -> anyhow::Result<()> {
+    tokio::time::timeout(Duration::from_secs(60), store.check_bucket())
+        .await
+        .map_err(|_| anyhow::anyhow!("{key} {}: no answer within 60 s", bucket.endpoint))?
+        .map_err(|e| anyhow::anyhow!("{side} bucket {} at {}: {e}", bucket.name, bucket.endpoint))
 }

@@ -319,7 +319,7 @@ fn scan_local(
             stats.special_skipped += 1;
             continue;
         };
-        let mtime = storage::local::mtime_secs(&md);
+        let mtime = storage::beneath::mtime_secs(&md);
         if cfg.import_since > 0 && mtime <= cfg.import_since {
             stats.older_than_import_since += 1;
             continue;

@@ -73,13 +73,13 @@ pub async fn run(
     let http_cancel = state.cancel.child_token();
     let ctl_server = tokio::spawn(server::serve_unix(
         listeners.ctl,
-        crate::ctl_api::handler(Arc::clone(&state)),
+        crate::ctl_api::handler(Arc::clone(&engine)),
         ctl_limits,
         http_cancel.clone(),
     ));
     let agent_server = tokio::spawn(server::serve_tcp(
         listeners.agents,
-        crate::agent_api::handler(Arc::clone(&state)),
+        crate::agent_api::handler(Arc::clone(&engine)),
         agent_limits,
         http_cancel.clone(),
     ));

@@ -1,11 +1,11 @@
 //! What the engine, the control API and the agent API share: the daemon's
-//! configuration, the job store handle, the agent table and the jobs with a
-//! loaded plan. [`crate::server`] builds it for `ossimportd`,
+//! configuration, the job store handle, its keys and the agent table. The
+//! jobs being run are the engine's ([`crate::engine::Engine`]). [`crate::server`] builds it for `ossimportd`,
 //! [`State::standalone`] for `ossimportctl run`.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use proto::auth::{Signer, Verifier};
@@ -13,10 +13,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::agents::AgentEntry;
-use crate::engine::JobRt;
-use crate::engine::local::LocalWorker;
-use crate::engine::recorder::Recorder;
+use crate::agents::{AgentEntry, Agents};
 use crate::store::{Store, StoreError};
 
 /// Name of the job store inside the work directory (shared with `run`).
@@ -94,10 +91,8 @@ pub struct State {
     pub signer: Signer,
     /// Trusts the enrolled agents' keys.
     pub verifier: Verifier,
-    /// Enrolled agents by fingerprint. A std mutex: never held across await.
-    pub(crate) agents: Mutex<HashMap<String, AgentEntry>>,
-    /// Jobs with a loaded plan, by job id.
-    pub(crate) jobs: Mutex<HashMap<i64, JobRt>>,
+    /// Enrolled agents.
+    pub registry: Agents,
     /// Wakes the scheduler early.
     pub wake: Notify,
     /// Signalled after a job's state changed.
@@ -106,23 +101,17 @@ pub struct State {
     pub cancel: CancellationToken,
     /// Every background task (pushes, scanners) is tracked here.
     pub tracker: TaskTracker,
-    /// Last reload of the agent keys file (rate limit).
-    pub(crate) keys_loaded: Mutex<Option<std::time::Instant>>,
-    /// The worker on the master (idle unless `config.local_worker`).
-    pub local: LocalWorker,
-    /// Every executor's events pass here on their way to the store.
-    pub recorder: Recorder,
-    /// Job state changes happen one at a time (see `engine::change`).
-    pub(crate) changes: tokio::sync::Mutex<()>,
 }
 
 impl State {
+    /// The enrolled agents' table.
     pub fn agents(&self) -> MutexGuard<'_, HashMap<String, AgentEntry>> {
-        self.agents.lock().unwrap_or_else(|p| p.into_inner())
+        self.registry.table()
     }
 
-    pub fn jobs(&self) -> MutexGuard<'_, HashMap<i64, JobRt>> {
-        self.jobs.lock().unwrap_or_else(|p| p.into_inner())
+    /// Reads the `agent_keys` file again (see [`Agents::reload_keys`]).
+    pub fn reload_agent_keys(&self, force: bool) -> bool {
+        self.registry.reload_keys(&self.verifier, force)
     }
 
     /// The shared state of a daemon over an open store.
@@ -132,16 +121,11 @@ impl State {
             store,
             signer,
             verifier,
-            agents: Mutex::new(HashMap::new()),
-            jobs: Mutex::new(HashMap::new()),
+            registry: Agents::new(config.agent_keys.clone()),
             wake: Notify::new(),
             job_changed: Notify::new(),
             cancel: CancellationToken::new(),
             tracker: TaskTracker::new(),
-            keys_loaded: Mutex::new(None),
-            local: LocalWorker::default(),
-            recorder: Recorder::new(),
-            changes: tokio::sync::Mutex::new(()),
             config,
         })
     }

@@ -55,6 +55,49 @@ pub enum JobMode {
     Audit,
 }
 
+/// A bucket of an S3-compatible store and a key prefix in it: the one shape
+/// of an endpoint, for sources and destinations alike. The storage client
+/// takes it as it is (`storage::s3::S3Config`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Bucket {
+    /// URL without the bucket, e.g. `http://127.0.0.1:9000`; a bare host
+    /// means `https://`.
+    pub endpoint: String,
+    pub region: String,
+    /// The bucket's name.
+    pub name: String,
+    pub access_key: String,
+    pub secret_key: Secret,
+    /// Path style (`endpoint/bucket/key`) for IPs and local servers;
+    /// virtual-hosted (`bucket.endpoint/key`) for OSS and clouds.
+    pub path_style: bool,
+    /// Prepended to every relative path; empty or ending in `/`.
+    pub prefix: String,
+}
+
+impl Bucket {
+    /// `endpoint bucket NAME/PREFIX`, for progress lines and errors.
+    pub fn label(&self) -> String {
+        format!("{} bucket {}/{}", self.endpoint, self.name, self.prefix)
+    }
+}
+
+impl JobSpec {
+    /// Every bucket the job names (source first), to fill or blank their
+    /// credentials in one place.
+    pub fn buckets_mut(&mut self) -> impl Iterator<Item = &mut Bucket> {
+        let src = match &mut self.source {
+            SourceSpec::S3(b) => Some(b),
+            SourceSpec::Local { .. } | SourceSpec::Http => None,
+        };
+        let dest = match &mut self.dest {
+            DestSpec::S3 { bucket, .. } => Some(bucket),
+            DestSpec::Local { .. } => None,
+        };
+        src.into_iter().chain(dest)
+    }
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum SourceSpec {
@@ -68,15 +111,7 @@ pub enum SourceSpec {
     },
     /// A bucket of an S3-compatible store (OSS, S3, COS, BOS, KS3, Qiniu);
     /// object keys are `prefix + rel_path`.
-    S3 {
-        endpoint: String,
-        region: String,
-        bucket: String,
-        access_key: String,
-        secret_key: Secret,
-        path_style: bool,
-        prefix: String,
-    },
+    S3(Bucket),
     /// URLs from an HTTP list; each object's URL is its `src_ref`.
     Http,
 }
@@ -86,13 +121,7 @@ pub enum SourceSpec {
 pub enum DestSpec {
     /// An S3-compatible bucket (OSS, S3, ...).
     S3 {
-        endpoint: String,
-        region: String,
-        bucket: String,
-        access_key: String,
-        secret_key: Secret,
-        path_style: bool,
-        prefix: String,
+        bucket: Bucket,
         server_side_encryption: bool,
     },
     /// A local directory.
@@ -328,13 +357,15 @@ mod tests {
                 .contains("\"type\":\"local\"")
         );
         let s = DestSpec::S3 {
-            endpoint: "http://h".into(),
-            region: "r".into(),
-            bucket: "b".into(),
-            access_key: "ak".into(),
-            secret_key: Secret::new("sk-value"),
-            path_style: true,
-            prefix: String::new(),
+            bucket: Bucket {
+                endpoint: "http://h".into(),
+                region: "r".into(),
+                name: "b".into(),
+                access_key: "ak".into(),
+                secret_key: Secret::new("sk-value"),
+                path_style: true,
+                prefix: String::new(),
+            },
             server_side_encryption: false,
         };
         assert!(!format!("{s:?}").contains("sk-value"));

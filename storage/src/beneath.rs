@@ -140,7 +140,7 @@ impl SourceFile {
     /// Size and mtime of the open file now.
     pub fn restat(&self) -> io::Result<(u64, i64)> {
         let md = self.file.metadata()?;
-        Ok((md.len(), crate::local::mtime_secs(&md)))
+        Ok((md.len(), mtime_secs(&md)))
     }
 
     /// A path that reopens this very inode whatever happens to its name
@@ -186,7 +186,7 @@ pub fn open_source(root: &Path, rel: &str, follow_last: bool) -> io::Result<Sour
     use std::os::unix::fs::MetadataExt;
     Ok(SourceFile {
         size: md.len(),
-        mtime: crate::local::mtime_secs(&md),
+        mtime: mtime_secs(&md),
         dev: md.dev(),
         ino: md.ino(),
         mode: md.mode() & 0o777,
@@ -281,6 +281,17 @@ impl Drop for NewFile {
 /// followed at all.
 pub fn open_dest(root: &Path, rel: &str) -> io::Result<SourceFile> {
     open_source(root, rel, false)
+}
+
+/// Modification time in unix seconds (negative before 1970).
+pub fn mtime_secs(md: &std::fs::Metadata) -> i64 {
+    match md.modified() {
+        Ok(t) => match t.duration_since(std::time::UNIX_EPOCH) {
+            Ok(d) => d.as_secs() as i64,
+            Err(e) => -(e.duration().as_secs() as i64),
+        },
+        Err(_) => 0,
+    }
 }
 
 #[cfg(test)]

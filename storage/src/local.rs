@@ -12,17 +12,7 @@ use crate::checksum::{Digest, Hasher};
 /// Size and mtime (unix seconds) of a file, following symlinks.
 pub fn stat(path: &Path) -> io::Result<(u64, i64)> {
     let md = std::fs::metadata(path)?;
-    Ok((md.len(), mtime_secs(&md)))
-}
-
-pub fn mtime_secs(md: &std::fs::Metadata) -> i64 {
-    match md.modified() {
-        Ok(t) => match t.duration_since(UNIX_EPOCH) {
-            Ok(d) => d.as_secs() as i64,
-            Err(e) => -(e.duration().as_secs() as i64),
-        },
-        Err(_) => 0,
-    }
+    Ok((md.len(), crate::beneath::mtime_secs(&md)))
 }
 
 /// Reads exactly `len` bytes at `offset`; a short file is an `UnexpectedEof`.

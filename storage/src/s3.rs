@@ -31,7 +31,7 @@ use aws_smithy_runtime_api::client::interceptors::context::{
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::config_bag::{ConfigBag, Storable, StoreReplace};
 use bytes::Bytes;
-use proto::Secret;
+use proto::job::Bucket;
 
 use crate::checksum::{Digest, Hasher, normalize_etag};
 use crate::limit::RateLimiter;
@@ -46,23 +46,30 @@ pub const META_MD5: &str = "md5";
 /// OSS's whole-object CRC64 header.
 pub const OSS_CRC64_HEADER: &str = "x-oss-hash-crc64ecma";
 
-/// Where and how to reach a bucket.
+/// The bucket to reach (the job's one endpoint shape, taken as it is) and
+/// how to talk to it.
 #[derive(Clone, Debug)]
 pub struct S3Config {
-    /// Endpoint URL without the bucket, e.g. `http://127.0.0.1:9000`.
-    pub endpoint: String,
-    pub region: String,
-    pub bucket: String,
-    pub access_key: String,
-    pub secret_key: Secret,
-    /// Path style (`endpoint/bucket/key`) for IPs and local servers;
-    /// virtual-hosted (`bucket.endpoint/key`) for OSS and clouds.
-    pub path_style: bool,
+    /// Endpoint, region, bucket name and credentials. The key prefix in it
+    /// is the caller's business: the store works on whole keys.
+    pub bucket: Bucket,
     /// Attempts per request, including the first, for retryable failures.
     pub max_attempts: u32,
     pub server_side_encryption: bool,
     /// Shared cap on requests per second (`maxRequestsPerSecond`).
     pub request_limiter: Option<Arc<RateLimiter>>,
+}
+
+impl S3Config {
+    /// `bucket` with retries and nothing else: no encryption, no rate cap.
+    pub fn new(bucket: Bucket, max_attempts: u32) -> S3Config {
+        S3Config {
+            bucket,
+            max_attempts,
+            server_side_encryption: false,
+            request_limiter: None,
+        }
+    }
 }
 
 /// What the caller can do about a failed request.
@@ -240,14 +247,15 @@ impl S3Store {
     }
 
     fn with_read_timeout(cfg: &S3Config, read_timeout: Duration) -> S3Store {
-        let endpoint = if cfg.endpoint.contains("://") {
-            cfg.endpoint.clone()
+        let b = &cfg.bucket;
+        let endpoint = if b.endpoint.contains("://") {
+            b.endpoint.clone()
         } else {
-            format!("https://{}", cfg.endpoint)
+            format!("https://{}", b.endpoint)
         };
         let creds = Credentials::new(
-            cfg.access_key.clone(),
-            cfg.secret_key.expose().to_owned(),
+            b.access_key.clone(),
+            b.secret_key.expose().to_owned(),
             None,
             None,
             "ossimport",
@@ -255,9 +263,9 @@ impl S3Store {
         let conf = aws_sdk_s3::Config::builder()
             .behavior_version(BehaviorVersion::latest())
             .endpoint_url(endpoint)
-            .region(Region::new(cfg.region.clone()))
+            .region(Region::new(b.region.clone()))
             .credentials_provider(creds)
-            .force_path_style(cfg.path_style)
+            .force_path_style(b.path_style)
             .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
             .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
             .retry_config(
@@ -284,7 +292,7 @@ impl S3Store {
             .build();
         S3Store {
             client: Client::from_conf(conf),
-            bucket: cfg.bucket.clone(),
+            bucket: b.name.clone(),
             sse: cfg.server_side_encryption,
             limiter: cfg.request_limiter.clone(),
             read_timeout,
@@ -878,17 +886,18 @@ mod tests {
 
     async fn head_bucket(endpoint: &str) -> String {
         let store = S3Store::with_read_timeout(
-            &S3Config {
-                endpoint: endpoint.into(),
-                region: "us-east-1".into(),
-                bucket: "bkt".into(),
-                access_key: "ak".into(),
-                secret_key: proto::Secret::new("sk".to_string()),
-                path_style: true,
-                max_attempts: 1,
-                server_side_encryption: false,
-                request_limiter: None,
-            },
+            &S3Config::new(
+                Bucket {
+                    endpoint: endpoint.into(),
+                    region: "us-east-1".into(),
+                    name: "bkt".into(),
+                    access_key: "ak".into(),
+                    secret_key: proto::Secret::new("sk".to_string()),
+                    path_style: true,
+                    prefix: String::new(),
+                },
+                1,
+            ),
             Duration::from_secs(2),
         );
         store.check_bucket().await.unwrap_err().to_string()

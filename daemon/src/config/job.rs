@@ -9,6 +9,7 @@
 use std::path::{Path, PathBuf};
 
 use proto::Secret;
+pub use proto::job::{JobMode, SkipMode, VerifyMode};
 use serde::Serialize;
 
 use super::properties::PropertiesFile;
@@ -94,16 +95,6 @@ const ADDED_KEYS: &[&str] = &[
     "destSecretKeyFile",
 ];
 
-/// What the job does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum JobType {
-    /// Copy, then verify.
-    Import,
-    /// Verify an existing copy; write nothing.
-    Audit,
-}
-
 /// Where the data comes from (`srcType`, case-sensitive as in the original).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -161,32 +152,6 @@ pub enum DestType {
     Local,
 }
 
-/// How the object is checked after it is written (`verifyMode`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum VerifyMode {
-    /// Size only.
-    Size,
-    /// Size, plus ETag/MD5 and CRC64 where the endpoint reports them.
-    Checksum,
-    /// Download the written object again and recompute its checksums.
-    ReadBack,
-}
-
-/// When an object already at the destination is left alone (`skipMode`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub enum SkipMode {
-    /// Always copy.
-    None,
-    /// Skip when size and modification time match (the original's `isSkipExistFile`).
-    SizeMtime,
-    /// Skip when the size matches.
-    Size,
-    /// Skip when size and checksum match.
-    Checksum,
-}
-
 /// URL style for S3-compatible requests, resolved from `addressingStyle` at load.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -197,7 +162,7 @@ pub enum AddressingStyle {
     Virtual,
 }
 
-/// The original's `auditMode`; superseded by [`VerifyMode`].
+/// The original's `auditMode`; superseded by `verifyMode`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AuditMode {
@@ -223,7 +188,7 @@ pub struct JobConfig {
     /// `jobName`: unique job id, `[a-zA-Z0-9_-]{4,128}`. Default `local_test`.
     pub job_name: String,
     /// `jobType`: `import` (default) or `audit`.
-    pub job_type: JobType,
+    pub job_type: JobMode,
     /// `isIncremental`: rescan every `incrementalModeInterval` seconds. Default false.
     pub is_incremental: bool,
     /// `incrementalModeInterval`: seconds between rescans, at least 900. Default 86400.
@@ -533,10 +498,10 @@ fn from_properties(
     let job_name = f.parsed(&["jobName"], "local_test".to_string(), |v| {
         check_job_name(v).map(|()| v.to_string())
     })?;
-    let job_type = f.parsed(&["jobType"], JobType::Import, |v| {
+    let job_type = f.parsed(&["jobType"], JobMode::Import, |v| {
         parse_choice(
             v,
-            &[("import", JobType::Import), ("audit", JobType::Audit)],
+            &[("import", JobMode::Import), ("audit", JobMode::Audit)],
             false,
         )
     })?;

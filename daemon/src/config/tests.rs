@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use super::ConfigError;
 use super::job::{
-    AddressingStyle, AuditMode, DestType, GetObjectMetaMode, JobConfig, JobType, SkipMode, SrcType,
+    AddressingStyle, AuditMode, DestType, GetObjectMetaMode, JobConfig, JobMode, SkipMode, SrcType,
     VerifyMode,
 };
 use super::parse_size;
@@ -181,7 +181,7 @@ fn unknown_key_suggests_the_closest() {
 fn minimal_job_takes_documented_defaults() {
     let c = parse_ok("");
     assert_eq!(c.job_name, "local_test");
-    assert_eq!(c.job_type, JobType::Import);
+    assert_eq!(c.job_type, JobMode::Import);
     assert!(!c.is_incremental);
     assert_eq!(c.incremental_mode_interval, 86_400);
     assert_eq!((c.import_since, c.last_modify), (0, 0));
@@ -236,7 +236,7 @@ fn typed_values_and_case_insensitive_words() {
          getObjectMetaMode=head\nverifyMode=ReadBack\nincludeGlobs=*.jpg, raw/**,\n\
          excludeGlobs=tmp/*\nmaxRequestsPerSecond=500\nimportSince=1500000000\n",
     );
-    assert_eq!(c.job_type, JobType::Audit);
+    assert_eq!(c.job_type, JobMode::Audit);
     assert!(c.is_skip_exist_file);
     assert_eq!(c.skip_mode, SkipMode::SizeMtime);
     assert_eq!(c.multipart_upload_threshold, 1024 * MIB);

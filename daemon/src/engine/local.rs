@@ -22,8 +22,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use super::Engine;
 use crate::agents::AgentEntry;
-use crate::state::{State, blocking, unix_now};
+use crate::state::{blocking, unix_now};
 
 /// The identity its leases are recorded under (agent fingerprints are
 /// `SHA256:...`, so this never collides with one).
@@ -66,7 +67,8 @@ impl LocalWorker {
 
 /// Registers the worker and keeps its entry and leases fresh until the
 /// engine stops; tasks left leased by an earlier run go back to pending.
-pub async fn run(state: Arc<State>, capacity: u32) {
+pub async fn run(eng: Arc<Engine>, capacity: u32) {
+    let state = &eng.state;
     let released = match blocking(&state.store, |s| s.release_agent(LOCAL)).await {
         Ok(n) => n,
         Err(e) => {
@@ -94,7 +96,7 @@ pub async fn run(state: Arc<State>, capacity: u32) {
             _ = tokio::time::sleep(BEAT) => {}
             _ = cancel.cancelled() => break,
         }
-        let bytes = state.local.progress.bytes.load(Ordering::Relaxed);
+        let bytes = eng.local.progress.bytes.load(Ordering::Relaxed);
         let now = Instant::now();
         if let Some(a) = state.agents().get_mut(LOCAL) {
             a.last_seen = Some(now);
@@ -107,11 +109,11 @@ pub async fn run(state: Arc<State>, capacity: u32) {
             a.bytes = bytes;
         }
         last = (now, bytes);
-        let ids: Vec<i64> = state.local.running().keys().copied().collect();
+        let ids: Vec<i64> = eng.local.running().keys().copied().collect();
         let until = unix_now() + state.config.lease.as_secs() as i64;
         match blocking(&state.store, move |s| s.renew_leases(LOCAL, &ids, until)).await {
             Ok(taken_back) => {
-                let running = state.local.running();
+                let running = eng.local.running();
                 for id in taken_back {
                     if let Some(c) = running.get(&id) {
                         info!(
@@ -125,34 +127,37 @@ pub async fn run(state: Arc<State>, capacity: u32) {
             Err(e) => warn!(error = %e, "Local worker could not renew its leases."),
         }
     }
-    for c in state.local.running().values() {
+    for c in eng.local.running().values() {
         c.cancel();
     }
 }
 
 /// Runs a batch the scheduler leased to the local worker; returns at once.
-pub fn start(state: &Arc<State>, batch: TaskBatch) {
-    let ex = state.local.executor(&batch);
+pub fn start(eng: &Arc<Engine>, batch: TaskBatch) {
+    let state = &eng.state;
+    let ex = eng.local.executor(&batch);
     let parent = state.cancel.child_token();
     let from: Arc<str> = LOCAL.into();
     for task in batch.tasks {
         let id = task.task_id;
         let cancel = parent.child_token();
-        state.local.running().insert(id, cancel.clone());
+        eng.local.running().insert(id, cancel.clone());
         let (tx, rx) = mpsc::channel::<Event>(EVENT_BATCH);
-        let (st, ex, from) = (Arc::clone(state), Arc::clone(&ex), Arc::clone(&from));
+        let (eng2, ex, from) = (Arc::clone(eng), Arc::clone(&ex), Arc::clone(&from));
         state.tracker.spawn(async move {
-            let forward = tokio::spawn(forward(Arc::clone(&st), Arc::clone(&from), rx));
+            let eng = eng2;
+            let st = &eng.state;
+            let forward = tokio::spawn(forward(Arc::clone(&eng), Arc::clone(&from), rx));
             ex.run_task(task, tx, cancel.clone()).await;
             // The sender is dropped: the forwarder hands over what is left,
             // and the flush returns once all of it is committed.
             if let Err(e) = forward.await {
                 warn!(task_id = id, error = %e, "Local event forwarder stopped.");
             }
-            if let Err(e) = st.recorder.record(LOCAL, Vec::new()).await {
+            if let Err(e) = eng.recorder.record(LOCAL, Vec::new()).await {
                 warn!(task_id = id, error = %e, "Local worker's results not recorded; the task is redone.");
             }
-            st.local.running().remove(&id);
+            eng.local.running().remove(&id);
             // A task its executor ended without reporting in full (it was
             // not cancelled, so nothing else will run it) goes back to
             // pending now instead of after its lease.
@@ -169,7 +174,7 @@ pub fn start(state: &Arc<State>, batch: TaskBatch) {
 
 /// Hands a task's events to the recorder as they come, in batches of what
 /// is already queued.
-async fn forward(state: Arc<State>, from: Arc<str>, mut rx: mpsc::Receiver<Event>) {
+async fn forward(eng: Arc<Engine>, from: Arc<str>, mut rx: mpsc::Receiver<Event>) {
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
         while batch.len() < EVENT_BATCH {
@@ -178,7 +183,7 @@ async fn forward(state: Arc<State>, from: Arc<str>, mut rx: mpsc::Receiver<Event
                 Err(_) => break,
             }
         }
-        if let Err(e) = state.recorder.queue(&from, batch).await {
+        if let Err(e) = eng.recorder.queue(&from, batch).await {
             warn!(error = %e, "Local worker's results not recorded; the task is redone after its lease.");
             return;
         }

@@ -12,9 +12,10 @@
 //! `<workDir>/jobs/<id>/job.cfg`, so a restart plans the job exactly as it
 //! was submitted even if the original file changed or moved.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use proto::api::{JobStatus, TaskProgress};
 use proto::job::JobSpec;
@@ -34,7 +35,9 @@ pub mod recorder;
 pub mod schedule;
 
 use lifecycle::{Effect, Event};
+use local::LocalWorker;
 pub use recorder::Live;
+use recorder::Recorder;
 
 /// A job whose plan is loaded.
 pub struct JobRt {
@@ -50,9 +53,25 @@ pub struct JobRt {
     pub live: Arc<Live>,
 }
 
-/// The engine's background work, stopped in order by [`Engine::stop`].
+/// The job engine over a daemon's shared state: the jobs being run, the
+/// recorder and the worker on the master. The scheduler, the executors'
+/// reports and the control handlers all go through it.
 pub struct Engine {
-    state: Arc<State>,
+    pub state: Arc<State>,
+    /// Jobs with a loaded plan, by job id. A std mutex: never held across
+    /// an await.
+    jobs: Mutex<HashMap<i64, JobRt>>,
+    /// The worker on the master (idle unless `config.local_worker`).
+    pub local: LocalWorker,
+    /// Every executor's events pass here on their way to the store.
+    pub recorder: Recorder,
+    /// Job state changes happen one at a time (see [`change`]).
+    changes: tokio::sync::Mutex<()>,
+    /// Taken by [`Engine::stop`].
+    background: Mutex<Option<Background>>,
+}
+
+struct Background {
     schedule: JoinHandle<()>,
     local: Option<JoinHandle<()>>,
     recorder: JoinHandle<()>,
@@ -62,10 +81,18 @@ pub struct Engine {
 /// of unfinished ones restarted from their checkpoints), one fresh lease
 /// for dispatched tasks so live agents can check back in, the scheduler,
 /// and the local worker when configured.
-pub async fn start(state: &Arc<State>) -> Result<Engine, StoreError> {
-    let recorder = tokio::spawn(recorder::run(Arc::clone(state)));
+pub async fn start(state: &Arc<State>) -> Result<Arc<Engine>, StoreError> {
+    let eng = Arc::new(Engine {
+        state: Arc::clone(state),
+        jobs: Mutex::new(HashMap::new()),
+        local: LocalWorker::default(),
+        recorder: Recorder::new(),
+        changes: tokio::sync::Mutex::new(()),
+        background: Mutex::new(None),
+    });
+    let recorder = tokio::spawn(recorder::run(Arc::clone(&eng)));
     if state.config.reload_jobs {
-        load_all(state).await;
+        load_all(&eng).await;
         // Agents still working since before a restart get one lease to
         // check back in (a standalone run takes its leases back instead).
         let grace = unix_now() + state.config.lease.as_secs() as i64;
@@ -77,28 +104,39 @@ pub async fn start(state: &Arc<State>) -> Result<Engine, StoreError> {
             );
         }
     }
-    let schedule = tokio::spawn(schedule::run(Arc::clone(state)));
+    let schedule = tokio::spawn(schedule::run(Arc::clone(&eng)));
     let local = state
         .config
         .local_worker
-        .map(|n| tokio::spawn(local::run(Arc::clone(state), n)));
-    Ok(Engine {
-        state: Arc::clone(state),
+        .map(|n| tokio::spawn(local::run(Arc::clone(&eng), n)));
+    *lock(&eng.background) = Some(Background {
         schedule,
         local,
         recorder,
-    })
+    });
+    Ok(eng)
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Engine {
+    pub fn jobs(&self) -> MutexGuard<'_, HashMap<i64, JobRt>> {
+        lock(&self.jobs)
+    }
+
     /// Stops handing out work, lets executors and scanners finish their
     /// current step (in-flight objects are dropped, their parts stay
     /// recorded), commits every queued event, and returns.
-    pub async fn stop(self) {
-        let state = self.state;
+    pub async fn stop(&self) {
+        let state = &self.state;
         state.cancel.cancel();
-        let _ = self.schedule.await;
-        if let Some(l) = self.local {
+        let Some(bg) = lock(&self.background).take() else {
+            return;
+        };
+        let _ = bg.schedule.await;
+        if let Some(l) = bg.local {
             let _ = l.await;
         }
         state.tracker.close();
@@ -108,8 +146,8 @@ impl Engine {
         {
             warn!("Background work still running at the deadline; its tasks keep their leases.");
         }
-        state.recorder.close();
-        let _ = self.recorder.await;
+        self.recorder.close();
+        let _ = bg.recorder.await;
     }
 }
 
@@ -128,9 +166,9 @@ pub struct Changed {
 /// are queued again before a job becomes running, and a job stops being
 /// running before its leases are taken back, so the scheduler never sees a
 /// half-done change.
-pub async fn change(state: &Arc<State>, job_id: i64, ev: Event) -> Result<Changed, JobError> {
-    let _one = state.changes.lock().await;
-    change_locked(state, job_id, ev).await
+pub async fn change(eng: &Arc<Engine>, job_id: i64, ev: Event) -> Result<Changed, JobError> {
+    let _one = eng.changes.lock().await;
+    change_locked(eng, job_id, ev).await
 }
 
 /// Finishes a running job whose listing is done and whose tasks are all
@@ -138,10 +176,11 @@ pub async fn change(state: &Arc<State>, job_id: i64, ev: Event) -> Result<Change
 /// lock, so a `retry` that just queued objects again is seen. Returns the
 /// counts it finished with.
 pub async fn finish_if_drained(
-    state: &Arc<State>,
+    eng: &Arc<Engine>,
     job_id: i64,
 ) -> Result<Option<crate::store::Counts>, JobError> {
-    let _one = state.changes.lock().await;
+    let state = &eng.state;
+    let _one = eng.changes.lock().await;
     let drained = blocking(&state.store, move |s| {
         let Some(job) = s.job(job_id)? else {
             return Ok(None);
@@ -157,11 +196,12 @@ pub async fn finish_if_drained(
         return Ok(None);
     };
     let outcome = c.outcome();
-    change_locked(state, job_id, Event::Drained { outcome }).await?;
+    change_locked(eng, job_id, Event::Drained { outcome }).await?;
     Ok(Some(c))
 }
 
-async fn change_locked(state: &Arc<State>, job_id: i64, ev: Event) -> Result<Changed, JobError> {
+async fn change_locked(eng: &Arc<Engine>, job_id: i64, ev: Event) -> Result<Changed, JobError> {
+    let state = &eng.state;
     let job = blocking(&state.store, move |s| s.job(job_id))
         .await?
         .ok_or_else(|| JobError::NotFound(format!("#{job_id}")))?;
@@ -185,7 +225,7 @@ async fn change_locked(state: &Arc<State>, job_id: i64, ev: Event) -> Result<Cha
                     blocking(&state.store, move |s| s.requeue_dispatched(job_id)).await?;
             }
             Effect::StartScan => {
-                let rt = state.jobs().get(&job_id).map(|rt| {
+                let rt = eng.jobs().get(&job_id).map(|rt| {
                     (
                         rt.scan.clone(),
                         rt.scan_cancel.clone(),
@@ -195,11 +235,11 @@ async fn change_locked(state: &Arc<State>, job_id: i64, ev: Event) -> Result<Cha
                 });
                 if let Some((cfg, cancel, scanning, live)) = rt {
                     out.retried.rescan =
-                        start_scan(state, job_id, job.name.clone(), cfg, cancel, scanning, live);
+                        start_scan(eng, job_id, job.name.clone(), cfg, cancel, scanning, live);
                 }
             }
             Effect::StopScan => {
-                if let Some(rt) = state.jobs().remove(&job_id) {
+                if let Some(rt) = eng.jobs().remove(&job_id) {
                     rt.scan_cancel.cancel();
                 }
             }
@@ -254,7 +294,8 @@ fn load_saved(work: &Path, id: i64, sys: Option<&Path>) -> Result<plan::Plan, St
 }
 
 /// Loads every job from the store and starts the unfinished ones again.
-async fn load_all(state: &Arc<State>) {
+async fn load_all(eng: &Arc<Engine>) {
+    let state = &eng.state;
     let jobs = match blocking(&state.store, |s| s.jobs()).await {
         Ok(j) => j,
         Err(e) => {
@@ -272,7 +313,7 @@ async fn load_all(state: &Arc<State>) {
                 info!(job = %job.name, state = %job.state, "Reloaded job.");
                 let mut spec = p.spec;
                 spec.job_id = job.id;
-                if let Err(e) = adopt(state, &job, spec, p.scan, false).await {
+                if let Err(e) = adopt(eng, &job, spec, p.scan, false).await {
                     error!(job = %job.name, error = %e, "Cannot start the job again.");
                 }
             }
@@ -289,15 +330,16 @@ async fn load_all(state: &Arc<State>) {
 /// process had leased and queues its failures again. Returns the job's
 /// live counters and what the start changed.
 pub async fn adopt(
-    state: &Arc<State>,
+    eng: &Arc<Engine>,
     job: &JobRow,
     spec: JobSpec,
     scan: ScanConfig,
     fresh_start: bool,
 ) -> Result<(Arc<Live>, Changed), JobError> {
+    let state = &eng.state;
     let live = Arc::new(Live::default());
     live.scan_ended.store(job.scan_done, Ordering::Relaxed);
-    state.jobs().insert(
+    eng.jobs().insert(
         job.id,
         JobRt {
             spec,
@@ -307,13 +349,13 @@ pub async fn adopt(
             live: Arc::clone(&live),
         },
     );
-    let changed = change(state, job.id, Event::Start { fresh_start }).await?;
+    let changed = change(eng, job.id, Event::Start { fresh_start }).await?;
     Ok((live, changed))
 }
 
 /// Starts a job's scanner unless one runs; returns whether it started.
 fn start_scan(
-    state: &Arc<State>,
+    eng: &Arc<Engine>,
     job_id: i64,
     name: String,
     cfg: ScanConfig,
@@ -321,11 +363,12 @@ fn start_scan(
     scanning: Arc<AtomicBool>,
     live: Arc<Live>,
 ) -> bool {
+    let state = &eng.state;
     if scanning.swap(true, Ordering::SeqCst) {
         return false; // one scanner per job
     }
     live.scan_ended.store(false, Ordering::Relaxed);
-    let st = Arc::clone(state);
+    let eng = Arc::clone(eng);
     let rt = tokio::runtime::Handle::current();
     state.tracker.spawn_blocking(move || {
         /// Clears the flag however the scan ends, a panic included.
@@ -336,6 +379,7 @@ fn start_scan(
             }
         }
         let _done = Done(scanning);
+        let st = &eng.state;
         let r = scanner::scan(&st.store, job_id, &cfg, &cancel, |_, objs| {
             live.scanned_objects
                 .fetch_add(objs.len() as u64, Ordering::Relaxed);
@@ -362,7 +406,7 @@ fn start_scan(
             Err(e) => Err(e.to_string()),
         });
         if let Some(ev) = ev {
-            if let Err(e) = rt.block_on(change(&st, job_id, ev)) {
+            if let Err(e) = rt.block_on(change(&eng, job_id, ev)) {
                 warn!(job = %name, error = %e, "Job state not changed after its scan.");
             }
             live.scan_ended.store(true, Ordering::Relaxed);
@@ -416,10 +460,11 @@ pub fn check_paths(
 }
 
 pub async fn submit(
-    state: &Arc<State>,
+    eng: &Arc<Engine>,
     req: &proto::api::SubmitRequest,
     caller: crate::access::Caller,
 ) -> Result<JobStatus, JobError> {
+    let state = &eng.state;
     let path = PathBuf::from(&req.job_cfg);
     if !path.is_absolute() {
         return Err(JobError::Invalid(format!(
@@ -491,9 +536,9 @@ pub async fn submit(
     let row = blocking(&state.store, move |s| s.find_job(&n))
         .await?
         .ok_or_else(|| JobError::NotFound(name.clone()))?;
-    adopt(state, &row, spec, p.scan, false).await?;
+    adopt(eng, &row, spec, p.scan, false).await?;
     info!(job = %name, job_id = id, "Job submitted.");
-    status(state, &name).await
+    status(eng, &name).await
 }
 
 /// Records a planned job in the store with what it is reloaded from at the
@@ -541,19 +586,21 @@ pub fn record(
     Ok(id)
 }
 
-pub async fn find(state: &Arc<State>, name: &str) -> Result<JobRow, JobError> {
+pub async fn find(eng: &Arc<Engine>, name: &str) -> Result<JobRow, JobError> {
+    let state = &eng.state;
     let n = name.to_string();
     blocking(&state.store, move |s| s.find_job(&n))
         .await?
         .ok_or_else(|| JobError::NotFound(name.to_string()))
 }
 
-pub async fn status(state: &Arc<State>, name: &str) -> Result<JobStatus, JobError> {
-    let job = find(state, name).await?;
-    status_of(state, job).await
+pub async fn status(eng: &Arc<Engine>, name: &str) -> Result<JobStatus, JobError> {
+    let job = find(eng, name).await?;
+    status_of(eng, job).await
 }
 
-pub async fn status_of(state: &Arc<State>, job: JobRow) -> Result<JobStatus, JobError> {
+pub async fn status_of(eng: &Arc<Engine>, job: JobRow) -> Result<JobStatus, JobError> {
+    let state = &eng.state;
     let names: std::collections::HashMap<String, String> = state
         .agents()
         .iter()
@@ -594,34 +641,35 @@ pub fn status_in(
 
 /// Stops dispatching a job and takes its tasks back from the executors
 /// (they are told to drop them at their next heartbeat).
-pub async fn pause(state: &Arc<State>, name: &str) -> Result<u64, JobError> {
-    let job = find(state, name).await?;
-    let c = change(state, job.id, Event::Pause).await?;
+pub async fn pause(eng: &Arc<Engine>, name: &str) -> Result<u64, JobError> {
+    let job = find(eng, name).await?;
+    let c = change(eng, job.id, Event::Pause).await?;
     info!(job = %name, tasks = c.requeued, "Job paused.");
     Ok(c.requeued as u64)
 }
 
-pub async fn resume(state: &Arc<State>, name: &str) -> Result<(), JobError> {
-    let job = find(state, name).await?;
-    change(state, job.id, Event::Resume).await?;
+pub async fn resume(eng: &Arc<Engine>, name: &str) -> Result<(), JobError> {
+    let job = find(eng, name).await?;
+    change(eng, job.id, Event::Resume).await?;
     info!(job = %name, "Job resumed.");
     Ok(())
 }
 
 /// Queues a job's failed objects again and restarts a listing that failed
 /// (from its checkpoint: nothing listed before is listed twice).
-pub async fn retry(state: &Arc<State>, name: &str) -> Result<Retried, JobError> {
-    let job = find(state, name).await?;
-    let n = change(state, job.id, Event::Retry).await?.retried;
+pub async fn retry(eng: &Arc<Engine>, name: &str) -> Result<Retried, JobError> {
+    let job = find(eng, name).await?;
+    let n = change(eng, job.id, Event::Retry).await?.retried;
     info!(job = %name, objects = n.queued, left = n.unfixable, rescan = n.rescan, "Failed objects queued again.");
     Ok(n)
 }
 
 /// Forgets a job: scanner stopped, rows deleted (leases with them), copy
 /// removed. Returns the directory that held its saved files.
-pub async fn clean(state: &Arc<State>, name: &str) -> Result<PathBuf, JobError> {
-    let job = find(state, name).await?;
-    change(state, job.id, Event::Clean).await?;
+pub async fn clean(eng: &Arc<Engine>, name: &str) -> Result<PathBuf, JobError> {
+    let state = &eng.state;
+    let job = find(eng, name).await?;
+    change(eng, job.id, Event::Clean).await?;
     info!(job = %name, "Job cleaned.");
     Ok(job_dir(&state.config.work_dir, job.id))
 }

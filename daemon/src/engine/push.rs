@@ -6,30 +6,27 @@ use std::sync::Arc;
 use hyper::{Method, StatusCode};
 use proto::api::{BatchAccepted, ErrorBody, TaskBatch, agent_path};
 use proto::client::{self, Target};
-use proto::job::{DestSpec, JobSpec, SourceSpec, TaskSpec};
+use proto::job::{JobSpec, TaskSpec};
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use crate::state::{State, blocking};
+use super::Engine;
+use crate::state::blocking;
 
 /// The job as an agent sees it: every credential blanked. Agents take
 /// credentials from their own secrets file, so none crosses the network.
 pub fn for_agent(spec: &JobSpec) -> JobSpec {
     let mut spec = spec.clone();
-    match &mut spec.source {
-        SourceSpec::S3 { secret_key, .. } => *secret_key = proto::Secret::default(),
-        SourceSpec::Local { .. } | SourceSpec::Http => {}
-    }
-    match &mut spec.dest {
-        DestSpec::S3 { secret_key, .. } => *secret_key = proto::Secret::default(),
-        DestSpec::Local { .. } => {}
+    for b in spec.buckets_mut() {
+        b.secret_key = proto::Secret::default();
     }
     spec
 }
 
 /// Sends one batch; whatever the agent does not accept goes back to
 /// pending at once.
-pub(crate) async fn push(state: Arc<State>, fp: String, batch: TaskBatch) {
+pub(crate) async fn push(eng: Arc<Engine>, fp: String, batch: TaskBatch) {
+    let state = &eng.state;
     let ids: Vec<i64> = batch.tasks.iter().map(|t: &TaskSpec| t.task_id).collect();
     let (addr, name) = match state.agents().get(&fp) {
         Some(a) => (a.addr.clone(), a.name.clone()),

@@ -13,8 +13,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use super::Engine;
 use crate::scanner::ScanStats;
-use crate::state::State;
 use crate::store::StoreError;
 
 /// Most events committed in one transaction.
@@ -126,8 +126,8 @@ impl Recorder {
 }
 
 /// Commits reports until [`Recorder::close`], then drains the queue.
-pub(crate) async fn run(state: Arc<State>) {
-    let Some(mut rx) = state
+pub(crate) async fn run(eng: Arc<Engine>) {
+    let Some(mut rx) = eng
         .recorder
         .rx
         .lock()
@@ -136,7 +136,7 @@ pub(crate) async fn run(state: Arc<State>) {
     else {
         return;
     };
-    let stop = state.recorder.stop.clone();
+    let stop = eng.recorder.stop.clone();
     loop {
         let first = tokio::select! {
             r = rx.recv() => r,
@@ -149,7 +149,7 @@ pub(crate) async fn run(state: Arc<State>) {
             while let Some(r) = rx.recv().await {
                 rest.push(r);
             }
-            commit(&state, rest).await;
+            commit(&eng, rest).await;
             return;
         };
         let mut n = first.events.len();
@@ -173,11 +173,12 @@ pub(crate) async fn run(state: Arc<State>) {
             waited_on |= r.ack.is_some();
             batch.push(r);
         }
-        commit(&state, batch).await;
+        commit(&eng, batch).await;
     }
 }
 
-async fn commit(state: &Arc<State>, mut batch: Vec<Report>) {
+async fn commit(eng: &Arc<Engine>, mut batch: Vec<Report>) {
+    let state = &eng.state;
     if batch.is_empty() {
         return;
     }
@@ -206,7 +207,7 @@ async fn commit(state: &Arc<State>, mut batch: Vec<Report>) {
                 info!(from = %senders, dropped = done.dropped, "Dropped events for tasks not leased to this agent.");
             }
             {
-                let jobs = state.jobs();
+                let jobs = eng.jobs();
                 for f in &done.objects {
                     if let Some(rt) = jobs.get(&f.job_id) {
                         rt.live.count(f.outcome, f.size);

@@ -15,8 +15,9 @@ use proto::job::JobSpec;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
+use super::Engine;
 use crate::agents::{AgentEntry, Liveness, liveness};
-use crate::state::{State, blocking, unix_now};
+use crate::state::{blocking, unix_now};
 use crate::store::JobState;
 
 /// How many tasks to push to which agent now: every live agent with no
@@ -47,7 +48,8 @@ pub fn plan(
 }
 
 /// Runs until the daemon shuts down.
-pub async fn run(state: Arc<State>) {
+pub async fn run(eng: Arc<Engine>) {
+    let state = &eng.state;
     let cancel = state.cancel.child_token();
     loop {
         tokio::select! {
@@ -55,7 +57,7 @@ pub async fn run(state: Arc<State>) {
             _ = state.wake.notified() => {}
             _ = cancel.cancelled() => break,
         }
-        if let Err(e) = tick(&state).await {
+        if let Err(e) = tick(&eng).await {
             warn!(error = %format!("{e:#}"), "Scheduler pass failed; retrying.");
         }
     }
@@ -89,7 +91,8 @@ impl Dispatch {
         }
     }
 
-    fn send(self, state: &Arc<State>, fp: String, batch: TaskBatch) {
+    fn send(self, eng: &Arc<Engine>, fp: String, batch: TaskBatch) {
+        let state = &eng.state;
         match self {
             Dispatch::InProcess => {
                 info!(
@@ -97,22 +100,23 @@ impl Dispatch {
                     tasks = batch.tasks.len(),
                     "Dispatched batch to the local worker."
                 );
-                super::local::start(state, batch);
+                super::local::start(eng, batch);
                 if let Some(a) = state.agents().get_mut(&fp) {
                     a.pushing = false;
                 }
             }
             Dispatch::HttpPush => {
-                let st = Arc::clone(state);
+                let eng = Arc::clone(eng);
                 state
                     .tracker
-                    .spawn(async move { super::push::push(st, fp, batch).await });
+                    .spawn(async move { super::push::push(eng, fp, batch).await });
             }
         }
     }
 }
 
-async fn tick(state: &Arc<State>) -> anyhow::Result<()> {
+async fn tick(eng: &Arc<Engine>) -> anyhow::Result<()> {
+    let state = &eng.state;
     let lease = state.config.lease.as_secs().max(1) as i64;
     let now = unix_now();
     let expired = blocking(&state.store, move |s| s.expire_leases(now)).await?;
@@ -127,14 +131,14 @@ async fn tick(state: &Arc<State>) -> anyhow::Result<()> {
         if job.state != JobState::Running {
             continue;
         }
-        let spec = match state.jobs().get(&job.id) {
+        let spec = match eng.jobs().get(&job.id) {
             Some(rt) => rt.spec.clone(),
             None => continue,
         };
         let id = job.id;
         let (pending, dispatched) = blocking(&state.store, move |s| s.task_states(id)).await?;
         if job.scan_done && pending == 0 && dispatched == 0 {
-            if let Some(c) = super::finish_if_drained(state, id).await? {
+            if let Some(c) = super::finish_if_drained(eng, id).await? {
                 info!(job = %job.name, state = %c.outcome(), verified = c.verified, skipped = c.skipped, failed = c.failed, "Job finished.");
             }
             continue;
@@ -186,7 +190,7 @@ async fn tick(state: &Arc<State>) -> anyhow::Result<()> {
             }
         }
         match batch {
-            Some(b) => how.send(state, fp, b),
+            Some(b) => how.send(eng, fp, b),
             None => {
                 if let Some(a) = state.agents().get_mut(&fp) {
                     a.pushing = false;

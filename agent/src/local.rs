@@ -1,198 +1,38 @@
-//! Copying and verifying one object: single PUT, multipart with resumable
-//! parts, the local-directory destination, skip rules and audits.
+//! Objects from a local directory: opened once beneath the source root
+//! without following symlinks, checked against what the scan listed,
+//! hashed as they are read, and watched while a long read lasts, so a file
+//! rewritten, truncated or swapped mid-copy is never reported verified.
 //!
-//! An object is reported `Verified` only after what the destination reports
-//! (size, ETag, CRC64, or the bytes themselves on read-back) matched what
-//! was computed while reading the source, and the source was unchanged from
-//! before the first read to after the last.
+//! Small files are read into memory once and PUT with `Content-MD5`;
+//! larger single-PUT files are hashed in a first pass and streamed; files
+//! over the multipart threshold go part by part, resumable from the parts
+//! an earlier run recorded.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::Duration;
 
 use bytes::Bytes;
-use proto::job::{
-    ErrorCode, Event, JobMode, MultipartResume, ObjectError, ObjectResult, ObjectSpec, Outcome,
-    PartRecord, SkipMode, VerifyMode,
-};
+use proto::job::{ErrorCode, Event, MultipartResume, ObjectSpec, PartRecord, SkipMode, VerifyMode};
 use storage::beneath::SourceFile;
 use storage::checksum::{self, Digest};
-use storage::s3::{ErrorKind, META_MD5, META_MTIME, ObjectInfo, PutAnswer, S3Error, S3Store};
+use storage::s3::{ErrorKind, META_MD5, META_MTIME, ObjectInfo, S3Store};
 use storage::watch::{Change, FileWatch};
-use tokio::sync::{Semaphore, mpsc};
-use tokio::task::JoinSet;
+use tokio::sync::mpsc;
 
-use crate::remote;
-use crate::verify::{Answer, Checks, Mismatch, Sent, Verified};
+use crate::dest::{
+    complete_parts, confirm_s3, dest_err, dest_name, open_dest, part_size_for, parts_sent,
+    send_missing_parts,
+};
+use crate::step::{Done, Fail, Skipped, Step, blocking};
+use crate::verify::{Answer, Checks, Sent, Verified};
 use crate::worker::{Dest, Executor, Source};
 
 /// Files up to this size are read into memory once and PUT from there;
 /// larger single-PUT files are hashed in a first pass and streamed.
 const IN_MEMORY_MAX: u64 = 8 << 20;
-/// S3 and OSS allow at most this many parts.
-const MAX_PARTS: u64 = 10_000;
-
-/// A failure on the way; becomes the object's result.
-pub(crate) struct Fail(pub(crate) ErrorCode, pub(crate) String);
-
-pub(crate) type Step<T> = Result<T, Fail>;
-
-pub(crate) fn dest_err(e: S3Error) -> Fail {
-    match e.kind {
-        ErrorKind::BadDigest => Fail(
-            ErrorCode::SourceChanged,
-            format!(
-                "the destination computed a different MD5 than was read from the source (changed while uploading?): {e}"
-            ),
-        ),
-        _ => Fail(ErrorCode::DestError, e.to_string()),
-    }
-}
-
-/// How an object ended well: copied and verified, or left alone because
-/// the destination already holds it (by the job's skip rule).
-pub(crate) enum Done {
-    Verified(Verified),
-    Skipped(Skipped),
-}
-
-/// An object the skip rule found already at the destination; not a claim
-/// that it was verified, only what the rule compared.
-pub(crate) struct Skipped {
-    pub(crate) etag: Option<String>,
-    pub(crate) by: &'static str,
-}
-
-impl From<Verified> for Done {
-    fn from(v: Verified) -> Done {
-        Done::Verified(v)
-    }
-}
-
-impl From<Mismatch> for Fail {
-    fn from(m: Mismatch) -> Fail {
-        Fail(m.0, m.1)
-    }
-}
-
-/// The verification mode for an object modified at `mtime`: `lastModify`
-/// makes objects modified after it size-only, as the original did (they
-/// are expected to change again).
-pub(crate) fn verify_mode(ex: &Executor, mtime: i64) -> VerifyMode {
-    let last_modify = ex.spec.limits.last_modify;
-    if last_modify > 0 && mtime > last_modify {
-        VerifyMode::Size
-    } else {
-        ex.spec.verify
-    }
-}
-
-/// Copies (or audits) one object and returns its result; never panics on
-/// bad input, every problem becomes a failed result with a reason.
-pub(crate) async fn process(
-    ex: &Arc<Executor>,
-    task_id: i64,
-    obj: &ObjectSpec,
-    events: &mpsc::Sender<Event>,
-) -> ObjectResult {
-    let retries = Arc::new(AtomicU32::new(0));
-    let remote = !matches!(ex.source, Source::Local { .. });
-    // A bar of its own on a terminal while a large object is copied (its
-    // parts count towards it; audits and skips have none).
-    let _bar = (ex.spec.mode == JobMode::Import && obj.size > ex.spec.multipart_threshold)
-        .then(|| ex.progress.track(obj.object_id, &obj.rel_path, obj.size));
-    let work = async {
-        match (ex.spec.mode, remote) {
-            (JobMode::Import, false) => import(ex, obj, events).await,
-            (JobMode::Import, true) => remote::import(ex, obj, events).await,
-            (JobMode::Audit, false) => audit(ex, obj).await.map(Done::from),
-            (JobMode::Audit, true) => remote::audit(ex, obj).await.map(Done::from),
-        }
-    };
-    let work = storage::s3::RETRIES.scope(Arc::clone(&retries), work);
-    // A total deadline per object, retries included.
-    let outcome = match ex.spec.limits.object_timeout_secs {
-        0 => work.await,
-        secs => match tokio::time::timeout(Duration::from_secs(secs), work).await {
-            Ok(r) => r,
-            Err(_) => Err(Fail(
-                ErrorCode::DestError,
-                format!("gave up after objectTimeout={secs} s"),
-            )),
-        },
-    };
-    let retries = retries.load(Ordering::Relaxed);
-    let mut result = ObjectResult {
-        object_id: obj.object_id,
-        task_id,
-        outcome: Outcome::Failed,
-        size: obj.size,
-        crc64: None,
-        md5: None,
-        etag: None,
-        verified_by: String::new(),
-        error: None,
-        retries,
-        parts_resumed: 0,
-    };
-    match outcome {
-        Ok(Done::Verified(v)) => {
-            result.outcome = Outcome::Verified;
-            result.size = v.size();
-            result.crc64 = v.crc64();
-            result.md5 = v.md5_hex();
-            result.etag = v.etag().map(str::to_owned);
-            result.verified_by = v.by();
-            result.parts_resumed = v.parts_resumed();
-        }
-        Ok(Done::Skipped(s)) => {
-            result.outcome = Outcome::Skipped;
-            result.etag = s.etag;
-            result.verified_by = s.by.to_owned();
-        }
-        Err(Fail(code, message)) => result.error = Some(ObjectError { code, message }),
-    }
-    result
-}
-
-fn dest_key(prefix: &str, rel: &str) -> Step<String> {
-    let key = format!("{prefix}{rel}");
-    storage::key::validate_key(&key).map_err(|e| Fail(ErrorCode::InvalidKey, e))?;
-    Ok(key)
-}
-
-/// The destination name of `rel`: its key, and for a local destination
-/// also a path that stays beneath `destDir` (no `..`, `.` or empty
-/// segment, no NUL), since `a//b`, `a/./b` and `a/../b` would otherwise
-/// land on another object's file or outside the directory.
-pub(crate) fn dest_name(dest: &Dest, rel: &str) -> Step<String> {
-    match dest {
-        Dest::S3 { prefix, .. } => dest_key(prefix, rel),
-        Dest::Local { prefix, .. } => {
-            let key = dest_key(prefix, rel)?;
-            storage::beneath::check_rel_path(&key).map_err(|e| {
-                Fail(
-                    ErrorCode::InvalidKey,
-                    format!("cannot be stored under destDir: {e}"),
-                )
-            })?;
-            Ok(key)
-        }
-    }
-}
 
 fn source_path(ex: &Executor, rel: &str) -> PathBuf {
     ex.source_root.join(rel)
-}
-
-pub(crate) async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
-) -> std::io::Result<T> {
-    match tokio::task::spawn_blocking(f).await {
-        Ok(r) => r,
-        Err(e) => Err(std::io::Error::other(e)),
-    }
 }
 
 fn source_err(e: std::io::Error) -> Fail {
@@ -273,13 +113,17 @@ async fn check_unchanged(src: &Arc<SourceFile>, before: (u64, i64)) -> Step<()> 
     Ok(())
 }
 
-async fn import(ex: &Arc<Executor>, obj: &ObjectSpec, events: &mpsc::Sender<Event>) -> Step<Done> {
+pub(crate) async fn import(
+    ex: &Arc<Executor>,
+    obj: &ObjectSpec,
+    events: &mpsc::Sender<Event>,
+) -> Step<Done> {
     let key = dest_name(&ex.dest, &obj.rel_path)?;
     let path = source_path(ex, &obj.rel_path);
     let src = open_source(ex, obj).await?;
     let before = (src.size, src.mtime);
     let (size, mtime) = before;
-    let mode = verify_mode(ex, mtime);
+    let mode = ex.verify_mode(mtime);
     match &ex.dest {
         Dest::S3 { store, .. } => {
             if let Some(skip) = check_skip_s3(ex, store, &key, &src, size, mtime).await? {
@@ -373,15 +217,6 @@ async fn import(ex: &Arc<Executor>, obj: &ObjectSpec, events: &mpsc::Sender<Even
             Ok(checks.finish(mode)?.into())
         }
     }
-}
-
-/// Opens an existing file of a local destination without following
-/// symlinks; a name that is not a plain file there counts as absent.
-async fn open_dest(dir: &Path, key: &str) -> Result<Arc<SourceFile>, std::io::Error> {
-    let (root, name) = (dir.to_path_buf(), key.to_owned());
-    blocking(move || storage::beneath::open_dest(&root, &name))
-        .await
-        .map(Arc::new)
 }
 
 /// Fails if the watcher saw the source change while it was being read.
@@ -547,17 +382,6 @@ async fn single_put(
     let mut checks = Checks::new(Sent::whole(digest));
     checks.answer((&answer).into())?;
     Ok(checks)
-}
-
-/// The configured part size, raised (to whole MiB) where an object of
-/// `size` bytes would need more than the 10,000 parts S3 and OSS allow.
-pub(crate) fn part_size_for(configured: u64, size: u64) -> u64 {
-    let part = configured.max(1);
-    if size.div_ceil(part) > MAX_PARTS {
-        size.div_ceil(MAX_PARTS).div_ceil(1 << 20) << 20
-    } else {
-        part
-    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -751,213 +575,12 @@ async fn upload_parts(
     Ok(checks)
 }
 
-/// Sends every part missing from `parts` (one slot per part, in order),
-/// at most `partConcurrency` at once, each holding its share of the memory
-/// budget while `read(offset, len)` produces its bytes and digest; returns
-/// every part in order. Local files and bucket sources differ only in
-/// `read`.
-#[allow(clippy::too_many_arguments)]
-pub(crate) async fn send_missing_parts<R, F>(
-    ex: &Arc<Executor>,
-    store: &S3Store,
-    key: &str,
-    upload_id: &str,
-    object_id: i64,
-    size: u64,
-    part_size: u64,
-    mut parts: Vec<Option<PartRecord>>,
-    events: &mpsc::Sender<Event>,
-    read: R,
-) -> Step<Vec<PartRecord>>
-where
-    R: Fn(u64, u64) -> F,
-    F: std::future::Future<Output = Step<(Bytes, Digest)>> + Send + 'static,
-{
-    let inflight = Arc::new(Semaphore::new(ex.spec.part_concurrency.max(1) as usize));
-    let mut set: JoinSet<Step<PartRecord>> = JoinSet::new();
-    let retries = storage::s3::RETRIES
-        .try_with(Arc::clone)
-        .unwrap_or_default();
-    for number in 1..=parts.len() as u32 {
-        if parts[(number - 1) as usize].is_some() {
-            continue;
-        }
-        let permit = inflight
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| Fail(ErrorCode::DestError, "shutting down".into()))?;
-        let offset = (number as u64 - 1) * part_size;
-        let len = part_size.min(size - offset);
-        let reading = read(offset, len);
-        let (ex, store, key, upload_id, events) = (
-            Arc::clone(ex),
-            store.clone(),
-            key.to_owned(),
-            upload_id.to_owned(),
-            events.clone(),
-        );
-        set.spawn(storage::s3::RETRIES.scope(retries.clone(), async move {
-            let _permit = permit;
-            let mib = (len.div_ceil(1 << 20) as u32).clamp(1, ex.memory_mib);
-            let _mem = ex
-                .memory
-                .acquire_many(mib)
-                .await
-                .map_err(|_| Fail(ErrorCode::DestError, "shutting down".into()))?;
-            let (data, digest) = reading.await?;
-            send_part(
-                &store, &key, &upload_id, number, data, &digest, object_id, &events,
-            )
-            .await
-        }));
-        while let Some(r) = set.try_join_next() {
-            let p = joined(r)?;
-            let i = (p.number - 1) as usize;
-            parts[i] = Some(p);
-        }
-    }
-    while let Some(r) = set.join_next().await {
-        let p = joined(r)?;
-        let i = (p.number - 1) as usize;
-        parts[i] = Some(p);
-    }
-    let n = parts.len();
-    let parts: Vec<PartRecord> = parts.into_iter().flatten().collect();
-    if parts.len() != n {
-        return Err(Fail(
-            ErrorCode::DestError,
-            "internal error: a part is missing".into(),
-        ));
-    }
-    Ok(parts)
-}
-
-/// The MD5 of each part, in order.
-pub(crate) fn part_md5s(parts: &[PartRecord]) -> Step<Vec<[u8; 16]>> {
-    parts
-        .iter()
-        .map(|p| {
-            checksum::parse_md5_hex(&p.md5)
-                .ok_or_else(|| Fail(ErrorCode::DestError, format!("bad part MD5 {}", p.md5)))
-        })
-        .collect()
-}
-
-/// What a multipart upload sent, from its part records: the length, the
-/// combined CRC64 and the part MD5s (no whole-object MD5).
-pub(crate) fn parts_sent(parts: &[PartRecord], size: u64) -> Step<Sent> {
-    let part_md5s = part_md5s(parts)?;
-    let crc64 = checksum::crc64_of_parts(parts.iter().map(|p| (p.crc64, p.size)));
-    Ok(Sent::parts(size, crc64, part_md5s))
-}
-
-/// Sends one part with `Content-MD5`, checks that its ETag is the part's
-/// MD5, and reports it as done.
-#[allow(clippy::too_many_arguments)]
-pub(crate) async fn send_part(
-    store: &S3Store,
-    key: &str,
-    upload_id: &str,
-    number: u32,
-    data: Bytes,
-    digest: &Digest,
-    object_id: i64,
-    events: &mpsc::Sender<Event>,
-) -> Step<PartRecord> {
-    let size = data.len() as u64;
-    let answer = store
-        .upload_part(key, upload_id, number, data, digest)
-        .await
-        .map_err(dest_err)?;
-    crate::verify::check_part(number, digest, (&answer).into())?;
-    let record = PartRecord {
-        number,
-        size,
-        etag: answer.etag,
-        md5: digest.md5_hex(),
-        crc64: digest.crc64,
-    };
-    let _ = events
-        .send(Event::PartDone {
-            object_id,
-            part: record.clone(),
-        })
-        .await;
-    Ok(record)
-}
-
-/// Completes an upload from its parts (in order) and returns the store's
-/// answer, for the caller's [`Checks`].
-pub(crate) async fn complete_parts(
-    store: &S3Store,
-    key: &str,
-    upload_id: &str,
-    parts: &[PartRecord],
-) -> Step<PutAnswer> {
-    let list: Vec<(u32, String)> = parts.iter().map(|p| (p.number, p.etag.clone())).collect();
-    match store.complete_multipart(key, upload_id, &list).await {
-        Ok(answer) => Ok(answer),
-        // A retried Complete whose first attempt succeeded: the object
-        // exists, and its HEAD is checked in the same way.
-        Err(e) if e.kind == ErrorKind::NoSuchUpload => {
-            let info = store.head(key).await.map_err(dest_err)?;
-            Ok(PutAnswer {
-                etag: info.etag,
-                crc64: info.crc64,
-                etag_is_md5: info.etag_is_md5,
-            })
-        }
-        Err(e) => Err(dest_err(e)),
-    }
-}
-
-pub(crate) fn joined(r: Result<Step<PartRecord>, tokio::task::JoinError>) -> Step<PartRecord> {
-    match r {
-        Ok(step) => step,
-        Err(e) => Err(Fail(
-            ErrorCode::DestError,
-            format!("part upload crashed: {e}"),
-        )),
-    }
-}
-
-/// Finishes the checks of an object stored in a bucket: a HEAD where the
-/// answers so far do not prove what `mode` asks, then a read-back where
-/// even that does not (an SSE-KMS object without CRC64, an ETag that
-/// cannot be recomputed) or the mode asks for the bytes themselves.
-pub(crate) async fn confirm_s3(
-    store: &S3Store,
-    key: &str,
-    mut checks: Checks,
-    mode: VerifyMode,
-) -> Step<Verified> {
-    if !checks.proven(mode) {
-        let info = store.head(key).await.map_err(|e| {
-            if e.kind == ErrorKind::NotFound {
-                Fail(
-                    ErrorCode::DestMissing,
-                    format!("{key} is missing at the destination right after upload"),
-                )
-            } else {
-                dest_err(e)
-            }
-        })?;
-        checks.answer((&info).into())?;
-    }
-    if !checks.proven(mode) {
-        let back = store.read_back(key).await.map_err(dest_err)?;
-        checks.read_back(&back)?;
-    }
-    Ok(checks.finish(mode)?)
-}
-
 /// `jobType=audit`: compares an existing copy with the source, writing nothing.
-async fn audit(ex: &Arc<Executor>, obj: &ObjectSpec) -> Step<Verified> {
+pub(crate) async fn audit(ex: &Arc<Executor>, obj: &ObjectSpec) -> Step<Verified> {
     let key = dest_name(&ex.dest, &obj.rel_path)?;
     let src = open_source(ex, obj).await?;
     let size = src.size;
-    let mode = verify_mode(ex, src.mtime);
+    let mode = ex.verify_mode(src.mtime);
     match &ex.dest {
         Dest::S3 { store, .. } => {
             let info = match store.head(&key).await {
@@ -1020,25 +643,5 @@ async fn audit(ex: &Arc<Executor>, obj: &ObjectSpec) -> Step<Verified> {
             checks.read_back(&dst)?;
             Ok(checks.finish(mode)?)
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parts_stay_within_ten_thousand() {
-        const MIB: u64 = 1 << 20;
-        assert_eq!(part_size_for(8 * MIB, 100 * MIB), 8 * MIB);
-        assert_eq!(part_size_for(8 * MIB, 10_000 * 8 * MIB), 8 * MIB);
-        // 500 GiB in 50 MiB parts would be 10,240 parts: raised to 52 MiB.
-        let big = 500 << 30;
-        let p = part_size_for(50 * MIB, big);
-        assert!(
-            big.div_ceil(p) <= MAX_PARTS && p.is_multiple_of(MIB) && p >= 50 * MIB,
-            "{p}"
-        );
-        assert_eq!(part_size_for(0, 10), 1);
     }
 }
