@@ -203,7 +203,6 @@ fn from_text(job_cfg: &Path, text: &str, sys: Option<(PathBuf, String)>) -> Resu
             (
                 SourceSpec::S3(bucket.clone()),
                 ScanSource::S3 {
-                    prefix: bucket.prefix.clone(),
                     store: S3Config::new(bucket, cfg.request_attempts),
                     page_size: cfg.src_list_page_size,
                 },

@@ -1,0 +1,109 @@
+//! The bucket lister: ListObjectsV2 pages in key order; the position is
+//! the last key, resumed with `StartAfter` (continuation tokens may
+//! expire). Pages are not taken at their word: keys must increase (repeats
+//! are dropped), a page that says "truncated" without a token is continued
+//! with `StartAfter`, and a full page that says "last" is checked with one
+//! more request, because some servers end listings early.
+
+use storage::s3::{S3Config, S3Store};
+
+use super::{Lister, ScanError, Tasks, checkpoint_err};
+use crate::store::NewObject;
+
+pub(super) struct BucketLister {
+    client: S3Store,
+    /// `srcPrefix`; relative paths are keys with it removed.
+    prefix: String,
+    /// Keys per page (`srcListPageSize`).
+    page_size: u32,
+}
+
+impl BucketLister {
+    pub(super) fn new(s3: &S3Config, page_size: u32) -> BucketLister {
+        BucketLister {
+            client: S3Store::new(s3),
+            prefix: s3.bucket.prefix.clone(),
+            page_size,
+        }
+    }
+}
+
+fn position(key: &str) -> Result<String, ScanError> {
+    serde_json::to_string(key).map_err(checkpoint_err)
+}
+
+impl Lister for BucketLister {
+    fn list(
+        &mut self,
+        after: Option<&str>,
+        out: &mut Tasks<'_>,
+    ) -> Result<Option<String>, ScanError> {
+        let (prefix, page_size) = (self.prefix.as_str(), self.page_size);
+        let mut last_key: Option<String> = match after {
+            Some(s) => Some(serde_json::from_str(s).map_err(checkpoint_err)?),
+            None => None,
+        };
+        let rt = tokio::runtime::Handle::current();
+        let mut token: Option<String> = None;
+        let mut stalls = 0;
+        loop {
+            if out.cancelled() {
+                return Ok(None);
+            }
+            let page = rt
+                .block_on(self.client.list_page(
+                    prefix,
+                    last_key.as_deref(),
+                    token.as_deref(),
+                    page_size,
+                ))
+                .map_err(|e| ScanError::List(e.to_string()))?;
+            let n = page.objects.len();
+            let mut progressed = false;
+            for o in page.objects {
+                if last_key.as_deref().is_some_and(|l| o.key.as_str() <= l) {
+                    out.stats.suspicious_pages += 1;
+                    continue;
+                }
+                last_key = Some(o.key.clone());
+                progressed = true;
+                let Some(rel) = o.key.strip_prefix(prefix) else {
+                    continue;
+                };
+                if rel.is_empty() || (o.key.ends_with('/') && o.size == 0) {
+                    out.stats.dir_markers += 1;
+                    continue;
+                }
+                if !out.wanted(rel, Some(o.mtime)) {
+                    continue;
+                }
+                let obj = NewObject {
+                    rel_path: rel.to_owned(),
+                    size: o.size,
+                    mtime: o.mtime,
+                    src_ref: Some(o.etag),
+                    failure: None,
+                };
+                out.push(obj, || position(&o.key))?;
+            }
+            stalls = if progressed { 0 } else { stalls + 1 };
+            if stalls > 3 {
+                return Err(ScanError::List(format!(
+                    "the server keeps returning pages without new keys after {:?}",
+                    last_key.unwrap_or_default()
+                )));
+            }
+            if page.truncated {
+                // Without a token, continue after the last key seen.
+                token = page.next_token;
+            } else if n as u32 >= page_size && progressed {
+                // A full page claiming to be the last: ask once more.
+                out.stats.suspicious_pages += 1;
+                token = None;
+            } else {
+                break;
+            }
+        }
+        position(&last_key.unwrap_or_default()).map(Some)
+    }
+}

@@ -1,0 +1,302 @@
+//! The scanners: streaming, resumable listings of a job's source that close
+//! tasks at a count or byte limit.
+//!
+//! Each source has a [`Lister`] that walks it in one total order and names
+//! the position of every entry; [`scan`] drives any of them through one
+//! [`Tasks`] sink, which applies the job's rules (`importSince`, the
+//! include/exclude globs), closes tasks and commits each with the position
+//! it reached, in the same transaction. A restarted scan hands the lister
+//! the last committed position, and it carries on after it, with no gap and
+//! no duplicate. Nothing holds the whole listing in memory.
+//!
+//! - [`local`]: a depth-first walk with each directory's entries sorted by
+//!   raw name bytes; the position is the last path, and whole subtrees
+//!   before it are skipped at once.
+//! - [`bucket`]: ListObjectsV2 pages in key order; the position is the last
+//!   key, resumed with `StartAfter` (continuation tokens may expire).
+//! - [`http`]: the URL list's lines in order; the position is the line
+//!   number.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+
+use storage::s3::S3Config;
+
+use crate::filter::Filter;
+use crate::store::{NewObject, Store, StoreError};
+
+mod bucket;
+mod http;
+mod local;
+
+pub use http::{parse_http_line, validate_http_list};
+
+/// What to list.
+#[derive(Clone, Debug)]
+pub enum ScanSource {
+    Local {
+        /// The source directory (`srcPrefix`).
+        root: PathBuf,
+        /// Follow symlinks to files (`isAllowSymbolicLink`); symlinks to
+        /// directories are never followed, as in the original.
+        follow_symlinks: bool,
+    },
+    S3 {
+        /// The bucket; relative paths are keys with its prefix
+        /// (`srcPrefix`) removed.
+        store: S3Config,
+        /// Keys per ListObjectsV2 page (`srcListPageSize`).
+        page_size: u32,
+    },
+    Http {
+        /// `httpListFilePath`.
+        list: PathBuf,
+        /// 1-based columns (`httpPrefixColumn`, `relativePathColumn`).
+        prefix_column: usize,
+        rel_column: usize,
+    },
+}
+
+/// How to list a source and cut it into tasks.
+#[derive(Clone, Debug)]
+pub struct ScanConfig {
+    pub source: ScanSource,
+    /// Include/exclude globs on the relative path.
+    pub filter: Filter,
+    pub task_count_limit: u64,
+    pub task_size_limit: u64,
+    /// Only files with an mtime later than this (unix seconds; 0 = all).
+    pub import_since: i64,
+    /// Closes a task that has been open this long even if it is not full,
+    /// so copying starts while a slow listing is still filling a task.
+    pub max_task_age: Option<Duration>,
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ScanStats {
+    pub files: u64,
+    pub bytes: u64,
+    pub tasks: u64,
+    pub symlinks_skipped: u64,
+    pub special_skipped: u64,
+    pub older_than_import_since: u64,
+    pub filtered_out: u64,
+    pub dir_markers: u64,
+    pub list_errors: u64,
+    /// List pages that came back inconsistent (out of order, or claiming to
+    /// be the last while full) and were checked with another request.
+    pub suspicious_pages: u64,
+}
+
+/// How a listing ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ScanOutcome {
+    /// Every entry is in the store; the job's `scan_done` is set.
+    Finished(ScanStats),
+    /// Cancelled between entries; it resumes from its checkpoint.
+    Stopped(ScanStats),
+}
+
+impl ScanOutcome {
+    pub fn stats(&self) -> &ScanStats {
+        match self {
+            ScanOutcome::Finished(s) | ScanOutcome::Stopped(s) => s,
+        }
+    }
+
+    pub fn finished(&self) -> bool {
+        matches!(self, ScanOutcome::Finished(_))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ScanError {
+    #[error("source directory {path}: {source}")]
+    Root {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("scan checkpoint of this job is unreadable: {0}")]
+    Checkpoint(String),
+    #[error("listing the source bucket: {0}")]
+    List(String),
+    #[error("{0}")]
+    HttpList(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A source listed in one total order, resumable after any position it
+/// named.
+trait Lister {
+    /// Lists every entry after `after` (a position this lister produced
+    /// before; `None`: from the start) into `out`. Returns the position of
+    /// the end of the listing, or `None` when `out` was cancelled.
+    fn list(
+        &mut self,
+        after: Option<&str>,
+        out: &mut Tasks<'_>,
+    ) -> Result<Option<String>, ScanError>;
+}
+
+/// Lists the job's source into tasks, resuming from the stored checkpoint.
+/// Blocking (run it on a blocking thread; bucket listings need a tokio
+/// runtime handle). When cancelled it returns `Stopped`; the uncommitted
+/// tail is listed again next time. `on_task` is told about every committed
+/// task.
+pub fn scan(
+    store: &Store,
+    job_id: i64,
+    cfg: &ScanConfig,
+    cancel: &CancellationToken,
+    mut on_task: impl FnMut(i64, &[NewObject]),
+) -> Result<ScanOutcome, ScanError> {
+    let (done, checkpoint) = store.scan_checkpoint(job_id)?;
+    if done {
+        return Ok(ScanOutcome::Finished(ScanStats::default()));
+    }
+    let mut lister: Box<dyn Lister> = match &cfg.source {
+        ScanSource::Local {
+            root,
+            follow_symlinks,
+        } => Box::new(local::LocalLister {
+            root: root.clone(),
+            follow_symlinks: *follow_symlinks,
+        }),
+        ScanSource::S3 { store, page_size } => {
+            Box::new(bucket::BucketLister::new(store, *page_size))
+        }
+        ScanSource::Http {
+            list,
+            prefix_column,
+            rel_column,
+        } => Box::new(http::HttpLister {
+            list: list.clone(),
+            prefix_column: *prefix_column,
+            rel_column: *rel_column,
+        }),
+    };
+    let mut out = Tasks {
+        store,
+        job_id,
+        cfg,
+        cancel,
+        on_task: &mut on_task,
+        batch: Vec::new(),
+        bytes: 0,
+        started: Instant::now(),
+        stats: ScanStats::default(),
+    };
+    match lister.list(checkpoint.as_deref(), &mut out)? {
+        None => Ok(ScanOutcome::Stopped(out.stats)),
+        Some(end) => {
+            out.flush(&end)?;
+            store.finish_scan(job_id)?;
+            Ok(ScanOutcome::Finished(out.stats))
+        }
+    }
+}
+
+/// Where listers put what they find: applies the job's rules, collects
+/// objects into tasks and commits each closed task with the listing
+/// position it reached.
+struct Tasks<'a> {
+    store: &'a Store,
+    job_id: i64,
+    cfg: &'a ScanConfig,
+    cancel: &'a CancellationToken,
+    on_task: &'a mut dyn FnMut(i64, &[NewObject]),
+    batch: Vec<NewObject>,
+    bytes: u64,
+    started: Instant,
+    /// Listers count what only they can see (symlinks, directory markers,
+    /// suspicious pages) here too.
+    stats: ScanStats,
+}
+
+impl Tasks<'_> {
+    fn cancelled(&self) -> bool {
+        self.cancel.is_cancelled()
+    }
+
+    /// Whether the job wants an object at `rel` modified at `mtime` (`None`:
+    /// not known before download), by `importSince` and the globs; what it
+    /// does not want is counted.
+    fn wanted(&mut self, rel: &str, mtime: Option<i64>) -> bool {
+        if let Some(mtime) = mtime
+            && self.cfg.import_since > 0
+            && mtime <= self.cfg.import_since
+        {
+            self.stats.older_than_import_since += 1;
+            return false;
+        }
+        if !self.cfg.filter.accepts(rel) {
+            self.stats.filtered_out += 1;
+            return false;
+        }
+        true
+    }
+
+    /// Adds an object; commits the task when it is full (or has been open
+    /// `max_task_age`), with `checkpoint()` as the position everything up
+    /// to and including it was listed at (made only when needed).
+    fn push(
+        &mut self,
+        obj: NewObject,
+        checkpoint: impl FnOnce() -> Result<String, ScanError>,
+    ) -> Result<(), ScanError> {
+        self.stats.files += 1;
+        self.stats.bytes += obj.size;
+        self.bytes += obj.size;
+        self.batch.push(obj);
+        let aged = self
+            .cfg
+            .max_task_age
+            .is_some_and(|age| self.started.elapsed() >= age);
+        if self.batch.len() as u64 >= self.cfg.task_count_limit
+            || self.bytes >= self.cfg.task_size_limit
+            || aged
+        {
+            self.flush(&checkpoint()?)?;
+        }
+        Ok(())
+    }
+
+    /// Adds an entry that could not be examined, as a failed object, so
+    /// the job cannot succeed without it.
+    fn push_failed(&mut self, rel_path: String, message: String) {
+        self.stats.list_errors += 1;
+        self.batch.push(NewObject {
+            rel_path,
+            size: 0,
+            mtime: 0,
+            src_ref: None,
+            failure: Some(("LIST_ERROR".into(), message)),
+        });
+    }
+
+    /// Commits the open task, if any, at `checkpoint`.
+    fn flush(&mut self, checkpoint: &str) -> Result<(), ScanError> {
+        if !self.batch.is_empty() {
+            let task_id = self
+                .store
+                .commit_task(self.job_id, &self.batch, checkpoint)?;
+            self.stats.tasks += 1;
+            (self.on_task)(task_id, &self.batch);
+            self.batch.clear();
+        }
+        self.bytes = 0;
+        self.started = Instant::now();
+        Ok(())
+    }
+}
+
+fn checkpoint_err(e: impl std::fmt::Display) -> ScanError {
+    ScanError::Checkpoint(e.to_string())
+}
+
+#[cfg(test)]
+mod tests;
