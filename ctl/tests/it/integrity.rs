@@ -10,8 +10,8 @@ use std::path::Path;
 
 use aws_sdk_s3::primitives::ByteStream;
 
-use crate::netfix::FileServer;
 use crate::support::*;
+use testkit::net::FileServer;
 
 fn spawn_run(cfg: &Path, work: &Path) -> std::process::Child {
     ctl()

@@ -11,7 +11,6 @@ mod daemon_verbs;
 mod integrity;
 mod local_dest;
 mod migrate;
-mod netfix;
 mod object_errors;
 mod resume;
 mod sources;

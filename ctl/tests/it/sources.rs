@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_s3::primitives::ByteStream;
 
-use crate::netfix::{FaultProxy, Faults, FileServer};
 use crate::support::*;
+use testkit::net::{FaultProxy, Faults, FileServer};
 
 async fn fill_bucket(s3: &S3Server, bucket: &str, keys: &[String]) {
     let client = s3.client();

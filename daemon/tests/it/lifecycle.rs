@@ -117,8 +117,7 @@ impl Drop for TestUser {
 /// and the member got 403.
 #[test]
 fn socket_group_members_by_supplementary_group_are_let_in() {
-    if !is_root() {
-        eprintln!("skipped: creating a user and a group needs root");
+    if !root_or_skip("creating a user and a group") {
         return;
     }
     let tag = format!("{:x}", std::process::id());

@@ -1,125 +1,18 @@
-//! Test fixtures for distributed mode: an S3 server, the real `ossimportd`
-//! and `ossimport-agent` processes with their keys, a capturing TCP relay,
-//! and polling helpers.
+//! Fixtures of the distributed tests: the real `ossimportd` and
+//! `ossimport-agent` processes with their keys, and control calls through
+//! the typed client; servers, relays, trees and polling come from the shared
+//! `testkit`.
 
-use std::io::{Read, Write};
-use std::net::TcpListener;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use aws_sdk_s3::Client;
-use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
 pub use proto::control::Endpoint;
 use serde::de::DeserializeOwned;
-
-pub const AK: &str = "testkey";
-/// The S3 test server's fixed secret key, which must never cross the wire.
-pub const SK: &str = "testsecret";
-
-pub fn repo_root() -> PathBuf {
-    match std::env::var_os("OSSIMPORT_REPO_ROOT") {
-        Some(p) => PathBuf::from(p),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join(".."),
-    }
-}
-
-pub fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-/// A binary of the workspace. `ossimportd` is this package's; the agent and
-/// the ctl tool are other packages', which `cargo test -p daemon` does not
-/// build, so the first use in a test process runs `cargo build` for them (a
-/// no-op when they are up to date).
-pub fn bin(name: &str) -> PathBuf {
-    let daemon = PathBuf::from(env!("CARGO_BIN_EXE_ossimportd"));
-    if name == "ossimportd" {
-        return daemon;
-    }
-    static BUILT: OnceLock<()> = OnceLock::new();
-    BUILT.get_or_init(|| {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut cmd = Command::new(cargo);
-        cmd.args(["build", "-p", "agent", "--bin", "ossimport-agent"])
-            .args(["-p", "ctl", "--bin", "ossimportctl"]);
-        if daemon.components().any(|c| c.as_os_str() == "release") {
-            cmd.arg("--release");
-        }
-        let st = cmd
-            .current_dir(repo_root())
-            .status()
-            .expect("cargo build agent and ctl");
-        assert!(
-            st.success(),
-            "building ossimport-agent and ossimportctl failed"
-        );
-    });
-    daemon.with_file_name(name)
-}
-
-/// A SeaweedFS S3 server on 127.0.0.1, stopped when dropped.
-pub struct S3Server {
-    dir: tempfile::TempDir,
-    pub endpoint: String,
-}
-
-impl S3Server {
-    pub fn start() -> S3Server {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let out = Command::new(repo_root().join("scripts/s3-server.sh"))
-            .arg("start")
-            .arg(dir.path())
-            .output()
-            .expect("run s3-server.sh");
-        assert!(
-            out.status.success(),
-            "starting the S3 test server failed (run scripts/setup-test-deps.sh first): {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let endpoint = stdout
-            .lines()
-            .find_map(|l| l.strip_prefix("S3_ENDPOINT="))
-            .expect("S3_ENDPOINT line")
-            .trim()
-            .to_string();
-        S3Server { dir, endpoint }
-    }
-
-    pub fn client(&self) -> Client {
-        let conf = aws_sdk_s3::Config::builder()
-            .behavior_version(BehaviorVersion::latest())
-            .endpoint_url(&self.endpoint)
-            .region(Region::new("us-east-1"))
-            .credentials_provider(Credentials::new(AK, SK, None, None, "test"))
-            .force_path_style(true)
-            .build();
-        Client::from_conf(conf)
-    }
-}
-
-impl Drop for S3Server {
-    fn drop(&mut self) {
-        let _ = Command::new(repo_root().join("scripts/s3-server.sh"))
-            .arg("stop")
-            .arg(self.dir.path())
-            .output();
-    }
-}
-
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+pub use testkit::net::Relay;
+pub use testkit::s3::*;
+pub use testkit::*;
 
 /// The real `ossimportd`, killed when dropped.
 pub struct Daemon {
@@ -359,18 +252,6 @@ fn unique() -> u64 {
     N.fetch_add(1, Ordering::Relaxed)
 }
 
-/// Polls `f` every 50 ms until it holds; panics after `secs`.
-pub fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if f() {
-            return;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// One control call through the typed client ctl uses.
 pub fn api_try<T: DeserializeOwned>(
     socket: &Path,
@@ -388,33 +269,6 @@ pub fn api_try<T: DeserializeOwned>(
 pub fn api<T: DeserializeOwned>(socket: &Path, ep: Endpoint, body: Option<serde_json::Value>) -> T {
     api_try(socket, ep.clone(), body)
         .unwrap_or_else(|e| panic!("{} {}: {e}", ep.method(), ep.path()))
-}
-
-/// Deterministic pseudo-random bytes.
-pub fn bytes(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut v = Vec::with_capacity(len);
-    while v.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        v.extend_from_slice(&x.to_le_bytes());
-    }
-    v.truncate(len);
-    v
-}
-
-/// `n` files of `len` bytes under `root`; returns their relative paths.
-pub fn tree(root: &Path, n: usize, len: usize) -> Vec<String> {
-    (0..n)
-        .map(|i| {
-            let rel = format!("d{}/f{i:03}.bin", i % 4);
-            let p = root.join(&rel);
-            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-            std::fs::write(&p, bytes(i as u64, len + i)).unwrap();
-            rel
-        })
-        .collect()
 }
 
 /// A job file for a local source into an S3 bucket, tasks of `per_task`
@@ -437,39 +291,6 @@ pub fn job_cfg(
     path
 }
 
-pub async fn create_bucket(c: &Client, bucket: &str) {
-    c.create_bucket()
-        .bucket(bucket)
-        .send()
-        .await
-        .expect("create bucket");
-}
-
-pub async fn list_keys(c: &Client, bucket: &str) -> Vec<String> {
-    let mut keys = Vec::new();
-    let mut token = None;
-    loop {
-        let out = c
-            .list_objects_v2()
-            .bucket(bucket)
-            .set_continuation_token(token)
-            .send()
-            .await
-            .expect("list");
-        keys.extend(
-            out.contents()
-                .iter()
-                .filter_map(|o| o.key().map(str::to_owned)),
-        );
-        match out.next_continuation_token() {
-            Some(t) if out.is_truncated() == Some(true) => token = Some(t.to_owned()),
-            _ => break,
-        }
-    }
-    keys.sort();
-    keys
-}
-
 /// Opens the job store read-only (the daemon may be running: WAL allows it).
 pub fn store(work: &Path) -> rusqlite::Connection {
     rusqlite::Connection::open_with_flags(
@@ -477,106 +298,4 @@ pub fn store(work: &Path) -> rusqlite::Connection {
         rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
     )
     .expect("open store")
-}
-
-/// A TCP relay that records every byte passing through it in both
-/// directions: what a capture of the link would see.
-pub struct Relay {
-    pub addr: String,
-    pub seen: Arc<Mutex<Vec<u8>>>,
-    /// While set, bytes read are held instead of passed on (a link that
-    /// stalls, then delivers everything late).
-    pub hold: Arc<std::sync::atomic::AtomicBool>,
-    /// How many more connections are let through (negative: all); past
-    /// that, new connections are closed at once (a peer that went down).
-    pub allow: Arc<std::sync::atomic::AtomicI64>,
-}
-
-impl Relay {
-    pub fn start(target: String) -> Relay {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = l.local_addr().unwrap().to_string();
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let s = Arc::clone(&seen);
-        let hold = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let h = Arc::clone(&hold);
-        let allow = Arc::new(std::sync::atomic::AtomicI64::new(-1));
-        let r = Arc::clone(&allow);
-        // Detached: the relay lives as long as the test process.
-        std::thread::spawn(move || {
-            for conn in l.incoming() {
-                let Ok(client) = conn else { continue };
-                let left = r.load(std::sync::atomic::Ordering::SeqCst);
-                if left == 0 {
-                    drop(client);
-                    continue;
-                }
-                if left > 0 {
-                    r.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
-                }
-                let Ok(server) = std::net::TcpStream::connect(&target) else {
-                    continue;
-                };
-                for (mut from, mut to) in [
-                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
-                    (server, client),
-                ] {
-                    let s = Arc::clone(&s);
-                    let h = Arc::clone(&h);
-                    std::thread::spawn(move || {
-                        let mut buf = [0u8; 16384];
-                        loop {
-                            match from.read(&mut buf) {
-                                Ok(0) | Err(_) => {
-                                    let _ = to.shutdown(std::net::Shutdown::Write);
-                                    return;
-                                }
-                                Ok(n) => {
-                                    while h.load(std::sync::atomic::Ordering::SeqCst) {
-                                        std::thread::sleep(std::time::Duration::from_millis(10));
-                                    }
-                                    s.lock().unwrap().extend_from_slice(&buf[..n]);
-                                    if to.write_all(&buf[..n]).is_err() {
-                                        return;
-                                    }
-                                }
-                            }
-                        }
-                    });
-                }
-            }
-        });
-        Relay {
-            addr,
-            seen,
-            hold,
-            allow,
-        }
-    }
-
-    pub fn contains(&self, needle: &[u8]) -> bool {
-        self.seen
-            .lock()
-            .unwrap()
-            .windows(needle.len())
-            .any(|w| w == needle)
-    }
-
-    pub fn len(&self) -> usize {
-        self.seen.lock().unwrap().len()
-    }
-
-    /// Lets `n` more connections through, then refuses (negative: all).
-    pub fn set_allow(&self, n: i64) {
-        self.allow.store(n, std::sync::atomic::Ordering::SeqCst);
-    }
-
-    pub fn set_hold(&self, on: bool) {
-        self.hold.store(on, std::sync::atomic::Ordering::SeqCst);
-    }
-}
-
-pub fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
 }

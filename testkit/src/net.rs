@@ -1,10 +1,13 @@
 //! Network fixtures started by the tests themselves: a fault-injecting,
-//! delaying HTTP proxy in front of the S3 server, and a small HTTP file
-//! server whose URLs can answer 404 or drop the connection.
+//! delaying HTTP proxy in front of the S3 server, a small HTTP file server
+//! whose URLs can answer 404 or drop the connection, and a TCP relay that
+//! records (and can stall or cut) what passes.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::io::{Read, Write};
+use std::net::TcpListener;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -213,5 +216,103 @@ impl FileServer {
             }
         });
         FileServer { base, task }
+    }
+}
+
+/// A TCP relay that records every byte passing through it in both
+/// directions: what a capture of the link would see.
+pub struct Relay {
+    pub addr: String,
+    pub seen: Arc<Mutex<Vec<u8>>>,
+    /// While set, bytes read are held instead of passed on (a link that
+    /// stalls, then delivers everything late).
+    pub hold: Arc<std::sync::atomic::AtomicBool>,
+    /// How many more connections are let through (negative: all); past
+    /// that, new connections are closed at once (a peer that went down).
+    pub allow: Arc<std::sync::atomic::AtomicI64>,
+}
+
+impl Relay {
+    pub fn start(target: String) -> Relay {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s = Arc::clone(&seen);
+        let hold = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let h = Arc::clone(&hold);
+        let allow = Arc::new(std::sync::atomic::AtomicI64::new(-1));
+        let r = Arc::clone(&allow);
+        // Detached: the relay lives as long as the test process.
+        std::thread::spawn(move || {
+            for conn in l.incoming() {
+                let Ok(client) = conn else { continue };
+                let left = r.load(std::sync::atomic::Ordering::SeqCst);
+                if left == 0 {
+                    drop(client);
+                    continue;
+                }
+                if left > 0 {
+                    r.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                }
+                let Ok(server) = std::net::TcpStream::connect(&target) else {
+                    continue;
+                };
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    let s = Arc::clone(&s);
+                    let h = Arc::clone(&h);
+                    std::thread::spawn(move || {
+                        let mut buf = [0u8; 16384];
+                        loop {
+                            match from.read(&mut buf) {
+                                Ok(0) | Err(_) => {
+                                    let _ = to.shutdown(std::net::Shutdown::Write);
+                                    return;
+                                }
+                                Ok(n) => {
+                                    while h.load(std::sync::atomic::Ordering::SeqCst) {
+                                        std::thread::sleep(std::time::Duration::from_millis(10));
+                                    }
+                                    s.lock().unwrap().extend_from_slice(&buf[..n]);
+                                    if to.write_all(&buf[..n]).is_err() {
+                                        return;
+                                    }
+                                }
+                            }
+                        }
+                    });
+                }
+            }
+        });
+        Relay {
+            addr,
+            seen,
+            hold,
+            allow,
+        }
+    }
+
+    pub fn contains(&self, needle: &[u8]) -> bool {
+        self.seen
+            .lock()
+            .unwrap()
+            .windows(needle.len())
+            .any(|w| w == needle)
+    }
+
+    /// Bytes seen in both directions so far.
+    pub fn bytes_seen(&self) -> usize {
+        self.seen.lock().unwrap().len()
+    }
+
+    /// Lets `n` more connections through, then refuses (negative: all).
+    pub fn set_allow(&self, n: i64) {
+        self.allow.store(n, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub fn set_hold(&self, on: bool) {
+        self.hold.store(on, std::sync::atomic::Ordering::SeqCst);
     }
 }
