@@ -216,6 +216,26 @@ pub struct JobRow {
     pub scan_checkpoint: Option<String>,
 }
 
+/// One object as the store holds it ([`Store::objects`]).
+#[derive(Clone, Debug)]
+pub struct ObjectRow {
+    pub job_id: i64,
+    pub rel_path: String,
+    pub size: u64,
+    pub state: ObjectState,
+    /// The CRC64 recorded at verification.
+    pub checksum: Option<String>,
+    pub etag: Option<String>,
+    /// What the verification compared (`size+etag+crc64`, `readback`, ...).
+    pub verified_by: Option<String>,
+    pub error_code: Option<String>,
+    pub error: Option<String>,
+    pub retries: u32,
+    /// Times it was handed to an executor.
+    pub attempts: u32,
+    pub parts_resumed: u32,
+}
+
 /// An object found by the scanner.
 #[derive(Clone, Debug)]
 pub struct NewObject {
@@ -264,8 +284,8 @@ pub struct Store {
     conn: Mutex<Connection>,
     /// `<store>.lock`, held with an exclusive `flock` while the store is
     /// open; released by the kernel when the process dies, so a killed
-    /// process never leaves it stale.
-    _lock: std::fs::File,
+    /// process never leaves it stale. None for a read-only view.
+    _lock: Option<std::fs::File>,
 }
 
 /// Takes the store's exclusive lock and writes who holds it (pid and
@@ -335,10 +355,73 @@ impl Store {
             .map_err(open_err)?;
         let store = Store {
             conn: Mutex::new(conn),
-            _lock: lock,
+            _lock: Some(lock),
         };
         store.migrate()?;
         Ok(store)
+    }
+
+    /// Opens a store that another process (a daemon, a run) may be writing,
+    /// to read it: no lock is taken and nothing is migrated or written.
+    /// Tests read what a run recorded through this, never through SQL.
+    pub fn open_read_only(path: &Path) -> Result<Store, StoreError> {
+        let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .map_err(|source| StoreError::Open {
+                path: path.display().to_string(),
+                source,
+            })?;
+        conn.busy_timeout(std::time::Duration::from_secs(30))?;
+        Ok(Store {
+            conn: Mutex::new(conn),
+            _lock: None,
+        })
+    }
+
+    /// Every object of every job, by job and path: what was recorded for
+    /// each.
+    pub fn objects(&self) -> Result<Vec<ObjectRow>, StoreError> {
+        let conn = self.lock();
+        let mut q = conn.prepare(
+            "SELECT job_id, rel_path, size, state, checksum, etag, verified_by, error_code, error,
+                    retries, attempts, parts_resumed
+             FROM objects ORDER BY job_id, rel_path",
+        )?;
+        let rows = q.query_map([], |r| {
+            Ok(ObjectRow {
+                job_id: r.get(0)?,
+                rel_path: r.get(1)?,
+                size: r.get::<_, i64>(2)? as u64,
+                state: r.get(3)?,
+                checksum: r.get(4)?,
+                etag: r.get(5)?,
+                verified_by: r.get(6)?,
+                error_code: r.get(7)?,
+                error: r.get(8)?,
+                retries: r.get(9)?,
+                attempts: r.get(10)?,
+                parts_resumed: r.get(11)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Parts of unfinished multipart uploads recorded so far.
+    pub fn recorded_parts(&self) -> Result<u64, StoreError> {
+        let n: i64 = self
+            .lock()
+            .query_row("SELECT count(*) FROM parts", [], |r| r.get(0))?;
+        Ok(n as u64)
+    }
+
+    /// Tasks that were handed out more than once (requeued after a lease
+    /// ended or an agent left).
+    pub fn tasks_redispatched(&self) -> Result<u64, StoreError> {
+        let n: i64 = self.lock().query_row(
+            "SELECT count(*) FROM tasks WHERE dispatch_count > 1",
+            [],
+            |r| r.get(0),
+        )?;
+        Ok(n as u64)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {

@@ -181,19 +181,13 @@ fn slow_multipart_job(tmp: &Path, src: &Path, endpoint: &str, name: &str) -> std
 }
 
 /// Kills a run once `parts` parts of the large file are recorded.
-fn kill_after_parts(cfg: &Path, work: &Path, parts: i64) {
+fn kill_after_parts(cfg: &Path, work: &Path, parts: u64) {
     let mut child = spawn_run(cfg, work);
-    wait_for_query(work, "recorded parts", "SELECT count(*) FROM parts", parts);
+    wait_for_parts(work, parts);
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
-    let state: String = store(work)
-        .query_row(
-            "SELECT state FROM objects WHERE rel_path = 'big.bin'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
-    assert_eq!(state, "pending", "the kill came too late");
+    let state = object(work, "big.bin").state;
+    assert_eq!(state, ObjectState::Pending, "the kill came too late");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -229,13 +223,7 @@ async fn a_file_rewritten_between_kill_and_resume_is_never_completed_as_a_mix() 
         "the destination does not hold the file as it is now"
     );
     // The other recorded parts were still taken over.
-    let resumed: i64 = store(&work)
-        .query_row(
-            "SELECT parts_resumed FROM objects WHERE rel_path = 'big.bin'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let resumed = object(&work, "big.bin").parts_resumed;
     assert!(resumed >= 2, "resumed {resumed}");
 }
 
@@ -317,12 +305,10 @@ async fn a_symlink_swapped_in_after_the_scan_is_not_followed() {
     );
     let child = spawn_run(&cfg, &work);
     // Once the scan has recorded the last file, swap both for symlinks.
-    wait_for_query(
-        &work,
-        "the scan",
-        "SELECT count(*) FROM objects WHERE rel_path = 'z_file.txt'",
-        1,
-    );
+    wait_for_store(&work, "the scan", |s| {
+        s.objects()
+            .is_ok_and(|o| o.iter().any(|o| o.rel_path == "z_file.txt"))
+    });
     std::fs::remove_file(src.join("z_file.txt")).unwrap();
     std::os::unix::fs::symlink(outside.join("key"), src.join("z_file.txt")).unwrap();
     std::fs::rename(src.join("z_dir"), tmp.path().join("z_dir_moved")).unwrap();
@@ -382,7 +368,9 @@ async fn a_second_process_on_the_same_job_store_is_refused() {
     let work = tmp.path().join("work");
     let cfg = slow_multipart_job(tmp.path(), &src, &s3.endpoint, "twice");
     let mut first = spawn_run(&cfg, &work);
-    wait_for_query(&work, "the first run", "SELECT count(*) FROM objects", 1);
+    wait_for_store(&work, "the first run", |s| {
+        s.objects().is_ok_and(|o| !o.is_empty())
+    });
     let second = run_job(&cfg, &work);
     let err = stderr(&second);
     assert_ne!(second.status.code(), Some(0), "{err}");
@@ -417,26 +405,21 @@ async fn a_job_through_an_oss_flavoured_front_is_verified_with_crc64() {
     let out = run_job(&cfg, &work);
     assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
     assert!(squash(&stdout(&out)).contains("verified 31 of 31"));
-    let db = store(&work);
-    let (resumed, by): (i64, String) = db
-        .query_row(
-            "SELECT parts_resumed, verified_by FROM objects WHERE rel_path = 'big.bin'",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .unwrap();
+    let all = objects(&work);
+    let big = all.iter().find(|o| o.rel_path == "big.bin").unwrap();
+    let (resumed, by) = (
+        big.parts_resumed,
+        big.verified_by.clone().unwrap_or_default(),
+    );
     assert!(resumed >= 1, "no part was resumed");
     assert!(
         by.contains("crc64") && by.contains("etag"),
         "big.bin by {by}"
     );
-    let without_crc: i64 = db
-        .query_row(
-            "SELECT count(*) FROM objects WHERE verified_by NOT LIKE '%crc64%'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let without_crc = all
+        .iter()
+        .filter(|o| !o.verified_by.as_deref().unwrap_or("").contains("crc64"))
+        .count();
     assert_eq!(without_crc, 0, "objects verified without the CRC64");
     let client = s3.client();
     for rel in rels.iter().chain(["big.bin".to_string()].iter()) {
@@ -500,13 +483,8 @@ async fn a_killed_upload_from_a_bucket_resumes_part_by_part_from_the_listed_vers
     let out = run_job(&cfg, &work);
     assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
     assert!(squash(&stdout(&out)).contains("verified 1 of 1"));
-    let (resumed, by): (i64, String) = store(&work)
-        .query_row(
-            "SELECT parts_resumed, verified_by FROM objects WHERE rel_path = 'big.bin'",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .unwrap();
+    let big = object(&work, "big.bin");
+    let (resumed, by) = (big.parts_resumed, big.verified_by.unwrap_or_default());
     assert!(resumed >= 2, "resumed {resumed}");
     assert!(
         by.contains("etag") && by.contains("size") && by.contains("crc64"),
@@ -613,13 +591,10 @@ async fn a_bucket_that_says_sse_kms_is_verified_without_trusting_its_etags() {
     let out = run_job(&cfg, &work);
     assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
     assert!(squash(&stdout(&out)).contains("verified 13 of 13"));
-    let not_read_back: i64 = store(&work)
-        .query_row(
-            "SELECT count(*) FROM objects WHERE verified_by NOT LIKE '%readback%'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let not_read_back = objects(&work)
+        .iter()
+        .filter(|o| !o.verified_by.as_deref().unwrap_or("").contains("readback"))
+        .count();
     assert_eq!(not_read_back, 0, "an object counted on a KMS ETag");
     for rel in &rels {
         let got = get(&s3.client(), "kms", rel).await;

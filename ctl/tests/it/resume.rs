@@ -30,37 +30,25 @@ async fn sigkill_mid_run_then_resume() {
         .spawn()
         .unwrap();
     // Kill once some parts of the large file and some small objects are done.
-    wait_for_query(&work, "recorded parts", "SELECT count(*) FROM parts", 4);
-    wait_for_query(
-        &work,
-        "verified objects",
-        "SELECT count(*) FROM objects WHERE state = 'verified'",
-        1,
-    );
+    wait_for_parts(&work, 4);
+    wait_for_store(&work, "verified objects", |s| {
+        s.objects()
+            .is_ok_and(|o| o.iter().any(|o| o.state == ObjectState::Verified))
+    });
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
 
-    let db = store(&work);
-    let parts_before: i64 = db
-        .query_row("SELECT count(*) FROM parts", [], |r| r.get(0))
-        .unwrap();
-    let verified_before: Vec<String> = db
-        .prepare("SELECT rel_path FROM objects WHERE state = 'verified'")
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
+    let parts_before = store(&work).recorded_parts().unwrap();
+    let verified_before: Vec<String> = objects(&work)
+        .into_iter()
+        .filter(|o| o.state == ObjectState::Verified)
+        .map(|o| o.rel_path)
+        .collect();
     assert!(parts_before >= 4 && !verified_before.is_empty());
-    let big_state: String = db
-        .query_row(
-            "SELECT state FROM objects WHERE rel_path = 'a big/file.bin'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let big_state = object(&work, "a big/file.bin").state;
     assert_eq!(
-        big_state, "pending",
+        big_state,
+        ObjectState::Pending,
         "the kill came too late to test part resume"
     );
 
@@ -74,23 +62,12 @@ async fn sigkill_mid_run_then_resume() {
 
     // Verified objects were not uploaded again.
     for rel in &verified_before {
-        let attempts: i64 = db
-            .query_row(
-                "SELECT attempts FROM objects WHERE rel_path = ?1",
-                [rel],
-                |r| r.get(0),
-            )
-            .unwrap();
+        let attempts = object(&work, rel).attempts;
         assert_eq!(attempts, 1, "{rel} was uploaded again");
     }
     // The large file's recorded parts were taken over, not resent.
-    let (resumed, attempts): (i64, i64) = db
-        .query_row(
-            "SELECT parts_resumed, attempts FROM objects WHERE rel_path = 'a big/file.bin'",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .unwrap();
+    let big = object(&work, "a big/file.bin");
+    let (resumed, attempts) = (u64::from(big.parts_resumed), big.attempts);
     assert_eq!(attempts, 1);
     assert!(
         resumed >= parts_before - 2 && resumed >= 1,
@@ -129,7 +106,7 @@ async fn ctrl_c_stops_cleanly_and_the_next_run_finishes() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    wait_for_query(&work, "recorded parts", "SELECT count(*) FROM parts", 1);
+    wait_for_parts(&work, 1);
     let pid = child.id().to_string();
     assert!(
         std::process::Command::new("kill")

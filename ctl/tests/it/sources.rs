@@ -100,24 +100,17 @@ async fn bucket_to_bucket_resumes_listing_after_a_kill() {
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let listed: Option<(i64, i64)> = work
+        let listed: Option<(usize, bool)> = work
             .join("ossimport.db")
             .exists()
             .then(|| {
-                store(&work)
-                    .query_row(
-                        "SELECT count(*), (SELECT scan_done FROM jobs) FROM objects",
-                        [],
-                        |r| Ok((r.get(0)?, r.get(1)?)),
-                    )
+                Store::open_read_only(&work.join("ossimport.db"))
+                    .and_then(|s| Ok((s.objects()?.len(), s.jobs()?[0].scan_done)))
                     .ok()
             })
             .flatten();
         if let Some((n, done)) = listed {
-            assert_eq!(
-                done, 0,
-                "the listing finished before the kill; slow it down"
-            );
+            assert!(!done, "the listing finished before the kill; slow it down");
             if n >= 200 {
                 break;
             }
@@ -127,23 +120,25 @@ async fn bucket_to_bucket_resumes_listing_after_a_kill() {
     }
     child.kill().unwrap();
     child.wait().unwrap();
-    let before: i64 = store(&work)
-        .query_row("SELECT count(*) FROM objects", [], |r| r.get(0))
-        .unwrap();
+    let before = objects(&work).len();
     assert!(before < 1100, "{before}");
 
     let out = tokio::task::spawn_blocking(move || run_job(&cfg, &work).status.code())
         .await
         .unwrap();
     assert_eq!(out, Some(0));
-    let db = store(&tmp.path().join("work"));
-    let (n, distinct, verified, max_attempts): (i64, i64, i64, i64) = db
-        .query_row(
-            "SELECT count(*), count(DISTINCT rel_path), sum(state = 'verified'), max(attempts) FROM objects",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-        )
-        .unwrap();
+    let all = objects(&tmp.path().join("work"));
+    let distinct = all
+        .iter()
+        .map(|o| &o.rel_path)
+        .collect::<std::collections::BTreeSet<_>>()
+        .len();
+    let verified = all
+        .iter()
+        .filter(|o| o.state == ObjectState::Verified)
+        .count();
+    let max_attempts = all.iter().map(|o| o.attempts).max().unwrap_or(0);
+    let n = all.len();
     assert_eq!(
         (n, distinct, verified, max_attempts),
         (1100, 1100, 1100, 1),
@@ -227,13 +222,7 @@ async fn http_list_with_broken_urls() {
         get(&client, "target", "web/large.bin").await == large,
         "large HTTP object differs"
     );
-    let etag: String = store(&work)
-        .query_row(
-            "SELECT etag FROM objects WHERE rel_path = 'large.bin'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let etag = object(&work, "large.bin").etag.unwrap();
     assert!(
         etag.ends_with("-3"),
         "12 MiB above an 8 MiB threshold goes multipart in 5 MiB parts: {etag}"
@@ -299,14 +288,12 @@ async fn faults_are_retried_and_counted() {
         .stats
         .injected
         .load(std::sync::atomic::Ordering::Relaxed);
-    let retries: i64 = store(&work)
-        .query_row("SELECT sum(retries) FROM objects", [], |r| r.get(0))
-        .unwrap();
+    let retries: u64 = objects(&work).iter().map(|o| u64::from(o.retries)).sum();
     assert!(injected > 30, "only {injected} faults injected");
     assert!(retries > 0, "retries were not counted");
     // Every fault cost a retry somewhere; preflight requests are not counted.
     assert!(
-        retries as u64 + 2 >= injected,
+        retries + 2 >= injected,
         "{retries} retries recorded for {injected} injected faults"
     );
     let client = s3.client();
@@ -378,12 +365,5 @@ async fn skip_existing_copies_only_what_changed() {
         "{}",
         stdout(&out)
     );
-    let state: String = store(&work)
-        .query_row(
-            "SELECT state FROM objects WHERE rel_path = ?1",
-            [&rels[5]],
-            |r| r.get(0),
-        )
-        .unwrap();
-    assert_eq!(state, "verified");
+    assert_eq!(object(&work, &rels[5]).state, ObjectState::Verified);
 }

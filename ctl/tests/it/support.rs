@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+pub use daemon::store::{ObjectRow, ObjectState, Store};
 pub use testkit::s3::*;
 pub use testkit::*;
 
@@ -81,29 +82,36 @@ pub fn run_job(cfg: &Path, work: &Path) -> Output {
     out
 }
 
-/// Opens the job store read-only.
-pub fn store(work: &Path) -> rusqlite::Connection {
-    rusqlite::Connection::open_with_flags(
-        work.join("ossimport.db"),
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-    )
-    .expect("open store")
+/// The job store a run left in `work`, read through `daemon::store` (the
+/// run may still be writing it).
+pub fn store(work: &Path) -> Store {
+    Store::open_read_only(&work.join(daemon::state::STORE_FILE)).expect("open store")
 }
 
-/// Waits (up to 120 s) until `query` on the job store gives at least `min`.
-pub fn wait_for_query(work: &Path, what: &str, query: &str, min: i64) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    loop {
-        if work.join("ossimport.db").exists()
-            && let Ok(n) = store(work).query_row(query, [], |r| r.get::<_, i64>(0))
-            && n >= min
-        {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+/// Every object the store in `work` holds.
+pub fn objects(work: &Path) -> Vec<ObjectRow> {
+    store(work).objects().expect("read objects")
+}
+
+/// The object at `rel`.
+pub fn object(work: &Path, rel: &str) -> ObjectRow {
+    objects(work)
+        .into_iter()
+        .find(|o| o.rel_path == rel)
+        .unwrap_or_else(|| panic!("{rel} is not in the job store"))
+}
+
+/// Waits (up to 120 s) until `holds` is true of the job store in `work`.
+pub fn wait_for_store(work: &Path, what: &str, mut holds: impl FnMut(&Store) -> bool) {
+    wait_for(what, 120, || {
+        work.join(daemon::state::STORE_FILE).exists()
+            && Store::open_read_only(&work.join(daemon::state::STORE_FILE)).is_ok_and(|s| holds(&s))
+    });
+}
+
+/// Waits until the store in `work` has recorded at least `n` parts.
+pub fn wait_for_parts(work: &Path, n: u64) {
+    wait_for_store(work, "recorded parts", |s| {
+        s.recorded_parts().is_ok_and(|p| p >= n)
+    });
 }

@@ -39,14 +39,17 @@ fn states(work: &Path) -> Vec<(String, String, Option<String>, Option<String>)> 
     if !work.join("ossimport.db").exists() {
         return Vec::new();
     }
-    let db = store(work);
-    let mut q = db
-        .prepare("SELECT rel_path, state, error_code, error FROM objects ORDER BY rel_path")
-        .unwrap();
-    q.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap()
+    objects(work)
+        .into_iter()
+        .map(|o| {
+            (
+                o.rel_path,
+                o.state.as_str().to_owned(),
+                o.error_code,
+                o.error,
+            )
+        })
+        .collect()
 }
 
 /// One edit of a file; returns what was done.

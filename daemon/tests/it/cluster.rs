@@ -151,22 +151,14 @@ fn an_agent_killed_mid_job_loses_its_tasks_to_the_others() {
     assert_eq!(c.keys("killed"), sorted(files));
     // Counted once: one row per object, each verified once.
     let db = store(&c.daemon.work);
-    let (rows, verified): (i64, i64) = db
-        .query_row(
-            "SELECT count(*), sum(state = 'verified') FROM objects",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .unwrap();
-    assert_eq!((rows, verified), (24, 24));
+    let rows = db.objects().unwrap();
+    let verified = rows
+        .iter()
+        .filter(|o| o.state == daemon::store::ObjectState::Verified)
+        .count();
+    assert_eq!((rows.len(), verified), (24, 24));
     // The task a1 held was dispatched again.
-    let moved: i64 = db
-        .query_row(
-            "SELECT count(*) FROM tasks WHERE dispatch_count > 1",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let moved = db.tasks_redispatched().unwrap();
     assert!(moved >= 1, "no task moved after a1 was killed");
     let w = c.daemon.workers();
     let a1 = w.workers.iter().find(|w| w.name == "a1").unwrap();
@@ -185,13 +177,12 @@ fn a_killed_daemon_restarts_and_finishes_without_redoing_verified_objects() {
 
     let done: Vec<String> = {
         let db = store(&c.daemon.work);
-        let mut q = db
-            .prepare("SELECT rel_path FROM objects WHERE state = 'verified'")
-            .unwrap();
-        q.query_map([], |r| r.get(0))
+        db.objects()
             .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap()
+            .into_iter()
+            .filter(|o| o.state == daemon::store::ObjectState::Verified)
+            .map(|o| o.rel_path)
+            .collect()
     };
     assert!(
         done.len() >= 6 && done.len() < 40,

@@ -292,10 +292,6 @@ pub fn job_cfg(
 }
 
 /// Opens the job store read-only (the daemon may be running: WAL allows it).
-pub fn store(work: &Path) -> rusqlite::Connection {
-    rusqlite::Connection::open_with_flags(
-        work.join("ossimport.db"),
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-    )
-    .expect("open store")
+pub fn store(work: &Path) -> daemon::store::Store {
+    daemon::store::Store::open_read_only(&work.join(daemon::state::STORE_FILE)).expect("open store")
 }
