@@ -616,13 +616,14 @@ async fn submit_offline(
     sibling_sys: Option<&[u8]>,
 ) -> Result<Option<String>> {
     let usage = |e: String| Fail(exit::USAGE, e);
+    let bad_plan = |e: daemon::plan::PlanError| Fail(exit::USAGE, e.to_string());
     let work = daemon_work_dir(d)?;
     let work = std::path::absolute(&work).unwrap_or(work);
     // The daemon plans with its own sys.properties when it has one (the
     // one `ossimportctl start` gives it), else the job's neighbour, which
     // is then saved with the job.
     let sys = match &d.sys {
-        Some(p) => Some((p.clone(), daemon::plan::read_bytes(p).map_err(usage)?)),
+        Some(p) => Some((p.clone(), daemon::plan::read_bytes(p).map_err(bad_plan)?)),
         None => sibling_sys.map(|b| {
             (
                 daemon::plan::sibling_sys(job_cfg).unwrap_or_default(),
@@ -635,7 +636,7 @@ async fn submit_offline(
     } else {
         None
     };
-    let plan = daemon::plan::from_bytes(job_cfg, content, sys).map_err(usage)?;
+    let plan = daemon::plan::from_bytes(job_cfg, content, sys).map_err(bad_plan)?;
     for w in &plan.warnings {
         eprintln!("warning: {w}");
     }

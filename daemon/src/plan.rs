@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::config::ConfigError;
 use crate::config::job::{AddressingStyle, DestType, JobConfig, SrcType};
 use crate::config::sys::SysConfig;
 use crate::filter::Filter;
@@ -14,6 +15,25 @@ use storage::s3::{S3Config, S3Store};
 
 /// Smallest part S3 accepts (all but the last part).
 const S3_MIN_PART: u64 = 5 << 20;
+
+/// Why a job cannot be planned. Every message is one line naming the file
+/// (and the line and key where there is one).
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    /// A key of `job.cfg` or `sys.properties`, or the file's encoding.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The keys parse but ask for what cannot work or this build cannot
+    /// do: a required key missing for the source or destination type, an
+    /// unsupported `srcType`, a bad glob, a bad line in the URL list.
+    #[error("{0}")]
+    Job(String),
+}
 
 pub struct Plan {
     pub name: String,
@@ -32,7 +52,7 @@ pub struct Plan {
 
 /// Loads and validates both files; every error is one line naming file,
 /// line and key (or what else is wrong).
-pub fn load(job_cfg: &Path, sys: Option<&Path>) -> Result<Plan, String> {
+pub fn load(job_cfg: &Path, sys: Option<&Path>) -> Result<Plan, PlanError> {
     let bytes = read_bytes(job_cfg)?;
     let sys_path = match sys {
         Some(p) => Some(p.to_path_buf()),
@@ -53,8 +73,11 @@ pub fn sibling_sys(job_cfg: &Path) -> Option<PathBuf> {
     job_cfg.parent().map(|d| d.join("sys.properties"))
 }
 
-pub fn read_bytes(path: &Path) -> Result<Vec<u8>, String> {
-    std::fs::read(path).map_err(|e| format!("{}: cannot read: {e}", path.display()))
+pub fn read_bytes(path: &Path) -> Result<Vec<u8>, PlanError> {
+    std::fs::read(path).map_err(|source| PlanError::Read {
+        path: path.display().to_string(),
+        source,
+    })
 }
 
 /// As [`load`], from files read by someone else (the daemon gets them from
@@ -67,13 +90,11 @@ pub fn from_bytes(
     job_cfg: &Path,
     bytes: &[u8],
     sys: Option<(PathBuf, Vec<u8>)>,
-) -> Result<Plan, String> {
-    let (text, mut notes) =
-        crate::config::decode(&job_cfg.display().to_string(), bytes).map_err(|e| e.to_string())?;
+) -> Result<Plan, PlanError> {
+    let (text, mut notes) = crate::config::decode(&job_cfg.display().to_string(), bytes)?;
     let sys = match sys {
         Some((p, b)) => {
-            let (t, n) =
-                crate::config::decode(&p.display().to_string(), &b).map_err(|e| e.to_string())?;
+            let (t, n) = crate::config::decode(&p.display().to_string(), &b)?;
             notes.extend(n);
             Some((p, t))
         }
@@ -85,20 +106,23 @@ pub fn from_bytes(
     Ok(plan)
 }
 
-fn from_text(job_cfg: &Path, text: &str, sys: Option<(PathBuf, String)>) -> Result<Plan, String> {
-    let cfg = JobConfig::parse_at(job_cfg, text, &crate::config::process_env)
-        .map_err(|e| e.to_string())?;
+fn from_text(
+    job_cfg: &Path,
+    text: &str,
+    sys: Option<(PathBuf, String)>,
+) -> Result<Plan, PlanError> {
+    let cfg = JobConfig::parse_at(job_cfg, text, &crate::config::process_env)?;
     let sys_path = sys.as_ref().map(|(p, _)| p.clone());
     let sys = match &sys {
-        Some((p, t)) => SysConfig::parse(&p.display().to_string(), t).map_err(|e| e.to_string())?,
-        None => SysConfig::parse("(defaults)", "").map_err(|e| e.to_string())?,
+        Some((p, t)) => SysConfig::parse(&p.display().to_string(), t)?,
+        None => SysConfig::parse("(defaults)", "")?,
     };
     if matches!(cfg.src_type, SrcType::Azure | SrcType::Youpai) {
-        return Err(format!(
+        return Err(PlanError::Job(format!(
             "{}: srcType={}: not supported yet by this build (supported: local, http, oss, s3, cos, bos, ks3, qiniu)",
             job_cfg.display(),
             cfg.src_type.as_str()
-        ));
+        )));
     }
     let mut warnings = cfg.warnings.clone();
     warnings.extend(
@@ -117,10 +141,10 @@ fn from_text(job_cfg: &Path, text: &str, sys: Option<(PathBuf, String)>) -> Resu
     let (dest, dest_label, dest_dir) = match cfg.dest_type {
         DestType::Local => {
             let dir = cfg.dest_dir.clone().ok_or_else(|| {
-                format!(
+                PlanError::Job(format!(
                     "{}: destDir: required for destType=local",
                     job_cfg.display()
-                )
+                ))
             })?;
             let label = format!("{}/{}", dir.display(), cfg.dest_prefix);
             (
@@ -167,16 +191,16 @@ fn from_text(job_cfg: &Path, text: &str, sys: Option<(PathBuf, String)>) -> Resu
         ),
         SrcType::Http => {
             let list = cfg.http_list_file_path.clone().ok_or_else(|| {
-                format!(
+                PlanError::Job(format!(
                     "{}: httpListFilePath: required for srcType=http",
                     job_cfg.display()
-                )
+                ))
             })?;
             let (pc, rc) = (
                 cfg.http_prefix_column as usize,
                 cfg.relative_path_column as usize,
             );
-            crate::scanner::validate_http_list(&list, pc, rc)?;
+            crate::scanner::validate_http_list(&list, pc, rc).map_err(PlanError::Job)?;
             (
                 SourceSpec::Http,
                 ScanSource::Http {
@@ -252,7 +276,7 @@ fn from_text(job_cfg: &Path, text: &str, sys: Option<(PathBuf, String)>) -> Resu
     let scan = ScanConfig {
         source: scan_source,
         filter: Filter::new(&cfg.include_globs, &cfg.exclude_globs)
-            .map_err(|e| format!("{}: {e}", job_cfg.display()))?,
+            .map_err(|e| PlanError::Job(format!("{}: {e}", job_cfg.display())))?,
         task_count_limit: cfg.task_object_count_limit,
         task_size_limit: cfg.task_object_size_limit,
         import_since: cfg.import_since as i64,

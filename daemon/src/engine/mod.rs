@@ -277,7 +277,7 @@ fn job_file(work: &Path, id: i64) -> PathBuf {
 /// Plans a job again from what was saved at submit: its job file, the
 /// daemon's `sys.properties` or else the one sent with the job, and the
 /// job file's original path (for relative secret files and messages).
-fn load_saved(work: &Path, id: i64, sys: Option<&Path>) -> Result<plan::Plan, String> {
+fn load_saved(work: &Path, id: i64, sys: Option<&Path>) -> Result<plan::Plan, plan::PlanError> {
     let copy = job_file(work, id);
     let dir = copy.parent().unwrap_or(work);
     let origin = std::fs::read_to_string(dir.join("origin"))
@@ -499,7 +499,7 @@ pub async fn submit(
         })
         .await
         .map_err(|e| JobError::Other(e.into()))?
-        .map_err(JobError::Invalid)?
+        .map_err(|e| JobError::Invalid(e.to_string()))?
     };
     for w in &p.warnings {
         warn!(job = %p.name, warning = %w, "Job file warning.");

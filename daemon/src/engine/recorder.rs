@@ -67,7 +67,20 @@ struct Report {
     from: Arc<str>,
     events: Vec<Event>,
     /// Told once the report (and everything queued before it) is committed.
-    ack: Option<oneshot::Sender<Result<(), String>>>,
+    ack: Option<oneshot::Sender<Result<(), RecordError>>>,
+}
+
+/// Why events were not recorded; the executor reports them again (an
+/// agent) or its task is redone (the local worker).
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum RecordError {
+    #[error("the recorder has stopped")]
+    Stopped,
+    #[error("the recorder stopped before committing")]
+    NotCommitted,
+    /// The commit failed (shared by every report of the batch).
+    #[error("{0}")]
+    Store(String),
 }
 
 /// The sending side, kept in [`State`]; [`run`] is the other end.
@@ -90,7 +103,7 @@ impl Recorder {
 
     /// Queues events and waits until they are committed (the agent API
     /// answers an agent only then).
-    pub async fn record(&self, from: &str, events: Vec<Event>) -> Result<(), String> {
+    pub async fn record(&self, from: &str, events: Vec<Event>) -> Result<(), RecordError> {
         let (ack, done) = oneshot::channel();
         self.send(Report {
             from: from.into(),
@@ -98,12 +111,11 @@ impl Recorder {
             ack: Some(ack),
         })
         .await?;
-        done.await
-            .map_err(|_| "the recorder stopped before committing".to_string())?
+        done.await.map_err(|_| RecordError::NotCommitted)?
     }
 
     /// Queues events without waiting for their commit.
-    pub async fn queue(&self, from: &Arc<str>, events: Vec<Event>) -> Result<(), String> {
+    pub async fn queue(&self, from: &Arc<str>, events: Vec<Event>) -> Result<(), RecordError> {
         self.send(Report {
             from: Arc::clone(from),
             events,
@@ -112,11 +124,8 @@ impl Recorder {
         .await
     }
 
-    async fn send(&self, r: Report) -> Result<(), String> {
-        self.tx
-            .send(r)
-            .await
-            .map_err(|_| "the recorder has stopped".to_string())
+    async fn send(&self, r: Report) -> Result<(), RecordError> {
+        self.tx.send(r).await.map_err(|_| RecordError::Stopped)
     }
 
     /// Lets [`run`] finish what is queued and end.
@@ -221,7 +230,7 @@ async fn commit(eng: &Arc<Engine>, mut batch: Vec<Report>) {
         }
         Err(e) => {
             warn!(error = %e, "Executor results not recorded; they are reported again or redone.");
-            Err(e.to_string())
+            Err(RecordError::Store(e.to_string()))
         }
     };
     for a in acks {
