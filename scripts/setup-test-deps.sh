@@ -106,6 +106,24 @@ if [ ! -x "$MACHETE" ] || [ "$("$MACHETE" --version 2>/dev/null)" != "$MACHETE_V
   cargo install --locked -q "cargo-machete@$MACHETE_VERSION" --root "$REPO_ROOT/.tools"
 fi
 
+# Packaging (scripts/package.sh and daemon/tests/it/packages.rs): cargo-deb and
+# cargo-generate-rpm, pinned, built into <repo>/.tools once; lintian, rpm and
+# rpmlint to check what they build; systemd-analyze to verify the units.
+ensure_apt_pkg lintian rpm rpmlint
+if ! command -v systemd-analyze >/dev/null; then ensure_apt_pkg systemd; fi
+CARGO_DEB_VERSION=3.8.0
+CARGO_DEB="$REPO_ROOT/.tools/bin/cargo-deb"
+if [ ! -x "$CARGO_DEB" ] || [ "$("$CARGO_DEB" --version 2>/dev/null)" != "cargo-deb $CARGO_DEB_VERSION" ]; then
+  log "cargo install cargo-deb@$CARGO_DEB_VERSION (into .tools)"
+  cargo install --locked -q "cargo-deb@$CARGO_DEB_VERSION" --root "$REPO_ROOT/.tools"
+fi
+GENERATE_RPM_VERSION=0.21.1
+GENERATE_RPM="$REPO_ROOT/.tools/bin/cargo-generate-rpm"
+if [ ! -x "$GENERATE_RPM" ] || [ "$("$GENERATE_RPM" --version 2>/dev/null)" != "cargo-generate-rpm $GENERATE_RPM_VERSION" ]; then
+  log "cargo install cargo-generate-rpm@$GENERATE_RPM_VERSION (into .tools)"
+  cargo install --locked -q "cargo-generate-rpm@$GENERATE_RPM_VERSION" --root "$REPO_ROOT/.tools"
+fi
+
 if [ "${#todo[@]}" -eq 0 ]; then
   log "up to date (${PY_PKGS[*]} in $VENV)"
 else
