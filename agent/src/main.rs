@@ -55,20 +55,21 @@ struct Args {
     /// Log as JSON lines.
     #[arg(long, env = "OSSIMPORT_LOG_JSON")]
     log_json: bool,
+    /// Detach from the terminal once the keys are read and the port is
+    /// bound (how `ossimportctl deploy` starts it where systemd does not
+    /// run); needs --pid-file and --log-file.
+    #[arg(long, requires_all = ["pid_file", "log_file"])]
+    detach: bool,
+    /// With --detach: the pid file (refused while another agent holds it).
+    #[arg(long, env = "OSSIMPORT_AGENT_PID_FILE")]
+    pid_file: Option<PathBuf>,
+    /// With --detach: where the log goes (appended).
+    #[arg(long, env = "OSSIMPORT_AGENT_LOG_FILE")]
+    log_file: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_env("OSSIMPORT_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let fmt = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if args.log_json {
-        fmt.json().init();
-    } else {
-        fmt.init();
-    }
     match real_main(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -97,21 +98,43 @@ fn real_main(args: Args) -> anyhow::Result<()> {
         Some(p) => agent::secrets::Secrets::load(p).map_err(anyhow::Error::msg)?,
         None => agent::secrets::Secrets::default(),
     };
+    // Everything that can fail on a bad setting fails here, on the
+    // terminal (or in deploy's output), before detaching.
+    let listener = std::net::TcpListener::bind(&args.listen)
+        .with_context(|| format!("binding {}", args.listen))?;
+    let local = listener.local_addr()?;
+    let advertise = match args.advertise {
+        Some(a) => a,
+        None if local.ip().is_unspecified() => {
+            anyhow::bail!("--advertise is required when listening on {local}")
+        }
+        None => local.to_string(),
+    };
+    if args.detach
+        && let (Some(pid), Some(log)) = (&args.pid_file, &args.log_file)
+    {
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .with_context(|| format!("opening log file {}", log.display()))?;
+        let err = out.try_clone()?;
+        daemonize::Daemonize::new()
+            .pid_file(pid)
+            .working_directory("/")
+            .umask(0o077)
+            .stdout(out)
+            .stderr(err)
+            .start()
+            .with_context(|| format!("detaching (pid file {})", pid.display()))?;
+    }
+    init_logging(args.log_json);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     rt.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(&args.listen)
-            .await
-            .with_context(|| format!("binding {}", args.listen))?;
-        let local = listener.local_addr()?;
-        let advertise = match args.advertise {
-            Some(a) => a,
-            None if local.ip().is_unspecified() => {
-                anyhow::bail!("--advertise is required when listening on {local}")
-            }
-            None => local.to_string(),
-        };
+        listener.set_nonblocking(true)?;
+        let listener = tokio::net::TcpListener::from_std(listener)?;
         let config = agent::server::Config {
             name: args.name.unwrap_or(host),
             daemon_addr: args.daemon.unwrap_or_default(),
@@ -126,6 +149,19 @@ fn real_main(args: Args) -> anyhow::Result<()> {
         };
         agent::server::run(config, signer, listener, shutdown_signal()).await
     })
+}
+
+fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("OSSIMPORT_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let fmt = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        fmt.json().init();
+    } else {
+        fmt.init();
+    }
 }
 
 async fn shutdown_signal() {

@@ -120,6 +120,7 @@ impl Running for Agent {
             running,
             fingerprint: self.link.signer.fingerprint().to_string(),
             bytes: self.progress.bytes.load(Ordering::Relaxed),
+            version: env!("CARGO_PKG_VERSION").to_string(),
         }
     }
 

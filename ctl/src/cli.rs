@@ -11,7 +11,7 @@ use clap::{Args, Parser, Subcommand};
     about = "Migrate files into OSS and S3-compatible storage, verified",
     after_help = "Exit codes: 0 success; 1 the job failed or has failed objects; \
 2 usage or configuration error (also an unknown job, or a job that already exists); \
-3 the daemon is not running; 4 runtime error; 5 not implemented in this build; \
+3 the daemon is not running; 4 runtime error; \
 6 no permission on the daemon's socket; 130 interrupted."
 )]
 pub struct Cli {
@@ -32,10 +32,21 @@ pub enum Command {
         #[command(flatten)]
         d: DaemonArgs,
     },
-    /// Start the daemon in the background (`ossimportd --daemon`).
-    Start(DaemonArgs),
-    /// Stop the daemon; jobs resume at the next start.
-    Stop(DaemonArgs),
+    /// Start the daemon in the background (`ossimportd --daemon`), then the
+    /// agents deployed on the hosts of `workers`.
+    Start {
+        #[command(flatten)]
+        d: DaemonArgs,
+        #[command(flatten)]
+        agents: AgentsArgs,
+    },
+    /// Stop the deployed agents, then the daemon; jobs resume at the next start.
+    Stop {
+        #[command(flatten)]
+        d: DaemonArgs,
+        #[command(flatten)]
+        agents: AgentsArgs,
+    },
     /// Status of every job, or of one.
     Stat {
         job: Option<String>,
@@ -63,8 +74,14 @@ pub enum Command {
         #[command(flatten)]
         d: DaemonArgs,
     },
-    /// Agents: state, load and last heartbeat.
-    Workers(DaemonArgs),
+    /// Agents: state, load and last heartbeat; `add HOST` deploys one,
+    /// `remove HOST` revokes one at once.
+    Workers {
+        #[command(subcommand)]
+        action: Option<WorkersCmd>,
+        #[command(flatten)]
+        d: DaemonArgs,
+    },
     /// Every failed object of a job with its reason, in path order.
     Errors {
         job: String,
@@ -93,8 +110,97 @@ pub enum Command {
         #[command(flatten)]
         d: DaemonArgs,
     },
-    /// Install agents on the hosts in `workers` (not in this build).
-    Deploy(DaemonArgs),
+    /// Install, enrol and start the agent on every host in `workers`, over
+    /// SSH (settings from sys.properties); a second run changes only what
+    /// differs.
+    Deploy(DeployArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WorkersCmd {
+    /// Add HOST to `workers` and deploy the agent there.
+    Add {
+        /// `host`, `user@host` or `user@host:port`, as in `workers`.
+        host: String,
+        #[command(flatten)]
+        deploy: DeployArgs,
+    },
+    /// Revoke HOST's agent key at once (its next request is refused), return
+    /// its tasks to pending, drop it from `workers`, and stop and remove the
+    /// agent over SSH when the host answers.
+    Remove {
+        host: String,
+        /// The `workers` file; default: next to sys.properties.
+        #[arg(long)]
+        workers: Option<PathBuf>,
+        #[command(flatten)]
+        d: DaemonArgs,
+    },
+}
+
+/// What `deploy` installs, where, and how it trusts the hosts.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DeployArgs {
+    /// The `workers` file; default: next to sys.properties.
+    #[arg(long)]
+    pub workers: Option<PathBuf>,
+    /// Job files whose store credentials go into the agents' secrets file
+    /// (repeatable); default: the `job.cfg` next to sys.properties.
+    #[arg(long = "job", value_name = "FILE")]
+    pub job: Vec<PathBuf>,
+    /// Install this .deb or .rpm instead of the agent binary.
+    #[arg(long, value_name = "FILE")]
+    pub package: Option<PathBuf>,
+    /// The agent binary to install; default: `ossimport-agent` next to
+    /// this ossimportctl.
+    #[arg(long, value_name = "FILE")]
+    pub agent_bin: Option<PathBuf>,
+    /// SSH host keys of the workers; default: `knownHostsFile` of
+    /// sys.properties, else ~/.ssh/known_hosts.
+    #[arg(long, value_name = "FILE")]
+    pub known_hosts: Option<PathBuf>,
+    /// Record the host key of a host seen for the first time (a changed key
+    /// is refused regardless).
+    #[arg(long)]
+    pub accept_new_host_keys: bool,
+    /// Only rewrite the secrets files (after rotating a key) and restart
+    /// the agents whose secrets changed.
+    #[arg(long)]
+    pub secrets_only: bool,
+    /// Seconds to wait for each agent's first heartbeat.
+    #[arg(long, default_value_t = 60)]
+    pub timeout: u64,
+    #[command(flatten)]
+    pub d: DaemonArgs,
+}
+
+impl DeployArgs {
+    /// The settings `start`, `stop` and `workers remove` use to reach the
+    /// deployed agents.
+    pub fn for_agents(d: DaemonArgs, workers: Option<PathBuf>) -> DeployArgs {
+        DeployArgs {
+            workers,
+            job: Vec::new(),
+            package: None,
+            agent_bin: None,
+            known_hosts: None,
+            accept_new_host_keys: false,
+            secrets_only: false,
+            timeout: 60,
+            d,
+        }
+    }
+}
+
+/// Whether `start`/`stop` also act on the deployed agents.
+#[derive(Debug, Clone, clap::Args)]
+pub struct AgentsArgs {
+    /// Only the daemon on this machine, not the agents on the workers.
+    #[arg(long)]
+    pub local_only: bool,
+    /// The `workers` file; default: next to sys.properties.
+    #[arg(long)]
+    pub workers: Option<PathBuf>,
 }
 
 /// How to reach the daemon, and the output format.

@@ -20,12 +20,12 @@ use proto::client::ClientError;
 use proto::control::{Client, ControlError, Endpoint};
 use serde::de::DeserializeOwned;
 
-use crate::cli::{Command, DaemonArgs, PageArgs};
+use crate::cli::{Command, DaemonArgs, PageArgs, WorkersCmd};
 use crate::exit;
 use crate::progress::human_bytes;
 
 /// An error with the exit code it maps to.
-struct Fail(u8, String);
+pub(crate) struct Fail(pub(crate) u8, pub(crate) String);
 
 type Result<T> = std::result::Result<T, Fail>;
 
@@ -64,18 +64,18 @@ pub fn socket_path(d: &DaemonArgs) -> PathBuf {
     work.join(daemon::state::SOCKET_FILE)
 }
 
-struct Conn {
+pub(crate) struct Conn {
     client: Client,
 }
 
 impl Conn {
-    fn new(d: &DaemonArgs) -> Conn {
+    pub(crate) fn new(d: &DaemonArgs) -> Conn {
         Conn {
             client: Client::new(socket_path(d)),
         }
     }
 
-    async fn call<R: DeserializeOwned>(
+    pub(crate) async fn call<R: DeserializeOwned>(
         &self,
         ep: &Endpoint,
         page: Option<&Page>,
@@ -206,8 +206,28 @@ async fn dispatch(cmd: Command) -> Result<u8> {
             }
             Ok(exit::OK)
         }
-        Command::Start(d) => start(&d).await,
-        Command::Stop(d) => stop(&d).await,
+        Command::Start { d, agents } => {
+            let code = start(&d).await?;
+            if !agents.local_only {
+                let rows = crate::deploy::agents(
+                    &d,
+                    agents.workers.as_deref(),
+                    crate::deploy::Mode::Start,
+                )
+                .await?;
+                report_agents(&rows, d.json);
+            }
+            Ok(code)
+        }
+        Command::Stop { d, agents } => {
+            if !agents.local_only {
+                let rows =
+                    crate::deploy::agents(&d, agents.workers.as_deref(), crate::deploy::Mode::Stop)
+                        .await?;
+                report_agents(&rows, d.json);
+            }
+            stop(&d).await
+        }
         Command::Stat {
             job,
             watch,
@@ -230,25 +250,37 @@ async fn dispatch(cmd: Command) -> Result<u8> {
         },
         Command::Pause { job, d } => done(&d, Endpoint::Pause(job)).await,
         Command::Resume { job, d } => done(&d, Endpoint::Resume(job)).await,
-        Command::Workers(d) => {
-            let (w, v): (WorkerList, _) = Conn::new(&d).call(&Endpoint::Workers, None, None).await?;
+        Command::Workers {
+            action: Some(WorkersCmd::Add { host, deploy }),
+            ..
+        } => crate::deploy::deploy(&deploy, Some(&host)).await,
+        Command::Workers {
+            action: Some(WorkersCmd::Remove { host, workers, d }),
+            ..
+        } => crate::deploy::remove(&d, workers.as_deref(), &host).await,
+        Command::Workers { action: None, d } => {
+            let (w, v): (WorkerList, _) =
+                Conn::new(&d).call(&Endpoint::Workers, None, None).await?;
             if d.json {
                 print_json(&v);
                 return Ok(exit::OK);
             }
             if w.workers.is_empty() {
-                println!("no agents enrolled; append each agent's public key (`ossimport-agent --init`) to the daemon's agent_keys file");
+                println!(
+                    "no agents enrolled; run `ossimportctl deploy` (or append each agent's public key, from `ossimport-agent --init`, to the daemon's agent_keys file)"
+                );
                 return Ok(exit::OK);
             }
             println!(
-                "{:<16} {:<6} {:<22} {:>8} {:>10} {:>9}  NOTE",
-                "NAME", "STATE", "ADDRESS", "RUNNING", "RATE", "HEARTBEAT"
+                "{:<16} {:<6} {:<8} {:<22} {:>8} {:>10} {:>9}  NOTE",
+                "NAME", "STATE", "VERSION", "ADDRESS", "RUNNING", "RATE", "HEARTBEAT"
             );
             for a in w.workers {
                 println!(
-                    "{:<16} {:<6} {:<22} {:>8} {:>10} {:>9}  {}",
+                    "{:<16} {:<6} {:<8} {:<22} {:>8} {:>10} {:>9}  {}",
                     a.name,
                     a.state,
+                    a.version.as_deref().unwrap_or("-"),
                     a.addr.unwrap_or_else(|| "-".into()),
                     format!("{}/{}", a.running, a.capacity),
                     format!("{}/s", human_bytes(a.bytes_per_sec)),
@@ -274,7 +306,11 @@ async fn dispatch(cmd: Command) -> Result<u8> {
             } else {
                 let c = &r.counts;
                 println!("job {} ({})", r.job, r.state);
-                println!("  objects   {:>10}  {:>12}", c.objects, human_bytes(c.bytes));
+                println!(
+                    "  objects   {:>10}  {:>12}",
+                    c.objects,
+                    human_bytes(c.bytes)
+                );
                 for m in &r.methods {
                     println!(
                         "  {:<28} {:>10}  {:>12}",
@@ -301,10 +337,20 @@ async fn dispatch(cmd: Command) -> Result<u8> {
                 exit::JOB_FAILED
             })
         }
-        Command::Deploy(_) => Err(Fail(
-            exit::UNSUPPORTED,
-            "deploy is not implemented yet in this build; install ossimport-agent on each worker and enrol its key (see ARCHITECTURE.md)".into(),
-        )),
+        Command::Deploy(a) => crate::deploy::deploy(&a, None).await,
+    }
+}
+
+/// The agents' rows of `start`/`stop`: on stdout, or on stderr beside
+/// `--json` output. They do not change the exit code of the daemon's half.
+fn report_agents(rows: &[crate::deploy::Row], json: bool) {
+    for r in rows {
+        let line = format!("agent {}: {} {}", r.host, r.state, r.note);
+        if json {
+            eprintln!("{line}");
+        } else {
+            println!("{line}");
+        }
     }
 }
 

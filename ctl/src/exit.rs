@@ -2,7 +2,8 @@
 
 /// Every object verified (or skipped as already present).
 pub const OK: u8 = 0;
-/// The job ended with failed objects; `run` again retries them.
+/// The job ended with failed objects; `run` again retries them. Also:
+/// `deploy` could not bring up every host.
 pub const JOB_FAILED: u8 = 1;
 /// Bad command line or configuration; nothing was copied.
 pub const USAGE: u8 = 2;
@@ -12,7 +13,5 @@ pub const DAEMON_UNREACHABLE: u8 = 3;
 pub const RUNTIME: u8 = 4;
 /// The daemon refused us: no permission on its socket.
 pub const NO_PERMISSION: u8 = 6;
-/// Not implemented yet in this build.
-pub const UNSUPPORTED: u8 = 5;
 /// Interrupted (Ctrl-C, SIGTERM); running the same command resumes.
 pub const INTERRUPTED: u8 = 130;

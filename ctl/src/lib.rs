@@ -4,6 +4,7 @@
 
 pub mod cli;
 pub mod daemon_cmd;
+pub mod deploy;
 pub mod exit;
 mod progress;
 pub mod run;

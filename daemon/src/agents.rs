@@ -34,6 +34,8 @@ pub struct AgentEntry {
     /// Byte counter of its last heartbeat, and the rate since the one before.
     pub bytes: u64,
     pub bytes_per_sec: u64,
+    /// The version its last heartbeat gave.
+    pub version: Option<String>,
 }
 
 impl AgentEntry {
@@ -50,6 +52,7 @@ impl AgentEntry {
             retry_after: None,
             bytes: 0,
             bytes_per_sec: 0,
+            version: None,
         }
     }
 }
@@ -90,8 +93,24 @@ pub struct Agents {
     table: Mutex<HashMap<String, AgentEntry>>,
     /// `ssh-ed25519 AAAA... name` lines.
     keys_file: PathBuf,
-    /// Last read of `keys_file` (rate limit).
+    /// Last read of `keys_file` (rate limit). Also held while the file is
+    /// rewritten by [`Agents::enrol`] or [`Agents::revoke`], so a reload
+    /// never trusts again a key that was revoked while it read.
     keys_loaded: Mutex<Option<std::time::Instant>>,
+}
+
+/// Why an enrolment or a revocation was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum KeysError {
+    #[error("not an agent public key: {0}")]
+    BadKey(String),
+    #[error("no enrolled agent is named {0}")]
+    NotFound(String),
+    #[error("cannot update {file}: {source}")]
+    Io {
+        file: String,
+        source: std::io::Error,
+    },
 }
 
 impl Agents {
@@ -126,22 +145,162 @@ impl Agents {
             _ => 0,
         };
         a.bytes = hb.bytes;
+        a.version = (!hb.version.is_empty()).then(|| hb.version.clone());
         a.last_seen = Some(now);
         a.left = false;
         fresh
+    }
+
+    /// Trusts `key_line` from now on under `name`, and records it in the
+    /// keys file (replacing an earlier line with the same key, or the same
+    /// name: a host's agent key changes when it is deployed afresh). Returns
+    /// the fingerprint, and whether anything changed.
+    pub fn enrol(
+        &self,
+        verifier: &Verifier,
+        key_line: &str,
+        name: &str,
+    ) -> Result<(String, bool), KeysError> {
+        let keys = proto::auth::parse_public_keys(key_line).map_err(KeysError::BadKey)?;
+        let [key] = keys.as_slice() else {
+            return Err(KeysError::BadKey("expected exactly one key line".into()));
+        };
+        if name.is_empty() || name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(KeysError::BadKey(format!("bad agent name {name:?}")));
+        }
+        let fp = proto::auth::fingerprint(key);
+        let _guard = self.keys_loaded.lock().unwrap_or_else(|p| p.into_inner());
+        let mut lines = self.read_lines()?;
+        let same = |l: &KeyLine| l.fingerprint.as_deref() == Some(fp.as_str()) && l.name == name;
+        if lines.iter().any(same) && verifier.knows(&fp) {
+            return Ok((fp, false));
+        }
+        // Another key under this name is the host's old agent: revoked.
+        let mut dropped = Vec::new();
+        lines.retain(|l| {
+            let keep = l.name != name && l.fingerprint.as_deref() != Some(fp.as_str());
+            if !keep && let Some(old) = &l.fingerprint {
+                dropped.push(old.clone());
+            }
+            keep
+        });
+        let mut public = key.clone();
+        public.set_comment(name);
+        let text = public
+            .to_openssh()
+            .map_err(|e| KeysError::BadKey(e.to_string()))?;
+        lines.push(KeyLine {
+            text,
+            fingerprint: Some(fp.clone()),
+            name: name.to_string(),
+        });
+        self.write_lines(&lines)?;
+        let mut table = self.table();
+        for old in dropped.iter().filter(|o| **o != fp) {
+            verifier.distrust(old);
+            table.remove(old);
+        }
+        verifier.trust(public);
+        let entry = table
+            .entry(fp.clone())
+            .or_insert_with(|| AgentEntry::enrolled(name, &fp));
+        entry.name = name.to_string();
+        Ok((fp, true))
+    }
+
+    /// Stops trusting the agents named `who` (or with that fingerprint) at
+    /// once and removes their lines from the keys file. Returns their
+    /// fingerprints.
+    pub fn revoke(&self, verifier: &Verifier, who: &str) -> Result<Vec<String>, KeysError> {
+        let _guard = self.keys_loaded.lock().unwrap_or_else(|p| p.into_inner());
+        let mut lines = self.read_lines()?;
+        let mut gone: Vec<String> = Vec::new();
+        lines.retain(|l| {
+            let hit = l.name == who || l.fingerprint.as_deref() == Some(who);
+            if hit && let Some(fp) = &l.fingerprint {
+                gone.push(fp.clone());
+            }
+            !hit
+        });
+        // Agents known by their heartbeat's name but enrolled under another.
+        {
+            let table = self.table();
+            for a in table.values() {
+                if (a.name == who || a.fingerprint == who) && !gone.contains(&a.fingerprint) {
+                    gone.push(a.fingerprint.clone());
+                }
+            }
+        }
+        if gone.is_empty() {
+            return Err(KeysError::NotFound(who.to_string()));
+        }
+        lines.retain(|l| l.fingerprint.as_ref().is_none_or(|f| !gone.contains(f)));
+        self.write_lines(&lines)?;
+        let mut table = self.table();
+        for fp in &gone {
+            verifier.distrust(fp);
+            table.remove(fp);
+        }
+        Ok(gone)
+    }
+
+    fn read_lines(&self) -> Result<Vec<KeyLine>, KeysError> {
+        let text = match std::fs::read_to_string(&self.keys_file) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(source) => {
+                return Err(KeysError::Io {
+                    file: self.keys_file.display().to_string(),
+                    source,
+                });
+            }
+        };
+        Ok(text
+            .lines()
+            .map(|line| {
+                let key = proto::auth::parse_public_keys(line)
+                    .ok()
+                    .and_then(|k| k.into_iter().next());
+                KeyLine {
+                    text: line.to_string(),
+                    fingerprint: key.as_ref().map(proto::auth::fingerprint),
+                    name: key.map(|k| k.comment().to_string()).unwrap_or_default(),
+                }
+            })
+            .collect())
+    }
+
+    /// Replaces the keys file (temporary file, fsync, rename), keeping
+    /// comments and lines it could not parse as they were.
+    fn write_lines(&self, lines: &[KeyLine]) -> Result<(), KeysError> {
+        let io = |source| KeysError::Io {
+            file: self.keys_file.display().to_string(),
+            source,
+        };
+        let mut text = String::new();
+        for l in lines {
+            text.push_str(&l.text);
+            text.push('\n');
+        }
+        let tmp = self.keys_file.with_extension("tmp");
+        {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&tmp).map_err(io)?;
+            f.write_all(text.as_bytes()).map_err(io)?;
+            f.sync_all().map_err(io)?;
+        }
+        std::fs::rename(&tmp, &self.keys_file).map_err(io)
     }
 
     /// Reads the enrolled agent keys; new ones become trusted by
     /// `verifier`. Returns whether it read the file (at most once a
     /// second unless `force`).
     pub fn reload_keys(&self, verifier: &Verifier, force: bool) -> bool {
-        {
-            let mut last = self.keys_loaded.lock().unwrap_or_else(|p| p.into_inner());
-            if !force && last.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
-                return false;
-            }
-            *last = Some(std::time::Instant::now());
+        let mut last = self.keys_loaded.lock().unwrap_or_else(|p| p.into_inner());
+        if !force && last.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
+            return false;
         }
+        *last = Some(std::time::Instant::now());
         let text = match std::fs::read_to_string(&self.keys_file) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
@@ -172,4 +331,13 @@ impl Agents {
         }
         true
     }
+}
+
+/// One line of the keys file as read: kept verbatim when rewritten.
+struct KeyLine {
+    text: String,
+    /// `None` for comments, blank and unparsable lines.
+    fingerprint: Option<String>,
+    /// The key's comment: the name it is enrolled under.
+    name: String,
 }

@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use hyper::{Response, StatusCode};
 use proto::api::{
-    Done, ErrorList, FailedEntry, JobList, Page, Report, SubmitRequest, VerifyMethod, VersionInfo,
-    WorkerList, WorkerStatus,
+    Done, EnrolRequest, Enrolled, ErrorList, FailedEntry, JobList, Page, Report, Revoked,
+    SubmitRequest, VerifyMethod, VersionInfo, WorkerList, WorkerStatus,
 };
 use proto::server::{Body, Handler, Peer, Req, error, json};
 use tokio::time::Instant;
@@ -65,6 +65,19 @@ async fn handle(eng: Arc<Engine>, req: Req) -> Response<Body> {
             error(status, code, &e.to_string())
         }
     }
+}
+
+fn keys_error(e: crate::agents::KeysError) -> Response<Body> {
+    use crate::agents::KeysError;
+    let (status, code) = match e {
+        KeysError::BadKey(_) => (StatusCode::BAD_REQUEST, "INVALID"),
+        KeysError::NotFound(_) => (StatusCode::NOT_FOUND, "NOT_FOUND"),
+        KeysError::Io { .. } => {
+            error!(error = %e, "Cannot update the enrolled agent keys.");
+            (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL")
+        }
+    };
+    error(status, code, &e.to_string())
 }
 
 fn allowed(state: &State, peer: &Peer) -> bool {
@@ -207,6 +220,49 @@ async fn dispatch(eng: &Arc<Engine>, ep: Endpoint, req: &Req) -> Result<Response
                 },
             )
         }
+        Endpoint::Enrol => {
+            let r: EnrolRequest = serde_json::from_slice(&req.body)
+                .map_err(|e| JobError::Invalid(format!("bad enrol request: {e}")))?;
+            let (fingerprint, changed) =
+                match state
+                    .registry
+                    .enrol(&state.verifier, &r.public_key, &r.name)
+                {
+                    Ok(x) => x,
+                    Err(e) => return Ok(keys_error(e)),
+                };
+            if changed {
+                info!(agent = %r.name, fingerprint = %fingerprint, "Agent enrolled.");
+            }
+            json(
+                StatusCode::OK,
+                &Enrolled {
+                    fingerprint,
+                    daemon_key: state.signer.public_key_openssh(),
+                    changed,
+                },
+            )
+        }
+        Endpoint::Revoke(who) => {
+            let gone = match state.registry.revoke(&state.verifier, &who) {
+                Ok(g) => g,
+                Err(e) => return Ok(keys_error(e)),
+            };
+            let mut tasks = 0u64;
+            for fp in &gone {
+                let fp = fp.clone();
+                tasks += blocking(&state.store, move |s| s.release_agent(&fp)).await? as u64;
+            }
+            info!(agent = %who, keys = gone.len(), tasks, "Agent revoked; its tasks go back to pending.");
+            state.wake.notify_one();
+            json(
+                StatusCode::OK,
+                &Revoked {
+                    fingerprints: gone,
+                    tasks,
+                },
+            )
+        }
         Endpoint::Workers => {
             let leased = blocking(&state.store, |s| s.leases_by_agent()).await?;
             let now = Instant::now();
@@ -226,6 +282,7 @@ async fn dispatch(eng: &Arc<Engine>, ep: Endpoint, req: &Req) -> Result<Response
                         .last_seen
                         .map(|t| now.saturating_duration_since(t).as_secs()),
                     error: a.error.clone(),
+                    version: a.version.clone(),
                     bytes_per_sec: if liveness(a, now, state.config.agent_timeout)
                         == crate::agents::Liveness::Up
                     {
@@ -255,6 +312,7 @@ async fn dispatch(eng: &Arc<Engine>, ep: Endpoint, req: &Req) -> Result<Response
                         last_heartbeat_secs_ago: None,
                         error: Some("listed in workers; no agent has checked in from it".into()),
                         bytes_per_sec: 0,
+                        version: None,
                     });
                 }
             }

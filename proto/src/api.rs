@@ -60,6 +60,10 @@ pub struct Heartbeat {
     /// Source bytes read since the agent started (throughput in `workers`).
     #[serde(default)]
     pub bytes: u64,
+    /// The agent's version (`CARGO_PKG_VERSION`), shown by `workers` and
+    /// by `deploy`.
+    #[serde(default)]
+    pub version: String,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -257,6 +261,38 @@ pub struct WorkerStatus {
     /// Source bytes per second between its last two heartbeats.
     #[serde(default)]
     pub bytes_per_sec: u64,
+    /// The version its last heartbeat gave.
+    #[serde(default)]
+    pub version: Option<String>,
+}
+
+/// `ossimportctl deploy` -> daemon: trust this agent key from now on.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct EnrolRequest {
+    /// The agent's public key, one OpenSSH line (`ssh-ed25519 AAAA... comment`).
+    pub public_key: String,
+    /// The name the agent is enrolled under (the host of the `workers` line);
+    /// it becomes the key's comment in `agent_keys`.
+    pub name: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Enrolled {
+    /// SHA256 fingerprint of the enrolled key.
+    pub fingerprint: String,
+    /// The daemon's public key, for the agent's `--daemon-key` file.
+    pub daemon_key: String,
+    /// False when the key was enrolled already under this name.
+    pub changed: bool,
+}
+
+/// What revoking an agent did.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Revoked {
+    /// Fingerprints of the keys no longer trusted.
+    pub fingerprints: Vec<String>,
+    /// Tasks that were leased to them and went back to pending.
+    pub tasks: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

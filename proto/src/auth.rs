@@ -230,6 +230,11 @@ impl Verifier {
         lock(&self.keys).insert(fp, key);
     }
 
+    /// Stops trusting a key: its next request is refused as unknown.
+    pub fn distrust(&self, fingerprint: &str) -> bool {
+        lock(&self.keys).remove(fingerprint).is_some()
+    }
+
     pub fn knows(&self, fingerprint: &str) -> bool {
         lock(&self.keys).contains_key(fingerprint)
     }
@@ -358,6 +363,11 @@ pub fn parse_public_keys(text: &str) -> Result<Vec<PublicKey>, String> {
         out.push(key);
     }
     Ok(out)
+}
+
+/// SHA-256 of `bytes`, lower-case hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
 }
 
 pub fn fingerprint(key: &PublicKey) -> String {

@@ -30,6 +30,10 @@ pub enum Endpoint {
     /// Takes a [`Page`] as its query.
     Report(String),
     Workers,
+    /// Takes an [`crate::api::EnrolRequest`]: trust an agent key now.
+    Enrol,
+    /// Revoke the agent of this name (or fingerprint) at once.
+    Revoke(String),
     Shutdown,
 }
 
@@ -42,12 +46,13 @@ impl Endpoint {
             | Endpoint::Errors(_)
             | Endpoint::Report(_)
             | Endpoint::Workers => Method::GET,
-            Endpoint::Clean(_) => Method::DELETE,
+            Endpoint::Clean(_) | Endpoint::Revoke(_) => Method::DELETE,
             Endpoint::Submit
             | Endpoint::Retry(_)
             | Endpoint::RetryAll
             | Endpoint::Pause(_)
             | Endpoint::Resume(_)
+            | Endpoint::Enrol
             | Endpoint::Shutdown => Method::POST,
         }
     }
@@ -66,6 +71,8 @@ impl Endpoint {
             Endpoint::Report(n) => job(n, "/report"),
             Endpoint::RetryAll => "/v1/retry".into(),
             Endpoint::Workers => "/v1/workers".into(),
+            Endpoint::Enrol => "/v1/agents".into(),
+            Endpoint::Revoke(n) => format!("/v1/agents/{}", encode_segment(n)),
             Endpoint::Shutdown => "/v1/shutdown".into(),
         }
     }
@@ -87,6 +94,8 @@ impl Endpoint {
             (&Method::GET, ["v1", "jobs", n, "report"]) => Endpoint::Report(name(n)?),
             (&Method::POST, ["v1", "retry"]) => Endpoint::RetryAll,
             (&Method::GET, ["v1", "workers"]) => Endpoint::Workers,
+            (&Method::POST, ["v1", "agents"]) => Endpoint::Enrol,
+            (&Method::DELETE, ["v1", "agents", n]) => Endpoint::Revoke(name(n)?),
             (&Method::POST, ["v1", "shutdown"]) => Endpoint::Shutdown,
             _ => return None,
         })
@@ -183,6 +192,7 @@ mod tests {
             Endpoint::ListJobs,
             Endpoint::RetryAll,
             Endpoint::Workers,
+            Endpoint::Enrol,
             Endpoint::Shutdown,
         ];
         for n in names {
@@ -194,6 +204,7 @@ mod tests {
                 Endpoint::Pause(n.clone()),
                 Endpoint::Resume(n.clone()),
                 Endpoint::Errors(n.clone()),
+                Endpoint::Revoke(n.clone()),
                 Endpoint::Report(n),
             ]);
         }

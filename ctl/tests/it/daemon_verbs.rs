@@ -256,6 +256,7 @@ fn legacy_stat_matches_the_original_for_running_and_finished_jobs() {
             running,
             fingerprint: key.fingerprint().into(),
             bytes: 0,
+            version: String::new(),
         })
         .unwrap();
         let h = key.sign("POST", agent_path::HEARTBEAT, &body, &daemon_fp);

@@ -29,9 +29,17 @@ const KNOWN_KEYS: &[&str] = &[
     "workerAbortWhenUncatchedException",
     "workerRecordMd5",
     "javaHeapMaxSize",
+    // Ours, for `ossimportctl deploy`.
+    "daemonAddress",
+    "agentDir",
+    "agentPort",
+    "knownHostsFile",
 ];
 
 const DEFAULT_SSH_PORT: u16 = 22;
+const DEFAULT_AGENT_PORT: u16 = 7601;
+/// Relative to the SSH user's home directory on each worker.
+const DEFAULT_AGENT_DIR: &str = "ossimport-agent";
 const DEFAULT_DISPATCHER_THREADS: u32 = 1;
 const DEFAULT_JAVA_HEAP: u64 = 1024 * 1024 * 1024;
 
@@ -62,6 +70,18 @@ pub struct SysConfig {
     pub worker_record_md5: bool,
     /// `javaHeapMaxSize`: the original's JVM `-Xmx`, in bytes. Default 1024m.
     pub java_heap_max_size: u64,
+    /// `daemonAddress` (ours): `host:port` where deployed agents reach the
+    /// daemon's agent API. Needed by `deploy`; no default, since only the
+    /// operator knows which of the master's addresses the workers can reach.
+    pub daemon_address: Option<String>,
+    /// `agentDir` (ours): where `deploy` installs the agent on each worker;
+    /// a relative path is below the SSH user's home. Default `ossimport-agent`.
+    pub agent_dir: String,
+    /// `agentPort` (ours): the port agents listen on. Default 7601.
+    pub agent_port: u16,
+    /// `knownHostsFile` (ours): the workers' SSH host keys; default
+    /// `~/.ssh/known_hosts` of the user running `deploy`.
+    pub known_hosts_file: Option<PathBuf>,
 }
 
 impl SysConfig {
@@ -106,6 +126,23 @@ impl SysConfig {
                 .bool("workerAbortWhenUncatchedException", false)?,
             worker_record_md5: f.bool("workerRecordMd5", false)?,
             java_heap_max_size: f.size("javaHeapMaxSize", DEFAULT_JAVA_HEAP)?,
+            daemon_address: match f.value_entry(&["daemonAddress"])? {
+                Some(e) => Some(host_port(file_label, e.line, "daemonAddress", &e.value)?),
+                None => None,
+            },
+            agent_dir: match f.value_entry(&["agentDir"])? {
+                Some(e) => safe_dir(file_label, e.line, &e.value)?,
+                None => DEFAULT_AGENT_DIR.to_string(),
+            },
+            agent_port: u16::try_from(f.uint(
+                &["agentPort"],
+                u64::from(DEFAULT_AGENT_PORT),
+                1..=65_535,
+            )?)
+            .unwrap_or(DEFAULT_AGENT_PORT),
+            known_hosts_file: f
+                .value_entry(&["knownHostsFile"])?
+                .map(|e| PathBuf::from(&e.value)),
         })
     }
 
@@ -113,23 +150,6 @@ impl SysConfig {
     /// features land.
     pub fn unsupported(&self) -> Vec<String> {
         let mut out = Vec::new();
-        if !self.worker_password.is_empty() {
-            out.push(
-                "workerPassword: SSH passwords are not supported yet; value ignored".to_string(),
-            );
-        }
-        if self.private_key_file.is_some() {
-            out.push("privateKeyFile: not supported yet; value ignored".to_string());
-        }
-        if !self.worker_user_name.is_empty() {
-            out.push("workerUserName: not supported yet; value ignored".to_string());
-        }
-        if self.ssh_port != DEFAULT_SSH_PORT {
-            out.push(format!(
-                "sshPort={}: not supported yet; value ignored",
-                self.ssh_port
-            ));
-        }
         if self.dispatcher_thread_num != DEFAULT_DISPATCHER_THREADS {
             out.push(format!(
                 "dispatcherThreadNum={}: there is no separate dispatcher; value ignored",
@@ -146,6 +166,117 @@ impl SysConfig {
             );
         }
         out
+    }
+}
+
+/// `host:port` with a port, as `daemonAddress` needs.
+fn host_port(file: &str, line: usize, key: &str, v: &str) -> Result<String, ConfigError> {
+    let bad = |reason: String| ConfigError::Invalid {
+        file: file.to_string(),
+        line: Some(line),
+        key: key.to_string(),
+        reason,
+    };
+    let v = v.trim();
+    match v.rsplit_once(':') {
+        Some((h, p)) if !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0) => {
+            if h.chars().any(|c| c.is_whitespace() || c == '/' || c == '@') {
+                return Err(bad(format!("{v:?} is not host:port")));
+            }
+            Ok(v.to_string())
+        }
+        _ => Err(bad(format!(
+            "{v:?} is not host:port (the master's address the workers can reach, e.g. 10.0.0.1:7600)"
+        ))),
+    }
+}
+
+/// `agentDir` ends up in shell commands on every worker: only plain path
+/// characters, no `..`.
+fn safe_dir(file: &str, line: usize, v: &str) -> Result<String, ConfigError> {
+    let ok = !v.is_empty()
+        && v.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-".contains(c))
+        && !v.split('/').any(|seg| seg == "..");
+    if ok {
+        Ok(v.trim_end_matches('/').to_string())
+    } else {
+        Err(ConfigError::Invalid {
+            file: file.to_string(),
+            line: Some(line),
+            key: "agentDir".to_string(),
+            reason: format!("{v:?}: use letters, digits, '/', '.', '_' and '-' only, and no '..'"),
+        })
+    }
+}
+
+/// One line of `workers`: `host`, `user@host`, `host:port`, `user@host:port`,
+/// `[v6addr]:port`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WorkerHost {
+    /// The line as written: the name the agent is enrolled under.
+    pub line: String,
+    pub user: Option<String>,
+    /// Without brackets.
+    pub host: String,
+    pub port: Option<u16>,
+}
+
+impl WorkerHost {
+    pub fn parse(line: &str) -> Result<WorkerHost, String> {
+        let (user, rest) = match line.rsplit_once('@') {
+            Some((u, r)) => (Some(u.to_string()), r),
+            None => (None, line),
+        };
+        if user.as_deref().is_some_and(|u| {
+            u.is_empty()
+                || !u
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+        }) {
+            return Err(format!("{line:?}: bad user name"));
+        }
+        let (host, port) = if let Some(r) = rest.strip_prefix('[') {
+            let (h, after) = r
+                .split_once(']')
+                .ok_or_else(|| format!("{line:?}: '[' without ']'"))?;
+            let port = match after.strip_prefix(':') {
+                Some(p) => Some(p),
+                None if after.is_empty() => None,
+                None => return Err(format!("{line:?}: expected ':port' after ']'")),
+            };
+            (h.to_string(), port)
+        } else if rest.matches(':').count() > 1 {
+            // A bare IPv6 address, no port.
+            (rest.to_string(), None)
+        } else {
+            match rest.split_once(':') {
+                Some((h, p)) => (h.to_string(), Some(p)),
+                None => (rest.to_string(), None),
+            }
+        };
+        let port = match port {
+            Some(p) => Some(
+                p.parse::<u16>()
+                    .ok()
+                    .filter(|p| *p > 0)
+                    .ok_or_else(|| format!("{line:?}: bad port {p:?}"))?,
+            ),
+            None => None,
+        };
+        if host.is_empty()
+            || !host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || ".-_:%".contains(c))
+        {
+            return Err(format!("{line:?}: bad host name"));
+        }
+        Ok(WorkerHost {
+            line: line.to_string(),
+            user,
+            host,
+            port,
+        })
     }
 }
 
@@ -175,6 +306,7 @@ pub fn parse_workers(file_label: &str, text: &str) -> Result<Vec<String>, Config
         if host.contains(char::is_whitespace) {
             return Err(err(format!("expected one host per line, got {host:?}")));
         }
+        WorkerHost::parse(host).map_err(err)?;
         if let Some(first) = seen.get(host) {
             return Err(err(format!(
                 "{host} is listed twice, first on line {first}"

@@ -683,15 +683,67 @@ fn sys_defaults_and_aliases() {
     assert_eq!(
         s.unsupported(),
         vec![
-            "workerPassword: SSH passwords are not supported yet; value ignored",
-            "privateKeyFile: not supported yet; value ignored",
-            "workerUserName: not supported yet; value ignored",
-            "sshPort=2222: not supported yet; value ignored",
             "dispatcherThreadNum=5: there is no separate dispatcher; value ignored",
             "javaHeapMaxSize: ignored: no JVM",
             "workerAbortWhenUncatchedException=true: not supported yet; a failed object never stops the job",
         ]
     );
+}
+
+#[test]
+fn deploy_keys_and_worker_lines() {
+    let s = SysConfig::parse(
+        "sys.properties",
+        "daemonAddress=10.0.0.1:7600\nagentDir=/opt/oi-agent/\nagentPort=7700\nknownHostsFile=/etc/oi/known_hosts\n",
+    )
+    .expect("valid");
+    assert_eq!(s.daemon_address.as_deref(), Some("10.0.0.1:7600"));
+    assert_eq!(s.agent_dir, "/opt/oi-agent");
+    assert_eq!(s.agent_port, 7700);
+    let d = SysConfig::parse("sys.properties", "").unwrap();
+    assert_eq!(
+        (d.daemon_address, d.agent_dir.as_str(), d.agent_port),
+        (None, "ossimport-agent", 7601)
+    );
+    for (text, expect) in [
+        (
+            "daemonAddress=10.0.0.1",
+            "sys.properties:1: daemonAddress: \"10.0.0.1\" is not host:port",
+        ),
+        (
+            "agentDir=../etc",
+            "sys.properties:1: agentDir: \"../etc\": use letters",
+        ),
+        (
+            "agentDir=a;rm -rf /",
+            "sys.properties:1: agentDir: \"a;rm -rf /\": use letters",
+        ),
+    ] {
+        let e = SysConfig::parse("sys.properties", text)
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with(expect), "{text}: {e}");
+    }
+    use crate::config::sys::WorkerHost;
+    let w = |l: &str| WorkerHost::parse(l).map(|h| (h.user, h.host, h.port));
+    assert_eq!(w("10.0.0.2"), Ok((None, "10.0.0.2".into(), None)));
+    assert_eq!(
+        w("ops@w1:2222"),
+        Ok((Some("ops".into()), "w1".into(), Some(2222)))
+    );
+    assert_eq!(w("[fd00::2]:22"), Ok((None, "fd00::2".into(), Some(22))));
+    assert_eq!(w("fd00::2"), Ok((None, "fd00::2".into(), None)));
+    for bad in [
+        "w1:0",
+        "w1:x",
+        "@w1",
+        "a b@w1",
+        "w1;reboot",
+        "[fd00::1",
+        "$(id)@w1",
+    ] {
+        assert!(w(bad).is_err(), "{bad}");
+    }
 }
 
 #[test]

@@ -175,6 +175,7 @@ fn daemon_ignores_agents_it_has_not_enrolled() {
         running: vec![],
         fingerprint: stranger.fingerprint().into(),
         bytes: 0,
+        version: String::new(),
     })
     .unwrap();
     let path = proto::api::agent_path::HEARTBEAT;

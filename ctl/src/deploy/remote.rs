@@ -1,0 +1,245 @@
+//! The shell the worker runs: every command `deploy` sends, as POSIX `sh`
+//! text built here and nowhere else. Values in them are quoted with
+//! [`sq`] and were validated when the configuration was read (host names,
+//! `agentDir`); secrets and files never appear in them, they go over the
+//! channel's standard input.
+
+/// Single-quoted for `sh`.
+pub fn sq(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// Sets `D` to the agent directory (below `$HOME` when relative).
+fn dir_prelude(agent_dir: &str) -> String {
+    format!(
+        "set -eu; umask 077; D={}; case \"$D\" in /*) ;; *) D=\"$HOME/$D\";; esac; ",
+        sq(agent_dir)
+    )
+}
+
+/// Files whose SHA-256 the probe reports, relative to the agent directory.
+pub const TRACKED: &[&str] = &[
+    "bin/ossimport-agent",
+    "daemon_ed25519.pub",
+    "secrets",
+    "agent.args",
+    "package.sha256",
+];
+
+/// Creates the agent directory and reports, as `key=value` lines, what is
+/// there: `dir`, `arch`, `uid`, `systemd`, `avail_kb`, `running`, and
+/// `sha:FILE=HEX` for each tracked file present.
+pub fn probe(agent_dir: &str) -> String {
+    let mut s = dir_prelude(agent_dir);
+    s.push_str(
+        "mkdir -p \"$D/bin\"; chmod 700 \"$D\"; echo \"dir=$D\"; echo \"arch=$(uname -m)\"; \
+         echo \"uid=$(id -u)\"; \
+         if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then echo systemd=1; else echo systemd=0; fi; \
+         echo \"avail_kb=$(df -Pk \"$D\" | awk 'NR==2{print $4}')\"; ",
+    );
+    for f in TRACKED {
+        s.push_str(&format!(
+            "if [ -f \"$D/{f}\" ]; then echo \"sha:{f}=$(sha256sum < \"$D/{f}\" | cut -d' ' -f1)\"; fi; "
+        ));
+    }
+    s.push_str(&format!("{}; echo \"running=$R\"", running_check()));
+    s
+}
+
+/// Sets `R` to 1 when the agent runs: the systemd unit is active, or the
+/// pid file names a live process of our binary (not a reused pid).
+fn running_check() -> String {
+    "R=0; if [ -d /run/systemd/system ] && [ \"$(id -u)\" = 0 ] && systemctl is-active --quiet ossimport-agent 2>/dev/null; then R=1; \
+     elif [ -f \"$D/agent.pid\" ]; then p=$(cat \"$D/agent.pid\"); \
+     case \"$(readlink /proc/$p/exe 2>/dev/null)\" in */ossimport-agent*) R=1;; esac; fi"
+        .to_string()
+}
+
+/// Writes standard input to `rel` (below the agent directory) through a
+/// temporary file, checked against `sha256` before it replaces the old one.
+pub fn put_file(agent_dir: &str, rel: &str, mode: &str, sha256: &str) -> String {
+    let mut s = dir_prelude(agent_dir);
+    s.push_str(&format!(
+        "T=\"$D/{rel}.new.$$\"; cat > \"$T\"; chmod {mode} \"$T\"; \
+         if [ \"$(sha256sum < \"$T\" | cut -d' ' -f1)\" != {sha} ]; then rm -f \"$T\"; echo 'the file arrived damaged (SHA-256 differs)' >&2; exit 3; fi; \
+         mv -f \"$T\" \"$D/{rel}\"",
+        sha = sq(sha256)
+    ));
+    s
+}
+
+/// Runs the agent's `--init` (creates its key once) and prints the public key.
+pub fn init_key(agent_dir: &str, bin: &str) -> String {
+    let mut s = dir_prelude(agent_dir);
+    s.push_str(&format!(
+        "{} --init --key \"$D/agent_ed25519\"",
+        bin_word(bin)
+    ));
+    s
+}
+
+/// The agent binary as a shell word: our copy below `$D`, or a packaged one.
+fn bin_word(bin: &str) -> String {
+    match bin.strip_prefix("$D/") {
+        Some(rel) => format!("\"$D/{rel}\""),
+        None => sq(bin),
+    }
+}
+
+/// Installs a package already uploaded to `$D/package.<ext>`.
+pub fn install_package(agent_dir: &str, ext: &str) -> String {
+    let mut s = dir_prelude(agent_dir);
+    let install = match ext {
+        "deb" => "DEBIAN_FRONTEND=noninteractive dpkg -i \"$P\"",
+        _ => "rpm -U --replacepkgs \"$P\"",
+    };
+    s.push_str(&format!(
+        "[ \"$(id -u)\" = 0 ] || {{ echo 'installing a package needs root on the host (log in as root, or deploy the binary without --package)' >&2; exit 3; }}; \
+         P=\"$D/package.{ext}\"; {install} >/dev/null; rm -f \"$P\""
+    ));
+    s
+}
+
+/// Stops the agent (the unit, or the process in the pid file, TERM then
+/// KILL after 10 s).
+pub fn stop(agent_dir: &str) -> String {
+    let mut s = dir_prelude(agent_dir);
+    s.push_str(&stop_body());
+    s
+}
+
+fn stop_body() -> String {
+    "if [ -d /run/systemd/system ] && [ \"$(id -u)\" = 0 ] && [ -f /etc/systemd/system/ossimport-agent.service ]; then systemctl stop ossimport-agent || true; fi; \
+     if [ -f \"$D/agent.pid\" ]; then p=$(cat \"$D/agent.pid\"); \
+     case \"$(readlink /proc/$p/exe 2>/dev/null)\" in */ossimport-agent*) kill \"$p\" 2>/dev/null || true; i=0; \
+     while kill -0 \"$p\" 2>/dev/null && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done; kill -9 \"$p\" 2>/dev/null || true;; esac; \
+     rm -f \"$D/agent.pid\"; fi; "
+        .to_string()
+}
+
+/// (Re)starts the agent detached, with a pid file and a log file in `$D`;
+/// the command line is the one in `$D/agent.args` (one argument a line).
+pub fn start_detached(agent_dir: &str) -> String {
+    let mut s = dir_prelude(agent_dir);
+    s.push_str(&stop_body());
+    s.push_str(
+        "set --; while IFS= read -r a; do set -- \"$@\" \"$a\"; done < \"$D/agent.args\"; \
+         \"$@\" --detach --pid-file \"$D/agent.pid\" --log-file \"$D/agent.log\"",
+    );
+    s
+}
+
+/// Installs the unit from standard input and (re)starts it.
+pub fn start_systemd(restart: bool) -> String {
+    format!(
+        "set -eu; T=/etc/systemd/system/ossimport-agent.service.new; cat > \"$T\"; chmod 644 \"$T\"; \
+         mv -f \"$T\" /etc/systemd/system/ossimport-agent.service; systemctl daemon-reload; \
+         systemctl enable ossimport-agent >/dev/null 2>&1; systemctl {} ossimport-agent",
+        if restart { "restart" } else { "start" }
+    )
+}
+
+/// Starts the agent if it is not running (`ossimportctl start`).
+pub fn start_if_stopped(agent_dir: &str) -> String {
+    let mut s = dir_prelude(agent_dir);
+    s.push_str(&format!(
+        "[ -f \"$D/agent.args\" ] || {{ echo 'no agent deployed here (run ossimportctl deploy)' >&2; exit 3; }}; {}; \
+         if [ $R = 1 ]; then echo running; exit 0; fi; \
+         if [ -d /run/systemd/system ] && [ \"$(id -u)\" = 0 ] && [ -f /etc/systemd/system/ossimport-agent.service ]; then systemctl start ossimport-agent; echo started; exit 0; fi; \
+         set --; while IFS= read -r a; do set -- \"$@\" \"$a\"; done < \"$D/agent.args\"; \
+         \"$@\" --detach --pid-file \"$D/agent.pid\" --log-file \"$D/agent.log\"; echo started",
+        running_check()
+    ));
+    s
+}
+
+/// Stops the agent and removes what deploy put on the host (only those
+/// files: an `agentDir` pointing somewhere else loses nothing else).
+pub fn uninstall(agent_dir: &str) -> String {
+    let mut s = dir_prelude(agent_dir);
+    s.push_str(&stop_body());
+    s.push_str(
+        "if [ -d /run/systemd/system ] && [ \"$(id -u)\" = 0 ] && [ -f /etc/systemd/system/ossimport-agent.service ]; then \
+         systemctl disable ossimport-agent >/dev/null 2>&1 || true; rm -f /etc/systemd/system/ossimport-agent.service; systemctl daemon-reload; fi; \
+         for f in bin/ossimport-agent agent_ed25519 agent_ed25519.pub daemon_ed25519.pub secrets agent.args agent.log package.sha256; do rm -f \"$D/$f\"; done; \
+         rmdir \"$D/bin\" 2>/dev/null || true; rmdir \"$D\" 2>/dev/null || true; echo removed",
+    );
+    s
+}
+
+/// A systemd unit running `args` (the agent's command line).
+pub fn unit(args: &[String]) -> String {
+    let exec: Vec<String> = args
+        .iter()
+        .map(|a| {
+            if a.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "/._-:=@,".contains(c))
+            {
+                a.clone()
+            } else {
+                format!("\"{}\"", a.replace('\\', "\\\\").replace('"', "\\\""))
+            }
+        })
+        .collect();
+    format!(
+        "# Written by ossimportctl deploy; deploy again to change it.\n\
+         [Unit]\nDescription=ossimport agent (copies and verifies task batches)\n\
+         After=network-online.target\nWants=network-online.target\n\n\
+         [Service]\nType=simple\nExecStart={}\nRestart=on-failure\nLimitNOFILE=65536\n\n\
+         [Install]\nWantedBy=multi-user.target\n",
+        exec.join(" ")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoting_survives_hostile_values() {
+        assert_eq!(sq("a b"), "'a b'");
+        assert_eq!(sq("it's"), r"'it'\''s'");
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("printf %s {}", sq("$(id) `x` ' \" ;")))
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "$(id) `x` ' \" ;");
+    }
+
+    #[test]
+    fn the_scripts_are_valid_sh() {
+        for script in [
+            probe("ossimport-agent"),
+            put_file("/opt/x", "secrets", "600", "ab"),
+            init_key("a", "$D/bin/ossimport-agent"),
+            install_package("a", "deb"),
+            stop("a"),
+            start_detached("a"),
+            start_systemd(true),
+            start_if_stopped("a"),
+            uninstall("a"),
+        ] {
+            let out = std::process::Command::new("sh")
+                .arg("-n")
+                .arg("-c")
+                .arg(&script)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{script}: {:?}", out);
+        }
+    }
+
+    #[test]
+    fn unit_quotes_what_systemd_would_split() {
+        let u = unit(&[
+            "/usr/bin/ossimport-agent".into(),
+            "--name".into(),
+            "a b".into(),
+        ]);
+        assert!(
+            u.contains("ExecStart=/usr/bin/ossimport-agent --name \"a b\"\n"),
+            "{u}"
+        );
+    }
+}

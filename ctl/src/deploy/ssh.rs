@@ -1,0 +1,354 @@
+//! One SSH connection to a worker, by russh: the host key checked against
+//! `known_hosts` before anything is sent, login by key or password, and
+//! commands run with their input fed over the channel (which is how files
+//! and secrets reach the host: never in a command line).
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use russh::client::{self, AuthResult, Handle};
+use russh::keys::{HashAlg, PrivateKeyWithHashAlg, PublicKey};
+use russh::{ChannelMsg, Disconnect};
+use tokio::io::AsyncRead;
+
+/// How to log in.
+#[derive(Clone)]
+pub enum Login {
+    Key(PathBuf),
+    /// The original's `workerPassword`.
+    Password(proto::Secret),
+}
+
+/// What the connection needs to know.
+#[derive(Clone)]
+pub struct Target {
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub login: Login,
+    pub known_hosts: PathBuf,
+    /// Record the key of a host seen for the first time (`--accept-new-host-keys`).
+    pub accept_new: bool,
+    pub connect_timeout: Duration,
+}
+
+/// Why a host could not be reached or logged into: each is the one line of
+/// its row in deploy's table.
+#[derive(Debug, thiserror::Error)]
+pub enum SshError {
+    #[error("cannot connect to {addr}: {reason}")]
+    Connect { addr: String, reason: String },
+    #[error(
+        "unknown host key {fingerprint}: refused (check it, then run again with --accept-new-host-keys to record it in {file})"
+    )]
+    UnknownHostKey { fingerprint: String, file: String },
+    #[error(
+        "HOST KEY CHANGED: the host now shows {fingerprint}, {file} line {line} holds another key; refused (if the host was reinstalled, remove that line)"
+    )]
+    HostKeyChanged {
+        fingerprint: String,
+        file: String,
+        line: usize,
+    },
+    #[error("{0}")]
+    KnownHosts(String),
+    #[error("login as {user} refused ({method})")]
+    AuthRefused { user: String, method: &'static str },
+    #[error("private key {path}: {reason}")]
+    Key { path: String, reason: String },
+    #[error("ssh: {0}")]
+    Protocol(String),
+}
+
+/// `known_hosts` is appended to by several connections at once.
+static KNOWN_HOSTS_LOCK: Mutex<()> = Mutex::new(());
+
+/// What the host-key check saw, for the error after a refused handshake.
+#[derive(Default)]
+struct Seen {
+    refusal: Option<SshError>,
+}
+
+struct Checker {
+    host: String,
+    port: u16,
+    file: PathBuf,
+    accept_new: bool,
+    seen: Arc<Mutex<Seen>>,
+}
+
+impl client::Handler for Checker {
+    type Error = russh::Error;
+
+    async fn check_server_key(
+        &mut self,
+        key: &russh::keys::PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
+        // A host certificate is checked as the key it certifies: we keep
+        // no CA, known_hosts is the trust.
+        let verdict = check_host_key(
+            &self.host,
+            self.port,
+            &key.public_key(),
+            &self.file,
+            self.accept_new,
+        );
+        match verdict {
+            Ok(()) => Ok(true),
+            Err(e) => {
+                self.seen.lock().unwrap_or_else(|p| p.into_inner()).refusal = Some(e);
+                Ok(false)
+            }
+        }
+    }
+}
+
+/// Accepts a host key that `file` records for this host, records a new one
+/// when allowed, and refuses a changed one always.
+fn check_host_key(
+    host: &str,
+    port: u16,
+    key: &PublicKey,
+    file: &Path,
+    accept_new: bool,
+) -> Result<(), SshError> {
+    let fingerprint = key.fingerprint(HashAlg::Sha256).to_string();
+    let label = file.display().to_string();
+    let _guard = KNOWN_HOSTS_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    match russh::keys::check_known_hosts_path(host, port, key, file) {
+        Ok(true) => Ok(()),
+        Ok(false) if accept_new => {
+            russh::keys::known_hosts::learn_known_hosts_path(host, port, key, file).map_err(|e| {
+                SshError::KnownHosts(format!("cannot record the host key in {label}: {e}"))
+            })
+        }
+        Ok(false) => Err(SshError::UnknownHostKey {
+            fingerprint,
+            file: label,
+        }),
+        Err(russh::keys::Error::KeyChanged { line }) => Err(SshError::HostKeyChanged {
+            fingerprint,
+            file: label,
+            line,
+        }),
+        Err(e) => Err(SshError::KnownHosts(format!("{label}: {e}"))),
+    }
+}
+
+/// An open, logged-in connection.
+pub struct Session {
+    handle: Handle<Checker>,
+}
+
+/// What a remote command did.
+pub struct Output {
+    pub status: u32,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+impl Output {
+    pub fn stdout_text(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+
+    /// The last line of stderr (or stdout), for a one-line reason.
+    pub fn reason(&self) -> String {
+        let pick = |b: &[u8]| {
+            String::from_utf8_lossy(b)
+                .lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .map(|l| l.trim().to_string())
+        };
+        pick(&self.stderr)
+            .or_else(|| pick(&self.stdout))
+            .unwrap_or_else(|| format!("exit status {}", self.status))
+    }
+}
+
+impl Session {
+    pub async fn connect(t: &Target) -> Result<Session, SshError> {
+        let addr = if t.host.contains(':') {
+            format!("[{}]:{}", t.host, t.port)
+        } else {
+            format!("{}:{}", t.host, t.port)
+        };
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let checker = Checker {
+            host: t.host.clone(),
+            port: t.port,
+            file: t.known_hosts.clone(),
+            accept_new: t.accept_new,
+            seen: Arc::clone(&seen),
+        };
+        let config = Arc::new(client::Config {
+            inactivity_timeout: Some(Duration::from_secs(120)),
+            keepalive_interval: Some(Duration::from_secs(15)),
+            ..Default::default()
+        });
+        let connect = client::connect(config, (t.host.as_str(), t.port), checker);
+        let handle = match tokio::time::timeout(t.connect_timeout, connect).await {
+            Err(_) => {
+                return Err(SshError::Connect {
+                    addr,
+                    reason: format!("timed out after {} s", t.connect_timeout.as_secs()),
+                });
+            }
+            Ok(Err(e)) => {
+                if let Some(r) = seen
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .refusal
+                    .take()
+                {
+                    return Err(r);
+                }
+                return Err(SshError::Connect {
+                    addr,
+                    reason: connect_reason(&e),
+                });
+            }
+            Ok(Ok(h)) => h,
+        };
+        let mut s = Session { handle };
+        s.login(t).await?;
+        Ok(s)
+    }
+
+    async fn login(&mut self, t: &Target) -> Result<(), SshError> {
+        let proto_err = |e: russh::Error| SshError::Protocol(e.to_string());
+        let (result, method) = match &t.login {
+            Login::Key(path) => {
+                let key = russh::keys::load_secret_key(path, None).map_err(|e| SshError::Key {
+                    path: path.display().to_string(),
+                    reason: e.to_string(),
+                })?;
+                let hash = self
+                    .handle
+                    .best_supported_rsa_hash()
+                    .await
+                    .map_err(proto_err)?
+                    .flatten();
+                let r = self
+                    .handle
+                    .authenticate_publickey(
+                        t.user.clone(),
+                        PrivateKeyWithHashAlg::new(Arc::new(key), hash),
+                    )
+                    .await
+                    .map_err(proto_err)?;
+                (r, "public key")
+            }
+            Login::Password(pw) => {
+                let r = self
+                    .handle
+                    .authenticate_password(t.user.clone(), pw.expose().to_string())
+                    .await
+                    .map_err(proto_err)?;
+                (r, "password")
+            }
+        };
+        match result {
+            AuthResult::Success => Ok(()),
+            AuthResult::Failure { .. } => Err(SshError::AuthRefused {
+                user: t.user.clone(),
+                method,
+            }),
+        }
+    }
+
+    /// Runs `command` (a POSIX shell command line: no secret ever goes in
+    /// it) with `input` as its standard input, and waits for it to end.
+    pub async fn run(
+        &self,
+        command: &str,
+        input: Option<impl AsyncRead + Unpin>,
+        timeout: Duration,
+    ) -> Result<Output, SshError> {
+        let proto_err = |e: russh::Error| SshError::Protocol(e.to_string());
+        let work = async {
+            let mut ch = self
+                .handle
+                .channel_open_session()
+                .await
+                .map_err(proto_err)?;
+            ch.exec(true, command).await.map_err(proto_err)?;
+            if let Some(input) = input {
+                ch.data(input).await.map_err(proto_err)?;
+            }
+            ch.eof().await.map_err(proto_err)?;
+            let mut out = Output {
+                status: u32::MAX,
+                stdout: Vec::new(),
+                stderr: Vec::new(),
+            };
+            while let Some(msg) = ch.wait().await {
+                match msg {
+                    ChannelMsg::Data { data } => out.stdout.extend_from_slice(&data),
+                    ChannelMsg::ExtendedData { data, ext: 1 } => {
+                        out.stderr.extend_from_slice(&data)
+                    }
+                    ChannelMsg::ExitStatus { exit_status } => out.status = exit_status,
+                    _ => {}
+                }
+            }
+            Ok(out)
+        };
+        match tokio::time::timeout(timeout, work).await {
+            Ok(r) => r,
+            Err(_) => Err(SshError::Protocol(format!(
+                "remote command did not finish within {} s",
+                timeout.as_secs()
+            ))),
+        }
+    }
+
+    pub async fn close(self) {
+        let _ = self
+            .handle
+            .disconnect(Disconnect::ByApplication, "", "en")
+            .await;
+    }
+}
+
+/// A connection error as one line: the OS's words where there are some.
+fn connect_reason(e: &russh::Error) -> String {
+    match e {
+        russh::Error::IO(io) => match io.kind() {
+            std::io::ErrorKind::ConnectionRefused => {
+                "connection refused (is sshd running, and is sshPort right?)".into()
+            }
+            _ => io.to_string(),
+        },
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_keys_known_new_and_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("known_hosts");
+        let key = || {
+            let line = proto::auth::Signer::random().public_key_openssh();
+            PublicKey::from_openssh(&line).unwrap()
+        };
+        let (a, b) = (key(), key());
+        let e = check_host_key("10.0.0.2", 22, &a, &file, false).unwrap_err();
+        assert!(matches!(e, SshError::UnknownHostKey { .. }), "{e}");
+        assert!(e.to_string().contains("SHA256:"), "{e}");
+        check_host_key("10.0.0.2", 22, &a, &file, true).unwrap();
+        check_host_key("10.0.0.2", 22, &a, &file, false).unwrap();
+        // Another port is another host for known_hosts.
+        assert!(check_host_key("10.0.0.2", 2222, &a, &file, false).is_err());
+        for accept in [false, true] {
+            let e = check_host_key("10.0.0.2", 22, &b, &file, accept).unwrap_err();
+            assert!(matches!(e, SshError::HostKeyChanged { .. }), "{e}");
+        }
+    }
+}
