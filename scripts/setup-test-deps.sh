@@ -44,8 +44,20 @@ ensure_apt_pkg() {
 }
 
 # Debian packages needed by the tests: tmux, a real terminal for the
-# progress-bar test.
+# progress-bar test; openssh-server, the real sshd the deploy test logs
+# into (started by the test in its own network namespaces, never as a
+# service: the package's own sshd is stopped and disabled if it started).
 ensure_apt_pkg tmux
+if ! dpkg-query -W -f='${Status}' openssh-server 2>/dev/null | grep -q 'install ok installed'; then
+  # policy-rc.d keeps the package from starting a system sshd here.
+  if [ "$(id -u)" -eq 0 ] && [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d
+    ensure_apt_pkg openssh-server
+    rm -f /usr/sbin/policy-rc.d
+  else
+    ensure_apt_pkg openssh-server
+  fi
+fi
 
 # ---- Python venv ------------------------------------------------------------
 # A pinned package counts as installed when its dist-info directory exists.
