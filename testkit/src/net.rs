@@ -234,7 +234,13 @@ pub struct Relay {
 
 impl Relay {
     pub fn start(target: String) -> Relay {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        Relay::start_on("127.0.0.1:0", target)
+    }
+
+    /// As [`Relay::start`], listening on `bind` (an address of a test
+    /// network, for peers in namespaces).
+    pub fn start_on(bind: &str, target: String) -> Relay {
+        let l = TcpListener::bind(bind).unwrap();
         let addr = l.local_addr().unwrap().to_string();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let s = Arc::clone(&seen);

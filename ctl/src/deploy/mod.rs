@@ -185,16 +185,17 @@ fn plan(a: &DeployArgs, mode: Mode) -> Result<Plan> {
             ));
         }
     };
-    let login = if let Some(k) = &sys.private_key_file {
-        let k = if k.is_relative() {
-            sys_path.parent().unwrap_or(Path::new(".")).join(k)
-        } else {
-            k.clone()
-        };
-        Login::Key(k)
-    } else if !sys.worker_password.is_empty() {
-        Login::Password(sys.worker_password.clone())
-    } else {
+    let login = Login {
+        key: sys.private_key_file.as_ref().map(|k| {
+            if k.is_relative() {
+                sys_path.parent().unwrap_or(Path::new(".")).join(k)
+            } else {
+                k.clone()
+            }
+        }),
+        password: (!sys.worker_password.is_empty()).then(|| sys.worker_password.clone()),
+    };
+    if login.key.is_none() && login.password.is_none() && mode != Mode::Stop {
         return Err(Fail(
             exit::USAGE,
             format!(
@@ -202,7 +203,7 @@ fn plan(a: &DeployArgs, mode: Mode) -> Result<Plan> {
                 sys_path.display()
             ),
         ));
-    };
+    }
     let agent = match &a.package {
         Some(p) => {
             let kind = match p.extension().and_then(|e| e.to_str()) {

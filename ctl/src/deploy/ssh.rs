@@ -12,12 +12,14 @@ use russh::keys::{HashAlg, PrivateKeyWithHashAlg, PublicKey};
 use russh::{ChannelMsg, Disconnect};
 use tokio::io::AsyncRead;
 
-/// How to log in.
+/// How to log in: the key first (as the original preferred
+/// `privateKeyFile`), then the password where the key is refused (as
+/// OpenSSH's client does), so one `sys.properties` serves hosts of both kinds.
 #[derive(Clone)]
-pub enum Login {
-    Key(PathBuf),
+pub struct Login {
+    pub key: Option<PathBuf>,
     /// The original's `workerPassword`.
-    Password(proto::Secret),
+    pub password: Option<proto::Secret>,
 }
 
 /// What the connection needs to know.
@@ -53,8 +55,8 @@ pub enum SshError {
     },
     #[error("{0}")]
     KnownHosts(String),
-    #[error("login as {user} refused ({method})")]
-    AuthRefused { user: String, method: &'static str },
+    #[error("login as {user} refused (tried {method})")]
+    AuthRefused { user: String, method: String },
     #[error("private key {path}: {reason}")]
     Key { path: String, reason: String },
     #[error("ssh: {0}")]
@@ -219,44 +221,46 @@ impl Session {
 
     async fn login(&mut self, t: &Target) -> Result<(), SshError> {
         let proto_err = |e: russh::Error| SshError::Protocol(e.to_string());
-        let (result, method) = match &t.login {
-            Login::Key(path) => {
-                let key = russh::keys::load_secret_key(path, None).map_err(|e| SshError::Key {
-                    path: path.display().to_string(),
-                    reason: e.to_string(),
-                })?;
-                let hash = self
-                    .handle
-                    .best_supported_rsa_hash()
-                    .await
-                    .map_err(proto_err)?
-                    .flatten();
-                let r = self
-                    .handle
-                    .authenticate_publickey(
-                        t.user.clone(),
-                        PrivateKeyWithHashAlg::new(Arc::new(key), hash),
-                    )
-                    .await
-                    .map_err(proto_err)?;
-                (r, "public key")
+        let mut tried: Vec<&'static str> = Vec::new();
+        if let Some(path) = &t.login.key {
+            let key = russh::keys::load_secret_key(path, None).map_err(|e| SshError::Key {
+                path: path.display().to_string(),
+                reason: e.to_string(),
+            })?;
+            let hash = self
+                .handle
+                .best_supported_rsa_hash()
+                .await
+                .map_err(proto_err)?
+                .flatten();
+            let r = self
+                .handle
+                .authenticate_publickey(
+                    t.user.clone(),
+                    PrivateKeyWithHashAlg::new(Arc::new(key), hash),
+                )
+                .await
+                .map_err(proto_err)?;
+            if matches!(r, AuthResult::Success) {
+                return Ok(());
             }
-            Login::Password(pw) => {
-                let r = self
-                    .handle
-                    .authenticate_password(t.user.clone(), pw.expose().to_string())
-                    .await
-                    .map_err(proto_err)?;
-                (r, "password")
-            }
-        };
-        match result {
-            AuthResult::Success => Ok(()),
-            AuthResult::Failure { .. } => Err(SshError::AuthRefused {
-                user: t.user.clone(),
-                method,
-            }),
+            tried.push("public key");
         }
+        if let Some(pw) = &t.login.password {
+            let r = self
+                .handle
+                .authenticate_password(t.user.clone(), pw.expose().to_string())
+                .await
+                .map_err(proto_err)?;
+            if matches!(r, AuthResult::Success) {
+                return Ok(());
+            }
+            tried.push("password");
+        }
+        Err(SshError::AuthRefused {
+            user: t.user.clone(),
+            method: tried.join(", then "),
+        })
     }
 
     /// Runs `command` (a POSIX shell command line: no secret ever goes in

@@ -10,13 +10,13 @@ use crate::support::*;
 use proto::api::JobState;
 
 /// Three namespaces on one bridge; removed when dropped.
-struct Net {
+pub struct Net {
     tag: String,
-    subnet: String,
-    names: Vec<String>,
+    pub subnet: String,
+    pub names: Vec<String>,
 }
 
-fn ip(args: &[&str]) -> Result<(), String> {
+pub fn ip(args: &[&str]) -> Result<(), String> {
     let out = Command::new("ip")
         .args(args)
         .output()
@@ -33,7 +33,7 @@ fn ip(args: &[&str]) -> Result<(), String> {
 }
 
 impl Net {
-    fn create(n: usize) -> Result<Net, String> {
+    pub fn create(n: usize) -> Result<Net, String> {
         let pid = std::process::id();
         let tag = format!("{}", pid % 100_000);
         let net = Net {
@@ -77,11 +77,11 @@ impl Net {
         format!("b{}", self.tag)
     }
 
-    fn veth(&self, i: usize) -> String {
+    pub fn veth(&self, i: usize) -> String {
         format!("v{}n{}", self.tag, i + 1)
     }
 
-    fn addr(&self, i: usize) -> String {
+    pub fn addr(&self, i: usize) -> String {
         format!("{}.{}", self.subnet, i + 1)
     }
 }

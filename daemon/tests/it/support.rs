@@ -60,10 +60,19 @@ impl Daemon {
             .arg(&socket)
             .arg("--listen")
             .arg(listen)
-            .arg("--lease-secs")
-            .arg("2")
-            .arg("--agent-timeout-ms")
-            .arg("1500")
+            // Short leases and timeouts unless the test gives its own.
+            .args(
+                (!extra.contains(&"--lease-secs"))
+                    .then_some(["--lease-secs", "2"])
+                    .into_iter()
+                    .flatten(),
+            )
+            .args(
+                (!extra.contains(&"--agent-timeout-ms"))
+                    .then_some(["--agent-timeout-ms", "1500"])
+                    .into_iter()
+                    .flatten(),
+            )
             // These tests are about agents: no worker on the master unless
             // a test asks for one.
             .args(
