@@ -525,6 +525,9 @@ async fn on_host(
     }
     let probe = parse_probe(&run(s, &remote::probe(dir), None).await?.stdout_text())?;
     let fresh = !probe.sha.contains_key("agent.args");
+    if mode == Mode::SecretsOnly && fresh {
+        return Err("no agent deployed here yet: run deploy without --secrets-only".into());
+    }
     let mut changed: Vec<&str> = Vec::new();
     let bin = if plan.agent.package.is_some() {
         "/usr/bin/ossimport-agent".to_string()
@@ -635,9 +638,6 @@ async fn on_host(
         )
         .await?;
         changed.push("secrets");
-    }
-    if mode == Mode::SecretsOnly && fresh {
-        return Err("no agent deployed here yet: run deploy without --secrets-only".into());
     }
     let args = agent_args(plan, h, &probe.dir, &bin);
     let args_text: String = args.iter().map(|a| format!("{a}\n")).collect();

@@ -44,6 +44,17 @@ impl Drop for Sshds {
     }
 }
 
+/// A detached process, killed through its pid file when dropped.
+struct PidFileGuard(PathBuf);
+
+impl Drop for PidFileGuard {
+    fn drop(&mut self) {
+        if let Ok(pid) = std::fs::read_to_string(&self.0) {
+            let _ = Command::new("kill").args(["-9", pid.trim()]).status();
+        }
+    }
+}
+
 fn sh(cmd: &str) -> Output {
     let out = Command::new("sh").arg("-c").arg(cmd).output().unwrap();
     assert!(
@@ -310,7 +321,7 @@ fn deploy_over_ssh_to_hosts_in_namespaces() {
     };
 
     // Sample every process's command line and environment from here on.
-    let needles = vec![SK.to_string(), password.clone()];
+    let needles = vec![SK.to_string(), password.clone(), format!("rotated-{SK}")];
     let hits = Arc::new(Mutex::new(Vec::new()));
     let stop = Arc::new(AtomicBool::new(false));
     let sampler = {
@@ -462,12 +473,83 @@ fn deploy_over_ssh_to_hosts_in_namespaces() {
             .contains("Accepted batch")
     );
 
+    // 5. A rotated key: --secrets-only rewrites the secrets and restarts
+    //    only where they changed.
+    let job2 = conf.join("job2.cfg");
+    std::fs::write(
+        &job2,
+        format!(
+            "jobName=second\nsrcType=local\nsrcPrefix={}/\ndestDomain={endpoint}\ndestBucket=dep\n\
+             destAccessKey=rotatedkey\ndestSecretKey=rotated-{SK}\n",
+            src.display()
+        ),
+    )
+    .unwrap();
+    let old_pid = pids(&key_dir);
+    let j2 = job2.display().to_string();
+    let (code, out) = ctl.deploy(&["--secrets-only", "--job", &j2]);
+    assert_eq!(code, 1, "{out}");
+    let r = row(&out, &h_key);
+    assert!(r.contains("updated") && r.contains("secrets"), "{out}");
+    assert!(
+        std::fs::read_to_string(key_dir.join("secrets"))
+            .unwrap()
+            .contains(&format!("rotatedkey=rotated-{SK}"))
+    );
+    assert_ne!(
+        pids(&key_dir),
+        old_pid,
+        "not restarted after its secrets changed"
+    );
+
+    // 6. stop reaches the deployed agent, then the daemon; start brings
+    //    both back (the daemon through ossimportd --daemon, as a user would).
+    let (code, out) = ctl.run(&["stop"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(&format!("agent {h_key}: stopped")), "{out}");
+    assert!(!key_dir.join("agent.pid").exists());
+    let mut daemon = daemon;
+    let _ = daemon.child.wait();
+    let (code, out) = {
+        let out = Command::new(bin("ossimportctl"))
+            .args(["start", "--sys"])
+            .arg(&sys)
+            .env("OSSIMPORT_LISTEN", &daemon_addr)
+            .env("OSSIMPORT_AGENT_TIMEOUT_MS", "10000")
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        ctl.out.push(text.clone());
+        (out.status.code().unwrap_or(-1), text)
+    };
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(&format!("agent {h_key}: started")), "{out}");
+    // Killed by its pid file should the test fail before it stops it.
+    let _restarted = PidFileGuard(work.join("ossimportd.pid"));
+    let socket = work.join("ossimportd.sock");
+    wait_for("the restarted agent to check in", 60, || {
+        api_try::<proto::api::WorkerList>(&socket, Endpoint::Workers, None)
+            .is_ok_and(|w| w.workers.iter().any(|a| a.name == h_key && a.state == "up"))
+    });
+    let restarted_log = std::fs::read_to_string(work.join("ossimportd.log")).unwrap_or_default();
+    let (code, out) = ctl.run(&["stop", "--local-only"]);
+    assert_eq!(code, 0, "{out}");
+
     stop.store(true, Ordering::Relaxed);
     let rounds = sampler.join().unwrap();
     assert!(rounds > 10, "the process sampler ran {rounds} times");
     let hits = hits.lock().unwrap().clone();
     assert!(hits.is_empty(), "a secret showed in a process: {hits:#?}");
-    let mut logs = vec![daemon.log_text(), ctl.out.join("\n"), pw_log_text];
+    let mut logs = vec![
+        daemon.log_text(),
+        ctl.out.join("\n"),
+        pw_log_text,
+        restarted_log,
+    ];
     logs.push(std::fs::read_to_string(key_dir.join("agent.log")).unwrap_or_default());
     for (i, text) in logs.iter().enumerate() {
         for n in &needles {
