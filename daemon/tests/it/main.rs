@@ -6,6 +6,7 @@
 
 mod auth;
 mod cluster;
+mod deploy;
 mod lifecycle;
 mod netns;
 mod runbook;
