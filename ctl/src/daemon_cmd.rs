@@ -11,21 +11,16 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use hyper::StatusCode;
 use proto::api::{
     Done, ErrorList, JobList, JobState, JobStatus, Page, Report, SubmitRequest, VersionInfo,
     WorkerList,
 };
-use proto::client::ClientError;
-use proto::control::{Client, ControlError, Endpoint};
-use serde::de::DeserializeOwned;
+use proto::control::Endpoint;
 
 use crate::cli::{Command, DaemonArgs, PageArgs, WorkersCmd};
+use crate::conn::{Conn, Fail};
 use crate::exit;
 use crate::progress::human_bytes;
-
-/// An error with the exit code it maps to.
-pub(crate) struct Fail(pub(crate) u8, pub(crate) String);
 
 type Result<T> = std::result::Result<T, Fail>;
 
@@ -45,80 +40,6 @@ pub fn main(cmd: Command) -> ExitCode {
         Err(Fail(code, msg)) => {
             eprintln!("ossimportctl: {msg}");
             ExitCode::from(code)
-        }
-    }
-}
-
-/// Where the daemon's socket is: `--socket`, else `workingDir` of
-/// `--sys`, else `./ossimportd.sock` (as `ossimportd` run from here).
-pub fn socket_path(d: &DaemonArgs) -> PathBuf {
-    if let Some(s) = &d.socket {
-        return s.clone();
-    }
-    let work = d
-        .sys
-        .as_deref()
-        .and_then(|p| daemon::config::sys::SysConfig::load(p).ok())
-        .map(|s| s.working_dir)
-        .unwrap_or_else(|| PathBuf::from("."));
-    work.join(daemon::state::SOCKET_FILE)
-}
-
-pub(crate) struct Conn {
-    client: Client,
-}
-
-impl Conn {
-    pub(crate) fn new(d: &DaemonArgs) -> Conn {
-        Conn {
-            client: Client::new(socket_path(d)),
-        }
-    }
-
-    pub(crate) async fn call<R: DeserializeOwned>(
-        &self,
-        ep: &Endpoint,
-        page: Option<&Page>,
-        body: Option<Vec<u8>>,
-    ) -> Result<(R, serde_json::Value)> {
-        self.client.call(ep, page, body).await.map_err(|e| match e {
-            ControlError::Unreachable(e) => self.unreachable(e),
-            ControlError::Refused {
-                status, message, ..
-            } => {
-                let code = match status {
-                    StatusCode::FORBIDDEN => exit::NO_PERMISSION,
-                    StatusCode::NOT_FOUND | StatusCode::BAD_REQUEST | StatusCode::CONFLICT => {
-                        exit::USAGE
-                    }
-                    _ => exit::RUNTIME,
-                };
-                Fail(code, message)
-            }
-            e @ ControlError::BadAnswer(_) => Fail(exit::RUNTIME, e.to_string()),
-        })
-    }
-
-    fn unreachable(&self, e: ClientError) -> Fail {
-        let s = self.client.socket.display();
-        match e {
-            ClientError::Connect { source, .. }
-                if source.kind() == std::io::ErrorKind::PermissionDenied =>
-            {
-                Fail(
-                    exit::NO_PERMISSION,
-                    format!(
-                        "permission denied on {s}: run as the daemon's user, or as a member of the group given to `ossimportd --socket-group`"
-                    ),
-                )
-            }
-            ClientError::Connect { .. } => Fail(
-                exit::DAEMON_UNREACHABLE,
-                format!(
-                    "ossimportd is not running (nothing answers on {s}); start it with `ossimportctl start` (or `systemctl start ossimportd`), or point --socket/--sys at the right one"
-                ),
-            ),
-            other => Fail(exit::DAEMON_UNREACHABLE, other.to_string()),
         }
     }
 }

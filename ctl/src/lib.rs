@@ -3,6 +3,7 @@
 //! and drives `ossimportd` over its control socket ([`daemon_cmd`]).
 
 pub mod cli;
+mod conn;
 pub mod daemon_cmd;
 pub mod deploy;
 pub mod exit;

@@ -76,27 +76,6 @@ enum LocalWorker {
     Off,
 }
 
-/// Whether a `workers` line (`host`, `user@host`, `host:port`) names this
-/// machine: a loopback name, or an address this machine can bind.
-fn is_this_machine(line: &str) -> bool {
-    let host = line.rsplit_once('@').map_or(line, |(_, h)| h);
-    let host = match host.rsplit_once(':') {
-        Some((h, p)) if p.parse::<u16>().is_ok() && !h.contains(':') => h,
-        _ => host,
-    };
-    let host = host.trim_matches(['[', ']']);
-    if host.eq_ignore_ascii_case("localhost") {
-        return true;
-    }
-    use std::net::ToSocketAddrs;
-    match (host, 0u16).to_socket_addrs() {
-        Ok(addrs) => addrs
-            .into_iter()
-            .any(|a| a.ip().is_loopback() || std::net::UdpSocket::bind((a.ip(), 0)).is_ok()),
-        Err(_) => false,
-    }
-}
-
 fn main() -> ExitCode {
     let args = Args::parse();
     match real_main(args) {
@@ -148,12 +127,18 @@ fn real_main(args: Args) -> anyhow::Result<()> {
         LocalWorker::On => true,
         LocalWorker::Off => false,
         LocalWorker::Auto => {
-            config.workers.is_empty() || config.workers.iter().any(|w| is_this_machine(w))
+            config.workers.is_empty()
+                || config
+                    .workers
+                    .iter()
+                    .any(|w| daemon::config::sys::is_this_machine(w))
         }
     };
     if local {
         // The master's own line is the local worker, not an absent agent.
-        config.workers.retain(|w| !is_this_machine(w));
+        config
+            .workers
+            .retain(|w| !daemon::config::sys::is_this_machine(w));
         config.local_worker = Some(args.local_tasks.max(1));
     }
     config.lease = Duration::from_secs(args.lease_secs.max(1));

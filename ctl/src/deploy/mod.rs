@@ -25,7 +25,7 @@ use proto::control::Endpoint;
 use serde::Serialize;
 
 use crate::cli::{DaemonArgs, DeployArgs};
-use crate::daemon_cmd::{Conn, Fail};
+use crate::conn::{Conn, Fail};
 use crate::exit;
 use ssh::{Login, Session, SshError, Target};
 
@@ -51,7 +51,9 @@ struct Plan {
     known_hosts: PathBuf,
     accept_new: bool,
     login: Login,
-    agent: AgentFile,
+    /// Only for [`Mode::Deploy`]: `start`/`stop` install nothing (and the
+    /// master may have no agent binary at all).
+    agent: Option<AgentFile>,
     secrets: Vec<u8>,
     secrets_sha: String,
     secret_keys: usize,
@@ -174,7 +176,7 @@ fn plan(a: &DeployArgs, mode: Mode) -> Result<Plan> {
     let sys = load_sys(&sys_path)?;
     let daemon_address = match (&sys.daemon_address, mode) {
         (Some(addr), _) => addr.clone(),
-        (None, Mode::Stop) => String::new(),
+        (None, Mode::Stop | Mode::Start) => String::new(),
         (None, _) => {
             return Err(Fail(
                 exit::USAGE,
@@ -205,6 +207,7 @@ fn plan(a: &DeployArgs, mode: Mode) -> Result<Plan> {
         ));
     }
     let agent = match &a.package {
+        _ if mode != Mode::Deploy => None,
         Some(p) => {
             let kind = match p.extension().and_then(|e| e.to_str()) {
                 Some("deb") => "deb",
@@ -217,12 +220,12 @@ fn plan(a: &DeployArgs, mode: Mode) -> Result<Plan> {
                 }
             };
             let (sha256, size) = sha256_file(p)?;
-            AgentFile {
+            Some(AgentFile {
                 path: p.clone(),
                 sha256,
                 size,
                 package: Some(kind),
-            }
+            })
         }
         None => {
             let p = a.agent_bin.clone().unwrap_or_else(sibling_agent);
@@ -232,12 +235,12 @@ fn plan(a: &DeployArgs, mode: Mode) -> Result<Plan> {
                     format!("{m} (the agent binary to install; give --agent-bin)"),
                 )
             })?;
-            AgentFile {
+            Some(AgentFile {
                 path: p,
                 sha256,
                 size,
                 package: None,
-            }
+            })
         }
     };
     let jobs = if a.job.is_empty() {
@@ -315,7 +318,21 @@ pub(crate) async fn deploy(a: &DeployArgs, only: Option<&str>) -> Result<u8> {
         workers.display(),
         plan.daemon_address
     );
-    let rows = fan_out(Arc::new(plan), hosts, mode).await;
+    // The original's first line is the master itself: its worker is the
+    // daemon's own (`ossimportd --local-worker`), not an agent over SSH.
+    let (here, remote): (Vec<WorkerHost>, Vec<WorkerHost>) = hosts
+        .into_iter()
+        .partition(|h| daemon::config::sys::is_this_machine(&h.line));
+    let mut rows = fan_out(Arc::new(plan), remote, mode).await;
+    rows.extend(here.into_iter().map(|h| Row {
+        host: h.line,
+        state: "skipped".into(),
+        version: None,
+        seconds: 0.0,
+        note:
+            "this machine: the daemon's own worker copies here (ossimportd --local-worker)".into(),
+        fingerprint: None,
+    }));
     Ok(print_rows(&rows, a.d.json))
 }
 
@@ -335,17 +352,13 @@ pub(crate) async fn agents(d: &DaemonArgs, workers: Option<&Path>, mode: Mode) -
     }
     let hosts: Vec<WorkerHost> = read_hosts(&path)?
         .into_iter()
-        .filter(|h| !is_local(&h.host))
+        .filter(|h| !daemon::config::sys::is_this_machine(&h.line))
         .collect();
     if hosts.is_empty() {
         return Ok(Vec::new());
     }
     let plan = plan(&a, mode)?;
     Ok(fan_out(Arc::new(plan), hosts, mode).await)
-}
-
-fn is_local(host: &str) -> bool {
-    matches!(host, "localhost" | "127.0.0.1" | "::1")
 }
 
 async fn fan_out(plan: Arc<Plan>, hosts: Vec<WorkerHost>, mode: Mode) -> Vec<Row> {
@@ -529,12 +542,20 @@ async fn on_host(
         return Err("no agent deployed here yet: run deploy without --secrets-only".into());
     }
     let mut changed: Vec<&str> = Vec::new();
-    let bin = if plan.agent.package.is_some() {
+    let packaged = match &plan.agent {
+        Some(a) => a.package.is_some(),
+        None => probe.sha.contains_key("package.sha256"),
+    };
+    let bin = if packaged {
         "/usr/bin/ossimport-agent".to_string()
     } else {
         format!("{}/bin/ossimport-agent", probe.dir)
     };
     if mode == Mode::Deploy {
+        let agent = plan
+            .agent
+            .as_ref()
+            .ok_or_else(|| "no agent binary to install".to_string())?;
         if probe.arch != std::env::consts::ARCH {
             return Err(format!(
                 "the host is {} and this agent binary is built for {}",
@@ -542,17 +563,17 @@ async fn on_host(
                 std::env::consts::ARCH
             ));
         }
-        let have = match plan.agent.package {
+        let have = match agent.package {
             Some(_) => probe.sha.get("package.sha256"),
             None => probe.sha.get("bin/ossimport-agent"),
         };
-        let want = match plan.agent.package {
+        let want = match agent.package {
             // The file holds the package's SHA-256 and a newline.
-            Some(_) => proto::auth::sha256_hex(format!("{}\n", plan.agent.sha256).as_bytes()),
-            None => plan.agent.sha256.clone(),
+            Some(_) => proto::auth::sha256_hex(format!("{}\n", agent.sha256).as_bytes()),
+            None => agent.sha256.clone(),
         };
         if have != Some(&want) {
-            let need_kb = plan.agent.size / 1024 + 16 * 1024;
+            let need_kb = agent.size / 1024 + 16 * 1024;
             if probe.avail_kb < need_kb {
                 return Err(format!(
                     "no disk: {} MiB free in {}, the agent needs {} MiB",
@@ -565,16 +586,16 @@ async fn on_host(
                 h,
                 &format!(
                     "installing {} ({:.1} MiB)",
-                    plan.agent.path.display(),
-                    plan.agent.size as f64 / 1048576.0
+                    agent.path.display(),
+                    agent.size as f64 / 1048576.0
                 ),
             );
-            match plan.agent.package {
+            match agent.package {
                 Some(ext) => {
                     let rel = format!("package.{ext}");
-                    send_file(s, dir, &rel, "600", &plan.agent.path, &plan.agent.sha256).await?;
+                    send_file(s, dir, &rel, "600", &agent.path, &agent.sha256).await?;
                     run(s, &remote::install_package(dir, ext), None).await?;
-                    let mark = format!("{}\n", plan.agent.sha256);
+                    let mark = format!("{}\n", agent.sha256);
                     let sha = proto::auth::sha256_hex(mark.as_bytes());
                     run(
                         s,
@@ -589,15 +610,15 @@ async fn on_host(
                         dir,
                         "bin/ossimport-agent",
                         "700",
-                        &plan.agent.path,
-                        &plan.agent.sha256,
+                        &agent.path,
+                        &agent.sha256,
                     )
                     .await?;
                 }
             }
             changed.push("agent");
         }
-        let key_cmd = if plan.agent.package.is_some() {
+        let key_cmd = if agent.package.is_some() {
             remote::init_key(dir, &bin)
         } else {
             remote::init_key(dir, "$D/bin/ossimport-agent")

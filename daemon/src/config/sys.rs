@@ -280,6 +280,27 @@ impl WorkerHost {
     }
 }
 
+/// Whether a `workers` line (`host`, `user@host`, `host:port`) names this
+/// machine: a loopback name, or an address this machine can bind.
+pub fn is_this_machine(line: &str) -> bool {
+    let host = line.rsplit_once('@').map_or(line, |(_, h)| h);
+    let host = match host.rsplit_once(':') {
+        Some((h, p)) if p.parse::<u16>().is_ok() && !h.contains(':') => h,
+        _ => host,
+    };
+    let host = host.trim_matches(['[', ']']);
+    if host.eq_ignore_ascii_case("localhost") {
+        return true;
+    }
+    use std::net::ToSocketAddrs;
+    match (host, 0u16).to_socket_addrs() {
+        Ok(addrs) => addrs
+            .into_iter()
+            .any(|a| a.ip().is_loopback() || std::net::UdpSocket::bind((a.ip(), 0)).is_ok()),
+        Err(_) => false,
+    }
+}
+
 /// Reads a `workers` file.
 pub fn load_workers(path: &Path) -> Result<Vec<String>, ConfigError> {
     let text = read_file(path)?;
