@@ -1,4 +1,4 @@
-#!/usr/bin/env bash
+#!/bin/bash
 # The original's console.sh, mapped to ossimportctl so scripts built around it
 # keep working:  console.sh submit [job.cfg] | start | stop | stat | retry [job] |
 #                clean job | version | deploy   (import.sh: the one-click run)

@@ -1,4 +1,4 @@
-#!/usr/bin/env bash
+#!/bin/bash
 # One-click standalone import, as the original's import.sh: submit the job,
 # start the service, show `stat` every 5 s until the job ends; on Failed
 # offer to retry the failed files, on Succeed offer to stop the service.

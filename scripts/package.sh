@@ -8,6 +8,7 @@
 #   scripts/package.sh --version 0.1.0-2    # package version (default: workspace version, revision 1)
 #   scripts/package.sh --out DIR --formats deb   # elsewhere, only some formats (deb, rpm)
 #   scripts/package.sh --profile dev --bin-dir DIR   # dev binaries from DIR instead of target/debug
+#   scripts/package.sh --no-build           # package target/dist as it is (no cargo build)
 #
 # OSSIMPORT_PACKAGE_PROFILE and OSSIMPORT_PACKAGE_VERSION set the same as the flags.
 # The tools are pinned in scripts/setup-test-deps.sh (into .tools/bin), which this
@@ -25,11 +26,12 @@ VERSION="${OSSIMPORT_PACKAGE_VERSION:-}"
 OUT="$REPO_ROOT/target/packages"
 FORMATS="deb rpm"
 BIN_DIR=""
+BUILD=1
 MAX_BINARY_BYTES=$((25 * 1024 * 1024))
 BINS=(ossimportd ossimportctl ossimport-agent)
 
 usage() {
-  sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//' >&2
   exit 2
 }
 while [ $# -gt 0 ]; do
@@ -38,6 +40,7 @@ while [ $# -gt 0 ]; do
     --version) VERSION="${2:?--version needs a value}"; shift 2 ;;
     --out) OUT="${2:?--out needs a value}"; shift 2 ;;
     --formats) FORMATS="${2:?--formats needs a value}"; shift 2 ;;
+    --no-build) BUILD=0; shift ;;
     --bin-dir) BIN_DIR="${2:?--bin-dir needs a value}"; shift 2 ;;
     -h|--help) usage ;;
     *) echo "package.sh: unknown argument $1" >&2; usage ;;
@@ -71,7 +74,7 @@ case "$VERSION" in
   *) upstream="$VERSION"; revision=1; VERSION="$VERSION-1" ;;
 esac
 
-if [ "$PROFILE" = dist ]; then
+if [ "$PROFILE" = dist ] && [ "$BUILD" = 1 ]; then
   log "cargo build --profile dist --workspace --bins"
   cargo build --profile dist --workspace --bins
 fi

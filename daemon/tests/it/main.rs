@@ -9,5 +9,6 @@ mod cluster;
 mod deploy;
 mod lifecycle;
 mod netns;
+mod packages;
 mod runbook;
 mod support;
