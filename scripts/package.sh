@@ -9,6 +9,7 @@
 #   scripts/package.sh --out DIR --formats deb   # elsewhere, only some formats (deb, rpm)
 #   scripts/package.sh --profile dev --bin-dir DIR   # dev binaries from DIR instead of target/debug
 #   scripts/package.sh --no-build           # package target/dist as it is (no cargo build)
+#   scripts/package.sh --check              # then lintian, rpmlint, systemd-analyze verify, file lists
 #
 # OSSIMPORT_PACKAGE_PROFILE and OSSIMPORT_PACKAGE_VERSION set the same as the flags.
 # The tools are pinned in scripts/setup-test-deps.sh (into .tools/bin), which this
@@ -27,11 +28,12 @@ OUT="$REPO_ROOT/target/packages"
 FORMATS="deb rpm"
 BIN_DIR=""
 BUILD=1
+CHECK=0
 MAX_BINARY_BYTES=$((25 * 1024 * 1024))
 BINS=(ossimportd ossimportctl ossimport-agent)
 
 usage() {
-  sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//' >&2
   exit 2
 }
 while [ $# -gt 0 ]; do
@@ -41,6 +43,7 @@ while [ $# -gt 0 ]; do
     --out) OUT="${2:?--out needs a value}"; shift 2 ;;
     --formats) FORMATS="${2:?--formats needs a value}"; shift 2 ;;
     --no-build) BUILD=0; shift ;;
+    --check) CHECK=1; shift ;;
     --bin-dir) BIN_DIR="${2:?--bin-dir needs a value}"; shift 2 ;;
     -h|--help) usage ;;
     *) echo "package.sh: unknown argument $1" >&2; usage ;;
@@ -124,7 +127,36 @@ for pkg in daemon agent; do
 done
 rm -rf "$STAGE"
 
-# What was built, one path a line (the only output on stdout).
+built=()
 for f in $FORMATS; do
-  ls -1 "$OUT"/ossimport*"$VERSION"*."$f"
+  for p in "$OUT"/ossimport*"$VERSION"*."$f"; do built+=("$p"); done
 done
+
+if [ "$CHECK" = 1 ]; then
+  debs=() rpms=()
+  for p in "${built[@]}"; do
+    case "$p" in *.deb) debs+=("$p") ;; *.rpm) rpms+=("$p") ;; esac
+  done
+  for p in "${debs[@]}"; do log "dpkg -c $(basename "$p")"; dpkg -c "$p" >&2; done
+  for p in "${rpms[@]}"; do log "rpm -qpl $(basename "$p")"; rpm -qpl "$p" 2>/dev/null >&2; done
+  if [ "${#debs[@]}" -gt 0 ]; then
+    log "lintian (fails on errors)"
+    lintian --fail-on error "${debs[@]}" >&2
+    # The units against the packaged files plus this machine's systemd units.
+    root="$(mktemp -d)"
+    for p in "${debs[@]}"; do dpkg-deb -x "$p" "$root"; done
+    cp -an /usr/lib/systemd/system/. "$root/usr/lib/systemd/system/"
+    log "systemd-analyze verify"
+    systemd-analyze verify --root="$root" \
+      /usr/lib/systemd/system/ossimportd.service /usr/lib/systemd/system/ossimport-agent.service >&2
+    rm -rf "$root"
+  fi
+  if [ "${#rpms[@]}" -gt 0 ]; then
+    log "rpmlint (fails on errors; filters with reasons in packaging/rpmlint.toml)"
+    rpmlint -c "$REPO_ROOT/packaging/rpmlint.toml" "${rpms[@]}" >&2
+  fi
+  log "checks passed"
+fi
+
+# What was built, one path a line (the only output on stdout).
+printf '%s\n' "${built[@]}"
