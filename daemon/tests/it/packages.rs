@@ -418,6 +418,18 @@ fn deb_install_run_upgrade_remove_purge() {
     // The agent's host key is made on install, for the ossimport user only.
     let key = std::fs::metadata("/etc/ossimport/agent_ed25519").expect("agent key made");
     assert_eq!((key.uid(), key.mode() & 0o777), (uid, 0o600));
+    // What the README tells the admin to run to enrol it: prints its public
+    // key line and keeps the key.
+    let before = std::fs::read("/etc/ossimport/agent_ed25519").unwrap();
+    let line = stdout(&sh(
+        "/usr/bin/ossimport-agent",
+        &["--init", "--key", "/etc/ossimport/agent_ed25519"],
+    ));
+    assert!(line.starts_with("ssh-ed25519 "), "--init printed {line:?}");
+    assert_eq!(
+        std::fs::read("/etc/ossimport/agent_ed25519").unwrap(),
+        before
+    );
     if Command::new("sh")
         .args(["-c", "command -v systemd-analyze"])
         .stdout(Stdio::null())
