@@ -111,11 +111,16 @@ struct Ctl {
 
 impl Ctl {
     fn run(&mut self, args: &[&str]) -> (i32, String) {
+        self.run_env(args, &[])
+    }
+
+    fn run_env(&mut self, args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
         let out = Command::new(bin("ossimportctl"))
             .args(args)
             .arg("--sys")
             .arg(&self.sys)
             .env_remove("OSSIMPORT_SOCKET")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .output()
             .unwrap();
@@ -510,22 +515,13 @@ fn deploy_over_ssh_to_hosts_in_namespaces() {
     assert!(!key_dir.join("agent.pid").exists());
     let mut daemon = daemon;
     let _ = daemon.child.wait();
-    let (code, out) = {
-        let out = Command::new(bin("ossimportctl"))
-            .args(["start", "--sys"])
-            .arg(&sys)
-            .env("OSSIMPORT_LISTEN", &daemon_addr)
-            .env("OSSIMPORT_AGENT_TIMEOUT_MS", "10000")
-            .output()
-            .unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        ctl.out.push(text.clone());
-        (out.status.code().unwrap_or(-1), text)
-    };
+    let (code, out) = ctl.run_env(
+        &["start"],
+        &[
+            ("OSSIMPORT_LISTEN", daemon_addr.as_str()),
+            ("OSSIMPORT_AGENT_TIMEOUT_MS", "10000"),
+        ],
+    );
     assert_eq!(code, 0, "{out}");
     assert!(out.contains(&format!("agent {h_key}: started")), "{out}");
     // Killed by its pid file should the test fail before it stops it.
