@@ -154,13 +154,17 @@ pub fn start_if_stopped(agent_dir: &str) -> String {
 }
 
 /// Stops the agent and removes what deploy put on the host (only those
-/// files: an `agentDir` pointing somewhere else loses nothing else).
+/// files: an `agentDir` pointing somewhere else loses nothing else; the
+/// package too when deploy installed the agent from one).
 pub fn uninstall(agent_dir: &str) -> String {
     let mut s = dir_prelude(agent_dir);
     s.push_str(&stop_body());
     s.push_str(
         "if [ -d /run/systemd/system ] && [ \"$(id -u)\" = 0 ] && [ -f /etc/systemd/system/ossimport-agent.service ]; then \
          systemctl disable ossimport-agent >/dev/null 2>&1 || true; rm -f /etc/systemd/system/ossimport-agent.service; systemctl daemon-reload; fi; \
+         if [ -f \"$D/package.sha256\" ] && [ \"$(id -u)\" = 0 ]; then \
+         if command -v dpkg-query >/dev/null 2>&1 && dpkg-query -W ossimport-agent >/dev/null 2>&1; then DEBIAN_FRONTEND=noninteractive dpkg -r ossimport-agent >/dev/null; \
+         elif command -v rpm >/dev/null 2>&1 && rpm -q ossimport-agent >/dev/null 2>&1; then rpm -e ossimport-agent >/dev/null; fi; fi; \
          for f in bin/ossimport-agent agent_ed25519 agent_ed25519.pub daemon_ed25519.pub secrets agent.args agent.log package.sha256; do rm -f \"$D/$f\"; done; \
          rmdir \"$D/bin\" 2>/dev/null || true; rmdir \"$D\" 2>/dev/null || true; echo removed",
     );

@@ -21,7 +21,7 @@ use crate::netns::Net;
 use crate::support::*;
 
 /// Throw-away login users, removed (with their homes) when dropped.
-struct Users(Vec<String>);
+pub struct Users(pub Vec<String>);
 
 impl Drop for Users {
     fn drop(&mut self) {
@@ -33,7 +33,7 @@ impl Drop for Users {
 }
 
 /// sshd processes, killed when dropped (the namespaces go with `Net`).
-struct Sshds(Vec<Child>);
+pub struct Sshds(pub Vec<Child>);
 
 impl Drop for Sshds {
     fn drop(&mut self) {
@@ -55,7 +55,7 @@ impl Drop for PidFileGuard {
     }
 }
 
-fn sh(cmd: &str) -> Output {
+pub fn sh(cmd: &str) -> Output {
     let out = Command::new("sh").arg("-c").arg(cmd).output().unwrap();
     assert!(
         out.status.success(),
@@ -65,7 +65,7 @@ fn sh(cmd: &str) -> Output {
     out
 }
 
-fn keygen(path: &Path) -> String {
+pub fn keygen(path: &Path) -> String {
     sh(&format!(
         "ssh-keygen -q -t ed25519 -N '' -C '' -f {}",
         path.display()
@@ -102,19 +102,19 @@ fn sample_procs(needles: &[String], hits: &Mutex<Vec<String>>) {
     }
 }
 
-struct Ctl {
-    sys: PathBuf,
-    job: PathBuf,
-    known: PathBuf,
-    out: Vec<String>,
+pub struct Ctl {
+    pub sys: PathBuf,
+    pub job: PathBuf,
+    pub known: PathBuf,
+    pub out: Vec<String>,
 }
 
 impl Ctl {
-    fn run(&mut self, args: &[&str]) -> (i32, String) {
+    pub fn run(&mut self, args: &[&str]) -> (i32, String) {
         self.run_env(args, &[])
     }
 
-    fn run_env(&mut self, args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
+    pub fn run_env(&mut self, args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
         let out = Command::new(bin("ossimportctl"))
             .args(args)
             .arg("--sys")
@@ -133,7 +133,7 @@ impl Ctl {
         (out.status.code().unwrap_or(-1), text)
     }
 
-    fn deploy(&mut self, extra: &[&str]) -> (i32, String) {
+    pub fn deploy(&mut self, extra: &[&str]) -> (i32, String) {
         let job = self.job.display().to_string();
         let known = self.known.display().to_string();
         let mut args = vec![
@@ -151,7 +151,7 @@ impl Ctl {
 }
 
 /// The row of `host` in deploy's table.
-fn row<'a>(table: &'a str, host: &str) -> &'a str {
+pub fn row<'a>(table: &'a str, host: &str) -> &'a str {
     table
         .lines()
         .find(|l| l.starts_with(host) && l[host.len()..].starts_with(' '))

@@ -7,6 +7,7 @@
 mod auth;
 mod cluster;
 mod deploy;
+mod deploy_package;
 mod lifecycle;
 mod netns;
 mod packages;

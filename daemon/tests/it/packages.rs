@@ -49,7 +49,7 @@ fn sh(program: &str, args: &[&str]) -> Output {
     run(Command::new(program).args(args))
 }
 
-fn exists(name: &str, db: &str) -> bool {
+pub fn exists(name: &str, db: &str) -> bool {
     Command::new("getent")
         .args([db, name])
         .stdout(Stdio::null())
@@ -57,7 +57,7 @@ fn exists(name: &str, db: &str) -> bool {
         .is_ok_and(|s| s.success())
 }
 
-fn package_known(name: &str) -> bool {
+pub fn package_known(name: &str) -> bool {
     Command::new("dpkg-query")
         .args(["-W", name])
         .stdout(Stdio::null())
@@ -66,7 +66,7 @@ fn package_known(name: &str) -> bool {
         .is_ok_and(|s| s.success())
 }
 
-fn package_status(name: &str) -> String {
+pub fn package_status(name: &str) -> String {
     let out = Command::new("dpkg-query")
         .args(["-W", "-f", "${Status} ${Version}", name])
         .output()
@@ -281,7 +281,7 @@ impl Drop for Machine {
 
 /// `Err(reason)` when this machine cannot run the test: a tool missing, or
 /// an ossimport installation of its own that the test must not touch.
-fn preconditions(repo: &Path) -> Result<(), String> {
+pub fn preconditions(repo: &Path) -> Result<(), String> {
     for tool in ["cargo-deb", "cargo-generate-rpm"] {
         if !repo.join(".tools/bin").join(tool).is_file() {
             return Err(format!(
@@ -318,7 +318,7 @@ fn preconditions(repo: &Path) -> Result<(), String> {
 }
 
 /// Builds the .debs of `version` into `out` from the suite's binaries.
-fn build_debs(repo: &Path, bin_dir: &Path, version: &str, out: &Path) -> Vec<PathBuf> {
+pub fn build_debs(repo: &Path, bin_dir: &Path, version: &str, out: &Path) -> Vec<PathBuf> {
     let built = run(Command::new(repo.join("scripts/package.sh"))
         .args(["--profile", "dev", "--formats", "deb", "--version", version])
         .arg("--bin-dir")
