@@ -245,6 +245,23 @@ async fn dispatch(cmd: Command) -> Result<u8> {
                 for f in &r.failed {
                     println!("  {}  {}: {}", f.code, f.path.escape_debug(), f.message);
                 }
+                if r.passes.len() > 1 {
+                    for p in &r.passes {
+                        println!("  {}", crate::progress::pass_line(p));
+                    }
+                }
+                let gone: u64 = r.passes.iter().map(|p| p.deleted).sum();
+                if gone > 0 {
+                    println!("  gone from the source (kept at the destination): {gone}");
+                    for d in &r.deleted {
+                        println!(
+                            "  DELETED  {} ({}, pass {})",
+                            d.rel_path.escape_debug(),
+                            human_bytes(d.size),
+                            d.pass
+                        );
+                    }
+                }
                 if let Some(next) = &r.next {
                     println!(
                         "  more: ossimportctl errors {job} --after {}",
@@ -487,6 +504,9 @@ fn table(jobs: &[JobStatus], bars: bool, out: &mut String) {
             c.tasks_failed,
             if j.scan_done { "" } else { " (scanning)" }
         );
+        if let Some(inc) = &j.incremental {
+            let _ = writeln!(out, "  {}", crate::progress::incremental_line(inc));
+        }
         if bars {
             let done = c.verified_bytes + c.skipped_bytes;
             let frac = if c.bytes == 0 {
@@ -538,7 +558,8 @@ pub fn legacy_block(jobs: &[JobStatus]) -> String {
             c.tasks_dispatched,
             c.tasks_done,
             c.tasks_failed,
-            j.scan_done
+            // As the original: an incremental job's listing never finishes.
+            j.scan_done && j.incremental.is_none()
         );
         for t in &j.running_tasks {
             let _ = writeln!(

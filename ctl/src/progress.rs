@@ -226,3 +226,51 @@ mod tests {
         assert_eq!(super::short_name("数据/大文件.bin", 8), "…大文件.bin");
     }
 }
+
+/// One pass: `pass 2: found 120, new 3, changed 2, retried 0, deleted 1,
+/// copied 5, failed 0 (ended 21:04:05)`.
+pub(crate) fn pass_line(p: &proto::api::PassRecord) -> String {
+    let mut s = format!(
+        "pass {}: found {}, new {}, changed {}, retried {}, deleted {}",
+        p.number, p.found, p.new, p.changed, p.retried, p.deleted
+    );
+    match p.ended_at {
+        Some(t) => s.push_str(&format!(
+            ", copied {}, failed {} (ended {})",
+            p.copied,
+            p.failed,
+            clock(t)
+        )),
+        None => s.push_str(&format!(" (running since {})", clock(p.started_at))),
+    }
+    if let Some(e) = &p.error {
+        s.push_str(&format!("; listing failed: {e}"));
+    }
+    s
+}
+
+/// An incremental job's current pass and when the next one starts.
+pub(crate) fn incremental_line(inc: &proto::api::Incremental) -> String {
+    let current = inc.passes.last().map(pass_line).unwrap_or_default();
+    match inc.next_pass_at {
+        Some(at) => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs() as i64)
+                .unwrap_or(0);
+            format!(
+                "incremental, every {} s; {current}; next pass {} at {} (in {} s)",
+                inc.interval_secs,
+                inc.pass + 1,
+                clock(at),
+                (at - now).max(0)
+            )
+        }
+        None => format!("incremental, every {} s; {current}", inc.interval_secs),
+    }
+}
+
+/// Unix seconds as an HTTP date (`Tue, 01 Dec 2026 21:04:05 GMT`).
+pub(crate) fn clock(t: i64) -> String {
+    httpdate::fmt_http_date(std::time::UNIX_EPOCH + std::time::Duration::from_secs(t.max(0) as u64))
+}

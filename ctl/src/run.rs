@@ -12,7 +12,7 @@ use anyhow::Context;
 use daemon::engine;
 use daemon::scanner;
 use daemon::state::{Config, State};
-use daemon::store::{Counts, JobState, Store};
+use daemon::store::{Counts, JobRow, JobState, Store};
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::RunArgs;
@@ -139,17 +139,29 @@ async fn run(args: RunArgs) -> Result<u8, Exit> {
     });
 
     // The engine finishes the job; wait for that (and for tasks still
-    // leased after a failed listing) or for Ctrl-C.
+    // leased after a failed listing) or for Ctrl-C. An incremental job
+    // never finishes: its passes go on until Ctrl-C, each reported.
+    let incremental = plan.scan.incremental.is_some();
+    let mut reported = Reported::default();
     let finished = loop {
         let changed = state.job_changed.notified();
         let st = Arc::clone(&store);
-        let (job, (_, leased)) = tokio::task::spawn_blocking(move || {
-            Ok::<_, daemon::store::StoreError>((st.job(job_id)?, st.task_states(job_id)?))
+        let (job, (_, leased), passes) = tokio::task::spawn_blocking(move || {
+            let passes = if incremental {
+                st.passes(job_id)?
+            } else {
+                Vec::new()
+            };
+            Ok::<_, daemon::store::StoreError>((st.job(job_id)?, st.task_states(job_id)?, passes))
         })
         .await??;
         match job {
             Some(j) if j.state.is_finished() && leased == 0 => break Some(j.state),
-            Some(_) => {}
+            Some(j) => {
+                if incremental && !args.quiet {
+                    reported.report(&j, &passes, plan.scan.incremental.unwrap_or_default());
+                }
+            }
             None => break None,
         }
         tokio::select! {
@@ -202,6 +214,44 @@ async fn run(args: RunArgs) -> Result<u8, Exit> {
     } else {
         exit::JOB_FAILED
     })
+}
+
+/// What `run` has said about an incremental job's passes so far.
+#[derive(Default)]
+struct Reported {
+    started: u32,
+    ended: u32,
+}
+
+impl Reported {
+    /// One line when a pass starts, one when it ends with its counts and
+    /// when the next one starts.
+    fn report(&mut self, job: &JobRow, passes: &[proto::api::PassRecord], every: Duration) {
+        for p in passes {
+            if p.number > self.started {
+                self.started = p.number;
+                if p.ended_at.is_none() {
+                    eprintln!("pass {}: listing {}", p.number, job.name);
+                }
+            }
+            if p.ended_at.is_some() && p.number > self.ended {
+                self.ended = p.number;
+                let next = match job.next_pass_at {
+                    Some(at) if job.pass == p.number => format!(
+                        "; next pass {} at {} (in {} s, every {} s)",
+                        p.number + 1,
+                        progress::clock(at),
+                        (at - daemon::state::unix_now()).max(0),
+                        every.as_secs()
+                    ),
+                    _ => String::new(),
+                };
+                let line = progress::pass_line(p);
+                let counts = line.split_once(": ").map_or(line.as_str(), |(_, c)| c);
+                eprintln!("pass {} ended: {counts}{next}", p.number);
+            }
+        }
+    }
 }
 
 /// Finds the job in the store, or creates it; refuses to resume a job whose

@@ -53,6 +53,7 @@ fn main() -> anyhow::Result<()> {
         task_size_limit: u64::MAX,
         import_since: 0,
         max_task_age: None,
+        incremental: None,
     };
     let scanned = scan(&store, job, &cfg, &CancellationToken::new(), |_, _| {})?;
     let (done, stats) = (scanned.finished(), scanned.stats().clone());

@@ -193,11 +193,13 @@ async fn dispatch(eng: &Arc<Engine>, ep: Endpoint, req: &Req) -> Result<Response
             let job = jobs::find(eng, &n).await?;
             let id = job.id;
             let limit = page.limit.unwrap_or(50);
-            let (c, methods, p) = blocking(&state.store, move |s| {
+            let (c, methods, p, passes, deleted) = blocking(&state.store, move |s| {
                 Ok((
                     s.counts(id)?,
                     s.verify_methods(id)?,
                     s.failed_page(id, page.after.as_deref(), limit)?,
+                    s.passes(id)?,
+                    s.deleted_page(id, None, limit)?,
                 ))
             })
             .await?;
@@ -217,6 +219,8 @@ async fn dispatch(eng: &Arc<Engine>, ep: Endpoint, req: &Req) -> Result<Response
                         .collect(),
                     failed: p.failed.into_iter().map(entry).collect(),
                     next: p.next,
+                    passes,
+                    deleted,
                 },
             )
         }

@@ -130,6 +130,13 @@ fn from_text(
             .into_iter()
             .map(|w| format!("{}: {w}", job_cfg.display())),
     );
+    if cfg.is_incremental && cfg.incremental_mode_interval < 900 {
+        warnings.push(format!(
+            "{}: incrementalModeInterval={} is below the original's minimum of 900 s, allowed by OSSIMPORT_MIN_INCREMENTAL_INTERVAL",
+            job_cfg.display(),
+            cfg.incremental_mode_interval
+        ));
+    }
     if let Some(p) = &sys_path {
         warnings.extend(
             sys.unsupported()
@@ -281,6 +288,9 @@ fn from_text(
         task_size_limit: cfg.task_object_size_limit,
         import_since: cfg.import_since as i64,
         max_task_age: Some(Duration::from_secs(2)),
+        incremental: cfg
+            .is_incremental
+            .then(|| Duration::from_secs(cfg.incremental_mode_interval)),
     };
     let work_dir = sys_path.as_ref().map(|_| sys.working_dir.clone());
     let secret_files = [

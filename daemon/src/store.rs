@@ -20,7 +20,35 @@ use rusqlite::{Connection, OptionalExtension, params};
 /// 2: job, task and object ids are AUTOINCREMENT, so an id is never given
 /// twice, not even after `clean` emptied a table (a late result for a
 /// cleaned job can then never land on a new job's object).
-const SCHEMA_VERSION: i64 = 2;
+/// 3: listing passes (incremental jobs): `jobs.pass`, `jobs.next_pass_at`,
+/// the pass each object was listed in and last seen in, the pass that
+/// found it gone, and one `passes` row per pass.
+const SCHEMA_VERSION: i64 = 3;
+
+/// What schema 3 adds to a schema 2 store (columns with defaults, so old
+/// rows read as pass 1).
+const SCHEMA_V3: &str = "
+ALTER TABLE jobs ADD COLUMN pass INTEGER NOT NULL DEFAULT 1;
+ALTER TABLE jobs ADD COLUMN next_pass_at INTEGER;
+ALTER TABLE objects ADD COLUMN pass INTEGER NOT NULL DEFAULT 1;
+ALTER TABLE objects ADD COLUMN seen_pass INTEGER NOT NULL DEFAULT 1;
+ALTER TABLE objects ADD COLUMN deleted_pass INTEGER;
+CREATE TABLE passes (
+    job_id INTEGER NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+    number INTEGER NOT NULL,
+    started_at INTEGER NOT NULL,
+    ended_at INTEGER,
+    found INTEGER NOT NULL DEFAULT 0,
+    new INTEGER NOT NULL DEFAULT 0,
+    changed INTEGER NOT NULL DEFAULT 0,
+    retried INTEGER NOT NULL DEFAULT 0,
+    deleted INTEGER NOT NULL DEFAULT 0,
+    copied INTEGER NOT NULL DEFAULT 0,
+    failed INTEGER NOT NULL DEFAULT 0,
+    error TEXT,
+    PRIMARY KEY (job_id, number)
+);
+";
 
 const SCHEMA_V1: &str = "
 CREATE TABLE jobs (
@@ -214,6 +242,43 @@ pub struct JobRow {
     pub state: JobState,
     pub scan_done: bool,
     pub scan_checkpoint: Option<String>,
+    /// The listing pass the job is in (1 for the first; incremental jobs
+    /// count up).
+    pub pass: u32,
+    /// When the next pass starts (unix seconds), once the current one has
+    /// ended; `None` while a pass runs.
+    pub next_pass_at: Option<i64>,
+}
+
+impl JobRow {
+    /// `incrementalModeInterval` of an incremental job, from its stored
+    /// configuration; `None` for a job of one pass.
+    pub fn incremental_interval(&self) -> Option<u64> {
+        let v: serde_json::Value = serde_json::from_str(&self.config).ok()?;
+        if v.get("is_incremental")?.as_bool()? {
+            v.get("incremental_mode_interval")?.as_u64()
+        } else {
+            None
+        }
+    }
+}
+
+/// The columns [`job_row`] reads, in its order.
+const JOB_COLUMNS: &str =
+    "id, name, config, fingerprint, state, scan_done, scan_checkpoint, pass, next_pass_at";
+
+fn job_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobRow> {
+    Ok(JobRow {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        config: r.get(2)?,
+        fingerprint: r.get(3)?,
+        state: job_state(4, r.get(4)?)?,
+        scan_done: r.get::<_, i64>(5)? != 0,
+        scan_checkpoint: r.get(6)?,
+        pass: r.get(7)?,
+        next_pass_at: r.get(8)?,
+    })
 }
 
 /// One object as the store holds it ([`Store::objects`]).
@@ -247,6 +312,19 @@ pub struct NewObject {
     /// Set when the object can already be seen to fail (e.g. a name that is
     /// not UTF-8, an unreadable directory): `(code, message)`.
     pub failure: Option<(String, String)>,
+}
+
+/// How a listed object relates to what earlier passes of its job recorded
+/// under the same path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// Nothing recorded yet.
+    New,
+    /// Recorded with another size, mtime or source ETag/URL: copied again;
+    /// the older rows of its path give way to the new one.
+    Changed,
+    /// Recorded unchanged but failed: copied again, likewise.
+    Retried,
 }
 
 /// What `retry` did: objects queued again, and failed objects left as they
@@ -443,6 +521,7 @@ impl Store {
         if version < 1 {
             let tx = conn.transaction()?;
             tx.execute_batch(&v2)?;
+            tx.execute_batch(SCHEMA_V3)?;
             tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
             tx.commit()?;
         } else if version == 1 {
@@ -466,9 +545,15 @@ impl Store {
                  INSERT INTO parts SELECT * FROM parts_v1;
                  DROP TABLE parts_v1; DROP TABLE objects_v1; DROP TABLE tasks_v1; DROP TABLE jobs_v1;",
             )?;
-            tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+            tx.pragma_update(None, "user_version", 2)?;
             tx.commit()?;
             conn.pragma_update(None, "foreign_keys", "ON")?;
+        }
+        if (1..3).contains(&version) {
+            let tx = conn.transaction()?;
+            tx.execute_batch(SCHEMA_V3)?;
+            tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+            tx.commit()?;
         }
         // Pages of failures in path order (`errors`, `report`) without a
         // sort of the whole job.
@@ -495,19 +580,9 @@ impl Store {
         let conn = self.lock();
         Ok(conn
             .query_row(
-                &format!("SELECT id, name, config, fingerprint, state, scan_done, scan_checkpoint FROM jobs WHERE {cond}"),
+                &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE {cond}"),
                 [value],
-                |r| {
-                    Ok(JobRow {
-                        id: r.get(0)?,
-                        name: r.get(1)?,
-                        config: r.get(2)?,
-                        fingerprint: r.get(3)?,
-                        state: job_state(4, r.get(4)?)?,
-                        scan_done: r.get::<_, i64>(5)? != 0,
-                        scan_checkpoint: r.get(6)?,
-                    })
-                },
+                job_row,
             )
             .optional()?)
     }
@@ -536,6 +611,7 @@ impl Store {
         )?;
         tx.execute("DELETE FROM objects WHERE job_id = ?1", [job_id])?;
         tx.execute("DELETE FROM tasks WHERE job_id = ?1", [job_id])?;
+        tx.execute("DELETE FROM passes WHERE job_id = ?1", [job_id])?;
         tx.execute("DELETE FROM jobs WHERE id = ?1", [job_id])?;
         tx.commit()?;
         Ok(())
@@ -560,12 +636,32 @@ impl Store {
     /// Stores a closed task with its objects and moves the scan checkpoint
     /// past them, in one transaction: after a crash either all of it or
     /// none of it is there, so the scan resumes without gaps or duplicates.
+    /// Objects of the first pass, all new.
     pub fn commit_task(
         &self,
         job_id: i64,
         objects: &[NewObject],
         checkpoint: &str,
     ) -> Result<i64, StoreError> {
+        let changes = vec![Change::New; objects.len()];
+        self.commit_pass_task(job_id, 1, objects, &changes, checkpoint)
+    }
+
+    /// [`Store::commit_task`] for listing pass `pass`: each object with how
+    /// it relates to what earlier passes recorded (`changes[i]` for
+    /// `objects[i]`). The rows it replaces are deleted in the same
+    /// transaction (never one still pending: an executor may hold it), and
+    /// the pass's counters move with it, so they stay exact across a
+    /// resumed scan.
+    pub fn commit_pass_task(
+        &self,
+        job_id: i64,
+        pass: u32,
+        objects: &[NewObject],
+        changes: &[Change],
+        checkpoint: &str,
+    ) -> Result<i64, StoreError> {
+        assert_eq!(objects.len(), changes.len(), "one change per object");
         let mut conn = self.lock();
         let tx = conn.transaction()?;
         let bytes: u64 = objects.iter().map(|o| o.size).sum();
@@ -579,13 +675,19 @@ impl Store {
             ],
         )?;
         let task_id = tx.last_insert_rowid();
+        let (mut new, mut changed, mut retried) = (0i64, 0i64, 0i64);
         {
             let mut ins = tx.prepare_cached(
-                "INSERT INTO objects (job_id, task_id, rel_path, size, mtime, state, error_code, error, updated_at, src_ref)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                "INSERT INTO objects (job_id, task_id, rel_path, size, mtime, state, error_code, error, updated_at, src_ref, pass, seen_pass)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11)",
+            )?;
+            // Every older final row of the path gives way (a listing error
+            // of an earlier pass may sit beside the row it could not see).
+            let mut replace = tx.prepare_cached(
+                "DELETE FROM objects WHERE job_id = ?1 AND state IN (?3, ?4, ?5) AND rel_path = ?2 AND id < ?6",
             )?;
             let t = now();
-            for o in objects {
+            for (o, c) in objects.iter().zip(changes) {
                 let (state, code, msg) = match &o.failure {
                     Some((c, m)) => (ObjectState::Failed, Some(c.as_str()), Some(m.as_str())),
                     None => (ObjectState::Pending, None, None),
@@ -600,24 +702,41 @@ impl Store {
                     code,
                     msg,
                     t,
-                    o.src_ref
+                    o.src_ref,
+                    pass
                 ])?;
+                let id = tx.last_insert_rowid();
+                match *c {
+                    Change::New => new += 1,
+                    Change::Changed | Change::Retried => {
+                        replace.execute(params![
+                            job_id,
+                            o.rel_path,
+                            ObjectState::Verified,
+                            ObjectState::Skipped,
+                            ObjectState::Failed,
+                            id
+                        ])?;
+                        if *c == Change::Changed {
+                            changed += 1;
+                        } else {
+                            retried += 1;
+                        }
+                    }
+                }
             }
         }
+        tx.execute(
+            "UPDATE passes SET new = new + ?3, changed = changed + ?4, retried = retried + ?5
+             WHERE job_id = ?1 AND number = ?2",
+            params![job_id, pass, new, changed, retried],
+        )?;
         tx.execute(
             "UPDATE jobs SET scan_checkpoint = ?2, updated_at = ?3 WHERE id = ?1",
             params![job_id, checkpoint, now()],
         )?;
         tx.commit()?;
         Ok(task_id)
-    }
-
-    pub fn finish_scan(&self, job_id: i64) -> Result<(), StoreError> {
-        self.lock().execute(
-            "UPDATE jobs SET scan_done = 1, updated_at = ?2 WHERE id = ?1",
-            params![job_id, now()],
-        )?;
-        Ok(())
     }
 
     /// Returns a job's dispatched tasks to pending (`pause`, and a
@@ -1076,6 +1195,8 @@ fn apply_event(
 }
 
 pub mod leases;
+mod passes;
+pub use passes::{DeletedObject, PassRecord, Prior};
 
 #[cfg(test)]
 mod tests;

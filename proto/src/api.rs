@@ -236,6 +236,46 @@ pub struct JobStatus {
     pub scan_done: bool,
     pub counts: JobCounts,
     pub running_tasks: Vec<TaskProgress>,
+    /// Set for an incremental job (`isIncremental=true`).
+    #[serde(default)]
+    pub incremental: Option<Incremental>,
+}
+
+/// An incremental job's schedule and its passes.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Incremental {
+    /// `incrementalModeInterval`, seconds.
+    pub interval_secs: u64,
+    /// The pass it is in (or has just ended).
+    pub pass: u32,
+    /// When the next pass starts (unix seconds); `None` while one runs.
+    pub next_pass_at: Option<i64>,
+    /// Every pass, first to last.
+    pub passes: Vec<PassRecord>,
+}
+
+/// One listing pass of a job.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PassRecord {
+    pub number: u32,
+    /// Unix seconds.
+    pub started_at: i64,
+    /// When its last object became final; `None` while it runs.
+    pub ended_at: Option<i64>,
+    /// Objects the listing found (new, changed, retried and unchanged).
+    pub found: u64,
+    pub new: u64,
+    pub changed: u64,
+    /// Found unchanged after failing in an earlier pass: copied again.
+    pub retried: u64,
+    /// Recorded by an earlier pass and gone from the source now (never
+    /// deleted at the destination).
+    pub deleted: u64,
+    /// Objects of this pass verified, and failed, when it ended.
+    pub copied: u64,
+    pub failed: u64,
+    /// Why its listing failed, if it did.
+    pub error: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -379,6 +419,23 @@ pub struct Report {
     pub failed: Vec<FailedEntry>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next: Option<String>,
+    /// Every listing pass (one, unless the job is incremental).
+    #[serde(default)]
+    pub passes: Vec<PassRecord>,
+    /// The first page of objects gone from the source since a pass
+    /// recorded them (kept at the destination), in path order.
+    #[serde(default)]
+    pub deleted: Vec<DeletedObject>,
+}
+
+/// An object a later pass no longer found at the source.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeletedObject {
+    #[serde(rename = "path")]
+    pub rel_path: String,
+    pub size: u64,
+    /// The pass that found it gone.
+    pub pass: u32,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

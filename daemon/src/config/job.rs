@@ -191,7 +191,9 @@ pub struct JobConfig {
     pub job_type: JobMode,
     /// `isIncremental`: rescan every `incrementalModeInterval` seconds. Default false.
     pub is_incremental: bool,
-    /// `incrementalModeInterval`: seconds between rescans, at least 900. Default 86400.
+    /// `incrementalModeInterval`: seconds between the end of one pass and
+    /// the start of the next, at least 900 (see [`min_incremental_interval`]).
+    /// Default 86400.
     pub incremental_mode_interval: u64,
     /// `importSince`: Unix seconds; only files modified later are copied. 0 (default) = all.
     pub import_since: u64,
@@ -403,12 +405,6 @@ impl JobConfig {
         if matches!(self.src_type, SrcType::Azure | SrcType::Youpai) {
             out.push(format!("srcType={}: not supported yet", self.src_type));
         }
-        if self.is_incremental {
-            out.push(
-                "isIncremental=true: incremental mode is not supported yet; the job runs one full pass"
-                    .to_string(),
-            );
-        }
         let tunnel_keys_set = [
             &self.express_tunnel_proxy_host,
             &self.express_tunnel_proxy_type,
@@ -506,7 +502,11 @@ fn from_properties(
         )
     })?;
     let is_incremental = f.bool("isIncremental", false)?;
-    let incremental_mode_interval = f.uint(&["incrementalModeInterval"], 86_400, 900..=u64::MAX)?;
+    let incremental_mode_interval = f.uint(
+        &["incrementalModeInterval"],
+        86_400,
+        min_incremental_interval()..=u64::MAX,
+    )?;
     let import_since = f.uint(&["importSince"], 0, 0..=u64::MAX)?;
     let last_modify = f.uint(&["lastModify"], 0, 0..=u64::MAX)?;
     let is_skip_exist_file = f.bool("isSkipExistFile", false)?;
@@ -1058,4 +1058,17 @@ fn read_secret_file(path: &Path) -> Result<String, String> {
         return Err(format!("{shown} is empty"));
     }
     Ok(value)
+}
+
+/// The shortest `incrementalModeInterval` accepted: the original's 900 s,
+/// unless `OSSIMPORT_MIN_INCREMENTAL_INTERVAL` (seconds, at least 1) says
+/// otherwise in the environment of the process that plans the job (the
+/// daemon, or `ossimportctl run`). Meant for tests and trials; a warning
+/// names it when it is in effect.
+pub fn min_incremental_interval() -> u64 {
+    std::env::var("OSSIMPORT_MIN_INCREMENTAL_INTERVAL")
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .filter(|&v| v >= 1)
+        .unwrap_or(900)
 }

@@ -23,6 +23,12 @@ pub enum Event {
     Drained {
         outcome: JobState,
     },
+    /// An incremental job's pass is drained (its listing done, every task
+    /// final): the pass ends and the next one is scheduled; the job goes
+    /// on running.
+    PassDrained,
+    /// An incremental job's next pass is due: list the source again.
+    NextPass,
     Pause,
     Resume,
     /// `retry`: failed objects back to pending, a failed listing restarted.
@@ -45,6 +51,10 @@ pub enum Effect {
     StopScan,
     /// Delete the job's rows and saved files.
     Forget,
+    /// Record the end of the pass and when the next one is due.
+    EndPass,
+    /// Count up the pass and list from the beginning (before `StartScan`).
+    BeginPass,
     /// Wake the scheduler: there may be work to hand out.
     Wake,
 }
@@ -104,6 +114,11 @@ pub fn next(from: JobState, scan_done: bool, ev: Event) -> Result<Transition, Re
         (s, Event::ScanFailed) => go(s, &[]),
         (Running, Event::Drained { outcome }) if outcome.is_finished() => go(outcome, &[]),
         (s, Event::Drained { .. }) => go(s, &[]),
+        (Running, Event::PassDrained) => go(Running, &[EndPass]),
+        (s, Event::PassDrained) => go(s, &[]),
+        // A paused job's due pass waits for `resume` (and the next tick).
+        (Running, Event::NextPass) => go(Running, &[BeginPass, StartScan, Wake]),
+        (s, Event::NextPass) => go(s, &[]),
         (Running, Event::Pause) => go(Paused, &[RequeueLeased]),
         (s, Event::Pause) => Err(Refused::NotRunning(s)),
         (Paused, Event::Resume) => {
@@ -139,6 +154,8 @@ mod tests {
             Event::ScanFailed,
             Event::Drained { outcome: Succeed },
             Event::Drained { outcome: Failed },
+            Event::PassDrained,
+            Event::NextPass,
             Event::Pause,
             Event::Resume,
             Event::Retry,
@@ -177,6 +194,12 @@ mod tests {
                         (s, Event::ScanFailed) => Ok((Some(s), vec![])),
                         (Running, Event::Drained { outcome }) => Ok((Some(outcome), vec![])),
                         (s, Event::Drained { .. }) => Ok((Some(s), vec![])),
+                        (Running, Event::PassDrained) => Ok((Some(Running), vec![EndPass])),
+                        (s, Event::PassDrained) => Ok((Some(s), vec![])),
+                        (Running, Event::NextPass) => {
+                            Ok((Some(Running), vec![BeginPass, StartScan, Wake]))
+                        }
+                        (s, Event::NextPass) => Ok((Some(s), vec![])),
                         (Running, Event::Pause) => Ok((Some(Paused), vec![RequeueLeased])),
                         (s, Event::Pause) => Err(Refused::NotRunning(s)),
                         (Paused, Event::Resume) => Ok((Some(Running), with(&[], &[Wake]))),
@@ -204,6 +227,19 @@ mod tests {
         // After a finished listing a retry only queues the failures.
         let t = next(Failed, true, Event::Retry).unwrap();
         assert_eq!(t.effects, vec![RetryFailed, Wake]);
+    }
+
+    #[test]
+    fn an_incremental_pass_ends_without_finishing_the_job_and_the_next_lists_again() {
+        let t = next(Running, true, Event::PassDrained).unwrap();
+        assert_eq!((t.to, t.effects), (Some(Running), vec![EndPass]));
+        // The listing starts again although the last one is done.
+        let t = next(Running, true, Event::NextPass).unwrap();
+        assert_eq!(t.effects, vec![BeginPass, StartScan, Wake]);
+        // Paused or finished jobs start no pass.
+        for from in [Paused, Succeed, Failed] {
+            assert_eq!(next(from, true, Event::NextPass).unwrap().effects, vec![]);
+        }
     }
 
     #[test]

@@ -181,22 +181,36 @@ pub async fn finish_if_drained(
 ) -> Result<Option<crate::store::Counts>, JobError> {
     let state = &eng.state;
     let _one = eng.changes.lock().await;
+    let incremental = eng
+        .jobs()
+        .get(&job_id)
+        .is_some_and(|rt| rt.scan.incremental.is_some());
     let drained = blocking(&state.store, move |s| {
         let Some(job) = s.job(job_id)? else {
             return Ok(None);
         };
         let (pending, dispatched) = s.task_states(job_id)?;
-        Ok(
-            (job.state == JobState::Running && job.scan_done && pending == 0 && dispatched == 0)
-                .then_some(s.counts(job_id)?),
-        )
+        // An incremental pass ends once; then the job waits for the next.
+        let waiting = incremental && job.next_pass_at.is_some();
+        Ok((job.state == JobState::Running
+            && job.scan_done
+            && pending == 0
+            && dispatched == 0
+            && !waiting)
+            .then_some(s.counts(job_id)?))
     })
     .await?;
     let Some(c) = drained else {
         return Ok(None);
     };
-    let outcome = c.outcome();
-    change_locked(eng, job_id, Event::Drained { outcome }).await?;
+    let ev = if incremental {
+        Event::PassDrained
+    } else {
+        Event::Drained {
+            outcome: c.outcome(),
+        }
+    };
+    change_locked(eng, job_id, ev).await?;
     Ok(Some(c))
 }
 
@@ -248,6 +262,28 @@ async fn change_locked(eng: &Arc<Engine>, job_id: i64, ev: Event) -> Result<Chan
                 // that commit then fails on the deleted job and it ends.
                 let work = state.config.work_dir.clone();
                 blocking(&state.store, move |s| forget(s, &work, job_id)).await?;
+            }
+            Effect::EndPass => {
+                let every = eng
+                    .jobs()
+                    .get(&job_id)
+                    .and_then(|rt| rt.scan.incremental)
+                    .unwrap_or_default();
+                let at = unix_now() + every.as_secs() as i64;
+                let p = blocking(&state.store, move |s| s.end_pass(job_id, at)).await?;
+                info!(job = %job.name, pass = p.number, found = p.found, new = p.new, changed = p.changed,
+                    deleted = p.deleted, copied = p.copied, failed = p.failed, next_in_secs = every.as_secs(),
+                    "Pass ended.");
+                state.job_changed.notify_waiters();
+            }
+            Effect::BeginPass => {
+                let pass = blocking(&state.store, move |s| s.begin_pass(job_id)).await?;
+                if let Some(rt) = eng.jobs().get(&job_id) {
+                    rt.live.scanned_objects.store(0, Ordering::Relaxed);
+                    rt.live.scanned_bytes.store(0, Ordering::Relaxed);
+                }
+                info!(job = %job.name, pass, "Pass started.");
+                state.job_changed.notify_waiters();
             }
             Effect::Wake => state.wake.notify_one(),
         }
@@ -395,6 +431,19 @@ fn start_scan(
             Ok(scanner::ScanOutcome::Stopped(_)) => {
                 info!(job = %name, "Scan stopped; it resumes at the next start.");
                 None
+            }
+            Err(e) if cfg.incremental.is_some() => {
+                // The pass ends with what it listed; the next one lists
+                // everything again.
+                error!(job = %name, error = %e, "Scan failed; this pass ends with what it listed.");
+                let msg = e.to_string();
+                match st.store.fail_pass_scan(job_id, &msg) {
+                    Ok(()) => Some(Event::ScanFinished),
+                    Err(e) => {
+                        error!(job = %name, error = %e, "Cannot record the failed scan; job marked failed.");
+                        Some(Event::ScanFailed)
+                    }
+                }
             }
             Err(e) => {
                 error!(job = %name, error = %e, "Scan failed; job marked failed.");
@@ -620,7 +669,17 @@ pub fn status_in(
     agent_name: impl Fn(&str) -> Option<String>,
 ) -> Result<JobStatus, StoreError> {
     let (c, running) = (store.counts(job.id)?, store.running_tasks(job.id)?);
+    let incremental = match job.incremental_interval() {
+        Some(interval_secs) => Some(proto::api::Incremental {
+            interval_secs,
+            pass: job.pass,
+            next_pass_at: job.next_pass_at,
+            passes: store.passes(job.id)?,
+        }),
+        None => None,
+    };
     Ok(JobStatus {
+        incremental,
         name: job.name,
         state: job.state,
         scan_done: job.scan_done,

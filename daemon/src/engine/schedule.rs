@@ -137,6 +137,16 @@ async fn tick(eng: &Arc<Engine>) -> anyhow::Result<()> {
         };
         let id = job.id;
         let (pending, dispatched) = blocking(&state.store, move |s| s.task_states(id)).await?;
+        if let Some(at) = job.next_pass_at {
+            // An incremental job between passes.
+            if at <= now && pending == 0 && dispatched == 0 {
+                super::change(eng, id, super::lifecycle::Event::NextPass).await?;
+            }
+            if pending > 0 {
+                runnable.push((job.id, spec));
+            }
+            continue;
+        }
         if job.scan_done && pending == 0 && dispatched == 0 {
             if let Some(c) = super::finish_if_drained(eng, id).await? {
                 info!(job = %job.name, state = %c.outcome(), verified = c.verified, skipped = c.skipped, failed = c.failed, "Job finished.");

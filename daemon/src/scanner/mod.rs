@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use storage::s3::S3Config;
 
 use crate::filter::Filter;
-use crate::store::{NewObject, Store, StoreError};
+use crate::store::{Change, NewObject, ObjectState, Prior, Store, StoreError};
 
 mod bucket;
 mod http;
@@ -72,6 +72,9 @@ pub struct ScanConfig {
     /// Closes a task that has been open this long even if it is not full,
     /// so copying starts while a slow listing is still filling a task.
     pub max_task_age: Option<Duration>,
+    /// Incremental jobs: the time from the end of one pass to the start of
+    /// the next (`incrementalModeInterval`); `None`: one pass.
+    pub incremental: Option<Duration>,
 }
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -85,6 +88,8 @@ pub struct ScanStats {
     pub filtered_out: u64,
     pub dir_markers: u64,
     pub list_errors: u64,
+    /// Later passes: found as recorded, not copied again.
+    pub unchanged: u64,
     /// List pages that came back inconsistent (out of order, or claiming to
     /// be the last while full) and were checked with another request.
     pub suspicious_pages: u64,
@@ -158,6 +163,12 @@ pub fn scan(
     if done {
         return Ok(ScanOutcome::Finished(ScanStats::default()));
     }
+    let pass = store.current_pass(job_id)?;
+    let compare = match &cfg.source {
+        ScanSource::Local { .. } => Compare::SizeMtime,
+        ScanSource::S3 { .. } => Compare::SizeEtag,
+        ScanSource::Http { .. } => Compare::Url,
+    };
     let mut lister: Box<dyn Lister> = match &cfg.source {
         ScanSource::Local {
             root,
@@ -185,7 +196,11 @@ pub fn scan(
         cfg,
         cancel,
         on_task: &mut on_task,
+        pass,
+        compare,
         batch: Vec::new(),
+        changes: Vec::new(),
+        seen: Vec::new(),
         bytes: 0,
         started: Instant::now(),
         stats: ScanStats::default(),
@@ -200,16 +215,80 @@ pub fn scan(
     }
 }
 
+/// What makes a listed object "changed" next to the row an earlier pass
+/// recorded for its path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Compare {
+    /// Local files: size or mtime.
+    SizeMtime,
+    /// Bucket objects: size or ETag.
+    SizeEtag,
+    /// URL lists: the URL (sizes are known only once downloaded).
+    Url,
+}
+
+/// What a later pass does with a listed object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Listed {
+    /// Copy it (again).
+    Copy(Change),
+    /// Recorded as it is now (or still being worked on): only mark it seen.
+    Seen(i64),
+}
+
+/// Decides a listed object of a later pass against the latest row of its
+/// path. Pure; table-tested.
+fn classify(obj: &NewObject, prior: Option<&Prior>, compare: Compare) -> Listed {
+    let Some(p) = prior else {
+        return Listed::Copy(Change::New);
+    };
+    if p.state == ObjectState::Pending {
+        return Listed::Seen(p.id);
+    }
+    let same = match compare {
+        Compare::SizeMtime => p.size == obj.size && p.mtime == obj.mtime,
+        Compare::SizeEtag => p.size == obj.size && p.src_ref == obj.src_ref,
+        Compare::Url => p.src_ref == obj.src_ref,
+    };
+    if !same {
+        return Listed::Copy(Change::Changed);
+    }
+    match p.state {
+        ObjectState::Failed => {
+            // A failure the listing itself sees again (a name the store
+            // refuses) is not retried every pass.
+            let again = obj.failure.as_ref().map(|(code, _)| code.as_str());
+            if again.is_some() && again == p.error_code.as_deref() {
+                Listed::Seen(p.id)
+            } else {
+                Listed::Copy(Change::Retried)
+            }
+        }
+        _ => Listed::Seen(p.id),
+    }
+}
+
+/// Rows found unchanged are marked seen in batches of this many.
+const SEEN_BATCH: usize = 1024;
+
 /// Where listers put what they find: applies the job's rules, collects
 /// objects into tasks and commits each closed task with the listing
-/// position it reached.
+/// position it reached. In a later pass of an incremental job, only what
+/// is new or changed goes into tasks; the rest is marked seen.
 struct Tasks<'a> {
     store: &'a Store,
     job_id: i64,
     cfg: &'a ScanConfig,
     cancel: &'a CancellationToken,
     on_task: &'a mut dyn FnMut(i64, &[NewObject]),
+    /// The listing pass (1: the first, where everything is new).
+    pass: u32,
+    compare: Compare,
     batch: Vec<NewObject>,
+    /// How each object of `batch` relates to earlier passes.
+    changes: Vec<Change>,
+    /// Rows found unchanged, not yet marked.
+    seen: Vec<i64>,
     bytes: u64,
     started: Instant,
     /// Listers count what only they can see (symlinks, directory markers,
@@ -250,8 +329,26 @@ impl Tasks<'_> {
     ) -> Result<(), ScanError> {
         self.stats.files += 1;
         self.stats.bytes += obj.size;
+        let change = if self.pass > 1 {
+            let prior = self.store.prior(self.job_id, &obj.rel_path)?;
+            match classify(&obj, prior.as_ref(), self.compare) {
+                Listed::Copy(c) => c,
+                Listed::Seen(id) => {
+                    self.stats.unchanged += 1;
+                    self.seen.push(id);
+                    if self.seen.len() >= SEEN_BATCH {
+                        self.store.mark_seen(self.job_id, self.pass, &self.seen)?;
+                        self.seen.clear();
+                    }
+                    return Ok(());
+                }
+            }
+        } else {
+            Change::New
+        };
         self.bytes += obj.size;
         self.batch.push(obj);
+        self.changes.push(change);
         let aged = self
             .cfg
             .max_task_age
@@ -276,17 +373,27 @@ impl Tasks<'_> {
             src_ref: None,
             failure: Some(("LIST_ERROR".into(), message)),
         });
+        // Beside what earlier passes recorded: what lies below it counts
+        // as unseen, not gone (see `Store::finish_scan`).
+        self.changes.push(Change::New);
     }
 
     /// Commits the open task, if any, at `checkpoint`.
     fn flush(&mut self, checkpoint: &str) -> Result<(), ScanError> {
+        self.store.mark_seen(self.job_id, self.pass, &self.seen)?;
+        self.seen.clear();
         if !self.batch.is_empty() {
-            let task_id = self
-                .store
-                .commit_task(self.job_id, &self.batch, checkpoint)?;
+            let task_id = self.store.commit_pass_task(
+                self.job_id,
+                self.pass,
+                &self.batch,
+                &self.changes,
+                checkpoint,
+            )?;
             self.stats.tasks += 1;
             (self.on_task)(task_id, &self.batch);
             self.batch.clear();
+            self.changes.clear();
         }
         self.bytes = 0;
         self.started = Instant::now();

@@ -26,6 +26,7 @@ fn cfg(root: &std::path::Path, count: u64) -> ScanConfig {
         task_size_limit: u64::MAX,
         import_since: 0,
         max_task_age: None,
+        incremental: None,
     }
 }
 
@@ -163,4 +164,264 @@ fn http_lines() {
             .unwrap_err()
             .contains("at least 2")
     );
+}
+
+/// Leases every pending task to `t` and records each object as the
+/// executor would: verified with its size, or failed when `fail` says so.
+fn execute(store: &Store, job: i64, fail: impl Fn(&str) -> bool) {
+    use proto::job::{Event, ObjectError, ObjectResult, Outcome};
+    for t in store.lease_tasks(job, 1000, "t", i64::MAX).unwrap() {
+        let mut events: Vec<Event> = t
+            .objects
+            .iter()
+            .map(|o| {
+                let bad = fail(&o.rel_path);
+                Event::ObjectDone(ObjectResult {
+                    object_id: o.object_id,
+                    task_id: t.task_id,
+                    outcome: if bad {
+                        Outcome::Failed
+                    } else {
+                        Outcome::Verified
+                    },
+                    size: o.size,
+                    crc64: None,
+                    md5: None,
+                    etag: None,
+                    verified_by: "size+md5".into(),
+                    error: bad.then(|| ObjectError {
+                        code: proto::job::ErrorCode::SourceUnreadable,
+                        message: "refused".into(),
+                    }),
+                    retries: 0,
+                    parts_resumed: 0,
+                })
+            })
+            .collect();
+        events.push(Event::TaskDone { task_id: t.task_id });
+        store.record(&[("t", &events)]).unwrap();
+    }
+}
+
+fn write(root: &std::path::Path, rel: &str, body: &[u8], mtime: i64) {
+    let p = root.join(rel);
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(&p, body).unwrap();
+    let f = std::fs::File::options().write(true).open(&p).unwrap();
+    f.set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(mtime as u64))
+        .unwrap();
+}
+
+/// Three passes over a changing tree: each lists everything but queues
+/// only what is new, grown, touched or failed before; what vanished is
+/// counted once; an unreadable directory's files are unseen, not gone; a
+/// pass killed mid-listing and resumed counts nothing twice.
+#[test]
+fn later_passes_queue_only_new_and_changed_and_count_the_deleted() {
+    let src = tempfile::tempdir().unwrap();
+    let r = src.path();
+    for i in 0..40 {
+        write(r, &format!("keep/{i:02}"), b"same", 1_000);
+    }
+    for f in ["grow", "touch", "gone", "flaky"] {
+        write(r, f, b"v1", 1_000);
+    }
+    write(r, "locked/inside", b"x", 1_000);
+    let db = tempfile::tempdir().unwrap();
+    let store = Store::open(&db.path().join("s.db")).unwrap();
+    let job = store.create_job("inc", "{}", "").unwrap();
+    let every = cfg(r, 7);
+    let never = CancellationToken::new();
+    let queued = |store: &Store| -> Vec<String> {
+        let mut v: Vec<String> = store
+            .objects()
+            .unwrap()
+            .into_iter()
+            .filter(|o| o.state == crate::store::ObjectState::Pending)
+            .map(|o| o.rel_path)
+            .collect();
+        v.sort();
+        v
+    };
+
+    // Pass 1: everything is new; one object fails.
+    assert!(
+        scan(&store, job, &every, &never, |_, _| {})
+            .unwrap()
+            .finished()
+    );
+    assert_eq!(queued(&store).len(), 45);
+    execute(&store, job, |p| p == "flaky");
+    store.end_pass(job, 0).unwrap();
+
+    // Between passes: one new, one grown, one touched, one deleted, and a
+    // directory that cannot be read (as root, chmod does not stop reads:
+    // the LIST_ERROR is then absent and the test checks only the rest).
+    write(r, "new", b"n", 2_000);
+    write(r, "grow", b"v1 and more", 1_000);
+    write(r, "touch", b"v1", 3_000);
+    std::fs::remove_file(r.join("gone")).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(r.join("locked"), std::fs::Permissions::from_mode(0o000)).unwrap();
+    let locked = std::fs::read_dir(r.join("locked")).is_err();
+
+    // Pass 2, killed after its first task and resumed.
+    assert_eq!(store.begin_pass(job).unwrap(), 2);
+    let stop = CancellationToken::new();
+    let first = scan(&store, job, &cfg(r, 1), &stop, |_, _| stop.cancel()).unwrap();
+    assert!(!first.finished());
+    assert!(
+        scan(&store, job, &cfg(r, 1), &never, |_, _| {})
+            .unwrap()
+            .finished()
+    );
+    let mut want = vec!["flaky", "grow", "new", "touch"];
+    if locked {
+        want.push("locked");
+    }
+    want.sort();
+    assert_eq!(queued(&store), want);
+    execute(&store, job, |_| false);
+    let p2 = store.end_pass(job, 0).unwrap();
+    assert_eq!(
+        (p2.new, p2.changed, p2.retried, p2.deleted),
+        (1 + u64::from(locked), 2, 1, 1),
+        "{p2:?}"
+    );
+    assert_eq!(p2.failed, u64::from(locked));
+    // Every path once: the replaced rows gave way.
+    let rows = store.objects().unwrap();
+    let mut paths: Vec<&str> = rows.iter().map(|o| o.rel_path.as_str()).collect();
+    paths.sort();
+    paths.dedup();
+    assert_eq!(paths.len(), rows.len(), "a path recorded twice");
+    let gone: Vec<String> = store
+        .deleted_page(job, None, 10)
+        .unwrap()
+        .into_iter()
+        .map(|d| d.rel_path)
+        .collect();
+    assert_eq!(gone, vec!["gone"], "locked/inside is unseen, not gone");
+
+    // Pass 3: nothing changed; nothing is queued, nothing counted again.
+    std::fs::set_permissions(r.join("locked"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    assert_eq!(store.begin_pass(job).unwrap(), 3);
+    assert!(
+        scan(&store, job, &every, &never, |_, _| {})
+            .unwrap()
+            .finished()
+    );
+    assert_eq!(queued(&store), Vec::<String>::new());
+    execute(&store, job, |_| false);
+    let p3 = store.end_pass(job, 0).unwrap();
+    assert_eq!(
+        (p3.new, p3.changed, p3.retried, p3.deleted),
+        (0, 0, 0, 0),
+        "{p3:?}"
+    );
+    assert_eq!(p3.found, 45);
+    // The directory read again: its listing error of pass 2 is gone; the
+    // deleted file stays verified (it is at the destination).
+    let c = store.counts(job).unwrap();
+    assert_eq!((c.objects, c.verified, c.failed, c.pending), (46, 46, 0, 0));
+}
+
+#[test]
+fn classify_decides_by_source_kind() {
+    use crate::store::ObjectState::*;
+    let obj = |size, mtime, src: Option<&str>| NewObject {
+        rel_path: "p".into(),
+        size,
+        mtime,
+        src_ref: src.map(str::to_owned),
+        failure: None,
+    };
+    let prior = |state, size, mtime, src: Option<&str>| Prior {
+        id: 9,
+        size,
+        mtime,
+        src_ref: src.map(str::to_owned),
+        state,
+        error_code: None,
+    };
+    use Compare::*;
+    let cases = [
+        (obj(1, 1, None), None, SizeMtime, Listed::Copy(Change::New)),
+        (
+            obj(1, 1, None),
+            Some(prior(Verified, 1, 1, None)),
+            SizeMtime,
+            Listed::Seen(9),
+        ),
+        (
+            obj(2, 1, None),
+            Some(prior(Verified, 1, 1, None)),
+            SizeMtime,
+            Listed::Copy(Change::Changed),
+        ),
+        (
+            obj(1, 2, None),
+            Some(prior(Verified, 1, 1, None)),
+            SizeMtime,
+            Listed::Copy(Change::Changed),
+        ),
+        (
+            obj(1, 1, None),
+            Some(prior(Failed, 1, 1, None)),
+            SizeMtime,
+            Listed::Copy(Change::Retried),
+        ),
+        (
+            obj(1, 1, None),
+            Some(prior(Skipped, 1, 1, None)),
+            SizeMtime,
+            Listed::Seen(9),
+        ),
+        // Still being worked on (a retry in flight): left to it.
+        (
+            obj(5, 5, None),
+            Some(prior(Pending, 1, 1, None)),
+            SizeMtime,
+            Listed::Seen(9),
+        ),
+        // Buckets: a new LastModified with the same ETag is the same object.
+        (
+            obj(1, 7, Some("e1")),
+            Some(prior(Verified, 1, 1, Some("e1"))),
+            SizeEtag,
+            Listed::Seen(9),
+        ),
+        (
+            obj(1, 1, Some("e2")),
+            Some(prior(Verified, 1, 1, Some("e1"))),
+            SizeEtag,
+            Listed::Copy(Change::Changed),
+        ),
+        // URL lists: sizes are known only after download.
+        (
+            obj(0, 0, Some("http://h/a")),
+            Some(prior(Verified, 99, 5, Some("http://h/a"))),
+            Url,
+            Listed::Seen(9),
+        ),
+        (
+            obj(0, 0, Some("http://h/b")),
+            Some(prior(Verified, 99, 5, Some("http://h/a"))),
+            Url,
+            Listed::Copy(Change::Changed),
+        ),
+    ];
+    for (o, p, how, want) in cases {
+        assert_eq!(
+            classify(&o, p.as_ref(), how),
+            want,
+            "{o:?} against {p:?} by {how:?}"
+        );
+    }
+    // A name the store refuses fails the same way each pass: not retried.
+    let mut bad = obj(1, 1, None);
+    bad.failure = Some(("INVALID_KEY".into(), "x".into()));
+    let mut was = prior(Failed, 1, 1, None);
+    was.error_code = Some("INVALID_KEY".into());
+    assert_eq!(classify(&bad, Some(&was), SizeMtime), Listed::Seen(9));
 }

@@ -27,20 +27,11 @@ impl Store {
     /// Every job, oldest first.
     pub fn jobs(&self) -> Result<Vec<JobRow>, StoreError> {
         let conn = self.lock();
-        let mut q = conn.prepare_cached(
-            "SELECT id, name, config, fingerprint, state, scan_done, scan_checkpoint FROM jobs ORDER BY id",
-        )?;
-        let rows = q.query_map([], |r| {
-            Ok(JobRow {
-                id: r.get(0)?,
-                name: r.get(1)?,
-                config: r.get(2)?,
-                fingerprint: r.get(3)?,
-                state: super::job_state(4, r.get(4)?)?,
-                scan_done: r.get::<_, i64>(5)? != 0,
-                scan_checkpoint: r.get(6)?,
-            })
-        })?;
+        let mut q = conn.prepare_cached(&format!(
+            "SELECT {} FROM jobs ORDER BY id",
+            super::JOB_COLUMNS
+        ))?;
+        let rows = q.query_map([], super::job_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 

@@ -1,0 +1,282 @@
+//! Listing passes. Every job lists its source at least once (pass 1); an
+//! incremental job lists it again every interval, and each later pass
+//! copies only what is new or changed since the one before. What a pass
+//! saw is recorded per object (`pass`: the pass that listed the row,
+//! `seen_pass`: the last pass that found it, `deleted_pass`: the pass that
+//! found it gone) and summed up in one `passes` row per pass.
+//!
+//! Every counter is written in the transaction that makes it true (a task
+//! with its new and changed objects, the end of a listing, the end of a
+//! pass), so a killed scan resumed from its checkpoint counts nothing
+//! twice.
+
+use rusqlite::{OptionalExtension, params};
+
+use super::{ObjectState, Store, StoreError, now};
+
+/// The latest row recorded under a path ([`Store::prior`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Prior {
+    pub id: i64,
+    pub size: u64,
+    pub mtime: i64,
+    pub src_ref: Option<String>,
+    pub state: ObjectState,
+    pub error_code: Option<String>,
+}
+
+pub use proto::api::PassRecord;
+
+pub use proto::api::DeletedObject;
+
+impl Store {
+    /// The latest row recorded for `rel_path` in the job. Looked up through
+    /// the index on `(job_id, state, rel_path)`, one probe per state, so a
+    /// pass over a large job stays one index lookup per listed object.
+    pub fn prior(&self, job_id: i64, rel_path: &str) -> Result<Option<Prior>, StoreError> {
+        let conn = self.lock();
+        let mut q = conn.prepare_cached(
+            "SELECT id, size, mtime, src_ref, state, error_code FROM objects
+             WHERE job_id = ?1 AND state IN (?3, ?4, ?5, ?6) AND rel_path = ?2
+             ORDER BY id DESC LIMIT 1",
+        )?;
+        Ok(q.query_row(
+            params![
+                job_id,
+                rel_path,
+                ObjectState::Pending,
+                ObjectState::Verified,
+                ObjectState::Skipped,
+                ObjectState::Failed
+            ],
+            |r| {
+                Ok(Prior {
+                    id: r.get(0)?,
+                    size: r.get::<_, i64>(1)? as u64,
+                    mtime: r.get(2)?,
+                    src_ref: r.get(3)?,
+                    state: r.get(4)?,
+                    error_code: r.get(5)?,
+                })
+            },
+        )
+        .optional()?)
+    }
+
+    /// Records that pass `pass` found these rows unchanged (and, for one
+    /// that was gone, back). Idempotent, so it needs no checkpoint: a
+    /// resumed scan marks the same rows again.
+    pub fn mark_seen(&self, job_id: i64, pass: u32, ids: &[i64]) -> Result<(), StoreError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        {
+            let mut q = tx.prepare_cached(
+                "UPDATE objects SET seen_pass = ?3, deleted_pass = NULL WHERE id = ?1 AND job_id = ?2",
+            )?;
+            for id in ids {
+                q.execute(params![id, job_id, pass])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The job's current pass, its row made if it has none yet (the first
+    /// pass of a job gets it when its listing starts).
+    pub fn current_pass(&self, job_id: i64) -> Result<u32, StoreError> {
+        let conn = self.lock();
+        conn.execute(
+            "INSERT OR IGNORE INTO passes (job_id, number, started_at)
+             SELECT id, pass, ?2 FROM jobs WHERE id = ?1",
+            params![job_id, now()],
+        )?;
+        Ok(
+            conn.query_row("SELECT pass FROM jobs WHERE id = ?1", [job_id], |r| {
+                r.get(0)
+            })?,
+        )
+    }
+
+    /// The listing of the current pass is complete: what an earlier pass
+    /// recorded and this one did not find is marked deleted (but what lies
+    /// below a directory this pass could not read, which is unseen, not
+    /// gone), listing errors of earlier passes give way to this listing,
+    /// the pass's `found` and `deleted` are set and `scan_done`, in one
+    /// transaction.
+    pub fn finish_scan(&self, job_id: i64) -> Result<(), StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let pass: u32 = tx.query_row("SELECT pass FROM jobs WHERE id = ?1", [job_id], |r| {
+            r.get(0)
+        })?;
+        let unreadable: Vec<String> = {
+            let mut q = tx.prepare_cached(
+                "SELECT rel_path FROM objects WHERE job_id = ?1 AND pass = ?2 AND state = ?3
+                 AND error_code = 'LIST_ERROR'",
+            )?;
+            q.query_map(params![job_id, pass, ObjectState::Failed], |r| r.get(0))?
+                .collect::<Result<_, _>>()?
+        };
+        for dir in unreadable {
+            tx.execute(
+                "UPDATE objects SET seen_pass = ?2 WHERE job_id = ?1 AND seen_pass < ?2
+                 AND (rel_path = ?3 OR substr(rel_path, 1, length(?3) + 1) = ?3 || '/')",
+                params![job_id, pass, dir],
+            )?;
+        }
+        // A listing error of an earlier pass said "unseen", and this pass
+        // has listed again (a new error is a new row of this pass).
+        tx.execute(
+            "DELETE FROM objects WHERE job_id = ?1 AND pass < ?2 AND state = ?3
+             AND error_code = 'LIST_ERROR'",
+            params![job_id, pass, ObjectState::Failed],
+        )?;
+        let deleted = tx.execute(
+            "UPDATE objects SET deleted_pass = ?2
+             WHERE job_id = ?1 AND seen_pass < ?2 AND deleted_pass IS NULL",
+            params![job_id, pass],
+        )?;
+        let found: i64 = tx.query_row(
+            "SELECT count(*) FROM objects WHERE job_id = ?1 AND seen_pass = ?2",
+            params![job_id, pass],
+            |r| r.get(0),
+        )?;
+        tx.execute(
+            "UPDATE passes SET found = ?3, deleted = ?4 WHERE job_id = ?1 AND number = ?2",
+            params![job_id, pass, found, deleted as i64],
+        )?;
+        tx.execute(
+            "UPDATE jobs SET scan_done = 1, updated_at = ?2 WHERE id = ?1",
+            params![job_id, now()],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The listing of the current pass failed as a whole: its error is
+    /// recorded and the listing counts as done, so the pass can end with
+    /// what it queued. Nothing is marked deleted (the listing is partial).
+    pub fn fail_pass_scan(&self, job_id: i64, error: &str) -> Result<(), StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        tx.execute(
+            "UPDATE passes SET error = ?2,
+                 found = (SELECT count(*) FROM objects o WHERE o.job_id = ?1 AND o.seen_pass = passes.number)
+             WHERE job_id = ?1 AND number = (SELECT pass FROM jobs WHERE id = ?1)",
+            params![job_id, error],
+        )?;
+        tx.execute(
+            "UPDATE jobs SET scan_done = 1, updated_at = ?2 WHERE id = ?1",
+            params![job_id, now()],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Ends the current pass (every object of it is final): its `copied`
+    /// and `failed` are counted, and the next pass is due at `next_at`.
+    pub fn end_pass(&self, job_id: i64, next_at: i64) -> Result<PassRecord, StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let pass: u32 = tx.query_row("SELECT pass FROM jobs WHERE id = ?1", [job_id], |r| {
+            r.get(0)
+        })?;
+        tx.execute(
+            "UPDATE passes SET ended_at = ?3,
+                 copied = (SELECT count(*) FROM objects WHERE job_id = ?1 AND pass = ?2 AND state = ?4),
+                 failed = (SELECT count(*) FROM objects WHERE job_id = ?1 AND pass = ?2 AND state = ?5)
+             WHERE job_id = ?1 AND number = ?2",
+            params![
+                job_id,
+                pass,
+                now(),
+                ObjectState::Verified,
+                ObjectState::Failed
+            ],
+        )?;
+        tx.execute(
+            "UPDATE jobs SET next_pass_at = ?2, updated_at = ?3 WHERE id = ?1",
+            params![job_id, next_at, now()],
+        )?;
+        tx.commit()?;
+        drop(conn);
+        Ok(self
+            .passes(job_id)?
+            .into_iter()
+            .find(|p| p.number == pass)
+            .unwrap_or_default())
+    }
+
+    /// Starts the next pass: its row, and a listing from the beginning.
+    /// Returns its number.
+    pub fn begin_pass(&self, job_id: i64) -> Result<u32, StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        tx.execute(
+            "UPDATE jobs SET pass = pass + 1, scan_done = 0, scan_checkpoint = NULL,
+                 next_pass_at = NULL, updated_at = ?2 WHERE id = ?1",
+            params![job_id, now()],
+        )?;
+        let pass: u32 = tx.query_row("SELECT pass FROM jobs WHERE id = ?1", [job_id], |r| {
+            r.get(0)
+        })?;
+        tx.execute(
+            "INSERT OR IGNORE INTO passes (job_id, number, started_at) VALUES (?1, ?2, ?3)",
+            params![job_id, pass, now()],
+        )?;
+        tx.commit()?;
+        Ok(pass)
+    }
+
+    /// Every pass of a job, first to last.
+    pub fn passes(&self, job_id: i64) -> Result<Vec<PassRecord>, StoreError> {
+        let conn = self.lock();
+        let mut q = conn.prepare_cached(
+            "SELECT number, started_at, ended_at, found, new, changed, retried, deleted, copied, failed, error
+             FROM passes WHERE job_id = ?1 ORDER BY number",
+        )?;
+        let rows = q.query_map([job_id], |r| {
+            Ok(PassRecord {
+                number: r.get(0)?,
+                started_at: r.get(1)?,
+                ended_at: r.get(2)?,
+                found: r.get::<_, i64>(3)? as u64,
+                new: r.get::<_, i64>(4)? as u64,
+                changed: r.get::<_, i64>(5)? as u64,
+                retried: r.get::<_, i64>(6)? as u64,
+                deleted: r.get::<_, i64>(7)? as u64,
+                copied: r.get::<_, i64>(8)? as u64,
+                failed: r.get::<_, i64>(9)? as u64,
+                error: r.get(10)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Up to `limit` of the objects the source no longer has, in path
+    /// order after `after`.
+    pub fn deleted_page(
+        &self,
+        job_id: i64,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<DeletedObject>, StoreError> {
+        let conn = self.lock();
+        let mut q = conn.prepare_cached(
+            "SELECT rel_path, size, deleted_pass FROM objects
+             WHERE job_id = ?1 AND deleted_pass IS NOT NULL AND rel_path > ?2
+             ORDER BY rel_path LIMIT ?3",
+        )?;
+        let rows = q.query_map(params![job_id, after.unwrap_or(""), limit as i64], |r| {
+            Ok(DeletedObject {
+                rel_path: r.get(0)?,
+                size: r.get::<_, i64>(1)? as u64,
+                pass: r.get(2)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
