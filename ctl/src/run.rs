@@ -143,6 +143,26 @@ async fn run(args: RunArgs) -> Result<u8, Exit> {
     // never finishes: its passes go on until Ctrl-C, each reported.
     let incremental = plan.scan.incremental.is_some();
     let mut reported = Reported::default();
+    if incremental {
+        // A rerun reports only what happens from now on.
+        let before = store.passes(job_id)?;
+        reported.started = before.last().map_or(0, |p| p.number);
+        reported.ended = before
+            .iter()
+            .filter(|p| p.ended_at.is_some())
+            .map(|p| p.number)
+            .max()
+            .unwrap_or(0);
+        if let (Some(last), Some(at), false) = (before.last(), row.next_pass_at, args.quiet) {
+            eprintln!(
+                "incremental: pass {} ended earlier; next pass {} at {} (in {} s)",
+                last.number,
+                last.number + 1,
+                progress::clock(at),
+                (at - daemon::state::unix_now()).max(0)
+            );
+        }
+    }
     let finished = loop {
         let changed = state.job_changed.notified();
         let st = Arc::clone(&store);

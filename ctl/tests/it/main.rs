@@ -8,6 +8,7 @@ mod audit;
 mod config_errors;
 mod console_shim;
 mod daemon_verbs;
+mod incremental;
 mod integrity;
 mod local_dest;
 mod migrate;

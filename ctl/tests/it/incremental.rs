@@ -1,0 +1,152 @@
+//! `ossimportctl run` on an incremental job (`isIncremental=true`): it keeps
+//! listing, one pass every interval, until Ctrl-C; each pass copies only
+//! what is new or changed, and a later run continues the schedule and the
+//! pass count where the stopped one left them.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+use crate::support::*;
+
+fn spawn_run(cfg: &Path, work: &Path, log: &Path) -> Child {
+    ctl()
+        .arg("run")
+        .arg(cfg)
+        .arg("--work-dir")
+        .arg(work)
+        .env("OSSIMPORT_MIN_INCREMENTAL_INTERVAL", "1")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap()
+}
+
+/// Ctrl-C, as a user would: a clean stop, exit code 130.
+fn interrupt(mut child: Child) {
+    assert!(
+        Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+}
+
+/// The passes the store in `work` holds for `job`.
+fn passes(work: &Path, job: &str) -> Vec<proto::api::PassRecord> {
+    let s = store(work);
+    match s.find_job(job) {
+        Ok(Some(j)) => s.passes(j.id).unwrap_or_default(),
+        _ => Vec::new(),
+    }
+}
+
+fn wait_pass_ended(work: &Path, job: &str, n: u32) -> proto::api::PassRecord {
+    wait_for_store(work, &format!("pass {n} to end"), |_| {
+        passes(work, job)
+            .iter()
+            .any(|p| p.number == n && p.ended_at.is_some())
+    });
+    passes(work, job).remove(n as usize - 1)
+}
+
+fn set_mtime(path: &Path, secs: u64) {
+    std::fs::File::options()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs))
+        .unwrap();
+}
+
+#[test]
+fn run_keeps_passing_until_ctrl_c_and_a_rerun_continues_the_schedule() {
+    let s3 = S3Server::start();
+    let c = s3.client();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async { c.create_bucket().bucket("inc").send().await.unwrap() });
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    let rels = tree(&src, 30, 4096);
+    let work = tmp.path().join("work");
+    let cfg = job_cfg(
+        tmp.path(),
+        "incjob",
+        &src,
+        &s3.endpoint,
+        "inc",
+        "isIncremental=true\nincrementalModeInterval=3\ntaskObjectCountLimit=8",
+    );
+    let log = tmp.path().join("run1.log");
+
+    // Pass 1 copies everything; then the world changes under the running
+    // command and pass 2 copies exactly what changed.
+    let child = spawn_run(&cfg, &work, &log);
+    let p1 = wait_pass_ended(&work, "incjob", 1);
+    assert_eq!((p1.found, p1.new, p1.copied, p1.failed), (30, 30, 30, 0), "{p1:?}");
+    std::fs::write(src.join("added.txt"), b"new in pass 2").unwrap();
+    std::fs::write(src.join(&rels[3]), b"grown: longer than before, much longer").unwrap();
+    let p2 = wait_pass_ended(&work, "incjob", 2);
+    assert_eq!(
+        (p2.found, p2.new, p2.changed, p2.deleted, p2.copied, p2.failed),
+        (31, 1, 1, 0, 2, 0),
+        "{p2:?}"
+    );
+    interrupt(child);
+    let said = std::fs::read_to_string(&log).unwrap();
+    assert!(said.contains("pass 1 ended: found 30, new 30"), "{said}");
+    assert!(said.contains("next pass 2 at"), "{said}");
+    assert!(said.contains("pass 2: listing incjob"), "{said}");
+    assert!(
+        said.contains("run the same command again to resume"),
+        "{said}"
+    );
+
+    // Stopped between passes, the world changes again: one deleted, one
+    // touched (mtime only). A new run resumes at pass 3.
+    std::fs::remove_file(src.join(&rels[5])).unwrap();
+    set_mtime(&src.join(&rels[7]), 1_000_000);
+    let log2 = tmp.path().join("run2.log");
+    let child = spawn_run(&cfg, &work, &log2);
+    let p3 = wait_pass_ended(&work, "incjob", 3);
+    interrupt(child);
+    assert_eq!(
+        (p3.found, p3.new, p3.changed, p3.deleted, p3.copied, p3.failed),
+        (30, 0, 1, 1, 1, 0),
+        "{p3:?}"
+    );
+    let said = std::fs::read_to_string(&log2).unwrap();
+    assert!(said.contains("pass 3 ended:"), "{said}");
+    assert!(!said.contains("pass 1 ended"), "the rerun ran pass 1 again: {said}");
+
+    // The destination: every object, the deleted one kept, the grown one
+    // with its new bytes.
+    rt.block_on(async {
+        let listed = c.list_objects_v2().bucket("inc").send().await.unwrap();
+        assert_eq!(listed.key_count(), Some(31));
+        let got = c
+            .get_object()
+            .bucket("inc")
+            .key(&rels[3])
+            .send()
+            .await
+            .unwrap()
+            .body
+            .collect()
+            .await
+            .unwrap()
+            .into_bytes();
+        assert_eq!(&got[..], b"grown: longer than before, much longer");
+        assert!(
+            c.head_object()
+                .bucket("inc")
+                .key(&rels[5])
+                .send()
+                .await
+                .is_ok(),
+            "the deleted source's object was removed at the destination"
+        );
+    });
+}
