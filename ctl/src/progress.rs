@@ -214,19 +214,6 @@ fn short_name(name: &str, max: usize) -> String {
     format!("…{tail}")
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn short_names_keep_their_end() {
-        assert_eq!(super::short_name("a/b.bin", 9), "a/b.bin  ");
-        assert_eq!(
-            super::short_name("dir/very-long-name.bin", 10),
-            "…-name.bin"
-        );
-        assert_eq!(super::short_name("数据/大文件.bin", 8), "…大文件.bin");
-    }
-}
-
 /// One pass: `pass 2: found 120, new 3, changed 2, retried 0, deleted 1,
 /// copied 5, failed 0 (ended 21:04:05)`.
 pub(crate) fn pass_line(p: &proto::api::PassRecord) -> String {
@@ -273,4 +260,17 @@ pub(crate) fn incremental_line(inc: &proto::api::Incremental) -> String {
 /// Unix seconds as an HTTP date (`Tue, 01 Dec 2026 21:04:05 GMT`).
 pub(crate) fn clock(t: i64) -> String {
     httpdate::fmt_http_date(std::time::UNIX_EPOCH + std::time::Duration::from_secs(t.max(0) as u64))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn short_names_keep_their_end() {
+        assert_eq!(super::short_name("a/b.bin", 9), "a/b.bin  ");
+        assert_eq!(
+            super::short_name("dir/very-long-name.bin", 10),
+            "…-name.bin"
+        );
+        assert_eq!(super::short_name("数据/大文件.bin", 8), "…大文件.bin");
+    }
 }

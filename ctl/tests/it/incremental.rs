@@ -85,12 +85,22 @@ fn run_keeps_passing_until_ctrl_c_and_a_rerun_continues_the_schedule() {
     // command and pass 2 copies exactly what changed.
     let child = spawn_run(&cfg, &work, &log);
     let p1 = wait_pass_ended(&work, "incjob", 1);
-    assert_eq!((p1.found, p1.new, p1.copied, p1.failed), (30, 30, 30, 0), "{p1:?}");
+    assert_eq!(
+        (p1.found, p1.new, p1.copied, p1.failed),
+        (30, 30, 30, 0),
+        "{p1:?}"
+    );
     std::fs::write(src.join("added.txt"), b"new in pass 2").unwrap();
-    std::fs::write(src.join(&rels[3]), b"grown: longer than before, much longer").unwrap();
+    std::fs::write(
+        src.join(&rels[3]),
+        b"grown: longer than before, much longer",
+    )
+    .unwrap();
     let p2 = wait_pass_ended(&work, "incjob", 2);
     assert_eq!(
-        (p2.found, p2.new, p2.changed, p2.deleted, p2.copied, p2.failed),
+        (
+            p2.found, p2.new, p2.changed, p2.deleted, p2.copied, p2.failed
+        ),
         (31, 1, 1, 0, 2, 0),
         "{p2:?}"
     );
@@ -113,13 +123,18 @@ fn run_keeps_passing_until_ctrl_c_and_a_rerun_continues_the_schedule() {
     let p3 = wait_pass_ended(&work, "incjob", 3);
     interrupt(child);
     assert_eq!(
-        (p3.found, p3.new, p3.changed, p3.deleted, p3.copied, p3.failed),
+        (
+            p3.found, p3.new, p3.changed, p3.deleted, p3.copied, p3.failed
+        ),
         (30, 0, 1, 1, 1, 0),
         "{p3:?}"
     );
     let said = std::fs::read_to_string(&log2).unwrap();
     assert!(said.contains("pass 3 ended:"), "{said}");
-    assert!(!said.contains("pass 1 ended"), "the rerun ran pass 1 again: {said}");
+    assert!(
+        !said.contains("pass 1 ended"),
+        "the rerun ran pass 1 again: {said}"
+    );
 
     // The destination: every object, the deleted one kept, the grown one
     // with its new bytes.

@@ -8,6 +8,7 @@ mod auth;
 mod cluster;
 mod deploy;
 mod deploy_package;
+mod incremental;
 mod lifecycle;
 mod netns;
 mod packages;

@@ -51,6 +51,11 @@ impl Daemon {
 
     /// Like [`Daemon::start_at`] with extra flags.
     pub fn start_with(work: &Path, listen: &str, extra: &[&str]) -> Daemon {
+        Daemon::start_env(work, listen, extra, &[])
+    }
+
+    /// Like [`Daemon::start_with`] with extra environment variables.
+    pub fn start_env(work: &Path, listen: &str, extra: &[&str], env: &[(&str, &str)]) -> Daemon {
         let socket = work.join("ossimportd.sock");
         let log = work.join(format!("daemon-{}.log", unique()));
         let child = Command::new(bin("ossimportd"))
@@ -82,6 +87,7 @@ impl Daemon {
                     .flatten(),
             )
             .args(extra)
+            .envs(env.iter().copied())
             .env("OSSIMPORT_LOG", "info")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
