@@ -48,6 +48,8 @@ pub struct Plan {
     /// Secret files the job's keys were read from (key, path).
     pub secret_files: Vec<(&'static str, PathBuf)>,
     dest_dir: Option<PathBuf>,
+    /// Added to a failed source check: what the source type expects.
+    source_hint: Option<&'static str>,
 }
 
 /// Loads and validates both files; every error is one line naming file,
@@ -117,9 +119,9 @@ fn from_text(
         Some((p, t)) => SysConfig::parse(&p.display().to_string(), t)?,
         None => SysConfig::parse("(defaults)", "")?,
     };
-    if matches!(cfg.src_type, SrcType::Azure | SrcType::Youpai) {
+    if cfg.src_type == SrcType::Azure {
         return Err(PlanError::Job(format!(
-            "{}: srcType={}: not supported yet by this build (supported: local, http, oss, s3, cos, bos, ks3, qiniu)",
+            "{}: srcType={}: not supported yet by this build (supported: local, http, oss, s3, cos, bos, ks3, qiniu, youpai)",
             job_cfg.display(),
             cfg.src_type.as_str()
         )));
@@ -312,6 +314,10 @@ fn from_text(
         work_dir,
         dest_label,
         dest_dir,
+        source_hint: (cfg.src_type == SrcType::Youpai).then_some(
+            "srcType=youpai: Upyun's S3 endpoint takes an operator's S3 access key and secret \
+             (made in the Upyun console), not the operator's name and password",
+        ),
     })
 }
 
@@ -329,7 +335,12 @@ impl Plan {
         }
         if let SourceSpec::S3(bucket) = &self.spec.source {
             let store = S3Store::new(&S3Config::new(bucket.clone(), self.spec.max_attempts));
-            check_bucket(&store, "srcDomain", "source", bucket).await?;
+            check_bucket(&store, "srcDomain", "source", bucket)
+                .await
+                .map_err(|e| match self.source_hint {
+                    Some(h) => anyhow::anyhow!("{e:#} ({h})"),
+                    None => e,
+                })?;
         }
         if let Some(dir) = &self.dest_dir {
             std::fs::create_dir_all(dir)

@@ -367,3 +367,76 @@ async fn skip_existing_copies_only_what_changed() {
     );
     assert_eq!(object(&work, &rels[5]).state, ObjectState::Verified);
 }
+
+/// `srcType=youpai` through Upyun's S3-compatible path, with the original's
+/// keys (`srcDomain` here names the local S3 server in Upyun's place): every
+/// object under the prefix copied and verified; wrong credentials are
+/// refused before anything starts, with what Upyun's S3 endpoint expects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upyun_source_through_its_s3_endpoint() {
+    let s3 = S3Server::start();
+    s3.create_bucket("upyun-svc").await;
+    s3.create_bucket("target").await;
+    let keys: Vec<String> = (0..50)
+        .map(|i| format!("docs/{}/{i:03}.txt", i % 3))
+        .chain(["other/not-this.txt".to_string()])
+        .collect();
+    fill_bucket(&s3, "upyun-svc", &keys).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let job = |name: &str, secret: &str| {
+        let path = tmp.path().join(format!("{name}.cfg"));
+        std::fs::write(
+            &path,
+            format!(
+                "jobName={name}\nsrcType=youpai\nsrcDomain={}\nsrcBucket=upyun-svc\nsrcPrefix=docs/\n\
+                 srcAccessKey={AK}\nsrcSecretKey={secret}\ndestDomain={}\ndestBucket=target\n\
+                 destPrefix=from-upyun/\ndestAccessKey={AK}\ndestSecretKey={SK}\ntaskObjectCountLimit=1\n",
+                s3.endpoint, s3.endpoint
+            ),
+        )
+        .unwrap();
+        path
+    };
+
+    let bad = job("upyun_bad", "the-operator-password");
+    let work = tmp.path().join("w1");
+    let out = tokio::task::spawn_blocking(move || run_job(&bad, &work))
+        .await
+        .unwrap();
+    assert_ne!(out.status.code(), Some(0));
+    let err = stderr(&out);
+    assert!(
+        err.contains("source bucket upyun-svc")
+            && err.contains("an operator's S3 access key and secret"),
+        "{err}"
+    );
+
+    let good = job("upyun_job", SK);
+    let work = tmp.path().join("w2");
+    let w = work.clone();
+    let out = tokio::task::spawn_blocking(move || run_job(&good, &w))
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        squash(&stdout(&out)).contains("verified 50 of 50"),
+        "{}",
+        stdout(&out)
+    );
+    let client = s3.client();
+    let listed = list_keys(&client, "target", "from-upyun/").await;
+    assert_eq!(listed.len(), 50);
+    for (i, key) in keys.iter().enumerate().take(50).step_by(7) {
+        let rel = key.strip_prefix("docs/").unwrap();
+        assert_eq!(
+            get(&client, "target", &format!("from-upyun/{rel}")).await,
+            bytes(i as u64, i % 3000),
+            "{key}"
+        );
+    }
+    assert!(
+        objects(&work)
+            .iter()
+            .all(|o| o.state == ObjectState::Verified)
+    );
+}

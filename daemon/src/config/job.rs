@@ -402,7 +402,7 @@ impl JobConfig {
     /// features land.
     pub fn unsupported(&self) -> Vec<String> {
         let mut out = Vec::new();
-        if matches!(self.src_type, SrcType::Azure | SrcType::Youpai) {
+        if self.src_type == SrcType::Azure {
             out.push(format!("srcType={}: not supported yet", self.src_type));
         }
         let tunnel_keys_set = [
@@ -522,7 +522,27 @@ fn from_properties(
         base_dir,
         env,
     )?;
-    let src_domain = f.string("srcDomain")?;
+    let mut src_domain = f.string("srcDomain")?;
+    if src_type == SrcType::Youpai {
+        // The original spoke Upyun's REST API (v0..v3.api.upyun.com, an
+        // operator and its password); this build reads Upyun through its
+        // S3-compatible endpoint, with an operator's S3 access key.
+        let host = endpoint_host(&src_domain).to_ascii_lowercase();
+        if src_domain.is_empty() || is_upyun_rest_host(&host) {
+            let warning = format!(
+                "{}: srcDomain: srcType=youpai is read through Upyun's S3 endpoint {UPYUN_S3}{};                  srcAccessKey/srcSecretKey must be an operator's S3 access key and secret (made in the                  Upyun console), not the operator's name and password",
+                location_of(&f, "srcDomain"),
+                if src_domain.is_empty() {
+                    String::new()
+                } else {
+                    format!(" instead of the REST API {src_domain}")
+                }
+            );
+            tracing::warn!(file = %props.file, "{warning}");
+            warnings.push(warning);
+            src_domain = UPYUN_S3.to_string();
+        }
+    }
     let src_bucket = f.string("srcBucket")?;
     if let Some(entry) = f.value_entry(&["srcBucket"])?
         && entry.value.contains('/')
@@ -918,6 +938,22 @@ fn check_src_prefix(src_type: SrcType, prefix: &str) -> Result<(), String> {
 }
 
 /// The host part of an endpoint written as `[scheme://]host[:port][/path]`.
+/// Upyun's S3-compatible endpoint (SigV4 or V2, path or virtual-hosted
+/// style, no regions).
+pub const UPYUN_S3: &str = "https://s3.api.upyun.com";
+
+/// Upyun's REST API hosts, which the original's `srcDomain` named.
+fn is_upyun_rest_host(host: &str) -> bool {
+    matches!(
+        host,
+        "api.upyun.com"
+            | "v0.api.upyun.com"
+            | "v1.api.upyun.com"
+            | "v2.api.upyun.com"
+            | "v3.api.upyun.com"
+    )
+}
+
 fn endpoint_host(domain: &str) -> &str {
     let rest = domain.split_once("://").map_or(domain, |(_, r)| r);
     let authority = rest.split('/').next().unwrap_or(rest);

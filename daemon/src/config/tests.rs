@@ -521,7 +521,6 @@ fn unsupported_names_every_ignored_setting() {
     assert_eq!(
         c.unsupported(),
         vec![
-            "isIncremental=true: incremental mode is not supported yet; the job runs one full pass",
             "isUseExpressTunnel=true and expressTunnel* keys: Express Connect tunnels are not supported yet; values ignored",
             "isDownloadFromCdn/cdnDomain: downloading through a CDN is not supported yet; values ignored",
             "getObjectMetaMode=head: applies to qiniu sources only; value ignored",
@@ -557,7 +556,7 @@ fn every_original_job_template_parses() {
                     .to_string(),
             ],
         ),
-        ("youpai_job.cfg", SrcType::Youpai, vec![not_yet("youpai")]),
+        ("youpai_job.cfg", SrcType::Youpai, vec![]),
         (
             "cos_job.cfg",
             SrcType::Cos,
@@ -615,7 +614,19 @@ fn template_details_come_through() {
         "ZDM5******kyNDIyNWUzYm******Zjli"
     );
     assert_eq!(et.task_object_count_limit, 5);
-    assert_eq!(template("youpai_job.cfg").task_object_count_limit, 1);
+    let youpai = template("youpai_job.cfg");
+    assert_eq!(youpai.task_object_count_limit, 1);
+    // The REST API domain becomes the S3 endpoint, with a warning that says
+    // which credentials that takes.
+    assert_eq!(youpai.src_domain, "https://s3.api.upyun.com");
+    assert_eq!(youpai.src_addressing_style, AddressingStyle::Virtual);
+    assert_eq!(youpai.warnings.len(), 1, "{:?}", youpai.warnings);
+    assert!(
+        youpai.warnings[0].starts_with("youpai_job.cfg:34: srcDomain: srcType=youpai is read through Upyun's S3 endpoint https://s3.api.upyun.com instead of the REST API http://v0.api.upyun.com")
+            && youpai.warnings[0].contains("an operator's S3 access key and secret"),
+        "{}",
+        youpai.warnings[0]
+    );
     assert_eq!(
         template("local_job.cfg").http_list_file_path,
         Some(PathBuf::from("c:/example/http.list"))
