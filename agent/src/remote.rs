@@ -1,4 +1,5 @@
-//! Objects from remote sources (an S3-compatible bucket, HTTP URLs),
+//! Objects from remote sources (an S3-compatible bucket, HTTP URLs, a CDN
+//! in front of a bucket),
 //! streamed to the destination without a temporary copy on disk.
 //!
 //! An object up to the multipart threshold is received whole into memory
@@ -84,11 +85,58 @@ async fn open(ex: &Executor, obj: &ObjectSpec) -> Result<RemoteBody, Attempt> {
             let url = obj.src_ref.as_deref().unwrap_or_default();
             client.get(url).await.map_err(source_fail)
         }
+        Source::Cdn {
+            client,
+            domain,
+            prefix,
+        } => {
+            let client = (**client)
+                .as_ref()
+                .map_err(|e| Fail(ErrorCode::SourceUnreadable, e.clone()))?;
+            let url = cdn_url(domain, &format!("{prefix}{}", obj.rel_path));
+            let mut body = client.get(&url).await.map_err(source_fail)?;
+            if let Some(n) = body.expected_len
+                && n != obj.size
+            {
+                // A CDN copy of another version (stale, or newer than the
+                // listing): never taken for the listed object.
+                return Err(Attempt::Fail(Fail(
+                    ErrorCode::SourceChanged,
+                    format!(
+                        "{url}: the CDN answers {n} bytes, the bucket listed {} (a stale or newer copy)",
+                        obj.size
+                    ),
+                )));
+            }
+            body.expected_len = Some(obj.size);
+            body.etag_is_md5 = obj.src_ref.as_deref().is_some_and(plain_md5);
+            Ok(body)
+        }
         Source::Local { .. } => Err(Attempt::Fail(Fail(
             ErrorCode::SourceUnreadable,
             "not a remote source".into(),
         ))),
     }
+}
+
+/// `domain/key` with every byte of the key outside RFC 3986's unreserved
+/// set and `/` percent-encoded.
+fn cdn_url(domain: &str, key: &str) -> String {
+    use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+    const KEEP: &AsciiSet = &NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'_')
+        .remove(b'~')
+        .remove(b'/');
+    format!("{domain}/{}", utf8_percent_encode(key, KEEP))
+}
+
+/// Whether a listed ETag is a plain MD5 (32 hex digits, quoted or not;
+/// not a multipart `...-N`), so the downloaded bytes can be held to it.
+fn plain_md5(etag: &str) -> bool {
+    let e = etag.trim_matches('"');
+    e.len() == 32 && e.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 /// Copies one remote object, retrying transient failures with exponential
@@ -99,7 +147,7 @@ pub(crate) async fn import(
     events: &mpsc::Sender<Event>,
 ) -> Step<Done> {
     let key = dest_name(&ex.dest, &obj.rel_path)?;
-    if let (Dest::S3 { store, .. }, Source::S3 { .. }) = (&ex.dest, &ex.source)
+    if let (Dest::S3 { store, .. }, Source::S3 { .. } | Source::Cdn { .. }) = (&ex.dest, &ex.source)
         && let Some(s) = skip_s3(ex, store, &key, obj).await?
     {
         return Ok(Done::Skipped(s));
@@ -372,7 +420,7 @@ async fn copy_to_s3(
 ) -> Result<Checks, Attempt> {
     let mut body = open(ex, obj).await?;
     let declared = body.expected_len.or((obj.size > 0).then_some(obj.size));
-    if let (Some(d), Source::S3 { .. }) = (declared, &ex.source)
+    if let (Some(d), Source::S3 { .. } | Source::Cdn { .. }) = (declared, &ex.source)
         && d != obj.size
     {
         return Err(Fail(
@@ -435,7 +483,7 @@ fn check_source_etag(
     body: &RemoteBody,
     digest: &Digest,
 ) -> Result<(), Attempt> {
-    if let (Source::S3 { .. }, Some(etag)) = (&ex.source, &obj.src_ref) {
+    if let (Source::S3 { .. } | Source::Cdn { .. }, Some(etag)) = (&ex.source, &obj.src_ref) {
         crate::verify::check_source(etag, body.etag_is_md5, digest).map_err(Attempt::Retry)?;
     }
     Ok(())

@@ -105,6 +105,13 @@ pub enum Source {
     Http {
         client: Box<Result<HttpSource, String>>,
     },
+    /// A CDN in front of a bucket: `domain/prefix+rel_path`, checked
+    /// against the listed size and ETag.
+    Cdn {
+        client: Box<Result<HttpSource, String>>,
+        domain: String,
+        prefix: String,
+    },
 }
 
 /// Shared state of an executor; cheap to clone through an `Arc`.
@@ -156,6 +163,14 @@ impl Executor {
                 // all; every download then fails with this reason.
                 Source::Http {
                     client: Box::new(HttpSource::new().map_err(|e| e.to_string())),
+                },
+            ),
+            SourceSpec::Cdn { domain, prefix } => (
+                PathBuf::new(),
+                Source::Cdn {
+                    client: Box::new(HttpSource::new().map_err(|e| e.to_string())),
+                    domain: domain.trim_end_matches('/').to_string(),
+                    prefix: prefix.clone(),
                 },
             ),
         };

@@ -233,18 +233,31 @@ fn from_text(
                 path_style: cfg.src_addressing_style == AddressingStyle::Path,
                 prefix,
             };
+            let spec = if cfg.is_download_from_cdn {
+                SourceSpec::Cdn {
+                    domain: cfg.cdn_domain.clone(),
+                    prefix: bucket.prefix.clone(),
+                }
+            } else {
+                SourceSpec::S3(bucket.clone())
+            };
             (
-                SourceSpec::S3(bucket.clone()),
+                spec,
                 ScanSource::S3 {
                     store: S3Config::new(bucket, cfg.request_attempts),
                     page_size: cfg.src_list_page_size,
                 },
                 format!(
-                    "{} ({}) bucket {}/{}",
+                    "{} ({}) bucket {}/{}{}",
                     cfg.src_domain,
                     cfg.src_type.as_str(),
                     cfg.src_bucket,
-                    cfg.src_prefix.trim_start_matches('/')
+                    cfg.src_prefix.trim_start_matches('/'),
+                    if cfg.is_download_from_cdn {
+                        format!(" via CDN {}", cfg.cdn_domain)
+                    } else {
+                        String::new()
+                    }
                 ),
             )
         }
@@ -333,8 +346,11 @@ impl Plan {
                 Err(e) => anyhow::bail!("srcPrefix {}: {e}", root.display()),
             }
         }
-        if let SourceSpec::S3(bucket) = &self.spec.source {
-            let store = S3Store::new(&S3Config::new(bucket.clone(), self.spec.max_attempts));
+        // The bucket that is listed (a CDN source downloads elsewhere, but
+        // lists here).
+        if let ScanSource::S3 { store, .. } = &self.scan.source {
+            let bucket = &store.bucket;
+            let store = S3Store::new(store);
             check_bucket(&store, "srcDomain", "source", bucket)
                 .await
                 .map_err(|e| match self.source_hint {

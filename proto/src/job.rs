@@ -88,7 +88,7 @@ impl JobSpec {
     pub fn buckets_mut(&mut self) -> impl Iterator<Item = &mut Bucket> {
         let src = match &mut self.source {
             SourceSpec::S3(b) => Some(b),
-            SourceSpec::Local { .. } | SourceSpec::Http => None,
+            SourceSpec::Local { .. } | SourceSpec::Http | SourceSpec::Cdn { .. } => None,
         };
         let dest = match &mut self.dest {
             DestSpec::S3 { bucket, .. } => Some(bucket),
@@ -114,6 +114,11 @@ pub enum SourceSpec {
     S3(Bucket),
     /// URLs from an HTTP list; each object's URL is its `src_ref`.
     Http,
+    /// A bucket listed by the daemon, each object downloaded from a CDN in
+    /// front of it (`isDownloadFromCdn`): `domain` + `/` + the key
+    /// (`prefix + rel_path`, percent-encoded), checked against the listed
+    /// size and ETag (`src_ref`). Executors need no source credentials.
+    Cdn { domain: String, prefix: String },
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

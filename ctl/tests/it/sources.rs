@@ -440,3 +440,121 @@ async fn upyun_source_through_its_s3_endpoint() {
             .all(|o| o.state == ObjectState::Verified)
     );
 }
+
+/// `isDownloadFromCdn`: the bucket is listed, every object downloaded from
+/// a CDN in front of it (here an HTTP server holding a snapshot of the
+/// bucket's objects) and held to the listing: a CDN copy that went stale
+/// with the same size (MD5 against the listed ETag), one with another size,
+/// and one the CDN does not have are failures, never "verified".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cdn_download_is_held_to_the_listing() {
+    let s3 = S3Server::start();
+    s3.create_bucket("origin").await;
+    s3.create_bucket("target").await;
+    let mut keys: Vec<String> = (0..36)
+        .map(|i| format!("media/{}/{i:03}.jpg", i % 4))
+        .collect();
+    keys.extend(
+        [
+            "media/with space.txt",
+            "media/stale-same-size",
+            "media/stale-grown",
+            "media/missing",
+        ]
+        .map(String::from),
+    );
+    keys.push("elsewhere/not-listed".into());
+    fill_bucket(&s3, "origin", &keys).await;
+    let client = s3.client();
+    // The CDN's copy of every object, at its URL path.
+    let mut cdn = HashMap::new();
+    for k in &keys {
+        if k == "media/missing" {
+            continue;
+        }
+        cdn.insert(
+            format!("/{}", k.replace(' ', "%20")),
+            get(&client, "origin", k).await,
+        );
+    }
+    let cdn = FileServer::start(cdn).await;
+    // The bucket moves on after the CDN cached it.
+    let old = get(&client, "origin", "media/stale-same-size").await;
+    let newer: Vec<u8> = old.iter().map(|b| b ^ 0x5a).collect();
+    for (key, body) in [
+        ("media/stale-same-size", newer.clone()),
+        ("media/stale-grown", b"a newer, longer version".repeat(40)),
+    ] {
+        client
+            .put_object()
+            .bucket("origin")
+            .key(key)
+            .body(ByteStream::from(body))
+            .send()
+            .await
+            .unwrap();
+    }
+
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("cdn.cfg");
+    std::fs::write(
+        &cfg,
+        format!(
+            "jobName=cdn_job\nsrcType=s3\nsrcDomain={ep}\nsrcBucket=origin\nsrcPrefix=media/\n\
+             srcAccessKey={AK}\nsrcSecretKey={SK}\nisDownloadFromCdn=true\ncdnDomain={cdn}\n\
+             destDomain={ep}\ndestBucket=target\ndestAccessKey={AK}\ndestSecretKey={SK}\n\
+             requestAttempts=2\n",
+            ep = s3.endpoint,
+            cdn = cdn.base
+        ),
+    )
+    .unwrap();
+    let work = tmp.path().join("work");
+    let (c, w) = (cfg.clone(), work.clone());
+    let out = tokio::task::spawn_blocking(move || run_job(&c, &w))
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("via CDN http://127.0.0.1:"),
+        "{}",
+        stderr(&out)
+    );
+
+    let rows: HashMap<String, ObjectRow> = objects(&work)
+        .into_iter()
+        .map(|o| (o.rel_path.clone(), o))
+        .collect();
+    assert_eq!(rows.len(), 40, "{:?}", rows.keys());
+    let code = |rel: &str| rows[rel].error_code.clone().unwrap_or_default();
+    assert_eq!(code("stale-grown"), "SOURCE_CHANGED");
+    assert_eq!(code("missing"), "SOURCE_DELETED");
+    assert_eq!(rows["stale-same-size"].state, ObjectState::Failed);
+    assert!(
+        rows["stale-same-size"]
+            .error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("MD5"),
+        "{:?}",
+        rows["stale-same-size"].error
+    );
+    let verified: Vec<&String> = rows
+        .iter()
+        .filter(|(_, o)| o.state == ObjectState::Verified)
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(verified.len(), 37);
+    for rel in verified {
+        assert_eq!(
+            get(&client, "target", rel).await,
+            get(&client, "origin", &format!("media/{rel}")).await,
+            "{rel}"
+        );
+    }
+    // Nothing of a failed object reached the destination.
+    let landed = list_keys(&client, "target", "").await;
+    for bad in ["stale-same-size", "stale-grown", "missing"] {
+        assert!(!landed.contains(&bad.to_string()), "{bad} was written");
+    }
+}

@@ -258,9 +258,12 @@ pub struct JobConfig {
     pub audit_mode: AuditMode,
     /// `appId`: Tencent COS app id. Default 0.
     pub app_id: u64,
-    /// `isDownloadFromCdn`: Upyun: download through `cdnDomain`. Default false.
+    /// `isDownloadFromCdn`: list the bucket, download each object from
+    /// `cdnDomain` (the original: Upyun only; here any bucket source).
+    /// Default false.
     pub is_download_from_cdn: bool,
-    /// `cdnDomain`: Upyun CDN domain.
+    /// `cdnDomain`: the CDN in front of the source bucket, `http(s)://host`
+    /// (a bare host gets `http://`); required with `isDownloadFromCdn`.
     pub cdn_domain: String,
     /// `httpListFilePath`: the URL list; required for `srcType=http`.
     pub http_list_file_path: Option<PathBuf>,
@@ -420,9 +423,9 @@ impl JobConfig {
                 self.is_use_express_tunnel
             ));
         }
-        if self.is_download_from_cdn || !self.cdn_domain.is_empty() {
+        if !self.is_download_from_cdn && !self.cdn_domain.is_empty() {
             out.push(
-                "isDownloadFromCdn/cdnDomain: downloading through a CDN is not supported yet; values ignored"
+                "cdnDomain is set but isDownloadFromCdn=false: objects are read from the bucket"
                     .to_string(),
             );
         }
@@ -719,7 +722,30 @@ fn from_properties(
     // ---- Source-specific keys ----
     let app_id = f.uint(&["appId"], 0, 0..=u64::MAX)?;
     let is_download_from_cdn = f.bool("isDownloadFromCdn", false)?;
-    let cdn_domain = f.string("cdnDomain")?;
+    let mut cdn_domain = f.string("cdnDomain")?;
+    if is_download_from_cdn {
+        if matches!(src_type, SrcType::Local | SrcType::Http) {
+            let line = f.line("isDownloadFromCdn");
+            return Err(f.err_at(
+                line,
+                "isDownloadFromCdn",
+                format!("needs a bucket source (srcType={src_type} has no CDN in front of it)"),
+            ));
+        }
+        match f.value_entry(&["cdnDomain"])? {
+            Some(entry) if !entry.value.trim().is_empty() => {
+                cdn_domain = normalize_endpoint(entry.value.trim()).map_err(|r| f.err(entry, r))?;
+            }
+            _ => {
+                let line = f.line("cdnDomain").or_else(|| f.line("isDownloadFromCdn"));
+                return Err(f.err_at(
+                    line,
+                    "cdnDomain",
+                    "required when isDownloadFromCdn=true: the CDN domain objects are downloaded from, e.g. http://cdn.example.com",
+                ));
+            }
+        }
+    }
     let http_list_file_path = f
         .value_entry(&["httpListFilePath"])?
         .map(|e| PathBuf::from(&e.value));
