@@ -54,6 +54,8 @@ fn main() -> anyhow::Result<()> {
         import_since: 0,
         max_task_age: None,
         incremental: None,
+        threads: 1,
+        split_depth: 1,
     };
     let scanned = scan(&store, job, &cfg, &CancellationToken::new(), |_, _| {})?;
     let (done, stats) = (scanned.finished(), scanned.stats().clone());

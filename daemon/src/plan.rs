@@ -306,6 +306,8 @@ fn from_text(
         incremental: cfg
             .is_incremental
             .then(|| Duration::from_secs(cfg.incremental_mode_interval)),
+        threads: cfg.scan_thread_count as usize,
+        split_depth: cfg.max_multi_thread_scan_depth as usize,
     };
     let work_dir = sys_path.as_ref().map(|_| sys.working_dir.clone());
     let secret_files = [

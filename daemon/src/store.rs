@@ -22,7 +22,8 @@ use rusqlite::{Connection, OptionalExtension, params};
 /// cleaned job can then never land on a new job's object).
 /// 3: listing passes (incremental jobs): `jobs.pass`, `jobs.next_pass_at`,
 /// the pass each object was listed in and last seen in, the pass that
-/// found it gone, and one `passes` row per pass.
+/// found it gone, and one `passes` row per pass; and the branches of a
+/// parallel listing (`scan_branches`), each with its own checkpoint.
 const SCHEMA_VERSION: i64 = 3;
 
 /// What schema 3 adds to a schema 2 store (columns with defaults, so old
@@ -47,6 +48,15 @@ CREATE TABLE passes (
     failed INTEGER NOT NULL DEFAULT 0,
     error TEXT,
     PRIMARY KEY (job_id, number)
+);
+CREATE TABLE scan_branches (
+    job_id INTEGER NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+    ord INTEGER NOT NULL,
+    deep INTEGER NOT NULL,
+    at TEXT NOT NULL,
+    checkpoint TEXT,
+    done INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (job_id, ord)
 );
 ";
 
@@ -612,6 +622,7 @@ impl Store {
         tx.execute("DELETE FROM objects WHERE job_id = ?1", [job_id])?;
         tx.execute("DELETE FROM tasks WHERE job_id = ?1", [job_id])?;
         tx.execute("DELETE FROM passes WHERE job_id = ?1", [job_id])?;
+        tx.execute("DELETE FROM scan_branches WHERE job_id = ?1", [job_id])?;
         tx.execute("DELETE FROM jobs WHERE id = ?1", [job_id])?;
         tx.commit()?;
         Ok(())
@@ -644,7 +655,7 @@ impl Store {
         checkpoint: &str,
     ) -> Result<i64, StoreError> {
         let changes = vec![Change::New; objects.len()];
-        self.commit_pass_task(job_id, 1, objects, &changes, checkpoint)
+        self.commit_pass_task(job_id, 1, objects, &changes, None, checkpoint)
     }
 
     /// [`Store::commit_task`] for listing pass `pass`: each object with how
@@ -652,13 +663,15 @@ impl Store {
     /// `objects[i]`). The rows it replaces are deleted in the same
     /// transaction (never one still pending: an executor may hold it), and
     /// the pass's counters move with it, so they stay exact across a
-    /// resumed scan.
+    /// resumed scan. The checkpoint is the job's, or with `branch` that of
+    /// one branch of a parallel listing.
     pub fn commit_pass_task(
         &self,
         job_id: i64,
         pass: u32,
         objects: &[NewObject],
         changes: &[Change],
+        branch: Option<i64>,
         checkpoint: &str,
     ) -> Result<i64, StoreError> {
         assert_eq!(objects.len(), changes.len(), "one change per object");
@@ -731,10 +744,16 @@ impl Store {
              WHERE job_id = ?1 AND number = ?2",
             params![job_id, pass, new, changed, retried],
         )?;
-        tx.execute(
-            "UPDATE jobs SET scan_checkpoint = ?2, updated_at = ?3 WHERE id = ?1",
-            params![job_id, checkpoint, now()],
-        )?;
+        match branch {
+            Some(ord) => tx.execute(
+                "UPDATE scan_branches SET checkpoint = ?3 WHERE job_id = ?1 AND ord = ?2",
+                params![job_id, ord, checkpoint],
+            )?,
+            None => tx.execute(
+                "UPDATE jobs SET scan_checkpoint = ?2, updated_at = ?3 WHERE id = ?1",
+                params![job_id, checkpoint, now()],
+            )?,
+        };
         tx.commit()?;
         Ok(task_id)
     }
@@ -1196,7 +1215,7 @@ fn apply_event(
 
 pub mod leases;
 mod passes;
-pub use passes::{DeletedObject, PassRecord, Prior};
+pub use passes::{BranchRow, DeletedObject, PassRecord, Prior};
 
 #[cfg(test)]
 mod tests;

@@ -135,6 +135,8 @@ pub struct S3Store {
 #[derive(Clone, Debug, Default)]
 pub struct ListPage {
     pub objects: Vec<ListedObject>,
+    /// With a delimiter: the common prefixes of this page.
+    pub prefixes: Vec<String>,
     pub next_token: Option<String>,
     /// What the server said; see the scanner for why it is not trusted alone.
     pub truncated: bool,
@@ -315,12 +317,28 @@ impl S3Store {
         token: Option<&str>,
         max_keys: u32,
     ) -> Result<ListPage, S3Error> {
+        self.list_page_in(prefix, false, start_after, token, max_keys)
+            .await
+    }
+
+    /// [`S3Store::list_page`], with `flat`: only the keys directly under
+    /// `prefix` (delimiter `/`), the next level's prefixes in
+    /// `ListPage::prefixes`.
+    pub async fn list_page_in(
+        &self,
+        prefix: &str,
+        flat: bool,
+        start_after: Option<&str>,
+        token: Option<&str>,
+        max_keys: u32,
+    ) -> Result<ListPage, S3Error> {
         self.pace().await;
         let out = self
             .client
             .list_objects_v2()
             .bucket(&self.bucket)
             .prefix(prefix)
+            .set_delimiter(flat.then(|| "/".to_string()))
             .max_keys(max_keys as i32)
             .set_start_after(start_after.filter(|_| token.is_none()).map(str::to_owned))
             .set_continuation_token(token.map(str::to_owned))
@@ -344,6 +362,11 @@ impl S3Store {
             .collect();
         Ok(ListPage {
             objects,
+            prefixes: out
+                .common_prefixes()
+                .iter()
+                .filter_map(|p| p.prefix().map(str::to_owned))
+                .collect(),
             next_token: out.next_continuation_token().map(str::to_owned),
             truncated: out.is_truncated().unwrap_or(false),
         })

@@ -419,7 +419,7 @@ impl JobConfig {
             || !self.express_tunnel_auth_token.is_empty();
         if self.is_use_express_tunnel || tunnel_keys_set {
             out.push(format!(
-                "isUseExpressTunnel={} and expressTunnel* keys: Express Connect tunnels are not supported yet; values ignored",
+                "isUseExpressTunnel={} and expressTunnel* keys: Express Connect tunnels do not apply to this build (it connects directly); values ignored",
                 self.is_use_express_tunnel
             ));
         }
@@ -434,15 +434,15 @@ impl JobConfig {
                 "getObjectMetaMode=head: applies to qiniu sources only; value ignored".to_string(),
             );
         }
-        if self.scan_thread_count > 1 {
+        if self.scan_thread_count > 1 && self.src_type == SrcType::Http {
             out.push(format!(
-                "scanThreadCount={}: listing is single-threaded; value accepted and ignored",
+                "scanThreadCount={}: a URL list is read in order; value ignored",
                 self.scan_thread_count
             ));
         }
-        if self.max_multi_thread_scan_depth > 1 {
+        if self.max_multi_thread_scan_depth > 1 && self.scan_thread_count <= 1 {
             out.push(format!(
-                "maxMultiThreadScanDepth={}: listing is single-threaded; value accepted and ignored",
+                "maxMultiThreadScanDepth={}: applies with scanThreadCount above 1; value ignored",
                 self.max_multi_thread_scan_depth
             ));
         }

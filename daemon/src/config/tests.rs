@@ -513,19 +513,18 @@ fn fingerprint_changes_only_with_behaviour() {
 #[test]
 fn unsupported_names_every_ignored_setting() {
     let c = parse_ok(
-        "isIncremental=true\nisUseExpressTunnel=true\nisDownloadFromCdn=true\n\
-         getObjectMetaMode=head\nscanThreadCount=4\nmaxMultiThreadScanDepth=2\n\
+        "isIncremental=true\nisUseExpressTunnel=true\ncdnDomain=cdn.example.com\n\
+         getObjectMetaMode=head\nscanThreadCount=1\nmaxMultiThreadScanDepth=2\n\
          auditMode=simple\nisAuditAfterImport=false\nappId=7\nisServerSideEncryption=true\n\
          importSince=1\nlastModify=2\nexcludeGlobs=*.tmp\nmaxRequestsPerSecond=9\n",
     );
     assert_eq!(
         c.unsupported(),
         vec![
-            "isUseExpressTunnel=true and expressTunnel* keys: Express Connect tunnels are not supported yet; values ignored",
-            "isDownloadFromCdn/cdnDomain: downloading through a CDN is not supported yet; values ignored",
+            "isUseExpressTunnel=true and expressTunnel* keys: Express Connect tunnels do not apply to this build (it connects directly); values ignored",
+            "cdnDomain is set but isDownloadFromCdn=false: objects are read from the bucket",
             "getObjectMetaMode=head: applies to qiniu sources only; value ignored",
-            "scanThreadCount=4: listing is single-threaded; value accepted and ignored",
-            "maxMultiThreadScanDepth=2: listing is single-threaded; value accepted and ignored",
+            "maxMultiThreadScanDepth=2: applies with scanThreadCount above 1; value ignored",
             "auditMode=simple: superseded by verifyMode; value ignored",
             "isAuditAfterImport=false: every object is verified (see verifyMode); value ignored",
             "appId=7: not needed with the S3-compatible COS endpoint; value ignored",
@@ -548,14 +547,7 @@ fn every_original_job_template_parses() {
         ("oss_job.cfg", SrcType::Oss, vec![]),
         ("qiniu_job.cfg", SrcType::Qiniu, vec![]),
         ("bos_job.cfg", SrcType::Bos, vec![]),
-        (
-            "s3_job.cfg",
-            SrcType::S3,
-            vec![
-                "scanThreadCount=32: listing is single-threaded; value accepted and ignored"
-                    .to_string(),
-            ],
-        ),
+        ("s3_job.cfg", SrcType::S3, vec![]),
         ("youpai_job.cfg", SrcType::Youpai, vec![]),
         (
             "cos_job.cfg",
@@ -570,7 +562,7 @@ fn every_original_job_template_parses() {
             "et_job.cfg",
             SrcType::Local,
             vec![
-                "isUseExpressTunnel=true and expressTunnel* keys: Express Connect tunnels are not supported yet; values ignored"
+                "isUseExpressTunnel=true and expressTunnel* keys: Express Connect tunnels do not apply to this build (it connects directly); values ignored"
                     .to_string(),
                 "auditMode=simple: superseded by verifyMode; value ignored".to_string(),
             ],
@@ -1070,4 +1062,28 @@ fn bad_glob_patterns_are_refused_with_their_line() {
         err.starts_with("job.cfg:4: excludeGlobs: bad glob pattern"),
         "{err}"
     );
+}
+
+#[test]
+fn cdn_download_needs_a_bucket_source_and_a_domain() {
+    check(
+        &format!("{BASE}isDownloadFromCdn=true\ncdnDomain=cdn.example.com\n"),
+        "job.cfg:4: isDownloadFromCdn: needs a bucket source (srcType=local has no CDN in front of it)",
+    );
+    let bucket = "srcType=s3\nsrcDomain=http://127.0.0.1:9000\nsrcBucket=b\nsrcPrefix=p/\n\
+                  destDomain=http://oss-cn-hangzhou.aliyuncs.com\ndestBucket=mybucket\n";
+    check(
+        &format!("{bucket}isDownloadFromCdn=true\n"),
+        "job.cfg:7: cdnDomain: required when isDownloadFromCdn=true: the CDN domain objects are downloaded from, e.g. http://cdn.example.com",
+    );
+    check(
+        &format!("{bucket}isDownloadFromCdn=true\ncdnDomain=ftp://cdn\n"),
+        "job.cfg:8: cdnDomain: must be an http:// or https:// endpoint, got \"ftp://cdn\"",
+    );
+    let c = parse(&format!(
+        "{bucket}isDownloadFromCdn=true\ncdnDomain=cdn.example.com\n"
+    ))
+    .unwrap();
+    assert_eq!(c.cdn_domain, "http://cdn.example.com");
+    assert!(c.unsupported().is_empty(), "{:?}", c.unsupported());
 }

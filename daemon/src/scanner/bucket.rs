@@ -16,6 +16,10 @@ pub(super) struct BucketLister {
     prefix: String,
     /// Keys per page (`srcListPageSize`).
     page_size: u32,
+    /// What is listed: `prefix`, or a branch below it.
+    list_prefix: String,
+    /// Only the keys directly under `list_prefix` (delimiter `/`).
+    flat: bool,
 }
 
 impl BucketLister {
@@ -24,8 +28,67 @@ impl BucketLister {
             client: S3Store::new(s3),
             prefix: s3.bucket.prefix.clone(),
             page_size,
+            list_prefix: s3.bucket.prefix.clone(),
+            flat: false,
         }
     }
+
+    /// Points the lister at one branch of a parallel listing (`at`: the
+    /// branch's prefix below `srcPrefix`).
+    pub(super) fn set_branch(&mut self, at: &str, deep: bool) {
+        self.list_prefix = format!("{}{at}", self.prefix);
+        self.flat = !deep;
+    }
+}
+
+/// Splits the bucket for a parallel listing by common prefix (delimiter
+/// `/`): every prefix above `depth` is a flat branch (the keys directly in
+/// it), every prefix at `depth` a deep one (all keys below it). Returns
+/// `(deep, at)` with `at` relative to `srcPrefix`.
+pub(super) fn partition(
+    s3: &S3Config,
+    page_size: u32,
+    depth: usize,
+) -> Result<Vec<(bool, String)>, ScanError> {
+    let client = S3Store::new(s3);
+    let prefix = s3.bucket.prefix.as_str();
+    let rt = tokio::runtime::Handle::current();
+    let mut out = Vec::new();
+    let mut level = vec![String::new()];
+    for _ in 0..depth.max(1) {
+        let mut next = Vec::new();
+        for at in level {
+            out.push((false, at.clone()));
+            let mut token: Option<String> = None;
+            loop {
+                let page = rt
+                    .block_on(client.list_page_in(
+                        &format!("{prefix}{at}"),
+                        true,
+                        None,
+                        token.as_deref(),
+                        page_size,
+                    ))
+                    .map_err(|e| ScanError::List(e.to_string()))?;
+                for p in page.prefixes {
+                    if let Some(rel) = p.strip_prefix(prefix)
+                        && rel.len() > at.len()
+                    {
+                        next.push(rel.to_owned());
+                    }
+                }
+                match page.next_token {
+                    Some(t) if page.truncated => token = Some(t),
+                    _ => break,
+                }
+            }
+        }
+        next.sort();
+        next.dedup();
+        level = next;
+    }
+    out.extend(level.into_iter().map(|at| (true, at)));
+    Ok(out)
 }
 
 fn position(key: &str) -> Result<String, ScanError> {
@@ -39,6 +102,7 @@ impl Lister for BucketLister {
         out: &mut Tasks<'_>,
     ) -> Result<Option<String>, ScanError> {
         let (prefix, page_size) = (self.prefix.as_str(), self.page_size);
+        let (list_prefix, flat) = (self.list_prefix.as_str(), self.flat);
         let mut last_key: Option<String> = match after {
             Some(s) => Some(serde_json::from_str(s).map_err(checkpoint_err)?),
             None => None,
@@ -51,14 +115,18 @@ impl Lister for BucketLister {
                 return Ok(None);
             }
             let page = rt
-                .block_on(self.client.list_page(
-                    prefix,
+                .block_on(self.client.list_page_in(
+                    list_prefix,
+                    flat,
                     last_key.as_deref(),
                     token.as_deref(),
                     page_size,
                 ))
                 .map_err(|e| ScanError::List(e.to_string()))?;
-            let n = page.objects.len();
+            // With a delimiter a page may hold only prefixes (other
+            // branches): they count toward the page, not as objects.
+            let n = page.objects.len() + page.prefixes.len();
+            let only_prefixes = !page.prefixes.is_empty();
             let mut progressed = false;
             for o in page.objects {
                 if last_key.as_deref().is_some_and(|l| o.key.as_str() <= l) {
@@ -86,7 +154,11 @@ impl Lister for BucketLister {
                 };
                 out.push(obj, || position(&o.key))?;
             }
-            stalls = if progressed { 0 } else { stalls + 1 };
+            stalls = if progressed || only_prefixes {
+                0
+            } else {
+                stalls + 1
+            };
             if stalls > 3 {
                 return Err(ScanError::List(format!(
                     "the server keeps returning pages without new keys after {:?}",

@@ -24,6 +24,73 @@ pub(super) struct LocalLister {
     /// Follow symlinks to files (`isAllowSymbolicLink`); symlinks to
     /// directories are never followed, as in the original.
     pub(super) follow_symlinks: bool,
+    /// The directory below `root` this lister walks (a branch of a
+    /// parallel listing; empty: all of it).
+    pub(super) start: Components,
+    /// Only the files directly in `start`; its directories are other
+    /// branches.
+    pub(super) flat: bool,
+}
+
+impl LocalLister {
+    pub(super) fn whole(root: &Path, follow_symlinks: bool) -> LocalLister {
+        LocalLister {
+            root: root.to_path_buf(),
+            follow_symlinks,
+            start: Vec::new(),
+            flat: false,
+        }
+    }
+
+    /// The lister of one branch (`at` as [`partition`] wrote it).
+    pub(super) fn branch(
+        root: &Path,
+        follow_symlinks: bool,
+        at: &str,
+        deep: bool,
+    ) -> Result<LocalLister, ScanError> {
+        Ok(LocalLister {
+            root: root.to_path_buf(),
+            follow_symlinks,
+            start: serde_json::from_str(at).map_err(checkpoint_err)?,
+            flat: !deep,
+        })
+    }
+}
+
+/// Splits the tree for a parallel listing: every directory above `depth`
+/// is a flat branch (its own files), every directory at `depth` a deep one
+/// (everything below it). Directory symlinks are not followed, as in the
+/// walk; a directory that cannot be read stays a flat branch, whose lister
+/// then records the error. Returns `(deep, at)` in walk order.
+pub(super) fn partition(root: &Path, depth: usize) -> Result<Vec<(bool, String)>, ScanError> {
+    read_sorted(root).map_err(|source| ScanError::Root {
+        path: root.display().to_string(),
+        source,
+    })?;
+    let mut out = Vec::new();
+    let mut level: Vec<Components> = vec![Vec::new()];
+    for _ in 0..depth.max(1) {
+        let mut next = Vec::new();
+        for dir in level {
+            out.push((false, position(&dir)?));
+            let Ok(names) = read_sorted(&path_of(root, &dir)) else {
+                continue;
+            };
+            for name in names {
+                let mut c = dir.clone();
+                c.push(name.as_bytes().to_vec());
+                if std::fs::symlink_metadata(path_of(root, &c)).is_ok_and(|m| m.is_dir()) {
+                    next.push(c);
+                }
+            }
+        }
+        level = next;
+    }
+    for dir in level {
+        out.push((true, position(&dir)?));
+    }
+    Ok(out)
 }
 
 fn position(components: &Components) -> Result<String, ScanError> {
@@ -41,12 +108,28 @@ impl Lister for LocalLister {
             Some(s) => Some(serde_json::from_str(s).map_err(checkpoint_err)?),
             None => None,
         };
-        let root_entries = read_sorted(root).map_err(|source| ScanError::Root {
-            path: root.display().to_string(),
-            source,
-        })?;
+        let root_entries = match read_sorted(&path_of(root, &self.start)) {
+            Ok(e) => e,
+            Err(source) if self.start.is_empty() => {
+                return Err(ScanError::Root {
+                    path: root.display().to_string(),
+                    source,
+                });
+            }
+            // A branch gone since the split: nothing to list.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return position(&self.start).map(Some);
+            }
+            Err(e) => {
+                if checkpoint.is_none() {
+                    let rel = format!("{}/", rel_path(&self.start));
+                    out.push_failed(rel, format!("cannot list directory: {e}"));
+                }
+                return position(&self.start).map(Some);
+            }
+        };
         let mut stack = vec![Frame {
-            components: Vec::new(),
+            components: self.start.clone(),
             entries: root_entries.into_iter(),
         }];
         let mut last: Components = Vec::new();
@@ -88,6 +171,9 @@ impl Lister for LocalLister {
             let ft = lmd.file_type();
 
             if ft.is_dir() {
+                if self.flat {
+                    continue; // a branch of its own
+                }
                 if let Some(cp) = &checkpoint
                     && !cp.starts_with(&components)
                     && components < *cp

@@ -30,6 +30,7 @@ use crate::store::{Change, NewObject, ObjectState, Prior, Store, StoreError};
 mod bucket;
 mod http;
 mod local;
+mod parallel;
 
 pub use http::{parse_http_line, validate_http_list};
 
@@ -75,6 +76,12 @@ pub struct ScanConfig {
     /// Incremental jobs: the time from the end of one pass to the start of
     /// the next (`incrementalModeInterval`); `None`: one pass.
     pub incremental: Option<Duration>,
+    /// Listers at once (`scanThreadCount`; 1: one walk in order). URL
+    /// lists are always read in order.
+    pub threads: usize,
+    /// How deep the listing is split into branches listed at once
+    /// (`maxMultiThreadScanDepth`, 1: the top-level directories/prefixes).
+    pub split_depth: usize,
 }
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -157,26 +164,21 @@ pub fn scan(
     job_id: i64,
     cfg: &ScanConfig,
     cancel: &CancellationToken,
-    mut on_task: impl FnMut(i64, &[NewObject]),
+    mut on_task: impl FnMut(i64, &[NewObject]) + Send,
 ) -> Result<ScanOutcome, ScanError> {
     let (done, checkpoint) = store.scan_checkpoint(job_id)?;
     if done {
         return Ok(ScanOutcome::Finished(ScanStats::default()));
     }
     let pass = store.current_pass(job_id)?;
-    let compare = match &cfg.source {
-        ScanSource::Local { .. } => Compare::SizeMtime,
-        ScanSource::S3 { .. } => Compare::SizeEtag,
-        ScanSource::Http { .. } => Compare::Url,
-    };
+    if cfg.threads > 1 && !matches!(cfg.source, ScanSource::Http { .. }) {
+        return parallel::scan(store, job_id, pass, cfg, cancel, on_task);
+    }
     let mut lister: Box<dyn Lister> = match &cfg.source {
         ScanSource::Local {
             root,
             follow_symlinks,
-        } => Box::new(local::LocalLister {
-            root: root.clone(),
-            follow_symlinks: *follow_symlinks,
-        }),
+        } => Box::new(local::LocalLister::whole(root, *follow_symlinks)),
         ScanSource::S3 { store, page_size } => {
             Box::new(bucket::BucketLister::new(store, *page_size))
         }
@@ -190,21 +192,7 @@ pub fn scan(
             rel_column: *rel_column,
         }),
     };
-    let mut out = Tasks {
-        store,
-        job_id,
-        cfg,
-        cancel,
-        on_task: &mut on_task,
-        pass,
-        compare,
-        batch: Vec::new(),
-        changes: Vec::new(),
-        seen: Vec::new(),
-        bytes: 0,
-        started: Instant::now(),
-        stats: ScanStats::default(),
-    };
+    let mut out = Tasks::new(store, job_id, pass, cfg, cancel, &mut on_task, None);
     match lister.list(checkpoint.as_deref(), &mut out)? {
         None => Ok(ScanOutcome::Stopped(out.stats)),
         Some(end) => {
@@ -212,6 +200,23 @@ pub fn scan(
             store.finish_scan(job_id)?;
             Ok(ScanOutcome::Finished(out.stats))
         }
+    }
+}
+
+impl ScanStats {
+    /// Adds another lister's counts (parallel listing).
+    fn add(&mut self, o: &ScanStats) {
+        self.files += o.files;
+        self.bytes += o.bytes;
+        self.tasks += o.tasks;
+        self.symlinks_skipped += o.symlinks_skipped;
+        self.special_skipped += o.special_skipped;
+        self.older_than_import_since += o.older_than_import_since;
+        self.filtered_out += o.filtered_out;
+        self.dir_markers += o.dir_markers;
+        self.list_errors += o.list_errors;
+        self.suspicious_pages += o.suspicious_pages;
+        self.unchanged += o.unchanged;
     }
 }
 
@@ -271,6 +276,39 @@ fn classify(obj: &NewObject, prior: Option<&Prior>, compare: Compare) -> Listed 
 /// Rows found unchanged are marked seen in batches of this many.
 const SEEN_BATCH: usize = 1024;
 
+impl<'a> Tasks<'a> {
+    fn new(
+        store: &'a Store,
+        job_id: i64,
+        pass: u32,
+        cfg: &'a ScanConfig,
+        cancel: &'a CancellationToken,
+        on_task: &'a mut dyn FnMut(i64, &[NewObject]),
+        branch: Option<i64>,
+    ) -> Tasks<'a> {
+        Tasks {
+            store,
+            job_id,
+            cfg,
+            cancel,
+            on_task,
+            pass,
+            compare: match &cfg.source {
+                ScanSource::Local { .. } => Compare::SizeMtime,
+                ScanSource::S3 { .. } => Compare::SizeEtag,
+                ScanSource::Http { .. } => Compare::Url,
+            },
+            branch,
+            batch: Vec::new(),
+            changes: Vec::new(),
+            seen: Vec::new(),
+            bytes: 0,
+            started: Instant::now(),
+            stats: ScanStats::default(),
+        }
+    }
+}
+
 /// Where listers put what they find: applies the job's rules, collects
 /// objects into tasks and commits each closed task with the listing
 /// position it reached. In a later pass of an incremental job, only what
@@ -284,6 +322,8 @@ struct Tasks<'a> {
     /// The listing pass (1: the first, where everything is new).
     pass: u32,
     compare: Compare,
+    /// The branch of a parallel listing whose checkpoint moves.
+    branch: Option<i64>,
     batch: Vec<NewObject>,
     /// How each object of `batch` relates to earlier passes.
     changes: Vec<Change>,
@@ -388,6 +428,7 @@ impl Tasks<'_> {
                 self.pass,
                 &self.batch,
                 &self.changes,
+                self.branch,
                 checkpoint,
             )?;
             self.stats.tasks += 1;

@@ -27,6 +27,8 @@ fn cfg(root: &std::path::Path, count: u64) -> ScanConfig {
         import_since: 0,
         max_task_age: None,
         incremental: None,
+        threads: 1,
+        split_depth: 1,
     }
 }
 
@@ -424,4 +426,90 @@ fn classify_decides_by_source_kind() {
     let mut was = prior(Failed, 1, 1, None);
     was.error_code = Some("INVALID_KEY".into());
     assert_eq!(classify(&bad, Some(&was), SizeMtime), Listed::Seen(9));
+}
+
+/// Every relative path the store holds for the job, sorted, and whether
+/// any was recorded twice.
+fn recorded(store: &Store) -> (Vec<String>, bool) {
+    let mut v: Vec<String> = store
+        .objects()
+        .unwrap()
+        .into_iter()
+        .map(|o| o.rel_path)
+        .collect();
+    v.sort();
+    let n = v.len();
+    let mut d = v.clone();
+    d.dedup();
+    (d.clone(), d.len() != n)
+}
+
+/// A tree with files at every depth, empty directories, a directory
+/// symlink and names that sort around `/`.
+fn deep_tree(n: usize) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let r = dir.path();
+    for i in 0..n {
+        let rel = match i % 5 {
+            0 => format!("top-{i}"),
+            1 => format!("a/{}/f{i}", i % 7),
+            2 => format!("a/{}/deeper/{}/f{i}", i % 3, i % 11),
+            3 => format!("a-b/{i}"),
+            _ => format!("z/{}/{}/{}/f{i}", i % 2, i % 3, i % 5),
+        };
+        let p = r.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, b"x").unwrap();
+    }
+    std::fs::create_dir_all(r.join("empty/inner")).unwrap();
+    std::os::unix::fs::symlink(r.join("a"), r.join("link-to-a")).unwrap();
+    dir
+}
+
+/// 1 thread and 8 threads at split depths 1..3 list the same set; a
+/// parallel listing cancelled after a few tasks and resumed lists every
+/// object exactly once, and tasks stay within the count limit.
+#[test]
+fn parallel_listing_matches_the_single_walk_and_resumes_each_branch() {
+    let src = deep_tree(3_000);
+    let run = |threads: usize, depth: usize, kill_after: Option<usize>| {
+        let db = tempfile::tempdir().unwrap();
+        let store = Store::open(&db.path().join("s.db")).unwrap();
+        let job = store.create_job("par", "{}", "").unwrap();
+        let mut c = cfg(src.path(), 50);
+        c.threads = threads;
+        c.split_depth = depth;
+        if let Some(k) = kill_after {
+            let stop = CancellationToken::new();
+            let seen = std::sync::atomic::AtomicUsize::new(0);
+            let first = scan(&store, job, &c, &stop, |_, _| {
+                if seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1 >= k {
+                    stop.cancel();
+                }
+            })
+            .unwrap();
+            assert!(!first.finished(), "the listing ended before the kill");
+            let partial = recorded(&store);
+            assert!(!partial.1, "a path recorded twice before the kill");
+            assert!(partial.0.len() < 3_000);
+        }
+        let done = scan(&store, job, &c, &CancellationToken::new(), |_, objs| {
+            assert!(objs.len() <= 50, "a task of {}", objs.len());
+        })
+        .unwrap();
+        assert!(done.finished());
+        let (paths, dup) = recorded(&store);
+        assert!(
+            !dup,
+            "{threads} threads, depth {depth}: a path recorded twice"
+        );
+        paths
+    };
+    let want = run(1, 1, None);
+    assert_eq!(want.len(), 3_000);
+    for depth in 1..=3 {
+        assert_eq!(run(8, depth, None), want, "8 threads, depth {depth}");
+    }
+    assert_eq!(run(8, 2, Some(5)), want, "killed and resumed");
+    assert_eq!(run(1, 1, Some(5)), want, "single walk killed and resumed");
 }

@@ -14,6 +14,18 @@ use rusqlite::{OptionalExtension, params};
 
 use super::{ObjectState, Store, StoreError, now};
 
+/// One branch of a parallel listing ([`Store::branches`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BranchRow {
+    pub ord: i64,
+    /// Everything below `at`; otherwise only what is directly in it.
+    pub deep: bool,
+    /// Where it lists, in its lister's own terms.
+    pub at: String,
+    pub checkpoint: Option<String>,
+    pub done: bool,
+}
+
 /// The latest row recorded under a path ([`Store::prior`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Prior {
@@ -121,6 +133,8 @@ impl Store {
                 .collect::<Result<_, _>>()?
         };
         for dir in unreadable {
+            // A directory's error is recorded as `dir/`.
+            let dir = dir.trim_end_matches('/');
             tx.execute(
                 "UPDATE objects SET seen_pass = ?2 WHERE job_id = ?1 AND seen_pass < ?2
                  AND (rel_path = ?3 OR substr(rel_path, 1, length(?3) + 1) = ?3 || '/')",
@@ -215,6 +229,7 @@ impl Store {
     pub fn begin_pass(&self, job_id: i64) -> Result<u32, StoreError> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
+        tx.execute("DELETE FROM scan_branches WHERE job_id = ?1", [job_id])?;
         tx.execute(
             "UPDATE jobs SET pass = pass + 1, scan_done = 0, scan_checkpoint = NULL,
                  next_pass_at = NULL, updated_at = ?2 WHERE id = ?1",
@@ -278,5 +293,50 @@ impl Store {
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The branches of the job's parallel listing, in order; empty before
+    /// it is partitioned.
+    pub fn branches(&self, job_id: i64) -> Result<Vec<BranchRow>, StoreError> {
+        let conn = self.lock();
+        let mut q = conn.prepare_cached(
+            "SELECT ord, deep, at, checkpoint, done FROM scan_branches WHERE job_id = ?1 ORDER BY ord",
+        )?;
+        let rows = q.query_map([job_id], |r| {
+            Ok(BranchRow {
+                ord: r.get(0)?,
+                deep: r.get::<_, i64>(1)? != 0,
+                at: r.get(2)?,
+                checkpoint: r.get(3)?,
+                done: r.get::<_, i64>(4)? != 0,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Records how the listing is split (`(deep, at)` per branch), once,
+    /// in one transaction.
+    pub fn set_branches(&self, job_id: i64, branches: &[(bool, String)]) -> Result<(), StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        {
+            let mut q = tx.prepare_cached(
+                "INSERT INTO scan_branches (job_id, ord, deep, at) VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            for (i, (deep, at)) in branches.iter().enumerate() {
+                q.execute(params![job_id, i as i64, i64::from(*deep), at])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// A branch is listed to its end (its last task committed before).
+    pub fn finish_branch(&self, job_id: i64, ord: i64) -> Result<(), StoreError> {
+        self.lock().execute(
+            "UPDATE scan_branches SET done = 1 WHERE job_id = ?1 AND ord = ?2",
+            params![job_id, ord],
+        )?;
+        Ok(())
     }
 }

@@ -10,6 +10,7 @@ mod deploy;
 mod deploy_package;
 mod incremental;
 mod lifecycle;
+mod listing;
 mod netns;
 mod packages;
 mod runbook;
