@@ -136,6 +136,18 @@ if [ ! -x "$GENERATE_RPM" ] || [ "$("$GENERATE_RPM" --version 2>/dev/null)" != "
   cargo install --locked -q "cargo-generate-rpm@$GENERATE_RPM_VERSION" --root "$REPO_ROOT/.tools"
 fi
 
+# Azure Blob emulator (the srcType=azure tests): Azurite, pinned (3.35.0 is
+# the newest that runs on Node 20), installed with npm into <repo>/.tools/azurite.
+AZURITE_VERSION=3.35.0
+AZURITE_DIR="$REPO_ROOT/.tools/azurite"
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then ensure_apt_pkg nodejs npm; fi
+if [ ! -x "$AZURITE_DIR/node_modules/.bin/azurite-blob" ] || [ "$(cat "$AZURITE_DIR/version" 2>/dev/null)" != "$AZURITE_VERSION" ]; then
+  log "npm install azurite@$AZURITE_VERSION (into .tools/azurite)"
+  mkdir -p "$AZURITE_DIR"
+  npm install --prefix "$AZURITE_DIR" --no-audit --no-fund --loglevel=error "azurite@$AZURITE_VERSION"
+  echo "$AZURITE_VERSION" >"$AZURITE_DIR/version"
+fi
+
 if [ "${#todo[@]}" -eq 0 ]; then
   log "up to date (${PY_PKGS[*]} in $VENV)"
 else

@@ -1,5 +1,5 @@
-//! Objects from remote sources (an S3-compatible bucket, HTTP URLs, a CDN
-//! in front of a bucket),
+//! Objects from remote sources (an S3-compatible bucket, an Azure Blob
+//! container, HTTP URLs, a CDN in front of a bucket),
 //! streamed to the destination without a temporary copy on disk.
 //!
 //! An object up to the multipart threshold is received whole into memory
@@ -85,6 +85,15 @@ async fn open(ex: &Executor, obj: &ObjectSpec) -> Result<RemoteBody, Attempt> {
             let url = obj.src_ref.as_deref().unwrap_or_default();
             client.get(url).await.map_err(source_fail)
         }
+        Source::Azure { store, prefix } => {
+            let store = (**store)
+                .as_ref()
+                .map_err(|e| Fail(ErrorCode::SourceUnreadable, e.clone()))?;
+            store
+                .open_read(&format!("{prefix}{}", obj.rel_path), obj.src_ref.as_deref())
+                .await
+                .map_err(source_fail)
+        }
         Source::Cdn {
             client,
             domain,
@@ -147,7 +156,8 @@ pub(crate) async fn import(
     events: &mpsc::Sender<Event>,
 ) -> Step<Done> {
     let key = dest_name(&ex.dest, &obj.rel_path)?;
-    if let (Dest::S3 { store, .. }, Source::S3 { .. } | Source::Cdn { .. }) = (&ex.dest, &ex.source)
+    if let (Dest::S3 { store, .. }, Source::S3 { .. } | Source::Cdn { .. } | Source::Azure { .. }) =
+        (&ex.dest, &ex.source)
         && let Some(s) = skip_s3(ex, store, &key, obj).await?
     {
         return Ok(Done::Skipped(s));
@@ -420,7 +430,8 @@ async fn copy_to_s3(
 ) -> Result<Checks, Attempt> {
     let mut body = open(ex, obj).await?;
     let declared = body.expected_len.or((obj.size > 0).then_some(obj.size));
-    if let (Some(d), Source::S3 { .. } | Source::Cdn { .. }) = (declared, &ex.source)
+    if let (Some(d), Source::S3 { .. } | Source::Cdn { .. } | Source::Azure { .. }) =
+        (declared, &ex.source)
         && d != obj.size
     {
         return Err(Fail(

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use proto::job::{DestSpec, JobSpec, SourceSpec, VerifyMode};
+use storage::azure::AzureSource;
 use storage::http::HttpSource;
 use storage::limit::RateLimiter;
 use storage::s3::{S3Config, S3Store};
@@ -105,6 +106,12 @@ pub enum Source {
     Http {
         client: Box<Result<HttpSource, String>>,
     },
+    /// An Azure Blob container; blobs are `prefix + rel_path`, read with
+    /// `If-Match` on the listed ETag.
+    Azure {
+        store: Box<Result<AzureSource, String>>,
+        prefix: String,
+    },
     /// A CDN in front of a bucket: `domain/prefix+rel_path`, checked
     /// against the listed size and ETag.
     Cdn {
@@ -163,6 +170,15 @@ impl Executor {
                 // all; every download then fails with this reason.
                 Source::Http {
                     client: Box::new(HttpSource::new().map_err(|e| e.to_string())),
+                },
+            ),
+            SourceSpec::Azure(container) => (
+                PathBuf::new(),
+                // Fails only for settings the daemon's plan already checked;
+                // every download then fails with this reason.
+                Source::Azure {
+                    store: Box::new(AzureSource::new(container, spec.max_attempts)),
+                    prefix: container.prefix.clone(),
                 },
             ),
             SourceSpec::Cdn { domain, prefix } => (

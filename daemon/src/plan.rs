@@ -120,11 +120,26 @@ fn from_text(
         None => SysConfig::parse("(defaults)", "")?,
     };
     if cfg.src_type == SrcType::Azure {
-        return Err(PlanError::Job(format!(
-            "{}: srcType={}: not supported yet by this build (supported: local, http, oss, s3, cos, bos, ks3, qiniu, youpai)",
-            job_cfg.display(),
-            cfg.src_type.as_str()
-        )));
+        for (key, value, what) in [
+            (
+                "srcAccessKey",
+                cfg.src_access_key.as_str(),
+                "the storage account name",
+            ),
+            (
+                "srcSecretKey",
+                cfg.src_secret_key.expose(),
+                "the account key or a SAS token",
+            ),
+            ("srcBucket", cfg.src_bucket.as_str(), "the container"),
+        ] {
+            if value.trim().is_empty() {
+                return Err(PlanError::Job(format!(
+                    "{}: {key}: required for srcType=azure: {what}",
+                    job_cfg.display()
+                )));
+            }
+        }
     }
     let mut warnings = cfg.warnings.clone();
     warnings.extend(
@@ -218,6 +233,40 @@ fn from_text(
                     rel_column: rc,
                 },
                 format!("URLs in {}", list.display()),
+            )
+        }
+        SrcType::Azure => {
+            let container = Bucket {
+                endpoint: cfg.src_domain.clone(),
+                region: String::new(),
+                name: cfg.src_bucket.clone(),
+                access_key: cfg.src_access_key.clone(),
+                secret_key: cfg.src_secret_key.clone(),
+                path_style: false,
+                prefix: cfg.src_prefix.trim_start_matches('/').to_owned(),
+            };
+            let label = format!(
+                "{} (azure) container {}/{}",
+                storage::azure::endpoint_of(&container),
+                container.name,
+                container.prefix
+            );
+            let spec = if cfg.is_download_from_cdn {
+                SourceSpec::Cdn {
+                    domain: cfg.cdn_domain.clone(),
+                    prefix: container.prefix.clone(),
+                }
+            } else {
+                SourceSpec::Azure(container.clone())
+            };
+            (
+                spec,
+                ScanSource::Azure {
+                    container,
+                    page_size: cfg.src_list_page_size,
+                    attempts: cfg.request_attempts,
+                },
+                label,
             )
         }
         _ => {
@@ -358,6 +407,24 @@ impl Plan {
                 .map_err(|e| match self.source_hint {
                     Some(h) => anyhow::anyhow!("{e:#} ({h})"),
                     None => e,
+                })?;
+        }
+        if let ScanSource::Azure {
+            container,
+            attempts,
+            ..
+        } = &self.scan.source
+        {
+            let src = storage::azure::AzureSource::new(container, *attempts)
+                .map_err(|e| anyhow::anyhow!("srcDomain: {e}"))?;
+            tokio::time::timeout(Duration::from_secs(60), src.check())
+                .await
+                .map_err(|_| anyhow::anyhow!("srcDomain {}: no answer within 60 s", container.endpoint))?
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "source container {}: {e} (srcAccessKey is the storage account, srcSecretKey its key or a SAS token)",
+                        container.name
+                    )
                 })?;
         }
         if let Some(dir) = &self.dest_dir {

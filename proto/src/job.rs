@@ -87,7 +87,7 @@ impl JobSpec {
     /// credentials in one place.
     pub fn buckets_mut(&mut self) -> impl Iterator<Item = &mut Bucket> {
         let src = match &mut self.source {
-            SourceSpec::S3(b) => Some(b),
+            SourceSpec::S3(b) | SourceSpec::Azure(b) => Some(b),
             SourceSpec::Local { .. } | SourceSpec::Http | SourceSpec::Cdn { .. } => None,
         };
         let dest = match &mut self.dest {
@@ -114,6 +114,11 @@ pub enum SourceSpec {
     S3(Bucket),
     /// URLs from an HTTP list; each object's URL is its `src_ref`.
     Http,
+    /// An Azure Blob container (`srcType=azure`): the bucket's `access_key`
+    /// is the storage account, `secret_key` its key or a SAS token, `name`
+    /// the container, `endpoint` a blob endpoint URL or the original's
+    /// endpoint suffix; blobs are `prefix + rel_path`.
+    Azure(Bucket),
     /// A bucket listed by the daemon, each object downloaded from a CDN in
     /// front of it (`isDownloadFromCdn`): `domain` + `/` + the key
     /// (`prefix + rel_path`, percent-encoded), checked against the listed

@@ -3,6 +3,7 @@
 //! clouds' S3 endpoints), the local-directory destination, and the checksums
 //! computed on the way.
 
+pub mod azure;
 pub mod beneath;
 pub mod checksum;
 pub mod http;

@@ -37,6 +37,8 @@ impl SourceError {
 
 enum Inner {
     S3(aws_sdk_s3::primitives::ByteStream),
+    /// A body as a stream of chunks (Azure downloads).
+    Stream(futures_util::stream::BoxStream<'static, Result<Bytes, String>>),
     /// With the longest wait for the next bytes.
     Http(hyper::body::Incoming, std::time::Duration),
 }
@@ -63,6 +65,20 @@ impl RemoteBody {
             inner: Inner::S3(body),
             expected_len: len,
             etag_is_md5: true,
+            received: 0,
+            what,
+        }
+    }
+
+    pub(crate) fn stream(
+        body: futures_util::stream::BoxStream<'static, Result<Bytes, String>>,
+        len: Option<u64>,
+        what: String,
+    ) -> RemoteBody {
+        RemoteBody {
+            inner: Inner::Stream(body),
+            expected_len: len,
+            etag_is_md5: false,
             received: 0,
             what,
         }
@@ -98,6 +114,19 @@ impl RemoteBody {
                     ),
                 )
             })?,
+            Inner::Stream(b) => match futures_util::StreamExt::next(b).await {
+                None => None,
+                Some(Ok(c)) => Some(c),
+                Some(Err(e)) => {
+                    return Err(SourceError::new(
+                        SourceErrorKind::Transient,
+                        format!(
+                            "{}: body cut off after {} bytes: {e}",
+                            self.what, self.received
+                        ),
+                    ));
+                }
+            },
             Inner::Http(b, idle) => loop {
                 let Ok(frame) = tokio::time::timeout(*idle, b.frame()).await else {
                     return Err(SourceError::new(

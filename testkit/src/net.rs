@@ -28,7 +28,7 @@ pub struct Faults {
     pub every_503: u64,
     /// Every n-th request has its connection dropped without an answer.
     pub every_drop: u64,
-    /// Delay added to ListObjectsV2 requests.
+    /// Delay added to listing requests (ListObjectsV2, Azure List Blobs).
     pub list_delay: Duration,
 }
 
@@ -137,7 +137,9 @@ async fn forward(
         .path_and_query()
         .map(|p| p.as_str())
         .unwrap_or("/");
-    if pq.contains("list-type=2") && !faults.list_delay.is_zero() {
+    // ListObjectsV2, or Azure's List Blobs.
+    let listing = pq.contains("list-type=2") || pq.contains("comp=list");
+    if listing && !faults.list_delay.is_zero() {
         tokio::time::sleep(faults.list_delay).await;
     }
     let mut up = Request::builder()

@@ -165,7 +165,6 @@ impl MotoServer {
     pub async fn create_bucket(&self, bucket: &str) {
         create_bucket(&self.client(), bucket).await
     }
-
 }
 
 impl Drop for MotoServer {

@@ -405,9 +405,6 @@ impl JobConfig {
     /// features land.
     pub fn unsupported(&self) -> Vec<String> {
         let mut out = Vec::new();
-        if self.src_type == SrcType::Azure {
-            out.push(format!("srcType={}: not supported yet", self.src_type));
-        }
         let tunnel_keys_set = [
             &self.express_tunnel_proxy_host,
             &self.express_tunnel_proxy_type,

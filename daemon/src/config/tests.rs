@@ -541,7 +541,6 @@ fn template(name: &str) -> JobConfig {
 
 #[test]
 fn every_original_job_template_parses() {
-    let not_yet = |t: &str| format!("srcType={t}: not supported yet");
     for (name, src_type, unsupported) in [
         ("local_job.cfg", SrcType::Local, vec![]),
         ("oss_job.cfg", SrcType::Oss, vec![]),
@@ -557,7 +556,7 @@ fn every_original_job_template_parses() {
                     .to_string(),
             ],
         ),
-        ("blob_job.cfg", SrcType::Azure, vec![not_yet("azure")]),
+        ("blob_job.cfg", SrcType::Azure, vec![]),
         (
             "et_job.cfg",
             SrcType::Local,

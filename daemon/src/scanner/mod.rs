@@ -27,6 +27,7 @@ use storage::s3::S3Config;
 use crate::filter::Filter;
 use crate::store::{Change, NewObject, ObjectState, Prior, Store, StoreError};
 
+mod azure;
 mod bucket;
 mod http;
 mod local;
@@ -50,6 +51,14 @@ pub enum ScanSource {
         store: S3Config,
         /// Keys per ListObjectsV2 page (`srcListPageSize`).
         page_size: u32,
+    },
+    /// An Azure Blob container (see `proto::job::SourceSpec::Azure`).
+    Azure {
+        container: proto::job::Bucket,
+        /// Blobs per List Blobs page (`srcListPageSize`).
+        page_size: u32,
+        /// Attempts per request.
+        attempts: u32,
     },
     Http {
         /// `httpListFilePath`.
@@ -171,7 +180,7 @@ pub fn scan(
         return Ok(ScanOutcome::Finished(ScanStats::default()));
     }
     let pass = store.current_pass(job_id)?;
-    if cfg.threads > 1 && !matches!(cfg.source, ScanSource::Http { .. }) {
+    if cfg.threads > 1 && matches!(cfg.source, ScanSource::Local { .. } | ScanSource::S3 { .. }) {
         return parallel::scan(store, job_id, pass, cfg, cancel, on_task);
     }
     let mut lister: Box<dyn Lister> = match &cfg.source {
@@ -182,6 +191,11 @@ pub fn scan(
         ScanSource::S3 { store, page_size } => {
             Box::new(bucket::BucketLister::new(store, *page_size))
         }
+        ScanSource::Azure {
+            container,
+            page_size,
+            attempts,
+        } => Box::new(azure::AzureLister::new(container, *page_size, *attempts)?),
         ScanSource::Http {
             list,
             prefix_column,
@@ -295,7 +309,7 @@ impl<'a> Tasks<'a> {
             pass,
             compare: match &cfg.source {
                 ScanSource::Local { .. } => Compare::SizeMtime,
-                ScanSource::S3 { .. } => Compare::SizeEtag,
+                ScanSource::S3 { .. } | ScanSource::Azure { .. } => Compare::SizeEtag,
                 ScanSource::Http { .. } => Compare::Url,
             },
             branch,

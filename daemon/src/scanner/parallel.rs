@@ -33,7 +33,7 @@ pub(super) fn scan(
             ScanSource::S3 { store, page_size } => {
                 bucket::partition(store, *page_size, cfg.split_depth)?
             }
-            ScanSource::Http { .. } => vec![(true, String::new())],
+            ScanSource::Http { .. } | ScanSource::Azure { .. } => vec![(true, String::new())],
         };
         store.set_branches(job_id, &split)?;
         branches = store.branches(job_id)?;
