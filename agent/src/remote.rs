@@ -486,8 +486,8 @@ async fn copy_to_s3(
 }
 
 /// Compares what was received with the source's own ETag when it is a
-/// plain MD5 the source vouches for: a mismatch means the bytes were
-/// damaged on the way (retry).
+/// plain MD5 the source vouches for, and with its `Content-MD5` when it
+/// states one: a mismatch means the bytes were damaged on the way (retry).
 fn check_source_etag(
     ex: &Executor,
     obj: &ObjectSpec,
@@ -496,6 +496,14 @@ fn check_source_etag(
 ) -> Result<(), Attempt> {
     if let (Source::S3 { .. } | Source::Cdn { .. }, Some(etag)) = (&ex.source, &obj.src_ref) {
         crate::verify::check_source(etag, body.etag_is_md5, digest).map_err(Attempt::Retry)?;
+    }
+    if let Some(md5) = &body.content_md5
+        && !md5.eq_ignore_ascii_case(&digest.md5_hex())
+    {
+        return Err(Attempt::Retry(format!(
+            "received bytes have MD5 {} but the source's Content-MD5 is {md5}",
+            digest.md5_hex()
+        )));
     }
     Ok(())
 }

@@ -5,17 +5,21 @@
 //! rewritten after it was listed fails as changed instead of being copied
 //! as another version.
 //!
-//! What `object_store` does not give: the blob's `Content-MD5` (neither the
-//! listing nor a GET exposes it), so the copy is held to the listed size
-//! and ETag and verified at the destination against the MD5 computed while
-//! reading; and names its `Path` cannot hold (an empty segment `a//b`, a
-//! `.` or `..` segment) fail the listing page that holds them.
+//! The blob's `Content-MD5` (which `object_store` does not expose) is taken
+//! from the GET's response headers by a thin HTTP connector around
+//! `object_store`'s own reqwest client, and the bytes are held to it.
+//! Names its `Path` cannot hold (an empty segment `a//b`, a `.` or `..`
+//! segment, a control character) fail the listing page that holds them.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
 use object_store::azure::{MicrosoftAzure, MicrosoftAzureBuilder};
+use object_store::client::{
+    ClientOptions, HttpClient, HttpConnector, HttpError, HttpRequest, HttpResponse, HttpService,
+    ReqwestConnector,
+};
 use object_store::list::{PaginatedListOptions, PaginatedListStore};
 use object_store::path::Path;
 use object_store::{GetOptions, ObjectStore, RetryConfig};
@@ -83,6 +87,50 @@ pub fn is_sas(secret: &str) -> bool {
     s.contains("sig=") && s.contains('=') && s.contains('&')
 }
 
+/// A blob's `Content-MD5` as its response said it (base64), carried in the
+/// response's extensions to the [`object_store::GetResult`].
+#[derive(Clone, Debug)]
+struct ContentMd5(String);
+
+/// `object_store`'s reqwest client, noting each response's `Content-MD5`.
+#[derive(Debug)]
+struct Md5Service(HttpClient);
+
+#[async_trait::async_trait]
+impl HttpService for Md5Service {
+    async fn call(&self, req: HttpRequest) -> Result<HttpResponse, HttpError> {
+        let mut resp = self.0.execute(req).await?;
+        let md5 = resp
+            .headers()
+            .get("content-md5")
+            .and_then(|v| v.to_str().ok())
+            .map(|v| ContentMd5(v.trim().to_string()));
+        if let Some(m) = md5 {
+            resp.extensions_mut().insert(m);
+        }
+        Ok(resp)
+    }
+}
+
+#[derive(Debug, Default)]
+struct Md5Connector;
+
+impl HttpConnector for Md5Connector {
+    fn connect(&self, options: &ClientOptions) -> object_store::Result<HttpClient> {
+        Ok(HttpClient::new(Md5Service(
+            ReqwestConnector::default().connect(options)?,
+        )))
+    }
+}
+
+/// `Content-MD5` (base64 of 16 bytes) as lower-case hex; `None` when it is
+/// not an MD5.
+fn md5_hex(b64: &str) -> Option<String> {
+    use base64::Engine;
+    let raw = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;
+    (raw.len() == 16).then(|| raw.iter().map(|b| format!("{b:02x}")).collect())
+}
+
 impl AzureSource {
     pub fn new(c: &Bucket, attempts: u32) -> Result<AzureSource, String> {
         let endpoint = endpoint_of(c);
@@ -91,6 +139,7 @@ impl AzureSource {
             .with_container_name(&c.name)
             .with_endpoint(endpoint.clone())
             .with_allow_http(endpoint.starts_with("http://"))
+            .with_http_connector(Md5Connector)
             .with_retry(RetryConfig {
                 max_retries: attempts.saturating_sub(1) as usize,
                 retry_timeout: Duration::from_secs(300),
@@ -159,7 +208,8 @@ impl AzureSource {
             .map_err(|e| e.message)
     }
 
-    /// Starts a download of `key`, only if it still has the listed ETag.
+    /// Starts a download of `key`, only if it still has the listed ETag;
+    /// the body carries the blob's `Content-MD5` when it has one.
     pub async fn open_read(
         &self,
         key: &str,
@@ -181,12 +231,18 @@ impl AzureSource {
             .await
             .map_err(|e| self.error("GET", key, e))?;
         let len = got.meta.size;
+        let md5 = got
+            .extensions
+            .get::<ContentMd5>()
+            .and_then(|m| md5_hex(&m.0));
         let what = format!("{}/{key}", self.what);
         let stream = got
             .into_stream()
             .map(|r| r.map_err(|e| e.to_string()))
             .boxed();
-        Ok(RemoteBody::stream(stream, Some(len), what))
+        let mut body = RemoteBody::stream(stream, Some(len), what);
+        body.content_md5 = md5;
+        Ok(body)
     }
 
     fn error(&self, op: &str, key: &str, e: object_store::Error) -> SourceError {

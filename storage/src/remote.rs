@@ -51,6 +51,9 @@ pub struct RemoteBody {
     /// False when the source said its ETag is not the data's MD5 (an
     /// SSE-KMS or SSE-C object); HTTP bodies have no ETag we compare.
     pub etag_is_md5: bool,
+    /// The MD5 (hex) the source states for the whole body besides its
+    /// ETag (Azure's `Content-MD5`), to hold the received bytes to.
+    pub content_md5: Option<String>,
     received: u64,
     what: String,
 }
@@ -65,6 +68,7 @@ impl RemoteBody {
             inner: Inner::S3(body),
             expected_len: len,
             etag_is_md5: true,
+            content_md5: None,
             received: 0,
             what,
         }
@@ -79,6 +83,7 @@ impl RemoteBody {
             inner: Inner::Stream(body),
             expected_len: len,
             etag_is_md5: false,
+            content_md5: None,
             received: 0,
             what,
         }
@@ -94,6 +99,7 @@ impl RemoteBody {
             inner: Inner::Http(body, idle),
             expected_len: len,
             etag_is_md5: true,
+            content_md5: None,
             received: 0,
             what,
         }

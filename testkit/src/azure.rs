@@ -114,6 +114,31 @@ impl Azurite {
         );
     }
 
+    /// Sets a blob's stored `Content-MD5` (base64), as a client that
+    /// uploaded it with a wrong one would have (Set Blob Properties; the
+    /// content type is set again, as the call clears what it omits).
+    pub fn set_content_md5(&self, container: &str, blob: &str, md5_b64: &str) {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        write!(
+            s,
+            "PUT /{ACCOUNT}/{container}/{blob}?comp=properties&{} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\n\
+             x-ms-version: 2021-08-06\r\nx-ms-blob-content-md5: {md5_b64}\r\n\
+             x-ms-blob-content-type: application/octet-stream\r\nContent-Length: 0\r\n\
+             Connection: close\r\n\r\n",
+            self.sas("rwlc"),
+            self.port
+        )
+        .unwrap();
+        let mut answer = String::new();
+        let _ = s.read_to_string(&mut answer);
+        assert!(
+            answer.starts_with("HTTP/1.1 200"),
+            "setting Content-MD5 of {blob}: {}",
+            answer.lines().next().unwrap_or_default()
+        );
+    }
+
     /// An `object_store` client of a container, by the account key.
     pub fn store(&self, container: &str) -> MicrosoftAzure {
         MicrosoftAzureBuilder::new()

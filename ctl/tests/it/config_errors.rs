@@ -54,17 +54,32 @@ fn broken_configs_exit_2_with_one_line() {
 }
 
 #[test]
-fn unsupported_source_type_is_refused_at_submit() {
+fn azure_without_its_keys_is_refused_before_anything_starts() {
     let tmp = tempfile::tempdir().unwrap();
     let cfg = tmp.path().join("job.cfg");
-    std::fs::write(&cfg, "jobName=azure_job\nsrcType=azure\nsrcBucket=c\nsrcPrefix=p/\ndestDomain=http://127.0.0.1:9\ndestBucket=b\n").unwrap();
-    let out = ctl().arg("run").arg(&cfg).output().unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    assert!(
-        stderr(&out).contains("srcType=azure: not supported yet"),
-        "{}",
-        stderr(&out)
-    );
+    let base = "jobName=azure_job\nsrcType=azure\nsrcBucket=c\nsrcPrefix=p/\ndestDomain=http://127.0.0.1:9\ndestBucket=b\n";
+    for (extra, want) in [
+        (
+            "",
+            "srcAccessKey: required for srcType=azure: the storage account name",
+        ),
+        (
+            "srcAccessKey=acct\n",
+            "srcSecretKey: required for srcType=azure: the account key or a SAS token",
+        ),
+    ] {
+        std::fs::write(&cfg, format!("{base}{extra}")).unwrap();
+        let out = ctl()
+            .arg("run")
+            .arg(&cfg)
+            .arg("--work-dir")
+            .arg(tmp.path().join("w"))
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2));
+        assert!(stderr(&out).contains(want), "{}", stderr(&out));
+        assert!(!tmp.path().join("w").exists());
+    }
 }
 
 #[tokio::test]

@@ -91,6 +91,12 @@ fn sample_procs(needles: &[String], hits: &Mutex<Vec<String>>) {
                 continue;
             };
             let text = String::from_utf8_lossy(&bytes);
+            // The S3 test server's readiness probe (scripts/s3-server.sh,
+            // started by tests running beside this one) signs with the test
+            // credentials, which this test's job uses too: not a leak.
+            if what == "cmdline" && text.contains("--aws-sigv4\0aws:amz:us-east-1:s3\0--user\0") {
+                continue;
+            }
             for n in needles {
                 if text.contains(n.as_str()) {
                     hits.lock()
