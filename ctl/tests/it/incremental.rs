@@ -1,7 +1,8 @@
 //! `ossimportctl run` on an incremental job (`isIncremental=true`): it keeps
 //! listing, one pass every interval, until Ctrl-C; each pass copies only
 //! what is new or changed, and a later run continues the schedule and the
-//! pass count where the stopped one left them.
+//! pass count where the stopped one left them. Bucket sources and URL lists
+//! get their own rule of "changed" (ETag or size; new lines).
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -163,5 +164,114 @@ fn run_keeps_passing_until_ctrl_c_and_a_rerun_continues_the_schedule() {
                 .is_ok(),
             "the deleted source's object was removed at the destination"
         );
+    });
+}
+
+/// The other sources' idea of "changed": a URL list gains lines (only
+/// those are fetched), a bucket gets an object rewritten (new ETag) and one
+/// added (only those are copied); each in its second pass.
+#[test]
+fn url_lists_and_buckets_copy_only_their_new_and_changed_entries() {
+    let s3 = S3Server::start();
+    let c = s3.client();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        for b in ["incsrc", "incdst"] {
+            c.create_bucket().bucket(b).send().await.unwrap();
+        }
+        for i in 0..20 {
+            c.put_object()
+                .bucket("incsrc")
+                .key(format!("obj/{i:02}"))
+                .body(bytes(i, 1000 + i as usize).into())
+                .send()
+                .await
+                .unwrap();
+        }
+    });
+    let tmp = tempfile::tempdir().unwrap();
+
+    // A bucket source.
+    let cfg = tmp.path().join("bucket.cfg");
+    std::fs::write(
+        &cfg,
+        format!(
+            "jobName=incbucket\nsrcType=s3\nsrcDomain={ep}\nsrcBucket=incsrc\nsrcPrefix=obj/\n\
+             srcAccessKey={AK}\nsrcSecretKey={SK}\ndestDomain={ep}\ndestBucket=incdst\n\
+             destPrefix=b/\ndestAccessKey={AK}\ndestSecretKey={SK}\nisIncremental=true\n\
+             incrementalModeInterval=3\n",
+            ep = s3.endpoint
+        ),
+    )
+    .unwrap();
+    let work = tmp.path().join("wb");
+    let child = spawn_run(&cfg, &work, &tmp.path().join("b.log"));
+    let p1 = wait_pass_ended(&work, "incbucket", 1);
+    assert_eq!((p1.new, p1.copied), (20, 20), "{p1:?}");
+    rt.block_on(async {
+        for (key, body) in [
+            ("obj/05", b"rewritten".to_vec()),
+            ("obj/new", b"added".to_vec()),
+        ] {
+            c.put_object()
+                .bucket("incsrc")
+                .key(key)
+                .body(body.into())
+                .send()
+                .await
+                .unwrap();
+        }
+    });
+    let p2 = wait_pass_ended(&work, "incbucket", 2);
+    interrupt(child);
+    assert_eq!(
+        (
+            p2.found, p2.new, p2.changed, p2.deleted, p2.copied, p2.failed
+        ),
+        (21, 1, 1, 0, 2, 0),
+        "{p2:?}"
+    );
+    rt.block_on(async {
+        assert_eq!(get(&c, "incdst", "b/05").await, b"rewritten");
+        assert_eq!(get(&c, "incdst", "b/new").await, b"added");
+    });
+
+    // A URL list, served by a file server.
+    let files: std::collections::HashMap<String, Vec<u8>> = (0..12)
+        .map(|i| (format!("/f/{i}"), bytes(i, 500)))
+        .collect();
+    let server = rt.block_on(testkit::net::FileServer::start(files));
+    let list = tmp.path().join("urls.txt");
+    let line = |i: u64| format!("{}/f/ {i}\n", server.base);
+    std::fs::write(&list, (0..10).map(line).collect::<String>()).unwrap();
+    let cfg = tmp.path().join("http.cfg");
+    std::fs::write(
+        &cfg,
+        format!(
+            "jobName=inchttp\nsrcType=http\nhttpListFilePath={}\ndestDomain={ep}\ndestBucket=incdst\n\
+             destPrefix=h/\ndestAccessKey={AK}\ndestSecretKey={SK}\nisIncremental=true\n\
+             incrementalModeInterval=3\n",
+            list.display(),
+            ep = s3.endpoint
+        ),
+    )
+    .unwrap();
+    let work = tmp.path().join("wh");
+    let child = spawn_run(&cfg, &work, &tmp.path().join("h.log"));
+    let p1 = wait_pass_ended(&work, "inchttp", 1);
+    assert_eq!((p1.new, p1.copied), (10, 10), "{p1:?}");
+    let mut text = std::fs::read_to_string(&list).unwrap();
+    text.push_str(&line(10));
+    text.push_str(&line(11));
+    std::fs::write(&list, text).unwrap();
+    let p2 = wait_pass_ended(&work, "inchttp", 2);
+    interrupt(child);
+    assert_eq!(
+        (p2.found, p2.new, p2.changed, p2.copied, p2.failed),
+        (12, 2, 0, 2, 0),
+        "{p2:?}"
+    );
+    rt.block_on(async {
+        assert_eq!(get(&c, "incdst", "h/11").await, bytes(11, 500));
     });
 }
