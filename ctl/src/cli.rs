@@ -225,7 +225,8 @@ pub struct RunArgs {
     #[arg(long, env = "OSSIMPORT_SYS_PROPERTIES")]
     pub sys: Option<PathBuf>,
     /// Directory for the job store; default: `workingDir` of sys.properties,
-    /// else the current directory.
+    /// else the per-user state directory (`$XDG_STATE_HOME/ossimport`, else
+    /// `~/.local/state/ossimport`).
     #[arg(long, env = "OSSIMPORT_WORK_DIR")]
     pub work_dir: Option<PathBuf>,
     /// Forget what an earlier run of this job recorded and start over.

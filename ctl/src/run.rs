@@ -62,11 +62,10 @@ async fn run(args: RunArgs) -> Result<u8, Exit> {
     }
     plan.preflight().await.map_err(|e| Exit(exit::RUNTIME, e))?;
 
-    let work_dir = args
-        .work_dir
-        .clone()
-        .or_else(|| plan.work_dir.clone())
-        .unwrap_or_else(|| PathBuf::from("."));
+    let work_dir = match args.work_dir.clone().or_else(|| plan.work_dir.clone()) {
+        Some(w) => w,
+        None => default_work_dir(&plan.name, args.quiet)?,
+    };
     std::fs::create_dir_all(&work_dir)
         .with_context(|| format!("creating work directory {}", work_dir.display()))?;
     let store = Arc::new(Store::open(&work_dir.join(STORE_FILE))?);
@@ -94,7 +93,8 @@ async fn run(args: RunArgs) -> Result<u8, Exit> {
 
     // Nothing else can be executing this job's tasks: the start takes back
     // what a killed run had leased and retries what failed last time.
-    let mut start = store.counts(job_id)?;
+    let before = store.counts(job_id)?;
+    let mut start = before.clone();
     let row = store
         .job(job_id)?
         .ok_or_else(|| anyhow::anyhow!("job {} vanished from the store", plan.name))?;
@@ -224,7 +224,7 @@ async fn run(args: RunArgs) -> Result<u8, Exit> {
         &plan,
         &store,
         job_id,
-        &counts,
+        (&before, &counts),
         scan_stats.as_ref(),
         &work_dir,
         args.json,
@@ -234,6 +234,46 @@ async fn run(args: RunArgs) -> Result<u8, Exit> {
     } else {
         exit::JOB_FAILED
     })
+}
+
+/// Where `run` keeps its job store without `--work-dir` or `workingDir`:
+/// the per-user state directory (`$XDG_STATE_HOME/ossimport`, else
+/// `~/.local/state/ossimport`), so the same command typed in another
+/// directory finds the same job. A job store of this job in the current
+/// directory (where earlier versions kept it) is used where it is, with a
+/// note, rather than silently starting over.
+fn default_work_dir(job: &str, quiet: bool) -> Result<PathBuf, Exit> {
+    let here = Path::new(".").join(STORE_FILE);
+    if here.is_file()
+        && Store::open_read_only(&here)
+            .and_then(|s| s.find_job(job))
+            .is_ok_and(|j| j.is_some())
+    {
+        if !quiet {
+            eprintln!(
+                "note: using the job store of {job} in the current directory ({}); new jobs go to the \
+                 per-user state directory unless --work-dir or workingDir says otherwise",
+                here.display()
+            );
+        }
+        return Ok(PathBuf::from("."));
+    }
+    let xdg = std::env::var_os("XDG_STATE_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute());
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute());
+    match (xdg, home) {
+        (Some(x), _) => Ok(x.join("ossimport")),
+        (None, Some(h)) => Ok(h.join(".local/state/ossimport")),
+        (None, None) => Err(Exit(
+            exit::USAGE,
+            anyhow::anyhow!(
+                "no state directory: neither XDG_STATE_HOME nor HOME is set; give --work-dir or workingDir"
+            ),
+        )),
+    }
 }
 
 /// What `run` has said about an incremental job's passes so far.
@@ -327,7 +367,7 @@ fn print_summary(
     plan: &Plan,
     store: &Store,
     job_id: i64,
-    c: &Counts,
+    (before, c): (&Counts, &Counts),
     scan: Option<&scanner::ScanStats>,
     work_dir: &Path,
     json: bool,
@@ -365,6 +405,13 @@ fn print_summary(
             "job": plan.name,
             "state": if ok { JobState::Succeed } else { JobState::Failed },
             "counts": c,
+            "this_run": {
+                "verified": c.verified.saturating_sub(before.verified),
+                "verified_bytes": c.verified_bytes.saturating_sub(before.verified_bytes),
+                "skipped": c.skipped.saturating_sub(before.skipped),
+                "skipped_bytes": c.skipped_bytes.saturating_sub(before.skipped_bytes),
+                "failed": c.failed,
+            },
             "failed": first.iter().take(shown).map(|f| serde_json::json!({"path": f.rel_path, "code": f.code, "reason": f.message})).collect::<Vec<_>>(),
         });
         if c.failed > 0 {
@@ -382,6 +429,20 @@ fn print_summary(
             "finished with failures"
         }
     );
+    if before.verified + before.skipped > 0 {
+        // A rerun: what this run did, then what the job holds.
+        println!(
+            "  this run: {} {} objects ({}), skipped {} ({}), failed {}; the job held {} verified or skipped before",
+            if audit { "matched" } else { "copied" },
+            c.verified.saturating_sub(before.verified),
+            human_bytes(c.verified_bytes.saturating_sub(before.verified_bytes)),
+            c.skipped.saturating_sub(before.skipped),
+            human_bytes(c.skipped_bytes.saturating_sub(before.skipped_bytes)),
+            c.failed,
+            before.verified + before.skipped
+        );
+        println!("  the job in total:");
+    }
     println!(
         "  found     {:>10} objects  {:>12}",
         c.objects,

@@ -15,6 +15,7 @@ mod migrate;
 mod object_errors;
 mod resume;
 mod sources;
+mod state_dir;
 mod support;
 mod terminal;
 mod tidy;
