@@ -358,7 +358,10 @@ fn from_text(
         threads: cfg.scan_thread_count as usize,
         split_depth: cfg.max_multi_thread_scan_depth as usize,
     };
-    let work_dir = sys_path.as_ref().map(|_| sys.working_dir.clone());
+    let work_dir = sys_path
+        .as_ref()
+        .filter(|_| sys.working_dir_given)
+        .map(|_| sys.working_dir.clone());
     let secret_files = [
         ("srcSecretKeyFile", cfg.src_secret_key_file.clone()),
         ("destSecretKeyFile", cfg.dest_secret_key_file.clone()),

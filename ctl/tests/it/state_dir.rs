@@ -74,6 +74,15 @@ fn the_same_command_from_another_directory_resumes_the_same_job() {
     assert_eq!(out.status.code(), Some(0));
     assert!(xdg.join("ossimport/ossimport.db").is_file());
 
+    // A sys.properties next to the job file without workingDir changes
+    // nothing.
+    std::fs::write(tmp.path().join("sys.properties"), "sshPort=22\n").unwrap();
+    let d = tmp.path().join("d");
+    let out = run_in(&cfg, &d, &[("HOME", &home)], &[]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(stderr(&out).contains("resuming: 12 objects known"), "{}", stderr(&out));
+    assert!(!d.join("ossimport.db").exists());
+
     // A store an earlier version left in the current directory is used
     // where it is.
     let c = tmp.path().join("c");

@@ -48,6 +48,10 @@ const DEFAULT_JAVA_HEAP: u64 = 1024 * 1024 * 1024;
 pub struct SysConfig {
     /// `workingDir`: where job state lives. Default `.`.
     pub working_dir: PathBuf,
+    /// Whether the file set `workingDir` (`ossimportctl run` has its own
+    /// default otherwise).
+    #[serde(skip)]
+    pub working_dir_given: bool,
     /// `workerUserName` (docs: `workerUser`): SSH user for the workers.
     pub worker_user_name: String,
     /// `workerPassword`: SSH password.
@@ -104,6 +108,7 @@ impl SysConfig {
             working_dir: f
                 .value_entry(&["workingDir"])?
                 .map_or_else(|| PathBuf::from("."), |e| PathBuf::from(&e.value)),
+            working_dir_given: f.value_entry(&["workingDir"])?.is_some(),
             worker_user_name: f
                 .value_entry(&["workerUserName", "workerUser"])?
                 .map(|e| e.value.clone())
