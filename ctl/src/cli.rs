@@ -29,6 +29,13 @@ pub enum Command {
     Submit {
         /// The job file; default `conf/job.cfg`.
         job_cfg: Option<PathBuf>,
+        /// Do not submit: check the job and list its source here, print
+        /// what it would copy, leave out and fail (see `run --dry-run`).
+        #[arg(long)]
+        dry_run: bool,
+        /// With `--dry-run`: list only the first N objects.
+        #[arg(long, value_name = "N", requires = "dry_run")]
+        sample: Option<u64>,
         #[command(flatten)]
         d: DaemonArgs,
     },
@@ -242,6 +249,13 @@ pub struct RunArgs {
     /// Print the summary as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Check the job and list its source, print what a run would copy,
+    /// leave out and fail, and stop; nothing is written anywhere.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// With `--dry-run`: list only the first N objects.
+    #[arg(long, value_name = "N", requires = "dry_run")]
+    pub sample: Option<u64>,
 }
 
 /// Paging of a list of failures.

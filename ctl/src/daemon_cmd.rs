@@ -48,7 +48,12 @@ async fn dispatch(cmd: Command) -> Result<u8> {
     match cmd {
         Command::Run(_) => Err(Fail(exit::USAGE, "run is not a daemon command".into())),
         Command::Version(d) => version(&d).await,
-        Command::Submit { job_cfg, d } => {
+        Command::Submit {
+            job_cfg,
+            dry_run,
+            sample,
+            d,
+        } => {
             let path = job_cfg.unwrap_or_else(|| PathBuf::from("conf/job.cfg"));
             let abs = std::path::absolute(&path)
                 .map_err(|e| Fail(exit::USAGE, format!("{}: {e}", path.display())))?;
@@ -57,6 +62,16 @@ async fn dispatch(cmd: Command) -> Result<u8> {
                     exit::USAGE,
                     format!("{}: no such job file", abs.display()),
                 ));
+            }
+            if dry_run {
+                let plan =
+                    daemon::plan::load(&abs, None).map_err(|e| Fail(exit::USAGE, e.to_string()))?;
+                for w in &plan.warnings {
+                    eprintln!("warning: {w}");
+                }
+                return crate::dry_run::dry_run(&plan, sample, d.json)
+                    .await
+                    .map_err(|e| Fail(exit::RUNTIME, format!("{e:#}")));
             }
             // Read here, as the caller: the daemon never opens a file on a
             // caller's behalf that the caller could not open.

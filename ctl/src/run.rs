@@ -60,6 +60,11 @@ async fn run(args: RunArgs) -> Result<u8, Exit> {
     for w in &plan.warnings {
         eprintln!("warning: {w}");
     }
+    if args.dry_run {
+        return crate::dry_run::dry_run(&plan, args.sample, args.json)
+            .await
+            .map_err(|e| Exit(exit::RUNTIME, e));
+    }
     plan.preflight().await.map_err(|e| Exit(exit::RUNTIME, e))?;
 
     let work_dir = match args.work_dir.clone().or_else(|| plan.work_dir.clone()) {

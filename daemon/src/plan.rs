@@ -393,6 +393,16 @@ impl Plan {
     /// job starts, so a typo fails in a second with a clear message rather
     /// than as thousands of failed objects.
     pub async fn preflight(&self) -> anyhow::Result<()> {
+        self.check(true).await
+    }
+
+    /// [`Plan::preflight`] that writes nothing: a missing `destDir` is
+    /// reported, not made (`--dry-run`).
+    pub async fn preflight_read_only(&self) -> anyhow::Result<()> {
+        self.check(false).await
+    }
+
+    async fn check(&self, create: bool) -> anyhow::Result<()> {
         if let ScanSource::Local { root, .. } = &self.scan.source {
             match std::fs::metadata(root) {
                 Ok(md) if md.is_dir() => {}
@@ -431,8 +441,15 @@ impl Plan {
                 })?;
         }
         if let Some(dir) = &self.dest_dir {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| anyhow::anyhow!("destDir {}: {e}", dir.display()))?;
+            if create {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| anyhow::anyhow!("destDir {}: {e}", dir.display()))?;
+            } else if !dir.is_dir() {
+                eprintln!(
+                    "note: destDir {} does not exist yet; the real run creates it",
+                    dir.display()
+                );
+            }
         }
         if let DestSpec::S3 { bucket, .. } = &self.spec.dest {
             let store = S3Store::new(&S3Config::new(bucket.clone(), self.spec.max_attempts));

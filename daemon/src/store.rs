@@ -449,6 +449,50 @@ impl Store {
         Ok(store)
     }
 
+    /// A store in memory, gone when dropped (`--dry-run`: nothing is
+    /// written anywhere).
+    pub fn in_memory() -> Result<Store, StoreError> {
+        let conn = Connection::open_in_memory()?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        let store = Store {
+            conn: Mutex::new(conn),
+            _lock: None,
+        };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    /// The `n` largest objects of a job, largest first.
+    pub fn largest(&self, job_id: i64, n: usize) -> Result<Vec<(String, u64)>, StoreError> {
+        let conn = self.lock();
+        let mut q = conn.prepare_cached(
+            "SELECT rel_path, size FROM objects WHERE job_id = ?1 ORDER BY size DESC, rel_path LIMIT ?2",
+        )?;
+        let rows = q.query_map(params![job_id, n as i64], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// How many objects of a job failed, and their bytes, by error code,
+    /// most first.
+    pub fn failures_by_code(&self, job_id: i64) -> Result<Vec<(String, u64, u64)>, StoreError> {
+        let conn = self.lock();
+        let mut q = conn.prepare_cached(
+            "SELECT coalesce(error_code, ''), count(*), coalesce(sum(size), 0) FROM objects
+             WHERE job_id = ?1 AND state = ?2
+             GROUP BY error_code ORDER BY count(*) DESC, error_code",
+        )?;
+        let rows = q.query_map(params![job_id, ObjectState::Failed], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, i64>(1)? as u64,
+                r.get::<_, i64>(2)? as u64,
+            ))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// Opens a store that another process (a daemon, a run) may be writing,
     /// to read it: no lock is taken and nothing is migrated or written.
     /// Tests read what a run recorded through this, never through SQL.

@@ -80,7 +80,11 @@ fn the_same_command_from_another_directory_resumes_the_same_job() {
     let d = tmp.path().join("d");
     let out = run_in(&cfg, &d, &[("HOME", &home)], &[]);
     assert_eq!(out.status.code(), Some(0));
-    assert!(stderr(&out).contains("resuming: 12 objects known"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("resuming: 12 objects known"),
+        "{}",
+        stderr(&out)
+    );
     assert!(!d.join("ossimport.db").exists());
 
     // A store an earlier version left in the current directory is used

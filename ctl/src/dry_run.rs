@@ -1,0 +1,151 @@
+//! `run --dry-run` and `submit --dry-run`: the job is checked and its
+//! source listed (all of it, or the first `--sample N` objects) into a job
+//! store in memory, by the same scanner and rules as the real run, and what
+//! would happen is printed: objects and bytes to copy, what the listing
+//! leaves out and why, the names that will fail, the largest objects and
+//! how long the copy takes at the bandwidth cap. Nothing is written
+//! anywhere: not the destination, not a job store, not a work directory.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use daemon::plan::Plan;
+use daemon::scanner::{self, ScanOutcome};
+use daemon::store::Store;
+use tokio_util::sync::CancellationToken;
+
+use crate::exit;
+use crate::progress::human_bytes;
+
+/// Failed names shown per code, and largest objects shown.
+const SHOWN: usize = 10;
+
+pub(crate) async fn dry_run(plan: &Plan, sample: Option<u64>, json: bool) -> anyhow::Result<u8> {
+    plan.preflight_read_only().await?;
+    let store = Arc::new(Store::in_memory()?);
+    let job = store.create_job(&plan.name, &plan.config_json, &plan.fingerprint)?;
+    let scan_cfg = plan.scan.clone();
+    let st = Arc::clone(&store);
+    let outcome = tokio::task::spawn_blocking(move || {
+        let stop = CancellationToken::new();
+        let listed = AtomicU64::new(0);
+        scanner::scan(&st, job, &scan_cfg, &stop, |_, objs| {
+            let n = listed.fetch_add(objs.len() as u64, Ordering::SeqCst) + objs.len() as u64;
+            if sample.is_some_and(|s| n >= s) {
+                stop.cancel();
+            }
+        })
+    })
+    .await??;
+    let sampled = matches!(outcome, ScanOutcome::Stopped(_));
+    let stats = outcome.stats().clone();
+    let c = store.counts(job)?;
+    let failures = store.failures_by_code(job)?;
+    let failed: u64 = failures.iter().map(|(_, n, _)| n).sum();
+    let failed_bytes: u64 = failures.iter().map(|(_, _, b)| b).sum();
+    let first_failed = store.failed_page(job, None, SHOWN * 4)?.failed;
+    let largest = store.largest(job, SHOWN)?;
+    let (copy_objects, copy_bytes) = (c.objects - failed, c.bytes - failed_bytes);
+    let cap = plan.spec.limits.bytes_per_second;
+    let seconds = (cap > 0).then(|| copy_bytes.div_ceil(cap));
+    let skip_rule = plan.spec.skip != proto::job::SkipMode::None;
+    if json {
+        let v = serde_json::json!({
+            "job": plan.name,
+            "dry_run": true,
+            "sampled": sampled.then_some(sample),
+            "copy": {"objects": copy_objects, "bytes": copy_bytes},
+            "fail": failures.iter().map(|(code, n, b)| serde_json::json!({"code": code, "objects": n, "bytes": b})).collect::<Vec<_>>(),
+            "failed": first_failed.iter().map(|f| serde_json::json!({"path": f.rel_path, "code": f.code, "reason": f.message})).collect::<Vec<_>>(),
+            "not_listed": {
+                "older_than_import_since": stats.older_than_import_since,
+                "filtered_out": stats.filtered_out,
+                "symlinks_not_followed": stats.symlinks_skipped,
+                "special_files": stats.special_skipped,
+                "directory_markers": stats.dir_markers,
+            },
+            "largest": largest.iter().map(|(p, s)| serde_json::json!({"path": p, "size": s})).collect::<Vec<_>>(),
+            "bandwidth_cap_bytes_per_sec": cap,
+            "estimated_seconds": seconds,
+            "skip_existing_decided_at_copy_time": skip_rule,
+        });
+        println!("{v:#}");
+        return Ok(exit::OK);
+    }
+    println!(
+        "dry run of job {}: {} -> {} (nothing is written)",
+        plan.name, plan.source_label, plan.dest_label
+    );
+    if sampled {
+        println!(
+            "  sampled: the listing stopped after the first {} objects",
+            sample.unwrap_or_default()
+        );
+    }
+    println!(
+        "  would copy  {:>10} objects  {:>12}",
+        copy_objects,
+        human_bytes(copy_bytes)
+    );
+    let mut left_out = Vec::new();
+    for (n, what) in [
+        (
+            stats.older_than_import_since,
+            "files not newer than importSince",
+        ),
+        (stats.filtered_out, "left out by includeGlobs/excludeGlobs"),
+        (
+            stats.symlinks_skipped,
+            "symlinks not followed (isAllowSymbolicLink=false)",
+        ),
+        (
+            stats.special_skipped,
+            "special files (fifo, socket, device)",
+        ),
+        (stats.dir_markers, "directory markers"),
+    ] {
+        if n > 0 {
+            left_out.push(format!("{n} {what}"));
+        }
+    }
+    if !left_out.is_empty() {
+        println!("  not listed: {}", left_out.join("; "));
+    }
+    if skip_rule {
+        println!(
+            "  skipMode/isSkipExistFile: objects the destination already has are skipped at copy time (not counted here)"
+        );
+    }
+    if failed > 0 {
+        let by: Vec<String> = failures
+            .iter()
+            .map(|(c, n, _)| format!("{c} {n}"))
+            .collect();
+        println!("  would fail  {:>10} objects ({})", failed, by.join(", "));
+        for f in &first_failed {
+            println!(
+                "    {}  {}: {}",
+                f.code,
+                f.rel_path.escape_debug(),
+                f.message
+            );
+        }
+    }
+    if !largest.is_empty() {
+        println!("  largest:");
+        for (p, s) in &largest {
+            println!("    {:>12}  {}", human_bytes(*s), p.escape_debug());
+        }
+    }
+    match seconds {
+        Some(s) => println!(
+            "  estimated duration at workerMaxThroughput {}/s: {}:{:02}:{:02} (one worker at the cap; agents share the work)",
+            human_bytes(cap),
+            s / 3600,
+            s % 3600 / 60,
+            s % 60
+        ),
+        None => println!("  no bandwidth cap (workerMaxThroughput): the duration is not estimated"),
+    }
+    Ok(exit::OK)
+}
