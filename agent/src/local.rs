@@ -445,21 +445,23 @@ async fn multipart(
             }
         }
     }
-    let upload_id = match upload_id {
-        Some(id) => id,
-        None => {
-            let id = store.create_multipart(key, meta).await.map_err(dest_err)?;
-            let _ = events
-                .send(Event::UploadStarted {
-                    object_id: obj.object_id,
-                    upload_id: id.clone(),
-                    part_size,
-                })
-                .await;
-            id
-        }
+    let resumed = upload_id.is_some();
+    let start = || async {
+        let id = store.create_multipart(key, meta).await.map_err(dest_err)?;
+        let _ = events
+            .send(Event::UploadStarted {
+                object_id: obj.object_id,
+                upload_id: id.clone(),
+                part_size,
+            })
+            .await;
+        Ok::<_, Fail>(id)
     };
-    let result = upload_parts(
+    let mut upload_id = match upload_id {
+        Some(id) => id,
+        None => start().await?,
+    };
+    let mut result = upload_parts(
         ex,
         store,
         key,
@@ -473,6 +475,27 @@ async fn multipart(
         watch,
     )
     .await;
+    // A resumed upload that vanished after ListParts confirmed it (an
+    // earlier process completed or aborted it just before it was stopped)
+    // is started afresh, once: the object is sent whole and verified again.
+    if resumed && matches!(&result, Err(Fail(_, m)) if m.contains("NoSuchUpload")) {
+        tracing::warn!(key, "The resumed upload is gone; starting a fresh one.");
+        upload_id = start().await?;
+        result = upload_parts(
+            ex,
+            store,
+            key,
+            src,
+            obj.object_id,
+            size,
+            part_size,
+            &upload_id,
+            Vec::new(),
+            events,
+            watch,
+        )
+        .await;
+    }
     match result {
         Ok(v) => Ok(v),
         Err(f) => {

@@ -102,6 +102,11 @@ pub enum Command {
         job: String,
         #[command(flatten)]
         page: PageArgs,
+        /// Also write the verification manifest to FILE: one line per
+        /// object (CSV; JSON Lines for `.jsonl`), then a summary line with
+        /// the SHA-256 of the lines above it.
+        #[arg(long, value_name = "FILE")]
+        manifest: Option<PathBuf>,
         #[command(flatten)]
         d: DaemonArgs,
     },
@@ -256,6 +261,10 @@ pub struct RunArgs {
     /// With `--dry-run`: list only the first N objects.
     #[arg(long, value_name = "N", requires = "dry_run")]
     pub sample: Option<u64>,
+    /// At the end, write the verification manifest to FILE (see `report
+    /// --manifest`).
+    #[arg(long, value_name = "FILE")]
+    pub manifest: Option<PathBuf>,
 }
 
 /// Paging of a list of failures.

@@ -7,7 +7,7 @@
 //! running is `DAEMON_UNREACHABLE` with a one-line fix.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -229,7 +229,15 @@ async fn dispatch(cmd: Command) -> Result<u8> {
             Ok(exit::OK)
         }
         Command::Errors { job, page, d } => errors(&job, &page, &d).await,
-        Command::Report { job, page, d } => {
+        Command::Report {
+            job,
+            page,
+            manifest,
+            d,
+        } => {
+            if let Some(path) = &manifest {
+                write_manifest(&job, path, &d).await?;
+            }
             let page = Page {
                 limit: page.limit.map(|l| l as usize),
                 after: page.after,
@@ -542,6 +550,37 @@ fn table(jobs: &[JobStatus], bars: bool, out: &mut String) {
             );
         }
     }
+}
+
+/// Fetches a job's manifest from the daemon a page at a time and writes it.
+async fn write_manifest(job: &str, path: &Path, d: &DaemonArgs) -> Result<()> {
+    let fail = |e: anyhow::Error| Fail(exit::RUNTIME, format!("{e:#}"));
+    let mut m = crate::manifest::Manifest::create(path).map_err(fail)?;
+    let conn = Conn::new(d);
+    let mut after: Option<String> = None;
+    loop {
+        let page = Page {
+            limit: None,
+            after: after.clone(),
+        };
+        let (p, _): (proto::api::ManifestPage, _) = conn
+            .call(&Endpoint::Manifest(job.to_string()), Some(&page), None)
+            .await?;
+        for r in &p.rows {
+            m.row(r).map_err(fail)?;
+        }
+        match p.next {
+            Some(n) => after = Some(n),
+            None => break,
+        }
+    }
+    let n = m.totals.objects;
+    let sha = m.finish().map_err(fail)?;
+    eprintln!(
+        "manifest: {n} objects written to {} (SHA-256 of the body {sha})",
+        path.display()
+    );
+    Ok(())
 }
 
 /// The original's `stat detail` block, field for field, so scripts that

@@ -8,5 +8,6 @@ pub mod daemon_cmd;
 pub mod deploy;
 mod dry_run;
 pub mod exit;
+mod manifest;
 mod progress;
 pub mod run;

@@ -234,6 +234,9 @@ async fn run(args: RunArgs) -> Result<u8, Exit> {
         &work_dir,
         args.json,
     )?;
+    if let Some(path) = &args.manifest {
+        write_manifest(&store, job_id, &plan, path)?;
+    }
     Ok(if state == JobState::Succeed {
         exit::OK
     } else {
@@ -279,6 +282,28 @@ fn default_work_dir(job: &str, quiet: bool) -> Result<PathBuf, Exit> {
             ),
         )),
     }
+}
+
+/// Writes the job's manifest from its store, a page at a time.
+fn write_manifest(store: &Store, job_id: i64, plan: &Plan, path: &Path) -> anyhow::Result<()> {
+    let mut m = crate::manifest::Manifest::create(path)?;
+    let mut after = 0;
+    loop {
+        let mut rows = store.manifest_page(job_id, after, 10_000)?;
+        let Some(last) = rows.last() else { break };
+        after = last.id;
+        for r in &mut rows {
+            daemon::manifest::locate(&plan.spec, r);
+            m.row(r)?;
+        }
+    }
+    let n = m.totals.objects;
+    let sha = m.finish()?;
+    eprintln!(
+        "manifest: {n} objects written to {} (SHA-256 of the body {sha})",
+        path.display()
+    );
+    Ok(())
 }
 
 /// What `run` has said about an incremental job's passes so far.

@@ -224,6 +224,28 @@ async fn dispatch(eng: &Arc<Engine>, ep: Endpoint, req: &Req) -> Result<Response
                 },
             )
         }
+        Endpoint::Manifest(n) => {
+            let page = Page::parse(req.query.as_deref()).map_err(JobError::Invalid)?;
+            let job = jobs::find(eng, &n).await?;
+            let after = match page.after.as_deref() {
+                None => 0,
+                Some(a) => a.parse::<i64>().map_err(|_| {
+                    JobError::Invalid(format!("manifest: after must be an object id, got {a:?}"))
+                })?,
+            };
+            let limit = page.limit.unwrap_or(MANIFEST_PAGE).clamp(1, MANIFEST_PAGE);
+            let id = job.id;
+            let mut rows =
+                blocking(&state.store, move |s| s.manifest_page(id, after, limit)).await?;
+            let spec = eng.jobs().get(&id).map(|rt| rt.spec.clone());
+            if let Some(spec) = &spec {
+                for r in &mut rows {
+                    crate::manifest::locate(spec, r);
+                }
+            }
+            let next = (rows.len() == limit).then(|| rows[rows.len() - 1].id.to_string());
+            json(StatusCode::OK, &proto::api::ManifestPage { rows, next })
+        }
         Endpoint::Enrol => {
             let r: EnrolRequest = serde_json::from_slice(&req.body)
                 .map_err(|e| JobError::Invalid(format!("bad enrol request: {e}")))?;
@@ -329,6 +351,10 @@ async fn dispatch(eng: &Arc<Engine>, ep: Endpoint, req: &Req) -> Result<Response
         }
     })
 }
+
+/// Manifest rows per page at most: bounds the daemon's memory whatever the
+/// job's size.
+const MANIFEST_PAGE: usize = 10_000;
 
 fn done(message: String, count: u64) -> Response<Body> {
     json(StatusCode::OK, &Done { message, count })

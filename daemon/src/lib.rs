@@ -16,6 +16,7 @@ pub mod config;
 pub mod ctl_api;
 pub mod engine;
 pub mod filter;
+pub mod manifest;
 pub mod plan;
 pub mod scanner;
 pub mod server;

@@ -462,6 +462,42 @@ impl Store {
         Ok(store)
     }
 
+    /// Up to `limit` objects of a job after object id `after`, in id order,
+    /// for its manifest: `key` is the relative path and `source` the
+    /// listed reference (ETag or URL) until [`crate::manifest::locate`]
+    /// makes them the destination key and the source's own name.
+    pub fn manifest_page(
+        &self,
+        job_id: i64,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<proto::api::ManifestRow>, StoreError> {
+        let conn = self.lock();
+        let mut q = conn.prepare_cached(
+            "SELECT id, rel_path, size, mtime, src_ref, state, md5, checksum, etag, verified_by,
+                    updated_at, error_code, error
+             FROM objects WHERE job_id = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
+        )?;
+        let rows = q.query_map(params![job_id, after, limit as i64], |r| {
+            Ok(proto::api::ManifestRow {
+                id: r.get(0)?,
+                key: r.get(1)?,
+                source: r.get::<_, Option<String>>(4)?.unwrap_or_default(),
+                size: r.get::<_, i64>(2)? as u64,
+                source_mtime: r.get(3)?,
+                outcome: r.get::<_, ObjectState>(5)?.as_str().to_string(),
+                md5: r.get(6)?,
+                crc64: r.get(7)?,
+                dest_etag: r.get(8)?,
+                verified_by: r.get(9)?,
+                time: r.get(10)?,
+                error_code: r.get(11)?,
+                error: r.get(12)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// The `n` largest objects of a job, largest first.
     pub fn largest(&self, job_id: i64, n: usize) -> Result<Vec<(String, u64)>, StoreError> {
         let conn = self.lock();

@@ -428,6 +428,40 @@ pub struct Report {
     pub deleted: Vec<DeletedObject>,
 }
 
+/// One object of a verification manifest: what was copied from where, what
+/// the destination holds and what proved it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestRow {
+    /// The object's id in the job store (the page cursor).
+    pub id: i64,
+    /// The destination key (or path below `destDir`).
+    pub key: String,
+    /// Where it came from: a path, a bucket key, a URL.
+    pub source: String,
+    pub size: u64,
+    /// Unix seconds, as listed.
+    pub source_mtime: i64,
+    pub md5: Option<String>,
+    pub crc64: Option<String>,
+    pub dest_etag: Option<String>,
+    /// What was compared (`size+md5`, `size+etag+crc64`, `readback`, ...).
+    pub verified_by: Option<String>,
+    /// Unix seconds of the last result.
+    pub time: Option<i64>,
+    /// `verified`, `skipped`, `failed` or `pending`.
+    pub outcome: String,
+    pub error_code: Option<String>,
+    pub error: Option<String>,
+}
+
+/// A page of a job's manifest, in object-id order.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ManifestPage {
+    pub rows: Vec<ManifestRow>,
+    /// The `after` of the next page; `None` at the end.
+    pub next: Option<String>,
+}
+
 /// An object a later pass no longer found at the source.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeletedObject {

@@ -29,6 +29,10 @@ pub enum Endpoint {
     Errors(String),
     /// Takes a [`Page`] as its query.
     Report(String),
+    /// The verification manifest a page at a time: takes a [`Page`] whose
+    /// `after` is the last object id seen; answers a
+    /// [`crate::api::ManifestPage`].
+    Manifest(String),
     Workers,
     /// Takes an [`crate::api::EnrolRequest`]: trust an agent key now.
     Enrol,
@@ -45,6 +49,7 @@ impl Endpoint {
             | Endpoint::Job(_)
             | Endpoint::Errors(_)
             | Endpoint::Report(_)
+            | Endpoint::Manifest(_)
             | Endpoint::Workers => Method::GET,
             Endpoint::Clean(_) | Endpoint::Revoke(_) => Method::DELETE,
             Endpoint::Submit
@@ -69,6 +74,7 @@ impl Endpoint {
             Endpoint::Resume(n) => job(n, "/resume"),
             Endpoint::Errors(n) => job(n, "/errors"),
             Endpoint::Report(n) => job(n, "/report"),
+            Endpoint::Manifest(n) => job(n, "/manifest"),
             Endpoint::RetryAll => "/v1/retry".into(),
             Endpoint::Workers => "/v1/workers".into(),
             Endpoint::Enrol => "/v1/agents".into(),
@@ -92,6 +98,7 @@ impl Endpoint {
             (&Method::POST, ["v1", "jobs", n, "resume"]) => Endpoint::Resume(name(n)?),
             (&Method::GET, ["v1", "jobs", n, "errors"]) => Endpoint::Errors(name(n)?),
             (&Method::GET, ["v1", "jobs", n, "report"]) => Endpoint::Report(name(n)?),
+            (&Method::GET, ["v1", "jobs", n, "manifest"]) => Endpoint::Manifest(name(n)?),
             (&Method::POST, ["v1", "retry"]) => Endpoint::RetryAll,
             (&Method::GET, ["v1", "workers"]) => Endpoint::Workers,
             (&Method::POST, ["v1", "agents"]) => Endpoint::Enrol,
@@ -205,6 +212,7 @@ mod tests {
                 Endpoint::Resume(n.clone()),
                 Endpoint::Errors(n.clone()),
                 Endpoint::Revoke(n.clone()),
+                Endpoint::Manifest(n.clone()),
                 Endpoint::Report(n),
             ]);
         }

@@ -12,6 +12,7 @@ mod dry_run;
 mod incremental;
 mod integrity;
 mod local_dest;
+mod manifest;
 mod migrate;
 mod object_errors;
 mod resume;

@@ -431,9 +431,9 @@ impl JobConfig {
                 "getObjectMetaMode=head: applies to qiniu sources only; value ignored".to_string(),
             );
         }
-        if self.scan_thread_count > 1 && self.src_type == SrcType::Http {
+        if self.scan_thread_count > 1 && matches!(self.src_type, SrcType::Http | SrcType::Azure) {
             out.push(format!(
-                "scanThreadCount={}: a URL list is read in order; value ignored",
+                "scanThreadCount={}: URL lists and Azure containers are listed in order; value ignored",
                 self.scan_thread_count
             ));
         }

@@ -11,6 +11,7 @@ mod deploy_package;
 mod incremental;
 mod lifecycle;
 mod listing;
+mod manifest;
 mod netns;
 mod packages;
 mod runbook;
