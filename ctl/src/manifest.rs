@@ -51,7 +51,7 @@ impl<W: Write> Write for Hashed<W> {
 }
 
 enum Sink {
-    Csv(csv::Writer<Hashed<BufWriter<File>>>),
+    Csv(Box<csv::Writer<Hashed<BufWriter<File>>>>),
     Jsonl(Hashed<BufWriter<File>>),
 }
 
@@ -99,7 +99,7 @@ impl Manifest {
             Format::Csv => {
                 let mut w = csv::Writer::from_writer(hashed);
                 w.write_record(HEADER)?;
-                Sink::Csv(w)
+                Sink::Csv(Box::new(w))
             }
             Format::Jsonl => Sink::Jsonl(hashed),
         };
