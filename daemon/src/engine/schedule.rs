@@ -148,7 +148,14 @@ async fn tick(eng: &Arc<Engine>) -> anyhow::Result<()> {
             continue;
         }
         if job.scan_done && pending == 0 && dispatched == 0 {
-            if let Some(c) = super::finish_if_drained(eng, id).await? {
+            // An incremental job's pass ends here instead (its own line).
+            let incremental = eng
+                .jobs()
+                .get(&id)
+                .is_some_and(|rt| rt.scan.incremental.is_some());
+            if let Some(c) = super::finish_if_drained(eng, id).await?
+                && !incremental
+            {
                 info!(job = %job.name, state = %c.outcome(), verified = c.verified, skipped = c.skipped, failed = c.failed, "Job finished.");
             }
             continue;
