@@ -93,14 +93,15 @@ impl Azurite {
         format!("sv={version}&ss=b&srt=sco&sp={permissions}&se={expiry}&sig={sig}")
     }
 
-    /// Creates a container (a PUT with a SAS that may create).
-    pub fn create_container(&self, name: &str) {
+    /// A PUT with a SAS that may write and create, and `headers` (each
+    /// ending in CRLF); asserts the answer's status.
+    fn put(&self, path_query: &str, headers: &str, status: u16, what: &str) {
         let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port)).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         write!(
             s,
-            "PUT /{ACCOUNT}/{name}?restype=container&{} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\n\
-             x-ms-version: 2021-08-06\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            "PUT /{ACCOUNT}/{path_query}&{} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\n\
+             x-ms-version: 2021-08-06\r\n{headers}Content-Length: 0\r\nConnection: close\r\n\r\n",
             self.sas("rwlc"),
             self.port
         )
@@ -108,9 +109,19 @@ impl Azurite {
         let mut answer = String::new();
         let _ = s.read_to_string(&mut answer);
         assert!(
-            answer.starts_with("HTTP/1.1 201"),
-            "creating container {name}: {}",
+            answer.starts_with(&format!("HTTP/1.1 {status}")),
+            "{what}: {}",
             answer.lines().next().unwrap_or_default()
+        );
+    }
+
+    /// Creates a container.
+    pub fn create_container(&self, name: &str) {
+        self.put(
+            &format!("{name}?restype=container"),
+            "",
+            201,
+            &format!("creating container {name}"),
         );
     }
 
@@ -118,24 +129,13 @@ impl Azurite {
     /// uploaded it with a wrong one would have (Set Blob Properties; the
     /// content type is set again, as the call clears what it omits).
     pub fn set_content_md5(&self, container: &str, blob: &str, md5_b64: &str) {
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port)).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        write!(
-            s,
-            "PUT /{ACCOUNT}/{container}/{blob}?comp=properties&{} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\n\
-             x-ms-version: 2021-08-06\r\nx-ms-blob-content-md5: {md5_b64}\r\n\
-             x-ms-blob-content-type: application/octet-stream\r\nContent-Length: 0\r\n\
-             Connection: close\r\n\r\n",
-            self.sas("rwlc"),
-            self.port
-        )
-        .unwrap();
-        let mut answer = String::new();
-        let _ = s.read_to_string(&mut answer);
-        assert!(
-            answer.starts_with("HTTP/1.1 200"),
-            "setting Content-MD5 of {blob}: {}",
-            answer.lines().next().unwrap_or_default()
+        self.put(
+            &format!("{container}/{blob}?comp=properties"),
+            &format!(
+                "x-ms-blob-content-md5: {md5_b64}\r\nx-ms-blob-content-type: application/octet-stream\r\n"
+            ),
+            200,
+            &format!("setting Content-MD5 of {blob}"),
         );
     }
 

@@ -37,6 +37,31 @@ async fn fill_bucket(s3: &S3Server, bucket: &str, keys: &[String]) {
     }
 }
 
+/// Waits until the run in `work` has listed at least `n` objects, and
+/// fails if its listing ended first (the kill must land mid-listing).
+async fn listed_before_the_end(work: &std::path::Path, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let listed = work
+            .join("ossimport.db")
+            .exists()
+            .then(|| {
+                Store::open_read_only(&work.join("ossimport.db"))
+                    .and_then(|s| Ok((s.objects()?.len(), s.jobs()?[0].scan_done)))
+                    .ok()
+            })
+            .flatten();
+        if let Some((got, done)) = listed {
+            assert!(!done, "the listing finished before the kill; slow it down");
+            if got >= n {
+                return;
+            }
+        }
+        assert!(Instant::now() < deadline, "the listing did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 fn s3_source_cfg(
     dir: &std::path::Path,
     name: &str,
@@ -98,26 +123,7 @@ async fn bucket_to_bucket_resumes_listing_after_a_kill() {
         .arg(&work)
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let listed: Option<(usize, bool)> = work
-            .join("ossimport.db")
-            .exists()
-            .then(|| {
-                Store::open_read_only(&work.join("ossimport.db"))
-                    .and_then(|s| Ok((s.objects()?.len(), s.jobs()?[0].scan_done)))
-                    .ok()
-            })
-            .flatten();
-        if let Some((n, done)) = listed {
-            assert!(!done, "the listing finished before the kill; slow it down");
-            if n >= 200 {
-                break;
-            }
-        }
-        assert!(Instant::now() < deadline, "listing did not start");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    listed_before_the_end(&work, 200).await;
     child.kill().unwrap();
     child.wait().unwrap();
     let before = objects(&work).len();
@@ -660,26 +666,7 @@ async fn azure_container_killed_mid_listing_resumes_byte_identical() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let listed = work
-            .join("ossimport.db")
-            .exists()
-            .then(|| {
-                Store::open_read_only(&work.join("ossimport.db"))
-                    .and_then(|s| Ok((s.objects()?.len(), s.jobs()?[0].scan_done)))
-                    .ok()
-            })
-            .flatten();
-        if let Some((n, done)) = listed {
-            assert!(!done, "the listing finished before the kill");
-            if n >= 200 {
-                break;
-            }
-        }
-        assert!(Instant::now() < deadline, "the listing did not start");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    listed_before_the_end(&work, 200).await;
     child.kill().unwrap();
     child.wait().unwrap();
     assert!(objects(&work).len() < keys.len());

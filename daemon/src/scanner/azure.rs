@@ -6,8 +6,8 @@
 use proto::job::Bucket;
 use storage::azure::AzureSource;
 
+use super::bucket::{position, push_listed};
 use super::{Lister, ScanError, Tasks, checkpoint_err};
-use crate::store::NewObject;
 
 pub(super) struct AzureLister {
     pub(super) source: AzureSource,
@@ -24,10 +24,6 @@ impl AzureLister {
             page_size,
         })
     }
-}
-
-fn position(key: &str) -> Result<String, ScanError> {
-    serde_json::to_string(key).map_err(checkpoint_err)
 }
 
 impl Lister for AzureLister {
@@ -60,24 +56,7 @@ impl Lister for AzureLister {
                     continue;
                 }
                 last_key = Some(o.key.clone());
-                let Some(rel) = o.key.strip_prefix(&self.prefix) else {
-                    continue;
-                };
-                if rel.is_empty() || (o.key.ends_with('/') && o.size == 0) {
-                    out.stats.dir_markers += 1;
-                    continue;
-                }
-                if !out.wanted(rel, Some(o.mtime)) {
-                    continue;
-                }
-                let obj = NewObject {
-                    rel_path: rel.to_owned(),
-                    size: o.size,
-                    mtime: o.mtime,
-                    src_ref: Some(o.etag),
-                    failure: None,
-                };
-                out.push(obj, || position(&o.key))?;
+                push_listed(out, &self.prefix, o)?;
             }
             match page.next_token {
                 Some(t) if page.truncated => token = Some(t),

@@ -91,8 +91,36 @@ pub(super) fn partition(
     Ok(out)
 }
 
-fn position(key: &str) -> Result<String, ScanError> {
+pub(super) fn position(key: &str) -> Result<String, ScanError> {
     serde_json::to_string(key).map_err(checkpoint_err)
+}
+
+/// One listed key (of a bucket or a container) into the tasks: its path
+/// below `prefix`, directory markers counted and left out, the job's rules
+/// applied; the key is its position.
+pub(super) fn push_listed(
+    out: &mut Tasks<'_>,
+    prefix: &str,
+    o: storage::s3::ListedObject,
+) -> Result<(), ScanError> {
+    let Some(rel) = o.key.strip_prefix(prefix) else {
+        return Ok(());
+    };
+    if rel.is_empty() || (o.key.ends_with('/') && o.size == 0) {
+        out.stats.dir_markers += 1;
+        return Ok(());
+    }
+    if !out.wanted(rel, Some(o.mtime)) {
+        return Ok(());
+    }
+    let obj = NewObject {
+        rel_path: rel.to_owned(),
+        size: o.size,
+        mtime: o.mtime,
+        src_ref: Some(o.etag),
+        failure: None,
+    };
+    out.push(obj, || position(&o.key))
 }
 
 impl Lister for BucketLister {
@@ -135,24 +163,7 @@ impl Lister for BucketLister {
                 }
                 last_key = Some(o.key.clone());
                 progressed = true;
-                let Some(rel) = o.key.strip_prefix(prefix) else {
-                    continue;
-                };
-                if rel.is_empty() || (o.key.ends_with('/') && o.size == 0) {
-                    out.stats.dir_markers += 1;
-                    continue;
-                }
-                if !out.wanted(rel, Some(o.mtime)) {
-                    continue;
-                }
-                let obj = NewObject {
-                    rel_path: rel.to_owned(),
-                    size: o.size,
-                    mtime: o.mtime,
-                    src_ref: Some(o.etag),
-                    failure: None,
-                };
-                out.push(obj, || position(&o.key))?;
+                push_listed(out, prefix, o)?;
             }
             stalls = if progressed || only_prefixes {
                 0
