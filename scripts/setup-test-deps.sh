@@ -15,6 +15,9 @@ PY_PKGS=(
   # A second S3 implementation, written by others, whose answers differ
   # from SeaweedFS's in places (ListParts, ETags, errors).
   "moto[server]==5.2.5"
+  # The official Prometheus client's strict OpenMetrics parser: the
+  # /metrics test parses every scrape with it.
+  "prometheus-client==0.26.0"
 )
 
 log() { echo "setup-test-deps: $*"; }
@@ -48,6 +51,10 @@ ensure_apt_pkg() {
 # into (started by the test in its own network namespaces, never as a
 # service: the package's own sshd is stopped and disabled if it started).
 ensure_apt_pkg tmux
+# chromium: the status page test loads the page in headless Chromium, takes a
+# screenshot and reads its network log (Debian's package, from the release's
+# security updates).
+ensure_apt_pkg chromium
 if ! dpkg-query -W -f='${Status}' openssh-server 2>/dev/null | grep -q 'install ok installed'; then
   # policy-rc.d keeps the package from starting a system sshd here.
   if [ "$(id -u)" -eq 0 ] && [ ! -e /usr/sbin/policy-rc.d ]; then

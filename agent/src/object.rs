@@ -33,6 +33,7 @@ async fn process(
     events: &mpsc::Sender<Event>,
 ) -> ObjectResult {
     let retries = Arc::new(AtomicU32::new(0));
+    let _in_flight = crate::worker::InFlight::new(&ex.progress, obj.size);
     let remote = !matches!(ex.source, Source::Local { .. });
     // A bar of its own on a terminal while a large object is copied (its
     // parts count towards it; audits and skips have none).

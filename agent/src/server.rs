@@ -121,6 +121,9 @@ impl Running for Agent {
             fingerprint: self.link.signer.fingerprint().to_string(),
             bytes: self.progress.bytes.load(Ordering::Relaxed),
             version: env!("CARGO_PKG_VERSION").to_string(),
+            objects_in_flight: self.progress.objects_in_flight.load(Ordering::Relaxed),
+            bytes_in_flight: self.progress.bytes_in_flight.load(Ordering::Relaxed),
+            throttled: storage::s3::THROTTLED.load(Ordering::Relaxed),
         }
     }
 

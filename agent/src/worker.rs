@@ -21,6 +21,9 @@ use tokio::sync::Semaphore;
 pub struct Progress {
     /// Source bytes read and sent (or hashed, for audits and skips).
     pub bytes: AtomicU64,
+    /// Objects being copied now, and their sizes summed.
+    pub objects_in_flight: AtomicU64,
+    pub bytes_in_flight: AtomicU64,
     /// Objects above the multipart threshold while they are copied, by
     /// object id: a display shows one bar each.
     large: std::sync::Mutex<std::collections::BTreeMap<i64, Arc<FileProgress>>>,
@@ -68,6 +71,34 @@ impl Progress {
         if let Some(f) = self.large_map().get(&object_id) {
             f.done.fetch_add(n, Ordering::Relaxed);
         }
+    }
+}
+
+/// Counts one object in flight until dropped.
+pub(crate) struct InFlight {
+    progress: Arc<Progress>,
+    size: u64,
+}
+
+impl InFlight {
+    pub(crate) fn new(progress: &Arc<Progress>, size: u64) -> InFlight {
+        progress.objects_in_flight.fetch_add(1, Ordering::Relaxed);
+        progress.bytes_in_flight.fetch_add(size, Ordering::Relaxed);
+        InFlight {
+            progress: Arc::clone(progress),
+            size,
+        }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.progress
+            .objects_in_flight
+            .fetch_sub(1, Ordering::Relaxed);
+        self.progress
+            .bytes_in_flight
+            .fetch_sub(self.size, Ordering::Relaxed);
     }
 }
 

@@ -265,6 +265,10 @@ pub struct RunArgs {
     /// --manifest`).
     #[arg(long, value_name = "FILE")]
     pub manifest: Option<PathBuf>,
+    /// Serve Prometheus `/metrics` and the status page on ADDR (e.g.
+    /// 127.0.0.1:9750) while the run lasts: plain HTTP, read-only, no login.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<String>,
 }
 
 /// Paging of a list of failures.

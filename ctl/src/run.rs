@@ -95,6 +95,21 @@ async fn run(args: RunArgs) -> Result<u8, Exit> {
     let state = State::standalone(config, Arc::clone(&store));
     spawn_signal_handler(state.cancel.clone());
     let eng = engine::start(&state).await?;
+    if let Some(addr) = &args.metrics {
+        let l = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding /metrics and the status page on {addr}"))
+            .map_err(|e| Exit(exit::USAGE, e))?;
+        if !args.quiet {
+            eprintln!(
+                "metrics and status page: http://{}/",
+                l.local_addr()
+                    .map(|a| a.to_string())
+                    .unwrap_or_else(|_| addr.clone())
+            );
+        }
+        daemon::status::serve(&eng, l, format!("run {}", plan.name));
+    }
 
     // Nothing else can be executing this job's tasks: the start takes back
     // what a killed run had leased and retries what failed last time.

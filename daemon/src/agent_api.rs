@@ -159,6 +159,7 @@ async fn bye(eng: &Arc<Engine>, who: &Verified) -> Answer {
     let n = blocking(&state.store, move |s| s.release_agent(&fp))
         .await
         .map_err(internal)?;
+    eng.metrics.requeued("agent_left", n);
     info!(agent = %name, tasks = n, "Agent left; its tasks go back to pending.");
     state.wake.notify_one();
     Ok(json(

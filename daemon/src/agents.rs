@@ -36,6 +36,11 @@ pub struct AgentEntry {
     pub bytes_per_sec: u64,
     /// The version its last heartbeat gave.
     pub version: Option<String>,
+    /// From its last heartbeat: objects (and their bytes) being copied, and
+    /// throttling answers since it started.
+    pub objects_in_flight: u64,
+    pub bytes_in_flight: u64,
+    pub throttled: u64,
 }
 
 impl AgentEntry {
@@ -53,6 +58,9 @@ impl AgentEntry {
             bytes: 0,
             bytes_per_sec: 0,
             version: None,
+            objects_in_flight: 0,
+            bytes_in_flight: 0,
+            throttled: 0,
         }
     }
 }
@@ -145,6 +153,8 @@ impl Agents {
             _ => 0,
         };
         a.bytes = hb.bytes;
+        (a.objects_in_flight, a.bytes_in_flight, a.throttled) =
+            (hb.objects_in_flight, hb.bytes_in_flight, hb.throttled);
         a.version = (!hb.version.is_empty()).then(|| hb.version.clone());
         a.last_seen = Some(now);
         a.left = false;

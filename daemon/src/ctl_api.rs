@@ -279,6 +279,7 @@ async fn dispatch(eng: &Arc<Engine>, ep: Endpoint, req: &Req) -> Result<Response
                 let fp = fp.clone();
                 tasks += blocking(&state.store, move |s| s.release_agent(&fp)).await? as u64;
             }
+            eng.metrics.requeued("revoked", tasks as usize);
             info!(agent = %who, keys = gone.len(), tasks, "Agent revoked; its tasks go back to pending.");
             state.wake.notify_one();
             json(

@@ -33,6 +33,11 @@ struct Args {
     /// Address of the agent API.
     #[arg(long, env = "OSSIMPORT_LISTEN", default_value = "0.0.0.0:7600")]
     listen: String,
+    /// Serve Prometheus `/metrics` and the status page on this address
+    /// (plain HTTP, read-only, no login: keep it on loopback or behind a
+    /// proxy). Off by default.
+    #[arg(long, env = "OSSIMPORT_METRICS_LISTEN")]
+    metrics_listen: Option<String>,
     /// The daemon's private key; default `<workDir>/daemon_ed25519`.
     #[arg(long, env = "OSSIMPORT_DAEMON_KEY_FILE")]
     key: Option<PathBuf>,
@@ -156,6 +161,13 @@ fn real_main(args: Args) -> anyhow::Result<()> {
     let ctl = server::bind_socket(&socket, config.socket_gid)?;
     let agents = std::net::TcpListener::bind(&args.listen)
         .with_context(|| format!("binding the agent API on {}", args.listen))?;
+    let metrics = match &args.metrics_listen {
+        Some(a) => Some(
+            std::net::TcpListener::bind(a)
+                .with_context(|| format!("binding /metrics and the status page on {a}"))?,
+        ),
+        None => None,
+    };
     if args.daemon {
         let pid = args
             .pid_file
@@ -186,9 +198,17 @@ fn real_main(args: Args) -> anyhow::Result<()> {
         .build()?;
     rt.block_on(async move {
         agents.set_nonblocking(true)?;
+        let metrics = match metrics {
+            Some(m) => {
+                m.set_nonblocking(true)?;
+                Some(tokio::net::TcpListener::from_std(m)?)
+            }
+            None => None,
+        };
         let listeners = Listeners {
             ctl: tokio::net::UnixListener::from_std(ctl)?,
             agents: tokio::net::TcpListener::from_std(agents)?,
+            metrics,
         };
         let r = server::run(config, listeners, shutdown_signal()).await;
         let _ = std::fs::remove_file(&socket);

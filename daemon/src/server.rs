@@ -21,10 +21,13 @@ use tracing::info;
 use crate::state::{Config, STORE_FILE, State, restrict};
 use crate::store::Store;
 
-/// The two listeners the daemon serves.
+/// The listeners the daemon serves.
 pub struct Listeners {
     pub ctl: UnixListener,
     pub agents: TcpListener,
+    /// `/metrics` and the status page (read-only, unauthenticated), when
+    /// asked for.
+    pub metrics: Option<TcpListener>,
 }
 
 /// Runs the daemon until `shutdown` completes, then shuts down in order:
@@ -83,6 +86,9 @@ pub async fn run(
         agent_limits,
         http_cancel.clone(),
     ));
+    if let Some(l) = listeners.metrics {
+        crate::status::serve(&engine, l, "daemon".into());
+    }
     info!("Daemon ready.");
 
     tokio::select! {

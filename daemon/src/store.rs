@@ -1125,6 +1125,25 @@ impl Store {
         Ok(FailedPage { failed, next })
     }
 
+    /// The `n` failures of a job recorded last, newest first (the status
+    /// page).
+    pub fn recent_failures(&self, job_id: i64, n: usize) -> Result<Vec<FailedObject>, StoreError> {
+        let conn = self.lock();
+        let mut q = conn.prepare_cached(
+            "SELECT rel_path, coalesce(error_code, ''), coalesce(error, '') FROM objects
+             WHERE job_id = ?1 AND state = ?2
+             ORDER BY coalesce(updated_at, 0) DESC, id DESC LIMIT ?3",
+        )?;
+        let rows = q.query_map(params![job_id, ObjectState::Failed, n as i64], |r| {
+            Ok(FailedObject {
+                rel_path: r.get(0)?,
+                code: r.get(1)?,
+                message: r.get(2)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// Calls `f` for every failed object of a job in path order, a page at
     /// a time.
     pub fn for_each_failed(

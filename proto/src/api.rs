@@ -45,7 +45,7 @@ pub struct BatchAccepted {
     pub accepted: Vec<i64>,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Heartbeat {
     /// Human name of the agent (defaults to its host name).
     pub name: String,
@@ -64,6 +64,14 @@ pub struct Heartbeat {
     /// by `deploy`.
     #[serde(default)]
     pub version: String,
+    /// Objects being copied now, and their sizes summed.
+    #[serde(default)]
+    pub objects_in_flight: u64,
+    #[serde(default)]
+    pub bytes_in_flight: u64,
+    /// Throttling answers (HTTP 503, 429) received since the agent started.
+    #[serde(default)]
+    pub throttled: u64,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]

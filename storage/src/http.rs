@@ -79,6 +79,9 @@ impl HttpSource {
             Ok(Ok(r)) => r,
         };
         let status = resp.status().as_u16();
+        if matches!(status, 429 | 503) {
+            crate::s3::THROTTLED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         let kind = match status {
             200 => None,
             404 | 410 => Some(SourceErrorKind::NotFound),

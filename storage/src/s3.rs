@@ -170,6 +170,10 @@ tokio::task_local! {
     pub static RETRIES: Arc<AtomicU32>;
 }
 
+/// Throttling answers (HTTP 503 `SlowDown` and 429) received by this
+/// process from any store: what `/metrics` and an agent's heartbeat show.
+pub static THROTTLED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// Adds one to the current object's retry count, if one is being kept.
 pub fn count_retry() {
     let _ = RETRIES.try_with(|c| c.fetch_add(1, Ordering::Relaxed));
@@ -202,6 +206,18 @@ impl Intercept for CountRetries {
             count_retry();
         } else {
             cfg.interceptor_state().store_put(AttemptSeen);
+        }
+        Ok(())
+    }
+
+    fn read_before_deserialization(
+        &self,
+        context: &BeforeDeserializationInterceptorContextRef<'_>,
+        _rc: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        if matches!(context.response().status().as_u16(), 429 | 503) {
+            THROTTLED.fetch_add(1, Ordering::Relaxed);
         }
         Ok(())
     }

@@ -42,7 +42,11 @@ impl Daemon {
             .unwrap();
             let agents = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let addr = agents.local_addr().unwrap().to_string();
-            let listeners = daemon::server::Listeners { ctl, agents };
+            let listeners = daemon::server::Listeners {
+                ctl,
+                agents,
+                metrics: None,
+            };
             let h = tokio::spawn(daemon::server::run(
                 config,
                 listeners,
@@ -257,6 +261,7 @@ fn legacy_stat_matches_the_original_for_running_and_finished_jobs() {
             fingerprint: key.fingerprint().into(),
             bytes: 0,
             version: String::new(),
+            ..Default::default()
         })
         .unwrap();
         let h = key.sign("POST", agent_path::HEARTBEAT, &body, &daemon_fp);

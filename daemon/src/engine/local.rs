@@ -77,6 +77,7 @@ pub async fn run(eng: Arc<Engine>, capacity: u32) {
         }
     };
     if released > 0 {
+        eng.metrics.requeued("restart", released);
         info!(
             tasks = released,
             "Tasks of the previous local worker back to pending."
@@ -107,6 +108,10 @@ pub async fn run(eng: Arc<Engine>, capacity: u32) {
                 0
             };
             a.bytes = bytes;
+            let p = &eng.local.progress;
+            a.objects_in_flight = p.objects_in_flight.load(Ordering::Relaxed);
+            a.bytes_in_flight = p.bytes_in_flight.load(Ordering::Relaxed);
+            a.throttled = storage::s3::THROTTLED.load(Ordering::Relaxed);
         }
         last = (now, bytes);
         let ids: Vec<i64> = eng.local.running().keys().copied().collect();

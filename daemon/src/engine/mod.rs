@@ -65,6 +65,8 @@ pub struct Engine {
     pub local: LocalWorker,
     /// Every executor's events pass here on their way to the store.
     pub recorder: Recorder,
+    /// What `/metrics` and the status page show besides the store.
+    pub metrics: crate::metrics::Metrics,
     /// Job state changes happen one at a time (see [`change`]).
     changes: tokio::sync::Mutex<()>,
     /// Taken by [`Engine::stop`].
@@ -87,6 +89,7 @@ pub async fn start(state: &Arc<State>) -> Result<Arc<Engine>, StoreError> {
         jobs: Mutex::new(HashMap::new()),
         local: LocalWorker::default(),
         recorder: Recorder::new(),
+        metrics: Default::default(),
         changes: tokio::sync::Mutex::new(()),
         background: Mutex::new(None),
     });
@@ -237,6 +240,7 @@ async fn change_locked(eng: &Arc<Engine>, job_id: i64, ev: Event) -> Result<Chan
             Effect::RequeueLeased => {
                 out.requeued =
                     blocking(&state.store, move |s| s.requeue_dispatched(job_id)).await?;
+                eng.metrics.requeued("pause", out.requeued);
             }
             Effect::StartScan => {
                 let rt = eng.jobs().get(&job_id).map(|rt| {

@@ -199,12 +199,23 @@ async fn commit(eng: &Arc<Engine>, mut batch: Vec<Report>) {
         s.join(",")
     };
     let store = Arc::clone(&state.store);
+    let metrics = eng.metrics.clone();
     let r = tokio::task::spawn_blocking(move || {
         let reports: Vec<(&str, &[Event])> = batch
             .iter()
             .map(|r| (&*r.from, r.events.as_slice()))
             .collect();
-        store.record(&reports)
+        let started = std::time::Instant::now();
+        let r = store.record(&reports);
+        metrics
+            .commit_seconds
+            .observe(started.elapsed().as_secs_f64());
+        if r.is_ok() {
+            metrics
+                .events_recorded
+                .inc_by(reports.iter().map(|(_, e)| e.len() as u64).sum());
+        }
+        r
     })
     .await
     .map_err(|e| StoreError::Worker(e.to_string()))

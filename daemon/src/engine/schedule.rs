@@ -121,6 +121,7 @@ async fn tick(eng: &Arc<Engine>) -> anyhow::Result<()> {
     let now = unix_now();
     let expired = blocking(&state.store, move |s| s.expire_leases(now)).await?;
     if expired > 0 {
+        eng.metrics.leases_expired.inc_by(expired as u64);
         info!(tasks = expired, "Leases expired; tasks back to pending.");
     }
 
@@ -199,6 +200,7 @@ async fn tick(eng: &Arc<Engine>) -> anyhow::Result<()> {
             })
             .await?;
             if !tasks.is_empty() {
+                eng.metrics.granted(&spec.job_name, tasks.len());
                 batch = Some(TaskBatch {
                     job: how.job(spec),
                     tasks,

@@ -176,6 +176,7 @@ fn daemon_ignores_agents_it_has_not_enrolled() {
         fingerprint: stranger.fingerprint().into(),
         bytes: 0,
         version: String::new(),
+        ..Default::default()
     })
     .unwrap();
     let path = proto::api::agent_path::HEARTBEAT;

@@ -448,6 +448,7 @@ fn deploy_over_ssh_to_hosts_in_namespaces() {
         fingerprint: pw_key.fingerprint().into(),
         bytes: 0,
         version: String::new(),
+        ..Default::default()
     })
     .unwrap();
     let path = proto::api::agent_path::HEARTBEAT;

@@ -13,6 +13,7 @@ mod lifecycle;
 mod listing;
 mod manifest;
 mod netns;
+mod observe;
 mod packages;
 mod runbook;
 mod support;
