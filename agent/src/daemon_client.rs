@@ -84,6 +84,8 @@ pub(crate) trait Running: Send + Sync + 'static {
     fn cancel_task(&self, id: i64);
     /// Every event of this task was delivered.
     fn forget_task(&self, id: i64);
+    /// A job's limits as the daemon has them now.
+    fn set_limits(&self, limits: &proto::job::LiveLimits);
 }
 
 /// Heartbeats until `cancel`; drops tasks the daemon no longer leases to us.
@@ -103,6 +105,9 @@ pub(crate) async fn heartbeats<A: Running>(agent: Arc<A>, cancel: CancellationTo
                 }
                 for id in reply.cancel {
                     agent.cancel_task(id);
+                }
+                for l in &reply.limits {
+                    agent.set_limits(l);
                 }
             }
             Err(e) => {

@@ -175,7 +175,7 @@ pub(crate) async fn import(
                     }));
                 }
             }
-            storage::limit::throttle(ex.bandwidth.as_deref(), size).await;
+            storage::limit::throttle(Some(&*ex.bandwidth), size).await;
             // Never more permissive than the source file.
             let (root, name, s, mode_bits) = (dir.clone(), key.clone(), Arc::clone(&src), src.mode);
             let dest_fail = |e: std::io::Error| {
@@ -349,7 +349,7 @@ async fn single_put(
         if ex.spec.record_md5 {
             meta.push((META_MD5, digest.md5_hex()));
         }
-        storage::limit::throttle(ex.bandwidth.as_deref(), size).await;
+        storage::limit::throttle(Some(&*ex.bandwidth), size).await;
         let answer = store
             .put_bytes(key, Bytes::from(data), &digest, meta)
             .await
@@ -369,7 +369,7 @@ async fn single_put(
         if ex.spec.record_md5 {
             meta.push((META_MD5, digest.md5_hex()));
         }
-        storage::limit::throttle(ex.bandwidth.as_deref(), size).await;
+        storage::limit::throttle(Some(&*ex.bandwidth), size).await;
         // Through the open descriptor: a retried PUT reopens this inode,
         // never whatever the name points to by then.
         let answer = store
@@ -579,7 +579,7 @@ async fn upload_parts(
             })
             .await
             .map_err(source_err)?;
-            storage::limit::throttle(bandwidth.as_deref(), len).await;
+            storage::limit::throttle(Some(&*bandwidth), len).await;
             progress.add_part_progress(object_id, len);
             Ok((Bytes::from(data), digest))
         }

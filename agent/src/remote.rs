@@ -413,7 +413,7 @@ async fn fill(
         } else {
             (chunk, None)
         };
-        storage::limit::throttle(ex.bandwidth.as_deref(), now.len() as u64).await;
+        storage::limit::throttle(Some(&*ex.bandwidth), now.len() as u64).await;
         ex.add_part_progress(object_id, now.len() as u64);
         buf.extend_from_slice(&now);
         *pending = later;
@@ -661,7 +661,7 @@ async fn copy_to_dir(
     let mut h = Hasher::new();
     let result = async {
         while let Some(chunk) = body.next().await.map_err(source_fail)? {
-            storage::limit::throttle(ex.bandwidth.as_deref(), chunk.len() as u64).await;
+            storage::limit::throttle(Some(&*ex.bandwidth), chunk.len() as u64).await;
             ex.add_progress(chunk.len() as u64);
             h.update(&chunk);
             f.write_all(&chunk).await.map_err(derr)?;
@@ -703,7 +703,7 @@ async fn audit_once(ex: &Arc<Executor>, obj: &ObjectSpec) -> Result<Verified, At
     let mut in_part = 0u64;
     let mut md5s = Vec::new();
     while let Some(chunk) = body.next().await.map_err(source_fail)? {
-        storage::limit::throttle(ex.bandwidth.as_deref(), chunk.len() as u64).await;
+        storage::limit::throttle(Some(&*ex.bandwidth), chunk.len() as u64).await;
         ex.add_progress(chunk.len() as u64);
         whole.update(&chunk);
         let mut rest = &chunk[..];

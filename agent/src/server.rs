@@ -90,12 +90,15 @@ impl Agent {
     }
 
     fn executor(&self, spec: proto::job::JobSpec) -> Result<Arc<Executor>, String> {
-        let key = serde_json::to_string(&spec).map_err(|e| e.to_string())?;
+        // Limits are left out of the comparison: a batch with new limits
+        // changes the executor's in place.
+        let key = spec.identity();
         let spec = self.config.secrets.fill(spec)?;
         let mut ex = self.executors.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((k, e)) = ex.get(&spec.job_id)
             && *k == key
         {
+            e.set_limits(&spec.live_limits());
             return Ok(Arc::clone(e));
         }
         let job_id = spec.job_id;
@@ -138,6 +141,21 @@ impl Running for Agent {
 
     fn forget_task(&self, id: i64) {
         self.running().remove(&id);
+    }
+
+    fn set_limits(&self, limits: &proto::job::LiveLimits) {
+        let ex = self.executors.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, e)) = ex.get(&limits.job_id)
+            && e.set_limits(limits)
+        {
+            info!(
+                job_id = limits.job_id,
+                bytes_per_second = limits.bytes_per_second,
+                requests_per_second = limits.requests_per_second,
+                objects_in_flight = limits.object_concurrency,
+                "Job limits changed."
+            );
+        }
     }
 }
 

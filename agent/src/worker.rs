@@ -158,7 +158,11 @@ pub struct Executor {
     pub(crate) source_root: PathBuf,
     pub(crate) source: Source,
     /// Bandwidth cap shared by every transfer (`workerMaxThroughput`).
-    pub(crate) bandwidth: Option<Arc<RateLimiter>>,
+    pub(crate) bandwidth: Arc<RateLimiter>,
+    /// Requests per second to the source and destination stores.
+    pub(crate) requests: Arc<RateLimiter>,
+    /// Permits of `objects` now (changed by [`Executor::set_limits`]).
+    object_permits: std::sync::Mutex<u32>,
     pub(crate) dest: Dest,
     /// Objects in flight.
     pub(crate) objects: Arc<Semaphore>,
@@ -170,10 +174,10 @@ pub struct Executor {
 
 impl Executor {
     pub fn new(spec: JobSpec, progress: Arc<Progress>) -> Executor {
-        let requests = (spec.limits.requests_per_second > 0)
-            .then(|| Arc::new(RateLimiter::new(f64::from(spec.limits.requests_per_second))));
-        let bandwidth = (spec.limits.bytes_per_second > 0)
-            .then(|| Arc::new(RateLimiter::new(spec.limits.bytes_per_second as f64)));
+        // Both caps always exist (a rate of 0 is none), so `set` can
+        // impose one on a running job.
+        let requests = Arc::new(RateLimiter::new(f64::from(spec.limits.requests_per_second)));
+        let bandwidth = Arc::new(RateLimiter::new(spec.limits.bytes_per_second as f64));
         let (source_root, source) = match &spec.source {
             SourceSpec::Local {
                 root,
@@ -189,7 +193,7 @@ impl Executor {
                 PathBuf::new(),
                 Source::S3 {
                     store: S3Store::new(&S3Config {
-                        request_limiter: requests.clone(),
+                        request_limiter: Some(Arc::clone(&requests)),
                         ..S3Config::new(bucket.clone(), spec.max_attempts)
                     }),
                     prefix: bucket.prefix.clone(),
@@ -230,7 +234,7 @@ impl Executor {
                     bucket: bucket.clone(),
                     max_attempts: spec.max_attempts,
                     server_side_encryption: *server_side_encryption,
-                    request_limiter: requests.clone(),
+                    request_limiter: Some(Arc::clone(&requests)),
                 }),
                 prefix: bucket.prefix.clone(),
             },
@@ -255,6 +259,8 @@ impl Executor {
             .max(threshold_mib.saturating_add(part_mib));
         Executor {
             objects: Arc::new(Semaphore::new(spec.object_concurrency.max(1) as usize)),
+            object_permits: std::sync::Mutex::new(spec.object_concurrency.max(1)),
+            requests,
             memory: Arc::new(Semaphore::new(memory_mib as usize)),
             memory_mib,
             spec,
@@ -268,6 +274,43 @@ impl Executor {
 
     pub fn spec(&self) -> &JobSpec {
         &self.spec
+    }
+
+    /// Applies a running job's new limits to the transfers in flight and to
+    /// come: the bandwidth and request caps at once, objects in flight as
+    /// objects finish (a lower count waits for its permits). Returns whether
+    /// anything changed.
+    pub fn set_limits(&self, l: &proto::job::LiveLimits) -> bool {
+        let mut changed = false;
+        let bw = l.bytes_per_second as f64;
+        if self.bandwidth.rate() != bw {
+            self.bandwidth.set_rate(bw);
+            changed = true;
+        }
+        let rq = f64::from(l.requests_per_second);
+        if self.requests.rate() != rq {
+            self.requests.set_rate(rq);
+            changed = true;
+        }
+        let want = l.object_concurrency.max(1);
+        let mut have = self
+            .object_permits
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if want > *have {
+            self.objects.add_permits((want - *have) as usize);
+            changed = true;
+        } else if want < *have {
+            let (sem, n) = (Arc::clone(&self.objects), *have - want);
+            tokio::spawn(async move {
+                if let Ok(p) = sem.acquire_many_owned(n).await {
+                    p.forget();
+                }
+            });
+            changed = true;
+        }
+        *have = want;
+        changed
     }
 
     /// The verification mode for an object modified at `mtime`:

@@ -122,6 +122,19 @@ pub enum Command {
         #[command(flatten)]
         d: DaemonArgs,
     },
+    /// Change a running job's limits: agents apply them within a heartbeat,
+    /// and the change is kept with the job (shown by `stat`).
+    #[command(
+        after_help = "KEYS: workerMaxThroughput (KB/s per executor, 0 for none), workerTaskThreadNum (objects in flight per executor), maxRequestsPerSecond (0 for none), workerMaxThroughputSchedule (e.g. \"08:00,512 18:00,10M 23:00,off\"; none to remove)."
+    )]
+    Set {
+        job: String,
+        /// `KEY=VALUE`, one or more.
+        #[arg(required = true, value_name = "KEY=VALUE")]
+        settings: Vec<String>,
+        #[command(flatten)]
+        d: DaemonArgs,
+    },
     /// Install, enrol and start the agent on every host in `workers`, over
     /// SSH (settings from sys.properties); a second run changes only what
     /// differs.

@@ -186,6 +186,19 @@ async fn dispatch(cmd: Command) -> Result<u8> {
         },
         Command::Pause { job, d } => done(&d, Endpoint::Pause(job)).await,
         Command::Resume { job, d } => done(&d, Endpoint::Resume(job)).await,
+        Command::Set { job, settings, d } => {
+            let body = serde_json::to_vec(&proto::api::SetLimits { settings })
+                .map_err(|e| Fail(exit::RUNTIME, e.to_string()))?;
+            let (l, v): (proto::api::JobLimits, _) = Conn::new(&d)
+                .call(&Endpoint::SetLimits(job.clone()), None, Some(body))
+                .await?;
+            if d.json {
+                print_json(&v);
+            } else {
+                println!("job {job}: {}", limits_line(&l));
+            }
+            Ok(exit::OK)
+        }
         Command::Workers {
             action: Some(WorkersCmd::Add { host, deploy }),
             ..
@@ -530,6 +543,9 @@ fn table(jobs: &[JobStatus], bars: bool, out: &mut String) {
         if let Some(inc) = &j.incremental {
             let _ = writeln!(out, "  {}", crate::progress::incremental_line(inc));
         }
+        if let Some(l) = &j.limits {
+            let _ = writeln!(out, "  limits: {}", limits_line(l));
+        }
         if bars {
             let done = c.verified_bytes + c.skipped_bytes;
             let frac = if c.bytes == 0 {
@@ -550,6 +566,39 @@ fn table(jobs: &[JobStatus], bars: bool, out: &mut String) {
             );
         }
     }
+}
+
+/// A job's limits in force, and the last change made with `set`.
+fn limits_line(l: &proto::api::JobLimits) -> String {
+    let bw = match l.bytes_per_second {
+        0 => "no bandwidth cap".to_string(),
+        b => format!("{}/s", human_bytes(b)),
+    };
+    let mut s = format!(
+        "{bw} per executor{}, {} objects in flight, {}",
+        match &l.schedule {
+            Some(t) => format!(" (schedule {t})"),
+            None => String::new(),
+        },
+        l.objects_in_flight,
+        match l.requests_per_second {
+            0 => "no request cap".to_string(),
+            n => format!("{n} requests/s"),
+        }
+    );
+    if let Some(c) = l.changes.last() {
+        s.push_str(&format!(
+            "; last set: {} {} -> {} by {} at {}",
+            c.key,
+            if c.old.is_empty() { "-" } else { &c.old },
+            if c.new.is_empty() { "-" } else { &c.new },
+            c.by,
+            httpdate::fmt_http_date(
+                std::time::UNIX_EPOCH + std::time::Duration::from_secs(c.at.max(0) as u64)
+            )
+        ));
+    }
+    s
 }
 
 /// Fetches a job's manifest from the daemon a page at a time and writes it.

@@ -123,7 +123,14 @@ async fn heartbeat(eng: &Arc<Engine>, who: &Verified, req: &Req) -> Answer {
     let cancel = blocking(&state.store, move |s| s.renew_leases(&fp, &running, until))
         .await
         .map_err(internal)?;
-    Ok(json(StatusCode::OK, &HeartbeatReply { cancel }))
+    // Every loaded job's limits: an agent applies those of the jobs it has
+    // executors for, so a `set` reaches it within a heartbeat.
+    let limits = eng
+        .jobs()
+        .values()
+        .map(|rt| rt.spec.live_limits())
+        .collect();
+    Ok(json(StatusCode::OK, &HeartbeatReply { cancel, limits }))
 }
 
 async fn events(eng: &Arc<Engine>, who: &Verified, req: &Req) -> Answer {

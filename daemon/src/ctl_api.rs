@@ -170,6 +170,18 @@ async fn dispatch(eng: &Arc<Engine>, ep: Endpoint, req: &Req) -> Result<Response
             jobs::resume(eng, &n).await?;
             done(format!("job {n} resumed"), 0)
         }
+        Endpoint::SetLimits(n) => {
+            let body: proto::api::SetLimits = serde_json::from_slice(&req.body)
+                .map_err(|e| JobError::Invalid(format!("bad request body: {e}")))?;
+            let by = match &req.peer {
+                Peer::Unix { uid: Some(u), .. } => format!("uid {u}"),
+                _ => "unknown".into(),
+            };
+            json(
+                StatusCode::OK,
+                &jobs::limits::set(eng, &n, &body.settings, by).await?,
+            )
+        }
         Endpoint::Errors(n) => {
             let page = Page::parse(req.query.as_deref()).map_err(JobError::Invalid)?;
             let job = jobs::find(eng, &n).await?;

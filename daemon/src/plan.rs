@@ -338,7 +338,10 @@ fn from_text(
         record_md5: sys.worker_record_md5,
         max_attempts: cfg.request_attempts,
         limits: Limits {
+            // The flat cap; a schedule replaces it once the engine loads
+            // the job (`engine::limits`).
             bytes_per_second: sys.worker_max_throughput_kbps.saturating_mul(1024),
+            bandwidth_schedule: sys.worker_max_throughput_schedule.clone(),
             requests_per_second: cfg.max_requests_per_second,
             object_timeout_secs: cfg.object_timeout,
             last_modify: cfg.last_modify as i64,

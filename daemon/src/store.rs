@@ -24,7 +24,22 @@ use rusqlite::{Connection, OptionalExtension, params};
 /// the pass each object was listed in and last seen in, the pass that
 /// found it gone, and one `passes` row per pass; and the branches of a
 /// parallel listing (`scan_branches`), each with its own checkpoint.
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
+
+/// What schema 4 adds: the audit trail of `ossimportctl set`, which is also
+/// what a restarted engine applies to the job's plan again.
+const SCHEMA_V4: &str = "
+CREATE TABLE limit_changes (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    job_id INTEGER NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+    at INTEGER NOT NULL,
+    by TEXT NOT NULL,
+    key TEXT NOT NULL,
+    old TEXT NOT NULL,
+    new TEXT NOT NULL
+);
+CREATE INDEX limit_changes_job ON limit_changes(job_id, id);
+";
 
 /// What schema 3 adds to a schema 2 store (columns with defaults, so old
 /// rows read as pass 1).
@@ -612,6 +627,7 @@ impl Store {
             let tx = conn.transaction()?;
             tx.execute_batch(&v2)?;
             tx.execute_batch(SCHEMA_V3)?;
+            tx.execute_batch(SCHEMA_V4)?;
             tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
             tx.commit()?;
         } else if version == 1 {
@@ -642,6 +658,12 @@ impl Store {
         if (1..3).contains(&version) {
             let tx = conn.transaction()?;
             tx.execute_batch(SCHEMA_V3)?;
+            tx.pragma_update(None, "user_version", 3)?;
+            tx.commit()?;
+        }
+        if (1..4).contains(&version) {
+            let tx = conn.transaction()?;
+            tx.execute_batch(SCHEMA_V4)?;
             tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
             tx.commit()?;
         }
@@ -703,6 +725,7 @@ impl Store {
         tx.execute("DELETE FROM tasks WHERE job_id = ?1", [job_id])?;
         tx.execute("DELETE FROM passes WHERE job_id = ?1", [job_id])?;
         tx.execute("DELETE FROM scan_branches WHERE job_id = ?1", [job_id])?;
+        tx.execute("DELETE FROM limit_changes WHERE job_id = ?1", [job_id])?;
         tx.execute("DELETE FROM jobs WHERE id = ?1", [job_id])?;
         tx.commit()?;
         Ok(())
@@ -1313,6 +1336,7 @@ fn apply_event(
 }
 
 pub mod leases;
+mod limits;
 mod passes;
 pub use passes::{BranchRow, DeletedObject, PassRecord, Prior};
 

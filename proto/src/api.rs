@@ -79,6 +79,10 @@ pub struct HeartbeatReply {
     /// Tasks the agent should drop: their lease went elsewhere or the job
     /// was paused or cleaned.
     pub cancel: Vec<i64>,
+    /// The limits of every running job now (`ossimportctl set`, a bandwidth
+    /// schedule): applied to the executors the agent has for them.
+    #[serde(default)]
+    pub limits: Vec<crate::job::LiveLimits>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -247,6 +251,48 @@ pub struct JobStatus {
     /// Set for an incremental job (`isIncremental=true`).
     #[serde(default)]
     pub incremental: Option<Incremental>,
+    /// The limits in force and how they were changed (the daemon's answer;
+    /// `None` where the job's plan is not loaded).
+    #[serde(default)]
+    pub limits: Option<JobLimits>,
+}
+
+/// `ossimportctl set JOB KEY=VALUE...`: limits of a running job to change.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct SetLimits {
+    /// `KEY=VALUE` in the original's key names (`workerMaxThroughput`,
+    /// `workerTaskThreadNum`, `maxRequestsPerSecond`,
+    /// `workerMaxThroughputSchedule`).
+    pub settings: Vec<String>,
+}
+
+/// A job's limits now, per executor, and every change made to them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobLimits {
+    /// Bytes per second in force now (the schedule's, when there is one),
+    /// 0 for none.
+    pub bytes_per_second: u64,
+    /// `workerMaxThroughput` as set, bytes per second (what applies when
+    /// there is no schedule).
+    pub flat_bytes_per_second: u64,
+    pub requests_per_second: u32,
+    pub objects_in_flight: u32,
+    /// `workerMaxThroughputSchedule`, as given.
+    pub schedule: Option<String>,
+    /// Changes made with `set`, oldest first.
+    pub changes: Vec<LimitChange>,
+}
+
+/// One `set` of one key: the audit trail kept with the job.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LimitChange {
+    /// Unix seconds.
+    pub at: i64,
+    /// Who asked (`uid 1000`).
+    pub by: String,
+    pub key: String,
+    pub old: String,
+    pub new: String,
 }
 
 /// An incremental job's schedule and its passes.

@@ -33,6 +33,9 @@ pub enum Endpoint {
     /// `after` is the last object id seen; answers a
     /// [`crate::api::ManifestPage`].
     Manifest(String),
+    /// Takes a [`crate::api::SetLimits`]: change a running job's limits;
+    /// answers a [`crate::api::JobLimits`].
+    SetLimits(String),
     Workers,
     /// Takes an [`crate::api::EnrolRequest`]: trust an agent key now.
     Enrol,
@@ -57,6 +60,7 @@ impl Endpoint {
             | Endpoint::RetryAll
             | Endpoint::Pause(_)
             | Endpoint::Resume(_)
+            | Endpoint::SetLimits(_)
             | Endpoint::Enrol
             | Endpoint::Shutdown => Method::POST,
         }
@@ -75,6 +79,7 @@ impl Endpoint {
             Endpoint::Errors(n) => job(n, "/errors"),
             Endpoint::Report(n) => job(n, "/report"),
             Endpoint::Manifest(n) => job(n, "/manifest"),
+            Endpoint::SetLimits(n) => job(n, "/limits"),
             Endpoint::RetryAll => "/v1/retry".into(),
             Endpoint::Workers => "/v1/workers".into(),
             Endpoint::Enrol => "/v1/agents".into(),
@@ -99,6 +104,7 @@ impl Endpoint {
             (&Method::GET, ["v1", "jobs", n, "errors"]) => Endpoint::Errors(name(n)?),
             (&Method::GET, ["v1", "jobs", n, "report"]) => Endpoint::Report(name(n)?),
             (&Method::GET, ["v1", "jobs", n, "manifest"]) => Endpoint::Manifest(name(n)?),
+            (&Method::POST, ["v1", "jobs", n, "limits"]) => Endpoint::SetLimits(name(n)?),
             (&Method::POST, ["v1", "retry"]) => Endpoint::RetryAll,
             (&Method::GET, ["v1", "workers"]) => Endpoint::Workers,
             (&Method::POST, ["v1", "agents"]) => Endpoint::Enrol,

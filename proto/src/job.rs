@@ -44,6 +44,46 @@ pub struct Limits {
     /// `lastModify`: objects modified after this (unix seconds) are checked
     /// by size only, as the original did.
     pub last_modify: i64,
+    /// `workerMaxThroughputSchedule`: bandwidth by time of day, evaluated
+    /// by the daemon, which sets `bytes_per_second` from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bandwidth_schedule: Option<String>,
+}
+
+/// The limits `ossimportctl set` (or a bandwidth schedule) changes while a
+/// job runs; executors apply them to transfers in flight.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LiveLimits {
+    pub job_id: i64,
+    /// Bytes per second per executor, 0 for none.
+    pub bytes_per_second: u64,
+    /// Requests per second per executor, 0 for none.
+    pub requests_per_second: u32,
+    /// Objects in flight per executor (`workerTaskThreadNum`).
+    pub object_concurrency: u32,
+}
+
+impl JobSpec {
+    /// The limits of this spec that can change while the job runs.
+    pub fn live_limits(&self) -> LiveLimits {
+        LiveLimits {
+            job_id: self.job_id,
+            bytes_per_second: self.limits.bytes_per_second,
+            requests_per_second: self.limits.requests_per_second,
+            object_concurrency: self.object_concurrency,
+        }
+    }
+
+    /// This spec without what can change while the job runs: executors
+    /// keep one executor per job across limit changes by comparing these.
+    pub fn identity(&self) -> String {
+        let mut s = self.clone();
+        s.limits.bytes_per_second = 0;
+        s.limits.requests_per_second = 0;
+        s.limits.bandwidth_schedule = None;
+        s.object_concurrency = 0;
+        serde_json::to_string(&s).unwrap_or_default()
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -7,36 +7,86 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 /// A token bucket refilled at `rate` tokens per second, holding at most one
-/// second's worth (so an idle period does not allow a long burst).
+/// second's worth (so an idle period does not allow a long burst). The rate
+/// can be changed while transfers run (`ossimportctl set`, a bandwidth
+/// schedule); a rate of 0 lets everything through.
 #[derive(Debug)]
 pub struct RateLimiter {
+    state: Mutex<Bucket>,
+}
+
+#[derive(Debug)]
+struct Bucket {
     rate: f64,
-    state: Mutex<(f64, Instant)>,
+    tokens: f64,
+    last: Instant,
 }
 
 impl RateLimiter {
-    /// `rate` tokens per second; must be positive.
+    /// `rate` tokens per second; 0 for no limit.
     pub fn new(rate: f64) -> RateLimiter {
         RateLimiter {
-            rate,
-            state: Mutex::new((rate.min(1.0), Instant::now())),
+            state: Mutex::new(Bucket {
+                rate: rate.max(0.0),
+                tokens: rate.clamp(0.0, 1.0),
+                last: Instant::now(),
+            }),
         }
+    }
+
+    fn bucket(&self) -> std::sync::MutexGuard<'_, Bucket> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The rate now (0: none).
+    pub fn rate(&self) -> f64 {
+        self.bucket().rate
+    }
+
+    /// Changes the rate from now on. Tokens saved at the old rate are cut to
+    /// one second of the new one, and a debt is scaled to it, so lowering
+    /// the rate takes effect at once rather than after a burst.
+    pub fn set_rate(&self, rate: f64) {
+        let mut b = self.bucket();
+        let rate = rate.max(0.0);
+        if rate == b.rate {
+            return;
+        }
+        let now = Instant::now();
+        if b.rate > 0.0 {
+            let refilled = b.tokens + now.duration_since(b.last).as_secs_f64() * b.rate;
+            b.tokens = refilled.min(b.rate);
+            if rate > 0.0 {
+                b.tokens = if b.tokens > 0.0 {
+                    b.tokens.min(rate)
+                } else {
+                    b.tokens * rate / b.rate
+                };
+            }
+        } else {
+            b.tokens = rate.min(1.0);
+        }
+        b.rate = rate;
+        b.last = now;
     }
 
     /// How long the caller must wait before taking `n` tokens; takes them
     /// now (the balance may go negative, which later callers wait out), so
     /// concurrent callers are served in turn and the long-run rate holds.
     fn reserve(&self, n: f64) -> Duration {
-        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut b = self.bucket();
+        if b.rate == 0.0 {
+            return Duration::ZERO;
+        }
         let now = Instant::now();
-        let (tokens, last) = *st;
-        let refilled = (tokens + now.duration_since(last).as_secs_f64() * self.rate).min(self.rate);
+        let refilled = (b.tokens + now.duration_since(b.last).as_secs_f64() * b.rate).min(b.rate);
         let left = refilled - n;
-        *st = (left, now);
+        b.tokens = left;
+        b.last = now;
         if left >= 0.0 {
             Duration::ZERO
         } else {
-            Duration::from_secs_f64(-left / self.rate)
+            Duration::from_secs_f64(-left / b.rate)
         }
     }
 
@@ -76,5 +126,30 @@ mod tests {
         // 5000 tokens at 1000/s, starting from a balance of at most 1 token.
         let took = start.elapsed().as_secs_f64();
         assert!((4.9..5.1).contains(&took), "{took}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_new_rate_holds_at_once_and_zero_lets_everything_through() {
+        let l = RateLimiter::new(4000.0);
+        tokio::time::sleep(Duration::from_secs(5)).await; // a full bucket
+        l.set_rate(1000.0);
+        let start = tokio::time::Instant::now();
+        for _ in 0..10 {
+            l.acquire(500).await;
+        }
+        // The saved 4000 tokens were cut to 1000: 4000 more at 1000/s.
+        let took = start.elapsed().as_secs_f64();
+        assert!((3.9..4.1).contains(&took), "{took}");
+        l.set_rate(0.0);
+        let start = tokio::time::Instant::now();
+        l.acquire(1 << 30).await;
+        assert_eq!(start.elapsed(), Duration::ZERO);
+        l.set_rate(2000.0);
+        let start = tokio::time::Instant::now();
+        for _ in 0..4 {
+            l.acquire(1000).await;
+        }
+        let took = start.elapsed().as_secs_f64();
+        assert!((1.9..2.1).contains(&took), "{took}");
     }
 }

@@ -12,6 +12,7 @@
 
 pub mod job;
 pub mod properties;
+pub mod schedule;
 pub mod sys;
 
 use std::ops::RangeInclusive;

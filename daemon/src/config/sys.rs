@@ -25,6 +25,8 @@ const KNOWN_KEYS: &[&str] = &[
     "workerTaskThreadNum",
     "workerMaxThroughput(KB/s)",
     "workerMaxThroughput",
+    // Ours: bandwidth by time of day (replaces workerMaxThroughput).
+    "workerMaxThroughputSchedule",
     "dispatcherThreadNum",
     "workerAbortWhenUncatchedException",
     "workerRecordMd5",
@@ -66,6 +68,10 @@ pub struct SysConfig {
     /// `workerMaxThroughput(KB/s)` (also accepted as `workerMaxThroughput`): bandwidth cap
     /// per worker in KB/s; 0 (default) = unlimited.
     pub worker_max_throughput_kbps: u64,
+    /// `workerMaxThroughputSchedule` (ours): bandwidth by time of day
+    /// ([`super::schedule::Schedule`]); when set, it replaces
+    /// `workerMaxThroughput`.
+    pub worker_max_throughput_schedule: Option<String>,
     /// `dispatcherThreadNum`: the original tracker's threads, at least 1. Default 1.
     pub dispatcher_thread_num: u32,
     /// `workerAbortWhenUncatchedException`: default false.
@@ -121,6 +127,11 @@ impl SysConfig {
                 &["workerMaxThroughput(KB/s)", "workerMaxThroughput"],
                 0,
                 0..=u64::MAX,
+            )?,
+            worker_max_throughput_schedule: f.parsed(
+                &["workerMaxThroughputSchedule"],
+                None,
+                |v| super::schedule::Schedule::parse(v).map(|_| Some(v.to_string())),
             )?,
             dispatcher_thread_num: f.u32(
                 &["dispatcherThreadNum"],

@@ -47,15 +47,26 @@ pub struct LocalWorker {
 }
 
 impl LocalWorker {
+    /// Applies a job's new limits to the executor running it, if any.
+    pub fn set_limits(&self, limits: &proto::job::LiveLimits) {
+        let ex = self.executors.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, e)) = ex.get(&limits.job_id) {
+            e.set_limits(limits);
+        }
+    }
+
     fn running(&self) -> std::sync::MutexGuard<'_, HashMap<i64, CancellationToken>> {
         self.running.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn executor(&self, batch: &TaskBatch) -> Arc<Executor> {
-        let key = serde_json::to_string(&batch.job).unwrap_or_default();
+        let key = batch.job.identity();
         let mut ex = self.executors.lock().unwrap_or_else(|p| p.into_inner());
         match ex.get(&batch.job.job_id) {
-            Some((k, e)) if *k == key => Arc::clone(e),
+            Some((k, e)) if *k == key => {
+                e.set_limits(&batch.job.live_limits());
+                Arc::clone(e)
+            }
             _ => {
                 let e = Arc::new(Executor::new(batch.job.clone(), Arc::clone(&self.progress)));
                 ex.insert(batch.job.job_id, (key, Arc::clone(&e)));

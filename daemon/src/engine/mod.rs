@@ -29,6 +29,7 @@ use crate::state::{State, blocking, restrict, unix_now};
 use crate::store::{JobRow, JobState, Retried, Store, StoreError};
 
 pub mod lifecycle;
+pub mod limits;
 pub mod local;
 pub mod push;
 pub mod recorder;
@@ -51,6 +52,8 @@ pub struct JobRt {
     pub scanning: Arc<AtomicBool>,
     /// Counters for progress displays.
     pub live: Arc<Live>,
+    /// What `set` and the bandwidth schedule change.
+    pub tuning: limits::Tuning,
 }
 
 /// The job engine over a daemon's shared state: the jobs being run, the
@@ -379,6 +382,12 @@ pub async fn adopt(
     let state = &eng.state;
     let live = Arc::new(Live::default());
     live.scan_ended.store(job.scan_done, Ordering::Relaxed);
+    // Limits changed with `set` since the job was submitted hold again.
+    let id = job.id;
+    let changes = blocking(&state.store, move |s| s.limit_changes(id)).await?;
+    let mut spec = spec;
+    let mut tuning = limits::Tuning::of(&spec);
+    limits::reapply(&job.name, &mut spec, &mut tuning, &changes);
     eng.jobs().insert(
         job.id,
         JobRt {
@@ -387,6 +396,7 @@ pub async fn adopt(
             scan_cancel: state.cancel.child_token(),
             scanning: Arc::new(AtomicBool::new(false)),
             live: Arc::clone(&live),
+            tuning,
         },
     );
     let changed = change(eng, job.id, Event::Start { fresh_start }).await?;
@@ -659,10 +669,16 @@ pub async fn status_of(eng: &Arc<Engine>, job: JobRow) -> Result<JobStatus, JobE
         .iter()
         .map(|(fp, a)| (fp.clone(), a.name.clone()))
         .collect();
-    Ok(blocking(&state.store, move |s| {
-        status_in(s, job, |fp| names.get(fp).cloned())
+    let id = job.id;
+    let (mut st, changes) = blocking(&state.store, move |s| {
+        Ok((
+            status_in(s, job, |fp| names.get(fp).cloned())?,
+            s.limit_changes(id)?,
+        ))
     })
-    .await?)
+    .await?;
+    st.limits = eng.jobs().get(&id).map(|rt| limits::of(rt, changes));
+    Ok(st)
 }
 
 /// A job's status from the store; `agent_name` names an agent by its key's
@@ -683,6 +699,7 @@ pub fn status_in(
         None => None,
     };
     Ok(JobStatus {
+        limits: None,
         incremental,
         name: job.name,
         state: job.state,

@@ -119,6 +119,7 @@ async fn tick(eng: &Arc<Engine>) -> anyhow::Result<()> {
     let state = &eng.state;
     let lease = state.config.lease.as_secs().max(1) as i64;
     let now = unix_now();
+    super::limits::follow_schedules(eng);
     let expired = blocking(&state.store, move |s| s.expire_leases(now)).await?;
     if expired > 0 {
         eng.metrics.leases_expired.inc_by(expired as u64);

@@ -11,6 +11,7 @@ mod deploy_package;
 mod incremental;
 mod lifecycle;
 mod listing;
+mod live_limits;
 mod manifest;
 mod netns;
 mod observe;

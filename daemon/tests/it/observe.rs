@@ -63,77 +63,18 @@ fn value(s: &Scrape, key: &str) -> f64 {
         .1
 }
 
-struct Setup {
-    tmp: tempfile::TempDir,
-    daemon: Daemon,
-    _agent: Agent,
-    metrics: String,
-    job: &'static str,
-    src: std::path::PathBuf,
-}
-
-/// A daemon with its observation port and one agent, and a job of 400
-/// files of 16 KiB into a local directory, capped at 600 KiB/s per agent
-/// (about 11 s), submitted. One file is deleted once listed.
-fn start() -> Setup {
-    let tmp = tempfile::tempdir().unwrap();
-    let work = tmp.path().join("work");
-    std::fs::create_dir_all(&work).unwrap();
-    let daemon_pub = Daemon::init(&work);
-    let metrics = format!("127.0.0.1:{}", free_port());
-    let daemon = Daemon::start_with(
-        &work,
-        &format!("127.0.0.1:{}", free_port()),
-        &["--metrics-listen", &metrics],
+/// The observed job: 400 files of 16 KiB (and one deleted once listed),
+/// capped at 600 KiB/s (about 11 s).
+fn start() -> OneAgentJob {
+    let s = OneAgentJob::start(
+        400,
+        16 << 10,
+        b"workerMaxThroughput(KB/s)=600\nworkerTaskThreadNum=8\n",
+        "observed-job",
     );
-    Agent::enrol(tmp.path(), "a1", &work);
-    let agent = Agent::start(AgentOpts {
-        name: "a1",
-        dir: tmp.path(),
-        daemon_addr: &daemon.addr,
-        daemon_pub: &daemon_pub,
-        listen: format!("127.0.0.1:{}", free_port()),
-        advertise: None,
-        tasks: 2,
-        wrap: Vec::new(),
-    });
-    let src = tmp.path().join("src");
-    tree(&src, 400, 16 << 10);
-    std::fs::write(src.join("zz-deleted-after-listing"), b"gone soon").unwrap();
-    let dest = tmp.path().join("dest");
-    std::fs::create_dir_all(&dest).unwrap();
-    let job = "observed-job";
-    let cfg = tmp.path().join("job.cfg");
-    std::fs::write(
-        &cfg,
-        format!(
-            "jobName={job}\nsrcType=local\nsrcPrefix={}/\ndestType=local\ndestDir={}/\ntaskObjectCountLimit=20\n",
-            src.display(),
-            dest.display()
-        ),
-    )
-    .unwrap();
-    let sys = b"workerMaxThroughput(KB/s)=600\nworkerTaskThreadNum=8\n";
-    let _: serde_json::Value = api(
-        &daemon.socket,
-        Endpoint::Submit,
-        Some(
-            serde_json::to_value(proto::api::SubmitRequest::new(
-                cfg.display().to_string(),
-                &std::fs::read(&cfg).unwrap(),
-                Some(sys),
-            ))
-            .unwrap(),
-        ),
-    );
-    Setup {
-        tmp,
-        daemon,
-        _agent: agent,
-        metrics,
-        job,
-        src,
-    }
+    std::fs::write(s.src.join("zz-deleted-after-listing"), b"gone soon").unwrap();
+    s.submit();
+    s
 }
 
 #[test]

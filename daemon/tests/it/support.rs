@@ -310,3 +310,84 @@ pub fn job_cfg(
 pub fn store(work: &Path) -> daemon::store::Store {
     daemon::store::Store::open_read_only(&work.join(daemon::state::STORE_FILE)).expect("open store")
 }
+
+/// A daemon with its observation port (`--metrics-listen`), one agent with
+/// two task slots, and a job of `files` files of `size` bytes from a local
+/// tree into a local directory (tasks of 20), planned with `sys`.
+pub struct OneAgentJob {
+    pub tmp: tempfile::TempDir,
+    pub daemon: Daemon,
+    pub agent: Agent,
+    /// `host:port` of `/metrics` and the status page.
+    pub metrics: String,
+    pub job: &'static str,
+    pub src: PathBuf,
+    pub cfg: PathBuf,
+    pub sys: Vec<u8>,
+}
+
+impl OneAgentJob {
+    pub fn start(files: usize, size: usize, sys: &[u8], job: &'static str) -> OneAgentJob {
+        let tmp = tempfile::tempdir().unwrap();
+        let work = tmp.path().join("work");
+        std::fs::create_dir_all(&work).unwrap();
+        let daemon_pub = Daemon::init(&work);
+        let metrics = format!("127.0.0.1:{}", free_port());
+        let daemon = Daemon::start_with(
+            &work,
+            &format!("127.0.0.1:{}", free_port()),
+            &["--metrics-listen", &metrics],
+        );
+        Agent::enrol(tmp.path(), "a1", &work);
+        let agent = Agent::start(AgentOpts {
+            name: "a1",
+            dir: tmp.path(),
+            daemon_addr: &daemon.addr,
+            daemon_pub: &daemon_pub,
+            listen: format!("127.0.0.1:{}", free_port()),
+            advertise: None,
+            tasks: 2,
+            wrap: Vec::new(),
+        });
+        let src = tmp.path().join("src");
+        tree(&src, files, size);
+        let dest = tmp.path().join("dest");
+        std::fs::create_dir_all(&dest).unwrap();
+        let cfg = tmp.path().join("job.cfg");
+        std::fs::write(
+            &cfg,
+            format!(
+                "jobName={job}\nsrcType=local\nsrcPrefix={}/\ndestType=local\ndestDir={}/\ntaskObjectCountLimit=20\n",
+                src.display(),
+                dest.display()
+            ),
+        )
+        .unwrap();
+        OneAgentJob {
+            tmp,
+            daemon,
+            agent,
+            metrics,
+            job,
+            src,
+            cfg,
+            sys: sys.to_vec(),
+        }
+    }
+
+    /// Submits the job with its `sys.properties`.
+    pub fn submit(&self) {
+        let _: serde_json::Value = api(
+            &self.daemon.socket,
+            Endpoint::Submit,
+            Some(
+                serde_json::to_value(proto::api::SubmitRequest::new(
+                    self.cfg.display().to_string(),
+                    &std::fs::read(&self.cfg).unwrap(),
+                    Some(&self.sys),
+                ))
+                .unwrap(),
+            ),
+        );
+    }
+}
