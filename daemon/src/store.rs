@@ -454,6 +454,12 @@ impl Store {
             .map_err(open_err)?;
         conn.pragma_update(None, "foreign_keys", "ON")
             .map_err(open_err)?;
+        // The bundled SQLite keeps temporary tables and sorts in memory; a
+        // GROUP BY over a job of millions of objects (`report`'s methods)
+        // then holds all of them. In files, a sort spills past the page
+        // cache and the daemon's memory stays flat whatever the job's size.
+        conn.pragma_update(None, "temp_store", "FILE")
+            .map_err(open_err)?;
         conn.busy_timeout(std::time::Duration::from_secs(30))
             .map_err(open_err)?;
         let store = Store {

@@ -94,3 +94,136 @@ fn report_writes_the_daemons_manifest_page_by_page() {
         assert_eq!(v["md5"].as_str().unwrap().len(), 32);
     }
 }
+
+/// Adds `n` verified objects to job `job_id` of a store no daemon holds,
+/// through the store's own paths: tasks committed as a scan does, leased,
+/// and every object reported verified by an executor.
+fn fill_verified(store: &daemon::store::Store, job_id: i64, n: usize) {
+    use proto::job::{Event, ObjectResult, Outcome};
+    const CHUNK: usize = 10_000;
+    for c in 0..n.div_ceil(CHUNK) {
+        let objs: Vec<daemon::store::NewObject> = (0..CHUNK.min(n - c * CHUNK))
+            .map(|i| daemon::store::NewObject {
+                rel_path: format!("bulk/{:03}/{:07}.dat", c, c * CHUNK + i),
+                size: 4096 + i as u64,
+                mtime: 1_700_000_000,
+                src_ref: None,
+                failure: None,
+            })
+            .collect();
+        store
+            .commit_task(job_id, &objs, &format!("bulk-{c}"))
+            .unwrap();
+        for t in store
+            .lease_tasks(job_id, 100, "filler", i64::MAX / 2)
+            .unwrap()
+        {
+            let mut events: Vec<Event> = t
+                .objects
+                .iter()
+                .map(|o| {
+                    Event::ObjectDone(ObjectResult {
+                        object_id: o.object_id,
+                        task_id: t.task_id,
+                        outcome: Outcome::Verified,
+                        size: o.size,
+                        crc64: Some(o.object_id as u64 * 7919),
+                        md5: Some(format!("{:032x}", o.object_id)),
+                        etag: Some(format!("{:032x}", o.object_id)),
+                        verified_by: "size+md5+crc64".into(),
+                        error: None,
+                        retries: 0,
+                        parts_resumed: 0,
+                    })
+                })
+                .collect();
+            events.push(Event::TaskDone { task_id: t.task_id });
+            let r = store.record(&[("filler", events.as_slice())]).unwrap();
+            assert_eq!(r.dropped, 0);
+        }
+    }
+}
+
+/// Peak resident memory of a process (`VmHWM`), bytes.
+fn peak_rss(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = s
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc/PID/status");
+    kb * 1024
+}
+
+#[test]
+fn a_million_object_manifest_keeps_the_daemons_memory_flat() {
+    let tmp = tempfile::tempdir().unwrap();
+    let work = tmp.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    Daemon::init(&work);
+    let addr = format!("127.0.0.1:{}", free_port());
+    // Two real jobs of one file each, copied by the worker on the master.
+    let mut d = Daemon::start_with(&work, &addr, &["--local-worker", "on"]);
+    for job in ["small-job", "large-job"] {
+        let src = tmp.path().join(job);
+        tree(&src, 1, 100);
+        let dest = tmp.path().join(format!("{job}-dest"));
+        std::fs::create_dir_all(&dest).unwrap();
+        let cfg = tmp.path().join(format!("{job}.cfg"));
+        std::fs::write(
+            &cfg,
+            format!(
+                "jobName={job}\nsrcType=local\nsrcPrefix={}/\ndestType=local\ndestDir={}/\n",
+                src.display(),
+                dest.display()
+            ),
+        )
+        .unwrap();
+        d.submit(&cfg);
+        assert_eq!(d.wait_job(job, 60).state, JobState::Succeed);
+    }
+    d.kill();
+    // 100,000 and 1,000,000 more verified objects in the two jobs.
+    {
+        let store = daemon::store::Store::open(&work.join(daemon::state::STORE_FILE)).unwrap();
+        for (job, n) in [("small-job", 100_000), ("large-job", 1_000_000)] {
+            let id = store.find_job(job).unwrap().unwrap().id;
+            fill_verified(&store, id, n);
+        }
+    }
+    // Each manifest written by a fresh daemon; its peak RSS read after.
+    let mut peaks = Vec::new();
+    for (job, n) in [("small-job", 100_001), ("large-job", 1_000_001)] {
+        let d = Daemon::start_with(&work, &addr, &["--local-worker", "on"]);
+        let at_start = peak_rss(d.child.id());
+        let path = tmp.path().join(format!("{job}.csv"));
+        let out = std::process::Command::new(bin("ossimportctl"))
+            .args(["report", job, "--manifest"])
+            .arg(&path)
+            .arg("--socket")
+            .arg(&d.socket)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        let peak = peak_rss(d.child.id());
+        let lines =
+            std::io::BufRead::lines(std::io::BufReader::new(std::fs::File::open(&path).unwrap()))
+                .count();
+        // The header, a row per object, the summary.
+        assert_eq!(lines, n + 2, "{job}");
+        eprintln!(
+            "{job}: {n} objects, daemon peak RSS {} KiB ({} KiB before the manifest)",
+            peak / 1024,
+            at_start / 1024
+        );
+        peaks.push(peak);
+        drop(d);
+    }
+    let ratio = peaks[1] as f64 / peaks[0] as f64;
+    assert!(
+        ratio <= 1.2,
+        "daemon peak RSS {} KiB at 1M objects vs {} KiB at 100k ({ratio:.2}x)",
+        peaks[1] / 1024,
+        peaks[0] / 1024
+    );
+}
