@@ -48,12 +48,19 @@ pub struct Metrics {
     history: std::sync::Arc<Mutex<History>>,
 }
 
+/// Every reason tasks are requeued for, shown at 0 from the start.
+pub const REQUEUE_REASONS: [&str; 4] = ["pause", "agent_left", "revoked", "restart"];
+
 impl Default for Metrics {
     fn default() -> Metrics {
+        let tasks_requeued: Family<ReasonLabel, Counter> = Family::default();
+        for r in REQUEUE_REASONS {
+            tasks_requeued.get_or_create(&ReasonLabel { reason: r.into() });
+        }
         Metrics {
             leases_granted: Family::default(),
             leases_expired: Counter::default(),
-            tasks_requeued: Family::default(),
+            tasks_requeued,
             // 0.5 ms .. ~4 s.
             commit_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
             events_recorded: Counter::default(),

@@ -189,8 +189,8 @@ struct SnapCollector(Snapshot);
 
 type Labels = Vec<(&'static str, String)>;
 
-/// One metric family: its descriptor, then a sample per label set. A family
-/// with no samples is left out.
+/// One metric family: its descriptor, then a sample per label set (none
+/// at all is valid: a dashboard still finds the family).
 fn family(
     enc: &mut DescriptorEncoder<'_>,
     name: &str,
@@ -199,9 +199,6 @@ fn family(
     kind: MetricType,
     rows: Vec<(Labels, f64)>,
 ) -> Result<(), std::fmt::Error> {
-    if rows.is_empty() {
-        return Ok(());
-    }
     let help = format!("{help}.");
     let mut m = enc.encode_descriptor(name, &help, unit.as_ref(), kind)?;
     for (labels, v) in rows {

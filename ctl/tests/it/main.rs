@@ -13,6 +13,7 @@ mod incremental;
 mod integrity;
 mod local_dest;
 mod manifest;
+mod metrics;
 mod migrate;
 mod object_errors;
 mod resume;

@@ -221,6 +221,35 @@ fn metrics_scraped_during_a_cluster_job_are_valid_monotonic_and_end_equal_to_sta
     assert!(value(f, "ossimport_store_commit_seconds_count{}") > 0.0);
     assert!(value(f, "ossimport_events_recorded_total{}") >= 401.0);
 
+    // Every metric the Grafana dashboard in packaging/ plots is one the
+    // daemon exposes.
+    let last_text = texts.last().unwrap();
+    let families: Vec<&str> = last_text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split(' ').next())
+        .collect();
+    let dash =
+        std::fs::read_to_string(repo_root().join("packaging/grafana/ossimport.json")).unwrap();
+    let _: serde_json::Value = serde_json::from_str(&dash).expect("the dashboard is JSON");
+    let mut used: Vec<&str> = dash
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| w.starts_with("ossimport_"))
+        .collect();
+    used.sort_unstable();
+    used.dedup();
+    assert!(used.len() >= 10, "{used:?}");
+    for m in used {
+        let base = ["_total", "_bucket", "_count", "_sum"]
+            .iter()
+            .find_map(|s| m.strip_suffix(s))
+            .unwrap_or(m);
+        assert!(
+            families.contains(&base),
+            "the dashboard plots {m}, which /metrics lacks"
+        );
+    }
+
     // Read-only: nothing but GET.
     let (code, _) = http_get(&s.metrics, "/v1/jobs").unwrap();
     assert_eq!(code, 404);
