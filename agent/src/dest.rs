@@ -84,6 +84,25 @@ pub(crate) fn part_size_for(configured: u64, size: u64) -> u64 {
 /// every part in order. Local files and bucket sources differ only in
 /// `read`.
 #[allow(clippy::too_many_arguments)]
+/// A part's bytes, as a reader hands them to [`send_missing_parts`]: in
+/// memory (remote sources), or a range of a file to stream from (local
+/// sources: memory bounded by a buffer, not by the part size).
+pub(crate) enum PartBody {
+    Bytes(Bytes),
+    File {
+        /// `/proc/self/fd/N` of the descriptor the scan's file was opened
+        /// by: every attempt reads that same file, never a path again.
+        path: std::path::PathBuf,
+        offset: u64,
+        /// Keeps the descriptor open while the part is sent.
+        _open: Arc<dyn std::any::Any + Send + Sync>,
+    },
+}
+
+/// Sends every part not in `parts` yet, `part_concurrency` at a time; a
+/// part read into memory (`in_memory`) holds its share of the executor's
+/// memory budget while it exists.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn send_missing_parts<R, F>(
     ex: &Arc<Executor>,
     store: &S3Store,
@@ -94,11 +113,12 @@ pub(crate) async fn send_missing_parts<R, F>(
     part_size: u64,
     mut parts: Vec<Option<PartRecord>>,
     events: &mpsc::Sender<Event>,
+    in_memory: bool,
     read: R,
 ) -> Step<Vec<PartRecord>>
 where
     R: Fn(u64, u64) -> F,
-    F: std::future::Future<Output = Step<(Bytes, Digest)>> + Send + 'static,
+    F: std::future::Future<Output = Step<(PartBody, Digest)>> + Send + 'static,
 {
     let inflight = Arc::new(Semaphore::new(ex.spec.part_concurrency.max(1) as usize));
     let mut set: JoinSet<Step<PartRecord>> = JoinSet::new();
@@ -126,15 +146,19 @@ where
         );
         set.spawn(storage::s3::RETRIES.scope(retries.clone(), async move {
             let _permit = permit;
-            let mib = (len.div_ceil(1 << 20) as u32).clamp(1, ex.memory_mib);
+            let mib = if in_memory {
+                (len.div_ceil(1 << 20) as u32).clamp(1, ex.memory_mib)
+            } else {
+                1
+            };
             let _mem = ex
                 .memory
                 .acquire_many(mib)
                 .await
                 .map_err(|_| Fail(ErrorCode::DestError, "shutting down".into()))?;
-            let (data, digest) = reading.await?;
+            let (body, digest) = reading.await?;
             send_part(
-                &store, &key, &upload_id, number, data, &digest, object_id, &events,
+                &store, &key, &upload_id, number, body, &digest, object_id, &events,
             )
             .await
         }));
@@ -187,16 +211,38 @@ pub(crate) async fn send_part(
     key: &str,
     upload_id: &str,
     number: u32,
-    data: Bytes,
+    body: PartBody,
     digest: &Digest,
     object_id: i64,
     events: &mpsc::Sender<Event>,
 ) -> Step<PartRecord> {
-    let size = data.len() as u64;
-    let answer = store
-        .upload_part(key, upload_id, number, data, digest)
-        .await
-        .map_err(dest_err)?;
+    let size = digest.len;
+    let answer = match body {
+        PartBody::Bytes(data) => {
+            if data.len() as u64 != size {
+                return Err(Fail(
+                    ErrorCode::DestError,
+                    format!(
+                        "internal error: part {number} has {} bytes, its digest {size}",
+                        data.len()
+                    ),
+                ));
+            }
+            store
+                .upload_part(key, upload_id, number, data, digest)
+                .await
+        }
+        PartBody::File {
+            path,
+            offset,
+            _open,
+        } => {
+            store
+                .upload_part_file(key, upload_id, number, &path, offset, digest)
+                .await
+        }
+    }
+    .map_err(dest_err)?;
     crate::verify::check_part(number, digest, (&answer).into())?;
     let record = PartRecord {
         number,

@@ -20,8 +20,8 @@ use storage::watch::{Change, FileWatch};
 use tokio::sync::mpsc;
 
 use crate::dest::{
-    complete_parts, confirm_s3, dest_err, dest_name, open_dest, part_size_for, parts_sent,
-    send_missing_parts,
+    PartBody, complete_parts, confirm_s3, dest_err, dest_name, open_dest, part_size_for,
+    parts_sent, send_missing_parts,
 };
 use crate::step::{Done, Fail, Skipped, Step, blocking};
 use crate::verify::{Answer, Checks, Sent, Verified};
@@ -566,26 +566,50 @@ async fn upload_parts(
     let file = Arc::clone(src);
     let bandwidth = ex.bandwidth.clone();
     let progress = Arc::clone(ex);
+    // Parts are hashed in one pass and streamed from the file in a second
+    // (from the page cache), through the descriptor the scan's file was
+    // opened by: memory is a read buffer per part in flight, not the part.
+    // Where /proc is missing, parts are read into memory as before.
+    let stream = proc_fd(&src.file).is_some();
     let read = move |offset: u64, len: u64| {
         let (file, bandwidth, progress) =
             (Arc::clone(&file), bandwidth.clone(), Arc::clone(&progress));
         async move {
             // Hash on the blocking thread too: MD5 of a large part would
             // otherwise hold a runtime worker for tens of milliseconds.
-            let (data, digest) = blocking(move || {
-                let data = storage::local::read_range(&file.file, offset, len as usize)?;
+            let f = Arc::clone(&file);
+            let (body, digest) = blocking(move || {
+                if stream && let Some(path) = proc_fd(&f.file) {
+                    let digest = storage::local::hash_range(&f.file, offset, len)?;
+                    let open: Arc<dyn std::any::Any + Send + Sync> = f;
+                    return Ok((
+                        PartBody::File {
+                            path,
+                            offset,
+                            _open: open,
+                        },
+                        digest,
+                    ));
+                }
+                let data = storage::local::read_range(&f.file, offset, len as usize)?;
                 let digest = checksum::digest(&data);
-                Ok((data, digest))
+                Ok((PartBody::Bytes(Bytes::from(data)), digest))
             })
             .await
             .map_err(source_err)?;
+            if digest.len != len {
+                return Err(Fail(
+                    ErrorCode::SizeNotMatch,
+                    format!("the file ended {} bytes into a part of {len}", digest.len),
+                ));
+            }
             storage::limit::throttle(Some(&*bandwidth), len).await;
             progress.add_part_progress(object_id, len);
-            Ok((Bytes::from(data), digest))
+            Ok((body, digest))
         }
     };
     let parts = send_missing_parts(
-        ex, store, key, upload_id, object_id, size, part_size, parts, events, read,
+        ex, store, key, upload_id, object_id, size, part_size, parts, events, !stream, read,
     )
     .await?;
     // Checked before completing, so a changed file leaves no object behind.
@@ -596,6 +620,15 @@ async fn upload_parts(
     let mut checks = Checks::new(parts_sent(&parts, size)?).with_parts_resumed(resumed);
     checks.answer((&answer).into())?;
     Ok(checks)
+}
+
+/// `/proc/self/fd/N` for an open file, when /proc shows it: opening that
+/// reaches the same open file (never a path resolved again), with an
+/// offset of its own.
+fn proc_fd(file: &std::fs::File) -> Option<std::path::PathBuf> {
+    use std::os::fd::AsRawFd;
+    let p = std::path::PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
+    p.exists().then_some(p)
 }
 
 /// `jobType=audit`: compares an existing copy with the source, writing nothing.

@@ -30,8 +30,8 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 
 use crate::dest::{
-    complete_parts, confirm_s3, dest_err, dest_name, part_md5s, part_size_for, parts_sent,
-    send_missing_parts, send_part,
+    PartBody, complete_parts, confirm_s3, dest_err, dest_name, part_md5s, part_size_for,
+    parts_sent, send_missing_parts, send_part,
 };
 use crate::step::{Done, Fail, Skipped, Step, blocking};
 use crate::verify::{Answer, Checks, Sent, Verified};
@@ -274,7 +274,7 @@ async fn resume(
         async move {
             let data = fetch_range(&ex, &obj, offset, len).await?;
             let digest = checksum::digest(&data);
-            Ok((data, digest))
+            Ok((PartBody::Bytes(data), digest))
         }
     };
     let result = send_missing_parts(
@@ -287,6 +287,7 @@ async fn resume(
         part_size,
         parts,
         events,
+        true,
         read,
     )
     .await;
@@ -600,7 +601,14 @@ async fn stream_parts(
             let _mem = mem;
             let digest = checksum::digest(&data);
             send_part(
-                &store, &key, &upload_id, number, data, &digest, object_id, &events,
+                &store,
+                &key,
+                &upload_id,
+                number,
+                PartBody::Bytes(data),
+                &digest,
+                object_id,
+                &events,
             )
             .await
         };

@@ -55,7 +55,7 @@ impl Default for Metrics {
     fn default() -> Metrics {
         let tasks_requeued: Family<ReasonLabel, Counter> = Family::default();
         for r in REQUEUE_REASONS {
-            tasks_requeued.get_or_create(&ReasonLabel { reason: r.into() });
+            let _ = tasks_requeued.get_or_create(&ReasonLabel { reason: r.into() });
         }
         Metrics {
             leases_granted: Family::default(),

@@ -170,6 +170,9 @@ tokio::task_local! {
     pub static RETRIES: Arc<AtomicU32>;
 }
 
+/// Read size of a part streamed from a file.
+pub const PART_STREAM_BUFFER: usize = 256 << 10;
+
 /// Throttling answers (HTTP 503 `SlowDown` and 429) received by this
 /// process from any store: what `/metrics` and an agent's heartbeat show.
 pub static THROTTLED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -633,6 +636,47 @@ impl S3Store {
         body: Bytes,
         digest: &Digest,
     ) -> Result<PutAnswer, S3Error> {
+        self.upload_part_body(key, upload_id, number, ByteStream::from(body), digest)
+            .await
+    }
+
+    /// A part streamed from `len` bytes of `path` at `offset` (the digest was
+    /// computed by an earlier pass; `Content-MD5` makes the server refuse
+    /// the body if the bytes changed in between). Memory: a buffer of
+    /// [`PART_STREAM_BUFFER`], whatever the part size; every retry reads the
+    /// range again.
+    pub async fn upload_part_file(
+        &self,
+        key: &str,
+        upload_id: &str,
+        number: u32,
+        path: &Path,
+        offset: u64,
+        digest: &Digest,
+    ) -> Result<PutAnswer, S3Error> {
+        let body = ByteStream::read_from()
+            .path(path)
+            .offset(offset)
+            .length(Length::Exact(digest.len))
+            .buffer_size(PART_STREAM_BUFFER)
+            .build()
+            .await
+            .map_err(|e| S3Error {
+                kind: ErrorKind::Other,
+                message: format!("reading {}: {e}", path.display()),
+            })?;
+        self.upload_part_body(key, upload_id, number, body, digest)
+            .await
+    }
+
+    async fn upload_part_body(
+        &self,
+        key: &str,
+        upload_id: &str,
+        number: u32,
+        body: ByteStream,
+        digest: &Digest,
+    ) -> Result<PutAnswer, S3Error> {
         self.pace().await;
         let out = self
             .client
@@ -641,9 +685,9 @@ impl S3Store {
             .key(key)
             .upload_id(upload_id)
             .part_number(number as i32)
-            .content_length(body.len() as i64)
+            .content_length(digest.len as i64)
             .content_md5(digest.md5_base64())
-            .body(ByteStream::from(body))
+            .body(body)
             .customize()
             .disable_payload_signing()
             .send()
