@@ -25,7 +25,7 @@ use proto::job::{JobMode, Limits};
 use proto::server::{Body, Handler, Req, error};
 use tokio::net::TcpListener;
 use tokio::time::Instant;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::agents::{Liveness, liveness};
 use crate::engine::{self, Engine};
@@ -762,11 +762,12 @@ setInterval(async () => {
 /// in the page's title (`ossimportd`, `run JOB`).
 pub fn serve(eng: &Arc<Engine>, listener: TcpListener, mode: String) {
     let state = &eng.state;
-    let addr = listener
-        .local_addr()
-        .map(|a| a.to_string())
-        .unwrap_or_default();
-    info!(addr = %addr, "Serving /metrics and the status page.");
+    match listener.local_addr() {
+        Ok(a) if !a.ip().is_loopback() => warn!(addr = %a,
+            "Serving /metrics and the status page beyond loopback: plain HTTP with no login; job names and paths are readable by anyone who reaches it."),
+        Ok(a) => info!(addr = %a, "Serving /metrics and the status page."),
+        Err(_) => {}
+    }
     let sampler = Arc::clone(eng);
     let cancel = state.cancel.child_token();
     let c2 = cancel.clone();

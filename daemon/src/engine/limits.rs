@@ -147,6 +147,9 @@ pub async fn set(
     settings: &[String],
     by: String,
 ) -> Result<JobLimits, JobError> {
+    // One change at a time, like every other change of a job: two `set`s
+    // at once would each apply to the limits before the other.
+    let _one = eng.changes.lock().await;
     let job = find(eng, name).await?;
     if settings.is_empty() {
         return Err(JobError::Invalid(format!(

@@ -74,6 +74,7 @@ fn set_lowers_a_running_jobs_bandwidth_and_concurrency_and_the_change_is_kept() 
         (after - want).abs() <= want * 0.1,
         "after set: {after:.0} B/s, expected 512 KiB/s within 10% (before {before:.0})"
     );
+    eprintln!("measured: {before:.0} B/s at 2048 KB/s, {after:.0} B/s after set to 512 KB/s");
     assert!(
         s.agent.log_text().contains("Job limits changed."),
         "{}",
