@@ -44,6 +44,7 @@ VERIFIED = {
     "s5cmd": "nothing beyond HTTP 200 (no Content-MD5, no ETag/size check; s5cmd#398, #563)",
     "rclone": "Content-MD5 on PUT/parts, size+MD5 compare after upload "
               "(multipart: MD5 from its own X-Amz-Meta-Md5chksum), HEAD after PUT",
+    "ossimport-cluster": "as ossimport (the same executor, in the agents)",
     "juicefs": "nothing by default (--check-new would read every object back); "
                "multipart part size chosen by juicefs, not --part-size",
 }
@@ -52,7 +53,8 @@ VERIFIED = {
 VERIFIED_VARIANT = "a patched ossimportctl given with --variant; see bench/RESULTS.md"
 VERIFIED_SHORT = {"ossimport": "every object: Content-MD5, ETag=MD5 (multipart: part ETags + HEAD)",
                   "s5cmd": "nothing of its own (HTTP 200)", "rclone": "Content-MD5, size+MD5 after upload",
-                  "juicefs": "nothing of its own (HTTP 200)"}
+                  "juicefs": "nothing of its own (HTTP 200)",
+                  "ossimport-cluster": "as ossimport (daemon + agents)"}
 
 
 def log(*a):
@@ -249,7 +251,20 @@ def s5cmd_bin():
 def tool_cmd(tool, src: Path, endpoint, bucket, a, run_dir: Path):
     env = dict(os.environ)
     part_mib = a.part_size // MIB
-    if tool.startswith("ossimport"):
+    if tool == "ossimport-cluster":
+        # The distributed path: ossimportd and --agents agents on loopback
+        # (bench/cluster_run.sh), the same total objects in flight as `run`.
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "job.cfg").write_text(
+            f"jobName=bench\nsrcType=local\nsrcPrefix={src}/\ndestDomain={endpoint}\n"
+            f"destBucket={bucket}\ndestAccessKey={AK}\ndestSecretKey={SK}\n"
+            f"multipartUploadThreshold={a.mp_threshold}\nmultipartUploadPartSize={a.part_size}\n"
+            f"uploadThreadNumPerLargeFile={a.part_concurrency}\ntaskObjectCountLimit=1000\n")
+        per_agent = max(1, a.concurrency // a.agents)
+        (run_dir / "sys.properties").write_text(f"workerTaskThreadNum={per_agent}\n")
+        cmd = [str(BENCH / "cluster_run.sh"), str(WORK / "bin"), str(run_dir), str(a.agents),
+               str(run_dir / "job.cfg")]
+    elif tool.startswith("ossimport"):
         exe = a.variants.get(tool, a.ossimport_bin)
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "job.cfg").write_text(
@@ -347,6 +362,8 @@ def main():
                     help="tiny sizes (2,000 x 16 KiB; 2 x 64 MiB; W3 100,000 and 10,000), 1 run each")
     ap.add_argument("--workloads", default="W1,W2,W3")
     ap.add_argument("--tools", default="ossimport,s5cmd,rclone,juicefs")
+    ap.add_argument("--agents", type=int, default=2,
+                    help="agents of the ossimport-cluster tool (each gets concurrency/agents objects in flight)")
     ap.add_argument("--concurrency", type=int, default=16,
                     help="files in flight for every tool (default 16)")
     ap.add_argument("--part-size", default="32m")

@@ -34,11 +34,12 @@ if [ "${BENCH_NO_BUILD:-0}" = 1 ]; then
   echo "bench: BENCH_NO_BUILD=1: using the existing release binaries in target/release" >&2
 else
   echo "bench: cargo build --release (ossimportctl, scan_only example)" >&2
-  cargo build --release -q -p ctl
+  cargo build --release -q -p ctl -p daemon -p agent --bins
   cargo build --release -q -p daemon --example scan_only
 fi
 # Snapshot the binaries: a concurrent cargo build must not swap them mid-run.
 mkdir -p bench/work/bin
-cp -f target/release/ossimportctl target/release/examples/scan_only bench/work/bin/
+cp -f target/release/ossimportctl target/release/ossimportd target/release/ossimport-agent \
+  target/release/examples/scan_only bench/work/bin/
 
 exec "$VENV/bin/python" "$REPO_ROOT/bench/bench.py" "$@"
