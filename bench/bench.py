@@ -251,30 +251,27 @@ def s5cmd_bin():
 def tool_cmd(tool, src: Path, endpoint, bucket, a, run_dir: Path):
     env = dict(os.environ)
     part_mib = a.part_size // MIB
-    if tool == "ossimport-cluster":
-        # The distributed path: ossimportd and --agents agents on loopback
-        # (bench/cluster_run.sh), the same total objects in flight as `run`.
+    if tool.startswith("ossimport"):
+        # One job file for `run` and the cluster; the objects in flight are
+        # per executor, so the cluster's agents share `--concurrency`.
+        cluster = tool == "ossimport-cluster"
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "job.cfg").write_text(
             f"jobName=bench\nsrcType=local\nsrcPrefix={src}/\ndestDomain={endpoint}\n"
             f"destBucket={bucket}\ndestAccessKey={AK}\ndestSecretKey={SK}\n"
             f"multipartUploadThreshold={a.mp_threshold}\nmultipartUploadPartSize={a.part_size}\n"
             f"uploadThreadNumPerLargeFile={a.part_concurrency}\ntaskObjectCountLimit=1000\n")
-        per_agent = max(1, a.concurrency // a.agents)
-        (run_dir / "sys.properties").write_text(f"workerTaskThreadNum={per_agent}\n")
-        cmd = [str(BENCH / "cluster_run.sh"), str(WORK / "bin"), str(run_dir), str(a.agents),
-               str(run_dir / "job.cfg")]
-    elif tool.startswith("ossimport"):
-        exe = a.variants.get(tool, a.ossimport_bin)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "job.cfg").write_text(
-            f"jobName=bench\nsrcType=local\nsrcPrefix={src}/\ndestDomain={endpoint}\n"
-            f"destBucket={bucket}\ndestAccessKey={AK}\ndestSecretKey={SK}\n"
-            f"multipartUploadThreshold={a.mp_threshold}\nmultipartUploadPartSize={a.part_size}\n"
-            f"uploadThreadNumPerLargeFile={a.part_concurrency}\ntaskObjectCountLimit=1000\n")
-        (run_dir / "sys.properties").write_text(f"workerTaskThreadNum={a.concurrency}\n")
-        cmd = [exe, "run", str(run_dir / "job.cfg"),
-               "--work-dir", str(run_dir / "work"), "--progress-interval", "3600"]
+        per_executor = max(1, a.concurrency // a.agents) if cluster else a.concurrency
+        (run_dir / "sys.properties").write_text(f"workerTaskThreadNum={per_executor}\n")
+        if cluster:
+            # The distributed path: ossimportd and --agents agents on
+            # loopback (bench/cluster_run.sh).
+            cmd = [str(BENCH / "cluster_run.sh"), str(WORK / "bin"), str(run_dir),
+                   str(a.agents), str(run_dir / "job.cfg")]
+        else:
+            exe = a.variants.get(tool, a.ossimport_bin)
+            cmd = [exe, "run", str(run_dir / "job.cfg"),
+                   "--work-dir", str(run_dir / "work"), "--progress-interval", "3600"]
     elif tool == "s5cmd":
         env.update(AWS_ACCESS_KEY_ID=AK, AWS_SECRET_ACCESS_KEY=SK, AWS_REGION="us-east-1")
         cmd = [s5cmd_bin(), "--endpoint-url", endpoint, "--numworkers", str(a.concurrency),
