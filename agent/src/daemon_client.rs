@@ -32,6 +32,8 @@ pub enum Msg {
 
 /// Most events per report.
 const MAX_BATCH: usize = 1000;
+/// Longest wait for more events before a report is sent.
+const GATHER: Duration = Duration::from_millis(20);
 
 /// The daemon as this agent reaches it: where, with which keys, and how
 /// patiently.
@@ -144,10 +146,23 @@ pub(crate) async fn report<A: Running>(
             Msg::Finished(id) => finished.push(id),
         };
         push(first, &mut batch, &mut finished);
+        // Gather a moment before sending: small objects finish one at a
+        // time, and each report is a signed request and a job-store commit
+        // on the daemon, which cost more than the events themselves. At
+        // shutdown, only what is queued already.
+        let deadline = tokio::time::Instant::now() + GATHER;
         while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(m) => push(m, &mut batch, &mut finished),
-                Err(_) => break,
+            let next = if stop.is_cancelled() {
+                rx.try_recv().ok()
+            } else {
+                tokio::time::timeout_at(deadline, rx.recv())
+                    .await
+                    .ok()
+                    .flatten()
+            };
+            match next {
+                Some(m) => push(m, &mut batch, &mut finished),
+                None => break,
             }
         }
         if !batch.is_empty() {
