@@ -78,12 +78,6 @@ pub(crate) fn part_size_for(configured: u64, size: u64) -> u64 {
     }
 }
 
-/// Sends every part missing from `parts` (one slot per part, in order),
-/// at most `partConcurrency` at once, each holding its share of the memory
-/// budget while `read(offset, len)` produces its bytes and digest; returns
-/// every part in order. Local files and bucket sources differ only in
-/// `read`.
-#[allow(clippy::too_many_arguments)]
 /// A part's bytes, as a reader hands them to [`send_missing_parts`]: in
 /// memory (remote sources), or a range of a file to stream from (local
 /// sources: memory bounded by a buffer, not by the part size).
@@ -99,9 +93,12 @@ pub(crate) enum PartBody {
     },
 }
 
-/// Sends every part not in `parts` yet, `part_concurrency` at a time; a
-/// part read into memory (`in_memory`) holds its share of the executor's
-/// memory budget while it exists.
+/// Sends every part missing from `parts` (one slot per part, in order),
+/// at most `partConcurrency` at once, while `read(offset, len)` produces
+/// each part's body and digest; returns every part in order. Local files
+/// and bucket sources differ only in `read`. A part read into memory
+/// (`in_memory`) holds its share of the executor's memory budget while it
+/// exists; a part streamed from a file holds 1 MiB of it.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn send_missing_parts<R, F>(
     ex: &Arc<Executor>,
