@@ -24,7 +24,51 @@ use rusqlite::{Connection, OptionalExtension, params};
 /// the pass each object was listed in and last seen in, the pass that
 /// found it gone, and one `passes` row per pass; and the branches of a
 /// parallel listing (`scan_branches`), each with its own checkpoint.
-const SCHEMA_VERSION: i64 = 4;
+const SCHEMA_VERSION: i64 = 5;
+
+/// What schema 5 adds: each job's object counts by state, kept by triggers
+/// on every insert, update and delete of an object, so `stat` reads a few
+/// rows instead of grouping a job of millions. The triggers see every
+/// path that writes objects (scan, results, retries, passes, deletion), and
+/// the migration fills the table from the objects already there.
+/// `objects_job_state` goes: `objects_job_state_path` starts with the same
+/// columns, and each index costs bytes per object.
+const SCHEMA_V5: &str = "
+CREATE TABLE object_counts (
+    job_id INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    n INTEGER NOT NULL,
+    bytes INTEGER NOT NULL,
+    retries INTEGER NOT NULL,
+    PRIMARY KEY (job_id, state)
+) WITHOUT ROWID;
+CREATE TRIGGER object_counts_insert AFTER INSERT ON objects BEGIN
+    INSERT INTO object_counts (job_id, state, n, bytes, retries)
+    VALUES (NEW.job_id, NEW.state, 1, NEW.size, NEW.retries)
+    ON CONFLICT (job_id, state) DO UPDATE SET
+        n = n + 1, bytes = bytes + excluded.bytes, retries = retries + excluded.retries;
+END;
+CREATE TRIGGER object_counts_delete AFTER DELETE ON objects BEGIN
+    UPDATE object_counts SET n = n - 1, bytes = bytes - OLD.size, retries = retries - OLD.retries
+    WHERE job_id = OLD.job_id AND state = OLD.state;
+END;
+CREATE TRIGGER object_counts_update AFTER UPDATE OF job_id, state, size, retries ON objects BEGIN
+    UPDATE object_counts SET n = n - 1, bytes = bytes - OLD.size, retries = retries - OLD.retries
+    WHERE job_id = OLD.job_id AND state = OLD.state;
+    INSERT INTO object_counts (job_id, state, n, bytes, retries)
+    VALUES (NEW.job_id, NEW.state, 1, NEW.size, NEW.retries)
+    ON CONFLICT (job_id, state) DO UPDATE SET
+        n = n + 1, bytes = bytes + excluded.bytes, retries = retries + excluded.retries;
+END;
+CREATE TRIGGER object_counts_job_delete AFTER DELETE ON jobs BEGIN
+    DELETE FROM object_counts WHERE job_id = OLD.id;
+END;
+INSERT INTO object_counts (job_id, state, n, bytes, retries)
+    SELECT job_id, state, count(*), coalesce(sum(size), 0), coalesce(sum(retries), 0)
+    FROM objects GROUP BY job_id, state;
+DROP INDEX IF EXISTS objects_job_state;
+CREATE INDEX IF NOT EXISTS objects_job_state_path ON objects(job_id, state, rel_path);
+";
 
 /// What schema 4 adds: the audit trail of `ossimportctl set`, which is also
 /// what a restarted engine applies to the job's plan again.
@@ -440,6 +484,18 @@ fn now() -> i64 {
         .unwrap_or(0)
 }
 
+/// One query plan per statement, whatever values are bound. Otherwise
+/// SQLite (built with STAT4) re-prepares a cached statement whenever a
+/// bound value it planned with changes (`LIMIT ?`, `x = ?` near 0 or 1),
+/// which was a third of the daemon's CPU while recording results.
+fn stable_plans(conn: &Connection) -> rusqlite::Result<()> {
+    conn.set_db_config(
+        rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+        true,
+    )?;
+    Ok(())
+}
+
 impl Store {
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         let lock = lock_store(path)?;
@@ -462,6 +518,7 @@ impl Store {
             .map_err(open_err)?;
         conn.busy_timeout(std::time::Duration::from_secs(30))
             .map_err(open_err)?;
+        stable_plans(&conn).map_err(open_err)?;
         let store = Store {
             conn: Mutex::new(conn),
             _lock: Some(lock),
@@ -475,6 +532,7 @@ impl Store {
     pub fn in_memory() -> Result<Store, StoreError> {
         let conn = Connection::open_in_memory()?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
+        stable_plans(&conn)?;
         let store = Store {
             conn: Mutex::new(conn),
             _lock: None,
@@ -507,9 +565,9 @@ impl Store {
                 size: r.get::<_, i64>(2)? as u64,
                 source_mtime: r.get(3)?,
                 outcome: r.get::<_, ObjectState>(5)?.as_str().to_string(),
-                md5: r.get(6)?,
-                crc64: r.get(7)?,
-                dest_etag: r.get(8)?,
+                md5: compact::read_md5(r.get_ref(6)?)?,
+                crc64: compact::read_crc64(r.get_ref(7)?)?,
+                dest_etag: compact::read_etag(r.get_ref(8)?, r.get_ref(6)?)?,
                 verified_by: r.get(9)?,
                 time: r.get(10)?,
                 error_code: r.get(11)?,
@@ -572,7 +630,7 @@ impl Store {
         let conn = self.lock();
         let mut q = conn.prepare(
             "SELECT job_id, rel_path, size, state, checksum, etag, verified_by, error_code, error,
-                    retries, attempts, parts_resumed
+                    retries, attempts, parts_resumed, md5
              FROM objects ORDER BY job_id, rel_path",
         )?;
         let rows = q.query_map([], |r| {
@@ -581,8 +639,8 @@ impl Store {
                 rel_path: r.get(1)?,
                 size: r.get::<_, i64>(2)? as u64,
                 state: r.get(3)?,
-                checksum: r.get(4)?,
-                etag: r.get(5)?,
+                checksum: compact::read_crc64(r.get_ref(4)?)?,
+                etag: compact::read_etag(r.get_ref(5)?, r.get_ref(12)?)?,
                 verified_by: r.get(6)?,
                 error_code: r.get(7)?,
                 error: r.get(8)?,
@@ -634,6 +692,7 @@ impl Store {
             tx.execute_batch(&v2)?;
             tx.execute_batch(SCHEMA_V3)?;
             tx.execute_batch(SCHEMA_V4)?;
+            tx.execute_batch(SCHEMA_V5)?;
             tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
             tx.commit()?;
         } else if version == 1 {
@@ -670,14 +729,15 @@ impl Store {
         if (1..4).contains(&version) {
             let tx = conn.transaction()?;
             tx.execute_batch(SCHEMA_V4)?;
+            tx.pragma_update(None, "user_version", 4)?;
+            tx.commit()?;
+        }
+        if (1..5).contains(&version) {
+            let tx = conn.transaction()?;
+            tx.execute_batch(SCHEMA_V5)?;
             tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
             tx.commit()?;
         }
-        // Pages of failures in path order (`errors`, `report`) without a
-        // sort of the whole job.
-        conn.execute_batch(
-            "CREATE INDEX IF NOT EXISTS objects_job_state_path ON objects(job_id, state, rel_path)",
-        )?;
         Ok(())
     }
 
@@ -1050,19 +1110,22 @@ impl Store {
     pub fn counts(&self, job_id: i64) -> Result<Counts, StoreError> {
         let conn = self.lock();
         let mut c = Counts::default();
+        // Kept by triggers (schema 5): a few rows, whatever the job's size.
         let mut q = conn.prepare_cached(
-            "SELECT state, count(*), coalesce(sum(size), 0) FROM objects WHERE job_id = ?1 GROUP BY state",
+            "SELECT state, n, bytes, retries FROM object_counts WHERE job_id = ?1 AND n > 0",
         )?;
         let rows = q.query_map([job_id], |r| {
             Ok((
                 r.get::<_, ObjectState>(0)?,
                 r.get::<_, i64>(1)?,
                 r.get::<_, i64>(2)?,
+                r.get::<_, i64>(3)?,
             ))
         })?;
         for row in rows {
-            let (state, n, bytes) = row?;
+            let (state, n, bytes, retries) = row?;
             let (n, bytes) = (n as u64, bytes as u64);
+            c.retries += retries as u64;
             c.objects += n;
             c.bytes += bytes;
             match state {
@@ -1094,11 +1157,6 @@ impl Store {
                 TaskState::Failed => c.tasks_failed += n,
             }
         }
-        c.retries = conn.query_row(
-            "SELECT coalesce(sum(retries), 0) FROM objects WHERE job_id = ?1",
-            [job_id],
-            |r| r.get::<_, i64>(0),
-        )? as u64;
         Ok(c)
     }
 
@@ -1285,10 +1343,10 @@ fn apply_event(
                     params![
                         r.object_id,
                         state,
-                        r.crc64.map(|_| "crc64ecma"),
-                        r.crc64.map(|c| c.to_string()),
-                        r.md5,
-                        r.etag,
+                        Option::<&str>::None,
+                        r.crc64.map(|c| c.to_be_bytes().to_vec()),
+                        r.md5.as_deref().map(compact::md5),
+                        compact::etag(r.etag.as_deref(), r.md5.as_deref()),
                         r.verified_by,
                         code,
                         msg,
@@ -1341,6 +1399,7 @@ fn apply_event(
     Ok(())
 }
 
+mod compact;
 pub mod leases;
 mod limits;
 mod passes;

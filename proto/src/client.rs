@@ -14,6 +14,9 @@ use hyper_util::rt::TokioIo;
 #[derive(Clone, Debug)]
 pub enum Target {
     Tcp(String),
+    /// TCP from a chosen local address (`bench/`'s played agents, each
+    /// from its own loopback address as each agent has its own host).
+    TcpFrom(String, std::net::IpAddr),
     Unix(PathBuf),
 }
 
@@ -51,7 +54,7 @@ pub async fn send(
     timeout: Duration,
 ) -> Result<(StatusCode, Bytes), ClientError> {
     let label = match target {
-        Target::Tcp(a) => a.clone(),
+        Target::Tcp(a) | Target::TcpFrom(a, _) => a.clone(),
         Target::Unix(p) => p.display().to_string(),
     };
     let fut = async {
@@ -79,6 +82,27 @@ pub async fn send(
                 let stream = tokio::net::TcpStream::connect(addr)
                     .await
                     .map_err(connect_err)?;
+                let _ = stream.set_nodelay(true);
+                roundtrip(TokioIo::new(stream), req)
+                    .await
+                    .map_err(http_err)?
+            }
+            Target::TcpFrom(addr, from) => {
+                let to = tokio::net::lookup_host(addr.as_str())
+                    .await
+                    .map_err(connect_err)?
+                    .find(|a| a.is_ipv4() == from.is_ipv4())
+                    .ok_or_else(|| connect_err(std::io::ErrorKind::AddrNotAvailable.into()))?;
+                let socket = if from.is_ipv4() {
+                    tokio::net::TcpSocket::new_v4()
+                } else {
+                    tokio::net::TcpSocket::new_v6()
+                }
+                .map_err(connect_err)?;
+                socket
+                    .bind(std::net::SocketAddr::new(*from, 0))
+                    .map_err(connect_err)?;
+                let stream = socket.connect(to).await.map_err(connect_err)?;
                 let _ = stream.set_nodelay(true);
                 roundtrip(TokioIo::new(stream), req)
                     .await

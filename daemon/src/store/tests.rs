@@ -215,3 +215,148 @@ fn a_second_opener_is_refused_with_the_holder_named() {
     drop(first);
     Store::open(&path).unwrap();
 }
+
+/// `counts` as schema 4 computed it: grouped over every object of the job.
+fn grouped(store: &Store, job: i64) -> Vec<(String, i64, i64, i64)> {
+    let conn = store.lock();
+    let mut q = conn
+        .prepare(
+            "SELECT state, count(*), sum(size), sum(retries) FROM objects WHERE job_id = ?1
+             GROUP BY state ORDER BY state",
+        )
+        .unwrap();
+    q.query_map([job], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+/// The counts the triggers keep, in the same shape.
+fn kept(store: &Store, job: i64) -> Vec<(String, i64, i64, i64)> {
+    let conn = store.lock();
+    let mut q = conn
+        .prepare(
+            "SELECT state, n, bytes, retries FROM object_counts WHERE job_id = ?1 AND n > 0
+             ORDER BY state",
+        )
+        .unwrap();
+    q.query_map([job], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+#[test]
+fn kept_counts_equal_a_full_count_through_every_path_that_writes_objects() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("s.db")).unwrap();
+    let (a, b) = (
+        store.create_job("a", "{}", "fp").unwrap(),
+        store.create_job("b", "{}", "fp").unwrap(),
+    );
+    let check = |what: &str| {
+        for job in [a, b] {
+            assert_eq!(kept(&store, job), grouped(&store, job), "{what}, job {job}");
+        }
+    };
+    // Planned: two tasks, one object failed at listing.
+    let mut listed: Vec<NewObject> = (0..20).map(|i| obj(&format!("f{i:02}"), i)).collect();
+    listed.push(NewObject {
+        failure: Some(("LIST_ERROR".into(), "unreadable".into())),
+        ..obj("bad", 0)
+    });
+    store.commit_task(a, &listed[..10], "1").unwrap();
+    store.commit_task(a, &listed[10..], "2").unwrap();
+    store.commit_task(b, &listed[..5], "1").unwrap();
+    check("planned");
+    // Results: verified (with its size learnt at copy), failed with
+    // retries, skipped; one duplicate and one from a stranger.
+    let leased = store.lease_tasks(a, 10, "A", i64::MAX / 2).unwrap();
+    let mut events = Vec::new();
+    for (i, o) in leased.iter().flat_map(|t| &t.objects).enumerate() {
+        let outcome = [Outcome::Verified, Outcome::Failed, Outcome::Skipped][i % 3];
+        events.push(Event::ObjectDone(ObjectResult {
+            object_id: o.object_id,
+            task_id: leased[0].task_id,
+            outcome,
+            size: 1000 + i as u64,
+            crc64: Some(1),
+            md5: None,
+            etag: None,
+            verified_by: "size".into(),
+            error: (outcome == Outcome::Failed).then(|| proto::job::ObjectError {
+                code: proto::job::ErrorCode::SourceUnreadable,
+                message: "reset".into(),
+            }),
+            retries: i as u32,
+            parts_resumed: 0,
+        }));
+    }
+    let again = events[0].clone();
+    events.push(again);
+    store.record(&[("A", &events)]).unwrap();
+    store.record(&[("B", &events[..3])]).unwrap();
+    check("recorded");
+    // Retried, then requeued after a crash.
+    store.retry_failed(a).unwrap();
+    check("retried");
+    store.requeue_dispatched(a).unwrap();
+    check("requeued");
+    // A job deleted (`clean`) leaves the other's counts and no rows of its own.
+    store.delete_job(b).unwrap();
+    check("job b deleted");
+    assert!(kept(&store, b).is_empty());
+    let c = store.counts(a).unwrap();
+    assert_eq!(c.objects, 21);
+    assert_eq!(c.objects, c.pending + c.verified + c.skipped + c.failed);
+}
+
+#[test]
+fn a_schema_4_store_gets_its_counts_on_migration() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v4.db");
+    {
+        let store = Store::open(&path).unwrap();
+        let job = store.create_job("old", "{}", "fp").unwrap();
+        let objs: Vec<NewObject> = (0..50).map(|i| obj(&format!("o{i}"), i)).collect();
+        store.commit_task(job, &objs, "1").unwrap();
+        let leased = store.lease_tasks(job, 1, "A", i64::MAX / 2).unwrap();
+        let ids: Vec<i64> = leased[0].objects.iter().map(|o| o.object_id).collect();
+        let events: Vec<Event> = ids[..20]
+            .iter()
+            .map(|&id| verified(id, leased[0].task_id))
+            .collect();
+        store.record(&[("A", &events)]).unwrap();
+        // Back to what schema 4 had: no kept counts, the old index.
+        store
+            .lock()
+            .execute_batch(
+                "DROP TRIGGER object_counts_insert; DROP TRIGGER object_counts_delete;
+                 DROP TRIGGER object_counts_update; DROP TRIGGER object_counts_job_delete;
+                 DROP TABLE object_counts;
+                 CREATE INDEX objects_job_state ON objects(job_id, state);
+                 PRAGMA user_version = 4;",
+            )
+            .unwrap();
+    }
+    let store = Store::open(&path).unwrap();
+    let job = store.find_job("old").unwrap().unwrap().id;
+    assert_eq!(kept(&store, job), grouped(&store, job));
+    let c = store.counts(job).unwrap();
+    assert_eq!((c.objects, c.verified, c.pending), (50, 20, 30));
+    let indexes: Vec<String> = {
+        let conn = store.lock();
+        let mut q = conn
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'objects'")
+            .unwrap();
+        q.query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    };
+    assert!(
+        !indexes.contains(&"objects_job_state".to_string())
+            && indexes.contains(&"objects_job_state_path".to_string()),
+        "{indexes:?}"
+    );
+}
