@@ -12,7 +12,7 @@
 #
 # For each N it prints and writes to bench/results/capacity-<UTC>.json:
 # plan rate, object results recorded per second, dispatch latency (report
-# of TaskDone acknowledged -> the next batch at that agent), the daemon's
+# of TaskDone sent -> the next batch at that agent), the daemon's
 # RSS (sampled, and its peak), job-store bytes per object, and the wall
 # time of `ossimportctl stat JOB` and `stat JOB --json` (median of 11,
 # process start included). About 10 min for 1M + 10M on 2 cores and ~6 GB

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Throw-away S3 server (SeaweedFS `weed mini`) for tests, on 127.0.0.1 only.
+# Throw-away S3 server (SeaweedFS `weed mini`) for tests, on 127.0.0.1 only
+# (S3_SERVER_IP=ADDR binds another address: bench/scale_out.sh's namespace).
 #
 #   scripts/s3-server.sh start DATA_DIR   -> prints exactly one line: S3_ENDPOINT=http://127.0.0.1:PORT
 #   scripts/s3-server.sh stop  DATA_DIR   -> stops it (no-op when not running)
@@ -10,6 +11,7 @@
 set -euo pipefail
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+IP="${S3_SERVER_IP:-127.0.0.1}"
 ACCESS_KEY=testkey
 SECRET_KEY=testsecret
 READY_TIMEOUT="${S3_SERVER_READY_TIMEOUT:-30}"
@@ -66,14 +68,14 @@ running_pid() {
 # pick the same ones before weed has bound them.
 pick_ports() {
   mkdir -p "$PORT_REG"
-  "$PY" - "$PORT_REG" "$DATA_DIR" <<'EOF'
+  "$PY" - "$PORT_REG" "$DATA_DIR" "$IP" <<'EOF'
 import errno, fcntl, os, random, socket, sys, time
-reg, owner = sys.argv[1], sys.argv[2]
+reg, owner, ip = sys.argv[1], sys.argv[2], sys.argv[3]
 TTL = 120
 def free(p):
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:
-        s.bind(("127.0.0.1", p))
+        s.bind((ip, p))
         return True
     except OSError:
         return False
@@ -141,7 +143,7 @@ EOF
 
 # 0 when the S3 endpoint answers a signed ListBuckets with 200.
 s3_ready() {
-  local url="http://127.0.0.1:$PORT_S3/"
+  local url="http://$IP:$PORT_S3/"
   if command -v curl >/dev/null; then
     [ "$(curl -s -o /dev/null -w '%{http_code}' --noproxy '*' --max-time 2 \
         --aws-sigv4 'aws:amz:us-east-1:s3' --user "$ACCESS_KEY:$SECRET_KEY" "$url")" = 200 ]
@@ -208,7 +210,7 @@ cmd_start() {
       -logtostderr
       mini
       "-dir=$DATA_DIR/data"
-      -ip=127.0.0.1 -ip.bind=127.0.0.1
+      "-ip=$IP" "-ip.bind=$IP"
       "-s3.config=$DATA_DIR/s3.json"
       -master.telemetry=false -admin.ui=false -webdav=false
       -s3.port.iceberg=0 -s3.port.lance=0
@@ -229,7 +231,7 @@ cmd_start() {
     pid=$!
     echo "$pid" >"$DATA_DIR/weed.pid"
     cat >"$DATA_DIR/s3.env" <<EOF
-S3_ENDPOINT=http://127.0.0.1:$PORT_S3
+S3_ENDPOINT=http://$IP:$PORT_S3
 AWS_ACCESS_KEY_ID=$ACCESS_KEY
 AWS_SECRET_ACCESS_KEY=$SECRET_KEY
 AWS_REGION=us-east-1
@@ -248,7 +250,7 @@ EOF
         break
       fi
       if s3_ready; then
-        echo "S3_ENDPOINT=http://127.0.0.1:$PORT_S3"
+        echo "S3_ENDPOINT=http://$IP:$PORT_S3"
         return 0
       fi
       if [ "$SECONDS" -ge "$deadline" ]; then

@@ -98,7 +98,11 @@ impl Agent {
         if let Some((k, e)) = ex.get(&spec.job_id)
             && *k == key
         {
-            e.set_limits(&spec.live_limits());
+            // A batch can carry a `set` before the heartbeat's reply does.
+            let limits = spec.live_limits();
+            if e.set_limits(&limits) {
+                limits_changed(&limits);
+            }
             return Ok(Arc::clone(e));
         }
         let job_id = spec.job_id;
@@ -148,15 +152,19 @@ impl Running for Agent {
         if let Some((_, e)) = ex.get(&limits.job_id)
             && e.set_limits(limits)
         {
-            info!(
-                job_id = limits.job_id,
-                bytes_per_second = limits.bytes_per_second,
-                requests_per_second = limits.requests_per_second,
-                objects_in_flight = limits.object_concurrency,
-                "Job limits changed."
-            );
+            limits_changed(limits);
         }
     }
+}
+
+fn limits_changed(limits: &proto::job::LiveLimits) {
+    info!(
+        job_id = limits.job_id,
+        bytes_per_second = limits.bytes_per_second,
+        requests_per_second = limits.requests_per_second,
+        objects_in_flight = limits.object_concurrency,
+        "Job limits changed."
+    );
 }
 
 /// Runs the agent until `shutdown` completes: serve the task API, heartbeat,

@@ -17,9 +17,9 @@
 //!
 //! Prints one JSON line when `--expect` results were acknowledged: results
 //! per second (first batch to last acknowledgement), dispatch latency (a
-//! report carrying `TaskDone` acknowledged, to the next batch arriving at
-//! that agent), event-report latency, and the daemon's RSS sampled every
-//! 0.5 s.
+//! report carrying `TaskDone` sent, to the next batch arriving at that
+//! agent: the commit, the scheduler's pass and the push), event-report
+//! latency, and the daemon's RSS sampled every 0.5 s.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -98,8 +98,8 @@ struct Played {
     rate: u64,
     /// Tasks held: executing, or with events not yet acknowledged.
     running: Mutex<HashMap<i64, bool>>,
-    /// When a report with a `TaskDone` was last acknowledged and no batch
-    /// has come since.
+    /// When a report with a `TaskDone` was last sent and no batch has come
+    /// since.
     freed_at: Mutex<Option<Instant>>,
     events: mpsc::Sender<Event>,
     totals: Arc<Totals>,
@@ -244,6 +244,11 @@ impl Played {
                 .count() as u64;
             let body = EventBatch { events: batch };
             let sent = Instant::now();
+            if !done.is_empty() {
+                // A slot is free from here: the daemon may push the next
+                // batch before its answer to this report arrives.
+                *self.freed_at.lock().unwrap() = Some(sent);
+            }
             loop {
                 match self.call(agent_path::EVENTS, &body).await {
                     Ok(()) => break,
@@ -262,13 +267,9 @@ impl Played {
             self.totals.reports.fetch_add(1, Ordering::Relaxed);
             self.totals.acked.fetch_add(objects, Ordering::Relaxed);
             *self.totals.last_ack.lock().unwrap() = Some(now);
-            if !done.is_empty() {
-                let mut running = self.running.lock().unwrap();
-                for id in &done {
-                    running.remove(id);
-                }
-                drop(running);
-                *self.freed_at.lock().unwrap() = Some(now);
+            let mut running = self.running.lock().unwrap();
+            for id in &done {
+                running.remove(id);
             }
         }
     }
