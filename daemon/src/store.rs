@@ -31,7 +31,8 @@ const SCHEMA_VERSION: i64 = 5;
 /// rows instead of grouping a job of millions. The triggers see every
 /// path that writes objects (scan, results, retries, passes, deletion), and
 /// the migration fills the table from the objects already there.
-/// `objects_job_state` goes: `objects_job_state_path` starts with the same
+/// Stored values that would read as `store/compact.rs`'s markers are
+/// escaped. `objects_job_state` goes: `objects_job_state_path` starts with the same
 /// columns, and each index costs bytes per object.
 const SCHEMA_V5: &str = "
 CREATE TABLE object_counts (
@@ -66,6 +67,8 @@ END;
 INSERT INTO object_counts (job_id, state, n, bytes, retries)
     SELECT job_id, state, count(*), coalesce(sum(size), 0), coalesce(sum(retries), 0)
     FROM objects GROUP BY job_id, state;
+UPDATE objects SET etag = '\\' || etag WHERE substr(etag, 1, 1) IN ('=', '^', '\\');
+UPDATE objects SET src_ref = '\\' || src_ref WHERE substr(src_ref, 1, 1) IN ('+', '\\');
 DROP INDEX IF EXISTS objects_job_state;
 CREATE INDEX IF NOT EXISTS objects_job_state_path ON objects(job_id, state, rel_path);
 ";
@@ -558,10 +561,11 @@ impl Store {
              FROM objects WHERE job_id = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
         )?;
         let rows = q.query_map(params![job_id, after, limit as i64], |r| {
+            let key: String = r.get(1)?;
             Ok(proto::api::ManifestRow {
                 id: r.get(0)?,
-                key: r.get(1)?,
-                source: r.get::<_, Option<String>>(4)?.unwrap_or_default(),
+                source: compact::read_src_ref(r.get(4)?, &key).unwrap_or_default(),
+                key,
                 size: r.get::<_, i64>(2)? as u64,
                 source_mtime: r.get(3)?,
                 outcome: r.get::<_, ObjectState>(5)?.as_str().to_string(),
@@ -884,7 +888,7 @@ impl Store {
                     code,
                     msg,
                     t,
-                    o.src_ref,
+                    compact::src_ref(o.src_ref.as_deref(), &o.rel_path),
                     pass
                 ])?;
                 let id = tx.last_insert_rowid();
@@ -1048,11 +1052,11 @@ impl Store {
                 };
                 specs.push(ObjectSpec {
                     object_id,
+                    src_ref: compact::read_src_ref(src_ref, &rel_path),
                     rel_path,
                     size: size as u64,
                     mtime,
                     resume,
-                    src_ref,
                 });
             }
             out.push(TaskSpec {
@@ -1086,11 +1090,7 @@ impl Store {
         for (from, events) in reports {
             for ev in *events {
                 let leased = match ev {
-                    Event::TaskDone { task_id } => tx
-                        .prepare_cached(
-                            "SELECT 1 FROM tasks WHERE id = ?1 AND state = ?2 AND agent = ?3",
-                        )?
-                        .exists(params![task_id, TaskState::Dispatched, from])?,
+                    Event::TaskDone { task_id } => task_leased(&tx, *task_id, from)?,
                     Event::UploadStarted { object_id, .. }
                     | Event::PartDone { object_id, .. }
                     | Event::UploadAborted { object_id } => leased_object(&tx, *object_id, from)?,
@@ -1269,6 +1269,15 @@ impl Store {
 }
 
 /// Whether an object belongs to a task now leased to `agent`.
+fn task_leased(
+    tx: &rusqlite::Transaction<'_>,
+    task_id: i64,
+    agent: &str,
+) -> rusqlite::Result<bool> {
+    tx.prepare_cached("SELECT 1 FROM tasks WHERE id = ?1 AND state = ?2 AND agent = ?3")?
+        .exists(params![task_id, TaskState::Dispatched, agent])
+}
+
 fn leased_object(
     tx: &rusqlite::Transaction<'_>,
     object_id: i64,

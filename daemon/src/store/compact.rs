@@ -10,8 +10,12 @@
 //!   upper case (OSS), else as sent; one that starts with `=`, `^` or `\`
 //!   is stored behind a `\`, so no answer from a store reads back as
 //!   another value.
+//! - `src_ref`: a URL that ends with the object's relative path (an HTTP
+//!   list's `prefix + path`) as `+prefix`; one that starts with `+` or `\`
+//!   behind a `\`; else (an ETag) as listed.
 //!
-//! Rows written before schema 5 hold text in all three, and read as before.
+//! Rows written before schema 5 hold text in all of them, and read as
+//! before: the migration escaped the few that started with a marker.
 
 use rusqlite::types::{FromSqlError, ValueRef};
 
@@ -36,6 +40,27 @@ pub(super) fn etag(etag: Option<&str>, md5: Option<&str>) -> Option<String> {
         Some(m) if m.to_ascii_uppercase() == etag => "^".into(),
         _ if etag.starts_with(['=', '^', '\\']) => format!("\\{etag}"),
         _ => etag.to_owned(),
+    })
+}
+
+/// The listed reference as it is stored, next to the object's path.
+pub(super) fn src_ref(src_ref: Option<&str>, rel_path: &str) -> Option<String> {
+    let s = src_ref?;
+    Some(match s.strip_suffix(rel_path) {
+        Some(prefix) if !rel_path.is_empty() => format!("+{prefix}"),
+        _ if s.starts_with(['+', '\\']) => format!("\\{s}"),
+        _ => s.to_owned(),
+    })
+}
+
+pub(super) fn read_src_ref(stored: Option<String>, rel_path: &str) -> Option<String> {
+    let s = stored?;
+    Some(if let Some(prefix) = s.strip_prefix('+') {
+        format!("{prefix}{rel_path}")
+    } else if let Some(kept) = s.strip_prefix('\\') {
+        kept.to_owned()
+    } else {
+        s
     })
 }
 
@@ -139,5 +164,34 @@ mod tests {
             Some("18446744073709551615")
         );
         assert_eq!(read_md5(r(&Value::Null)).unwrap(), None);
+    }
+
+    #[test]
+    fn listed_references_read_back_as_they_were_listed() {
+        let path = "d0001/00012345.dat";
+        for (listed, kept) in [
+            (
+                "http://cdn.example.com/a/d0001/00012345.dat",
+                "+http://cdn.example.com/a/",
+            ),
+            // Not ending with the path: the URL whole.
+            (
+                "http://cdn.example.com/other",
+                "http://cdn.example.com/other",
+            ),
+            // An S3 source's ETag, quoted or not.
+            ("\"0123abcd\"", "\"0123abcd\""),
+            ("+odd", "\\+odd"),
+            ("\\odd", "\\\\odd"),
+            (path, "+"),
+        ] {
+            let s = src_ref(Some(listed), path).unwrap();
+            assert_eq!(s, kept, "{listed}");
+            assert_eq!(read_src_ref(Some(s), path).as_deref(), Some(listed));
+        }
+        assert_eq!(src_ref(None, path), None);
+        assert_eq!(read_src_ref(None, path), None);
+        // An empty path keeps the reference whole.
+        assert_eq!(src_ref(Some("x"), "").as_deref(), Some("x"));
     }
 }

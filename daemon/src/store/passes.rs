@@ -66,7 +66,7 @@ impl Store {
                     id: r.get(0)?,
                     size: r.get::<_, i64>(1)? as u64,
                     mtime: r.get(2)?,
-                    src_ref: r.get(3)?,
+                    src_ref: super::compact::read_src_ref(r.get(3)?, rel_path),
                     state: r.get(4)?,
                     error_code: r.get(5)?,
                 })

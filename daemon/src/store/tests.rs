@@ -338,12 +338,27 @@ fn a_schema_4_store_gets_its_counts_on_migration() {
                  PRAGMA user_version = 4;",
             )
             .unwrap();
+        // Values schema 4 kept as listed and sent, which look like
+        // schema 5's markers.
+        store
+            .lock()
+            .execute(
+                "UPDATE objects SET etag = '=odd', src_ref = '+odd' WHERE id = ?1",
+                [ids[0]],
+            )
+            .unwrap();
     }
     let store = Store::open(&path).unwrap();
     let job = store.find_job("old").unwrap().unwrap().id;
     assert_eq!(kept(&store, job), grouped(&store, job));
     let c = store.counts(job).unwrap();
     assert_eq!((c.objects, c.verified, c.pending), (50, 20, 30));
+    let row = &store.manifest_page(job, 0, 1).unwrap()[0];
+    assert_eq!(
+        (row.source.as_str(), row.dest_etag.as_deref()),
+        ("+odd", Some("=odd")),
+        "values of schema 4 read back as they were"
+    );
     let indexes: Vec<String> = {
         let conn = store.lock();
         let mut q = conn
@@ -359,4 +374,34 @@ fn a_schema_4_store_gets_its_counts_on_migration() {
             && indexes.contains(&"objects_job_state_path".to_string()),
         "{indexes:?}"
     );
+}
+
+#[test]
+fn a_result_counts_only_for_an_object_of_the_leased_task_it_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("s.db")).unwrap();
+    let job = store.create_job("job", "{}", "fp").unwrap();
+    let t1 = store.commit_task(job, &[obj("a", 1)], "1").unwrap();
+    let t2 = store.commit_task(job, &[obj("b", 1)], "2").unwrap();
+    let mine = store.lease_tasks(job, 1, "A", i64::MAX / 2).unwrap();
+    let theirs = store.lease_tasks(job, 1, "B", i64::MAX / 2).unwrap();
+    assert_eq!((mine[0].task_id, theirs[0].task_id), (t1, t2));
+    let b = theirs[0].objects[0].object_id;
+    // A names its own task for B's object: dropped, nothing changes.
+    let r = store.record(&[("A", &[verified(b, t1)])]).unwrap();
+    assert_eq!((r.dropped, r.objects.len()), (1, 0));
+    assert_eq!(store.counts(job).unwrap().verified, 0);
+    // After its TaskDone in the same report, A's task is no longer
+    // leased: a result behind it is dropped too.
+    let a = mine[0].objects[0].object_id;
+    let r = store
+        .record(&[("A", &[Event::TaskDone { task_id: t1 }, verified(a, t1)])])
+        .unwrap();
+    assert_eq!((r.tasks_done, r.dropped), (1, 1));
+    // B's own result counts, and its repeat is no drop, only a no-op.
+    let r = store
+        .record(&[("B", &[verified(b, t2), verified(b, t2)])])
+        .unwrap();
+    assert_eq!((r.dropped, r.objects.len()), (0, 1));
+    assert_eq!(store.counts(job).unwrap().verified, 1);
 }
