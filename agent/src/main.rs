@@ -69,6 +69,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
+    storage::limit_malloc_arenas();
     let args = Args::parse();
     match real_main(args) {
         Ok(()) => ExitCode::SUCCESS,

@@ -82,17 +82,7 @@ enum LocalWorker {
 }
 
 fn main() -> ExitCode {
-    // Two malloc arenas instead of glibc's eight per core: the daemon's
-    // threads mostly wait on sockets and the job store, and every arena
-    // keeps what it once held, so more of them only made the resident size
-    // larger and less predictable (a manifest page served from a new
-    // blocking thread left its buffers in a new arena).
-    // SAFETY: mallopt only sets an allocator parameter; called before any
-    // other thread exists.
-    #[cfg(target_env = "gnu")]
-    unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, 2);
-    }
+    storage::limit_malloc_arenas();
     let args = Args::parse();
     match real_main(args) {
         Ok(()) => ExitCode::SUCCESS,

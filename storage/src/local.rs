@@ -9,6 +9,12 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use crate::checksum::{Digest, Hasher};
 
+/// Bytes read at a time when hashing or copying a file: as large as
+/// streaming a part (`s3::PART_STREAM_BUFFER`), so a part in flight holds
+/// the same small buffer in both of its passes. Larger reads gained nothing
+/// from the page cache, and each one in flight is resident memory.
+const READ_BUFFER: usize = crate::s3::PART_STREAM_BUFFER;
+
 /// Size and mtime (unix seconds) of a file, following symlinks.
 pub fn stat(path: &Path) -> io::Result<(u64, i64)> {
     let md = std::fs::metadata(path)?;
@@ -36,7 +42,7 @@ pub fn hash_file_parts(file: &File, part_size: u64) -> io::Result<(Digest, Vec<[
     let mut part = Md5::new();
     let mut in_part = 0u64;
     let mut at = 0u64;
-    let mut buf = vec![0u8; 1 << 20];
+    let mut buf = vec![0u8; READ_BUFFER];
     loop {
         let want = buf.len().min((part_size - in_part) as usize);
         let n = file.read_at(&mut buf[..want], at)?;
@@ -62,7 +68,7 @@ pub fn hash_file_parts(file: &File, part_size: u64) -> io::Result<(Digest, Vec<[
 /// (the file's offset is not used, so a clone of it may be read at once).
 pub fn hash_open(file: &File) -> io::Result<Digest> {
     let mut h = Hasher::new();
-    let mut buf = vec![0u8; 1 << 20];
+    let mut buf = vec![0u8; READ_BUFFER];
     let mut at = 0u64;
     loop {
         let n = file.read_at(&mut buf, at)?;
@@ -79,7 +85,7 @@ pub fn hash_open(file: &File) -> io::Result<Digest> {
 /// an `UnexpectedEof`. Memory is one buffer whatever `len` is.
 pub fn hash_range(file: &File, offset: u64, len: u64) -> io::Result<Digest> {
     let mut h = Hasher::new();
-    let mut buf = vec![0u8; (1 << 20).min(len.max(1) as usize)];
+    let mut buf = vec![0u8; READ_BUFFER.min(len.max(1) as usize)];
     let mut done = 0u64;
     while done < len {
         let want = buf.len().min((len - done) as usize);
@@ -101,7 +107,7 @@ pub fn copy_open(
     mtime: i64,
 ) -> io::Result<(Digest, File)> {
     let mut h = Hasher::new();
-    let mut buf = vec![0u8; 1 << 20];
+    let mut buf = vec![0u8; READ_BUFFER];
     let mut at = 0u64;
     let mut w = &out.file;
     loop {
