@@ -304,12 +304,21 @@ async fn resume(
         }
         Err(f) => Err(f),
     };
-    if result.is_err() && store.abort_multipart(key, &r.upload_id).await.is_ok() {
+    // A resumed upload that vanished after ListParts confirmed it (the
+    // stopped process aborted it just before it was killed, its abort not
+    // yet recorded) is given up for a fresh one: the object is then sent
+    // whole and verified, as for a local source.
+    let gone = matches!(&result, Err(Fail(_, m)) if m.contains("NoSuchUpload"));
+    if result.is_err() && (gone || store.abort_multipart(key, &r.upload_id).await.is_ok()) {
         let _ = events
             .send(Event::UploadAborted {
                 object_id: obj.object_id,
             })
             .await;
+    }
+    if gone {
+        tracing::warn!(key, "The resumed upload is gone; starting a fresh one.");
+        return Ok(None);
     }
     result.map(Some)
 }

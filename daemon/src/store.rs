@@ -30,9 +30,9 @@ const SCHEMA_VERSION: i64 = 5;
 /// on every insert, update and delete of an object, so `stat` reads a few
 /// rows instead of grouping a job of millions. The triggers see every
 /// path that writes objects (scan, results, retries, passes, deletion), and
-/// the migration fills the table from the objects already there.
-/// Stored values that would read as `store/compact.rs`'s markers are
-/// escaped. `objects_job_state` goes: `objects_job_state_path` starts with the same
+/// the migration fills the table from the objects already there. Stored
+/// values that would read as `store/compact.rs`'s markers are escaped.
+/// `objects_job_state` goes: `objects_job_state_path` starts with the same
 /// columns, and each index costs bytes per object.
 const SCHEMA_V5: &str = "
 CREATE TABLE object_counts (
@@ -1268,7 +1268,7 @@ impl Store {
     }
 }
 
-/// Whether an object belongs to a task now leased to `agent`.
+/// Whether a task is now leased to `agent`.
 fn task_leased(
     tx: &rusqlite::Transaction<'_>,
     task_id: i64,
@@ -1278,6 +1278,7 @@ fn task_leased(
         .exists(params![task_id, TaskState::Dispatched, agent])
 }
 
+/// Whether an object belongs to a task now leased to `agent`.
 fn leased_object(
     tx: &rusqlite::Transaction<'_>,
     object_id: i64,

@@ -201,4 +201,34 @@ mod tests {
             assert!(!err.contains('{') && !err.contains('\n'), "{addr}: {err}");
         }
     }
+
+    /// `TcpFrom` connects from the address it names: the server sees that
+    /// peer, and the answer comes back whole.
+    #[tokio::test]
+    async fn tcp_from_sends_from_the_chosen_address() {
+        use std::io::Write;
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        let peer = std::thread::spawn(move || {
+            let (mut c, from) = l.accept().unwrap();
+            let mut buf = [0u8; 4096];
+            let _ = c.read(&mut buf);
+            c.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok")
+                .unwrap();
+            from.ip()
+        });
+        let from: std::net::IpAddr = "127.0.0.7".parse().unwrap();
+        let (status, body) = send(
+            &Target::TcpFrom(addr, from),
+            Method::POST,
+            "/x",
+            &[],
+            Vec::new(),
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+        assert_eq!((status, body.as_ref()), (StatusCode::OK, b"ok".as_ref()));
+        assert_eq!(peer.join().unwrap(), from);
+    }
 }
