@@ -15,8 +15,9 @@
 # of TaskDone sent -> the next batch at that agent), the daemon's
 # RSS (sampled, and its peak), job-store bytes per object, and the wall
 # time of `ossimportctl stat JOB` and `stat JOB --json` (median of 11,
-# process start included). About 10 min for 1M + 10M on 2 cores and ~6 GB
-# of disk under bench/work/capacity (removed after each N unless --keep).
+# process start included). About 10 min for 1M + 10M on 2 cores and ~3 GB
+# of disk under bench/work/capacity (each run's store is removed after it
+# unless --keep; the URL lists stay for the next run).
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 OBJECTS="1000000,10000000" AGENTS=20 TASKS=2 TASK_OBJECTS=1000 RATE=0 BUILD=1 KEEP=0
