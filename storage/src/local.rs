@@ -12,8 +12,9 @@ use crate::checksum::{Digest, Hasher};
 /// Bytes read at a time when hashing or copying a file: as large as
 /// streaming a part (`s3::PART_STREAM_BUFFER`), so a part in flight holds
 /// the same small buffer in both of its passes, and each read in flight is
-/// resident memory. Measured against 1 MiB reads side by side: W2 no
-/// slower (91.6 against 86.4 MiB/s) with a lower peak RSS.
+/// resident memory. Measured together with two malloc arenas against
+/// 1 MiB reads side by side: W2 91.6 against 86.4 MiB/s, peak RSS 37
+/// against 48 MiB.
 const READ_BUFFER: usize = crate::s3::PART_STREAM_BUFFER;
 
 /// Size and mtime (unix seconds) of a file, following symlinks.
