@@ -240,6 +240,12 @@ pub struct DaemonArgs {
     /// Print JSON on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Set by `conn::locate`: the daemon's work directory (its job store).
+    #[arg(skip)]
+    pub work_dir: Option<PathBuf>,
+    /// Set by `conn::locate`: how the socket was found, for messages.
+    #[arg(skip)]
+    pub found_by: String,
 }
 
 #[derive(Debug, clap::Args)]

@@ -44,7 +44,41 @@ pub fn main(cmd: Command) -> ExitCode {
     }
 }
 
-async fn dispatch(cmd: Command) -> Result<u8> {
+/// The daemon settings of a verb, and the job file it names (`submit`),
+/// from which the daemon is found.
+fn daemon_args(cmd: &mut Command) -> Option<(&mut DaemonArgs, Option<&Path>)> {
+    match cmd {
+        Command::Run(_) => None,
+        Command::Submit { job_cfg, d, .. } => Some((d, job_cfg.as_deref())),
+        Command::Version(d)
+        | Command::Start { d, .. }
+        | Command::Stop { d, .. }
+        | Command::Stat { d, .. }
+        | Command::Retry { d, .. }
+        | Command::Clean { d, .. }
+        | Command::Errors { d, .. }
+        | Command::Report { d, .. }
+        | Command::Pause { d, .. }
+        | Command::Resume { d, .. }
+        | Command::Set { d, .. }
+        | Command::Workers {
+            action: Some(WorkersCmd::Remove { d, .. }),
+            ..
+        }
+        | Command::Workers { action: None, d } => Some((d, None)),
+        Command::Workers {
+            action: Some(WorkersCmd::Add { deploy, .. }),
+            ..
+        }
+        | Command::Deploy(deploy) => Some((&mut deploy.d, None)),
+    }
+}
+
+async fn dispatch(mut cmd: Command) -> Result<u8> {
+    if let Some((d, job)) = daemon_args(&mut cmd) {
+        let job = job.map(Path::to_path_buf);
+        crate::conn::locate(d, job.as_deref())?;
+    }
     match cmd {
         Command::Run(_) => Err(Fail(exit::USAGE, "run is not a daemon command".into())),
         Command::Version(d) => version(&d).await,
@@ -99,6 +133,20 @@ async fn dispatch(cmd: Command) -> Result<u8> {
                 // The original's order: submit, then start. The job goes
                 // into the store the daemon reads when it starts.
                 Err(Fail(exit::DAEMON_UNREACHABLE, why)) => {
+                    // A socket file that nothing answers on: a daemon was
+                    // killed or hangs. Writing the job into the store
+                    // ourselves would hide that; say so instead.
+                    let socket = crate::conn::socket_path(&d);
+                    if std::fs::symlink_metadata(&socket).is_ok() {
+                        return Err(Fail(
+                            exit::DAEMON_UNREACHABLE,
+                            format!(
+                                "nothing submitted: the socket {} (found from {}) exists but nothing answers on it, so an ossimportd was killed or hangs; end it, then `ossimportctl start` (which removes a stale socket) and submit again",
+                                socket.display(),
+                                d.found_by
+                            ),
+                        ));
+                    }
                     match submit_offline(&d, &abs, &content, sys.as_deref()).await? {
                         Some(name) => {
                             let v = serde_json::json!({"name": name, "queued": true});
@@ -136,7 +184,12 @@ async fn dispatch(cmd: Command) -> Result<u8> {
                 println!("submit job:{name} success!");
                 if v["queued"] == true {
                     println!(
-                        "ossimportd is not running; the job runs when it starts (ossimportctl start)."
+                        "ossimportd is not running (nothing answers on {}, found from {}); the job is queued in the job store {} and runs when it starts (ossimportctl start).",
+                        crate::conn::socket_path(&d).display(),
+                        d.found_by,
+                        daemon_work_dir(&d)?
+                            .join(daemon::state::STORE_FILE)
+                            .display()
                     );
                 }
             }
@@ -377,9 +430,16 @@ async fn start(d: &DaemonArgs) -> Result<u8> {
         .filter(|p| p.is_file())
         .unwrap_or_else(|| PathBuf::from("ossimportd"));
     let mut cmd = std::process::Command::new(&bin);
+    // Absolute paths (`locate` made them so): the daemon changes into its
+    // work directory, and reloads its jobs with them at every start.
     cmd.arg("--daemon").arg("--socket").arg(&conn.client.socket);
     if let Some(s) = &d.sys {
         cmd.arg("--sys").arg(s);
+    }
+    // Without settings, the work directory `locate` chose (the daemon
+    // would take its own current directory).
+    if let (None, Some(w)) = (&d.sys, &d.work_dir) {
+        cmd.arg("--work-dir").arg(w);
     }
     let status = cmd
         .status()
@@ -467,7 +527,12 @@ async fn stat(
                 print!("{}", render(&jobs, &v, d.json, legacy, false));
                 return Err(Fail(
                     exit::DAEMON_UNREACHABLE,
-                    format!("{why} (the jobs above are as it last recorded them)"),
+                    format!(
+                        "{why} (the jobs above are as it last recorded them in {})",
+                        daemon_work_dir(d)?
+                            .join(daemon::state::STORE_FILE)
+                            .display()
+                    ),
                 ));
             }
             Err(e) => return Err(e),
@@ -676,23 +741,15 @@ pub fn legacy_block(jobs: &[JobStatus]) -> String {
     out
 }
 
-/// The daemon's work directory as `ossimportd` started with the same
-/// settings would use it: `OSSIMPORT_WORK_DIR`, else `workingDir` of
-/// `--sys`, else the directory of an explicit `--socket`, else `.`.
+/// The daemon's work directory (its job store), as [`crate::conn::locate`]
+/// found it.
 fn daemon_work_dir(d: &DaemonArgs) -> Result<PathBuf> {
-    if let Some(w) = std::env::var_os("OSSIMPORT_WORK_DIR").filter(|w| !w.is_empty()) {
-        return Ok(PathBuf::from(w));
-    }
-    if let Some(p) = &d.sys {
-        let s = daemon::config::sys::SysConfig::load(p)
-            .map_err(|e| Fail(exit::USAGE, e.to_string()))?;
-        return Ok(s.working_dir);
-    }
-    Ok(d.socket
-        .as_deref()
-        .and_then(|s| s.parent())
-        .filter(|p| !p.as_os_str().is_empty())
-        .map_or_else(|| PathBuf::from("."), PathBuf::from))
+    d.work_dir.clone().ok_or_else(|| {
+        Fail(
+            exit::RUNTIME,
+            "no work directory: the daemon was not located".into(),
+        )
+    })
 }
 
 /// `submit` while no daemon answers: validates the job exactly as the
@@ -722,11 +779,9 @@ async fn submit_offline(
             )
         }),
     };
-    let saved_sys = if d.sys.is_none() {
-        sys.as_ref().map(|(_, b)| b.clone())
-    } else {
-        None
-    };
+    // Saved with the job either way: a daemon started without settings
+    // plans it again from this copy.
+    let saved_sys = sys.as_ref().map(|(_, b)| b.clone());
     let plan = daemon::plan::from_bytes(job_cfg, content, sys).map_err(bad_plan)?;
     for w in &plan.warnings {
         eprintln!("warning: {w}");
@@ -793,6 +848,11 @@ fn clean_offline(d: &DaemonArgs, job: &str, why: Fail) -> Result<u8> {
     };
     match run().map_err(|e| Fail(exit::RUNTIME, e.to_string()))? {
         Some(dir) => {
+            eprintln!(
+                "ossimportd is not running; cleaned in its job store {} ({})",
+                work.join(daemon::state::STORE_FILE).display(),
+                d.found_by
+            );
             if d.json {
                 print_json(
                     &serde_json::json!({"message": daemon::ctl_api::cleaned(job, &dir), "count": 0}),

@@ -332,17 +332,24 @@ async fn dispatch(eng: &Arc<Engine>, ep: Endpoint, req: &Req) -> Result<Response
                 })
                 .collect();
             workers.sort_by(|a, b| a.name.cmp(&b.name));
-            // Hosts listed in `workers` that no agent has checked in from.
-            for host in &state.config.workers {
+            // One row per host of `workers`: the agent that checked in
+            // from it (deployed agents are named after the line; agents
+            // installed by hand are matched by the host of their address),
+            // else a row saying none has.
+            for line in listed_workers(&state.config) {
+                let Ok(host) = crate::config::sys::WorkerHost::parse(&line) else {
+                    continue;
+                };
                 let seen = workers.iter().any(|w| {
-                    w.addr
-                        .as_deref()
-                        .and_then(|a| a.rsplit_once(':'))
-                        .is_some_and(|(h, _)| h.trim_matches(['[', ']']) == host)
+                    w.name == line
+                        || w.addr
+                            .as_deref()
+                            .and_then(|a| a.rsplit_once(':'))
+                            .is_some_and(|(h, _)| h.trim_matches(['[', ']']) == host.host)
                 });
                 if !seen {
                     workers.push(WorkerStatus {
-                        name: host.clone(),
+                        name: line.clone(),
                         fingerprint: String::new(),
                         addr: None,
                         state: "absent".into(),
@@ -363,6 +370,22 @@ async fn dispatch(eng: &Arc<Engine>, ep: Endpoint, req: &Req) -> Result<Response
             done("Stop import service completed.".into(), 0)
         }
     })
+}
+
+/// The hosts of the `workers` file as it is now (the lines `ossimportd`
+/// read at start when it cannot be read), less this machine's own line when
+/// the daemon copies here itself.
+fn listed_workers(config: &crate::state::Config) -> Vec<String> {
+    let Some(path) = &config.workers_file else {
+        return config.workers.clone();
+    };
+    match crate::config::sys::load_workers(path) {
+        Ok(hosts) => hosts
+            .into_iter()
+            .filter(|h| config.local_worker.is_none() || !crate::config::sys::is_this_machine(h))
+            .collect(),
+        Err(_) => config.workers.clone(),
+    }
 }
 
 /// Manifest rows per page at most: bounds the daemon's memory whatever the

@@ -30,9 +30,11 @@ struct Args {
     /// Group (name or id) allowed on the control socket (mode 0660).
     #[arg(long, env = "OSSIMPORT_SOCKET_GROUP")]
     socket_group: Option<String>,
-    /// Address of the agent API.
-    #[arg(long, env = "OSSIMPORT_LISTEN", default_value = "0.0.0.0:7600")]
-    listen: String,
+    /// Address of the agent API; default: `daemonAddress` of sys.properties
+    /// (its port, and its host when that is an address of this machine,
+    /// else every interface), else 127.0.0.1:7600.
+    #[arg(long, env = "OSSIMPORT_LISTEN")]
+    listen: Option<String>,
     /// Serve Prometheus `/metrics` and the status page on this address
     /// (plain HTTP, read-only, no login: keep it on loopback or behind a
     /// proxy). Off by default.
@@ -94,7 +96,25 @@ fn main() -> ExitCode {
     }
 }
 
-fn real_main(args: Args) -> anyhow::Result<()> {
+fn real_main(mut args: Args) -> anyhow::Result<()> {
+    // Every path is made absolute now: `--daemon` changes into the work
+    // directory, and saved jobs are planned again with `--sys` at every
+    // start.
+    for p in [
+        &mut args.sys,
+        &mut args.workers,
+        &mut args.work_dir,
+        &mut args.socket,
+        &mut args.key,
+        &mut args.agent_keys,
+        &mut args.pid_file,
+        &mut args.log_file,
+    ]
+    .into_iter()
+    .flatten()
+    {
+        *p = std::path::absolute(&*p).with_context(|| format!("{}", p.display()))?;
+    }
     let sys = match &args.sys {
         Some(p) => Some(SysConfig::load(p).map_err(|e| anyhow::anyhow!("{e}"))?),
         None => None,
@@ -128,6 +148,7 @@ fn real_main(args: Args) -> anyhow::Result<()> {
     if let Some(w) = &workers {
         config.workers =
             daemon::config::sys::load_workers(w).map_err(|e| anyhow::anyhow!("{e}"))?;
+        config.workers_file = Some(w.clone());
     }
     let local = match args.local_worker {
         LocalWorker::On => true,
@@ -160,8 +181,10 @@ fn real_main(args: Args) -> anyhow::Result<()> {
 
     // Bind before detaching so errors reach the terminal.
     let ctl = server::bind_socket(&socket, config.socket_gid)?;
-    let agents = std::net::TcpListener::bind(&args.listen)
-        .with_context(|| format!("binding the agent API on {}", args.listen))?;
+    let (agents, listen, listen_note) = bind_agents(
+        args.listen.as_deref(),
+        sys.as_ref().and_then(|s| s.daemon_address.as_deref()),
+    )?;
     let metrics = match &args.metrics_listen {
         Some(a) => Some(
             std::net::TcpListener::bind(a)
@@ -193,7 +216,19 @@ fn real_main(args: Args) -> anyhow::Result<()> {
             .with_context(|| format!("detaching (pid file {})", pid.display()))?;
     }
     init_logging(args.log_json);
-    tracing::info!(socket = %socket.display(), agents = %args.listen, work_dir = %work_dir.display(), "Starting ossimportd.");
+    tracing::info!(socket = %socket.display(), agents = %listen, work_dir = %work_dir.display(), "Starting ossimportd.");
+    match listen_note {
+        ListenNote::Given | ListenNote::DaemonAddress => {}
+        ListenNote::NotHere(addr) => tracing::warn!(
+            daemon_address = %addr,
+            agents = %listen,
+            "daemonAddress is not an address of this machine (NAT or a proxy?); the agent API listens on every interface at its port."
+        ),
+        ListenNote::Default => tracing::info!(
+            agents = %listen,
+            "No daemonAddress in sys.properties and no --listen: the agent API is on loopback only; agents on other hosts need daemonAddress=HOST:PORT."
+        ),
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -217,11 +252,69 @@ fn real_main(args: Args) -> anyhow::Result<()> {
     })
 }
 
+/// Where the agent API's address came from.
+enum ListenNote {
+    /// `--listen` / `OSSIMPORT_LISTEN`.
+    Given,
+    /// `daemonAddress`, an address of this machine.
+    DaemonAddress,
+    /// `daemonAddress` names an address this machine does not have: every
+    /// interface, at its port.
+    NotHere(String),
+    /// Nothing said where: loopback.
+    Default,
+}
+
+/// The agent API's default when nothing says where: loopback only, so a
+/// daemon that no agent needs to reach is not open to the network.
+const DEFAULT_LISTEN: &str = "127.0.0.1:7600";
+
+/// Binds the agent API: `--listen`, else `daemonAddress` (the address the
+/// deployed agents are told to reach), else [`DEFAULT_LISTEN`].
+fn bind_agents(
+    given: Option<&str>,
+    daemon_address: Option<&str>,
+) -> anyhow::Result<(std::net::TcpListener, String, ListenNote)> {
+    let bind = |a: &str| {
+        std::net::TcpListener::bind(a).with_context(|| format!("binding the agent API on {a}"))
+    };
+    if let Some(a) = given {
+        return Ok((bind(a)?, a.to_string(), ListenNote::Given));
+    }
+    let Some(addr) = daemon_address else {
+        return Ok((
+            bind(DEFAULT_LISTEN)?,
+            DEFAULT_LISTEN.into(),
+            ListenNote::Default,
+        ));
+    };
+    // sys.properties checked it is host:port with a port.
+    let port = addr.rsplit_once(':').map_or("7600", |(_, p)| p);
+    match std::net::TcpListener::bind(addr) {
+        Ok(l) => Ok((l, addr.to_string(), ListenNote::DaemonAddress)),
+        Err(e)
+            if e.kind() == std::io::ErrorKind::AddrNotAvailable
+                || e.kind() == std::io::ErrorKind::InvalidInput
+                || e.raw_os_error().is_none() =>
+        {
+            // Not an address of this machine (or a name that does not
+            // resolve here): the workers reach us through NAT or a proxy.
+            let all = format!("0.0.0.0:{port}");
+            Ok((bind(&all)?, all, ListenNote::NotHere(addr.to_string())))
+        }
+        Err(e) => Err(e).with_context(|| {
+            format!("binding the agent API on {addr} (daemonAddress of sys.properties)")
+        }),
+    }
+}
+
 fn init_logging(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("OSSIMPORT_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colour only on a terminal: a log file gets plain text.
     let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     if json {
         fmt.json().init();
@@ -277,5 +370,43 @@ mod group_tests {
         assert_eq!(super::group_id("root").unwrap(), 0);
         let err = super::group_id("no-such-group-ossimport").unwrap_err();
         assert!(err.to_string().contains("no group named"), "{err:#}");
+    }
+}
+
+#[cfg(test)]
+mod listen_tests {
+    use super::{ListenNote, bind_agents};
+
+    fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    }
+
+    /// Before, the agent API was always on 0.0.0.0:7600 whatever
+    /// `daemonAddress` said, and deploy waited for heartbeats that never came.
+    #[test]
+    fn the_agent_api_listens_where_daemon_address_says() {
+        let port = free_port();
+        let (l, _, note) = bind_agents(None, Some(&format!("127.0.0.1:{port}"))).unwrap();
+        assert!(matches!(note, ListenNote::DaemonAddress));
+        assert_eq!(
+            l.local_addr().unwrap().to_string(),
+            format!("127.0.0.1:{port}")
+        );
+        drop(l);
+        // Not an address of this machine (TEST-NET-1): every interface, its port.
+        let port = free_port();
+        let (l, _, note) = bind_agents(None, Some(&format!("192.0.2.1:{port}"))).unwrap();
+        assert!(matches!(note, ListenNote::NotHere(ref a) if a == &format!("192.0.2.1:{port}")));
+        let at = l.local_addr().unwrap();
+        assert!(at.ip().is_unspecified() && at.port() == port, "{at}");
+        drop(l);
+        // --listen / OSSIMPORT_LISTEN wins.
+        let (l, _, note) = bind_agents(Some("127.0.0.1:0"), Some("192.0.2.1:1")).unwrap();
+        assert!(matches!(note, ListenNote::Given));
+        assert!(l.local_addr().unwrap().ip().is_loopback());
     }
 }

@@ -39,6 +39,9 @@ pub struct Config {
     /// Hosts of the `workers` file: `ossimportctl workers` lists the ones
     /// no agent has checked in from.
     pub workers: Vec<String>,
+    /// The `workers` file, read again by every `ossimportctl workers` (so
+    /// `workers add` and `remove` show at once); `workers` when it cannot be.
+    pub workers_file: Option<PathBuf>,
     /// Group allowed on the control socket besides our own user.
     pub socket_gid: Option<u32>,
     /// How long a dispatched task stays with an agent without a heartbeat.
@@ -70,6 +73,7 @@ impl Config {
             key_file: work_dir.join(KEY_FILE),
             agent_keys: work_dir.join(AGENT_KEYS_FILE),
             workers: Vec::new(),
+            workers_file: None,
             socket_gid: None,
             lease: Duration::from_secs(30),
             agent_timeout: Duration::from_secs(15),

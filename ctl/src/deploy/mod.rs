@@ -869,9 +869,59 @@ fn remove_line(path: &Path, line: &str) -> Result<bool> {
     Ok(found)
 }
 
+/// The line of `workers` that `given` names: the line itself, or the one
+/// line whose host is `given`'s host and whose user and port, where `given`
+/// has them, are the same. `None` when no line matches; an error naming
+/// the lines when several do.
+fn line_of(lines: &[String], given: &str) -> std::result::Result<Option<String>, String> {
+    if lines.iter().any(|l| l == given) {
+        return Ok(Some(given.to_string()));
+    }
+    let want = WorkerHost::parse(given)?;
+    let hits: Vec<&String> = lines
+        .iter()
+        .filter(|l| {
+            WorkerHost::parse(l).is_ok_and(|h| {
+                h.host.eq_ignore_ascii_case(&want.host)
+                    && want
+                        .user
+                        .as_ref()
+                        .is_none_or(|u| h.user.as_ref() == Some(u))
+                    && want.port.is_none_or(|p| h.port == Some(p))
+            })
+        })
+        .collect();
+    match hits.as_slice() {
+        [] => Ok(None),
+        [one] => Ok(Some(one.to_string())),
+        many => Err(format!(
+            "{given} matches several lines ({}); give the whole line",
+            many.iter()
+                .map(|l| l.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+    }
+}
+
 /// `workers remove HOST`: revoke at once, then stop and remove the agent
 /// over SSH where the host answers.
-pub(crate) async fn remove(d: &DaemonArgs, workers: Option<&Path>, line: &str) -> Result<u8> {
+pub(crate) async fn remove(d: &DaemonArgs, workers: Option<&Path>, given: &str) -> Result<u8> {
+    let sys_path = sys_path(d);
+    let path = workers_path(workers, &sys_path);
+    let lines = if path.is_file() {
+        daemon::config::sys::load_workers(&path).map_err(|e| Fail(exit::USAGE, e.to_string()))?
+    } else {
+        Vec::new()
+    };
+    // The host as the README writes it, or the whole line; an agent
+    // installed by hand is revoked by the name it was enrolled under.
+    let line = match line_of(&lines, given) {
+        Ok(Some(l)) => l,
+        Ok(None) => given.to_string(),
+        Err(why) => return Err(Fail(exit::USAGE, format!("{}: {why}", path.display()))),
+    };
+    let line = line.as_str();
     let conn = Conn::new(d);
     let (revoked, _): (Revoked, _) = conn
         .call(&Endpoint::Revoke(line.to_string()), None, None)
@@ -881,8 +931,6 @@ pub(crate) async fn remove(d: &DaemonArgs, workers: Option<&Path>, line: &str) -
         revoked.fingerprints.len(),
         revoked.tasks
     );
-    let sys_path = sys_path(d);
-    let path = workers_path(workers, &sys_path);
     if remove_line(&path, line)? {
         println!("{line}: removed from {}", path.display());
     }
@@ -910,4 +958,44 @@ pub(crate) async fn remove(d: &DaemonArgs, workers: Option<&Path>, line: &str) -
         }
     }
     Ok(exit::OK)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::line_of;
+
+    #[test]
+    fn workers_remove_takes_the_host_as_the_readme_writes_it() {
+        let lines: Vec<String> = ["alice@10.0.0.1", "bob@10.0.0.2:2222", "10.0.0.3"]
+            .map(String::from)
+            .into();
+        let of = |g: &str| line_of(&lines, g);
+        assert_eq!(of("10.0.0.1").unwrap().as_deref(), Some("alice@10.0.0.1"));
+        assert_eq!(
+            of("alice@10.0.0.1").unwrap().as_deref(),
+            Some("alice@10.0.0.1")
+        );
+        assert_eq!(
+            of("10.0.0.2").unwrap().as_deref(),
+            Some("bob@10.0.0.2:2222")
+        );
+        assert_eq!(
+            of("bob@10.0.0.2").unwrap().as_deref(),
+            Some("bob@10.0.0.2:2222")
+        );
+        assert_eq!(
+            of("10.0.0.2:2222").unwrap().as_deref(),
+            Some("bob@10.0.0.2:2222")
+        );
+        assert_eq!(
+            of("root@10.0.0.3").unwrap(),
+            None,
+            "another user is another line"
+        );
+        assert_eq!(of("eve@10.0.0.1").unwrap(), None);
+        assert_eq!(of("10.0.0.9").unwrap(), None);
+        let twice: Vec<String> = ["a@h", "b@h"].map(String::from).into();
+        let err = line_of(&twice, "h").unwrap_err();
+        assert!(err.contains("a@h, b@h"), "{err}");
+    }
 }

@@ -106,6 +106,46 @@ impl client::Handler for Checker {
     }
 }
 
+/// Appends `host`'s key to `known_hosts` as OpenSSH writes it (`host` on
+/// port 22, `[host]:port` on another), one line, no blank lines: the file
+/// is created 0600 (its directory 0700), and a last line without its line
+/// end gets one first.
+fn record_host_key(host: &str, port: u16, key: &PublicKey, file: &Path) -> std::io::Result<()> {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+    }
+    let name = if port == 22 {
+        host.to_string()
+    } else {
+        format!("[{host}]:{port}")
+    };
+    let mut key = key.clone();
+    key.set_comment("");
+    let line = key.to_openssh().map_err(std::io::Error::other)?;
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .open(file)?;
+    let mut text = String::new();
+    if f.metadata()?.len() > 0 {
+        let mut last = [0u8; 1];
+        f.seek(SeekFrom::End(-1))?;
+        f.read_exact(&mut last)?;
+        if last[0] != b'\n' {
+            text.push('\n');
+        }
+    }
+    text.push_str(&format!("{name} {}\n", line.trim_end()));
+    f.write_all(text.as_bytes())
+}
+
 /// Accepts a host key that `file` records for this host, records a new one
 /// when allowed, and refuses a changed one always.
 fn check_host_key(
@@ -120,11 +160,9 @@ fn check_host_key(
     let _guard = KNOWN_HOSTS_LOCK.lock().unwrap_or_else(|p| p.into_inner());
     match russh::keys::check_known_hosts_path(host, port, key, file) {
         Ok(true) => Ok(()),
-        Ok(false) if accept_new => {
-            russh::keys::known_hosts::learn_known_hosts_path(host, port, key, file).map_err(|e| {
-                SshError::KnownHosts(format!("cannot record the host key in {label}: {e}"))
-            })
-        }
+        Ok(false) if accept_new => record_host_key(host, port, key, file).map_err(|e| {
+            SshError::KnownHosts(format!("cannot record the host key in {label}: {e}"))
+        }),
         Ok(false) => Err(SshError::UnknownHostKey {
             fingerprint,
             file: label,
@@ -353,6 +391,61 @@ mod tests {
         for accept in [false, true] {
             let e = check_host_key("10.0.0.2", 22, &b, &file, accept).unwrap_err();
             assert!(matches!(e, SshError::HostKeyChanged { .. }), "{e}");
+        }
+    }
+
+    /// russh's own writer began the file with an empty line; ours writes
+    /// one line per host, ends a last line that had no line end, and is
+    /// read back by `ssh-keygen -F` as OpenSSH's client would.
+    #[test]
+    fn recorded_host_keys_are_plain_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("new/.ssh/known_hosts");
+        let key = || {
+            let line = proto::auth::Signer::random().public_key_openssh();
+            PublicKey::from_openssh(&line).unwrap()
+        };
+        let (a, b) = (key(), key());
+        check_host_key("10.0.0.2", 22, &a, &file, true).unwrap();
+        check_host_key("10.0.0.3", 2222, &b, &file, true).unwrap();
+        let text = std::fs::read_to_string(&file).unwrap();
+        let lines: Vec<&str> = text.split_inclusive('\n').collect();
+        assert_eq!(lines.len(), 2, "{text:?}");
+        assert!(lines[0].starts_with("10.0.0.2 ssh-ed25519 "), "{text:?}");
+        assert!(
+            lines[1].starts_with("[10.0.0.3]:2222 ssh-ed25519 "),
+            "{text:?}"
+        );
+        assert!(
+            lines
+                .iter()
+                .all(|l| l.ends_with('\n') && l.trim() == l.trim_end()),
+            "{text:?}"
+        );
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        // A hand-edited file whose last line has no line end.
+        let edited = dir.path().join("edited");
+        std::fs::write(&edited, "# mine").unwrap();
+        check_host_key("10.0.0.2", 22, &a, &edited, true).unwrap();
+        let text = std::fs::read_to_string(&edited).unwrap();
+        assert!(
+            text.starts_with("# mine\n10.0.0.2 ssh-ed25519 "),
+            "{text:?}"
+        );
+        check_host_key("10.0.0.2", 22, &a, &edited, false).unwrap();
+        if std::path::Path::new("/usr/bin/ssh-keygen").exists() {
+            for (f, host) in [(&file, "[10.0.0.3]:2222"), (&edited, "10.0.0.2")] {
+                let out = std::process::Command::new("ssh-keygen")
+                    .arg("-F")
+                    .arg(host)
+                    .arg("-f")
+                    .arg(f)
+                    .output()
+                    .unwrap();
+                assert!(out.status.success(), "ssh-keygen -F {host}: {out:?}");
+            }
         }
     }
 }

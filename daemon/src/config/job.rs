@@ -743,9 +743,14 @@ fn from_properties(
             }
         }
     }
+    // A relative list is next to the job file, as the original read it
+    // (and never relative to the daemon's working directory).
     let http_list_file_path = f
         .value_entry(&["httpListFilePath"])?
-        .map(|e| PathBuf::from(&e.value));
+        .map(|e| match base_dir {
+            Some(dir) if Path::new(&e.value).is_relative() => dir.join(&e.value),
+            _ => PathBuf::from(&e.value),
+        });
     if src_type == SrcType::Http && http_list_file_path.is_none() {
         let line = f.line("httpListFilePath").or_else(|| f.line("srcType"));
         return Err(f.err_at(

@@ -328,8 +328,15 @@ fn load_saved(work: &Path, id: i64, sys: Option<&Path>) -> Result<plan::Plan, pl
         .unwrap_or_else(|_| copy.clone());
     let bytes = plan::read_bytes(&copy)?;
     let saved_sys = dir.join("sys.properties");
-    let sys = match sys {
-        Some(p) => Some((p.to_path_buf(), plan::read_bytes(p)?)),
+    let sys = match sys.map(|p| (p, plan::read_bytes(p))) {
+        Some((p, Ok(b))) => Some((p.to_path_buf(), b)),
+        // The daemon's sys.properties went away (or was never readable
+        // from here): the copy saved with the job still plans it.
+        Some((p, Err(e))) if saved_sys.is_file() => {
+            warn!(job_id = id, sys = %p.display(), error = %e, "Cannot read the daemon's sys.properties; planning the job with the copy saved at submit.");
+            Some((saved_sys.clone(), plan::read_bytes(&saved_sys)?))
+        }
+        Some((_, Err(e))) => return Err(e),
         None if saved_sys.is_file() => Some((saved_sys.clone(), plan::read_bytes(&saved_sys)?)),
         None => None,
     };

@@ -256,3 +256,120 @@ fn socket_group_members_by_supplementary_group_are_let_in() {
         String::from_utf8_lossy(&outsider.stderr)
     );
 }
+
+/// The README's commands with the relative paths it writes, typed in the
+/// master's directory (no agents: the daemon copies itself). Before:
+/// `start --sys conf/sys.properties` handed the daemon a relative path it
+/// then read from its work directory, so `submit ... --sys` exited 2 and
+/// saved jobs did not reload; `submit conf/job.cfg` without `--sys` queued
+/// the job in a second store in the current directory and said success;
+/// the agent API ignored `daemonAddress`. And a socket file that nothing
+/// answers on makes `submit` refuse instead of writing behind its back.
+#[test]
+fn relative_paths_from_the_masters_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let (master, work) = (t.join("master"), t.join("work"));
+    let conf = master.join("conf");
+    std::fs::create_dir_all(&conf).unwrap();
+    let rels = tree(&t.join("src"), 6, 1000);
+    let port = free_port();
+    std::fs::write(
+        conf.join("sys.properties"),
+        format!(
+            "workingDir={}\ndaemonAddress=127.0.0.1:{port}\n",
+            work.display()
+        ),
+    )
+    .unwrap();
+    for name in ["rel1", "rel2", "rel3"] {
+        std::fs::write(
+            conf.join(format!("{name}.cfg")),
+            format!(
+                "jobName={name}\nsrcType=local\nsrcPrefix={}/\ndestType=local\ndestDir={}/\n",
+                t.join("src").display(),
+                t.join(name).display()
+            ),
+        )
+        .unwrap();
+    }
+    let ctl = |args: &[&str]| {
+        let out = Command::new(bin("ossimportctl"))
+            .args(args)
+            .current_dir(&master)
+            .env_remove("OSSIMPORT_SOCKET")
+            .env_remove("OSSIMPORT_SYS_PROPERTIES")
+            .env_remove("OSSIMPORT_WORK_DIR")
+            .env_remove("OSSIMPORT_LISTEN")
+            .output()
+            .unwrap();
+        let text = format!("{}{}", stdout(&out), stderr(&out));
+        eprintln!("$ ossimportctl {}\n{text}", args.join(" "));
+        (out.status.code().unwrap_or(-1), text)
+    };
+    let (code, out) = ctl(&["start", "--sys", "conf/sys.properties", "--local-only"]);
+    assert_eq!(code, 0, "{out}");
+    std::net::TcpStream::connect(("127.0.0.1", port))
+        .expect("the agent API listens on daemonAddress");
+    let (code, out) = ctl(&["submit", "conf/rel1.cfg", "--sys", "conf/sys.properties"]);
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = ctl(&["submit", "conf/rel2.cfg"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(!out.contains("not running"), "queued offline: {out}");
+    assert!(!master.join("ossimport.db").exists() && !conf.join("ossimport.db").exists());
+    for job in ["rel1", "rel2"] {
+        wait_for(job, 60, || {
+            ctl(&["stat", "--legacy", job])
+                .1
+                .contains("JobState:Succeed")
+        });
+        for r in &rels {
+            assert_eq!(
+                std::fs::read(t.join("src").join(r)).unwrap(),
+                std::fs::read(t.join(job).join(r)).unwrap(),
+                "{job}: {r}"
+            );
+        }
+    }
+    // Stopped and started again: both saved jobs reload.
+    assert_eq!(
+        ctl(&["stop", "--sys", "conf/sys.properties", "--local-only"]).0,
+        0
+    );
+    assert_eq!(
+        ctl(&["start", "--sys", "conf/sys.properties", "--local-only"]).0,
+        0
+    );
+    let (code, out) = ctl(&["stat"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("rel1") && out.contains("rel2"), "{out}");
+    assert_eq!(ctl(&["stop", "--local-only"]).0, 0);
+    let log = std::fs::read_to_string(work.join("ossimportd.log")).unwrap();
+    assert_eq!(log.matches("Reloaded job.").count(), 2, "{log}");
+    assert!(!log.contains("Cannot reload"), "{log}");
+    assert!(
+        !log.contains('\x1b'),
+        "colour codes in the log file:\n{log}"
+    );
+
+    // A socket file with no daemon behind it (killed): submit refuses, says
+    // which socket, and writes nothing.
+    let socket = work.join("ossimportd.sock");
+    drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
+    let (code, out) = ctl(&["submit", "conf/rel3.cfg"]);
+    assert_eq!(code, 3, "{out}");
+    assert!(out.contains(&socket.display().to_string()), "{out}");
+    assert!(
+        out.contains("conf/sys.properties next to the job file"),
+        "{out}"
+    );
+    assert!(store(&work).find_job("rel3").unwrap().is_none());
+    // Without it, submit queues the job and names the store it wrote.
+    std::fs::remove_file(&socket).unwrap();
+    let (code, out) = ctl(&["submit", "conf/rel3.cfg"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(&work.join("ossimport.db").display().to_string()),
+        "{out}"
+    );
+}

@@ -8,6 +8,7 @@ mod auth;
 mod cluster;
 mod deploy;
 mod deploy_package;
+mod distributed;
 mod incremental;
 mod lifecycle;
 mod listing;
