@@ -293,6 +293,16 @@ fn relative_paths_from_the_masters_directory() {
         )
         .unwrap();
     }
+    // Should the test fail with the daemon up: killed by its pid file.
+    struct Cleanup(std::path::PathBuf);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            if let Ok(pid) = std::fs::read_to_string(self.0.join("ossimportd.pid")) {
+                let _ = Command::new("kill").args(["-9", pid.trim()]).status();
+            }
+        }
+    }
+    let _cleanup = Cleanup(work.clone());
     let ctl = |args: &[&str]| {
         let out = Command::new(bin("ossimportctl"))
             .args(args)
