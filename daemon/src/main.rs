@@ -13,7 +13,7 @@ use daemon::state::{self, Config};
 /// The ossimport master: keeps jobs in SQLite, dispatches tasks to agents,
 /// serves ossimportctl on a Unix socket.
 #[derive(Debug, Parser)]
-#[command(name = "ossimportd", version)]
+#[command(name = "ossimportd", version = proto::VERSION)]
 struct Args {
     /// `sys.properties` (workingDir and worker settings).
     #[arg(long, env = "OSSIMPORT_SYS_PROPERTIES")]

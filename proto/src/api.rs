@@ -537,6 +537,9 @@ pub struct Done {
 pub struct VersionInfo {
     pub version: String,
     pub api: u32,
+    /// The source commit the daemon was built from (older daemons: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
 }
 
 /// Percent-encodes a job name for use as one path segment.

@@ -6,6 +6,18 @@
 //! back. Besides the wire types it holds request signing ([`auth`]) and a
 //! small HTTP client ([`client`]); nothing here touches SQLite or S3.
 
+/// What every binary's `--version` prints: the package version and the
+/// source commit it was built from (`proto/build.rs`).
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("OSSIMPORT_COMMIT"),
+    ")"
+);
+
+/// The source commit alone (`unknown` when built outside a checkout).
+pub const COMMIT: &str = env!("OSSIMPORT_COMMIT");
+
 pub mod api;
 pub mod auth;
 pub mod client;

@@ -108,6 +108,31 @@ fn run_keeps_passing_until_ctrl_c_and_a_rerun_continues_the_schedule() {
     interrupt(child);
     let said = std::fs::read_to_string(&log).unwrap();
     assert!(said.contains("pass 1 ended: found 30, new 30"), "{said}");
+    // The last progress line (printed at Ctrl-C) and every other one: done
+    // never above the total. Before, pass 2 reset the totals and the last
+    // line read `objects 32/2 ... 120.5 KiB / 44 B`.
+    let progress: Vec<&str> = said
+        .lines()
+        .filter(|l| l.starts_with("progress: "))
+        .collect();
+    assert!(!progress.is_empty(), "{said}");
+    for line in &progress {
+        let objects = line["progress: objects ".len()..]
+            .split(' ')
+            .next()
+            .unwrap();
+        let (done, listed) = objects.split_once('/').unwrap();
+        let listed = listed.trim_end_matches('+');
+        let (done, listed): (u64, u64) = (done.parse().unwrap(), listed.parse().unwrap());
+        assert!(done <= listed, "{line}");
+    }
+    assert!(
+        progress
+            .last()
+            .unwrap()
+            .starts_with("progress: objects 32/"),
+        "{said}"
+    );
     assert!(said.contains("next pass 2 at"), "{said}");
     assert!(said.contains("pass 2: listing incjob"), "{said}");
     assert!(

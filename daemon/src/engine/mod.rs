@@ -285,10 +285,9 @@ async fn change_locked(eng: &Arc<Engine>, job_id: i64, ev: Event) -> Result<Chan
             }
             Effect::BeginPass => {
                 let pass = blocking(&state.store, move |s| s.begin_pass(job_id)).await?;
-                if let Some(rt) = eng.jobs().get(&job_id) {
-                    rt.live.scanned_objects.store(0, Ordering::Relaxed);
-                    rt.live.scanned_bytes.store(0, Ordering::Relaxed);
-                }
+                // The live counters are not reset: what was listed adds up
+                // over the passes of a process as what was done does, so a
+                // progress line never shows more done than listed.
                 info!(job = %job.name, pass, "Pass started.");
                 state.job_changed.notify_waiters();
             }
