@@ -105,6 +105,13 @@ for b in "${BINS[@]}"; do
   fi
 done
 
+# Man pages and shell completions, written by the staged ossimportctl from the
+# definitions it runs on (ossimportctl generate); man pages gzipped as Debian
+# and Fedora install them.
+"$STAGE/dist/ossimportctl" generate man "$STAGE/dist/man"
+gzip -9n "$STAGE/dist/man"/*
+"$STAGE/dist/ossimportctl" generate completions "$STAGE/dist/completions"
+
 # Dev packages are for tests: fast compression.
 deb_fast=()
 rpm_compress=zstd

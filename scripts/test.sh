@@ -23,10 +23,17 @@ scripts/module-cycles.py agent/src daemon/src ctl/src proto/src storage/src
 echo "test.sh: cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets -- -D warnings
 
+status=0
 if cargo nextest --version >/dev/null 2>&1; then
   echo "test.sh: cargo nextest run --workspace --no-fail-fast"
-  cargo nextest run --workspace --no-fail-fast
+  cargo nextest run --workspace --no-fail-fast || status=$?
 else
   echo "test.sh: cargo-nextest not found, using cargo test --workspace"
-  cargo test --workspace
+  cargo test --workspace || status=$?
 fi
+
+# The packages as a user builds them from a fresh clone: the dist profile,
+# the size cap, lintian, rpmlint, systemd-analyze and the file lists.
+echo "test.sh: scripts/package.sh --check (dist profile)"
+scripts/package.sh --check >/dev/null || status=$?
+exit "$status"

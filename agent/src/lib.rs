@@ -6,6 +6,7 @@
 //! signed task batches, [`daemon_client`] heartbeats and reports, and
 //! [`secrets`] holds the credentials delivered out of band.
 
+pub mod cli;
 pub mod daemon_client;
 mod dest;
 mod local;

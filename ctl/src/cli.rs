@@ -139,6 +139,47 @@ pub enum Command {
     /// SSH (settings from sys.properties); a second run changes only what
     /// differs.
     Deploy(DeployArgs),
+    /// Print a job file with every key, commented, for a sort of job: fill
+    /// in the values in upper case and the paths, then `run` it.
+    Template {
+        #[arg(value_enum)]
+        kind: TemplateKind,
+    },
+    /// Write the man pages or the shell completions into DIR (what the
+    /// packages install).
+    #[command(hide = true)]
+    Generate {
+        #[arg(value_enum)]
+        what: Generated,
+        dir: PathBuf,
+    },
+}
+
+/// The sorts of job `template` writes.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum TemplateKind {
+    /// A local directory into a bucket (the original's local_job.cfg).
+    Local,
+    /// An S3 bucket into a bucket.
+    S3,
+    /// An OSS bucket into a bucket.
+    Oss,
+    /// The objects of an HTTP URL list into a bucket.
+    Http,
+    /// An Azure Blob container into a bucket.
+    Azure,
+    /// Compare a local directory with a bucket, copying nothing.
+    Audit,
+}
+
+/// What `generate` writes.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum Generated {
+    /// ossimportctl(1), ossimportd(8), ossimport-agent(8),
+    /// ossimport-job.cfg(5), ossimport-sys.properties(5).
+    Man,
+    /// bash, zsh and fish completions of ossimportctl.
+    Completions,
 }
 
 #[derive(Debug, Subcommand)]
@@ -231,10 +272,13 @@ pub struct AgentsArgs {
 /// How to reach the daemon, and the output format.
 #[derive(Debug, Clone, clap::Args)]
 pub struct DaemonArgs {
-    /// The daemon's control socket; default `<workingDir>/ossimportd.sock`.
+    /// The daemon's control socket; default `<workingDir>/ossimportd.sock`
+    /// of the sys.properties found (see --sys).
     #[arg(long, env = "OSSIMPORT_SOCKET")]
     pub socket: Option<PathBuf>,
-    /// `sys.properties`, whose `workingDir` holds the socket.
+    /// `sys.properties`, whose `workingDir` holds the socket; default: the
+    /// one next to the job file (`conf/sys.properties` for verbs without
+    /// one), else /etc/ossimport/sys.properties.
     #[arg(long, env = "OSSIMPORT_SYS_PROPERTIES")]
     pub sys: Option<PathBuf>,
     /// Print JSON on stdout.

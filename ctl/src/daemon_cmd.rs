@@ -48,7 +48,7 @@ pub fn main(cmd: Command) -> ExitCode {
 /// from which the daemon is found.
 fn daemon_args(cmd: &mut Command) -> Option<(&mut DaemonArgs, Option<&Path>)> {
     match cmd {
-        Command::Run(_) => None,
+        Command::Run(_) | Command::Template { .. } | Command::Generate { .. } => None,
         Command::Submit { job_cfg, d, .. } => Some((d, job_cfg.as_deref())),
         Command::Version(d)
         | Command::Start { d, .. }
@@ -80,7 +80,10 @@ async fn dispatch(mut cmd: Command) -> Result<u8> {
         crate::conn::locate(d, job.as_deref())?;
     }
     match cmd {
-        Command::Run(_) => Err(Fail(exit::USAGE, "run is not a daemon command".into())),
+        Command::Run(_) | Command::Template { .. } | Command::Generate { .. } => Err(Fail(
+            exit::USAGE,
+            "run, template and generate are not daemon commands".into(),
+        )),
         Command::Version(d) => version(&d).await,
         Command::Submit {
             job_cfg,

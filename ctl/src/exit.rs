@@ -1,4 +1,4 @@
-//! Exit codes of `ossimportctl`, documented in the README.
+//! Exit codes of `ossimportctl`, documented in docs/operating.md and the man page.
 
 /// Every object verified (or skipped as already present).
 pub const OK: u8 = 0;

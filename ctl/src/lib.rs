@@ -6,6 +6,7 @@ pub mod cli;
 mod conn;
 pub mod daemon_cmd;
 pub mod deploy;
+pub mod docs;
 mod dry_run;
 pub mod exit;
 mod manifest;

@@ -33,6 +33,8 @@ fn main() -> ExitCode {
         .init();
     match cli.command {
         Command::Run(args) => ctl::run::main(args),
+        Command::Template { kind } => ctl::docs::template(kind),
+        Command::Generate { what, dir } => ctl::docs::generate(what, &dir),
         other => ctl::daemon_cmd::main(other),
     }
 }

@@ -12,6 +12,7 @@
 pub mod access;
 pub mod agent_api;
 pub mod agents;
+pub mod cli;
 pub mod config;
 pub mod ctl_api;
 pub mod engine;

@@ -6,82 +6,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use daemon::cli::{Args, LocalWorker};
 use daemon::config::sys::SysConfig;
 use daemon::server::{self, Listeners};
 use daemon::state::{self, Config};
-
-/// The ossimport master: keeps jobs in SQLite, dispatches tasks to agents,
-/// serves ossimportctl on a Unix socket.
-#[derive(Debug, Parser)]
-#[command(name = "ossimportd", version = proto::VERSION)]
-struct Args {
-    /// `sys.properties` (workingDir and worker settings).
-    #[arg(long, env = "OSSIMPORT_SYS_PROPERTIES")]
-    sys: Option<PathBuf>,
-    /// The `workers` host list; default: `workers` next to sys.properties.
-    #[arg(long, env = "OSSIMPORT_WORKERS")]
-    workers: Option<PathBuf>,
-    /// Work directory; default: `workingDir` of sys.properties.
-    #[arg(long, env = "OSSIMPORT_WORK_DIR")]
-    work_dir: Option<PathBuf>,
-    /// Control socket; default: `<workDir>/ossimportd.sock`.
-    #[arg(long, env = "OSSIMPORT_SOCKET")]
-    socket: Option<PathBuf>,
-    /// Group (name or id) allowed on the control socket (mode 0660).
-    #[arg(long, env = "OSSIMPORT_SOCKET_GROUP")]
-    socket_group: Option<String>,
-    /// Address of the agent API; default: `daemonAddress` of sys.properties
-    /// (its port, and its host when that is an address of this machine,
-    /// else every interface), else 127.0.0.1:7600.
-    #[arg(long, env = "OSSIMPORT_LISTEN")]
-    listen: Option<String>,
-    /// Serve Prometheus `/metrics` and the status page on this address
-    /// (plain HTTP, read-only, no login: keep it on loopback or behind a
-    /// proxy). Off by default.
-    #[arg(long, env = "OSSIMPORT_METRICS_LISTEN")]
-    metrics_listen: Option<String>,
-    /// The daemon's private key; default `<workDir>/daemon_ed25519`.
-    #[arg(long, env = "OSSIMPORT_DAEMON_KEY_FILE")]
-    key: Option<PathBuf>,
-    /// Enrolled agent public keys; default `<workDir>/agent_keys`.
-    #[arg(long, env = "OSSIMPORT_AGENT_KEYS")]
-    agent_keys: Option<PathBuf>,
-    /// Seconds a task stays leased to an agent without a heartbeat.
-    #[arg(long, env = "OSSIMPORT_LEASE_SECS", default_value_t = 30)]
-    lease_secs: u64,
-    /// Milliseconds without a heartbeat before an agent counts as down.
-    #[arg(long, env = "OSSIMPORT_AGENT_TIMEOUT_MS", default_value_t = 15000)]
-    agent_timeout_ms: u64,
-    /// Create the daemon key if missing, print its public key and exit.
-    #[arg(long)]
-    init: bool,
-    /// Detach from the terminal (pid file and log file in the work directory
-    /// unless given).
-    #[arg(long)]
-    daemon: bool,
-    #[arg(long, env = "OSSIMPORT_PID_FILE")]
-    pid_file: Option<PathBuf>,
-    #[arg(long, env = "OSSIMPORT_LOG_FILE")]
-    log_file: Option<PathBuf>,
-    /// Log as JSON lines.
-    #[arg(long, env = "OSSIMPORT_LOG_JSON")]
-    log_json: bool,
-    /// Copy on this machine too, as the original's master did: `auto` when
-    /// the `workers` file is absent or empty or lists this machine.
-    #[arg(long, env = "OSSIMPORT_LOCAL_WORKER", value_enum, default_value_t = LocalWorker::Auto)]
-    local_worker: LocalWorker,
-    /// Tasks the worker on this machine runs at once (each with
-    /// `workerTaskThreadNum` objects in flight).
-    #[arg(long, env = "OSSIMPORT_LOCAL_TASKS", default_value_t = 2)]
-    local_tasks: u32,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-enum LocalWorker {
-    Auto,
-    On,
-    Off,
-}
 
 fn main() -> ExitCode {
     storage::limit_malloc_arenas();

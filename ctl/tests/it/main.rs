@@ -8,6 +8,7 @@ mod audit;
 mod config_errors;
 mod console_shim;
 mod daemon_verbs;
+mod docs;
 mod dry_run;
 mod incremental;
 mod integrity;

@@ -1,8 +1,8 @@
 //! `job.cfg` / `local_job.cfg`: one migration job, validated into a typed [`JobConfig`].
 //!
-//! Every key of the original ossimport 2.x is accepted (see `ORIGINAL_KEYS`); a key left
-//! out or left empty takes its documented default. Keys added by this implementation are
-//! in `ADDED_KEYS` and documented on their [`JobConfig`] fields. Secrets may also come
+//! Every key of the original ossimport 2.x is accepted (the table is
+//! [`super::keys::JOB`]); a key left out or left empty takes its documented default. Keys
+//! added by this implementation are marked there and documented on their [`JobConfig`] fields. Secrets may also come
 //! from `*File` keys or environment variables; they are held as [`Secret`] and never
 //! serialized.
 
@@ -29,71 +29,6 @@ pub const ENV_DEST_SECRET_KEY: &str = "OSSIMPORT_DEST_SECRET_KEY";
 
 const KIB: u64 = 1024;
 const MIB: u64 = 1024 * KIB;
-
-/// Keys of the original tool, in the order of its templates.
-const ORIGINAL_KEYS: &[&str] = &[
-    "jobName",
-    "isIncremental",
-    "incrementalModeInterval",
-    "srcType",
-    "srcAccessKey",
-    "srcSecretKey",
-    "srcDomain",
-    "srcBucket",
-    "srcPrefix",
-    "destAccessKey",
-    "destSecretKey",
-    "destDomain",
-    "destBucket",
-    "destPrefix",
-    "appId",
-    "isDownloadFromCdn",
-    "cdnDomain",
-    "httpListFilePath",
-    "httpPrefixColumn",
-    "relativePathColumn",
-    "jobType",
-    "importSince",
-    "lastModify",
-    "isSkipExistFile",
-    "taskObjectCountLimit",
-    "taskObjectSizeLimit",
-    "scanThreadCount",
-    "maxMultiThreadScanDepth",
-    "uploadThreadNumPerLargeFile",
-    "multipartUploadThreshold",
-    "multipartUploadPartSize",
-    "isServerSideEncryption",
-    "isAllowSymbolicLink",
-    "getObjectMetaMode",
-    "isAuditAfterImport",
-    "auditMode",
-    "isUseExpressTunnel",
-    "expressTunnelProxyHost",
-    "expressTunnelProxyType",
-    "expressTunnelProxyUser",
-    "expressTunnelProxyDest",
-    "expressTunnelAuthToken",
-];
-
-/// Keys this implementation adds; each is documented on its field.
-const ADDED_KEYS: &[&str] = &[
-    "destType",
-    "destDir",
-    "destRegion",
-    "srcRegion",
-    "addressingStyle",
-    "verifyMode",
-    "skipMode",
-    "includeGlobs",
-    "excludeGlobs",
-    "maxRequestsPerSecond",
-    "srcListPageSize",
-    "objectTimeout",
-    "requestAttempts",
-    "srcSecretKeyFile",
-    "destSecretKeyFile",
-];
 
 /// Where the data comes from (`srcType`, case-sensitive as in the original).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -487,7 +422,7 @@ fn from_properties(
     env: Env<'_>,
 ) -> Result<JobConfig, ConfigError> {
     let f = Fields::new(props);
-    let known: Vec<&str> = ORIGINAL_KEYS.iter().chain(ADDED_KEYS).copied().collect();
+    let known = super::keys::names(super::keys::JOB);
     f.check_known(&known)?;
     let mut warnings = Vec::new();
 

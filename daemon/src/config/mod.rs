@@ -11,6 +11,7 @@
 //! `NullPointerException` for a missing key).
 
 pub mod job;
+pub mod keys;
 pub mod properties;
 pub mod schedule;
 pub mod sys;

@@ -13,31 +13,6 @@ use serde::Serialize;
 use super::properties::PropertiesFile;
 use super::{ConfigError, Fields, read_file};
 
-/// Every key the original accepted, with the documented and the shipped spelling of the
-/// two keys whose names disagree.
-const KNOWN_KEYS: &[&str] = &[
-    "workingDir",
-    "workerUserName",
-    "workerUser",
-    "workerPassword",
-    "privateKeyFile",
-    "sshPort",
-    "workerTaskThreadNum",
-    "workerMaxThroughput(KB/s)",
-    "workerMaxThroughput",
-    // Ours: bandwidth by time of day (replaces workerMaxThroughput).
-    "workerMaxThroughputSchedule",
-    "dispatcherThreadNum",
-    "workerAbortWhenUncatchedException",
-    "workerRecordMd5",
-    "javaHeapMaxSize",
-    // Ours, for `ossimportctl deploy`.
-    "daemonAddress",
-    "agentDir",
-    "agentPort",
-    "knownHostsFile",
-];
-
 const DEFAULT_SSH_PORT: u16 = 22;
 const DEFAULT_AGENT_PORT: u16 = 7601;
 /// Relative to the SSH user's home directory on each worker.
@@ -105,7 +80,7 @@ impl SysConfig {
     pub fn parse(file_label: &str, text: &str) -> Result<SysConfig, ConfigError> {
         let props = PropertiesFile::parse(file_label, text)?;
         let f = Fields::new(&props);
-        f.check_known(KNOWN_KEYS)?;
+        f.check_known(&super::keys::names(super::keys::SYS))?;
         let private_key_file = f
             .value_entry(&["privateKeyFile"])?
             .map(|e| PathBuf::from(&e.value));

@@ -1,6 +1,6 @@
-//! When the tests run as root: the README's "Distributed mode" runbook,
-//! typed as a new user would. The commands are the README's own code block
-//! (read from README.md, run line by line from the master's directory with
+//! When the tests run as root: the distributed runbook of the docs
+//! (docs/distributed.md, linked from the README), typed as a new user would.
+//! The commands are the page's own code block (read from it, run line by line from the master's directory with
 //! the relative paths it writes), against two workers, each its own network
 //! namespace with its own OpenSSH sshd, login user and home directory, the
 //! source tree shared between them as over NFS. Each step's outcome is
@@ -18,10 +18,10 @@ use crate::support::*;
 /// `<!-- runbook: ... -->` marker, without comment lines and trailing
 /// comments.
 fn readme_runbook() -> Vec<String> {
-    let readme = std::fs::read_to_string(repo_root().join("README.md")).unwrap();
-    let at = readme
-        .find("<!-- runbook:")
-        .expect("README.md has no <!-- runbook: --> marker before the distributed runbook");
+    let readme = std::fs::read_to_string(repo_root().join("docs/distributed.md")).unwrap();
+    let at = readme.find("<!-- runbook:").expect(
+        "docs/distributed.md has no <!-- runbook: --> marker before the distributed runbook",
+    );
     let block = readme[at..]
         .split("```")
         .nth(1)

@@ -1,0 +1,600 @@
+//! Every key of `job.cfg` and `sys.properties`, in the original's order, with
+//! its default and one line of documentation. This is the one table the
+//! unknown-key check, `ossimportctl template` and the man pages
+//! ossimport-job.cfg(5) and ossimport-sys.properties(5) read; the parsers in
+//! [`super::job`] and [`super::sys`] hold the rules.
+
+/// One key of a configuration file.
+#[derive(Debug, Clone, Copy)]
+pub struct Key {
+    pub name: &'static str,
+    /// Other spellings accepted for it (the original's documentation used
+    /// some).
+    pub aliases: &'static [&'static str],
+    /// The value a file without the key gets, as it would be written; empty
+    /// when there is none (the key is optional or required).
+    pub default: &'static str,
+    /// What it does, one or two sentences.
+    pub doc: &'static str,
+    /// Added by this implementation (the original did not have it).
+    pub ours: bool,
+}
+
+const fn key(name: &'static str, default: &'static str, doc: &'static str) -> Key {
+    Key {
+        name,
+        aliases: &[],
+        default,
+        doc,
+        ours: false,
+    }
+}
+
+const fn ours(name: &'static str, default: &'static str, doc: &'static str) -> Key {
+    Key {
+        name,
+        aliases: &[],
+        default,
+        doc,
+        ours: true,
+    }
+}
+
+/// The keys of `job.cfg` / `local_job.cfg`: the original's in the order of
+/// its templates, then ours.
+pub const JOB: &[Key] = &[
+    key(
+        "jobName",
+        "local_test",
+        "Unique name of the job: 4 to 128 of a-z, A-Z, 0-9, _ and -.",
+    ),
+    key(
+        "isIncremental",
+        "false",
+        "List the source again every incrementalModeInterval seconds and copy what is new or changed.",
+    ),
+    key(
+        "incrementalModeInterval",
+        "86400",
+        "Seconds between the end of one incremental pass and the start of the next; at least 900.",
+    ),
+    key(
+        "srcType",
+        "local",
+        "Where the data comes from: local, oss, qiniu, bos, ks3, s3, youpai, http, cos or azure (case-sensitive).",
+    ),
+    key(
+        "srcAccessKey",
+        "",
+        "Access key id of the source (youpai: the operator; azure: the storage account). OSSIMPORT_SRC_ACCESS_KEY overrides it.",
+    ),
+    key(
+        "srcSecretKey",
+        "",
+        "Secret of the source (youpai: the operator's password; azure: the account key or a SAS token). OSSIMPORT_SRC_SECRET_KEY overrides it.",
+    ),
+    key(
+        "srcDomain",
+        "",
+        "Endpoint of the source without the bucket (cos: the region; azure: the endpoint suffix, e.g. core.windows.net).",
+    ),
+    key(
+        "srcBucket",
+        "",
+        "Bucket of the source, without / (azure: the container).",
+    ),
+    key(
+        "srcPrefix",
+        "",
+        "local: the absolute directory to copy, written with / and ending in / (/data/, c:/data/). Buckets: the key prefix, empty or ending in /.",
+    ),
+    key(
+        "destAccessKey",
+        "",
+        "Access key id of the destination. OSSIMPORT_DEST_ACCESS_KEY overrides it.",
+    ),
+    key(
+        "destSecretKey",
+        "",
+        "Secret of the destination. OSSIMPORT_DEST_SECRET_KEY overrides it.",
+    ),
+    key(
+        "destDomain",
+        "",
+        "Endpoint of the destination without the bucket, e.g. https://oss-cn-hangzhou.aliyuncs.com; required unless destType=local.",
+    ),
+    key(
+        "destBucket",
+        "",
+        "Bucket of the destination, without /; required unless destType=local.",
+    ),
+    key(
+        "destPrefix",
+        "",
+        "Prepended to every relative path; must not start with / or \\; end it with / for a folder.",
+    ),
+    key("appId", "0", "Tencent COS app id (srcType=cos)."),
+    key(
+        "isDownloadFromCdn",
+        "false",
+        "List the source bucket but download each object from cdnDomain.",
+    ),
+    key(
+        "cdnDomain",
+        "",
+        "The CDN in front of the source bucket, http(s)://host; required with isDownloadFromCdn=true.",
+    ),
+    key(
+        "httpListFilePath",
+        "",
+        "The URL list of srcType=http (a relative path is read next to the job file): one object a line, columns split by whitespace.",
+    ),
+    key(
+        "httpPrefixColumn",
+        "1",
+        "1-based column of the URL list that holds the URL prefix.",
+    ),
+    key(
+        "relativePathColumn",
+        "2",
+        "1-based column of the URL list that holds the relative path, which becomes the key after destPrefix.",
+    ),
+    key(
+        "jobType",
+        "import",
+        "import copies and verifies; audit only compares the source with the destination.",
+    ),
+    key(
+        "importSince",
+        "0",
+        "Unix seconds: only files modified later are copied (0: all).",
+    ),
+    key(
+        "lastModify",
+        "0",
+        "Unix seconds: files modified later are not verified (0: off).",
+    ),
+    key(
+        "isSkipExistFile",
+        "false",
+        "Skip an object the destination already has with the same size and modification time (sets the default of skipMode).",
+    ),
+    key(
+        "taskObjectCountLimit",
+        "10000",
+        "At most this many objects per task (1 to 50000).",
+    ),
+    key(
+        "taskObjectSizeLimit",
+        "1000000000",
+        "At most this many bytes per task.",
+    ),
+    key(
+        "scanThreadCount",
+        "1",
+        "Threads that list the source (1 to 32).",
+    ),
+    key(
+        "maxMultiThreadScanDepth",
+        "1",
+        "Directory depth listed in parallel (1 to 16).",
+    ),
+    key(
+        "uploadThreadNumPerLargeFile",
+        "3",
+        "Parts in flight per multipart object.",
+    ),
+    key(
+        "multipartUploadThreshold",
+        "150m",
+        "Objects larger than this go multipart (more than 1 MiB; k, m, g suffixes).",
+    ),
+    key(
+        "multipartUploadPartSize",
+        "50m",
+        "Part size of multipart uploads (at least 100 KiB; S3 needs 5 MiB).",
+    ),
+    key(
+        "isServerSideEncryption",
+        "false",
+        "Ask the destination to encrypt objects at rest.",
+    ),
+    key(
+        "isAllowSymbolicLink",
+        "false",
+        "Follow symbolic links to files in a local source (never links to directories).",
+    ),
+    key(
+        "getObjectMetaMode",
+        "stat",
+        "Qiniu sources: read object metadata by stat or head.",
+    ),
+    key(
+        "isAuditAfterImport",
+        "true",
+        "Verify each object after copying it (always done here; false is warned about).",
+    ),
+    key(
+        "auditMode",
+        "general",
+        "The original's verification level (simple, general, detailed); superseded by verifyMode.",
+    ),
+    key(
+        "isUseExpressTunnel",
+        "false",
+        "The original's Express Connect tunnel; not supported (refused when true).",
+    ),
+    key(
+        "expressTunnelProxyHost",
+        "",
+        "Express Connect: the tunnel service URL.",
+    ),
+    key(
+        "expressTunnelProxyType",
+        "",
+        "Express Connect: the tunnel type.",
+    ),
+    key(
+        "expressTunnelProxyUser",
+        "",
+        "Express Connect: the tunnel user.",
+    ),
+    key(
+        "expressTunnelProxyDest",
+        "",
+        "Express Connect: the destination region.",
+    ),
+    key(
+        "expressTunnelAuthToken",
+        "",
+        "Express Connect: the authentication token.",
+    ),
+    ours(
+        "destType",
+        "",
+        "oss, s3 or local. Default: local when destDomain is empty and destDir is set, oss for an aliyuncs.com endpoint, else s3.",
+    ),
+    ours(
+        "destDir",
+        "",
+        "The absolute destination directory of destType=local.",
+    ),
+    ours(
+        "destRegion",
+        "us-east-1",
+        "Signing region of an S3 destination (OSS ignores it).",
+    ),
+    ours(
+        "srcRegion",
+        "us-east-1",
+        "Signing region of an S3 source (OSS ignores it).",
+    ),
+    ours(
+        "addressingStyle",
+        "auto",
+        "auto, path or virtual: path style for IP addresses and localhost with auto, virtual-hosted otherwise.",
+    ),
+    ours(
+        "verifyMode",
+        "checksum",
+        "size, checksum (size and the checksums the store confirms) or readback (download again and compare).",
+    ),
+    ours(
+        "skipMode",
+        "",
+        "none, sizeMtime, size or checksum: when an object the destination has is skipped. Default sizeMtime with isSkipExistFile=true, else none.",
+    ),
+    ours(
+        "includeGlobs",
+        "",
+        "Comma-separated globs on the relative path: when set, only matching objects are copied.",
+    ),
+    ours(
+        "excludeGlobs",
+        "",
+        "Comma-separated globs on the relative path: matching objects are not copied.",
+    ),
+    ours(
+        "maxRequestsPerSecond",
+        "0",
+        "Requests per second to the source and destination (0: no cap).",
+    ),
+    ours(
+        "srcListPageSize",
+        "1000",
+        "Keys asked for per listing page of a bucket source (1 to 1000).",
+    ),
+    ours(
+        "objectTimeout",
+        "21600",
+        "Seconds one object may take, retries included, before it fails (0: no limit).",
+    ),
+    ours(
+        "requestAttempts",
+        "5",
+        "Attempts per request, the first included, for failures worth retrying (1 to 20).",
+    ),
+    ours(
+        "srcSecretKeyFile",
+        "",
+        "Read srcSecretKey from this file (relative to the job file; refused if every user may read it).",
+    ),
+    ours(
+        "destSecretKeyFile",
+        "",
+        "Read destSecretKey from this file (relative to the job file; refused if every user may read it).",
+    ),
+];
+
+/// The keys of `sys.properties`: the original's, then ours.
+pub const SYS: &[Key] = &[
+    key(
+        "workingDir",
+        ".",
+        "Where the job store, the daemon's socket, keys and logs live (a relative path is from the current directory).",
+    ),
+    Key {
+        aliases: &["workerUser"],
+        ..key(
+            "workerUserName",
+            "",
+            "SSH user that deploy logs in to the workers as (a workers line's user@ wins; default root).",
+        )
+    },
+    key(
+        "workerPassword",
+        "",
+        "SSH password, tried where privateKeyFile is refused.",
+    ),
+    key(
+        "privateKeyFile",
+        "",
+        "SSH private key for deploy (a relative path is next to sys.properties).",
+    ),
+    key("sshPort", "22", "SSH port of the workers."),
+    key(
+        "workerTaskThreadNum",
+        "60",
+        "Objects in flight per executor (the worker on the master, each agent, run).",
+    ),
+    Key {
+        aliases: &["workerMaxThroughput"],
+        ..key(
+            "workerMaxThroughput(KB/s)",
+            "0",
+            "Bandwidth cap per executor in KB/s (0: none).",
+        )
+    },
+    ours(
+        "workerMaxThroughputSchedule",
+        "",
+        "Bandwidth by time of day, e.g. \"08:00,512 18:00,10M 23:00,off\" (replaces workerMaxThroughput).",
+    ),
+    key(
+        "dispatcherThreadNum",
+        "1",
+        "The original's dispatcher threads; accepted, no effect.",
+    ),
+    key(
+        "workerAbortWhenUncatchedException",
+        "false",
+        "The original's abort on an unknown error; true is not supported (a failed object never stops the job).",
+    ),
+    key(
+        "workerRecordMd5",
+        "false",
+        "Store each file's MD5 in the destination's x-oss-meta-md5 / x-amz-meta-md5.",
+    ),
+    key(
+        "javaHeapMaxSize",
+        "1024m",
+        "The original's JVM heap; accepted, no effect.",
+    ),
+    ours(
+        "daemonAddress",
+        "",
+        "host:port where the workers reach the daemon; ossimportd's agent API listens there.",
+    ),
+    ours(
+        "agentDir",
+        "ossimport-agent",
+        "Where deploy installs the agent on each worker (relative: below the SSH user's home).",
+    ),
+    ours("agentPort", "7601", "Port the deployed agents listen on."),
+    ours(
+        "knownHostsFile",
+        "",
+        "SSH host keys of the workers (default ~/.ssh/known_hosts).",
+    ),
+];
+
+/// Every spelling a file may use: names and aliases.
+pub fn names(keys: &[Key]) -> Vec<&'static str> {
+    keys.iter()
+        .flat_map(|k| std::iter::once(k.name).chain(k.aliases.iter().copied()))
+        .collect()
+}
+
+/// The sorts of job `ossimportctl template` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Template {
+    Local,
+    S3,
+    Oss,
+    Http,
+    Azure,
+    Audit,
+}
+
+impl Template {
+    pub const ALL: [Template; 6] = [
+        Template::Local,
+        Template::S3,
+        Template::Oss,
+        Template::Http,
+        Template::Azure,
+        Template::Audit,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Template::Local => "local",
+            Template::S3 => "s3",
+            Template::Oss => "oss",
+            Template::Http => "http",
+            Template::Azure => "azure",
+            Template::Audit => "audit",
+        }
+    }
+
+    /// The keys set in this template, with the values to fill in.
+    fn set(self) -> Vec<(&'static str, &'static str)> {
+        let mut v = match self {
+            Template::Local | Template::Audit => {
+                vec![("srcType", "local"), ("srcPrefix", "/path/to/source/")]
+            }
+            Template::S3 => vec![
+                ("srcType", "s3"),
+                ("srcAccessKey", "SOURCE_ACCESS_KEY_ID"),
+                ("srcSecretKey", "SOURCE_SECRET_ACCESS_KEY"),
+                ("srcDomain", "https://s3.us-east-1.amazonaws.com"),
+                ("srcBucket", "source-bucket"),
+                ("srcRegion", "us-east-1"),
+            ],
+            Template::Oss => vec![
+                ("srcType", "oss"),
+                ("srcAccessKey", "SOURCE_ACCESS_KEY_ID"),
+                ("srcSecretKey", "SOURCE_ACCESS_KEY_SECRET"),
+                ("srcDomain", "https://oss-cn-shanghai.aliyuncs.com"),
+                ("srcBucket", "source-bucket"),
+            ],
+            Template::Http => vec![
+                ("srcType", "http"),
+                ("httpListFilePath", "/path/to/http.list"),
+            ],
+            Template::Azure => vec![
+                ("srcType", "azure"),
+                ("srcAccessKey", "STORAGE_ACCOUNT_NAME"),
+                ("srcSecretKey", "STORAGE_ACCOUNT_KEY"),
+                ("srcDomain", "core.windows.net"),
+                ("srcBucket", "source-container"),
+            ],
+        };
+        v.push(("jobName", "local_test"));
+        if self == Template::Audit {
+            v.push(("jobType", "audit"));
+        }
+        v.extend([
+            ("destAccessKey", "DEST_ACCESS_KEY_ID"),
+            ("destSecretKey", "DEST_ACCESS_KEY_SECRET"),
+            ("destDomain", "https://oss-cn-hangzhou.aliyuncs.com"),
+            ("destBucket", "dest-bucket"),
+        ]);
+        v
+    }
+
+    /// The job file: every key in the original's order with its
+    /// documentation; the keys this sort of job needs set to values to
+    /// replace (upper case, `/path/to/`, `*-bucket`), the rest commented out
+    /// at their defaults.
+    pub fn render(self) -> String {
+        let set = self.set();
+        let mut out = format!(
+            "# ossimport job file ({} job), written by `ossimportctl template {}`.\n\
+             # Replace the values in upper case, the /path/to/ paths and the bucket\n\
+             # names; a line starting with # is a comment: the key keeps its default.\n\
+             # Check it with `ossimportctl run --dry-run FILE`. Keys: ossimport-job.cfg(5).\n",
+            self.name(),
+            self.name()
+        );
+        let mut ours_started = false;
+        for k in JOB {
+            if k.ours && !ours_started {
+                ours_started = true;
+                out.push_str("\n# ---- Keys of this implementation (not in the original) ----\n");
+            }
+            out.push('\n');
+            for line in wrap(k.doc, 76) {
+                out.push_str("# ");
+                out.push_str(&line);
+                out.push('\n');
+            }
+            match set.iter().find(|(n, _)| *n == k.name) {
+                Some((_, v)) => out.push_str(&format!("{}={v}\n", k.name)),
+                None => out.push_str(&format!("#{}={}\n", k.name, k.default)),
+            }
+        }
+        out
+    }
+}
+
+/// Splits `text` into lines of at most `width` characters at spaces.
+pub fn wrap(text: &str, width: usize) -> Vec<String> {
+    let mut lines = Vec::new();
+    let mut line = String::new();
+    for word in text.split_whitespace() {
+        if !line.is_empty() && line.len() + 1 + word.len() > width {
+            lines.push(std::mem::take(&mut line));
+        }
+        if !line.is_empty() {
+            line.push(' ');
+        }
+        line.push_str(word);
+    }
+    if !line.is_empty() {
+        lines.push(line);
+    }
+    lines
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each documented default is a value the parser takes, and means what
+    /// leaving the key out means.
+    #[test]
+    fn every_default_parses_to_the_default() {
+        let base = "srcPrefix=/data/\ndestDomain=http://127.0.0.1:9000\ndestBucket=b\n";
+        let plain = crate::config::job::JobConfig::parse("job.cfg", base).unwrap();
+        for k in JOB.iter().filter(|k| !k.default.is_empty()) {
+            let text = format!("{base}{}={}\n", k.name, k.default);
+            let with = crate::config::job::JobConfig::parse("job.cfg", &text)
+                .unwrap_or_else(|e| panic!("{}={}: {e}", k.name, k.default));
+            assert_eq!(
+                format!("{with:?}"),
+                format!("{plain:?}"),
+                "{}={} is not the default",
+                k.name,
+                k.default
+            );
+        }
+        let plain = crate::config::sys::SysConfig::parse("sys.properties", "").unwrap();
+        for k in SYS.iter().filter(|k| !k.default.is_empty()) {
+            let text = format!("{}={}\n", k.name, k.default);
+            let with = crate::config::sys::SysConfig::parse("sys.properties", &text)
+                .unwrap_or_else(|e| panic!("{}={}: {e}", k.name, k.default));
+            let (mut a, b) = (format!("{with:?}"), format!("{plain:?}"));
+            // Written or not, the key says so.
+            a = a.replace("working_dir_given: true", "working_dir_given: false");
+            assert_eq!(a, b, "{}={} is not the default", k.name, k.default);
+        }
+    }
+
+    #[test]
+    fn templates_set_each_key_once_and_comment_the_rest() {
+        for t in Template::ALL {
+            let text = t.render();
+            for k in JOB {
+                let set = text
+                    .lines()
+                    .filter(|l| l.starts_with(&format!("{}=", k.name)));
+                let off = text
+                    .lines()
+                    .filter(|l| l.starts_with(&format!("#{}=", k.name)));
+                assert_eq!(set.count() + off.count(), 1, "{} in {}", k.name, t.name());
+            }
+            assert!(text.lines().all(|l| l.len() <= 80 || !l.starts_with("# ")));
+        }
+    }
+}
