@@ -111,6 +111,8 @@ done
 "$STAGE/dist/ossimportctl" generate man "$STAGE/dist/man"
 gzip -9n "$STAGE/dist/man"/*
 "$STAGE/dist/ossimportctl" generate completions "$STAGE/dist/completions"
+# The upstream changelog under the name Debian gives it.
+gzip -9nc CHANGELOG.md >"$STAGE/dist/changelog.gz"
 
 # Dev packages are for tests: fast compression.
 deb_fast=()
