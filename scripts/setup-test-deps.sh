@@ -166,6 +166,23 @@ if [ ! -x "$GENERATE_RPM" ] || [ "$("$GENERATE_RPM" --version 2>/dev/null)" != "
   cargo install --locked -q "cargo-generate-rpm@$GENERATE_RPM_VERSION" --root "$REPO_ROOT/.tools"
 fi
 
+# A Debian root file system with systemd, for the root test that boots it as
+# a container (systemd-nspawn --boot) and installs the packages there
+# (daemon/tests/it/systemd.rs); made once with debootstrap from Debian's
+# packages and kept in .tools/ (about 200 MiB).
+ensure_apt_pkg systemd-container debootstrap
+ROOTFS="$REPO_ROOT/.tools/debian-rootfs"
+ROOTFS_SPEC="bookworm minbase systemd,systemd-sysv,dbus,adduser,openssh-server,procps"
+if [ "$(id -u)" -eq 0 ] && [ "$(cat "$ROOTFS.spec" 2>/dev/null)" != "$ROOTFS_SPEC" ]; then
+  log "debootstrap $ROOTFS_SPEC (into .tools/debian-rootfs)"
+  rm -rf "$ROOTFS" "$ROOTFS.tmp"
+  debootstrap --variant=minbase --include=systemd,systemd-sysv,dbus,adduser,openssh-server,procps \
+    bookworm "$ROOTFS.tmp" http://deb.debian.org/debian >"$REPO_ROOT/.tools/debootstrap.log" 2>&1 \
+    || { echo "setup-test-deps: debootstrap failed, see .tools/debootstrap.log" >&2; exit 1; }
+  mv "$ROOTFS.tmp" "$ROOTFS"
+  echo "$ROOTFS_SPEC" >"$ROOTFS.spec"
+fi
+
 # Azure Blob emulator (the srcType=azure tests): Azurite, pinned (3.35.0 is
 # the newest that runs on Node 20), installed with npm into <repo>/.tools/azurite.
 AZURITE_VERSION=3.35.0

@@ -19,3 +19,4 @@ mod observe;
 mod packages;
 mod runbook;
 mod support;
+mod systemd;
