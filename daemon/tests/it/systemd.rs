@@ -274,63 +274,6 @@ fn packages_and_deploy_on_a_host_where_systemd_is_pid_1() {
         stdout(&ct.run("ps -ef"))
     );
 
-    // The .rpm, installed into the same booted root from here with `rpm
-    // --root`: its scriptlets run chrooted there and reach the container's
-    // systemd (a Debian root has no rpm of its own).
-    let rpms = |version: &str| -> PathBuf {
-        let out = Command::new(repo.join("scripts/package.sh"))
-            .args(["--profile", "dev", "--formats", "rpm", "--version", version])
-            .arg("--bin-dir")
-            .arg(&bin_dir)
-            .arg("--out")
-            .arg(t.join(format!("rpm-{version}")))
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", stderr(&out));
-        stdout(&out)
-            .lines()
-            .map(PathBuf::from)
-            .find(|p| !p.file_name().unwrap().to_str().unwrap().contains("agent"))
-            .unwrap()
-    };
-    let (r1, r2) = (rpms("0.1.0-1"), rpms("0.1.0-2"));
-    let ct_root = format!("/proc/{}/root", ct.init);
-    let rpm = |args: &[&str], pkg: Option<&Path>| {
-        let mut c = Command::new("rpm");
-        c.arg("--root").arg(&ct_root).args(args);
-        if let Some(p) = pkg {
-            c.arg(p);
-        }
-        let out = c.output().unwrap();
-        eprintln!("$ rpm {args:?} {pkg:?}\n{}{}", stdout(&out), stderr(&out));
-        assert!(out.status.success(), "rpm {args:?}: {}", stderr(&out));
-    };
-    rpm(&["--initdb"], None);
-    rpm(&["-i", "--nodeps"], Some(&r1));
-    ct.ok("systemctl enable --now ossimportd && systemctl is-active ossimportd");
-    // The upgrade keeps the unit running and the job store. Whether its
-    // %post `try-restart` restarted the unit is not asserted: run chrooted
-    // from outside the container, systemctl restarted it in one run and not
-    // in another (the .deb's restart on upgrade is asserted above).
-    let before = main_pid(&ct);
-    rpm(&["-U", "--nodeps"], Some(&r2));
-    ct.ok("systemctl is-active ossimportd");
-    let after = main_pid(&ct);
-    eprintln!(
-        "rpm: MainPID before the upgrade {}, after {}",
-        before.trim(),
-        after.trim()
-    );
-    assert!(stdout(&ct.run("ossimportctl stat --legacy unitjob")).contains("JobState:Succeed"));
-    rpm(&["-e", "--nodeps", "ossimport"], None);
-    assert!(
-        !ct.run("pgrep -x ossimportd").status.success(),
-        "ossimportd still runs after rpm -e"
-    );
-    assert!(
-        ct.run("test -d /var/lib/ossimport").status.success(),
-        "the job store went with rpm -e"
-    );
     drop(ct);
     drop(daemon);
     drop(net);
