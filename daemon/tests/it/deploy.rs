@@ -55,6 +55,86 @@ impl Drop for PidFileGuard {
     }
 }
 
+/// The hosts of the SSH tests: `n` network namespaces, when this runs as
+/// root with OpenSSH's sshd installed; `None` (skipped, saying why) otherwise,
+/// and a failure instead under `OSSIMPORT_TEST_ROOT=1`.
+pub fn ssh_hosts_or_skip(n: usize) -> Option<Net> {
+    if !root_or_skip("network namespaces, login users and sshd") {
+        return None;
+    }
+    let strict = std::env::var_os("OSSIMPORT_TEST_ROOT").is_some_and(|v| v == "1");
+    if !Path::new("/usr/sbin/sshd").exists() {
+        assert!(
+            !strict,
+            "OSSIMPORT_TEST_ROOT=1 but /usr/sbin/sshd is missing (scripts/setup-test-deps.sh installs openssh-server)"
+        );
+        eprintln!("skipped: /usr/sbin/sshd missing (scripts/setup-test-deps.sh installs it)");
+        return None;
+    }
+    match Net::create(n) {
+        Ok(net) => Some(net),
+        Err(e) => {
+            assert!(
+                !strict,
+                "OSSIMPORT_TEST_ROOT=1 but network namespaces cannot be created: {e}"
+            );
+            eprintln!("skipped: cannot create network namespaces here: {e}");
+            None
+        }
+    }
+}
+
+/// Starts sshd number `i` in the namespace of host `i`, with its own host
+/// key, config, pid file and log (`sshd{i}.log`) in `dir`; returns the host
+/// key's public half. Only `users` may log in, never root.
+pub fn start_sshd(
+    sshds: &mut Sshds,
+    net: &Net,
+    i: usize,
+    dir: &Path,
+    users: &[String],
+    passwords: bool,
+) -> PathBuf {
+    std::fs::create_dir_all("/run/sshd").unwrap();
+    let hk = dir.join(format!("hostkey{i}"));
+    keygen(&hk);
+    let cfg = dir.join(format!("sshd{i}.conf"));
+    std::fs::write(
+        &cfg,
+        format!(
+            "Port 22\nListenAddress {addr}\nHostKey {hk}\nPidFile {d}/sshd{i}.pid\nUsePAM no\n\
+             PasswordAuthentication {pw}\nPubkeyAuthentication yes\nKbdInteractiveAuthentication no\n\
+             PermitRootLogin no\nAllowUsers {users}\nStrictModes yes\n",
+            addr = net.addr(i),
+            hk = hk.display(),
+            d = dir.display(),
+            pw = if passwords { "yes" } else { "no" },
+            users = users.join(" "),
+        ),
+    )
+    .unwrap();
+    sh(&format!("/usr/sbin/sshd -t -f {}", cfg.display()));
+    let log = std::fs::File::create(dir.join(format!("sshd{i}.log"))).unwrap();
+    sshds.0.push(
+        Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &net.names[i],
+                "/usr/sbin/sshd",
+                "-D",
+                "-e",
+                "-f",
+            ])
+            .arg(&cfg)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    hk.with_extension("pub")
+}
+
 pub fn sh(cmd: &str) -> Output {
     let out = Command::new("sh").arg("-c").arg(cmd).output().unwrap();
     assert!(
@@ -166,27 +246,8 @@ pub fn row<'a>(table: &'a str, host: &str) -> &'a str {
 
 #[test]
 fn deploy_over_ssh_to_hosts_in_namespaces() {
-    if !root_or_skip("network namespaces, login users and sshd") {
+    let Some(net) = ssh_hosts_or_skip(3) else {
         return;
-    }
-    if !Path::new("/usr/sbin/sshd").exists() {
-        assert!(
-            std::env::var_os("OSSIMPORT_TEST_ROOT").is_none_or(|v| v != "1"),
-            "OSSIMPORT_TEST_ROOT=1 but /usr/sbin/sshd is missing (scripts/setup-test-deps.sh installs openssh-server)"
-        );
-        eprintln!("skipped: /usr/sbin/sshd missing (scripts/setup-test-deps.sh installs it)");
-        return;
-    }
-    let net = match Net::create(3) {
-        Ok(n) => n,
-        Err(e) => {
-            assert!(
-                std::env::var_os("OSSIMPORT_TEST_ROOT").is_none_or(|v| v != "1"),
-                "OSSIMPORT_TEST_ROOT=1 but network namespaces cannot be created: {e}"
-            );
-            eprintln!("skipped: cannot create network namespaces here: {e}");
-            return;
-        }
     };
     let tmp = tempfile::tempdir().unwrap();
     let t = tmp.path();
@@ -217,36 +278,9 @@ fn deploy_over_ssh_to_hosts_in_namespaces() {
     ));
 
     // One sshd per namespace, each with its own host key.
-    std::fs::create_dir_all("/run/sshd").unwrap();
     let mut sshds = Sshds(Vec::new());
-    let mut host_pubs = Vec::new();
-    for (i, ns) in net.names.iter().enumerate() {
-        let hk = t.join(format!("hostkey{i}"));
-        host_pubs.push(keygen(&hk));
-        let cfg = t.join(format!("sshd{i}.conf"));
-        std::fs::write(
-            &cfg,
-            format!(
-                "Port 22\nListenAddress {addr}\nHostKey {hk}\nPidFile {t}/sshd{i}.pid\nUsePAM no\n\
-                 PasswordAuthentication yes\nPubkeyAuthentication yes\nKbdInteractiveAuthentication no\n\
-                 PermitRootLogin no\nAllowUsers {ukey} {upw}\nStrictModes yes\n",
-                addr = net.addr(i),
-                hk = hk.display(),
-                t = t.display()
-            ),
-        )
-        .unwrap();
-        sh(&format!("/usr/sbin/sshd -t -f {}", cfg.display()));
-        let log = std::fs::File::create(t.join(format!("sshd{i}.log"))).unwrap();
-        sshds.0.push(
-            Command::new("ip")
-                .args(["netns", "exec", ns, "/usr/sbin/sshd", "-D", "-e", "-f"])
-                .arg(&cfg)
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .unwrap(),
-        );
+    for i in 0..net.names.len() {
+        start_sshd(&mut sshds, &net, i, t, &users.0, true);
     }
     // What the deploying side knows: host 3 with another key than it shows.
     let known = t.join("known_hosts");

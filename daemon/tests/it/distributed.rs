@@ -10,8 +10,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use crate::deploy::{Sshds, Users, keygen, sh};
-use crate::netns::Net;
+use crate::deploy::{Sshds, Users, keygen, sh, ssh_hosts_or_skip, start_sshd};
 use crate::support::*;
 
 /// The commands of the README's runbook block: the fenced block after the
@@ -52,27 +51,8 @@ fn the_readme_distributed_runbook_word_for_word() {
         steps.iter().all(|s| s.starts_with("ossimportctl ")),
         "the runbook holds a command that is not ossimportctl: {steps:#?}"
     );
-    if !root_or_skip("network namespaces, login users and sshd") {
+    let Some(net) = ssh_hosts_or_skip(2) else {
         return;
-    }
-    if !Path::new("/usr/sbin/sshd").exists() {
-        assert!(
-            std::env::var_os("OSSIMPORT_TEST_ROOT").is_none_or(|v| v != "1"),
-            "OSSIMPORT_TEST_ROOT=1 but /usr/sbin/sshd is missing (scripts/setup-test-deps.sh installs openssh-server)"
-        );
-        eprintln!("skipped: /usr/sbin/sshd missing (scripts/setup-test-deps.sh installs it)");
-        return;
-    }
-    let net = match Net::create(2) {
-        Ok(n) => n,
-        Err(e) => {
-            assert!(
-                std::env::var_os("OSSIMPORT_TEST_ROOT").is_none_or(|v| v != "1"),
-                "OSSIMPORT_TEST_ROOT=1 but network namespaces cannot be created: {e}"
-            );
-            eprintln!("skipped: cannot create network namespaces here: {e}");
-            return;
-        }
     };
     let tmp = tempfile::tempdir().unwrap();
     let t = tmp.path();
@@ -104,39 +84,10 @@ fn the_readme_distributed_runbook_word_for_word() {
             d = ssh_dir.display()
         ));
     }
-    std::fs::create_dir_all("/run/sshd").unwrap();
     let mut sshds = Sshds(Vec::new());
-    let mut host_fps = Vec::new();
-    for (i, ns) in net.names.iter().enumerate() {
-        let hk = t.join(format!("hostkey{i}"));
-        keygen(&hk);
-        host_fps.push(keygen_fingerprint(&hk.with_extension("pub")));
-        let cfg = t.join(format!("sshd{i}.conf"));
-        std::fs::write(
-            &cfg,
-            format!(
-                "Port 22\nListenAddress {addr}\nHostKey {hk}\nPidFile {t}/sshd{i}.pid\nUsePAM no\n\
-                 PasswordAuthentication no\nPubkeyAuthentication yes\nKbdInteractiveAuthentication no\n\
-                 PermitRootLogin no\nAllowUsers {users}\nStrictModes yes\n",
-                addr = net.addr(i),
-                hk = hk.display(),
-                t = t.display(),
-                users = users.0.join(" "),
-            ),
-        )
-        .unwrap();
-        sh(&format!("/usr/sbin/sshd -t -f {}", cfg.display()));
-        let log = std::fs::File::create(t.join(format!("sshd{i}.log"))).unwrap();
-        sshds.0.push(
-            Command::new("ip")
-                .args(["netns", "exec", ns, "/usr/sbin/sshd", "-D", "-e", "-f"])
-                .arg(&cfg)
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .unwrap(),
-        );
-    }
+    let host_fps: Vec<String> = (0..net.names.len())
+        .map(|i| keygen_fingerprint(&start_sshd(&mut sshds, &net, i, t, &users.0, false)))
+        .collect();
 
     // The store, reached by the workers through a relay on the bridge.
     let s3 = S3Server::start();
