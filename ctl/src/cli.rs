@@ -143,7 +143,7 @@ pub enum Command {
     /// in the values in upper case and the paths, then `run` it.
     Template {
         #[arg(value_enum)]
-        kind: TemplateKind,
+        kind: daemon::config::keys::Template,
     },
     /// Write the man pages or the shell completions into DIR (what the
     /// packages install).
@@ -153,23 +153,6 @@ pub enum Command {
         what: Generated,
         dir: PathBuf,
     },
-}
-
-/// The sorts of job `template` writes.
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-pub enum TemplateKind {
-    /// A local directory into a bucket (the original's local_job.cfg).
-    Local,
-    /// An S3 bucket into a bucket.
-    S3,
-    /// An OSS bucket into a bucket.
-    Oss,
-    /// The objects of an HTTP URL list into a bucket.
-    Http,
-    /// An Azure Blob container into a bucket.
-    Azure,
-    /// Compare a local directory with a bucket, copying nothing.
-    Audit,
 }
 
 /// What `generate` writes.

@@ -11,19 +11,11 @@ use clap::CommandFactory;
 use clap_mangen::roff::{Roff, bold, roman};
 use daemon::config::keys::{self, Key, Template};
 
-use crate::cli::{Cli, Generated, TemplateKind};
+use crate::cli::{Cli, Generated};
 use crate::exit;
 
 /// `ossimportctl template KIND`: the job file on stdout.
-pub fn template(kind: TemplateKind) -> ExitCode {
-    let t = match kind {
-        TemplateKind::Local => Template::Local,
-        TemplateKind::S3 => Template::S3,
-        TemplateKind::Oss => Template::Oss,
-        TemplateKind::Http => Template::Http,
-        TemplateKind::Azure => Template::Azure,
-        TemplateKind::Audit => Template::Audit,
-    };
+pub fn template(t: Template) -> ExitCode {
     print!("{}", t.render());
     ExitCode::from(exit::OK)
 }

@@ -416,13 +416,19 @@ pub fn names(keys: &[Key]) -> Vec<&'static str> {
 }
 
 /// The sorts of job `ossimportctl template` writes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Template {
+    /// A local directory into a bucket (the original's local_job.cfg).
     Local,
+    /// An S3 bucket into a bucket.
     S3,
+    /// An OSS bucket into a bucket.
     Oss,
+    /// The objects of an HTTP URL list into a bucket.
     Http,
+    /// An Azure Blob container into a bucket.
     Azure,
+    /// Compare a local directory with a bucket, copying nothing.
     Audit,
 }
 
