@@ -13,11 +13,12 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use proto::job::{ErrorCode, Event, MultipartResume, ObjectSpec, PartRecord, SkipMode, VerifyMode};
-use storage::beneath::SourceFile;
+use storage::beneath::{Identity, SourceFile};
 use storage::checksum::{self, Digest};
-use storage::s3::{ErrorKind, META_MD5, META_MTIME, ObjectInfo, S3Store};
+use storage::s3::{ErrorKind, META_IDENT, META_MD5, META_MTIME, ObjectInfo, S3Store};
 use storage::watch::{Change, FileWatch};
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use crate::dest::{
     PartBody, complete_parts, confirm_s3, dest_err, dest_name, open_dest, part_size_for,
@@ -61,7 +62,8 @@ fn source_err(e: std::io::Error) -> Fail {
 }
 
 /// Opens exactly the scanned file (see `storage::beneath`) and checks it is
-/// the one the scan recorded: same size and mtime, else `SOURCE_CHANGED`.
+/// the one the scan recorded: same size, mtime and identity tag (nanosecond
+/// mtime, ctime, inode), else `SOURCE_CHANGED`.
 /// Every later read goes through the returned descriptor.
 async fn open_source(ex: &Executor, obj: &ObjectSpec) -> Step<Arc<SourceFile>> {
     let Source::Local {
@@ -87,27 +89,44 @@ async fn open_source(ex: &Executor, obj: &ObjectSpec) -> Step<Arc<SourceFile>> {
             ),
         ));
     }
+    if obj.ident.is_some_and(|t| t != sf.ident.tag()) {
+        return Err(Fail(
+            ErrorCode::SourceChanged,
+            format!(
+                "source file changed since it was listed: same size and mtime second, but its nanoseconds, ctime or inode differ (now {}); the job copies what it listed, so a later pass or a new job copies the new version",
+                sf.ident.describe()
+            ),
+        ));
+    }
     Ok(Arc::new(sf))
 }
 
-/// Fails unless the open source still has the size and mtime it had before
-/// we started reading it.
-async fn check_unchanged(src: &Arc<SourceFile>, before: (u64, i64)) -> Step<()> {
+/// Fails unless the open source still has the identity (size, nanosecond
+/// mtime and ctime) it had before we started reading it.
+async fn check_unchanged(src: &Arc<SourceFile>, before: Identity) -> Step<()> {
     let s = Arc::clone(src);
     let after = blocking(move || s.restat()).await.map_err(source_err)?;
-    if after.0 != before.0 {
+    unchanged(before, after)
+}
+
+fn unchanged(before: Identity, after: Identity) -> Step<()> {
+    if after.size != before.size {
         return Err(Fail(
             ErrorCode::SizeNotMatch,
             format!(
                 "source file size changed from {} to {} bytes while it was copied",
-                before.0, after.0
+                before.size, after.size
             ),
         ));
     }
-    if after.1 != before.1 {
+    if after != before {
         return Err(Fail(
             ErrorCode::SourceChanged,
-            "source file was modified while it was copied".into(),
+            format!(
+                "source file was modified while it was copied ({} before, {} after)",
+                before.describe(),
+                after.describe()
+            ),
         ));
     }
     Ok(())
@@ -117,19 +136,23 @@ pub(crate) async fn import(
     ex: &Arc<Executor>,
     obj: &ObjectSpec,
     events: &mpsc::Sender<Event>,
+    lease: &CancellationToken,
 ) -> Step<Done> {
     let key = dest_name(&ex.dest, &obj.rel_path)?;
     let path = source_path(ex, &obj.rel_path);
     let src = open_source(ex, obj).await?;
-    let before = (src.size, src.mtime);
-    let (size, mtime) = before;
-    let mode = ex.verify_mode(mtime);
+    let before = src.ident;
+    let size = before.size;
+    let mode = ex.verify_mode(src.mtime);
     match &ex.dest {
         Dest::S3 { store, .. } => {
-            if let Some(skip) = check_skip_s3(ex, store, &key, &src, size, mtime).await? {
+            if let Some(skip) = check_skip_s3(ex, store, &key, &src).await? {
                 return Ok(Done::Skipped(skip));
             }
-            let mut meta = vec![(META_MTIME, mtime.to_string())];
+            let mut meta = vec![
+                (META_MTIME, before.mtime_meta()),
+                (META_IDENT, before.tag().to_string()),
+            ];
             let is_multipart = size > ex.spec.multipart_threshold;
             // Files read more than once or over a long time are watched, so
             // a rewrite that leaves size and mtime as they were is caught:
@@ -162,7 +185,9 @@ pub(crate) async fn import(
             {
                 let same = match ex.spec.skip {
                     SkipMode::Size => existing.size == size,
-                    SkipMode::SizeMtime => existing.size == size && existing.mtime == mtime,
+                    SkipMode::SizeMtime => {
+                        existing.size == size && existing.ident.mtime_ns == before.mtime_ns
+                    }
                     _ => {
                         existing.size == size
                             && hash_open(&existing).await? == hash_open(&src).await?
@@ -175,25 +200,33 @@ pub(crate) async fn import(
                     }));
                 }
             }
-            storage::limit::throttle(Some(&*ex.bandwidth), size).await;
-            // Never more permissive than the source file.
+            // Never more permissive than the source file; directories as
+            // the source's (the umask applies to both).
             let (root, name, s, mode_bits) = (dir.clone(), key.clone(), Arc::clone(&src), src.mode);
+            let src_root = ex.source_root.clone();
             let dest_fail = |e: std::io::Error| {
                 Fail(
                     ErrorCode::DestError,
                     format!("writing {key} under {}: {e}", dir.display()),
                 )
             };
-            let out = blocking(move || storage::beneath::create_beneath(&root, &name, mode_bits))
-                .await
-                .map_err(dest_fail)?;
-            let (digest, written) =
-                blocking(move || storage::local::copy_open(&s.file, out, mtime))
-                    .await
-                    .map_err(|e| match e.kind() {
-                        std::io::ErrorKind::UnexpectedEof => source_err(e),
-                        _ => dest_fail(e),
-                    })?;
+            let src_dirs = source_dirs(&obj.rel_path, &key);
+            let out = blocking(move || {
+                let dir_mode = |made: &[&str]| source_dir_mode(&src_root, &src_dirs, made.len());
+                storage::beneath::create_beneath(&root, &name, mode_bits, &dir_mode)
+            })
+            .await
+            .map_err(dest_fail)?;
+            let out = Arc::new(out);
+            let (o, bw) = (Arc::clone(&out), Arc::clone(&ex.bandwidth));
+            let digest = blocking(move || {
+                storage::local::copy_into(&s.file, &o, before.mtime_ns, Some(&*bw))
+            })
+            .await
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::UnexpectedEof => source_err(e),
+                _ => dest_fail(e),
+            })?;
             ex.add_progress(digest.len);
             if digest.len != size {
                 return Err(Fail(
@@ -205,18 +238,106 @@ pub(crate) async fn import(
                 ));
             }
             check_unchanged(&src, before).await?;
+            // The temporary is checked before it replaces anything.
             let mut checks = Checks::new(Sent::whole(digest));
-            let dsize = written.metadata().map_err(dest_fail)?.len();
+            let dsize = out.file.metadata().map_err(dest_fail)?.len();
             checks.answer(Answer::size_only(dsize))?;
             if mode != VerifyMode::Size {
-                let back = blocking(move || storage::local::hash_open(&written))
+                let o = Arc::clone(&out);
+                let back = blocking(move || storage::local::hash_open(&o.file))
                     .await
                     .map_err(dest_fail)?;
                 checks.read_back(&back)?;
             }
-            Ok(checks.finish(mode)?.into())
+            let verified = checks.finish(mode)?;
+            let out = Arc::into_inner(out).expect("the blocking copies are done");
+            commit_local(out, lease, Some((&src, before)))
+                .await
+                .map_err(|e| match e {
+                    Commit::Io(e) => dest_fail(e),
+                    Commit::Fail(f) => f,
+                })?;
+            Ok(verified.into())
         }
     }
+}
+
+/// Why a checked temporary was not renamed into place.
+pub(crate) enum Commit {
+    Io(std::io::Error),
+    Fail(Fail),
+}
+
+/// Renames a checked temporary into place, if and only if, just before the
+/// rename, the task is still ours (its lease not taken away by `pause`,
+/// `clean`, a lost lease or a shutdown), the source (local sources) still
+/// has the identity it was read with, and the destination name holds what
+/// it held when the copy started (see `NewFile::commit`). Otherwise the
+/// temporary is removed and nothing is replaced.
+pub(crate) async fn commit_local(
+    out: storage::beneath::NewFile,
+    lease: &CancellationToken,
+    src: Option<(&Arc<SourceFile>, Identity)>,
+) -> Result<(), Commit> {
+    let lease = lease.clone();
+    let src = src.map(|(s, before)| (Arc::clone(s), before));
+    let r = blocking(move || {
+        if let Some((s, before)) = &src {
+            let before = *before;
+            let after = s.restat()?;
+            if let Err(f) = unchanged(before, after) {
+                return Ok(Err(Commit::Fail(f)));
+            }
+        }
+        if lease.is_cancelled() {
+            return Ok(Err(Commit::Fail(Fail(
+                ErrorCode::DestError,
+                "the task was taken away (pause, clean, lost lease or shutdown) before the copy was put in place; nothing was replaced".into(),
+            ))));
+        }
+        match out.commit() {
+            Ok(_) => Ok(Ok(())),
+            Err(e) if storage::beneath::is_replaced_meanwhile(&e) => Ok(Err(Commit::Fail(Fail(
+                ErrorCode::DestError,
+                format!("not put in place: {e}"),
+            )))),
+            Err(e) => Ok(Err(Commit::Io(e))),
+        }
+    })
+    .await;
+    match r {
+        Ok(r) => r,
+        Err(e) => Err(Commit::Io(e)),
+    }
+}
+
+/// The source directories of `rel_path` that the destination directories
+/// of `key` correspond to, innermost last: `key` may have a `destPrefix`
+/// in front, whose directories have no source of their own.
+fn source_dirs(rel_path: &str, key: &str) -> (usize, Vec<String>) {
+    let src: Vec<String> = rel_path.split('/').map(str::to_owned).collect();
+    let src_dirs = src[..src.len().saturating_sub(1)].to_vec();
+    let key_dirs = key.split('/').count().saturating_sub(1);
+    (key_dirs.saturating_sub(src_dirs.len()), src_dirs)
+}
+
+/// The mode for the `depth`-th destination directory (1-based): that of
+/// the source directory it mirrors, or 0700 for the directories of the
+/// destination prefix and where the source cannot be read.
+fn source_dir_mode(root: &std::path::Path, dirs: &(usize, Vec<String>), depth: usize) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    let (prefix_dirs, src) = dirs;
+    if depth <= *prefix_dirs {
+        return 0o700;
+    }
+    let mut p = root.to_path_buf();
+    for d in &src[..(depth - prefix_dirs).min(src.len())] {
+        p.push(d);
+    }
+    std::fs::symlink_metadata(&p)
+        .ok()
+        .filter(|m| m.is_dir())
+        .map_or(0o700, |m| m.permissions().mode() & 0o777)
 }
 
 /// Fails if the watcher saw the source change while it was being read.
@@ -247,9 +368,8 @@ async fn check_skip_s3(
     store: &S3Store,
     key: &str,
     src: &Arc<SourceFile>,
-    size: u64,
-    mtime: i64,
 ) -> Step<Option<Skipped>> {
+    let (size, ident) = (src.ident.size, src.ident);
     if ex.spec.skip == SkipMode::None {
         return Ok(None);
     }
@@ -261,8 +381,12 @@ async fn check_skip_s3(
     let (same, by) = match ex.spec.skip {
         SkipMode::None => (false, "size"),
         SkipMode::Size => (info.size == size, "size"),
+        // The mtime to the nanosecond, and the identity tag where the
+        // object has one: a rewrite with its mtime put back is copied.
         SkipMode::SizeMtime => (
-            info.size == size && info.mtime_meta == Some(mtime),
+            info.size == size
+                && ident.mtime_matches(info.mtime_meta)
+                && info.ident_meta.is_none_or(|t| t == ident.tag()),
             "size+mtime",
         ),
         SkipMode::Checksum => {
@@ -310,9 +434,9 @@ async fn single_put(
     key: &str,
     src: &Arc<SourceFile>,
     meta: &mut Vec<(&'static str, String)>,
-    before: (u64, i64),
+    before: Identity,
 ) -> Step<Checks> {
-    let size = before.0;
+    let size = before.size;
     let (answer, digest) = if size <= IN_MEMORY_MAX {
         let mib = (size.div_ceil(1 << 20) as u32).clamp(1, ex.memory_mib);
         let _mem = ex

@@ -31,6 +31,7 @@ async fn process(
     task_id: i64,
     obj: &ObjectSpec,
     events: &mpsc::Sender<Event>,
+    lease: &CancellationToken,
 ) -> ObjectResult {
     let retries = Arc::new(AtomicU32::new(0));
     let _in_flight = crate::worker::InFlight::new(&ex.progress, obj.size);
@@ -41,8 +42,8 @@ async fn process(
         .then(|| ex.progress.track(obj.object_id, &obj.rel_path, obj.size));
     let work = async {
         match (ex.spec.mode, remote) {
-            (JobMode::Import, false) => local::import(ex, obj, events).await,
-            (JobMode::Import, true) => remote::import(ex, obj, events).await,
+            (JobMode::Import, false) => local::import(ex, obj, events, lease).await,
+            (JobMode::Import, true) => remote::import(ex, obj, events, lease).await,
             (JobMode::Audit, false) => local::audit(ex, obj).await.map(Done::from),
             (JobMode::Audit, true) => remote::audit(ex, obj).await.map(Done::from),
         }
@@ -120,7 +121,7 @@ impl Executor {
             set.spawn(async move {
                 let _permit = permit;
                 let result = tokio::select! {
-                    r = process(&this, task_id, &obj, &events) => r,
+                    r = process(&this, task_id, &obj, &events, &cancel) => r,
                     _ = cancel.cancelled() => return false,
                 };
                 events.send(Event::ObjectDone(result)).await.is_ok()

@@ -28,6 +28,7 @@ use storage::remote::{RemoteBody, SourceError, SourceErrorKind};
 use storage::s3::{ErrorKind, META_MD5, META_MTIME, S3Store};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 
 use crate::dest::{
     PartBody, complete_parts, confirm_s3, dest_err, dest_name, part_md5s, part_size_for,
@@ -154,6 +155,7 @@ pub(crate) async fn import(
     ex: &Arc<Executor>,
     obj: &ObjectSpec,
     events: &mpsc::Sender<Event>,
+    lease: &CancellationToken,
 ) -> Step<Done> {
     let key = dest_name(&ex.dest, &obj.rel_path)?;
     if let (Dest::S3 { store, .. }, Source::S3 { .. } | Source::Cdn { .. } | Source::Azure { .. }) =
@@ -174,7 +176,7 @@ pub(crate) async fn import(
                 let checks = copy_to_s3(ex, store, &key, obj, events).await?;
                 Ok(confirm_s3(store, &key, checks, mode).await?)
             }
-            Dest::Local { dir, .. } => copy_to_dir(ex, dir, &key, obj, mode).await,
+            Dest::Local { dir, .. } => copy_to_dir(ex, dir, &key, obj, mode, lease).await,
         }
     })
     .await?;
@@ -387,7 +389,10 @@ async fn skip_s3(
     let (same, by) = match ex.spec.skip {
         SkipMode::None => (false, "size"),
         SkipMode::Size => (true, "size"),
-        SkipMode::SizeMtime => (info.mtime_meta == Some(obj.mtime), "size+mtime"),
+        SkipMode::SizeMtime => (
+            info.mtime_meta == obj.mtime.checked_mul(1_000_000_000),
+            "size+mtime",
+        ),
         SkipMode::Checksum => (
             !src_etag.is_empty() && src_etag.eq_ignore_ascii_case(&info.etag),
             "size+etag",
@@ -661,6 +666,7 @@ async fn copy_to_dir(
     key: &str,
     obj: &ObjectSpec,
     mode: VerifyMode,
+    lease: &CancellationToken,
 ) -> Result<Verified, Attempt> {
     use tokio::io::AsyncWriteExt;
     let mut body = open(ex, obj).await?;
@@ -671,7 +677,8 @@ async fn copy_to_dir(
         ))
     };
     let (root, name) = (dir.to_path_buf(), key.to_owned());
-    let out = blocking(move || storage::beneath::create_beneath(&root, &name, 0o600))
+    // Directories as private as the file: a remote object has no modes.
+    let out = blocking(move || storage::beneath::create_beneath(&root, &name, 0o600, &|_| 0o700))
         .await
         .map_err(derr)?;
     let mut f = tokio::fs::File::from_std(out.file.try_clone().map_err(derr)?);
@@ -693,16 +700,36 @@ async fn copy_to_dir(
     result?;
     let digest = h.finish();
     check_source_etag(ex, obj, &body, &digest)?;
-    let written = blocking(move || out.commit()).await.map_err(derr)?;
+    // Listed sources declare their size; a URL list's is known only now.
+    if !matches!(ex.source, Source::Http { .. }) && digest.len != obj.size {
+        return Err(Attempt::Fail(Fail(
+            ErrorCode::SizeNotMatch,
+            format!(
+                "listed with {} bytes but {} bytes were received",
+                obj.size, digest.len
+            ),
+        )));
+    }
+    // The temporary is checked before it replaces anything.
     let mut checks = Checks::new(Sent::whole(digest));
-    checks.answer(Answer::size_only(written.metadata().map_err(derr)?.len()))?;
-    if mode != VerifyMode::Size {
-        let back = blocking(move || storage::local::hash_open(&written))
+    checks.answer(Answer::size_only(out.file.metadata().map_err(derr)?.len()))?;
+    let out = if mode != VerifyMode::Size {
+        let (back, out) = blocking(move || Ok((storage::local::hash_open(&out.file)?, out)))
             .await
             .map_err(derr)?;
         checks.read_back(&back)?;
-    }
-    Ok(checks.finish(mode)?)
+        out
+    } else {
+        out
+    };
+    let verified = checks.finish(mode)?;
+    crate::local::commit_local(out, lease, None)
+        .await
+        .map_err(|e| match e {
+            crate::local::Commit::Io(e) => derr(e),
+            crate::local::Commit::Fail(f) => Attempt::Fail(f),
+        })?;
+    Ok(verified)
 }
 
 /// `jobType=audit` for a remote source: streams the source, hashing it,

@@ -24,7 +24,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 /// the pass each object was listed in and last seen in, the pass that
 /// found it gone, and one `passes` row per pass; and the branches of a
 /// parallel listing (`scan_branches`), each with its own checkpoint.
-const SCHEMA_VERSION: i64 = 5;
+const SCHEMA_VERSION: i64 = 6;
 
 /// What schema 5 adds: each job's object counts by state, kept by triggers
 /// on every insert, update and delete of an object, so `stat` reads a few
@@ -71,6 +71,14 @@ UPDATE objects SET etag = '\\' || etag WHERE substr(etag, 1, 1) IN ('=', '^', '\
 UPDATE objects SET src_ref = '\\' || src_ref WHERE substr(src_ref, 1, 1) IN ('+', '\\');
 DROP INDEX IF EXISTS objects_job_state;
 CREATE INDEX IF NOT EXISTS objects_job_state_path ON objects(job_id, state, rel_path);
+";
+
+/// What schema 6 adds: a local source's identity tag beside size and
+/// whole-second mtime (`storage::beneath::Identity::tag`; NULL for other
+/// sources and for rows listed before it existed, which a later pass
+/// compares by size and mtime once and then fills in).
+const SCHEMA_V6: &str = "
+ALTER TABLE objects ADD COLUMN ident INTEGER;
 ";
 
 /// What schema 4 adds: the audit trail of `ossimportctl set`, which is also
@@ -379,6 +387,8 @@ pub struct NewObject {
     pub rel_path: String,
     pub size: u64,
     pub mtime: i64,
+    /// Local files: the identity tag (`storage::beneath::Identity::tag`).
+    pub ident: Option<i64>,
     /// Source ETag (S3 sources) or URL (HTTP sources).
     pub src_ref: Option<String>,
     /// Set when the object can already be seen to fail (e.g. a name that is
@@ -697,6 +707,7 @@ impl Store {
             tx.execute_batch(SCHEMA_V3)?;
             tx.execute_batch(SCHEMA_V4)?;
             tx.execute_batch(SCHEMA_V5)?;
+            tx.execute_batch(SCHEMA_V6)?;
             tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
             tx.commit()?;
         } else if version == 1 {
@@ -739,6 +750,12 @@ impl Store {
         if (1..5).contains(&version) {
             let tx = conn.transaction()?;
             tx.execute_batch(SCHEMA_V5)?;
+            tx.pragma_update(None, "user_version", 5)?;
+            tx.commit()?;
+        }
+        if (1..6).contains(&version) {
+            let tx = conn.transaction()?;
+            tx.execute_batch(SCHEMA_V6)?;
             tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
             tx.commit()?;
         }
@@ -864,8 +881,8 @@ impl Store {
         let (mut new, mut changed, mut retried) = (0i64, 0i64, 0i64);
         {
             let mut ins = tx.prepare_cached(
-                "INSERT INTO objects (job_id, task_id, rel_path, size, mtime, state, error_code, error, updated_at, src_ref, pass, seen_pass)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11)",
+                "INSERT INTO objects (job_id, task_id, rel_path, size, mtime, state, error_code, error, updated_at, src_ref, pass, seen_pass, ident)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11, ?12)",
             )?;
             // Every older final row of the path gives way (a listing error
             // of an earlier pass may sit beside the row it could not see).
@@ -889,7 +906,8 @@ impl Store {
                     msg,
                     t,
                     compact::src_ref(o.src_ref.as_deref(), &o.rel_path),
-                    pass
+                    pass,
+                    o.ident
                 ])?;
                 let id = tx.last_insert_rowid();
                 match *c {
@@ -949,7 +967,7 @@ impl Store {
         let tx = conn.transaction()?;
         let n = tx.execute(
             "UPDATE objects SET state = ?2, error_code = NULL, error = NULL
-             WHERE job_id = ?1 AND state = ?3 AND error_code NOT IN ('LIST_ERROR', 'INVALID_KEY')",
+             WHERE job_id = ?1 AND state = ?3 AND error_code NOT IN ('LIST_ERROR', 'INVALID_KEY', 'DUPLICATE_KEY')",
             params![job_id, ObjectState::Pending, ObjectState::Failed],
         )?;
         tx.execute(
@@ -1006,7 +1024,7 @@ impl Store {
             let mut objects = Vec::new();
             {
                 let mut q = tx.prepare_cached(
-                    "SELECT id, rel_path, size, mtime, upload_id, part_size, src_ref FROM objects
+                    "SELECT id, rel_path, size, mtime, upload_id, part_size, src_ref, ident FROM objects
                      WHERE task_id = ?1 AND state = ?2 ORDER BY id",
                 )?;
                 let rows = q.query_map(params![task_id, ObjectState::Pending], |r| {
@@ -1018,6 +1036,7 @@ impl Store {
                         r.get::<_, Option<String>>(4)?,
                         r.get::<_, Option<i64>>(5)?,
                         r.get::<_, Option<String>>(6)?,
+                        r.get::<_, Option<i64>>(7)?,
                     ))
                 })?;
                 for row in rows {
@@ -1025,7 +1044,8 @@ impl Store {
                 }
             }
             let mut specs = Vec::with_capacity(objects.len());
-            for (object_id, rel_path, size, mtime, upload_id, part_size, src_ref) in objects {
+            for (object_id, rel_path, size, mtime, upload_id, part_size, src_ref, ident) in objects
+            {
                 let resume = match (upload_id, part_size) {
                     (Some(upload_id), Some(part_size)) => {
                         let mut q = tx.prepare_cached(
@@ -1056,6 +1076,7 @@ impl Store {
                     rel_path,
                     size: size as u64,
                     mtime,
+                    ident,
                     resume,
                 });
             }

@@ -219,6 +219,12 @@ pub struct ObjectSpec {
     /// Size and mtime (unix seconds) seen by the scanner.
     pub size: u64,
     pub mtime: i64,
+    /// Local sources: the identity tag the scanner recorded (nanosecond
+    /// mtime, ctime and inode; `storage::beneath::Identity::tag`), compared
+    /// with the file's when it is opened. `None` for other sources and for
+    /// rows recorded before tags existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ident: Option<i64>,
     /// A multipart upload started by an earlier attempt, to continue.
     pub resume: Option<MultipartResume>,
     /// Where to read it from when the path is not enough: the ETag seen at
@@ -331,6 +337,9 @@ pub enum ErrorCode {
     DestError,
     /// Listing the source failed here (e.g. an unreadable directory).
     ListError,
+    /// Another source of the job was listed for the same destination key
+    /// first; this one is never copied.
+    DuplicateKey,
 }
 
 impl ErrorCode {
@@ -345,6 +354,7 @@ impl ErrorCode {
             ErrorCode::DestMissing => "DEST_MISSING",
             ErrorCode::DestError => "DEST_ERROR",
             ErrorCode::ListError => "LIST_ERROR",
+            ErrorCode::DuplicateKey => "DUPLICATE_KEY",
         }
     }
 
@@ -359,6 +369,7 @@ impl ErrorCode {
             "DEST_MISSING" => ErrorCode::DestMissing,
             "DEST_ERROR" => ErrorCode::DestError,
             "LIST_ERROR" => ErrorCode::ListError,
+            "DUPLICATE_KEY" => ErrorCode::DuplicateKey,
             _ => return None,
         })
     }
@@ -386,6 +397,7 @@ mod tests {
             ErrorCode::DestMissing,
             ErrorCode::DestError,
             ErrorCode::ListError,
+            ErrorCode::DuplicateKey,
         ] {
             assert_eq!(ErrorCode::parse(c.as_str()), Some(c));
             assert_eq!(

@@ -97,18 +97,24 @@ pub fn open_root(root: &Path) -> io::Result<File> {
     Ok(File::from(unsafe { OwnedFd::from_raw_fd(fd) }))
 }
 
+/// The mode of a directory to create, given the path of its directories
+/// from the root (`["a", "b"]` for `root/a/b`); the umask still applies.
+pub type DirMode<'a> = &'a dyn Fn(&[&str]) -> u32;
+
 /// Walks the directories of `parts[..len-1]` below `root` without following
-/// symlinks; with `create`, missing directories are made (mode 0755 minus
-/// the umask).
-fn walk_dirs(root: File, dirs: &[&str], create: bool) -> io::Result<File> {
+/// symlinks; with `create`, missing directories are made with the mode
+/// `create` gives for them.
+fn walk_dirs(root: File, dirs: &[&str], create: Option<DirMode<'_>>) -> io::Result<File> {
     let mut dir = root;
-    for d in dirs {
+    for (i, d) in dirs.iter().enumerate() {
         let name = cstr(d)?;
         let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW;
-        dir = match openat(&dir, &name, flags, 0) {
-            Err(e) if create && e.kind() == io::ErrorKind::NotFound => {
+        dir = match (openat(&dir, &name, flags, 0), create) {
+            (Err(e), Some(mode)) if e.kind() == io::ErrorKind::NotFound => {
+                let mode = mode(&dirs[..=i]) & 0o7777;
                 // SAFETY: valid descriptor and NUL-terminated name.
-                let r = unsafe { libc::mkdirat(dir.as_raw_fd(), name.as_ptr(), 0o755) };
+                let r =
+                    unsafe { libc::mkdirat(dir.as_raw_fd(), name.as_ptr(), mode as libc::mode_t) };
                 if r < 0 {
                     let e = io::Error::last_os_error();
                     if e.kind() != io::ErrorKind::AlreadyExists {
@@ -117,10 +123,114 @@ fn walk_dirs(root: File, dirs: &[&str], create: bool) -> io::Result<File> {
                 }
                 openat(&dir, &name, flags, 0)?
             }
-            r => r?,
+            (r, _) => r?,
         };
     }
     Ok(dir)
+}
+
+/// What says a local file is still the one that was listed: its size,
+/// its mtime and ctime with nanoseconds, and its inode. Any difference is
+/// a change: a rewrite inside one second moves the nanoseconds, a rewrite
+/// whose mtime was put back (`touch -d`, `cp -p`, a restore) moves the
+/// ctime, and another file renamed over the name has another inode (and a
+/// new ctime).
+///
+/// The device number is not part of it: it is per host and per boot (NFS
+/// and device-mapper numbers are handed out at mount time), so it would
+/// make every file on a share "changed" after a reboot or between the
+/// scanner's host and an agent's. A file moved to another file system gets
+/// a new inode and ctime there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Identity {
+    pub size: u64,
+    /// Nanoseconds since the epoch (negative before 1970).
+    pub mtime_ns: i64,
+    pub ctime_ns: i64,
+    pub ino: u64,
+}
+
+impl Identity {
+    pub fn of(md: &std::fs::Metadata) -> Identity {
+        use std::os::unix::fs::MetadataExt;
+        let ns = |s: i64, n: i64| s.saturating_mul(1_000_000_000).saturating_add(n);
+        Identity {
+            size: md.len(),
+            mtime_ns: ns(md.mtime(), md.mtime_nsec()),
+            ctime_ns: ns(md.ctime(), md.ctime_nsec()),
+            ino: md.ino(),
+        }
+    }
+
+    /// Whole seconds of the mtime (what `importSince`, `lastModify` and
+    /// the manifest use).
+    pub fn mtime_secs(&self) -> i64 {
+        self.mtime_ns.div_euclid(1_000_000_000)
+    }
+
+    /// Nanoseconds past the whole second of the mtime.
+    pub fn mtime_subsec(&self) -> u32 {
+        self.mtime_ns.rem_euclid(1_000_000_000) as u32
+    }
+
+    /// What the store keeps beside size and whole-second mtime: a 64-bit
+    /// CRC-64/XZ of the nanosecond mtime, the ctime and the inode, so a row
+    /// grows by one integer. Stable across versions and hosts (it is
+    /// compared by agents against the scanner's).
+    pub fn tag(&self) -> i64 {
+        let mut b = [0u8; 24];
+        b[..8].copy_from_slice(&self.mtime_ns.to_le_bytes());
+        b[8..16].copy_from_slice(&self.ctime_ns.to_le_bytes());
+        b[16..].copy_from_slice(&self.ino.to_le_bytes());
+        crate::checksum::crc64(&b) as i64
+    }
+
+    /// The `ossimport-mtime` value: unix seconds, with nine digits of
+    /// nanoseconds when there are any (`1700000000.123456789`); a file
+    /// with a whole-second mtime gets the form earlier versions wrote.
+    pub fn mtime_meta(&self) -> String {
+        match self.mtime_subsec() {
+            0 => self.mtime_secs().to_string(),
+            n => format!("{}.{n:09}", self.mtime_secs()),
+        }
+    }
+
+    /// Whether a recorded `ossimport-mtime` (see [`Identity::mtime_meta`],
+    /// parsed by [`parse_mtime_meta`]) is this mtime. One without nanoseconds (written by an earlier
+    /// version, or by one whose source had none) matches only a source
+    /// mtime without nanoseconds either: a sub-second rewrite is never
+    /// hidden by the older, coarser record (it is copied again instead).
+    pub fn mtime_matches(&self, meta_ns: Option<i64>) -> bool {
+        meta_ns == Some(self.mtime_ns)
+    }
+
+    /// Describes it for messages.
+    pub fn describe(&self) -> String {
+        format!(
+            "{} bytes, mtime {}, ctime {}.{:09}, inode {}",
+            self.size,
+            self.mtime_meta(),
+            self.ctime_ns.div_euclid(1_000_000_000),
+            self.ctime_ns.rem_euclid(1_000_000_000),
+            self.ino
+        )
+    }
+}
+
+/// Parses an `ossimport-mtime` value into nanoseconds: `SECS` or
+/// `SECS.NNNNNNNNN` (exactly nine digits).
+pub fn parse_mtime_meta(meta: &str) -> Option<i64> {
+    let (secs, frac) = match meta.split_once('.') {
+        Some((s, f)) if f.len() == 9 && f.bytes().all(|b| b.is_ascii_digit()) => {
+            (s, f.parse::<i64>().ok()?)
+        }
+        Some(_) => return None,
+        None => (meta, 0),
+    };
+    secs.parse::<i64>()
+        .ok()?
+        .checked_mul(1_000_000_000)?
+        .checked_add(frac)
 }
 
 /// What `open_source` found.
@@ -130,6 +240,8 @@ pub struct SourceFile {
     pub size: u64,
     /// Unix seconds.
     pub mtime: i64,
+    /// Size, nanosecond mtime and ctime, inode, when it was opened.
+    pub ident: Identity,
     pub dev: u64,
     pub ino: u64,
     /// Permission bits (no set-id or sticky bits).
@@ -137,10 +249,9 @@ pub struct SourceFile {
 }
 
 impl SourceFile {
-    /// Size and mtime of the open file now.
-    pub fn restat(&self) -> io::Result<(u64, i64)> {
-        let md = self.file.metadata()?;
-        Ok((md.len(), mtime_secs(&md)))
+    /// The identity of the open file now (see [`Identity`]).
+    pub fn restat(&self) -> io::Result<Identity> {
+        Ok(Identity::of(&self.file.metadata()?))
     }
 
     /// A path that reopens this very inode whatever happens to its name
@@ -170,7 +281,7 @@ pub fn open_source(root: &Path, rel: &str, follow_last: bool) -> io::Result<Sour
     let (last, dirs) = parts
         .split_last()
         .expect("check_rel_path gives at least one part");
-    let dir = walk_dirs(open_root(root)?, dirs, false)?;
+    let dir = walk_dirs(open_root(root)?, dirs, None)?;
     let mut flags = libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOCTTY;
     if !follow_last {
         flags |= libc::O_NOFOLLOW;
@@ -187,6 +298,7 @@ pub fn open_source(root: &Path, rel: &str, follow_last: bool) -> io::Result<Sour
     Ok(SourceFile {
         size: md.len(),
         mtime: mtime_secs(&md),
+        ident: Identity::of(&md),
         dev: md.dev(),
         ino: md.ino(),
         mode: md.mode() & 0o777,
@@ -203,25 +315,82 @@ pub struct NewFile {
     dir: File,
     tmp: CString,
     name: CString,
+    /// What had the final name when the temporary was made.
+    was: Option<Occupant>,
     committed: bool,
 }
 
-/// Creates the directories of `root/rel` (without following symlinks) and a
-/// new temporary file next to where `rel` will be, with `O_EXCL` and the
-/// given permission bits (the umask still applies).
-pub fn create_beneath(root: &Path, rel: &str, mode: u32) -> io::Result<NewFile> {
+/// The file under a name, as far as replacing it goes: another file put
+/// there (renamed in, or rewritten) has another inode or a later ctime.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Occupant {
+    ino: u64,
+    ctime_ns: i64,
+}
+
+/// What is under `name` in `dir` now, without following a symlink.
+fn occupant(dir: &File, name: &CString) -> io::Result<Option<Occupant>> {
+    // SAFETY: an all-zero `stat` is a valid value to be overwritten.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: valid descriptor, NUL-terminated name and a live out-pointer.
+    let r = unsafe {
+        libc::fstatat(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            &mut st,
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        return if e.kind() == io::ErrorKind::NotFound {
+            Ok(None)
+        } else {
+            Err(e)
+        };
+    }
+    Ok(Some(Occupant {
+        ino: st.st_ino,
+        ctime_ns: st.st_ctime.saturating_mul(1_000_000_000) + st.st_ctime_nsec,
+    }))
+}
+
+/// The error [`NewFile::commit`] gives when the final name was taken or
+/// replaced by someone else while the copy ran.
+pub fn is_replaced_meanwhile(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::AlreadyExists && e.raw_os_error().is_none()
+}
+
+fn replaced_meanwhile() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::AlreadyExists,
+        "another file was put under this name while the copy ran (another job or process); it is left as it is",
+    )
+}
+
+/// Creates the directories of `root/rel` (without following symlinks; each
+/// missing one with the mode `dir_mode` gives) and a new temporary file
+/// next to where `rel` will be, with `O_EXCL` and the given permission bits
+/// (the umask still applies).
+pub fn create_beneath(
+    root: &Path,
+    rel: &str,
+    mode: u32,
+    dir_mode: DirMode<'_>,
+) -> io::Result<NewFile> {
     let parts = check_rel_path(rel).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     let (last, dirs) = parts
         .split_last()
         .expect("check_rel_path gives at least one part");
-    let dir = walk_dirs(open_root(root)?, dirs, true)?;
+    let dir = walk_dirs(open_root(root)?, dirs, Some(dir_mode))?;
     let name = cstr(last)?;
+    let was = occupant(&dir, &name)?;
     for _ in 0..8 {
         let mut rnd = [0u8; 12];
         getrandom::fill(&mut rnd).map_err(|e| io::Error::other(e.to_string()))?;
         let hex: String = rnd.iter().map(|b| format!("{b:02x}")).collect();
         // Short enough for any name limit: the final name can be 255 bytes.
-        let tmp = cstr(&format!(".ossimport-{hex}.tmp"))?;
+        let tmp = cstr(&format!("{TEMP_PREFIX}{hex}{TEMP_SUFFIX}"))?;
         let flags = libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW;
         match openat(&dir, &tmp, flags, (mode & 0o777) as libc::mode_t) {
             Ok(file) => {
@@ -230,6 +399,7 @@ pub fn create_beneath(root: &Path, rel: &str, mode: u32) -> io::Result<NewFile> 
                     dir,
                     tmp,
                     name,
+                    was,
                     committed: false,
                 });
             }
@@ -243,22 +413,67 @@ pub fn create_beneath(root: &Path, rel: &str, mode: u32) -> io::Result<NewFile> 
     ))
 }
 
+/// Temporary files are named `.ossimport-<24 hex digits>.tmp`; listings
+/// never take such a name for an object (see [`is_temp_name`]).
+pub const TEMP_PREFIX: &str = ".ossimport-";
+pub const TEMP_SUFFIX: &str = ".tmp";
+
+/// Whether a file name is one of our temporaries (a copy in flight, or
+/// left by a killed one): never listed as a source object.
+pub fn is_temp_name(name: &[u8]) -> bool {
+    name.len() == TEMP_PREFIX.len() + 24 + TEMP_SUFFIX.len()
+        && name.starts_with(TEMP_PREFIX.as_bytes())
+        && name.ends_with(TEMP_SUFFIX.as_bytes())
+        && name[TEMP_PREFIX.len()..TEMP_PREFIX.len() + 24]
+            .iter()
+            .all(u8::is_ascii_hexdigit)
+}
+
 impl NewFile {
     /// Renames the temporary into its final name (replacing a file there,
-    /// never following a symlink: rename replaces the link itself). Returns
-    /// the file, open for reading back the inode that now has that name.
+    /// never following a symlink: rename replaces the link itself), but
+    /// only if the name still holds what it held when the temporary was
+    /// made: a copy overtaken by another (a later job's, after `clean` and
+    /// `submit`) never replaces it. Where nothing was, the rename refuses
+    /// to replace (`RENAME_NOREPLACE`); otherwise the occupant is compared
+    /// just before the rename. Returns the file, open for reading back the
+    /// inode that now has that name.
     pub fn commit(mut self) -> io::Result<File> {
-        // SAFETY: valid descriptor and NUL-terminated names.
-        let r = unsafe {
-            libc::renameat(
-                self.dir.as_raw_fd(),
-                self.tmp.as_ptr(),
-                self.dir.as_raw_fd(),
-                self.name.as_ptr(),
-            )
+        let rename = |flags: libc::c_uint| {
+            // SAFETY: valid descriptors and NUL-terminated names.
+            let r = unsafe {
+                libc::renameat2(
+                    self.dir.as_raw_fd(),
+                    self.tmp.as_ptr(),
+                    self.dir.as_raw_fd(),
+                    self.name.as_ptr(),
+                    flags,
+                )
+            };
+            if r < 0 {
+                Err(io::Error::last_os_error())
+            } else {
+                Ok(())
+            }
         };
-        if r < 0 {
-            return Err(io::Error::last_os_error());
+        let noreplace = match self.was {
+            None => match rename(libc::RENAME_NOREPLACE) {
+                Ok(()) => true,
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    return Err(replaced_meanwhile());
+                }
+                // File systems without the flag (some network ones): the
+                // same check as for a replacement, then a plain rename.
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => false,
+                Err(e) => return Err(e),
+            },
+            Some(_) => false,
+        };
+        if !noreplace {
+            if occupant(&self.dir, &self.name)? != self.was {
+                return Err(replaced_meanwhile());
+            }
+            rename(0)?;
         }
         self.committed = true;
         self.file.try_clone()
@@ -359,10 +574,11 @@ mod tests {
         std::fs::create_dir_all(&root).unwrap();
         // A symlink planted where a directory would be created is refused.
         std::os::unix::fs::symlink(d.path(), root.join("evil")).unwrap();
-        assert!(create_beneath(&root, "evil/x.txt", 0o600).is_err());
-        assert!(create_beneath(&root, "../x.txt", 0o600).is_err());
+        let dirs = |_: &[&str]| 0o700;
+        assert!(create_beneath(&root, "evil/x.txt", 0o600, &dirs).is_err());
+        assert!(create_beneath(&root, "../x.txt", 0o600, &dirs).is_err());
 
-        let mut f = create_beneath(&root, "a/b/c.txt", 0o640).unwrap();
+        let mut f = create_beneath(&root, "a/b/c.txt", 0o640, &dirs).unwrap();
         f.file.write_all(b"hello").unwrap();
         // Nothing under the final name until the commit.
         assert!(!root.join("a/b/c.txt").exists());
@@ -376,11 +592,102 @@ mod tests {
         assert_eq!(mode & 0o077 & !0o040, 0, "mode {mode:o}");
 
         // A dropped temporary leaves nothing behind.
-        drop(create_beneath(&root, "a/b/d.txt", 0o600).unwrap());
+        drop(create_beneath(&root, "a/b/d.txt", 0o600, &dirs).unwrap());
         let names: Vec<_> = std::fs::read_dir(root.join("a/b"))
             .unwrap()
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, [std::ffi::OsString::from("c.txt")]);
+    }
+
+    #[test]
+    fn a_copy_overtaken_by_another_never_replaces_it() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path();
+        let dirs = |_: &[&str]| 0o700;
+        // Nothing there when the slow copy starts; another writer lands first.
+        let slow = create_beneath(root, "x", 0o600, &dirs).unwrap();
+        let mut fast = create_beneath(root, "x", 0o600, &dirs).unwrap();
+        fast.file.write_all(b"new").unwrap();
+        fast.commit().unwrap();
+        let e = slow.commit().unwrap_err();
+        assert!(is_replaced_meanwhile(&e), "{e}");
+        assert_eq!(std::fs::read(root.join("x")).unwrap(), b"new");
+        // Replacing what was there when it started is fine; a file renamed
+        // over it meanwhile is not replaced.
+        let mut again = create_beneath(root, "x", 0o600, &dirs).unwrap();
+        again.file.write_all(b"again").unwrap();
+        again.commit().unwrap();
+        let slow = create_beneath(root, "x", 0o600, &dirs).unwrap();
+        std::fs::write(root.join("other"), b"other").unwrap();
+        std::fs::rename(root.join("other"), root.join("x")).unwrap();
+        let e = slow.commit().unwrap_err();
+        assert!(is_replaced_meanwhile(&e), "{e}");
+        assert_eq!(std::fs::read(root.join("x")).unwrap(), b"other");
+        // No temporaries are left behind.
+        let mut names: Vec<_> = std::fs::read_dir(root)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        names.sort();
+        assert_eq!(names, [std::ffi::OsString::from("x")]);
+    }
+
+    #[test]
+    fn directories_get_the_mode_asked_for_and_temporaries_are_known() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let modes = |dirs: &[&str]| if dirs.len() == 1 { 0o700 } else { 0o750 };
+        let f = create_beneath(d.path(), "private/pub/f", 0o600, &modes).unwrap();
+        let tmp = f.tmp.to_bytes().to_vec();
+        assert!(is_temp_name(&tmp), "{tmp:?}");
+        f.commit().unwrap();
+        let mode = |p: &str| {
+            std::fs::metadata(d.path().join(p))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777
+        };
+        assert_eq!(mode("private"), 0o700);
+        // The umask applies (0o022 or stricter in tests).
+        assert_eq!(mode("private/pub") & !0o750, 0);
+        assert!(!is_temp_name(b".ossimport-zz.tmp"));
+        assert!(!is_temp_name(b"report.tmp"));
+    }
+
+    #[test]
+    fn identity_sees_nanoseconds_and_the_ctime() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("f");
+        std::fs::write(&p, b"abc").unwrap();
+        let f = std::fs::File::options().write(true).open(&p).unwrap();
+        let t = std::time::UNIX_EPOCH + std::time::Duration::new(1_700_000_000, 5);
+        f.set_modified(t).unwrap();
+        let a = Identity::of(&std::fs::metadata(&p).unwrap());
+        assert_eq!((a.mtime_secs(), a.mtime_subsec()), (1_700_000_000, 5));
+        assert_eq!(a.mtime_meta(), "1700000000.000000005");
+        assert!(a.mtime_matches(parse_mtime_meta("1700000000.000000005")));
+        // A whole-second record (earlier versions) does not match nanoseconds.
+        assert!(!a.mtime_matches(parse_mtime_meta("1700000000")));
+        f.set_modified(t + std::time::Duration::from_nanos(1))
+            .unwrap();
+        let b = Identity::of(&std::fs::metadata(&p).unwrap());
+        assert_ne!(a.tag(), b.tag());
+        // Put back: same mtime, but the ctime moved.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        f.set_modified(t).unwrap();
+        let c = Identity::of(&std::fs::metadata(&p).unwrap());
+        assert_eq!(c.mtime_ns, a.mtime_ns);
+        assert_ne!(c.ctime_ns, a.ctime_ns);
+        assert_ne!(c.tag(), a.tag());
+        assert_eq!(
+            parse_mtime_meta("1700000000"),
+            Some(1_700_000_000_000_000_000)
+        );
+        assert_eq!(parse_mtime_meta("-1"), Some(-1_000_000_000));
+        for bad in ["", "1.5", "x", "1.0000000001", "1.00000000a"] {
+            assert_eq!(parse_mtime_meta(bad), None, "{bad}");
+        }
     }
 }

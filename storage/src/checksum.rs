@@ -29,6 +29,11 @@ impl Digest {
     }
 }
 
+/// CRC-64/XZ of a byte sequence (no MD5).
+pub fn crc64(data: &[u8]) -> u64 {
+    crc_fast::checksum(CRC64, data)
+}
+
 /// Incremental MD5 + CRC64.
 pub struct Hasher {
     md5: Md5,

@@ -90,6 +90,14 @@ impl RateLimiter {
         }
     }
 
+    /// [`RateLimiter::acquire`] for blocking threads (local copies).
+    pub fn acquire_blocking(&self, n: u64) {
+        let wait = self.reserve(n as f64);
+        if !wait.is_zero() {
+            std::thread::sleep(wait);
+        }
+    }
+
     /// Waits until `n` tokens are available and takes them.
     pub async fn acquire(&self, n: u64) {
         let wait = self.reserve(n as f64);

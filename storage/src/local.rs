@@ -17,12 +17,6 @@ use crate::checksum::{Digest, Hasher};
 /// against 48 MiB.
 const READ_BUFFER: usize = crate::s3::PART_STREAM_BUFFER;
 
-/// Size and mtime (unix seconds) of a file, following symlinks.
-pub fn stat(path: &Path) -> io::Result<(u64, i64)> {
-    let md = std::fs::metadata(path)?;
-    Ok((md.len(), crate::beneath::mtime_secs(&md)))
-}
-
 /// Reads exactly `len` bytes at `offset`; a short file is an `UnexpectedEof`.
 pub fn read_range(file: &File, offset: u64, len: usize) -> io::Result<Vec<u8>> {
     let mut buf = vec![0u8; len];
@@ -99,15 +93,19 @@ pub fn hash_range(file: &File, offset: u64, len: u64) -> io::Result<Digest> {
 }
 
 /// Copies an open source file into a new file made by
-/// [`crate::beneath::create_beneath`], flushes it, sets its mtime and
-/// renames it into place, so a crash never leaves a partial file under the
-/// final name. Returns the digest of what was read and the written file,
-/// open for reading back.
-pub fn copy_open(
+/// [`crate::beneath::create_beneath`], flushes it to disk and gives it the
+/// source's mtime (`mtime_ns`, nanoseconds), taking the bytes from
+/// `limiter` as they go. Nothing is renamed: the caller checks the
+/// temporary (size, read-back) and then commits it with
+/// [`crate::beneath::NewFile::commit`], so a short or torn copy never
+/// replaces a good file, and a copy whose task was taken away (dropped with
+/// its future) leaves nothing behind. Returns the digest of what was read.
+pub fn copy_into(
     src: &File,
-    out: crate::beneath::NewFile,
-    mtime: i64,
-) -> io::Result<(Digest, File)> {
+    out: &crate::beneath::NewFile,
+    mtime_ns: i64,
+    limiter: Option<&crate::limit::RateLimiter>,
+) -> io::Result<Digest> {
     let mut h = Hasher::new();
     let mut buf = vec![0u8; READ_BUFFER];
     let mut at = 0u64;
@@ -117,18 +115,20 @@ pub fn copy_open(
         if n == 0 {
             break;
         }
+        if let Some(l) = limiter {
+            l.acquire_blocking(n as u64);
+        }
         h.update(&buf[..n]);
         w.write_all(&buf[..n])?;
         at += n as u64;
     }
     w.flush()?;
-    if mtime >= 0 {
+    if mtime_ns >= 0 {
         out.file
-            .set_modified(UNIX_EPOCH + Duration::from_secs(mtime as u64))?;
+            .set_modified(UNIX_EPOCH + Duration::from_nanos(mtime_ns as u64))?;
     }
     out.file.sync_data()?;
-    let written = out.commit()?;
-    Ok((h.finish(), written))
+    Ok(h.finish())
 }
 
 /// Opens a file and seeks; used by streaming readers.
@@ -150,13 +150,21 @@ mod tests {
         let root = dir.path().join("out");
         std::fs::create_dir(&root).unwrap();
         let input = File::open(&src).unwrap();
-        let out = crate::beneath::create_beneath(&root, "sub/a.bin", 0o600).unwrap();
-        let (d, written) = copy_open(&input, out, 1_600_000_000).unwrap();
+        let out = crate::beneath::create_beneath(&root, "sub/a.bin", 0o600, &|_| 0o700).unwrap();
+        let d = copy_into(&input, &out, 1_600_000_000_123_456_789, None).unwrap();
         let dest = root.join("sub/a.bin");
+        // Nothing under the final name before the commit.
+        assert!(!dest.exists());
+        assert_eq!(d, hash_open(&out.file).unwrap());
+        let written = out.commit().unwrap();
         assert_eq!(std::fs::read(&dest).unwrap(), b"hello world");
         assert_eq!(d, hash_file(&dest).unwrap());
         assert_eq!(d, hash_open(&written).unwrap());
-        assert_eq!(stat(&dest).unwrap(), (11, 1_600_000_000));
+        let ident = crate::beneath::Identity::of(&std::fs::metadata(&dest).unwrap());
+        assert_eq!(
+            (ident.size, ident.mtime_ns),
+            (11, 1_600_000_000_123_456_789)
+        );
         assert_eq!(read_range(&input, 6, 5).unwrap(), b"world");
         assert!(read_range(&input, 6, 6).is_err());
         assert_eq!(

@@ -37,9 +37,15 @@ use crate::checksum::{Digest, Hasher, normalize_etag};
 use crate::limit::RateLimiter;
 use crate::remote::{RemoteBody, SourceError, SourceErrorKind};
 
-/// User-metadata key holding the source mtime (unix seconds), so later runs
-/// and audits can compare it (`x-amz-meta-ossimport-mtime`).
+/// User-metadata key holding the source mtime (unix seconds, with nine
+/// digits of nanoseconds when there are any: see
+/// `beneath::Identity::mtime_meta`), so later runs and audits can compare
+/// it (`x-amz-meta-ossimport-mtime`).
 pub const META_MTIME: &str = "ossimport-mtime";
+/// User-metadata key holding a local source's identity tag (decimal, see
+/// `beneath::Identity::tag`: nanosecond mtime, ctime and inode), so a
+/// rerun with `isSkipExistFile` sees a rewrite whose mtime was put back.
+pub const META_IDENT: &str = "ossimport-ident";
 /// User-metadata key for the source MD5 (`workerRecordMd5`); the original
 /// wrote `x-oss-meta-md5`.
 pub const META_MD5: &str = "md5";
@@ -106,7 +112,10 @@ pub struct ObjectInfo {
     /// Normalised (unquoted, lower-case).
     pub etag: String,
     pub crc64: Option<u64>,
+    /// `ossimport-mtime` in nanoseconds.
     pub mtime_meta: Option<i64>,
+    /// `ossimport-ident`, for local sources.
+    pub ident_meta: Option<i64>,
     /// False when the store says the ETag is not the data's MD5 (SSE-KMS,
     /// SSE-C).
     pub etag_is_md5: bool,
@@ -559,15 +568,15 @@ impl S3Store {
             .send()
             .await
             .map_err(|e| self.classify("HeadObject", key, e))?;
-        let mtime_meta = out
-            .metadata()
-            .and_then(|m| m.get(META_MTIME))
-            .and_then(|v| v.parse().ok());
+        let meta = |k: &str| out.metadata().and_then(|m| m.get(k));
+        let mtime_meta = meta(META_MTIME).and_then(|v| crate::beneath::parse_mtime_meta(v));
+        let ident_meta = meta(META_IDENT).and_then(|v| v.parse().ok());
         Ok(ObjectInfo {
             size: out.content_length().unwrap_or(0).max(0) as u64,
             etag: normalize_etag(out.e_tag().unwrap_or_default()),
             crc64: cap.get(),
             mtime_meta,
+            ident_meta,
             etag_is_md5: etag_is_md5(out.server_side_encryption(), out.sse_customer_algorithm()),
         })
     }

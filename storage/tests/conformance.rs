@@ -1,7 +1,7 @@
 //! The destination contract, run unchanged against every backend we write
 //! to: `S3Store` on SeaweedFS, `S3Store` on moto (a second S3
 //! implementation whose answers differ in places), and the local-directory
-//! destination (`beneath::create_beneath` + `local::copy_open`). What the
+//! destination (`beneath::create_beneath` + `local::copy_into`). What the
 //! agent's verification relies on is what is checked: the size and bytes
 //! read back are what was written, an overwrite replaces, a missing object
 //! is told apart from a failure, awkward but valid keys round-trip, and a
@@ -76,10 +76,11 @@ impl Destination for LocalDir {
     async fn put(&self, key: &str, data: &[u8]) -> Result<(), String> {
         let src = tempfile::tempfile().map_err(|e| e.to_string())?;
         std::os::unix::fs::FileExt::write_all_at(&src, data, 0).map_err(|e| e.to_string())?;
-        let out = storage::beneath::create_beneath(&self.0, key, 0o644)
+        let out = storage::beneath::create_beneath(&self.0, key, 0o644, &|_| 0o755)
             .map_err(|e| format!("{key}: {e}"))?;
-        let (digest, _) = storage::local::copy_open(&src, out, 1_700_000_000)
+        let digest = storage::local::copy_into(&src, &out, 1_700_000_000_000_000_000, None)
             .map_err(|e| format!("{key}: {e}"))?;
+        out.commit().map_err(|e| format!("{key}: {e}"))?;
         assert_eq!(
             digest,
             checksum::digest(data),

@@ -117,6 +117,7 @@ pub(super) fn push_listed(
         rel_path: rel.to_owned(),
         size: o.size,
         mtime: o.mtime,
+        ident: None,
         src_ref: Some(o.etag),
         failure: None,
     };

@@ -61,6 +61,7 @@ impl Lister for HttpLister {
                     rel_path: rel,
                     size: 0,
                     mtime: 0,
+                    ident: None,
                     src_ref: Some(url),
                     failure: None,
                 },

@@ -232,7 +232,17 @@ impl Lister for LocalLister {
                 out.stats.special_skipped += 1;
                 continue;
             };
-            let mtime = storage::beneath::mtime_secs(&md);
+            // A copy's own temporary (this job writing into a directory
+            // it also lists, or another job's) is never an object.
+            if components
+                .last()
+                .is_some_and(|n| storage::beneath::is_temp_name(n))
+            {
+                out.stats.special_skipped += 1;
+                continue;
+            }
+            let ident = storage::beneath::Identity::of(&md);
+            let mtime = ident.mtime_secs();
             let rel = rel_path(&components);
             if !out.wanted(&rel, Some(mtime)) {
                 continue;
@@ -251,6 +261,7 @@ impl Lister for LocalLister {
                     rel_path: rel,
                     size: md.len(),
                     mtime,
+                    ident: Some(ident.tag()),
                     src_ref: None,
                     failure,
                 },

@@ -17,6 +17,7 @@
 //! - [`http`]: the URL list's lines in order; the position is the line
 //!   number.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -106,6 +107,8 @@ pub struct ScanStats {
     pub list_errors: u64,
     /// Later passes: found as recorded, not copied again.
     pub unchanged: u64,
+    /// Entries whose destination key another source has (`DUPLICATE_KEY`).
+    pub duplicate_keys: u64,
     /// List pages that came back inconsistent (out of order, or claiming to
     /// be the last while full) and were checked with another request.
     pub suspicious_pages: u64,
@@ -231,6 +234,7 @@ impl ScanStats {
         self.list_errors += o.list_errors;
         self.suspicious_pages += o.suspicious_pages;
         self.unchanged += o.unchanged;
+        self.duplicate_keys += o.duplicate_keys;
     }
 }
 
@@ -238,7 +242,8 @@ impl ScanStats {
 /// recorded for its path.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Compare {
-    /// Local files: size or mtime.
+    /// Local files: size, mtime or identity tag (nanosecond mtime, ctime,
+    /// inode: `storage::beneath::Identity`).
     SizeMtime,
     /// Bucket objects: size or ETag.
     SizeEtag,
@@ -251,8 +256,9 @@ enum Compare {
 enum Listed {
     /// Copy it (again).
     Copy(Change),
-    /// Recorded as it is now (or still being worked on): only mark it seen.
-    Seen(i64),
+    /// Recorded as it is now (or still being worked on): only mark it seen
+    /// (and give a row listed before identity tags the one it has now).
+    Seen(i64, Option<i64>),
 }
 
 /// Decides a listed object of a later pass against the latest row of its
@@ -261,11 +267,18 @@ fn classify(obj: &NewObject, prior: Option<&Prior>, compare: Compare) -> Listed 
     let Some(p) = prior else {
         return Listed::Copy(Change::New);
     };
+    // A row recorded before identity tags existed is compared by size and
+    // whole-second mtime once, and takes the tag it is found with.
+    let fill = if p.ident.is_none() { obj.ident } else { None };
     if p.state == ObjectState::Pending {
-        return Listed::Seen(p.id);
+        return Listed::Seen(p.id, fill);
     }
     let same = match compare {
-        Compare::SizeMtime => p.size == obj.size && p.mtime == obj.mtime,
+        Compare::SizeMtime => {
+            p.size == obj.size
+                && p.mtime == obj.mtime
+                && (p.ident.is_none() || p.ident == obj.ident)
+        }
         Compare::SizeEtag => p.size == obj.size && p.src_ref == obj.src_ref,
         Compare::Url => p.src_ref == obj.src_ref,
     };
@@ -278,12 +291,12 @@ fn classify(obj: &NewObject, prior: Option<&Prior>, compare: Compare) -> Listed 
             // refuses) is not retried every pass.
             let again = obj.failure.as_ref().map(|(code, _)| code.as_str());
             if again.is_some() && again == p.error_code.as_deref() {
-                Listed::Seen(p.id)
+                Listed::Seen(p.id, fill)
             } else {
                 Listed::Copy(Change::Retried)
             }
         }
-        _ => Listed::Seen(p.id),
+        _ => Listed::Seen(p.id, fill),
     }
 }
 
@@ -313,6 +326,11 @@ impl<'a> Tasks<'a> {
                 ScanSource::Http { .. } => Compare::Url,
             },
             branch,
+            // A URL list may name one destination key twice; a listing of
+            // a directory, bucket or container cannot.
+            may_collide: matches!(cfg.source, ScanSource::Http { .. }),
+            batch_keys: HashMap::new(),
+            seen_keys: HashMap::new(),
             batch: Vec::new(),
             changes: Vec::new(),
             seen: Vec::new(),
@@ -342,7 +360,14 @@ struct Tasks<'a> {
     /// How each object of `batch` relates to earlier passes.
     changes: Vec<Change>,
     /// Rows found unchanged, not yet marked.
-    seen: Vec<i64>,
+    seen: Vec<(i64, Option<i64>)>,
+    /// Whether two entries of the listing can map to one destination key;
+    /// if so, each is checked against what this pass listed before it.
+    may_collide: bool,
+    /// Keys (and their sources) listed in this pass but not yet in the
+    /// store: in `batch`, and among `seen`.
+    batch_keys: HashMap<String, Option<String>>,
+    seen_keys: HashMap<String, Option<String>>,
     bytes: u64,
     started: Instant,
     /// Listers count what only they can see (symlinks, directory markers,
@@ -381,26 +406,56 @@ impl Tasks<'_> {
         obj: NewObject,
         checkpoint: impl FnOnce() -> Result<String, ScanError>,
     ) -> Result<(), ScanError> {
+        let mut obj = obj;
+        if self.may_collide {
+            match self.listed_before(&obj)? {
+                None => {}
+                // The same source named twice for the same key: one copy.
+                Some(first) if first == obj.src_ref => return Ok(()),
+                Some(first) => {
+                    let this = obj.src_ref.clone().unwrap_or_else(|| obj.rel_path.clone());
+                    let first = first.unwrap_or_else(|| obj.rel_path.clone());
+                    obj.failure = Some((
+                        "DUPLICATE_KEY".into(),
+                        format!(
+                            "{this} maps to the destination key {:?}, which {first} was listed for first in this job; not copied (each key holds one source)",
+                            obj.rel_path
+                        ),
+                    ));
+                    self.stats.duplicate_keys += 1;
+                    if let Some(id) = self.store.duplicate_row(
+                        self.job_id,
+                        &obj.rel_path,
+                        obj.src_ref.as_deref(),
+                    )? {
+                        self.mark_seen(id, None, &obj)?;
+                        return Ok(());
+                    }
+                    self.batch.push(obj);
+                    self.changes.push(Change::New);
+                    return Ok(());
+                }
+            }
+        }
         self.stats.files += 1;
         self.stats.bytes += obj.size;
         let change = if self.pass > 1 {
             let prior = self.store.prior(self.job_id, &obj.rel_path)?;
             match classify(&obj, prior.as_ref(), self.compare) {
                 Listed::Copy(c) => c,
-                Listed::Seen(id) => {
+                Listed::Seen(id, fill) => {
                     self.stats.unchanged += 1;
-                    self.seen.push(id);
-                    if self.seen.len() >= SEEN_BATCH {
-                        self.store.mark_seen(self.job_id, self.pass, &self.seen)?;
-                        self.seen.clear();
-                    }
-                    return Ok(());
+                    return self.mark_seen(id, fill, &obj);
                 }
             }
         } else {
             Change::New
         };
         self.bytes += obj.size;
+        if self.may_collide {
+            self.batch_keys
+                .insert(obj.rel_path.clone(), obj.src_ref.clone());
+        }
         self.batch.push(obj);
         self.changes.push(change);
         let aged = self
@@ -416,6 +471,34 @@ impl Tasks<'_> {
         Ok(())
     }
 
+    /// Marks a recorded row as found by this pass (in batches).
+    fn mark_seen(&mut self, id: i64, fill: Option<i64>, obj: &NewObject) -> Result<(), ScanError> {
+        self.seen.push((id, fill));
+        if self.may_collide && obj.failure.is_none() {
+            self.seen_keys
+                .insert(obj.rel_path.clone(), obj.src_ref.clone());
+        }
+        if self.seen.len() >= SEEN_BATCH {
+            self.store.mark_seen(self.job_id, self.pass, &self.seen)?;
+            self.seen.clear();
+            self.seen_keys.clear();
+        }
+        Ok(())
+    }
+
+    /// The source listed before `obj` in this pass for the same
+    /// destination key, if any (`Some(None)`: one without a source
+    /// reference). Objects of one job map to destination keys one to one
+    /// by their relative path (the leading `/` of a URL list's path is
+    /// already gone), so the relative path is the key compared.
+    fn listed_before(&self, obj: &NewObject) -> Result<Option<Option<String>>, ScanError> {
+        let rel = &obj.rel_path;
+        if let Some(src) = self.batch_keys.get(rel).or_else(|| self.seen_keys.get(rel)) {
+            return Ok(Some(src.clone()));
+        }
+        Ok(self.store.listed_in_pass(self.job_id, rel, self.pass)?)
+    }
+
     /// Adds an entry that could not be examined, as a failed object, so
     /// the job cannot succeed without it.
     fn push_failed(&mut self, rel_path: String, message: String) {
@@ -424,6 +507,7 @@ impl Tasks<'_> {
             rel_path,
             size: 0,
             mtime: 0,
+            ident: None,
             src_ref: None,
             failure: Some(("LIST_ERROR".into(), message)),
         });
@@ -436,6 +520,7 @@ impl Tasks<'_> {
     fn flush(&mut self, checkpoint: &str) -> Result<(), ScanError> {
         self.store.mark_seen(self.job_id, self.pass, &self.seen)?;
         self.seen.clear();
+        self.seen_keys.clear();
         if !self.batch.is_empty() {
             let task_id = self.store.commit_pass_task(
                 self.job_id,
@@ -448,6 +533,7 @@ impl Tasks<'_> {
             self.stats.tasks += 1;
             (self.on_task)(task_id, &self.batch);
             self.batch.clear();
+            self.batch_keys.clear();
             self.changes.clear();
         }
         self.bytes = 0;

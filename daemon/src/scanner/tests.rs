@@ -335,6 +335,7 @@ fn classify_decides_by_source_kind() {
         rel_path: "p".into(),
         size,
         mtime,
+        ident: None,
         src_ref: src.map(str::to_owned),
         failure: None,
     };
@@ -342,9 +343,18 @@ fn classify_decides_by_source_kind() {
         id: 9,
         size,
         mtime,
+        ident: None,
         src_ref: src.map(str::to_owned),
         state,
         error_code: None,
+    };
+    let tagged = |mut o: NewObject, t| {
+        o.ident = Some(t);
+        o
+    };
+    let tagged_prior = |mut p: Prior, t| {
+        p.ident = Some(t);
+        p
     };
     use Compare::*;
     let cases = [
@@ -353,7 +363,7 @@ fn classify_decides_by_source_kind() {
             obj(1, 1, None),
             Some(prior(Verified, 1, 1, None)),
             SizeMtime,
-            Listed::Seen(9),
+            Listed::Seen(9, None),
         ),
         (
             obj(2, 1, None),
@@ -377,21 +387,42 @@ fn classify_decides_by_source_kind() {
             obj(1, 1, None),
             Some(prior(Skipped, 1, 1, None)),
             SizeMtime,
-            Listed::Seen(9),
+            Listed::Seen(9, None),
         ),
         // Still being worked on (a retry in flight): left to it.
         (
             obj(5, 5, None),
             Some(prior(Pending, 1, 1, None)),
             SizeMtime,
-            Listed::Seen(9),
+            Listed::Seen(9, None),
+        ),
+        // Local files: the identity tag (nanosecond mtime, ctime, inode)
+        // decides beside size and whole-second mtime.
+        (
+            tagged(obj(1, 1, None), 3),
+            Some(tagged_prior(prior(Verified, 1, 1, None), 3)),
+            SizeMtime,
+            Listed::Seen(9, None),
+        ),
+        (
+            tagged(obj(1, 1, None), 4),
+            Some(tagged_prior(prior(Verified, 1, 1, None), 3)),
+            SizeMtime,
+            Listed::Copy(Change::Changed),
+        ),
+        // A row from before tags: compared without, and given the tag.
+        (
+            tagged(obj(1, 1, None), 4),
+            Some(prior(Verified, 1, 1, None)),
+            SizeMtime,
+            Listed::Seen(9, Some(4)),
         ),
         // Buckets: a new LastModified with the same ETag is the same object.
         (
             obj(1, 7, Some("e1")),
             Some(prior(Verified, 1, 1, Some("e1"))),
             SizeEtag,
-            Listed::Seen(9),
+            Listed::Seen(9, None),
         ),
         (
             obj(1, 1, Some("e2")),
@@ -404,7 +435,7 @@ fn classify_decides_by_source_kind() {
             obj(0, 0, Some("http://h/a")),
             Some(prior(Verified, 99, 5, Some("http://h/a"))),
             Url,
-            Listed::Seen(9),
+            Listed::Seen(9, None),
         ),
         (
             obj(0, 0, Some("http://h/b")),
@@ -425,7 +456,7 @@ fn classify_decides_by_source_kind() {
     bad.failure = Some(("INVALID_KEY".into(), "x".into()));
     let mut was = prior(Failed, 1, 1, None);
     was.error_code = Some("INVALID_KEY".into());
-    assert_eq!(classify(&bad, Some(&was), SizeMtime), Listed::Seen(9));
+    assert_eq!(classify(&bad, Some(&was), SizeMtime), Listed::Seen(9, None));
 }
 
 /// Every relative path the store holds for the job, sorted, and whether

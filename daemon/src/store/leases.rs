@@ -195,6 +195,7 @@ mod tests {
             rel_path: p.into(),
             size: 10,
             mtime: 1,
+            ident: None,
             src_ref: None,
             failure: None,
         }

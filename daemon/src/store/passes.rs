@@ -32,6 +32,7 @@ pub struct Prior {
     pub id: i64,
     pub size: u64,
     pub mtime: i64,
+    pub ident: Option<i64>,
     pub src_ref: Option<String>,
     pub state: ObjectState,
     pub error_code: Option<String>,
@@ -48,8 +49,9 @@ impl Store {
     pub fn prior(&self, job_id: i64, rel_path: &str) -> Result<Option<Prior>, StoreError> {
         let conn = self.lock();
         let mut q = conn.prepare_cached(
-            "SELECT id, size, mtime, src_ref, state, error_code FROM objects
+            "SELECT id, size, mtime, src_ref, state, error_code, ident FROM objects
              WHERE job_id = ?1 AND state IN (?3, ?4, ?5, ?6) AND rel_path = ?2
+               AND error_code IS NOT 'DUPLICATE_KEY'
              ORDER BY id DESC LIMIT 1",
         )?;
         Ok(q.query_row(
@@ -69,16 +71,81 @@ impl Store {
                     src_ref: super::compact::read_src_ref(r.get(3)?, rel_path),
                     state: r.get(4)?,
                     error_code: r.get(5)?,
+                    ident: r.get(6)?,
                 })
             },
         )
         .optional()?)
     }
 
+    /// The source of the row this pass already listed for `rel_path`, if
+    /// any (not counting `DUPLICATE_KEY` rows): what a second source of the
+    /// same destination key loses to. `Some(None)`: a row without a source
+    /// reference.
+    pub fn listed_in_pass(
+        &self,
+        job_id: i64,
+        rel_path: &str,
+        pass: u32,
+    ) -> Result<Option<Option<String>>, StoreError> {
+        let conn = self.lock();
+        let mut q = conn.prepare_cached(
+            "SELECT src_ref FROM objects
+             WHERE job_id = ?1 AND state IN (?4, ?5, ?6, ?7) AND rel_path = ?2
+               AND seen_pass = ?3 AND error_code IS NOT 'DUPLICATE_KEY'
+             ORDER BY id LIMIT 1",
+        )?;
+        Ok(q.query_row(
+            params![
+                job_id,
+                rel_path,
+                pass,
+                ObjectState::Pending,
+                ObjectState::Verified,
+                ObjectState::Skipped,
+                ObjectState::Failed
+            ],
+            |r| Ok(super::compact::read_src_ref(r.get(0)?, rel_path)),
+        )
+        .optional()?)
+    }
+
+    /// The `DUPLICATE_KEY` row an earlier pass recorded for this source of
+    /// `rel_path`, found again rather than recorded twice.
+    pub fn duplicate_row(
+        &self,
+        job_id: i64,
+        rel_path: &str,
+        src_ref: Option<&str>,
+    ) -> Result<Option<i64>, StoreError> {
+        let conn = self.lock();
+        let mut q = conn.prepare_cached(
+            "SELECT id, src_ref FROM objects
+             WHERE job_id = ?1 AND state = ?3 AND rel_path = ?2 AND error_code = 'DUPLICATE_KEY'",
+        )?;
+        let rows = q.query_map(params![job_id, rel_path, ObjectState::Failed], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, Option<String>>(1)?))
+        })?;
+        for row in rows {
+            let (id, src) = row?;
+            if super::compact::read_src_ref(src, rel_path).as_deref() == src_ref {
+                return Ok(Some(id));
+            }
+        }
+        Ok(None)
+    }
+
     /// Records that pass `pass` found these rows unchanged (and, for one
     /// that was gone, back). Idempotent, so it needs no checkpoint: a
     /// resumed scan marks the same rows again.
-    pub fn mark_seen(&self, job_id: i64, pass: u32, ids: &[i64]) -> Result<(), StoreError> {
+    /// A row recorded before identity tags existed gets the one it was
+    /// found with (`Some` beside its id).
+    pub fn mark_seen(
+        &self,
+        job_id: i64,
+        pass: u32,
+        ids: &[(i64, Option<i64>)],
+    ) -> Result<(), StoreError> {
         if ids.is_empty() {
             return Ok(());
         }
@@ -86,10 +153,11 @@ impl Store {
         let tx = conn.transaction()?;
         {
             let mut q = tx.prepare_cached(
-                "UPDATE objects SET seen_pass = ?3, deleted_pass = NULL WHERE id = ?1 AND job_id = ?2",
+                "UPDATE objects SET seen_pass = ?3, deleted_pass = NULL, ident = coalesce(ident, ?4)
+                 WHERE id = ?1 AND job_id = ?2",
             )?;
-            for id in ids {
-                q.execute(params![id, job_id, pass])?;
+            for (id, ident) in ids {
+                q.execute(params![id, job_id, pass, ident])?;
             }
         }
         tx.commit()?;

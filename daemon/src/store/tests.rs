@@ -10,6 +10,7 @@ fn obj(p: &str, size: u64) -> NewObject {
         rel_path: p.into(),
         size,
         mtime: 1,
+        ident: None,
         src_ref: None,
         failure: None,
     }
@@ -47,6 +48,7 @@ fn lease_record_and_reopen() {
                 rel_path: "bad".into(),
                 size: 0,
                 mtime: 0,
+                ident: None,
                 src_ref: None,
                 failure: Some(("LIST_ERROR".into(), "x".into())),
             }],
@@ -335,6 +337,7 @@ fn a_schema_4_store_gets_its_counts_on_migration() {
                  DROP TRIGGER object_counts_update; DROP TRIGGER object_counts_job_delete;
                  DROP TABLE object_counts;
                  CREATE INDEX objects_job_state ON objects(job_id, state);
+                 ALTER TABLE objects DROP COLUMN ident;
                  PRAGMA user_version = 4;",
             )
             .unwrap();

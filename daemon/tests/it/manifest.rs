@@ -107,6 +107,7 @@ fn fill_verified(store: &daemon::store::Store, job_id: i64, n: usize) {
                 rel_path: format!("bulk/{:03}/{:07}.dat", c, c * CHUNK + i),
                 size: 4096 + i as u64,
                 mtime: 1_700_000_000,
+                ident: None,
                 src_ref: None,
                 failure: None,
             })
