@@ -337,7 +337,12 @@ async fn fetch_range(ex: &Executor, obj: &ObjectSpec, offset: u64, len: u64) -> 
     let key = format!("{prefix}{}", obj.rel_path);
     retried(ex, || async {
         let mut body = store
-            .open_range(&key, obj.src_ref.as_deref(), Some((offset, len)))
+            .open_range(
+                &key,
+                obj.src_ref.as_deref(),
+                Some((offset, len)),
+                Some(obj.size),
+            )
             .await
             .map_err(source_fail)?;
         let mut buf = BytesMut::with_capacity(len as usize);

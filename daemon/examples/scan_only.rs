@@ -56,6 +56,7 @@ fn main() -> anyhow::Result<()> {
         incremental: None,
         threads: 1,
         split_depth: 1,
+        dest_dir: None,
     };
     let scanned = scan(&store, job, &cfg, &CancellationToken::new(), |_, _| {})?;
     let (done, stats) = (scanned.finished(), scanned.stats().clone());

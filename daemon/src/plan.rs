@@ -154,6 +154,18 @@ fn from_text(
             cfg.incremental_mode_interval
         ));
     }
+    for (key, endpoint) in [
+        ("destDomain", &cfg.dest_domain),
+        ("srcDomain", &cfg.src_domain),
+        ("cdnDomain", &cfg.cdn_domain),
+    ] {
+        if storage::s3::plain_http_off_host(endpoint) {
+            warnings.push(format!(
+                "{}: {key}={endpoint} is plain HTTP: the store's answers are not authenticated on the way, so each single PUT is confirmed by a HEAD as well; use https:// where the store has it",
+                job_cfg.display()
+            ));
+        }
+    }
     if let Some(p) = &sys_path {
         warnings.extend(
             sys.unsupported()
@@ -360,6 +372,11 @@ fn from_text(
             .then(|| Duration::from_secs(cfg.incremental_mode_interval)),
         threads: cfg.scan_thread_count as usize,
         split_depth: cfg.max_multi_thread_scan_depth as usize,
+        dest_dir: cfg
+            .dest_dir
+            .clone()
+            .filter(|_| cfg.src_type == crate::config::job::SrcType::Local)
+            .filter(|_| cfg.dest_type == crate::config::job::DestType::Local),
     };
     let work_dir = sys_path
         .as_ref()

@@ -498,6 +498,70 @@ pub fn open_dest(root: &Path, rel: &str) -> io::Result<SourceFile> {
     open_source(root, rel, false)
 }
 
+/// How two directory trees overlap, judged by device and inode (so bind
+/// mounts, symlinks and `..` in the names do not hide it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Overlap {
+    Same,
+    /// The first lies inside the second.
+    FirstInside,
+    /// The second lies inside the first.
+    SecondInside,
+}
+
+/// The device and inode of `p` and of every directory above it, from `p`
+/// (or, when `p` does not exist yet, its nearest existing ancestor) up to
+/// `/`, walked with `..` from the opened directory. The flag says whether
+/// `p` itself exists.
+fn ancestry(p: &Path) -> io::Result<(Vec<(u64, u64)>, bool)> {
+    use std::os::unix::fs::MetadataExt;
+    let mut at = p;
+    let mut exists = true;
+    let mut dir = loop {
+        match open_root(at) {
+            Ok(f) => break f,
+            Err(e) if matches!(e.kind(), io::ErrorKind::NotFound) => {
+                exists = false;
+                at = match at.parent() {
+                    Some(up) => up,
+                    None => return Err(e),
+                };
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    let dotdot = cstr("..")?;
+    let mut chain = Vec::new();
+    loop {
+        let md = dir.metadata()?;
+        let id = (md.dev(), md.ino());
+        if chain.last() == Some(&id) || chain.len() > 4096 {
+            break;
+        }
+        chain.push(id);
+        dir = openat(&dir, &dotdot, libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
+    }
+    Ok((chain, exists))
+}
+
+/// Whether directory trees `a` and `b` overlap (one is the other, or lies
+/// inside it). A directory that does not exist yet is placed where its
+/// nearest existing ancestor is.
+pub fn dir_overlap(a: &Path, b: &Path) -> io::Result<Option<Overlap>> {
+    let (ca, a_exists) = ancestry(a)?;
+    let (cb, b_exists) = ancestry(b)?;
+    if a_exists && b_exists && ca[0] == cb[0] {
+        return Ok(Some(Overlap::Same));
+    }
+    if b_exists && ca.contains(&cb[0]) {
+        return Ok(Some(Overlap::FirstInside));
+    }
+    if a_exists && cb.contains(&ca[0]) {
+        return Ok(Some(Overlap::SecondInside));
+    }
+    Ok(None)
+}
+
 /// Modification time in unix seconds (negative before 1970).
 pub fn mtime_secs(md: &std::fs::Metadata) -> i64 {
     match md.modified() {
@@ -654,6 +718,26 @@ mod tests {
         assert_eq!(mode("private/pub") & !0o750, 0);
         assert!(!is_temp_name(b".ossimport-zz.tmp"));
         assert!(!is_temp_name(b"report.tmp"));
+    }
+
+    #[test]
+    fn overlapping_trees_are_found_through_symlinks_and_missing_dirs() {
+        let d = tempfile::tempdir().unwrap();
+        let src = d.path().join("src");
+        std::fs::create_dir_all(src.join("sub")).unwrap();
+        std::fs::create_dir_all(d.path().join("other")).unwrap();
+        std::os::unix::fs::symlink(&src, d.path().join("alias")).unwrap();
+        let o = |a: &Path, b: &Path| dir_overlap(a, b).unwrap();
+        assert_eq!(o(&src, &src.join("sub")), Some(Overlap::SecondInside));
+        assert_eq!(o(&src.join("sub"), &src), Some(Overlap::FirstInside));
+        // Through a symlink, and into a directory not made yet.
+        assert_eq!(
+            o(&src, &d.path().join("alias/backup/new")),
+            Some(Overlap::SecondInside)
+        );
+        assert_eq!(o(&src, &d.path().join("alias")), Some(Overlap::Same));
+        assert_eq!(o(&src, &d.path().join("other/x")), None);
+        assert_eq!(o(&src, &d.path().join("srcx")), None);
     }
 
     #[test]

@@ -121,6 +121,32 @@ pub struct ObjectInfo {
     pub etag_is_md5: bool,
 }
 
+/// Whether `endpoint` is `http://` to a host that is not loopback.
+pub fn plain_http_off_host(endpoint: &str) -> bool {
+    let Some(rest) = endpoint
+        .get(..7)
+        .filter(|s| s.eq_ignore_ascii_case("http://"))
+        .map(|_| &endpoint[7..])
+    else {
+        return false;
+    };
+    let authority = rest.split(['/', '?']).next().unwrap_or_default();
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+    };
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    !loopback
+}
+
+/// The total length in a `Content-Range: bytes a-b/TOTAL` answer.
+fn range_total(v: &str) -> Option<u64> {
+    v.rsplit_once('/')?.1.trim().parse().ok()
+}
+
 /// With SSE-KMS and SSE-C the ETag is not the MD5 of the data (AWS
 /// documents it; OSS with KMS likewise).
 fn etag_is_md5(sse: Option<&ServerSideEncryption>, sse_c: Option<&str>) -> bool {
@@ -138,6 +164,9 @@ pub struct S3Store {
     sse: bool,
     limiter: Option<Arc<RateLimiter>>,
     read_timeout: Duration,
+    /// Plain `http://` to a host other than this one: answers are not
+    /// authenticated, so an on-path box could forge them.
+    unauthenticated: bool,
 }
 
 /// One page of a listing.
@@ -292,7 +321,7 @@ impl S3Store {
         );
         let conf = aws_sdk_s3::Config::builder()
             .behavior_version(BehaviorVersion::latest())
-            .endpoint_url(endpoint)
+            .endpoint_url(&endpoint)
             .region(Region::new(b.region.clone()))
             .credentials_provider(creds)
             .force_path_style(b.path_style)
@@ -320,13 +349,22 @@ impl S3Store {
             )
             .interceptor(CountRetries)
             .build();
+        let unauthenticated = plain_http_off_host(&endpoint);
         S3Store {
             client: Client::from_conf(conf),
             bucket: b.name.clone(),
             sse: cfg.server_side_encryption,
             limiter: cfg.request_limiter.clone(),
             read_timeout,
+            unauthenticated,
         }
+    }
+
+    /// Whether the endpoint is plain `http://` to another host (loopback
+    /// is this host: nothing on a path to forge an answer). A single PUT's
+    /// answer is then not taken as proof by itself.
+    pub fn unauthenticated(&self) -> bool {
+        self.unauthenticated
     }
 
     /// Waits for the request-rate cap, if there is one.
@@ -407,17 +445,19 @@ impl S3Store {
         key: &str,
         if_match: Option<&str>,
     ) -> Result<RemoteBody, SourceError> {
-        self.open_range(key, if_match, None).await
+        self.open_range(key, if_match, None, None).await
     }
 
     /// As [`S3Store::open_read`], for `len` bytes from `offset` when a range
     /// is given. A server that ignores the range is an error, not a body of
-    /// the wrong bytes.
+    /// the wrong bytes; an answer of another version (its ETag, or the total
+    /// length in `Content-Range` against `listed_size`) is `Changed`.
     pub async fn open_range(
         &self,
         key: &str,
         if_match: Option<&str>,
         range: Option<(u64, u64)>,
+        listed_size: Option<u64>,
     ) -> Result<RemoteBody, SourceError> {
         self.pace().await;
         let out = self
@@ -448,6 +488,31 @@ impl S3Store {
                 SourceError::new(kind, e.message)
             })?;
         let len = out.content_length().map(|l| l.max(0) as u64);
+        // Pinned to the listed version even where a store (or a front)
+        // ignores If-Match: the answer's ETag, and a range's total length,
+        // must be the listed ones.
+        if let (Some(want), Some(got)) = (if_match.filter(|e| !e.is_empty()), out.e_tag())
+            && normalize_etag(got) != normalize_etag(want)
+        {
+            return Err(SourceError::new(
+                SourceErrorKind::Changed,
+                format!(
+                    "GetObject {key}: the answer is of version {} but {want} was listed (the store did not honour If-Match)",
+                    normalize_etag(got)
+                ),
+            ));
+        }
+        if let (Some(_), Some(listed), Some(total)) = (
+            range,
+            listed_size,
+            out.content_range().and_then(range_total),
+        ) && total != listed
+        {
+            return Err(SourceError::new(
+                SourceErrorKind::Changed,
+                format!("GetObject {key}: the object now has {total} bytes, {listed} were listed"),
+            ));
+        }
         if let Some((off, want)) = range
             && (len != Some(want)
                 || !out
@@ -974,6 +1039,23 @@ pub fn content_type(key: &str) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plain_http_to_another_host_is_unauthenticated() {
+        for (e, want) in [
+            ("http://10.0.0.5:9000", true),
+            ("HTTP://oss-cn-hangzhou.aliyuncs.com", true),
+            ("http://127.0.0.1:9000", false),
+            ("http://localhost:9000/", false),
+            ("http://[::1]:9000", false),
+            ("http://[fd00::1]:9000", true),
+            ("https://10.0.0.5:9000", false),
+        ] {
+            assert_eq!(plain_http_off_host(e), want, "{e}");
+        }
+        assert_eq!(range_total("bytes 0-9/100"), Some(100));
+        assert_eq!(range_total("bytes 0-9/*"), None);
+    }
     use crate::test_net::{assert_one_line, refused_port, server};
 
     async fn head_bucket(endpoint: &str) -> String {

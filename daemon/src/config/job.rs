@@ -774,6 +774,14 @@ fn from_properties(
     let object_timeout = f.uint(&["objectTimeout"], 21_600, 0..=u64::MAX)?;
     let request_attempts = f.u32(&["requestAttempts"], 5, 1..=20)?;
 
+    check_overlap(
+        &f,
+        src_type,
+        (&src_domain, &src_bucket, &src_prefix),
+        dest_dir.as_deref().filter(|_| dest_type == DestType::Local),
+        (&dest_domain, &dest_bucket, &dest_prefix),
+    )?;
+
     Ok(JobConfig {
         job_name,
         job_type,
@@ -870,6 +878,75 @@ fn parse_src_type(value: &str) -> Result<SrcType, String> {
     }
 }
 
+/// Refuses a destination that lies inside the source or holds it: a rerun
+/// would list its own copies (`backup/backup/...`). Local trees are compared
+/// by device and inode (symlinks, bind mounts and `..` do not hide an
+/// overlap); a bucket source and destination by endpoint, bucket and
+/// prefix. Checked again by each listing pass ([`crate::scanner`]).
+fn check_overlap(
+    f: &Fields,
+    src_type: SrcType,
+    src: (&str, &str, &str),
+    dest_dir: Option<&Path>,
+    dest: (&str, &str, &str),
+) -> Result<(), ConfigError> {
+    let line = f.line("destDir").or_else(|| f.line("destPrefix"));
+    if src_type == SrcType::Local
+        && let Some(dir) = dest_dir
+        && let Some(why) = local_overlap(Path::new(src.2), dir)
+    {
+        return Err(f.err_at(f.line("destDir"), "destDir", why));
+    }
+    let bucket_src = !matches!(src_type, SrcType::Local | SrcType::Http | SrcType::Azure);
+    if bucket_src && dest_dir.is_none() {
+        let host = |d: &str| endpoint_host(d).to_ascii_lowercase();
+        let (sp, dp) = (src.2, dest.2);
+        if !src.1.is_empty()
+            && src.1 == dest.1
+            && host(src.0) == host(dest.0)
+            && (sp.starts_with(dp) || dp.starts_with(sp))
+        {
+            return Err(f.err_at(
+                line,
+                "destPrefix",
+                format!(
+                    "the destination {}/{dp} overlaps the source {}/{sp} in the same bucket: a later pass would list its own copies; use another bucket or prefixes that do not contain each other",
+                    dest.1, src.1
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Why a local destination directory cannot be used with a local source
+/// directory, if it cannot.
+pub fn local_overlap(src: &Path, dest: &Path) -> Option<String> {
+    use storage::beneath::{Overlap, dir_overlap};
+    let how = match dir_overlap(src, dest) {
+        Ok(Some(how)) => how,
+        // Either cannot be opened: reported where it is used.
+        _ => return None,
+    };
+    Some(match how {
+        Overlap::Same => format!(
+            "{} is the source directory srcPrefix={} itself",
+            dest.display(),
+            src.display()
+        ),
+        Overlap::SecondInside => format!(
+            "{} lies inside the source directory srcPrefix={}: every pass would list its own copies (backup/backup/...); choose a directory outside the source",
+            dest.display(),
+            src.display()
+        ),
+        Overlap::FirstInside => format!(
+            "{} holds the source directory srcPrefix={}: choose a directory outside the source",
+            dest.display(),
+            src.display()
+        ),
+    })
+}
+
 fn check_src_prefix(src_type: SrcType, prefix: &str) -> Result<(), String> {
     if src_type == SrcType::Local {
         if prefix.is_empty() {
@@ -939,7 +1016,8 @@ fn normalize_endpoint(domain: &str) -> Result<String, String> {
         Some(_) => Err(format!(
             "must be an http:// or https:// endpoint, got {domain:?}"
         )),
-        None => Ok(format!("http://{domain}")),
+        // A bare host is reached over TLS; `http://` only when written out.
+        None => Ok(format!("https://{domain}")),
     }
 }
 

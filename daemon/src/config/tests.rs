@@ -284,9 +284,10 @@ fn dest_type_and_addressing_are_resolved_at_load() {
         (c.dest_type, c.dest_addressing_style),
         (DestType::S3, AddressingStyle::Path)
     );
-    // A bare host gets http:// as the original's OSS client gave it.
+    // A bare host gets https:// (the original's OSS client gave http://;
+    // plain HTTP is taken only when written out).
     let c = job("destDomain=localhost:9000\n");
-    assert_eq!(c.dest_domain, "http://localhost:9000");
+    assert_eq!(c.dest_domain, "https://localhost:9000");
     assert_eq!(c.dest_addressing_style, AddressingStyle::Path);
     let c = job("destDomain=http://[::1]:9000/\n");
     assert_eq!(c.dest_addressing_style, AddressingStyle::Path);
@@ -1083,6 +1084,6 @@ fn cdn_download_needs_a_bucket_source_and_a_domain() {
         "{bucket}isDownloadFromCdn=true\ncdnDomain=cdn.example.com\n"
     ))
     .unwrap();
-    assert_eq!(c.cdn_domain, "http://cdn.example.com");
+    assert_eq!(c.cdn_domain, "https://cdn.example.com");
     assert!(c.unsupported().is_empty(), "{:?}", c.unsupported());
 }

@@ -92,6 +92,10 @@ pub struct ScanConfig {
     /// How deep the listing is split into branches listed at once
     /// (`maxMultiThreadScanDepth`, 1: the top-level directories/prefixes).
     pub split_depth: usize,
+    /// A local destination directory (`destDir`) of a local source: each
+    /// pass first checks the two trees still do not overlap (a symlink or
+    /// mount changed since submit would make it list its own copies).
+    pub dest_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -143,6 +147,8 @@ pub enum ScanError {
         path: String,
         source: std::io::Error,
     },
+    #[error("destDir: {0}")]
+    Overlap(String),
     #[error("scan checkpoint of this job is unreadable: {0}")]
     Checkpoint(String),
     #[error("listing the source bucket: {0}")]
@@ -181,6 +187,11 @@ pub fn scan(
     let (done, checkpoint) = store.scan_checkpoint(job_id)?;
     if done {
         return Ok(ScanOutcome::Finished(ScanStats::default()));
+    }
+    if let (ScanSource::Local { root, .. }, Some(dest)) = (&cfg.source, &cfg.dest_dir)
+        && let Some(why) = crate::config::job::local_overlap(root, dest)
+    {
+        return Err(ScanError::Overlap(why));
     }
     let pass = store.current_pass(job_id)?;
     if cfg.threads > 1 && matches!(cfg.source, ScanSource::Local { .. } | ScanSource::S3 { .. }) {

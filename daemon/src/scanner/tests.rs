@@ -29,6 +29,7 @@ fn cfg(root: &std::path::Path, count: u64) -> ScanConfig {
         incremental: None,
         threads: 1,
         split_depth: 1,
+        dest_dir: None,
     }
 }
 

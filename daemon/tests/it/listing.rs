@@ -28,6 +28,7 @@ fn config(source: ScanSource, threads: usize) -> ScanConfig {
         incremental: None,
         threads,
         split_depth: 2,
+        dest_dir: None,
     }
 }
 
