@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 
 use crate::support::*;
 
-fn spawn_run(cfg: &Path, work: &Path, log: &Path) -> Child {
+pub(crate) fn spawn_run(cfg: &Path, work: &Path, log: &Path) -> Child {
     ctl()
         .arg("run")
         .arg(cfg)
@@ -23,7 +23,7 @@ fn spawn_run(cfg: &Path, work: &Path, log: &Path) -> Child {
 }
 
 /// Ctrl-C, as a user would: a clean stop, exit code 130.
-fn interrupt(mut child: Child) {
+pub(crate) fn interrupt(mut child: Child) {
     assert!(
         Command::new("kill")
             .args(["-INT", &child.id().to_string()])
@@ -44,7 +44,7 @@ fn passes(work: &Path, job: &str) -> Vec<proto::api::PassRecord> {
     }
 }
 
-fn wait_pass_ended(work: &Path, job: &str, n: u32) -> proto::api::PassRecord {
+pub(crate) fn wait_pass_ended(work: &Path, job: &str, n: u32) -> proto::api::PassRecord {
     wait_for_store(work, &format!("pass {n} to end"), |_| {
         passes(work, job)
             .iter()

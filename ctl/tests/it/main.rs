@@ -5,6 +5,7 @@
 #![allow(unreachable_pub)]
 
 mod audit;
+mod changing_world;
 mod config_errors;
 mod console_shim;
 mod daemon_verbs;

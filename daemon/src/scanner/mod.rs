@@ -429,7 +429,7 @@ impl Tasks<'_> {
                     obj.failure = Some((
                         "DUPLICATE_KEY".into(),
                         format!(
-                            "{this} maps to the destination key {:?}, which {first} was listed for first in this job; not copied (each key holds one source)",
+                            "{this} maps to the destination key {:?}, which this job already has from {first} (listed first); not copied: a key holds one source",
                             obj.rel_path
                         ),
                     ));
