@@ -383,3 +383,84 @@ fn relative_paths_from_the_masters_directory() {
         "{out}"
     );
 }
+
+/// A slow copy into a local directory whose job is cleaned, the source
+/// rewritten and the job submitted again: the new copy lands and is
+/// verified; the old one, still reading when its task was taken away,
+/// never replaces it (its temporary is removed, nothing renamed). Before,
+/// the rename happened inside the blocking copy, after its future was
+/// dropped. (On that code the bandwidth was taken before the copy began,
+/// so a cancelled copy stopped early and this exact run did not show it;
+/// `storage::beneath`'s unit test `a_copy_overtaken_by_another_never_
+/// replaces_it` shows the rename rule itself.)
+#[test]
+fn a_slow_local_copy_overtaken_by_clean_and_submit_never_replaces_the_new_file() {
+    let s = OneAgentJob::start(1, 24 << 20, b"workerMaxThroughput(KB/s)=3072\n", "slowcopy");
+    let dest = s.tmp.path().join("dest");
+    let temps = || -> Vec<String> {
+        let mut v = Vec::new();
+        for e in walk(&dest) {
+            let n = e.file_name().unwrap().to_string_lossy().into_owned();
+            if n.starts_with(".ossimport-") {
+                v.push(n);
+            }
+        }
+        v
+    };
+    s.submit();
+    wait_for("the slow copy to be under way", 30, || !temps().is_empty());
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let _: serde_json::Value = api(
+        &s.daemon.socket,
+        proto::control::Endpoint::Clean(s.job.to_owned()),
+        None,
+    );
+    // The source changes; the job is submitted again, without the limit.
+    let rel = walk(&s.src)
+        .into_iter()
+        .find(|p| p.is_file())
+        .unwrap()
+        .strip_prefix(&s.src)
+        .unwrap()
+        .to_path_buf();
+    let new = bytes(77, 24 << 20);
+    std::fs::write(s.src.join(&rel), &new).unwrap();
+    let _: serde_json::Value = api(
+        &s.daemon.socket,
+        proto::control::Endpoint::Submit,
+        Some(
+            serde_json::to_value(proto::api::SubmitRequest::new(
+                s.cfg.display().to_string(),
+                &std::fs::read(&s.cfg).unwrap(),
+                None,
+            ))
+            .unwrap(),
+        ),
+    );
+    let st = s.daemon.wait_job(s.job, 60);
+    assert_eq!(st.counts.verified, 1, "{st:?}");
+    assert!(std::fs::read(dest.join(&rel)).unwrap() == new);
+    // Long enough for the old copy (24 MiB at 3 MiB/s) to have ended.
+    std::thread::sleep(std::time::Duration::from_secs(9));
+    assert!(
+        std::fs::read(dest.join(&rel)).unwrap() == new,
+        "the old copy replaced the verified new file"
+    );
+    assert_eq!(temps(), Vec::<String>::new());
+}
+
+/// Every path below `dir` (files and directories).
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p.clone());
+            }
+            out.push(p);
+        }
+    }
+    out
+}
