@@ -9,6 +9,7 @@
 #   bench/daemon_capacity.sh                       # N = 1,000,000 and 10,000,000
 #   bench/daemon_capacity.sh --objects 100000      # quick
 #   bench/daemon_capacity.sh --objects 1000000 --agents 20 --tasks 2 --task-objects 1000 --rate 0
+#   bench/daemon_capacity.sh --objects 1000000 --source local   # a tree of N empty files instead
 #
 # For each N it prints and writes to bench/results/capacity-<UTC>.json:
 # plan rate, object results recorded per second, dispatch latency (report
@@ -20,7 +21,7 @@
 # unless --keep; the URL lists stay for the next run).
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-OBJECTS="1000000,10000000" AGENTS=20 TASKS=2 TASK_OBJECTS=1000 RATE=0 BUILD=1 KEEP=0
+OBJECTS="1000000,10000000" AGENTS=20 TASKS=2 TASK_OBJECTS=1000 RATE=0 BUILD=1 KEEP=0 SOURCE=http
 while [ $# -gt 0 ]; do
   case "$1" in
     --objects) OBJECTS="$2"; shift 2 ;;
@@ -28,6 +29,7 @@ while [ $# -gt 0 ]; do
     --tasks) TASKS="$2"; shift 2 ;;
     --task-objects) TASK_OBJECTS="$2"; shift 2 ;;
     --rate) RATE="$2"; shift 2 ;;
+    --source) SOURCE="$2"; shift 2 ;;
     --no-build) BUILD=0; shift ;;
     --keep) KEEP=1; shift ;;
     -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
@@ -46,22 +48,45 @@ now() { date +%s.%N; }
 
 results=()
 for N in ${OBJECTS//,/ }; do
-  LIST="$BASE/list-$N.txt"
-  if [ ! -s "$LIST" ]; then
-    echo "== writing a URL list of $N lines"
-    awk -v n="$N" 'BEGIN { for (i = 0; i < n; i++) printf "http://127.0.0.1:9/ d%05d/%08d.dat\n", int(i / 1000), i }' >"$LIST.tmp"
-    mv "$LIST.tmp" "$LIST"
-  fi
   WORK="$BASE/run-$N"
   rm -rf "$WORK" "$WORK.dest" && mkdir -p "$WORK" "$WORK.dest"
   "$BIN/ossimportd" --init --work-dir "$WORK" >/dev/null
   : >"$WORK/agent_keys"
-  cat >"$WORK/job.cfg" <<EOF
-jobName=capacity
-srcType=http
+  if [ "$SOURCE" = local ]; then
+    # The same names as the URL list's, as empty files: each row then
+    # keeps a local file's identity tag instead of a URL prefix.
+    TREE="$BASE/tree-$N"
+    if [ ! -e "$TREE/.done" ]; then
+      echo "== writing a tree of $N empty files"
+      rm -rf "$TREE"
+      python3 - "$TREE" "$N" <<'PY'
+import os, sys
+root, n = sys.argv[1], int(sys.argv[2])
+for i in range(n):
+    d = os.path.join(root, "d%05d" % (i // 1000))
+    if i % 1000 == 0:
+        os.makedirs(d, exist_ok=True)
+    os.close(os.open(os.path.join(d, "%08d.dat" % i), os.O_CREAT | os.O_WRONLY, 0o644))
+open(os.path.join(root, ".done"), "w").close()
+PY
+    fi
+    SRC_LINES="srcType=local
+srcPrefix=$TREE/"
+  else
+    LIST="$BASE/list-$N.txt"
+    if [ ! -s "$LIST" ]; then
+      echo "== writing a URL list of $N lines"
+      awk -v n="$N" 'BEGIN { for (i = 0; i < n; i++) printf "http://127.0.0.1:9/ d%05d/%08d.dat\n", int(i / 1000), i }' >"$LIST.tmp"
+      mv "$LIST.tmp" "$LIST"
+    fi
+    SRC_LINES="srcType=http
 httpListFilePath=$LIST
 httpPrefixColumn=1
-relativePathColumn=2
+relativePathColumn=2"
+  fi
+  cat >"$WORK/job.cfg" <<EOF
+jobName=capacity
+$SRC_LINES
 destType=local
 destDir=$WORK.dest/
 taskObjectCountLimit=$TASK_OBJECTS
@@ -113,9 +138,9 @@ PY
   trap - EXIT
   # The store after the daemon checkpointed its WAL at exit.
   STORE_BYTES="$(du -cb "$WORK"/*.db* 2>/dev/null | awk 'END {print $1}')"
-  r="$(python3 - "$N" "$t0" "$t1" "$WORK/load.json" "$WORK/stat.json" "$HWM" "$STORE_BYTES" "$WORK/ossimport.db" <<'PY'
+  r="$(python3 - "$N" "$t0" "$t1" "$WORK/load.json" "$WORK/stat.json" "$HWM" "$STORE_BYTES" "$WORK/ossimport.db" "$SOURCE" <<'PY'
 import json, sqlite3, sys
-n, t0, t1, load, stat, hwm, store, db = sys.argv[1:]
+n, t0, t1, load, stat, hwm, store, db = sys.argv[1:9]
 n = int(n)
 load, stat = json.load(open(load)), json.load(open(stat))
 # Where the bytes are: each table and index, and the URL (src_ref) that an
@@ -129,6 +154,7 @@ except sqlite3.OperationalError:
 src_ref = c.execute("SELECT avg(length(src_ref)) FROM objects").fetchone()[0] or 0
 print(json.dumps({
     "objects": n,
+    "source": sys.argv[9],
     "plan_seconds": round(float(t1) - float(t0), 1),
     "plan_objects_per_s": round(n / (float(t1) - float(t0))),
     "record": load,

@@ -30,6 +30,10 @@ pub struct Faults {
     pub every_drop: u64,
     /// Delay added to listing requests (ListObjectsV2, Azure List Blobs).
     pub list_delay: Duration,
+    /// Drops `If-Match` from requests, as a store (or a cache in front of
+    /// one) that ignores it would. Use with a server that does not check
+    /// signatures (moto): the header was signed.
+    pub strip_if_match: bool,
 }
 
 /// Counts of what the proxy did.
@@ -146,6 +150,9 @@ async fn forward(
         .method(parts.method)
         .uri(format!("{upstream}{pq}"));
     for (k, v) in &parts.headers {
+        if faults.strip_if_match && k == hyper::header::IF_MATCH {
+            continue;
+        }
         up = up.header(k, v);
     }
     let up = up.body(Full::new(body)).map_err(std::io::Error::other)?;

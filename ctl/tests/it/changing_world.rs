@@ -8,6 +8,8 @@
 use std::path::Path;
 use std::time::{Duration, UNIX_EPOCH};
 
+use aws_sdk_s3::Client;
+
 use crate::incremental::{interrupt, spawn_run, wait_pass_ended};
 use crate::support::*;
 
@@ -242,5 +244,232 @@ fn a_destination_inside_the_source_is_refused_also_through_a_symlink() {
             "{err}"
         );
         assert!(!src.join("backup").exists());
+    }
+}
+
+/// Uploads `body` to `bucket/key` in parts of `part` bytes, so its ETag is
+/// a multipart one (not an MD5 the received bytes could be checked with).
+async fn put_multipart(c: &Client, bucket: &str, key: &str, body: &[u8], part: usize) {
+    use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+    let up = c
+        .create_multipart_upload()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .unwrap();
+    let id = up.upload_id().unwrap();
+    let mut done = Vec::new();
+    for (i, chunk) in body.chunks(part).enumerate() {
+        let n = i as i32 + 1;
+        let r = c
+            .upload_part()
+            .bucket(bucket)
+            .key(key)
+            .upload_id(id)
+            .part_number(n)
+            .body(chunk.to_vec().into())
+            .send()
+            .await
+            .unwrap();
+        done.push(
+            CompletedPart::builder()
+                .part_number(n)
+                .e_tag(r.e_tag().unwrap())
+                .build(),
+        );
+    }
+    c.complete_multipart_upload()
+        .bucket(bucket)
+        .key(key)
+        .upload_id(id)
+        .multipart_upload(
+            CompletedMultipartUpload::builder()
+                .set_parts(Some(done))
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+}
+
+/// A bucket source behind a front that drops `If-Match`, overwritten
+/// between a killed run and its resume: the remaining parts' ranged GETs
+/// get the new version, which the answer's ETag gives away:
+/// `SOURCE_CHANGED`, and no object of two versions at the destination.
+/// Before, the ranged GETs were taken at their word and the mix was
+/// completed and verified (the source's multipart ETag is no MD5 to
+/// compare the bytes with).
+#[tokio::test]
+async fn a_store_ignoring_if_match_on_a_resumed_bucket_multipart_gives_source_changed() {
+    const MIB: usize = 1 << 20;
+    let moto = MotoServer::start();
+    let c = moto.client();
+    moto.create_bucket("src").await;
+    moto.create_bucket("dst").await;
+    let front = testkit::net::FaultProxy::start(
+        &moto.endpoint,
+        testkit::net::Faults {
+            strip_if_match: true,
+            ..Default::default()
+        },
+    )
+    .await;
+    let (v1, v2) = (bytes(21, 20 * MIB), bytes(22, 20 * MIB));
+    put_multipart(&c, "src", "big.bin", &v1, 5 * MIB).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("b2b.cfg");
+    std::fs::write(
+        &cfg,
+        format!(
+            "jobName=ifmatch\nsrcType=s3\nsrcDomain={}\nsrcBucket=src\nsrcAccessKey={AK}\nsrcSecretKey={SK}\n\
+             destDomain={}\ndestBucket=dst\ndestAccessKey={AK}\ndestSecretKey={SK}\n\
+             multipartUploadThreshold=5m\nmultipartUploadPartSize=5m\nuploadThreadNumPerLargeFile=1\n",
+            front.endpoint, moto.endpoint
+        ),
+    )
+    .unwrap();
+    // 4 MiB/s: a part every 1.25 s, so the run is killed with parts left.
+    std::fs::write(
+        tmp.path().join("sys.properties"),
+        "workerMaxThroughput(KB/s)=4096\n",
+    )
+    .unwrap();
+    let work = tmp.path().join("work");
+    let mut child = ctl()
+        .arg("run")
+        .arg(&cfg)
+        .arg("--work-dir")
+        .arg(&work)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let w = work.clone();
+    tokio::task::spawn_blocking(move || wait_for_parts(&w, 1))
+        .await
+        .unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(object(&work, "big.bin").state, ObjectState::Pending);
+
+    put_multipart(&c, "src", "big.bin", &v2, 5 * MIB).await;
+    std::fs::remove_file(tmp.path().join("sys.properties")).unwrap();
+    let out = tokio::task::spawn_blocking({
+        let (cfg, work) = (cfg.clone(), work.clone());
+        move || run_job(&cfg, &work)
+    })
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    let o = object(&work, "big.bin");
+    assert_eq!(o.state, ObjectState::Failed);
+    assert_eq!(o.error_code.as_deref(), Some("SOURCE_CHANGED"), "{o:?}");
+    assert!(
+        o.error.as_deref().unwrap_or_default().contains("If-Match"),
+        "{o:?}"
+    );
+    let at_dest = c.get_object().bucket("dst").key("big.bin").send().await;
+    assert!(
+        at_dest.is_err(),
+        "an object was completed at the destination"
+    );
+}
+
+/// A URL list naming keys twice, run killed at random moments round after
+/// round (so the listing resumes from its checkpoints): at the end each key
+/// has exactly one verified object, from its first line, and every later
+/// line of it is `DUPLICATE_KEY`; the destination holds the first line's
+/// bytes.
+#[test]
+fn duplicate_keys_hold_across_kills_and_resumed_listings() {
+    let s3 = S3Server::start();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(s3.create_bucket("dupk"));
+    let mut a_files = std::collections::HashMap::new();
+    let mut b_files = std::collections::HashMap::new();
+    for i in 0..30u64 {
+        a_files.insert(format!("/k{i:02}.bin"), bytes(100 + i, 40_000));
+        b_files.insert(format!("/k{i:02}.bin"), bytes(200 + i, 40_000));
+    }
+    let a = rt.block_on(testkit::net::FileServer::start(a_files));
+    let b = rt.block_on(testkit::net::FileServer::start(b_files));
+    // Every key from A; every third also from B (before or after A's
+    // line), written with a leading '/' every other time.
+    let mut lines = String::new();
+    let mut first = std::collections::HashMap::new();
+    for i in 0..30u64 {
+        let key = format!("k{i:02}.bin");
+        let slash = if i % 2 == 0 { "/" } else { "" };
+        if i % 3 == 0 && i % 2 == 0 {
+            lines.push_str(&format!("{}/ {slash}{key}\n", b.base));
+            first.entry(key.clone()).or_insert('b');
+        }
+        lines.push_str(&format!("{}/ {key}\n", a.base));
+        first.entry(key.clone()).or_insert('a');
+        if i % 3 == 0 && i % 2 == 1 {
+            lines.push_str(&format!("{}/ {slash}{key}\n", b.base));
+        }
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let list = tmp.path().join("urls.list");
+    std::fs::write(&list, lines).unwrap();
+    let cfg = tmp.path().join("dupk.cfg");
+    std::fs::write(
+        &cfg,
+        format!(
+            "jobName=dupk\nsrcType=http\nhttpListFilePath={}\nhttpPrefixColumn=1\nrelativePathColumn=2\n\
+             destDomain={}\ndestBucket=dupk\ndestAccessKey={AK}\ndestSecretKey={SK}\ntaskObjectCountLimit=3\n",
+            list.display(),
+            s3.endpoint
+        ),
+    )
+    .unwrap();
+    let sys = tmp.path().join("sys.properties");
+    std::fs::write(&sys, "workerMaxThroughput(KB/s)=256\n").unwrap();
+    let work = tmp.path().join("work");
+    for round in 0..5u64 {
+        let mut child = ctl()
+            .arg("run")
+            .arg(&cfg)
+            .arg("--work-dir")
+            .arg(&work)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(300 + round * 170));
+        let _ = child.kill();
+        child.wait().unwrap();
+    }
+    std::fs::remove_file(&sys).unwrap();
+    let out = run_job(&cfg, &work);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    let rows = objects(&work);
+    let c = s3.client();
+    for i in 0..30u64 {
+        let key = format!("k{i:02}.bin");
+        let of: Vec<_> = rows.iter().filter(|o| o.rel_path == key).collect();
+        let verified = of
+            .iter()
+            .filter(|o| o.state == ObjectState::Verified)
+            .count();
+        let dups = of
+            .iter()
+            .filter(|o| o.error_code.as_deref() == Some("DUPLICATE_KEY"))
+            .count();
+        let want_dups = usize::from(i % 3 == 0);
+        assert_eq!(
+            (verified, dups, of.len()),
+            (1, want_dups, 1 + want_dups),
+            "{key}: {of:?}"
+        );
+        let want = if first[&key] == 'a' {
+            bytes(100 + i, 40_000)
+        } else {
+            bytes(200 + i, 40_000)
+        };
+        let got = rt.block_on(get(&c, "dupk", &key));
+        assert!(got == want, "{key}: not the first line's bytes");
     }
 }

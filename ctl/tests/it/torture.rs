@@ -1,7 +1,9 @@
 //! Crash-and-change torture: a standalone run is killed with SIGKILL at a
 //! random moment, round after round, while source files that are not yet
-//! verified are rewritten (some with size and mtime put back), appended,
-//! truncated or deleted between rounds. A final run then finishes the job,
+//! verified are rewritten (some with size and mtime put back, some with an
+//! mtime in the same whole second), appended, truncated or deleted between
+//! rounds, into a bucket and (fewer rounds) into a local directory, where
+//! a kill can land between the copy and its rename. A final run then finishes the job,
 //! and every object is checked: reported verified means the destination
 //! holds exactly the file as it is at the end (downloaded and compared);
 //! anything else carries an error code and a reason.
@@ -59,7 +61,21 @@ fn mutate(rng: &mut Rng, path: &Path) -> &'static str {
         return "gone";
     };
     let len = md.len();
-    match rng.below(5) {
+    match rng.below(6) {
+        5 => {
+            // Same size, new bytes, and an mtime in the same whole second
+            // with other nanoseconds: only the nanoseconds (and the
+            // ctime) tell.
+            use std::os::unix::fs::MetadataExt;
+            let mut f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+            f.write_all(&bytes(rng.next(), len.clamp(1, 4096) as usize))
+                .unwrap();
+            f.set_len(len).unwrap();
+            let ns = (md.mtime_nsec() as u32 + 1 + rng.below(999_999) as u32) % 1_000_000_000;
+            f.set_modified(std::time::UNIX_EPOCH + Duration::new(md.mtime() as u64, ns))
+                .unwrap();
+            "rewritten inside the same second"
+        }
         0 | 1 => {
             // Same size, new bytes at a random place; mtime put back half the time.
             let at = rng.below(len.max(1));
@@ -93,10 +109,20 @@ fn mutate(rng: &mut Rng, path: &Path) -> &'static str {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_and_changed_round_after_round_then_every_verified_object_is_exact() {
+    torture(false, 20).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn into_a_local_directory_killed_and_changed_then_every_verified_file_is_exact() {
+    torture(true, 8).await;
+}
+
+/// The rounds, into a bucket or (`local`) into a directory.
+async fn torture(local: bool, default_rounds: u32) {
     let rounds: u32 = std::env::var("OSSIMPORT_TORTURE_ROUNDS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(20);
+        .unwrap_or(default_rounds);
     let seed: u64 = std::env::var("OSSIMPORT_TORTURE_SEED")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -128,6 +154,7 @@ async fn killed_and_changed_round_after_round_then_every_verified_object_is_exac
         rels.push(rel);
     }
     let work = tmp.path().join("work");
+    let dest = tmp.path().join("dest");
     let cfg = job_cfg(
         tmp.path(),
         "torture",
@@ -136,6 +163,17 @@ async fn killed_and_changed_round_after_round_then_every_verified_object_is_exac
         "bkt",
         "taskObjectCountLimit=5\nmultipartUploadThreshold=8m\nmultipartUploadPartSize=5m\nuploadThreadNumPerLargeFile=2",
     );
+    if local {
+        std::fs::write(
+            &cfg,
+            format!(
+                "jobName=torture\nsrcType=local\nsrcPrefix={}/\ndestType=local\ndestDir={}\ntaskObjectCountLimit=5\n",
+                src.display(),
+                dest.display()
+            ),
+        )
+        .unwrap();
+    }
     // Slow enough (8 MiB/s) that a kill lands mid-way through the job.
     let sys = tmp.path().join("sys.properties");
     std::fs::write(
@@ -197,7 +235,11 @@ async fn killed_and_changed_round_after_round_then_every_verified_object_is_exac
             "verified" => {
                 let now = std::fs::read(src.join(rel))
                     .unwrap_or_else(|e| panic!("{rel} is verified but the source is gone: {e}"));
-                let got = get(&client, "bkt", rel).await;
+                let got = if local {
+                    std::fs::read(dest.join(rel)).unwrap()
+                } else {
+                    get(&client, "bkt", rel).await
+                };
                 assert!(
                     got == now,
                     "{rel} is reported verified but the destination differs from the source (seed {seed})"
