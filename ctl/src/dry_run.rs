@@ -24,7 +24,11 @@ pub(crate) async fn dry_run(plan: &Plan, sample: Option<u64>, json: bool) -> any
     plan.preflight_read_only().await?;
     let store = Arc::new(Store::in_memory()?);
     let job = store.create_job(&plan.name, &plan.config_json, &plan.fingerprint)?;
-    let scan_cfg = plan.scan.clone();
+    let mut scan_cfg = plan.scan.clone();
+    // A dry run writes nothing, not even a probe file in destDir.
+    if scan_cfg.dest_case == daemon::scanner::DestCase::Probe {
+        scan_cfg.dest_case = daemon::scanner::DestCase::ProbeReadOnly;
+    }
     let st = Arc::clone(&store);
     let outcome = tokio::task::spawn_blocking(move || {
         let stop = CancellationToken::new();

@@ -57,6 +57,7 @@ fn main() -> anyhow::Result<()> {
         threads: 1,
         split_depth: 1,
         dest_dir: None,
+        dest_case: Default::default(),
     };
     let scanned = scan(&store, job, &cfg, &CancellationToken::new(), |_, _| {})?;
     let (done, stats) = (scanned.finished(), scanned.stats().clone());

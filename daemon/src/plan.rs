@@ -375,8 +375,12 @@ fn from_text(
         dest_dir: cfg
             .dest_dir
             .clone()
-            .filter(|_| cfg.src_type == crate::config::job::SrcType::Local)
             .filter(|_| cfg.dest_type == crate::config::job::DestType::Local),
+        dest_case: if cfg.dest_type == crate::config::job::DestType::Local {
+            crate::scanner::DestCase::Probe
+        } else {
+            crate::scanner::DestCase::Exact
+        },
     };
     let work_dir = sys_path
         .as_ref()

@@ -562,6 +562,59 @@ pub fn dir_overlap(a: &Path, b: &Path) -> io::Result<Option<Overlap>> {
     Ok(None)
 }
 
+/// Whether the file system at `dir` (or its nearest existing ancestor)
+/// tells names apart that differ only in case: `Some(true)` when it does
+/// not (vfat, exFAT, SMB shares, ext4/tmpfs `casefold` directories).
+/// Judged from an entry already there (its name with the case of its
+/// letters swapped leads to the same inode, or to nothing); where there is
+/// none, by creating one of our temporaries and removing it at once, if
+/// `may_write`, else `None` (not known).
+pub fn case_insensitive(dir: &Path, may_write: bool) -> io::Result<Option<bool>> {
+    use std::os::unix::fs::MetadataExt;
+    let mut at = dir;
+    while !at.exists() {
+        at = match at.parent() {
+            Some(up) => up,
+            None => return Ok(None),
+        };
+    }
+    let swapped = |n: &str| -> String {
+        n.chars()
+            .map(|c| {
+                if c.is_ascii_lowercase() {
+                    c.to_ascii_uppercase()
+                } else {
+                    c.to_ascii_lowercase()
+                }
+            })
+            .collect()
+    };
+    let same = |a: &Path, b: &Path| -> io::Result<bool> {
+        let ma = std::fs::symlink_metadata(a)?;
+        match std::fs::symlink_metadata(b) {
+            Ok(mb) => Ok(ma.dev() == mb.dev() && ma.ino() == mb.ino()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e),
+        }
+    };
+    for entry in std::fs::read_dir(at)?.take(64) {
+        let name = entry?.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let other = swapped(name);
+        if other != name {
+            return Ok(Some(same(&at.join(name), &at.join(other))?));
+        }
+    }
+    if !may_write {
+        return Ok(None);
+    }
+    let probe = create_beneath(at, "probe", 0o600, &|_| 0o700)?;
+    let tmp = String::from_utf8_lossy(probe.tmp.to_bytes()).into_owned();
+    let answer = same(&at.join(&tmp), &at.join(swapped(&tmp)));
+    drop(probe);
+    answer.map(Some)
+}
+
 /// Modification time in unix seconds (negative before 1970).
 pub fn mtime_secs(md: &std::fs::Metadata) -> i64 {
     match md.modified() {
@@ -738,6 +791,23 @@ mod tests {
         assert_eq!(o(&src, &d.path().join("alias")), Some(Overlap::Same));
         assert_eq!(o(&src, &d.path().join("other/x")), None);
         assert_eq!(o(&src, &d.path().join("srcx")), None);
+    }
+
+    #[test]
+    fn case_sensitivity_is_probed_without_leaving_anything() {
+        let d = tempfile::tempdir().unwrap();
+        // Empty: not known without writing; with a probe, this file system
+        // (the tests' tmpfs or ext4) tells case apart.
+        assert_eq!(case_insensitive(d.path(), false).unwrap(), None);
+        assert_eq!(case_insensitive(d.path(), true).unwrap(), Some(false));
+        assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 0);
+        std::fs::write(d.path().join("Photo.JPG"), b"x").unwrap();
+        assert_eq!(case_insensitive(d.path(), false).unwrap(), Some(false));
+        // A directory not made yet is judged by its nearest ancestor.
+        assert_eq!(
+            case_insensitive(&d.path().join("a/b"), false).unwrap(),
+            Some(false)
+        );
     }
 
     #[test]

@@ -19,6 +19,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
@@ -92,11 +93,35 @@ pub struct ScanConfig {
     /// How deep the listing is split into branches listed at once
     /// (`maxMultiThreadScanDepth`, 1: the top-level directories/prefixes).
     pub split_depth: usize,
-    /// A local destination directory (`destDir`) of a local source: each
-    /// pass first checks the two trees still do not overlap (a symlink or
-    /// mount changed since submit would make it list its own copies).
+    /// The local destination directory (`destDir`), if any: with a local
+    /// source, each pass first checks the two trees still do not overlap (a
+    /// symlink or mount changed since submit would make it list its own
+    /// copies); and `dest_case` may look at it.
     pub dest_dir: Option<PathBuf>,
+    /// Whether destination keys that differ only in case are one key.
+    pub dest_case: DestCase,
 }
+
+/// How destination keys are compared for `DUPLICATE_KEY`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DestCase {
+    /// As they are (buckets).
+    #[default]
+    Exact,
+    /// Probed at the start of each pass: without case where `destDir`'s
+    /// file system does not tell case apart (a probe file may be made and
+    /// removed at once when `destDir` is empty).
+    Probe,
+    /// Probed from what is in `destDir` only, writing nothing (dry runs).
+    ProbeReadOnly,
+    /// Without case, whatever the file system says.
+    Fold,
+}
+
+/// The folded keys a pass has listed (for a case-insensitive `destDir`),
+/// with the first relative path of each, shared by the branches of a
+/// parallel listing.
+type Folded = Arc<Mutex<HashMap<String, String>>>;
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ScanStats {
@@ -194,8 +219,14 @@ pub fn scan(
         return Err(ScanError::Overlap(why));
     }
     let pass = store.current_pass(job_id)?;
-    if cfg.threads > 1 && matches!(cfg.source, ScanSource::Local { .. } | ScanSource::S3 { .. }) {
-        return parallel::scan(store, job_id, pass, cfg, cancel, on_task);
+    let folded = folded_keys(store, job_id, pass, cfg)?;
+    // Keys compared without case are listed in one walk, in one order every
+    // pass, so the same one of two names wins each time.
+    if cfg.threads > 1
+        && folded.is_none()
+        && matches!(cfg.source, ScanSource::Local { .. } | ScanSource::S3 { .. })
+    {
+        return parallel::scan(store, job_id, pass, cfg, cancel, on_task, folded);
     }
     let mut lister: Box<dyn Lister> = match &cfg.source {
         ScanSource::Local {
@@ -221,6 +252,7 @@ pub fn scan(
         }),
     };
     let mut out = Tasks::new(store, job_id, pass, cfg, cancel, &mut on_task, None);
+    out.folded = folded;
     match lister.list(checkpoint.as_deref(), &mut out)? {
         None => Ok(ScanOutcome::Stopped(out.stats)),
         Some(end) => {
@@ -229,6 +261,34 @@ pub fn scan(
             Ok(ScanOutcome::Finished(out.stats))
         }
     }
+}
+
+/// For a destination that does not tell case apart: the folded keys this
+/// pass has already committed (a resumed listing goes on from them).
+fn folded_keys(
+    store: &Store,
+    job_id: i64,
+    pass: u32,
+    cfg: &ScanConfig,
+) -> Result<Option<Folded>, ScanError> {
+    let fold = match cfg.dest_case {
+        DestCase::Exact => false,
+        DestCase::Fold => true,
+        DestCase::Probe | DestCase::ProbeReadOnly => cfg.dest_dir.as_deref().is_some_and(|d| {
+            storage::beneath::case_insensitive(d, cfg.dest_case == DestCase::Probe)
+                .ok()
+                .flatten()
+                .unwrap_or(false)
+        }),
+    };
+    if !fold {
+        return Ok(None);
+    }
+    let mut map = HashMap::new();
+    for rel in store.keys_in_pass(job_id, pass)? {
+        map.entry(rel.to_lowercase()).or_insert(rel);
+    }
+    Ok(Some(Arc::new(Mutex::new(map))))
 }
 
 impl ScanStats {
@@ -340,6 +400,7 @@ impl<'a> Tasks<'a> {
             // A URL list may name one destination key twice; a listing of
             // a directory, bucket or container cannot.
             may_collide: matches!(cfg.source, ScanSource::Http { .. }),
+            folded: None,
             batch_keys: HashMap::new(),
             seen_keys: HashMap::new(),
             batch: Vec::new(),
@@ -375,6 +436,8 @@ struct Tasks<'a> {
     /// Whether two entries of the listing can map to one destination key;
     /// if so, each is checked against what this pass listed before it.
     may_collide: bool,
+    /// Keys compared without case, when `destDir` does not tell it apart.
+    folded: Option<Folded>,
     /// Keys (and their sources) listed in this pass but not yet in the
     /// store: in `batch`, and among `seen`.
     batch_keys: HashMap<String, Option<String>>,
@@ -417,7 +480,29 @@ impl Tasks<'_> {
         obj: NewObject,
         checkpoint: impl FnOnce() -> Result<String, ScanError>,
     ) -> Result<(), ScanError> {
-        let mut obj = obj;
+        if let Some(folded) = &self.folded {
+            let key = obj.rel_path.to_lowercase();
+            let first = {
+                let mut m = folded.lock().unwrap_or_else(|p| p.into_inner());
+                match m.get(&key) {
+                    Some(first) if *first != obj.rel_path => Some(first.clone()),
+                    Some(_) => None,
+                    None => {
+                        m.insert(key, obj.rel_path.clone());
+                        None
+                    }
+                }
+            };
+            if let Some(first) = first {
+                let this = obj.rel_path.clone();
+                return self.duplicate(
+                    obj,
+                    &this,
+                    &first,
+                    " (destDir does not tell upper from lower case)",
+                );
+            }
+        }
         if self.may_collide {
             match self.listed_before(&obj)? {
                 None => {}
@@ -426,25 +511,7 @@ impl Tasks<'_> {
                 Some(first) => {
                     let this = obj.src_ref.clone().unwrap_or_else(|| obj.rel_path.clone());
                     let first = first.unwrap_or_else(|| obj.rel_path.clone());
-                    obj.failure = Some((
-                        "DUPLICATE_KEY".into(),
-                        format!(
-                            "{this} maps to the destination key {:?}, which this job already has from {first} (listed first); not copied: a key holds one source",
-                            obj.rel_path
-                        ),
-                    ));
-                    self.stats.duplicate_keys += 1;
-                    if let Some(id) = self.store.duplicate_row(
-                        self.job_id,
-                        &obj.rel_path,
-                        obj.src_ref.as_deref(),
-                    )? {
-                        self.mark_seen(id, None, &obj)?;
-                        return Ok(());
-                    }
-                    self.batch.push(obj);
-                    self.changes.push(Change::New);
-                    return Ok(());
+                    return self.duplicate(obj, &this, &first, "");
                 }
             }
         }
@@ -479,6 +546,36 @@ impl Tasks<'_> {
         {
             self.flush(&checkpoint()?)?;
         }
+        Ok(())
+    }
+
+    /// Records `obj` (source `this`) as a `DUPLICATE_KEY` failure: `first`
+    /// was listed for its destination key before it in this pass. A row
+    /// an earlier pass recorded for the same source is found again rather
+    /// than recorded twice.
+    fn duplicate(
+        &mut self,
+        mut obj: NewObject,
+        this: &str,
+        first: &str,
+        note: &str,
+    ) -> Result<(), ScanError> {
+        obj.failure = Some((
+            "DUPLICATE_KEY".into(),
+            format!(
+                "{this} maps to the destination key {:?}, which this job already has from {first} (listed first){note}; not copied: a key holds one source",
+                obj.rel_path
+            ),
+        ));
+        self.stats.duplicate_keys += 1;
+        if let Some(id) =
+            self.store
+                .duplicate_row(self.job_id, &obj.rel_path, obj.src_ref.as_deref())?
+        {
+            return self.mark_seen(id, None, &obj);
+        }
+        self.batch.push(obj);
+        self.changes.push(Change::New);
         Ok(())
     }
 

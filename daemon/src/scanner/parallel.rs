@@ -25,6 +25,7 @@ pub(super) fn scan(
     cfg: &ScanConfig,
     cancel: &CancellationToken,
     on_task: impl FnMut(i64, &[NewObject]) + Send,
+    folded: Option<super::Folded>,
 ) -> Result<ScanOutcome, ScanError> {
     let mut branches = store.branches(job_id)?;
     if branches.is_empty() {
@@ -54,7 +55,16 @@ pub(super) fn scan(
                     let mut report = |id: i64, objs: &[NewObject]| {
                         (on_task.lock().unwrap_or_else(|p| p.into_inner()))(id, objs)
                     };
-                    let r = work(store, job_id, pass, cfg, stop, &todo, &next, &mut report);
+                    let r = work(
+                        store,
+                        job_id,
+                        pass,
+                        cfg,
+                        stop,
+                        (&todo, &next),
+                        &mut report,
+                        &folded,
+                    );
                     if r.is_err() {
                         stop.cancel();
                     }
@@ -104,9 +114,9 @@ fn work(
     pass: u32,
     cfg: &ScanConfig,
     stop: &CancellationToken,
-    todo: &[BranchRow],
-    next: &AtomicUsize,
+    (todo, next): (&[BranchRow], &AtomicUsize),
     report: &mut dyn FnMut(i64, &[NewObject]),
+    folded: &Option<super::Folded>,
 ) -> Result<(ScanStats, bool), ScanError> {
     let mut stats = ScanStats::default();
     let mut bucket = match &cfg.source {
@@ -140,6 +150,7 @@ fn work(
             }
         };
         let mut out = Tasks::new(store, job_id, pass, cfg, stop, report, Some(b.ord));
+        out.folded = folded.clone();
         let end = lister.list(b.checkpoint.as_deref(), &mut out);
         let end = match end {
             Ok(e) => e,

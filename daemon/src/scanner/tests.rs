@@ -30,6 +30,7 @@ fn cfg(root: &std::path::Path, count: u64) -> ScanConfig {
         threads: 1,
         split_depth: 1,
         dest_dir: None,
+        dest_case: Default::default(),
     }
 }
 
@@ -544,4 +545,55 @@ fn parallel_listing_matches_the_single_walk_and_resumes_each_branch() {
     }
     assert_eq!(run(8, 2, Some(5)), want, "killed and resumed");
     assert_eq!(run(1, 1, Some(5)), want, "single walk killed and resumed");
+}
+
+/// A destination that does not tell case apart (`DestCase::Fold`; the
+/// probe decides it in a job, and the test machines have no such file
+/// system): `Photo.jpg` and `photo.JPG` are one key, the second listed is
+/// `DUPLICATE_KEY`; with threads asked for (the listing is then one walk,
+/// so the same name wins every pass) and across a second pass the rule
+/// holds and nothing is recorded twice.
+#[test]
+fn keys_differing_only_in_case_are_duplicates_for_a_case_insensitive_destination() {
+    let src = tempfile::tempdir().unwrap();
+    for p in ["a/photo.JPG", "A/Photo.jpg", "a/other", "b/X", "B/x", "c"] {
+        let path = src.path().join(p);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, p.as_bytes()).unwrap();
+    }
+    for threads in [1, 4] {
+        let db = tempfile::tempdir().unwrap();
+        let store = Store::open(&db.path().join("s.db")).unwrap();
+        let job = store.create_job("fold", "{}", "").unwrap();
+        let mut c = cfg(src.path(), 2);
+        c.threads = threads;
+        c.dest_case = DestCase::Fold;
+        for pass in 1..=2 {
+            if pass == 2 {
+                store.begin_pass(job).unwrap();
+            }
+            let out = scan(&store, job, &c, &CancellationToken::new(), |_, _| {}).unwrap();
+            assert!(out.finished());
+            let rows = store.objects().unwrap();
+            let dups: Vec<&str> = rows
+                .iter()
+                .filter(|o| o.error_code.as_deref() == Some("DUPLICATE_KEY"))
+                .map(|o| o.rel_path.as_str())
+                .collect();
+            assert_eq!(dups.len(), 2, "threads {threads}, pass {pass}: {dups:?}");
+            // The second of each pair in the walk's order (raw bytes).
+            assert_eq!(
+                dups,
+                ["a/photo.JPG", "b/X"],
+                "threads {threads}, pass {pass}"
+            );
+            assert_eq!(rows.len(), 6, "threads {threads}, pass {pass}");
+        }
+        let msg = store
+            .objects()
+            .unwrap()
+            .into_iter()
+            .find_map(|o| o.error.filter(|e| e.contains("upper from lower case")));
+        assert!(msg.is_some());
+    }
 }

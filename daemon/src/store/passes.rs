@@ -110,6 +110,19 @@ impl Store {
         .optional()?)
     }
 
+    /// The relative path of every row this pass has listed so far (not
+    /// counting `DUPLICATE_KEY` rows), for comparing keys without case.
+    pub fn keys_in_pass(&self, job_id: i64, pass: u32) -> Result<Vec<String>, StoreError> {
+        let conn = self.lock();
+        let mut q = conn.prepare_cached(
+            "SELECT rel_path FROM objects
+             WHERE job_id = ?1 AND seen_pass = ?2 AND error_code IS NOT 'DUPLICATE_KEY'
+             ORDER BY id",
+        )?;
+        let rows = q.query_map(params![job_id, pass], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// The `DUPLICATE_KEY` row an earlier pass recorded for this source of
     /// `rel_path`, found again rather than recorded twice.
     pub fn duplicate_row(

@@ -29,6 +29,7 @@ fn config(source: ScanSource, threads: usize) -> ScanConfig {
         threads,
         split_depth: 2,
         dest_dir: None,
+        dest_case: Default::default(),
     }
 }
 
