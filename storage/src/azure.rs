@@ -230,6 +230,18 @@ impl AzureSource {
             .get_opts(&path, opts)
             .await
             .map_err(|e| self.error("GET", key, e))?;
+        // Pinned even where the service (or a front) ignored If-Match.
+        if let (Some(want), Some(have)) = (etag.filter(|e| !e.is_empty()), &got.meta.e_tag)
+            && have.trim_matches('"') != want.trim_matches('"')
+        {
+            return Err(SourceError::new(
+                SourceErrorKind::Changed,
+                format!(
+                    "{}: GET {key}: the answer is of version {have} but {want} was listed (If-Match not honoured)",
+                    self.what
+                ),
+            ));
+        }
         let len = got.meta.size;
         let md5 = got
             .extensions
