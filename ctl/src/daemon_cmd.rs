@@ -212,6 +212,7 @@ async fn dispatch(mut cmd: Command) -> Result<u8> {
             Ok(code)
         }
         Command::Stop { d, agents } => {
+            administrator_only(&d, "stop").await?;
             if !agents.local_only {
                 let rows =
                     crate::deploy::agents(&d, agents.workers.as_deref(), crate::deploy::Mode::Stop)
@@ -360,6 +361,23 @@ async fn dispatch(mut cmd: Command) -> Result<u8> {
                         shell_word(next)
                     );
                 }
+                if !r.control.is_empty() {
+                    println!("  control calls:");
+                    for c in &r.control {
+                        println!(
+                            "  {}  {} by {} (uid {}){}",
+                            crate::progress::clock(c.at),
+                            c.verb,
+                            c.user,
+                            c.uid,
+                            if c.detail.is_empty() {
+                                String::new()
+                            } else {
+                                format!(": {}", c.detail.escape_debug())
+                            }
+                        );
+                    }
+                }
             }
             Ok(if r.counts.failed == 0 && r.counts.pending == 0 {
                 exit::OK
@@ -482,6 +500,23 @@ async fn start(d: &DaemonArgs) -> Result<u8> {
             conn.client.socket.display()
         ),
     ))
+}
+
+/// Refuses an operator a verb that needs the administrator role before it
+/// does anything (a daemon that cannot be reached says nothing here).
+async fn administrator_only(d: &DaemonArgs, verb: &str) -> Result<()> {
+    match Conn::new(d)
+        .call::<proto::api::VersionInfo>(&Endpoint::Version, None, None)
+        .await
+    {
+        Ok((v, _)) if v.role.as_deref() == Some("operator") => Err(Fail(
+            exit::NO_PERMISSION,
+            format!(
+                "{verb} needs the administrator role (root, the daemon's user, or a member of its --admin-group); you are an operator"
+            ),
+        )),
+        _ => Ok(()),
+    }
 }
 
 async fn stop(d: &DaemonArgs) -> Result<u8> {
@@ -811,15 +846,19 @@ async fn submit_offline(
         return Ok(None);
     };
     let origin = job_cfg.display().to_string();
+    let owner = daemon::access::user_name(caller.uid);
     daemon::engine::record(
         &store,
         &work,
         &plan.name,
         &plan.config_json,
         &plan.fingerprint,
-        content,
-        saved_sys.as_deref(),
-        &origin,
+        daemon::engine::Saved {
+            content,
+            sys: saved_sys.as_deref(),
+            origin: &origin,
+            owner: Some((caller.uid, &owner)),
+        },
     )
     .map_err(|e| match e {
         daemon::engine::JobError::Conflict(m) | daemon::engine::JobError::Invalid(m) => usage(m),

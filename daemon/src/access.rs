@@ -115,6 +115,25 @@ pub fn groups_of(uid: u32, primary: u32) -> Vec<u32> {
     }
 }
 
+/// The user name of `uid`, or `uid N` when it has none.
+pub fn user_name(uid: u32) -> String {
+    // SAFETY: getpwuid_r writes into buffers we own; the name is copied out
+    // of `buf` before it goes.
+    unsafe {
+        let mut pw: libc::passwd = std::mem::zeroed();
+        let mut buf = vec![0 as libc::c_char; 16 << 10];
+        let mut found: *mut libc::passwd = std::ptr::null_mut();
+        if libc::getpwuid_r(uid, &mut pw, buf.as_mut_ptr(), buf.len(), &mut found) != 0
+            || found.is_null()
+        {
+            return format!("uid {uid}");
+        }
+        std::ffi::CStr::from_ptr(pw.pw_name)
+            .to_string_lossy()
+            .into_owned()
+    }
+}
+
 /// Whether two paths are the same directory or one lies inside the other
 /// (compared after resolving symlinks where they exist).
 pub fn overlaps(a: &Path, b: &Path) -> bool {

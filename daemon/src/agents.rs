@@ -114,6 +114,10 @@ pub enum KeysError {
     BadKey(String),
     #[error("no enrolled agent is named {0}")]
     NotFound(String),
+    #[error(
+        "an agent named {name} is enrolled with another key ({fingerprint}); revoke it first (`ossimportctl workers remove {name}`), or re-deploy the host, which replaces it"
+    )]
+    NameTaken { name: String, fingerprint: String },
     #[error("cannot update {file}: {source}")]
     Io {
         file: String,
@@ -170,6 +174,7 @@ impl Agents {
         verifier: &Verifier,
         key_line: &str,
         name: &str,
+        replace: bool,
     ) -> Result<(String, bool), KeysError> {
         let keys = proto::auth::parse_public_keys(key_line).map_err(KeysError::BadKey)?;
         let [key] = keys.as_slice() else {
@@ -185,7 +190,18 @@ impl Agents {
         if lines.iter().any(same) && verifier.knows(&fp) {
             return Ok((fp, false));
         }
-        // Another key under this name is the host's old agent: revoked.
+        // Another key under this name is refused, unless asked to replace
+        // it (the host's old agent, revoked).
+        if !replace
+            && let Some(other) = lines
+                .iter()
+                .find(|l| l.name == name && l.fingerprint.as_deref() != Some(fp.as_str()))
+        {
+            return Err(KeysError::NameTaken {
+                name: name.to_owned(),
+                fingerprint: other.fingerprint.clone().unwrap_or_default(),
+            });
+        }
         let mut dropped = Vec::new();
         lines.retain(|l| {
             let keep = l.name != name && l.fingerprint.as_deref() != Some(fp.as_str());

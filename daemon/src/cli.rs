@@ -22,9 +22,17 @@ pub struct Args {
     /// Control socket; default: `<workDir>/ossimportd.sock`.
     #[arg(long, env = "OSSIMPORT_SOCKET")]
     pub socket: Option<PathBuf>,
-    /// Group (name or id) allowed on the control socket (mode 0660).
+    /// Group (name or id) allowed on the control socket (mode 0660): its
+    /// members are operators (they submit jobs and manage their own).
     #[arg(long, env = "OSSIMPORT_SOCKET_GROUP")]
     pub socket_group: Option<String>,
+    /// Group (name or id) whose members are administrators, as root and the
+    /// daemon's own user are: they enrol and revoke agents, deploy, stop the
+    /// daemon and act on every job. They reach the socket through
+    /// `--socket-group` (be in it too), or, without one, this group is the
+    /// socket's.
+    #[arg(long, env = "OSSIMPORT_ADMIN_GROUP")]
+    pub admin_group: Option<String>,
     /// Address of the agent API; default: `daemonAddress` of sys.properties
     /// (its port, and its host when that is an address of this machine,
     /// else every interface), else 127.0.0.1:7600.

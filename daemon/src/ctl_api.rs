@@ -1,9 +1,13 @@
 //! The control API served on the Unix socket: what `ossimportctl` calls.
 //!
 //! Each request is parsed into a closed [`Endpoint`], then dispatched with
-//! one `match`. Access control is the socket file's mode (0600, or 0660
-//! with a group); the peer's credentials are checked again here so a socket
-//! file with loosened permissions does not open the daemon to everyone.
+//! one `match`. Access is the socket file's mode (0600, or 0660 with a
+//! group) and, from the peer's credentials checked again here (so a socket
+//! file with loosened permissions does not open the daemon to everyone), a
+//! [`Role`]: root, the daemon's own user and members of `--admin-group`
+//! are administrators; members of `--socket-group` are operators, who
+//! submit jobs and act on their own ([`need`] says what each call needs).
+//! Every state-changing call is kept in the store's control trail.
 
 use std::sync::Arc;
 
@@ -19,7 +23,7 @@ use tracing::{error, info};
 use crate::agents::liveness;
 use crate::engine::Engine;
 use crate::engine::{self as jobs, JobError};
-use crate::state::{State, blocking};
+use crate::state::blocking;
 use crate::store::Retried;
 
 pub use proto::control::Endpoint;
@@ -33,13 +37,13 @@ pub fn handler(eng: Arc<Engine>) -> Handler {
 
 async fn handle(eng: Arc<Engine>, req: Req) -> Response<Body> {
     let state = &eng.state;
-    if !allowed(state, &req.peer) {
+    let Some(who) = who(&state.config, &req.peer) else {
         return error(
             StatusCode::FORBIDDEN,
             "FORBIDDEN",
             "this user may not control the daemon",
         );
-    }
+    };
     let Some(ep) = Endpoint::parse(&req.method, &req.path) else {
         return error(
             StatusCode::NOT_FOUND,
@@ -47,7 +51,10 @@ async fn handle(eng: Arc<Engine>, req: Req) -> Response<Body> {
             &format!("no endpoint {} {}", req.method, req.path),
         );
     };
-    match dispatch(&eng, ep, &req).await {
+    if let Err(why) = permitted(&eng, &who, &ep).await {
+        return error(StatusCode::FORBIDDEN, "FORBIDDEN", &why);
+    }
+    match dispatch(&eng, ep, &req, &who).await {
         Ok(r) => r,
         Err(e) => {
             let (status, code) = match &e {
@@ -67,39 +74,198 @@ async fn handle(eng: Arc<Engine>, req: Req) -> Response<Body> {
     }
 }
 
+/// What a caller of the control socket may do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Submits jobs; acts on its own; sees every job's name, state and counts.
+    Operator,
+    /// Everything: agents, the daemon, every job.
+    Administrator,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Operator => "operator",
+            Role::Administrator => "administrator",
+        }
+    }
+}
+
+/// A caller let in, from the socket's peer credentials.
+#[derive(Clone, Debug)]
+pub struct Who {
+    pub uid: u32,
+    pub gid: Option<u32>,
+    pub role: Role,
+}
+
+impl Who {
+    fn caller(&self) -> crate::access::Caller {
+        crate::access::Caller {
+            uid: self.uid,
+            gid: self.gid.unwrap_or(u32::MAX),
+        }
+    }
+
+    /// Whether this caller may act on a job submitted by `owner`.
+    fn owns(&self, owner: Option<&(u32, String)>) -> bool {
+        self.role == Role::Administrator || owner.is_some_and(|(uid, _)| *uid == self.uid)
+    }
+}
+
+/// The caller's role, or `None` when it may not use the socket at all.
+fn who(config: &crate::state::Config, peer: &Peer) -> Option<Who> {
+    let Peer::Unix {
+        uid: Some(uid),
+        gid,
+    } = *peer
+    else {
+        // Without credentials the caller is refused: the socket's mode
+        // alone is not trusted.
+        return None;
+    };
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    let member = |g: Option<u32>| g.is_some_and(|g| in_group(uid, gid, g));
+    let role = if uid == 0 || uid == me || member(config.admin_gid) {
+        Role::Administrator
+    } else if member(config.socket_gid) {
+        Role::Operator
+    } else {
+        return None;
+    };
+    Some(Who { uid, gid, role })
+}
+
+/// What a control call needs beyond being let in.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Need {
+    /// Any caller (reads every job's name, state and counts; submits).
+    Anyone,
+    /// The job's owner or an administrator.
+    OwnerOf(String),
+    Administrator,
+}
+
+/// What each call needs. Pure; table-tested.
+pub fn need(ep: &Endpoint) -> Need {
+    match ep {
+        Endpoint::Version
+        | Endpoint::ListJobs
+        | Endpoint::Job(_)
+        | Endpoint::Workers
+        | Endpoint::Submit
+        // An operator's retries only reach its own jobs.
+        | Endpoint::RetryAll => Need::Anyone,
+        Endpoint::Clean(n)
+        | Endpoint::Retry(n)
+        | Endpoint::Pause(n)
+        | Endpoint::Resume(n)
+        | Endpoint::Errors(n)
+        | Endpoint::Report(n)
+        | Endpoint::Manifest(n)
+        | Endpoint::SetLimits(n) => Need::OwnerOf(n.clone()),
+        Endpoint::Enrol | Endpoint::Revoke(_) | Endpoint::Shutdown => Need::Administrator,
+    }
+}
+
+/// The `ossimportctl` verb a call serves, for messages and the trail.
+pub fn verb(ep: &Endpoint) -> &'static str {
+    match ep {
+        Endpoint::Version => "version",
+        Endpoint::Submit => "submit",
+        Endpoint::ListJobs | Endpoint::Job(_) => "stat",
+        Endpoint::Clean(_) => "clean",
+        Endpoint::Retry(_) | Endpoint::RetryAll => "retry",
+        Endpoint::Pause(_) => "pause",
+        Endpoint::Resume(_) => "resume",
+        Endpoint::Errors(_) => "errors",
+        Endpoint::Report(_) => "report",
+        Endpoint::Manifest(_) => "report --manifest",
+        Endpoint::SetLimits(_) => "set",
+        Endpoint::Workers => "workers",
+        Endpoint::Enrol => "deploy (enrol an agent key)",
+        Endpoint::Revoke(_) => "workers remove (revoke an agent key)",
+        Endpoint::Shutdown => "stop",
+    }
+}
+
+/// Who the administrators are, for refusals.
+fn administrators(config: &crate::state::Config) -> String {
+    let group = config
+        .admin_gid
+        .map(|g| format!(", or a member of --admin-group (gid {g})"))
+        .unwrap_or_default();
+    format!("root, the daemon's user{group}")
+}
+
+/// Refuses a call the caller's role does not allow, with one line saying
+/// which role it needs.
+async fn permitted(eng: &Arc<Engine>, who: &Who, ep: &Endpoint) -> Result<(), String> {
+    if who.role == Role::Administrator {
+        return Ok(());
+    }
+    let admins = administrators(&eng.state.config);
+    match need(ep) {
+        Need::Anyone => Ok(()),
+        Need::Administrator => Err(format!(
+            "{} needs the administrator role ({admins}); you (uid {}) are an operator",
+            verb(ep),
+            who.uid
+        )),
+        Need::OwnerOf(name) => {
+            let n = name.clone();
+            let job = blocking(&eng.state.store, move |s| s.find_job(&n))
+                .await
+                .map_err(|e| e.to_string())?;
+            match job {
+                // Unknown: the call answers that itself.
+                None => Ok(()),
+                Some(j) if who.owns(j.owner.as_ref()) => Ok(()),
+                Some(j) => Err(format!(
+                    "job {name} was submitted by {}: {} on it needs its owner or the administrator role ({admins}); you (uid {}) are an operator",
+                    j.owner.map_or(
+                        "an administrator before owners were recorded".to_owned(),
+                        |(uid, user)| format!("{user} (uid {uid})")
+                    ),
+                    verb(ep),
+                    who.uid
+                )),
+            }
+        }
+    }
+}
+
+/// Keeps a state-changing call in the control trail (a failure to write
+/// it is logged, not fatal: the call has happened).
+async fn trail(eng: &Arc<Engine>, who: &Who, verb: &str, job: Option<&str>, detail: String) {
+    let call = proto::api::ControlCall {
+        at: crate::store::now(),
+        uid: who.uid,
+        user: crate::access::user_name(who.uid),
+        verb: verb.to_owned(),
+        job: job.map(str::to_owned),
+        detail,
+    };
+    info!(uid = call.uid, user = %call.user, verb, job = job.unwrap_or(""), detail = %call.detail, "Control call.");
+    if let Err(e) = blocking(&eng.state.store, move |s| s.log_control(&call)).await {
+        error!(error = %e, "Cannot keep the control call in the trail.");
+    }
+}
+
 fn keys_error(e: crate::agents::KeysError) -> Response<Body> {
     use crate::agents::KeysError;
     let (status, code) = match e {
         KeysError::BadKey(_) => (StatusCode::BAD_REQUEST, "INVALID"),
         KeysError::NotFound(_) => (StatusCode::NOT_FOUND, "NOT_FOUND"),
+        KeysError::NameTaken { .. } => (StatusCode::CONFLICT, "CONFLICT"),
         KeysError::Io { .. } => {
             error!(error = %e, "Cannot update the enrolled agent keys.");
             (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL")
         }
     };
     error(status, code, &e.to_string())
-}
-
-fn allowed(state: &State, peer: &Peer) -> bool {
-    match peer {
-        Peer::Unix {
-            uid: Some(uid),
-            gid,
-        } => {
-            // SAFETY: geteuid has no preconditions.
-            let me = unsafe { libc::geteuid() };
-            *uid == 0
-                || *uid == me
-                || state
-                    .config
-                    .socket_gid
-                    .is_some_and(|g| *gid == Some(g) || in_group(*uid, *gid, g))
-        }
-        // Without credentials the caller is refused: the socket's mode alone
-        // is not trusted.
-        Peer::Unix { uid: None, .. } => false,
-        Peer::Tcp(_) => false,
-    }
 }
 
 /// Whether the user `uid` is a member of `group`, by primary group or by a
@@ -109,7 +275,12 @@ fn in_group(uid: u32, primary: Option<u32>, group: u32) -> bool {
         || crate::access::groups_of(uid, primary.unwrap_or(u32::MAX)).contains(&group)
 }
 
-async fn dispatch(eng: &Arc<Engine>, ep: Endpoint, req: &Req) -> Result<Response<Body>, JobError> {
+async fn dispatch(
+    eng: &Arc<Engine>,
+    ep: Endpoint,
+    req: &Req,
+    who: &Who,
+) -> Result<Response<Body>, JobError> {
     let state = &eng.state;
     Ok(match ep {
         Endpoint::Version => json(
@@ -118,45 +289,60 @@ async fn dispatch(eng: &Arc<Engine>, ep: Endpoint, req: &Req) -> Result<Response
                 version: env!("CARGO_PKG_VERSION").to_string(),
                 commit: Some(proto::COMMIT.to_string()),
                 api: proto::api::API_VERSION,
+                role: Some(who.role.as_str().to_owned()),
             },
         ),
         Endpoint::Submit => {
             let r: SubmitRequest = serde_json::from_slice(&req.body)
                 .map_err(|e| JobError::Invalid(format!("bad submit request: {e}")))?;
-            let caller = match req.peer {
-                Peer::Unix {
-                    uid: Some(uid),
-                    gid,
-                } => crate::access::Caller {
-                    uid,
-                    gid: gid.unwrap_or(u32::MAX),
-                },
-                _ => return Err(JobError::Invalid("caller has no credentials".into())),
-            };
-            json(StatusCode::OK, &jobs::submit(eng, &r, caller).await?)
+            let st = jobs::submit(eng, &r, who.caller()).await?;
+            trail(eng, who, "submit", Some(&st.name), r.job_cfg.clone()).await;
+            json(StatusCode::OK, &st)
         }
         Endpoint::ListJobs => {
             let rows = blocking(&state.store, |s| s.jobs()).await?;
             let mut out = Vec::with_capacity(rows.len());
             for row in rows {
-                out.push(jobs::status_of(eng, row).await?);
+                let owned = who.owns(row.owner.as_ref());
+                let mut st = jobs::status_of(eng, row).await?;
+                if !owned {
+                    st.control.clear();
+                }
+                out.push(st);
             }
             json(StatusCode::OK, &JobList { jobs: out })
         }
-        Endpoint::Job(n) => json(StatusCode::OK, &jobs::status(eng, &n).await?),
+        Endpoint::Job(n) => {
+            let mut st = jobs::status(eng, &n).await?;
+            let owner = st.owner.as_ref().map(|o| (o.uid, o.user.clone()));
+            if !who.owns(owner.as_ref()) {
+                st.control.clear();
+            }
+            json(StatusCode::OK, &st)
+        }
         Endpoint::Clean(n) => {
             let dir = jobs::clean(eng, &n).await?;
+            trail(eng, who, "clean", Some(&n), String::new()).await;
             done(cleaned(&n, &dir), 0)
         }
         Endpoint::Retry(n) => {
             let r = jobs::retry(eng, &n).await?;
+            trail(eng, who, "retry", Some(&n), format!("{} queued", r.queued)).await;
             done(retried(Some(&n), r), r.queued)
         }
         Endpoint::RetryAll => {
             let rows = blocking(&state.store, |s| s.jobs()).await?;
             let mut all = Retried::default();
-            for row in rows {
+            for row in rows.into_iter().filter(|r| who.owns(r.owner.as_ref())) {
                 let r = jobs::retry(eng, &row.name).await?;
+                trail(
+                    eng,
+                    who,
+                    "retry",
+                    Some(&row.name),
+                    format!("{} queued", r.queued),
+                )
+                .await;
                 all.queued += r.queued;
                 all.unfixable += r.unfixable;
                 all.rescan |= r.rescan;
@@ -165,23 +351,21 @@ async fn dispatch(eng: &Arc<Engine>, ep: Endpoint, req: &Req) -> Result<Response
         }
         Endpoint::Pause(n) => {
             let c = jobs::pause(eng, &n).await?;
+            trail(eng, who, "pause", Some(&n), String::new()).await;
             done(format!("job {n} paused; {c} tasks taken back"), c)
         }
         Endpoint::Resume(n) => {
             jobs::resume(eng, &n).await?;
+            trail(eng, who, "resume", Some(&n), String::new()).await;
             done(format!("job {n} resumed"), 0)
         }
         Endpoint::SetLimits(n) => {
             let body: proto::api::SetLimits = serde_json::from_slice(&req.body)
                 .map_err(|e| JobError::Invalid(format!("bad request body: {e}")))?;
-            let by = match &req.peer {
-                Peer::Unix { uid: Some(u), .. } => format!("uid {u}"),
-                _ => "unknown".into(),
-            };
-            json(
-                StatusCode::OK,
-                &jobs::limits::set(eng, &n, &body.settings, by).await?,
-            )
+            let by = format!("uid {}", who.uid);
+            let answer = jobs::limits::set(eng, &n, &body.settings, by).await?;
+            trail(eng, who, "set", Some(&n), body.settings.join(" ")).await;
+            json(StatusCode::OK, &answer)
         }
         Endpoint::Errors(n) => {
             let page = Page::parse(req.query.as_deref()).map_err(JobError::Invalid)?;
@@ -206,13 +390,15 @@ async fn dispatch(eng: &Arc<Engine>, ep: Endpoint, req: &Req) -> Result<Response
             let job = jobs::find(eng, &n).await?;
             let id = job.id;
             let limit = page.limit.unwrap_or(50);
-            let (c, methods, p, passes, deleted) = blocking(&state.store, move |s| {
+            let jn = n.clone();
+            let (c, methods, p, passes, deleted, control) = blocking(&state.store, move |s| {
                 Ok((
                     s.counts(id)?,
                     s.verify_methods(id)?,
                     s.failed_page(id, page.after.as_deref(), limit)?,
                     s.passes(id)?,
                     s.deleted_page(id, None, limit)?,
+                    s.control_log(&jn)?,
                 ))
             })
             .await?;
@@ -234,6 +420,7 @@ async fn dispatch(eng: &Arc<Engine>, ep: Endpoint, req: &Req) -> Result<Response
                     next: p.next,
                     passes,
                     deleted,
+                    control,
                 },
             )
         }
@@ -265,13 +452,14 @@ async fn dispatch(eng: &Arc<Engine>, ep: Endpoint, req: &Req) -> Result<Response
             let (fingerprint, changed) =
                 match state
                     .registry
-                    .enrol(&state.verifier, &r.public_key, &r.name)
+                    .enrol(&state.verifier, &r.public_key, &r.name, r.replace)
                 {
                     Ok(x) => x,
                     Err(e) => return Ok(keys_error(e)),
                 };
             if changed {
                 info!(agent = %r.name, fingerprint = %fingerprint, "Agent enrolled.");
+                trail(eng, who, "enrol", None, format!("{} {fingerprint}", r.name)).await;
             }
             json(
                 StatusCode::OK,
@@ -282,8 +470,8 @@ async fn dispatch(eng: &Arc<Engine>, ep: Endpoint, req: &Req) -> Result<Response
                 },
             )
         }
-        Endpoint::Revoke(who) => {
-            let gone = match state.registry.revoke(&state.verifier, &who) {
+        Endpoint::Revoke(agent) => {
+            let gone = match state.registry.revoke(&state.verifier, &agent) {
                 Ok(g) => g,
                 Err(e) => return Ok(keys_error(e)),
             };
@@ -293,7 +481,18 @@ async fn dispatch(eng: &Arc<Engine>, ep: Endpoint, req: &Req) -> Result<Response
                 tasks += blocking(&state.store, move |s| s.release_agent(&fp)).await? as u64;
             }
             eng.metrics.requeued("revoked", tasks as usize);
-            info!(agent = %who, keys = gone.len(), tasks, "Agent revoked; its tasks go back to pending.");
+            trail(
+                eng,
+                who,
+                "revoke",
+                None,
+                format!(
+                    "{agent} ({} keys, {tasks} tasks back to pending)",
+                    gone.len()
+                ),
+            )
+            .await;
+            info!(agent = %agent, keys = gone.len(), tasks, "Agent revoked; its tasks go back to pending.");
             state.wake.notify_one();
             json(
                 StatusCode::OK,
@@ -366,6 +565,7 @@ async fn dispatch(eng: &Arc<Engine>, ep: Endpoint, req: &Req) -> Result<Response
             json(StatusCode::OK, &WorkerList { workers })
         }
         Endpoint::Shutdown => {
+            trail(eng, who, "stop", None, String::new()).await;
             info!("Shutdown requested by ossimportctl stop.");
             state.cancel.cancel();
             done("Stop import service completed.".into(), 0)
@@ -443,7 +643,7 @@ fn entry(f: crate::store::FailedObject) -> FailedEntry {
 
 #[cfg(test)]
 mod tests {
-    use super::{Retried, retried};
+    use super::{Endpoint, Need, Retried, Role, Who, need, retried};
 
     #[test]
     fn retry_answers_in_the_original_words() {
@@ -474,5 +674,45 @@ mod tests {
         for (job, got, want) in cases {
             assert_eq!(retried(job, got), want);
         }
+    }
+
+    #[test]
+    fn what_each_call_needs() {
+        let j = || "j".to_string();
+        for (ep, want) in [
+            (Endpoint::Version, Need::Anyone),
+            (Endpoint::ListJobs, Need::Anyone),
+            (Endpoint::Job(j()), Need::Anyone),
+            (Endpoint::Workers, Need::Anyone),
+            (Endpoint::Submit, Need::Anyone),
+            (Endpoint::RetryAll, Need::Anyone),
+            (Endpoint::Clean(j()), Need::OwnerOf(j())),
+            (Endpoint::Retry(j()), Need::OwnerOf(j())),
+            (Endpoint::Pause(j()), Need::OwnerOf(j())),
+            (Endpoint::Resume(j()), Need::OwnerOf(j())),
+            (Endpoint::Errors(j()), Need::OwnerOf(j())),
+            (Endpoint::Report(j()), Need::OwnerOf(j())),
+            (Endpoint::Manifest(j()), Need::OwnerOf(j())),
+            (Endpoint::SetLimits(j()), Need::OwnerOf(j())),
+            (Endpoint::Enrol, Need::Administrator),
+            (Endpoint::Revoke(j()), Need::Administrator),
+            (Endpoint::Shutdown, Need::Administrator),
+        ] {
+            assert_eq!(need(&ep), want, "{ep:?}");
+        }
+        let op = Who {
+            uid: 1000,
+            gid: None,
+            role: Role::Operator,
+        };
+        assert!(op.owns(Some(&(1000, "me".into()))));
+        assert!(!op.owns(Some(&(0, "root".into()))));
+        // Jobs from before owners were recorded: administrators only.
+        assert!(!op.owns(None));
+        let admin = Who {
+            role: Role::Administrator,
+            ..op
+        };
+        assert!(admin.owns(None) && admin.owns(Some(&(0, "root".into()))));
     }
 }

@@ -102,13 +102,17 @@ fn real_main(mut args: Args) -> anyhow::Result<()> {
         Some(g) => Some(group_id(g)?),
         None => None,
     };
+    config.admin_gid = match &args.admin_group {
+        Some(g) => Some(group_id(g)?),
+        None => None,
+    };
     let socket = args
         .socket
         .clone()
         .unwrap_or_else(|| work_dir.join(state::SOCKET_FILE));
 
     // Bind before detaching so errors reach the terminal.
-    let ctl = server::bind_socket(&socket, config.socket_gid)?;
+    let ctl = server::bind_socket(&socket, config.socket_gid.or(config.admin_gid))?;
     let (agents, listen, listen_note) = bind_agents(
         args.listen.as_deref(),
         sys.as_ref().and_then(|s| s.daemon_address.as_deref()),

@@ -42,8 +42,10 @@ pub struct Config {
     /// The `workers` file, read again by every `ossimportctl workers` (so
     /// `workers add` and `remove` show at once); `workers` when it cannot be.
     pub workers_file: Option<PathBuf>,
-    /// Group allowed on the control socket besides our own user.
+    /// Group allowed on the control socket besides our own user: operators.
     pub socket_gid: Option<u32>,
+    /// Group whose members are administrators (`--admin-group`).
+    pub admin_gid: Option<u32>,
     /// How long a dispatched task stays with an agent without a heartbeat.
     pub lease: Duration,
     /// An agent not heard from for this long is shown down and gets nothing.
@@ -75,6 +77,7 @@ impl Config {
             workers: Vec::new(),
             workers_file: None,
             socket_gid: None,
+            admin_gid: None,
             lease: Duration::from_secs(30),
             agent_timeout: Duration::from_secs(15),
             batch_max: 16,

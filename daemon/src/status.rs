@@ -97,7 +97,10 @@ pub async fn snapshot(eng: &Arc<Engine>, failures: bool) -> Result<Snapshot, Sto
         let mut out = Vec::new();
         for job in s.jobs()? {
             let id = job.id;
-            let status = engine::status_in(s, job, |fp| names.get(fp).cloned())?;
+            let mut status = engine::status_in(s, job, |fp| names.get(fp).cloned())?;
+            // The page has no login: who did what stays on the socket.
+            status.control.clear();
+            status.owner = None;
             let failed_by_code = s
                 .failures_by_code(id)?
                 .into_iter()

@@ -77,8 +77,24 @@ CREATE INDEX IF NOT EXISTS objects_job_state_path ON objects(job_id, state, rel_
 /// whole-second mtime (`storage::beneath::Identity::tag`; NULL for other
 /// sources and for rows listed before it existed, which a later pass
 /// compares by size and mtime once and then fills in).
+///
+/// And who submitted each job (NULL for jobs submitted before: only
+/// administrators may act on those), and the trail of every
+/// state-changing control call, kept after `clean` (it names the job).
 const SCHEMA_V6: &str = "
 ALTER TABLE objects ADD COLUMN ident INTEGER;
+ALTER TABLE jobs ADD COLUMN owner_uid INTEGER;
+ALTER TABLE jobs ADD COLUMN owner_name TEXT;
+CREATE TABLE control_log (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    job TEXT,
+    at INTEGER NOT NULL,
+    uid INTEGER NOT NULL,
+    user TEXT NOT NULL,
+    verb TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
+CREATE INDEX control_log_job ON control_log(job, id);
 ";
 
 /// What schema 4 adds: the audit trail of `ossimportctl set`, which is also
@@ -328,6 +344,9 @@ pub struct JobRow {
     /// When the next pass starts (unix seconds), once the current one has
     /// ended; `None` while a pass runs.
     pub next_pass_at: Option<i64>,
+    /// Who submitted it (uid and user name); `None` for jobs submitted
+    /// before owners were recorded.
+    pub owner: Option<(u32, String)>,
 }
 
 impl JobRow {
@@ -344,8 +363,7 @@ impl JobRow {
 }
 
 /// The columns [`job_row`] reads, in its order.
-const JOB_COLUMNS: &str =
-    "id, name, config, fingerprint, state, scan_done, scan_checkpoint, pass, next_pass_at";
+const JOB_COLUMNS: &str = "id, name, config, fingerprint, state, scan_done, scan_checkpoint, pass, next_pass_at, owner_uid, owner_name";
 
 fn job_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobRow> {
     Ok(JobRow {
@@ -358,6 +376,10 @@ fn job_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobRow> {
         scan_checkpoint: r.get(6)?,
         pass: r.get(7)?,
         next_pass_at: r.get(8)?,
+        owner: match (r.get::<_, Option<u32>>(9)?, r.get::<_, Option<String>>(10)?) {
+            (Some(uid), name) => Some((uid, name.unwrap_or_default())),
+            _ => None,
+        },
     })
 }
 
@@ -490,7 +512,7 @@ fn lock_store(path: &Path) -> Result<std::fs::File, StoreError> {
     Ok(f)
 }
 
-fn now() -> i64 {
+pub(crate) fn now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
@@ -792,10 +814,30 @@ impl Store {
         config: &str,
         fingerprint: &str,
     ) -> Result<i64, StoreError> {
+        self.create_owned_job(name, config, fingerprint, None)
+    }
+
+    /// Creates a job submitted by `owner` (uid, user name).
+    pub fn create_owned_job(
+        &self,
+        name: &str,
+        config: &str,
+        fingerprint: &str,
+        owner: Option<(u32, &str)>,
+    ) -> Result<i64, StoreError> {
         let conn = self.lock();
         conn.execute(
-            "INSERT INTO jobs (name, config, fingerprint, state, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
-            params![name, config, fingerprint, JobState::Running.as_str(), now()],
+            "INSERT INTO jobs (name, config, fingerprint, state, created_at, updated_at, owner_uid, owner_name)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6, ?7)",
+            params![
+                name,
+                config,
+                fingerprint,
+                JobState::Running.as_str(),
+                now(),
+                owner.map(|o| o.0),
+                owner.map(|o| o.1)
+            ],
         )?;
         Ok(conn.last_insert_rowid())
     }
@@ -1431,6 +1473,7 @@ fn apply_event(
 }
 
 mod compact;
+mod control;
 pub mod leases;
 mod limits;
 mod passes;

@@ -255,6 +255,39 @@ pub struct JobStatus {
     /// `None` where the job's plan is not loaded).
     #[serde(default)]
     pub limits: Option<JobLimits>,
+    /// Who submitted it: uid and user name (`None`: submitted before
+    /// owners were recorded; administrators only).
+    #[serde(default)]
+    pub owner: Option<JobOwner>,
+    /// State-changing control calls on it, oldest first (to its owner and
+    /// administrators; empty for other operators).
+    #[serde(default)]
+    pub control: Vec<ControlCall>,
+}
+
+/// Who submitted a job.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct JobOwner {
+    pub uid: u32,
+    pub user: String,
+}
+
+/// One state-changing control call, as the daemon keeps it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ControlCall {
+    /// Unix seconds.
+    pub at: i64,
+    pub uid: u32,
+    pub user: String,
+    /// `submit`, `clean`, `set`, `pause`, `resume`, `retry`, `enrol`,
+    /// `revoke`, `stop`.
+    pub verb: String,
+    /// The job it was about, if any.
+    #[serde(default)]
+    pub job: Option<String>,
+    /// What was asked (`set`'s settings, the agent's name).
+    #[serde(default)]
+    pub detail: String,
 }
 
 /// `ossimportctl set JOB KEY=VALUE...`: limits of a running job to change.
@@ -368,6 +401,11 @@ pub struct EnrolRequest {
     /// The name the agent is enrolled under (the host of the `workers` line);
     /// it becomes the key's comment in `agent_keys`.
     pub name: String,
+    /// Replace the key of an agent already enrolled under `name` (a host
+    /// reinstalled; `deploy` asks so). Without it, a name in use with
+    /// another key is refused, never silently revoked.
+    #[serde(default)]
+    pub replace: bool,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -480,6 +518,9 @@ pub struct Report {
     /// recorded them (kept at the destination), in path order.
     #[serde(default)]
     pub deleted: Vec<DeletedObject>,
+    /// State-changing control calls on the job, oldest first.
+    #[serde(default)]
+    pub control: Vec<ControlCall>,
 }
 
 /// One object of a verification manifest: what was copied from where, what
@@ -540,6 +581,11 @@ pub struct VersionInfo {
     /// The source commit the daemon was built from (older daemons: none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub commit: Option<String>,
+    /// The caller's role on this daemon: `administrator` or `operator`
+    /// (older daemons: none), so a verb that needs the first can say so
+    /// before it starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
 }
 
 /// Percent-encodes a job name for use as one path segment.

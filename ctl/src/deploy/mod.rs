@@ -308,10 +308,19 @@ pub(crate) async fn deploy(a: &DeployArgs, only: Option<&str>) -> Result<u8> {
             hosts
         }
     };
-    // The daemon must answer before anything is installed: it enrols the keys.
+    // The daemon must answer before anything is installed: it enrols the
+    // keys, which only an administrator may have it do.
     plan.conn
         .call::<WorkerList>(&Endpoint::Workers, None, None)
         .await?;
+    let (v, _): (proto::api::VersionInfo, _) =
+        plan.conn.call(&Endpoint::Version, None, None).await?;
+    if v.role.as_deref() == Some("operator") {
+        return Err(Fail(
+            exit::NO_PERMISSION,
+            "deploy needs the administrator role (root, the daemon's user, or a member of its --admin-group); you are an operator".into(),
+        ));
+    }
     eprintln!(
         "deploy: {} host(s) from {}; agents will reach the daemon at {}",
         hosts.len(),
@@ -625,9 +634,12 @@ async fn on_host(
         };
         let public = run(s, &key_cmd, None).await?.stdout_text();
         let public = public.trim();
+        // A host deployed again with a new key (reinstalled) replaces its
+        // old one: deploy is an administrator's act on a listed host.
         let body = serde_json::to_vec(&EnrolRequest {
             public_key: public.to_string(),
             name: h.line.clone(),
+            replace: true,
         })
         .map_err(|e| e.to_string())?;
         let (enrolled, _): (Enrolled, _) = plan

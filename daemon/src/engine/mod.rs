@@ -594,7 +594,14 @@ pub async fn submit(
         let (cfg, fp) = (p.config_json.clone(), p.fingerprint.clone());
         let (n, origin, sys) = (name.clone(), req.job_cfg.clone(), sent_sys.map(|(_, t)| t));
         tokio::task::spawn_blocking(move || {
-            record(&p2, &work, &n, &cfg, &fp, &content, sys.as_deref(), &origin)
+            let owner = crate::access::user_name(caller.uid);
+            let saved = Saved {
+                content: &content,
+                sys: sys.as_deref(),
+                origin: &origin,
+                owner: Some((caller.uid, &owner)),
+            };
+            record(&p2, &work, &n, &cfg, &fp, saved)
         })
         .await
         .map_err(|e| JobError::Other(e.into()))??
@@ -610,28 +617,43 @@ pub async fn submit(
     status(eng, &name).await
 }
 
+/// What a submitted job is reloaded from, and who submitted it.
+pub struct Saved<'a> {
+    /// The job file's bytes.
+    pub content: &'a [u8],
+    /// The sys.properties sent with it.
+    pub sys: Option<&'a [u8]>,
+    /// Where the job file was.
+    pub origin: &'a str,
+    /// The submitter's uid and user name.
+    pub owner: Option<(u32, &'a str)>,
+}
+
 /// Records a planned job in the store with what it is reloaded from at the
 /// next start (`jobs/<id>/`: the job file's bytes, the sys.properties sent
-/// with it, and where the job file was). Used by the daemon at submit and
-/// by `ossimportctl submit` while no daemon runs (it holds the store's lock
-/// then, so the two never write at once).
-#[allow(clippy::too_many_arguments)]
+/// with it, and where the job file was) and its owner. Used by the daemon
+/// at submit and by `ossimportctl submit` while no daemon runs (it holds
+/// the store's lock then, so the two never write at once).
 pub fn record(
     store: &crate::store::Store,
     work_dir: &Path,
     name: &str,
     config: &str,
     fingerprint: &str,
-    content: &[u8],
-    sys: Option<&[u8]>,
-    origin: &str,
+    saved: Saved<'_>,
 ) -> Result<i64, JobError> {
+    let Saved {
+        content,
+        sys,
+        origin,
+        owner,
+    } = saved;
     if store.find_job(name)?.is_some() {
         return Err(JobError::Conflict(format!(
             "job {name} already exists; run `ossimportctl clean {name}` first to start it over"
         )));
     }
-    let id = store.create_job(name, config, fingerprint)?;
+    let id = store.create_owned_job(name, config, fingerprint, owner)?;
     let copy = job_file(work_dir, id);
     let saved = (|| -> std::io::Result<()> {
         let dir = copy.parent().unwrap_or(work_dir);
@@ -704,9 +726,14 @@ pub fn status_in(
         }),
         None => None,
     };
+    let control = store.control_log(&job.name)?;
     Ok(JobStatus {
         limits: None,
         incremental,
+        owner: job
+            .owner
+            .map(|(uid, user)| proto::api::JobOwner { uid, user }),
+        control,
         name: job.name,
         state: job.state,
         scan_done: job.scan_done,

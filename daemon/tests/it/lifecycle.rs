@@ -464,3 +464,244 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// A system user in a new group, both removed when dropped.
+fn test_user(tag: &str) -> TestUser {
+    let u = TestUser {
+        user: format!("ossimp-u{tag}"),
+        group: format!("ossimp-g{tag}"),
+    };
+    assert!(
+        Command::new("groupadd")
+            .args(["--system", &u.group])
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert!(
+        Command::new("useradd")
+            .args([
+                "--system", "-M", "-N", "-g", "nogroup", "-G", &u.group, &u.user
+            ])
+            .status()
+            .unwrap()
+            .success()
+    );
+    u
+}
+
+/// Roles: a member of `--socket-group` (by a supplementary group) is an
+/// operator. It submits and manages its own job, sees root's job's state
+/// and counts, and is refused, exit 6 with the role named, `set`, `pause`,
+/// `clean`, `errors` and `report` on root's job, `stop`, `workers remove`
+/// and enrolling an agent key. Every state-changing call is in the
+/// control trail, which `report` shows. An agent name in use is not taken
+/// over by enrolling another key under it. Before, every member of the
+/// socket group was an administrator and an enrolment revoked the agent
+/// of that name.
+#[test]
+fn operators_manage_their_own_jobs_and_are_refused_the_rest() {
+    if !root_or_skip("creating a user and a group, and acting as that user") {
+        return;
+    }
+    let u = test_user(&format!("r{:x}", std::process::id()));
+    // An administrator by --admin-group, who reaches the socket through
+    // the socket's group.
+    let a = test_user(&format!("a{:x}", std::process::id()));
+    assert!(
+        Command::new("usermod")
+            .args(["-a", "-G", &u.group, &a.user])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let work = tmp.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    Daemon::init(&work);
+    let d = Daemon::start_with(
+        &work,
+        &format!("127.0.0.1:{}", free_port()),
+        &["--socket-group", &u.group, "--admin-group", &a.group],
+    );
+    let src = tmp.path().join("src");
+    small_tree(&src, 5);
+    let job_file = |name: &str| {
+        let dest = tmp.path().join(format!("dest-{name}"));
+        std::fs::create_dir_all(&dest).unwrap();
+        std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let cfg = tmp.path().join(format!("{name}.cfg"));
+        std::fs::write(
+            &cfg,
+            format!(
+                "jobName={name}\nsrcType=local\nsrcPrefix={}/\ndestType=local\ndestDir={}/\n",
+                src.display(),
+                dest.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o644)).unwrap();
+        cfg
+    };
+    d.submit(&job_file("rootjob"));
+    let as_who = |user: &str, args: &[&str]| {
+        let o = Command::new("setpriv")
+            .args([
+                &format!("--reuid={user}"),
+                "--regid=nogroup",
+                "--init-groups",
+            ])
+            .arg(bin("ossimportctl"))
+            .args(args)
+            .arg("--socket")
+            .arg(&d.socket)
+            .output()
+            .unwrap();
+        eprintln!(
+            "--- as {user}: {args:?} -> {:?}\n{}{}",
+            o.status.code(),
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        o
+    };
+    let as_user = |args: &[&str]| as_who(&u.user, args);
+    let mine = job_file("opjob");
+    let o = as_user(&["submit", mine.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0));
+
+    // Its own job: every verb.
+    for args in [
+        &["pause", "opjob"][..],
+        &["resume", "opjob"],
+        &["set", "opjob", "workerTaskThreadNum=2"],
+        &["errors", "opjob"],
+        &["stat", "opjob"],
+    ] {
+        assert_eq!(as_user(args).status.code(), Some(0), "{args:?}");
+    }
+    assert_ne!(as_user(&["report", "opjob"]).status.code(), Some(6));
+    // Root's job: state and counts only.
+    assert_eq!(as_user(&["stat", "rootjob"]).status.code(), Some(0));
+    let seen: serde_json::Value =
+        serde_json::from_slice(&as_user(&["stat", "rootjob", "--json"]).stdout).unwrap();
+    assert_eq!(seen["control"], serde_json::json!([]), "{seen}");
+    for args in [
+        &["set", "rootjob", "workerTaskThreadNum=1"][..],
+        &["pause", "rootjob"],
+        &["clean", "rootjob"],
+        &["errors", "rootjob"],
+        &["report", "rootjob"],
+        &["retry", "rootjob"],
+    ] {
+        let o = as_user(args);
+        assert_eq!(o.status.code(), Some(6), "{args:?}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            err.contains("job rootjob was submitted by root (uid 0)")
+                && err.contains("needs its owner or the administrator role"),
+            "{err}"
+        );
+    }
+    // The daemon and its agents: administrators only.
+    for args in [&["stop", "--local-only"][..], &["workers", "remove", "h1"]] {
+        let o = as_user(args);
+        assert_eq!(o.status.code(), Some(6), "{args:?}");
+        assert!(
+            String::from_utf8_lossy(&o.stderr).contains("needs the administrator role"),
+            "{args:?}"
+        );
+    }
+    let key = |name: &str| {
+        let p = tmp.path().join(name);
+        assert!(
+            Command::new("ssh-keygen")
+                .args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"])
+                .arg(&p)
+                .status()
+                .unwrap()
+                .success()
+        );
+        std::fs::read_to_string(p.with_extension("pub")).unwrap()
+    };
+    let enrol = |k: &str| serde_json::json!({"public_key": k.trim(), "name": "h1"}).to_string();
+    let (k1, k2) = (key("k1"), key("k2"));
+    let raw = "import socket,sys\ns=socket.socket(socket.AF_UNIX)\ns.connect(sys.argv[1])\nb=sys.argv[2].encode()\n\
+         s.sendall(b'POST /v1/agents HTTP/1.1\\r\\nHost: d\\r\\nContent-Type: application/json\\r\\nConnection: close\\r\\nContent-Length: '+str(len(b)).encode()+b'\\r\\n\\r\\n'+b)\n\
+         print(s.recv(65536).decode())\n";
+    let o = Command::new("setpriv")
+        .args([
+            &format!("--reuid={}", u.user),
+            "--regid=nogroup",
+            "--init-groups",
+            "python3",
+            "-c",
+            raw,
+        ])
+        .arg(&d.socket)
+        .arg(enrol(&k1))
+        .output()
+        .unwrap();
+    let answer = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        answer.starts_with("HTTP/1.1 403") && answer.contains("needs the administrator role"),
+        "{answer}"
+    );
+    assert!(
+        !std::fs::read_to_string(work.join("agent_keys"))
+            .unwrap_or_default()
+            .contains(k1.split_whitespace().nth(1).unwrap())
+    );
+    // Root enrols h1; another key under the same name is refused.
+    let call = |body: String| {
+        api_try::<serde_json::Value>(
+            &d.socket,
+            proto::control::Endpoint::Enrol,
+            Some(serde_json::from_str(&body).unwrap()),
+        )
+    };
+    call(enrol(&k1)).unwrap();
+    let e = call(enrol(&k2)).unwrap_err();
+    assert!(e.contains("enrolled with another key"), "{e}");
+    let keys = std::fs::read_to_string(work.join("agent_keys")).unwrap();
+    assert!(
+        keys.contains(k1.split_whitespace().nth(1).unwrap()),
+        "{keys}"
+    );
+
+    // The trail: who did what on the operator's job.
+    let r = Command::new(bin("ossimportctl"))
+        .args(["report", "opjob", "--socket"])
+        .arg(&d.socket)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&r.stdout);
+    for verb in ["submit", "pause", "resume", "set"] {
+        assert!(
+            text.contains(&format!("{verb} by {} (uid", u.user)),
+            "{verb}: {text}"
+        );
+    }
+    assert!(text.contains("workerTaskThreadNum=2"), "{text}");
+    // A member of --admin-group acts on root's job.
+    assert_eq!(
+        as_who(&a.user, &["pause", "rootjob"]).status.code(),
+        Some(0)
+    );
+    assert_eq!(
+        as_who(&a.user, &["resume", "rootjob"]).status.code(),
+        Some(0)
+    );
+    // And the operator may clean its own job.
+    assert_eq!(as_user(&["clean", "opjob"]).status.code(), Some(0));
+    let r = Command::new(bin("ossimportctl"))
+        .args(["stat", "rootjob", "--json", "--socket"])
+        .arg(&d.socket)
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
+    assert_eq!(v["owner"]["uid"], 0, "{v}");
+    assert_eq!(v["control"][0]["verb"], "submit", "{v}");
+}
