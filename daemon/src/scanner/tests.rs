@@ -597,3 +597,21 @@ fn keys_differing_only_in_case_are_duplicates_for_a_case_insensitive_destination
         assert!(msg.is_some());
     }
 }
+
+#[test]
+fn the_key_filter_never_misses_a_key_it_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let list = dir.path().join("l");
+    std::fs::write(&list, vec![b'x'; 4000]).unwrap();
+    let mut f = KeyFilter::for_list(&list);
+    let keys: Vec<String> = (0..20_000)
+        .map(|i| format!("d{}/k{i}.bin", i % 97))
+        .collect();
+    for k in &keys[..10_000] {
+        f.insert(k);
+    }
+    assert!(keys[..10_000].iter().all(|k| f.may_contain(k)));
+    // The rest mostly known new (a hit only costs a store lookup).
+    let hits = keys[10_000..].iter().filter(|k| f.may_contain(k)).count();
+    assert!(hits < 500, "{hits} false positives of 10,000");
+}
