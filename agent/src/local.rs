@@ -77,9 +77,20 @@ async fn open_source(ex: &Executor, obj: &ObjectSpec) -> Step<Arc<SourceFile>> {
         ));
     };
     let (root, rel, follow) = (root.clone(), obj.rel_path.clone(), *follow_symlinks);
-    let sf = blocking(move || storage::beneath::open_source(&root, &rel, follow))
-        .await
-        .map_err(source_err)?;
+    let confine = ex.confine.clone();
+    let (sf, refused) = blocking(move || {
+        let sf = storage::beneath::open_source(&root, &rel, follow)?;
+        let refused = confine.and_then(|c| c(&root.join(&rel), &sf).err());
+        Ok((sf, refused))
+    })
+    .await
+    .map_err(source_err)?;
+    if let Some(why) = refused {
+        return Err(Fail(
+            ErrorCode::SourceUnreadable,
+            format!("not read for this job: {why}"),
+        ));
+    }
     if sf.size != obj.size || sf.mtime != obj.mtime {
         return Err(Fail(
             ErrorCode::SourceChanged,

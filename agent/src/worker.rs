@@ -170,9 +170,25 @@ pub struct Executor {
     pub(crate) memory: Arc<Semaphore>,
     pub(crate) memory_mib: u32,
     pub(crate) progress: Arc<Progress>,
+    /// Where the executor reads for a job on someone's behalf (the worker
+    /// on the master, for a job an unprivileged user submitted): asked
+    /// about every local source file once it is open, with its path below
+    /// the root; an `Err` (why) means it is not read for this job.
+    pub(crate) confine: Option<Confine>,
 }
 
+/// See [`Executor::confine`].
+pub type Confine = Arc<
+    dyn Fn(&std::path::Path, &storage::beneath::SourceFile) -> Result<(), String> + Send + Sync,
+>;
+
 impl Executor {
+    /// Reads only what `confine` allows (see [`Executor::confine`]).
+    pub fn with_confine(mut self, confine: Confine) -> Executor {
+        self.confine = Some(confine);
+        self
+    }
+
     pub fn new(spec: JobSpec, progress: Arc<Progress>) -> Executor {
         // Both caps always exist (a rate of 0 is none), so `set` can
         // impose one on a running job.
@@ -269,6 +285,7 @@ impl Executor {
             bandwidth,
             dest,
             progress,
+            confine: None,
         }
     }
 

@@ -19,6 +19,25 @@ pub struct Caller {
 }
 
 impl Caller {
+    /// The user `uid` with the primary group the password database gives
+    /// (a job's owner, acted for later).
+    pub fn of_uid(uid: u32) -> Caller {
+        // SAFETY: as in `groups_of`.
+        let gid = unsafe {
+            let mut pw: libc::passwd = std::mem::zeroed();
+            let mut buf = vec![0 as libc::c_char; 16 << 10];
+            let mut found: *mut libc::passwd = std::ptr::null_mut();
+            if libc::getpwuid_r(uid, &mut pw, buf.as_mut_ptr(), buf.len(), &mut found) != 0
+                || found.is_null()
+            {
+                u32::MAX
+            } else {
+                pw.pw_gid
+            }
+        };
+        Caller { uid, gid }
+    }
+
     /// Root and the daemon's own user are not restricted (they can read
     /// everything the daemon can anyway).
     pub fn is_privileged(&self) -> bool {
@@ -112,6 +131,44 @@ pub fn groups_of(uid: u32, primary: u32) -> Vec<u32> {
                 return vec![primary];
             }
         }
+    }
+}
+
+/// What the worker on the master may open for a job submitted by `owner`
+/// (not root, not the daemon's user): a source file only if its real path
+/// (symlinks resolved) is the file that was opened, the owner could read
+/// it, and it does not lie inside the daemon's work directory (compared by
+/// device and inode). Checked for every file, at every pass and retry.
+pub fn file_rule(
+    owner: Caller,
+    work_dir: PathBuf,
+) -> impl Fn(&Path, &storage::beneath::SourceFile) -> Result<(), String> + Send + Sync {
+    move |path, opened| {
+        let real = std::fs::canonicalize(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let md = std::fs::metadata(&real).map_err(|e| format!("{}: {e}", real.display()))?;
+        if (md.dev(), md.ino()) != (opened.dev, opened.ino) {
+            return Err(format!("{} changed while it was checked", path.display()));
+        }
+        let dir = real.parent().unwrap_or(Path::new("/"));
+        if matches!(
+            storage::beneath::dir_overlap(dir, &work_dir),
+            Ok(Some(
+                storage::beneath::Overlap::FirstInside | storage::beneath::Overlap::Same
+            ))
+        ) {
+            return Err(format!(
+                "{} lies inside the daemon's work directory {}",
+                real.display(),
+                work_dir.display()
+            ));
+        }
+        owner.may_read(&real).map_err(|e| {
+            if real == path {
+                e
+            } else {
+                format!("{} is a link to {e}", path.display())
+            }
+        })
     }
 }
 

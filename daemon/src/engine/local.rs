@@ -59,7 +59,13 @@ impl LocalWorker {
         self.running.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn executor(&self, batch: &TaskBatch) -> Arc<Executor> {
+    /// The job's executor; `confine` holds its local reads to what the
+    /// job's owner could read (see `access::file_rule`).
+    fn executor(
+        &self,
+        batch: &TaskBatch,
+        confine: Option<agent::worker::Confine>,
+    ) -> Arc<Executor> {
         let key = batch.job.identity();
         let mut ex = self.executors.lock().unwrap_or_else(|p| p.into_inner());
         match ex.get(&batch.job.job_id) {
@@ -68,7 +74,11 @@ impl LocalWorker {
                 Arc::clone(e)
             }
             _ => {
-                let e = Arc::new(Executor::new(batch.job.clone(), Arc::clone(&self.progress)));
+                let mut e = Executor::new(batch.job.clone(), Arc::clone(&self.progress));
+                if let Some(c) = confine {
+                    e = e.with_confine(c);
+                }
+                let e = Arc::new(e);
                 ex.insert(batch.job.job_id, (key, Arc::clone(&e)));
                 e
             }
@@ -151,7 +161,17 @@ pub async fn run(eng: Arc<Engine>, capacity: u32) {
 /// Runs a batch the scheduler leased to the local worker; returns at once.
 pub fn start(eng: &Arc<Engine>, batch: TaskBatch) {
     let state = &eng.state;
-    let ex = eng.local.executor(&batch);
+    let owner = eng
+        .jobs()
+        .get(&batch.job.job_id)
+        .and_then(|rt| rt.owner.clone());
+    let confine = owner
+        .map(|(uid, _)| crate::access::Caller::of_uid(uid))
+        .filter(|c| !c.is_privileged())
+        .map(|c| -> agent::worker::Confine {
+            Arc::new(crate::access::file_rule(c, state.config.work_dir.clone()))
+        });
+    let ex = eng.local.executor(&batch, confine);
     let parent = state.cancel.child_token();
     let from: Arc<str> = LOCAL.into();
     for task in batch.tasks {

@@ -54,6 +54,9 @@ pub struct JobRt {
     pub live: Arc<Live>,
     /// What `set` and the bandwidth schedule change.
     pub tuning: limits::Tuning,
+    /// Who submitted it (uid, user name): what the daemon reads for the
+    /// job is held to what they could read (`access::file_rule`).
+    pub owner: Option<(u32, String)>,
 }
 
 /// The job engine over a daemon's shared state: the jobs being run, the
@@ -403,6 +406,7 @@ pub async fn adopt(
             scanning: Arc::new(AtomicBool::new(false)),
             live: Arc::clone(&live),
             tuning,
+            owner: job.owner.clone(),
         },
     );
     let changed = change(eng, job.id, Event::Start { fresh_start }).await?;
@@ -436,12 +440,15 @@ fn start_scan(
         }
         let _done = Done(scanning);
         let st = &eng.state;
-        let r = scanner::scan(&st.store, job_id, &cfg, &cancel, |_, objs| {
+        let owner = eng.jobs().get(&job_id).and_then(|rt| rt.owner.clone());
+        let r = owner_may_use(owner, &cfg, &st.config.work_dir).and_then(|()| {
+            scanner::scan(&st.store, job_id, &cfg, &cancel, |_, objs| {
             live.scanned_objects
                 .fetch_add(objs.len() as u64, Ordering::Relaxed);
             live.scanned_bytes
                 .fetch_add(objs.iter().map(|o| o.size).sum(), Ordering::Relaxed);
             st.wake.notify_one();
+            })
         });
         let ev = match &r {
             Ok(scanner::ScanOutcome::Finished(stats)) => {
@@ -483,6 +490,57 @@ fn start_scan(
         st.wake.notify_one();
     });
     true
+}
+
+/// Checks again, at the start of every listing pass (a retry and a reload
+/// included), what `check_paths` checked at submit for a job an
+/// unprivileged user submitted: the source directory (a symlink swapped in
+/// for it since is followed to where it leads now) and the list file are
+/// readable by them, the destination directory writable, and none of them
+/// overlaps the daemon's work directory (by device and inode).
+fn owner_may_use(
+    owner: Option<(u32, String)>,
+    cfg: &ScanConfig,
+    work_dir: &Path,
+) -> Result<(), scanner::ScanError> {
+    let Some((uid, user)) = owner else {
+        return Ok(());
+    };
+    let caller = crate::access::Caller::of_uid(uid);
+    if caller.is_privileged() {
+        return Ok(());
+    }
+    let denied = |key: &str, why: String| {
+        scanner::ScanError::Denied(format!("{key}: for {user} (uid {uid}): {why}"))
+    };
+    let mut paths: Vec<(&str, &Path, bool)> = Vec::new();
+    match &cfg.source {
+        scanner::ScanSource::Local { root, .. } => paths.push(("srcPrefix", root, false)),
+        scanner::ScanSource::Http { list, .. } => paths.push(("httpListFilePath", list, false)),
+        _ => {}
+    }
+    if let Some(d) = &cfg.dest_dir {
+        paths.push(("destDir", d, true));
+    }
+    for (key, path, write) in paths {
+        if let Ok(Some(_)) = storage::beneath::dir_overlap(path, work_dir) {
+            return Err(denied(
+                key,
+                format!(
+                    "{} overlaps the daemon's work directory {}",
+                    path.display(),
+                    work_dir.display()
+                ),
+            ));
+        }
+        let r = if write {
+            caller.may_write(path)
+        } else {
+            caller.may_read(path)
+        };
+        r.map_err(|e| denied(key, e))?;
+    }
+    Ok(())
 }
 
 /// Validates and stores a job file; the job starts at once.

@@ -174,6 +174,9 @@ pub enum ScanError {
     },
     #[error("destDir: {0}")]
     Overlap(String),
+    /// The job's owner may no longer use a path of it (checked each pass).
+    #[error("{0}")]
+    Denied(String),
     #[error("scan checkpoint of this job is unreadable: {0}")]
     Checkpoint(String),
     #[error("listing the source bucket: {0}")]

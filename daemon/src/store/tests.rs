@@ -338,6 +338,9 @@ fn a_schema_4_store_gets_its_counts_on_migration() {
                  DROP TABLE object_counts;
                  CREATE INDEX objects_job_state ON objects(job_id, state);
                  ALTER TABLE objects DROP COLUMN ident;
+                 ALTER TABLE jobs DROP COLUMN owner_uid;
+                 ALTER TABLE jobs DROP COLUMN owner_name;
+                 DROP TABLE control_log;
                  PRAGMA user_version = 4;",
             )
             .unwrap();

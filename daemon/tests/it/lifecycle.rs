@@ -705,3 +705,121 @@ fn operators_manage_their_own_jobs_and_are_refused_the_rest() {
     assert_eq!(v["owner"]["uid"], 0, "{v}");
     assert_eq!(v["control"][0]["verb"], "submit", "{v}");
 }
+
+/// What the daemon (root) reads for a member's job is held to what the
+/// member could read: with `isAllowSymbolicLink=true`, a symlink in their
+/// tree to a root-only file and one to the daemon's own key are not copied
+/// by the worker on the master (each object fails with the reason), and
+/// when the source directory is swapped for a symlink into the daemon's
+/// work directory between two passes, the next pass is refused and copies
+/// nothing. Before, both files were copied and the job succeeded, and pass
+/// 2 copied the daemon's key.
+#[test]
+fn a_members_job_reads_only_what_the_member_could_read() {
+    if !root_or_skip("creating a user and acting as that user") {
+        return;
+    }
+    let u = test_user(&format!("c{:x}", std::process::id()));
+    let tmp = tempfile::tempdir().unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path, m: u32| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap()
+    };
+    mode(tmp.path(), 0o755);
+    let work = tmp.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    Daemon::init(&work);
+    let d = Daemon::start_env(
+        &work,
+        &format!("127.0.0.1:{}", free_port()),
+        &["--socket-group", &u.group, "--local-worker", "on"],
+        &[("OSSIMPORT_MIN_INCREMENTAL_INTERVAL", "1")],
+    );
+    let src = tmp.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    mode(&src, 0o755);
+    std::fs::write(src.join("ok.txt"), b"mine").unwrap();
+    mode(&src.join("ok.txt"), 0o644);
+    let secret = tmp.path().join("root-only");
+    std::fs::write(&secret, b"TOPSECRET").unwrap();
+    mode(&secret, 0o600);
+    std::os::unix::fs::symlink(&secret, src.join("leak")).unwrap();
+    std::os::unix::fs::symlink(work.join("daemon_ed25519"), src.join("key")).unwrap();
+    let dest = tmp.path().join("dest");
+    std::fs::create_dir_all(&dest).unwrap();
+    mode(&dest, 0o777);
+    let cfg = tmp.path().join("conf.cfg");
+    std::fs::write(
+        &cfg,
+        format!(
+            "jobName=conf\nsrcType=local\nsrcPrefix={}/\ndestType=local\ndestDir={}/\n\
+             isAllowSymbolicLink=true\nisIncremental=true\nincrementalModeInterval=2\n",
+            src.display(),
+            dest.display()
+        ),
+    )
+    .unwrap();
+    mode(&cfg, 0o644);
+    let o = Command::new("setpriv")
+        .args([
+            &format!("--reuid={}", u.user),
+            "--regid=nogroup",
+            "--init-groups",
+        ])
+        .arg(bin("ossimportctl"))
+        .arg("submit")
+        .arg(&cfg)
+        .arg("--socket")
+        .arg(&d.socket)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let passes = || {
+        d.job("conf")
+            .incremental
+            .map(|i| i.passes)
+            .unwrap_or_default()
+    };
+    wait_for("pass 1 to end", 60, || {
+        passes().first().is_some_and(|p| p.ended_at.is_some())
+    });
+    let st = d.job("conf");
+    assert_eq!((st.counts.verified, st.counts.failed), (1, 2), "{st:?}");
+    assert_eq!(std::fs::read(dest.join("ok.txt")).unwrap(), b"mine");
+    assert!(!dest.join("leak").exists() && !dest.join("key").exists());
+    let errs: proto::api::ErrorList = api(
+        &d.socket,
+        proto::control::Endpoint::Errors("conf".into()),
+        None,
+    );
+    assert_eq!(errs.failed.len(), 2, "{errs:?}");
+    for f in &errs.failed {
+        assert_eq!(f.code, "SOURCE_UNREADABLE", "{f:?}");
+        assert!(f.message.contains("not read for this job"), "{f:?}");
+    }
+    assert!(
+        errs.failed
+            .iter()
+            .any(|f| f.path == "key" && f.message.contains("inside the daemon's work directory")),
+        "{errs:?}"
+    );
+
+    // The source directory becomes a symlink into the daemon's work
+    // directory: the next pass is refused and reads nothing there.
+    std::fs::rename(&src, tmp.path().join("src.old")).unwrap();
+    std::os::unix::fs::symlink(&work, &src).unwrap();
+    wait_for("a later pass to be refused", 60, || {
+        passes().iter().any(|p| p.number >= 2 && p.error.is_some())
+    });
+    let refused = passes()
+        .into_iter()
+        .find(|p| p.number >= 2 && p.error.is_some())
+        .unwrap();
+    let why = refused.error.unwrap();
+    assert!(
+        why.contains("srcPrefix") && why.contains("overlaps the daemon's work directory"),
+        "{why}"
+    );
+    assert!(!dest.join("daemon_ed25519").exists());
+    assert!(!dest.join("agent_keys").exists());
+}
