@@ -15,5 +15,5 @@ mod remote;
 pub mod secrets;
 pub mod server;
 mod step;
-mod verify;
+pub mod verify;
 pub mod worker;

@@ -188,7 +188,8 @@ pub(crate) async fn import(
             // Content-MD5 is proven by its answer: the store hashed what it
             // stored, and the MD5 covers every byte. Anything less gets a
             // HEAD, and a read-back where even that proves nothing.
-            Ok(confirm_s3(store, &key, checks, mode).await?.into())
+            let v = confirm_s3(store, &key, checks, mode).await?;
+            Ok(v.read_from(before.tag()).into())
         }
         Dest::Local { dir, .. } => {
             if ex.spec.skip != SkipMode::None
@@ -268,7 +269,7 @@ pub(crate) async fn import(
                     Commit::Io(e) => dest_fail(e),
                     Commit::Fail(f) => f,
                 })?;
-            Ok(verified.into())
+            Ok(verified.read_from(before.tag()).into())
         }
     }
 }
@@ -772,67 +773,73 @@ pub(crate) async fn audit(ex: &Arc<Executor>, obj: &ObjectSpec) -> Step<Verified
     let src = open_source(ex, obj).await?;
     let size = src.size;
     let mode = ex.verify_mode(src.mtime);
-    match &ex.dest {
-        Dest::S3 { store, .. } => {
-            let info = match store.head(&key).await {
-                Ok(i) => i,
-                Err(e) if e.kind == ErrorKind::NotFound => {
+    let tag = src.ident.tag();
+    let checked: Step<Verified> = async {
+        match &ex.dest {
+            Dest::S3 { store, .. } => {
+                let info = match store.head(&key).await {
+                    Ok(i) => i,
+                    Err(e) if e.kind == ErrorKind::NotFound => {
+                        return Err(Fail(
+                            ErrorCode::DestMissing,
+                            format!("{key} does not exist at the destination"),
+                        ));
+                    }
+                    Err(e) => return Err(dest_err(e)),
+                };
+                if mode == VerifyMode::Size {
+                    let mut checks = Checks::new(Sent::length(size));
+                    checks.answer(Answer::size_only(info.size))?;
+                    return Ok(checks.finish(mode)?);
+                }
+                if info.size != size {
                     return Err(Fail(
-                        ErrorCode::DestMissing,
-                        format!("{key} does not exist at the destination"),
+                        ErrorCode::SizeNotMatch,
+                        format!("destination has {} bytes, source has {size}", info.size),
                     ));
                 }
-                Err(e) => return Err(dest_err(e)),
-            };
-            if mode == VerifyMode::Size {
-                let mut checks = Checks::new(Sent::length(size));
-                checks.answer(Answer::size_only(info.size))?;
-                return Ok(checks.finish(mode)?);
+                let mut checks = source_checks(ex, &src, &info).await?;
+                checks.answer((&info).into())?;
+                if !checks.proven(mode) {
+                    let back = store.read_back(&key).await.map_err(dest_err)?;
+                    checks.read_back(&back)?;
+                }
+                Ok(checks.finish(mode)?)
             }
-            if info.size != size {
-                return Err(Fail(
-                    ErrorCode::SizeNotMatch,
-                    format!("destination has {} bytes, source has {size}", info.size),
-                ));
-            }
-            let mut checks = source_checks(ex, &src, &info).await?;
-            checks.answer((&info).into())?;
-            if !checks.proven(mode) {
-                let back = store.read_back(&key).await.map_err(dest_err)?;
-                checks.read_back(&back)?;
-            }
-            Ok(checks.finish(mode)?)
-        }
-        Dest::Local { dir, .. } => {
-            let Ok(existing) = open_dest(dir, &key).await else {
-                return Err(Fail(
-                    ErrorCode::DestMissing,
-                    format!(
-                        "{key} does not exist under {} as a plain file",
-                        dir.display()
-                    ),
-                ));
-            };
-            if mode == VerifyMode::Size {
-                let mut checks = Checks::new(Sent::length(size));
+            Dest::Local { dir, .. } => {
+                let Ok(existing) = open_dest(dir, &key).await else {
+                    return Err(Fail(
+                        ErrorCode::DestMissing,
+                        format!(
+                            "{key} does not exist under {} as a plain file",
+                            dir.display()
+                        ),
+                    ));
+                };
+                if mode == VerifyMode::Size {
+                    let mut checks = Checks::new(Sent::length(size));
+                    checks.answer(Answer::size_only(existing.size))?;
+                    return Ok(checks.finish(mode)?);
+                }
+                if existing.size != size {
+                    return Err(Fail(
+                        ErrorCode::SizeNotMatch,
+                        format!("destination has {} bytes, source has {size}", existing.size),
+                    ));
+                }
+                let digest = hash_open(&src).await?;
+                ex.add_progress(digest.len);
+                let dst = hash_open(&existing)
+                    .await
+                    .map_err(|f| Fail(ErrorCode::DestError, f.1))?;
+                let mut checks = Checks::new(Sent::whole(digest));
                 checks.answer(Answer::size_only(existing.size))?;
-                return Ok(checks.finish(mode)?);
+                checks.read_back(&dst)?;
+                Ok(checks.finish(mode)?)
             }
-            if existing.size != size {
-                return Err(Fail(
-                    ErrorCode::SizeNotMatch,
-                    format!("destination has {} bytes, source has {size}", existing.size),
-                ));
-            }
-            let digest = hash_open(&src).await?;
-            ex.add_progress(digest.len);
-            let dst = hash_open(&existing)
-                .await
-                .map_err(|f| Fail(ErrorCode::DestError, f.1))?;
-            let mut checks = Checks::new(Sent::whole(digest));
-            checks.answer(Answer::size_only(existing.size))?;
-            checks.read_back(&dst)?;
-            Ok(checks.finish(mode)?)
         }
     }
+    .await;
+    // The file that was read, for the daemon to hold against the listing.
+    checked.map(|v| v.read_from(tag))
 }

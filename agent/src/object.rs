@@ -73,6 +73,7 @@ async fn process(
         error: None,
         retries,
         parts_resumed: 0,
+        source_ident: None,
     };
     match outcome {
         Ok(Done::Verified(v)) => {
@@ -83,6 +84,7 @@ async fn process(
             result.etag = v.etag().map(str::to_owned);
             result.verified_by = v.by();
             result.parts_resumed = v.parts_resumed();
+            result.source_ident = v.source_ident();
         }
         Ok(Done::Skipped(s)) => {
             result.outcome = Outcome::Skipped;

@@ -308,14 +308,7 @@ impl Checks {
     /// (an MD5 or a read-back covers it), plus for `checksum` a content
     /// checksum, plus for `readback` the bytes themselves.
     pub(crate) fn proven(&self, mode: VerifyMode) -> bool {
-        let size = self.has("size") || self.has("md5") || self.has("readback");
-        let content =
-            self.has("md5") || self.has("etag") || self.has("crc64") || self.has("readback");
-        match mode {
-            VerifyMode::Size => size,
-            VerifyMode::Checksum => size && content,
-            VerifyMode::ReadBack => self.has("readback"),
-        }
+        proves(&self.by, mode)
     }
 
     /// The verified result, or why the answers do not prove it.
@@ -342,6 +335,7 @@ impl Checks {
             etag: self.etag,
             by: self.by,
             parts_resumed: self.parts_resumed,
+            source_ident: None,
         })
     }
 }
@@ -356,9 +350,19 @@ pub(crate) struct Verified {
     etag: Option<String>,
     by: Vec<&'static str>,
     parts_resumed: u32,
+    source_ident: Option<i64>,
 }
 
 impl Verified {
+    /// Names the local file that was read (its identity tag), for the
+    /// daemon to hold against the listing.
+    pub(crate) fn read_from(mut self, ident: i64) -> Verified {
+        self.source_ident = Some(ident);
+        self
+    }
+    pub(crate) fn source_ident(&self) -> Option<i64> {
+        self.source_ident
+    }
     pub(crate) fn size(&self) -> u64 {
         self.digest.len
     }
@@ -377,6 +381,28 @@ impl Verified {
     pub(crate) fn parts_resumed(&self) -> u32 {
         self.parts_resumed
     }
+}
+
+/// Whether agreeing on `by` (what was compared: `size`, `md5`, `etag`,
+/// `crc64`, `readback`) proves what `mode` asks: the size (an MD5 or a
+/// read-back covers it), plus for `checksum` a content checksum, plus for
+/// `readback` the bytes themselves. The one rule, for the executor that
+/// compares and for the daemon that checks its report.
+pub fn proves(by: &[&str], mode: VerifyMode) -> bool {
+    let has = |w: &str| by.contains(&w);
+    let size = has("size") || has("md5") || has("readback");
+    let content = has("md5") || has("etag") || has("crc64") || has("readback");
+    match mode {
+        VerifyMode::Size => size,
+        VerifyMode::Checksum => size && content,
+        VerifyMode::ReadBack => has("readback"),
+    }
+}
+
+/// [`proves`] for a report's `verified_by` (`size+md5+crc64`).
+pub fn report_proves(verified_by: &str, mode: VerifyMode) -> bool {
+    let by: Vec<&str> = verified_by.split('+').collect();
+    proves(&by, mode)
 }
 
 #[cfg(test)]

@@ -12,8 +12,11 @@
 //! batches, verifies them, heartbeats, and reports in signed event batches
 //! gathered as `ossimport-agent` gathers them (up to 1,000 events or
 //! 20 ms). Nothing is copied: each object is reported verified at once
-//! (`verified_by = "agent_load"`), or paced to `--rate`. The job's store is
-//! therefore a benchmark artefact, not a migration.
+//! with the evidence a real executor sends (`size+md5+crc64`, the listed
+//! size and source identity; made-up checksums the daemon cannot tell from
+//! real ones), or paced to `--rate`. The job's store is therefore a
+//! benchmark artefact, not a migration. `--lie` reports results the
+//! daemon's own check refuses (the trust tests use it).
 //!
 //! Prints one JSON line when `--expect` results were acknowledged: results
 //! per second (first batch to last acknowledgement), dispatch latency (a
@@ -68,6 +71,18 @@ struct Args {
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 3600)]
     timeout: u64,
+    /// Report results that should not count, to see the daemon refuse them:
+    /// `size` (one byte more than listed), `ident` (another source file),
+    /// `evidence` (`size` only where checksums are asked for).
+    #[arg(long, value_enum)]
+    lie: Option<Lie>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Lie {
+    Size,
+    Ident,
+    Evidence,
 }
 
 /// What every played agent adds to.
@@ -96,6 +111,7 @@ struct Played {
     verifier: Verifier,
     capacity: u32,
     rate: u64,
+    lie: Option<Lie>,
     /// Tasks held: executing, or with events not yet acknowledged.
     running: Mutex<HashMap<i64, bool>>,
     /// When a report with a `TaskDone` was last sent and no batch has come
@@ -149,18 +165,29 @@ impl Played {
                 let due = start + Duration::from_secs_f64(i as f64 / self.rate as f64);
                 tokio::time::sleep_until(due.into()).await;
             }
+            // The evidence a real executor sends (nothing was copied: the
+            // daemon cannot tell, which is what an audit is for), or a lie.
             let r = ObjectResult {
                 object_id: o.object_id,
                 task_id: task.task_id,
                 outcome: Outcome::Verified,
-                size: o.size,
+                size: o.size + u64::from(self.lie == Some(Lie::Size)),
                 crc64: Some(o.object_id as u64 ^ 0x9e37_79b9_7f4a_7c15),
                 md5: Some(format!("{:032x}", o.object_id)),
                 etag: Some(format!("{:032x}", o.object_id)),
-                verified_by: "agent_load".into(),
+                verified_by: if self.lie == Some(Lie::Evidence) {
+                    "size".into()
+                } else {
+                    "size+md5+crc64".into()
+                },
                 error: None,
                 retries: 0,
                 parts_resumed: 0,
+                source_ident: if self.lie == Some(Lie::Ident) {
+                    o.ident.map(|t| t ^ 1)
+                } else {
+                    o.ident
+                },
             };
             if self.events.send(Event::ObjectDone(r)).await.is_err() {
                 return;
@@ -348,6 +375,7 @@ async fn main() -> anyhow::Result<()> {
             verifier,
             capacity: args.tasks,
             rate: args.rate,
+            lie: args.lie,
             running: Mutex::new(HashMap::new()),
             freed_at: Mutex::new(None),
             events: tx,

@@ -41,6 +41,9 @@ pub struct AgentEntry {
     pub objects_in_flight: u64,
     pub bytes_in_flight: u64,
     pub throttled: u64,
+    /// Results of it the daemon refused (`evidence::check`); from
+    /// [`SUSPECT_AFTER`] on it is shown `suspect`.
+    pub rejected: u64,
 }
 
 impl AgentEntry {
@@ -61,9 +64,13 @@ impl AgentEntry {
             objects_in_flight: 0,
             bytes_in_flight: 0,
             throttled: 0,
+            rejected: 0,
         }
     }
 }
+
+/// Rejected results after which an executor is shown `suspect`.
+pub const SUSPECT_AFTER: u64 = 3;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Liveness {

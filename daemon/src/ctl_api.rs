@@ -512,15 +512,30 @@ async fn dispatch(
                     name: a.name.clone(),
                     fingerprint: a.fingerprint.clone(),
                     addr: a.addr.clone(),
-                    state: liveness(a, now, state.config.agent_timeout)
-                        .as_str()
-                        .to_string(),
+                    state: if a.rejected >= crate::agents::SUSPECT_AFTER {
+                        "suspect".to_string()
+                    } else {
+                        liveness(a, now, state.config.agent_timeout)
+                            .as_str()
+                            .to_string()
+                    },
                     capacity: a.capacity,
                     running: leased.get(&a.fingerprint).copied().unwrap_or(0),
                     last_heartbeat_secs_ago: a
                         .last_seen
                         .map(|t| now.saturating_duration_since(t).as_secs()),
-                    error: a.error.clone(),
+                    error: if a.rejected > 0 {
+                        Some(format!(
+                            "{} results rejected by the daemon (REJECTED_RESULT; see the daemon log){}",
+                            a.rejected,
+                            a.error
+                                .as_deref()
+                                .map(|e| format!("; {e}"))
+                                .unwrap_or_default()
+                        ))
+                    } else {
+                        a.error.clone()
+                    },
                     version: a.version.clone(),
                     bytes_per_sec: if liveness(a, now, state.config.agent_timeout)
                         == crate::agents::Liveness::Up

@@ -22,6 +22,12 @@ pub struct JobLabel {
     pub job: String,
 }
 
+/// An executor's name as a label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AgentLabel {
+    pub agent: String,
+}
+
 /// Why leased tasks went back to pending.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabel {
@@ -45,6 +51,8 @@ pub struct Metrics {
     pub commit_seconds: Histogram,
     /// Executor events committed to the store.
     pub events_recorded: Counter,
+    /// Executor results the daemon's check refused, by executor.
+    pub results_rejected: Family<AgentLabel, Counter>,
     history: std::sync::Arc<Mutex<History>>,
 }
 
@@ -64,6 +72,7 @@ impl Default for Metrics {
             // 0.5 ms .. ~4 s.
             commit_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
             events_recorded: Counter::default(),
+            results_rejected: Family::default(),
             history: Default::default(),
         }
     }
@@ -78,6 +87,14 @@ impl Metrics {
                 })
                 .inc_by(n as u64);
         }
+    }
+
+    pub fn rejected(&self, agent: &str) {
+        self.results_rejected
+            .get_or_create(&AgentLabel {
+                agent: agent.into(),
+            })
+            .inc();
     }
 
     pub fn granted(&self, job: &str, n: usize) {

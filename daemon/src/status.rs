@@ -180,6 +180,11 @@ pub fn render_metrics(eng: &Engine, snap: Snapshot) -> String {
         "Executor events committed to the job store",
         m.events_recorded.clone(),
     );
+    reg.register(
+        "results_rejected",
+        "Executor results the daemon refused (REJECTED_RESULT), by executor",
+        m.results_rejected.clone(),
+    );
     reg.register_collector(Box::new(SnapCollector(snap)));
     let mut out = String::new();
     // Writing into a String cannot fail.

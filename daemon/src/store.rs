@@ -319,6 +319,19 @@ pub struct Recorded {
     pub objects: Vec<Final>,
     /// Tasks closed now.
     pub tasks_done: usize,
+    /// Results the check refused (recorded as `REJECTED_RESULT`):
+    /// the executor and why.
+    pub rejected: Vec<(String, String)>,
+}
+
+/// What the listing recorded for an object, which an executor's result is
+/// held against ([`Store::record_checked`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Listed {
+    pub job_id: i64,
+    pub size: u64,
+    pub mtime: i64,
+    pub ident: Option<i64>,
 }
 
 /// An object made final by a recorded result.
@@ -1143,6 +1156,18 @@ impl Store {
     /// Idempotent: an object already final keeps its first result, so a task
     /// reported twice (a retried report) is counted once.
     pub fn record(&self, reports: &[(&str, &[Event])]) -> Result<Recorded, StoreError> {
+        self.record_checked(reports, &|_, _, _| Ok(()))
+    }
+
+    /// [`Store::record`], holding every result that claims an object (as
+    /// verified or skipped) to `check` (its executor, what the listing
+    /// recorded, the result) first: a result it refuses is recorded as a
+    /// failure `REJECTED_RESULT` with the reason, never as claimed.
+    pub fn record_checked(
+        &self,
+        reports: &[(&str, &[Event])],
+        check: &dyn Fn(&str, &Listed, &proto::job::ObjectResult) -> Result<(), String>,
+    ) -> Result<Recorded, StoreError> {
         let mut out = Recorded::default();
         if reports.iter().all(|(_, e)| e.is_empty()) {
             return Ok(out);
@@ -1161,6 +1186,28 @@ impl Store {
                 };
                 if !leased {
                     out.dropped += 1;
+                    continue;
+                }
+                if let Event::ObjectDone(r) = ev
+                    && r.outcome != Outcome::Failed
+                    && let Some(listed) = listed_object(&tx, r.object_id)?
+                    && let Err(why) = check(from, &listed, r)
+                {
+                    out.rejected.push((from.to_string(), why.clone()));
+                    let refused = proto::job::ObjectResult {
+                        outcome: Outcome::Failed,
+                        verified_by: String::new(),
+                        crc64: None,
+                        md5: None,
+                        etag: None,
+                        size: listed.size,
+                        error: Some(proto::job::ObjectError {
+                            code: proto::job::ErrorCode::RejectedResult,
+                            message: why,
+                        }),
+                        ..r.clone()
+                    };
+                    apply_event(&tx, &Event::ObjectDone(refused), t, &mut out)?;
                     continue;
                 }
                 apply_event(&tx, ev, t, &mut out)?;
@@ -1470,6 +1517,26 @@ fn apply_event(
         }
     }
     Ok(())
+}
+
+/// What the listing recorded for a pending object.
+fn listed_object(
+    tx: &rusqlite::Transaction<'_>,
+    object_id: i64,
+) -> Result<Option<Listed>, StoreError> {
+    Ok(tx
+        .prepare_cached(
+            "SELECT job_id, size, mtime, ident FROM objects WHERE id = ?1 AND state = ?2",
+        )?
+        .query_row(params![object_id, ObjectState::Pending], |r| {
+            Ok(Listed {
+                job_id: r.get(0)?,
+                size: r.get::<_, i64>(1)? as u64,
+                mtime: r.get(2)?,
+                ident: r.get(3)?,
+            })
+        })
+        .optional()?)
 }
 
 mod compact;

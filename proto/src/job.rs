@@ -306,6 +306,11 @@ pub struct ObjectResult {
     /// sent again.
     #[serde(default)]
     pub parts_resumed: u32,
+    /// Local sources: the identity tag of the file that was read
+    /// (`storage::beneath::Identity::tag`), which the daemon compares with
+    /// the listing's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_ident: Option<i64>,
 }
 
 /// Why an object failed: a stable code for scripts and a sentence for people.
@@ -340,6 +345,9 @@ pub enum ErrorCode {
     /// Another source of the job was listed for the same destination key
     /// first; this one is never copied.
     DuplicateKey,
+    /// The daemon refused an executor's result: it disagrees with the
+    /// listing or does not prove what the job's `verifyMode` asks.
+    RejectedResult,
 }
 
 impl ErrorCode {
@@ -355,6 +363,7 @@ impl ErrorCode {
             ErrorCode::DestError => "DEST_ERROR",
             ErrorCode::ListError => "LIST_ERROR",
             ErrorCode::DuplicateKey => "DUPLICATE_KEY",
+            ErrorCode::RejectedResult => "REJECTED_RESULT",
         }
     }
 
@@ -370,6 +379,7 @@ impl ErrorCode {
             "DEST_ERROR" => ErrorCode::DestError,
             "LIST_ERROR" => ErrorCode::ListError,
             "DUPLICATE_KEY" => ErrorCode::DuplicateKey,
+            "REJECTED_RESULT" => ErrorCode::RejectedResult,
             _ => return None,
         })
     }
@@ -398,6 +408,7 @@ mod tests {
             ErrorCode::DestError,
             ErrorCode::ListError,
             ErrorCode::DuplicateKey,
+            ErrorCode::RejectedResult,
         ] {
             assert_eq!(ErrorCode::parse(c.as_str()), Some(c));
             assert_eq!(

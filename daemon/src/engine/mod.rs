@@ -28,6 +28,7 @@ use crate::scanner::{self, ScanConfig};
 use crate::state::{State, blocking, restrict, unix_now};
 use crate::store::{JobRow, JobState, Retried, Store, StoreError};
 
+pub mod evidence;
 pub mod lifecycle;
 pub mod limits;
 pub mod local;

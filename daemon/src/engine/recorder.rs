@@ -3,6 +3,7 @@
 //! commits what arrives together in one transaction with the lease filter
 //! in front ([`Store::record`]) and then updates the jobs' live counters.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -200,13 +201,34 @@ async fn commit(eng: &Arc<Engine>, mut batch: Vec<Report>) {
     };
     let store = Arc::clone(&state.store);
     let metrics = eng.metrics.clone();
+    // What each job asks of its results, and the executors' names, for the
+    // daemon's own check of every result (`evidence::check`).
+    let policies: HashMap<i64, super::evidence::Policy> = eng
+        .jobs()
+        .iter()
+        .map(|(id, rt)| (*id, super::evidence::Policy::of(&rt.spec)))
+        .collect();
+    let names: HashMap<String, String> = state
+        .agents()
+        .iter()
+        .map(|(fp, a)| (fp.clone(), a.name.clone()))
+        .collect();
     let r = tokio::task::spawn_blocking(move || {
         let reports: Vec<(&str, &[Event])> = batch
             .iter()
             .map(|r| (&*r.from, r.events.as_slice()))
             .collect();
         let started = std::time::Instant::now();
-        let r = store.record(&reports);
+        let check = |from: &str, listed: &crate::store::Listed, r: &proto::job::ObjectResult| {
+            let Some(p) = policies.get(&listed.job_id) else {
+                return Ok(());
+            };
+            super::evidence::check(p, listed, r).map_err(|why| {
+                let who = names.get(from).map_or(from, String::as_str);
+                format!("the daemon rejected the result of {who}: {why}")
+            })
+        };
+        let r = store.record_checked(&reports, &check);
         metrics
             .commit_seconds
             .observe(started.elapsed().as_secs_f64());
@@ -222,6 +244,20 @@ async fn commit(eng: &Arc<Engine>, mut batch: Vec<Report>) {
     .and_then(|r| r);
     let answer = match r {
         Ok(done) => {
+            for (from, why) in &done.rejected {
+                let name = {
+                    let mut agents = state.agents();
+                    match agents.get_mut(from.as_str()) {
+                        Some(a) => {
+                            a.rejected += 1;
+                            a.name.clone()
+                        }
+                        None => from.clone(),
+                    }
+                };
+                eng.metrics.rejected(&name);
+                warn!(agent = %name, reason = %why, "Executor result rejected.");
+            }
             if done.dropped > 0 {
                 // A late report for a task requeued, re-leased or cleaned.
                 info!(from = %senders, dropped = done.dropped, "Dropped events for tasks not leased to this agent.");

@@ -29,6 +29,7 @@ fn verified(object_id: i64, task_id: i64) -> Event {
         error: None,
         retries: 0,
         parts_resumed: 0,
+        source_ident: None,
     })
 }
 
@@ -292,6 +293,7 @@ fn kept_counts_equal_a_full_count_through_every_path_that_writes_objects() {
             }),
             retries: i as u32,
             parts_resumed: 0,
+            source_ident: None,
         }));
     }
     let again = events[0].clone();

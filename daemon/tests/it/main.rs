@@ -20,3 +20,4 @@ mod packages;
 mod runbook;
 mod support;
 mod systemd;
+mod trust;
