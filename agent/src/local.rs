@@ -91,12 +91,15 @@ async fn open_source(ex: &Executor, obj: &ObjectSpec) -> Step<Arc<SourceFile>> {
             format!("not read for this job: {why}"),
         ));
     }
-    if sf.size != obj.size || sf.mtime != obj.mtime {
+    if sf.size() != obj.size || sf.mtime() != obj.mtime {
         return Err(Fail(
             ErrorCode::SourceChanged,
             format!(
                 "source file changed since it was listed ({} bytes, mtime {} then; {} bytes, mtime {} now); the job copies what it listed, so clean and submit it again to copy the new version",
-                obj.size, obj.mtime, sf.size, sf.mtime
+                obj.size,
+                obj.mtime,
+                sf.size(),
+                sf.mtime()
             ),
         ));
     }
@@ -154,7 +157,7 @@ pub(crate) async fn import(
     let src = open_source(ex, obj).await?;
     let before = src.ident;
     let size = before.size;
-    let mode = ex.verify_mode(src.mtime);
+    let mode = ex.verify_mode(src.mtime());
     match &ex.dest {
         Dest::S3 { store, .. } => {
             if let Some(skip) = check_skip_s3(ex, store, &key, &src).await? {
@@ -196,12 +199,12 @@ pub(crate) async fn import(
                 && let Ok(existing) = open_dest(dir, &key).await
             {
                 let same = match ex.spec.skip {
-                    SkipMode::Size => existing.size == size,
+                    SkipMode::Size => existing.size() == size,
                     SkipMode::SizeMtime => {
-                        existing.size == size && existing.ident.mtime_ns == before.mtime_ns
+                        existing.size() == size && existing.ident.mtime_ns == before.mtime_ns
                     }
                     _ => {
-                        existing.size == size
+                        existing.size() == size
                             && hash_open(&existing).await? == hash_open(&src).await?
                     }
                 };
@@ -531,7 +534,7 @@ async fn multipart(
     events: &mpsc::Sender<Event>,
     watch: Option<&FileWatch>,
 ) -> Step<Checks> {
-    let size = src.size;
+    let size = src.size();
     let part_size = part_size_for(ex.spec.part_size, size);
     // Continue an upload an earlier attempt started, if the server still
     // has it and its parts match what we recorded.
@@ -771,8 +774,8 @@ fn proc_fd(file: &std::fs::File) -> Option<std::path::PathBuf> {
 pub(crate) async fn audit(ex: &Arc<Executor>, obj: &ObjectSpec) -> Step<Verified> {
     let key = dest_name(&ex.dest, &obj.rel_path)?;
     let src = open_source(ex, obj).await?;
-    let size = src.size;
-    let mode = ex.verify_mode(src.mtime);
+    let size = src.size();
+    let mode = ex.verify_mode(src.mtime());
     let tag = src.ident.tag();
     let checked: Step<Verified> = async {
         match &ex.dest {
@@ -818,13 +821,16 @@ pub(crate) async fn audit(ex: &Arc<Executor>, obj: &ObjectSpec) -> Step<Verified
                 };
                 if mode == VerifyMode::Size {
                     let mut checks = Checks::new(Sent::length(size));
-                    checks.answer(Answer::size_only(existing.size))?;
+                    checks.answer(Answer::size_only(existing.size()))?;
                     return Ok(checks.finish(mode)?);
                 }
-                if existing.size != size {
+                if existing.size() != size {
                     return Err(Fail(
                         ErrorCode::SizeNotMatch,
-                        format!("destination has {} bytes, source has {size}", existing.size),
+                        format!(
+                            "destination has {} bytes, source has {size}",
+                            existing.size()
+                        ),
                     ));
                 }
                 let digest = hash_open(&src).await?;
@@ -833,7 +839,7 @@ pub(crate) async fn audit(ex: &Arc<Executor>, obj: &ObjectSpec) -> Step<Verified
                     .await
                     .map_err(|f| Fail(ErrorCode::DestError, f.1))?;
                 let mut checks = Checks::new(Sent::whole(digest));
-                checks.answer(Answer::size_only(existing.size))?;
+                checks.answer(Answer::size_only(existing.size()))?;
                 checks.read_back(&dst)?;
                 Ok(checks.finish(mode)?)
             }

@@ -22,19 +22,7 @@ impl Caller {
     /// The user `uid` with the primary group the password database gives
     /// (a job's owner, acted for later).
     pub fn of_uid(uid: u32) -> Caller {
-        // SAFETY: as in `groups_of`.
-        let gid = unsafe {
-            let mut pw: libc::passwd = std::mem::zeroed();
-            let mut buf = vec![0 as libc::c_char; 16 << 10];
-            let mut found: *mut libc::passwd = std::ptr::null_mut();
-            if libc::getpwuid_r(uid, &mut pw, buf.as_mut_ptr(), buf.len(), &mut found) != 0
-                || found.is_null()
-            {
-                u32::MAX
-            } else {
-                pw.pw_gid
-            }
-        };
+        let gid = passwd(uid).map_or(u32::MAX, |(_, gid)| gid);
         Caller { uid, gid }
     }
 
@@ -107,8 +95,29 @@ impl Caller {
 /// The primary group and every supplementary group of `uid` (from the
 /// group database: the peer credentials carry the primary gid only).
 pub fn groups_of(uid: u32, primary: u32) -> Vec<u32> {
-    // SAFETY: getpwuid_r writes into buffers we own; the name it returns
-    // points into `buf`, which outlives its use.
+    let Some((name, _)) = passwd(uid) else {
+        return vec![primary];
+    };
+    let mut n: libc::c_int = 64;
+    loop {
+        let want = n;
+        let mut groups = vec![0 as libc::gid_t; want as usize];
+        // SAFETY: `name` is NUL-terminated and `groups` holds `n` entries.
+        if unsafe { libc::getgrouplist(name.as_ptr(), primary, groups.as_mut_ptr(), &mut n) } >= 0 {
+            groups.truncate(n as usize);
+            return groups;
+        }
+        n = if n > want { n } else { want * 2 };
+        if n > 65536 {
+            return vec![primary];
+        }
+    }
+}
+
+/// The user name and primary group of `uid` from the password database.
+fn passwd(uid: u32) -> Option<(std::ffi::CString, u32)> {
+    // SAFETY: getpwuid_r writes into buffers we own; the name is copied out
+    // of `buf` before it goes.
     unsafe {
         let mut pw: libc::passwd = std::mem::zeroed();
         let mut buf = vec![0 as libc::c_char; 16 << 10];
@@ -116,21 +125,9 @@ pub fn groups_of(uid: u32, primary: u32) -> Vec<u32> {
         if libc::getpwuid_r(uid, &mut pw, buf.as_mut_ptr(), buf.len(), &mut found) != 0
             || found.is_null()
         {
-            return vec![primary];
+            return None;
         }
-        let mut n: libc::c_int = 64;
-        loop {
-            let want = n;
-            let mut groups = vec![0 as libc::gid_t; want as usize];
-            if libc::getgrouplist(pw.pw_name, primary, groups.as_mut_ptr(), &mut n) >= 0 {
-                groups.truncate(n as usize);
-                return groups;
-            }
-            n = if n > want { n } else { want * 2 };
-            if n > 65536 {
-                return vec![primary];
-            }
-        }
+        Some((std::ffi::CStr::from_ptr(pw.pw_name).to_owned(), pw.pw_gid))
     }
 }
 
@@ -146,7 +143,7 @@ pub fn file_rule(
     move |path, opened| {
         let real = std::fs::canonicalize(path).map_err(|e| format!("{}: {e}", path.display()))?;
         let md = std::fs::metadata(&real).map_err(|e| format!("{}: {e}", real.display()))?;
-        if (md.dev(), md.ino()) != (opened.dev, opened.ino) {
+        if (md.dev(), md.ino()) != (opened.dev, opened.ident.ino) {
             return Err(format!("{} changed while it was checked", path.display()));
         }
         let dir = real.parent().unwrap_or(Path::new("/"));
@@ -174,20 +171,9 @@ pub fn file_rule(
 
 /// The user name of `uid`, or `uid N` when it has none.
 pub fn user_name(uid: u32) -> String {
-    // SAFETY: getpwuid_r writes into buffers we own; the name is copied out
-    // of `buf` before it goes.
-    unsafe {
-        let mut pw: libc::passwd = std::mem::zeroed();
-        let mut buf = vec![0 as libc::c_char; 16 << 10];
-        let mut found: *mut libc::passwd = std::ptr::null_mut();
-        if libc::getpwuid_r(uid, &mut pw, buf.as_mut_ptr(), buf.len(), &mut found) != 0
-            || found.is_null()
-        {
-            return format!("uid {uid}");
-        }
-        std::ffi::CStr::from_ptr(pw.pw_name)
-            .to_string_lossy()
-            .into_owned()
+    match passwd(uid) {
+        Some((name, _)) => name.to_string_lossy().into_owned(),
+        None => format!("uid {uid}"),
     }
 }
 

@@ -237,18 +237,24 @@ pub fn parse_mtime_meta(meta: &str) -> Option<i64> {
 #[derive(Debug)]
 pub struct SourceFile {
     pub file: File,
-    pub size: u64,
-    /// Unix seconds.
-    pub mtime: i64,
     /// Size, nanosecond mtime and ctime, inode, when it was opened.
     pub ident: Identity,
     pub dev: u64,
-    pub ino: u64,
     /// Permission bits (no set-id or sticky bits).
     pub mode: u32,
 }
 
 impl SourceFile {
+    /// Its size when it was opened.
+    pub fn size(&self) -> u64 {
+        self.ident.size
+    }
+
+    /// Its mtime in whole unix seconds when it was opened.
+    pub fn mtime(&self) -> i64 {
+        self.ident.mtime_secs()
+    }
+
     /// The identity of the open file now (see [`Identity`]).
     pub fn restat(&self) -> io::Result<Identity> {
         Ok(Identity::of(&self.file.metadata()?))
@@ -296,11 +302,8 @@ pub fn open_source(root: &Path, rel: &str, follow_last: bool) -> io::Result<Sour
     }
     use std::os::unix::fs::MetadataExt;
     Ok(SourceFile {
-        size: md.len(),
-        mtime: mtime_secs(&md),
         ident: Identity::of(&md),
         dev: md.dev(),
-        ino: md.ino(),
         mode: md.mode() & 0o777,
         file,
     })
@@ -613,17 +616,6 @@ pub fn case_insensitive(dir: &Path, may_write: bool) -> io::Result<Option<bool>>
     let answer = same(&at.join(&tmp), &at.join(swapped(&tmp)));
     drop(probe);
     answer.map(Some)
-}
-
-/// Modification time in unix seconds (negative before 1970).
-pub fn mtime_secs(md: &std::fs::Metadata) -> i64 {
-    match md.modified() {
-        Ok(t) => match t.duration_since(std::time::UNIX_EPOCH) {
-            Ok(d) => d.as_secs() as i64,
-            Err(e) => -(e.duration().as_secs() as i64),
-        },
-        Err(_) => 0,
-    }
 }
 
 #[cfg(test)]

@@ -91,7 +91,7 @@ impl Destination for LocalDir {
 
     async fn size(&self, key: &str) -> Result<Option<u64>, String> {
         match storage::beneath::open_dest(&self.0, key) {
-            Ok(f) => Ok(Some(f.size)),
+            Ok(f) => Ok(Some(f.size())),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e.to_string()),
         }

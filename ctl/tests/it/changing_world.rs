@@ -336,15 +336,7 @@ async fn a_store_ignoring_if_match_on_a_resumed_bucket_multipart_gives_source_ch
     )
     .unwrap();
     let work = tmp.path().join("work");
-    let mut child = ctl()
-        .arg("run")
-        .arg(&cfg)
-        .arg("--work-dir")
-        .arg(&work)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_quiet_run(&cfg, &work);
     let w = work.clone();
     tokio::task::spawn_blocking(move || wait_for_parts(&w, 1))
         .await
@@ -429,15 +421,7 @@ fn duplicate_keys_hold_across_kills_and_resumed_listings() {
     std::fs::write(&sys, "workerMaxThroughput(KB/s)=256\n").unwrap();
     let work = tmp.path().join("work");
     for round in 0..5u64 {
-        let mut child = ctl()
-            .arg("run")
-            .arg(&cfg)
-            .arg("--work-dir")
-            .arg(&work)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut child = spawn_quiet_run(&cfg, &work);
         std::thread::sleep(Duration::from_millis(300 + round * 170));
         let _ = child.kill();
         child.wait().unwrap();

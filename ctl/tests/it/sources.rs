@@ -657,15 +657,7 @@ async fn azure_container_killed_mid_listing_resumes_byte_identical() {
     // Killed mid-listing, then resumed.
     let cfg = job("az_job", KEY, "");
     let work = tmp.path().join("work");
-    let mut child = ctl()
-        .arg("run")
-        .arg(&cfg)
-        .arg("--work-dir")
-        .arg(&work)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_quiet_run(&cfg, &work);
     listed_before_the_end(&work, 200).await;
     child.kill().unwrap();
     child.wait().unwrap();

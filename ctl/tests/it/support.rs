@@ -64,6 +64,20 @@ pub fn ctl() -> Command {
     c
 }
 
+/// Starts `ossimportctl run` in the background, its output discarded (for
+/// tests that kill it part-way).
+pub fn spawn_quiet_run(cfg: &Path, work: &Path) -> std::process::Child {
+    ctl()
+        .arg("run")
+        .arg(cfg)
+        .arg("--work-dir")
+        .arg(work)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start ossimportctl run")
+}
+
 pub fn run_job(cfg: &Path, work: &Path) -> Output {
     let out = ctl()
         .arg("run")

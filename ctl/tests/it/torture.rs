@@ -185,15 +185,7 @@ async fn torture(local: bool, default_rounds: u32) {
     let started = Instant::now();
     let mut edits = 0;
     for round in 0..rounds {
-        let mut child = ctl()
-            .arg("run")
-            .arg(&cfg)
-            .arg("--work-dir")
-            .arg(&work)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut child = spawn_quiet_run(&cfg, &work);
         std::thread::sleep(Duration::from_millis(150 + rng.below(1200)));
         let _ = child.kill(); // SIGKILL; it may have finished already
         child.wait().unwrap();

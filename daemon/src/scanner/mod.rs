@@ -626,8 +626,10 @@ impl Tasks<'_> {
         obj.failure = Some((
             "DUPLICATE_KEY".into(),
             format!(
-                "{this} maps to the destination key {:?}, which this job already has from {first} (listed first){note}; not copied: a key holds one source",
-                obj.rel_path
+                "{} maps to the destination key {:?}, which this job already has from {} (listed first){note}; not copied: a key holds one source",
+                this.escape_debug(),
+                obj.rel_path,
+                first.escape_debug()
             ),
         ));
         self.stats.duplicate_keys += 1;

@@ -120,27 +120,7 @@ fn socket_group_members_by_supplementary_group_are_let_in() {
     if !root_or_skip("creating a user and a group") {
         return;
     }
-    let tag = format!("{:x}", std::process::id());
-    let u = TestUser {
-        user: format!("ossimp-u{tag}"),
-        group: format!("ossimp-g{tag}"),
-    };
-    assert!(
-        Command::new("groupadd")
-            .args(["--system", &u.group])
-            .status()
-            .unwrap()
-            .success()
-    );
-    assert!(
-        Command::new("useradd")
-            .args([
-                "--system", "-M", "-N", "-g", "nogroup", "-G", &u.group, &u.user
-            ])
-            .status()
-            .unwrap()
-            .success()
-    );
+    let u = test_user(&format!("{:x}", std::process::id()));
     let tmp = tempfile::tempdir().unwrap();
     let work = tmp.path().join("work");
     std::fs::create_dir_all(&work).unwrap();
