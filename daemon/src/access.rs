@@ -169,6 +169,44 @@ pub fn file_rule(
     }
 }
 
+/// Whether the daemon runs as root (it can then act as another user).
+pub fn daemon_is_root() -> bool {
+    // SAFETY: no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Makes the calling thread, and the threads it starts from now on, open
+/// files as `who` (file-system uid and gid, and `who`'s supplementary
+/// groups): the kernel then refuses what `who` could not open, root's
+/// capabilities to override permissions included. For a thread that ends
+/// with its work: there is no way back.
+///
+/// Raw system calls on purpose: glibc's `setgroups` changes every thread of
+/// the process; the kernel's changes only the caller.
+pub fn open_files_as(who: Caller) -> std::io::Result<()> {
+    let groups = groups_of(who.uid, who.gid);
+    // SAFETY: system calls on values we own; `groups` outlives the call.
+    unsafe {
+        if libc::syscall(libc::SYS_setgroups, groups.len(), groups.as_ptr()) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        libc::syscall(libc::SYS_setfsgid, who.gid);
+        libc::syscall(libc::SYS_setfsuid, who.uid);
+        // An invalid id changes nothing and returns the current one.
+        let (fsuid, fsgid) = (
+            libc::syscall(libc::SYS_setfsuid, u32::MAX) as u32,
+            libc::syscall(libc::SYS_setfsgid, u32::MAX) as u32,
+        );
+        if (fsuid, fsgid) != (who.uid, who.gid) {
+            return Err(std::io::Error::other(format!(
+                "file-system ids are {fsuid}:{fsgid}, not {}:{}",
+                who.uid, who.gid
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// The user name of `uid`, or `uid N` when it has none.
 pub fn user_name(uid: u32) -> String {
     match passwd(uid) {

@@ -72,6 +72,10 @@ impl AgentEntry {
 /// Rejected results after which an executor is shown `suspect`.
 pub const SUSPECT_AFTER: u64 = 3;
 
+/// Tasks an agent may hold at once, whatever its heartbeat claims (each
+/// job bounds its share further: `schedule::job_share`).
+pub const MAX_CLAIMED_CAPACITY: u32 = 1024;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Liveness {
     Up,
@@ -155,7 +159,7 @@ impl Agents {
         let fresh = a.last_seen.is_none() || a.left || a.addr.as_deref() != Some(&hb.addr);
         a.name = hb.name.clone();
         a.addr = Some(hb.addr.clone());
-        a.capacity = hb.capacity;
+        a.capacity = hb.capacity.min(MAX_CLAIMED_CAPACITY);
         let now = Instant::now();
         a.bytes_per_sec = match a.last_seen {
             Some(t) if hb.bytes >= a.bytes && now > t => {

@@ -55,6 +55,10 @@ pub struct Args {
     /// Milliseconds without a heartbeat before an agent counts as down.
     #[arg(long, env = "OSSIMPORT_AGENT_TIMEOUT_MS", default_value_t = 15000)]
     pub agent_timeout_ms: u64,
+    /// Internal: run as the confined worker of one user (started by the
+    /// daemon itself, see `engine::confined`).
+    #[arg(long, hide = true)]
+    pub confined_worker: bool,
     /// Create the daemon key if missing, print its public key and exit.
     #[arg(long)]
     pub init: bool,

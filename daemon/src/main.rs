@@ -25,6 +25,11 @@ fn main() -> ExitCode {
 }
 
 fn real_main(mut args: Args) -> anyhow::Result<()> {
+    if args.confined_worker {
+        let work_dir = args.work_dir.clone().unwrap_or_default();
+        init_logging(false);
+        return daemon::engine::confined::child_main(work_dir);
+    }
     // Every path is made absolute now: `--daemon` changes into the work
     // directory, and saved jobs are planned again with `--sys` at every
     // start.
@@ -95,6 +100,12 @@ fn real_main(mut args: Args) -> anyhow::Result<()> {
             .workers
             .retain(|w| !daemon::config::sys::is_this_machine(w));
         config.local_worker = Some(args.local_tasks.max(1));
+        // SAFETY: no preconditions.
+        if unsafe { libc::geteuid() } == 0 {
+            // The running binary itself, even if a package upgrade has
+            // replaced the file since.
+            config.confine_exe = Some(PathBuf::from("/proc/self/exe"));
+        }
     }
     config.lease = Duration::from_secs(args.lease_secs.max(1));
     config.agent_timeout = Duration::from_millis(args.agent_timeout_ms.max(100));

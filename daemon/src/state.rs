@@ -61,6 +61,11 @@ pub struct Config {
     /// Tasks the worker on the master runs at once; `None`: no local
     /// worker (every task goes to agents).
     pub local_worker: Option<u32>,
+    /// The daemon's own binary, when it runs as root: the worker on the
+    /// master runs a job an unprivileged user submitted in a child started
+    /// from it under that user (`engine::confined`). `None`: in process,
+    /// with `access::file_rule` as the only limit.
+    pub confine_exe: Option<PathBuf>,
     /// Start every job of the store at start-up (the daemon). A standalone
     /// run starts only the job it was given.
     pub reload_jobs: bool,
@@ -86,6 +91,7 @@ impl Config {
             push_timeout: Duration::from_secs(30),
             push_backoff: Duration::from_secs(2),
             local_worker: None,
+            confine_exe: None,
             reload_jobs: true,
         }
     }

@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::Engine;
+use super::confined::Child;
 use crate::agents::AgentEntry;
 use crate::state::{blocking, unix_now};
 
@@ -41,9 +42,21 @@ pub struct LocalWorker {
     running: Mutex<HashMap<i64, CancellationToken>>,
     /// One executor per job, rebuilt when the job's spec changes.
     executors: Mutex<HashMap<i64, (String, Arc<Executor>)>>,
+    /// Confined workers, by uid (see [`super::confined`]).
+    children: Mutex<HashMap<u32, Arc<Child>>>,
     /// Bytes moved by every task it ran (progress displays, the agent
     /// table's rate).
     pub progress: Arc<Progress>,
+}
+
+/// What runs a batch's tasks.
+enum Runner {
+    /// In this process (as the daemon's user).
+    InProcess(Arc<Executor>),
+    /// In the job owner's confined worker.
+    Confined(Arc<Child>, Box<proto::job::JobSpec>),
+    /// Nothing could: the owner's worker did not start (why).
+    Unavailable(String),
 }
 
 impl LocalWorker {
@@ -53,6 +66,30 @@ impl LocalWorker {
         if let Some((_, e)) = ex.get(&limits.job_id) {
             e.set_limits(limits);
         }
+        drop(ex);
+        for c in self.children().values() {
+            c.set_limits(limits);
+        }
+    }
+
+    fn children(&self) -> std::sync::MutexGuard<'_, HashMap<u32, Arc<Child>>> {
+        self.children.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// `uid`'s confined worker, started when it has none (or it died).
+    fn child(
+        &self,
+        exe: &std::path::Path,
+        uid: u32,
+        work_dir: &std::path::Path,
+    ) -> std::io::Result<Arc<Child>> {
+        let mut children = self.children();
+        if let Some(c) = children.get(&uid).filter(|c| c.alive()) {
+            return Ok(Arc::clone(c));
+        }
+        let c = Child::spawn(exe, uid, work_dir, Arc::clone(&self.progress))?;
+        children.insert(uid, Arc::clone(&c));
+        Ok(c)
     }
 
     fn running(&self) -> std::sync::MutexGuard<'_, HashMap<i64, CancellationToken>> {
@@ -164,14 +201,31 @@ pub fn start(eng: &Arc<Engine>, batch: TaskBatch) {
     let owner = eng
         .jobs()
         .get(&batch.job.job_id)
-        .and_then(|rt| rt.owner.clone());
-    let confine = owner
+        .and_then(|rt| rt.owner.clone())
         .map(|(uid, _)| crate::access::Caller::of_uid(uid))
-        .filter(|c| !c.is_privileged())
-        .map(|c| -> agent::worker::Confine {
-            Arc::new(crate::access::file_rule(c, state.config.work_dir.clone()))
-        });
-    let ex = eng.local.executor(&batch, confine);
+        .filter(|c| !c.is_privileged());
+    let runner = match (owner, &state.config.confine_exe) {
+        (None, _) => Runner::InProcess(eng.local.executor(&batch, None)),
+        // Root: the kernel holds the job to its owner's permissions.
+        (Some(c), Some(exe)) => match eng.local.child(exe, c.uid, &state.config.work_dir) {
+            Ok(child) => Runner::Confined(child, Box::new(batch.job.clone())),
+            Err(e) => {
+                warn!(uid = c.uid, error = %e, "Cannot start the confined worker; the job's objects fail.");
+                Runner::Unavailable(format!(
+                    "the worker for {} (uid {}) could not start: {e}",
+                    crate::access::user_name(c.uid),
+                    c.uid
+                ))
+            }
+        },
+        // Not root: the daemon cannot change users; it checks each file.
+        (Some(c), None) => {
+            let rule: agent::worker::Confine =
+                Arc::new(crate::access::file_rule(c, state.config.work_dir.clone()));
+            Runner::InProcess(eng.local.executor(&batch, Some(rule)))
+        }
+    };
+    let runner = Arc::new(runner);
     let parent = state.cancel.child_token();
     let from: Arc<str> = LOCAL.into();
     for task in batch.tasks {
@@ -179,12 +233,18 @@ pub fn start(eng: &Arc<Engine>, batch: TaskBatch) {
         let cancel = parent.child_token();
         eng.local.running().insert(id, cancel.clone());
         let (tx, rx) = mpsc::channel::<Event>(EVENT_BATCH);
-        let (eng2, ex, from) = (Arc::clone(eng), Arc::clone(&ex), Arc::clone(&from));
+        let (eng2, runner, from) = (Arc::clone(eng), Arc::clone(&runner), Arc::clone(&from));
         state.tracker.spawn(async move {
             let eng = eng2;
             let st = &eng.state;
             let forward = tokio::spawn(forward(Arc::clone(&eng), Arc::clone(&from), rx));
-            ex.run_task(task, tx, cancel.clone()).await;
+            match &*runner {
+                Runner::InProcess(ex) => ex.run_task(task, tx, cancel.clone()).await,
+                Runner::Confined(child, job) => {
+                    child.run_task(job, task, tx, cancel.clone()).await
+                }
+                Runner::Unavailable(why) => fail_all(task, why, &tx).await,
+            }
             // The sender is dropped: the forwarder hands over what is left,
             // and the flush returns once all of it is committed.
             if let Err(e) = forward.await {
@@ -206,6 +266,38 @@ pub fn start(eng: &Arc<Engine>, batch: TaskBatch) {
             st.wake.notify_one();
         });
     }
+}
+
+/// Every object of `task` failed for `why` (its worker could not start):
+/// the job ends with the reason instead of retrying without end.
+async fn fail_all(task: proto::job::TaskSpec, why: &str, tx: &mpsc::Sender<Event>) {
+    for o in task.objects {
+        let result = proto::job::ObjectResult {
+            object_id: o.object_id,
+            task_id: task.task_id,
+            outcome: proto::job::Outcome::Failed,
+            size: 0,
+            crc64: None,
+            md5: None,
+            etag: None,
+            verified_by: String::new(),
+            error: Some(proto::job::ObjectError {
+                code: proto::job::ErrorCode::SourceUnreadable,
+                message: why.to_string(),
+            }),
+            retries: 0,
+            parts_resumed: 0,
+            source_ident: None,
+        };
+        if tx.send(Event::ObjectDone(result)).await.is_err() {
+            return;
+        }
+    }
+    let _ = tx
+        .send(Event::TaskDone {
+            task_id: task.task_id,
+        })
+        .await;
 }
 
 /// Hands a task's events to the recorder as they come, in batches of what

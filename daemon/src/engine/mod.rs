@@ -28,6 +28,7 @@ use crate::scanner::{self, ScanConfig};
 use crate::state::{State, blocking, restrict, unix_now};
 use crate::store::{JobRow, JobState, Retried, Store, StoreError};
 
+pub mod confined;
 pub mod evidence;
 pub mod lifecycle;
 pub mod limits;
@@ -442,15 +443,41 @@ fn start_scan(
         let _done = Done(scanning);
         let st = &eng.state;
         let owner = eng.jobs().get(&job_id).and_then(|rt| rt.owner.clone());
-        let r = owner_may_use(owner, &cfg, &st.config.work_dir).and_then(|()| {
-            scanner::scan(&st.store, job_id, &cfg, &cancel, |_, objs| {
-            live.scanned_objects
-                .fetch_add(objs.len() as u64, Ordering::Relaxed);
-            live.scanned_bytes
-                .fetch_add(objs.iter().map(|o| o.size).sum(), Ordering::Relaxed);
-            st.wake.notify_one();
+        let listing = || {
+            owner_may_use(owner.clone(), &cfg, &st.config.work_dir).and_then(|()| {
+                scanner::scan(&st.store, job_id, &cfg, &cancel, |_, objs| {
+                    live.scanned_objects
+                        .fetch_add(objs.len() as u64, Ordering::Relaxed);
+                    live.scanned_bytes
+                        .fetch_add(objs.iter().map(|o| o.size).sum(), Ordering::Relaxed);
+                    st.wake.notify_one();
+                })
             })
-        });
+        };
+        // A root daemon lists an unprivileged user's job with that user's
+        // file-system credentials: on a thread of its own (the listing's
+        // threads inherit them), which ends with the listing.
+        let as_owner = owner
+            .as_ref()
+            .map(|(uid, _)| crate::access::Caller::of_uid(*uid))
+            .filter(|c| !c.is_privileged() && crate::access::daemon_is_root());
+        let r = match as_owner {
+            None => listing(),
+            Some(c) => std::thread::scope(|sc| {
+                sc.spawn(|| {
+                    let _rt = rt.enter();
+                    crate::access::open_files_as(c).map_err(|e| {
+                        scanner::ScanError::Denied(format!(
+                            "cannot list as uid {}: {e}",
+                            c.uid
+                        ))
+                    })?;
+                    listing()
+                })
+                .join()
+                .unwrap_or_else(|_| Err(scanner::ScanError::List("the listing thread panicked".into())))
+            }),
+        };
         let ev = match &r {
             Ok(scanner::ScanOutcome::Finished(stats)) => {
                 info!(job = %name, files = stats.files, tasks = stats.tasks, "Scan finished.");

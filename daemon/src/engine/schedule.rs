@@ -47,6 +47,16 @@ pub fn plan(
     out
 }
 
+/// How many of `free` task slots an executor gets from one job: no more
+/// than the job lets one executor work on at once (`workerTaskThreadNum`
+/// objects, so as many tasks at most) minus what it holds of the job
+/// already. What an agent claims as its capacity is its own word; this
+/// bounds what a claim of a million takes from a job.
+pub fn job_share(free: usize, object_concurrency: u32, held_of_job: u64) -> usize {
+    let cap = u64::from(object_concurrency.max(1));
+    free.min(cap.saturating_sub(held_of_job) as usize)
+}
+
 /// Runs until the daemon shuts down.
 pub async fn run(eng: Arc<Engine>) {
     let state = &eng.state;
@@ -171,6 +181,7 @@ async fn tick(eng: &Arc<Engine>) -> anyhow::Result<()> {
     }
 
     let leased = blocking(&state.store, |s| s.leases_by_agent()).await?;
+    let leased_of_job = blocking(&state.store, |s| s.leases_by_agent_job()).await?;
     let targets = {
         let mut agents = state.agents();
         let list: Vec<AgentEntry> = agents.values().cloned().collect();
@@ -194,6 +205,14 @@ async fn tick(eng: &Arc<Engine>) -> anyhow::Result<()> {
         let mut batch = None;
         for k in 0..runnable.len() {
             let (job_id, spec) = &runnable[(i + k) % runnable.len()];
+            let held = leased_of_job
+                .get(&(fp.clone(), *job_id))
+                .copied()
+                .unwrap_or(0);
+            let n = job_share(n, spec.object_concurrency, held);
+            if n == 0 {
+                continue;
+            }
             let (job_id, agent) = (*job_id, fp.clone());
             let until = unix_now() + lease;
             let tasks = blocking(&state.store, move |s| {
@@ -253,6 +272,19 @@ mod tests {
             plan(&agents, &leased, now, timeout, 1),
             vec![("b".into(), 1)]
         );
+    }
+
+    #[test]
+    fn a_job_gives_one_executor_no_more_than_it_can_work_on() {
+        // An honest agent with room for 4 gets 4 of a job of 20 at once.
+        assert_eq!(job_share(4, 20, 0), 4);
+        // A claim of a million gets what the job lets one executor run.
+        assert_eq!(job_share(1_000_000, 20, 0), 20);
+        assert_eq!(job_share(1_000_000, 20, 15), 5);
+        assert_eq!(job_share(1_000_000, 20, 20), 0);
+        assert_eq!(job_share(1_000_000, 20, 25), 0);
+        // workerTaskThreadNum=0 counts as 1.
+        assert_eq!(job_share(8, 0, 0), 1);
     }
 
     #[tokio::test(start_paused = true)]

@@ -137,6 +137,21 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// Tasks leased now, by agent and job.
+    pub fn leases_by_agent_job(&self) -> Result<HashMap<(String, i64), u64>, StoreError> {
+        let conn = self.lock();
+        let mut q = conn.prepare_cached(
+            "SELECT agent, job_id, count(*) FROM tasks WHERE state = ?1 AND agent IS NOT NULL GROUP BY agent, job_id",
+        )?;
+        let rows = q.query_map([TaskState::Dispatched], |r| {
+            Ok((
+                (r.get::<_, String>(0)?, r.get::<_, i64>(1)?),
+                r.get::<_, i64>(2)? as u64,
+            ))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// Dispatched tasks of a job with bytes and files final so far.
     pub fn running_tasks(&self, job_id: i64) -> Result<Vec<RunningTask>, StoreError> {
         let conn = self.lock();

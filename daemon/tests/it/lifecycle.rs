@@ -106,6 +106,11 @@ struct TestUser {
 
 impl Drop for TestUser {
     fn drop(&mut self) {
+        // A confined worker of the user's may outlive its daemon by a moment.
+        let _ = Command::new("pkill")
+            .args(["-KILL", "-u", &self.user])
+            .status();
+        std::thread::sleep(std::time::Duration::from_millis(100));
         let _ = Command::new("userdel").arg(&self.user).status();
         let _ = Command::new("groupdel").arg(&self.group).status();
     }
@@ -687,13 +692,17 @@ fn operators_manage_their_own_jobs_and_are_refused_the_rest() {
 }
 
 /// What the daemon (root) reads for a member's job is held to what the
-/// member could read: with `isAllowSymbolicLink=true`, a symlink in their
+/// member could read, by the kernel: the worker on the master runs the
+/// job's tasks in a child under the member's uid and groups (the file it
+/// writes is the member's), and the listing runs with the member's
+/// file-system ids. With `isAllowSymbolicLink=true`, a symlink in their
 /// tree to a root-only file and one to the daemon's own key are not copied
-/// by the worker on the master (each object fails with the reason), and
-/// when the source directory is swapped for a symlink into the daemon's
-/// work directory between two passes, the next pass is refused and copies
-/// nothing. Before, both files were copied and the job succeeded, and pass
-/// 2 copied the daemon's key.
+/// (each object fails with the reason), a root-only directory in their
+/// tree is not listed (its names appear nowhere), and when the source
+/// directory is swapped for a symlink into the daemon's work directory
+/// between two passes, the next pass is refused and copies nothing.
+/// Before, both files were copied and the job succeeded, pass 2 copied the
+/// daemon's key, and the root-only directory's names were listed.
 #[test]
 fn a_members_job_reads_only_what_the_member_could_read() {
     if !root_or_skip("creating a user and acting as that user") {
@@ -725,6 +734,10 @@ fn a_members_job_reads_only_what_the_member_could_read() {
     mode(&secret, 0o600);
     std::os::unix::fs::symlink(&secret, src.join("leak")).unwrap();
     std::os::unix::fs::symlink(work.join("daemon_ed25519"), src.join("key")).unwrap();
+    let private = src.join("private");
+    std::fs::create_dir(&private).unwrap();
+    std::fs::write(private.join("hidden-name.txt"), b"x").unwrap();
+    mode(&private, 0o700);
     let dest = tmp.path().join("dest");
     std::fs::create_dir_all(&dest).unwrap();
     mode(&dest, 0o777);
@@ -764,25 +777,115 @@ fn a_members_job_reads_only_what_the_member_could_read() {
         passes().first().is_some_and(|p| p.ended_at.is_some())
     });
     let st = d.job("conf");
-    assert_eq!((st.counts.verified, st.counts.failed), (1, 2), "{st:?}");
+    assert_eq!((st.counts.verified, st.counts.failed), (1, 3), "{st:?}");
     assert_eq!(std::fs::read(dest.join("ok.txt")).unwrap(), b"mine");
+    // Written by the member's worker, not by root.
+    use std::os::unix::fs::MetadataExt;
+    let member_uid = Command::new("id").args(["-u", &u.user]).output().unwrap();
+    let member_uid: u32 = String::from_utf8_lossy(&member_uid.stdout)
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(
+        std::fs::metadata(dest.join("ok.txt")).unwrap().uid(),
+        member_uid
+    );
     assert!(!dest.join("leak").exists() && !dest.join("key").exists());
     let errs: proto::api::ErrorList = api(
         &d.socket,
         proto::control::Endpoint::Errors("conf".into()),
         None,
     );
-    assert_eq!(errs.failed.len(), 2, "{errs:?}");
-    for f in &errs.failed {
-        assert_eq!(f.code, "SOURCE_UNREADABLE", "{f:?}");
-        assert!(f.message.contains("not read for this job"), "{f:?}");
-    }
-    assert!(
+    assert_eq!(errs.failed.len(), 3, "{errs:?}");
+    let of = |path: &str| {
         errs.failed
             .iter()
-            .any(|f| f.path == "key" && f.message.contains("inside the daemon's work directory")),
-        "{errs:?}"
+            .find(|f| f.path == path)
+            .unwrap_or_else(|| panic!("{path} not in {errs:?}"))
+    };
+    for link in ["leak", "key"] {
+        let f = of(link);
+        assert_eq!(f.code, "SOURCE_UNREADABLE", "{f:?}");
+        assert!(f.message.contains("Permission denied"), "{f:?}");
+    }
+    let f = of("private/");
+    assert_eq!(f.code, "LIST_ERROR", "{f:?}");
+    assert!(f.message.contains("Permission denied"), "{f:?}");
+    assert!(!format!("{errs:?}").contains("hidden-name"), "{errs:?}");
+
+    // The member's worker is killed in the middle of a copy: its task goes
+    // back to pending, a new worker (the member's again) copies it, and
+    // nothing is counted twice or lost.
+    let src2 = tmp.path().join("src2");
+    std::fs::create_dir_all(&src2).unwrap();
+    let big: Vec<u8> = (0..(3u32 << 20)).map(|i| (i % 251) as u8).collect();
+    std::fs::write(src2.join("big.bin"), &big).unwrap();
+    for p in [&src2, &src2.join("big.bin")] {
+        mode(p, 0o755);
+    }
+    let dest2 = tmp.path().join("dest2");
+    std::fs::create_dir_all(&dest2).unwrap();
+    mode(&dest2, 0o777);
+    // The sys.properties next to the job file slows its copies.
+    let conf2 = tmp.path().join("slowjob");
+    std::fs::create_dir_all(&conf2).unwrap();
+    mode(&conf2, 0o755);
+    let sys2 = conf2.join("sys.properties");
+    std::fs::write(&sys2, "workerMaxThroughput(KB/s)=768\n").unwrap();
+    mode(&sys2, 0o644);
+    let cfg2 = conf2.join("job.cfg");
+    std::fs::write(
+        &cfg2,
+        format!(
+            "jobName=slow\nsrcType=local\nsrcPrefix={}/\ndestType=local\ndestDir={}/\n",
+            src2.display(),
+            dest2.display()
+        ),
+    )
+    .unwrap();
+    mode(&cfg2, 0o644);
+    let o = Command::new("setpriv")
+        .args([
+            &format!("--reuid={}", u.user),
+            "--regid=nogroup",
+            "--init-groups",
+        ])
+        .arg(bin("ossimportctl"))
+        .arg("submit")
+        .arg(&cfg2)
+        .arg("--socket")
+        .arg(&d.socket)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let worker_pid = || {
+        let o = Command::new("pgrep")
+            .args(["-u", &u.user, "-f", "--", "--confined-worker"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    };
+    wait_for("the member's worker to copy", 30, || {
+        !worker_pid().is_empty() && std::fs::read_dir(&dest2).unwrap().next().is_some()
+    });
+    let first = worker_pid();
+    assert!(
+        Command::new("kill")
+            .args(["-KILL", &first])
+            .status()
+            .unwrap()
+            .success()
     );
+    let st = d.wait_job("slow", 60);
+    assert_eq!(st.state, proto::api::JobState::Succeed, "{st:?}");
+    assert_eq!((st.counts.verified, st.counts.failed), (1, 0), "{st:?}");
+    assert_eq!(std::fs::read(dest2.join("big.bin")).unwrap(), big);
+    assert_eq!(
+        std::fs::metadata(dest2.join("big.bin")).unwrap().uid(),
+        member_uid
+    );
+    let again = worker_pid();
+    assert!(!again.is_empty() && again != first, "{first} then {again}");
 
     // The source directory becomes a symlink into the daemon's work
     // directory: the next pass is refused and reads nothing there.
