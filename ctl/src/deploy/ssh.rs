@@ -146,8 +146,107 @@ fn record_host_key(host: &str, port: u16, key: &PublicKey, file: &Path) -> std::
     f.write_all(text.as_bytes())
 }
 
+/// What `known_hosts` says of a host's key.
+#[derive(Debug, PartialEq, Eq)]
+enum Recorded {
+    /// One of the host's recorded keys.
+    Known,
+    /// The host has recorded keys and this is none of them (whatever its
+    /// algorithm): line of the first.
+    Other { line: usize },
+    /// Listed `@revoked` (line).
+    Revoked { line: usize },
+    /// Nothing recorded for the host.
+    Unknown,
+}
+
+/// Looks `key` up for `host:port` in the text of a `known_hosts` file, as
+/// OpenSSH does: plain and hashed (`|1|`) host patterns with `*`, `?` and
+/// `!` negation, `[host]:port` for another port than 22, `@revoked` lines
+/// (refused whatever else the file says), `@cert-authority` lines ignored
+/// (we keep no CA). Unlike russh's check, a key of another algorithm than
+/// the recorded ones is a changed key, not a new one.
+fn look_up(text: &str, host: &str, port: u16, key: &PublicKey) -> Result<Recorded, String> {
+    use russh::keys::ssh_key::known_hosts::{Entry, HostPatterns, Marker};
+    let name = if port == 22 {
+        host.to_string()
+    } else {
+        format!("[{host}]:{port}")
+    };
+    let matches = |p: &HostPatterns| match p {
+        HostPatterns::Patterns(list) => {
+            let mut hit = false;
+            for pat in list {
+                match pat.strip_prefix('!') {
+                    Some(neg) if glob_match(neg, &name) => return false,
+                    Some(_) => {}
+                    None => hit |= glob_match(pat, &name),
+                }
+            }
+            hit
+        }
+        HostPatterns::HashedName { salt, hash } => {
+            use hmac::{KeyInit, Mac};
+            <hmac::Hmac<sha1::Sha1> as KeyInit>::new_from_slice(salt)
+                .map(|m| m.chain_update(name.as_bytes()).verify_slice(hash).is_ok())
+                .unwrap_or(false)
+        }
+    };
+    let same = |k: &PublicKey| k.key_data() == key.key_data();
+    let mut known = false;
+    let mut other = None;
+    for (n, line) in text.lines().enumerate() {
+        let t = line.trim();
+        if t.is_empty() || t.starts_with('#') {
+            continue;
+        }
+        let entry: Entry = t.parse().map_err(|e| format!("line {}: {e}", n + 1))?;
+        match entry.marker() {
+            Some(Marker::Revoked) => {
+                if same(entry.public_key()) {
+                    return Ok(Recorded::Revoked { line: n + 1 });
+                }
+            }
+            Some(Marker::CertAuthority) => {}
+            None if matches(entry.host_patterns()) => {
+                if same(entry.public_key()) {
+                    known = true;
+                } else {
+                    other.get_or_insert(n + 1);
+                }
+            }
+            None => {}
+        }
+    }
+    Ok(match (known, other) {
+        (true, _) => Recorded::Known,
+        (false, Some(line)) => Recorded::Other { line },
+        (false, None) => Recorded::Unknown,
+    })
+}
+
+/// `known_hosts` glob: `*` any run, `?` one character, case-insensitive;
+/// everything else literal (`[host]:port` included).
+fn glob_match(pattern: &str, name: &str) -> bool {
+    let mut escaped = String::with_capacity(pattern.len() * 2);
+    for c in pattern.chars() {
+        if matches!(c, '[' | ']' | '{' | '}' | '\\') {
+            escaped.push('\\');
+        }
+        escaped.push(c);
+    }
+    globset::GlobBuilder::new(&escaped)
+        .literal_separator(false)
+        .case_insensitive(true)
+        .backslash_escape(true)
+        .build()
+        .map(|g| g.compile_matcher().is_match(name))
+        .unwrap_or(false)
+}
+
 /// Accepts a host key that `file` records for this host, records a new one
-/// when allowed, and refuses a changed one always.
+/// when allowed and the host has none recorded, and refuses a changed or
+/// revoked one always.
 fn check_host_key(
     host: &str,
     port: u16,
@@ -158,21 +257,30 @@ fn check_host_key(
     let fingerprint = key.fingerprint(HashAlg::Sha256).to_string();
     let label = file.display().to_string();
     let _guard = KNOWN_HOSTS_LOCK.lock().unwrap_or_else(|p| p.into_inner());
-    match russh::keys::check_known_hosts_path(host, port, key, file) {
-        Ok(true) => Ok(()),
-        Ok(false) if accept_new => record_host_key(host, port, key, file).map_err(|e| {
+    let text = match std::fs::read_to_string(file) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(SshError::KnownHosts(format!("{label}: {e}"))),
+    };
+    match look_up(&text, host, port, key)
+        .map_err(|e| SshError::KnownHosts(format!("{label}: {e}")))?
+    {
+        Recorded::Known => Ok(()),
+        Recorded::Unknown if accept_new => record_host_key(host, port, key, file).map_err(|e| {
             SshError::KnownHosts(format!("cannot record the host key in {label}: {e}"))
         }),
-        Ok(false) => Err(SshError::UnknownHostKey {
+        Recorded::Unknown => Err(SshError::UnknownHostKey {
             fingerprint,
             file: label,
         }),
-        Err(russh::keys::Error::KeyChanged { line }) => Err(SshError::HostKeyChanged {
+        Recorded::Other { line } => Err(SshError::HostKeyChanged {
             fingerprint,
             file: label,
             line,
         }),
-        Err(e) => Err(SshError::KnownHosts(format!("{label}: {e}"))),
+        Recorded::Revoked { line } => Err(SshError::KnownHosts(format!(
+            "{label}:{line}: the host's key {fingerprint} is marked @revoked; refusing to connect"
+        ))),
     }
 }
 
@@ -392,6 +500,71 @@ mod tests {
             let e = check_host_key("10.0.0.2", 22, &b, &file, accept).unwrap_err();
             assert!(matches!(e, SshError::HostKeyChanged { .. }), "{e}");
         }
+    }
+
+    /// A host with any recorded key must present one of them, whatever
+    /// the algorithm: an RSA key offered for a host pinned with ed25519 is
+    /// a changed key, refused even with `--accept-new-host-keys`. A key
+    /// listed `@revoked` is refused even where it is also recorded. Hashed
+    /// names, wildcards, negations and `[host]:port` are matched as OpenSSH
+    /// matches them. Before, the RSA key was recorded as new and `@revoked`
+    /// lines were ignored.
+    #[test]
+    fn a_key_of_another_algorithm_or_revoked_is_refused() {
+        const RSA: &str = "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQDb7NJOmHeDnExLlqi8qhR6tu5Wix9/75u/jSRjbGakPXvc62pODtEXO7ISYxgckm0diEl19pGmmLHPH+7tEORhSFN6ZzOAmtxi55jduDirw6zFbujeoGDUfAb9UE9DXjsxDss3IwVlMZv8MG9rGKsMav0sl1B/ae+bqgcXGgZHF6+Nyp0nho11KlhU0pdqnPSycSRzEela/d4L9rBMKz+nI8QJWkRadJ4pgd3dzkm0ivQGCjMFev6piR+Tp6mYP9Gr8WK5z0GsTfiFUTm4QOUIjf29Chf9/cASXS2cnFjP5TmziZ+OEevkwAYZ41sBC61SJyw44mW9KFok1+6cTffH";
+        const ED: &str =
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDvS5tCLnYgyKN1phgJj9e0iGGtP7BaR9AY1Y6gspBgW";
+        const HASHED: &str = "|1|Um4gr6J6zeBCBPBfzgkHXznkCRU=|3OrgkeBxBKy5GDovXGSzm9TdkeA= ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDvS5tCLnYgyKN1phgJj9e0iGGtP7BaR9AY1Y6gspBgW";
+        let (rsa, ed) = (
+            PublicKey::from_openssh(RSA).unwrap(),
+            PublicKey::from_openssh(ED).unwrap(),
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("known_hosts");
+        std::fs::write(&file, format!("# pinned\n10.0.0.2 {ED}\n")).unwrap();
+        for accept in [false, true] {
+            let e = check_host_key("10.0.0.2", 22, &rsa, &file, accept).unwrap_err();
+            assert!(matches!(e, SshError::HostKeyChanged { line: 2, .. }), "{e}");
+        }
+        check_host_key("10.0.0.2", 22, &ed, &file, false).unwrap();
+        assert!(!std::fs::read_to_string(&file).unwrap().contains("ssh-rsa"));
+
+        std::fs::write(&file, format!("10.0.0.2 {ED}\n@revoked * {ED}\n")).unwrap();
+        for accept in [false, true] {
+            let e = check_host_key("10.0.0.2", 22, &ed, &file, accept).unwrap_err();
+            assert!(e.to_string().contains("@revoked"), "{e}");
+        }
+        // A revoked key elsewhere does not stop another host's own key.
+        std::fs::write(&file, format!("10.0.0.2 {ED}\n@revoked * {RSA}\n")).unwrap();
+        check_host_key("10.0.0.2", 22, &ed, &file, false).unwrap();
+
+        let text = format!(
+            "{HASHED}\n*.example.com,!bad.example.com {RSA}\n[127.0.0.1]:2222 {ED}\n@cert-authority * {RSA}\n"
+        );
+        assert_eq!(
+            look_up(&text, "hashed.example", 22, &ed),
+            Ok(Recorded::Known)
+        );
+        assert_eq!(
+            look_up(&text, "hashed.example", 22, &rsa),
+            Ok(Recorded::Other { line: 1 })
+        );
+        assert_eq!(
+            look_up(&text, "a.Example.com", 22, &rsa),
+            Ok(Recorded::Known)
+        );
+        assert_eq!(
+            look_up(&text, "bad.example.com", 22, &rsa),
+            Ok(Recorded::Unknown)
+        );
+        assert_eq!(look_up(&text, "127.0.0.1", 2222, &ed), Ok(Recorded::Known));
+        assert_eq!(look_up(&text, "127.0.0.1", 22, &ed), Ok(Recorded::Unknown));
+        // A CA line is no host's key.
+        assert_eq!(
+            look_up(&text, "other.host", 22, &rsa),
+            Ok(Recorded::Unknown)
+        );
+        assert!(look_up("10.0.0.2 ssh-ed25519 not-base64\n", "10.0.0.2", 22, &ed).is_err());
     }
 
     /// russh's own writer began the file with an empty line; ours writes

@@ -27,7 +27,7 @@ use std::time::Duration;
 use agent::worker::{Executor, Progress};
 use proto::job::{Event, JobSpec, LiveLimits, TaskSpec};
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
+use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -38,6 +38,9 @@ pub const FLAG: &str = "--confined-worker";
 /// How long a cancelled task may take to stop in the child before its
 /// events are no longer waited for.
 const CANCEL_GRACE: Duration = Duration::from_secs(30);
+
+/// The longest line taken from a child (an event names one object).
+const MAX_LINE: u64 = 1 << 20;
 
 /// Daemon to child.
 #[derive(Debug, Serialize, Deserialize)]
@@ -151,23 +154,46 @@ impl Child {
         });
         // Its log, into ours.
         tokio::spawn(async move {
-            let mut lines = BufReader::new(stderr).lines();
-            while let Ok(Some(l)) = lines.next_line().await {
-                info!(uid, "confined worker: {}", l.escape_debug());
+            let mut from = BufReader::new(stderr);
+            let mut line = Vec::new();
+            loop {
+                line.clear();
+                match (&mut from)
+                    .take(16 << 10)
+                    .read_until(b'\n', &mut line)
+                    .await
+                {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+                let l = String::from_utf8_lossy(&line);
+                info!(uid, "confined worker: {}", l.trim_end().escape_debug());
             }
         });
         // Reader: events to their tasks; when it ends the child is gone and
         // every task it held ends unreported (the store takes them back).
         let me = Arc::clone(&child);
         tokio::spawn(async move {
-            let mut lines = BufReader::new(stdout).lines();
+            let mut from = BufReader::new(stdout);
             let mut last_bytes = 0u64;
+            let mut line = Vec::new();
             loop {
-                let line = match lines.next_line().await {
-                    Ok(Some(l)) => l,
-                    _ => break,
-                };
-                let msg: FromChild = match serde_json::from_str(&line) {
+                // One line, at most MAX_LINE: the child runs as the user,
+                // who may have taken it over; it gets nothing unbounded.
+                line.clear();
+                match (&mut from)
+                    .take(MAX_LINE)
+                    .read_until(b'\n', &mut line)
+                    .await
+                {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) if line.last() != Some(&b'\n') => {
+                        warn!(uid, "Confined worker sent an overlong line; stopping it.");
+                        break;
+                    }
+                    Ok(_) => {}
+                }
+                let msg: FromChild = match serde_json::from_slice(&line) {
                     Ok(m) => m,
                     Err(e) => {
                         warn!(uid, error = %e, "Confined worker sent a bad line; stopping it.");
