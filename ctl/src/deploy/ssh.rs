@@ -202,12 +202,10 @@ fn look_up(text: &str, host: &str, port: u16, key: &PublicKey) -> Result<Recorde
         }
         let entry: Entry = t.parse().map_err(|e| format!("line {}: {e}", n + 1))?;
         match entry.marker() {
-            Some(Marker::Revoked) => {
-                if same(entry.public_key()) {
-                    return Ok(Recorded::Revoked { line: n + 1 });
-                }
+            Some(Marker::Revoked) if same(entry.public_key()) => {
+                return Ok(Recorded::Revoked { line: n + 1 });
             }
-            Some(Marker::CertAuthority) => {}
+            Some(_) => {}
             None if matches(entry.host_patterns()) => {
                 if same(entry.public_key()) {
                     known = true;
