@@ -39,8 +39,8 @@ const GATHER: Duration = Duration::from_millis(20);
 /// patiently.
 pub(crate) struct Link {
     pub(crate) signer: Signer,
-    /// Fingerprint of the daemon key: the audience of what we sign.
-    pub(crate) daemon_fp: String,
+    /// Mutual TLS with the daemon: our key, and the daemon's pinned.
+    pub(crate) tls: std::sync::Arc<rustls::ClientConfig>,
     pub(crate) daemon_addr: String,
     pub(crate) request_timeout: Duration,
     pub(crate) heartbeat: Duration,
@@ -49,19 +49,22 @@ pub(crate) struct Link {
 }
 
 impl Link {
-    /// Sends one signed request to the daemon and parses the answer.
+    /// Sends one request to the daemon and parses the answer.
     pub(crate) async fn call<T: Serialize, R: DeserializeOwned>(
         &self,
         path: &str,
         body: &T,
     ) -> Result<R, String> {
         let body = serde_json::to_vec(body).map_err(|e| e.to_string())?;
-        let headers = self.signer.sign("POST", path, &body, &self.daemon_fp);
         let (status, answer) = client::send(
-            &Target::Tcp(self.daemon_addr.clone()),
+            &Target::Tls {
+                addr: self.daemon_addr.clone(),
+                from: None,
+                config: std::sync::Arc::clone(&self.tls),
+            },
             Method::POST,
             path,
-            &headers,
+            &[],
             body,
             self.request_timeout,
         )

@@ -83,7 +83,6 @@ fn real_main(args: Args) -> anyhow::Result<()> {
             advertise,
             capacity: args.tasks.max(1),
             heartbeat: Duration::from_millis(args.heartbeat_ms.max(50)),
-            auth_window: Duration::from_secs(120),
             request_timeout: Duration::from_secs(30),
             drain: Duration::from_secs(10),
             secrets,

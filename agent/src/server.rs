@@ -1,5 +1,5 @@
-//! `ossimport-agent`: a small HTTP server that takes signed task batches
-//! from the daemon and runs them with the [`Executor`], reporting back
+//! `ossimport-agent`: a small HTTP server (mutual TLS with the daemon's
+//! pinned key) that takes task batches from the daemon and runs them with the [`Executor`], reporting back
 //! through [`crate::daemon_client`].
 //!
 //! Bounded everywhere: at most `capacity` tasks at once (a batch beyond that
@@ -18,7 +18,7 @@ use std::time::Duration;
 use anyhow::Context;
 use hyper::{Response, StatusCode};
 use proto::api::{BatchAccepted, Heartbeat, TaskBatch, agent_path};
-use proto::auth::{Signer, Verifier};
+use proto::auth::Signer;
 use proto::job::Event;
 use proto::server::{self, Body, Limits, Req, error, json};
 use ssh_key::PublicKey;
@@ -45,8 +45,6 @@ pub struct Config {
     /// Tasks run at once.
     pub capacity: u32,
     pub heartbeat: Duration,
-    /// Accepted clock difference on signed requests.
-    pub auth_window: Duration,
     pub request_timeout: Duration,
     /// How long undelivered events are retried at shutdown.
     pub drain: Duration,
@@ -66,7 +64,8 @@ struct Slot {
 pub struct Agent {
     pub(crate) config: Config,
     link: Link,
-    verifier: Verifier,
+    /// The only key whose requests it runs.
+    daemon_fp: String,
     /// Tasks running or with undelivered events.
     running: Mutex<HashMap<i64, Slot>>,
     /// One executor per job, rebuilt when the job's spec changes.
@@ -178,23 +177,29 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    let tls =
+        proto::tls::client_config(&signer, &config.daemon_key).context("TLS to the daemon")?;
+    let daemon_fp = proto::auth::fingerprint(&config.daemon_key);
+    let serve_tls = {
+        let daemon_fp = daemon_fp.clone();
+        proto::tls::server_config(&signer, Arc::new(move |fp: &str| fp == daemon_fp))
+            .context("TLS for the task API")?
+    };
     let link = Link {
-        daemon_fp: proto::auth::fingerprint(&config.daemon_key),
+        tls,
         daemon_addr: config.daemon_addr.clone(),
         request_timeout: config.request_timeout,
         heartbeat: config.heartbeat,
         drain: config.drain,
         signer,
     };
-    let verifier = Verifier::new(link.signer.fingerprint(), config.auth_window);
-    verifier.trust(config.daemon_key.clone());
     let (tx, rx) = mpsc::channel(4096);
     let local = listener.local_addr().context("listener address")?;
     info!(name = %config.name, listen = %local, advertise = %config.advertise, daemon = %config.daemon_addr, fingerprint = %link.signer.fingerprint(), "Agent starting.");
     let agent = Arc::new(Agent {
         config,
         link,
-        verifier,
+        daemon_fp,
         running: Mutex::new(HashMap::new()),
         executors: Mutex::new(HashMap::new()),
         progress: Arc::new(Progress::default()),
@@ -222,7 +227,8 @@ pub async fn run(
             max_per_peer: 16,
             request_deadline: Duration::from_secs(60),
             drain: Duration::from_secs(5),
-            gate: Some(gate(Arc::clone(&agent))),
+            gate: Some(gate()),
+            tls: Some(serve_tls),
         },
         http_cancel.clone(),
     ));
@@ -267,19 +273,10 @@ pub async fn run(
 /// objects; a task holds at most tens of thousands).
 const TASKS_MAX: usize = 64 << 20;
 
-/// Only the daemon's key may make the agent read a body (see
-/// `proto::server::Gate`).
-fn gate(agent: Arc<Agent>) -> server::Gate {
-    Arc::new(move |_method, path, headers| {
-        let header = |h: &str| headers.get(h).and_then(|v| v.to_str().ok());
-        if let Err(e) = agent.verifier.precheck(header) {
-            warn!(path = %path, reason = %e, "Refused unauthenticated request before its body.");
-            return Err(Box::new(error(
-                StatusCode::UNAUTHORIZED,
-                "UNAUTHORIZED",
-                &e.to_string(),
-            )));
-        }
+/// Each endpoint reads only as much as it needs; only the daemon's key
+/// gets past the TLS handshake (`proto::tls`).
+fn gate() -> server::Gate {
+    Arc::new(move |_method, path, _headers| {
         Ok(if path == agent_path::TASKS {
             TASKS_MAX
         } else {
@@ -289,12 +286,13 @@ fn gate(agent: Arc<Agent>) -> server::Gate {
 }
 
 async fn handle(agent: Arc<Agent>, req: Req) -> Response<Body> {
-    if let Err(e) = agent
-        .verifier
-        .verify(req.method.as_str(), &req.path, &req.body, |h| req.header(h))
-    {
-        warn!(peer = ?req.peer, path = %req.path, reason = %e, "Refused unauthenticated request.");
-        return error(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", &e.to_string());
+    if !matches!(&req.peer, server::Peer::Tls { key, .. } if *key == agent.daemon_fp) {
+        warn!(peer = ?req.peer, path = %req.path, "Refused a request not from the daemon's key.");
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "UNAUTHORIZED",
+            "not the daemon's key",
+        );
     }
     if req.path != agent_path::TASKS {
         return error(StatusCode::NOT_FOUND, "NOT_FOUND", "no such endpoint");

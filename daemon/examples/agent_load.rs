@@ -35,7 +35,7 @@ use anyhow::Context;
 use clap::Parser;
 use hyper::{Method, StatusCode};
 use proto::api::{BatchAccepted, EventBatch, Heartbeat, TaskBatch, agent_path};
-use proto::auth::{Signer, Verifier};
+use proto::auth::Signer;
 use proto::client::{self, Target};
 use proto::job::{Event, ObjectResult, Outcome, TaskSpec};
 use proto::server::{self, Limits, Req, error, json};
@@ -103,12 +103,13 @@ struct Played {
     addr: String,
     signer: Signer,
     daemon_fp: String,
+    /// Mutual TLS with the daemon, as a real agent has.
+    tls: Arc<rustls::ClientConfig>,
     daemon_addr: String,
     /// The loopback address this agent sends from, its own as a real
     /// agent's host address is (the daemon bounds connections per peer
     /// address).
     source: std::net::IpAddr,
-    verifier: Verifier,
     capacity: u32,
     rate: u64,
     lie: Option<Lie>,
@@ -124,12 +125,15 @@ struct Played {
 impl Played {
     async fn call<T: serde::Serialize>(&self, path: &str, body: &T) -> anyhow::Result<()> {
         let body = serde_json::to_vec(body)?;
-        let headers = self.signer.sign("POST", path, &body, &self.daemon_fp);
         let (status, answer) = client::send(
-            &Target::TcpFrom(self.daemon_addr.clone(), self.source),
+            &Target::Tls {
+                addr: self.daemon_addr.clone(),
+                from: Some(self.source),
+                config: Arc::clone(&self.tls),
+            },
             Method::POST,
             path,
-            &headers,
+            &[],
             body,
             Duration::from_secs(60),
         )
@@ -205,11 +209,12 @@ impl Played {
     }
 
     async fn take_batch(self: Arc<Self>, req: Req) -> hyper::Response<server::Body> {
-        if let Err(e) = self
-            .verifier
-            .verify(req.method.as_str(), &req.path, &req.body, |h| req.header(h))
-        {
-            return error(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", &e.to_string());
+        if !matches!(&req.peer, server::Peer::Tls { key, .. } if *key == self.daemon_fp) {
+            return error(
+                StatusCode::UNAUTHORIZED,
+                "UNAUTHORIZED",
+                "not the daemon's key",
+            );
         }
         let batch: TaskBatch = match serde_json::from_slice(&req.body) {
             Ok(b) => b,
@@ -362,17 +367,20 @@ async fn main() -> anyhow::Result<()> {
         let source = std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 1, i + 1));
         let listener = tokio::net::TcpListener::bind((source, 0)).await?;
         let addr = listener.local_addr()?.to_string();
-        let verifier = Verifier::new(signer.fingerprint(), Duration::from_secs(300));
-        verifier.trust(daemon_key.clone());
+        let tls = proto::tls::client_config(&signer, &daemon_key)?;
+        let serve_tls = {
+            let fp = daemon_fp.clone();
+            proto::tls::server_config(&signer, Arc::new(move |k: &str| k == fp))?
+        };
         let (tx, rx) = mpsc::channel(8192);
         let a = Arc::new(Played {
             name,
             addr,
             signer,
             daemon_fp: daemon_fp.clone(),
+            tls,
             daemon_addr: args.daemon.clone(),
             source,
-            verifier,
             capacity: args.tasks,
             rate: args.rate,
             lie: args.lie,
@@ -404,6 +412,7 @@ async fn main() -> anyhow::Result<()> {
                 request_deadline: Duration::from_secs(60),
                 drain: Duration::from_secs(1),
                 gate: None,
+                tls: Some(serve_tls),
             },
             stop.clone(),
         ));

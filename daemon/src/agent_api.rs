@@ -1,22 +1,21 @@
-//! The daemon's side of the agent API (TCP): heartbeats, event reports and
-//! goodbyes from enrolled agents.
+//! The daemon's side of the agent API (TCP, mutual TLS): heartbeats, event
+//! reports and goodbyes from enrolled agents.
 //!
-//! Every request is verified before its body is parsed; a request that is
-//! unsigned, stale, replayed or signed by an unknown key gets 401 and
-//! changes nothing. A key not yet known triggers one re-read of the
-//! enrolment file, so an agent enrolled while the daemon runs is accepted
-//! without a restart.
+//! Only an agent whose key is enrolled completes the TLS handshake
+//! (`proto::tls`; an unknown key makes the enrolment file be read again, so
+//! an agent enrolled while the daemon runs is let in without a restart).
+//! Every request is then checked once more against the enrolled keys, so a
+//! revoked agent's open connection is refused too.
 
 use std::sync::Arc;
 
 use hyper::{Response, StatusCode};
 use proto::api::{EventBatch, Heartbeat, HeartbeatReply, agent_path};
-use proto::auth::{AuthError, Verified};
 use proto::server::{Body, Gate, Handler, Peer, Req, error, json};
 use tracing::{info, warn};
 
 use crate::engine::Engine;
-use crate::state::{State, blocking, unix_now};
+use crate::state::{blocking, unix_now};
 
 /// Body limits of the agent API's endpoints: a heartbeat lists the tasks an
 /// agent runs, an event batch carries at most a few thousand results.
@@ -24,25 +23,10 @@ const HEARTBEAT_MAX: usize = 256 << 10;
 const EVENTS_MAX: usize = 16 << 20;
 const BYE_MAX: usize = 4 << 10;
 
-/// Runs before a byte of the body is read: an unsigned, stale, replayed or
-/// unknown-signer request is answered 401 from its headers, and a signed one
-/// may send only as much as its endpoint needs.
-pub fn gate(state: Arc<State>) -> Gate {
-    Arc::new(move |_method, path, headers| {
-        let header = |h: &str| headers.get(h).and_then(|v| v.to_str().ok());
-        let check = || state.verifier.precheck(header);
-        let r = match check() {
-            Err(AuthError::UnknownKey(_)) if state.reload_agent_keys(false) => check(),
-            r => r,
-        };
-        if let Err(e) = r {
-            warn!(path = %path, reason = %e, "Refused unauthenticated agent request before its body.");
-            return Err(Box::new(error(
-                StatusCode::UNAUTHORIZED,
-                "UNAUTHORIZED",
-                &e.to_string(),
-            )));
-        }
+/// Runs before a byte of the body is read: each endpoint reads only as
+/// much as it needs.
+pub fn gate() -> Gate {
+    Arc::new(move |_method, path, _headers| {
         Ok(match path {
             agent_path::HEARTBEAT => HEARTBEAT_MAX,
             agent_path::EVENTS => EVENTS_MAX,
@@ -59,29 +43,22 @@ pub fn handler(eng: Arc<Engine>) -> Handler {
     })
 }
 
-fn verify(state: &State, req: &Req) -> Result<Verified, AuthError> {
-    let check = || {
-        state
-            .verifier
-            .verify(req.method.as_str(), &req.path, &req.body, |h| req.header(h))
-    };
-    match check() {
-        Err(AuthError::UnknownKey(_)) if state.reload_agent_keys(false) => check(),
-        r => r,
-    }
+/// What an authenticated request tells the handlers: the agent's key.
+struct Who {
+    key: String,
 }
 
 async fn handle(eng: Arc<Engine>, req: Req) -> Response<Body> {
     let state = &eng.state;
-    let who = match verify(state, &req) {
-        Ok(v) => v,
-        Err(e) => {
-            let from = match &req.peer {
-                Peer::Tcp(a) => a.to_string(),
-                Peer::Unix { .. } => "unix".into(),
-            };
-            warn!(peer = %from, path = %req.path, reason = %e, "Refused unauthenticated agent request.");
-            return error(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", &e.to_string());
+    let who = match &req.peer {
+        Peer::Tls { key, .. } if state.verifier.knows(key) => Who { key: key.clone() },
+        peer => {
+            warn!(peer = ?peer, path = %req.path, "Refused an agent request: its key is not enrolled (revoked?).");
+            return error(
+                StatusCode::UNAUTHORIZED,
+                "UNAUTHORIZED",
+                "this agent's key is not enrolled",
+            );
         }
     };
     let r = match req.path.as_str() {
@@ -107,7 +84,7 @@ fn internal(e: impl std::fmt::Display) -> (StatusCode, String) {
     (StatusCode::INTERNAL_SERVER_ERROR, "internal error".into())
 }
 
-async fn heartbeat(eng: &Arc<Engine>, who: &Verified, req: &Req) -> Answer {
+async fn heartbeat(eng: &Arc<Engine>, who: &Who, req: &Req) -> Answer {
     let state = &eng.state;
     let hb: Heartbeat = serde_json::from_slice(&req.body).map_err(bad)?;
     let fresh = state.registry.heard_from(&who.key, &hb);
@@ -133,7 +110,7 @@ async fn heartbeat(eng: &Arc<Engine>, who: &Verified, req: &Req) -> Answer {
     Ok(json(StatusCode::OK, &HeartbeatReply { cancel, limits }))
 }
 
-async fn events(eng: &Arc<Engine>, who: &Verified, req: &Req) -> Answer {
+async fn events(eng: &Arc<Engine>, who: &Who, req: &Req) -> Answer {
     let batch: EventBatch = serde_json::from_slice(&req.body).map_err(bad)?;
     let n = batch.events.len();
     // Answered once committed: an agent forgets only what the store has.
@@ -150,7 +127,7 @@ async fn events(eng: &Arc<Engine>, who: &Verified, req: &Req) -> Answer {
     ))
 }
 
-async fn bye(eng: &Arc<Engine>, who: &Verified) -> Answer {
+async fn bye(eng: &Arc<Engine>, who: &Who) -> Answer {
     let state = &eng.state;
     let name = {
         let mut agents = state.agents();

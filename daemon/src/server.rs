@@ -62,16 +62,23 @@ pub async fn run(
         request_deadline: Duration::from_secs(60),
         drain: Duration::from_secs(10),
         gate: None,
+        tls: None,
     };
-    // The agent port is open to the network: nothing but headers is read
-    // before the signer, timestamp and nonce pass (see `agent_api::gate`).
+    // The agent port is open to the network: only a peer with an enrolled
+    // key completes the TLS handshake, and then sends only as much as the
+    // endpoint needs (see `agent_api::gate`).
+    let trust = {
+        let state = Arc::clone(&state);
+        Arc::new(move |fp: &str| state.agent_trusted(fp))
+    };
     let agent_limits = Limits {
         max_body: 0,
         max_connections: 256,
         max_per_peer: 16,
         request_deadline: Duration::from_secs(60),
         drain: Duration::from_secs(10),
-        gate: Some(crate::agent_api::gate(Arc::clone(&state))),
+        gate: Some(crate::agent_api::gate()),
+        tls: Some(proto::tls::server_config(&state.signer, trust).context("agent API TLS")?),
     };
     let http_cancel = state.cancel.child_token();
     let ctl_server = tokio::spawn(server::serve_unix(

@@ -51,8 +51,6 @@ pub struct Config {
     /// An agent not heard from for this long is shown down and gets nothing.
     pub agent_timeout: Duration,
     pub batch_max: usize,
-    /// Accepted clock difference on signed requests.
-    pub auth_window: Duration,
     /// Scheduler pass interval when nothing wakes it earlier.
     pub tick: Duration,
     pub push_timeout: Duration,
@@ -86,7 +84,6 @@ impl Config {
             lease: Duration::from_secs(30),
             agent_timeout: Duration::from_secs(15),
             batch_max: 16,
-            auth_window: Duration::from_secs(120),
             tick: Duration::from_millis(500),
             push_timeout: Duration::from_secs(30),
             push_backoff: Duration::from_secs(2),
@@ -122,6 +119,27 @@ impl State {
         self.registry.table()
     }
 
+    /// Whether the agent key `fingerprint` is enrolled now; an unknown key
+    /// makes the enrolment file be read again (at most once a second), so
+    /// an agent enrolled while the daemon runs is let in without a restart.
+    pub fn agent_trusted(&self, fingerprint: &str) -> bool {
+        self.verifier.knows(fingerprint)
+            || (self.reload_agent_keys(false) && self.verifier.knows(fingerprint))
+    }
+
+    /// A client configuration for pushing to the agent `fingerprint`
+    /// (pinned to its enrolled key), or `None` when it is not enrolled.
+    pub fn tls_to_agent(&self, fingerprint: &str) -> Option<Arc<rustls::ClientConfig>> {
+        let key = self.verifier.key(fingerprint)?;
+        match proto::tls::client_config(&self.signer, &key) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::warn!(agent = fingerprint, error = %e, "No TLS configuration for the agent.");
+                None
+            }
+        }
+    }
+
     /// Reads the `agent_keys` file again (see [`Agents::reload_keys`]).
     pub fn reload_agent_keys(&self, force: bool) -> bool {
         self.registry.reload_keys(&self.verifier, force)
@@ -129,7 +147,7 @@ impl State {
 
     /// The shared state of a daemon over an open store.
     pub fn new(config: Config, store: Arc<Store>, signer: Signer) -> Arc<State> {
-        let verifier = Verifier::new(signer.fingerprint(), config.auth_window);
+        let verifier = Verifier::default();
         Arc::new(State {
             store,
             signer,

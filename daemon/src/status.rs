@@ -795,6 +795,7 @@ pub fn serve(eng: &Arc<Engine>, listener: TcpListener, mode: String) {
         request_deadline: Duration::from_secs(30),
         drain: Duration::from_secs(2),
         gate: None,
+        tls: None,
     };
     state.tracker.spawn(proto::server::serve_tcp(
         listener,

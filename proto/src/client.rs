@@ -18,6 +18,13 @@ pub enum Target {
     /// from its own loopback address as each agent has its own host).
     TcpFrom(String, std::net::IpAddr),
     Unix(PathBuf),
+    /// Mutual TLS over TCP (daemon and agents: `crate::tls::client_config`,
+    /// which pins the peer's key), from a chosen local address if given.
+    Tls {
+        addr: String,
+        from: Option<std::net::IpAddr>,
+        config: std::sync::Arc<rustls::ClientConfig>,
+    },
 }
 
 /// Each shown as one line: where, what happened, and what to check.
@@ -39,6 +46,45 @@ pub enum ClientError {
     },
     #[error("answer from {0} is too large")]
     TooLarge(String),
+    /// The TLS handshake failed: why, in words (see [`tls_reason`]).
+    #[error("TLS with {target}: {reason}")]
+    Tls { target: String, reason: String },
+}
+
+/// A failed handshake, said so that a person knows what to check.
+fn tls_reason(e: &std::io::Error) -> String {
+    rustls_cause(e).unwrap_or_else(|| crate::net::no_answer(e, None))
+}
+
+/// What a TLS failure somewhere in `e`'s chain means, if there is one
+/// (a refusal of our key arrives after the client's side of a TLS 1.3
+/// handshake, as the answer to the first request).
+fn rustls_cause(e: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        let found = err.downcast_ref::<rustls::Error>().or_else(|| {
+            err.downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        });
+        if let Some(r) = found {
+            return Some(match r {
+                rustls::Error::InvalidMessage(_) => format!(
+                    "the peer does not speak TLS: it runs an older ossimport than this one ({}); upgrade it",
+                    crate::VERSION
+                ),
+                rustls::Error::AlertReceived(a) => format!(
+                    "the peer refused our key ({a:?}): is this host's key enrolled there, and the peer's key the one given here?"
+                ),
+                rustls::Error::InvalidCertificate(_) => {
+                    "the peer's key is not the one we were given for it".to_string()
+                }
+                other => other.to_string(),
+            });
+        }
+        cur = err.source();
+    }
+    None
 }
 
 /// Largest answer body read.
@@ -54,7 +100,7 @@ pub async fn send(
     timeout: Duration,
 ) -> Result<(StatusCode, Bytes), ClientError> {
     let label = match target {
-        Target::Tcp(a) | Target::TcpFrom(a, _) => a.clone(),
+        Target::Tcp(a) | Target::TcpFrom(a, _) | Target::Tls { addr: a, .. } => a.clone(),
         Target::Unix(p) => p.display().to_string(),
     };
     let fut = async {
@@ -88,25 +134,33 @@ pub async fn send(
                     .map_err(http_err)?
             }
             Target::TcpFrom(addr, from) => {
-                let to = tokio::net::lookup_host(addr.as_str())
-                    .await
-                    .map_err(connect_err)?
-                    .find(|a| a.is_ipv4() == from.is_ipv4())
-                    .ok_or_else(|| connect_err(std::io::ErrorKind::AddrNotAvailable.into()))?;
-                let socket = if from.is_ipv4() {
-                    tokio::net::TcpSocket::new_v4()
-                } else {
-                    tokio::net::TcpSocket::new_v6()
-                }
-                .map_err(connect_err)?;
-                socket
-                    .bind(std::net::SocketAddr::new(*from, 0))
-                    .map_err(connect_err)?;
-                let stream = socket.connect(to).await.map_err(connect_err)?;
-                let _ = stream.set_nodelay(true);
+                let stream = connect_from(addr, *from).await.map_err(connect_err)?;
                 roundtrip(TokioIo::new(stream), req)
                     .await
                     .map_err(http_err)?
+            }
+            Target::Tls { addr, from, config } => {
+                let http_err = |source: hyper::Error| match rustls_cause(&source) {
+                    Some(reason) => ClientError::Tls {
+                        target: label.clone(),
+                        reason,
+                    },
+                    None => http_err(source),
+                };
+                let stream = match from {
+                    Some(f) => connect_from(addr, *f).await,
+                    None => tokio::net::TcpStream::connect(addr).await,
+                }
+                .map_err(connect_err)?;
+                let _ = stream.set_nodelay(true);
+                let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::clone(config))
+                    .connect(crate::tls::server_name(), stream)
+                    .await
+                    .map_err(|e| ClientError::Tls {
+                        target: label.clone(),
+                        reason: tls_reason(&e),
+                    })?;
+                roundtrip(TokioIo::new(tls), req).await.map_err(http_err)?
             }
             Target::Unix(p) => {
                 let stream = tokio::net::UnixStream::connect(p)
@@ -131,6 +185,26 @@ pub async fn send(
             target: label.clone(),
             after: timeout,
         })?
+}
+
+/// A TCP connection to `addr` from the local address `from`.
+async fn connect_from(
+    addr: &str,
+    from: std::net::IpAddr,
+) -> std::io::Result<tokio::net::TcpStream> {
+    let to = tokio::net::lookup_host(addr)
+        .await?
+        .find(|a| a.is_ipv4() == from.is_ipv4())
+        .ok_or(std::io::ErrorKind::AddrNotAvailable)?;
+    let socket = if from.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()
+    } else {
+        tokio::net::TcpSocket::new_v6()
+    }?;
+    socket.bind(std::net::SocketAddr::new(from, 0))?;
+    let stream = socket.connect(to).await?;
+    let _ = stream.set_nodelay(true);
+    Ok(stream)
 }
 
 async fn roundtrip<I>(

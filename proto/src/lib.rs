@@ -3,8 +3,9 @@
 //! Everything here derives serde because it crosses a boundary: the daemon
 //! hands [`job::TaskSpec`]s to an executor (in the same process for
 //! `ossimportctl run`, over HTTP for agents) and receives [`job::Event`]s
-//! back. Besides the wire types it holds request signing ([`auth`]) and a
-//! small HTTP client ([`client`]); nothing here touches SQLite or S3.
+//! back. Besides the wire types it holds the keys ([`auth`]), mutual TLS
+//! pinned to them ([`tls`]), and the small HTTP client and server both
+//! sides use ([`client`], [`server`]); nothing here touches SQLite or S3.
 
 /// What every binary's `--version` prints: the package version and the
 /// source commit it was built from (`proto/build.rs`).
@@ -26,5 +27,6 @@ pub mod job;
 pub mod net;
 pub mod secret;
 pub mod server;
+pub mod tls;
 
 pub use secret::Secret;

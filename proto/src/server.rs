@@ -8,7 +8,9 @@
 //! enrolled, timestamp fresh, nonce unseen) and picks the body limit of
 //! that endpoint, so an unauthenticated peer costs the headers and nothing
 //! more. The whole body must arrive within the request deadline, and one
-//! peer address holds at most `max_per_peer` connections.
+//! peer address holds at most `max_per_peer` connections. The agent API
+//! and the agents' task API run over mutual TLS (`Limits::tls`): a peer
+//! whose key is not enrolled never gets past the handshake.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -37,6 +39,12 @@ pub type Body = Full<Bytes>;
 #[derive(Clone, Debug)]
 pub enum Peer {
     Tcp(SocketAddr),
+    /// A TLS peer that presented a key the server's trust accepted
+    /// (`crate::tls`): its fingerprint.
+    Tls {
+        addr: SocketAddr,
+        key: String,
+    },
     /// Credentials of the connecting process (`SO_PEERCRED`).
     Unix {
         uid: Option<u32>,
@@ -82,7 +90,14 @@ pub struct Limits {
     /// How long open connections get to finish after shutdown starts.
     pub drain: Duration,
     pub gate: Option<Gate>,
+    /// Mutual TLS on every connection (`crate::tls::server_config`): a
+    /// peer that does not complete the handshake sends no request. A peer
+    /// that speaks plain HTTP gets one answer saying so.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
+
+/// Time a TLS peer has to complete its handshake.
+const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(10);
 
 /// Accepts connections until `cancel` fires, then drains them (bounded by
 /// `limits.drain`).
@@ -124,11 +139,78 @@ pub async fn serve_tcp(
         conns.spawn(async move {
             let _permit = permit;
             let _peer_slot = peer_slot;
-            connection(TokioIo::new(stream), Peer::Tcp(addr), h, l, c).await;
+            match l.tls.clone() {
+                None => connection(TokioIo::new(stream), Peer::Tcp(addr), h, l, c).await,
+                Some(cfg) => {
+                    if let Some((key, tls)) = handshake(stream, addr, cfg).await {
+                        connection(TokioIo::new(tls), Peer::Tls { addr, key }, h, l, c).await;
+                    }
+                }
+            }
         });
         while conns.try_join_next().is_some() {}
     }
     drain(conns, limits.drain).await;
+}
+
+/// Completes a server handshake, or answers a plain-HTTP peer (an older
+/// agent or daemon) with one line saying which side to upgrade.
+async fn handshake(
+    stream: tokio::net::TcpStream,
+    addr: SocketAddr,
+    cfg: Arc<rustls::ServerConfig>,
+) -> Option<(
+    String,
+    tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+)> {
+    let mut first = [0u8; 1];
+    match tokio::time::timeout(HANDSHAKE_DEADLINE, stream.peek(&mut first)).await {
+        Ok(Ok(1..)) => {}
+        _ => return None,
+    }
+    if first[0].is_ascii_uppercase() {
+        refuse_plain(stream, addr).await;
+        return None;
+    }
+    let accept = tokio_rustls::TlsAcceptor::from(cfg).accept(stream);
+    match tokio::time::timeout(HANDSHAKE_DEADLINE, accept).await {
+        Ok(Ok(tls)) => {
+            let key = crate::tls::peer_fingerprint(tls.get_ref().1)?;
+            Some((key, tls))
+        }
+        Ok(Err(e)) => {
+            warn!(peer = %addr, reason = %e, "Refused a TLS handshake (a key not enrolled here, or not TLS).");
+            None
+        }
+        Err(_) => {
+            debug!(peer = %addr, "TLS handshake timed out.");
+            None
+        }
+    }
+}
+
+async fn refuse_plain(mut stream: tokio::net::TcpStream, addr: SocketAddr) {
+    use tokio::io::AsyncWriteExt as _;
+    let message = format!(
+        "this end (ossimport {}) speaks TLS only: upgrade the side at {addr} to the same version",
+        crate::VERSION
+    );
+    warn!(peer = %addr, "Refused a plain-HTTP peer: it runs an older ossimport; upgrade it.");
+    let body = serde_json::to_vec(&ErrorBody {
+        code: "TLS_REQUIRED".into(),
+        message,
+    })
+    .unwrap_or_default();
+    let head = format!(
+        "HTTP/1.1 426 Upgrade Required\r\ncontent-type: application/json\r\nconnection: close\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    let _ = tokio::time::timeout(HANDSHAKE_DEADLINE, async {
+        stream.write_all(head.as_bytes()).await?;
+        stream.write_all(&body).await?;
+        stream.shutdown().await
+    })
+    .await;
 }
 
 /// Like [`serve_tcp`] for a Unix socket.

@@ -79,9 +79,9 @@ impl Daemon {
         (stdout(&out), stderr(&out), out.status.code().unwrap_or(-1))
     }
 
-    fn daemon_fp(&self) -> String {
+    fn daemon_key(&self) -> proto::auth::PublicKey {
         let text = std::fs::read_to_string(self.work.join("daemon_ed25519.pub")).unwrap();
-        proto::auth::fingerprint(&proto::auth::parse_public_keys(&text).unwrap()[0])
+        proto::auth::parse_public_keys(&text).unwrap().remove(0)
     }
 }
 
@@ -144,9 +144,16 @@ fn local_job(dir: &Path) -> PathBuf {
     cfg
 }
 
-/// A stand-in agent that accepts every batch and runs nothing, so a task
-/// stays dispatched for as long as the test heartbeats for it.
-fn idle_agent(rt: &tokio::runtime::Runtime) -> (String, CancellationToken) {
+/// A stand-in agent with the key `key` that accepts every batch from the
+/// daemon `daemon` and runs nothing, so a task stays dispatched for as
+/// long as the test heartbeats for it.
+fn idle_agent(
+    rt: &tokio::runtime::Runtime,
+    key: &Signer,
+    daemon: &proto::auth::PublicKey,
+) -> (String, CancellationToken) {
+    let daemon_fp = proto::auth::fingerprint(daemon);
+    let tls = proto::tls::server_config(key, Arc::new(move |k: &str| k == daemon_fp)).unwrap();
     let stop = CancellationToken::new();
     let addr = rt.block_on(async {
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -172,6 +179,7 @@ fn idle_agent(rt: &tokio::runtime::Runtime) -> (String, CancellationToken) {
                 request_deadline: Duration::from_secs(10),
                 drain: Duration::from_secs(1),
                 gate: None,
+                tls: Some(tls),
             },
             stop.clone(),
         ));
@@ -205,7 +213,6 @@ fn real_agent(
         advertise: l.local_addr().unwrap().to_string(),
         capacity: 2,
         heartbeat: Duration::from_millis(200),
-        auth_window: Duration::from_secs(60),
         request_timeout: Duration::from_secs(10),
         drain: Duration::from_secs(2),
         secrets: Default::default(),
@@ -250,8 +257,9 @@ fn legacy_stat_matches_the_original_for_running_and_finished_jobs() {
     assert!(err.contains("already exists"), "{err}");
 
     // One task dispatched to an agent that sits on it.
-    let (addr, idle_stop) = idle_agent(&d.rt);
-    let daemon_fp = d.daemon_fp();
+    let daemon_key = d.daemon_key();
+    let (addr, idle_stop) = idle_agent(&d.rt, &key, &daemon_key);
+    let tls = proto::tls::client_config(&key, &daemon_key).unwrap();
     let heartbeat = |running: Vec<i64>| {
         let body = serde_json::to_vec(&proto::api::Heartbeat {
             name: "a1".into(),
@@ -264,13 +272,16 @@ fn legacy_stat_matches_the_original_for_running_and_finished_jobs() {
             ..Default::default()
         })
         .unwrap();
-        let h = key.sign("POST", agent_path::HEARTBEAT, &body, &daemon_fp);
         let (status, _) =
             d.rt.block_on(proto::client::send(
-                &proto::client::Target::Tcp(d.agents_addr.clone()),
+                &proto::client::Target::Tls {
+                    addr: d.agents_addr.clone(),
+                    from: None,
+                    config: Arc::clone(&tls),
+                },
                 Method::POST,
                 agent_path::HEARTBEAT,
-                &h,
+                &[],
                 body,
                 Duration::from_secs(10),
             ))

@@ -1,5 +1,5 @@
-//! HTTP-push dispatch: a leased batch sent to an agent's task API, signed
-//! with the daemon's key, without credentials.
+//! HTTP-push dispatch: a leased batch sent to an agent's task API over
+//! mutual TLS pinned to the agent's enrolled key, without credentials.
 
 use std::sync::Arc;
 
@@ -32,31 +32,34 @@ pub(crate) async fn push(eng: Arc<Engine>, fp: String, batch: TaskBatch) {
         Some(a) => (a.addr.clone(), a.name.clone()),
         None => (None, fp.clone()),
     };
-    let result = match (addr, serde_json::to_vec(&batch)) {
-        (Some(addr), Ok(body)) => {
-            let headers = state.signer.sign("POST", agent_path::TASKS, &body, &fp);
-            client::send(
-                &Target::Tcp(addr),
-                Method::POST,
-                agent_path::TASKS,
-                &headers,
-                body,
-                state.config.push_timeout,
-            )
-            .await
-            .map_err(|e| e.to_string())
-            .and_then(|(status, body)| {
-                if status == StatusCode::OK {
-                    serde_json::from_slice::<BatchAccepted>(&body).map_err(|e| e.to_string())
-                } else {
-                    Err(serde_json::from_slice::<ErrorBody>(&body)
-                        .map(|e| e.message)
-                        .unwrap_or_else(|_| format!("answered {status}")))
-                }
-            })
-        }
-        (None, _) => Err("no address known".to_string()),
-        (_, Err(e)) => Err(e.to_string()),
+    let tls = state.tls_to_agent(&fp);
+    let result = match (addr, serde_json::to_vec(&batch), tls) {
+        (Some(addr), Ok(body), Some(config)) => client::send(
+            &Target::Tls {
+                addr,
+                from: None,
+                config,
+            },
+            Method::POST,
+            agent_path::TASKS,
+            &[],
+            body,
+            state.config.push_timeout,
+        )
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|(status, body)| {
+            if status == StatusCode::OK {
+                serde_json::from_slice::<BatchAccepted>(&body).map_err(|e| e.to_string())
+            } else {
+                Err(serde_json::from_slice::<ErrorBody>(&body)
+                    .map(|e| e.message)
+                    .unwrap_or_else(|_| format!("answered {status}")))
+            }
+        }),
+        (None, _, _) => Err("no address known".to_string()),
+        (_, Err(e), _) => Err(e.to_string()),
+        (_, _, None) => Err("its key is no longer enrolled".to_string()),
     };
     let refused: Vec<i64> = match &result {
         Ok(acc) => ids

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use hyper::{Method, StatusCode};
+use hyper::Method;
 use proto::api::JobState;
 
 use crate::netns::Net;
@@ -466,14 +466,12 @@ fn deploy_over_ssh_to_hosts_in_namespaces() {
     assert!(out.contains("agent stopped and removed"), "{out}");
     assert!(!pw_dir.join("bin/ossimport-agent").exists());
     assert!(!std::fs::read_to_string(&workers).unwrap().contains(&h_pw));
-    // Its key no longer opens the daemon.
-    let daemon_fp = proto::auth::fingerprint(
-        &proto::auth::parse_public_keys(
-            &std::fs::read_to_string(work.join("daemon_ed25519.pub")).unwrap(),
-        )
-        .unwrap()
-        .remove(0),
-    );
+    // Its key no longer opens the daemon: no TLS handshake completes.
+    let daemon_pub = proto::auth::parse_public_keys(
+        &std::fs::read_to_string(work.join("daemon_ed25519.pub")).unwrap(),
+    )
+    .unwrap()
+    .remove(0);
     let hb = serde_json::to_vec(&proto::api::Heartbeat {
         name: h_pw.clone(),
         addr: format!("{}:7601", net.addr(1)),
@@ -486,18 +484,22 @@ fn deploy_over_ssh_to_hosts_in_namespaces() {
     })
     .unwrap();
     let path = proto::api::agent_path::HEARTBEAT;
-    let headers = pw_key.sign("POST", path, &hb, &daemon_fp);
-    let (status, _) = rt()
+    let refused = rt()
         .block_on(proto::client::send(
-            &proto::client::Target::Tcp(daemon_addr.clone()),
+            &proto::client::Target::Tls {
+                addr: daemon_addr.clone(),
+                from: None,
+                config: proto::tls::client_config(&pw_key, &daemon_pub).unwrap(),
+            },
             Method::POST,
             path,
-            &headers,
+            &[],
             hb,
             Duration::from_secs(10),
         ))
-        .unwrap();
-    assert_eq!(status, StatusCode::UNAUTHORIZED);
+        .unwrap_err()
+        .to_string();
+    assert!(refused.contains("refused our key"), "{refused}");
 
     let st = daemon.wait_job("deployjob", 240);
     assert_eq!(st.state, JobState::Succeed, "{st:?}");
