@@ -20,6 +20,10 @@ printf 'testkey=testsecret\n' >"$WORK/secrets" && chmod 600 "$WORK/secrets"
 for i in $(seq 1 "$N"); do
   "$BIN/ossimport-agent" --init --key "$WORK/a$i.key" | awk -v n="a$i" '{print $1, $2, n}' >>"$WORK/agent_keys"
 done
+# The agents may use the job's local source directory, if it has one.
+ALLOW=()
+SRC="$(sed -n 's|^srcPrefix=\(/.*\)|\1|p' "$CFG" | head -n 1)"
+[ -n "$SRC" ] && ALLOW=(--allow-root "$SRC")
 DPORT="$(port)"
 pids=()
 cleanup() {
@@ -34,7 +38,7 @@ for i in $(seq 1 "$N"); do
   AP="$(port)"
   OSSIMPORT_LOG=warn "$BIN/ossimport-agent" --key "$WORK/a$i.key" --daemon "127.0.0.1:$DPORT" \
     --daemon-key "$WORK/daemon_ed25519.pub" --listen "127.0.0.1:$AP" --name "a$i" \
-    --tasks 2 --secrets "$WORK/secrets" --heartbeat-ms 1000 2>"$WORK/a$i.log" &
+    --tasks 2 --secrets "$WORK/secrets" --heartbeat-ms 1000 "${ALLOW[@]}" 2>"$WORK/a$i.log" &
   pids+=($!)
 done
 for _ in $(seq 1 100); do [ -S "$WORK/d.sock" ] && break; sleep 0.05; done

@@ -134,7 +134,8 @@ EOF
   for k in $(seq 1 "$n"); do
     OSSIMPORT_LOG=warn ip netns exec "ossb-a$k" "$BIN/ossimport-agent" --key "$run/a$k.key" \
       --daemon "$HUB:7600" --daemon-key "$run/d/daemon_ed25519.pub" --listen "10.231.0.1$k:7601" \
-      --name "a$k" --tasks 2 --secrets "$run/secrets" --heartbeat-ms 1000 2>"$run/a$k.log" &
+      --name "a$k" --tasks 2 --secrets "$run/secrets" --heartbeat-ms 1000 \
+      --allow-root "$run/src" 2>"$run/a$k.log" &
     pids+=($!)
   done
   for _ in $(seq 1 100); do [ -S "$run/d.sock" ] && break; sleep 0.05; done

@@ -43,6 +43,16 @@ pub struct Args {
     /// Tasks run at once.
     #[arg(long, env = "OSSIMPORT_AGENT_TASKS", default_value_t = 4)]
     pub tasks: u32,
+    /// A local directory jobs may read from or write into, with what lies
+    /// below it (repeatable; comma-separated in the environment). None: the
+    /// agent takes no job with a local source or destination, so a leaked
+    /// daemon key cannot make it read or write anywhere.
+    #[arg(
+        long = "allow-root",
+        env = "OSSIMPORT_AGENT_ALLOW_ROOT",
+        value_delimiter = ','
+    )]
+    pub allow_root: Vec<PathBuf>,
     /// `accessKeyId=secretKey` lines for the stores of the jobs (mode 0600).
     #[arg(long, env = "OSSIMPORT_AGENT_SECRETS")]
     pub secrets: Option<PathBuf>,

@@ -3,8 +3,9 @@
 //!
 //! The same executor runs inside `ossimportctl run` (standalone) and, in
 //! distributed mode, inside the `ossimport-agent` service: [`server`] takes
-//! signed task batches, [`daemon_client`] heartbeats and reports, and
-//! [`secrets`] holds the credentials delivered out of band.
+//! task batches over mutual TLS, [`daemon_client`] heartbeats and reports,
+//! [`secrets`] holds the credentials delivered out of band, and [`roots`]
+//! the local directories it may use.
 
 pub mod cli;
 pub mod daemon_client;
@@ -12,6 +13,7 @@ mod dest;
 mod local;
 mod object;
 mod remote;
+pub mod roots;
 pub mod secrets;
 pub mod server;
 mod step;

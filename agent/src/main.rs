@@ -9,6 +9,7 @@ use clap::Parser;
 use proto::auth::Signer;
 
 fn main() -> ExitCode {
+    proto::secret::no_core_dumps();
     storage::limit_malloc_arenas();
     let args = Args::parse();
     match real_main(args) {
@@ -39,6 +40,7 @@ fn real_main(args: Args) -> anyhow::Result<()> {
         Some(p) => agent::secrets::Secrets::load(p).map_err(anyhow::Error::msg)?,
         None => agent::secrets::Secrets::default(),
     };
+    let allow_roots = agent::roots::Roots::new(&args.allow_root).map_err(anyhow::Error::msg)?;
     // Everything that can fail on a bad setting fails here, on the
     // terminal (or in deploy's output), before detaching.
     let listener = std::net::TcpListener::bind(&args.listen)
@@ -86,6 +88,7 @@ fn real_main(args: Args) -> anyhow::Result<()> {
             request_timeout: Duration::from_secs(30),
             drain: Duration::from_secs(10),
             secrets,
+            allow_roots,
         };
         agent::server::run(config, signer, listener, shutdown_signal()).await
     })

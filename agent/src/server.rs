@@ -49,6 +49,8 @@ pub struct Config {
     /// How long undelivered events are retried at shutdown.
     pub drain: Duration,
     pub secrets: Secrets,
+    /// The local directories jobs may read and write (`--allow-root`).
+    pub allow_roots: crate::roots::Roots,
 }
 
 /// A task the agent holds.
@@ -88,11 +90,27 @@ impl Agent {
         }
     }
 
-    fn executor(&self, spec: proto::job::JobSpec) -> Result<Arc<Executor>, String> {
+    /// The job's executor, or why the job is refused here: `(code, why)`.
+    fn executor(&self, spec: proto::job::JobSpec) -> Result<Arc<Executor>, (&'static str, String)> {
         // Limits are left out of the comparison: a batch with new limits
         // changes the executor's in place.
         let key = spec.identity();
-        let spec = self.config.secrets.fill(spec)?;
+        self.config
+            .allow_roots
+            .check_job(&spec)
+            .map_err(|e| ("PATH_NOT_ALLOWED", e))?;
+        let follows = matches!(
+            spec.source,
+            proto::job::SourceSpec::Local {
+                follow_symlinks: true,
+                ..
+            }
+        );
+        let spec = self
+            .config
+            .secrets
+            .fill(spec)
+            .map_err(|e| ("NO_CREDENTIALS", e))?;
         let mut ex = self.executors.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((k, e)) = ex.get(&spec.job_id)
             && *k == key
@@ -105,7 +123,11 @@ impl Agent {
             return Ok(Arc::clone(e));
         }
         let job_id = spec.job_id;
-        let e = Arc::new(Executor::new(spec, Arc::clone(&self.progress)));
+        let mut e = Executor::new(spec, Arc::clone(&self.progress));
+        if follows {
+            e = e.with_confine(self.config.allow_roots.file_rule());
+        }
+        let e = Arc::new(e);
         ex.insert(job_id, (key, Arc::clone(&e)));
         Ok(e)
     }
@@ -304,9 +326,9 @@ async fn handle(agent: Arc<Agent>, req: Req) -> Response<Body> {
     let job_id = batch.job.job_id;
     let executor = match agent.executor(batch.job) {
         Ok(e) => e,
-        Err(e) => {
+        Err((code, e)) => {
             warn!(job_id, error = %e, "Cannot run the job's tasks.");
-            return error(StatusCode::UNPROCESSABLE_ENTITY, "NO_CREDENTIALS", &e);
+            return error(StatusCode::UNPROCESSABLE_ENTITY, code, &e);
         }
     };
     let mut accepted = Vec::new();

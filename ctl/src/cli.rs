@@ -193,10 +193,15 @@ pub struct DeployArgs {
     /// The `workers` file; default: next to sys.properties.
     #[arg(long)]
     pub workers: Option<PathBuf>,
-    /// Job files whose store credentials go into the agents' secrets file
+    /// Job files whose store credentials go into the agents' secrets file,
+    /// and whose local `srcPrefix` and `destDir` the agents may use
     /// (repeatable); default: the `job.cfg` next to sys.properties.
     #[arg(long = "job", value_name = "FILE")]
     pub job: Vec<PathBuf>,
+    /// Another local directory the agents may read and write for jobs
+    /// (repeatable; besides the jobs' own): agents take no other.
+    #[arg(long = "allow-root", value_name = "DIR")]
+    pub allow_root: Vec<PathBuf>,
     /// Install this .deb or .rpm instead of the agent binary.
     #[arg(long, value_name = "FILE")]
     pub package: Option<PathBuf>,
@@ -230,6 +235,7 @@ impl DeployArgs {
         DeployArgs {
             workers,
             job: Vec::new(),
+            allow_root: Vec::new(),
             package: None,
             agent_bin: None,
             known_hosts: None,

@@ -336,7 +336,12 @@ async fn dispatch(mut cmd: Command) -> Result<u8> {
                 println!("  failed    {:>10}", c.failed);
                 println!("  pending   {:>10}", c.pending);
                 for f in &r.failed {
-                    println!("  {}  {}: {}", f.code, f.path.escape_debug(), f.message);
+                    println!(
+                        "  {}  {}: {}",
+                        f.code,
+                        proto::net::printable(&f.path),
+                        proto::net::printable(&f.message)
+                    );
                 }
                 if r.passes.len() > 1 {
                     for p in &r.passes {
@@ -975,7 +980,12 @@ async fn errors(job: &str, args: &PageArgs, d: &DaemonArgs) -> Result<u8> {
                 if first {
                     println!("code\tpath\treason");
                 }
-                println!("{}\t{}\t{}", f.code, f.path.escape_debug(), f.message);
+                println!(
+                    "{}\t{}\t{}",
+                    f.code,
+                    proto::net::printable(&f.path),
+                    proto::net::printable(&f.message)
+                );
             }
             first = false;
             any = true;

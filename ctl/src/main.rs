@@ -6,6 +6,7 @@ use clap::Parser;
 use ctl::cli::{Cli, Command};
 
 fn main() -> ExitCode {
+    proto::secret::no_core_dumps();
     storage::limit_malloc_arenas();
     // A reader that stops early (`ossimportctl stat | head`) is not an
     // error: std's print macros panic on EPIPE; end quietly instead.

@@ -13,6 +13,7 @@ use daemon::engine;
 use daemon::scanner;
 use daemon::state::{Config, State};
 use daemon::store::{Counts, JobRow, JobState, Store};
+use proto::net::printable;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::RunArgs;
@@ -429,7 +430,13 @@ fn print_summary(
             let mut io = Ok(());
             store.for_each_failed(job_id, |f| {
                 if io.is_ok() {
-                    io = writeln!(out, "{}\t{}\t{}", f.code, printable(&f.rel_path), f.message);
+                    io = writeln!(
+                        out,
+                        "{}\t{}\t{}",
+                        f.code,
+                        printable(&f.rel_path),
+                        printable(&f.message)
+                    );
                 }
                 Ok(())
             })?;
@@ -553,7 +560,12 @@ fn print_summary(
     if c.failed > 0 {
         println!("failed objects:");
         for f in first.iter().take(SHOWN_FAILURES) {
-            println!("  {}  {}: {}", f.code, printable(&f.rel_path), f.message);
+            println!(
+                "  {}  {}: {}",
+                f.code,
+                printable(&f.rel_path),
+                printable(&f.message)
+            );
         }
         if c.failed as usize > SHOWN_FAILURES {
             println!("  ... and {} more", c.failed as usize - SHOWN_FAILURES);
@@ -564,19 +576,4 @@ fn print_summary(
         );
     }
     Ok(())
-}
-
-/// A path with control characters escaped, so one object stays on one line.
-fn printable(path: &str) -> String {
-    let mut out = String::with_capacity(path.len());
-    for c in path.chars() {
-        match c {
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out
 }

@@ -89,7 +89,12 @@ async fn heartbeat(eng: &Arc<Engine>, who: &Who, req: &Req) -> Answer {
     let hb: Heartbeat = serde_json::from_slice(&req.body).map_err(bad)?;
     let fresh = state.registry.heard_from(&who.key, &hb);
     if fresh {
-        info!(agent = %hb.name, addr = %hb.addr, capacity = hb.capacity, "Agent joined.");
+        info!(
+            agent = %proto::net::printable(&hb.name),
+            addr = %proto::net::printable(&hb.addr),
+            capacity = hb.capacity,
+            "Agent joined."
+        );
         state.wake.notify_one();
     }
     let (fp, until) = (

@@ -156,9 +156,15 @@ impl Agents {
         let a = agents
             .entry(fingerprint.to_string())
             .or_insert_with(|| AgentEntry::enrolled(&hb.name, fingerprint));
-        let fresh = a.last_seen.is_none() || a.left || a.addr.as_deref() != Some(&hb.addr);
-        a.name = hb.name.clone();
-        a.addr = Some(hb.addr.clone());
+        // What an agent says of itself is shown in logs, `workers` and the
+        // status page: one line each, whatever it sent.
+        let (name, addr) = (
+            proto::net::printable(&hb.name),
+            proto::net::printable(&hb.addr),
+        );
+        let fresh = a.last_seen.is_none() || a.left || a.addr.as_deref() != Some(&addr);
+        a.name = name;
+        a.addr = Some(addr);
         a.capacity = hb.capacity.min(MAX_CLAIMED_CAPACITY);
         let now = Instant::now();
         a.bytes_per_sec = match a.last_seen {

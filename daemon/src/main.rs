@@ -12,6 +12,7 @@ use daemon::server::{self, Listeners};
 use daemon::state::{self, Config};
 
 fn main() -> ExitCode {
+    proto::secret::no_core_dumps();
     storage::limit_malloc_arenas();
     let args = Args::parse();
     match real_main(args) {

@@ -805,6 +805,35 @@ pub fn serve(eng: &Arc<Engine>, listener: TcpListener, mode: String) {
     ));
 }
 
+/// Whether a request naming `host` (a `Host` header) is answered: an IP
+/// address, `localhost`, or this machine's name (`this`), with any port.
+/// Anything else is a name that resolves here by someone else's doing: a
+/// web page using DNS rebinding to read the status page from a browser
+/// on the network.
+fn host_allowed(host: &str, this: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(v6) => {
+            return v6
+                .split(']')
+                .next()
+                .is_some_and(|a| a.parse::<std::net::Ipv6Addr>().is_ok());
+        }
+        None => host.rsplit_once(':').map_or(host, |(n, _)| n),
+    };
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    let this = this.to_ascii_lowercase();
+    name.parse::<std::net::IpAddr>().is_ok()
+        || name == "localhost"
+        || (!this.is_empty() && (name == this || this.split('.').next() == Some(name.as_str())))
+}
+
+/// This machine's host name.
+fn this_host() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default()
+}
+
 fn take_sample(eng: &Engine) {
     let done: HashMap<String, u64> = eng
         .jobs()
@@ -835,6 +864,15 @@ async fn handle(eng: Arc<Engine>, mode: &str, req: Req) -> Response<Body> {
             StatusCode::METHOD_NOT_ALLOWED,
             "METHOD_NOT_ALLOWED",
             "this port is read-only",
+        );
+    }
+    if let Some(host) = req.header("host")
+        && !host_allowed(host, &this_host())
+    {
+        return error(
+            StatusCode::MISDIRECTED_REQUEST,
+            "MISDIRECTED",
+            "this port answers to an IP address, localhost or this machine's name only",
         );
     }
     let (page, kind) = match req.path.as_str() {
@@ -877,6 +915,32 @@ async fn handle(eng: Arc<Engine>, mode: &str, req: Req) -> Response<Body> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The status page answers to addresses, localhost and this machine's
+    /// name; a name pointed here by DNS rebinding gets 421.
+    #[test]
+    fn only_addresses_localhost_and_this_machine_are_answered() {
+        for ok in [
+            "127.0.0.1:9750",
+            "10.1.2.3",
+            "[::1]:9750",
+            "localhost:9750",
+            "LOCALHOST",
+            "master01:9750",
+            "master01.example.com",
+        ] {
+            assert!(host_allowed(ok, "master01.example.com"), "{ok}");
+        }
+        for bad in [
+            "evil.example:9750",
+            "rebind.attacker.net",
+            "[evil]:1",
+            "master02",
+            "",
+        ] {
+            assert!(!host_allowed(bad, "master01.example.com"), "{bad}");
+        }
+    }
 
     #[test]
     fn names_are_escaped_and_the_chart_draws_only_with_points() {

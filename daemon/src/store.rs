@@ -551,9 +551,19 @@ impl Store {
             path: path.display().to_string(),
             source,
         };
+        // Readable by its owner only, created so: SQLite gives the WAL and
+        // shared-memory files the database's mode when it creates them, so
+        // none of the three is ever wider (paths, sizes, checksums of a
+        // customer's data are in them). A store from before is narrowed.
+        private_file(path);
         let conn = Connection::open(path).map_err(open_err)?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(open_err)?;
+        for suffix in ["", "-wal", "-shm"] {
+            let mut p = path.as_os_str().to_owned();
+            p.push(suffix);
+            narrow(Path::new(&p));
+        }
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(open_err)?;
         conn.pragma_update(None, "foreign_keys", "ON")
@@ -1548,3 +1558,24 @@ pub use passes::{BranchRow, DeletedObject, PassRecord, Prior};
 
 #[cfg(test)]
 mod tests;
+
+/// Creates `path` empty with mode 0600 unless it exists.
+fn private_file(path: &Path) {
+    use std::os::unix::fs::OpenOptionsExt;
+    let _ = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path);
+}
+
+/// Takes group and other permissions off `path`, if it exists.
+fn narrow(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(md) = std::fs::metadata(path)
+        && md.permissions().mode() & 0o077 != 0
+    {
+        let mode = md.permissions().mode() & 0o700;
+        let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode));
+    }
+}

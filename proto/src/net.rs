@@ -34,6 +34,27 @@ impl Backoff {
     }
 }
 
+/// `text` with control characters escaped (`\n`, `\r`, `\t`, `\u{..}`), so
+/// a name from a peer, a listing or a file system stays on one line of a
+/// log or of human output and cannot forge another. Raw bytes stay in
+/// JSON and manifests.
+pub fn printable(text: &str) -> String {
+    if !text.chars().any(char::is_control) {
+        return text.to_string();
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// Describes `err` (and its causes) as one line: the class of failure, what
 /// to check, and the deepest cause as the OS or TLS library put it.
 /// `timeout` is the limit that applied, named when the request timed out.

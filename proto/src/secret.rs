@@ -60,6 +60,21 @@ impl std::fmt::Display for Secret {
     }
 }
 
+/// No core dump of this process, and no ptrace by other processes of its
+/// user: its memory holds keys and credentials. Every binary calls it
+/// first thing.
+pub fn no_core_dumps() {
+    // SAFETY: prctl and setrlimit with constant arguments.
+    unsafe {
+        libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
+        let none = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        libc::setrlimit(libc::RLIMIT_CORE, &none);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

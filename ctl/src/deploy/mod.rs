@@ -14,7 +14,7 @@
 pub mod remote;
 pub mod ssh;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -57,6 +57,9 @@ struct Plan {
     secrets: Vec<u8>,
     secrets_sha: String,
     secret_keys: usize,
+    /// The local directories the agents may use (`--allow-root` each):
+    /// the jobs' local source and destination directories and `--allow-root`.
+    allow_roots: Vec<String>,
     daemon_address: String,
     timeout: Duration,
     conn: Conn,
@@ -128,6 +131,22 @@ fn sha256_file(path: &Path) -> Result<(String, u64)> {
     let bytes =
         std::fs::read(path).map_err(|e| Fail(exit::USAGE, format!("{}: {e}", path.display())))?;
     Ok((proto::auth::sha256_hex(&bytes), bytes.len() as u64))
+}
+
+/// The local directories of the jobs (`srcPrefix`, `destDir`), sorted.
+fn local_dirs_of(jobs: &[PathBuf], sys: &Path) -> Result<BTreeSet<String>> {
+    let mut dirs = BTreeSet::new();
+    for job in jobs {
+        let plan = daemon::plan::load(job, Some(sys))
+            .map_err(|e| Fail(exit::USAGE, format!("{}: {e}", job.display())))?;
+        if let proto::job::SourceSpec::Local { root, .. } = &plan.spec.source {
+            dirs.insert(root.trim_end_matches('/').to_string());
+        }
+        if let proto::job::DestSpec::Local { dir, .. } = &plan.spec.dest {
+            dirs.insert(dir.trim_end_matches('/').to_string());
+        }
+    }
+    Ok(dirs)
 }
 
 /// The `accessKeyId=secretKey` lines of the jobs' stores, sorted.
@@ -258,6 +277,20 @@ fn plan(a: &DeployArgs, mode: Mode) -> Result<Plan> {
     } else {
         (Vec::new(), 0)
     };
+    let mut allow_roots = if matches!(mode, Mode::Deploy) {
+        local_dirs_of(&jobs, &sys_path)?
+    } else {
+        BTreeSet::new()
+    };
+    for d in &a.allow_root {
+        if !d.is_absolute() {
+            return Err(Fail(
+                exit::USAGE,
+                format!("--allow-root {}: give an absolute path", d.display()),
+            ));
+        }
+        allow_roots.insert(d.display().to_string());
+    }
     let known_hosts = a
         .known_hosts
         .clone()
@@ -267,6 +300,7 @@ fn plan(a: &DeployArgs, mode: Mode) -> Result<Plan> {
         secrets_sha: proto::auth::sha256_hex(&secrets),
         secrets,
         secret_keys,
+        allow_roots: allow_roots.into_iter().collect(),
         sys_path,
         known_hosts,
         accept_new: a.accept_new_host_keys,
@@ -745,7 +779,7 @@ fn agent_args(plan: &Plan, h: &WorkerHost, dir: &str, bin: &str) -> Vec<String> 
         h.host.clone()
     };
     let port = plan.sys.agent_port;
-    [
+    let mut args: Vec<String> = [
         bin.to_string(),
         "--key".into(),
         format!("{dir}/agent_ed25519"),
@@ -762,7 +796,12 @@ fn agent_args(plan: &Plan, h: &WorkerHost, dir: &str, bin: &str) -> Vec<String> 
         "--name".into(),
         h.line.clone(),
     ]
-    .into()
+    .into();
+    for r in &plan.allow_roots {
+        args.push("--allow-root".into());
+        args.push(r.clone());
+    }
+    args
 }
 
 /// Waits until the daemon has a heartbeat from the agent (one sent after

@@ -47,11 +47,13 @@ pub fn probe(agent_dir: &str) -> String {
 }
 
 /// Sets `R` to 1 when the agent runs: the systemd unit is active, or the
-/// pid file names a live process of our binary (not a reused pid).
+/// pid file names a live process of our binary (not a reused pid). By its
+/// `comm`, which stays readable: the agent is not dumpable, so even its own
+/// user cannot read its `/proc/PID/exe`.
 fn running_check() -> String {
     "R=0; if [ -d /run/systemd/system ] && [ \"$(id -u)\" = 0 ] && systemctl is-active --quiet ossimport-agent 2>/dev/null; then R=1; \
      elif [ -f \"$D/agent.pid\" ]; then p=$(cat \"$D/agent.pid\"); \
-     case \"$(readlink /proc/$p/exe 2>/dev/null)\" in */ossimport-agent*) R=1;; esac; fi"
+     [ \"$(cat /proc/$p/comm 2>/dev/null)\" = ossimport-agent ] && R=1; fi"
         .to_string()
 }
 
@@ -111,8 +113,8 @@ pub fn stop(agent_dir: &str) -> String {
 fn stop_body() -> String {
     "if [ -d /run/systemd/system ] && [ \"$(id -u)\" = 0 ] && [ -f /etc/systemd/system/ossimport-agent.service ]; then systemctl stop ossimport-agent || true; fi; \
      if [ -f \"$D/agent.pid\" ]; then p=$(cat \"$D/agent.pid\"); \
-     case \"$(readlink /proc/$p/exe 2>/dev/null)\" in */ossimport-agent*) kill \"$p\" 2>/dev/null || true; i=0; \
-     while kill -0 \"$p\" 2>/dev/null && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done; kill -9 \"$p\" 2>/dev/null || true;; esac; \
+     if [ \"$(cat /proc/$p/comm 2>/dev/null)\" = ossimport-agent ]; then kill \"$p\" 2>/dev/null || true; i=0; \
+     while kill -0 \"$p\" 2>/dev/null && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done; kill -9 \"$p\" 2>/dev/null || true; fi; \
      rm -f \"$D/agent.pid\"; fi; "
         .to_string()
 }

@@ -216,6 +216,7 @@ fn real_agent(
         request_timeout: Duration::from_secs(10),
         drain: Duration::from_secs(2),
         secrets: Default::default(),
+        allow_roots: agent::roots::Roots::new(&[dir.to_path_buf()]).unwrap(),
     };
     let signer = Signer::load(&dir.join("agent_key")).unwrap();
     let agent = d.rt.spawn(agent::server::run(

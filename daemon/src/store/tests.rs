@@ -413,3 +413,35 @@ fn a_result_counts_only_for_an_object_of_the_leased_task_it_names() {
     assert_eq!((r.dropped, r.objects.len()), (0, 1));
     assert_eq!(store.counts(job).unwrap().verified, 1);
 }
+
+/// The store, its WAL and its shared-memory file are never readable by
+/// others, whatever the umask (before, the WAL and SHM were created 0644
+/// ahead of the daemon narrowing the database), and an older store left
+/// 0644 is narrowed when it is opened.
+#[test]
+fn the_store_and_its_wal_are_private_from_the_start() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("jobs.db");
+    let mode = |suffix: &str| {
+        let mut p = path.as_os_str().to_owned();
+        p.push(suffix);
+        std::fs::metadata(std::path::Path::new(&p))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    {
+        let s = Store::open(&path).unwrap();
+        s.create_job("j", "{}", "fp").unwrap();
+        for suffix in ["", "-wal", "-shm"] {
+            assert_eq!(mode(suffix), 0o600, "jobs.db{suffix}");
+        }
+    }
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let _s = Store::open(&path).unwrap();
+    for suffix in ["", "-wal", "-shm"] {
+        assert_eq!(mode(suffix), 0o600, "jobs.db{suffix} after a reopen");
+    }
+}

@@ -112,6 +112,18 @@ fn agent_runs_batches_only_from_its_daemons_key() {
         .unwrap()
     };
     let (batch_a, batch_b) = (batch_of(1, "a.txt"), batch_of(2, "b.txt"));
+    // The same job writing outside the agent's --allow-root (a directory
+    // of another temporary tree, as `/root/.ssh` would be).
+    let outside = tempfile::tempdir().unwrap();
+    let mut far = plan.spec.clone();
+    if let proto::job::DestSpec::Local { dir, .. } = &mut far.dest {
+        *dir = format!("{}/", outside.path().join("ssh").display());
+    }
+    let batch_far = serde_json::to_vec(&serde_json::json!({
+        "job": far,
+        "tasks": [{"task_id": 3, "job_id": far.job_id, "objects": []}],
+    }))
+    .unwrap();
 
     let daemon_key = Signer::random();
     let stranger = Signer::random();
@@ -131,6 +143,7 @@ fn agent_runs_batches_only_from_its_daemons_key() {
             request_timeout: Duration::from_secs(2),
             drain: Duration::from_millis(100),
             secrets: Default::default(),
+            allow_roots: agent::roots::Roots::new(&[tmp.path().to_path_buf()]).unwrap(),
         };
         let stop = CancellationToken::new();
         let server = tokio::spawn(agent::server::run(
@@ -177,6 +190,31 @@ fn agent_runs_batches_only_from_its_daemons_key() {
             0,
             "a refused request ran"
         );
+
+        // The daemon's key, but a destination outside --allow-root: refused
+        // with the reason, nothing made there.
+        let (status, body) = client::send(
+            &Target::Tls {
+                addr: addr.clone(),
+                from: None,
+                config: proto::tls::client_config(&daemon_key, &agent_pub).unwrap(),
+            },
+            Method::POST,
+            tasks,
+            &[],
+            batch_far,
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+        let body = String::from_utf8_lossy(&body).into_owned();
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        assert!(
+            body.contains("PATH_NOT_ALLOWED")
+                && body.contains("outside the directories this agent may use"),
+            "{body}"
+        );
+        assert!(!outside.path().join("ssh").exists());
 
         let wait_for = |p: std::path::PathBuf| async move {
             let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
@@ -256,9 +294,10 @@ fn daemon_ignores_agents_it_has_not_enrolled() {
     .unwrap()
     .remove(0);
     let stranger = Signer::random();
+    // What an agent says of itself tries to forge log lines.
     let hb = serde_json::to_vec(&proto::api::Heartbeat {
-        name: "intruder".into(),
-        addr: "127.0.0.1:1".into(),
+        name: "intruder\r\nERROR forged line".into(),
+        addr: "127.0.0.1:1\nERROR forged addr".into(),
         capacity: 8,
         running: vec![],
         fingerprint: stranger.fingerprint().into(),
@@ -298,6 +337,14 @@ fn daemon_ignores_agents_it_has_not_enrolled() {
     let w = d.workers();
     assert_eq!(w.workers.len(), 1);
     assert_eq!(w.workers[0].state, "up");
+    // Shown and logged on one line, escaped.
+    assert_eq!(w.workers[0].name, "intruder\\r\\nERROR forged line");
+    let log = d.log_text();
+    assert!(log.contains("Agent joined"), "{log}");
+    assert!(
+        !log.lines().any(|l| l.starts_with("ERROR forged")),
+        "a forged line in the log:\n{log}"
+    );
 }
 
 fn rss_kib(pid: u32) -> u64 {
@@ -365,6 +412,17 @@ fn peers_without_an_enrolled_key_get_nothing_read() {
     .unwrap();
     let daemon = Daemon::start(&work, free_port());
     let pid = daemon.child.id();
+    // Its memory holds its key: no core dump of it, ever.
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let core = limits
+        .lines()
+        .find(|l| l.starts_with("Max core file size"))
+        .unwrap();
+    assert_eq!(
+        core.split_whitespace().skip(4).take(2).collect::<Vec<_>>(),
+        ["0", "0"],
+        "{core}"
+    );
     let hb = serde_json::to_vec(&proto::api::Heartbeat {
         name: "real".into(),
         addr: "127.0.0.1:1".into(),

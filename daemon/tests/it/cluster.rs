@@ -125,6 +125,15 @@ fn three_agents_share_a_job_and_nothing_of_it_crosses_the_wire_in_clear() {
             "agent {} did no part of the job",
             a.name
         );
+        // It holds its key and the store credentials: no core dumps.
+        let limits = std::fs::read_to_string(format!("/proc/{}/limits", a.child.id())).unwrap();
+        assert!(
+            limits
+                .lines()
+                .any(|l| l.starts_with("Max core file size")
+                    && l.split_whitespace().nth(5) == Some("0")),
+            "{limits}"
+        );
     }
     let total: usize = relays.iter().map(Relay::bytes_seen).sum();
     assert!(total > 10_000, "the relays saw {total} bytes");

@@ -415,6 +415,13 @@ fn deb_install_run_upgrade_remove_purge() {
     for c in ["/etc/ossimport/sys.properties", "/etc/ossimport/workers"] {
         assert!(conffiles.contains(c), "{c} not a conffile:\n{conffiles}");
     }
+    // It may hold workerPassword: the daemon's group reads it, others not.
+    let props = std::fs::metadata("/etc/ossimport/sys.properties").unwrap();
+    assert_eq!(
+        (props.uid(), props.gid(), props.mode() & 0o777),
+        (0, gid, 0o640),
+        "owner, group and mode of sys.properties"
+    );
     // The agent's host key is made on install, for the ossimport user only.
     let key = std::fs::metadata("/etc/ossimport/agent_ed25519").expect("agent key made");
     assert_eq!((key.uid(), key.mode() & 0o777), (uid, 0o600));

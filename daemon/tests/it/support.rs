@@ -234,6 +234,8 @@ impl Agent {
             .arg(&secrets)
             .arg("--heartbeat-ms")
             .arg("200")
+            .arg("--allow-root")
+            .arg(o.dir)
             .env("OSSIMPORT_LOG", "info")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap());
