@@ -198,6 +198,10 @@ pub struct DeployArgs {
     /// (repeatable); default: the `job.cfg` next to sys.properties.
     #[arg(long = "job", value_name = "FILE")]
     pub job: Vec<PathBuf>,
+    /// The user a root login runs the agent as (made a system user where
+    /// missing); `root` keeps it root. Other logins run it as themselves.
+    #[arg(long, value_name = "USER", default_value = "ossimport")]
+    pub agent_user: String,
     /// Another local directory the agents may read and write for jobs
     /// (repeatable; besides the jobs' own): agents take no other.
     #[arg(long = "allow-root", value_name = "DIR")]
@@ -236,6 +240,7 @@ impl DeployArgs {
             workers,
             job: Vec::new(),
             allow_root: Vec::new(),
+            agent_user: "ossimport".into(),
             package: None,
             agent_bin: None,
             known_hosts: None,

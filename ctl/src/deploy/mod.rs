@@ -60,6 +60,8 @@ struct Plan {
     /// The local directories the agents may use (`--allow-root` each):
     /// the jobs' local source and destination directories and `--allow-root`.
     allow_roots: Vec<String>,
+    /// Whom a root login runs the agent as (`--agent-user`).
+    agent_user: String,
     daemon_address: String,
     timeout: Duration,
     conn: Conn,
@@ -291,6 +293,18 @@ fn plan(a: &DeployArgs, mode: Mode) -> Result<Plan> {
         }
         allow_roots.insert(d.display().to_string());
     }
+    let user_ok = a.agent_user.len() <= 32
+        && a.agent_user
+            .starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+        && a.agent_user
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+    if !user_ok {
+        return Err(Fail(
+            exit::USAGE,
+            format!("--agent-user {:?}: not a user name", a.agent_user),
+        ));
+    }
     let known_hosts = a
         .known_hosts
         .clone()
@@ -301,6 +315,7 @@ fn plan(a: &DeployArgs, mode: Mode) -> Result<Plan> {
         secrets,
         secret_keys,
         allow_roots: allow_roots.into_iter().collect(),
+        agent_user: a.agent_user.clone(),
         sys_path,
         known_hosts,
         accept_new: a.accept_new_host_keys,
@@ -718,13 +733,25 @@ async fn on_host(
         .await?;
         changed.push("settings");
     }
-    let use_systemd = probe.systemd && probe.uid == "0";
+    // A root login runs the agent as its own user (`--agent-user`): the
+    // files it reads become that user's whenever any changed.
+    let root_login = probe.uid == "0";
+    if root_login {
+        let want = proto::auth::sha256_hex(format!("{}\n", plan.agent_user).as_bytes());
+        if probe.sha.get("agent.user") != Some(&want) {
+            changed.push("user");
+        }
+        if !changed.is_empty() {
+            run(s, &remote::hand_to(dir, &plan.agent_user), None).await?;
+        }
+    }
+    let use_systemd = probe.systemd && root_login;
     let restart = !changed.is_empty() || !probe.running;
     let started = Instant::now();
     if restart {
         progress(h, "starting the agent");
         if use_systemd {
-            let unit = remote::unit(&args);
+            let unit = remote::unit(&args, &plan.agent_user);
             run(
                 s,
                 &remote::start_systemd(probe.running),
@@ -749,10 +776,11 @@ async fn on_host(
         "updated"
     }
     .into();
-    let how = if use_systemd {
-        "systemd unit"
-    } else {
-        "detached, pid file"
+    let how = match (use_systemd, root_login && plan.agent_user != "root") {
+        (true, true) => format!("systemd unit, as {}", plan.agent_user),
+        (true, false) => "systemd unit".to_string(),
+        (false, true) => format!("detached, pid file, as {}", plan.agent_user),
+        (false, false) => "detached, pid file".to_string(),
     };
     row.note = if changed.is_empty() && !restart {
         format!("nothing to change; running ({how})")

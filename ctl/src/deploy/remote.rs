@@ -9,12 +9,47 @@ pub fn sq(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 
-/// Sets `D` to the agent directory (below `$HOME` when relative).
+/// Sets `D` to the agent directory: a relative `agentDir` is below `$HOME`,
+/// or, for a root login, below `/var/lib` (the agent then runs as its own
+/// user, who could not reach root's home).
 fn dir_prelude(agent_dir: &str) -> String {
     format!(
-        "set -eu; umask 077; D={}; case \"$D\" in /*) ;; *) D=\"$HOME/$D\";; esac; ",
+        "set -eu; umask 077; D={}; case \"$D\" in /*) ;; *) if [ \"$(id -u)\" = 0 ]; then D=\"/var/lib/$D\"; else D=\"$HOME/$D\"; fi;; esac; ",
         sq(agent_dir)
     )
+}
+
+/// For a root login: the agent runs as `user` (made a system user when
+/// missing), recorded in `$D/agent.user` for later starts. The agent's own
+/// files (its key, the secrets, the daemon's key, its log and pid file)
+/// become the user's; the directory is the user's (0700); the binary and
+/// the command line stay root's, so the agent cannot change what runs.
+/// `root` keeps the agent root's, as asked.
+pub fn hand_to(agent_dir: &str, user: &str) -> String {
+    let mut s = dir_prelude(agent_dir);
+    s.push_str(&format!(
+        "U={}; printf '%s\\n' \"$U\" > \"$D/agent.user\"; \
+         if [ \"$U\" != root ]; then \
+         id -u \"$U\" >/dev/null 2>&1 || useradd --system --user-group --home-dir /nonexistent --no-create-home --shell /usr/sbin/nologin \"$U\" \
+         || {{ echo \"cannot create the user $U to run the agent (or deploy with --agent-user root)\" >&2; exit 3; }}; \
+         chown \"$U:$(id -gn \"$U\")\" \"$D\"; chmod 700 \"$D\"; chmod 755 \"$D/bin\"; \
+         if [ -f \"$D/bin/ossimport-agent\" ]; then chmod 755 \"$D/bin/ossimport-agent\"; fi; \
+         for f in agent_ed25519 agent_ed25519.pub daemon_ed25519.pub secrets agent.log agent.pid; do \
+         if [ -e \"$D/$f\" ]; then chown \"$U:$(id -gn \"$U\")\" \"$D/$f\"; fi; done; fi",
+        sq(user)
+    ));
+    s
+}
+
+/// Starts the agent of `$D/agent.args` detached, as the user of
+/// `$D/agent.user` when root starts it.
+fn exec_detached() -> String {
+    "set --; while IFS= read -r a; do set -- \"$@\" \"$a\"; done < \"$D/agent.args\"; \
+     U=$(cat \"$D/agent.user\" 2>/dev/null || true); \
+     if [ \"$(id -u)\" = 0 ] && [ -n \"$U\" ] && [ \"$U\" != root ]; then \
+     set -- setpriv --reuid=\"$U\" --regid=\"$(id -g \"$U\")\" --init-groups -- \"$@\"; fi; \
+     \"$@\" --detach --pid-file \"$D/agent.pid\" --log-file \"$D/agent.log\""
+        .to_string()
 }
 
 /// Files whose SHA-256 the probe reports, relative to the agent directory.
@@ -23,6 +58,7 @@ pub const TRACKED: &[&str] = &[
     "daemon_ed25519.pub",
     "secrets",
     "agent.args",
+    "agent.user",
     "package.sha256",
 ];
 
@@ -124,10 +160,7 @@ fn stop_body() -> String {
 pub fn start_detached(agent_dir: &str) -> String {
     let mut s = dir_prelude(agent_dir);
     s.push_str(&stop_body());
-    s.push_str(
-        "set --; while IFS= read -r a; do set -- \"$@\" \"$a\"; done < \"$D/agent.args\"; \
-         \"$@\" --detach --pid-file \"$D/agent.pid\" --log-file \"$D/agent.log\"",
-    );
+    s.push_str(&exec_detached());
     s
 }
 
@@ -148,9 +181,9 @@ pub fn start_if_stopped(agent_dir: &str) -> String {
         "[ -f \"$D/agent.args\" ] || {{ echo 'no agent deployed here (run ossimportctl deploy)' >&2; exit 3; }}; {}; \
          if [ $R = 1 ]; then echo running; exit 0; fi; \
          if [ -d /run/systemd/system ] && [ \"$(id -u)\" = 0 ] && [ -f /etc/systemd/system/ossimport-agent.service ]; then systemctl start ossimport-agent; echo started; exit 0; fi; \
-         set --; while IFS= read -r a; do set -- \"$@\" \"$a\"; done < \"$D/agent.args\"; \
-         \"$@\" --detach --pid-file \"$D/agent.pid\" --log-file \"$D/agent.log\"; echo started",
-        running_check()
+         {}; echo started",
+        running_check(),
+        exec_detached()
     ));
     s
 }
@@ -167,14 +200,15 @@ pub fn uninstall(agent_dir: &str) -> String {
          if [ -f \"$D/package.sha256\" ] && [ \"$(id -u)\" = 0 ]; then \
          if command -v dpkg-query >/dev/null 2>&1 && dpkg-query -W ossimport-agent >/dev/null 2>&1; then DEBIAN_FRONTEND=noninteractive dpkg -r ossimport-agent >/dev/null; \
          elif command -v rpm >/dev/null 2>&1 && rpm -q ossimport-agent >/dev/null 2>&1; then rpm -e ossimport-agent >/dev/null; fi; fi; \
-         for f in bin/ossimport-agent agent_ed25519 agent_ed25519.pub daemon_ed25519.pub secrets agent.args agent.log package.sha256; do rm -f \"$D/$f\"; done; \
+         for f in bin/ossimport-agent agent_ed25519 agent_ed25519.pub daemon_ed25519.pub secrets agent.args agent.user agent.log package.sha256; do rm -f \"$D/$f\"; done; \
          rmdir \"$D/bin\" 2>/dev/null || true; rmdir \"$D\" 2>/dev/null || true; echo removed",
     );
     s
 }
 
-/// A systemd unit running `args` (the agent's command line).
-pub fn unit(args: &[String]) -> String {
+/// A systemd unit running `args` (the agent's command line), as `user`
+/// unless that is root.
+pub fn unit(args: &[String], user: &str) -> String {
     let exec: Vec<String> = args
         .iter()
         .map(|a| {
@@ -191,8 +225,13 @@ pub fn unit(args: &[String]) -> String {
         "# Written by ossimportctl deploy; deploy again to change it.\n\
          [Unit]\nDescription=ossimport agent (copies and verifies task batches)\n\
          After=network-online.target\nWants=network-online.target\n\n\
-         [Service]\nType=simple\nExecStart={}\nRestart=on-failure\nLimitNOFILE=65536\n\n\
+         [Service]\nType=simple\n{}ExecStart={}\nRestart=on-failure\nLimitNOFILE=65536\n\n\
          [Install]\nWantedBy=multi-user.target\n",
+        if user == "root" || user.is_empty() {
+            String::new()
+        } else {
+            format!("User={user}\n")
+        },
         exec.join(" ")
     )
 }
@@ -225,6 +264,7 @@ mod tests {
             start_systemd(true),
             start_if_stopped("a"),
             uninstall("a"),
+            hand_to("a", "ossimport"),
         ] {
             let out = std::process::Command::new("sh")
                 .arg("-n")
@@ -238,14 +278,18 @@ mod tests {
 
     #[test]
     fn unit_quotes_what_systemd_would_split() {
-        let u = unit(&[
-            "/usr/bin/ossimport-agent".into(),
-            "--name".into(),
-            "a b".into(),
-        ]);
+        let u = unit(
+            &[
+                "/usr/bin/ossimport-agent".into(),
+                "--name".into(),
+                "a b".into(),
+            ],
+            "ossimport",
+        );
         assert!(
-            u.contains("ExecStart=/usr/bin/ossimport-agent --name \"a b\"\n"),
+            u.contains("User=ossimport\nExecStart=/usr/bin/ossimport-agent --name \"a b\"\n"),
             "{u}"
         );
+        assert!(!unit(&["x".into()], "root").contains("User="));
     }
 }

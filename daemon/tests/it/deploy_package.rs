@@ -18,7 +18,9 @@ use crate::netns::Net;
 use crate::packages::{build_debs, exists, package_known, package_status, preconditions};
 use crate::support::*;
 
-const ROOT_AGENT_DIR: &str = "/root/ossimport-agent";
+/// A root login's `agentDir` (relative) is below /var/lib: the agent runs
+/// as its own user, who could not reach root's home.
+const ROOT_AGENT_DIR: &str = "/var/lib/ossimport-agent";
 
 /// What the test did to this machine outside its temporary directory;
 /// `Drop` undoes it, also when the test fails.
@@ -264,6 +266,25 @@ fn deploy_package_as_root_and_refuse_a_full_disk() {
     let pid = std::fs::read_to_string(Path::new(ROOT_AGENT_DIR).join("agent.pid")).unwrap();
     let exe = std::fs::read_link(format!("/proc/{}/exe", pid.trim())).unwrap();
     assert_eq!(exe, Path::new("/usr/bin/ossimport-agent"));
+    // A root login, but the agent runs as the package's user, not root.
+    let status = std::fs::read_to_string(format!("/proc/{}/status", pid.trim())).unwrap();
+    let uid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|v| v.split_whitespace().next())
+        .unwrap()
+        .to_string();
+    let ossimport_uid = String::from_utf8(
+        Command::new("id")
+            .args(["-u", "ossimport"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    assert_eq!(uid, ossimport_uid.trim(), "the agent's uid");
+    assert_ne!(uid, "0");
+    assert!(row(&out, &h_root).contains("as ossimport"), "{out}");
     assert!(
         !Path::new(ROOT_AGENT_DIR)
             .join("bin/ossimport-agent")

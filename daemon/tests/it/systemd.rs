@@ -255,6 +255,22 @@ fn packages_and_deploy_on_a_host_where_systemd_is_pid_1() {
     let r = row(&table, &host);
     assert!(r.contains("deployed") && r.contains("systemd"), "{table}");
     ct.ok("systemctl is-active ossimport-agent");
+    // Not as root: as the agent's own user, from a directory it can reach.
+    assert!(r.contains("as ossimport"), "{table}");
+    let uid = ct.ok(
+        "p=$(systemctl show -p MainPID --value ossimport-agent); awk '/^Uid:/{print $2}' /proc/$p/status",
+    );
+    assert_eq!(
+        uid.trim(),
+        ct.ok("id -u ossimport").trim(),
+        "the agent's uid"
+    );
+    assert_ne!(uid.trim(), "0");
+    assert!(
+        ct.ok("stat -c %U /var/lib/ossimport-agent/secrets")
+            .trim()
+            .ends_with("ossimport")
+    );
     assert!(
         daemon
             .workers()
