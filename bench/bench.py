@@ -254,7 +254,7 @@ def tool_cmd(tool, src: Path, endpoint, bucket, a, run_dir: Path):
     if tool.startswith("ossimport"):
         # One job file for `run` and the cluster; the objects in flight are
         # per executor, so the cluster's agents share `--concurrency`.
-        cluster = tool == "ossimport-cluster"
+        cluster = tool.startswith("ossimport-cluster")
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "job.cfg").write_text(
             f"jobName=bench\nsrcType=local\nsrcPrefix={src}/\ndestDomain={endpoint}\n"
@@ -266,7 +266,7 @@ def tool_cmd(tool, src: Path, endpoint, bucket, a, run_dir: Path):
         if cluster:
             # The distributed path: ossimportd and --agents agents on
             # loopback (bench/cluster_run.sh).
-            cmd = [str(BENCH / "cluster_run.sh"), str(WORK / "bin"), str(run_dir),
+            cmd = [str(BENCH / "cluster_run.sh"), a.cluster_variants.get(tool, str(WORK / "bin")), str(run_dir),
                    str(a.agents), str(run_dir / "job.cfg")]
         else:
             exe = a.variants.get(tool, a.ossimport_bin)
@@ -378,6 +378,9 @@ def main():
                     help="ossimportctl to run (A/B of a patched build); default the snapshot run.sh made")
     ap.add_argument("--variant", action="append", default=[], metavar="LABEL=PATH",
                     help="also run another ossimportctl build as tool 'ossimport[LABEL]' (A/B)")
+    ap.add_argument("--cluster-variant", action="append", default=[], metavar="LABEL=BINDIR",
+                    help="also run the distributed path with the ossimportd, ossimport-agent and "
+                         "ossimportctl of BINDIR as tool 'ossimport-cluster[LABEL]' (A/B)")
     ap.add_argument("--results-dir", default=str(BENCH / "results"))
     ap.add_argument("--generate-only", action="store_true", help="only generate the workloads")
     a = ap.parse_args()
@@ -388,10 +391,15 @@ def main():
     for v in a.variant:
         label, path = v.split("=", 1)
         a.variants[f"ossimport[{label}]"] = str(Path(path).resolve())
+    a.cluster_variants = {}
+    for v in a.cluster_variant:
+        label, path = v.split("=", 1)
+        a.cluster_variants[f"ossimport-cluster[{label}]"] = str(Path(path).resolve())
     a.part_size, a.mp_threshold = parse_size(a.part_size), parse_size(a.mp_threshold)
     w1_size, w2_size = parse_size(a.w1_size), parse_size(a.w2_size)
     wls = [w.strip().upper() for w in a.workloads.split(",") if w.strip()]
-    tools = [t.strip() for t in a.tools.split(",") if t.strip()] + list(a.variants)
+    tools = ([t.strip() for t in a.tools.split(",") if t.strip()] + list(a.variants)
+             + list(a.cluster_variants))
     (BENCH / "results").mkdir(parents=True, exist_ok=True)
     WORK.mkdir(parents=True, exist_ok=True)
 

@@ -23,7 +23,10 @@ done
 # The agents may use the job's local source directory, if it has one.
 ALLOW=()
 SRC="$(sed -n 's|^srcPrefix=\(/.*\)|\1|p' "$CFG" | head -n 1)"
-[ -n "$SRC" ] && ALLOW=(--allow-root "$SRC")
+# (Builds from before --allow-root take any local path.)
+if [ -n "$SRC" ] && "$BIN/ossimport-agent" --help | grep -q -- --allow-root; then
+  ALLOW=(--allow-root "$SRC")
+fi
 DPORT="$(port)"
 pids=()
 cleanup() {

@@ -24,13 +24,14 @@ fn main() -> ExitCode {
         default_hook(info)
     }));
     let cli = Cli::parse();
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("OSSIMPORT_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
+        .with_ansi(ansi)
+        .with_writer(move || proto::net::OneLine::new(std::io::stderr(), ansi))
         .init();
     match cli.command {
         Command::Run(args) => ctl::run::main(args),

@@ -253,13 +253,14 @@ fn bind_agents(
 }
 
 fn init_logging(json: bool) {
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let filter = tracing_subscriber::EnvFilter::try_from_env("OSSIMPORT_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     // Colour only on a terminal: a log file gets plain text.
     let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
+        .with_ansi(ansi)
+        .with_writer(move || proto::net::OneLine::new(std::io::stderr(), ansi));
     if json {
         fmt.json().init();
     } else {

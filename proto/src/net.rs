@@ -55,6 +55,51 @@ pub fn printable(text: &str) -> String {
     out
 }
 
+/// A log writer that keeps each record on its line: every control
+/// character of a record but its final line end (and, on a terminal, the
+/// colour escapes) is written escaped, so a name in a field (a path, an
+/// error from a peer) cannot start a forged log line. The logging layer
+/// hands it one whole record per write.
+pub struct OneLine<W> {
+    inner: W,
+    ansi: bool,
+}
+
+impl<W: std::io::Write> OneLine<W> {
+    pub fn new(inner: W, ansi: bool) -> OneLine<W> {
+        OneLine { inner, ansi }
+    }
+}
+
+impl<W: std::io::Write> std::io::Write for OneLine<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let body = buf.strip_suffix(b"\n").unwrap_or(buf);
+        let keep = |b: u8| b == b'\t' || (self.ansi && b == 0x1b);
+        if body.iter().all(|&b| !(b.is_ascii_control()) || keep(b)) {
+            self.inner.write_all(buf)?;
+            return Ok(buf.len());
+        }
+        let mut out = Vec::with_capacity(buf.len() + 16);
+        for &b in body {
+            match b {
+                b'\n' => out.extend_from_slice(b"\\n"),
+                b'\r' => out.extend_from_slice(b"\\r"),
+                b if b.is_ascii_control() && !keep(b) => {
+                    out.extend_from_slice(format!("\\x{b:02x}").as_bytes())
+                }
+                b => out.push(b),
+            }
+        }
+        out.extend_from_slice(&buf[body.len()..]);
+        self.inner.write_all(&out)?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 /// Describes `err` (and its causes) as one line: the class of failure, what
 /// to check, and the deepest cause as the OS or TLS library put it.
 /// `timeout` is the limit that applied, named when the request timed out.
@@ -140,6 +185,32 @@ fn classify(io_kind: Option<ErrorKind>, all: &str) -> &'static str {
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
+
+    use super::{OneLine, printable};
+
+    #[test]
+    fn a_log_record_stays_on_its_line() {
+        use std::io::Write;
+        let mut out = Vec::new();
+        OneLine::new(&mut out, false)
+            .write_all(b"WARN path=a\nERROR forged\r\x1b[31m\n")
+            .unwrap();
+        assert_eq!(out, b"WARN path=a\\nERROR forged\\r\\x1b[31m\n");
+        let mut out = Vec::new();
+        OneLine::new(&mut out, true)
+            .write_all(b"\x1b[33mWARN\x1b[0m\tok\n")
+            .unwrap();
+        assert_eq!(out, b"\x1b[33mWARN\x1b[0m\tok\n");
+    }
+
+    #[test]
+    fn control_characters_are_escaped_on_one_line() {
+        assert_eq!(printable("a/b c.txt"), "a/b c.txt");
+        assert_eq!(
+            printable("x\r\nINFO forged line\t\u{1b}[31m"),
+            "x\\r\\nINFO forged line\\t\\u{1b}[31m"
+        );
+    }
 
     #[test]
     fn backoff_doubles_to_its_cap_with_the_upper_half_jittered() {

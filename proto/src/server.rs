@@ -190,7 +190,21 @@ async fn handshake(
 }
 
 async fn refuse_plain(mut stream: tokio::net::TcpStream, addr: SocketAddr) {
-    use tokio::io::AsyncWriteExt as _;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    // The answer comes after the request's head (16 KiB at most), as from
+    // any HTTP server: a client still writing its head when an answer
+    // arrives may not read it.
+    let _ = tokio::time::timeout(HANDSHAKE_DEADLINE, async {
+        let mut head = Vec::new();
+        let mut buf = [0u8; 4096];
+        while head.len() < 16 << 10 && !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => head.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
     let message = format!(
         "this end (ossimport {}) speaks TLS only: upgrade the side at {addr} to the same version",
         crate::VERSION
@@ -205,10 +219,27 @@ async fn refuse_plain(mut stream: tokio::net::TcpStream, addr: SocketAddr) {
         "HTTP/1.1 426 Upgrade Required\r\ncontent-type: application/json\r\nconnection: close\r\ncontent-length: {}\r\n\r\n",
         body.len()
     );
-    let _ = tokio::time::timeout(HANDSHAKE_DEADLINE, async {
-        stream.write_all(head.as_bytes()).await?;
-        stream.write_all(&body).await?;
-        stream.shutdown().await
+    let mut answer = head.into_bytes();
+    answer.extend_from_slice(&body);
+    if tokio::time::timeout(HANDSHAKE_DEADLINE, stream.write_all(&answer))
+        .await
+        .is_err()
+    {
+        return;
+    }
+    // A lingering close: what the peer is still sending is read and dropped
+    // for a moment (1 MiB, 1 s at most) before the connection is closed, so
+    // that closing with its data unread does not reset the connection
+    // before it has read the answer.
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        let mut buf = [0u8; 16 << 10];
+        let mut left = 1usize << 20;
+        while left > 0 {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
     })
     .await;
 }
