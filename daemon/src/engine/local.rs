@@ -243,7 +243,7 @@ pub fn start(eng: &Arc<Engine>, batch: TaskBatch) {
                 Runner::Confined(child, job) => {
                     child.run_task(job, task, tx, cancel.clone()).await
                 }
-                Runner::Unavailable(why) => fail_all(task, why, &tx).await,
+                Runner::Unavailable(why) => fail_all(task, why, tx).await,
             }
             // The sender is dropped: the forwarder hands over what is left,
             // and the flush returns once all of it is committed.
@@ -269,8 +269,9 @@ pub fn start(eng: &Arc<Engine>, batch: TaskBatch) {
 }
 
 /// Every object of `task` failed for `why` (its worker could not start):
-/// the job ends with the reason instead of retrying without end.
-async fn fail_all(task: proto::job::TaskSpec, why: &str, tx: &mpsc::Sender<Event>) {
+/// the job ends with the reason instead of retrying without end. Takes the
+/// sender, as an executor does, so the forwarder ends when this returns.
+async fn fail_all(task: proto::job::TaskSpec, why: &str, tx: mpsc::Sender<Event>) {
     for o in task.objects {
         let result = proto::job::ObjectResult {
             object_id: o.object_id,
