@@ -140,12 +140,20 @@ pub async fn send(
                     .map_err(http_err)?
             }
             Target::Tls { addr, from, config } => {
-                let http_err = |source: hyper::Error| match rustls_cause(&source) {
-                    Some(reason) => ClientError::Tls {
-                        target: label.clone(),
-                        reason,
-                    },
-                    None => http_err(source),
+                // A peer that refuses our key says so in an alert that
+                // arrives after our side of the handshake, and hyper may
+                // report only that the connection closed: the stream
+                // remembers what TLS said.
+                let seen = std::sync::Arc::new(std::sync::Mutex::new(None::<String>));
+                let http_err = |source: hyper::Error| {
+                    let heard = seen.lock().unwrap_or_else(|p| p.into_inner()).take();
+                    match rustls_cause(&source).or(heard) {
+                        Some(reason) => ClientError::Tls {
+                            target: label.clone(),
+                            reason,
+                        },
+                        None => http_err(source),
+                    }
                 };
                 let stream = match from {
                     Some(f) => connect_from(addr, *f).await,
@@ -160,7 +168,13 @@ pub async fn send(
                         target: label.clone(),
                         reason: tls_reason(&e),
                     })?;
-                roundtrip(TokioIo::new(tls), req).await.map_err(http_err)?
+                let watched = Watched {
+                    inner: tls,
+                    seen: std::sync::Arc::clone(&seen),
+                };
+                roundtrip(TokioIo::new(watched), req)
+                    .await
+                    .map_err(http_err)?
             }
             Target::Unix(p) => {
                 let stream = tokio::net::UnixStream::connect(p)
@@ -185,6 +199,66 @@ pub async fn send(
             target: label.clone(),
             after: timeout,
         })?
+}
+
+/// A stream that keeps what a TLS failure meant (see [`rustls_cause`]) the
+/// first time a read or write fails with one.
+struct Watched<S> {
+    inner: S,
+    seen: std::sync::Arc<std::sync::Mutex<Option<String>>>,
+}
+
+impl<S> Watched<S> {
+    fn note<T>(&self, r: &std::task::Poll<std::io::Result<T>>) {
+        if let std::task::Poll::Ready(Err(e)) = r
+            && let Some(reason) = rustls_cause(e)
+        {
+            self.seen
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get_or_insert(reason);
+        }
+    }
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Watched<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let r = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        self.note(&r);
+        r
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Watched<S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let r = std::pin::Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.note(&r);
+        r
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let r = std::pin::Pin::new(&mut self.inner).poll_flush(cx);
+        self.note(&r);
+        r
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }
 
 /// A TCP connection to `addr` from the local address `from`.
@@ -220,6 +294,9 @@ where
     tokio::spawn(async move {
         let _ = conn.await;
     });
+    // Until the connection task has run, hyper refuses a request as "not
+    // ready": wait for it (a connection that died meanwhile fails here).
+    sender.ready().await?;
     sender.send_request(req).await
 }
 
