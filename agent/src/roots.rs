@@ -108,9 +108,19 @@ impl Roots {
     /// must be inside a root.
     pub fn file_rule(&self) -> crate::worker::Confine {
         let roots = self.0.clone();
-        Arc::new(move |path: &Path, _opened: &storage::beneath::SourceFile| {
+        Arc::new(move |path: &Path, opened: &storage::beneath::SourceFile| {
+            use std::os::unix::fs::MetadataExt;
             let real =
                 std::fs::canonicalize(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            // The real path must still be the file that was opened: a
+            // symlink swapped in between would otherwise pass the check.
+            let md = std::fs::metadata(&real).map_err(|e| format!("{}: {e}", real.display()))?;
+            if (md.dev(), md.ino()) != (opened.dev, opened.ident.ino) {
+                return Err(format!(
+                    "{} changed while it was checked",
+                    proto::net::printable(&path.display().to_string())
+                ));
+            }
             if roots
                 .iter()
                 .filter_map(|r| resolve(r))
