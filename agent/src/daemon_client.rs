@@ -14,7 +14,7 @@ use std::time::Duration;
 use hyper::{Method, StatusCode};
 use proto::api::{EventBatch, Heartbeat, HeartbeatReply, agent_path};
 use proto::auth::Signer;
-use proto::client::{self, Target};
+use proto::client;
 use proto::job::Event;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -39,9 +39,9 @@ const GATHER: Duration = Duration::from_millis(20);
 /// patiently.
 pub(crate) struct Link {
     pub(crate) signer: Signer,
-    /// Mutual TLS with the daemon: our key, and the daemon's pinned.
-    pub(crate) tls: std::sync::Arc<rustls::ClientConfig>,
-    pub(crate) daemon_addr: String,
+    /// Kept mutual-TLS connections to the daemon (our key, and the
+    /// daemon's pinned).
+    pub(crate) daemon: client::Channel,
     pub(crate) request_timeout: Duration,
     pub(crate) heartbeat: Duration,
     /// How long undelivered events are retried at shutdown.
@@ -56,20 +56,11 @@ impl Link {
         body: &T,
     ) -> Result<R, String> {
         let body = serde_json::to_vec(body).map_err(|e| e.to_string())?;
-        let (status, answer) = client::send(
-            &Target::Tls {
-                addr: self.daemon_addr.clone(),
-                from: None,
-                config: std::sync::Arc::clone(&self.tls),
-            },
-            Method::POST,
-            path,
-            &[],
-            body,
-            self.request_timeout,
-        )
-        .await
-        .map_err(|e| e.to_string())?;
+        let (status, answer) = self
+            .daemon
+            .send(Method::POST, path, body, self.request_timeout)
+            .await
+            .map_err(|e| e.to_string())?;
         if status != StatusCode::OK {
             let msg = serde_json::from_slice::<proto::api::ErrorBody>(&answer)
                 .map(|e| e.message)

@@ -208,8 +208,7 @@ pub async fn run(
             .context("TLS for the task API")?
     };
     let link = Link {
-        tls,
-        daemon_addr: config.daemon_addr.clone(),
+        daemon: proto::client::Channel::tls(config.daemon_addr.clone(), None, tls),
         request_timeout: config.request_timeout,
         heartbeat: config.heartbeat,
         drain: config.drain,

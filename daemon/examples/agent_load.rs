@@ -36,7 +36,7 @@ use clap::Parser;
 use hyper::{Method, StatusCode};
 use proto::api::{BatchAccepted, EventBatch, Heartbeat, TaskBatch, agent_path};
 use proto::auth::Signer;
-use proto::client::{self, Target};
+use proto::client;
 use proto::job::{Event, ObjectResult, Outcome, TaskSpec};
 use proto::server::{self, Limits, Req, error, json};
 use tokio::sync::mpsc;
@@ -103,13 +103,10 @@ struct Played {
     addr: String,
     signer: Signer,
     daemon_fp: String,
-    /// Mutual TLS with the daemon, as a real agent has.
-    tls: Arc<rustls::ClientConfig>,
-    daemon_addr: String,
-    /// The loopback address this agent sends from, its own as a real
-    /// agent's host address is (the daemon bounds connections per peer
-    /// address).
-    source: std::net::IpAddr,
+    /// Kept mutual-TLS connections to the daemon, as a real agent has,
+    /// from a loopback address of its own as a real agent's host address is
+    /// (the daemon bounds connections per peer address).
+    daemon: client::Channel,
     capacity: u32,
     rate: u64,
     lie: Option<Lie>,
@@ -125,19 +122,10 @@ struct Played {
 impl Played {
     async fn call<T: serde::Serialize>(&self, path: &str, body: &T) -> anyhow::Result<()> {
         let body = serde_json::to_vec(body)?;
-        let (status, answer) = client::send(
-            &Target::Tls {
-                addr: self.daemon_addr.clone(),
-                from: Some(self.source),
-                config: Arc::clone(&self.tls),
-            },
-            Method::POST,
-            path,
-            &[],
-            body,
-            Duration::from_secs(60),
-        )
-        .await?;
+        let (status, answer) = self
+            .daemon
+            .send(Method::POST, path, body, Duration::from_secs(60))
+            .await?;
         anyhow::ensure!(
             status == StatusCode::OK,
             "{path}: daemon answered {status}: {}",
@@ -378,9 +366,7 @@ async fn main() -> anyhow::Result<()> {
             addr,
             signer,
             daemon_fp: daemon_fp.clone(),
-            tls,
-            daemon_addr: args.daemon.clone(),
-            source,
+            daemon: client::Channel::tls(args.daemon.clone(), Some(source), tls),
             capacity: args.tasks,
             rate: args.rate,
             lie: args.lie,

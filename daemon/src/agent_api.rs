@@ -54,11 +54,18 @@ async fn handle(eng: Arc<Engine>, req: Req) -> Response<Body> {
         Peer::Tls { key, .. } if state.verifier.knows(key) => Who { key: key.clone() },
         peer => {
             warn!(peer = ?peer, path = %req.path, "Refused an agent request: its key is not enrolled (revoked?).");
-            return error(
+            // A key revoked while its connection was open: the connection
+            // ends with this answer, and a new one fails its handshake.
+            let mut refused = error(
                 StatusCode::UNAUTHORIZED,
                 "UNAUTHORIZED",
                 "this agent's key is not enrolled",
             );
+            refused.headers_mut().insert(
+                hyper::header::CONNECTION,
+                hyper::header::HeaderValue::from_static("close"),
+            );
+            return refused;
         }
     };
     let r = match req.path.as_str() {

@@ -111,6 +111,9 @@ pub struct State {
     pub cancel: CancellationToken,
     /// Every background task (pushes, scanners) is tracked here.
     pub tracker: TaskTracker,
+    /// Kept TLS connections to each agent (by fingerprint), see
+    /// [`State::channel_to_agent`].
+    channels: std::sync::Mutex<HashMap<String, Arc<proto::client::Channel>>>,
 }
 
 impl State {
@@ -127,12 +130,32 @@ impl State {
             || (self.reload_agent_keys(false) && self.verifier.knows(fingerprint))
     }
 
-    /// A client configuration for pushing to the agent `fingerprint`
-    /// (pinned to its enrolled key), or `None` when it is not enrolled.
-    pub fn tls_to_agent(&self, fingerprint: &str) -> Option<Arc<rustls::ClientConfig>> {
-        let key = self.verifier.key(fingerprint)?;
+    /// The channel for pushing to the agent `fingerprint` at `addr` (pinned
+    /// to its enrolled key; its connections kept between pushes), or `None`
+    /// when it is not enrolled. A channel is made again when the agent's
+    /// address changed, and dropped (its connections with it) once its key
+    /// is no longer enrolled.
+    pub fn channel_to_agent(
+        &self,
+        fingerprint: &str,
+        addr: &str,
+    ) -> Option<Arc<proto::client::Channel>> {
+        let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(key) = self.verifier.key(fingerprint) else {
+            channels.remove(fingerprint);
+            return None;
+        };
+        if let Some(c) = channels.get(fingerprint)
+            && c.addr() == addr
+        {
+            return Some(Arc::clone(c));
+        }
         match proto::tls::client_config(&self.signer, &key) {
-            Ok(c) => Some(c),
+            Ok(config) => {
+                let c = Arc::new(proto::client::Channel::tls(addr.to_string(), None, config));
+                channels.insert(fingerprint.to_string(), Arc::clone(&c));
+                Some(c)
+            }
             Err(e) => {
                 tracing::warn!(agent = fingerprint, error = %e, "No TLS configuration for the agent.");
                 None
@@ -157,6 +180,7 @@ impl State {
             job_changed: Notify::new(),
             cancel: CancellationToken::new(),
             tracker: TaskTracker::new(),
+            channels: Default::default(),
             config,
         })
     }

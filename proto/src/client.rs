@@ -1,6 +1,8 @@
-//! A minimal HTTP/1 client over TCP or a Unix socket, one connection per
-//! request: the daemon, agents and ctl exchange few, small requests, and a
-//! fresh connection per request keeps failure handling simple.
+//! A minimal HTTP/1 client over TCP, TLS or a Unix socket. [`send`] opens
+//! one connection per request (ctl's few requests, tests); a [`Channel`]
+//! keeps mutual-TLS connections to one peer open between requests (daemon
+//! and agents exchange many small ones, and a TLS handshake per request
+//! cost more than the request).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -49,6 +51,9 @@ pub enum ClientError {
     /// The TLS handshake failed: why, in words (see [`tls_reason`]).
     #[error("TLS with {target}: {reason}")]
     Tls { target: String, reason: String },
+    /// A kept connection failed (see [`Channel`]).
+    #[error("talking to {target}: {reason}")]
+    Channel { target: String, reason: String },
 }
 
 /// A failed handshake, said so that a person knows what to check.
@@ -199,6 +204,194 @@ pub async fn send(
             target: label.clone(),
             after: timeout,
         })?
+}
+
+/// Kept mutual-TLS connections to one peer (an agent, or the daemon):
+/// hyper-util's pooling client over a connector that pins the peer's key.
+/// Idle connections are closed after [`Channel::IDLE`], well before the
+/// server's 30 s wait for a request head, so a kept connection is not
+/// closed under a request; a request the peer never received (its kept
+/// connection had closed) is sent again on a new one.
+///
+/// The peer re-checks our key on every request it reads, so a key it
+/// removed stops working on open connections too.
+pub struct Channel {
+    label: String,
+    seen: std::sync::Arc<std::sync::Mutex<Option<String>>>,
+    client: hyper_util::client::legacy::Client<TlsConnect, Full<Bytes>>,
+}
+
+impl Channel {
+    /// Longest a connection is kept unused.
+    pub const IDLE: Duration = Duration::from_secs(10);
+
+    /// A channel to `addr` (from the local address `from` if given).
+    pub fn tls(
+        addr: String,
+        from: Option<std::net::IpAddr>,
+        config: std::sync::Arc<rustls::ClientConfig>,
+    ) -> Channel {
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let connect = TlsConnect {
+            addr: addr.clone(),
+            from,
+            config,
+            seen: std::sync::Arc::clone(&seen),
+        };
+        let client =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .pool_timer(hyper_util::rt::TokioTimer::new())
+                .pool_idle_timeout(Self::IDLE)
+                .pool_max_idle_per_host(8)
+                .build(connect);
+        Channel {
+            label: addr,
+            seen,
+            client,
+        }
+    }
+
+    /// Where this channel goes.
+    pub fn addr(&self) -> &str {
+        &self.label
+    }
+
+    /// Sends one request on a kept connection or a new one; every step is
+    /// bounded by `timeout`. Errors read as [`send`]'s do.
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<(StatusCode, Bytes), ClientError> {
+        let label = &self.label;
+        let fut = async {
+            let req = Request::builder()
+                .method(method)
+                .uri(format!("http://ossimport{path}"))
+                .header("host", "ossimport")
+                .header("content-type", "application/json")
+                .body(Full::new(Bytes::from(body)))
+                .map_err(|e| ClientError::Connect {
+                    target: label.clone(),
+                    source: std::io::Error::other(e),
+                })?;
+            let resp = self.client.request(req).await.map_err(|e| self.failed(e))?;
+            let status = resp.status();
+            let body = Limited::new(resp.into_body(), MAX_ANSWER)
+                .collect()
+                .await
+                .map_err(|_| ClientError::TooLarge(label.clone()))?
+                .to_bytes();
+            Ok((status, body))
+        };
+        tokio::time::timeout(timeout, fut)
+            .await
+            .map_err(|_| ClientError::Timeout {
+                target: label.clone(),
+                after: timeout,
+            })?
+    }
+
+    /// A pooling client's error, as [`send`] would have said it.
+    fn failed(&self, e: hyper_util::client::legacy::Error) -> ClientError {
+        let heard = self.seen.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(reason) = rustls_cause(&e).or(heard) {
+            return ClientError::Tls {
+                target: self.label.clone(),
+                reason,
+            };
+        }
+        let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+        let mut io_kind = None;
+        while let Some(err) = cur {
+            if let Some(io) = err.downcast_ref::<std::io::Error>() {
+                io_kind.get_or_insert(io.kind());
+            }
+            cur = err.source();
+        }
+        if e.is_connect() {
+            // `Connect` carries an io::Error (ctl tells "not running" by its
+            // kind): the kind and the deepest cause's words.
+            return ClientError::Connect {
+                target: self.label.clone(),
+                source: std::io::Error::new(
+                    io_kind.unwrap_or(std::io::ErrorKind::Other),
+                    root_cause(&e).unwrap_or_else(|| e.to_string()),
+                ),
+            };
+        }
+        ClientError::Channel {
+            target: self.label.clone(),
+            reason: crate::net::no_answer(&e, None),
+        }
+    }
+}
+
+/// The deepest cause's text.
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut cur = Some(e);
+    let mut last = None;
+    while let Some(err) = cur {
+        let t = err.to_string();
+        if !t.is_empty() {
+            last = Some(t);
+        }
+        cur = err.source();
+    }
+    last
+}
+
+/// Opens a [`Channel`]'s connections: TCP (from a chosen address), then
+/// TLS with the pinned configuration.
+#[derive(Clone)]
+struct TlsConnect {
+    addr: String,
+    from: Option<std::net::IpAddr>,
+    config: std::sync::Arc<rustls::ClientConfig>,
+    seen: std::sync::Arc<std::sync::Mutex<Option<String>>>,
+}
+
+type TlsIo = TokioIo<Watched<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>>;
+
+impl tower_service::Service<hyper::Uri> for TlsConnect {
+    type Response = TlsIo;
+    type Error = std::io::Error;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = std::io::Result<TlsIo>> + Send + 'static>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: hyper::Uri) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move {
+            let stream = match this.from {
+                Some(f) => connect_from(&this.addr, f).await,
+                None => tokio::net::TcpStream::connect(&this.addr).await,
+            }?;
+            let _ = stream.set_nodelay(true);
+            let tls = tokio_rustls::TlsConnector::from(this.config)
+                .connect(crate::tls::server_name(), stream)
+                .await?;
+            Ok(TokioIo::new(Watched {
+                inner: tls,
+                seen: this.seen,
+            }))
+        })
+    }
+}
+
+impl<S> hyper_util::client::legacy::connect::Connection for Watched<S> {
+    fn connected(&self) -> hyper_util::client::legacy::connect::Connected {
+        hyper_util::client::legacy::connect::Connected::new()
+    }
 }
 
 /// A stream that keeps what a TLS failure meant (see [`rustls_cause`]) the
@@ -381,5 +574,93 @@ mod tests {
         .unwrap();
         assert_eq!((status, body.as_ref()), (StatusCode::OK, b"ok".as_ref()));
         assert_eq!(peer.join().unwrap(), from);
+    }
+
+    /// A channel keeps its connection between requests (one handshake for
+    /// many requests), opens more only for requests at once, and says a
+    /// refused key as `send` does.
+    #[tokio::test]
+    async fn a_channel_keeps_its_connections_and_reports_refusals() {
+        use crate::auth::Signer;
+        use crate::server::{Limits, Peer, serve_tcp};
+        let (server, client, stranger) = (Signer::random(), Signer::random(), Signer::random());
+        let trusted = client.fingerprint().to_string();
+        let tls =
+            crate::tls::server_config(&server, std::sync::Arc::new(move |fp: &str| fp == trusted))
+                .unwrap();
+        let ports = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = std::sync::Arc::clone(&ports);
+        let handler: crate::server::Handler = std::sync::Arc::new(move |req| {
+            if let Peer::Tls { addr, .. } = req.peer {
+                seen.lock().unwrap().push(addr.port());
+            }
+            Box::pin(async { crate::server::json(StatusCode::OK, &"ok") })
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let cancel = tokio_util::sync::CancellationToken::new();
+        let limits = Limits {
+            max_body: 1 << 20,
+            max_connections: 16,
+            max_per_peer: 16,
+            request_deadline: Duration::from_secs(5),
+            drain: Duration::from_secs(1),
+            gate: None,
+            tls: Some(tls),
+        };
+        tokio::spawn(serve_tcp(listener, handler, limits, cancel.clone()));
+
+        let config = crate::tls::client_config(&client, server.public_key()).unwrap();
+        let channel = Channel::tls(addr.clone(), None, config);
+        let t = Duration::from_secs(5);
+        for _ in 0..20 {
+            let (status, _) = channel
+                .send(Method::POST, "/x", b"{}".to_vec(), t)
+                .await
+                .unwrap();
+            assert_eq!(status, StatusCode::OK);
+        }
+        let distinct = |p: &[u16]| p.iter().collect::<std::collections::HashSet<_>>().len();
+        assert_eq!(
+            distinct(&ports.lock().unwrap()),
+            1,
+            "20 requests, one connection"
+        );
+        let send = || channel.send(Method::POST, "/x", Vec::new(), t);
+        let (a, b, c, d) = tokio::join!(send(), send(), send(), send());
+        for r in [a, b, c, d] {
+            assert_eq!(r.unwrap().0, StatusCode::OK);
+        }
+        let n = distinct(&ports.lock().unwrap());
+        assert!((2..=5).contains(&n), "{n} connections for 24 requests");
+
+        let config = crate::tls::client_config(&stranger, server.public_key()).unwrap();
+        let refused = Channel::tls(addr.clone(), None, config);
+        let e = refused
+            .send(Method::POST, "/x", Vec::new(), t)
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("refused our key"), "{e}");
+        let wrong_peer = crate::tls::client_config(&client, stranger.public_key()).unwrap();
+        let e = Channel::tls(addr.clone(), None, wrong_peer)
+            .send(Method::POST, "/x", Vec::new(), t)
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("not the one we were given"), "{e}");
+        cancel.cancel();
+        let closed = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().to_string()
+        };
+        let config = crate::tls::client_config(&client, server.public_key()).unwrap();
+        let e = Channel::tls(closed.clone(), None, config)
+            .send(Method::POST, "/x", Vec::new(), t)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, ClientError::Connect { .. }), "{e:?}");
+        assert!(
+            e.to_string().contains("connection refused") && e.to_string().contains(&closed),
+            "{e}"
+        );
     }
 }

@@ -108,13 +108,18 @@ pub fn server_config(
         want: Want::Trusted(trust),
         algs: provider().signature_verification_algorithms,
     });
-    let config = rustls::ServerConfig::builder_with_provider(provider())
+    let mut config = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| TlsError::Setup(e.to_string()))?
         .with_client_cert_verifier(verifier)
         .with_cert_resolver(Arc::new(
             rustls::server::AlwaysResolvesServerRawPublicKeys::new(certified(me)?),
         ));
+    // No session resumption: a resumed session skips the client's key, so
+    // a key revoked since would still complete a handshake. Connections are
+    // kept (`crate::client::Channel`), so full handshakes are few.
+    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    config.send_tls13_tickets = 0;
     Ok(Arc::new(config))
 }
 
@@ -125,7 +130,7 @@ pub fn client_config(me: &Signer, peer: &PublicKey) -> Result<Arc<rustls::Client
         algs: provider().signature_verification_algorithms,
     });
     spki(peer)?;
-    let config = rustls::ClientConfig::builder_with_provider(provider())
+    let mut config = rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| TlsError::Setup(e.to_string()))?
         .dangerous()
@@ -133,6 +138,8 @@ pub fn client_config(me: &Signer, peer: &PublicKey) -> Result<Arc<rustls::Client
         .with_client_cert_resolver(Arc::new(
             rustls::client::AlwaysResolvesClientRawPublicKeys::new(certified(me)?),
         ));
+    // Every handshake checks both keys (see `server_config`).
+    config.resumption = rustls::client::Resumption::disabled();
     Ok(Arc::new(config))
 }
 

@@ -5,7 +5,6 @@ use std::sync::Arc;
 
 use hyper::{Method, StatusCode};
 use proto::api::{BatchAccepted, ErrorBody, TaskBatch, agent_path};
-use proto::client::{self, Target};
 use proto::job::{JobSpec, TaskSpec};
 use tokio::time::Instant;
 use tracing::{info, warn};
@@ -32,31 +31,28 @@ pub(crate) async fn push(eng: Arc<Engine>, fp: String, batch: TaskBatch) {
         Some(a) => (a.addr.clone(), a.name.clone()),
         None => (None, fp.clone()),
     };
-    let tls = state.tls_to_agent(&fp);
-    let result = match (addr, serde_json::to_vec(&batch), tls) {
-        (Some(addr), Ok(body), Some(config)) => client::send(
-            &Target::Tls {
-                addr,
-                from: None,
-                config,
-            },
-            Method::POST,
-            agent_path::TASKS,
-            &[],
-            body,
-            state.config.push_timeout,
-        )
-        .await
-        .map_err(|e| e.to_string())
-        .and_then(|(status, body)| {
-            if status == StatusCode::OK {
-                serde_json::from_slice::<BatchAccepted>(&body).map_err(|e| e.to_string())
-            } else {
-                Err(serde_json::from_slice::<ErrorBody>(&body)
-                    .map(|e| e.message)
-                    .unwrap_or_else(|_| format!("answered {status}")))
-            }
-        }),
+    let channel = addr
+        .as_deref()
+        .and_then(|addr| state.channel_to_agent(&fp, addr));
+    let result = match (addr, serde_json::to_vec(&batch), channel) {
+        (Some(_), Ok(body), Some(channel)) => channel
+            .send(
+                Method::POST,
+                agent_path::TASKS,
+                body,
+                state.config.push_timeout,
+            )
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|(status, body)| {
+                if status == StatusCode::OK {
+                    serde_json::from_slice::<BatchAccepted>(&body).map_err(|e| e.to_string())
+                } else {
+                    Err(serde_json::from_slice::<ErrorBody>(&body)
+                        .map(|e| e.message)
+                        .unwrap_or_else(|_| format!("answered {status}")))
+                }
+            }),
         (None, _, _) => Err("no address known".to_string()),
         (_, Err(e), _) => Err(e.to_string()),
         (_, _, None) => Err("its key is no longer enrolled".to_string()),

@@ -318,7 +318,7 @@ fn daemon_ignores_agents_it_has_not_enrolled() {
 
     // Enrolled while the daemon runs: let in without a restart.
     let line = format!("{} intruder\n", stranger.public_key_openssh());
-    std::fs::write(work.join("agent_keys"), line).unwrap();
+    std::fs::write(work.join("agent_keys"), &line).unwrap();
     // The key file is re-read at most once a second, as a heartbeat retries.
     rt().block_on(async {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
@@ -330,6 +330,55 @@ fn daemon_ignores_agents_it_has_not_enrolled() {
             assert!(
                 tokio::time::Instant::now() < deadline,
                 "enrolled key never accepted"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    // Revoked while its kept connection is open: refused on that
+    // connection at once, and no new connection gets through.
+    let config = proto::tls::client_config(&stranger, &daemon_pub).unwrap();
+    let channel = client::Channel::tls(d.addr.clone(), None, config);
+    let kept = rt();
+    let t = Duration::from_secs(10);
+    let (status, _) = kept
+        .block_on(channel.send(Method::POST, path, hb.clone(), t))
+        .unwrap();
+    assert_eq!(status, StatusCode::OK);
+    let revoked: proto::api::Revoked = api(
+        &d.socket,
+        proto::control::Endpoint::Revoke("intruder".into()),
+        None,
+    );
+    assert_eq!(
+        revoked.fingerprints,
+        vec![stranger.fingerprint().to_string()]
+    );
+    kept.block_on(async {
+        let (status, _) = channel
+            .send(Method::POST, path, hb.clone(), t)
+            .await
+            .unwrap();
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        let e = channel
+            .send(Method::POST, path, hb.clone(), t)
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("refused our key"), "{e}");
+    });
+    let w = d.workers();
+    assert!(w.workers.is_empty(), "{:?}", w.workers);
+    // Enrolled again, for what follows.
+    std::fs::write(work.join("agent_keys"), &line).unwrap();
+    rt().block_on(async {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while post_tls(&d.addr, &stranger, &daemon_pub, path, &hb)
+            .await
+            .ok()
+            != Some(StatusCode::OK)
+        {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "re-enrolled key never accepted"
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
