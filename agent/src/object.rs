@@ -40,26 +40,12 @@ async fn process(
     // parts count towards it; audits and skips have none).
     let _bar = (ex.spec.mode == JobMode::Import && obj.size > ex.spec.multipart_threshold)
         .then(|| ex.progress.track(obj.object_id, &obj.rel_path, obj.size));
-    let work = async {
-        match (ex.spec.mode, remote) {
-            (JobMode::Import, false) => local::import(ex, obj, events, lease).await,
-            (JobMode::Import, true) => remote::import(ex, obj, events, lease).await,
-            (JobMode::Audit, false) => local::audit(ex, obj).await.map(Done::from),
-            (JobMode::Audit, true) => remote::audit(ex, obj).await.map(Done::from),
-        }
-    };
-    let work = storage::s3::RETRIES.scope(Arc::clone(&retries), work);
-    // A total deadline per object, retries included.
-    let outcome = match ex.spec.limits.object_timeout_secs {
-        0 => work.await,
-        secs => match tokio::time::timeout(Duration::from_secs(secs), work).await {
-            Ok(r) => r,
-            Err(_) => Err(Fail(
-                ErrorCode::DestError,
-                format!("gave up after objectTimeout={secs} s"),
-            )),
-        },
-    };
+    let outcome = storage::s3::RETRIES
+        .scope(
+            Arc::clone(&retries),
+            riding_out_outages(ex, obj, events, lease, remote),
+        )
+        .await;
     let retries = retries.load(Ordering::Relaxed);
     let mut result = ObjectResult {
         object_id: obj.object_id,
@@ -94,6 +80,154 @@ async fn process(
         Err(Fail(code, message)) => result.error = Some(ObjectError { code, message }),
     }
     result
+}
+
+/// Runs the object; when its failure overlapped a confirmed outage of an
+/// endpoint (see [`storage::health`]), waits for the endpoint and runs it
+/// again, not charged; an outage confirmed while it runs stops it at once
+/// (a multipart upload keeps the parts it reported, and goes on from them).
+/// No object starts while an endpoint is down. Past `endpointOutageLimit`
+/// the object fails `ENDPOINT_DOWN`.
+async fn riding_out_outages(
+    ex: &Arc<Executor>,
+    obj: &ObjectSpec,
+    events: &mpsc::Sender<Event>,
+    lease: &CancellationToken,
+    remote: bool,
+) -> Result<Done, Fail> {
+    let limit = match ex.spec.limits.endpoint_outage_secs {
+        0 => None,
+        s => Some(Duration::from_secs(s)),
+    };
+    let mut obj = std::borrow::Cow::Borrowed(obj);
+    loop {
+        for h in &ex.endpoints {
+            h.wait_up(limit).await.map_err(|o| {
+                Fail(
+                    ErrorCode::EndpointDown,
+                    format!(
+                        "{} (longer than endpointOutageLimit={} s)",
+                        o.line(),
+                        ex.spec.limits.endpoint_outage_secs
+                    ),
+                )
+            })?;
+        }
+        let before: u64 = ex.endpoints.iter().map(|h| h.status().outages).sum();
+        let mut watches: Vec<_> = ex.endpoints.iter().map(|h| h.watch()).collect();
+        let went_down = async {
+            if watches.is_empty() {
+                return std::future::pending().await;
+            }
+            let changes = watches.iter_mut().map(|w| {
+                Box::pin(async move {
+                    let _ = w.wait_for(|st| st.down.is_some()).await;
+                })
+            });
+            futures_util::future::select_all(changes).await;
+        };
+        // Parts this run reports, so that a run stopped by an outage goes on
+        // from them.
+        let (tx, mut rx) = mpsc::channel(64);
+        let mut resume = obj.resume.clone();
+        let run = {
+            let obj = &*obj;
+            async move {
+                let work = async {
+                    match (ex.spec.mode, remote) {
+                        (JobMode::Import, false) => local::import(ex, obj, &tx, lease).await,
+                        (JobMode::Import, true) => remote::import(ex, obj, &tx, lease).await,
+                        (JobMode::Audit, false) => local::audit(ex, obj).await.map(Done::from),
+                        (JobMode::Audit, true) => remote::audit(ex, obj).await.map(Done::from),
+                    }
+                };
+                // A deadline per run, retries included, outage waits not.
+                let work = async {
+                    match ex.spec.limits.object_timeout_secs {
+                        0 => work.await,
+                        secs => match tokio::time::timeout(Duration::from_secs(secs), work).await {
+                            Ok(r) => r,
+                            Err(_) => Err(Fail(
+                                ErrorCode::DestError,
+                                format!("gave up after objectTimeout={secs} s"),
+                            )),
+                        },
+                    }
+                };
+                tokio::select! {
+                    r = work => Some(r),
+                    () = went_down => None,
+                }
+            }
+        };
+        let forward = async {
+            while let Some(e) = rx.recv().await {
+                note_upload(&mut resume, &e);
+                if events.send(e).await.is_err() {
+                    break;
+                }
+            }
+        };
+        let (ran, ()) = tokio::join!(run, forward);
+        let failed_in_outage = match &ran {
+            None => true,
+            Some(Err(Fail(code, _))) if is_endpoint_code(*code) => {
+                // A probe may be deciding about the signs this failure left.
+                for h in &ex.endpoints {
+                    let _ = h.watch().wait_for(|st| !st.suspect).await;
+                }
+                let now: u64 = ex.endpoints.iter().map(|h| h.status().outages).sum();
+                now != before || ex.endpoints.iter().any(|h| h.status().down.is_some())
+            }
+            _ => false,
+        };
+        match ran {
+            Some(r) if !failed_in_outage => return r,
+            _ => {
+                tracing::info!(
+                    object = %proto::net::printable(&obj.rel_path),
+                    "Stopped by an endpoint outage; runs again when it is back (not counted as a failure)."
+                );
+                let mut next = obj.into_owned();
+                next.resume = resume;
+                obj = std::borrow::Cow::Owned(next);
+            }
+        }
+    }
+}
+
+/// Failure codes an unreachable endpoint ends in (the others are about the
+/// object itself).
+fn is_endpoint_code(code: ErrorCode) -> bool {
+    matches!(
+        code,
+        ErrorCode::DestError | ErrorCode::SourceUnreadable | ErrorCode::DestMissing
+    )
+}
+
+/// Keeps `resume` up to date with an upload's events.
+fn note_upload(resume: &mut Option<proto::job::MultipartResume>, e: &Event) {
+    match e {
+        Event::UploadStarted {
+            upload_id,
+            part_size,
+            ..
+        } => {
+            *resume = Some(proto::job::MultipartResume {
+                upload_id: upload_id.clone(),
+                part_size: *part_size,
+                parts: Vec::new(),
+            });
+        }
+        Event::PartDone { part, .. } => {
+            if let Some(r) = resume {
+                r.parts.retain(|p| p.number != part.number);
+                r.parts.push(part.clone());
+            }
+        }
+        Event::UploadAborted { .. } => *resume = None,
+        _ => {}
+    }
 }
 
 impl Executor {

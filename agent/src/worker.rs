@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use proto::job::{DestSpec, JobSpec, SourceSpec, VerifyMode};
 use storage::azure::AzureSource;
+use storage::health::Health;
 use storage::http::HttpSource;
 use storage::limit::RateLimiter;
 use storage::s3::{S3Config, S3Store};
@@ -175,6 +176,23 @@ pub struct Executor {
     /// about every local source file once it is open, with its path below
     /// the root; an `Err` (why) means it is not read for this job.
     pub(crate) confine: Option<Confine>,
+    /// The breaker of each store this executor talks to (the destination,
+    /// a bucket source): see [`storage::health`] and `crate::object`.
+    pub(crate) endpoints: Vec<Arc<Health>>,
+}
+
+/// A new breaker for `bucket`'s endpoint, kept in `all`.
+fn endpoint_health(
+    all: &mut Vec<Arc<Health>>,
+    role: &'static str,
+    bucket: &proto::job::Bucket,
+) -> Arc<Health> {
+    let h = Health::new(
+        role,
+        &format!("{}/{}", bucket.endpoint.trim_end_matches('/'), bucket.name),
+    );
+    all.push(Arc::clone(&h));
+    h
 }
 
 /// See [`Executor::confine`].
@@ -194,6 +212,7 @@ impl Executor {
         // impose one on a running job.
         let requests = Arc::new(RateLimiter::new(f64::from(spec.limits.requests_per_second)));
         let bandwidth = Arc::new(RateLimiter::new(spec.limits.bytes_per_second as f64));
+        let mut endpoints = Vec::new();
         let (source_root, source) = match &spec.source {
             SourceSpec::Local {
                 root,
@@ -210,6 +229,7 @@ impl Executor {
                 Source::S3 {
                     store: S3Store::new(&S3Config {
                         request_limiter: Some(Arc::clone(&requests)),
+                        health: Some(endpoint_health(&mut endpoints, "source", bucket)),
                         ..S3Config::new(bucket.clone(), spec.max_attempts)
                     }),
                     prefix: bucket.prefix.clone(),
@@ -251,6 +271,7 @@ impl Executor {
                     max_attempts: spec.max_attempts,
                     server_side_encryption: *server_side_encryption,
                     request_limiter: Some(Arc::clone(&requests)),
+                    health: Some(endpoint_health(&mut endpoints, "destination", bucket)),
                 }),
                 prefix: bucket.prefix.clone(),
             },
@@ -286,6 +307,7 @@ impl Executor {
             dest,
             progress,
             confine: None,
+            endpoints,
         }
     }
 

@@ -356,6 +356,7 @@ fn from_text(
             bandwidth_schedule: sys.worker_max_throughput_schedule.clone(),
             requests_per_second: cfg.max_requests_per_second,
             object_timeout_secs: cfg.object_timeout,
+            endpoint_outage_secs: cfg.endpoint_outage_limit,
             last_modify: cfg.last_modify as i64,
         },
     };

@@ -41,6 +41,10 @@ pub struct Limits {
     pub requests_per_second: u32,
     /// Seconds one object may take, retries included.
     pub object_timeout_secs: u64,
+    /// Seconds an endpoint may stay unreachable before the objects waiting
+    /// for it fail `ENDPOINT_DOWN` (0: no limit).
+    #[serde(default)]
+    pub endpoint_outage_secs: u64,
     /// `lastModify`: objects modified after this (unix seconds) are checked
     /// by size only, as the original did.
     pub last_modify: i64,
@@ -348,6 +352,9 @@ pub enum ErrorCode {
     /// The daemon refused an executor's result: it disagrees with the
     /// listing or does not prove what the job's `verifyMode` asks.
     RejectedResult,
+    /// The destination or the bucket source stayed unreachable longer than
+    /// `endpointOutageLimit` while the object waited for it.
+    EndpointDown,
 }
 
 impl ErrorCode {
@@ -364,6 +371,7 @@ impl ErrorCode {
             ErrorCode::ListError => "LIST_ERROR",
             ErrorCode::DuplicateKey => "DUPLICATE_KEY",
             ErrorCode::RejectedResult => "REJECTED_RESULT",
+            ErrorCode::EndpointDown => "ENDPOINT_DOWN",
         }
     }
 
@@ -380,6 +388,7 @@ impl ErrorCode {
             "LIST_ERROR" => ErrorCode::ListError,
             "DUPLICATE_KEY" => ErrorCode::DuplicateKey,
             "REJECTED_RESULT" => ErrorCode::RejectedResult,
+            "ENDPOINT_DOWN" => ErrorCode::EndpointDown,
             _ => return None,
         })
     }

@@ -6,6 +6,7 @@
 pub mod azure;
 pub mod beneath;
 pub mod checksum;
+pub mod health;
 pub mod http;
 pub mod key;
 pub mod limit;

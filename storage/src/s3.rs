@@ -27,6 +27,7 @@ use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::interceptors::Intercept;
 use aws_smithy_runtime_api::client::interceptors::context::{
     BeforeDeserializationInterceptorContextRef, BeforeTransmitInterceptorContextRef,
+    FinalizerInterceptorContextRef,
 };
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::config_bag::{ConfigBag, Storable, StoreReplace};
@@ -64,6 +65,10 @@ pub struct S3Config {
     pub server_side_encryption: bool,
     /// Shared cap on requests per second (`maxRequestsPerSecond`).
     pub request_limiter: Option<Arc<RateLimiter>>,
+    /// Told what every request attempt says about the endpoint, and given
+    /// a probe (a one-key listing) to check it answers: the executor's
+    /// breaker for this endpoint (see [`crate::health`]).
+    pub health: Option<Arc<crate::health::Health>>,
 }
 
 impl S3Config {
@@ -74,6 +79,7 @@ impl S3Config {
             max_attempts,
             server_side_encryption: false,
             request_limiter: None,
+            health: None,
         }
     }
 }
@@ -264,6 +270,39 @@ impl Intercept for CountRetries {
     }
 }
 
+/// Tells an endpoint's [`crate::health::Health`] what each attempt said:
+/// any answer below 500 that it is up; no answer (connection, timeout) or
+/// a 5xx that it may not be.
+#[derive(Clone, Debug)]
+struct NoteHealth(Arc<crate::health::Health>);
+
+impl Intercept for NoteHealth {
+    fn name(&self) -> &'static str {
+        "NoteHealth"
+    }
+
+    fn read_after_attempt(
+        &self,
+        context: &FinalizerInterceptorContextRef<'_>,
+        _rc: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        use crate::health::Sign;
+        let sign = match (context.response(), context.output_or_error()) {
+            (Some(r), _) if r.status().as_u16() >= 500 => Some(Sign::NoAnswer),
+            (Some(_), _) => Some(Sign::Answered),
+            (None, Some(Err(e))) if e.is_connector_error() || e.is_timeout_error() => {
+                Some(Sign::NoAnswer)
+            }
+            _ => None,
+        };
+        if let Some(s) = sign {
+            self.0.note(s);
+        }
+        Ok(())
+    }
+}
+
 /// Records OSS's CRC64 response header, which the SDK's typed outputs drop.
 #[derive(Clone, Debug, Default)]
 struct CaptureCrc64(Arc<Mutex<Option<String>>>);
@@ -347,11 +386,44 @@ impl S3Store {
                     .token_bucket(TokenBucket::unlimited())
                     .build(),
             )
-            .interceptor(CountRetries)
-            .build();
+            .interceptor(CountRetries);
+        let conf = match &cfg.health {
+            Some(h) => conf.interceptor(NoteHealth(Arc::clone(h))),
+            None => conf,
+        }
+        .build();
         let unauthenticated = plain_http_off_host(&endpoint);
+        let client = Client::from_conf(conf);
+        if let Some(h) = &cfg.health {
+            // A one-key listing: a read that any answer below 500 (403
+            // included) shows the endpoint is there.
+            let (c, bucket) = (client.clone(), b.name.clone());
+            h.set_probe(Arc::new(move || {
+                let (c, bucket) = (c.clone(), bucket.clone());
+                Box::pin(async move {
+                    let once = aws_sdk_s3::config::Builder::default()
+                        .retry_config(RetryConfig::disabled());
+                    let asked = c
+                        .list_objects_v2()
+                        .bucket(bucket)
+                        .max_keys(1)
+                        .customize()
+                        .config_override(once)
+                        .send()
+                        .await;
+                    match asked {
+                        Ok(_) => Ok(()),
+                        Err(e) => match e.raw_response().map(|r| r.status().as_u16()) {
+                            Some(s) if s < 500 => Ok(()),
+                            Some(s) => Err(format!("HTTP {s}")),
+                            None => Err(proto::net::no_answer(&e, None)),
+                        },
+                    }
+                })
+            }));
+        }
         S3Store {
-            client: Client::from_conf(conf),
+            client,
             bucket: b.name.clone(),
             sse: cfg.server_side_encryption,
             limiter: cfg.request_limiter.clone(),

@@ -258,6 +258,10 @@ pub struct JobConfig {
     /// `objectTimeout`: seconds one object may take, retries included, before it fails
     /// (default 21600, 6 hours; 0 = no limit).
     pub object_timeout: u64,
+    /// `endpointOutageLimit`: seconds an endpoint (the destination, a bucket source) may stay
+    /// unreachable before the objects waiting for it fail `ENDPOINT_DOWN` (default 86400,
+    /// a day; 0 = wait for ever).
+    pub endpoint_outage_limit: u64,
     /// `requestAttempts`: attempts per request, the first included, for failures worth
     /// retrying (5xx, throttling, timeouts, dropped connections); 1..=20, default 5.
     pub request_attempts: u32,
@@ -772,6 +776,7 @@ fn from_properties(
     let max_requests_per_second = f.u32(&["maxRequestsPerSecond"], 0, 0..=u32::MAX)?;
     let src_list_page_size = f.u32(&["srcListPageSize"], 1000, 1..=1000)?;
     let object_timeout = f.uint(&["objectTimeout"], 21_600, 0..=u64::MAX)?;
+    let endpoint_outage_limit = f.uint(&["endpointOutageLimit"], 86_400, 0..=u64::MAX)?;
     let request_attempts = f.u32(&["requestAttempts"], 5, 1..=20)?;
 
     check_overlap(
@@ -838,6 +843,7 @@ fn from_properties(
         max_requests_per_second,
         src_list_page_size,
         object_timeout,
+        endpoint_outage_limit,
         request_attempts,
         src_secret_key_file,
         dest_secret_key_file,

@@ -310,6 +310,11 @@ pub const JOB: &[Key] = &[
         "Seconds one object may take, retries included, before it fails (0: no limit).",
     ),
     ours(
+        "endpointOutageLimit",
+        "86400",
+        "Seconds the destination or a bucket source may stay unreachable before waiting objects fail ENDPOINT_DOWN (0: wait for ever).",
+    ),
+    ours(
         "requestAttempts",
         "5",
         "Attempts per request, the first included, for failures worth retrying (1 to 20).",

@@ -1,0 +1,379 @@
+//! Whether an endpoint (the destination store, a bucket source) answers at
+//! all: the breaker that makes an outage cost time instead of failures.
+//!
+//! Every request attempt to a store is noted here ([`Health::note`]): an
+//! answer below 500 is a sign the endpoint is up, a connection-level error
+//! (refused, reset, timed out, DNS, TLS) or a 5xx a sign it may not be.
+//! [`TRIP`] such signs in a row within [`TRIP_WINDOW`], with no answer in
+//! between, make the endpoint *suspect*: one probe request (a read, never a
+//! write) is sent. If it answers, the signs were the objects' own trouble
+//! and nothing changes. If it does not, the outage is *confirmed*: the
+//! executor stops the objects in flight on that endpoint and starts no new
+//! ones (see `agent::object`), and the probe is repeated with backoff (1 s
+//! doubling to 60 s, jittered) until it answers. An object whose failure
+//! overlapped a confirmed outage is run again afterwards without being
+//! charged; one that fails with the endpoint up fails as before.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use tokio::time::Instant;
+
+use tokio::sync::watch;
+
+/// Connection-level signs in a row that make an endpoint suspect.
+pub const TRIP: u32 = 3;
+/// ... within this long.
+pub const TRIP_WINDOW: Duration = Duration::from_secs(10);
+/// Probe backoff while an endpoint is down.
+pub const PROBE_BACKOFF: proto::net::Backoff = proto::net::Backoff {
+    base: Duration::from_secs(1),
+    cap: Duration::from_secs(60),
+};
+
+/// One probe: `Ok` if the endpoint answered at all (any status below 500),
+/// `Err(why)` if it did not.
+pub type Probe = Arc<
+    dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>>
+        + Send
+        + Sync,
+>;
+
+/// What an attempt told about the endpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sign {
+    /// It answered (any status below 500).
+    Answered,
+    /// No answer (refused, reset, timed out, DNS, TLS) or a 5xx.
+    NoAnswer,
+}
+
+/// A confirmed outage as shown to people.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outage {
+    /// "destination" or "source".
+    pub role: &'static str,
+    pub endpoint: String,
+    /// When the first sign of it was seen.
+    pub since: SystemTime,
+    /// What the last probe got.
+    pub why: String,
+    /// The wait before the next probe.
+    pub retry_every: Duration,
+}
+
+impl Outage {
+    /// `destination http://... unreachable since 10:42:07 UTC (retrying every 4 s): why`.
+    pub fn line(&self) -> String {
+        format!(
+            "{} {} unreachable since {} (retrying every {} s): {}",
+            self.role,
+            self.endpoint,
+            time_of_day(self.since),
+            self.retry_every.as_secs().max(1),
+            self.why
+        )
+    }
+}
+
+/// The published state: what waiters and the status line read.
+#[derive(Clone, Debug, Default)]
+pub struct Status {
+    /// Confirmed outages so far (an object compares it before and after).
+    pub outages: u64,
+    /// Whether a probe is deciding now.
+    pub suspect: bool,
+    pub down: Option<Outage>,
+    /// Seconds of confirmed outages ended so far.
+    pub down_secs: f64,
+}
+
+struct Signs {
+    in_a_row: u32,
+    first: Option<(Instant, SystemTime)>,
+    probing: bool,
+}
+
+/// The health of one endpoint, shared by every request to it.
+pub struct Health {
+    role: &'static str,
+    endpoint: String,
+    signs: Mutex<Signs>,
+    status: watch::Sender<Status>,
+    probe: Mutex<Option<Probe>>,
+}
+
+impl std::fmt::Debug for Health {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Health")
+            .field("role", &self.role)
+            .field("endpoint", &self.endpoint)
+            .field("status", &*self.status.borrow())
+            .finish()
+    }
+}
+
+impl Health {
+    pub fn new(role: &'static str, endpoint: &str) -> Arc<Health> {
+        Arc::new(Health {
+            role,
+            endpoint: endpoint.to_string(),
+            signs: Mutex::new(Signs {
+                in_a_row: 0,
+                first: None,
+                probing: false,
+            }),
+            status: watch::Sender::new(Status::default()),
+            probe: Mutex::new(None),
+        })
+    }
+
+    /// The request that tells whether the endpoint answers (set by the
+    /// store once its client exists). Without one, signs are only counted.
+    pub fn set_probe(&self, probe: Probe) {
+        *self.probe.lock().unwrap_or_else(|p| p.into_inner()) = Some(probe);
+    }
+
+    pub fn role(&self) -> &'static str {
+        self.role
+    }
+
+    /// The state now.
+    pub fn status(&self) -> Status {
+        self.status.borrow().clone()
+    }
+
+    /// A receiver that sees every change of the state.
+    pub fn watch(&self) -> watch::Receiver<Status> {
+        self.status.subscribe()
+    }
+
+    /// Notes what one attempt told; may start a probe (on the current tokio
+    /// runtime).
+    pub fn note(self: &Arc<Self>, sign: Sign) {
+        let mut s = self.signs.lock().unwrap_or_else(|p| p.into_inner());
+        match sign {
+            Sign::Answered => {
+                s.in_a_row = 0;
+                s.first = None;
+            }
+            Sign::NoAnswer => {
+                let now = Instant::now();
+                match s.first {
+                    Some((t, _)) if now.duration_since(t) <= TRIP_WINDOW => s.in_a_row += 1,
+                    _ => {
+                        s.first = Some((now, SystemTime::now()));
+                        s.in_a_row = 1;
+                    }
+                }
+                let has_probe = self
+                    .probe
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .is_some();
+                if s.in_a_row >= TRIP
+                    && !s.probing
+                    && has_probe
+                    && let Ok(rt) = tokio::runtime::Handle::try_current()
+                {
+                    s.probing = true;
+                    let since = s.first.map(|(_, w)| w).unwrap_or_else(SystemTime::now);
+                    self.status.send_modify(|st| st.suspect = true);
+                    rt.spawn(Arc::clone(self).probe_until_up(since));
+                }
+            }
+        }
+    }
+
+    async fn probe_once(&self) -> Result<(), String> {
+        let probe = self.probe.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        match probe {
+            Some(p) => match tokio::time::timeout(Duration::from_secs(30), p()).await {
+                Ok(r) => r,
+                Err(_) => Err("the probe got no answer within 30 s".into()),
+            },
+            None => Ok(()),
+        }
+    }
+
+    /// One probe now; if it fails, the outage is confirmed and probing goes
+    /// on with backoff until the endpoint answers.
+    async fn probe_until_up(self: Arc<Self>, since: SystemTime) {
+        let mut attempt = 0u32;
+        let mut down_at: Option<Instant> = None;
+        loop {
+            match self.probe_once().await {
+                Ok(()) => break,
+                Err(why) => {
+                    let wait = PROBE_BACKOFF.delay(attempt);
+                    let outage = Outage {
+                        role: self.role,
+                        endpoint: self.endpoint.clone(),
+                        since,
+                        why: proto::net::printable(&why),
+                        retry_every: wait,
+                    };
+                    if down_at.is_none() {
+                        down_at = Some(Instant::now());
+                        tracing::warn!(outage = %outage.line(), "Endpoint down: objects wait for it instead of failing.");
+                    }
+                    self.status.send_modify(|st| {
+                        if st.down.is_none() {
+                            st.outages += 1;
+                        }
+                        st.suspect = false;
+                        st.down = Some(outage);
+                    });
+                    tokio::time::sleep(wait).await;
+                    attempt = attempt.saturating_add(1);
+                }
+            }
+        }
+        {
+            let mut s = self.signs.lock().unwrap_or_else(|p| p.into_inner());
+            s.probing = false;
+            s.in_a_row = 0;
+            s.first = None;
+        }
+        if let Some(t) = down_at {
+            tracing::info!(role = self.role, endpoint = %self.endpoint, seconds = t.elapsed().as_secs(), "Endpoint answers again; objects resume.");
+        }
+        self.status.send_modify(|st| {
+            st.suspect = false;
+            st.down = None;
+            if let Some(t) = down_at {
+                st.down_secs += t.elapsed().as_secs_f64();
+            }
+        });
+    }
+
+    /// Waits while a probe decides or the endpoint is down. `Err` with the
+    /// outage once it has lasted longer than `limit` (`None`: no limit).
+    pub async fn wait_up(&self, limit: Option<Duration>) -> Result<(), Outage> {
+        let mut rx = self.status.subscribe();
+        loop {
+            let (busy, down) = {
+                let st = rx.borrow_and_update();
+                (st.suspect || st.down.is_some(), st.down.clone())
+            };
+            if !busy {
+                return Ok(());
+            }
+            let deadline = match (&down, limit) {
+                (Some(o), Some(l)) => {
+                    let lasted = o.since.elapsed().unwrap_or_default();
+                    if lasted >= l {
+                        return Err(o.clone());
+                    }
+                    Some(l - lasted)
+                }
+                _ => None,
+            };
+            match deadline {
+                Some(d) => {
+                    let _ = tokio::time::timeout(d, rx.changed()).await;
+                }
+                None => {
+                    if rx.changed().await.is_err() {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `10:42:07 UTC`: when, on the day the outage is seen.
+fn time_of_day(t: SystemTime) -> String {
+    let s = t
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+        % 86_400;
+    format!("{:02}:{:02}:{:02} UTC", s / 3600, s / 60 % 60, s % 60)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+
+    fn probed(up: Arc<AtomicBool>, calls: Arc<AtomicU32>) -> Probe {
+        Arc::new(move || {
+            let (up, calls) = (Arc::clone(&up), Arc::clone(&calls));
+            Box::pin(async move {
+                calls.fetch_add(1, Ordering::SeqCst);
+                if up.load(Ordering::SeqCst) {
+                    Ok(())
+                } else {
+                    Err("connection refused".into())
+                }
+            })
+        })
+    }
+
+    /// Signs of one bad object (a probe that answers) change nothing; an
+    /// endpoint whose probe fails is down until a probe answers, and the
+    /// outage is counted once; answers in between reset the count.
+    #[tokio::test(start_paused = true)]
+    async fn an_outage_is_confirmed_by_a_probe_and_ends_with_one() {
+        let up = Arc::new(AtomicBool::new(true));
+        let calls = Arc::new(AtomicU32::new(0));
+        let h = Health::new("destination", "http://127.0.0.1:1");
+        h.set_probe(probed(Arc::clone(&up), Arc::clone(&calls)));
+
+        // Two signs, an answer, two signs: never three in a row.
+        for s in [
+            Sign::NoAnswer,
+            Sign::NoAnswer,
+            Sign::Answered,
+            Sign::NoAnswer,
+            Sign::NoAnswer,
+        ] {
+            h.note(s);
+        }
+        assert!(!h.status().suspect);
+        assert_eq!(calls.load(Ordering::SeqCst), 0);
+        // Three in a row, but the probe answers: not an outage.
+        h.note(Sign::NoAnswer);
+        h.wait_up(None).await.unwrap();
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        assert_eq!(h.status().outages, 0);
+
+        // Down: waiters wait, probes back off, the limit ends the wait.
+        up.store(false, Ordering::SeqCst);
+        for _ in 0..TRIP {
+            h.note(Sign::NoAnswer);
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let st = h.status();
+        assert_eq!(st.outages, 1);
+        let line = st.down.as_ref().unwrap().line();
+        assert!(
+            line.starts_with("destination http://127.0.0.1:1 unreachable since "),
+            "{line}"
+        );
+        assert!(line.contains("connection refused"), "{line}");
+        let t0 = tokio::time::Instant::now();
+        // The limit is measured from the first sign (in real time here).
+        let over = h.wait_up(Some(Duration::ZERO)).await.unwrap_err();
+        assert_eq!(over.role, "destination");
+        let waiter = {
+            let h = Arc::clone(&h);
+            tokio::spawn(async move { h.wait_up(None).await })
+        };
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        assert!(!waiter.is_finished());
+        let probes = calls.load(Ordering::SeqCst);
+        assert!((4..=8).contains(&probes), "{probes} probes in 20 s");
+        up.store(true, Ordering::SeqCst);
+        waiter.await.unwrap().unwrap();
+        assert!(t0.elapsed() <= Duration::from_secs(20 + 60));
+        let st = h.status();
+        assert_eq!(
+            (st.outages, st.suspect, st.down.is_none()),
+            (1, false, true)
+        );
+        assert!(st.down_secs >= 20.0);
+    }
+}
