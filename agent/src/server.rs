@@ -152,6 +152,7 @@ impl Running for Agent {
             objects_in_flight: self.progress.objects_in_flight.load(Ordering::Relaxed),
             bytes_in_flight: self.progress.bytes_in_flight.load(Ordering::Relaxed),
             throttled: storage::s3::THROTTLED.load(Ordering::Relaxed),
+            endpoints: self.progress.endpoints(),
         }
     }
 

@@ -28,6 +28,9 @@ pub struct Progress {
     /// Objects above the multipart threshold while they are copied, by
     /// object id: a display shows one bar each.
     large: std::sync::Mutex<std::collections::BTreeMap<i64, Arc<FileProgress>>>,
+    /// The endpoints of the executors reporting here (see
+    /// [`Progress::outages`]).
+    endpoints: std::sync::Mutex<Vec<std::sync::Weak<Health>>>,
 }
 
 /// One large object's progress.
@@ -39,6 +42,57 @@ pub struct FileProgress {
 }
 
 impl Progress {
+    /// The endpoints down now, each once (executors of several jobs may
+    /// share one), as progress lines show them.
+    pub fn outages(&self) -> Vec<storage::health::Outage> {
+        let mut out: Vec<storage::health::Outage> = Vec::new();
+        for o in self.live_endpoints().iter().filter_map(|h| h.status().down) {
+            if !out
+                .iter()
+                .any(|x| x.role == o.role && x.endpoint == o.endpoint)
+            {
+                out.push(o);
+            }
+        }
+        out
+    }
+
+    /// Every endpoint of the live executors, each once (a down report wins
+    /// over an up one), for heartbeats and `/metrics`.
+    pub fn endpoints(&self) -> Vec<proto::api::EndpointHealth> {
+        let mut out: Vec<proto::api::EndpointHealth> = Vec::new();
+        for r in self.live_endpoints().iter().map(|h| h.report()) {
+            match out
+                .iter_mut()
+                .find(|x| x.role == r.role && x.endpoint == r.endpoint)
+            {
+                Some(x) => {
+                    x.outages += r.outages;
+                    x.outage_secs += r.outage_secs;
+                    if x.down.is_none() {
+                        x.down = r.down;
+                    }
+                }
+                None => out.push(r),
+            }
+        }
+        out
+    }
+
+    fn live_endpoints(&self) -> Vec<Arc<Health>> {
+        let mut eps = self.endpoints.lock().unwrap_or_else(|p| p.into_inner());
+        eps.retain(|w| w.strong_count() > 0);
+        eps.iter().filter_map(std::sync::Weak::upgrade).collect()
+    }
+
+    /// Shows `h`'s outages in [`Progress::outages`] while it lives.
+    pub(crate) fn watch_endpoint(&self, h: &Arc<Health>) {
+        self.endpoints
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Arc::downgrade(h));
+    }
+
     /// The large objects in flight, oldest first.
     pub fn large_files(&self) -> Vec<Arc<FileProgress>> {
         self.large_map().values().cloned().collect()
@@ -187,10 +241,7 @@ fn endpoint_health(
     role: &'static str,
     bucket: &proto::job::Bucket,
 ) -> Arc<Health> {
-    let h = Health::new(
-        role,
-        &format!("{}/{}", bucket.endpoint.trim_end_matches('/'), bucket.name),
-    );
+    let h = Health::new(role, &bucket.endpoint_label());
     all.push(Arc::clone(&h));
     h
 }
@@ -294,6 +345,9 @@ impl Executor {
                     .saturating_mul(2),
             )
             .max(threshold_mib.saturating_add(part_mib));
+        for h in &endpoints {
+            progress.watch_endpoint(h);
+        }
         Executor {
             objects: Arc::new(Semaphore::new(spec.object_concurrency.max(1) as usize)),
             object_permits: std::sync::Mutex::new(spec.object_concurrency.max(1)),

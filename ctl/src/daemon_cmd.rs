@@ -661,6 +661,9 @@ fn table(jobs: &[JobStatus], bars: bool, out: &mut String) {
         if let Some(l) = &j.limits {
             let _ = writeln!(out, "  limits: {}", limits_line(l));
         }
+        for o in &j.outages {
+            let _ = writeln!(out, "  waiting: {o}");
+        }
         if bars {
             let done = c.verified_bytes + c.skipped_bytes;
             let frac = if c.bytes == 0 {
@@ -785,6 +788,10 @@ pub fn legacy_block(jobs: &[JobStatus]) -> String {
                 "{}:{}/{} {}/{}",
                 t.task_id, t.bytes_done, t.bytes_total, t.files_done, t.files_total
             );
+        }
+        // Ours, after the original's lines (its scripts read only those).
+        for o in &j.outages {
+            let _ = writeln!(out, "EndpointDown:{o}");
         }
         out.push_str("----------------------------------------\n");
     }

@@ -84,7 +84,7 @@ impl Sources {
         } else {
             "ETA --".to_string()
         };
-        format!(
+        let line = format!(
             "objects {done}/{scanned}{} (verified {}, skipped {}, failed {}) | {} / {} | {}/s | {} | elapsed {}",
             if scan_done { "" } else { "+ (scanning)" },
             Live::get(&l.verified),
@@ -95,7 +95,18 @@ impl Sources {
             human_bytes(rate as u64),
             eta,
             human_duration(elapsed.as_secs()),
-        )
+        );
+        self.with_outages(line)
+    }
+
+    /// `line`, then each endpoint down now: `| destination http://...
+    /// unreachable since 10:42:07 UTC (retrying every 4 s): why`.
+    fn with_outages(&self, mut line: String) -> String {
+        for o in self.bytes.outages() {
+            line.push_str(" | ");
+            line.push_str(&o.line());
+        }
+        line
     }
 }
 
@@ -189,7 +200,7 @@ async fn bars(src: Sources, stop: Arc<AtomicBool>) {
             });
             bar.set_position(f.done.load(Ordering::Relaxed).min(f.total));
         }
-        let mut msg = src.objects();
+        let mut msg = src.with_outages(src.objects());
         if large.len() > MAX_FILE_BARS {
             msg.push_str(&format!(
                 "; {} more large files",

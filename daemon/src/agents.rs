@@ -44,6 +44,8 @@ pub struct AgentEntry {
     /// Results of it the daemon refused (`evidence::check`); from
     /// [`SUSPECT_AFTER`] on it is shown `suspect`.
     pub rejected: u64,
+    /// From its last heartbeat: the endpoints its executors talk to.
+    pub endpoints: Vec<proto::api::EndpointHealth>,
 }
 
 impl AgentEntry {
@@ -65,6 +67,7 @@ impl AgentEntry {
             bytes_in_flight: 0,
             throttled: 0,
             rejected: 0,
+            endpoints: Vec::new(),
         }
     }
 }
@@ -177,6 +180,8 @@ impl Agents {
         (a.objects_in_flight, a.bytes_in_flight, a.throttled) =
             (hb.objects_in_flight, hb.bytes_in_flight, hb.throttled);
         a.version = (!hb.version.is_empty()).then(|| hb.version.clone());
+        // Bounded: an agent names at most a few endpoints per job.
+        a.endpoints = hb.endpoints.iter().take(256).cloned().collect();
         a.last_seen = Some(now);
         a.left = false;
         fresh

@@ -72,6 +72,55 @@ pub struct Heartbeat {
     /// Throttling answers (HTTP 503, 429) received since the agent started.
     #[serde(default)]
     pub throttled: u64,
+    /// The health of each endpoint its executors talk to.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub endpoints: Vec<EndpointHealth>,
+}
+
+/// One endpoint as an executor sees it (`storage::health`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct EndpointHealth {
+    /// `destination` or `source`.
+    pub role: String,
+    /// `endpoint/bucket`.
+    pub endpoint: String,
+    /// Set while it is down.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub down: Option<EndpointDown>,
+    /// Confirmed outages so far, and their seconds (ended ones).
+    #[serde(default)]
+    pub outages: u64,
+    #[serde(default)]
+    pub outage_secs: f64,
+}
+
+/// A confirmed outage.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointDown {
+    /// Unix seconds of its first sign.
+    pub since: i64,
+    pub retry_every_secs: u64,
+    /// What the last probe got.
+    pub why: String,
+}
+
+impl EndpointHealth {
+    /// `destination http://... unreachable since 10:42:07 UTC (retrying
+    /// every 4 s): why`, while it is down.
+    pub fn line(&self) -> Option<String> {
+        let d = self.down.as_ref()?;
+        let s = d.since.max(0) % 86_400;
+        Some(format!(
+            "{} {} unreachable since {:02}:{:02}:{:02} UTC (retrying every {} s): {}",
+            self.role,
+            self.endpoint,
+            s / 3600,
+            s / 60 % 60,
+            s % 60,
+            d.retry_every_secs.max(1),
+            crate::net::printable(&d.why)
+        ))
+    }
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -263,6 +312,11 @@ pub struct JobStatus {
     /// administrators; empty for other operators).
     #[serde(default)]
     pub control: Vec<ControlCall>,
+    /// The job's endpoints that executors see down now, one line each
+    /// (`destination ... unreachable since ... (retrying every N s), seen by
+    /// agent1: why`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outages: Vec<String>,
 }
 
 /// Who submitted a job.

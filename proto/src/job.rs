@@ -120,6 +120,12 @@ pub struct Bucket {
 }
 
 impl Bucket {
+    /// `endpoint/NAME`: how an outage names it (`storage::health`), the
+    /// same on every executor and in the daemon's `stat`.
+    pub fn endpoint_label(&self) -> String {
+        format!("{}/{}", self.endpoint.trim_end_matches('/'), self.name)
+    }
+
     /// `endpoint bucket NAME/PREFIX`, for progress lines and errors.
     pub fn label(&self) -> String {
         format!("{} bucket {}/{}", self.endpoint, self.name, self.prefix)

@@ -65,14 +65,25 @@ pub struct Outage {
 impl Outage {
     /// `destination http://... unreachable since 10:42:07 UTC (retrying every 4 s): why`.
     pub fn line(&self) -> String {
-        format!(
-            "{} {} unreachable since {} (retrying every {} s): {}",
-            self.role,
-            self.endpoint,
-            time_of_day(self.since),
-            self.retry_every.as_secs().max(1),
-            self.why
-        )
+        let h = proto::api::EndpointHealth {
+            role: self.role.to_string(),
+            endpoint: self.endpoint.clone(),
+            down: Some(self.to_api()),
+            ..Default::default()
+        };
+        h.line().unwrap_or_default()
+    }
+
+    fn to_api(&self) -> proto::api::EndpointDown {
+        proto::api::EndpointDown {
+            since: self
+                .since
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs() as i64)
+                .unwrap_or(0),
+            retry_every_secs: self.retry_every.as_secs(),
+            why: self.why.clone(),
+        }
     }
 }
 
@@ -136,6 +147,18 @@ impl Health {
 
     pub fn role(&self) -> &'static str {
         self.role
+    }
+
+    /// The endpoint as heartbeats, `stat` and `/metrics` show it.
+    pub fn report(&self) -> proto::api::EndpointHealth {
+        let st = self.status.borrow();
+        proto::api::EndpointHealth {
+            role: self.role.to_string(),
+            endpoint: self.endpoint.clone(),
+            down: st.down.as_ref().map(Outage::to_api),
+            outages: st.outages,
+            outage_secs: st.down_secs,
+        }
     }
 
     /// The state now.
@@ -281,16 +304,6 @@ impl Health {
             }
         }
     }
-}
-
-/// `10:42:07 UTC`: when, on the day the outage is seen.
-fn time_of_day(t: SystemTime) -> String {
-    let s = t
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-        % 86_400;
-    format!("{:02}:{:02}:{:02} UTC", s / 3600, s / 60 % 60, s % 60)
 }
 
 #[cfg(test)]

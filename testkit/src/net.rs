@@ -34,6 +34,9 @@ pub struct Faults {
     /// one) that ignores it would. Use with a server that does not check
     /// signatures (moto): the header was signed.
     pub strip_if_match: bool,
+    /// Requests whose path holds this text are answered 403 AccessDenied
+    /// (a key the credentials may not write).
+    pub deny_key: Option<String>,
 }
 
 /// Counts of what the proxy did.
@@ -141,6 +144,12 @@ async fn forward(
         .path_and_query()
         .map(|p| p.as_str())
         .unwrap_or("/");
+    if let Some(k) = &faults.deny_key
+        && parts.uri.path().contains(k.as_str())
+    {
+        st.injected.fetch_add(1, Ordering::Relaxed);
+        return Ok(xml_error(403, "AccessDenied", "Access Denied"));
+    }
     // ListObjectsV2, or Azure's List Blobs.
     let listing = pq.contains("list-type=2") || pq.contains("comp=list");
     if listing && !faults.list_delay.is_zero() {
@@ -352,4 +361,102 @@ pub fn http_get(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
     Ok((status, body.to_string()))
+}
+
+/// A TCP relay on 127.0.0.1 to `target` that can be switched off like an
+/// endpoint going down: [`Switch::down`] cuts every open connection and
+/// closes the port (new connections are refused), [`Switch::up`] listens
+/// on the same port again.
+pub struct Switch {
+    pub addr: std::net::SocketAddr,
+    target: String,
+    inner: Arc<Mutex<SwitchState>>,
+}
+
+#[derive(Default)]
+struct SwitchState {
+    accept: Option<tokio::task::JoinHandle<()>>,
+    conns: Vec<tokio::task::AbortHandle>,
+    /// Connections accepted so far.
+    accepted: u64,
+}
+
+impl Switch {
+    pub async fn start(target: &str) -> Switch {
+        let target = target
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_string();
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let s = Switch {
+            addr,
+            target,
+            inner: Arc::new(Mutex::new(SwitchState::default())),
+        };
+        s.serve(l);
+        s
+    }
+
+    /// `http://127.0.0.1:port`.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Connections accepted so far.
+    pub fn accepted(&self) -> u64 {
+        self.inner.lock().unwrap().accepted
+    }
+
+    fn serve(&self, l: tokio::net::TcpListener) {
+        let (inner, target) = (Arc::clone(&self.inner), self.target.clone());
+        let task = tokio::spawn(async move {
+            while let Ok((mut client, _)) = l.accept().await {
+                let target = target.clone();
+                let conn = tokio::spawn(async move {
+                    if let Ok(mut server) = tokio::net::TcpStream::connect(&target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+                let mut st = inner.lock().unwrap();
+                st.accepted += 1;
+                st.conns.retain(|c| !c.is_finished());
+                st.conns.push(conn.abort_handle());
+            }
+        });
+        self.inner.lock().unwrap().accept = Some(task);
+    }
+
+    /// Cuts every open connection and refuses new ones.
+    pub fn down(&self) {
+        let mut st = self.inner.lock().unwrap();
+        if let Some(t) = st.accept.take() {
+            t.abort();
+        }
+        for c in st.conns.drain(..) {
+            c.abort();
+        }
+    }
+
+    /// Listens again on the same port.
+    pub async fn up(&self) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let l = loop {
+            match tokio::net::TcpListener::bind(self.addr).await {
+                Ok(l) => break l,
+                Err(e) if std::time::Instant::now() < deadline => {
+                    let _ = e;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("cannot listen on {} again: {e}", self.addr),
+            }
+        };
+        self.serve(l);
+    }
+}
+
+impl Drop for Switch {
+    fn drop(&mut self) {
+        self.down();
+    }
 }

@@ -18,6 +18,7 @@ mod manifest;
 mod metrics;
 mod migrate;
 mod object_errors;
+mod outages;
 mod resume;
 mod sources;
 mod state_dir;

@@ -170,6 +170,7 @@ pub async fn run(eng: Arc<Engine>, capacity: u32) {
             a.objects_in_flight = p.objects_in_flight.load(Ordering::Relaxed);
             a.bytes_in_flight = p.bytes_in_flight.load(Ordering::Relaxed);
             a.throttled = storage::s3::THROTTLED.load(Ordering::Relaxed);
+            a.endpoints = p.endpoints();
         }
         last = (now, bytes);
         let ids: Vec<i64> = eng.local.running().keys().copied().collect();

@@ -79,6 +79,9 @@ pub struct Engine {
     changes: tokio::sync::Mutex<()>,
     /// Taken by [`Engine::stop`].
     background: Mutex<Option<Background>>,
+    /// Every agent is silent and their leases are being kept (see
+    /// `schedule::every_agent_silent`); logged once per such spell.
+    all_silent: std::sync::atomic::AtomicBool,
 }
 
 struct Background {
@@ -100,6 +103,7 @@ pub async fn start(state: &Arc<State>) -> Result<Arc<Engine>, StoreError> {
         metrics: Default::default(),
         changes: tokio::sync::Mutex::new(()),
         background: Mutex::new(None),
+        all_silent: std::sync::atomic::AtomicBool::new(false),
     });
     let recorder = tokio::spawn(recorder::run(Arc::clone(&eng)));
     if state.config.reload_jobs {
@@ -792,6 +796,17 @@ pub async fn status_of(eng: &Arc<Engine>, job: JobRow) -> Result<JobStatus, JobE
     })
     .await?;
     st.limits = eng.jobs().get(&id).map(|rt| limits::of(rt, changes));
+    if let Some(rt) = eng.jobs().get(&id) {
+        let mut spec = rt.spec.clone();
+        let mine: Vec<String> = spec.buckets_mut().map(|b| b.endpoint_label()).collect();
+        for a in state.agents().values() {
+            for e in a.endpoints.iter().filter(|e| mine.contains(&e.endpoint)) {
+                if let Some(line) = e.line() {
+                    st.outages.push(format!("{line} (seen by {})", a.name));
+                }
+            }
+        }
+    }
     Ok(st)
 }
 
@@ -814,6 +829,7 @@ pub fn status_in(
     };
     let control = store.control_log(&job.name)?;
     Ok(JobStatus {
+        outages: Vec::new(),
         limits: None,
         incremental,
         owner: job

@@ -125,12 +125,60 @@ impl Dispatch {
     }
 }
 
+/// Longest the daemon keeps leases while every agent is silent.
+pub const LINK_GRACE: Duration = Duration::from_secs(600);
+
+/// How long every agent that was up has been silent, when they all went
+/// silent (none heard from within the agent timeout, none left) less than
+/// [`LINK_GRACE`] ago; `None` when one of them is heard or there are none.
+fn every_agent_silent(state: &crate::state::State) -> Option<Duration> {
+    let now = Instant::now();
+    let agents = state.agents();
+    let mut newest: Option<Instant> = None;
+    for a in agents.values() {
+        if a.fingerprint == super::local::LOCAL || a.left {
+            continue;
+        }
+        if let Some(t) = a.last_seen {
+            newest = Some(newest.map_or(t, |n| n.max(t)));
+        }
+    }
+    let silent = now.saturating_duration_since(newest?);
+    (silent > state.config.agent_timeout && silent < LINK_GRACE).then_some(silent)
+}
+
 async fn tick(eng: &Arc<Engine>) -> anyhow::Result<()> {
     let state = &eng.state;
     let lease = state.config.lease.as_secs().max(1) as i64;
     let now = unix_now();
     super::limits::follow_schedules(eng);
-    let expired = blocking(&state.store, move |s| s.expire_leases(now)).await?;
+    let expired = if let Some(silent) = every_agent_silent(state) {
+        // Every agent fell silent at once: the daemon's own network is the
+        // likelier fault, and the agents go on copying and deliver their
+        // results when it is back. Their leases are kept (for at most
+        // `LINK_GRACE`) rather than handed to whoever answers next.
+        let until = now + lease;
+        blocking(&state.store, move |s| s.extend_leases(until)).await?;
+        if !eng
+            .all_silent
+            .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            warn!(
+                silent_secs = silent.as_secs(),
+                "No agent has been heard from for a while: leases are kept (this host's network is the likelier fault) for up to {} s.",
+                LINK_GRACE.as_secs()
+            );
+        }
+        0
+    } else {
+        if eng
+            .all_silent
+            .swap(false, std::sync::atomic::Ordering::Relaxed)
+        {
+            info!("Agents heard from again; leases expire as usual.");
+        }
+        blocking(&state.store, move |s| s.expire_leases(now)).await?
+    };
     if expired > 0 {
         eng.metrics.leases_expired.inc_by(expired as u64);
         info!(tasks = expired, "Leases expired; tasks back to pending.");

@@ -1,0 +1,190 @@
+//! Outages cost time, not failures: the destination goes away in the middle
+//! of a run (every connection cut, the port closed) and comes back; the run
+//! waits for it and ends with every object verified, the large file's
+//! upload continued from its parts. An object the destination refuses
+//! (403) still fails at once, without stopping the others.
+
+use std::time::{Duration, Instant};
+
+use testkit::net::{FaultProxy, Faults, Switch};
+
+use crate::support::*;
+
+/// `ossimportctl run` in the background, its stderr kept (progress lines
+/// every second) for the test to read.
+fn spawn_run(
+    cfg: &std::path::Path,
+    work: &std::path::Path,
+    log: &std::path::Path,
+) -> std::process::Child {
+    ctl()
+        .arg("run")
+        .arg(cfg)
+        .arg("--work-dir")
+        .arg(work)
+        .arg("--progress-interval")
+        .arg("1")
+        .stdout(std::fs::File::create(log.with_extension("out")).unwrap())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .expect("start ossimportctl run")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_destination_down_for_30_s_costs_time_not_failures() {
+    let s3 = S3Server::start();
+    s3.create_bucket("bkt").await;
+    // ctl -> switch (the link that goes down) -> proxy (refuses one key)
+    // -> SeaweedFS.
+    let proxy = FaultProxy::start(
+        &s3.endpoint,
+        Faults {
+            deny_key: Some("denied/".into()),
+            ..Faults::default()
+        },
+    )
+    .await;
+    let link = Switch::start(&proxy.endpoint).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    let small = tree(&src, 1000, 16 << 10);
+    big_file(&src.join("a big/file.bin"), 24);
+    // 2 MiB/s, 3 objects at a time: the large file has sent a part and
+    // small objects are still being copied when the link goes.
+    std::fs::write(
+        tmp.path().join("sys.properties"),
+        "workerMaxThroughput(KB/s)=2048\nworkerTaskThreadNum=3\n",
+    )
+    .unwrap();
+    let work = tmp.path().join("work");
+    let cfg = job_cfg(
+        tmp.path(),
+        "outage_job",
+        &src,
+        &link.endpoint(),
+        "bkt",
+        "taskObjectCountLimit=50\nmultipartUploadThreshold=8m\nmultipartUploadPartSize=5m\n\
+         uploadThreadNumPerLargeFile=1\nrequestAttempts=3",
+    );
+    let log = tmp.path().join("run.log");
+    let mut child = spawn_run(&cfg, &work, &log);
+    wait_for_parts(&work, 1);
+    let verified_before = objects(&work)
+        .iter()
+        .filter(|o| o.state == ObjectState::Verified)
+        .count();
+    assert!(
+        verified_before < 1000,
+        "the outage came too late: small objects were done"
+    );
+
+    let down_at = Instant::now();
+    link.down();
+    // The run notices, and says so on its progress line.
+    let line = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if let Some(l) = text
+            .lines()
+            .rev()
+            .find(|l| l.starts_with("progress:") && l.contains("unreachable since"))
+        {
+            break l.to_string();
+        }
+        assert!(
+            down_at.elapsed() < Duration::from_secs(25),
+            "no outage on the progress line:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    eprintln!("during the outage: {line}");
+    assert!(
+        line.contains(&format!(
+            "destination {}/bkt unreachable since",
+            link.endpoint()
+        )),
+        "{line}"
+    );
+    assert!(line.contains("retrying every"), "{line}");
+    tokio::time::sleep(Duration::from_secs(30).saturating_sub(down_at.elapsed())).await;
+    let failed_during = objects(&work)
+        .iter()
+        .filter(|o| o.state == ObjectState::Failed)
+        .count();
+    assert_eq!(failed_during, 0, "objects failed while the link was down");
+    link.up().await;
+
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    let text = std::fs::read_to_string(&log).unwrap();
+    let out = std::fs::read_to_string(log.with_extension("out")).unwrap();
+    assert_eq!(status.code(), Some(0), "{out}\n{text}");
+    assert!(squash(&out).contains("verified 1001 of 1001"), "{out}");
+    let all = objects(&work);
+    assert!(
+        all.iter()
+            .all(|o| o.state == ObjectState::Verified && o.attempts == 1)
+    );
+    // The large file went on from the parts the destination kept.
+    let big = object(&work, "a big/file.bin");
+    assert!(big.parts_resumed >= 1, "the upload was restarted: {big:?}");
+    let client = s3.client();
+    assert_eq!(
+        get(&client, "bkt", "a big/file.bin").await,
+        std::fs::read(src.join("a big/file.bin")).unwrap()
+    );
+    for rel in small.iter().step_by(7) {
+        assert_eq!(
+            get(&client, "bkt", rel).await,
+            std::fs::read(src.join(rel)).unwrap(),
+            "{rel}"
+        );
+    }
+    assert!(text.contains("Endpoint down"), "{text}");
+
+    // A 403 on one object fails that object at once; the others go on.
+    let denied = tmp.path().join("src2");
+    small_tree(&denied, 20);
+    std::fs::create_dir_all(denied.join("denied")).unwrap();
+    std::fs::write(denied.join("denied/x.txt"), b"no").unwrap();
+    let cfg = job_cfg(
+        tmp.path(),
+        "denied_job",
+        &denied,
+        &link.endpoint(),
+        "bkt",
+        "destPrefix=two/",
+    );
+    let work2 = tmp.path().join("work2");
+    let started = Instant::now();
+    let out = run_job(&cfg, &work2);
+    assert_eq!(out.status.code(), Some(1));
+    let rows = objects(&work2);
+    let failed: Vec<_> = rows
+        .iter()
+        .filter(|o| o.state == ObjectState::Failed)
+        .collect();
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0].rel_path, "denied/x.txt");
+    assert!(
+        failed[0]
+            .error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("AccessDenied"),
+        "{:?}",
+        failed[0]
+    );
+    assert_eq!(
+        rows.iter()
+            .filter(|o| o.state == ObjectState::Verified)
+            .count(),
+        20
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(!stderr(&out).contains("Endpoint down"), "{}", stderr(&out));
+}
