@@ -68,6 +68,8 @@ pub struct AgentSnap {
     pub objects_in_flight: u64,
     pub bytes_in_flight: u64,
     pub throttled: u64,
+    /// The endpoints its executors talk to, as its last heartbeat said.
+    pub endpoints: Vec<proto::api::EndpointHealth>,
 }
 
 /// Takes a snapshot: every job's status and failures from the store, the
@@ -142,6 +144,7 @@ pub async fn snapshot(eng: &Arc<Engine>, failures: bool) -> Result<Snapshot, Sto
             objects_in_flight: a.objects_in_flight,
             bytes_in_flight: a.bytes_in_flight,
             throttled: a.throttled,
+            endpoints: a.endpoints.clone(),
         })
         .collect();
     agents.sort_by(|a, b| (&a.name, &a.fingerprint).cmp(&(&b.name, &b.fingerprint)));
@@ -500,6 +503,43 @@ impl Collector for SnapCollector {
             Counter,
             per_agent(&|a| a.throttled as f64),
         )?;
+        let per_endpoint = |f: &dyn Fn(&proto::api::EndpointHealth) -> f64| -> Vec<(Labels, f64)> {
+            agents
+                .iter()
+                .flat_map(|a| {
+                    a.endpoints.iter().map(move |ep| {
+                        let mut l = agent(a);
+                        l.push(("role", ep.role.clone()));
+                        l.push(("endpoint", ep.endpoint.clone()));
+                        (l, f(ep))
+                    })
+                })
+                .collect()
+        };
+        family(
+            e,
+            "endpoint_up",
+            "Whether the endpoint answers, as the agent sees it (0 while a confirmed outage lasts)",
+            None,
+            Gauge,
+            per_endpoint(&|ep| f64::from(u8::from(ep.down.is_none()))),
+        )?;
+        family(
+            e,
+            "endpoint_outages",
+            "Confirmed outages of the endpoint the agent rode out or is in",
+            None,
+            Counter,
+            per_endpoint(&|ep| ep.outages as f64),
+        )?;
+        family(
+            e,
+            "endpoint_outage",
+            "Time the endpoint was down, as the agent saw it (ended outages)",
+            Some(Unit::Seconds),
+            Counter,
+            per_endpoint(&|ep| ep.outage_secs),
+        )?;
         Ok(())
     }
 }
@@ -700,6 +740,23 @@ th{{background:#f3f4f6}} .num{{text-align:right;font-variant-numeric:tabular-num
         );
     }
     b.push_str("</table>");
+    // Endpoints an executor is waiting for: objects wait, none fail.
+    let downs: Vec<String> = snap
+        .agents
+        .iter()
+        .flat_map(|a| {
+            a.endpoints
+                .iter()
+                .filter_map(move |ep| Some(format!("{} (seen by {})", ep.line()?, a.name)))
+        })
+        .collect();
+    if !downs.is_empty() {
+        b.push_str(r#"<h2>Waiting for</h2><ul id="outages">"#);
+        for d in &downs {
+            let _ = write!(b, "<li>{}</li>", esc(d));
+        }
+        b.push_str("</ul>");
+    }
     b.push_str(
         r#"<h2>Agents</h2><table id="agents"><tr><th>Agent</th><th>State</th><th class="num">Tasks</th><th class="num">In flight</th><th class="num">Rate</th><th class="num">Last heartbeat</th><th class="num">Throttled</th></tr>"#,
     );

@@ -796,18 +796,26 @@ pub async fn status_of(eng: &Arc<Engine>, job: JobRow) -> Result<JobStatus, JobE
     })
     .await?;
     st.limits = eng.jobs().get(&id).map(|rt| limits::of(rt, changes));
-    if let Some(rt) = eng.jobs().get(&id) {
-        let mut spec = rt.spec.clone();
-        let mine: Vec<String> = spec.buckets_mut().map(|b| b.endpoint_label()).collect();
-        for a in state.agents().values() {
-            for e in a.endpoints.iter().filter(|e| mine.contains(&e.endpoint)) {
-                if let Some(line) = e.line() {
-                    st.outages.push(format!("{line} (seen by {})", a.name));
-                }
+    st.outages = outages_of(eng, id);
+    Ok(st)
+}
+
+/// The job's endpoints that executors see down now, one line each (see
+/// `JobStatus::outages`).
+pub fn outages_of(eng: &Engine, job_id: i64) -> Vec<String> {
+    let Some(mut spec) = eng.jobs().get(&job_id).map(|rt| rt.spec.clone()) else {
+        return Vec::new();
+    };
+    let mine: Vec<String> = spec.buckets_mut().map(|b| b.endpoint_label()).collect();
+    let mut out = Vec::new();
+    for a in eng.state.agents().values() {
+        for e in a.endpoints.iter().filter(|e| mine.contains(&e.endpoint)) {
+            if let Some(line) = e.line() {
+                out.push(format!("{line} (seen by {})", a.name));
             }
         }
     }
-    Ok(st)
+    out
 }
 
 /// A job's status from the store; `agent_name` names an agent by its key's

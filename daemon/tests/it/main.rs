@@ -16,6 +16,7 @@ mod live_limits;
 mod manifest;
 mod netns;
 mod observe;
+mod outages;
 mod packages;
 mod runbook;
 mod support;
