@@ -389,4 +389,45 @@ mod tests {
         );
         assert!(st.down_secs >= 20.0);
     }
+
+    /// A long outage (3 minutes): probes back off to one a minute, never
+    /// further apart; objects resume within a minute of the endpoint's
+    /// return; with no limit nothing gives up.
+    #[tokio::test(start_paused = true)]
+    async fn a_long_outage_is_probed_once_a_minute_at_most() {
+        let up = Arc::new(AtomicBool::new(false));
+        let calls = Arc::new(AtomicU32::new(0));
+        let h = Health::new("source", "http://127.0.0.1:2/b");
+        h.set_probe(probed(Arc::clone(&up), Arc::clone(&calls)));
+        for _ in 0..TRIP {
+            h.note(Sign::NoAnswer);
+        }
+        let waiter = {
+            let h = Arc::clone(&h);
+            tokio::spawn(async move { h.wait_up(None).await })
+        };
+        let mut widest = Duration::ZERO;
+        for _ in 0..180 {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            if let Some(d) = h.status().down {
+                widest = widest.max(d.retry_every);
+            }
+        }
+        assert!(!waiter.is_finished());
+        assert!(
+            widest <= Duration::from_secs(60) && widest >= Duration::from_secs(30),
+            "{widest:?}"
+        );
+        let probes = calls.load(Ordering::SeqCst);
+        assert!((6..=12).contains(&probes), "{probes} probes in 3 min");
+        up.store(true, Ordering::SeqCst);
+        let back = tokio::time::Instant::now();
+        waiter.await.unwrap().unwrap();
+        assert!(
+            back.elapsed() <= Duration::from_secs(60),
+            "{:?}",
+            back.elapsed()
+        );
+        assert_eq!(h.status().outages, 1);
+    }
 }

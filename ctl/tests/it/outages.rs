@@ -187,4 +187,163 @@ async fn the_destination_down_for_30_s_costs_time_not_failures() {
         started.elapsed()
     );
     assert!(!stderr(&out).contains("Endpoint down"), "{}", stderr(&out));
+
+    // Past endpointOutageLimit the waiting objects fail ENDPOINT_DOWN with
+    // the reason, and a rerun once the endpoint is back finishes them.
+    let p3 = tmp.path().join("p3");
+    let src3 = p3.join("src");
+    tree(&src3, 200, 64 << 10);
+    std::fs::write(
+        p3.join("sys.properties"),
+        "workerMaxThroughput(KB/s)=4096\nworkerTaskThreadNum=4\n",
+    )
+    .unwrap();
+    let cfg = job_cfg(
+        &p3,
+        "limit_job",
+        &src3,
+        &link.endpoint(),
+        "bkt",
+        "destPrefix=three/\nendpointOutageLimit=3",
+    );
+    let work3 = p3.join("work");
+    let log3 = p3.join("run.log");
+    let mut child = spawn_run(&cfg, &work3, &log3);
+    wait_for_store(&work3, "verified objects", |s| {
+        s.objects().is_ok_and(|o| {
+            o.len() == 200
+                && o.iter()
+                    .filter(|o| o.state == ObjectState::Verified)
+                    .count()
+                    >= 20
+        })
+    });
+    link.down();
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        status.code(),
+        Some(1),
+        "{}",
+        std::fs::read_to_string(&log3).unwrap()
+    );
+    let rows = objects(&work3);
+    let down: Vec<_> = rows
+        .iter()
+        .filter(|o| o.error_code.as_deref() == Some("ENDPOINT_DOWN"))
+        .collect();
+    assert!(!down.is_empty());
+    assert!(
+        rows.iter().all(|o| o.state == ObjectState::Verified
+            || o.error_code.as_deref() == Some("ENDPOINT_DOWN")),
+        "{rows:?}"
+    );
+    let why = down[0].error.as_deref().unwrap_or_default();
+    eprintln!("past the limit: {why}");
+    assert!(
+        why.contains("unreachable since") && why.contains("endpointOutageLimit=3 s"),
+        "{why}"
+    );
+    link.up().await;
+    let out = run_job(&cfg, &work3);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        objects(&work3)
+            .iter()
+            .all(|o| o.state == ObjectState::Verified)
+    );
+}
+
+/// A bucket source that goes away mid-copy: the objects wait for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bucket_source_down_for_a_while_costs_time_not_failures() {
+    let s3 = S3Server::start();
+    s3.create_bucket("source").await;
+    s3.create_bucket("target").await;
+    let client = s3.client();
+    let keys: Vec<String> = (0..150).map(|i| format!("k/{i:03}")).collect();
+    for (i, k) in keys.iter().enumerate() {
+        client
+            .put_object()
+            .bucket("source")
+            .key(k)
+            .body(bytes(i as u64, 32 << 10).into())
+            .send()
+            .await
+            .unwrap();
+    }
+    let link = Switch::start(&s3.endpoint).await;
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(
+        tmp.path().join("sys.properties"),
+        "workerMaxThroughput(KB/s)=1024\nworkerTaskThreadNum=4\n",
+    )
+    .unwrap();
+    let cfg = tmp.path().join("src_outage.cfg");
+    std::fs::write(
+        &cfg,
+        format!(
+            "jobName=src_outage\nsrcType=s3\nsrcDomain={}\nsrcBucket=source\nsrcPrefix=\n\
+             srcAccessKey={AK}\nsrcSecretKey={SK}\ndestDomain={}\ndestBucket=target\n\
+             destAccessKey={AK}\ndestSecretKey={SK}\nrequestAttempts=3\n",
+            link.endpoint(),
+            s3.endpoint
+        ),
+    )
+    .unwrap();
+    let work = tmp.path().join("work");
+    let log = tmp.path().join("run.log");
+    let mut child = spawn_run(&cfg, &work, &log);
+    wait_for_store(&work, "verified objects", |s| {
+        s.objects().is_ok_and(|o| {
+            o.len() == 150
+                && o.iter()
+                    .filter(|o| o.state == ObjectState::Verified)
+                    .count()
+                    >= 20
+        })
+    });
+    let down_at = Instant::now();
+    link.down();
+    let line = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if let Some(l) = text
+            .lines()
+            .rev()
+            .find(|l| l.starts_with("progress:") && l.contains("unreachable since"))
+        {
+            break l.to_string();
+        }
+        assert!(down_at.elapsed() < Duration::from_secs(25), "{text}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    eprintln!("during the outage: {line}");
+    assert!(
+        line.contains(&format!(
+            "source {}/source unreachable since",
+            link.endpoint()
+        )),
+        "{line}"
+    );
+    tokio::time::sleep(Duration::from_secs(10).saturating_sub(down_at.elapsed())).await;
+    link.up().await;
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(status.code(), Some(0), "{text}");
+    let all = objects(&work);
+    assert_eq!(all.len(), 150);
+    assert!(
+        all.iter()
+            .all(|o| o.state == ObjectState::Verified && o.attempts == 1)
+    );
+    for (i, k) in keys.iter().enumerate().step_by(11) {
+        assert_eq!(
+            get(&client, "target", k).await,
+            bytes(i as u64, 32 << 10),
+            "{k}"
+        );
+    }
 }
