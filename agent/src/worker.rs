@@ -28,9 +28,10 @@ pub struct Progress {
     /// Objects above the multipart threshold while they are copied, by
     /// object id: a display shows one bar each.
     large: std::sync::Mutex<std::collections::BTreeMap<i64, Arc<FileProgress>>>,
-    /// The endpoints of the executors reporting here (see
-    /// [`Progress::outages`]).
-    endpoints: std::sync::Mutex<Vec<std::sync::Weak<Health>>>,
+    /// One breaker per endpoint this process talks to, shared by the
+    /// executors of every job that uses it and kept for the life of the
+    /// process (so its outage counts only grow); see [`Progress::endpoint`].
+    endpoints: std::sync::Mutex<Vec<Arc<Health>>>,
 }
 
 /// One large object's progress.
@@ -42,55 +43,40 @@ pub struct FileProgress {
 }
 
 impl Progress {
-    /// The endpoints down now, each once (executors of several jobs may
-    /// share one), as progress lines show them.
+    /// The endpoints down now, as progress lines show them.
     pub fn outages(&self) -> Vec<storage::health::Outage> {
-        let mut out: Vec<storage::health::Outage> = Vec::new();
-        for o in self.live_endpoints().iter().filter_map(|h| h.status().down) {
-            if !out
-                .iter()
-                .any(|x| x.role == o.role && x.endpoint == o.endpoint)
-            {
-                out.push(o);
-            }
-        }
-        out
+        self.all_endpoints()
+            .iter()
+            .filter_map(|h| h.status().down)
+            .collect()
     }
 
-    /// Every endpoint of the live executors, each once (a down report wins
-    /// over an up one), for heartbeats and `/metrics`.
+    /// Every endpoint this process has talked to, for heartbeats and
+    /// `/metrics`.
     pub fn endpoints(&self) -> Vec<proto::api::EndpointHealth> {
-        let mut out: Vec<proto::api::EndpointHealth> = Vec::new();
-        for r in self.live_endpoints().iter().map(|h| h.report()) {
-            match out
-                .iter_mut()
-                .find(|x| x.role == r.role && x.endpoint == r.endpoint)
-            {
-                Some(x) => {
-                    x.outages += r.outages;
-                    x.outage_secs += r.outage_secs;
-                    if x.down.is_none() {
-                        x.down = r.down;
-                    }
-                }
-                None => out.push(r),
-            }
-        }
-        out
+        self.all_endpoints().iter().map(|h| h.report()).collect()
     }
 
-    fn live_endpoints(&self) -> Vec<Arc<Health>> {
-        let mut eps = self.endpoints.lock().unwrap_or_else(|p| p.into_inner());
-        eps.retain(|w| w.strong_count() > 0);
-        eps.iter().filter_map(std::sync::Weak::upgrade).collect()
-    }
-
-    /// Shows `h`'s outages in [`Progress::outages`] while it lives.
-    pub(crate) fn watch_endpoint(&self, h: &Arc<Health>) {
+    fn all_endpoints(&self) -> Vec<Arc<Health>> {
         self.endpoints
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .push(Arc::downgrade(h));
+            .clone()
+    }
+
+    /// The breaker of `role`'s endpoint `label` (`Bucket::endpoint_label`):
+    /// the one this process has, or a new one.
+    pub(crate) fn endpoint(&self, role: &'static str, label: &str) -> Arc<Health> {
+        let mut eps = self.endpoints.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(h) = eps
+            .iter()
+            .find(|h| h.role() == role && h.endpoint() == label)
+        {
+            return Arc::clone(h);
+        }
+        let h = Health::new(role, label);
+        eps.push(Arc::clone(&h));
+        h
     }
 
     /// The large objects in flight, oldest first.
@@ -235,13 +221,14 @@ pub struct Executor {
     pub(crate) endpoints: Vec<Arc<Health>>,
 }
 
-/// A new breaker for `bucket`'s endpoint, kept in `all`.
+/// The process's breaker for `bucket`'s endpoint, kept in `all` too.
 fn endpoint_health(
+    progress: &Progress,
     all: &mut Vec<Arc<Health>>,
     role: &'static str,
     bucket: &proto::job::Bucket,
 ) -> Arc<Health> {
-    let h = Health::new(role, &bucket.endpoint_label());
+    let h = progress.endpoint(role, &bucket.endpoint_label());
     all.push(Arc::clone(&h));
     h
 }
@@ -280,7 +267,7 @@ impl Executor {
                 Source::S3 {
                     store: S3Store::new(&S3Config {
                         request_limiter: Some(Arc::clone(&requests)),
-                        health: Some(endpoint_health(&mut endpoints, "source", bucket)),
+                        health: Some(endpoint_health(&progress, &mut endpoints, "source", bucket)),
                         ..S3Config::new(bucket.clone(), spec.max_attempts)
                     }),
                     prefix: bucket.prefix.clone(),
@@ -322,7 +309,12 @@ impl Executor {
                     max_attempts: spec.max_attempts,
                     server_side_encryption: *server_side_encryption,
                     request_limiter: Some(Arc::clone(&requests)),
-                    health: Some(endpoint_health(&mut endpoints, "destination", bucket)),
+                    health: Some(endpoint_health(
+                        &progress,
+                        &mut endpoints,
+                        "destination",
+                        bucket,
+                    )),
                 }),
                 prefix: bucket.prefix.clone(),
             },
@@ -345,9 +337,6 @@ impl Executor {
                     .saturating_mul(2),
             )
             .max(threshold_mib.saturating_add(part_mib));
-        for h in &endpoints {
-            progress.watch_endpoint(h);
-        }
         Executor {
             objects: Arc::new(Semaphore::new(spec.object_concurrency.max(1) as usize)),
             object_permits: std::sync::Mutex::new(spec.object_concurrency.max(1)),

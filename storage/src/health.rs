@@ -149,6 +149,10 @@ impl Health {
         self.role
     }
 
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
     /// The endpoint as heartbeats, `stat` and `/metrics` show it.
     pub fn report(&self) -> proto::api::EndpointHealth {
         let st = self.status.borrow();
