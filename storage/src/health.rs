@@ -5,9 +5,11 @@
 //! answer below 500 is a sign the endpoint is up, a connection-level error
 //! (refused, reset, timed out, DNS, TLS) or a 5xx a sign it may not be.
 //! [`TRIP`] such signs in a row within [`TRIP_WINDOW`], with no answer in
-//! between, make the endpoint *suspect*: one probe request (a read, never a
-//! write) is sent. If it answers, the signs were the objects' own trouble
-//! and nothing changes. If it does not, the outage is *confirmed*: the
+//! between, make the endpoint *suspect*: probe requests (a read, never a
+//! write) are sent every half second for [`CONFIRM`]. If a probe or any
+//! other request gets an answer meanwhile, the signs were the objects' own
+//! trouble, or a flaky store's, and nothing changes (objects fail or retry
+//! as before). If nothing answers, the outage is *confirmed*: the
 //! executor stops the objects in flight on that endpoint and starts no new
 //! ones (see `agent::object`), and the probe is repeated with backoff (1 s
 //! doubling to 60 s, jittered) until it answers. An object whose failure
@@ -25,6 +27,10 @@ use tokio::sync::watch;
 pub const TRIP: u32 = 3;
 /// ... within this long.
 pub const TRIP_WINDOW: Duration = Duration::from_secs(10);
+/// How long nothing may answer before an outage is confirmed, and how
+/// often it is probed meanwhile.
+pub const CONFIRM: Duration = Duration::from_secs(2);
+pub const CONFIRM_EVERY: Duration = Duration::from_millis(500);
 /// Probe backoff while an endpoint is down.
 pub const PROBE_BACKOFF: proto::net::Backoff = proto::net::Backoff {
     base: Duration::from_secs(1),
@@ -103,6 +109,8 @@ struct Signs {
     in_a_row: u32,
     first: Option<(Instant, SystemTime)>,
     probing: bool,
+    /// When any request last got an answer.
+    last_answer: Option<Instant>,
 }
 
 /// The health of one endpoint, shared by every request to it.
@@ -133,6 +141,7 @@ impl Health {
                 in_a_row: 0,
                 first: None,
                 probing: false,
+                last_answer: None,
             }),
             status: watch::Sender::new(Status::default()),
             probe: Mutex::new(None),
@@ -183,6 +192,7 @@ impl Health {
             Sign::Answered => {
                 s.in_a_row = 0;
                 s.first = None;
+                s.last_answer = Some(Instant::now());
             }
             Sign::NoAnswer => {
                 let now = Instant::now();
@@ -225,11 +235,44 @@ impl Health {
 
     /// One probe now; if it fails, the outage is confirmed and probing goes
     /// on with backoff until the endpoint answers.
+    /// Whether any request got an answer after `t`.
+    fn answered_since(&self, t: Instant) -> bool {
+        let s = self.signs.lock().unwrap_or_else(|p| p.into_inner());
+        s.last_answer.is_some_and(|a| a > t)
+    }
+
+    /// Confirms the outage: probes every [`CONFIRM_EVERY`] for
+    /// [`CONFIRM`], and nothing (probe or request) may get an answer
+    /// meanwhile. A store that is only flaky (some answers 5xx, some
+    /// connections dropped) answers something within that time; one that
+    /// is down does not. `Err(why)`: confirmed, with the last probe's reason.
+    async fn confirm(&self) -> Result<(), String> {
+        let tripped = Instant::now();
+        loop {
+            let why = match self.probe_once().await {
+                Ok(()) => return Ok(()),
+                Err(why) => why,
+            };
+            if self.answered_since(tripped) {
+                return Ok(());
+            }
+            if tripped.elapsed() >= CONFIRM {
+                return Err(why);
+            }
+            tokio::time::sleep(CONFIRM_EVERY).await;
+        }
+    }
+
     async fn probe_until_up(self: Arc<Self>, since: SystemTime) {
         let mut attempt = 0u32;
         let mut down_at: Option<Instant> = None;
+        let mut first = Some(self.confirm().await);
         loop {
-            match self.probe_once().await {
+            let probed = match first.take() {
+                Some(r) => r,
+                None => self.probe_once().await,
+            };
+            match probed {
                 Ok(()) => break,
                 Err(why) => {
                     let wait = PROBE_BACKOFF.delay(attempt);
@@ -357,12 +400,26 @@ mod tests {
         assert_eq!(calls.load(Ordering::SeqCst), 1);
         assert_eq!(h.status().outages, 0);
 
+        // Flaky, not down: the probes fail, but another request gets an
+        // answer while they are sent.
+        up.store(false, Ordering::SeqCst);
+        for _ in 0..TRIP {
+            h.note(Sign::NoAnswer);
+        }
+        tokio::time::sleep(CONFIRM_EVERY).await;
+        h.note(Sign::Answered);
+        h.wait_up(None).await.unwrap();
+        assert_eq!(h.status().outages, 0);
+
         // Down: waiters wait, probes back off, the limit ends the wait.
         up.store(false, Ordering::SeqCst);
         for _ in 0..TRIP {
             h.note(Sign::NoAnswer);
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        tokio::time::sleep(CONFIRM / 2).await;
+        assert_eq!(h.status().outages, 0, "confirmed before {CONFIRM:?}");
+        assert!(h.status().suspect);
+        tokio::time::sleep(CONFIRM).await;
         let st = h.status();
         assert_eq!(st.outages, 1);
         let line = st.down.as_ref().unwrap().line();
@@ -382,7 +439,7 @@ mod tests {
         tokio::time::sleep(Duration::from_secs(20)).await;
         assert!(!waiter.is_finished());
         let probes = calls.load(Ordering::SeqCst);
-        assert!((4..=8).contains(&probes), "{probes} probes in 20 s");
+        assert!((7..=14).contains(&probes), "{probes} probes in 23 s");
         up.store(true, Ordering::SeqCst);
         waiter.await.unwrap().unwrap();
         assert!(t0.elapsed() <= Duration::from_secs(20 + 60));
@@ -423,7 +480,8 @@ mod tests {
             "{widest:?}"
         );
         let probes = calls.load(Ordering::SeqCst);
-        assert!((6..=12).contains(&probes), "{probes} probes in 3 min");
+        // Five while confirming, then 1, 2, 4 ... 60 s apart.
+        assert!((8..=16).contains(&probes), "{probes} probes in 3 min");
         up.store(true, Ordering::SeqCst);
         let back = tokio::time::Instant::now();
         waiter.await.unwrap().unwrap();

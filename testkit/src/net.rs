@@ -44,6 +44,9 @@ pub struct Faults {
 pub struct ProxyStats {
     pub requests: AtomicU64,
     pub injected: AtomicU64,
+    /// Of `injected`, the faults on listings (ListObjectsV2: an executor's
+    /// endpoint probes, when the source is not a bucket).
+    pub injected_on_listings: AtomicU64,
 }
 
 /// A proxy on 127.0.0.1 forwarding to `upstream` (an `http://host:port`),
@@ -117,22 +120,32 @@ async fn forward(
 ) -> Result<Response<Full<Bytes>>, std::io::Error> {
     let n = st.requests.fetch_add(1, Ordering::Relaxed) + 1;
     let (parts, body) = req.into_parts();
+    let is_listing = parts
+        .uri
+        .query()
+        .is_some_and(|q| q.contains("list-type=2") || q.contains("comp=list"));
+    let injected = || {
+        st.injected.fetch_add(1, Ordering::Relaxed);
+        if is_listing {
+            st.injected_on_listings.fetch_add(1, Ordering::Relaxed);
+        }
+    };
     let body = body
         .collect()
         .await
         .map_err(std::io::Error::other)?
         .to_bytes();
     if every(faults.every_drop, n) {
-        st.injected.fetch_add(1, Ordering::Relaxed);
+        injected();
         // Returning an error makes hyper close the connection unanswered.
         return Err(std::io::Error::other("injected connection drop"));
     }
     if every(faults.every_500, n) {
-        st.injected.fetch_add(1, Ordering::Relaxed);
+        injected();
         return Ok(xml_error(500, "InternalError", "injected failure"));
     }
     if every(faults.every_503, n) {
-        st.injected.fetch_add(1, Ordering::Relaxed);
+        injected();
         return Ok(xml_error(
             503,
             "SlowDown",
