@@ -99,9 +99,10 @@ async fn riding_out_outages(
         0 => None,
         s => Some(Duration::from_secs(s)),
     };
+    let endpoints = ex.endpoints_for(obj);
     let mut obj = std::borrow::Cow::Borrowed(obj);
     loop {
-        for h in &ex.endpoints {
+        for h in &endpoints {
             h.wait_up(limit).await.map_err(|o| {
                 Fail(
                     ErrorCode::EndpointDown,
@@ -113,8 +114,8 @@ async fn riding_out_outages(
                 )
             })?;
         }
-        let before: u64 = ex.endpoints.iter().map(|h| h.status().outages).sum();
-        let mut watches: Vec<_> = ex.endpoints.iter().map(|h| h.watch()).collect();
+        let before: u64 = endpoints.iter().map(|h| h.status().outages).sum();
+        let mut watches: Vec<_> = endpoints.iter().map(|h| h.watch()).collect();
         let went_down = async {
             if watches.is_empty() {
                 return std::future::pending().await;
@@ -173,18 +174,18 @@ async fn riding_out_outages(
             None => true,
             Some(Err(Fail(code, _))) if is_endpoint_code(*code) => {
                 // A probe may be deciding about the signs this failure left.
-                for h in &ex.endpoints {
+                for h in &endpoints {
                     let _ = h.watch().wait_for(|st| !st.suspect).await;
                 }
-                let now: u64 = ex.endpoints.iter().map(|h| h.status().outages).sum();
-                now != before || ex.endpoints.iter().any(|h| h.status().down.is_some())
+                let now: u64 = endpoints.iter().map(|h| h.status().outages).sum();
+                now != before || endpoints.iter().any(|h| h.status().down.is_some())
             }
             _ => false,
         };
         match ran {
             Some(r) if !failed_in_outage => return r,
             _ => {
-                tracing::info!(
+                tracing::debug!(
                     object = %proto::net::printable(&obj.rel_path),
                     "Stopped by an endpoint outage; runs again when it is back (not counted as a failure)."
                 );

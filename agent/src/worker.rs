@@ -31,7 +31,7 @@ pub struct Progress {
     /// One breaker per endpoint this process talks to, shared by the
     /// executors of every job that uses it and kept for the life of the
     /// process (so its outage counts only grow); see [`Progress::endpoint`].
-    endpoints: std::sync::Mutex<Vec<Arc<Health>>>,
+    endpoints: Arc<storage::health::Registry>,
 }
 
 /// One large object's progress.
@@ -58,25 +58,13 @@ impl Progress {
     }
 
     fn all_endpoints(&self) -> Vec<Arc<Health>> {
-        self.endpoints
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.endpoints.all()
     }
 
     /// The breaker of `role`'s endpoint `label` (`Bucket::endpoint_label`):
     /// the one this process has, or a new one.
     pub(crate) fn endpoint(&self, role: &'static str, label: &str) -> Arc<Health> {
-        let mut eps = self.endpoints.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(h) = eps
-            .iter()
-            .find(|h| h.role() == role && h.endpoint() == label)
-        {
-            return Arc::clone(h);
-        }
-        let h = Health::new(role, label);
-        eps.push(Arc::clone(&h));
-        h
+        self.endpoints.get(role, label).0
     }
 
     /// The large objects in flight, oldest first.
@@ -218,6 +206,7 @@ pub struct Executor {
     pub(crate) confine: Option<Confine>,
     /// The breaker of each store this executor talks to (the destination,
     /// a bucket source): see [`storage::health`] and `crate::object`.
+    /// A URL list's origins have theirs too ([`Executor::endpoints_for`]).
     pub(crate) endpoints: Vec<Arc<Health>>,
 }
 
@@ -239,6 +228,25 @@ pub type Confine = Arc<
 >;
 
 impl Executor {
+    /// The breakers `obj` depends on: the destination's, a bucket source's,
+    /// or its URL's origin's.
+    pub(crate) fn endpoints_for(&self, obj: &proto::job::ObjectSpec) -> Vec<Arc<Health>> {
+        let mut all = self.endpoints.clone();
+        let origin = match &self.source {
+            Source::Http { client } => (**client)
+                .as_ref()
+                .ok()
+                .and_then(|c| c.health_of(obj.src_ref.as_deref().unwrap_or_default())),
+            Source::Cdn { client, domain, .. } => (**client)
+                .as_ref()
+                .ok()
+                .and_then(|c| c.health_of(&format!("{domain}/"))),
+            _ => None,
+        };
+        all.extend(origin);
+        all
+    }
+
     /// Reads only what `confine` allows (see [`Executor::confine`]).
     pub fn with_confine(mut self, confine: Confine) -> Executor {
         self.confine = Some(confine);
@@ -278,7 +286,11 @@ impl Executor {
                 // Fails only when the system trust roots cannot be read at
                 // all; every download then fails with this reason.
                 Source::Http {
-                    client: Box::new(HttpSource::new().map_err(|e| e.to_string())),
+                    client: Box::new(
+                        HttpSource::new()
+                            .map(|c| c.with_health(Arc::clone(&progress.endpoints)))
+                            .map_err(|e| e.to_string()),
+                    ),
                 },
             ),
             SourceSpec::Azure(container) => (
@@ -293,7 +305,11 @@ impl Executor {
             SourceSpec::Cdn { domain, prefix } => (
                 PathBuf::new(),
                 Source::Cdn {
-                    client: Box::new(HttpSource::new().map_err(|e| e.to_string())),
+                    client: Box::new(
+                        HttpSource::new()
+                            .map(|c| c.with_health(Arc::clone(&progress.endpoints)))
+                            .map_err(|e| e.to_string()),
+                    ),
                     domain: domain.trim_end_matches('/').to_string(),
                     prefix: prefix.clone(),
                 },

@@ -113,10 +113,38 @@ struct Signs {
     last_answer: Option<Instant>,
 }
 
+/// The breakers of one process, one per endpoint, kept for its life (so
+/// their outage counts only grow).
+#[derive(Debug, Default)]
+pub struct Registry(Mutex<Vec<Arc<Health>>>);
+
+impl Registry {
+    /// The breaker of `role`'s `endpoint`, and whether it was made now.
+    pub fn get(&self, role: &'static str, endpoint: &str) -> (Arc<Health>, bool) {
+        let mut all = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(h) = all
+            .iter()
+            .find(|h| h.role == role && h.endpoint == endpoint)
+        {
+            return (Arc::clone(h), false);
+        }
+        let h = Health::new(role, endpoint);
+        all.push(Arc::clone(&h));
+        (h, true)
+    }
+
+    pub fn all(&self) -> Vec<Arc<Health>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
 /// The health of one endpoint, shared by every request to it.
 pub struct Health {
     role: &'static str,
     endpoint: String,
+    /// Trip only once the endpoint has answered something (see
+    /// [`Health::only_after_an_answer`]).
+    after_an_answer: std::sync::atomic::AtomicBool,
     signs: Mutex<Signs>,
     status: watch::Sender<Status>,
     probe: Mutex<Option<Probe>>,
@@ -145,7 +173,17 @@ impl Health {
             }),
             status: watch::Sender::new(Status::default()),
             probe: Mutex::new(None),
+            after_an_answer: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    /// An endpoint that has never answered is not taken to be down, only
+    /// wrong: its objects fail as they would without a breaker. For the
+    /// origins of a URL list, where a dead host among many is a bad URL
+    /// more often than an outage.
+    pub fn only_after_an_answer(&self) {
+        self.after_an_answer
+            .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The request that tells whether the endpoint answers (set by the
@@ -208,9 +246,14 @@ impl Health {
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .is_some();
+                let may_trip = s.last_answer.is_some()
+                    || !self
+                        .after_an_answer
+                        .load(std::sync::atomic::Ordering::Relaxed);
                 if s.in_a_row >= TRIP
                     && !s.probing
                     && has_probe
+                    && may_trip
                     && let Ok(rt) = tokio::runtime::Handle::try_current()
                 {
                     s.probing = true;

@@ -1,6 +1,7 @@
 //! The HTTP source: plain GETs of the URLs in an `httpListFilePath` list,
 //! over HTTP or HTTPS (system trust roots).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use http_body_util::Empty;
@@ -8,6 +9,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
+use crate::health::{Health, Registry, Sign};
 use crate::remote::{RemoteBody, SourceError, SourceErrorKind};
 
 /// How long a connection may take to open.
@@ -21,6 +23,9 @@ pub struct HttpSource {
     client: Client<Connector, Empty<bytes::Bytes>>,
     /// Time to wait for the response head.
     timeout: Duration,
+    /// One breaker per origin (`scheme://host:port`) when set (see
+    /// [`HttpSource::with_health`]).
+    health: Option<Arc<Registry>>,
 }
 
 impl HttpSource {
@@ -40,7 +45,52 @@ impl HttpSource {
             .enable_http1()
             .wrap_connector(http);
         let client = Client::builder(TokioExecutor::new()).build(https);
-        Ok(HttpSource { client, timeout })
+        Ok(HttpSource {
+            client,
+            timeout,
+            health: None,
+        })
+    }
+
+    /// Tells a breaker per origin, in `registry`, what each GET said
+    /// ([`crate::health`]); an origin is probed with a HEAD of `/`. Only an
+    /// origin that answered before can be taken to be down.
+    pub fn with_health(mut self, registry: Arc<Registry>) -> HttpSource {
+        self.health = Some(registry);
+        self
+    }
+
+    /// The breaker of `url`'s origin, when this source keeps them.
+    pub fn health_of(&self, url: &str) -> Option<Arc<Health>> {
+        let registry = self.health.as_ref()?;
+        let uri: hyper::Uri = url.parse().ok()?;
+        let origin = format!("{}://{}", uri.scheme_str()?, uri.authority()?);
+        let (h, new) = registry.get("source", &origin);
+        if new {
+            h.only_after_an_answer();
+            let (client, timeout, root) = (self.client.clone(), self.timeout, format!("{origin}/"));
+            h.set_probe(Arc::new(move || {
+                let (client, root) = (client.clone(), root.clone());
+                Box::pin(async move {
+                    let req = hyper::Request::head(root.as_str())
+                        .header(
+                            hyper::header::USER_AGENT,
+                            concat!("ossimport/", env!("CARGO_PKG_VERSION")),
+                        )
+                        .body(Empty::new())
+                        .map_err(|e| e.to_string())?;
+                    match tokio::time::timeout(timeout, client.request(req)).await {
+                        Err(_) => Err(proto::net::timed_out(Some(timeout))),
+                        Ok(Err(e)) => Err(proto::net::no_answer(&e, Some(CONNECT_TIMEOUT))),
+                        Ok(Ok(r)) if r.status().as_u16() >= 500 => {
+                            Err(format!("HTTP {}", r.status().as_u16()))
+                        }
+                        Ok(Ok(_)) => Ok(()),
+                    }
+                })
+            }));
+        }
+        Some(h)
     }
 
     /// Starts a GET; the status and headers are checked, the body is left
@@ -57,7 +107,15 @@ impl HttpSource {
             )
             .body(Empty::new())
             .map_err(|e| SourceError::new(SourceErrorKind::Permanent, format!("{url}: {e}")))?;
-        let resp = match tokio::time::timeout(self.timeout, self.client.request(req)).await {
+        let health = self.health_of(url);
+        let asked = tokio::time::timeout(self.timeout, self.client.request(req)).await;
+        if let Some(h) = &health {
+            h.note(match &asked {
+                Ok(Ok(r)) if r.status().as_u16() < 500 => Sign::Answered,
+                _ => Sign::NoAnswer,
+            });
+        }
+        let resp = match asked {
             Err(_) => {
                 return Err(SourceError::new(
                     SourceErrorKind::Transient,

@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use testkit::net::{FaultProxy, Faults, Switch};
+use testkit::net::{FaultProxy, Faults, FileServer, Switch};
 
 use crate::support::*;
 
@@ -344,6 +344,100 @@ async fn a_bucket_source_down_for_a_while_costs_time_not_failures() {
             get(&client, "target", k).await,
             bytes(i as u64, 32 << 10),
             "{k}"
+        );
+    }
+}
+
+/// A URL list's origin that goes away mid-copy, having answered before:
+/// its objects wait for it. A host that never answered is a bad URL, not
+/// an outage: its object fails as before, without holding up the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_url_origin_down_for_a_while_costs_time_not_failures() {
+    let s3 = S3Server::start();
+    s3.create_bucket("target").await;
+    let mut files = std::collections::HashMap::new();
+    let mut lines = String::new();
+    for i in 0..120u64 {
+        files.insert(format!("/site/f{i:03}.bin"), bytes(i, 32 << 10));
+        lines.push_str(&format!("{{BASE}}/site/ f{i:03}.bin\n"));
+    }
+    lines.push_str("http://127.0.0.1:9/ refused.png\n");
+    let server = FileServer::start(files).await;
+    let link = Switch::start(&server.base).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let list = tmp.path().join("http.list");
+    std::fs::write(&list, lines.replace("{BASE}", &link.endpoint())).unwrap();
+    std::fs::write(
+        tmp.path().join("sys.properties"),
+        "workerMaxThroughput(KB/s)=1024\nworkerTaskThreadNum=4\n",
+    )
+    .unwrap();
+    let cfg = tmp.path().join("url_outage.cfg");
+    std::fs::write(
+        &cfg,
+        format!(
+            "jobName=url_outage\nsrcType=http\nhttpListFilePath={}\nhttpPrefixColumn=1\n\
+             relativePathColumn=2\ndestDomain={}\ndestBucket=target\ndestAccessKey={AK}\n\
+             destSecretKey={SK}\nrequestAttempts=3\n",
+            list.display(),
+            s3.endpoint
+        ),
+    )
+    .unwrap();
+    let work = tmp.path().join("work");
+    let log = tmp.path().join("run.log");
+    let mut child = spawn_run(&cfg, &work, &log);
+    wait_for_store(&work, "verified objects", |s| {
+        s.objects().is_ok_and(|o| {
+            o.len() == 121
+                && o.iter()
+                    .filter(|o| o.state == ObjectState::Verified)
+                    .count()
+                    >= 20
+        })
+    });
+    let down_at = Instant::now();
+    link.down();
+    let line = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if let Some(l) = text
+            .lines()
+            .rev()
+            .find(|l| l.starts_with("progress:") && l.contains("unreachable since"))
+        {
+            break l.to_string();
+        }
+        assert!(down_at.elapsed() < Duration::from_secs(25), "{text}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    eprintln!("during the outage: {line}");
+    assert!(
+        line.contains(&format!("source {} unreachable since", link.endpoint())),
+        "{line}"
+    );
+    assert!(!line.contains("127.0.0.1:9 "), "{line}");
+    tokio::time::sleep(Duration::from_secs(8).saturating_sub(down_at.elapsed())).await;
+    link.up().await;
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    let text = std::fs::read_to_string(&log).unwrap();
+    let out = std::fs::read_to_string(log.with_extension("out")).unwrap();
+    assert_eq!(status.code(), Some(1), "{out}\n{text}");
+    let all = objects(&work);
+    let failed: Vec<_> = all
+        .iter()
+        .filter(|o| o.state != ObjectState::Verified)
+        .collect();
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0].rel_path, "refused.png");
+    assert_eq!(failed[0].error_code.as_deref(), Some("SOURCE_UNREADABLE"));
+    assert!(all.iter().all(|o| o.attempts == 1));
+    let client = s3.client();
+    for i in (0..120u64).step_by(9) {
+        assert_eq!(
+            get(&client, "target", &format!("f{i:03}.bin")).await,
+            bytes(i, 32 << 10)
         );
     }
 }
