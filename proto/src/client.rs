@@ -190,18 +190,35 @@ pub async fn send(
                     .map_err(http_err)?
             }
         };
-        let status = resp.status();
-        let body = Limited::new(resp.into_body(), MAX_ANSWER)
-            .collect()
-            .await
-            .map_err(|_| ClientError::TooLarge(label.clone()))?
-            .to_bytes();
-        Ok((status, body))
+        answer(resp, &label).await
     };
+    within(timeout, &label, fut).await
+}
+
+/// The status and body (at most [`MAX_ANSWER`]) of `resp`.
+async fn answer(
+    resp: hyper::Response<hyper::body::Incoming>,
+    label: &str,
+) -> Result<(StatusCode, Bytes), ClientError> {
+    let status = resp.status();
+    let body = Limited::new(resp.into_body(), MAX_ANSWER)
+        .collect()
+        .await
+        .map_err(|_| ClientError::TooLarge(label.to_string()))?
+        .to_bytes();
+    Ok((status, body))
+}
+
+/// `fut`, or [`ClientError::Timeout`] once `timeout` has passed.
+async fn within<T>(
+    timeout: Duration,
+    label: &str,
+    fut: impl std::future::Future<Output = Result<T, ClientError>>,
+) -> Result<T, ClientError> {
     tokio::time::timeout(timeout, fut)
         .await
         .map_err(|_| ClientError::Timeout {
-            target: label.clone(),
+            target: label.to_string(),
             after: timeout,
         })?
 }
@@ -278,20 +295,9 @@ impl Channel {
                     source: std::io::Error::other(e),
                 })?;
             let resp = self.client.request(req).await.map_err(|e| self.failed(e))?;
-            let status = resp.status();
-            let body = Limited::new(resp.into_body(), MAX_ANSWER)
-                .collect()
-                .await
-                .map_err(|_| ClientError::TooLarge(label.clone()))?
-                .to_bytes();
-            Ok((status, body))
+            answer(resp, label).await
         };
-        tokio::time::timeout(timeout, fut)
-            .await
-            .map_err(|_| ClientError::Timeout {
-                target: label.clone(),
-                after: timeout,
-            })?
+        within(timeout, label, fut).await
     }
 
     /// A pooling client's error, as [`send`] would have said it.

@@ -30,6 +30,27 @@ fn spawn_run(
         .expect("start ossimportctl run")
 }
 
+/// The first progress line in `log` naming an outage, waited for up to
+/// 25 s from `since`.
+async fn outage_line(log: &std::path::Path, since: Instant) -> String {
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if let Some(l) = text
+            .lines()
+            .rev()
+            .find(|l| l.starts_with("progress:") && l.contains("unreachable since"))
+        {
+            eprintln!("during the outage: {l}");
+            return l.to_string();
+        }
+        assert!(
+            since.elapsed() < Duration::from_secs(25),
+            "no outage on the progress line:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_destination_down_for_30_s_costs_time_not_failures() {
     let s3 = S3Server::start();
@@ -81,22 +102,7 @@ async fn the_destination_down_for_30_s_costs_time_not_failures() {
     let down_at = Instant::now();
     link.down();
     // The run notices, and says so on its progress line.
-    let line = loop {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        if let Some(l) = text
-            .lines()
-            .rev()
-            .find(|l| l.starts_with("progress:") && l.contains("unreachable since"))
-        {
-            break l.to_string();
-        }
-        assert!(
-            down_at.elapsed() < Duration::from_secs(25),
-            "no outage on the progress line:\n{text}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
-    eprintln!("during the outage: {line}");
+    let line = outage_line(&log, down_at).await;
     assert!(
         line.contains(&format!(
             "destination {}/bkt unreachable since",
@@ -306,19 +312,7 @@ async fn a_bucket_source_down_for_a_while_costs_time_not_failures() {
     });
     let down_at = Instant::now();
     link.down();
-    let line = loop {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        if let Some(l) = text
-            .lines()
-            .rev()
-            .find(|l| l.starts_with("progress:") && l.contains("unreachable since"))
-        {
-            break l.to_string();
-        }
-        assert!(down_at.elapsed() < Duration::from_secs(25), "{text}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
-    eprintln!("during the outage: {line}");
+    let line = outage_line(&log, down_at).await;
     assert!(
         line.contains(&format!(
             "source {}/source unreachable since",
@@ -398,19 +392,7 @@ async fn a_url_origin_down_for_a_while_costs_time_not_failures() {
     });
     let down_at = Instant::now();
     link.down();
-    let line = loop {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        if let Some(l) = text
-            .lines()
-            .rev()
-            .find(|l| l.starts_with("progress:") && l.contains("unreachable since"))
-        {
-            break l.to_string();
-        }
-        assert!(down_at.elapsed() < Duration::from_secs(25), "{text}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
-    eprintln!("during the outage: {line}");
+    let line = outage_line(&log, down_at).await;
     assert!(
         line.contains(&format!("source {} unreachable since", link.endpoint())),
         "{line}"

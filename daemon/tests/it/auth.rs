@@ -320,20 +320,23 @@ fn daemon_ignores_agents_it_has_not_enrolled() {
     let line = format!("{} intruder\n", stranger.public_key_openssh());
     std::fs::write(work.join("agent_keys"), &line).unwrap();
     // The key file is re-read at most once a second, as a heartbeat retries.
-    rt().block_on(async {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        while post_tls(&d.addr, &stranger, &daemon_pub, path, &hb)
-            .await
-            .ok()
-            != Some(StatusCode::OK)
-        {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "enrolled key never accepted"
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    });
+    let accepted = || {
+        rt().block_on(async {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+            while post_tls(&d.addr, &stranger, &daemon_pub, path, &hb)
+                .await
+                .ok()
+                != Some(StatusCode::OK)
+            {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "enrolled key never accepted"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+    };
+    accepted();
     // Revoked while its kept connection is open: refused on that
     // connection at once, and no new connection gets through.
     let config = proto::tls::client_config(&stranger, &daemon_pub).unwrap();
@@ -369,20 +372,7 @@ fn daemon_ignores_agents_it_has_not_enrolled() {
     assert!(w.workers.is_empty(), "{:?}", w.workers);
     // Enrolled again, for what follows.
     std::fs::write(work.join("agent_keys"), &line).unwrap();
-    rt().block_on(async {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        while post_tls(&d.addr, &stranger, &daemon_pub, path, &hb)
-            .await
-            .ok()
-            != Some(StatusCode::OK)
-        {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "re-enrolled key never accepted"
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    });
+    accepted();
     let w = d.workers();
     assert_eq!(w.workers.len(), 1);
     assert_eq!(w.workers[0].state, "up");
