@@ -86,7 +86,8 @@ async fn process(
 /// endpoint (see [`storage::health`]), waits for the endpoint and runs it
 /// again, not charged; an outage confirmed while it runs stops it at once
 /// (a multipart upload keeps the parts it reported, and goes on from them).
-/// No object starts while an endpoint is down. Past `endpointOutageLimit`
+/// No object starts while an endpoint is down, and they start ramping up
+/// when it is back. Past `endpointOutageLimit`
 /// the object fails `ENDPOINT_DOWN`.
 async fn riding_out_outages(
     ex: &Arc<Executor>,
@@ -113,6 +114,11 @@ async fn riding_out_outages(
                     ),
                 )
             })?;
+        }
+        // After an outage, work resumes ramping up (see `Health::admit`).
+        let mut places = Vec::with_capacity(endpoints.len());
+        for h in &endpoints {
+            places.push(h.admit().await);
         }
         let before: u64 = endpoints.iter().map(|h| h.status().outages).sum();
         let mut watches: Vec<_> = endpoints.iter().map(|h| h.watch()).collect();
@@ -170,6 +176,7 @@ async fn riding_out_outages(
             }
         };
         let (ran, ()) = tokio::join!(run, forward);
+        drop(places);
         let failed_in_outage = match &ran {
             None => true,
             Some(Err(Fail(code, _))) if is_endpoint_code(*code) => {

@@ -298,7 +298,12 @@ impl Executor {
                 // Fails only for settings the daemon's plan already checked;
                 // every download then fails with this reason.
                 Source::Azure {
-                    store: Box::new(AzureSource::new(container, spec.max_attempts)),
+                    store: Box::new({
+                        let h =
+                            progress.endpoint("source", &storage::azure::health_label(container));
+                        endpoints.push(Arc::clone(&h));
+                        AzureSource::with_health(container, spec.max_attempts, h)
+                    }),
                     prefix: container.prefix.clone(),
                 },
             ),

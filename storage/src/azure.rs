@@ -25,6 +25,7 @@ use object_store::path::Path;
 use object_store::{GetOptions, ObjectStore, RetryConfig};
 use proto::job::Bucket;
 
+use crate::health::{Health, Sign};
 use crate::remote::{RemoteBody, SourceError, SourceErrorKind};
 use crate::s3::{ListPage, ListedObject};
 
@@ -92,14 +93,22 @@ pub fn is_sas(secret: &str) -> bool {
 #[derive(Clone, Debug)]
 struct ContentMd5(String);
 
-/// `object_store`'s reqwest client, noting each response's `Content-MD5`.
+/// `object_store`'s reqwest client, noting each response's `Content-MD5`,
+/// and telling the account's breaker what each attempt got.
 #[derive(Debug)]
-struct Md5Service(HttpClient);
+struct Md5Service(HttpClient, Option<Arc<Health>>);
 
 #[async_trait::async_trait]
 impl HttpService for Md5Service {
     async fn call(&self, req: HttpRequest) -> Result<HttpResponse, HttpError> {
-        let mut resp = self.0.execute(req).await?;
+        let asked = self.0.execute(req).await;
+        if let Some(h) = &self.1 {
+            h.note(match &asked {
+                Ok(r) if r.status().as_u16() < 500 => Sign::Answered,
+                _ => Sign::NoAnswer,
+            });
+        }
+        let mut resp = asked?;
         let md5 = resp
             .headers()
             .get("content-md5")
@@ -113,12 +122,13 @@ impl HttpService for Md5Service {
 }
 
 #[derive(Debug, Default)]
-struct Md5Connector;
+struct Md5Connector(Option<Arc<Health>>);
 
 impl HttpConnector for Md5Connector {
     fn connect(&self, options: &ClientOptions) -> object_store::Result<HttpClient> {
         Ok(HttpClient::new(Md5Service(
             ReqwestConnector::default().connect(options)?,
+            self.0.clone(),
         )))
     }
 }
@@ -131,31 +141,74 @@ fn md5_hex(b64: &str) -> Option<String> {
     (raw.len() == 16).then(|| raw.iter().map(|b| format!("{b:02x}")).collect())
 }
 
+/// The client of container `c`, with `attempts` per request and every
+/// attempt told to `health`.
+fn client(
+    c: &Bucket,
+    attempts: u32,
+    health: Option<Arc<Health>>,
+) -> Result<MicrosoftAzure, String> {
+    let endpoint = endpoint_of(c);
+    let mut b = MicrosoftAzureBuilder::new()
+        .with_account(&c.access_key)
+        .with_container_name(&c.name)
+        .with_endpoint(endpoint.clone())
+        .with_allow_http(endpoint.starts_with("http://"))
+        .with_http_connector(Md5Connector(health))
+        .with_retry(RetryConfig {
+            max_retries: attempts.saturating_sub(1) as usize,
+            retry_timeout: Duration::from_secs(300),
+            ..RetryConfig::default()
+        });
+    let secret = c.secret_key.expose();
+    b = if is_sas(secret) {
+        b.with_sas_authorization(sas_pairs(secret))
+    } else {
+        b.with_access_key(secret)
+    };
+    b.build()
+        .map_err(|e| format!("Azure container {} at {endpoint}: {e}", c.name))
+}
+
+/// The label of `c`'s breaker: `ENDPOINT/CONTAINER` with the blob endpoint
+/// as requests go to it.
+pub fn health_label(c: &Bucket) -> String {
+    format!("{}/{}", endpoint_of(c), c.name)
+}
+
 impl AzureSource {
     pub fn new(c: &Bucket, attempts: u32) -> Result<AzureSource, String> {
-        let endpoint = endpoint_of(c);
-        let mut b = MicrosoftAzureBuilder::new()
-            .with_account(&c.access_key)
-            .with_container_name(&c.name)
-            .with_endpoint(endpoint.clone())
-            .with_allow_http(endpoint.starts_with("http://"))
-            .with_http_connector(Md5Connector)
-            .with_retry(RetryConfig {
-                max_retries: attempts.saturating_sub(1) as usize,
-                retry_timeout: Duration::from_secs(300),
-                ..RetryConfig::default()
-            });
-        let secret = c.secret_key.expose();
-        b = if is_sas(secret) {
-            b.with_sas_authorization(sas_pairs(secret))
-        } else {
-            b.with_access_key(secret)
-        };
-        let store = b
-            .build()
-            .map_err(|e| format!("Azure container {} at {endpoint}: {e}", c.name))?;
         Ok(AzureSource {
-            store: Arc::new(store),
+            store: Arc::new(client(c, attempts, None)?),
+            what: format!("{}/{}", c.access_key, c.name),
+        })
+    }
+
+    /// As [`AzureSource::new`], every attempt told to `health` (see
+    /// [`crate::health`]), which probes the account with a one-blob
+    /// listing, never retried.
+    pub fn with_health(
+        c: &Bucket,
+        attempts: u32,
+        health: Arc<Health>,
+    ) -> Result<AzureSource, String> {
+        let once = AzureSource {
+            store: Arc::new(client(c, 1, Some(Arc::clone(&health)))?),
+            what: format!("{}/{}", c.access_key, c.name),
+        };
+        health.set_probe(Arc::new(move || {
+            let once = once.clone();
+            Box::pin(async move {
+                match once.list_page("", None, None, 1).await {
+                    Ok(_) => Ok(()),
+                    // Refused credentials, a missing container: it answered.
+                    Err(e) if e.kind != SourceErrorKind::Transient => Ok(()),
+                    Err(e) => Err(e.message),
+                }
+            })
+        }));
+        Ok(AzureSource {
+            store: Arc::new(client(c, attempts, Some(health))?),
             what: format!("{}/{}", c.access_key, c.name),
         })
     }

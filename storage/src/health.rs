@@ -15,6 +15,12 @@
 //! doubling to 60 s, jittered) until it answers. An object whose failure
 //! overlapped a confirmed outage is run again afterwards without being
 //! charged; one that fails with the endpoint up fails as before.
+//!
+//! When an outage ends, work resumes ramping up ([`Health::admit`]): one
+//! object at a time on that endpoint in the first second, twice as many
+//! each second after, no limit after [`RAMP`], so a store that has just
+//! come back (or a link that flaps) is not met by every waiting object at
+//! once.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -36,6 +42,10 @@ pub const PROBE_BACKOFF: proto::net::Backoff = proto::net::Backoff {
     base: Duration::from_secs(1),
     cap: Duration::from_secs(60),
 };
+
+/// How long objects are admitted ramping up after an outage (1, 2, 4, ...
+/// at once, doubling every second).
+pub const RAMP: Duration = Duration::from_secs(6);
 
 /// One probe: `Ok` if the endpoint answered at all (any status below 500),
 /// `Err(why)` if it did not.
@@ -148,6 +158,26 @@ pub struct Health {
     signs: Mutex<Signs>,
     status: watch::Sender<Status>,
     probe: Mutex<Option<Probe>>,
+    /// Objects running on this endpoint, and when the last outage ended.
+    ramp: Mutex<Ramp>,
+}
+
+#[derive(Default)]
+struct Ramp {
+    running: usize,
+    back_at: Option<Instant>,
+}
+
+/// An object's place on an endpoint ([`Health::admit`]), given back when
+/// dropped.
+#[must_use]
+pub struct Admitted(Arc<Health>);
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        let mut r = self.0.ramp.lock().unwrap_or_else(|p| p.into_inner());
+        r.running = r.running.saturating_sub(1);
+    }
 }
 
 impl std::fmt::Debug for Health {
@@ -173,6 +203,7 @@ impl Health {
             }),
             status: watch::Sender::new(Status::default()),
             probe: Mutex::new(None),
+            ramp: Mutex::new(Ramp::default()),
             after_an_answer: std::sync::atomic::AtomicBool::new(false),
         })
     }
@@ -276,8 +307,6 @@ impl Health {
         }
     }
 
-    /// One probe now; if it fails, the outage is confirmed and probing goes
-    /// on with backoff until the endpoint answers.
     /// Whether any request got an answer after `t`.
     fn answered_since(&self, t: Instant) -> bool {
         let s = self.signs.lock().unwrap_or_else(|p| p.into_inner());
@@ -349,6 +378,7 @@ impl Health {
             s.first = None;
         }
         if let Some(t) = down_at {
+            self.ramp.lock().unwrap_or_else(|p| p.into_inner()).back_at = Some(Instant::now());
             tracing::info!(role = self.role, endpoint = %self.endpoint, seconds = t.elapsed().as_secs(), "Endpoint answers again; objects resume.");
         }
         self.status.send_modify(|st| {
@@ -358,6 +388,26 @@ impl Health {
                 st.down_secs += t.elapsed().as_secs_f64();
             }
         });
+    }
+
+    /// A place for one object on this endpoint, held while it runs. Free
+    /// except in the [`RAMP`] after an outage: then at most 2^s objects run
+    /// at once, s the whole seconds since the endpoint answered again.
+    pub async fn admit(self: &Arc<Self>) -> Admitted {
+        loop {
+            {
+                let mut r = self.ramp.lock().unwrap_or_else(|p| p.into_inner());
+                let allowed = match r.back_at {
+                    Some(t) if t.elapsed() < RAMP => 1usize << t.elapsed().as_secs(),
+                    _ => usize::MAX,
+                };
+                if r.running < allowed {
+                    r.running += 1;
+                    return Admitted(Arc::clone(self));
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Waits while a probe decides or the endpoint is down. `Err` with the
@@ -534,5 +584,57 @@ mod tests {
             back.elapsed()
         );
         assert_eq!(h.status().outages, 1);
+    }
+
+    /// After an outage, objects are let in ramping up: 1 in the first
+    /// second, 2, 4, ... and all of them after [`RAMP`]; before any outage
+    /// there is no limit.
+    #[tokio::test(start_paused = true)]
+    async fn work_resumes_ramping_up() {
+        let up = Arc::new(AtomicBool::new(false));
+        let h = Health::new("destination", "http://127.0.0.1:3");
+        h.set_probe(probed(Arc::clone(&up), Arc::new(AtomicU32::new(0))));
+        let before: Vec<_> = futures_util::future::join_all((0..50).map(|_| h.admit())).await;
+        drop(before);
+        for _ in 0..TRIP {
+            h.note(Sign::NoAnswer);
+        }
+        tokio::time::sleep(CONFIRM * 2).await;
+        assert_eq!(h.status().outages, 1);
+        let admitted = Arc::new(AtomicU32::new(0));
+        let waiting: Vec<_> = (0..40)
+            .map(|_| {
+                let (h, admitted) = (Arc::clone(&h), Arc::clone(&admitted));
+                tokio::spawn(async move {
+                    h.wait_up(None).await.unwrap();
+                    let place = h.admit().await;
+                    admitted.fetch_add(1, Ordering::SeqCst);
+                    // Each object runs for a long time.
+                    tokio::time::sleep(Duration::from_secs(60)).await;
+                    drop(place);
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert_eq!(admitted.load(Ordering::SeqCst), 0, "admitted while down");
+        up.store(true, Ordering::SeqCst);
+        // The next probe (at most 4 s away here) sees it back.
+        while h.status().down.is_some() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let mut seen = Vec::new();
+        for _ in 0..7 {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            seen.push(admitted.load(Ordering::SeqCst));
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        assert_eq!(
+            seen,
+            [1, 2, 4, 8, 16, 32, 40],
+            "objects running at each half second"
+        );
+        for w in waiting {
+            w.await.unwrap();
+        }
     }
 }

@@ -261,14 +261,20 @@ async fn the_destination_down_for_30_s_costs_time_not_failures() {
     );
 }
 
-/// A bucket source that goes away mid-copy: the objects wait for it.
+/// Bucket sources that go away mid-copy, an S3 bucket and an Azure
+/// container at the same time: the objects wait for them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_bucket_source_down_for_a_while_costs_time_not_failures() {
+async fn bucket_sources_down_for_a_while_cost_time_not_failures() {
+    use object_store::ObjectStoreExt;
+    use testkit::azure::{ACCOUNT, Azurite, KEY};
     let s3 = S3Server::start();
     s3.create_bucket("source").await;
     s3.create_bucket("target").await;
     let client = s3.client();
     let keys: Vec<String> = (0..150).map(|i| format!("k/{i:03}")).collect();
+    let az = Azurite::start();
+    az.create_container("media");
+    let blobs = az.store("media");
     for (i, k) in keys.iter().enumerate() {
         client
             .put_object()
@@ -278,67 +284,111 @@ async fn a_bucket_source_down_for_a_while_costs_time_not_failures() {
             .send()
             .await
             .unwrap();
+        blobs
+            .put(
+                &object_store::path::Path::parse(k).unwrap(),
+                bytes(i as u64 + 1000, 32 << 10).into(),
+            )
+            .await
+            .unwrap();
     }
-    let link = Switch::start(&s3.endpoint).await;
+    let s3_link = Switch::start(&s3.endpoint).await;
+    let az_link = Switch::start(&format!("http://127.0.0.1:{}", az.port)).await;
     let tmp = tempfile::tempdir().unwrap();
     std::fs::write(
         tmp.path().join("sys.properties"),
         "workerMaxThroughput(KB/s)=1024\nworkerTaskThreadNum=4\n",
     )
     .unwrap();
-    let cfg = tmp.path().join("src_outage.cfg");
-    std::fs::write(
-        &cfg,
-        format!(
-            "jobName=src_outage\nsrcType=s3\nsrcDomain={}\nsrcBucket=source\nsrcPrefix=\n\
-             srcAccessKey={AK}\nsrcSecretKey={SK}\ndestDomain={}\ndestBucket=target\n\
-             destAccessKey={AK}\ndestSecretKey={SK}\nrequestAttempts=3\n",
-            link.endpoint(),
-            s3.endpoint
+    let job = |name: &str, source: String| {
+        let cfg = tmp.path().join(format!("{name}.cfg"));
+        std::fs::write(
+            &cfg,
+            format!(
+                "jobName={name}\n{source}\ndestDomain={}\ndestBucket=target\ndestPrefix={name}/\n\
+                 destAccessKey={AK}\ndestSecretKey={SK}\nrequestAttempts=3\n",
+                s3.endpoint
+            ),
+        )
+        .unwrap();
+        let (work, log) = (
+            tmp.path().join(format!("{name}.work")),
+            tmp.path().join(format!("{name}.log")),
+        );
+        (spawn_run(&cfg, &work, &log), work, log)
+    };
+    let runs = [
+        job(
+            "from_s3",
+            format!(
+                "srcType=s3\nsrcDomain={}\nsrcBucket=source\nsrcPrefix=\n\
+                 srcAccessKey={AK}\nsrcSecretKey={SK}",
+                s3_link.endpoint()
+            ),
         ),
-    )
-    .unwrap();
-    let work = tmp.path().join("work");
-    let log = tmp.path().join("run.log");
-    let mut child = spawn_run(&cfg, &work, &log);
-    wait_for_store(&work, "verified objects", |s| {
-        s.objects().is_ok_and(|o| {
-            o.len() == 150
-                && o.iter()
-                    .filter(|o| o.state == ObjectState::Verified)
-                    .count()
-                    >= 20
-        })
-    });
+        job(
+            "from_azure",
+            format!(
+                "srcType=azure\nsrcDomain={}/{ACCOUNT}\nsrcAccessKey={ACCOUNT}\n\
+                 srcSecretKey={KEY}\nsrcBucket=media\nsrcPrefix=",
+                az_link.endpoint()
+            ),
+        ),
+    ];
+    for (_, work, _) in &runs {
+        wait_for_store(work, "verified objects", |s| {
+            s.objects().is_ok_and(|o| {
+                o.len() == 150
+                    && o.iter()
+                        .filter(|o| o.state == ObjectState::Verified)
+                        .count()
+                        >= 20
+            })
+        });
+    }
     let down_at = Instant::now();
-    link.down();
-    let line = outage_line(&log, down_at).await;
+    s3_link.down();
+    az_link.down();
+    let line = outage_line(&runs[0].2, down_at).await;
     assert!(
         line.contains(&format!(
             "source {}/source unreachable since",
-            link.endpoint()
+            s3_link.endpoint()
+        )),
+        "{line}"
+    );
+    let line = outage_line(&runs[1].2, down_at).await;
+    assert!(
+        line.contains(&format!(
+            "source {}/{ACCOUNT}/media unreachable since",
+            az_link.endpoint()
         )),
         "{line}"
     );
     tokio::time::sleep(Duration::from_secs(10).saturating_sub(down_at.elapsed())).await;
-    link.up().await;
-    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
-        .await
-        .unwrap();
-    let text = std::fs::read_to_string(&log).unwrap();
-    assert_eq!(status.code(), Some(0), "{text}");
-    let all = objects(&work);
-    assert_eq!(all.len(), 150);
-    assert!(
-        all.iter()
-            .all(|o| o.state == ObjectState::Verified && o.attempts == 1)
-    );
-    for (i, k) in keys.iter().enumerate().step_by(11) {
-        assert_eq!(
-            get(&client, "target", k).await,
-            bytes(i as u64, 32 << 10),
-            "{k}"
+    s3_link.up().await;
+    az_link.up().await;
+    for (n, (mut child, work, log)) in runs.into_iter().enumerate() {
+        let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+            .await
+            .unwrap();
+        let text = std::fs::read_to_string(&log).unwrap();
+        assert_eq!(status.code(), Some(0), "{text}");
+        let all = objects(&work);
+        assert_eq!(all.len(), 150);
+        assert!(
+            all.iter()
+                .all(|o| o.state == ObjectState::Verified && o.attempts == 1),
+            "{text}"
         );
+        let prefix = ["from_s3", "from_azure"][n];
+        for (i, k) in keys.iter().enumerate().step_by(11) {
+            assert_eq!(
+                get(&client, "target", &format!("{prefix}/{k}")).await,
+                bytes(i as u64 + 1000 * n as u64, 32 << 10),
+                "{k}"
+            );
+        }
     }
 }
 
