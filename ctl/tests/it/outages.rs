@@ -1,8 +1,11 @@
 //! Outages cost time, not failures: the destination goes away in the middle
 //! of a run (every connection cut, the port closed) and comes back; the run
 //! waits for it and ends with every object verified, the large file's
-//! upload continued from its parts. An object the destination refuses
-//! (403) still fails at once, without stopping the others.
+//! upload continued from its parts, whether the outage lasts 30 s or
+//! 3 minutes. An object the destination refuses (403) still fails at once,
+//! without stopping the others; past `endpointOutageLimit` the waiting
+//! objects fail `ENDPOINT_DOWN`. Bucket sources (S3, Azure) and a URL
+//! list's origin going away cost time too.
 
 use std::time::{Duration, Instant};
 
@@ -51,12 +54,18 @@ async fn outage_line(log: &std::path::Path, since: Instant) -> String {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_destination_down_for_30_s_costs_time_not_failures() {
+/// The destination behind `link`: SeaweedFS, through a proxy that refuses
+/// keys under `denied/` (403).
+struct Dest {
+    s3: S3Server,
+    _proxy: FaultProxy,
+    link: Switch,
+}
+
+async fn dest() -> Dest {
     let s3 = S3Server::start();
     s3.create_bucket("bkt").await;
-    // ctl -> switch (the link that goes down) -> proxy (refuses one key)
-    // -> SeaweedFS.
+    // ctl -> switch (the link that goes down) -> proxy -> SeaweedFS.
     let proxy = FaultProxy::start(
         &s3.endpoint,
         Faults {
@@ -66,29 +75,45 @@ async fn the_destination_down_for_30_s_costs_time_not_failures() {
     )
     .await;
     let link = Switch::start(&proxy.endpoint).await;
-    let tmp = tempfile::tempdir().unwrap();
-    let src = tmp.path().join("src");
+    Dest {
+        s3,
+        _proxy: proxy,
+        link,
+    }
+}
+
+/// A run of 1,000 small files and a 24 MiB one under `dir` into `d`, at
+/// 2 MiB/s, 3 objects at a time, returned once the large file has sent a
+/// part and small objects are still being copied.
+struct BigRun {
+    child: std::process::Child,
+    src: std::path::PathBuf,
+    small: Vec<String>,
+    work: std::path::PathBuf,
+    log: std::path::PathBuf,
+}
+
+fn start_big_run(dir: &std::path::Path, d: &Dest) -> BigRun {
+    let src = dir.join("src");
     let small = tree(&src, 1000, 16 << 10);
     big_file(&src.join("a big/file.bin"), 24);
-    // 2 MiB/s, 3 objects at a time: the large file has sent a part and
-    // small objects are still being copied when the link goes.
     std::fs::write(
-        tmp.path().join("sys.properties"),
+        dir.join("sys.properties"),
         "workerMaxThroughput(KB/s)=2048\nworkerTaskThreadNum=3\n",
     )
     .unwrap();
-    let work = tmp.path().join("work");
+    let work = dir.join("work");
     let cfg = job_cfg(
-        tmp.path(),
+        dir,
         "outage_job",
         &src,
-        &link.endpoint(),
+        &d.link.endpoint(),
         "bkt",
         "taskObjectCountLimit=50\nmultipartUploadThreshold=8m\nmultipartUploadPartSize=5m\n\
          uploadThreadNumPerLargeFile=1\nrequestAttempts=3",
     );
-    let log = tmp.path().join("run.log");
-    let mut child = spawn_run(&cfg, &work, &log);
+    let log = dir.join("run.log");
+    let child = spawn_run(&cfg, &work, &log);
     wait_for_parts(&work, 1);
     let verified_before = objects(&work)
         .iter()
@@ -98,27 +123,50 @@ async fn the_destination_down_for_30_s_costs_time_not_failures() {
         verified_before < 1000,
         "the outage came too late: small objects were done"
     );
+    BigRun {
+        child,
+        src,
+        small,
+        work,
+        log,
+    }
+}
 
+/// Takes `d`'s link down for `down_for`, checking the progress line and that
+/// nothing failed meanwhile, then up again.
+async fn outage(d: &Dest, down_for: Duration, run: &BigRun) {
     let down_at = Instant::now();
-    link.down();
+    d.link.down();
     // The run notices, and says so on its progress line.
-    let line = outage_line(&log, down_at).await;
+    let line = outage_line(&run.log, down_at).await;
     assert!(
         line.contains(&format!(
             "destination {}/bkt unreachable since",
-            link.endpoint()
+            d.link.endpoint()
         )),
         "{line}"
     );
     assert!(line.contains("retrying every"), "{line}");
-    tokio::time::sleep(Duration::from_secs(30).saturating_sub(down_at.elapsed())).await;
-    let failed_during = objects(&work)
+    tokio::time::sleep(down_for.saturating_sub(down_at.elapsed())).await;
+    let failed_during = objects(&run.work)
         .iter()
         .filter(|o| o.state == ObjectState::Failed)
         .count();
     assert_eq!(failed_during, 0, "objects failed while the link was down");
-    link.up().await;
+    d.link.up().await;
+}
 
+/// The end of a [`BigRun`] after an outage: exit 0, every object verified
+/// on its first attempt, the large file continued from its parts, the
+/// bytes identical.
+async fn big_run_done(d: &Dest, run: BigRun) {
+    let BigRun {
+        mut child,
+        src,
+        small,
+        work,
+        log,
+    } = run;
     let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
         .await
         .unwrap();
@@ -134,7 +182,7 @@ async fn the_destination_down_for_30_s_costs_time_not_failures() {
     // The large file went on from the parts the destination kept.
     let big = object(&work, "a big/file.bin");
     assert!(big.parts_resumed >= 1, "the upload was restarted: {big:?}");
-    let client = s3.client();
+    let client = d.s3.client();
     assert_eq!(
         get(&client, "bkt", "a big/file.bin").await,
         std::fs::read(src.join("a big/file.bin")).unwrap()
@@ -147,6 +195,15 @@ async fn the_destination_down_for_30_s_costs_time_not_failures() {
         );
     }
     assert!(text.contains("Endpoint down"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_destination_down_for_30_s_costs_time_not_failures() {
+    let d = dest().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let run = start_big_run(tmp.path(), &d);
+    outage(&d, Duration::from_secs(30), &run).await;
+    big_run_done(&d, run).await;
 
     // A 403 on one object fails that object at once; the others go on.
     let denied = tmp.path().join("src2");
@@ -157,7 +214,7 @@ async fn the_destination_down_for_30_s_costs_time_not_failures() {
         tmp.path(),
         "denied_job",
         &denied,
-        &link.endpoint(),
+        &d.link.endpoint(),
         "bkt",
         "destPrefix=two/",
     );
@@ -193,24 +250,34 @@ async fn the_destination_down_for_30_s_costs_time_not_failures() {
         started.elapsed()
     );
     assert!(!stderr(&out).contains("Endpoint down"), "{}", stderr(&out));
+}
 
-    // Past endpointOutageLimit the waiting objects fail ENDPOINT_DOWN with
-    // the reason, and a rerun once the endpoint is back finishes them.
-    let p3 = tmp.path().join("p3");
+/// Three minutes down (probes back off to a minute apart): the run rides
+/// it out as it did 30 s. A second run on the same link with
+/// `endpointOutageLimit=20` gives up after 20 s: its waiting objects fail
+/// `ENDPOINT_DOWN` with the reason, and a rerun once the link is back
+/// finishes them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_minutes_down_and_a_limit_of_20_s() {
+    let d = dest().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let run = start_big_run(&tmp.path().join("long"), &d);
+
+    let p3 = tmp.path().join("limited");
     let src3 = p3.join("src");
     tree(&src3, 200, 64 << 10);
     std::fs::write(
         p3.join("sys.properties"),
-        "workerMaxThroughput(KB/s)=4096\nworkerTaskThreadNum=4\n",
+        "workerMaxThroughput(KB/s)=1024\nworkerTaskThreadNum=4\n",
     )
     .unwrap();
     let cfg = job_cfg(
         &p3,
         "limit_job",
         &src3,
-        &link.endpoint(),
+        &d.link.endpoint(),
         "bkt",
-        "destPrefix=three/\nendpointOutageLimit=3",
+        "destPrefix=three/\nendpointOutageLimit=20",
     );
     let work3 = p3.join("work");
     let log3 = p3.join("run.log");
@@ -221,18 +288,27 @@ async fn the_destination_down_for_30_s_costs_time_not_failures() {
                 && o.iter()
                     .filter(|o| o.state == ObjectState::Verified)
                     .count()
-                    >= 20
+                    >= 10
         })
     });
-    link.down();
-    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
-        .await
-        .unwrap();
+    let limited = tokio::task::spawn_blocking(move || {
+        let status = child.wait().unwrap();
+        (status, Instant::now())
+    });
+    let down_at = Instant::now();
+    outage(&d, Duration::from_secs(180), &run).await;
+
+    let (status, ended) = limited.await.unwrap();
     assert_eq!(
         status.code(),
         Some(1),
         "{}",
         std::fs::read_to_string(&log3).unwrap()
+    );
+    let gave_up_after = ended.duration_since(down_at);
+    assert!(
+        gave_up_after >= Duration::from_secs(18) && gave_up_after < Duration::from_secs(60),
+        "the limited run ended {gave_up_after:?} into the outage"
     );
     let rows = objects(&work3);
     let down: Vec<_> = rows
@@ -248,10 +324,11 @@ async fn the_destination_down_for_30_s_costs_time_not_failures() {
     let why = down[0].error.as_deref().unwrap_or_default();
     eprintln!("past the limit: {why}");
     assert!(
-        why.contains("unreachable since") && why.contains("endpointOutageLimit=3 s"),
+        why.contains("unreachable since") && why.contains("endpointOutageLimit=20 s"),
         "{why}"
     );
-    link.up().await;
+
+    big_run_done(&d, run).await;
     let out = run_job(&cfg, &work3);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(
