@@ -6,8 +6,13 @@
 //! finished while the daemon was down is reported when it is back. The
 //! daemon applies events idempotently, so a batch delivered twice counts
 //! once. A task stays in the heartbeat's `running` list until its last
-//! events are acknowledged, so its lease cannot expire in between.
+//! events are acknowledged, so its lease cannot expire in between. While the
+//! daemon is away, the agent goes on copying what it has leased and holds
+//! the results (at most [`MAX_HELD`] events in memory; past that the copy
+//! waits); the daemon keeps those leases while it hears from no agent at
+//! all (`daemon::engine::schedule`), and takes the results when it is back.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,6 +37,9 @@ pub enum Msg {
 
 /// Most events per report.
 const MAX_BATCH: usize = 1000;
+/// Most events held while the daemon does not take them (a few hundred
+/// bytes each); past this, task runners wait for the daemon.
+const MAX_HELD: usize = 100_000;
 /// Longest wait for more events before a report is sent.
 const GATHER: Duration = Duration::from_millis(20);
 
@@ -121,54 +129,101 @@ pub(crate) async fn heartbeats<A: Running>(agent: Arc<A>, cancel: CancellationTo
 }
 
 /// Delivers events until `stop` fires and the queue is empty (or the
-/// drain deadline passes).
+/// drain deadline passes). While a report is being retried (the daemon is
+/// away), events go on being taken from task runners and held, up to
+/// [`MAX_HELD`]: the agent goes on copying what it has leased, and
+/// delivers the results in order when the daemon is back.
 pub(crate) async fn report<A: Running>(
     agent: Arc<A>,
     mut rx: mpsc::Receiver<Msg>,
     stop: CancellationToken,
 ) {
-    let mut batch = Vec::new();
-    let mut finished = Vec::new();
+    let mut held: VecDeque<Msg> = VecDeque::new();
+    let mut closed = false;
+    let mut full_said = false;
     loop {
-        let first = tokio::select! {
-            m = rx.recv() => m,
-            _ = stop.cancelled() => rx.try_recv().ok(),
-        };
-        let Some(first) = first else { return };
-        let push = |m: Msg, batch: &mut Vec<Event>, finished: &mut Vec<i64>| match m {
-            Msg::Event(e) => batch.push(e),
-            Msg::Finished(id) => finished.push(id),
-        };
-        push(first, &mut batch, &mut finished);
-        // Gather a moment before sending: small objects finish one at a
-        // time, and each report is a signed request and a job-store commit
-        // on the daemon, which cost more than the events themselves. At
-        // shutdown, only what is queued already.
-        let deadline = tokio::time::Instant::now() + GATHER;
-        while batch.len() < MAX_BATCH {
-            let next = if stop.is_cancelled() {
-                rx.try_recv().ok()
-            } else {
-                tokio::time::timeout_at(deadline, rx.recv())
-                    .await
-                    .ok()
-                    .flatten()
+        if held.is_empty() {
+            let first = tokio::select! {
+                m = rx.recv() => m,
+                _ = stop.cancelled() => rx.try_recv().ok(),
             };
-            match next {
-                Some(m) => push(m, &mut batch, &mut finished),
+            let Some(first) = first else { return };
+            held.push_back(first);
+            // Gather a moment before sending: small objects finish one at
+            // a time, and each report is a signed request and a job-store
+            // commit on the daemon, which cost more than the events
+            // themselves. At shutdown, only what is queued already.
+            let deadline = tokio::time::Instant::now() + GATHER;
+            while held.len() < MAX_BATCH {
+                let next = if stop.is_cancelled() {
+                    rx.try_recv().ok()
+                } else {
+                    tokio::time::timeout_at(deadline, rx.recv())
+                        .await
+                        .ok()
+                        .flatten()
+                };
+                match next {
+                    Some(m) => held.push_back(m),
+                    None => break,
+                }
+            }
+        }
+        let (mut events, mut finished) = (Vec::new(), Vec::new());
+        while let Some(m) = held.front() {
+            if matches!(m, Msg::Event(_)) && events.len() >= MAX_BATCH {
+                break;
+            }
+            match held.pop_front() {
+                Some(Msg::Event(e)) => events.push(e),
+                Some(Msg::Finished(id)) => finished.push(id),
                 None => break,
             }
         }
-        if !batch.is_empty() {
-            deliver(agent.link(), std::mem::take(&mut batch), &stop).await;
+        let mut delivered = true;
+        if !events.is_empty() {
+            let send = deliver(agent.link(), events, &stop);
+            tokio::pin!(send);
+            loop {
+                tokio::select! {
+                    d = &mut send => {
+                        delivered = d;
+                        break;
+                    }
+                    m = rx.recv(), if !closed && held.len() < MAX_HELD => match m {
+                        Some(m) => {
+                            held.push_back(m);
+                            if held.len() == MAX_HELD && !full_said {
+                                full_said = true;
+                                warn!(held = MAX_HELD, "Holding as many results as allowed; copying waits until the daemon takes them.");
+                            }
+                        }
+                        None => closed = true,
+                    },
+                }
+            }
         }
-        for id in finished.drain(..) {
+        if delivered {
+            full_said = false;
+        } else if stop.is_cancelled() {
+            let more = held.len() + rx.len();
+            if more > 0 {
+                warn!(
+                    events = more,
+                    "Shutting down with more undelivered events; the daemon redoes that work."
+                );
+            }
+            return;
+        }
+        for id in finished {
             agent.forget_task(id);
         }
     }
 }
 
-async fn deliver(link: &Link, events: Vec<Event>, stop: &CancellationToken) {
+/// Sends `events` until the daemon takes them (`true`), or until the drain
+/// deadline once `stop` has fired (`false`).
+async fn deliver(link: &Link, events: Vec<Event>, stop: &CancellationToken) -> bool {
     let body = EventBatch { events };
     let backoff = proto::net::Backoff {
         base: Duration::from_millis(100),
@@ -186,7 +241,7 @@ async fn deliver(link: &Link, events: Vec<Event>, stop: &CancellationToken) {
         {
             Ok(_) => {
                 debug!(events = body.events.len(), "Reported events.");
-                return;
+                return true;
             }
             Err(e) => {
                 if !warned {
@@ -205,7 +260,7 @@ async fn deliver(link: &Link, events: Vec<Event>, stop: &CancellationToken) {
             _ = tokio::time::sleep(backoff.delay(attempt)) => {}
             _ = &mut give_up => {
                 warn!(events = body.events.len(), "Shutting down with undelivered events; the daemon redoes that work.");
-                return;
+                return false;
             }
         }
         attempt += 1;

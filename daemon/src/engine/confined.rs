@@ -55,10 +55,24 @@ enum ToChild {
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "m", rename_all = "snake_case")]
 enum FromChild {
-    Event { task_id: i64, event: Event },
-    Done { task_id: i64 },
-    Bytes { bytes: u64 },
+    Event {
+        task_id: i64,
+        event: Event,
+    },
+    Done {
+        task_id: i64,
+    },
+    /// Its byte counter and the state of the endpoints it talks to (see
+    /// `storage::health`), every second.
+    Bytes {
+        bytes: u64,
+        #[serde(default)]
+        endpoints: Vec<proto::api::EndpointHealth>,
+    },
 }
+
+/// Most endpoints taken from a child's report (a job names a few).
+const MAX_ENDPOINTS: usize = 64;
 
 /// A task handed to the child: where its events go, and who waits for its
 /// end.
@@ -74,6 +88,8 @@ pub struct Child {
     running: Mutex<HashMap<i64, Running>>,
     /// Cancelled when the child has exited (or its pipes broke).
     gone: CancellationToken,
+    /// What it last said of its endpoints.
+    endpoints: Mutex<Vec<proto::api::EndpointHealth>>,
 }
 
 impl Child {
@@ -137,6 +153,7 @@ impl Child {
             to,
             running: Mutex::new(HashMap::new()),
             gone: CancellationToken::new(),
+            endpoints: Mutex::new(Vec::new()),
         });
         info!(uid, pid = proc.id(), "Confined worker started.");
         // Writer: one JSON line per message.
@@ -212,7 +229,9 @@ impl Child {
                             let _ = r.done.send(());
                         }
                     }
-                    FromChild::Bytes { bytes } => {
+                    FromChild::Bytes { bytes, endpoints } => {
+                        *me.endpoints.lock().unwrap_or_else(|p| p.into_inner()) =
+                            endpoints.into_iter().take(MAX_ENDPOINTS).collect();
                         progress
                             .bytes
                             .fetch_add(bytes.saturating_sub(last_bytes), Ordering::Relaxed);
@@ -233,6 +252,17 @@ impl Child {
 
     fn running(&self) -> std::sync::MutexGuard<'_, HashMap<i64, Running>> {
         self.running.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The endpoints it talks to, as it last said (nothing once it is gone).
+    pub fn endpoints(&self) -> Vec<proto::api::EndpointHealth> {
+        if !self.alive() {
+            return Vec::new();
+        }
+        self.endpoints
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Whether it still runs.
@@ -363,7 +393,8 @@ async fn child_loop(work_dir: PathBuf) -> anyhow::Result<()> {
             loop {
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 let bytes = progress.bytes.load(Ordering::Relaxed);
-                if out.send(FromChild::Bytes { bytes }).is_err() {
+                let endpoints = progress.endpoints();
+                if out.send(FromChild::Bytes { bytes, endpoints }).is_err() {
                     break;
                 }
             }

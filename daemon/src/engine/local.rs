@@ -170,7 +170,11 @@ pub async fn run(eng: Arc<Engine>, capacity: u32) {
             a.objects_in_flight = p.objects_in_flight.load(Ordering::Relaxed);
             a.bytes_in_flight = p.bytes_in_flight.load(Ordering::Relaxed);
             a.throttled = storage::s3::THROTTLED.load(Ordering::Relaxed);
+            // Its own, and those its users' confined workers report.
             a.endpoints = p.endpoints();
+            for c in eng.local.children().values() {
+                a.endpoints.extend(c.endpoints());
+            }
         }
         last = (now, bytes);
         let ids: Vec<i64> = eng.local.running().keys().copied().collect();

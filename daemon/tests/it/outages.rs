@@ -2,8 +2,10 @@
 //! connection cut, the port closed) and then the link between the agent
 //! and the daemon, while the agent still has objects to copy. The agent's
 //! objects wait instead of failing, `stat` and `/metrics` say what is
-//! waited for, the daemon keeps the silent agent's leases, and every result
-//! is recorded once: nothing failed, nothing handed out twice.
+//! waited for. While the daemon is away the agent goes on copying what it
+//! has leased (thousands of objects, more results than its queues hold),
+//! the daemon keeps the silent agent's leases, and every result is recorded
+//! once when the link is back: nothing failed, nothing handed out twice.
 
 use std::time::{Duration, Instant};
 
@@ -41,17 +43,22 @@ fn an_agent_rides_out_its_destination_and_its_daemon_going_away() {
         wrap: Vec::new(),
     });
     let src = tmp.path().join("src");
-    let files = tree(&src, 200, 32 << 10);
+    const FILES: usize = 12_000;
+    let files = tree(&src, FILES, 0);
     let cfg = job_cfg(
         tmp.path(),
         "outage_d",
         &src,
         &dest_link.endpoint(),
         "bkt",
-        20,
+        6_000,
     );
-    // 512 KiB/s for 6.25 MiB: the agent is still copying after both cuts.
-    let sys = b"workerMaxThroughput(KB/s)=512\nworkerTaskThreadNum=4\n";
+    // Two tasks of 6,000, both leased to the agent at once, copied at up to
+    // 300 objects a second: the agent is still copying after both cuts.
+    let mut text = std::fs::read_to_string(&cfg).unwrap();
+    text.push_str("maxRequestsPerSecond=300\n");
+    std::fs::write(&cfg, text).unwrap();
+    let sys = b"workerTaskThreadNum=16\n";
     let _: serde_json::Value = api(
         &d.socket,
         Endpoint::Submit,
@@ -94,17 +101,30 @@ fn an_agent_rides_out_its_destination_and_its_daemon_going_away() {
     assert_eq!(d.job("outage_d").counts.failed, 0);
 
     // 2. Then the agent loses the daemon for 60 s; the destination comes
-    //    back 30 s after it went, and the agent goes on copying.
+    //    back 30 s after it went, and for 50 s the agent goes on copying,
+    //    holding more results than its queues take (about 5,100).
+    std::thread::sleep(Duration::from_secs(20).saturating_sub(dest_down_at.elapsed()));
     let link_down_at = Instant::now();
     daemon_link.down();
+    let recorded = d.job("outage_d").counts.verified;
     std::thread::sleep(Duration::from_secs(30).saturating_sub(dest_down_at.elapsed()));
     rt.block_on(dest_link.up());
+    let client = s3.client();
+    let landed = || rt.block_on(list_keys(&client, "bkt", "")).len();
+    let at_dest_up = landed();
     std::thread::sleep(Duration::from_secs(60).saturating_sub(link_down_at.elapsed()));
+    let copied_away = landed() - at_dest_up;
+    eprintln!("copied while the daemon was away: {copied_away} objects");
+    assert!(
+        copied_away > 5_500,
+        "the agent stopped copying while the daemon was away: {copied_away} objects"
+    );
+    assert_eq!(d.job("outage_d").counts.verified, recorded);
     rt.block_on(daemon_link.up());
 
     let st = d.wait_job("outage_d", 180);
     assert_eq!(st.state, proto::api::JobState::Succeed, "{st:?}");
-    assert_eq!((st.counts.verified, st.counts.failed), (200, 0));
+    assert_eq!((st.counts.verified, st.counts.failed), (FILES as u64, 0));
     let rows = store(&work).objects().unwrap();
     let twice: Vec<_> = rows.iter().filter(|o| o.attempts != 1).collect();
     assert!(twice.is_empty(), "handed out more than once: {twice:?}");
@@ -116,8 +136,7 @@ fn an_agent_rides_out_its_destination_and_its_daemon_going_away() {
         "{}",
         agent.log_text()
     );
-    let client = s3.client();
-    for rel in files.iter().step_by(13) {
+    for rel in files.iter().step_by(97) {
         assert_eq!(
             rt.block_on(get(&client, "bkt", rel)),
             std::fs::read(src.join(rel)).unwrap(),
