@@ -347,6 +347,8 @@ async fn dispatch(mut cmd: Command) -> Result<u8> {
                     for p in &r.passes {
                         println!("  {}", crate::progress::pass_line(p));
                     }
+                } else if let Some(e) = r.passes.first().and_then(|p| p.error.as_deref()) {
+                    println!("  listing failed: {}", proto::net::printable(e));
                 }
                 let gone: u64 = r.passes.iter().map(|p| p.deleted).sum();
                 if gone > 0 {
@@ -384,7 +386,9 @@ async fn dispatch(mut cmd: Command) -> Result<u8> {
                     }
                 }
             }
-            Ok(if r.counts.failed == 0 && r.counts.pending == 0 {
+            // As the job ended (`JobCounts::outcome`, or a failed listing):
+            // 0 only for a job that succeeded.
+            Ok(if r.state == proto::api::JobState::Succeed {
                 exit::OK
             } else {
                 exit::JOB_FAILED
@@ -653,7 +657,11 @@ fn table(jobs: &[JobStatus], bars: bool, out: &mut String) {
             c.tasks_dispatched,
             c.tasks_done,
             c.tasks_failed,
-            if j.scan_done { "" } else { " (scanning)" }
+            if j.scan_done || j.state != proto::api::JobState::Running {
+                ""
+            } else {
+                " (scanning)"
+            }
         );
         if let Some(inc) = &j.incremental {
             let _ = writeln!(out, "  {}", crate::progress::incremental_line(inc));
@@ -663,6 +671,9 @@ fn table(jobs: &[JobStatus], bars: bool, out: &mut String) {
         }
         for o in &j.outages {
             let _ = writeln!(out, "  waiting: {o}");
+        }
+        if let Some(e) = &j.listing_error {
+            let _ = writeln!(out, "  listing failed: {}", proto::net::printable(e));
         }
         if bars {
             let done = c.verified_bytes + c.skipped_bytes;

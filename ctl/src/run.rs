@@ -246,6 +246,7 @@ async fn run(args: RunArgs) -> Result<u8, Exit> {
         &store,
         job_id,
         (&before, &counts),
+        state,
         scan_stats.as_ref(),
         &work_dir,
         args.json,
@@ -414,12 +415,14 @@ fn print_summary(
     store: &Store,
     job_id: i64,
     (before, c): (&Counts, &Counts),
+    state: JobState,
     scan: Option<&scanner::ScanStats>,
     work_dir: &Path,
     json: bool,
 ) -> anyhow::Result<()> {
     use std::io::Write;
-    let ok = c.failed == 0 && c.pending == 0;
+    // As the engine decided (`JobCounts::outcome`), as the exit code says.
+    let ok = state == JobState::Succeed;
     let audit = plan.spec.mode == proto::job::JobMode::Audit;
     let errors_file = work_dir.join(format!("{}.errors.tsv", plan.name));
     if c.failed > 0 {
@@ -455,7 +458,7 @@ fn print_summary(
     if json {
         let mut v = serde_json::json!({
             "job": plan.name,
-            "state": if ok { JobState::Succeed } else { JobState::Failed },
+            "state": state,
             "counts": c,
             "this_run": {
                 "verified": c.verified.saturating_sub(before.verified),

@@ -317,6 +317,10 @@ pub struct JobStatus {
     /// agent1: why`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub outages: Vec<String>,
+    /// Why its listing failed, when it did (a job that is not incremental;
+    /// an incremental job's passes say it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listing_error: Option<String>,
 }
 
 /// Who submitted a job.

@@ -558,3 +558,64 @@ fn errors_and_report_page_through_thousands_of_failures() {
     agent_stop.cancel();
     let _ = d.rt.block_on(agent);
 }
+
+/// A job whose listing failed (its source bucket went away while it was
+/// listed) is failed, with no object failed: `stat` says so, and `report`
+/// exits 1 as `stat`'s state says, not 0 from the counts. Before, `report`
+/// decided from the failed and pending counts alone and exited 0.
+#[test]
+fn report_exits_as_the_job_ended_when_its_listing_failed() {
+    use testkit::net::{FaultProxy, Faults, Switch};
+    use testkit::s3::S3Server;
+    use testkit::{AK, SK};
+    let tmp = tempfile::tempdir().unwrap();
+    let work = tmp.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let d = Daemon::start(&work);
+    let s3 = S3Server::start();
+    d.rt.block_on(s3.create_bucket("source"));
+    d.rt.block_on(s3.create_bucket("target"));
+    // Listings take 2 s at the proxy, so the job's listing is in flight
+    // when the link goes down.
+    let (proxy, link) = d.rt.block_on(async {
+        let proxy = FaultProxy::start(
+            &s3.endpoint,
+            Faults {
+                list_delay: Duration::from_secs(2),
+                ..Faults::default()
+            },
+        )
+        .await;
+        let link = Switch::start(&proxy.endpoint).await;
+        (proxy, link)
+    });
+    let cfg = tmp.path().join("gone.cfg");
+    std::fs::write(
+        &cfg,
+        format!(
+            "jobName=gone\nsrcType=s3\nsrcDomain={}\nsrcBucket=source\nsrcPrefix=\n\
+             srcAccessKey={AK}\nsrcSecretKey={SK}\ndestDomain={}\ndestBucket=target\n\
+             destAccessKey={AK}\ndestSecretKey={SK}\nrequestAttempts=1\n",
+            link.endpoint(),
+            s3.endpoint
+        ),
+    )
+    .unwrap();
+    let (_, err, code) = d.ctl(&["submit", cfg.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    link.down();
+    poll("the job to fail", || {
+        d.ctl(&["stat", "--legacy", "gone"])
+            .0
+            .contains("JobState:Failed")
+    });
+    let (out, err, code) = d.ctl(&["report", "gone"]);
+    eprintln!("{out}");
+    assert!(out.contains("job gone (failed)"), "{out}");
+    assert!(out.contains("listing failed: "), "{out}");
+    assert_eq!(code, 1, "{out}\n{err}");
+    let (stat, _, _) = d.ctl(&["stat", "gone"]);
+    eprintln!("{stat}");
+    assert!(stat.contains("listing failed: "), "{stat}");
+    drop(proxy);
+}

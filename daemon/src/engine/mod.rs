@@ -485,6 +485,11 @@ fn start_scan(
         let ev = match &r {
             Ok(scanner::ScanOutcome::Finished(stats)) => {
                 info!(job = %name, files = stats.files, tasks = stats.tasks, "Scan finished.");
+                if cfg.incremental.is_none()
+                    && let Err(e) = st.store.note_scan_error(job_id, None)
+                {
+                    warn!(job = %name, error = %e, "Cannot record the finished scan.");
+                }
                 Some(Event::ScanFinished)
             }
             Ok(scanner::ScanOutcome::Stopped(_)) => {
@@ -506,6 +511,9 @@ fn start_scan(
             }
             Err(e) => {
                 error!(job = %name, error = %e, "Scan failed; job marked failed.");
+                if let Err(e) = st.store.note_scan_error(job_id, Some(&e.to_string())) {
+                    warn!(job = %name, error = %e, "Cannot record why the scan failed.");
+                }
                 Some(Event::ScanFailed)
             }
         };
@@ -835,9 +843,14 @@ pub fn status_in(
         }),
         None => None,
     };
+    let listing_error = match &incremental {
+        Some(_) => None,
+        None => store.passes(job.id)?.pop().and_then(|p| p.error),
+    };
     let control = store.control_log(&job.name)?;
     Ok(JobStatus {
         outages: Vec::new(),
+        listing_error,
         limits: None,
         incremental,
         owner: job

@@ -251,6 +251,24 @@ impl Store {
         Ok(())
     }
 
+    /// Records why the current pass's listing failed (`None`: it has not,
+    /// once a listing started again finished), for `report` and `stat`;
+    /// nothing else changes.
+    pub fn note_scan_error(&self, job_id: i64, error: Option<&str>) -> Result<(), StoreError> {
+        let conn = self.lock();
+        conn.execute(
+            "INSERT OR IGNORE INTO passes (job_id, number, started_at)
+             SELECT id, pass, ?2 FROM jobs WHERE id = ?1",
+            params![job_id, now()],
+        )?;
+        conn.execute(
+            "UPDATE passes SET error = ?2
+             WHERE job_id = ?1 AND number = (SELECT pass FROM jobs WHERE id = ?1)",
+            params![job_id, error],
+        )?;
+        Ok(())
+    }
+
     /// The listing of the current pass failed as a whole: its error is
     /// recorded and the listing counts as done, so the pass can end with
     /// what it queued. Nothing is marked deleted (the listing is partial).
