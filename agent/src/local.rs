@@ -490,7 +490,7 @@ async fn single_put(
         }
         storage::limit::throttle(Some(&*ex.bandwidth), size).await;
         let answer = store
-            .put_bytes(key, Bytes::from(data), &digest, meta)
+            .put_bytes(key, Bytes::from(data), &digest, meta, None)
             .await
             .map_err(dest_err)?;
         (answer, digest)
@@ -512,7 +512,7 @@ async fn single_put(
         // Through the open descriptor: a retried PUT reopens this inode,
         // never whatever the name points to by then.
         let answer = store
-            .put_file(key, &src.proc_path(), &digest, meta)
+            .put_file(key, &src.proc_path(), &digest, meta, None)
             .await
             .map_err(dest_err)?;
         (answer, digest)
@@ -586,7 +586,10 @@ async fn multipart(
     }
     let resumed = upload_id.is_some();
     let start = || async {
-        let id = store.create_multipart(key, meta).await.map_err(dest_err)?;
+        let id = store
+            .create_multipart(key, meta, None)
+            .await
+            .map_err(dest_err)?;
         let _ = events
             .send(Event::UploadStarted {
                 object_id: obj.object_id,

@@ -462,8 +462,25 @@ async fn copy_to_s3(
     }
     let threshold = ex.spec.multipart_threshold;
     let mut meta = vec![(META_MTIME, obj.mtime.to_string())];
+    // The source object's metadata, as it answered (`copyMetadata`);
+    // refused whole if the destination cannot store all of it.
+    let headers = body.headers.take().filter(|_| ex.spec.copy_metadata);
+    if let Some(h) = &headers {
+        h.check()
+            .map_err(|e| Fail(ErrorCode::MetaInvalid, format!("the source's {e}")))?;
+    }
     if declared.is_some_and(|d| d > threshold) {
-        return multipart(ex, store, key, obj, &mut body, &meta, events).await;
+        return multipart(
+            ex,
+            store,
+            key,
+            obj,
+            &mut body,
+            &meta,
+            headers.as_ref(),
+            events,
+        )
+        .await;
     }
     let cap = declared.unwrap_or(threshold);
     let mib = (cap.div_ceil(1 << 20) as u32).clamp(1, ex.memory_mib);
@@ -497,7 +514,7 @@ async fn copy_to_s3(
         meta.push((META_MD5, digest.md5_hex()));
     }
     let answer = store
-        .put_bytes(key, data, &digest, &meta)
+        .put_bytes(key, data, &digest, &meta, headers.as_ref())
         .await
         .map_err(dest_err)?;
     let mut checks = Checks::new(Sent::whole(digest));
@@ -536,10 +553,14 @@ async fn multipart(
     obj: &ObjectSpec,
     body: &mut RemoteBody,
     meta: &[(&'static str, String)],
+    headers: Option<&storage::meta::ObjectHeaders>,
     events: &mpsc::Sender<Event>,
 ) -> Result<Checks, Attempt> {
     let part_size = part_size(ex, obj);
-    let upload_id = store.create_multipart(key, meta).await.map_err(dest_err)?;
+    let upload_id = store
+        .create_multipart(key, meta, headers)
+        .await
+        .map_err(dest_err)?;
     let _ = events
         .send(Event::UploadStarted {
             object_id: obj.object_id,

@@ -349,6 +349,7 @@ fn from_text(
         },
         record_md5: sys.worker_record_md5,
         max_attempts: cfg.request_attempts,
+        copy_metadata: cfg.copy_metadata,
         limits: Limits {
             // The flat cap; a schedule replaces it once the engine loads
             // the job (`engine::limits`).

@@ -26,9 +26,17 @@ pub struct JobSpec {
     pub record_md5: bool,
     /// Attempts per request (first included) for retryable failures.
     pub max_attempts: u32,
+    /// Carry a remote source's object metadata to the destination
+    /// (`copyMetadata`).
+    #[serde(default = "yes")]
+    pub copy_metadata: bool,
     /// Caps and deadlines.
     #[serde(default)]
     pub limits: Limits,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// Caps an executor enforces; zero means none.
@@ -361,6 +369,9 @@ pub enum ErrorCode {
     /// The destination or the bucket source stayed unreachable longer than
     /// `endpointOutageLimit` while the object waited for it.
     EndpointDown,
+    /// The source object's metadata cannot be stored at the destination
+    /// (too large, not ASCII, a name no header can carry).
+    MetaInvalid,
 }
 
 impl ErrorCode {
@@ -378,6 +389,7 @@ impl ErrorCode {
             ErrorCode::DuplicateKey => "DUPLICATE_KEY",
             ErrorCode::RejectedResult => "REJECTED_RESULT",
             ErrorCode::EndpointDown => "ENDPOINT_DOWN",
+            ErrorCode::MetaInvalid => "META_INVALID",
         }
     }
 
@@ -395,6 +407,7 @@ impl ErrorCode {
             "DUPLICATE_KEY" => ErrorCode::DuplicateKey,
             "REJECTED_RESULT" => ErrorCode::RejectedResult,
             "ENDPOINT_DOWN" => ErrorCode::EndpointDown,
+            "META_INVALID" => ErrorCode::MetaInvalid,
             _ => return None,
         })
     }

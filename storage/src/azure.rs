@@ -133,6 +133,28 @@ impl HttpConnector for Md5Connector {
     }
 }
 
+/// A blob's properties and metadata as [`crate::meta`] carries them.
+fn blob_headers(a: &object_store::Attributes) -> crate::meta::ObjectHeaders {
+    use object_store::Attribute as A;
+    let mut h = crate::meta::ObjectHeaders::default();
+    for (k, v) in a {
+        let v = Some(v.as_ref().to_string()).filter(|v| !v.is_empty());
+        match k {
+            A::ContentType => h.content_type = v,
+            A::ContentEncoding => h.content_encoding = v,
+            A::ContentDisposition => h.content_disposition = v,
+            A::ContentLanguage => h.content_language = v,
+            A::CacheControl => h.cache_control = v,
+            A::Metadata(name) => h
+                .user
+                .push((name.to_ascii_lowercase(), v.unwrap_or_default())),
+            _ => {}
+        }
+    }
+    h.user.sort();
+    h
+}
+
 /// `Content-MD5` (base64 of 16 bytes) as lower-case hex; `None` when it is
 /// not an MD5.
 fn md5_hex(b64: &str) -> Option<String> {
@@ -300,6 +322,7 @@ impl AzureSource {
             .extensions
             .get::<ContentMd5>()
             .and_then(|m| md5_hex(&m.0));
+        let headers = blob_headers(&got.attributes);
         let what = format!("{}/{key}", self.what);
         let stream = got
             .into_stream()
@@ -307,6 +330,7 @@ impl AzureSource {
             .boxed();
         let mut body = RemoteBody::stream(stream, Some(len), what);
         body.content_md5 = md5;
+        body.headers = Some(headers);
         Ok(body)
     }
 

@@ -154,12 +154,19 @@ impl HttpSource {
             .get(hyper::header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse().ok());
-        Ok(RemoteBody::http(
-            resp.into_body(),
-            len,
-            format!("GET {url}"),
-            self.timeout,
-        ))
+        // What a web server says of the file itself; its Expires and the
+        // like are about its caches, not the object.
+        let all = crate::meta::ObjectHeaders::from_http(resp.headers());
+        let headers = crate::meta::ObjectHeaders {
+            content_type: all.content_type,
+            content_encoding: all.content_encoding,
+            content_disposition: all.content_disposition,
+            cache_control: all.cache_control,
+            ..Default::default()
+        };
+        let mut body = RemoteBody::http(resp.into_body(), len, format!("GET {url}"), self.timeout);
+        body.headers = Some(headers);
+        Ok(body)
     }
 }
 

@@ -11,6 +11,7 @@ pub mod http;
 pub mod key;
 pub mod limit;
 pub mod local;
+pub mod meta;
 pub mod remote;
 pub mod s3;
 pub mod watch;

@@ -54,6 +54,9 @@ pub struct RemoteBody {
     /// The MD5 (hex) the source states for the whole body besides its
     /// ETag (Azure's `Content-MD5`), to hold the received bytes to.
     pub content_md5: Option<String>,
+    /// The object's metadata as the source answered it (see
+    /// [`crate::meta`]); `None` where the source gives none.
+    pub headers: Option<crate::meta::ObjectHeaders>,
     received: u64,
     what: String,
 }
@@ -69,6 +72,7 @@ impl RemoteBody {
             expected_len: len,
             etag_is_md5: true,
             content_md5: None,
+            headers: None,
             received: 0,
             what,
         }
@@ -84,6 +88,7 @@ impl RemoteBody {
             expected_len: len,
             etag_is_md5: false,
             content_md5: None,
+            headers: None,
             received: 0,
             what,
         }
@@ -100,6 +105,7 @@ impl RemoteBody {
             expected_len: len,
             etag_is_md5: true,
             content_md5: None,
+            headers: None,
             received: 0,
             what,
         }

@@ -36,6 +36,7 @@ use proto::job::Bucket;
 
 use crate::checksum::{Digest, Hasher, normalize_etag};
 use crate::limit::RateLimiter;
+use crate::meta::ObjectHeaders;
 use crate::remote::{RemoteBody, SourceError, SourceErrorKind};
 
 /// User-metadata key holding the source mtime (unix seconds, with nine
@@ -339,6 +340,36 @@ impl CaptureCrc64 {
 /// How long a request may wait for the next bytes of an answer.
 const READ_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// Sets an object's headers on a PutObject or CreateMultipartUpload
+/// request: Content-Type (the source's, else guessed from `key`), the
+/// source's other headers and user metadata, then ours (`meta`, which win
+/// over a source's user metadata of the same name).
+macro_rules! with_headers {
+    ($req:ident, $key:expr, $meta:expr, $headers:expr) => {
+        let h: Option<&ObjectHeaders> = $headers;
+        $req = $req.content_type(
+            h.and_then(|h| h.content_type.clone())
+                .unwrap_or_else(|| content_type($key).to_owned()),
+        );
+        if let Some(h) = h {
+            $req = $req
+                .set_content_encoding(h.content_encoding.clone())
+                .set_content_disposition(h.content_disposition.clone())
+                .set_content_language(h.content_language.clone())
+                .set_cache_control(h.cache_control.clone())
+                .set_expires(h.expires_date().ok().flatten());
+            for (k, v) in &h.user {
+                if !$meta.iter().any(|(m, _)| m == k) {
+                    $req = $req.metadata(k, v);
+                }
+            }
+        }
+        for (k, v) in $meta {
+            $req = $req.metadata(*k, v);
+        }
+    };
+}
+
 impl S3Store {
     pub fn new(cfg: &S3Config) -> S3Store {
         S3Store::with_read_timeout(cfg, READ_TIMEOUT)
@@ -601,8 +632,10 @@ impl S3Store {
             ));
         }
         let md5 = etag_is_md5(out.server_side_encryption(), out.sse_customer_algorithm());
+        let headers = crate::meta::ObjectHeaders::from_get(&out);
         let mut body = RemoteBody::s3(out.body, len, format!("GetObject {key}"));
         body.etag_is_md5 = md5;
+        body.headers = Some(headers);
         Ok(body)
     }
 
@@ -622,9 +655,10 @@ impl S3Store {
         body: Bytes,
         digest: &Digest,
         meta: &[(&str, String)],
+        headers: Option<&ObjectHeaders>,
     ) -> Result<PutAnswer, S3Error> {
         let len = body.len() as u64;
-        self.put(key, ByteStream::from(body), len, digest, meta)
+        self.put(key, ByteStream::from(body), len, digest, meta, headers)
             .await
     }
 
@@ -637,6 +671,7 @@ impl S3Store {
         path: &Path,
         digest: &Digest,
         meta: &[(&str, String)],
+        headers: Option<&ObjectHeaders>,
     ) -> Result<PutAnswer, S3Error> {
         let body = ByteStream::read_from()
             .path(path)
@@ -647,7 +682,7 @@ impl S3Store {
                 kind: ErrorKind::Other,
                 message: format!("reading {}: {e}", path.display()),
             })?;
-        self.put(key, body, digest.len, digest, meta).await
+        self.put(key, body, digest.len, digest, meta, headers).await
     }
 
     async fn put(
@@ -657,6 +692,7 @@ impl S3Store {
         len: u64,
         digest: &Digest,
         meta: &[(&str, String)],
+        headers: Option<&ObjectHeaders>,
     ) -> Result<PutAnswer, S3Error> {
         self.pace().await;
         let cap = CaptureCrc64::default();
@@ -667,11 +703,8 @@ impl S3Store {
             .key(key)
             .content_length(len as i64)
             .content_md5(digest.md5_base64())
-            .set_content_type(Some(content_type(key).to_owned()))
             .body(body);
-        for (k, v) in meta {
-            req = req.metadata(*k, v);
-        }
+        with_headers!(req, key, meta, headers);
         if self.sse {
             req = req.server_side_encryption(ServerSideEncryption::Aes256);
         }
@@ -750,17 +783,15 @@ impl S3Store {
         &self,
         key: &str,
         meta: &[(&str, String)],
+        headers: Option<&ObjectHeaders>,
     ) -> Result<String, S3Error> {
         self.pace().await;
         let mut req = self
             .client
             .create_multipart_upload()
             .bucket(&self.bucket)
-            .key(key)
-            .set_content_type(Some(content_type(key).to_owned()));
-        for (k, v) in meta {
-            req = req.metadata(*k, v);
-        }
+            .key(key);
+        with_headers!(req, key, meta, headers);
         if self.sse {
             req = req.server_side_encryption(ServerSideEncryption::Aes256);
         }

@@ -41,7 +41,7 @@ impl Destination for Bucketed {
         let digest = checksum::digest(data);
         let answer = self
             .0
-            .put_bytes(key, Bytes::copy_from_slice(data), &digest, &[])
+            .put_bytes(key, Bytes::copy_from_slice(data), &digest, &[], None)
             .await
             .map_err(|e| e.to_string())?;
         // A single PUT's ETag is the MD5 of the bytes (no SSE-KMS here).
@@ -224,7 +224,10 @@ async fn bucket_contract(store: &S3Store, who: &str) {
     // Three parts (5 MiB, 5 MiB, 1 byte), completed: the size, the
     // multipart ETag and the bytes are those of the parts in order.
     let parts = [bytes(10, 5 << 20), bytes(11, 5 << 20), vec![7u8]];
-    let id = store.create_multipart("mp/big.bin", &[]).await.unwrap();
+    let id = store
+        .create_multipart("mp/big.bin", &[], None)
+        .await
+        .unwrap();
     let mut done = Vec::new();
     let mut whole = checksum::Hasher::new();
     for (i, p) in parts.iter().enumerate() {
@@ -266,7 +269,10 @@ async fn bucket_contract(store: &S3Store, who: &str) {
     );
 
     // An aborted upload leaves no object.
-    let id = store.create_multipart("mp/aborted.bin", &[]).await.unwrap();
+    let id = store
+        .create_multipart("mp/aborted.bin", &[], None)
+        .await
+        .unwrap();
     store.abort_multipart("mp/aborted.bin", &id).await.unwrap();
     assert_eq!(
         store.head("mp/aborted.bin").await.unwrap_err().kind,
@@ -277,7 +283,13 @@ async fn bucket_contract(store: &S3Store, who: &str) {
     // Listing: key order, StartAfter resumes strictly after, prefixes hold.
     for k in ["ls/b", "ls/a", "ls/c/d", "ls/c"] {
         store
-            .put_bytes(k, Bytes::from_static(b"1"), &checksum::digest(b"1"), &[])
+            .put_bytes(
+                k,
+                Bytes::from_static(b"1"),
+                &checksum::digest(b"1"),
+                &[],
+                None,
+            )
             .await
             .unwrap();
     }

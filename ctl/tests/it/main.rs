@@ -15,6 +15,7 @@ mod incremental;
 mod integrity;
 mod local_dest;
 mod manifest;
+mod metadata;
 mod metrics;
 mod migrate;
 mod object_errors;

@@ -262,6 +262,11 @@ pub struct JobConfig {
     /// unreachable before the objects waiting for it fail `ENDPOINT_DOWN` (default 86400,
     /// a day; 0 = wait for ever).
     pub endpoint_outage_limit: u64,
+    /// `copyMetadata`: carry a remote source's object metadata (Content-Type,
+    /// Content-Encoding, Content-Disposition, Content-Language, Cache-Control, Expires,
+    /// user metadata) to the destination (default true; false: Content-Type guessed from
+    /// the name, as before).
+    pub copy_metadata: bool,
     /// `requestAttempts`: attempts per request, the first included, for failures worth
     /// retrying (5xx, throttling, timeouts, dropped connections); 1..=20, default 5.
     pub request_attempts: u32,
@@ -778,6 +783,7 @@ fn from_properties(
     let object_timeout = f.uint(&["objectTimeout"], 21_600, 0..=u64::MAX)?;
     let endpoint_outage_limit = f.uint(&["endpointOutageLimit"], 86_400, 0..=u64::MAX)?;
     let request_attempts = f.u32(&["requestAttempts"], 5, 1..=20)?;
+    let copy_metadata = f.bool("copyMetadata", true)?;
 
     check_overlap(
         &f,
@@ -844,6 +850,7 @@ fn from_properties(
         src_list_page_size,
         object_timeout,
         endpoint_outage_limit,
+        copy_metadata,
         request_attempts,
         src_secret_key_file,
         dest_secret_key_file,

@@ -315,6 +315,11 @@ pub const JOB: &[Key] = &[
         "Seconds the destination or a bucket source may stay unreachable before waiting objects fail ENDPOINT_DOWN (0: wait for ever).",
     ),
     ours(
+        "copyMetadata",
+        "true",
+        "Copy a bucket's or URL's object metadata (Content-Type, -Encoding, -Disposition, -Language, Cache-Control, Expires, user metadata) to the destination; false: Content-Type from the name, nothing else.",
+    ),
+    ours(
         "requestAttempts",
         "5",
         "Attempts per request, the first included, for failures worth retrying (1 to 20).",

@@ -1,0 +1,196 @@
+//! The same object, not only the same bytes: a bucket's objects arrive with
+//! their Content-Type, Content-Encoding, Content-Disposition,
+//! Content-Language, Cache-Control, Expires and user metadata, a single PUT
+//! and a multipart upload alike; metadata the destination cannot store
+//! fails its object `META_INVALID` with the name of what is wrong; and
+//! `copyMetadata=false` keeps the former behaviour (Content-Type from the
+//! name, nothing else).
+
+use aws_sdk_s3::primitives::DateTime;
+
+use crate::support::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_buckets_objects_arrive_with_their_metadata() {
+    let s3 = MotoServer::start();
+    s3.create_bucket("site").await;
+    s3.create_bucket("copy").await;
+    let c = s3.client();
+    let expires = DateTime::from_secs(1_800_000_000);
+    // A compressed page: served as is, the browser inflates it.
+    let page = bytes(1, 3000);
+    c.put_object()
+        .bucket("site")
+        .key("www/index.html")
+        .body(page.clone().into())
+        .content_type("text/html; charset=utf-8")
+        .content_encoding("gzip")
+        .content_disposition("inline")
+        .content_language("en")
+        .cache_control("max-age=60")
+        .expires(expires)
+        .metadata("owner", "web team")
+        .metadata("build", "42")
+        .send()
+        .await
+        .unwrap();
+    // Its type is not its name's.
+    c.put_object()
+        .bucket("site")
+        .key("data/blob.bin")
+        .body(bytes(2, 100).into())
+        .content_type("image/png")
+        .send()
+        .await
+        .unwrap();
+    // Above the multipart threshold.
+    let video = bytes(3, 12 << 20);
+    c.put_object()
+        .bucket("site")
+        .key("media/clip.bin")
+        .body(video.clone().into())
+        .content_type("video/mp4")
+        .metadata("owner", "media")
+        .send()
+        .await
+        .unwrap();
+    // More user metadata than S3 takes (moto keeps it).
+    c.put_object()
+        .bucket("site")
+        .key("odd/big-meta.txt")
+        .body(bytes(4, 10).into())
+        .metadata("notes", "n".repeat(2100))
+        .send()
+        .await
+        .unwrap();
+
+    let tmp = tempfile::tempdir().unwrap();
+    let job = |name: &str, extra: &str| {
+        let cfg = tmp.path().join(format!("{name}.cfg"));
+        std::fs::write(
+            &cfg,
+            format!(
+                "jobName={name}\nsrcType=s3\nsrcDomain={e}\nsrcBucket=site\nsrcPrefix=\n\
+                 srcAccessKey={AK}\nsrcSecretKey={SK}\ndestDomain={e}\ndestBucket=copy\n\
+                 destAccessKey={AK}\ndestSecretKey={SK}\ndestPrefix={name}/\n\
+                 multipartUploadThreshold=8m\nmultipartUploadPartSize=5m\n{extra}\n",
+                e = s3.endpoint
+            ),
+        )
+        .unwrap();
+        cfg
+    };
+    let cfg = job("kept", "");
+    let work = tmp.path().join("kept");
+    let out = tokio::task::spawn_blocking(move || run_job(&cfg, &work))
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let rows = objects(&tmp.path().join("kept"));
+    let failed: Vec<_> = rows
+        .iter()
+        .filter(|o| o.state != ObjectState::Verified)
+        .collect();
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0].rel_path, "odd/big-meta.txt");
+    assert_eq!(failed[0].error_code.as_deref(), Some("META_INVALID"));
+    let why = failed[0].error.as_deref().unwrap_or_default();
+    assert!(
+        why.contains("over the destination's limit of 2048") && why.contains("notes"),
+        "{why}"
+    );
+
+    let head = |key: &str| {
+        let c = c.clone();
+        let key = key.to_string();
+        async move {
+            c.head_object()
+                .bucket("copy")
+                .key(key)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let h = head("kept/www/index.html").await;
+    assert_eq!(h.content_type(), Some("text/html; charset=utf-8"));
+    assert_eq!(h.content_encoding(), Some("gzip"));
+    assert_eq!(h.content_disposition(), Some("inline"));
+    assert_eq!(h.content_language(), Some("en"));
+    assert_eq!(h.cache_control(), Some("max-age=60"));
+    assert_eq!(
+        h.expires_string(),
+        Some(
+            expires
+                .fmt(aws_sdk_s3::primitives::DateTimeFormat::HttpDate)
+                .unwrap()
+                .as_str()
+        )
+    );
+    let m = h.metadata().unwrap();
+    assert_eq!(m.get("owner").map(String::as_str), Some("web team"));
+    assert_eq!(m.get("build").map(String::as_str), Some("42"));
+    // The bytes as they were: not inflated on the way.
+    assert_eq!(get(&c, "copy", "kept/www/index.html").await, page);
+    assert_eq!(
+        head("kept/data/blob.bin").await.content_type(),
+        Some("image/png")
+    );
+    let h = head("kept/media/clip.bin").await;
+    assert_eq!(h.content_type(), Some("video/mp4"));
+    assert_eq!(
+        h.metadata().unwrap().get("owner").map(String::as_str),
+        Some("media")
+    );
+    assert!(h.e_tag().unwrap_or_default().contains('-'), "not multipart");
+    assert_eq!(get(&c, "copy", "kept/media/clip.bin").await, video);
+
+    // copyMetadata=false: as before.
+    let cfg = job("plain", "copyMetadata=false");
+    let work = tmp.path().join("plain");
+    let out = tokio::task::spawn_blocking(move || run_job(&cfg, &work))
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let h = head("plain/www/index.html").await;
+    assert_eq!(h.content_type(), Some("text/html"));
+    assert_eq!(h.content_encoding(), None);
+    assert_eq!(h.cache_control(), None);
+    assert!(h.metadata().unwrap().get("owner").is_none());
+    assert_eq!(
+        head("plain/data/blob.bin").await.content_type(),
+        Some("application/octet-stream")
+    );
+
+    // A URL list: what the web server says of the file (its type, encoding,
+    // disposition, caching), not its Expires (about its caches).
+    let css = bytes(5, 900);
+    let server =
+        testkit::net::FileServer::start([("/gz/site.css".to_string(), css.clone())].into()).await;
+    let list = tmp.path().join("urls.list");
+    std::fs::write(&list, format!("{}/gz/ site.css\n", server.base)).unwrap();
+    let cfg = tmp.path().join("urls.cfg");
+    std::fs::write(
+        &cfg,
+        format!(
+            "jobName=urls\nsrcType=http\nhttpListFilePath={}\nhttpPrefixColumn=1\n\
+             relativePathColumn=2\ndestDomain={}\ndestBucket=copy\ndestPrefix=urls/\n\
+             destAccessKey={AK}\ndestSecretKey={SK}\n",
+            list.display(),
+            s3.endpoint
+        ),
+    )
+    .unwrap();
+    let work = tmp.path().join("urls");
+    let out = tokio::task::spawn_blocking(move || run_job(&cfg, &work))
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let h = head("urls/site.css").await;
+    assert_eq!(h.content_type(), Some("text/css"));
+    assert_eq!(h.content_encoding(), Some("gzip"));
+    assert_eq!(h.cache_control(), Some("public, max-age=300"));
+    assert_eq!(h.content_disposition(), Some("inline"));
+    assert_eq!(h.expires_string(), None);
+    assert_eq!(get(&c, "copy", "urls/site.css").await, css);
+}

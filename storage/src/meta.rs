@@ -1,0 +1,233 @@
+//! An object's metadata besides its bytes: the HTTP headers a store keeps
+//! with it (Content-Type, -Encoding, -Disposition, -Language,
+//! Cache-Control, Expires) and its user metadata, as read from a remote
+//! source's GET and written with the destination's PUT (`copyMetadata`).
+//!
+//! Nothing is dropped silently: metadata the destination cannot take (user
+//! metadata over [`USER_LIMIT`] bytes, a name or value that is not
+//! printable ASCII, an `Expires` that is not an HTTP date) is refused with
+//! the name of what is wrong, and the object fails `META_INVALID`.
+
+/// The most user metadata (names and values together, in bytes) written:
+/// S3's limit (OSS allows 8 KiB; held to the smaller so a job behaves the
+/// same on every S3-compatible store).
+pub const USER_LIMIT: usize = 2048;
+
+/// What a destination object is created with besides its bytes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ObjectHeaders {
+    pub content_type: Option<String>,
+    pub content_encoding: Option<String>,
+    pub content_disposition: Option<String>,
+    pub content_language: Option<String>,
+    pub cache_control: Option<String>,
+    /// As the source said it (an HTTP date).
+    pub expires: Option<String>,
+    /// User metadata (`x-amz-meta-NAME` / `x-oss-meta-NAME`), names in lower
+    /// case, sorted.
+    pub user: Vec<(String, String)>,
+}
+
+fn some(v: Option<&str>) -> Option<String> {
+    v.map(str::trim)
+        .filter(|v| !v.is_empty())
+        .map(str::to_owned)
+}
+
+impl ObjectHeaders {
+    /// From an HTTP response's headers: the standard ones, and user
+    /// metadata under `x-amz-meta-` or `x-oss-meta-` (the same name either
+    /// way).
+    pub fn from_http(h: &hyper::HeaderMap) -> ObjectHeaders {
+        let get = |n: &str| some(h.get(n).and_then(|v| v.to_str().ok()));
+        let mut user: Vec<(String, String)> = h
+            .iter()
+            .filter_map(|(k, v)| {
+                let name = k.as_str();
+                let n = name
+                    .strip_prefix("x-amz-meta-")
+                    .or_else(|| name.strip_prefix("x-oss-meta-"))?;
+                Some((n.to_string(), v.to_str().ok()?.to_string()))
+            })
+            .collect();
+        user.sort();
+        user.dedup_by(|a, b| a.0 == b.0);
+        ObjectHeaders {
+            content_type: get("content-type"),
+            content_encoding: get("content-encoding"),
+            content_disposition: get("content-disposition"),
+            content_language: get("content-language"),
+            cache_control: get("cache-control"),
+            expires: get("expires"),
+            user,
+        }
+    }
+
+    /// From a GetObject answer.
+    pub fn from_get(out: &aws_sdk_s3::operation::get_object::GetObjectOutput) -> ObjectHeaders {
+        let mut user: Vec<(String, String)> = out
+            .metadata()
+            .map(|m| {
+                m.iter()
+                    .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        user.sort();
+        ObjectHeaders {
+            content_type: some(out.content_type()),
+            content_encoding: some(out.content_encoding()),
+            content_disposition: some(out.content_disposition()),
+            content_language: some(out.content_language()),
+            cache_control: some(out.cache_control()),
+            expires: some(out.expires_string()),
+            user,
+        }
+    }
+
+    /// `Expires` as the SDK takes it.
+    pub fn expires_date(&self) -> Result<Option<aws_smithy_types::DateTime>, String> {
+        match &self.expires {
+            None => Ok(None),
+            Some(e) => aws_smithy_types::DateTime::from_str(
+                e,
+                aws_smithy_types::date_time::Format::HttpDate,
+            )
+            .map(Some)
+            .map_err(|_| format!("Expires {e:?} is not an HTTP date")),
+        }
+    }
+
+    /// Whether the destination can store all of it: `Err` names what it
+    /// cannot (see the module's rule).
+    pub fn check(&self) -> Result<(), String> {
+        let token = |s: &str| {
+            !s.is_empty()
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+        };
+        let printable = |s: &str| s.bytes().all(|b| b == b'\t' || (b' '..=b'~').contains(&b));
+        for (name, v) in [
+            ("Content-Type", &self.content_type),
+            ("Content-Encoding", &self.content_encoding),
+            ("Content-Disposition", &self.content_disposition),
+            ("Content-Language", &self.content_language),
+            ("Cache-Control", &self.cache_control),
+            ("Expires", &self.expires),
+        ] {
+            if let Some(v) = v
+                && !printable(v)
+            {
+                return Err(format!(
+                    "{name} {v:?} is not printable ASCII, which the destination cannot store"
+                ));
+            }
+        }
+        self.expires_date()?;
+        let mut total = 0;
+        for (k, v) in &self.user {
+            if !token(k) {
+                return Err(format!(
+                    "user metadata name {k:?} is not one an HTTP header can carry"
+                ));
+            }
+            if !printable(v) {
+                return Err(format!(
+                    "user metadata {k} has a value that is not printable ASCII ({v:?}), which the destination cannot store"
+                ));
+            }
+            total += k.len() + v.len();
+        }
+        if total > USER_LIMIT {
+            let (k, v) = self
+                .user
+                .iter()
+                .max_by_key(|(k, v)| k.len() + v.len())
+                .map(|(k, v)| (k.as_str(), v.len()))
+                .unwrap_or_default();
+            return Err(format!(
+                "user metadata of {total} bytes is over the destination's limit of {USER_LIMIT} (the largest: {k}, {v} bytes)"
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_a_destination_cannot_store_is_named() {
+        let ok = ObjectHeaders {
+            content_type: Some("image/png".into()),
+            content_encoding: Some("gzip".into()),
+            expires: Some("Wed, 21 Oct 2026 07:28:00 GMT".into()),
+            user: vec![("owner".into(), "web team".into())],
+            ..Default::default()
+        };
+        ok.check().unwrap();
+        assert!(ok.expires_date().unwrap().is_some());
+        let cases = [
+            (
+                ObjectHeaders {
+                    user: vec![("big".into(), "x".repeat(USER_LIMIT))],
+                    ..ok.clone()
+                },
+                "over the destination's limit of 2048 (the largest: big",
+            ),
+            (
+                ObjectHeaders {
+                    user: vec![("city".into(), "Zürich".into())],
+                    ..ok.clone()
+                },
+                "user metadata city has a value that is not printable ASCII",
+            ),
+            (
+                ObjectHeaders {
+                    user: vec![("a b".into(), "1".into())],
+                    ..ok.clone()
+                },
+                "user metadata name \"a b\"",
+            ),
+            (
+                ObjectHeaders {
+                    expires: Some("tomorrow".into()),
+                    ..ok.clone()
+                },
+                "Expires \"tomorrow\" is not an HTTP date",
+            ),
+            (
+                ObjectHeaders {
+                    content_disposition: Some("attachment; filename=\"ä.txt\"".into()),
+                    ..ok.clone()
+                },
+                "Content-Disposition",
+            ),
+        ];
+        for (h, want) in cases {
+            let e = h.check().unwrap_err();
+            assert!(e.contains(want), "{e}");
+        }
+    }
+
+    #[test]
+    fn from_http_takes_both_spellings_of_user_metadata() {
+        let mut h = hyper::HeaderMap::new();
+        h.insert("content-type", "text/html".parse().unwrap());
+        h.insert("content-encoding", "gzip".parse().unwrap());
+        h.insert("x-oss-meta-owner", "ops".parse().unwrap());
+        h.insert("x-amz-meta-build", "42".parse().unwrap());
+        h.insert("x-other", "no".parse().unwrap());
+        let m = ObjectHeaders::from_http(&h);
+        assert_eq!(m.content_type.as_deref(), Some("text/html"));
+        assert_eq!(m.content_encoding.as_deref(), Some("gzip"));
+        assert_eq!(
+            m.user,
+            vec![
+                ("build".into(), "42".into()),
+                ("owner".into(), "ops".into())
+            ]
+        );
+    }
+}
