@@ -301,6 +301,7 @@ pub(crate) async fn confirm_s3(
     key: &str,
     mut checks: Checks,
     mode: VerifyMode,
+    sent: Option<&storage::meta::ObjectHeaders>,
 ) -> Step<Verified> {
     // Over plain HTTP to another host a PUT's answer could be forged on
     // the way: a HEAD is asked as well.
@@ -316,6 +317,11 @@ pub(crate) async fn confirm_s3(
             }
         })?;
         checks.answer((&info).into())?;
+        // The metadata sent, held against what the store keeps, since it
+        // was asked anyway.
+        if let Some(d) = sent.and_then(|s| s.difference(&info.headers, key)) {
+            return Err(Fail(ErrorCode::MetaMismatch, d));
+        }
     }
     if !checks.proven(mode) {
         let back = store.read_back(key).await.map_err(dest_err)?;

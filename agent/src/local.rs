@@ -191,7 +191,7 @@ pub(crate) async fn import(
             // Content-MD5 is proven by its answer: the store hashed what it
             // stored, and the MD5 covers every byte. Anything less gets a
             // HEAD, and a read-back where even that proves nothing.
-            let v = confirm_s3(store, &key, checks, mode).await?;
+            let v = confirm_s3(store, &key, checks, mode, None).await?;
             Ok(v.read_from(before.tag()).into())
         }
         Dest::Local { dir, .. } => {

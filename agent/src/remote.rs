@@ -24,6 +24,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use proto::job::{ErrorCode, Event, MultipartResume, ObjectSpec, PartRecord, SkipMode, VerifyMode};
 use storage::checksum::{self, Digest, Hasher};
+use storage::meta::ObjectHeaders;
 use storage::remote::{RemoteBody, SourceError, SourceErrorKind};
 use storage::s3::{ErrorKind, META_MD5, META_MTIME, S3Store};
 use tokio::sync::{Semaphore, mpsc};
@@ -168,13 +169,13 @@ pub(crate) async fn import(
     if let (Some(r), Dest::S3 { store, .. }) = (&obj.resume, &ex.dest)
         && let Some(checks) = resume(ex, store, &key, obj, r, events).await?
     {
-        return Ok(confirm_s3(store, &key, checks, mode).await?.into());
+        return Ok(confirm_s3(store, &key, checks, mode, None).await?.into());
     }
     let v = retried(ex, || async {
         match &ex.dest {
             Dest::S3 { store, .. } => {
-                let checks = copy_to_s3(ex, store, &key, obj, events).await?;
-                Ok(confirm_s3(store, &key, checks, mode).await?)
+                let (checks, sent) = copy_to_s3(ex, store, &key, obj, events).await?;
+                Ok(confirm_s3(store, &key, checks, mode, sent.as_ref()).await?)
             }
             Dest::Local { dir, .. } => copy_to_dir(ex, dir, &key, obj, mode, lease).await,
         }
@@ -447,7 +448,7 @@ async fn copy_to_s3(
     key: &str,
     obj: &ObjectSpec,
     events: &mpsc::Sender<Event>,
-) -> Result<Checks, Attempt> {
+) -> Result<(Checks, Option<ObjectHeaders>), Attempt> {
     let mut body = open(ex, obj).await?;
     let declared = body.expected_len.or((obj.size > 0).then_some(obj.size));
     if let (Some(d), Source::S3 { .. } | Source::Cdn { .. } | Source::Azure { .. }) =
@@ -464,13 +465,9 @@ async fn copy_to_s3(
     let mut meta = vec![(META_MTIME, obj.mtime.to_string())];
     // The source object's metadata, as it answered (`copyMetadata`);
     // refused whole if the destination cannot store all of it.
-    let headers = body.headers.take().filter(|_| ex.spec.copy_metadata);
-    if let Some(h) = &headers {
-        h.check()
-            .map_err(|e| Fail(ErrorCode::MetaInvalid, format!("the source's {e}")))?;
-    }
+    let headers = sendable(ex, &mut body)?;
     if declared.is_some_and(|d| d > threshold) {
-        return multipart(
+        let checks = multipart(
             ex,
             store,
             key,
@@ -480,7 +477,8 @@ async fn copy_to_s3(
             headers.as_ref(),
             events,
         )
-        .await;
+        .await?;
+        return Ok((checks, headers));
     }
     let cap = declared.unwrap_or(threshold);
     let mib = (cap.div_ceil(1 << 20) as u32).clamp(1, ex.memory_mib);
@@ -519,7 +517,21 @@ async fn copy_to_s3(
         .map_err(dest_err)?;
     let mut checks = Checks::new(Sent::whole(digest));
     checks.answer((&answer).into())?;
-    Ok(checks)
+    Ok((checks, headers))
+}
+
+/// The source object's metadata as it will be written (`copyMetadata`):
+/// user metadata values that are not ASCII as RFC 2047 encoded words, the
+/// rest as the source said; refused whole if the destination cannot store
+/// all of it (`META_INVALID`, naming what).
+fn sendable(ex: &Executor, body: &mut RemoteBody) -> Result<Option<ObjectHeaders>, Attempt> {
+    let Some(mut h) = body.headers.take().filter(|_| ex.spec.copy_metadata) else {
+        return Ok(None);
+    };
+    h.encode_user_values();
+    h.check()
+        .map_err(|e| Fail(ErrorCode::MetaInvalid, format!("the source's {e}")))?;
+    Ok(Some(h))
 }
 
 /// Compares what was received with the source's own ETag when it is a
@@ -794,6 +806,7 @@ async fn audit_once(ex: &Arc<Executor>, obj: &ObjectSpec) -> Result<Verified, At
     let src = whole.finish();
     let mode = ex.verify_mode(obj.mtime);
     let mut checks = Checks::new(Sent::whole_with_parts(src, md5s));
+    let sent = sendable(ex, &mut body)?;
     match &ex.dest {
         Dest::S3 { store, .. } => {
             let info = match store.head(&key).await {
@@ -811,6 +824,9 @@ async fn audit_once(ex: &Arc<Executor>, obj: &ObjectSpec) -> Result<Verified, At
             if !checks.proven(mode) {
                 let back = store.read_back(&key).await.map_err(dest_err)?;
                 checks.read_back(&back)?;
+            }
+            if let Some(d) = sent.and_then(|s| s.difference(&info.headers, &key)) {
+                return Err(Fail(ErrorCode::MetaMismatch, d).into());
             }
         }
         Dest::Local { dir, .. } => {

@@ -372,6 +372,9 @@ pub enum ErrorCode {
     /// The source object's metadata cannot be stored at the destination
     /// (too large, not ASCII, a name no header can carry).
     MetaInvalid,
+    /// The destination holds other metadata than the source's (audit, or
+    /// a HEAD after the upload).
+    MetaMismatch,
 }
 
 impl ErrorCode {
@@ -390,6 +393,7 @@ impl ErrorCode {
             ErrorCode::RejectedResult => "REJECTED_RESULT",
             ErrorCode::EndpointDown => "ENDPOINT_DOWN",
             ErrorCode::MetaInvalid => "META_INVALID",
+            ErrorCode::MetaMismatch => "META_MISMATCH",
         }
     }
 
@@ -408,6 +412,7 @@ impl ErrorCode {
             "REJECTED_RESULT" => ErrorCode::RejectedResult,
             "ENDPOINT_DOWN" => ErrorCode::EndpointDown,
             "META_INVALID" => ErrorCode::MetaInvalid,
+            "META_MISMATCH" => ErrorCode::MetaMismatch,
             _ => return None,
         })
     }

@@ -34,6 +34,19 @@ fn some(v: Option<&str>) -> Option<String> {
         .map(str::to_owned)
 }
 
+/// User metadata as an SDK answer has it, names in lower case, sorted.
+fn user_of(m: Option<&std::collections::HashMap<String, String>>) -> Vec<(String, String)> {
+    let mut user: Vec<(String, String)> = m
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+                .collect()
+        })
+        .unwrap_or_default();
+    user.sort();
+    user
+}
+
 impl ObjectHeaders {
     /// From an HTTP response's headers: the standard ones, and user
     /// metadata under `x-amz-meta-` or `x-oss-meta-` (the same name either
@@ -47,7 +60,12 @@ impl ObjectHeaders {
                 let n = name
                     .strip_prefix("x-amz-meta-")
                     .or_else(|| name.strip_prefix("x-oss-meta-"))?;
-                Some((n.to_string(), v.to_str().ok()?.to_string()))
+                // Bytes that are not ASCII are kept (and refused or
+                // encoded later), never dropped.
+                Some((
+                    n.to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                ))
             })
             .collect();
         user.sort();
@@ -65,15 +83,6 @@ impl ObjectHeaders {
 
     /// From a GetObject answer.
     pub fn from_get(out: &aws_sdk_s3::operation::get_object::GetObjectOutput) -> ObjectHeaders {
-        let mut user: Vec<(String, String)> = out
-            .metadata()
-            .map(|m| {
-                m.iter()
-                    .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
-                    .collect()
-            })
-            .unwrap_or_default();
-        user.sort();
         ObjectHeaders {
             content_type: some(out.content_type()),
             content_encoding: some(out.content_encoding()),
@@ -81,8 +90,115 @@ impl ObjectHeaders {
             content_language: some(out.content_language()),
             cache_control: some(out.cache_control()),
             expires: some(out.expires_string()),
-            user,
+            user: user_of(out.metadata()),
         }
+    }
+
+    /// From a HeadObject answer.
+    pub fn from_head(out: &aws_sdk_s3::operation::head_object::HeadObjectOutput) -> ObjectHeaders {
+        ObjectHeaders {
+            content_type: some(out.content_type()),
+            content_encoding: some(out.content_encoding()),
+            content_disposition: some(out.content_disposition()),
+            content_language: some(out.content_language()),
+            cache_control: some(out.cache_control()),
+            expires: some(out.expires_string()),
+            user: user_of(out.metadata()),
+        }
+    }
+
+    /// The first difference between what was sent for `key` (`self`; with
+    /// no Content-Type, the one guessed from the name) and what the
+    /// destination holds: `Content-Type: sent "a", held "b"`. User metadata
+    /// named `ossimport-*` is ours and not compared.
+    pub fn difference(&self, held: &ObjectHeaders, key: &str) -> Option<String> {
+        let guessed = crate::s3::content_type(key).to_string();
+        let sent_type = self.content_type.clone().or(Some(guessed));
+        let date = |h: &ObjectHeaders| h.expires_date().ok().flatten();
+        let show = |v: &Option<String>| match v {
+            Some(v) => format!("{v:?}"),
+            None => "nothing".into(),
+        };
+        for (name, a, b) in [
+            ("Content-Type", &sent_type, &held.content_type),
+            (
+                "Content-Encoding",
+                &self.content_encoding,
+                &held.content_encoding,
+            ),
+            (
+                "Content-Disposition",
+                &self.content_disposition,
+                &held.content_disposition,
+            ),
+            (
+                "Content-Language",
+                &self.content_language,
+                &held.content_language,
+            ),
+            ("Cache-Control", &self.cache_control, &held.cache_control),
+        ] {
+            if a != b {
+                return Some(format!(
+                    "{name}: sent {}, the destination holds {}",
+                    show(a),
+                    show(b)
+                ));
+            }
+        }
+        if date(self) != date(held) {
+            return Some(format!(
+                "Expires: sent {}, the destination holds {}",
+                show(&self.expires),
+                show(&held.expires)
+            ));
+        }
+        let theirs = |h: &ObjectHeaders| -> Vec<(String, String)> {
+            h.user
+                .iter()
+                .filter(|(k, _)| !k.starts_with("ossimport-"))
+                .cloned()
+                .collect()
+        };
+        let (a, b) = (theirs(self), theirs(held));
+        if a != b {
+            let names = |v: &[(String, String)]| {
+                v.iter()
+                    .map(|(k, _)| k.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            let differs = a
+                .iter()
+                .find(|x| !b.contains(x))
+                .or_else(|| b.iter().find(|x| !a.contains(x)))
+                .map(|(k, _)| k.as_str())
+                .unwrap_or_default();
+            return Some(format!(
+                "user metadata {differs}: sent [{}], the destination holds [{}]",
+                names(&a),
+                names(&b)
+            ));
+        }
+        None
+    }
+
+    /// User metadata values that are not ASCII, as S3 itself answers them:
+    /// RFC 2047 encoded words (`=?UTF-8?B?...?=`). Returns the names
+    /// encoded.
+    pub fn encode_user_values(&mut self) -> Vec<String> {
+        use base64::Engine;
+        let mut encoded = Vec::new();
+        for (k, v) in &mut self.user {
+            if !v.is_ascii() {
+                *v = format!(
+                    "=?UTF-8?B?{}?=",
+                    base64::engine::general_purpose::STANDARD.encode(v.as_bytes())
+                );
+                encoded.push(k.clone());
+            }
+        }
+        encoded
     }
 
     /// `Expires` as the SDK takes it.
@@ -185,6 +301,13 @@ mod tests {
             ),
             (
                 ObjectHeaders {
+                    user: vec![("line".into(), "a\nb".into())],
+                    ..ok.clone()
+                },
+                "user metadata line has a value that is not printable ASCII",
+            ),
+            (
+                ObjectHeaders {
                     user: vec![("a b".into(), "1".into())],
                     ..ok.clone()
                 },
@@ -209,6 +332,48 @@ mod tests {
             let e = h.check().unwrap_err();
             assert!(e.contains(want), "{e}");
         }
+    }
+
+    #[test]
+    fn non_ascii_values_are_sent_as_encoded_words() {
+        let mut h = ObjectHeaders {
+            user: vec![("city".into(), "Zürich".into()), ("n".into(), "1".into())],
+            ..Default::default()
+        };
+        assert_eq!(h.encode_user_values(), vec!["city".to_string()]);
+        assert_eq!(h.user[0].1, "=?UTF-8?B?WsO8cmljaA==?=");
+        assert_eq!(h.user[1].1, "1");
+        h.check().unwrap();
+    }
+
+    #[test]
+    fn a_difference_is_named_with_both_values() {
+        let sent = ObjectHeaders {
+            content_encoding: Some("gzip".into()),
+            user: vec![("owner".into(), "web".into())],
+            ..Default::default()
+        };
+        // No Content-Type sent: the one guessed from the name is expected.
+        let held = ObjectHeaders {
+            content_type: Some("text/html".into()),
+            user: vec![
+                ("ossimport-mtime".into(), "1".into()),
+                ("owner".into(), "web".into()),
+            ],
+            ..sent.clone()
+        };
+        assert_eq!(sent.difference(&held, "a/index.html"), None);
+        let e = sent.difference(&held, "a/blob.bin").unwrap();
+        assert_eq!(
+            e,
+            "Content-Type: sent \"application/octet-stream\", the destination holds \"text/html\""
+        );
+        let other = ObjectHeaders {
+            user: vec![("owner".into(), "ops".into())],
+            ..held.clone()
+        };
+        let e = sent.difference(&other, "a/index.html").unwrap();
+        assert!(e.starts_with("user metadata owner"), "{e}");
     }
 
     #[test]

@@ -126,6 +126,8 @@ pub struct ObjectInfo {
     /// False when the store says the ETag is not the data's MD5 (SSE-KMS,
     /// SSE-C).
     pub etag_is_md5: bool,
+    /// Its headers and user metadata.
+    pub headers: ObjectHeaders,
 }
 
 /// Whether `endpoint` is `http://` to a host that is not loopback.
@@ -748,6 +750,7 @@ impl S3Store {
             mtime_meta,
             ident_meta,
             etag_is_md5: etag_is_md5(out.server_side_encryption(), out.sse_customer_algorithm()),
+            headers: ObjectHeaders::from_head(&out),
         })
     }
 

@@ -2,9 +2,11 @@
 //! their Content-Type, Content-Encoding, Content-Disposition,
 //! Content-Language, Cache-Control, Expires and user metadata, a single PUT
 //! and a multipart upload alike; metadata the destination cannot store
-//! fails its object `META_INVALID` with the name of what is wrong; and
-//! `copyMetadata=false` keeps the former behaviour (Content-Type from the
-//! name, nothing else).
+//! fails its object `META_INVALID` with the name of what is wrong; an
+//! audit reports a destination object whose metadata was changed
+//! (`META_MISMATCH`, the field and both values); `copyMetadata=false` keeps
+//! the former behaviour (Content-Type from the name, nothing else); a URL
+//! list's files keep what the web server says of them.
 
 use aws_sdk_s3::primitives::DateTime;
 
@@ -144,6 +146,44 @@ async fn a_buckets_objects_arrive_with_their_metadata() {
     );
     assert!(h.e_tag().unwrap_or_default().contains('-'), "not multipart");
     assert_eq!(get(&c, "copy", "kept/media/clip.bin").await, video);
+
+    // An audit compares the metadata too: one destination object's
+    // Content-Type changed behind our back is reported alone.
+    c.copy_object()
+        .bucket("copy")
+        .key("kept/data/blob.bin")
+        .copy_source("copy/kept/data/blob.bin")
+        .metadata_directive(aws_sdk_s3::types::MetadataDirective::Replace)
+        .content_type("text/plain")
+        .send()
+        .await
+        .unwrap();
+    let cfg = job("kept", "jobType=audit");
+    let work = tmp.path().join("audit");
+    let out = tokio::task::spawn_blocking(move || run_job(&cfg, &work))
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let rows = objects(&tmp.path().join("audit"));
+    let mismatched: Vec<_> = rows
+        .iter()
+        .filter(|o| o.error_code.as_deref() == Some("META_MISMATCH"))
+        .collect();
+    assert_eq!(mismatched.len(), 1, "{rows:?}");
+    assert_eq!(mismatched[0].rel_path, "data/blob.bin");
+    let why = mismatched[0].error.as_deref().unwrap_or_default();
+    eprintln!("audit: {why}");
+    assert!(
+        why.contains("Content-Type: sent \"image/png\", the destination holds \"text/plain\""),
+        "{why}"
+    );
+    assert_eq!(
+        rows.iter()
+            .filter(|o| o.state == ObjectState::Verified)
+            .count(),
+        2,
+        "{rows:?}"
+    );
 
     // copyMetadata=false: as before.
     let cfg = job("plain", "copyMetadata=false");
