@@ -465,7 +465,23 @@ async fn copy_to_s3(
     let mut meta = vec![(META_MTIME, obj.mtime.to_string())];
     // The source object's metadata, as it answered (`copyMetadata`);
     // refused whole if the destination cannot store all of it.
-    let headers = sendable(ex, &mut body)?;
+    let mut headers = sendable(ex, &mut body)?;
+    if ex.spec.copy_tags
+        && let Source::S3 { store: src, prefix } = &ex.source
+    {
+        let tags = src
+            .tags(&format!("{prefix}{}", obj.rel_path))
+            .await
+            .map_err(|e| match e.kind {
+                ErrorKind::Transient => Attempt::Retry(e.message),
+                ErrorKind::NotFound => Fail(ErrorCode::SourceDeleted, e.message).into(),
+                _ => Fail(ErrorCode::SourceUnreadable, e.message).into(),
+            })?;
+        let h = headers.get_or_insert_with(Default::default);
+        h.tags = tags;
+        h.check()
+            .map_err(|e| Fail(ErrorCode::MetaInvalid, format!("the source's {e}")))?;
+    }
     if declared.is_some_and(|d| d > threshold) {
         let checks = multipart(
             ex,

@@ -324,11 +324,13 @@ impl Executor {
             DestSpec::S3 {
                 bucket,
                 server_side_encryption,
+                storage_class,
             } => Dest::S3 {
                 store: S3Store::new(&S3Config {
                     bucket: bucket.clone(),
                     max_attempts: spec.max_attempts,
                     server_side_encryption: *server_side_encryption,
+                    storage_class: storage_class.clone(),
                     request_limiter: Some(Arc::clone(&requests)),
                     health: Some(endpoint_health(
                         &progress,

@@ -207,6 +207,8 @@ fn from_text(
                 DestSpec::S3 {
                     bucket,
                     server_side_encryption: cfg.is_server_side_encryption,
+                    storage_class: (!cfg.dest_storage_class.is_empty())
+                        .then(|| cfg.dest_storage_class.clone()),
                 },
                 label,
                 None,
@@ -350,6 +352,7 @@ fn from_text(
         record_md5: sys.worker_record_md5,
         max_attempts: cfg.request_attempts,
         copy_metadata: cfg.copy_metadata,
+        copy_tags: cfg.copy_tags,
         limits: Limits {
             // The flat cap; a schedule replaces it once the engine loads
             // the job (`engine::limits`).

@@ -30,6 +30,10 @@ pub struct JobSpec {
     /// (`copyMetadata`).
     #[serde(default = "yes")]
     pub copy_metadata: bool,
+    /// Carry a bucket source's object tags (`copyTags`; one more request
+    /// per object).
+    #[serde(default)]
+    pub copy_tags: bool,
     /// Caps and deadlines.
     #[serde(default)]
     pub limits: Limits,
@@ -191,6 +195,10 @@ pub enum DestSpec {
     S3 {
         bucket: Bucket,
         server_side_encryption: bool,
+        /// The storage class objects are written in (`destStorageClass`);
+        /// `None`: the bucket's default.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        storage_class: Option<String>,
     },
     /// A local directory.
     Local { dir: String, prefix: String },
@@ -473,6 +481,7 @@ mod tests {
                 prefix: String::new(),
             },
             server_side_encryption: false,
+            storage_class: None,
         };
         assert!(!format!("{s:?}").contains("sk-value"));
     }

@@ -26,6 +26,24 @@ pub struct ObjectHeaders {
     /// User metadata (`x-amz-meta-NAME` / `x-oss-meta-NAME`), names in lower
     /// case, sorted.
     pub user: Vec<(String, String)>,
+    /// Object tags (`copyTags`), sorted.
+    pub tags: Vec<(String, String)>,
+}
+
+/// Tags as the `x-amz-tagging` header carries them: `k=v&k2=v2`,
+/// URL-encoded.
+pub fn tagging(tags: &[(String, String)]) -> String {
+    use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
+    tags.iter()
+        .map(|(k, v)| {
+            format!(
+                "{}={}",
+                utf8_percent_encode(k, NON_ALPHANUMERIC),
+                utf8_percent_encode(v, NON_ALPHANUMERIC)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("&")
 }
 
 fn some(v: Option<&str>) -> Option<String> {
@@ -78,6 +96,7 @@ impl ObjectHeaders {
             cache_control: get("cache-control"),
             expires: get("expires"),
             user,
+            tags: Vec::new(),
         }
     }
 
@@ -91,6 +110,7 @@ impl ObjectHeaders {
             cache_control: some(out.cache_control()),
             expires: some(out.expires_string()),
             user: user_of(out.metadata()),
+            tags: Vec::new(),
         }
     }
 
@@ -104,6 +124,7 @@ impl ObjectHeaders {
             cache_control: some(out.cache_control()),
             expires: some(out.expires_string()),
             user: user_of(out.metadata()),
+            tags: Vec::new(),
         }
     }
 
@@ -253,6 +274,21 @@ impl ObjectHeaders {
                 ));
             }
             total += k.len() + v.len();
+        }
+        if self.tags.len() > 10 {
+            return Err(format!(
+                "{} tags, over the destination's limit of 10",
+                self.tags.len()
+            ));
+        }
+        if let Some((k, _)) = self
+            .tags
+            .iter()
+            .find(|(k, v)| k.chars().count() > 128 || v.chars().count() > 256)
+        {
+            return Err(format!(
+                "tag {k:?} is longer than the destination takes (128 characters for a name, 256 for a value)"
+            ));
         }
         if total > USER_LIMIT {
             let (k, v) = self

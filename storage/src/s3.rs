@@ -64,6 +64,8 @@ pub struct S3Config {
     /// Attempts per request, including the first, for retryable failures.
     pub max_attempts: u32,
     pub server_side_encryption: bool,
+    /// The storage class objects are written in (`None`: the bucket's).
+    pub storage_class: Option<String>,
     /// Shared cap on requests per second (`maxRequestsPerSecond`).
     pub request_limiter: Option<Arc<RateLimiter>>,
     /// Told what every request attempt says about the endpoint, and given
@@ -79,6 +81,7 @@ impl S3Config {
             bucket,
             max_attempts,
             server_side_encryption: false,
+            storage_class: None,
             request_limiter: None,
             health: None,
         }
@@ -171,6 +174,7 @@ pub struct S3Store {
     client: Client,
     bucket: String,
     sse: bool,
+    storage_class: Option<aws_sdk_s3::types::StorageClass>,
     limiter: Option<Arc<RateLimiter>>,
     read_timeout: Duration,
     /// Plain `http://` to a host other than this one: answers are not
@@ -345,10 +349,12 @@ const READ_TIMEOUT: Duration = Duration::from_secs(120);
 /// Sets an object's headers on a PutObject or CreateMultipartUpload
 /// request: Content-Type (the source's, else guessed from `key`), the
 /// source's other headers and user metadata, then ours (`meta`, which win
-/// over a source's user metadata of the same name).
+/// over a source's user metadata of the same name), its tags, and the
+/// store's storage class.
 macro_rules! with_headers {
-    ($req:ident, $key:expr, $meta:expr, $headers:expr) => {
+    ($self:ident, $req:ident, $key:expr, $meta:expr, $headers:expr) => {
         let h: Option<&ObjectHeaders> = $headers;
+        $req = $req.set_storage_class($self.storage_class.clone());
         $req = $req.content_type(
             h.and_then(|h| h.content_type.clone())
                 .unwrap_or_else(|| content_type($key).to_owned()),
@@ -360,6 +366,9 @@ macro_rules! with_headers {
                 .set_content_language(h.content_language.clone())
                 .set_cache_control(h.cache_control.clone())
                 .set_expires(h.expires_date().ok().flatten());
+            if !h.tags.is_empty() {
+                $req = $req.tagging(crate::meta::tagging(&h.tags));
+            }
             for (k, v) in &h.user {
                 if !$meta.iter().any(|(m, _)| m == k) {
                     $req = $req.metadata(k, v);
@@ -459,6 +468,10 @@ impl S3Store {
             client,
             bucket: b.name.clone(),
             sse: cfg.server_side_encryption,
+            storage_class: cfg
+                .storage_class
+                .as_deref()
+                .map(aws_sdk_s3::types::StorageClass::from),
             limiter: cfg.request_limiter.clone(),
             read_timeout,
             unauthenticated,
@@ -706,7 +719,7 @@ impl S3Store {
             .content_length(len as i64)
             .content_md5(digest.md5_base64())
             .body(body);
-        with_headers!(req, key, meta, headers);
+        with_headers!(self, req, key, meta, headers);
         if self.sse {
             req = req.server_side_encryption(ServerSideEncryption::Aes256);
         }
@@ -754,6 +767,26 @@ impl S3Store {
         })
     }
 
+    /// The object's tags, sorted.
+    pub async fn tags(&self, key: &str) -> Result<Vec<(String, String)>, S3Error> {
+        self.pace().await;
+        let out = self
+            .client
+            .get_object_tagging()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| self.classify("GetObjectTagging", key, e))?;
+        let mut tags: Vec<(String, String)> = out
+            .tag_set()
+            .iter()
+            .map(|t| (t.key().to_string(), t.value().to_string()))
+            .collect();
+        tags.sort();
+        Ok(tags)
+    }
+
     /// Downloads the object and hashes it, for read-back verification.
     pub async fn read_back(&self, key: &str) -> Result<Digest, S3Error> {
         self.pace().await;
@@ -794,7 +827,7 @@ impl S3Store {
             .create_multipart_upload()
             .bucket(&self.bucket)
             .key(key);
-        with_headers!(req, key, meta, headers);
+        with_headers!(self, req, key, meta, headers);
         if self.sse {
             req = req.server_side_encryption(ServerSideEncryption::Aes256);
         }

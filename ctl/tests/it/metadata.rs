@@ -5,7 +5,8 @@
 //! fails its object `META_INVALID` with the name of what is wrong; an
 //! audit reports a destination object whose metadata was changed
 //! (`META_MISMATCH`, the field and both values); `copyMetadata=false` keeps
-//! the former behaviour (Content-Type from the name, nothing else); a URL
+//! the former behaviour (Content-Type from the name, nothing else);
+//! `copyTags` carries tags and `destStorageClass` sets the class; a URL
 //! list's files keep what the web server says of them.
 
 use aws_sdk_s3::primitives::DateTime;
@@ -201,6 +202,63 @@ async fn a_buckets_objects_arrive_with_their_metadata() {
         head("plain/data/blob.bin").await.content_type(),
         Some("application/octet-stream")
     );
+
+    // copyTags and destStorageClass: the tags of a single PUT and of a
+    // multipart upload, and the class asked for (never the source's).
+    for key in ["www/index.html", "media/clip.bin"] {
+        c.put_object_tagging()
+            .bucket("site")
+            .key(key)
+            .tagging(
+                aws_sdk_s3::types::Tagging::builder()
+                    .tag_set(
+                        aws_sdk_s3::types::Tag::builder()
+                            .key("team")
+                            .value("web + media: a/b=c")
+                            .build()
+                            .unwrap(),
+                    )
+                    .build()
+                    .unwrap(),
+            )
+            .send()
+            .await
+            .unwrap();
+    }
+    let cfg = job("tagged", "copyTags=true\ndestStorageClass=STANDARD_IA");
+    let work = tmp.path().join("tagged");
+    let out = tokio::task::spawn_blocking(move || run_job(&cfg, &work))
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    for key in ["tagged/www/index.html", "tagged/media/clip.bin"] {
+        let tags = c
+            .get_object_tagging()
+            .bucket("copy")
+            .key(key)
+            .send()
+            .await
+            .unwrap();
+        let tags: Vec<_> = tags
+            .tag_set()
+            .iter()
+            .map(|t| (t.key(), t.value()))
+            .collect();
+        assert_eq!(tags, [("team", "web + media: a/b=c")], "{key}");
+        assert_eq!(
+            head(key).await.storage_class(),
+            Some(&aws_sdk_s3::types::StorageClass::StandardIa),
+            "{key}"
+        );
+    }
+    let untagged = c
+        .get_object_tagging()
+        .bucket("copy")
+        .key("tagged/data/blob.bin")
+        .send()
+        .await
+        .unwrap();
+    assert!(untagged.tag_set().is_empty());
 
     // A URL list: what the web server says of the file (its type, encoding,
     // disposition, caching), not its Expires (about its caches).

@@ -267,6 +267,12 @@ pub struct JobConfig {
     /// user metadata) to the destination (default true; false: Content-Type guessed from
     /// the name, as before).
     pub copy_metadata: bool,
+    /// `copyTags`: carry a bucket source's object tags (one GET of its tags per object;
+    /// default false).
+    pub copy_tags: bool,
+    /// `destStorageClass`: the storage class objects are written in (`STANDARD_IA`,
+    /// `GLACIER_IR`, OSS's `IA`...; empty, the default: the bucket's default class).
+    pub dest_storage_class: String,
     /// `requestAttempts`: attempts per request, the first included, for failures worth
     /// retrying (5xx, throttling, timeouts, dropped connections); 1..=20, default 5.
     pub request_attempts: u32,
@@ -784,6 +790,19 @@ fn from_properties(
     let endpoint_outage_limit = f.uint(&["endpointOutageLimit"], 86_400, 0..=u64::MAX)?;
     let request_attempts = f.u32(&["requestAttempts"], 5, 1..=20)?;
     let copy_metadata = f.bool("copyMetadata", true)?;
+    let copy_tags = f.bool("copyTags", false)?;
+    let dest_storage_class = f.parsed(&["destStorageClass"], String::new(), |v| {
+        let v = v.trim();
+        if v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        {
+            Ok(v.to_string())
+        } else {
+            Err(format!(
+                "{v:?} is not a storage class name (letters, digits, _ and -)"
+            ))
+        }
+    })?;
 
     check_overlap(
         &f,
@@ -851,6 +870,8 @@ fn from_properties(
         object_timeout,
         endpoint_outage_limit,
         copy_metadata,
+        copy_tags,
+        dest_storage_class,
         request_attempts,
         src_secret_key_file,
         dest_secret_key_file,

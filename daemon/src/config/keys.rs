@@ -320,6 +320,16 @@ pub const JOB: &[Key] = &[
         "Copy a bucket's or URL's object metadata (Content-Type, -Encoding, -Disposition, -Language, Cache-Control, Expires, user metadata) to the destination; false: Content-Type from the name, nothing else.",
     ),
     ours(
+        "copyTags",
+        "false",
+        "Copy a bucket source's object tags too (one more request per object).",
+    ),
+    ours(
+        "destStorageClass",
+        "",
+        "Storage class objects are written in (e.g. STANDARD_IA, GLACIER_IR, OSS's IA); empty: the bucket's default. Never copied from the source.",
+    ),
+    ours(
         "requestAttempts",
         "5",
         "Attempts per request, the first included, for failures worth retrying (1 to 20).",
