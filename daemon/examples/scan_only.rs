@@ -44,6 +44,7 @@ fn main() -> anyhow::Result<()> {
     let store = Store::open(&db)?;
     let job = store.create_job("scan-bench", "{}", "bench")?;
     let cfg = ScanConfig {
+        metadata_changes: false,
         source: ScanSource::Local {
             root: PathBuf::from(&src),
             follow_symlinks: false,

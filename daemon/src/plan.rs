@@ -365,6 +365,7 @@ fn from_text(
         },
     };
     let scan = ScanConfig {
+        metadata_changes: cfg.copy_metadata,
         source: scan_source,
         filter: Filter::new(&cfg.include_globs, &cfg.exclude_globs)
             .map_err(|e| PlanError::Job(format!("{}: {e}", job_cfg.display())))?,

@@ -193,8 +193,10 @@ fn run_keeps_passing_until_ctrl_c_and_a_rerun_continues_the_schedule() {
 }
 
 /// The other sources' idea of "changed": a URL list gains lines (only
-/// those are fetched), a bucket gets an object rewritten (new ETag) and one
-/// added (only those are copied); each in its second pass.
+/// those are fetched), a bucket gets an object rewritten (new ETag), one
+/// whose metadata alone was replaced (same ETag, new LastModified: its new
+/// Content-Type arrives) and one added (only those are copied); each in
+/// its second pass.
 #[test]
 fn url_lists_and_buckets_copy_only_their_new_and_changed_entries() {
     let s3 = S3Server::start();
@@ -233,7 +235,19 @@ fn url_lists_and_buckets_copy_only_their_new_and_changed_entries() {
     let child = spawn_run(&cfg, &work, &tmp.path().join("b.log"));
     let p1 = wait_pass_ended(&work, "incbucket", 1);
     assert_eq!((p1.new, p1.copied), (20, 20), "{p1:?}");
+    // LastModified has a resolution of a second.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
     rt.block_on(async {
+        // Only its metadata replaced: the same ETag and size.
+        c.copy_object()
+            .bucket("incsrc")
+            .key("obj/07")
+            .copy_source("incsrc/obj/07")
+            .metadata_directive(aws_sdk_s3::types::MetadataDirective::Replace)
+            .content_type("image/webp")
+            .send()
+            .await
+            .unwrap();
         for (key, body) in [
             ("obj/05", b"rewritten".to_vec()),
             ("obj/new", b"added".to_vec()),
@@ -253,10 +267,18 @@ fn url_lists_and_buckets_copy_only_their_new_and_changed_entries() {
         (
             p2.found, p2.new, p2.changed, p2.deleted, p2.copied, p2.failed
         ),
-        (21, 1, 1, 0, 2, 0),
+        (21, 1, 2, 0, 3, 0),
         "{p2:?}"
     );
     rt.block_on(async {
+        let h = c
+            .head_object()
+            .bucket("incdst")
+            .key("b/07")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(h.content_type(), Some("image/webp"));
         assert_eq!(get(&c, "incdst", "b/05").await, b"rewritten");
         assert_eq!(get(&c, "incdst", "b/new").await, b"added");
     });

@@ -100,6 +100,10 @@ pub struct ScanConfig {
     pub dest_dir: Option<PathBuf>,
     /// Whether destination keys that differ only in case are one key.
     pub dest_case: DestCase,
+    /// A bucket object whose LastModified changed with its ETag and size
+    /// the same (its metadata was replaced) is a change for a later pass
+    /// (`copyMetadata=true`).
+    pub metadata_changes: bool,
 }
 
 /// How destination keys are compared for `DUPLICATE_KEY`.
@@ -328,6 +332,9 @@ enum Compare {
     SizeMtime,
     /// Bucket objects: size or ETag.
     SizeEtag,
+    /// Bucket objects whose metadata is copied: size, ETag or LastModified
+    /// (a metadata-only change keeps the ETag).
+    SizeEtagMtime,
     /// URL lists: the URL (sizes are known only once downloaded).
     Url,
 }
@@ -361,6 +368,9 @@ fn classify(obj: &NewObject, prior: Option<&Prior>, compare: Compare) -> Listed 
                 && (p.ident.is_none() || p.ident == obj.ident)
         }
         Compare::SizeEtag => p.size == obj.size && p.src_ref == obj.src_ref,
+        Compare::SizeEtagMtime => {
+            p.size == obj.size && p.src_ref == obj.src_ref && p.mtime == obj.mtime
+        }
         Compare::Url => p.src_ref == obj.src_ref,
     };
     if !same {
@@ -449,6 +459,9 @@ impl<'a> Tasks<'a> {
             pass,
             compare: match &cfg.source {
                 ScanSource::Local { .. } => Compare::SizeMtime,
+                ScanSource::S3 { .. } | ScanSource::Azure { .. } if cfg.metadata_changes => {
+                    Compare::SizeEtagMtime
+                }
                 ScanSource::S3 { .. } | ScanSource::Azure { .. } => Compare::SizeEtag,
                 ScanSource::Http { .. } => Compare::Url,
             },

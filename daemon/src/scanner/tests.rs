@@ -17,6 +17,7 @@ fn tree() -> tempfile::TempDir {
 
 fn cfg(root: &std::path::Path, count: u64) -> ScanConfig {
     ScanConfig {
+        metadata_changes: false,
         source: ScanSource::Local {
             root: root.to_path_buf(),
             follow_symlinks: false,

@@ -19,6 +19,7 @@ const PER_TASK: u64 = 1_000;
 
 fn config(source: ScanSource, threads: usize) -> ScanConfig {
     ScanConfig {
+        metadata_changes: false,
         source,
         filter: Default::default(),
         task_count_limit: PER_TASK,
