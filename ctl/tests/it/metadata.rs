@@ -34,6 +34,7 @@ async fn a_buckets_objects_arrive_with_their_metadata() {
         .expires(expires)
         .metadata("owner", "web team")
         .metadata("build", "42")
+        .metadata("Camel-Case", "Up")
         .send()
         .await
         .unwrap();
@@ -133,6 +134,8 @@ async fn a_buckets_objects_arrive_with_their_metadata() {
     let m = h.metadata().unwrap();
     assert_eq!(m.get("owner").map(String::as_str), Some("web team"));
     assert_eq!(m.get("build").map(String::as_str), Some("42"));
+    // Names as the store keeps them: lower case.
+    assert_eq!(m.get("camel-case").map(String::as_str), Some("Up"));
     // The bytes as they were: not inflated on the way.
     assert_eq!(get(&c, "copy", "kept/www/index.html").await, page);
     assert_eq!(

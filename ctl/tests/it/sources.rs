@@ -573,7 +573,8 @@ async fn cdn_download_is_held_to_the_listing() {
 
 /// `srcType=azure` against Azurite, with the original's keys (account name,
 /// account key, endpoint, container): 1,100 blobs under prefixes and one
-/// above the multipart threshold, the run killed mid-listing (pages of 50,
+/// above the multipart threshold (with properties and metadata, which arrive
+/// with it), the run killed mid-listing (pages of 50,
 /// slowed by a proxy) and resumed from its checkpoint: every blob once,
 /// byte-identical at the destination. A SAS token works in place of the
 /// key; a wrong key is refused before anything starts.
@@ -610,10 +611,21 @@ async fn azure_container_killed_mid_listing_resumes_byte_identical() {
         r.unwrap();
     }
     let big = bytes(7, 13 << 20);
+    // With its properties and metadata, which travel with it.
+    use object_store::{Attribute, Attributes, ObjectStore, PutOptions};
+    let attributes = Attributes::from_iter([
+        (Attribute::ContentType, "video/mp4"),
+        (Attribute::CacheControl, "max-age=9"),
+        (Attribute::Metadata("owner".into()), "media"),
+    ]);
     store
-        .put(
+        .put_opts(
             &object_store::path::Path::from("video/big.bin"),
             big.clone().into(),
+            PutOptions {
+                attributes,
+                ..Default::default()
+            },
         )
         .await
         .unwrap();
@@ -689,6 +701,19 @@ async fn azure_container_killed_mid_listing_resumes_byte_identical() {
         );
     }
     assert!(get(&client, "target", "az_job/video/big.bin").await == big);
+    let h = client
+        .head_object()
+        .bucket("target")
+        .key("az_job/video/big.bin")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(h.content_type(), Some("video/mp4"));
+    assert_eq!(h.cache_control(), Some("max-age=9"));
+    assert_eq!(
+        h.metadata().unwrap().get("owner").map(String::as_str),
+        Some("media")
+    );
 
     // A read-and-list SAS in place of the key.
     let sas = job("az_sas", &az.sas("rl"), "docs/");
