@@ -167,6 +167,10 @@ pub(crate) async fn import(
                 (META_MTIME, before.mtime_meta()),
                 (META_IDENT, before.tag().to_string()),
             ];
+            if ex.spec.preserve_file_attrs {
+                let md = src.file.metadata().map_err(source_err)?;
+                meta.extend(storage::meta::file_attrs(&md, before.mtime_meta()));
+            }
             let is_multipart = size > ex.spec.multipart_threshold;
             // Files read more than once or over a long time are watched, so
             // a rewrite that leaves size and mtime as they were is caught:
@@ -253,6 +257,12 @@ pub(crate) async fn import(
                 ));
             }
             check_unchanged(&src, before).await?;
+            if ex.spec.preserve_file_attrs {
+                let (o, s) = (Arc::clone(&out), Arc::clone(&src));
+                blocking(move || storage::local::keep_attrs(&s.file, s.mode, &o.file))
+                    .await
+                    .map_err(dest_fail)?;
+            }
             // The temporary is checked before it replaces anything.
             let mut checks = Checks::new(Sent::whole(digest));
             let dsize = out.file.metadata().map_err(dest_fail)?.len();

@@ -353,6 +353,7 @@ fn from_text(
         max_attempts: cfg.request_attempts,
         copy_metadata: cfg.copy_metadata,
         copy_tags: cfg.copy_tags,
+        preserve_file_attrs: cfg.preserve_file_attrs,
         limits: Limits {
             // The flat cap; a schedule replaces it once the engine loads
             // the job (`engine::limits`).

@@ -34,6 +34,9 @@ pub struct JobSpec {
     /// per object).
     #[serde(default)]
     pub copy_tags: bool,
+    /// Keep a local file's attributes (`preserveFileAttrs`).
+    #[serde(default)]
+    pub preserve_file_attrs: bool,
     /// Caps and deadlines.
     #[serde(default)]
     pub limits: Limits,

@@ -131,6 +131,18 @@ pub fn copy_into(
     Ok(h.finish())
 }
 
+/// Gives `out` the source's exact permission bits `mode` (past the umask),
+/// and its owner when this process runs as root (`preserveFileAttrs`).
+pub fn keep_attrs(src: &File, mode: u32, out: &File) -> io::Result<()> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        let md = src.metadata()?;
+        std::os::unix::fs::fchown(out, Some(md.uid()), Some(md.gid()))?;
+    }
+    out.set_permissions(std::fs::Permissions::from_mode(mode))
+}
+
 /// Opens a file and seeks; used by streaming readers.
 pub fn open_at(path: &Path, offset: u64) -> io::Result<File> {
     let mut f = File::open(path)?;

@@ -30,6 +30,26 @@ pub struct ObjectHeaders {
     pub tags: Vec<(String, String)>,
 }
 
+/// A local file's attributes as user metadata under the names rclone uses
+/// (`preserveFileAttrs`), so `rclone` reads them back: `mtime` (seconds
+/// since the epoch with nanoseconds, as rclone's S3 backend writes it;
+/// `mtime` is that string), `atime` (RFC 3339, nanoseconds), `mode` (the
+/// whole `st_mode` in octal, `100644`), `uid` and `gid` (decimal).
+pub fn file_attrs(md: &std::fs::Metadata, mtime: String) -> Vec<(&'static str, String)> {
+    use std::os::unix::fs::MetadataExt;
+    let atime =
+        chrono::DateTime::from_timestamp(md.atime(), md.atime_nsec().clamp(0, 999_999_999) as u32)
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true))
+            .unwrap_or_default();
+    vec![
+        ("mtime", mtime),
+        ("atime", atime),
+        ("mode", format!("{:o}", md.mode())),
+        ("uid", md.uid().to_string()),
+        ("gid", md.gid().to_string()),
+    ]
+}
+
 /// Tags as the `x-amz-tagging` header carries them: `k=v&k2=v2`,
 /// URL-encoded.
 pub fn tagging(tags: &[(String, String)]) -> String {

@@ -295,3 +295,117 @@ async fn a_buckets_objects_arrive_with_their_metadata() {
     assert_eq!(h.expires_string(), None);
     assert_eq!(get(&c, "copy", "urls/site.css").await, css);
 }
+
+/// `preserveFileAttrs=true`: a local file's mtime (nanoseconds), atime,
+/// mode, uid and gid travel as user metadata under rclone's names (here
+/// into SeaweedFS); into a local directory the file gets its exact mode
+/// (past the umask). Without it, none of them is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_files_attributes_with_preserve_file_attrs() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let s3 = S3Server::start();
+    s3.create_bucket("attrs").await;
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let file = src.join("report.txt");
+    std::fs::write(&file, b"quarterly").unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o604)).unwrap();
+    let when = std::time::UNIX_EPOCH + std::time::Duration::new(1_700_000_000, 123_456_789);
+    std::fs::File::options()
+        .write(true)
+        .open(&file)
+        .unwrap()
+        .set_times(
+            std::fs::FileTimes::new()
+                .set_modified(when)
+                .set_accessed(when),
+        )
+        .unwrap();
+    let md = std::fs::metadata(&file).unwrap();
+
+    for (name, extra) in [("kept", "preserveFileAttrs=true"), ("plain", "")] {
+        let cfg = job_cfg(
+            tmp.path(),
+            name,
+            &src,
+            &s3.endpoint,
+            "attrs",
+            &format!("destPrefix={name}/\n{extra}"),
+        );
+        let work = tmp.path().join(format!("{name}.work"));
+        let out = tokio::task::spawn_blocking(move || run_job(&cfg, &work))
+            .await
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    }
+    let c = s3.client();
+    let meta = |key: &'static str| {
+        let c = c.clone();
+        async move {
+            c.head_object()
+                .bucket("attrs")
+                .key(key)
+                .send()
+                .await
+                .unwrap()
+                .metadata()
+                .cloned()
+                .unwrap_or_default()
+        }
+    };
+    let m = meta("kept/report.txt").await;
+    eprintln!("{m:?}");
+    let want = [
+        ("mtime", "1700000000.123456789".to_string()),
+        ("atime", "2023-11-14T22:13:20.123456789Z".to_string()),
+        ("mode", "100604".to_string()),
+        ("uid", md.uid().to_string()),
+        ("gid", md.gid().to_string()),
+    ];
+    for (k, v) in &want {
+        assert_eq!(m.get(*k), Some(v), "{k}: {m:?}");
+    }
+    let plain = meta("plain/report.txt").await;
+    for (k, _) in &want {
+        assert!(!plain.contains_key(*k), "{k}: {plain:?}");
+    }
+
+    // Into a local directory: the exact mode, whatever the umask.
+    let dest = tmp.path().join("dest");
+    let cfg = tmp.path().join("local.cfg");
+    std::fs::write(
+        &cfg,
+        format!(
+            "jobName=local_attrs\nsrcType=local\nsrcPrefix={}/\ndestType=local\ndestDir={}/\n\
+             preserveFileAttrs=true\n",
+            src.display(),
+            dest.display()
+        ),
+    )
+    .unwrap();
+    let work = tmp.path().join("local.work");
+    // A umask that would take the other-read bit away.
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("sh")
+            .arg("-c")
+            .arg("umask 077; exec \"$@\"")
+            .arg("sh")
+            .arg(env!("CARGO_BIN_EXE_ossimportctl"))
+            .arg("run")
+            .arg(&cfg)
+            .arg("--work-dir")
+            .arg(&work)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let got = std::fs::metadata(dest.join("report.txt")).unwrap();
+    assert_eq!(got.mode() & 0o7777, 0o604);
+    assert_eq!(
+        (got.mtime(), got.mtime_nsec()),
+        (1_700_000_000, 123_456_789)
+    );
+}

@@ -270,6 +270,10 @@ pub struct JobConfig {
     /// `copyTags`: carry a bucket source's object tags (one GET of its tags per object;
     /// default false).
     pub copy_tags: bool,
+    /// `preserveFileAttrs`: local sources keep mtime, atime, mode, uid and gid as user
+    /// metadata under rclone's names; with `destType=local` the exact mode, and the owner
+    /// when running as root (default false).
+    pub preserve_file_attrs: bool,
     /// `destStorageClass`: the storage class objects are written in (`STANDARD_IA`,
     /// `GLACIER_IR`, OSS's `IA`...; empty, the default: the bucket's default class).
     pub dest_storage_class: String,
@@ -791,6 +795,7 @@ fn from_properties(
     let request_attempts = f.u32(&["requestAttempts"], 5, 1..=20)?;
     let copy_metadata = f.bool("copyMetadata", true)?;
     let copy_tags = f.bool("copyTags", false)?;
+    let preserve_file_attrs = f.bool("preserveFileAttrs", false)?;
     let dest_storage_class = f.parsed(&["destStorageClass"], String::new(), |v| {
         let v = v.trim();
         if v.bytes()
@@ -871,6 +876,7 @@ fn from_properties(
         endpoint_outage_limit,
         copy_metadata,
         copy_tags,
+        preserve_file_attrs,
         dest_storage_class,
         request_attempts,
         src_secret_key_file,

@@ -320,6 +320,11 @@ pub const JOB: &[Key] = &[
         "Copy a bucket's or URL's object metadata (Content-Type, -Encoding, -Disposition, -Language, Cache-Control, Expires, user metadata) to the destination; false: Content-Type from the name, nothing else.",
     ),
     ours(
+        "preserveFileAttrs",
+        "false",
+        "Local sources: keep each file's mtime, atime, mode, uid and gid as user metadata under rclone's names (mtime, atime, mode, uid, gid); with destType=local, its exact mode, and its owner when running as root.",
+    ),
+    ours(
         "copyTags",
         "false",
         "Copy a bucket source's object tags too (one more request per object).",
