@@ -37,6 +37,9 @@ Emulated:
   body and `If-Match`/`If-None-Match` headers are lower-cased for SeaweedFS
   (which compares case), and the request is re-signed (same signed headers and
   date) with --access-key/--secret-key.
+- User metadata answered as `x-oss-meta-*` (OSS's name for it) where the
+  upstream says `x-amz-meta-*`; a request carrying more than 8 KiB of user
+  metadata (names and values) is refused 400 MetadataTooLarge, as OSS does.
 - --throttle-every N: request k (all counted, from 1) with k % N == 0 gets 503
   ServiceUnavailable + `x-oss-qos-delay-time: 1`, not forwarded (body drained);
   except that a request (method, path, query) throttled before and not seen
@@ -147,6 +150,13 @@ EMPTY_SHA = hashlib.sha256(b"").hexdigest()
 HEXRUN = re.compile(rb"[0-9a-fA-F]{8,}")
 ETAG_XML = re.compile(rb"(<ETag>)(.*?)(</ETag>)", re.S)
 OPTS = None
+
+
+META_LIMIT = 8192  # OSS's limit on user metadata, names and values
+
+
+def oss_name(k):  # user metadata answered as OSS names it
+    return "x-oss-meta-" + k[len("x-amz-meta-"):] if k.lower().startswith("x-amz-meta-") else k
 
 
 def norm_etag(v):
@@ -297,6 +307,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return self.refuse(400, "InvalidArgument",
                                "aws-chunked encoding and x-amz-checksum headers are not supported.")
 
+        meta_bytes = sum(len(k) - len("x-amz-meta-") + len(v) for k, v in h.items()
+                         if k.startswith(("x-amz-meta-", "x-oss-meta-")))
+        if meta_bytes > META_LIMIT:
+            return self.refuse(400, "MetadataTooLarge",
+                               f"Your metadata headers exceed the maximum allowed metadata size ({META_LIMIT}).")
+
         copy = "x-amz-copy-source" in h
         put_obj = m == "PUT" and key and not copy and not q
         upload_part = m == "PUT" and not copy and "partNumber" in q and "uploadId" in q
@@ -387,7 +403,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.last_used = time.monotonic()
 
         status, ok, xml = resp.status, 200 <= resp.status < 300, "xml" in (resp.getheader("Content-Type") or "")
-        out = [(k, upper_hex(v.encode("latin-1")).decode("latin-1") if k.lower() == "etag" else v)
+        out = [(oss_name(k), upper_hex(v.encode("latin-1")).decode("latin-1") if k.lower() == "etag" else v)
                for k, v in resp.getheaders() if k.lower() not in HOP]
         no_body = m == "HEAD" or status in (204, 304) or status < 200
         buffered = complete or not no_body and (resp.length is None or xml and not object_data)

@@ -343,6 +343,53 @@ impl CaptureCrc64 {
     }
 }
 
+/// Records user metadata answered as `x-oss-meta-*` (as OSS names it),
+/// which the SDK's typed outputs know only as `x-amz-meta-*`.
+#[derive(Clone, Debug, Default)]
+struct CaptureOssMeta(Arc<Mutex<Vec<(String, String)>>>);
+
+impl Intercept for CaptureOssMeta {
+    fn name(&self) -> &'static str {
+        "CaptureOssMeta"
+    }
+
+    fn read_before_deserialization(
+        &self,
+        context: &BeforeDeserializationInterceptorContextRef<'_>,
+        _rc: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let found: Vec<(String, String)> = context
+            .response()
+            .headers()
+            .iter()
+            .filter_map(|(k, v)| {
+                let name = k.to_ascii_lowercase();
+                let n = name.strip_prefix("x-oss-meta-")?;
+                Some((n.to_string(), v.to_string()))
+            })
+            .collect();
+        if let Ok(mut slot) = self.0.lock() {
+            *slot = found;
+        }
+        Ok(())
+    }
+}
+
+impl CaptureOssMeta {
+    /// Adds what was captured to `h`'s user metadata (a name also
+    /// answered as `x-amz-meta-*` keeps that value).
+    fn merge_into(&self, h: &mut ObjectHeaders) {
+        let found = self.0.lock().map(|s| s.clone()).unwrap_or_default();
+        for (k, v) in found {
+            if !h.user.iter().any(|(n, _)| *n == k) {
+                h.user.push((k, v));
+            }
+        }
+        h.user.sort();
+    }
+}
+
 /// How long a request may wait for the next bytes of an answer.
 const READ_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -578,6 +625,7 @@ impl S3Store {
         listed_size: Option<u64>,
     ) -> Result<RemoteBody, SourceError> {
         self.pace().await;
+        let oss_meta = CaptureOssMeta::default();
         let out = self
             .client
             .get_object()
@@ -593,6 +641,8 @@ impl S3Store {
                     .filter(|e| !e.is_empty())
                     .map(|e| format!("\"{e}\"")),
             )
+            .customize()
+            .interceptor(oss_meta.clone())
             .send()
             .await
             .map_err(|e| {
@@ -647,7 +697,8 @@ impl S3Store {
             ));
         }
         let md5 = etag_is_md5(out.server_side_encryption(), out.sse_customer_algorithm());
-        let headers = crate::meta::ObjectHeaders::from_get(&out);
+        let mut headers = crate::meta::ObjectHeaders::from_get(&out);
+        oss_meta.merge_into(&mut headers);
         let mut body = RemoteBody::s3(out.body, len, format!("GetObject {key}"));
         body.etag_is_md5 = md5;
         body.headers = Some(headers);
@@ -742,6 +793,7 @@ impl S3Store {
 
     pub async fn head(&self, key: &str) -> Result<ObjectInfo, S3Error> {
         self.pace().await;
+        let oss_meta = CaptureOssMeta::default();
         let cap = CaptureCrc64::default();
         let out = self
             .client
@@ -750,11 +802,21 @@ impl S3Store {
             .key(key)
             .customize()
             .interceptor(cap.clone())
+            .interceptor(oss_meta.clone())
             .send()
             .await
             .map_err(|e| self.classify("HeadObject", key, e))?;
-        let meta = |k: &str| out.metadata().and_then(|m| m.get(k));
-        let mtime_meta = meta(META_MTIME).and_then(|v| crate::beneath::parse_mtime_meta(v));
+        // User metadata as `x-amz-meta-*` or, from OSS, `x-oss-meta-*`.
+        let mut headers = ObjectHeaders::from_head(&out);
+        oss_meta.merge_into(&mut headers);
+        let meta = |k: &str| {
+            headers
+                .user
+                .iter()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| v.as_str())
+        };
+        let mtime_meta = meta(META_MTIME).and_then(crate::beneath::parse_mtime_meta);
         let ident_meta = meta(META_IDENT).and_then(|v| v.parse().ok());
         Ok(ObjectInfo {
             size: out.content_length().unwrap_or(0).max(0) as u64,
@@ -763,7 +825,7 @@ impl S3Store {
             mtime_meta,
             ident_meta,
             etag_is_md5: etag_is_md5(out.server_side_encryption(), out.sse_customer_algorithm()),
-            headers: ObjectHeaders::from_head(&out),
+            headers,
         })
     }
 

@@ -409,3 +409,65 @@ async fn a_local_files_attributes_with_preserve_file_attrs() {
         (1_700_000_000, 123_456_789)
     );
 }
+
+/// Through the OSS-flavoured front, which answers user metadata as
+/// `x-oss-meta-*` and refuses more than 8 KiB of it: an OSS source's
+/// metadata arrives (the SDK alone sees only `x-amz-meta-*`), single PUT and
+/// multipart alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metadata_through_an_oss_front() {
+    let s3 = S3Server::start();
+    s3.create_bucket("osssrc").await;
+    s3.create_bucket("ossdst").await;
+    let oss = OssFront::start(&s3.endpoint, 0);
+    let c = s3.client();
+    let big = bytes(9, 12 << 20);
+    for (key, body, ctype) in [
+        ("table.csv", bytes(8, 700), "text/csv"),
+        ("big.bin", big.clone(), "application/x-tar"),
+    ] {
+        c.put_object()
+            .bucket("osssrc")
+            .key(key)
+            .body(body.into())
+            .content_type(ctype)
+            .metadata("owner", "oss team")
+            .send()
+            .await
+            .unwrap();
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("oss.cfg");
+    std::fs::write(
+        &cfg,
+        format!(
+            "jobName=oss_meta\nsrcType=oss\nsrcDomain={e}\nsrcBucket=osssrc\nsrcPrefix=\n\
+             srcAccessKey={AK}\nsrcSecretKey={SK}\ndestDomain={e}\ndestBucket=ossdst\n\
+             destAccessKey={AK}\ndestSecretKey={SK}\nmultipartUploadThreshold=8m\n\
+             multipartUploadPartSize=5m\n",
+            e = oss.endpoint
+        ),
+    )
+    .unwrap();
+    let work = tmp.path().join("work");
+    let out = tokio::task::spawn_blocking(move || run_job(&cfg, &work))
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    for (key, ctype) in [("table.csv", "text/csv"), ("big.bin", "application/x-tar")] {
+        let h = c
+            .head_object()
+            .bucket("ossdst")
+            .key(key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(h.content_type(), Some(ctype), "{key}");
+        assert_eq!(
+            h.metadata().unwrap().get("owner").map(String::as_str),
+            Some("oss team"),
+            "{key}"
+        );
+    }
+    assert_eq!(get(&c, "ossdst", "big.bin").await, big);
+}
