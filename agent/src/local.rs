@@ -196,7 +196,18 @@ pub(crate) async fn import(
             // stored, and the MD5 covers every byte. Anything less gets a
             // HEAD, and a read-back where even that proves nothing.
             let v = confirm_s3(store, &key, checks, mode, None).await?;
-            Ok(v.read_from(before.tag()).into())
+            // What was written besides the bytes: the Content-Type from the
+            // name, and the file's attributes when they are kept.
+            let written = storage::meta::ObjectHeaders {
+                user: meta
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.clone()))
+                    .collect(),
+                ..Default::default()
+            };
+            Ok(v.read_from(before.tag())
+                .with_metadata(written.digest(&key))
+                .into())
         }
         Dest::Local { dir, .. } => {
             if ex.spec.skip != SkipMode::None

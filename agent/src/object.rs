@@ -60,6 +60,7 @@ async fn process(
         retries,
         parts_resumed: 0,
         source_ident: None,
+        metadata: None,
     };
     match outcome {
         Ok(Done::Verified(v)) => {
@@ -71,6 +72,7 @@ async fn process(
             result.verified_by = v.by();
             result.parts_resumed = v.parts_resumed();
             result.source_ident = v.source_ident();
+            result.metadata = v.metadata();
         }
         Ok(Done::Skipped(s)) => {
             result.outcome = Outcome::Skipped;

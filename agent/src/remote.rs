@@ -175,7 +175,10 @@ pub(crate) async fn import(
         match &ex.dest {
             Dest::S3 { store, .. } => {
                 let (checks, sent) = copy_to_s3(ex, store, &key, obj, events).await?;
-                Ok(confirm_s3(store, &key, checks, mode, sent.as_ref()).await?)
+                let digest = sent.clone().unwrap_or_default().digest(&key);
+                Ok(confirm_s3(store, &key, checks, mode, sent.as_ref())
+                    .await?
+                    .with_metadata(digest))
             }
             Dest::Local { dir, .. } => copy_to_dir(ex, dir, &key, obj, mode, lease).await,
         }
@@ -823,6 +826,8 @@ async fn audit_once(ex: &Arc<Executor>, obj: &ObjectSpec) -> Result<Verified, At
     let mode = ex.verify_mode(obj.mtime);
     let mut checks = Checks::new(Sent::whole_with_parts(src, md5s));
     let sent = sendable(ex, &mut body)?;
+    // The source's metadata now, as a copy would write it.
+    let digest = sent.clone().unwrap_or_default().digest(&key);
     match &ex.dest {
         Dest::S3 { store, .. } => {
             let info = match store.head(&key).await {
@@ -863,5 +868,9 @@ async fn audit_once(ex: &Arc<Executor>, obj: &ObjectSpec) -> Result<Verified, At
             checks.read_back(&d)?;
         }
     }
-    Ok(checks.finish(mode)?)
+    let v = checks.finish(mode)?;
+    Ok(match ex.dest {
+        Dest::S3 { .. } => v.with_metadata(digest),
+        Dest::Local { .. } => v,
+    })
 }

@@ -336,6 +336,7 @@ impl Checks {
             by: self.by,
             parts_resumed: self.parts_resumed,
             source_ident: None,
+            metadata: None,
         })
     }
 }
@@ -351,9 +352,19 @@ pub(crate) struct Verified {
     by: Vec<&'static str>,
     parts_resumed: u32,
     source_ident: Option<i64>,
+    metadata: Option<String>,
 }
 
 impl Verified {
+    /// The digest of the metadata written (or, for an audit, the
+    /// source's): `storage::meta::ObjectHeaders::digest`.
+    pub(crate) fn with_metadata(mut self, digest: String) -> Verified {
+        self.metadata = Some(digest);
+        self
+    }
+    pub(crate) fn metadata(&self) -> Option<String> {
+        self.metadata.clone()
+    }
     /// Names the local file that was read (its identity tag), for the
     /// daemon to hold against the listing.
     pub(crate) fn read_from(mut self, ident: i64) -> Verified {

@@ -72,7 +72,7 @@ pub(crate) struct Manifest {
     pub totals: Totals,
 }
 
-const HEADER: [&str; 12] = [
+const HEADER: [&str; 13] = [
     "key",
     "source",
     "size",
@@ -85,6 +85,7 @@ const HEADER: [&str; 12] = [
     "outcome",
     "error_code",
     "error",
+    "metadata",
 ];
 
 impl Manifest {
@@ -135,6 +136,7 @@ impl Manifest {
                 r.outcome.clone(),
                 opt(&r.error_code),
                 opt(&r.error),
+                opt(&r.metadata),
             ])?,
             Sink::Jsonl(w) => {
                 let mut v = serde_json::to_value(r)?;

@@ -180,6 +180,7 @@ impl Played {
                 } else {
                     o.ident
                 },
+                metadata: None,
             };
             if self.events.send(Event::ObjectDone(r)).await.is_err() {
                 return;

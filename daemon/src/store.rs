@@ -24,7 +24,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 /// the pass each object was listed in and last seen in, the pass that
 /// found it gone, and one `passes` row per pass; and the branches of a
 /// parallel listing (`scan_branches`), each with its own checkpoint.
-const SCHEMA_VERSION: i64 = 6;
+const SCHEMA_VERSION: i64 = 7;
 
 /// What schema 5 adds: each job's object counts by state, kept by triggers
 /// on every insert, update and delete of an object, so `stat` reads a few
@@ -95,6 +95,12 @@ CREATE TABLE control_log (
     detail TEXT NOT NULL
 );
 CREATE INDEX control_log_job ON control_log(job, id);
+";
+
+/// The digest of an object's metadata (`ObjectResult::metadata`), for the
+/// manifest's `metadata` column.
+const SCHEMA_V7: &str = "
+ALTER TABLE objects ADD COLUMN meta_sha256 TEXT;
 ";
 
 /// What schema 4 adds: the audit trail of `ossimportctl set`, which is also
@@ -612,7 +618,7 @@ impl Store {
         let conn = self.lock();
         let mut q = conn.prepare_cached(
             "SELECT id, rel_path, size, mtime, src_ref, state, md5, checksum, etag, verified_by,
-                    updated_at, error_code, error
+                    updated_at, error_code, error, meta_sha256
              FROM objects WHERE job_id = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
         )?;
         let rows = q.query_map(params![job_id, after, limit as i64], |r| {
@@ -631,6 +637,7 @@ impl Store {
                 time: r.get(10)?,
                 error_code: r.get(11)?,
                 error: r.get(12)?,
+                metadata: r.get(13)?,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -753,6 +760,7 @@ impl Store {
             tx.execute_batch(SCHEMA_V4)?;
             tx.execute_batch(SCHEMA_V5)?;
             tx.execute_batch(SCHEMA_V6)?;
+            tx.execute_batch(SCHEMA_V7)?;
             tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
             tx.commit()?;
         } else if version == 1 {
@@ -801,6 +809,12 @@ impl Store {
         if (1..6).contains(&version) {
             let tx = conn.transaction()?;
             tx.execute_batch(SCHEMA_V6)?;
+            tx.pragma_update(None, "user_version", 6)?;
+            tx.commit()?;
+        }
+        if (1..7).contains(&version) {
+            let tx = conn.transaction()?;
+            tx.execute_batch(SCHEMA_V7)?;
             tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
             tx.commit()?;
         }
@@ -1215,6 +1229,7 @@ impl Store {
                             code: proto::job::ErrorCode::RejectedResult,
                             message: why,
                         }),
+                        metadata: None,
                         ..r.clone()
                     };
                     apply_event(&tx, &Event::ObjectDone(refused), t, &mut out)?;
@@ -1466,7 +1481,8 @@ fn apply_event(
                     "UPDATE objects SET state = ?2, checksum_algo = ?3, checksum = ?4, md5 = ?5, etag = ?6,
                         size = CASE WHEN ?2 = ?14 THEN ?12 ELSE size END,
                         verified_by = ?7, error_code = ?8, error = ?9, retries = retries + ?10,
-                        attempts = attempts + 1, updated_at = ?11, parts_resumed = parts_resumed + ?13
+                        attempts = attempts + 1, updated_at = ?11, parts_resumed = parts_resumed + ?13,
+                        meta_sha256 = ?16
                      WHERE id = ?1 AND state = ?15 RETURNING job_id",
                 )?
                 .query_row(
@@ -1485,7 +1501,10 @@ fn apply_event(
                         r.size as i64,
                         r.parts_resumed as i64,
                         ObjectState::Verified,
-                        ObjectState::Pending
+                        ObjectState::Pending,
+                        r.metadata.as_deref().filter(|d| {
+                            d.len() == 64 && d.bytes().all(|b| b.is_ascii_hexdigit())
+                        })
                     ],
                     |row| row.get(0),
                 )

@@ -605,6 +605,10 @@ pub struct ManifestRow {
     pub outcome: String,
     pub error_code: Option<String>,
     pub error: Option<String>,
+    /// SHA-256 of the canonical metadata written with the object (for an
+    /// audit, the source's): see `storage::meta::ObjectHeaders::digest`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<String>,
 }
 
 /// A page of a job's manifest, in object-id order.

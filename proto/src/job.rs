@@ -340,6 +340,10 @@ pub struct ObjectResult {
     /// the listing's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_ident: Option<i64>,
+    /// SHA-256 (hex) of the canonical metadata written with the object, or
+    /// of the source's, for an audit (`storage::meta::ObjectHeaders::digest`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<String>,
 }
 
 /// Why an object failed: a stable code for scripts and a sentence for people.

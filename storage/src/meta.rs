@@ -242,6 +242,45 @@ impl ObjectHeaders {
         encoded
     }
 
+    /// SHA-256 (hex) of the metadata as written for `key`, in a canonical
+    /// form: one `name:value` line per standard header present
+    /// (Content-Type guessed from the name where none was given), then
+    /// `meta-NAME:value` per user metadata in name order, ours
+    /// (`ossimport-*`) left out. What [`ObjectHeaders::difference`]
+    /// compares, so equal digests mean equal metadata; the manifest's
+    /// `metadata` column.
+    pub fn digest(&self, key: &str) -> String {
+        let mut text = String::new();
+        let sent_type = self
+            .content_type
+            .clone()
+            .unwrap_or_else(|| crate::s3::content_type(key).to_string());
+        for (name, v) in [
+            ("content-type", Some(&sent_type)),
+            ("content-encoding", self.content_encoding.as_ref()),
+            ("content-disposition", self.content_disposition.as_ref()),
+            ("content-language", self.content_language.as_ref()),
+            ("cache-control", self.cache_control.as_ref()),
+            ("expires", self.expires.as_ref()),
+        ] {
+            if let Some(v) = v {
+                text.push_str(&format!("{name}:{v}\n"));
+            }
+        }
+        let mut user: Vec<_> = self
+            .user
+            .iter()
+            .filter(|(k, _)| !k.starts_with("ossimport-"))
+            .collect();
+        user.sort();
+        for (k, v) in user {
+            text.push_str(&format!("meta-{k}:{v}\n"));
+        }
+        let mut h = proto::auth::Sha256Stream::default();
+        h.update(text.as_bytes());
+        h.finish_hex()
+    }
+
     /// `Expires` as the SDK takes it.
     pub fn expires_date(&self) -> Result<Option<aws_smithy_types::DateTime>, String> {
         match &self.expires {
@@ -388,6 +427,30 @@ mod tests {
             let e = h.check().unwrap_err();
             assert!(e.contains(want), "{e}");
         }
+    }
+
+    #[test]
+    fn the_digest_is_of_what_is_compared() {
+        let a = ObjectHeaders {
+            user: vec![("b".into(), "2".into()), ("a".into(), "1".into())],
+            ..Default::default()
+        };
+        let mut b = ObjectHeaders {
+            content_type: Some("text/plain".into()),
+            user: vec![
+                ("a".into(), "1".into()),
+                ("b".into(), "2".into()),
+                ("ossimport-mtime".into(), "9".into()),
+            ],
+            ..Default::default()
+        };
+        // The guessed type, the order of names and our own names do not
+        // change it; a value does.
+        assert_eq!(a.digest("x.txt"), b.digest("x.txt"));
+        assert_ne!(a.digest("x.bin"), b.digest("x.bin"));
+        assert_eq!(a.digest("x.txt").len(), 64);
+        b.user[0].1 = "changed".into();
+        assert_ne!(a.digest("x.txt"), b.digest("x.txt"));
     }
 
     #[test]

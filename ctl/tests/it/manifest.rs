@@ -69,7 +69,8 @@ fn run_writes_a_manifest_that_proves_itself() {
             "time",
             "outcome",
             "error_code",
-            "error"
+            "error",
+            "metadata"
         ]
     );
     let rows: Vec<csv::StringRecord> = r.records().map(Result::unwrap).collect();
@@ -89,6 +90,8 @@ fn run_writes_a_manifest_that_proves_itself() {
             !v[5].is_empty() && !v[6].is_empty() && !v[7].is_empty(),
             "{v:?}"
         );
+        // The digest of what was written besides the bytes.
+        assert_eq!(v[12].len(), 64, "metadata {v:?}");
     }
     assert!(
         rels.iter()
@@ -102,5 +105,6 @@ fn run_writes_a_manifest_that_proves_itself() {
     let failed: Vec<&csv::StringRecord> = rows.iter().filter(|x| &x[9] == "failed").collect();
     assert_eq!(failed.len(), 1);
     assert_eq!(&failed[0][10], "INVALID_KEY");
+    assert_eq!(&failed[0][12], "", "{:?}", failed[0]);
     assert!(failed[0][11].contains("not valid UTF-8"), "{:?}", failed[0]);
 }

@@ -104,6 +104,43 @@ async fn a_buckets_objects_arrive_with_their_metadata() {
         "{why}"
     );
 
+    // The manifests: the copy's `metadata` column (what was written) and
+    // the audit's (the source's now) agree where nothing changed.
+    let manifest = |name: &str, work: &str| {
+        let (cfg, work) = (
+            tmp.path().join(format!("{name}.cfg")),
+            tmp.path().join(work),
+        );
+        let path = tmp
+            .path()
+            .join(format!("{name}-{}.csv", work.display().to_string().len()));
+        let out = ctl()
+            .arg("run")
+            .arg(&cfg)
+            .arg("--work-dir")
+            .arg(&work)
+            .arg("--manifest")
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        let mut r = csv::ReaderBuilder::new()
+            .comment(Some(b'#'))
+            .from_path(&path)
+            .unwrap();
+        let col = r
+            .headers()
+            .unwrap()
+            .iter()
+            .position(|h| h == "metadata")
+            .unwrap();
+        r.records()
+            .map(Result::unwrap)
+            .map(|x| (x[0].to_string(), x[col].to_string()))
+            .collect::<std::collections::HashMap<_, _>>()
+    };
+    let copied = manifest("kept", "kept");
+
     let head = |key: &str| {
         let c = c.clone();
         let key = key.to_string();
@@ -188,6 +225,13 @@ async fn a_buckets_objects_arrive_with_their_metadata() {
         2,
         "{rows:?}"
     );
+
+    let audited = manifest("kept", "audit");
+    eprintln!("{copied:?}\n{audited:?}");
+    let digest = &copied["kept/www/index.html"];
+    assert_eq!(digest.len(), 64);
+    assert_eq!(&audited["kept/www/index.html"], digest);
+    assert_ne!(&copied["kept/media/clip.bin"], digest);
 
     // copyMetadata=false: as before.
     let cfg = job("plain", "copyMetadata=false");

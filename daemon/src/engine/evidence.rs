@@ -118,6 +118,7 @@ mod tests {
             retries: 0,
             parts_resumed: 0,
             source_ident: ident,
+            metadata: None,
         }
     }
 

@@ -294,6 +294,7 @@ async fn fail_all(task: proto::job::TaskSpec, why: &str, tx: mpsc::Sender<Event>
             retries: 0,
             parts_resumed: 0,
             source_ident: None,
+            metadata: None,
         };
         if tx.send(Event::ObjectDone(result)).await.is_err() {
             return;

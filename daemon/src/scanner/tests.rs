@@ -201,6 +201,7 @@ fn execute(store: &Store, job: i64, fail: impl Fn(&str) -> bool) {
                     retries: 0,
                     parts_resumed: 0,
                     source_ident: None,
+                    metadata: None,
                 })
             })
             .collect();

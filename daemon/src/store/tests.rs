@@ -30,6 +30,7 @@ fn verified(object_id: i64, task_id: i64) -> Event {
         retries: 0,
         parts_resumed: 0,
         source_ident: None,
+        metadata: None,
     })
 }
 
@@ -294,6 +295,7 @@ fn kept_counts_equal_a_full_count_through_every_path_that_writes_objects() {
             retries: i as u32,
             parts_resumed: 0,
             source_ident: None,
+            metadata: None,
         }));
     }
     let again = events[0].clone();
@@ -340,6 +342,7 @@ fn a_schema_4_store_gets_its_counts_on_migration() {
                  DROP TABLE object_counts;
                  CREATE INDEX objects_job_state ON objects(job_id, state);
                  ALTER TABLE objects DROP COLUMN ident;
+                 ALTER TABLE objects DROP COLUMN meta_sha256;
                  ALTER TABLE jobs DROP COLUMN owner_uid;
                  ALTER TABLE jobs DROP COLUMN owner_name;
                  DROP TABLE control_log;

@@ -136,6 +136,7 @@ fn fill_verified(store: &daemon::store::Store, job_id: i64, n: usize) {
                         retries: 0,
                         parts_resumed: 0,
                         source_ident: None,
+                        metadata: None,
                     })
                 })
                 .collect();
