@@ -153,7 +153,7 @@ impl ObjectHeaders {
     /// destination holds: `Content-Type: sent "a", held "b"`. User metadata
     /// named `ossimport-*` is ours and not compared.
     pub fn difference(&self, held: &ObjectHeaders, key: &str) -> Option<String> {
-        let guessed = crate::s3::content_type(key).to_string();
+        let guessed = content_type(key).to_string();
         let sent_type = self.content_type.clone().or(Some(guessed));
         let date = |h: &ObjectHeaders| h.expires_date().ok().flatten();
         let show = |v: &Option<String>| match v {
@@ -254,7 +254,7 @@ impl ObjectHeaders {
         let sent_type = self
             .content_type
             .clone()
-            .unwrap_or_else(|| crate::s3::content_type(key).to_string());
+            .unwrap_or_else(|| content_type(key).to_string());
         for (name, v) in [
             ("content-type", Some(&sent_type)),
             ("content-encoding", self.content_encoding.as_ref()),
@@ -361,6 +361,43 @@ impl ObjectHeaders {
             ));
         }
         Ok(())
+    }
+}
+
+/// Content-Type from the file name's extension, so browsers and CDNs serve
+/// migrated objects as the originals were served.
+pub fn content_type(key: &str) -> &'static str {
+    let ext = key
+        .rsplit_once('.')
+        .map(|(_, e)| e.to_ascii_lowercase())
+        .unwrap_or_default();
+    match ext.as_str() {
+        "html" | "htm" => "text/html",
+        "css" => "text/css",
+        "js" | "mjs" => "application/javascript",
+        "json" => "application/json",
+        "xml" => "application/xml",
+        "txt" | "log" | "md" => "text/plain",
+        "csv" => "text/csv",
+        "jpg" | "jpeg" => "image/jpeg",
+        "png" => "image/png",
+        "gif" => "image/gif",
+        "webp" => "image/webp",
+        "svg" => "image/svg+xml",
+        "ico" => "image/x-icon",
+        "bmp" => "image/bmp",
+        "tif" | "tiff" => "image/tiff",
+        "mp4" => "video/mp4",
+        "webm" => "video/webm",
+        "mov" => "video/quicktime",
+        "mp3" => "audio/mpeg",
+        "wav" => "audio/wav",
+        "pdf" => "application/pdf",
+        "zip" => "application/zip",
+        "gz" | "tgz" => "application/gzip",
+        "tar" => "application/x-tar",
+        "wasm" => "application/wasm",
+        _ => "application/octet-stream",
     }
 }
 

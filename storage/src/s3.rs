@@ -37,6 +37,7 @@ use proto::job::Bucket;
 use crate::checksum::{Digest, Hasher, normalize_etag};
 use crate::limit::RateLimiter;
 use crate::meta::ObjectHeaders;
+pub use crate::meta::content_type;
 use crate::remote::{RemoteBody, SourceError, SourceErrorKind};
 
 /// User-metadata key holding the source mtime (unix seconds, with nine
@@ -1197,43 +1198,6 @@ where
     S3Error {
         kind,
         message: format!("{op} {key}: {detail}"),
-    }
-}
-
-/// Content-Type from the file name's extension, so browsers and CDNs serve
-/// migrated objects as the originals were served.
-pub fn content_type(key: &str) -> &'static str {
-    let ext = key
-        .rsplit_once('.')
-        .map(|(_, e)| e.to_ascii_lowercase())
-        .unwrap_or_default();
-    match ext.as_str() {
-        "html" | "htm" => "text/html",
-        "css" => "text/css",
-        "js" | "mjs" => "application/javascript",
-        "json" => "application/json",
-        "xml" => "application/xml",
-        "txt" | "log" | "md" => "text/plain",
-        "csv" => "text/csv",
-        "jpg" | "jpeg" => "image/jpeg",
-        "png" => "image/png",
-        "gif" => "image/gif",
-        "webp" => "image/webp",
-        "svg" => "image/svg+xml",
-        "ico" => "image/x-icon",
-        "bmp" => "image/bmp",
-        "tif" | "tiff" => "image/tiff",
-        "mp4" => "video/mp4",
-        "webm" => "video/webm",
-        "mov" => "video/quicktime",
-        "mp3" => "audio/mpeg",
-        "wav" => "audio/wav",
-        "pdf" => "application/pdf",
-        "zip" => "application/zip",
-        "gz" | "tgz" => "application/gzip",
-        "tar" => "application/x-tar",
-        "wasm" => "application/wasm",
-        _ => "application/octet-stream",
     }
 }
 
