@@ -112,8 +112,10 @@ impl EndpointHealth {
         let s = d.since.max(0) % 86_400;
         Some(format!(
             "{} {} unreachable since {:02}:{:02}:{:02} UTC (retrying every {} s): {}",
-            self.role,
-            self.endpoint,
+            // From an executor's heartbeat: shown as text, never as
+            // terminal controls.
+            crate::net::printable(&self.role),
+            crate::net::printable(&self.endpoint),
             s / 3600,
             s / 60 % 60,
             s % 60,
@@ -683,7 +685,29 @@ pub fn decode_segment(s: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::{JobCounts, JobState, Page};
+    use super::{EndpointDown, EndpointHealth, JobCounts, JobState, Page};
+
+    /// What an executor says of an endpoint is shown as text: control
+    /// characters in any of its fields never reach a terminal.
+    #[test]
+    fn an_outage_line_shows_no_terminal_controls() {
+        let h = EndpointHealth {
+            role: "destination\u{1b}[2J".into(),
+            endpoint: "http://x\n/b".into(),
+            down: Some(EndpointDown {
+                since: 3_600 + 61,
+                retry_every_secs: 4,
+                why: "refused\u{7}".into(),
+            }),
+            ..Default::default()
+        };
+        let line = h.line().unwrap();
+        assert!(!line.chars().any(char::is_control), "{line:?}");
+        assert!(
+            line.starts_with("destination\\u{1b}[2J http://x\\n/b unreachable since 01:01:01 UTC"),
+            "{line}"
+        );
+    }
 
     #[test]
     fn a_job_succeeds_only_when_every_object_is_verified_or_skipped() {
