@@ -171,6 +171,11 @@ pub(crate) async fn import(
     {
         return Ok(confirm_s3(store, &key, checks, mode, None).await?.into());
     }
+    if let Dest::S3 { store, .. } = &ex.dest
+        && let Some(v) = metadata_in_place(ex, store, &key, obj, mode).await
+    {
+        return Ok(v.into());
+    }
     let v = retried(ex, || async {
         match &ex.dest {
             Dest::S3 { store, .. } => {
@@ -465,10 +470,16 @@ async fn copy_to_s3(
         .into());
     }
     let threshold = ex.spec.multipart_threshold;
-    let mut meta = vec![(META_MTIME, obj.mtime.to_string())];
+    let mut meta = vec![(META_MTIME, source_mtime(obj, &body).to_string())];
     // The source object's metadata, as it answered (`copyMetadata`);
     // refused whole if the destination cannot store all of it.
-    let mut headers = sendable(ex, &mut body)?;
+    let ours = meta.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()
+        + if ex.spec.record_md5 {
+            META_MD5.len() + 32
+        } else {
+            0
+        };
+    let mut headers = sendable(ex, &mut body, ours)?;
     if ex.spec.copy_tags
         && let Source::S3 { store: src, prefix } = &ex.source
     {
@@ -482,7 +493,7 @@ async fn copy_to_s3(
             })?;
         let h = headers.get_or_insert_with(Default::default);
         h.tags = tags;
-        h.check()
+        h.check(ours)
             .map_err(|e| Fail(ErrorCode::MetaInvalid, format!("the source's {e}")))?;
     }
     if declared.is_some_and(|d| d > threshold) {
@@ -539,16 +550,91 @@ async fn copy_to_s3(
     Ok((checks, headers))
 }
 
+/// A metadata-only change at a bucket source ([`ObjectSpec::written`]):
+/// the source's metadata now, written onto the destination object in
+/// place (a server-side copy onto itself, made only while it still has
+/// the ETag the earlier pass verified), proven by its ETag afterwards
+/// being the MD5 recorded then and by its metadata being what was sent.
+/// `None` wherever that cannot be shown (the source or the destination
+/// object changed since, a store that refuses the copy or answers an ETag
+/// that is not an MD5, `verifyMode=readback`, metadata the destination
+/// cannot take): the object is then copied again as any changed object,
+/// which fails or verifies it by the usual rules.
+async fn metadata_in_place(
+    ex: &Executor,
+    store: &S3Store,
+    key: &str,
+    obj: &ObjectSpec,
+    mode: VerifyMode,
+) -> Option<Verified> {
+    let written = obj.written.as_ref()?;
+    let Source::S3 { store: src, prefix } = &ex.source else {
+        return None;
+    };
+    if !ex.spec.copy_metadata || mode == VerifyMode::ReadBack {
+        return None;
+    }
+    let md5 = storage::checksum::parse_md5_hex(&written.md5)?;
+    let src_key = format!("{prefix}{}", obj.rel_path);
+    let now = src.head(&src_key).await.ok()?;
+    let unquote = |e: &str| e.trim_matches('"').to_ascii_lowercase();
+    if now.size != obj.size || obj.src_ref.as_deref().map(unquote) != Some(unquote(&now.etag)) {
+        return None;
+    }
+    let mut headers = now.headers;
+    if ex.spec.copy_tags {
+        headers.tags = src.tags(&src_key).await.ok()?;
+    }
+    headers.encode_user_values();
+    let mut meta = vec![(META_MTIME, obj.mtime.to_string())];
+    if ex.spec.record_md5 {
+        meta.push((META_MD5, written.md5.clone()));
+    }
+    let ours = meta.iter().map(|(k, v)| k.len() + v.len()).sum();
+    headers.check(ours).ok()?;
+    let held = store.head(key).await.ok()?;
+    if held.size != obj.size || unquote(&held.etag) != unquote(&written.etag) {
+        return None;
+    }
+    store
+        .rewrite_metadata(key, &held.etag, &meta, Some(&headers))
+        .await
+        .ok()?;
+    let after = store.head(key).await.ok()?;
+    let mut checks = Checks::new(Sent::recorded(obj.size, md5));
+    checks.answer((&after).into()).ok()?;
+    if headers.difference(&after.headers, key).is_some() {
+        return None;
+    }
+    let v = checks.finish(mode).ok()?;
+    tracing::debug!(key, "metadata written in place");
+    Some(v.in_place().with_metadata(headers.digest(key)))
+}
+
+/// The object's mtime (unix seconds): as listed, else (a URL, which no
+/// listing dates) the Last-Modified its GET answered; 0 when neither says.
+fn source_mtime(obj: &ObjectSpec, body: &RemoteBody) -> i64 {
+    match obj.mtime {
+        0 => body.last_modified.unwrap_or(0),
+        t => t,
+    }
+}
+
 /// The source object's metadata as it will be written (`copyMetadata`):
 /// user metadata values that are not ASCII as RFC 2047 encoded words, the
 /// rest as the source said; refused whole if the destination cannot store
-/// all of it (`META_INVALID`, naming what).
-fn sendable(ex: &Executor, body: &mut RemoteBody) -> Result<Option<ObjectHeaders>, Attempt> {
+/// all of it besides `ours` bytes of our own user metadata
+/// (`META_INVALID`, naming what).
+fn sendable(
+    ex: &Executor,
+    body: &mut RemoteBody,
+    ours: usize,
+) -> Result<Option<ObjectHeaders>, Attempt> {
     let Some(mut h) = body.headers.take().filter(|_| ex.spec.copy_metadata) else {
         return Ok(None);
     };
     h.encode_user_values();
-    h.check()
+    h.check(ours)
         .map_err(|e| Fail(ErrorCode::MetaInvalid, format!("the source's {e}")))?;
     Ok(Some(h))
 }
@@ -780,6 +866,12 @@ async fn copy_to_dir(
         out
     };
     let verified = checks.finish(mode)?;
+    // The object's time, as a local source's file keeps its own.
+    let mtime = source_mtime(obj, &body);
+    if mtime > 0 {
+        let when = std::time::UNIX_EPOCH + std::time::Duration::from_secs(mtime as u64);
+        out.file.set_modified(when).map_err(derr)?;
+    }
     crate::local::commit_local(out, lease, None)
         .await
         .map_err(|e| match e {
@@ -825,7 +917,7 @@ async fn audit_once(ex: &Arc<Executor>, obj: &ObjectSpec) -> Result<Verified, At
     let src = whole.finish();
     let mode = ex.verify_mode(obj.mtime);
     let mut checks = Checks::new(Sent::whole_with_parts(src, md5s));
-    let sent = sendable(ex, &mut body)?;
+    let sent = sendable(ex, &mut body, 0)?;
     // The source's metadata now, as a copy would write it.
     let digest = sent.clone().unwrap_or_default().digest(&key);
     match &ex.dest {

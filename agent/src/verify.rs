@@ -68,6 +68,17 @@ impl Sent {
         }
     }
 
+    /// Bytes not read now: their length and the MD5 recorded when an
+    /// earlier pass verified them.
+    pub(crate) fn recorded(len: u64, md5: [u8; 16]) -> Sent {
+        Sent {
+            digest: Digest { md5, crc64: 0, len },
+            hashed: false,
+            md5_known: true,
+            part_md5s: Vec::new(),
+        }
+    }
+
     /// Only the length (nothing was read).
     pub(crate) fn length(len: u64) -> Sent {
         Sent {
@@ -356,6 +367,14 @@ pub(crate) struct Verified {
 }
 
 impl Verified {
+    /// Marks a copy whose bytes stayed at the destination (verified by an
+    /// earlier pass) and whose metadata was rewritten in place: `in-place`
+    /// in its evidence, so reports tell it from a copy of the bytes.
+    pub(crate) fn in_place(mut self) -> Verified {
+        self.by.push("in-place");
+        self
+    }
+
     /// The digest of the metadata written (or, for an audit, the
     /// source's): `storage::meta::ObjectHeaders::digest`.
     pub(crate) fn with_metadata(mut self, digest: String) -> Verified {

@@ -13,7 +13,7 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use proto::job::{Event, MultipartResume, ObjectSpec, Outcome, PartRecord, TaskSpec};
+use proto::job::{Event, MultipartResume, ObjectSpec, Outcome, PartRecord, TaskSpec, Written};
 use rusqlite::{Connection, OptionalExtension, params};
 
 /// Schema version this build writes; older databases are migrated forward.
@@ -448,6 +448,12 @@ pub enum Change {
     Changed,
     /// Recorded unchanged but failed: copied again, likewise.
     Retried,
+    /// Recorded verified with the same size and source ETag, only its
+    /// LastModified is new (its metadata changed; `copyMetadata`): copied
+    /// again, and the new row carries what the destination held (ETag and
+    /// MD5), so the executor may write the metadata in place
+    /// ([`proto::job::ObjectSpec::written`]).
+    Metadata,
 }
 
 /// What `retry` did: objects queued again, and failed objects left as they
@@ -623,6 +629,9 @@ impl Store {
         )?;
         let rows = q.query_map(params![job_id, after, limit as i64], |r| {
             let key: String = r.get(1)?;
+            // A pending row's ETag and MD5 are its predecessor's
+            // (`Change::Metadata`), not a result of its own.
+            let done = r.get::<_, ObjectState>(5)? != ObjectState::Pending;
             Ok(proto::api::ManifestRow {
                 id: r.get(0)?,
                 source: compact::read_src_ref(r.get(4)?, &key).unwrap_or_default(),
@@ -630,9 +639,9 @@ impl Store {
                 size: r.get::<_, i64>(2)? as u64,
                 source_mtime: r.get(3)?,
                 outcome: r.get::<_, ObjectState>(5)?.as_str().to_string(),
-                md5: compact::read_md5(r.get_ref(6)?)?,
+                md5: compact::read_md5(r.get_ref(6)?)?.filter(|_| done),
                 crc64: compact::read_crc64(r.get_ref(7)?)?,
-                dest_etag: compact::read_etag(r.get_ref(8)?, r.get_ref(6)?)?,
+                dest_etag: compact::read_etag(r.get_ref(8)?, r.get_ref(6)?)?.filter(|_| done),
                 verified_by: r.get(9)?,
                 time: r.get(10)?,
                 error_code: r.get(11)?,
@@ -968,6 +977,15 @@ impl Store {
             let mut replace = tx.prepare_cached(
                 "DELETE FROM objects WHERE job_id = ?1 AND state IN (?3, ?4, ?5) AND rel_path = ?2 AND id < ?6",
             )?;
+            // What the verified row of the path says the destination holds,
+            // kept on the new row of a metadata-only change.
+            let mut carry = tx.prepare_cached(
+                "UPDATE objects SET etag = w.etag, md5 = w.md5
+                 FROM (SELECT etag, md5 FROM objects WHERE job_id = ?1 AND rel_path = ?2
+                       AND state = ?3 AND id < ?4 AND etag IS NOT NULL AND md5 IS NOT NULL
+                       ORDER BY id DESC LIMIT 1) AS w
+                 WHERE objects.id = ?4",
+            )?;
             let t = now();
             for (o, c) in objects.iter().zip(changes) {
                 let (state, code, msg) = match &o.failure {
@@ -991,7 +1009,15 @@ impl Store {
                 let id = tx.last_insert_rowid();
                 match *c {
                     Change::New => new += 1,
-                    Change::Changed | Change::Retried => {
+                    Change::Changed | Change::Retried | Change::Metadata => {
+                        if *c == Change::Metadata {
+                            carry.execute(params![
+                                job_id,
+                                o.rel_path,
+                                ObjectState::Verified,
+                                id
+                            ])?;
+                        }
                         replace.execute(params![
                             job_id,
                             o.rel_path,
@@ -1000,7 +1026,7 @@ impl Store {
                             ObjectState::Failed,
                             id
                         ])?;
-                        if *c == Change::Changed {
+                        if *c != Change::Retried {
                             changed += 1;
                         } else {
                             retried += 1;
@@ -1045,7 +1071,7 @@ impl Store {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
         let n = tx.execute(
-            "UPDATE objects SET state = ?2, error_code = NULL, error = NULL
+            "UPDATE objects SET state = ?2, error_code = NULL, error = NULL, etag = NULL, md5 = NULL
              WHERE job_id = ?1 AND state = ?3 AND error_code NOT IN ('LIST_ERROR', 'INVALID_KEY', 'DUPLICATE_KEY')",
             params![job_id, ObjectState::Pending, ObjectState::Failed],
         )?;
@@ -1103,10 +1129,19 @@ impl Store {
             let mut objects = Vec::new();
             {
                 let mut q = tx.prepare_cached(
-                    "SELECT id, rel_path, size, mtime, upload_id, part_size, src_ref, ident FROM objects
+                    "SELECT id, rel_path, size, mtime, upload_id, part_size, src_ref, ident, etag, md5 FROM objects
                      WHERE task_id = ?1 AND state = ?2 ORDER BY id",
                 )?;
                 let rows = q.query_map(params![task_id, ObjectState::Pending], |r| {
+                    // A pending row holds an ETag and MD5 only when carried
+                    // from its verified predecessor (`Change::Metadata`).
+                    let written = match (
+                        compact::read_etag(r.get_ref(8)?, r.get_ref(9)?)?,
+                        compact::read_md5(r.get_ref(9)?)?,
+                    ) {
+                        (Some(etag), Some(md5)) => Some(Written { etag, md5 }),
+                        _ => None,
+                    };
                     Ok((
                         r.get::<_, i64>(0)?,
                         r.get::<_, String>(1)?,
@@ -1116,6 +1151,7 @@ impl Store {
                         r.get::<_, Option<i64>>(5)?,
                         r.get::<_, Option<String>>(6)?,
                         r.get::<_, Option<i64>>(7)?,
+                        written,
                     ))
                 })?;
                 for row in rows {
@@ -1123,7 +1159,8 @@ impl Store {
                 }
             }
             let mut specs = Vec::with_capacity(objects.len());
-            for (object_id, rel_path, size, mtime, upload_id, part_size, src_ref, ident) in objects
+            for (object_id, rel_path, size, mtime, upload_id, part_size, src_ref, ident, written) in
+                objects
             {
                 let resume = match (upload_id, part_size) {
                     (Some(upload_id), Some(part_size)) => {
@@ -1157,6 +1194,7 @@ impl Store {
                     mtime,
                     ident,
                     resume,
+                    written,
                 });
             }
             out.push(TaskSpec {

@@ -261,6 +261,23 @@ pub struct ObjectSpec {
     /// (HTTP sources).
     #[serde(default)]
     pub src_ref: Option<String>,
+    /// Set when only the source object's metadata changed since an earlier
+    /// pass verified its copy (same size and ETag, a new LastModified):
+    /// what the destination held then. An executor may write the new
+    /// metadata in place (a server-side copy of the object onto itself)
+    /// while the destination still holds that object, instead of copying
+    /// the bytes again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub written: Option<Written>,
+}
+
+/// A destination object an earlier pass wrote and verified.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Written {
+    /// Its ETag as the destination answered it.
+    pub etag: String,
+    /// The MD5 (hex) of the bytes that were verified.
+    pub md5: String,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -318,6 +318,7 @@ impl AzureSource {
             ));
         }
         let len = got.meta.size;
+        let last_modified = got.meta.last_modified.timestamp();
         let md5 = got
             .extensions
             .get::<ContentMd5>()
@@ -331,6 +332,7 @@ impl AzureSource {
         let mut body = RemoteBody::stream(stream, Some(len), what);
         body.content_md5 = md5;
         body.headers = Some(headers);
+        body.last_modified = Some(last_modified);
         Ok(body)
     }
 

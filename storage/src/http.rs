@@ -164,8 +164,21 @@ impl HttpSource {
             cache_control: all.cache_control,
             ..Default::default()
         };
+        let last_modified = resp
+            .headers()
+            .get(hyper::header::LAST_MODIFIED)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                aws_smithy_types::DateTime::from_str(
+                    v,
+                    aws_smithy_types::date_time::Format::HttpDate,
+                )
+                .ok()
+            })
+            .map(|d| d.secs());
         let mut body = RemoteBody::http(resp.into_body(), len, format!("GET {url}"), self.timeout);
         body.headers = Some(headers);
+        body.last_modified = last_modified;
         Ok(body)
     }
 }

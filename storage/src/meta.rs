@@ -294,9 +294,11 @@ impl ObjectHeaders {
         }
     }
 
-    /// Whether the destination can store all of it: `Err` names what it
-    /// cannot (see the module's rule).
-    pub fn check(&self) -> Result<(), String> {
+    /// Whether the destination can store all of it besides `ours` bytes of
+    /// ossimport's own user metadata (`ossimport-mtime` and the like, which
+    /// count towards the same limit): `Err` names what it cannot (see the
+    /// module's rule).
+    pub fn check(&self, ours: usize) -> Result<(), String> {
         let token = |s: &str| {
             !s.is_empty()
                 && s.bytes()
@@ -349,7 +351,7 @@ impl ObjectHeaders {
                 "tag {k:?} is longer than the destination takes (128 characters for a name, 256 for a value)"
             ));
         }
-        if total > USER_LIMIT {
+        if total + ours > USER_LIMIT {
             let (k, v) = self
                 .user
                 .iter()
@@ -357,7 +359,7 @@ impl ObjectHeaders {
                 .map(|(k, v)| (k.as_str(), v.len()))
                 .unwrap_or_default();
             return Err(format!(
-                "user metadata of {total} bytes is over the destination's limit of {USER_LIMIT} (the largest: {k}, {v} bytes)"
+                "user metadata of {total} bytes (and {ours} of ossimport's own) is over the destination's limit of {USER_LIMIT} (the largest: {k}, {v} bytes)"
             ));
         }
         Ok(())
@@ -414,7 +416,7 @@ mod tests {
             user: vec![("owner".into(), "web team".into())],
             ..Default::default()
         };
-        ok.check().unwrap();
+        ok.check(0).unwrap();
         assert!(ok.expires_date().unwrap().is_some());
         let cases = [
             (
@@ -460,8 +462,16 @@ mod tests {
                 "Content-Disposition",
             ),
         ];
+        // Our own names count too.
+        let near = ObjectHeaders {
+            user: vec![("big".into(), "x".repeat(USER_LIMIT - 10))],
+            ..ok.clone()
+        };
+        near.check(0).unwrap();
+        let e = near.check(40).unwrap_err();
+        assert!(e.contains("(and 40 of ossimport's own)"), "{e}");
         for (h, want) in cases {
-            let e = h.check().unwrap_err();
+            let e = h.check(0).unwrap_err();
             assert!(e.contains(want), "{e}");
         }
     }
@@ -499,7 +509,7 @@ mod tests {
         assert_eq!(h.encode_user_values(), vec!["city".to_string()]);
         assert_eq!(h.user[0].1, "=?UTF-8?B?WsO8cmljaA==?=");
         assert_eq!(h.user[1].1, "1");
-        h.check().unwrap();
+        h.check(0).unwrap();
     }
 
     #[test]

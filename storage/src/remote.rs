@@ -57,6 +57,9 @@ pub struct RemoteBody {
     /// The object's metadata as the source answered it (see
     /// [`crate::meta`]); `None` where the source gives none.
     pub headers: Option<crate::meta::ObjectHeaders>,
+    /// The object's Last-Modified (unix seconds) as the GET answered it:
+    /// a URL's, which no listing gives, is its source mtime.
+    pub last_modified: Option<i64>,
     received: u64,
     what: String,
 }
@@ -73,6 +76,7 @@ impl RemoteBody {
             etag_is_md5: true,
             content_md5: None,
             headers: None,
+            last_modified: None,
             received: 0,
             what,
         }
@@ -89,6 +93,7 @@ impl RemoteBody {
             etag_is_md5: false,
             content_md5: None,
             headers: None,
+            last_modified: None,
             received: 0,
             what,
         }
@@ -106,6 +111,7 @@ impl RemoteBody {
             etag_is_md5: true,
             content_md5: None,
             headers: None,
+            last_modified: None,
             received: 0,
             what,
         }

@@ -700,8 +700,10 @@ impl S3Store {
         let md5 = etag_is_md5(out.server_side_encryption(), out.sse_customer_algorithm());
         let mut headers = crate::meta::ObjectHeaders::from_get(&out);
         oss_meta.merge_into(&mut headers);
+        let last_modified = out.last_modified().map(|d| d.secs());
         let mut body = RemoteBody::s3(out.body, len, format!("GetObject {key}"));
         body.etag_is_md5 = md5;
+        body.last_modified = last_modified;
         body.headers = Some(headers);
         Ok(body)
     }
@@ -790,6 +792,51 @@ impl S3Store {
             crc64: cap.get(),
             etag_is_md5: etag_is_md5(out.server_side_encryption(), out.sse_customer_algorithm()),
         })
+    }
+
+    /// Writes an object's metadata in place: a server-side copy of `key`
+    /// onto itself (`MetadataDirective=REPLACE`; tags replaced too when
+    /// `headers` has any), made only while the object's ETag is still
+    /// `if_match`. The bytes never leave the store; what it then holds is
+    /// for the caller to check (a HEAD).
+    pub async fn rewrite_metadata(
+        &self,
+        key: &str,
+        if_match: &str,
+        meta: &[(&str, String)],
+        headers: Option<&ObjectHeaders>,
+    ) -> Result<(), S3Error> {
+        use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+        const KEEP: &AsciiSet = &NON_ALPHANUMERIC
+            .remove(b'-')
+            .remove(b'.')
+            .remove(b'_')
+            .remove(b'~')
+            .remove(b'/');
+        self.pace().await;
+        let mut req = self
+            .client
+            .copy_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .copy_source(format!(
+                "{}/{}",
+                self.bucket,
+                utf8_percent_encode(key, KEEP)
+            ))
+            .copy_source_if_match(if_match)
+            .metadata_directive(aws_sdk_s3::types::MetadataDirective::Replace);
+        with_headers!(self, req, key, meta, headers);
+        if headers.is_some_and(|h| !h.tags.is_empty()) {
+            req = req.tagging_directive(aws_sdk_s3::types::TaggingDirective::Replace);
+        }
+        if self.sse {
+            req = req.server_side_encryption(ServerSideEncryption::Aes256);
+        }
+        req.send()
+            .await
+            .map_err(|e| self.classify("CopyObject", key, e))?;
+        Ok(())
     }
 
     pub async fn head(&self, key: &str) -> Result<ObjectInfo, S3Error> {

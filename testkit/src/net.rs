@@ -203,7 +203,7 @@ fn xml_error(status: u16, code: &str, msg: &str) -> Response<Full<Bytes>> {
 /// 404, `/drop/...` closes the connection without answering; files under
 /// `/gz/` are served as a web server serves precompressed CSS
 /// (`Content-Type: text/css`, `Content-Encoding: gzip`, `Cache-Control`,
-/// `Content-Disposition`, `Expires`).
+/// `Content-Disposition`, `Expires`, `Last-Modified` 2015-10-21 07:28:00 UTC).
 pub struct FileServer {
     pub base: String,
     task: tokio::task::JoinHandle<()>,
@@ -241,6 +241,7 @@ impl FileServer {
                                     .header("cache-control", "public, max-age=300")
                                     .header("content-disposition", "inline")
                                     .header("expires", "Thu, 01 Jan 2099 00:00:00 GMT")
+                                    .header("last-modified", "Wed, 21 Oct 2015 07:28:00 GMT")
                                     .body(Full::new(Bytes::from(data.clone())))
                                     .unwrap(),
                                 Some(data) => Response::new(Full::new(Bytes::from(data.clone()))),

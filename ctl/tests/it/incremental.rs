@@ -195,7 +195,8 @@ fn run_keeps_passing_until_ctrl_c_and_a_rerun_continues_the_schedule() {
 /// The other sources' idea of "changed": a URL list gains lines (only
 /// those are fetched), a bucket gets an object rewritten (new ETag), one
 /// whose metadata alone was replaced (same ETag, new LastModified: its new
-/// Content-Type arrives) and one added (only those are copied); each in
+/// Content-Type arrives, written in place; or, where the destination
+/// object changed since, copied again) and one added (only those are copied); each in
 /// its second pass.
 #[test]
 fn url_lists_and_buckets_copy_only_their_new_and_changed_entries() {
@@ -238,13 +239,24 @@ fn url_lists_and_buckets_copy_only_their_new_and_changed_entries() {
     // LastModified has a resolution of a second.
     std::thread::sleep(std::time::Duration::from_millis(1100));
     rt.block_on(async {
-        // Only its metadata replaced: the same ETag and size.
-        c.copy_object()
-            .bucket("incsrc")
-            .key("obj/07")
-            .copy_source("incsrc/obj/07")
-            .metadata_directive(aws_sdk_s3::types::MetadataDirective::Replace)
-            .content_type("image/webp")
+        // Only their metadata replaced: the same ETag and size.
+        for n in ["07", "08"] {
+            c.copy_object()
+                .bucket("incsrc")
+                .key(format!("obj/{n}"))
+                .copy_source(format!("incsrc/obj/{n}"))
+                .metadata_directive(aws_sdk_s3::types::MetadataDirective::Replace)
+                .content_type("image/webp")
+                .send()
+                .await
+                .unwrap();
+        }
+        // Someone else wrote 08 at the destination since: it is not the
+        // object the first pass verified, so its bytes are copied again.
+        c.put_object()
+            .bucket("incdst")
+            .key("b/08")
+            .body(b"someone else's".to_vec().into())
             .send()
             .await
             .unwrap();
@@ -267,14 +279,38 @@ fn url_lists_and_buckets_copy_only_their_new_and_changed_entries() {
         (
             p2.found, p2.new, p2.changed, p2.deleted, p2.copied, p2.failed
         ),
-        (21, 1, 2, 0, 3, 0),
+        (21, 1, 3, 0, 4, 0),
         "{p2:?}"
     );
+    // The metadata-only change was written in place (a server-side copy
+    // of the destination object onto itself), its bytes not sent again;
+    // the rewritten object was copied.
+    let by = |path: &str| {
+        objects(&work)
+            .into_iter()
+            .find(|o| o.rel_path == path)
+            .and_then(|o| o.verified_by)
+            .unwrap_or_default()
+    };
+    assert_eq!(by("07"), "size+md5+in-place");
+    for copied in ["05", "08"] {
+        assert!(!by(copied).contains("in-place"), "{}", by(copied));
+    }
     rt.block_on(async {
         let h = c
             .head_object()
             .bucket("incdst")
             .key("b/07")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(h.content_type(), Some("image/webp"));
+        assert_eq!(get(&c, "incdst", "b/07").await, bytes(7, 1007));
+        assert_eq!(get(&c, "incdst", "b/08").await, bytes(8, 1008));
+        let h = c
+            .head_object()
+            .bucket("incdst")
+            .key("b/08")
             .send()
             .await
             .unwrap();

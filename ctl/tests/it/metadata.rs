@@ -35,6 +35,7 @@ async fn a_buckets_objects_arrive_with_their_metadata() {
         .metadata("owner", "web team")
         .metadata("build", "42")
         .metadata("Camel-Case", "Up")
+        .metadata("Title", "Größe – 日本")
         .send()
         .await
         .unwrap();
@@ -173,6 +174,10 @@ async fn a_buckets_objects_arrive_with_their_metadata() {
     assert_eq!(m.get("build").map(String::as_str), Some("42"));
     // Names as the store keeps them: lower case.
     assert_eq!(m.get("camel-case").map(String::as_str), Some("Up"));
+    // Not ASCII: sent as an RFC 2047 encoded word, as S3 itself answers it.
+    let title = m.get("title").map(String::as_str).unwrap_or_default();
+    eprintln!("title at the destination: {title}");
+    assert_eq!(title, "=?UTF-8?B?R3LDtsOfZSDigJMg5pel5pys?=");
     // The bytes as they were: not inflated on the way.
     assert_eq!(get(&c, "copy", "kept/www/index.html").await, page);
     assert_eq!(
@@ -337,7 +342,70 @@ async fn a_buckets_objects_arrive_with_their_metadata() {
     assert_eq!(h.cache_control(), Some("public, max-age=300"));
     assert_eq!(h.content_disposition(), Some("inline"));
     assert_eq!(h.expires_string(), None);
+    // Its Last-Modified is its mtime.
+    assert_eq!(
+        h.metadata()
+            .unwrap()
+            .get("ossimport-mtime")
+            .map(String::as_str),
+        Some("1445412480")
+    );
     assert_eq!(get(&c, "copy", "urls/site.css").await, css);
+
+    // Into a directory: a URL's Last-Modified and a bucket object's
+    // LastModified become the files' mtimes.
+    let dir = tmp.path().join("files");
+    std::fs::create_dir(&dir).unwrap();
+    let text = std::fs::read_to_string(tmp.path().join("urls.cfg")).unwrap();
+    let to_dir = |from: &str| {
+        from.lines()
+            .filter(|l| !l.starts_with("dest"))
+            .map(|l| format!("{l}\n"))
+            .collect::<String>()
+            + &format!("destType=local\ndestDir={}\ndestPrefix=\n", dir.display())
+    };
+    let cfg = tmp.path().join("urls-local.cfg");
+    std::fs::write(
+        &cfg,
+        to_dir(&text).replace("jobName=urls", "jobName=urls_local"),
+    )
+    .unwrap();
+    let work = tmp.path().join("urls-local");
+    let out = tokio::task::spawn_blocking(move || run_job(&cfg, &work))
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let mtime = |p: &str| {
+        std::fs::metadata(dir.join(p))
+            .unwrap()
+            .modified()
+            .unwrap()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64
+    };
+    assert_eq!(mtime("site.css"), 1_445_412_480);
+    let text = std::fs::read_to_string(job("bucket_local", "")).unwrap();
+    let cfg = tmp.path().join("bucket-local.cfg");
+    std::fs::write(
+        &cfg,
+        to_dir(&text).replace("srcPrefix=\n", "srcPrefix=www/\n"),
+    )
+    .unwrap();
+    let work = tmp.path().join("bucket-local");
+    let out = tokio::task::spawn_blocking(move || run_job(&cfg, &work))
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let listed = c
+        .head_object()
+        .bucket("site")
+        .key("www/index.html")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(mtime("index.html"), listed.last_modified().unwrap().secs());
+    assert_eq!(std::fs::read(dir.join("index.html")).unwrap(), page);
 }
 
 /// `preserveFileAttrs=true`: a local file's mtime (nanoseconds), atime,

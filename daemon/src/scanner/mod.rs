@@ -374,7 +374,15 @@ fn classify(obj: &NewObject, prior: Option<&Prior>, compare: Compare) -> Listed 
         Compare::Url => p.src_ref == obj.src_ref,
     };
     if !same {
-        return Listed::Copy(Change::Changed);
+        let metadata_only = compare == Compare::SizeEtagMtime
+            && p.state == ObjectState::Verified
+            && p.size == obj.size
+            && p.src_ref == obj.src_ref;
+        return Listed::Copy(if metadata_only {
+            Change::Metadata
+        } else {
+            Change::Changed
+        });
     }
     match p.state {
         ObjectState::Failed => {

@@ -435,6 +435,32 @@ fn classify_decides_by_source_kind() {
             SizeEtag,
             Listed::Copy(Change::Changed),
         ),
+        // Metadata copied: a new LastModified alone is a metadata change
+        // (the bytes may be left where they are), a new ETag a change.
+        (
+            obj(1, 7, Some("e1")),
+            Some(prior(Verified, 1, 1, Some("e1"))),
+            SizeEtagMtime,
+            Listed::Copy(Change::Metadata),
+        ),
+        (
+            obj(1, 7, Some("e1")),
+            Some(prior(Failed, 1, 1, Some("e1"))),
+            SizeEtagMtime,
+            Listed::Copy(Change::Changed),
+        ),
+        (
+            obj(1, 7, Some("e2")),
+            Some(prior(Verified, 1, 1, Some("e1"))),
+            SizeEtagMtime,
+            Listed::Copy(Change::Changed),
+        ),
+        (
+            obj(1, 1, Some("e1")),
+            Some(prior(Verified, 1, 1, Some("e1"))),
+            SizeEtagMtime,
+            Listed::Seen(9, None),
+        ),
         // URL lists: sizes are known only after download.
         (
             obj(0, 0, Some("http://h/a")),
