@@ -9,6 +9,7 @@ use bytes::Bytes;
 use proto::job::{ErrorCode, Event, PartRecord, VerifyMode};
 use storage::beneath::SourceFile;
 use storage::checksum::{self, Digest};
+use storage::s3::proof::Proof;
 use storage::s3::{ErrorKind, PutAnswer, S3Error, S3Store};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
@@ -25,7 +26,7 @@ pub(crate) fn dest_err(e: S3Error) -> Fail {
         ErrorKind::BadDigest => Fail(
             ErrorCode::SourceChanged,
             format!(
-                "the destination computed a different MD5 than was read from the source (changed while uploading?): {e}"
+                "the destination computed a different checksum than was read from the source (changed while uploading?): {e}"
             ),
         ),
         _ => Fail(ErrorCode::DestError, e.to_string()),
@@ -36,6 +37,30 @@ fn dest_key(prefix: &str, rel: &str) -> Step<String> {
     let key = format!("{prefix}{rel}");
     storage::key::validate_key(&key).map_err(|e| Fail(ErrorCode::InvalidKey, e))?;
     Ok(key)
+}
+
+/// Whether this job's objects are hashed with MD5: where the destination
+/// confirms no CRC (learned once per job, [`storage::s3::proof`]), or where
+/// the job records it (`workerRecordMd5`).
+pub(crate) async fn needs_md5(ex: &Executor, store: &S3Store) -> bool {
+    let prefix = match &ex.dest {
+        Dest::S3 { prefix, .. } => prefix.as_str(),
+        Dest::Local { .. } => return true,
+    };
+    let proof = store.learn_proof(prefix).await;
+    ex.spec.record_md5 || proof == storage::s3::proof::Proof::Md5
+}
+
+/// Whether the parts recorded for an upload agree on being sent with a
+/// CRC-64/NVME (an upload started with `ChecksumType=FULL_OBJECT`):
+/// `None` when there are none or they disagree, so the upload's kind is
+/// unknown and it is not continued.
+pub(crate) fn recorded_nvme(parts: &[PartRecord]) -> Option<bool> {
+    let first = parts.first()?.nvme.is_some();
+    parts
+        .iter()
+        .all(|p| p.nvme.is_some() == first)
+        .then_some(first)
 }
 
 /// The destination name of `rel`: its key, and for a local destination
@@ -108,6 +133,7 @@ pub(crate) async fn send_missing_parts<R, F>(
     object_id: i64,
     size: u64,
     part_size: u64,
+    nvme: bool,
     mut parts: Vec<Option<PartRecord>>,
     events: &mpsc::Sender<Event>,
     in_memory: bool,
@@ -155,7 +181,7 @@ where
                 .map_err(|_| Fail(ErrorCode::DestError, "shutting down".into()))?;
             let (body, digest) = reading.await?;
             send_part(
-                &store, &key, &upload_id, number, body, &digest, object_id, &events,
+                &store, &key, &upload_id, number, body, &digest, nvme, object_id, &events,
             )
             .await
         }));
@@ -181,8 +207,12 @@ where
     Ok(parts)
 }
 
-/// The MD5 of each part, in order.
+/// The MD5 of each part, in order; empty when any part's was not computed
+/// (the upload is then proven by its CRCs).
 pub(crate) fn part_md5s(parts: &[PartRecord]) -> Step<Vec<[u8; 16]>> {
+    if parts.iter().any(|p| p.md5.is_empty()) {
+        return Ok(Vec::new());
+    }
     parts
         .iter()
         .map(|p| {
@@ -192,16 +222,24 @@ pub(crate) fn part_md5s(parts: &[PartRecord]) -> Step<Vec<[u8; 16]>> {
         .collect()
 }
 
+/// The full object's CRC-64/NVME from its parts, when every part was sent
+/// with one (an upload started with `ChecksumType=FULL_OBJECT`).
+pub(crate) fn parts_nvme(parts: &[PartRecord]) -> Option<u64> {
+    let each: Option<Vec<(u64, u64)>> = parts.iter().map(|p| Some((p.nvme?, p.size))).collect();
+    each.filter(|e| !e.is_empty()).map(checksum::nvme_of_parts)
+}
+
 /// What a multipart upload sent, from its part records: the length, the
-/// combined CRC64 and the part MD5s (no whole-object MD5).
+/// combined CRCs and the part MD5s (no whole-object MD5).
 pub(crate) fn parts_sent(parts: &[PartRecord], size: u64) -> Step<Sent> {
     let part_md5s = part_md5s(parts)?;
     let crc64 = checksum::crc64_of_parts(parts.iter().map(|p| (p.crc64, p.size)));
-    Ok(Sent::parts(size, crc64, part_md5s))
+    Ok(Sent::parts(size, crc64, parts_nvme(parts), part_md5s))
 }
 
-/// Sends one part with `Content-MD5`, checks that its ETag is the part's
-/// MD5, and reports it as done.
+/// Sends one part (with `Content-MD5` where its MD5 was computed, with its
+/// CRC-64/NVME where `nvme`: an upload started with it), checks what the
+/// store answered against its digest, and reports it as done.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn send_part(
     store: &S3Store,
@@ -210,10 +248,16 @@ pub(crate) async fn send_part(
     number: u32,
     body: PartBody,
     digest: &Digest,
+    nvme: bool,
     object_id: i64,
     events: &mpsc::Sender<Event>,
 ) -> Step<PartRecord> {
     let size = digest.len;
+    let upload = storage::s3::Upload {
+        key,
+        id: upload_id,
+        nvme,
+    };
     let answer = match body {
         PartBody::Bytes(data) => {
             if data.len() as u64 != size {
@@ -225,9 +269,7 @@ pub(crate) async fn send_part(
                     ),
                 ));
             }
-            store
-                .upload_part(key, upload_id, number, data, digest)
-                .await
+            store.upload_part(&upload, number, data, digest).await
         }
         PartBody::File {
             path,
@@ -235,7 +277,7 @@ pub(crate) async fn send_part(
             _open,
         } => {
             store
-                .upload_part_file(key, upload_id, number, &path, offset, digest)
+                .upload_part_file(&upload, number, &path, offset, digest)
                 .await
         }
     }
@@ -245,8 +287,9 @@ pub(crate) async fn send_part(
         number,
         size,
         etag: answer.etag,
-        md5: digest.md5_hex(),
+        md5: digest.md5_hex().unwrap_or_default(),
         crc64: digest.crc64,
+        nvme: nvme.then_some(digest.nvme),
     };
     let _ = events
         .send(Event::PartDone {
@@ -257,7 +300,8 @@ pub(crate) async fn send_part(
     Ok(record)
 }
 
-/// Completes an upload from its parts (in order) and returns the store's
+/// Completes an upload from its parts (in order; with the full object's
+/// CRC-64/NVME when every part was sent with one) and returns the store's
 /// answer, for the caller's [`Checks`].
 pub(crate) async fn complete_parts(
     store: &S3Store,
@@ -266,7 +310,10 @@ pub(crate) async fn complete_parts(
     parts: &[PartRecord],
 ) -> Step<PutAnswer> {
     let list: Vec<(u32, String)> = parts.iter().map(|p| (p.number, p.etag.clone())).collect();
-    match store.complete_multipart(key, upload_id, &list).await {
+    match store
+        .complete_multipart(key, upload_id, &list, parts_nvme(parts))
+        .await
+    {
         Ok(answer) => Ok(answer),
         // A retried Complete whose first attempt succeeded: the object
         // exists, and its HEAD is checked in the same way.
@@ -275,6 +322,7 @@ pub(crate) async fn complete_parts(
             Ok(PutAnswer {
                 etag: info.etag,
                 crc64: info.crc64,
+                nvme: info.nvme,
                 etag_is_md5: info.etag_is_md5,
             })
         }
@@ -303,6 +351,11 @@ pub(crate) async fn confirm_s3(
     mode: VerifyMode,
     sent: Option<&storage::meta::ObjectHeaders>,
 ) -> Step<Verified> {
+    // The store was learned to confirm a CRC and this answer did not: it
+    // is not trusted with the job's later objects ([`storage::s3::proof`]).
+    if !checks.proven(mode) && mode != VerifyMode::ReadBack && store.proof() != Proof::Md5 {
+        store.proof_failed(key, "an answer without the checksum it was learned to give");
+    }
     // Over plain HTTP to another host a PUT's answer could be forged on
     // the way: a HEAD is asked as well.
     if !checks.proven(mode) || store.unauthenticated() {

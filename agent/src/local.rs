@@ -21,8 +21,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::dest::{
-    PartBody, complete_parts, confirm_s3, dest_err, dest_name, open_dest, part_size_for,
-    parts_sent, send_missing_parts,
+    PartBody, complete_parts, confirm_s3, dest_err, dest_name, needs_md5, open_dest, part_size_for,
+    parts_sent, recorded_nvme, send_missing_parts,
 };
 use crate::step::{Done, Fail, Skipped, Step, blocking};
 use crate::verify::{Answer, Checks, Sent, Verified};
@@ -473,6 +473,7 @@ async fn single_put(
     before: Identity,
 ) -> Step<Checks> {
     let size = before.size;
+    let md5 = needs_md5(ex, store).await;
     let (answer, digest) = if size <= IN_MEMORY_MAX {
         let mib = (size.div_ceil(1 << 20) as u32).clamp(1, ex.memory_mib);
         let _mem = ex
@@ -486,7 +487,7 @@ async fn single_put(
         let (data, after, digest) = blocking(move || {
             let data = storage::local::read_range(&s.file, 0, size as usize)?;
             let after = s.restat()?;
-            let digest = checksum::digest(&data);
+            let digest = checksum::digest_with(&data, md5);
             Ok((data, after, digest))
         })
         .await
@@ -506,8 +507,10 @@ async fn single_put(
                 ),
             ));
         }
-        if ex.spec.record_md5 {
-            meta.push((META_MD5, digest.md5_hex()));
+        if ex.spec.record_md5
+            && let Some(m) = digest.md5_hex()
+        {
+            meta.push((META_MD5, m));
         }
         storage::limit::throttle(Some(&*ex.bandwidth), size).await;
         let answer = store
@@ -516,7 +519,10 @@ async fn single_put(
             .map_err(dest_err)?;
         (answer, digest)
     } else {
-        let digest = hash_open(src).await?;
+        let s = Arc::clone(src);
+        let digest = blocking(move || storage::local::hash_open_with(&s.file, md5))
+            .await
+            .map_err(source_err)?;
         if digest.len != size {
             return Err(Fail(
                 ErrorCode::SizeNotMatch,
@@ -526,8 +532,10 @@ async fn single_put(
                 ),
             ));
         }
-        if ex.spec.record_md5 {
-            meta.push((META_MD5, digest.md5_hex()));
+        if ex.spec.record_md5
+            && let Some(m) = digest.md5_hex()
+        {
+            meta.push((META_MD5, m));
         }
         storage::limit::throttle(Some(&*ex.bandwidth), size).await;
         // Through the open descriptor: a retried PUT reopens this inode,
@@ -561,6 +569,10 @@ async fn multipart(
     // has it and its parts match what we recorded.
     let mut done: Vec<PartRecord> = Vec::new();
     let mut upload_id = None;
+    // A new upload carries CRC-64/NVME where the destination checks it.
+    let md5 = needs_md5(ex, store).await;
+    let fresh_nvme = store.proof() == storage::s3::proof::Proof::Crc64Nvme;
+    let mut nvme = fresh_nvme;
     if let Some(MultipartResume {
         upload_id: id,
         part_size: ps,
@@ -570,7 +582,10 @@ async fn multipart(
         // A resume that cannot be confirmed (the upload is gone, the server
         // refuses ListParts or answers something we cannot read) is dropped
         // for a fresh upload: never a permanent failure, never a guess.
-        let listed = if *ps == part_size {
+        // An upload whose kind (with CRC-64/NVME or not) its records do not
+        // tell is not continued either.
+        let kind = recorded_nvme(parts);
+        let listed = if *ps == part_size && kind.is_some() {
             match store.list_parts(key, id).await {
                 Ok(server) => Some(server),
                 Err(e) => {
@@ -593,6 +608,7 @@ async fn multipart(
                     .cloned()
                     .collect();
                 upload_id = Some(id.clone());
+                nvme = kind == Some(true);
             }
             None => {
                 if store.abort_multipart(key, id).await.is_ok() {
@@ -608,7 +624,7 @@ async fn multipart(
     let resumed = upload_id.is_some();
     let start = || async {
         let id = store
-            .create_multipart(key, meta, None)
+            .create_multipart(key, meta, None, fresh_nvme)
             .await
             .map_err(dest_err)?;
         let _ = events
@@ -622,7 +638,10 @@ async fn multipart(
     };
     let mut upload_id = match upload_id {
         Some(id) => id,
-        None => start().await?,
+        None => {
+            nvme = fresh_nvme;
+            start().await?
+        }
     };
     let mut result = upload_parts(
         ex,
@@ -631,7 +650,7 @@ async fn multipart(
         src,
         obj.object_id,
         size,
-        part_size,
+        (part_size, nvme, md5),
         &upload_id,
         done,
         events,
@@ -651,7 +670,7 @@ async fn multipart(
             src,
             obj.object_id,
             size,
-            part_size,
+            (part_size, fresh_nvme, md5),
             &upload_id,
             Vec::new(),
             events,
@@ -684,17 +703,22 @@ async fn upload_parts(
     src: &Arc<SourceFile>,
     object_id: i64,
     size: u64,
-    part_size: u64,
+    // The part size; whether the upload carries CRC-64/NVME; whether parts
+    // are hashed with MD5.
+    (part_size, nvme, md5): (u64, bool, bool),
     upload_id: &str,
     done: Vec<PartRecord>,
     events: &mpsc::Sender<Event>,
     watch: Option<&FileWatch>,
 ) -> Step<Checks> {
+    // An upload started without CRC-64/NVME on a store that confirms only
+    // that (resumed across the change) is proven by its parts' MD5s.
+    let md5 = md5 || (!nvme && store.proof() == storage::s3::proof::Proof::Crc64Nvme);
     let n_parts = size.div_ceil(part_size) as u32;
     let mut parts: Vec<Option<PartRecord>> = vec![None; n_parts as usize];
     // A recorded part is reused only if the source still has its bytes:
-    // its range is read again and its MD5 compared with the record (a
-    // local read is cheap next to sending it). One that differs is sent
+    // its range is read again and its CRCs (and MD5, where recorded)
+    // compared with the record (a local read is cheap next to sending it). One that differs is sent
     // again, so a file rewritten between runs never completes as a mix.
     let mut resumed = 0u32;
     for p in done {
@@ -707,10 +731,14 @@ async fn upload_parts(
             continue;
         }
         let s = Arc::clone(src);
-        let now = blocking(move || storage::local::hash_range(&s.file, offset, len))
+        let with_md5 = !p.md5.is_empty();
+        let now = blocking(move || storage::local::hash_range(&s.file, offset, len, with_md5))
             .await
             .map_err(source_err)?;
-        if now.md5_hex() != p.md5 {
+        let same = now.crc64 == p.crc64
+            && p.nvme.is_none_or(|n| n == now.nvme)
+            && (!with_md5 || now.md5_hex().as_deref() == Some(p.md5.as_str()));
+        if !same {
             tracing::info!(
                 key,
                 part = p.number,
@@ -720,10 +748,7 @@ async fn upload_parts(
         }
         ex.add_part_progress(object_id, p.size);
         let idx = (p.number - 1) as usize;
-        parts[idx] = Some(PartRecord {
-            crc64: now.crc64,
-            ..p
-        });
+        parts[idx] = Some(p);
         resumed += 1;
     }
     let file = Arc::clone(src);
@@ -743,7 +768,7 @@ async fn upload_parts(
             let f = Arc::clone(&file);
             let (body, digest) = blocking(move || {
                 if stream && let Some(path) = proc_fd(&f.file) {
-                    let digest = storage::local::hash_range(&f.file, offset, len)?;
+                    let digest = storage::local::hash_range(&f.file, offset, len, md5)?;
                     let open: Arc<dyn std::any::Any + Send + Sync> = f;
                     return Ok((
                         PartBody::File {
@@ -755,7 +780,7 @@ async fn upload_parts(
                     ));
                 }
                 let data = storage::local::read_range(&f.file, offset, len as usize)?;
-                let digest = checksum::digest(&data);
+                let digest = checksum::digest_with(&data, md5);
                 Ok((PartBody::Bytes(Bytes::from(data)), digest))
             })
             .await
@@ -772,7 +797,7 @@ async fn upload_parts(
         }
     };
     let parts = send_missing_parts(
-        ex, store, key, upload_id, object_id, size, part_size, parts, events, !stream, read,
+        ex, store, key, upload_id, object_id, size, part_size, nvme, parts, events, !stream, read,
     )
     .await?;
     // Checked before completing, so a changed file leaves no object behind.

@@ -32,8 +32,8 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::dest::{
-    PartBody, complete_parts, confirm_s3, dest_err, dest_name, part_md5s, part_size_for,
-    parts_sent, send_missing_parts, send_part,
+    PartBody, complete_parts, confirm_s3, dest_err, dest_name, needs_md5, part_md5s, part_size_for,
+    parts_sent, recorded_nvme, send_missing_parts, send_part,
 };
 use crate::step::{Done, Fail, Skipped, Step, blocking};
 use crate::verify::{Answer, Checks, Sent, Verified};
@@ -241,7 +241,10 @@ async fn resume(
     let pinned = matches!(ex.source, Source::S3 { .. })
         && obj.src_ref.as_deref().is_some_and(|e| !e.is_empty());
     let part_size = part_size(ex, obj);
-    let listed = if pinned && r.part_size == part_size && obj.size > 0 {
+    // An upload whose kind (with CRC-64/NVME or not) its records do not
+    // tell is not continued.
+    let kind = recorded_nvme(&r.parts);
+    let listed = if pinned && r.part_size == part_size && obj.size > 0 && kind.is_some() {
         match store.list_parts(key, &r.upload_id).await {
             Ok(server) => Some(server),
             Err(e) => {
@@ -278,13 +281,15 @@ async fn resume(
         }
     }
     // Each missing part by a ranged GET pinned by `If-Match` (retried on
-    // its own on a transient failure).
+    // its own on a transient failure), hashed for the upload's proof.
+    let nvme = kind == Some(true);
+    let md5 = needs_md5(ex, store).await || !nvme;
     let (exr, objr) = (Arc::clone(ex), Arc::new(obj.clone()));
     let read = move |offset: u64, len: u64| {
         let (ex, obj) = (Arc::clone(&exr), Arc::clone(&objr));
         async move {
             let data = fetch_range(&ex, &obj, offset, len).await?;
-            let digest = checksum::digest(&data);
+            let digest = checksum::digest_with(&data, md5);
             Ok((PartBody::Bytes(data), digest))
         }
     };
@@ -296,6 +301,7 @@ async fn resume(
         obj.object_id,
         obj.size,
         part_size,
+        nvme,
         parts,
         events,
         true,
@@ -536,10 +542,13 @@ async fn copy_to_s3(
         .into());
     }
     let data = buf.freeze();
-    let digest = checksum::digest(&data);
+    let md5 = needs_md5(ex, store).await || source_states_md5(ex, obj, &body);
+    let digest = checksum::digest_with(&data, md5);
     check_source_etag(ex, obj, &body, &digest)?;
-    if ex.spec.record_md5 {
-        meta.push((META_MD5, digest.md5_hex()));
+    if ex.spec.record_md5
+        && let Some(m) = digest.md5_hex()
+    {
+        meta.push((META_MD5, m));
     }
     let answer = store
         .put_bytes(key, data, &digest, &meta, headers.as_ref())
@@ -651,15 +660,25 @@ fn check_source_etag(
     if let (Source::S3 { .. } | Source::Cdn { .. }, Some(etag)) = (&ex.source, &obj.src_ref) {
         crate::verify::check_source(etag, body.etag_is_md5, digest).map_err(Attempt::Retry)?;
     }
-    if let Some(md5) = &body.content_md5
-        && !md5.eq_ignore_ascii_case(&digest.md5_hex())
-    {
-        return Err(Attempt::Retry(format!(
-            "received bytes have MD5 {} but the source's Content-MD5 is {md5}",
-            digest.md5_hex()
-        )));
+    if let Some(md5) = &body.content_md5 {
+        let got = digest.md5_hex().unwrap_or_else(|| "(not computed)".into());
+        if !md5.eq_ignore_ascii_case(&got) {
+            return Err(Attempt::Retry(format!(
+                "received bytes have MD5 {got} but the source's Content-MD5 is {md5}"
+            )));
+        }
     }
     Ok(())
+}
+
+/// Whether the source states an MD5 the received bytes can be held to (a
+/// bucket's plain-MD5 ETag, an Azure blob's Content-MD5): they are then
+/// hashed with MD5 whatever the destination confirms.
+fn source_states_md5(ex: &Executor, obj: &ObjectSpec, body: &RemoteBody) -> bool {
+    body.content_md5.is_some()
+        || (matches!(ex.source, Source::S3 { .. } | Source::Cdn { .. })
+            && body.etag_is_md5
+            && obj.src_ref.as_deref().is_some_and(plain_md5))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -674,8 +693,9 @@ async fn multipart(
     events: &mpsc::Sender<Event>,
 ) -> Result<Checks, Attempt> {
     let part_size = part_size(ex, obj);
+    let nvme = store.proof() == storage::s3::proof::Proof::Crc64Nvme;
     let upload_id = store
-        .create_multipart(key, meta, headers)
+        .create_multipart(key, meta, headers, nvme)
         .await
         .map_err(dest_err)?;
     let _ = events
@@ -685,7 +705,17 @@ async fn multipart(
             part_size,
         })
         .await;
-    let r = stream_parts(ex, store, key, obj, body, part_size, &upload_id, events).await;
+    let r = stream_parts(
+        ex,
+        store,
+        key,
+        obj,
+        body,
+        (part_size, nvme),
+        &upload_id,
+        events,
+    )
+    .await;
     if r.is_err() && store.abort_multipart(key, &upload_id).await.is_ok() {
         let _ = events
             .send(Event::UploadAborted {
@@ -703,11 +733,15 @@ async fn stream_parts(
     key: &str,
     obj: &ObjectSpec,
     body: &mut RemoteBody,
-    part_size: u64,
+    // The part size, and whether the upload carries CRC-64/NVME.
+    (part_size, nvme): (u64, bool),
     upload_id: &str,
     events: &mpsc::Sender<Event>,
 ) -> Result<Checks, Attempt> {
-    let mut whole = Hasher::new();
+    // Parts with MD5 where the destination confirms nothing else; the whole
+    // object where the source states an MD5 to hold it to.
+    let md5 = needs_md5(ex, store).await;
+    let mut whole = Hasher::with_md5(md5 || source_states_md5(ex, obj, body));
     let inflight = Arc::new(Semaphore::new(ex.spec.part_concurrency.max(1) as usize));
     let mut set: JoinSet<Step<PartRecord>> = JoinSet::new();
     let mut parts: Vec<PartRecord> = Vec::new();
@@ -756,7 +790,7 @@ async fn stream_parts(
         let fut = async move {
             let _permit = permit;
             let _mem = mem;
-            let digest = checksum::digest(&data);
+            let digest = checksum::digest_with(&data, md5);
             send_part(
                 &store,
                 &key,
@@ -764,6 +798,7 @@ async fn stream_parts(
                 number,
                 PartBody::Bytes(data),
                 &digest,
+                nvme,
                 object_id,
                 &events,
             )
@@ -906,13 +941,13 @@ async fn audit_once(ex: &Arc<Executor>, obj: &ObjectSpec) -> Result<Verified, At
             in_part += n as u64;
             rest = &rest[n..];
             if in_part == part_size {
-                md5s.push(std::mem::take(&mut part).finish().md5);
+                md5s.extend(std::mem::take(&mut part).finish().md5);
                 in_part = 0;
             }
         }
     }
     if in_part > 0 {
-        md5s.push(part.finish().md5);
+        md5s.extend(part.finish().md5);
     }
     let src = whole.finish();
     let mode = ex.verify_mode(obj.mtime);

@@ -23,14 +23,16 @@ fn mismatch(what: String) -> Mismatch {
 /// What was read from the source.
 #[derive(Clone, Debug)]
 pub(crate) struct Sent {
-    /// The length always; the CRC64 where `hashed`, the MD5 where
-    /// `md5_known`.
-    digest: Digest,
-    /// False when only the length is known (a size-only audit).
-    hashed: bool,
-    /// False for a multipart upload whose parts were read concurrently (or
-    /// reused from an earlier run): no whole-object MD5 was computed.
-    md5_known: bool,
+    len: u64,
+    /// `None` where it was not computed: the destination confirms a CRC
+    /// (`storage::proof`), a multipart upload whose parts were read
+    /// concurrently or reused from an earlier run, a size-only audit.
+    md5: Option<[u8; 16]>,
+    /// CRC-64/XZ; `None` where nothing was read.
+    crc64: Option<u64>,
+    /// CRC-64/NVME; `None` where nothing was read, or a multipart upload
+    /// whose parts were not all sent with one.
+    nvme: Option<u64>,
     /// MD5 of each part in order, where the object was (or is compared as)
     /// a multipart upload: recomputes an `…-N` ETag. Empty when unknown.
     part_md5s: Vec<[u8; 16]>,
@@ -46,24 +48,22 @@ impl Sent {
     /// multipart upload would have cut it.
     pub(crate) fn whole_with_parts(digest: Digest, part_md5s: Vec<[u8; 16]>) -> Sent {
         Sent {
-            digest,
-            hashed: true,
-            md5_known: true,
+            len: digest.len,
+            md5: digest.md5,
+            crc64: Some(digest.crc64),
+            nvme: Some(digest.nvme),
             part_md5s,
         }
     }
 
-    /// A multipart upload: its length, combined CRC64 and part MD5s, with
+    /// A multipart upload: its length, combined CRCs and part MD5s, with
     /// no whole-object MD5.
-    pub(crate) fn parts(len: u64, crc64: u64, part_md5s: Vec<[u8; 16]>) -> Sent {
+    pub(crate) fn parts(len: u64, crc64: u64, nvme: Option<u64>, part_md5s: Vec<[u8; 16]>) -> Sent {
         Sent {
-            digest: Digest {
-                md5: [0; 16],
-                crc64,
-                len,
-            },
-            hashed: true,
-            md5_known: false,
+            len,
+            md5: None,
+            crc64: Some(crc64),
+            nvme,
             part_md5s,
         }
     }
@@ -72,9 +72,10 @@ impl Sent {
     /// earlier pass verified them.
     pub(crate) fn recorded(len: u64, md5: [u8; 16]) -> Sent {
         Sent {
-            digest: Digest { md5, crc64: 0, len },
-            hashed: false,
-            md5_known: true,
+            len,
+            md5: Some(md5),
+            crc64: None,
+            nvme: None,
             part_md5s: Vec::new(),
         }
     }
@@ -82,13 +83,10 @@ impl Sent {
     /// Only the length (nothing was read).
     pub(crate) fn length(len: u64) -> Sent {
         Sent {
-            digest: Digest {
-                md5: [0; 16],
-                crc64: 0,
-                len,
-            },
-            hashed: false,
-            md5_known: false,
+            len,
+            md5: None,
+            crc64: None,
+            nvme: None,
             part_md5s: Vec::new(),
         }
     }
@@ -103,7 +101,12 @@ pub(crate) struct Answer<'a> {
     pub(crate) size: Option<u64>,
     /// Quoted or not, any case (OSS sends upper case); empty when none.
     pub(crate) etag: &'a str,
+    /// CRC-64/XZ the store computed (OSS's `x-oss-hash-crc64ecma`).
     pub(crate) crc64: Option<u64>,
+    /// CRC-64/NVME the store answered: taken only from a store known to
+    /// check the value it is sent, or one that computed it unasked
+    /// (`storage::proof`).
+    pub(crate) nvme: Option<u64>,
     /// False when the store said the ETag is not an MD5 (SSE-KMS, SSE-C).
     pub(crate) etag_is_md5: bool,
 }
@@ -116,6 +119,7 @@ impl Answer<'static> {
             size: Some(size),
             etag: "",
             crc64: None,
+            nvme: None,
             etag_is_md5: false,
         }
     }
@@ -127,6 +131,7 @@ impl<'a> From<&'a storage::s3::PutAnswer> for Answer<'a> {
             size: None,
             etag: &a.etag,
             crc64: a.crc64,
+            nvme: a.nvme,
             etag_is_md5: a.etag_is_md5,
         }
     }
@@ -138,6 +143,7 @@ impl<'a> From<&'a storage::s3::ObjectInfo> for Answer<'a> {
             size: Some(i.size),
             etag: &i.etag,
             crc64: i.crc64,
+            nvme: i.nvme,
             etag_is_md5: i.etag_is_md5,
         }
     }
@@ -151,15 +157,35 @@ fn is_md5_hex(s: &str) -> bool {
     s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
-/// Checks the ETag a store gave one uploaded part against the part's MD5.
-/// A part ETag that is not an MD5 (or one the store says is not) proves
-/// nothing and is accepted; the object's checks come later.
+/// Checks what a store answered for one uploaded part against the part's
+/// digest: its ETag against the MD5 (where both are one), its CRC-64/XZ
+/// and CRC-64/NVME where it answered them. A part answer that proves
+/// nothing is accepted; the object's checks come later.
 pub(crate) fn check_part(number: u32, sent: &Digest, answer: Answer<'_>) -> Result<(), Mismatch> {
     let etag = unquote(answer.etag);
-    if answer.etag_is_md5 && is_md5_hex(etag) && !etag.eq_ignore_ascii_case(&sent.md5_hex()) {
+    if let Some(md5) = sent.md5_hex()
+        && answer.etag_is_md5
+        && is_md5_hex(etag)
+        && !etag.eq_ignore_ascii_case(&md5)
+    {
         return Err(mismatch(format!(
-            "part {number}: destination ETag {etag} differs from source MD5 {}",
-            sent.md5_hex()
+            "part {number}: destination ETag {etag} differs from source MD5 {md5}"
+        )));
+    }
+    if let Some(crc) = answer.crc64
+        && crc != sent.crc64
+    {
+        return Err(mismatch(format!(
+            "part {number}: destination CRC-64/XZ {crc} differs from the source's {}",
+            sent.crc64
+        )));
+    }
+    if let Some(crc) = answer.nvme
+        && crc != sent.nvme
+    {
+        return Err(mismatch(format!(
+            "part {number}: destination CRC-64/NVME {crc:016x} differs from the source's {:016x}",
+            sent.nvme
         )));
     }
     Ok(())
@@ -174,10 +200,13 @@ pub(crate) fn check_source(
     got: &Digest,
 ) -> Result<(), String> {
     let etag = unquote(listed_etag);
-    if etag_is_md5 && is_md5_hex(etag) && !etag.eq_ignore_ascii_case(&got.md5_hex()) {
+    if etag_is_md5
+        && is_md5_hex(etag)
+        && let Some(md5) = got.md5_hex()
+        && !etag.eq_ignore_ascii_case(&md5)
+    {
         return Err(format!(
-            "received bytes have MD5 {} but the source ETag is {etag}",
-            got.md5_hex()
+            "received bytes have MD5 {md5} but the source ETag is {etag}"
         ));
     }
     Ok(())
@@ -217,10 +246,10 @@ impl Checks {
     }
 
     /// Takes one answer from the destination: its size, ETag (a plain MD5
-    /// or a multipart `…-N`) and CRC64 are compared with what was sent,
-    /// wherever the answer has them and they mean something.
+    /// or a multipart `…-N`), CRC-64/XZ and CRC-64/NVME are compared with
+    /// what was sent, wherever the answer has them and they mean something.
     pub(crate) fn answer(&mut self, a: Answer<'_>) -> Result<(), Mismatch> {
-        let sent = self.sent.digest;
+        let sent = &self.sent;
         if let Some(size) = a.size {
             if size != sent.len {
                 return Err(Mismatch(
@@ -242,22 +271,23 @@ impl Checks {
                 None => self.etag = Some(etag.to_owned()),
             }
         }
+        let sent = &self.sent;
         if a.etag_is_md5 {
             if is_md5_hex(etag) {
-                if self.sent.md5_known {
-                    if !etag.eq_ignore_ascii_case(&sent.md5_hex()) {
+                if let Some(md5) = sent.md5 {
+                    let md5 = checksum::hex(&md5);
+                    if !etag.eq_ignore_ascii_case(&md5) {
                         return Err(mismatch(format!(
-                            "destination ETag {etag} differs from source MD5 {}",
-                            sent.md5_hex()
+                            "destination ETag {etag} differs from source MD5 {md5}"
                         )));
                     }
                     self.agreed("md5");
                 }
             } else if let Some((_, n)) = etag.split_once('-')
-                && n.parse::<usize>().ok() == Some(self.sent.part_md5s.len())
-                && !self.sent.part_md5s.is_empty()
+                && n.parse::<usize>().ok() == Some(sent.part_md5s.len())
+                && !sent.part_md5s.is_empty()
             {
-                let expected = checksum::multipart_etag(self.sent.part_md5s.iter());
+                let expected = checksum::multipart_etag(sent.part_md5s.iter());
                 if !etag.eq_ignore_ascii_case(&expected) {
                     return Err(mismatch(format!(
                         "destination ETag {etag} differs from the ETag of the source's parts {expected}"
@@ -266,14 +296,23 @@ impl Checks {
                 self.agreed("etag");
             }
         }
-        if let (Some(crc), true) = (a.crc64, self.sent.hashed) {
-            if crc != sent.crc64 {
+        let sent = &self.sent;
+        if let (Some(crc), Some(ours)) = (a.crc64, sent.crc64) {
+            if crc != ours {
                 return Err(mismatch(format!(
-                    "destination CRC64 {crc} differs from source CRC64 {}",
-                    sent.crc64
+                    "destination CRC-64/XZ {crc} differs from the source's {ours}"
                 )));
             }
-            self.agreed("crc64");
+            self.agreed("crc64xz");
+        }
+        let sent = &self.sent;
+        if let (Some(crc), Some(ours)) = (a.nvme, sent.nvme) {
+            if crc != ours {
+                return Err(mismatch(format!(
+                    "destination CRC-64/NVME {crc:016x} differs from the source's {ours:016x}"
+                )));
+            }
+            self.agreed("crc64nvme");
         }
         Ok(())
     }
@@ -281,31 +320,31 @@ impl Checks {
     /// Takes the digest of the object as read back from the destination.
     pub(crate) fn read_back(&mut self, back: &Digest) -> Result<(), Mismatch> {
         let sent = &mut self.sent;
-        if !sent.hashed {
+        let Some(crc64) = sent.crc64 else {
             return Err(mismatch(
                 "nothing was read from the source to compare".into(),
             ));
-        }
-        if back.len != sent.digest.len {
+        };
+        if back.len != sent.len {
             return Err(Mismatch(
                 ErrorCode::SizeNotMatch,
                 format!(
                     "destination has {} bytes, source has {}",
-                    back.len, sent.digest.len
+                    back.len, sent.len
                 ),
             ));
         }
-        if back.crc64 != sent.digest.crc64 || (sent.md5_known && back.md5 != sent.digest.md5) {
+        let md5_differs = matches!((sent.md5, back.md5), (Some(a), Some(b)) if a != b);
+        if back.crc64 != crc64 || md5_differs {
             return Err(mismatch(
                 "the object read back from the destination differs from the source".into(),
             ));
         }
-        if !sent.md5_known {
+        if sent.md5.is_none() {
             // Same length and CRC64 as every byte sent: record its MD5.
-            sent.digest.md5 = back.md5;
-            sent.md5_known = true;
+            sent.md5 = back.md5;
         }
-        for what in ["size", "md5", "crc64", "readback"] {
+        for what in ["size", "md5", "crc64xz", "readback"] {
             self.agreed(what);
         }
         Ok(())
@@ -340,9 +379,7 @@ impl Checks {
             self.by.insert(0, "size");
         }
         Ok(Verified {
-            digest: self.sent.digest,
-            hashed: self.sent.hashed,
-            md5_known: self.sent.md5_known,
+            sent: self.sent,
             etag: self.etag,
             by: self.by,
             parts_resumed: self.parts_resumed,
@@ -356,9 +393,7 @@ impl Checks {
 /// the verification mode asks. Only [`Checks::finish`] makes one.
 #[derive(Debug)]
 pub(crate) struct Verified {
-    digest: Digest,
-    hashed: bool,
-    md5_known: bool,
+    sent: Sent,
     etag: Option<String>,
     by: Vec<&'static str>,
     parts_resumed: u32,
@@ -394,13 +429,13 @@ impl Verified {
         self.source_ident
     }
     pub(crate) fn size(&self) -> u64 {
-        self.digest.len
+        self.sent.len
     }
     pub(crate) fn crc64(&self) -> Option<u64> {
-        self.hashed.then_some(self.digest.crc64)
+        self.sent.crc64
     }
     pub(crate) fn md5_hex(&self) -> Option<String> {
-        self.md5_known.then(|| self.digest.md5_hex())
+        self.sent.md5.map(|m| checksum::hex(&m))
     }
     pub(crate) fn etag(&self) -> Option<&str> {
         self.etag.as_deref()
@@ -414,14 +449,18 @@ impl Verified {
 }
 
 /// Whether agreeing on `by` (what was compared: `size`, `md5`, `etag`,
-/// `crc64`, `readback`) proves what `mode` asks: the size (an MD5 or a
-/// read-back covers it), plus for `checksum` a content checksum, plus for
-/// `readback` the bytes themselves. The one rule, for the executor that
-/// compares and for the daemon that checks its report.
+/// `crc64xz`, `crc64nvme`, `readback`) proves what `mode` asks: the size,
+/// plus for `checksum` a content checksum, plus for `readback` the bytes
+/// themselves. An MD5, a read-back or a CRC-64 the store computed over
+/// what it stored covers the size too (a body cut short or run on has
+/// another one, but with a chance of 2^-64). `crc64` is the XZ one's
+/// former name, in reports of earlier versions. The one rule, for the
+/// executor that compares and for the daemon that checks its report.
 pub fn proves(by: &[&str], mode: VerifyMode) -> bool {
     let has = |w: &str| by.contains(&w);
-    let size = has("size") || has("md5") || has("readback");
-    let content = has("md5") || has("etag") || has("crc64") || has("readback");
+    let crc = has("crc64xz") || has("crc64nvme");
+    let size = has("size") || has("md5") || has("readback") || crc;
+    let content = has("md5") || has("etag") || has("crc64") || crc || has("readback");
     match mode {
         VerifyMode::Size => size,
         VerifyMode::Checksum => size && content,
@@ -429,7 +468,7 @@ pub fn proves(by: &[&str], mode: VerifyMode) -> bool {
     }
 }
 
-/// [`proves`] for a report's `verified_by` (`size+md5+crc64`).
+/// [`proves`] for a report's `verified_by` (`size+md5+crc64xz`).
 pub fn report_proves(verified_by: &str, mode: VerifyMode) -> bool {
     let by: Vec<&str> = verified_by.split('+').collect();
     proves(&by, mode)
@@ -446,7 +485,15 @@ mod tests {
             size,
             etag,
             crc64,
+            nvme: None,
             etag_is_md5,
+        }
+    }
+
+    fn with_nvme(a: Answer<'_>, nvme: u64) -> Answer<'_> {
+        Answer {
+            nvme: Some(nvme),
+            ..a
         }
     }
 
@@ -472,7 +519,7 @@ mod tests {
     fn single_put_answers() {
         let d = checksum::digest(b"hello");
         let sent = Sent::whole(d);
-        let md5 = d.md5_hex();
+        let md5 = d.md5_hex().unwrap();
         let upper = format!("\"{}\"", md5.to_ascii_uppercase());
         let other = "0123456789abcdef0123456789abcdef";
         let cases: Vec<(Answer<'_>, [Result<&str, ErrorCode>; 3])> = vec![
@@ -489,8 +536,8 @@ mod tests {
             (
                 answer(None, &upper, Some(d.crc64), true),
                 [
-                    Ok("size+md5+crc64"),
-                    Ok("size+md5+crc64"),
+                    Ok("size+md5+crc64xz"),
+                    Ok("size+md5+crc64xz"),
                     Err(ErrorCode::ChecksumMismatch),
                 ],
             ),
@@ -509,10 +556,15 @@ mod tests {
                 answer(None, other, None, false),
                 [Err(ErrorCode::ChecksumMismatch); 3],
             ),
-            // Only a CRC64 without a size: the content, not the length.
+            // A CRC-64 the store computed over what it stored covers the
+            // length as an MD5 does.
             (
                 answer(None, other, Some(d.crc64), false),
-                [Err(ErrorCode::ChecksumMismatch); 3],
+                [
+                    Ok("size+crc64xz"),
+                    Ok("size+crc64xz"),
+                    Err(ErrorCode::ChecksumMismatch),
+                ],
             ),
             // Not an MD5 at all (opaque ETag), or none.
             (
@@ -542,7 +594,7 @@ mod tests {
         let head = answer(Some(5), other, Some(d.crc64), false);
         assert_eq!(
             run(&sent, &[put, head], None, VerifyMode::Checksum),
-            Ok("size+crc64".into())
+            Ok("size+crc64xz".into())
         );
         // SSE-KMS on plain S3: size only; checksum mode needs the bytes.
         let head = answer(Some(5), other, None, false);
@@ -556,7 +608,7 @@ mod tests {
         );
         assert_eq!(
             run(&sent, &[put, head], Some(&d), VerifyMode::Checksum),
-            Ok("size+md5+crc64+readback".into())
+            Ok("size+md5+crc64xz+readback".into())
         );
         // A HEAD with another size, or another ETag than the PUT gave.
         let short = answer(Some(4), other, None, false);
@@ -570,7 +622,7 @@ mod tests {
             Err(ErrorCode::ChecksumMismatch)
         );
         // ETags compare case-insensitively across answers.
-        let md5 = d.md5_hex();
+        let md5 = d.md5_hex().unwrap();
         let upper = md5.to_ascii_uppercase();
         assert_eq!(
             run(
@@ -591,8 +643,13 @@ mod tests {
         let p1 = checksum::digest(b"hello ");
         let p2 = checksum::digest(b"world");
         let whole = checksum::digest(b"hello world");
-        let etag = checksum::multipart_etag([p1.md5, p2.md5].iter());
-        let sent = Sent::parts(11, whole.crc64, vec![p1.md5, p2.md5]);
+        let etag = checksum::multipart_etag([p1.md5.unwrap(), p2.md5.unwrap()].iter());
+        let sent = Sent::parts(
+            11,
+            whole.crc64,
+            None,
+            vec![p1.md5.unwrap(), p2.md5.unwrap()],
+        );
         let complete = answer(None, &etag, None, true);
         let head = answer(Some(11), &etag, None, true);
         assert_eq!(
@@ -605,7 +662,7 @@ mod tests {
             Err(ErrorCode::ChecksumMismatch)
         );
         // Another part list, or another count: a mismatch, or nothing.
-        let wrong = checksum::multipart_etag([p2.md5, p1.md5].iter());
+        let wrong = checksum::multipart_etag([p2.md5.unwrap(), p1.md5.unwrap()].iter());
         assert_eq!(
             run(
                 &sent,
@@ -642,21 +699,21 @@ mod tests {
                 None,
                 VerifyMode::Checksum
             ),
-            Ok("size+crc64".into())
+            Ok("size+crc64xz".into())
         );
         // The read-back fills in the whole-object MD5 that was not computed.
         let mut c = Checks::new(sent.clone());
         c.answer(head).unwrap();
         c.read_back(&whole).unwrap();
         let v = c.finish(VerifyMode::ReadBack).unwrap();
-        assert_eq!(v.md5_hex(), Some(whole.md5_hex()));
-        assert_eq!(v.by(), "size+etag+md5+crc64+readback");
+        assert_eq!(v.md5_hex(), whole.md5_hex());
+        assert_eq!(v.by(), "size+etag+md5+crc64xz+readback");
         // A plain-MD5 ETag for a multipart upload with no whole MD5 known
         // proves nothing (some stores answer so).
         assert_eq!(
             run(
                 &sent,
-                &[answer(Some(11), &whole.md5_hex(), None, true)],
+                &[answer(Some(11), &whole.md5_hex().unwrap(), None, true)],
                 None,
                 VerifyMode::Checksum
             ),
@@ -676,7 +733,7 @@ mod tests {
         );
         assert_eq!(
             run(&sent, &[file], Some(&d), VerifyMode::Checksum),
-            Ok("size+md5+crc64+readback".into())
+            Ok("size+md5+crc64xz+readback".into())
         );
         let other = checksum::digest(b"jello");
         assert_eq!(
@@ -692,7 +749,7 @@ mod tests {
         assert_eq!(
             run(
                 &sent,
-                &[answer(Some(5), &d.md5_hex(), Some(d.crc64), true)],
+                &[answer(Some(5), &d.md5_hex().unwrap(), Some(d.crc64), true)],
                 None,
                 VerifyMode::ReadBack
             ),
@@ -729,7 +786,7 @@ mod tests {
     #[test]
     fn parts_and_sources() {
         let d = checksum::digest(b"part");
-        let md5 = d.md5_hex();
+        let md5 = d.md5_hex().unwrap();
         assert!(check_part(1, &d, answer(None, &md5.to_ascii_uppercase(), None, true)).is_ok());
         assert!(check_part(1, &d, answer(None, &format!("\"{md5}\""), None, true)).is_ok());
         let other = "0123456789abcdef0123456789abcdef";
@@ -745,5 +802,111 @@ mod tests {
         assert!(check_source(other, false, &d).is_ok());
         assert!(check_source("abc-3", true, &d).is_ok());
         assert!(check_source("", true, &d).is_ok());
+    }
+
+    /// Hashed for a store that confirms a CRC: no MD5 computed. The CRC it
+    /// answers proves the copy; its ETag (an MD5 we did not compute) proves
+    /// nothing and is no mismatch either.
+    #[test]
+    fn crc_proofs_without_md5() {
+        let d = checksum::digest_with(b"hello", false);
+        let md5 = checksum::digest(b"hello").md5_hex().unwrap();
+        let sent = Sent::whole(d);
+        let upper = md5.to_ascii_uppercase();
+        let cases: Vec<(Answer<'_>, [Result<&str, ErrorCode>; 3])> = vec![
+            // S3 / SeaweedFS: the CRC-64/NVME we sent, checked and answered.
+            (
+                with_nvme(answer(None, &md5, None, true), d.nvme),
+                [
+                    Ok("size+crc64nvme"),
+                    Ok("size+crc64nvme"),
+                    Err(ErrorCode::ChecksumMismatch),
+                ],
+            ),
+            // OSS: its own CRC-64/XZ, an upper-case ETag.
+            (
+                answer(None, &upper, Some(d.crc64), true),
+                [
+                    Ok("size+crc64xz"),
+                    Ok("size+crc64xz"),
+                    Err(ErrorCode::ChecksumMismatch),
+                ],
+            ),
+            // Another CRC is a mismatch in every mode.
+            (
+                with_nvme(answer(None, &md5, None, true), d.nvme ^ 1),
+                [Err(ErrorCode::ChecksumMismatch); 3],
+            ),
+            (
+                answer(None, &md5, Some(d.crc64 ^ 1), true),
+                [Err(ErrorCode::ChecksumMismatch); 3],
+            ),
+            // A front that drops the checksum: the ETag alone proves
+            // nothing without our MD5 (a HEAD and a read-back follow).
+            (
+                answer(None, &md5, None, true),
+                [Err(ErrorCode::ChecksumMismatch); 3],
+            ),
+        ];
+        for (i, (a, want)) in cases.iter().enumerate() {
+            for (mode, want) in MODES.iter().zip(want) {
+                let got = run(&sent, &[*a], None, *mode);
+                assert_eq!(got, want.map(str::to_owned), "case {i} {mode:?}");
+            }
+        }
+        // The read-back then proves it, and records the MD5.
+        let back = checksum::digest(b"hello");
+        let mut c = Checks::new(sent.clone());
+        c.answer(answer(Some(5), &md5, None, true)).unwrap();
+        c.read_back(&back).unwrap();
+        let v = c.finish(VerifyMode::Checksum).unwrap();
+        assert_eq!(v.md5_hex().as_deref(), Some(md5.as_str()));
+        assert_eq!(v.by(), "size+md5+crc64xz+readback");
+    }
+
+    /// A multipart upload with `ChecksumType=FULL_OBJECT`: the full
+    /// object's CRC-64/NVME on Complete proves it whatever the part size;
+    /// each part's answer is held to the part's own.
+    #[test]
+    fn full_object_crc_on_complete() {
+        let p1 = checksum::digest_with(b"hello ", false);
+        let p2 = checksum::digest_with(b"world", false);
+        let whole = checksum::digest_with(b"hello world", false);
+        let nvme = checksum::nvme_of_parts([(p1.nvme, 6), (p2.nvme, 5)]);
+        assert_eq!(nvme, whole.nvme);
+        let sent = Sent::parts(11, whole.crc64, Some(nvme), Vec::new());
+        let complete = with_nvme(
+            answer(None, "0123456789abcdef0123456789abcdef-2", None, true),
+            nvme,
+        );
+        assert_eq!(
+            run(&sent, &[complete], None, VerifyMode::Checksum),
+            Ok("size+crc64nvme".into())
+        );
+        let wrong = with_nvme(complete, nvme ^ 1);
+        assert_eq!(
+            run(&sent, &[wrong], None, VerifyMode::Size),
+            Err(ErrorCode::ChecksumMismatch)
+        );
+        // No part MD5s and no full-object value: nothing proven.
+        let bare = answer(None, "0123456789abcdef0123456789abcdef-2", None, true);
+        assert_eq!(
+            run(&sent, &[bare], None, VerifyMode::Checksum),
+            Err(ErrorCode::ChecksumMismatch)
+        );
+        assert!(check_part(1, &p1, with_nvme(bare, p1.nvme)).is_ok());
+        assert_eq!(
+            check_part(1, &p1, with_nvme(bare, p2.nvme)).map_err(|m| m.0),
+            Err(ErrorCode::ChecksumMismatch)
+        );
+        assert_eq!(
+            check_part(1, &p1, answer(None, "x", Some(p1.crc64 ^ 1), true)).map_err(|m| m.0),
+            Err(ErrorCode::ChecksumMismatch)
+        );
+        // The daemon's rule agrees, and still reads the former name.
+        assert!(proves(&["size", "crc64nvme"], VerifyMode::Checksum));
+        assert!(proves(&["crc64xz"], VerifyMode::Checksum));
+        assert!(proves(&["size", "md5", "crc64"], VerifyMode::Checksum));
+        assert!(!proves(&["crc64nvme"], VerifyMode::ReadBack));
     }
 }

@@ -24,7 +24,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 /// the pass each object was listed in and last seen in, the pass that
 /// found it gone, and one `passes` row per pass; and the branches of a
 /// parallel listing (`scan_branches`), each with its own checkpoint.
-const SCHEMA_VERSION: i64 = 7;
+const SCHEMA_VERSION: i64 = 8;
 
 /// What schema 5 adds: each job's object counts by state, kept by triggers
 /// on every insert, update and delete of an object, so `stat` reads a few
@@ -101,6 +101,13 @@ CREATE INDEX control_log_job ON control_log(job, id);
 /// manifest's `metadata` column.
 const SCHEMA_V7: &str = "
 ALTER TABLE objects ADD COLUMN meta_sha256 TEXT;
+";
+
+/// A part's CRC-64/NVME, where it was sent with one (an upload whose
+/// Complete carries the full object's), so a resumed upload completes
+/// with it.
+const SCHEMA_V8: &str = "
+ALTER TABLE parts ADD COLUMN nvme TEXT;
 ";
 
 /// What schema 4 adds: the audit trail of `ossimportctl set`, which is also
@@ -770,6 +777,7 @@ impl Store {
             tx.execute_batch(SCHEMA_V5)?;
             tx.execute_batch(SCHEMA_V6)?;
             tx.execute_batch(SCHEMA_V7)?;
+            tx.execute_batch(SCHEMA_V8)?;
             tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
             tx.commit()?;
         } else if version == 1 {
@@ -824,6 +832,12 @@ impl Store {
         if (1..7).contains(&version) {
             let tx = conn.transaction()?;
             tx.execute_batch(SCHEMA_V7)?;
+            tx.pragma_update(None, "user_version", 7)?;
+            tx.commit()?;
+        }
+        if (1..8).contains(&version) {
+            let tx = conn.transaction()?;
+            tx.execute_batch(SCHEMA_V8)?;
             tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
             tx.commit()?;
         }
@@ -1165,7 +1179,7 @@ impl Store {
                 let resume = match (upload_id, part_size) {
                     (Some(upload_id), Some(part_size)) => {
                         let mut q = tx.prepare_cached(
-                            "SELECT number, size, etag, md5, crc64 FROM parts WHERE object_id = ?1 ORDER BY number",
+                            "SELECT number, size, etag, md5, crc64, nvme FROM parts WHERE object_id = ?1 ORDER BY number",
                         )?;
                         let parts = q
                             .query_map([object_id], |r| {
@@ -1175,6 +1189,9 @@ impl Store {
                                     etag: r.get(2)?,
                                     md5: r.get(3)?,
                                     crc64: r.get::<_, String>(4)?.parse().unwrap_or(0),
+                                    nvme: r
+                                        .get::<_, Option<String>>(5)?
+                                        .and_then(|n| n.parse().ok()),
                                 })
                             })?
                             .collect::<Result<Vec<_>, _>>()?;
@@ -1490,7 +1507,7 @@ fn apply_event(
         }
         Event::PartDone { object_id, part } => {
             tx.prepare_cached(
-                "INSERT OR REPLACE INTO parts (object_id, number, size, etag, md5, crc64) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT OR REPLACE INTO parts (object_id, number, size, etag, md5, crc64, nvme) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )?
             .execute(params![
                 object_id,
@@ -1498,7 +1515,8 @@ fn apply_event(
                 part.size as i64,
                 part.etag,
                 part.md5,
-                part.crc64.to_string()
+                part.crc64.to_string(),
+                part.nvme.map(|n| n.to_string())
             ])?;
         }
         Event::UploadAborted { object_id } => {

@@ -293,9 +293,15 @@ pub struct PartRecord {
     pub number: u32,
     pub size: u64,
     pub etag: String,
-    /// Hex MD5 of the part as read from the source.
+    /// Hex MD5 of the part as read from the source; empty where it was not
+    /// computed (the destination confirms a CRC).
     pub md5: String,
+    /// CRC-64/XZ of the part.
     pub crc64: u64,
+    /// CRC-64/NVME of the part, where it was sent with it (an upload whose
+    /// Complete carries the full object's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nvme: Option<u64>,
 }
 
 /// Reported by an executor while it works. Applying the same event twice

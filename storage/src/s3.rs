@@ -2,10 +2,14 @@
 //! clouds' S3 endpoints.
 //!
 //! The SDK's default flexible checksums (CRC32 headers, aws-chunked bodies)
-//! are turned off: OSS and many S3-compatible stores reject them, and our own
-//! integrity check is `Content-MD5` on every PUT and part (the server refuses
-//! bytes that do not match what we hashed while reading the source) plus the
-//! ETag and, where sent, OSS's `x-oss-hash-crc64ecma`.
+//! are turned off: OSS and many S3-compatible stores reject them. Our own
+//! integrity check is the cheapest proof the store gives ([`proof`]): a
+//! CRC-64/NVME sent with every PUT and part where the store checks it
+//! (and answers it), OSS's own `x-oss-hash-crc64ecma`, or else
+//! `Content-MD5` on every PUT and part (the server refuses bytes that do not
+//! match what we hashed while reading the source) and the ETag.
+
+pub mod proof;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -123,6 +127,9 @@ pub struct ObjectInfo {
     /// Normalised (unquoted, lower-case).
     pub etag: String,
     pub crc64: Option<u64>,
+    /// The full-object CRC-64/NVME the store keeps, asked for only from a
+    /// store known to check the value it is sent ([`proof`]).
+    pub nvme: Option<u64>,
     /// `ossimport-mtime` in nanoseconds.
     pub mtime_meta: Option<i64>,
     /// `ossimport-ident`, for local sources.
@@ -172,15 +179,18 @@ fn etag_is_md5(sse: Option<&ServerSideEncryption>, sse_c: Option<&str>) -> bool 
 /// A bucket reachable through the S3 API.
 #[derive(Clone, Debug)]
 pub struct S3Store {
-    client: Client,
-    bucket: String,
-    sse: bool,
+    pub(crate) client: Client,
+    pub(crate) bucket: String,
+    pub(crate) sse: bool,
     storage_class: Option<aws_sdk_s3::types::StorageClass>,
     limiter: Option<Arc<RateLimiter>>,
     read_timeout: Duration,
     /// Plain `http://` to a host other than this one: answers are not
     /// authenticated, so an on-path box could forge them.
     unauthenticated: bool,
+    /// What the store confirms, once learned ([`proof`]); shared by
+    /// the clones of a job's store.
+    pub(crate) proof: Arc<crate::s3::proof::Learned>,
 }
 
 /// One page of a listing.
@@ -194,6 +204,16 @@ pub struct ListPage {
     pub truncated: bool,
 }
 
+/// A multipart upload being sent: its key, its id, and whether it was
+/// started with CRC-64/NVME (`ChecksumType=FULL_OBJECT`), so that each part
+/// carries its own.
+#[derive(Clone, Copy, Debug)]
+pub struct Upload<'a> {
+    pub key: &'a str,
+    pub id: &'a str,
+    pub nvme: bool,
+}
+
 /// What a PUT answered.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PutAnswer {
@@ -201,6 +221,9 @@ pub struct PutAnswer {
     pub etag: String,
     /// `x-oss-hash-crc64ecma`, where the store sends it.
     pub crc64: Option<u64>,
+    /// `x-amz-checksum-crc64nvme` (a full-object value on Complete), where
+    /// the store answers one.
+    pub nvme: Option<u64>,
     /// False when the store says the ETag is not the data's MD5 (SSE-KMS,
     /// SSE-C).
     pub etag_is_md5: bool,
@@ -313,7 +336,7 @@ impl Intercept for NoteHealth {
 
 /// Records OSS's CRC64 response header, which the SDK's typed outputs drop.
 #[derive(Clone, Debug, Default)]
-struct CaptureCrc64(Arc<Mutex<Option<String>>>);
+pub(crate) struct CaptureCrc64(Arc<Mutex<Option<String>>>);
 
 impl Intercept for CaptureCrc64 {
     fn name(&self) -> &'static str {
@@ -336,7 +359,7 @@ impl Intercept for CaptureCrc64 {
 }
 
 impl CaptureCrc64 {
-    fn get(&self) -> Option<u64> {
+    pub(crate) fn get(&self) -> Option<u64> {
         self.0
             .lock()
             .ok()
@@ -523,6 +546,7 @@ impl S3Store {
             limiter: cfg.request_limiter.clone(),
             read_timeout,
             unauthenticated,
+            proof: Arc::default(),
         }
     }
 
@@ -771,15 +795,19 @@ impl S3Store {
             .bucket(&self.bucket)
             .key(key)
             .content_length(len as i64)
-            .content_md5(digest.md5_base64())
+            .set_content_md5(digest.md5_base64())
             .body(body);
+        if self.sends_nvme() {
+            req = req.checksum_crc64_nvme(digest.nvme_base64());
+        }
         with_headers!(self, req, key, meta, headers);
         if self.sse {
             req = req.server_side_encryption(ServerSideEncryption::Aes256);
         }
         // UNSIGNED-PAYLOAD: the body is protected by the signed Content-MD5
-        // header (the server refuses a body that does not match it), so
-        // hashing every byte again with SHA-256 for SigV4 buys nothing.
+        // or CRC-64/NVME header (the server refuses a body that does not
+        // match it), or by the CRC-64/XZ the store answers, so hashing
+        // every byte again with SHA-256 for SigV4 buys nothing.
         let out = req
             .customize()
             .disable_payload_signing()
@@ -790,6 +818,9 @@ impl S3Store {
         Ok(PutAnswer {
             etag: normalize_etag(out.e_tag().unwrap_or_default()),
             crc64: cap.get(),
+            nvme: out
+                .checksum_crc64_nvme()
+                .and_then(crate::checksum::parse_nvme_base64),
             etag_is_md5: etag_is_md5(out.server_side_encryption(), out.sse_customer_algorithm()),
         })
     }
@@ -848,6 +879,10 @@ impl S3Store {
             .head_object()
             .bucket(&self.bucket)
             .key(key)
+            .set_checksum_mode(
+                self.sends_nvme()
+                    .then_some(aws_sdk_s3::types::ChecksumMode::Enabled),
+            )
             .customize()
             .interceptor(cap.clone())
             .interceptor(oss_meta.clone())
@@ -870,6 +905,9 @@ impl S3Store {
             size: out.content_length().unwrap_or(0).max(0) as u64,
             etag: normalize_etag(out.e_tag().unwrap_or_default()),
             crc64: cap.get(),
+            nvme: out
+                .checksum_crc64_nvme()
+                .and_then(crate::checksum::parse_nvme_base64),
             mtime_meta,
             ident_meta,
             etag_is_md5: etag_is_md5(out.server_side_encryption(), out.sse_customer_algorithm()),
@@ -925,11 +963,15 @@ impl S3Store {
         Ok(h.finish())
     }
 
+    /// Starts a multipart upload; with `nvme`, one whose parts carry their
+    /// CRC-64/NVME and whose Complete carries the full object's
+    /// (`ChecksumType=FULL_OBJECT`).
     pub async fn create_multipart(
         &self,
         key: &str,
         meta: &[(&str, String)],
         headers: Option<&ObjectHeaders>,
+        nvme: bool,
     ) -> Result<String, S3Error> {
         self.pace().await;
         let mut req = self
@@ -937,6 +979,11 @@ impl S3Store {
             .create_multipart_upload()
             .bucket(&self.bucket)
             .key(key);
+        if nvme {
+            req = req
+                .checksum_algorithm(aws_sdk_s3::types::ChecksumAlgorithm::Crc64Nvme)
+                .checksum_type(aws_sdk_s3::types::ChecksumType::FullObject);
+        }
         with_headers!(self, req, key, meta, headers);
         if self.sse {
             req = req.server_side_encryption(ServerSideEncryption::Aes256);
@@ -951,15 +998,16 @@ impl S3Store {
         })
     }
 
+    /// Sends one part: with `Content-MD5` where its digest has an MD5, and
+    /// with its CRC-64/NVME where the upload was started with it.
     pub async fn upload_part(
         &self,
-        key: &str,
-        upload_id: &str,
+        upload: &Upload<'_>,
         number: u32,
         body: Bytes,
         digest: &Digest,
     ) -> Result<PutAnswer, S3Error> {
-        self.upload_part_body(key, upload_id, number, ByteStream::from(body), digest)
+        self.upload_part_body(upload, number, ByteStream::from(body), digest)
             .await
     }
 
@@ -970,8 +1018,7 @@ impl S3Store {
     /// range again.
     pub async fn upload_part_file(
         &self,
-        key: &str,
-        upload_id: &str,
+        upload: &Upload<'_>,
         number: u32,
         path: &Path,
         offset: u64,
@@ -988,19 +1035,19 @@ impl S3Store {
                 kind: ErrorKind::Other,
                 message: format!("reading {}: {e}", path.display()),
             })?;
-        self.upload_part_body(key, upload_id, number, body, digest)
-            .await
+        self.upload_part_body(upload, number, body, digest).await
     }
 
     async fn upload_part_body(
         &self,
-        key: &str,
-        upload_id: &str,
+        upload: &Upload<'_>,
         number: u32,
         body: ByteStream,
         digest: &Digest,
     ) -> Result<PutAnswer, S3Error> {
+        let (key, upload_id) = (upload.key, upload.id);
         self.pace().await;
+        let cap = CaptureCrc64::default();
         let out = self
             .client
             .upload_part()
@@ -1009,16 +1056,21 @@ impl S3Store {
             .upload_id(upload_id)
             .part_number(number as i32)
             .content_length(digest.len as i64)
-            .content_md5(digest.md5_base64())
+            .set_content_md5(digest.md5_base64())
+            .set_checksum_crc64_nvme(upload.nvme.then(|| digest.nvme_base64()))
             .body(body)
             .customize()
             .disable_payload_signing()
+            .interceptor(cap.clone())
             .send()
             .await
             .map_err(|e| self.classify("UploadPart", key, e))?;
         Ok(PutAnswer {
             etag: normalize_etag(out.e_tag().unwrap_or_default()),
-            crc64: None,
+            crc64: cap.get(),
+            nvme: out
+                .checksum_crc64_nvme()
+                .and_then(crate::checksum::parse_nvme_base64),
             etag_is_md5: etag_is_md5(out.server_side_encryption(), out.sse_customer_algorithm()),
         })
     }
@@ -1059,11 +1111,14 @@ impl S3Store {
         Ok(parts)
     }
 
+    /// Completes an upload from its parts (number, ETag); `nvme`, the full
+    /// object's CRC-64/NVME, for an upload started with it.
     pub async fn complete_multipart(
         &self,
         key: &str,
         upload_id: &str,
         parts: &[(u32, String)],
+        nvme: Option<u64>,
     ) -> Result<PutAnswer, S3Error> {
         self.pace().await;
         let cap = CaptureCrc64::default();
@@ -1087,6 +1142,8 @@ impl S3Store {
             .key(key)
             .upload_id(upload_id)
             .multipart_upload(completed)
+            .set_checksum_crc64_nvme(nvme.map(crate::checksum::nvme_base64))
+            .set_checksum_type(nvme.map(|_| aws_sdk_s3::types::ChecksumType::FullObject))
             .customize()
             .interceptor(cap.clone())
             .send()
@@ -1095,6 +1152,9 @@ impl S3Store {
         Ok(PutAnswer {
             etag: normalize_etag(out.e_tag().unwrap_or_default()),
             crc64: cap.get(),
+            nvme: out
+                .checksum_crc64_nvme()
+                .and_then(crate::checksum::parse_nvme_base64),
             etag_is_md5: etag_is_md5(out.server_side_encryption(), None),
         })
     }
@@ -1174,7 +1234,7 @@ impl S3Store {
 
 impl S3Store {
     /// [`classify`], naming this store's read timeout when one ran out.
-    fn classify<E>(
+    pub(crate) fn classify<E>(
         &self,
         op: &str,
         key: &str,

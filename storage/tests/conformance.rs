@@ -15,7 +15,8 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 use proto::job::Bucket;
 use storage::checksum::{self, Digest};
-use storage::s3::{ErrorKind, S3Config, S3Store};
+use storage::s3::proof::Proof;
+use storage::s3::{ErrorKind, S3Config, S3Store, Upload};
 use testkit::s3::{MotoServer, S3Server};
 use testkit::{AK, SK, bytes};
 
@@ -45,7 +46,7 @@ impl Destination for Bucketed {
             .await
             .map_err(|e| e.to_string())?;
         // A single PUT's ETag is the MD5 of the bytes (no SSE-KMS here).
-        assert_eq!(answer.etag, digest.md5_hex(), "PUT {key}: ETag");
+        assert_eq!(Some(answer.etag), digest.md5_hex(), "PUT {key}: ETag");
         Ok(())
     }
 
@@ -225,7 +226,7 @@ async fn bucket_contract(store: &S3Store, who: &str) {
     // multipart ETag and the bytes are those of the parts in order.
     let parts = [bytes(10, 5 << 20), bytes(11, 5 << 20), vec![7u8]];
     let id = store
-        .create_multipart("mp/big.bin", &[], None)
+        .create_multipart("mp/big.bin", &[], None, false)
         .await
         .unwrap();
     let mut done = Vec::new();
@@ -234,10 +235,23 @@ async fn bucket_contract(store: &S3Store, who: &str) {
         let digest = checksum::digest(p);
         let n = i as u32 + 1;
         let a = store
-            .upload_part("mp/big.bin", &id, n, Bytes::copy_from_slice(p), &digest)
+            .upload_part(
+                &Upload {
+                    key: "mp/big.bin",
+                    id: &id,
+                    nvme: false,
+                },
+                n,
+                Bytes::copy_from_slice(p),
+                &digest,
+            )
             .await
             .unwrap();
-        assert_eq!(a.etag, digest.md5_hex(), "{who}: part {n} ETag");
+        assert_eq!(
+            Some(a.etag.clone()),
+            digest.md5_hex(),
+            "{who}: part {n} ETag"
+        );
         done.push((n, a.etag));
         whole.update(p);
     }
@@ -251,10 +265,13 @@ async fn bucket_contract(store: &S3Store, who: &str) {
         Err(e) => panic!("{who}: ListParts: {e}"),
     }
     let answer = store
-        .complete_multipart("mp/big.bin", &id, &done)
+        .complete_multipart("mp/big.bin", &id, &done, None)
         .await
         .unwrap();
-    let md5s: Vec<[u8; 16]> = parts.iter().map(|p| checksum::digest(p).md5).collect();
+    let md5s: Vec<[u8; 16]> = parts
+        .iter()
+        .filter_map(|p| checksum::digest(p).md5)
+        .collect();
     assert_eq!(
         answer.etag,
         checksum::multipart_etag(md5s.iter()),
@@ -270,7 +287,7 @@ async fn bucket_contract(store: &S3Store, who: &str) {
 
     // An aborted upload leaves no object.
     let id = store
-        .create_multipart("mp/aborted.bin", &[], None)
+        .create_multipart("mp/aborted.bin", &[], None, false)
         .await
         .unwrap();
     store.abort_multipart("mp/aborted.bin", &id).await.unwrap();
@@ -305,6 +322,95 @@ async fn bucket_contract(store: &S3Store, who: &str) {
     assert!(page.objects.iter().all(|o| o.size == 1), "{who}");
 }
 
+/// What the store confirms, as the probe learns it: SeaweedFS checks a
+/// CRC-64/NVME it is sent (a wrong one refused) and answers it; moto takes a
+/// wrong one, so it is trusted with nothing but its ETag. The probe leaves
+/// no object behind.
+async fn proof_contract(store: &S3Store, who: &str, want: Proof) {
+    assert_eq!(store.proof(), Proof::Md5, "{who}: before the probe");
+    assert_eq!(store.learn_proof("probed/").await, want, "{who}");
+    let page = store.list_page("probed/", None, None, 1000).await.unwrap();
+    assert!(page.objects.is_empty(), "{who}: {:?}", page.objects);
+    if want != Proof::Crc64Nvme {
+        return;
+    }
+    // A single PUT sends it and the answer carries it.
+    let data = bytes(12, 1000);
+    let d = checksum::digest_with(&data, false);
+    let a = store
+        .put_bytes("crc/one", Bytes::from(data), &d, &[], None)
+        .await
+        .unwrap();
+    assert_eq!(a.nvme, Some(d.nvme), "{who}: PUT");
+    // A FULL_OBJECT upload: each part's value, and the whole object's on
+    // Complete, whatever the part size; a HEAD answers it too.
+    let parts = [bytes(13, 5 << 20), bytes(14, 3)];
+    let id = store
+        .create_multipart("crc/mp", &[], None, true)
+        .await
+        .unwrap();
+    let mut done = Vec::new();
+    let mut crcs = Vec::new();
+    for (i, p) in parts.iter().enumerate() {
+        let digest = checksum::digest_with(p, false);
+        let n = i as u32 + 1;
+        let a = store
+            .upload_part(
+                &Upload {
+                    key: "crc/mp",
+                    id: &id,
+                    nvme: true,
+                },
+                n,
+                Bytes::copy_from_slice(p),
+                &digest,
+            )
+            .await
+            .unwrap();
+        assert_eq!(a.nvme, Some(digest.nvme), "{who}: part {n}");
+        done.push((n, a.etag));
+        crcs.push((digest.nvme, p.len() as u64));
+    }
+    let whole = checksum::nvme_of_parts(crcs);
+    let a = store
+        .complete_multipart("crc/mp", &id, &done, Some(whole))
+        .await
+        .unwrap();
+    assert_eq!(a.nvme, Some(whole), "{who}: Complete");
+    assert_eq!(
+        store.head("crc/mp").await.unwrap().nvme,
+        Some(whole),
+        "{who}: HEAD"
+    );
+    // A wrong full-object value is refused, not stored.
+    let id = store
+        .create_multipart("crc/wrong", &[], None, true)
+        .await
+        .unwrap();
+    let digest = checksum::digest_with(b"tail", false);
+    let a = store
+        .upload_part(
+            &Upload {
+                key: "crc/wrong",
+                id: &id,
+                nvme: true,
+            },
+            1,
+            Bytes::from_static(b"tail"),
+            &digest,
+        )
+        .await
+        .unwrap();
+    let e = store
+        .complete_multipart("crc/wrong", &id, &[(1, a.etag)], Some(digest.nvme ^ 1))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind, ErrorKind::BadDigest, "{who}: {e}");
+    // The job remembers an answer without its proof: MD5 from then on.
+    store.proof_failed("crc/one", "test");
+    assert_eq!(store.proof(), Proof::Md5, "{who}");
+}
+
 #[test]
 fn seaweedfs_bucket() {
     let s3 = S3Server::start();
@@ -313,6 +419,7 @@ fn seaweedfs_bucket() {
         let store = bucket_store(&s3.endpoint, "conf");
         contract(&Bucketed(store.clone())).await;
         bucket_contract(&store, "SeaweedFS").await;
+        proof_contract(&store, "SeaweedFS", Proof::Crc64Nvme).await;
     });
 }
 
@@ -324,6 +431,7 @@ fn moto_bucket() {
         let store = bucket_store(&moto.endpoint, "conf");
         contract(&Bucketed(store.clone())).await;
         bucket_contract(&store, "moto").await;
+        proof_contract(&store, "moto", Proof::Md5).await;
     });
 }
 

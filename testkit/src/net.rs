@@ -37,6 +37,21 @@ pub struct Faults {
     /// Requests whose path holds this text are answered 403 AccessDenied
     /// (a key the credentials may not write).
     pub deny_key: Option<String>,
+    /// What becomes of the `x-amz-checksum-crc64nvme` of PutObject and
+    /// HeadObject answers (UploadPart's are left alone, so a checksum
+    /// probe still learns that the store checks them).
+    pub crc_answers: CrcAnswers,
+}
+
+/// See [`Faults::crc_answers`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CrcAnswers {
+    #[default]
+    Kept,
+    /// Removed, as a front that passes only the headers it knows would.
+    Dropped,
+    /// Another value than the store's.
+    Wrong,
 }
 
 /// Counts of what the proxy did.
@@ -168,6 +183,10 @@ async fn forward(
     if listing && !faults.list_delay.is_zero() {
         tokio::time::sleep(faults.list_delay).await;
     }
+    let object_answer = (parts.method == hyper::Method::PUT
+        && !pq.contains("uploadId=")
+        && !parts.headers.contains_key("x-amz-copy-source"))
+        || parts.method == hyper::Method::HEAD;
     let mut up = Request::builder()
         .method(parts.method)
         .uri(format!("{upstream}{pq}"));
@@ -179,7 +198,22 @@ async fn forward(
     }
     let up = up.body(Full::new(body)).map_err(std::io::Error::other)?;
     let resp = client.request(up).await.map_err(std::io::Error::other)?;
-    let (rp, rb) = resp.into_parts();
+    let (mut rp, rb) = resp.into_parts();
+    const CRC: &str = "x-amz-checksum-crc64nvme";
+    if object_answer && rp.headers.contains_key(CRC) {
+        match faults.crc_answers {
+            CrcAnswers::Kept => {}
+            CrcAnswers::Dropped => {
+                rp.headers.remove(CRC);
+                st.injected.fetch_add(1, Ordering::Relaxed);
+            }
+            CrcAnswers::Wrong => {
+                rp.headers
+                    .insert(CRC, hyper::header::HeaderValue::from_static("AAAAAAAAAAE="));
+                st.injected.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
     let rb = rb
         .collect()
         .await

@@ -122,6 +122,7 @@ fn parts_are_offered_for_resume() {
         etag: "e".into(),
         md5: "m".into(),
         crc64: u64::MAX,
+        nvme: Some(u64::MAX - 1),
     };
     store
         .record(&[(
@@ -343,6 +344,7 @@ fn a_schema_4_store_gets_its_counts_on_migration() {
                  CREATE INDEX objects_job_state ON objects(job_id, state);
                  ALTER TABLE objects DROP COLUMN ident;
                  ALTER TABLE objects DROP COLUMN meta_sha256;
+                 ALTER TABLE parts DROP COLUMN nvme;
                  ALTER TABLE jobs DROP COLUMN owner_uid;
                  ALTER TABLE jobs DROP COLUMN owner_name;
                  DROP TABLE control_log;
