@@ -1,5 +1,9 @@
 //! `ossimport-agent` entry point: flags, logging, keys, bind, run.
 
+// The executor's task future nests deeply enough to pass the default
+// query depth when the release profile lays it out.
+#![recursion_limit = "256"]
+
 use std::process::ExitCode;
 use std::time::Duration;
 

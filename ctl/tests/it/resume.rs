@@ -73,6 +73,33 @@ async fn sigkill_mid_run_then_resume() {
         resumed >= parts_before - 2 && resumed >= 1,
         "resumed {resumed} of {parts_before} recorded parts"
     );
+    // SeaweedFS checks CRC-64/NVME: the upload was started with it, each
+    // part recorded its own, and the resumed upload completed with the
+    // full object's value, which the store confirmed.
+    assert_eq!(big.verified_by.as_deref(), Some("size+crc64nvme"));
+    assert!(
+        objects(&work)
+            .iter()
+            .all(|o| o.verified_by.as_deref() == Some("size+crc64nvme")),
+        "every object proven by the CRC"
+    );
+    let head = s3
+        .client()
+        .head_object()
+        .bucket("bkt")
+        .key("a big/file.bin")
+        .checksum_mode(aws_sdk_s3::types::ChecksumMode::Enabled)
+        .send()
+        .await
+        .unwrap();
+    let crc =
+        storage::checksum::digest_with(&std::fs::read(src.join("a big/file.bin")).unwrap(), false)
+            .nvme;
+    assert_eq!(
+        head.checksum_crc64_nvme(),
+        Some(storage::checksum::nvme_base64(crc).as_str()),
+        "the full-object CRC-64/NVME the store keeps"
+    );
     // And the object is intact.
     let got = get(&s3.client(), "bkt", "a big/file.bin").await;
     assert!(
