@@ -176,6 +176,11 @@ pub(crate) async fn import(
     {
         return Ok(v.into());
     }
+    if let Dest::S3 { store, .. } = &ex.dest
+        && let Some(v) = server_side(ex, store, &key, obj, mode).await
+    {
+        return Ok(v.into());
+    }
     let v = retried(ex, || async {
         match &ex.dest {
             Dest::S3 { store, .. } => {
@@ -618,6 +623,90 @@ async fn metadata_in_place(
     let v = checks.finish(mode).ok()?;
     tracing::debug!(key, "metadata written in place");
     Some(v.in_place().with_metadata(headers.digest(key)))
+}
+
+/// The largest object one `CopyObject` makes (larger ones would need
+/// `UploadPartCopy`, not built: they are streamed through).
+const MAX_SERVER_SIDE: u64 = 5 << 30;
+
+/// Bucket to bucket on one endpoint (`serverSideCopy=auto`): the object
+/// copied within the store (`CopyObject` with `x-amz-copy-source-if-match`
+/// on the listed ETag, so only the listed version is copied), written with
+/// the source's metadata now (a HEAD of the source, as the GET of a
+/// streamed copy would read it) and ours, and proven by the copy's answer:
+/// the new object's ETag equal to the listed ETag, the MD5 of the listed
+/// bytes (`size+md5+server-side`). `None` wherever that cannot be shown
+/// (a listed ETag that is not a plain MD5, as of a multipart or SSE-KMS
+/// source; an object over 5 GiB; `verifyMode=readback`; a store that
+/// refuses the copy or answers another ETag): the object is then streamed
+/// through as any other, which fails or verifies it by the usual rules. A
+/// refusal of access (the destination's keys may not read the source)
+/// stops server-side copies for the rest of the job.
+async fn server_side(
+    ex: &Executor,
+    store: &S3Store,
+    key: &str,
+    obj: &ObjectSpec,
+    mode: VerifyMode,
+) -> Option<Verified> {
+    use std::sync::atomic::Ordering;
+    let Source::S3 { store: src, prefix } = &ex.source else {
+        return None;
+    };
+    if !ex.server_side.load(Ordering::Relaxed)
+        || mode == VerifyMode::ReadBack
+        || obj.size > MAX_SERVER_SIDE
+        || store.unauthenticated()
+    {
+        return None;
+    }
+    let listed = obj.src_ref.as_deref().filter(|e| plain_md5(e))?;
+    let listed = listed.trim_matches('"');
+    let md5 = storage::checksum::parse_md5_hex(&listed.to_ascii_lowercase())?;
+    let src_key = format!("{prefix}{}", obj.rel_path);
+    let headers = if ex.spec.copy_metadata {
+        let now = src.head(&src_key).await.ok()?;
+        if now.size != obj.size || !now.etag.eq_ignore_ascii_case(listed) {
+            return None;
+        }
+        let mut h = now.headers;
+        if ex.spec.copy_tags {
+            h.tags = src.tags(&src_key).await.ok()?;
+        }
+        h.encode_user_values();
+        Some(h)
+    } else {
+        None
+    };
+    let mut meta = vec![(META_MTIME, obj.mtime.to_string())];
+    if ex.spec.record_md5 {
+        meta.push((META_MD5, checksum::hex(&md5)));
+    }
+    if let Some(h) = &headers {
+        let ours = meta.iter().map(|(k, v)| k.len() + v.len()).sum();
+        // The streamed copy names what the destination cannot take.
+        h.check(ours).ok()?;
+    }
+    let answer = match store
+        .copy_object(key, src.bucket(), &src_key, listed, &meta, headers.as_ref())
+        .await
+    {
+        Ok(a) => a,
+        Err(e) => {
+            if e.kind == ErrorKind::Denied && ex.server_side.swap(false, Ordering::Relaxed) {
+                tracing::warn!(key, error = %e, "The destination may not read the source: objects are streamed through from now on.");
+            } else {
+                tracing::debug!(key, error = %e, "Server-side copy not made; streaming the object.");
+            }
+            return None;
+        }
+    };
+    ex.add_progress(obj.size);
+    let mut checks = Checks::new(Sent::recorded(obj.size, md5));
+    checks.answer((&answer).into()).ok()?;
+    let v = checks.finish(mode).ok()?;
+    let digest = headers.unwrap_or_default().digest(key);
+    Some(v.server_side().with_metadata(digest))
 }
 
 /// The object's mtime (unix seconds): as listed, else (a URL, which no

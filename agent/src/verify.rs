@@ -410,6 +410,14 @@ impl Verified {
         self
     }
 
+    /// Marks a copy made within the store (`server-side` in its evidence):
+    /// its MD5 is the source's listed ETag, which the copy's answer
+    /// matched; no byte was read by us.
+    pub(crate) fn server_side(mut self) -> Verified {
+        self.by.push("server-side");
+        self
+    }
+
     /// The digest of the metadata written (or, for an audit, the
     /// source's): `storage::meta::ObjectHeaders::digest`.
     pub(crate) fn with_metadata(mut self, digest: String) -> Verified {

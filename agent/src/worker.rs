@@ -208,6 +208,11 @@ pub struct Executor {
     /// a bucket source): see [`storage::health`] and `crate::object`.
     /// A URL list's origins have theirs too ([`Executor::endpoints_for`]).
     pub(crate) endpoints: Vec<Arc<Health>>,
+    /// Whether bucket-to-bucket copies are made within the store: the job
+    /// allows it (`serverSideCopy`) and both buckets are on one endpoint;
+    /// cleared for the rest of the job when the store refuses one (the
+    /// destination's keys may not read the source).
+    pub(crate) server_side: std::sync::atomic::AtomicBool,
 }
 
 /// The process's breaker for `bucket`'s endpoint, kept in `all` too.
@@ -259,6 +264,14 @@ impl Executor {
         let requests = Arc::new(RateLimiter::new(f64::from(spec.limits.requests_per_second)));
         let bandwidth = Arc::new(RateLimiter::new(spec.limits.bytes_per_second as f64));
         let mut endpoints = Vec::new();
+        let server_side = spec.server_side_copy
+            && match (&spec.source, &spec.dest) {
+                (SourceSpec::S3(from), DestSpec::S3 { bucket: to, .. }) => {
+                    from.endpoint.trim_end_matches('/') == to.endpoint.trim_end_matches('/')
+                        && from.region == to.region
+                }
+                _ => false,
+            };
         let (source_root, source) = match &spec.source {
             SourceSpec::Local {
                 root,
@@ -374,6 +387,7 @@ impl Executor {
             progress,
             confine: None,
             endpoints,
+            server_side: server_side.into(),
         }
     }
 

@@ -354,6 +354,7 @@ fn from_text(
         copy_metadata: cfg.copy_metadata,
         copy_tags: cfg.copy_tags,
         preserve_file_attrs: cfg.preserve_file_attrs,
+        server_side_copy: cfg.server_side_copy,
         limits: Limits {
             // The flat cap; a schedule replaces it once the engine loads
             // the job (`engine::limits`).

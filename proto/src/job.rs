@@ -37,6 +37,10 @@ pub struct JobSpec {
     /// Keep a local file's attributes (`preserveFileAttrs`).
     #[serde(default)]
     pub preserve_file_attrs: bool,
+    /// Copy within the store when source and destination are buckets of
+    /// one endpoint (`serverSideCopy=auto`, the default; `never`).
+    #[serde(default = "yes")]
+    pub server_side_copy: bool,
     /// Caps and deadlines.
     #[serde(default)]
     pub limits: Limits,

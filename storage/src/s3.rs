@@ -837,6 +837,28 @@ impl S3Store {
         meta: &[(&str, String)],
         headers: Option<&ObjectHeaders>,
     ) -> Result<(), S3Error> {
+        self.copy_object(key, &self.bucket, key, if_match, meta, headers)
+            .await
+            .map(|_| ())
+    }
+
+    /// A server-side copy of `src_bucket/src_key` (on this endpoint, read
+    /// with this store's credentials) to `key`, made only while the source's
+    /// ETag is `if_match` (`x-amz-copy-source-if-match`), written with
+    /// `meta` and `headers` as a PUT would be (`MetadataDirective=REPLACE`;
+    /// tags replaced when `headers` has any; another object's are not
+    /// copied otherwise, an object's own are kept). Returns
+    /// the store's answer for the caller's checks: the new object's ETag
+    /// (its MD5, for a copy of a plain object) and checksums.
+    pub async fn copy_object(
+        &self,
+        key: &str,
+        src_bucket: &str,
+        src_key: &str,
+        if_match: &str,
+        meta: &[(&str, String)],
+        headers: Option<&ObjectHeaders>,
+    ) -> Result<PutAnswer, S3Error> {
         use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
         const KEEP: &AsciiSet = &NON_ALPHANUMERIC
             .remove(b'-')
@@ -845,29 +867,43 @@ impl S3Store {
             .remove(b'~')
             .remove(b'/');
         self.pace().await;
+        let cap = CaptureCrc64::default();
         let mut req = self
             .client
             .copy_object()
             .bucket(&self.bucket)
             .key(key)
             .copy_source(format!(
-                "{}/{}",
-                self.bucket,
-                utf8_percent_encode(key, KEEP)
+                "{src_bucket}/{}",
+                utf8_percent_encode(src_key, KEEP)
             ))
             .copy_source_if_match(if_match)
             .metadata_directive(aws_sdk_s3::types::MetadataDirective::Replace);
-        with_headers!(self, req, key, meta, headers);
-        if headers.is_some_and(|h| !h.tags.is_empty()) {
+        // Another object's tags come only when asked for (`copyTags` puts
+        // them in `headers`); an object copied onto itself keeps its own.
+        let onto_itself = src_bucket == self.bucket && src_key == key;
+        if headers.is_some_and(|h| !h.tags.is_empty()) || !onto_itself {
             req = req.tagging_directive(aws_sdk_s3::types::TaggingDirective::Replace);
         }
+        with_headers!(self, req, key, meta, headers);
         if self.sse {
             req = req.server_side_encryption(ServerSideEncryption::Aes256);
         }
-        req.send()
+        let out = req
+            .customize()
+            .interceptor(cap.clone())
+            .send()
             .await
             .map_err(|e| self.classify("CopyObject", key, e))?;
-        Ok(())
+        let result = out.copy_object_result();
+        Ok(PutAnswer {
+            etag: normalize_etag(result.and_then(|r| r.e_tag()).unwrap_or_default()),
+            crc64: cap.get(),
+            nvme: result
+                .and_then(|r| r.checksum_crc64_nvme())
+                .and_then(crate::checksum::parse_nvme_base64),
+            etag_is_md5: etag_is_md5(out.server_side_encryption(), out.sse_customer_algorithm()),
+        })
     }
 
     pub async fn head(&self, key: &str) -> Result<ObjectInfo, S3Error> {

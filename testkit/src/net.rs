@@ -41,6 +41,9 @@ pub struct Faults {
     /// HeadObject answers (UploadPart's are left alone, so a checksum
     /// probe still learns that the store checks them).
     pub crc_answers: CrcAnswers,
+    /// Server-side copies (requests with `x-amz-copy-source`) are held this
+    /// long before they are passed on.
+    pub copy_delay: Duration,
 }
 
 /// See [`Faults::crc_answers`].
@@ -62,6 +65,10 @@ pub struct ProxyStats {
     /// Of `injected`, the faults on listings (ListObjectsV2: an executor's
     /// endpoint probes, when the source is not a bucket).
     pub injected_on_listings: AtomicU64,
+    /// GETs of objects (not listings): bytes read through the proxy.
+    pub object_gets: AtomicU64,
+    /// Server-side copies (`x-amz-copy-source`) seen.
+    pub copies: AtomicU64,
 }
 
 /// A proxy on 127.0.0.1 forwarding to `upstream` (an `http://host:port`),
@@ -180,6 +187,15 @@ async fn forward(
     }
     // ListObjectsV2, or Azure's List Blobs.
     let listing = pq.contains("list-type=2") || pq.contains("comp=list");
+    if parts.method == hyper::Method::GET && !listing && !pq.contains("uploadId=") {
+        st.object_gets.fetch_add(1, Ordering::Relaxed);
+    }
+    if parts.headers.contains_key("x-amz-copy-source") {
+        st.copies.fetch_add(1, Ordering::Relaxed);
+        if !faults.copy_delay.is_zero() {
+            tokio::time::sleep(faults.copy_delay).await;
+        }
+    }
     if listing && !faults.list_delay.is_zero() {
         tokio::time::sleep(faults.list_delay).await;
     }

@@ -21,6 +21,7 @@ mod migrate;
 mod object_errors;
 mod outages;
 mod resume;
+mod server_side;
 mod sources;
 mod state_dir;
 mod support;

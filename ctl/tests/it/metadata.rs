@@ -7,7 +7,9 @@
 //! (`META_MISMATCH`, the field and both values); `copyMetadata=false` keeps
 //! the former behaviour (Content-Type from the name, nothing else);
 //! `copyTags` carries tags and `destStorageClass` sets the class; a URL
-//! list's files keep what the web server says of them.
+//! list's files keep what the web server says of them. (The bucket jobs
+//! stream, `serverSideCopy=never`: this is about the metadata a GET
+//! carries; `server_side` tests the copies made within the store.)
 
 use aws_sdk_s3::primitives::DateTime;
 
@@ -78,7 +80,7 @@ async fn a_buckets_objects_arrive_with_their_metadata() {
                 "jobName={name}\nsrcType=s3\nsrcDomain={e}\nsrcBucket=site\nsrcPrefix=\n\
                  srcAccessKey={AK}\nsrcSecretKey={SK}\ndestDomain={e}\ndestBucket=copy\n\
                  destAccessKey={AK}\ndestSecretKey={SK}\ndestPrefix={name}/\n\
-                 multipartUploadThreshold=8m\nmultipartUploadPartSize=5m\n{extra}\n",
+                 multipartUploadThreshold=8m\nmultipartUploadPartSize=5m\nserverSideCopy=never\n{extra}\n",
                 e = s3.endpoint
             ),
         )

@@ -274,6 +274,9 @@ pub struct JobConfig {
     /// metadata under rclone's names; with `destType=local` the exact mode, and the owner
     /// when running as root (default false).
     pub preserve_file_attrs: bool,
+    /// `serverSideCopy`: `auto` (the default) copies bucket to bucket within the store when
+    /// both are on one endpoint (the bytes never pass through us); `never` streams them.
+    pub server_side_copy: bool,
     /// `destStorageClass`: the storage class objects are written in (`STANDARD_IA`,
     /// `GLACIER_IR`, OSS's `IA`...; empty, the default: the bucket's default class).
     pub dest_storage_class: String,
@@ -796,6 +799,9 @@ fn from_properties(
     let copy_metadata = f.bool("copyMetadata", true)?;
     let copy_tags = f.bool("copyTags", false)?;
     let preserve_file_attrs = f.bool("preserveFileAttrs", false)?;
+    let server_side_copy = f.parsed(&["serverSideCopy"], true, |v| {
+        parse_choice(v, &[("auto", true), ("never", false)], false)
+    })?;
     let dest_storage_class = f.parsed(&["destStorageClass"], String::new(), |v| {
         let v = v.trim();
         if v.bytes()
@@ -877,6 +883,7 @@ fn from_properties(
         copy_metadata,
         copy_tags,
         preserve_file_attrs,
+        server_side_copy,
         dest_storage_class,
         request_attempts,
         src_secret_key_file,

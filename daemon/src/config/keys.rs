@@ -325,6 +325,11 @@ pub const JOB: &[Key] = &[
         "Local sources: keep each file's mtime, atime, mode, uid and gid as user metadata under rclone's names (mtime, atime, mode, uid, gid); with destType=local, its exact mode, and its owner when running as root.",
     ),
     ours(
+        "serverSideCopy",
+        "auto",
+        "auto: bucket to bucket on one endpoint is copied within the store (CopyObject pinned to the listed ETag; the bytes never pass through ossimport); never: always streamed through.",
+    ),
+    ours(
         "copyTags",
         "false",
         "Copy a bucket source's object tags too (one more request per object).",
