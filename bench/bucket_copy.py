@@ -32,7 +32,7 @@ TOOLS = ["ossimport", "ossimport-streamed", "rclone"]
 def job(run_dir: Path, src_bucket, dst_bucket, endpoint, extra):
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "job.cfg").write_text(
-        f"jobName=b2b\nsrcType=s3\nsrcDomain={endpoint}\nsrcBucket={src_bucket}\nsrcPrefix=\n"
+        f"jobName=bucketcopy\nsrcType=s3\nsrcDomain={endpoint}\nsrcBucket={src_bucket}\nsrcPrefix=\n"
         f"srcAccessKey={B.AK}\nsrcSecretKey={B.SK}\ndestDomain={endpoint}\n"
         f"destBucket={dst_bucket}\ndestAccessKey={B.AK}\ndestSecretKey={B.SK}\n"
         f"multipartUploadThreshold=64m\nmultipartUploadPartSize=32m\n"
