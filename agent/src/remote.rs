@@ -130,17 +130,9 @@ async fn open(ex: &Executor, obj: &ObjectSpec) -> Result<RemoteBody, Attempt> {
     }
 }
 
-/// `domain/key` with every byte of the key outside RFC 3986's unreserved
-/// set and `/` percent-encoded.
+/// `domain/key`, the key percent-encoded as a URL path.
 fn cdn_url(domain: &str, key: &str) -> String {
-    use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
-    const KEEP: &AsciiSet = &NON_ALPHANUMERIC
-        .remove(b'-')
-        .remove(b'.')
-        .remove(b'_')
-        .remove(b'~')
-        .remove(b'/');
-    format!("{domain}/{}", utf8_percent_encode(key, KEEP))
+    format!("{domain}/{}", storage::key::url_path(key))
 }
 
 /// Whether a listed ETag is a plain MD5 (32 hex digits, quoted or not;
@@ -484,7 +476,7 @@ async fn copy_to_s3(
     let mut meta = vec![(META_MTIME, source_mtime(obj, &body).to_string())];
     // The source object's metadata, as it answered (`copyMetadata`);
     // refused whole if the destination cannot store all of it.
-    let ours = meta.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()
+    let ours = meta_len(&meta)
         + if ex.spec.record_md5 {
             META_MD5.len() + 32
         } else {
@@ -589,24 +581,11 @@ async fn metadata_in_place(
         return None;
     }
     let md5 = storage::checksum::parse_md5_hex(&written.md5)?;
-    let src_key = format!("{prefix}{}", obj.rel_path);
-    let now = src.head(&src_key).await.ok()?;
-    let unquote = |e: &str| e.trim_matches('"').to_ascii_lowercase();
-    if now.size != obj.size || obj.src_ref.as_deref().map(unquote) != Some(unquote(&now.etag)) {
-        return None;
-    }
-    let mut headers = now.headers;
-    if ex.spec.copy_tags {
-        headers.tags = src.tags(&src_key).await.ok()?;
-    }
-    headers.encode_user_values();
-    let mut meta = vec![(META_MTIME, obj.mtime.to_string())];
-    if ex.spec.record_md5 {
-        meta.push((META_MD5, written.md5.clone()));
-    }
-    let ours = meta.iter().map(|(k, v)| k.len() + v.len()).sum();
-    headers.check(ours).ok()?;
+    let meta = our_meta(ex, obj, &written.md5);
+    let headers =
+        source_metadata_now(ex, src, &format!("{prefix}{}", obj.rel_path), obj, &meta).await?;
     let held = store.head(key).await.ok()?;
+    let unquote = |e: &str| e.trim_matches('"').to_ascii_lowercase();
     if held.size != obj.size || unquote(&held.etag) != unquote(&written.etag) {
         return None;
     }
@@ -623,6 +602,48 @@ async fn metadata_in_place(
     let v = checks.finish(mode).ok()?;
     tracing::debug!(key, "metadata written in place");
     Some(v.in_place().with_metadata(headers.digest(key)))
+}
+
+/// Our own user metadata for a copy of `obj` whose bytes have the MD5
+/// `md5` (hex): its mtime, and the MD5 where the job records it.
+fn our_meta(ex: &Executor, obj: &ObjectSpec, md5: &str) -> Vec<(&'static str, String)> {
+    let mut meta = vec![(META_MTIME, obj.mtime.to_string())];
+    if ex.spec.record_md5 {
+        meta.push((META_MD5, md5.to_owned()));
+    }
+    meta
+}
+
+/// For a copy made within the store: the source object's metadata as a
+/// HEAD answers it now (what the GET of a streamed copy would read), with
+/// its tags (`copyTags`) and its values as they will be written; `None`
+/// when the source is no longer the listed version (size and ETag) or the
+/// destination cannot take it beside `ours` (a streamed copy then names
+/// what is wrong).
+async fn source_metadata_now(
+    ex: &Executor,
+    src: &S3Store,
+    src_key: &str,
+    obj: &ObjectSpec,
+    ours: &[(&str, String)],
+) -> Option<ObjectHeaders> {
+    let now = src.head(src_key).await.ok()?;
+    let listed = obj.src_ref.as_deref()?.trim_matches('"');
+    if now.size != obj.size || !now.etag.trim_matches('"').eq_ignore_ascii_case(listed) {
+        return None;
+    }
+    let mut headers = now.headers;
+    if ex.spec.copy_tags {
+        headers.tags = src.tags(src_key).await.ok()?;
+    }
+    headers.encode_user_values();
+    headers.check(meta_len(ours)).ok()?;
+    Some(headers)
+}
+
+/// Bytes of user metadata, names and values, as the 2 KiB limit counts them.
+fn meta_len(meta: &[(&str, String)]) -> usize {
+    meta.iter().map(|(k, v)| k.len() + v.len()).sum()
 }
 
 /// The largest object one `CopyObject` makes (larger ones would need
@@ -664,29 +685,11 @@ async fn server_side(
     let listed = listed.trim_matches('"');
     let md5 = storage::checksum::parse_md5_hex(&listed.to_ascii_lowercase())?;
     let src_key = format!("{prefix}{}", obj.rel_path);
-    let headers = if ex.spec.copy_metadata {
-        let now = src.head(&src_key).await.ok()?;
-        if now.size != obj.size || !now.etag.eq_ignore_ascii_case(listed) {
-            return None;
-        }
-        let mut h = now.headers;
-        if ex.spec.copy_tags {
-            h.tags = src.tags(&src_key).await.ok()?;
-        }
-        h.encode_user_values();
-        Some(h)
-    } else {
-        None
+    let meta = our_meta(ex, obj, &checksum::hex(&md5));
+    let headers = match ex.spec.copy_metadata {
+        true => Some(source_metadata_now(ex, src, &src_key, obj, &meta).await?),
+        false => None,
     };
-    let mut meta = vec![(META_MTIME, obj.mtime.to_string())];
-    if ex.spec.record_md5 {
-        meta.push((META_MD5, checksum::hex(&md5)));
-    }
-    if let Some(h) = &headers {
-        let ours = meta.iter().map(|(k, v)| k.len() + v.len()).sum();
-        // The streamed copy names what the destination cannot take.
-        h.check(ours).ok()?;
-    }
     let answer = match store
         .copy_object(key, src.bucket(), &src_key, listed, &meta, headers.as_ref())
         .await

@@ -1,6 +1,19 @@
 //! Object key rules shared by OSS and S3: 1-1023 UTF-8 bytes, not starting
 //! with `/` or `\`, no CR or LF.
 
+/// A key as a URL path: every byte outside RFC 3986's unreserved set and
+/// `/` percent-encoded (a CDN URL, an `x-amz-copy-source`).
+pub fn url_path(key: &str) -> String {
+    use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+    const KEEP: &AsciiSet = &NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'_')
+        .remove(b'~')
+        .remove(b'/');
+    utf8_percent_encode(key, KEEP).to_string()
+}
+
 /// Checks a destination key; the error is a sentence naming the problem.
 pub fn validate_key(key: &str) -> Result<(), String> {
     if key.is_empty() {

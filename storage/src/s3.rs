@@ -859,13 +859,6 @@ impl S3Store {
         meta: &[(&str, String)],
         headers: Option<&ObjectHeaders>,
     ) -> Result<PutAnswer, S3Error> {
-        use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
-        const KEEP: &AsciiSet = &NON_ALPHANUMERIC
-            .remove(b'-')
-            .remove(b'.')
-            .remove(b'_')
-            .remove(b'~')
-            .remove(b'/');
         self.pace().await;
         let cap = CaptureCrc64::default();
         let mut req = self
@@ -873,10 +866,7 @@ impl S3Store {
             .copy_object()
             .bucket(&self.bucket)
             .key(key)
-            .copy_source(format!(
-                "{src_bucket}/{}",
-                utf8_percent_encode(src_key, KEEP)
-            ))
+            .copy_source(format!("{src_bucket}/{}", crate::key::url_path(src_key)))
             .copy_source_if_match(if_match)
             .metadata_directive(aws_sdk_s3::types::MetadataDirective::Replace);
         // Another object's tags come only when asked for (`copyTags` puts
