@@ -18,7 +18,7 @@ echo "test.sh: cargo machete (no unused dependencies)"
 "$REPO_ROOT/.tools/bin/cargo-machete"
 
 echo "test.sh: module import cycles (none allowed in any crate)"
-scripts/module-cycles.py agent/src daemon/src ctl/src proto/src storage/src
+scripts/module-cycles.py agent/src daemon/src job/src ctl/src proto/src storage/src
 
 echo "test.sh: cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets -- -D warnings

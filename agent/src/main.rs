@@ -94,7 +94,7 @@ fn real_main(args: Args) -> anyhow::Result<()> {
             secrets,
             allow_roots,
         };
-        agent::server::run(config, signer, listener, shutdown_signal()).await
+        agent::server::run(config, signer, listener, proto::net::shutdown_signal()).await
     })
 }
 
@@ -111,15 +111,6 @@ fn init_logging(json: bool) {
         fmt.json().init();
     } else {
         fmt.init();
-    }
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).ok();
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending::<()>().await } } => {}
     }
 }
 

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use hyper::{Response, StatusCode};
-use proto::api::{BatchAccepted, Heartbeat, TaskBatch, agent_path};
+use proto::api::{BatchAccepted, ErrorCode, Heartbeat, TaskBatch, agent_path};
 use proto::auth::Signer;
 use proto::job::Event;
 use proto::server::{self, Body, Limits, Req, error, json};
@@ -91,14 +91,14 @@ impl Agent {
     }
 
     /// The job's executor, or why the job is refused here: `(code, why)`.
-    fn executor(&self, spec: proto::job::JobSpec) -> Result<Arc<Executor>, (&'static str, String)> {
+    fn executor(&self, spec: proto::job::JobSpec) -> Result<Arc<Executor>, (ErrorCode, String)> {
         // Limits are left out of the comparison: a batch with new limits
         // changes the executor's in place.
         let key = spec.identity();
         self.config
             .allow_roots
             .check_job(&spec)
-            .map_err(|e| ("PATH_NOT_ALLOWED", e))?;
+            .map_err(|e| (ErrorCode::PathNotAllowed, e))?;
         let follows = matches!(
             spec.source,
             proto::job::SourceSpec::Local {
@@ -110,7 +110,7 @@ impl Agent {
             .config
             .secrets
             .fill(spec)
-            .map_err(|e| ("NO_CREDENTIALS", e))?;
+            .map_err(|e| (ErrorCode::NoCredentials, e))?;
         let mut ex = self.executors.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((k, e)) = ex.get(&spec.job_id)
             && *k == key
@@ -310,25 +310,21 @@ fn gate() -> server::Gate {
 async fn handle(agent: Arc<Agent>, req: Req) -> Response<Body> {
     if !matches!(&req.peer, server::Peer::Tls { key, .. } if *key == agent.daemon_fp) {
         warn!(peer = ?req.peer, path = %req.path, "Refused a request not from the daemon's key.");
-        return error(
-            StatusCode::UNAUTHORIZED,
-            "UNAUTHORIZED",
-            "not the daemon's key",
-        );
+        return error(ErrorCode::Unauthorized, "not the daemon's key");
     }
     if req.path != agent_path::TASKS {
-        return error(StatusCode::NOT_FOUND, "NOT_FOUND", "no such endpoint");
+        return error(ErrorCode::NotFound, "no such endpoint");
     }
     let batch: TaskBatch = match serde_json::from_slice(&req.body) {
         Ok(b) => b,
-        Err(e) => return error(StatusCode::BAD_REQUEST, "INVALID", &e.to_string()),
+        Err(e) => return error(ErrorCode::Invalid, &e.to_string()),
     };
     let job_id = batch.job.job_id;
     let executor = match agent.executor(batch.job) {
         Ok(e) => e,
         Err((code, e)) => {
             warn!(job_id, error = %e, "Cannot run the job's tasks.");
-            return error(StatusCode::UNPROCESSABLE_ENTITY, code, &e);
+            return error(code, &e);
         }
     };
     let mut accepted = Vec::new();

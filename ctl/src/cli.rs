@@ -143,7 +143,7 @@ pub enum Command {
     /// in the values in upper case and the paths, then `run` it.
     Template {
         #[arg(value_enum)]
-        kind: daemon::config::keys::Template,
+        kind: job::config::keys::Template,
     },
     /// Write the man pages or the shell completions into DIR (what the
     /// packages install).

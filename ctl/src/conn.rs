@@ -66,7 +66,7 @@ pub(crate) fn locate(d: &mut DaemonArgs, job_cfg: Option<&Path>) -> Result<()> {
     let sys = sys.map(|s| abs(&s));
     let sys_work = match &sys {
         Some(p) => {
-            let s = daemon::config::sys::SysConfig::load(p)
+            let s = job::config::sys::SysConfig::load(p)
                 .map_err(|e| Fail(exit::USAGE, e.to_string()))?;
             // As `ossimportd` resolves it: from the current directory.
             Some(abs(&s.working_dir))
@@ -91,7 +91,7 @@ pub(crate) fn locate(d: &mut DaemonArgs, job_cfg: Option<&Path>) -> Result<()> {
                     format!("the current directory ({how})"),
                 ),
             };
-            (work.join(daemon::state::SOCKET_FILE), Some(work), how)
+            (work.join(proto::control::SOCKET_FILE), Some(work), how)
         }
     };
     d.socket = Some(socket);
@@ -106,7 +106,7 @@ pub(crate) fn locate(d: &mut DaemonArgs, job_cfg: Option<&Path>) -> Result<()> {
 pub(crate) fn socket_path(d: &DaemonArgs) -> PathBuf {
     d.socket
         .clone()
-        .unwrap_or_else(|| PathBuf::from(daemon::state::SOCKET_FILE))
+        .unwrap_or_else(|| PathBuf::from(proto::control::SOCKET_FILE))
 }
 
 pub(crate) struct Conn {

@@ -12,10 +12,12 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use proto::api::{
-    Done, ErrorList, JobList, JobState, JobStatus, Page, Report, SubmitRequest, VersionInfo,
-    WorkerList,
+    Done, ErrorList, JobList, JobStatus, Page, Report, SubmitRequest, VersionInfo, WorkerList,
 };
 use proto::control::Endpoint;
+
+use daemon::offline::Offline;
+use daemon::standalone::RunError;
 
 use crate::cli::{Command, DaemonArgs, PageArgs, WorkersCmd};
 use crate::conn::{Conn, Fail};
@@ -102,7 +104,7 @@ async fn dispatch(mut cmd: Command) -> Result<u8> {
             }
             if dry_run {
                 let plan =
-                    daemon::plan::load(&abs, None).map_err(|e| Fail(exit::USAGE, e.to_string()))?;
+                    job::plan::load(&abs, None).map_err(|e| Fail(exit::USAGE, e.to_string()))?;
                 for w in &plan.warnings {
                     eprintln!("warning: {w}");
                 }
@@ -114,7 +116,7 @@ async fn dispatch(mut cmd: Command) -> Result<u8> {
             // caller's behalf that the caller could not open.
             let content = std::fs::read(&abs)
                 .map_err(|e| Fail(exit::USAGE, format!("{}: cannot read: {e}", abs.display())))?;
-            let sys = daemon::plan::sibling_sys(&abs).filter(|p| p.is_file());
+            let sys = job::plan::sibling_sys(&abs).filter(|p| p.is_file());
             let sys = match sys {
                 Some(p) => Some(std::fs::read(&p).map_err(|e| {
                     Fail(exit::USAGE, format!("{}: cannot read: {e}", p.display()))
@@ -191,7 +193,7 @@ async fn dispatch(mut cmd: Command) -> Result<u8> {
                         crate::conn::socket_path(&d).display(),
                         d.found_by,
                         daemon_work_dir(&d)?
-                            .join(daemon::state::STORE_FILE)
+                            .join(proto::control::STORE_FILE)
                             .display()
                     );
                 }
@@ -386,13 +388,7 @@ async fn dispatch(mut cmd: Command) -> Result<u8> {
                     }
                 }
             }
-            // As the job ended (`JobCounts::outcome`, or a failed listing):
-            // 0 only for a job that succeeded.
-            Ok(if r.state == proto::api::JobState::Succeed {
-                exit::OK
-            } else {
-                exit::JOB_FAILED
-            })
+            Ok(exit::of_finished(r.state))
         }
         Command::Deploy(a) => crate::deploy::deploy(&a, None).await,
     }
@@ -584,7 +580,7 @@ async fn stat(
                     format!(
                         "{why} (the jobs above are as it last recorded them in {})",
                         daemon_work_dir(d)?
-                            .join(daemon::state::STORE_FILE)
+                            .join(proto::control::STORE_FILE)
                             .display()
                     ),
                 ));
@@ -600,11 +596,10 @@ async fn stat(
         print!("{out}");
         let _ = std::io::stdout().flush();
         if !watch || finished {
-            let failed = jobs.iter().any(|j| j.state == JobState::Failed);
-            return Ok(if job.is_some() && failed {
-                exit::JOB_FAILED
-            } else {
-                exit::OK
+            // `stat JOB` tells of that job; the list of all jobs exits 0.
+            return Ok(match (job, jobs.first()) {
+                (Some(_), Some(j)) => exit::of_state(j.state),
+                _ => exit::OK,
             });
         }
         tokio::time::sleep(Duration::from_secs(interval.max(1))).await;
@@ -821,28 +816,25 @@ fn daemon_work_dir(d: &DaemonArgs) -> Result<PathBuf> {
 }
 
 /// `submit` while no daemon answers: validates the job exactly as the
-/// daemon would and records it in the job store it reads at start. The
-/// store's lock decides a race with a daemon starting now: if the daemon
-/// holds it, `None` (the caller reports the daemon as unreachable only if
-/// it still does not answer).
+/// daemon would and records it in the job store it reads at start
+/// ([`Offline`]). `None` when a daemon holds the store after all (it is
+/// starting up; the caller asks it again).
 async fn submit_offline(
     d: &DaemonArgs,
     job_cfg: &std::path::Path,
     content: &[u8],
     sibling_sys: Option<&[u8]>,
 ) -> Result<Option<String>> {
-    let usage = |e: String| Fail(exit::USAGE, e);
-    let bad_plan = |e: daemon::plan::PlanError| Fail(exit::USAGE, e.to_string());
+    let bad_plan = |e: job::plan::PlanError| Fail(exit::USAGE, e.to_string());
     let work = daemon_work_dir(d)?;
-    let work = std::path::absolute(&work).unwrap_or(work);
     // The daemon plans with its own sys.properties when it has one (the
     // one `ossimportctl start` gives it), else the job's neighbour, which
     // is then saved with the job.
     let sys = match &d.sys {
-        Some(p) => Some((p.clone(), daemon::plan::read_bytes(p).map_err(bad_plan)?)),
+        Some(p) => Some((p.clone(), job::plan::read_bytes(p).map_err(bad_plan)?)),
         None => sibling_sys.map(|b| {
             (
-                daemon::plan::sibling_sys(job_cfg).unwrap_or_default(),
+                job::plan::sibling_sys(job_cfg).unwrap_or_default(),
                 b.to_vec(),
             )
         }),
@@ -850,122 +842,60 @@ async fn submit_offline(
     // Saved with the job either way: a daemon started without settings
     // plans it again from this copy.
     let saved_sys = sys.as_ref().map(|(_, b)| b.clone());
-    let plan = daemon::plan::from_bytes(job_cfg, content, sys).map_err(bad_plan)?;
+    let plan = job::plan::from_bytes(job_cfg, content, sys).map_err(bad_plan)?;
     for w in &plan.warnings {
         eprintln!("warning: {w}");
     }
-    // SAFETY: getuid/getgid have no preconditions.
-    let caller = daemon::access::Caller {
-        uid: unsafe { libc::getuid() },
-        gid: unsafe { libc::getgid() },
-    };
-    daemon::engine::check_paths(&plan, &work, caller).map_err(usage)?;
-    plan.preflight()
-        .await
-        .map_err(|e| usage(format!("{e:#}")))?;
-    std::fs::create_dir_all(&work)
-        .map_err(|e| Fail(exit::RUNTIME, format!("{}: {e}", work.display())))?;
-    let Some(store) = offline_store(&work)? else {
+    let Some(store) = Offline::open(&work, true).map_err(local_error)? else {
         return Ok(None);
     };
-    let origin = job_cfg.display().to_string();
-    let owner = daemon::access::user_name(caller.uid);
-    daemon::engine::record(
-        &store,
-        &work,
-        &plan.name,
-        &plan.config_json,
-        &plan.fingerprint,
-        daemon::engine::Saved {
+    store
+        .submit(
+            &plan,
             content,
-            sys: saved_sys.as_deref(),
-            origin: &origin,
-            owner: Some((caller.uid, &owner)),
-        },
-    )
-    .map_err(|e| match e {
-        daemon::engine::JobError::Conflict(m) | daemon::engine::JobError::Invalid(m) => usage(m),
-        other => Fail(exit::RUNTIME, other.to_string()),
-    })?;
+            saved_sys.as_deref(),
+            &job_cfg.display().to_string(),
+        )
+        .await
+        .map_err(local_error)?;
     Ok(Some(plan.name))
 }
 
-/// The job store in `work`, opened by us because no daemon answers; `None`
-/// when a daemon holds it after all (it is starting up).
-fn offline_store(work: &std::path::Path) -> Result<Option<daemon::store::Store>> {
-    let store_path = work.join(daemon::state::STORE_FILE);
-    let store = match daemon::store::Store::open(&store_path) {
-        Ok(s) => s,
-        Err(daemon::store::StoreError::InUse { .. }) => return Ok(None),
-        Err(e) => return Err(Fail(exit::RUNTIME, e.to_string())),
-    };
-    daemon::state::restrict(&store_path);
-    Ok(Some(store))
+fn local_error(e: RunError) -> Fail {
+    match e {
+        RunError::Usage(m) => Fail(exit::USAGE, m),
+        RunError::Runtime(m) => Fail(exit::RUNTIME, m),
+    }
 }
 
 /// `clean` with no daemon running, as the original's worked: the job's
 /// rows and saved files deleted from the store the daemon reads at start.
 fn clean_offline(d: &DaemonArgs, job: &str, why: Fail) -> Result<u8> {
-    let work = daemon_work_dir(d)?;
-    let work = std::path::absolute(&work).unwrap_or(work);
-    if !work.join(daemon::state::STORE_FILE).is_file() {
-        return Err(why);
+    let store = Offline::open(&daemon_work_dir(d)?, false)
+        .map_err(local_error)?
+        .ok_or(why)?;
+    let dir = store.clean(job).map_err(local_error)?;
+    eprintln!(
+        "ossimportd is not running; cleaned in its job store {} ({})",
+        store.store_path().display(),
+        d.found_by
+    );
+    let message = daemon::offline::cleaned(job, &dir);
+    if d.json {
+        print_json(&serde_json::json!({"message": message, "count": 0}));
+    } else {
+        println!("{message}");
     }
-    let store = offline_store(&work)?.ok_or(why)?;
-    let run = || -> std::result::Result<Option<std::path::PathBuf>, daemon::store::StoreError> {
-        match store.find_job(job)? {
-            Some(row) => daemon::engine::forget(&store, &work, row.id).map(Some),
-            None => Ok(None),
-        }
-    };
-    match run().map_err(|e| Fail(exit::RUNTIME, e.to_string()))? {
-        Some(dir) => {
-            eprintln!(
-                "ossimportd is not running; cleaned in its job store {} ({})",
-                work.join(daemon::state::STORE_FILE).display(),
-                d.found_by
-            );
-            if d.json {
-                print_json(
-                    &serde_json::json!({"message": daemon::ctl_api::cleaned(job, &dir), "count": 0}),
-                );
-            } else {
-                println!("{}", daemon::ctl_api::cleaned(job, &dir));
-            }
-            Ok(exit::OK)
-        }
-        None => Err(Fail(exit::USAGE, format!("job {job} not found"))),
-    }
+    Ok(exit::OK)
 }
 
 /// `stat` with no daemon running: the jobs as last recorded in the store.
 /// `None` when there is no store, or a daemon holds it.
 fn stat_offline(d: &DaemonArgs, job: Option<&str>) -> Result<Option<Vec<JobStatus>>> {
-    let work = daemon_work_dir(d)?;
-    let work = std::path::absolute(&work).unwrap_or(work);
-    if !work.join(daemon::state::STORE_FILE).is_file() {
-        return Ok(None);
+    match Offline::open(&daemon_work_dir(d)?, false).map_err(local_error)? {
+        Some(store) => store.stat(job).map(Some).map_err(local_error),
+        None => Ok(None),
     }
-    let Some(store) = offline_store(&work)? else {
-        return Ok(None);
-    };
-    let rows = store
-        .jobs()
-        .map_err(|e| Fail(exit::RUNTIME, e.to_string()))?;
-    let mut out = Vec::new();
-    for row in rows {
-        if job.is_some_and(|j| j != row.name) {
-            continue;
-        }
-        out.push(
-            daemon::engine::status_in(&store, row, |_| None)
-                .map_err(|e| Fail(exit::RUNTIME, e.to_string()))?,
-        );
-    }
-    if let (Some(j), true) = (job, out.is_empty()) {
-        return Err(Fail(exit::USAGE, format!("job {j} not found")));
-    }
-    Ok(Some(out))
 }
 
 /// `errors`: one page with `--limit`, otherwise every failure, fetched

@@ -2,14 +2,14 @@
 //! (`template`), and the man pages and shell completions the packages
 //! install (`generate`), all from the definitions the code runs on: the
 //! clap commands of the three binaries and the key table
-//! `daemon::config::keys`.
+//! `job::config::keys`.
 
 use std::path::Path;
 use std::process::ExitCode;
 
 use clap::CommandFactory;
 use clap_mangen::roff::{Roff, bold, roman};
-use daemon::config::keys::{self, Key, Template};
+use job::config::keys::{self, Key, Template};
 
 use crate::cli::{Cli, Generated};
 use crate::exit;

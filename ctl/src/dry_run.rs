@@ -6,13 +6,8 @@
 //! how long the copy takes at the bandwidth cap. Nothing is written
 //! anywhere: not the destination, not a job store, not a work directory.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-
-use daemon::plan::Plan;
-use daemon::scanner::{self, ScanOutcome};
-use daemon::store::Store;
-use tokio_util::sync::CancellationToken;
+use daemon::standalone;
+use job::plan::Plan;
 
 use crate::exit;
 use crate::progress::human_bytes;
@@ -21,34 +16,14 @@ use crate::progress::human_bytes;
 const SHOWN: usize = 10;
 
 pub(crate) async fn dry_run(plan: &Plan, sample: Option<u64>, json: bool) -> anyhow::Result<u8> {
-    plan.preflight_read_only().await?;
-    let store = Arc::new(Store::in_memory()?);
-    let job = store.create_job(&plan.name, &plan.config_json, &plan.fingerprint)?;
-    let mut scan_cfg = plan.scan.clone();
-    // A dry run writes nothing, not even a probe file in destDir.
-    if scan_cfg.dest_case == daemon::scanner::DestCase::Probe {
-        scan_cfg.dest_case = daemon::scanner::DestCase::ProbeReadOnly;
-    }
-    let st = Arc::clone(&store);
-    let outcome = tokio::task::spawn_blocking(move || {
-        let stop = CancellationToken::new();
-        let listed = AtomicU64::new(0);
-        scanner::scan(&st, job, &scan_cfg, &stop, |_, objs| {
-            let n = listed.fetch_add(objs.len() as u64, Ordering::SeqCst) + objs.len() as u64;
-            if sample.is_some_and(|s| n >= s) {
-                stop.cancel();
-            }
-        })
-    })
-    .await??;
-    let sampled = matches!(outcome, ScanOutcome::Stopped(_));
-    let stats = outcome.stats().clone();
-    let c = store.counts(job)?;
-    let failures = store.failures_by_code(job)?;
+    let d = standalone::dry_run(plan, sample, SHOWN * 4).await?;
+    let (sampled, stats, c) = (d.sampled, &d.stats, &d.counts);
+    let failures = &d.failures;
     let failed: u64 = failures.iter().map(|(_, n, _)| n).sum();
     let failed_bytes: u64 = failures.iter().map(|(_, _, b)| b).sum();
-    let first_failed = store.failed_page(job, None, SHOWN * 4)?.failed;
-    let largest = store.largest(job, SHOWN)?;
+    let first_failed = &d.first_failed;
+    let mut largest = d.largest.clone();
+    largest.truncate(SHOWN);
     let (copy_objects, copy_bytes) = (c.objects - failed, c.bytes - failed_bytes);
     let cap = plan.spec.limits.bytes_per_second;
     let seconds = (cap > 0).then(|| copy_bytes.div_ceil(cap));
@@ -126,7 +101,7 @@ pub(crate) async fn dry_run(plan: &Plan, sample: Option<u64>, json: bool) -> any
             .map(|(c, n, _)| format!("{c} {n}"))
             .collect();
         println!("  would fail  {:>10} objects ({})", failed, by.join(", "));
-        for f in &first_failed {
+        for f in first_failed {
             println!(
                 "    {}  {}: {}",
                 f.code,

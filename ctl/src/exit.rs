@@ -15,3 +15,27 @@ pub const RUNTIME: u8 = 4;
 pub const NO_PERMISSION: u8 = 6;
 /// Interrupted (Ctrl-C, SIGTERM); running the same command resumes.
 pub const INTERRUPTED: u8 = 130;
+
+use proto::api::JobState;
+
+/// The exit code of `run` and `report` for a job in `state`: 0 only for a
+/// job that succeeded. The state itself is decided in one place,
+/// [`proto::api::JobCounts::outcome`] (or a failed listing), when the job
+/// ends; nothing here counts objects again.
+pub fn of_finished(state: JobState) -> u8 {
+    if state == JobState::Succeed {
+        OK
+    } else {
+        JOB_FAILED
+    }
+}
+
+/// The exit code of `stat JOB`: 1 for a job that failed, 0 while it runs,
+/// is paused or succeeded.
+pub fn of_state(state: JobState) -> u8 {
+    if state == JobState::Failed {
+        JOB_FAILED
+    } else {
+        OK
+    }
+}

@@ -12,3 +12,4 @@ pub mod exit;
 mod manifest;
 mod progress;
 pub mod run;
+mod signals;

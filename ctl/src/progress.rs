@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use agent::worker::{FileProgress, Progress};
-use daemon::engine::Live;
+use daemon::standalone::Live;
 
 /// What the display reads.
 pub(crate) struct Sources {

@@ -199,16 +199,12 @@ impl Played {
 
     async fn take_batch(self: Arc<Self>, req: Req) -> hyper::Response<server::Body> {
         if !matches!(&req.peer, server::Peer::Tls { key, .. } if *key == self.daemon_fp) {
-            return error(
-                StatusCode::UNAUTHORIZED,
-                "UNAUTHORIZED",
-                "not the daemon's key",
-            );
+            return error(proto::api::ErrorCode::Unauthorized, "not the daemon's key");
         }
         let batch: TaskBatch = match serde_json::from_slice(&req.body) {
             Ok(b) => b,
             Err(e) => {
-                return error(StatusCode::BAD_REQUEST, "INVALID", &e.to_string());
+                return error(proto::api::ErrorCode::Invalid, &e.to_string());
             }
         };
         let now = Instant::now();
@@ -383,7 +379,7 @@ async fn main() -> anyhow::Result<()> {
                 Box::pin(async move {
                     let path = req.path.clone();
                     if path != agent_path::TASKS {
-                        return error(StatusCode::NOT_FOUND, "NOT_FOUND", "no such endpoint");
+                        return error(proto::api::ErrorCode::NotFound, "no such endpoint");
                     }
                     a.take_batch(req).await
                 })

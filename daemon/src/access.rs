@@ -19,6 +19,15 @@ pub struct Caller {
 }
 
 impl Caller {
+    /// The user and group of this process.
+    pub fn current() -> Caller {
+        // SAFETY: getuid/getgid have no preconditions.
+        Caller {
+            uid: unsafe { libc::getuid() },
+            gid: unsafe { libc::getgid() },
+        }
+    }
+
     /// The user `uid` with the primary group the password database gives
     /// (a job's owner, acted for later).
     pub fn of_uid(uid: u32) -> Caller {

@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use hyper::{Response, StatusCode};
-use proto::api::{EventBatch, Heartbeat, HeartbeatReply, agent_path};
+use proto::api::{ErrorCode, EventBatch, Heartbeat, HeartbeatReply, agent_path};
 use proto::server::{Body, Gate, Handler, Peer, Req, error, json};
 use tracing::{info, warn};
 
@@ -56,11 +56,7 @@ async fn handle(eng: Arc<Engine>, req: Req) -> Response<Body> {
             warn!(peer = ?peer, path = %req.path, "Refused an agent request: its key is not enrolled (revoked?).");
             // A key revoked while its connection was open: the connection
             // ends with this answer, and a new one fails its handshake.
-            let mut refused = error(
-                StatusCode::UNAUTHORIZED,
-                "UNAUTHORIZED",
-                "this agent's key is not enrolled",
-            );
+            let mut refused = error(ErrorCode::Unauthorized, "this agent's key is not enrolled");
             refused.headers_mut().insert(
                 hyper::header::CONNECTION,
                 hyper::header::HeaderValue::from_static("close"),
@@ -72,23 +68,23 @@ async fn handle(eng: Arc<Engine>, req: Req) -> Response<Body> {
         agent_path::HEARTBEAT => heartbeat(&eng, &who, &req).await,
         agent_path::EVENTS => events(&eng, &who, &req).await,
         agent_path::BYE => bye(&eng, &who).await,
-        _ => Err((StatusCode::NOT_FOUND, "no such endpoint".to_string())),
+        _ => Err((ErrorCode::NotFound, "no such endpoint".to_string())),
     };
     match r {
         Ok(resp) => resp,
-        Err((status, msg)) => error(status, "ERROR", &msg),
+        Err((code, msg)) => error(code, &msg),
     }
 }
 
-type Answer = Result<Response<Body>, (StatusCode, String)>;
+type Answer = Result<Response<Body>, (ErrorCode, String)>;
 
-fn bad(e: impl std::fmt::Display) -> (StatusCode, String) {
-    (StatusCode::BAD_REQUEST, e.to_string())
+fn bad(e: impl std::fmt::Display) -> (ErrorCode, String) {
+    (ErrorCode::Invalid, e.to_string())
 }
 
-fn internal(e: impl std::fmt::Display) -> (StatusCode, String) {
+fn internal(e: impl std::fmt::Display) -> (ErrorCode, String) {
     warn!(error = %e, "Agent request failed.");
-    (StatusCode::INTERNAL_SERVER_ERROR, "internal error".into())
+    (ErrorCode::Internal, "internal error".into())
 }
 
 async fn heartbeat(eng: &Arc<Engine>, who: &Who, req: &Req) -> Answer {

@@ -13,8 +13,8 @@ use std::sync::Arc;
 
 use hyper::{Response, StatusCode};
 use proto::api::{
-    Done, EnrolRequest, Enrolled, ErrorList, FailedEntry, JobList, Page, Report, Revoked,
-    SubmitRequest, VerifyMethod, VersionInfo, WorkerList, WorkerStatus,
+    Done, EnrolRequest, Enrolled, ErrorCode, ErrorList, FailedEntry, JobList, Page, Report,
+    Revoked, SubmitRequest, VerifyMethod, VersionInfo, WorkerList, WorkerStatus,
 };
 use proto::server::{Body, Handler, Peer, Req, error, json};
 use tokio::time::Instant;
@@ -38,38 +38,26 @@ pub fn handler(eng: Arc<Engine>) -> Handler {
 async fn handle(eng: Arc<Engine>, req: Req) -> Response<Body> {
     let state = &eng.state;
     let Some(who) = who(&state.config, &req.peer) else {
-        return error(
-            StatusCode::FORBIDDEN,
-            "FORBIDDEN",
-            "this user may not control the daemon",
-        );
+        return error(ErrorCode::Forbidden, "this user may not control the daemon");
     };
     let Some(ep) = Endpoint::parse(&req.method, &req.path) else {
         return error(
-            StatusCode::NOT_FOUND,
-            "NOT_FOUND",
+            ErrorCode::NotFound,
             &format!("no endpoint {} {}", req.method, req.path),
         );
     };
     if let Err(why) = permitted(&eng, &who, &ep).await {
-        return error(StatusCode::FORBIDDEN, "FORBIDDEN", &why);
+        return error(ErrorCode::Forbidden, &why);
     }
     match dispatch(&eng, ep, &req, &who).await {
         Ok(r) => r,
         Err(e) => {
-            let (status, code) = match &e {
-                JobError::Invalid(_) => (StatusCode::BAD_REQUEST, "INVALID"),
-                JobError::NotFound(_) => (StatusCode::NOT_FOUND, "NOT_FOUND"),
-                JobError::Conflict(_) => (StatusCode::CONFLICT, "CONFLICT"),
-                JobError::Store(_) | JobError::Other(_) => {
-                    (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL")
-                }
-            };
-            if status == StatusCode::INTERNAL_SERVER_ERROR {
+            let code = e.code();
+            if code == ErrorCode::Internal {
                 error!(path = %req.path, error = %e, "Control request failed.");
-                return error(status, code, "internal error; see the daemon log");
+                return error(code, "internal error; see the daemon log");
             }
-            error(status, code, &e.to_string())
+            error(code, &e.to_string())
         }
     }
 }
@@ -256,16 +244,16 @@ async fn trail(eng: &Arc<Engine>, who: &Who, verb: &str, job: Option<&str>, deta
 
 fn keys_error(e: crate::agents::KeysError) -> Response<Body> {
     use crate::agents::KeysError;
-    let (status, code) = match e {
-        KeysError::BadKey(_) => (StatusCode::BAD_REQUEST, "INVALID"),
-        KeysError::NotFound(_) => (StatusCode::NOT_FOUND, "NOT_FOUND"),
-        KeysError::NameTaken { .. } => (StatusCode::CONFLICT, "CONFLICT"),
+    let code = match e {
+        KeysError::BadKey(_) => ErrorCode::Invalid,
+        KeysError::NotFound(_) => ErrorCode::NotFound,
+        KeysError::NameTaken { .. } => ErrorCode::Conflict,
         KeysError::Io { .. } => {
             error!(error = %e, "Cannot update the enrolled agent keys.");
-            (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL")
+            ErrorCode::Internal
         }
     };
-    error(status, code, &e.to_string())
+    error(code, &e.to_string())
 }
 
 /// Whether the user `uid` is a member of `group`, by primary group or by a

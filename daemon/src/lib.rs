@@ -1,4 +1,4 @@
-//! The daemon core: job configuration, the SQLite job store, the source
+//! The daemon core: the SQLite job store, the source
 //! scanner that splits a job into tasks, and the engine that leases tasks
 //! to executors and records what they report.
 //!
@@ -13,15 +13,19 @@ pub mod access;
 pub mod agent_api;
 pub mod agents;
 pub mod cli;
-pub mod config;
 pub mod ctl_api;
 pub mod engine;
-pub mod filter;
 pub mod manifest;
 pub mod metrics;
-pub mod plan;
+pub mod offline;
+pub mod preflight;
 pub mod scanner;
 pub mod server;
+pub mod standalone;
 pub mod state;
 pub mod status;
 pub mod store;
+
+// The job's files and plan live in the `job` crate; these paths stay for
+// the daemon's own modules and its tests.
+pub use job::{config, filter, plan};

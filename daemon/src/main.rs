@@ -190,7 +190,7 @@ fn real_main(mut args: Args) -> anyhow::Result<()> {
             agents: tokio::net::TcpListener::from_std(agents)?,
             metrics,
         };
-        let r = server::run(config, listeners, shutdown_signal()).await;
+        let r = server::run(config, listeners, proto::net::shutdown_signal()).await;
         let _ = std::fs::remove_file(&socket);
         r
     })
@@ -265,15 +265,6 @@ fn init_logging(json: bool) {
         fmt.json().init();
     } else {
         fmt.init();
-    }
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).ok();
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending::<()>().await } } => {}
     }
 }
 

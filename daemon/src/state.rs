@@ -16,10 +16,7 @@ use tokio_util::task::TaskTracker;
 use crate::agents::{AgentEntry, Agents};
 use crate::store::{Store, StoreError};
 
-/// Name of the job store inside the work directory (shared with `run`).
-pub const STORE_FILE: &str = "ossimport.db";
-/// Name of the control socket inside the work directory.
-pub const SOCKET_FILE: &str = "ossimportd.sock";
+pub use proto::control::{SOCKET_FILE, STORE_FILE};
 /// Default key files inside the work directory.
 pub const KEY_FILE: &str = "daemon_ed25519";
 pub const AGENT_KEYS_FILE: &str = "agent_keys";
@@ -105,8 +102,10 @@ pub struct State {
     pub registry: Agents,
     /// Wakes the scheduler early.
     pub wake: Notify,
-    /// Signalled after a job's state changed.
-    pub job_changed: Notify,
+    /// Counts up after a job's state changed, a pass began or ended, or
+    /// tasks were finished: a watcher (`run`'s wait for the end) never
+    /// misses a change made between its look and its wait.
+    pub job_changed: tokio::sync::watch::Sender<u64>,
     /// Root of every subsystem's token.
     pub cancel: CancellationToken,
     /// Every background task (pushes, scanners) is tracked here.
@@ -163,6 +162,11 @@ impl State {
         }
     }
 
+    /// Tells watchers of [`State::job_changed`] to look again.
+    pub fn jobs_changed(&self) {
+        self.job_changed.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
     /// Reads the `agent_keys` file again (see [`Agents::reload_keys`]).
     pub fn reload_agent_keys(&self, force: bool) -> bool {
         self.registry.reload_keys(&self.verifier, force)
@@ -177,7 +181,7 @@ impl State {
             verifier,
             registry: Agents::new(config.agent_keys.clone()),
             wake: Notify::new(),
-            job_changed: Notify::new(),
+            job_changed: tokio::sync::watch::Sender::new(0),
             cancel: CancellationToken::new(),
             tracker: TaskTracker::new(),
             channels: Default::default(),

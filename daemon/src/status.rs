@@ -20,7 +20,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::{Registry, Unit};
-use proto::api::{JobState, JobStatus};
+use proto::api::{ErrorCode, JobState, JobStatus};
 use proto::job::{JobMode, Limits};
 use proto::server::{Body, Handler, Req, error};
 use tokio::net::TcpListener;
@@ -917,18 +917,13 @@ fn handler(eng: Arc<Engine>, mode: String) -> Handler {
 
 async fn handle(eng: Arc<Engine>, mode: &str, req: Req) -> Response<Body> {
     if req.method != Method::GET && req.method != Method::HEAD {
-        return error(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "METHOD_NOT_ALLOWED",
-            "this port is read-only",
-        );
+        return error(ErrorCode::MethodNotAllowed, "this port is read-only");
     }
     if let Some(host) = req.header("host")
         && !host_allowed(host, &this_host())
     {
         return error(
-            StatusCode::MISDIRECTED_REQUEST,
-            "MISDIRECTED",
+            ErrorCode::Misdirected,
             "this port answers to an IP address, localhost or this machine's name only",
         );
     }
@@ -940,8 +935,7 @@ async fn handle(eng: Arc<Engine>, mode: &str, req: Req) -> Response<Body> {
         "/" | "/index.html" => (true, "text/html; charset=utf-8"),
         p => {
             return error(
-                StatusCode::NOT_FOUND,
-                "NOT_FOUND",
+                ErrorCode::NotFound,
                 &format!("{p}: this port serves /metrics and / only"),
             );
         }
@@ -949,11 +943,7 @@ async fn handle(eng: Arc<Engine>, mode: &str, req: Req) -> Response<Body> {
     let snap = match snapshot(&eng, page).await {
         Ok(s) => s,
         Err(e) => {
-            return error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "STORE",
-                &format!("reading the job store: {e}"),
-            );
+            return error(ErrorCode::Store, &format!("reading the job store: {e}"));
         }
     };
     let body = if page {

@@ -14,8 +14,68 @@ pub const API_VERSION: u32 = 1;
 /// Every error answer: a stable code for scripts and a sentence for people.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ErrorBody {
-    pub code: String,
+    pub code: ErrorCode,
     pub message: String,
+}
+
+/// The codes of error answers on the control socket, the agent port and
+/// the status port, on the wire in upper case (`"NOT_FOUND"`). Each has
+/// one HTTP status ([`ErrorCode::http_status`]); a code this version does
+/// not know reads as [`ErrorCode::Unknown`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ErrorCode {
+    /// The request or the job it carries is wrong (400).
+    Invalid,
+    /// The caller's key is not enrolled, or not the daemon's (401).
+    Unauthorized,
+    /// The caller may not do this (403).
+    Forbidden,
+    /// No such job, agent or endpoint (404).
+    NotFound,
+    /// The status port is read-only (405).
+    MethodNotAllowed,
+    /// The request took too long to arrive (408).
+    Timeout,
+    /// The job is not in a state that allows it, or the name is taken (409).
+    Conflict,
+    /// The request body is too large (413).
+    TooLarge,
+    /// A Host header that is not this machine's (421).
+    Misdirected,
+    /// An agent cannot run a job: a path outside its allowed roots (422).
+    PathNotAllowed,
+    /// An agent has no credentials for a job's keys (422).
+    NoCredentials,
+    /// A plain-HTTP peer where TLS is required (426).
+    TlsRequired,
+    /// The job store could not be read (500).
+    Store,
+    /// Anything else on the answering side (500).
+    Internal,
+    /// A code this version does not know, or an answer without one.
+    #[serde(other)]
+    Unknown,
+}
+
+impl ErrorCode {
+    /// The HTTP status an answer with this code has.
+    pub fn http_status(self) -> u16 {
+        match self {
+            ErrorCode::Invalid => 400,
+            ErrorCode::Unauthorized => 401,
+            ErrorCode::Forbidden => 403,
+            ErrorCode::NotFound => 404,
+            ErrorCode::MethodNotAllowed => 405,
+            ErrorCode::Timeout => 408,
+            ErrorCode::Conflict => 409,
+            ErrorCode::TooLarge => 413,
+            ErrorCode::Misdirected => 421,
+            ErrorCode::PathNotAllowed | ErrorCode::NoCredentials => 422,
+            ErrorCode::TlsRequired => 426,
+            ErrorCode::Store | ErrorCode::Internal | ErrorCode::Unknown => 500,
+        }
+    }
 }
 
 // ---- agent API -------------------------------------------------------------

@@ -7,6 +7,12 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// Name of the daemon's job store inside its work directory (and of
+/// `ossimportctl run`'s).
+pub const STORE_FILE: &str = "ossimport.db";
+/// Name of the control socket inside the daemon's work directory.
+pub const SOCKET_FILE: &str = "ossimportd.sock";
+
 use hyper::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 
@@ -125,7 +131,7 @@ pub enum ControlError {
     #[error("{message}")]
     Refused {
         status: StatusCode,
-        code: String,
+        code: crate::api::ErrorCode,
         message: String,
     },
     /// The answer was not what this version expects.
@@ -175,7 +181,7 @@ impl Client {
         .await?;
         if status != StatusCode::OK {
             let e: ErrorBody = serde_json::from_slice(&bytes).unwrap_or(ErrorBody {
-                code: "UNKNOWN".into(),
+                code: crate::api::ErrorCode::Unknown,
                 message: format!("daemon answered {status}"),
             });
             return Err(ControlError::Refused {

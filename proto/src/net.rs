@@ -182,6 +182,25 @@ fn classify(io_kind: Option<ErrorKind>, all: &str) -> &'static str {
     }
 }
 
+/// Resolves on the first Ctrl-C (SIGINT) or SIGTERM: the one shutdown
+/// signal of `ossimportd`, `ossimport-agent` and `ossimportctl run`.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).ok();
+    let term = async {
+        match term.as_mut() {
+            Some(t) => {
+                t.recv().await;
+            }
+            None => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;

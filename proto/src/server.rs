@@ -31,7 +31,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use crate::api::ErrorBody;
+use crate::api::{ErrorBody, ErrorCode};
 
 pub type Body = Full<Bytes>;
 
@@ -211,7 +211,7 @@ async fn refuse_plain(mut stream: tokio::net::TcpStream, addr: SocketAddr) {
     );
     warn!(peer = %addr, "Refused a plain-HTTP peer: it runs an older ossimport; upgrade it.");
     let body = serde_json::to_vec(&ErrorBody {
-        code: "TLS_REQUIRED".into(),
+        code: ErrorCode::TlsRequired,
         message,
     })
     .unwrap_or_default();
@@ -364,15 +364,13 @@ async fn connection<I>(
                 Ok(Ok(b)) => b.to_bytes(),
                 Ok(Err(_)) => {
                     return Ok::<_, Infallible>(error(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        "TOO_LARGE",
+                        ErrorCode::TooLarge,
                         "request body is too large or was cut off",
                     ));
                 }
                 Err(_) => {
                     return Ok::<_, Infallible>(error(
-                        StatusCode::REQUEST_TIMEOUT,
-                        "TIMEOUT",
+                        ErrorCode::Timeout,
                         "request body did not arrive in time",
                     ));
                 }
@@ -422,11 +420,11 @@ pub fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<Body> {
 }
 
 /// A `{code, message}` error answer.
-pub fn error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
+pub fn error(code: ErrorCode, message: &str) -> Response<Body> {
     json(
-        status,
+        StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
         &ErrorBody {
-            code: code.to_string(),
+            code,
             message: message.to_string(),
         },
     )

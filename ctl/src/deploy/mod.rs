@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use daemon::config::sys::{SysConfig, WorkerHost};
+use job::config::sys::{SysConfig, WorkerHost};
 use proto::api::{EnrolRequest, Enrolled, Revoked, WorkerList};
 use proto::control::Endpoint;
 use serde::Serialize;
@@ -109,7 +109,7 @@ fn workers_path(workers: Option<&Path>, sys: &Path) -> PathBuf {
 
 fn read_hosts(path: &Path) -> Result<Vec<WorkerHost>> {
     let hosts =
-        daemon::config::sys::load_workers(path).map_err(|e| Fail(exit::USAGE, e.to_string()))?;
+        job::config::sys::load_workers(path).map_err(|e| Fail(exit::USAGE, e.to_string()))?;
     Ok(hosts
         .iter()
         .map(|h| WorkerHost::parse(h).expect("load_workers checked every line"))
@@ -139,7 +139,7 @@ fn sha256_file(path: &Path) -> Result<(String, u64)> {
 fn local_dirs_of(jobs: &[PathBuf], sys: &Path) -> Result<BTreeSet<String>> {
     let mut dirs = BTreeSet::new();
     for job in jobs {
-        let plan = daemon::plan::load(job, Some(sys))
+        let plan = job::plan::load(job, Some(sys))
             .map_err(|e| Fail(exit::USAGE, format!("{}: {e}", job.display())))?;
         if let proto::job::SourceSpec::Local { root, .. } = &plan.spec.source {
             dirs.insert(root.trim_end_matches('/').to_string());
@@ -155,7 +155,7 @@ fn local_dirs_of(jobs: &[PathBuf], sys: &Path) -> Result<BTreeSet<String>> {
 fn secrets_of(jobs: &[PathBuf], sys: &Path) -> Result<(Vec<u8>, usize)> {
     let mut keys: BTreeMap<String, String> = BTreeMap::new();
     for job in jobs {
-        let mut plan = daemon::plan::load(job, Some(sys))
+        let mut plan = job::plan::load(job, Some(sys))
             .map_err(|e| Fail(exit::USAGE, format!("{}: {e}", job.display())))?;
         for b in plan.spec.buckets_mut() {
             if b.access_key.is_empty() || b.secret_key.is_empty() {
@@ -380,7 +380,7 @@ pub(crate) async fn deploy(a: &DeployArgs, only: Option<&str>) -> Result<u8> {
     // daemon's own (`ossimportd --local-worker`), not an agent over SSH.
     let (here, remote): (Vec<WorkerHost>, Vec<WorkerHost>) = hosts
         .into_iter()
-        .partition(|h| daemon::config::sys::is_this_machine(&h.line));
+        .partition(|h| job::config::sys::is_this_machine(&h.line));
     let mut rows = fan_out(Arc::new(plan), remote, mode).await;
     rows.extend(here.into_iter().map(|h| Row {
         host: h.line,
@@ -410,7 +410,7 @@ pub(crate) async fn agents(d: &DaemonArgs, workers: Option<&Path>, mode: Mode) -
     }
     let hosts: Vec<WorkerHost> = read_hosts(&path)?
         .into_iter()
-        .filter(|h| !daemon::config::sys::is_this_machine(&h.line))
+        .filter(|h| !job::config::sys::is_this_machine(&h.line))
         .collect();
     if hosts.is_empty() {
         return Ok(Vec::new());
@@ -909,7 +909,7 @@ pub fn print_rows(rows: &[Row], json: bool) -> u8 {
 /// Appends `line` to the `workers` file unless it is there.
 fn add_line(path: &Path, line: &str) -> Result<()> {
     let hosts = if path.is_file() {
-        daemon::config::sys::load_workers(path).map_err(|e| Fail(exit::USAGE, e.to_string()))?
+        job::config::sys::load_workers(path).map_err(|e| Fail(exit::USAGE, e.to_string()))?
     } else {
         Vec::new()
     };
@@ -989,7 +989,7 @@ pub(crate) async fn remove(d: &DaemonArgs, workers: Option<&Path>, given: &str) 
     let sys_path = sys_path(d);
     let path = workers_path(workers, &sys_path);
     let lines = if path.is_file() {
-        daemon::config::sys::load_workers(&path).map_err(|e| Fail(exit::USAGE, e.to_string()))?
+        job::config::sys::load_workers(&path).map_err(|e| Fail(exit::USAGE, e.to_string()))?
     } else {
         Vec::new()
     };

@@ -46,9 +46,11 @@ async fn listed_before_the_end(work: &std::path::Path, n: usize) {
             .join("ossimport.db")
             .exists()
             .then(|| {
+                // The store exists a moment before the job's row does.
                 Store::open_read_only(&work.join("ossimport.db"))
-                    .and_then(|s| Ok((s.objects()?.len(), s.jobs()?[0].scan_done)))
+                    .and_then(|s| Ok((s.objects()?.len(), s.jobs()?.first().map(|j| j.scan_done))))
                     .ok()
+                    .and_then(|(n, done)| Some((n, done?)))
             })
             .flatten();
         if let Some((got, done)) = listed {

@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::plan;
+use crate::preflight::Preflight;
 use crate::scanner::{self, ScanConfig};
 use crate::state::{State, blocking, restrict, unix_now};
 use crate::store::{JobRow, JobState, Retried, Store, StoreError};
@@ -244,7 +245,7 @@ async fn change_locked(eng: &Arc<Engine>, job_id: i64, ev: Event) -> Result<Chan
         && to != job.state
     {
         blocking(&state.store, move |s| s.set_job_state(job_id, to)).await?;
-        state.job_changed.notify_waiters();
+        state.jobs_changed();
     }
     for e in &t.effects {
         match e {
@@ -290,7 +291,7 @@ async fn change_locked(eng: &Arc<Engine>, job_id: i64, ev: Event) -> Result<Chan
                 info!(job = %job.name, pass = p.number, found = p.found, new = p.new, changed = p.changed,
                     deleted = p.deleted, copied = p.copied, failed = p.failed, next_in_secs = every.as_secs(),
                     "Pass ended.");
-                state.job_changed.notify_waiters();
+                state.jobs_changed();
             }
             Effect::BeginPass => {
                 let pass = blocking(&state.store, move |s| s.begin_pass(job_id)).await?;
@@ -298,7 +299,7 @@ async fn change_locked(eng: &Arc<Engine>, job_id: i64, ev: Event) -> Result<Chan
                 // over the passes of a process as what was done does, so a
                 // progress line never shows more done than listed.
                 info!(job = %job.name, pass, "Pass started.");
-                state.job_changed.notify_waiters();
+                state.jobs_changed();
             }
             Effect::Wake => state.wake.notify_one(),
         }
@@ -319,6 +320,19 @@ pub enum JobError {
     Store(#[from] StoreError),
     #[error("{0:#}")]
     Other(anyhow::Error),
+}
+
+impl JobError {
+    /// The control API's code for it.
+    pub fn code(&self) -> proto::api::ErrorCode {
+        use proto::api::ErrorCode;
+        match self {
+            JobError::Invalid(_) => ErrorCode::Invalid,
+            JobError::NotFound(_) => ErrorCode::NotFound,
+            JobError::Conflict(_) => ErrorCode::Conflict,
+            JobError::Store(_) | JobError::Other(_) => ErrorCode::Internal,
+        }
+    }
 }
 
 fn job_file(work: &Path, id: i64) -> PathBuf {

@@ -272,6 +272,7 @@ async fn commit(eng: &Arc<Engine>, mut batch: Vec<Report>) {
             }
             if done.tasks_done > 0 {
                 state.wake.notify_one();
+                state.jobs_changed();
             }
             Ok(())
         }

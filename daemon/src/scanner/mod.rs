@@ -18,15 +18,11 @@
 //!   number.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tokio_util::sync::CancellationToken;
 
-use storage::s3::S3Config;
-
-use crate::filter::Filter;
 use crate::store::{Change, NewObject, ObjectState, Prior, Store, StoreError};
 
 mod azure;
@@ -35,92 +31,8 @@ mod http;
 mod local;
 mod parallel;
 
-pub use http::{parse_http_line, validate_http_list};
-
-/// What to list.
-#[derive(Clone, Debug)]
-pub enum ScanSource {
-    Local {
-        /// The source directory (`srcPrefix`).
-        root: PathBuf,
-        /// Follow symlinks to files (`isAllowSymbolicLink`); symlinks to
-        /// directories are never followed, as in the original.
-        follow_symlinks: bool,
-    },
-    S3 {
-        /// The bucket; relative paths are keys with its prefix
-        /// (`srcPrefix`) removed.
-        store: S3Config,
-        /// Keys per ListObjectsV2 page (`srcListPageSize`).
-        page_size: u32,
-    },
-    /// An Azure Blob container (see `proto::job::SourceSpec::Azure`).
-    Azure {
-        container: proto::job::Bucket,
-        /// Blobs per List Blobs page (`srcListPageSize`).
-        page_size: u32,
-        /// Attempts per request.
-        attempts: u32,
-    },
-    Http {
-        /// `httpListFilePath`.
-        list: PathBuf,
-        /// 1-based columns (`httpPrefixColumn`, `relativePathColumn`).
-        prefix_column: usize,
-        rel_column: usize,
-    },
-}
-
-/// How to list a source and cut it into tasks.
-#[derive(Clone, Debug)]
-pub struct ScanConfig {
-    pub source: ScanSource,
-    /// Include/exclude globs on the relative path.
-    pub filter: Filter,
-    pub task_count_limit: u64,
-    pub task_size_limit: u64,
-    /// Only files with an mtime later than this (unix seconds; 0 = all).
-    pub import_since: i64,
-    /// Closes a task that has been open this long even if it is not full,
-    /// so copying starts while a slow listing is still filling a task.
-    pub max_task_age: Option<Duration>,
-    /// Incremental jobs: the time from the end of one pass to the start of
-    /// the next (`incrementalModeInterval`); `None`: one pass.
-    pub incremental: Option<Duration>,
-    /// Listers at once (`scanThreadCount`; 1: one walk in order). URL
-    /// lists are always read in order.
-    pub threads: usize,
-    /// How deep the listing is split into branches listed at once
-    /// (`maxMultiThreadScanDepth`, 1: the top-level directories/prefixes).
-    pub split_depth: usize,
-    /// The local destination directory (`destDir`), if any: with a local
-    /// source, each pass first checks the two trees still do not overlap (a
-    /// symlink or mount changed since submit would make it list its own
-    /// copies); and `dest_case` may look at it.
-    pub dest_dir: Option<PathBuf>,
-    /// Whether destination keys that differ only in case are one key.
-    pub dest_case: DestCase,
-    /// A bucket object whose LastModified changed with its ETag and size
-    /// the same (its metadata was replaced) is a change for a later pass
-    /// (`copyMetadata=true`).
-    pub metadata_changes: bool,
-}
-
-/// How destination keys are compared for `DUPLICATE_KEY`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum DestCase {
-    /// As they are (buckets).
-    #[default]
-    Exact,
-    /// Probed at the start of each pass: without case where `destDir`'s
-    /// file system does not tell case apart (a probe file may be made and
-    /// removed at once when `destDir` is empty).
-    Probe,
-    /// Probed from what is in `destDir` only, writing nothing (dry runs).
-    ProbeReadOnly,
-    /// Without case, whatever the file system says.
-    Fold,
-}
+pub use job::http_list::{parse_http_line, validate_http_list};
+pub use job::scan::{DestCase, ScanConfig, ScanSource};
 
 /// The folded keys a pass has listed (for a case-insensitive `destDir`),
 /// with the first relative path of each, shared by the branches of a

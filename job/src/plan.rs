@@ -9,9 +9,9 @@ use crate::config::ConfigError;
 use crate::config::job::{AddressingStyle, DestType, JobConfig, SrcType};
 use crate::config::sys::SysConfig;
 use crate::filter::Filter;
-use crate::scanner::{ScanConfig, ScanSource};
+use crate::scan::{DestCase, ScanConfig, ScanSource};
 use proto::job::{Bucket, DestSpec, JobMode, JobSpec, Limits, SkipMode, SourceSpec};
-use storage::s3::{S3Config, S3Store};
+use storage::s3::S3Config;
 
 /// Smallest part S3 accepts (all but the last part).
 const S3_MIN_PART: u64 = 5 << 20;
@@ -47,9 +47,10 @@ pub struct Plan {
     pub dest_label: String,
     /// Secret files the job's keys were read from (key, path).
     pub secret_files: Vec<(&'static str, PathBuf)>,
-    dest_dir: Option<PathBuf>,
+    /// The local destination directory (`destType=local`).
+    pub dest_dir: Option<PathBuf>,
     /// Added to a failed source check: what the source type expects.
-    source_hint: Option<&'static str>,
+    pub source_hint: Option<&'static str>,
 }
 
 /// Loads and validates both files; every error is one line naming file,
@@ -238,7 +239,7 @@ fn from_text(
                 cfg.http_prefix_column as usize,
                 cfg.relative_path_column as usize,
             );
-            crate::scanner::validate_http_list(&list, pc, rc).map_err(PlanError::Job)?;
+            crate::http_list::validate_http_list(&list, pc, rc).map_err(PlanError::Job)?;
             (
                 SourceSpec::Http,
                 ScanSource::Http {
@@ -385,9 +386,9 @@ fn from_text(
             .clone()
             .filter(|_| cfg.dest_type == crate::config::job::DestType::Local),
         dest_case: if cfg.dest_type == crate::config::job::DestType::Local {
-            crate::scanner::DestCase::Probe
+            DestCase::Probe
         } else {
-            crate::scanner::DestCase::Exact
+            DestCase::Exact
         },
     };
     let work_dir = sys_path
@@ -418,87 +419,4 @@ fn from_text(
              (made in the Upyun console), not the operator's name and password",
         ),
     })
-}
-
-impl Plan {
-    /// Checks that the source and the destination are reachable before the
-    /// job starts, so a typo fails in a second with a clear message rather
-    /// than as thousands of failed objects.
-    pub async fn preflight(&self) -> anyhow::Result<()> {
-        self.check(true).await
-    }
-
-    /// [`Plan::preflight`] that writes nothing: a missing `destDir` is
-    /// reported, not made (`--dry-run`).
-    pub async fn preflight_read_only(&self) -> anyhow::Result<()> {
-        self.check(false).await
-    }
-
-    async fn check(&self, create: bool) -> anyhow::Result<()> {
-        if let ScanSource::Local { root, .. } = &self.scan.source {
-            match std::fs::metadata(root) {
-                Ok(md) if md.is_dir() => {}
-                Ok(_) => anyhow::bail!("srcPrefix {} is not a directory", root.display()),
-                Err(e) => anyhow::bail!("srcPrefix {}: {e}", root.display()),
-            }
-        }
-        // The bucket that is listed (a CDN source downloads elsewhere, but
-        // lists here).
-        if let ScanSource::S3 { store, .. } = &self.scan.source {
-            let bucket = &store.bucket;
-            let store = S3Store::new(store);
-            check_bucket(&store, "srcDomain", "source", bucket)
-                .await
-                .map_err(|e| match self.source_hint {
-                    Some(h) => anyhow::anyhow!("{e:#} ({h})"),
-                    None => e,
-                })?;
-        }
-        if let ScanSource::Azure {
-            container,
-            attempts,
-            ..
-        } = &self.scan.source
-        {
-            let src = storage::azure::AzureSource::new(container, *attempts)
-                .map_err(|e| anyhow::anyhow!("srcDomain: {e}"))?;
-            tokio::time::timeout(Duration::from_secs(60), src.check())
-                .await
-                .map_err(|_| anyhow::anyhow!("srcDomain {}: no answer within 60 s", container.endpoint))?
-                .map_err(|e| {
-                    anyhow::anyhow!(
-                        "source container {}: {e} (srcAccessKey is the storage account, srcSecretKey its key or a SAS token)",
-                        container.name
-                    )
-                })?;
-        }
-        if let Some(dir) = &self.dest_dir {
-            if create {
-                std::fs::create_dir_all(dir)
-                    .map_err(|e| anyhow::anyhow!("destDir {}: {e}", dir.display()))?;
-            } else if !dir.is_dir() {
-                eprintln!(
-                    "note: destDir {} does not exist yet; the real run creates it",
-                    dir.display()
-                );
-            }
-        }
-        if let DestSpec::S3 { bucket, .. } = &self.spec.dest {
-            let store = S3Store::new(&S3Config::new(bucket.clone(), self.spec.max_attempts));
-            check_bucket(&store, "destDomain", "destination", bucket).await?;
-        }
-        Ok(())
-    }
-}
-
-async fn check_bucket(
-    store: &S3Store,
-    key: &str,
-    side: &str,
-    bucket: &Bucket,
-) -> anyhow::Result<()> {
-    tokio::time::timeout(Duration::from_secs(60), store.check_bucket())
-        .await
-        .map_err(|_| anyhow::anyhow!("{key} {}: no answer within 60 s", bucket.endpoint))?
-        .map_err(|e| anyhow::anyhow!("{side} bucket {} at {}: {e}", bucket.name, bucket.endpoint))
 }
