@@ -10,6 +10,7 @@
 pub mod cli;
 pub mod daemon_client;
 mod dest;
+mod fail;
 mod local;
 mod object;
 mod remote;

@@ -12,7 +12,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use proto::job::{ErrorCode, Event, MultipartResume, ObjectSpec, PartRecord, SkipMode, VerifyMode};
+use proto::job::{
+    ErrorCode, Event, Evidence, MultipartResume, ObjectSpec, PartRecord, Proof, SkipMode,
+    VerifyMode,
+};
 use storage::beneath::{Identity, SourceFile};
 use storage::checksum::{self, Digest};
 use storage::s3::{ErrorKind, META_IDENT, META_MD5, META_MTIME, ObjectInfo, S3Store};
@@ -146,6 +149,10 @@ fn unchanged(before: Identity, after: Identity) -> Step<()> {
     Ok(())
 }
 
+/// One local file to its destination: opened once beneath the root, then
+/// for a bucket the skip rule and a single PUT or a multipart upload, for a
+/// directory a verified copy. Long because every path shares that open file
+/// and its identity, which must not be reopened.
 pub(crate) async fn import(
     ex: &Arc<Executor>,
     obj: &ObjectSpec,
@@ -226,7 +233,7 @@ pub(crate) async fn import(
                 if same {
                     return Ok(Done::Skipped(Skipped {
                         etag: None,
-                        by: "size",
+                        by: Evidence::of(&[Proof::Size]),
                     }));
                 }
             }
@@ -415,22 +422,22 @@ async fn check_skip_s3(
         Err(e) => return Err(dest_err(e)),
     };
     let (same, by) = match ex.spec.skip {
-        SkipMode::None => (false, "size"),
-        SkipMode::Size => (info.size == size, "size"),
+        SkipMode::None => (false, Evidence::of(&[Proof::Size])),
+        SkipMode::Size => (info.size == size, Evidence::of(&[Proof::Size])),
         // The mtime to the nanosecond, and the identity tag where the
         // object has one: a rewrite with its mtime put back is copied.
         SkipMode::SizeMtime => (
             info.size == size
                 && ident.mtime_matches(info.mtime_meta)
                 && info.ident_meta.is_none_or(|t| t == ident.tag()),
-            "size+mtime",
+            Evidence::of(&[Proof::Size, Proof::Mtime]),
         ),
         SkipMode::Checksum => {
             let same = info.size == size && {
                 let mut checks = source_checks(ex, src, &info).await?;
                 checks.answer((&info).into()).is_ok() && checks.proven(VerifyMode::Checksum)
             };
-            (same, "size+checksum")
+            (same, Evidence::of(&[Proof::Size, Proof::Checksum]))
         }
     };
     Ok(same.then(|| Skipped {
@@ -842,7 +849,7 @@ pub(crate) async fn audit(ex: &Arc<Executor>, obj: &ObjectSpec) -> Step<Verified
                 if mode == VerifyMode::Size {
                     let mut checks = Checks::new(Sent::length(size));
                     checks.answer(Answer::size_only(info.size))?;
-                    return Ok(checks.finish(mode)?);
+                    return checks.finish(mode);
                 }
                 if info.size != size {
                     return Err(Fail(
@@ -871,7 +878,7 @@ pub(crate) async fn audit(ex: &Arc<Executor>, obj: &ObjectSpec) -> Step<Verified
                 if mode == VerifyMode::Size {
                     let mut checks = Checks::new(Sent::length(size));
                     checks.answer(Answer::size_only(existing.size()))?;
-                    return Ok(checks.finish(mode)?);
+                    return checks.finish(mode);
                 }
                 if existing.size() != size {
                     return Err(Fail(

@@ -55,7 +55,7 @@ async fn process(
         crc64: None,
         md5: None,
         etag: None,
-        verified_by: String::new(),
+        verified_by: Default::default(),
         error: None,
         retries,
         parts_resumed: 0,
@@ -77,7 +77,7 @@ async fn process(
         Ok(Done::Skipped(s)) => {
             result.outcome = Outcome::Skipped;
             result.etag = s.etag;
-            result.verified_by = s.by.to_owned();
+            result.verified_by = s.by;
         }
         Err(Fail(code, message)) => result.error = Some(ObjectError { code, message }),
     }

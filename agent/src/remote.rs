@@ -22,7 +22,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use proto::job::{ErrorCode, Event, MultipartResume, ObjectSpec, PartRecord, SkipMode, VerifyMode};
+use proto::job::{
+    ErrorCode, Event, Evidence, MultipartResume, ObjectSpec, PartRecord, Proof, SkipMode,
+    VerifyMode,
+};
 use storage::checksum::{self, Digest, Hasher};
 use storage::meta::ObjectHeaders;
 use storage::remote::{RemoteBody, SourceError, SourceErrorKind};
@@ -65,12 +68,6 @@ fn source_fail(e: SourceError) -> Attempt {
             ),
         )),
         _ => Attempt::Fail(Fail(ErrorCode::SourceUnreadable, e.message)),
-    }
-}
-
-impl From<crate::verify::Mismatch> for Attempt {
-    fn from(m: crate::verify::Mismatch) -> Attempt {
-        Attempt::Fail(m.into())
     }
 }
 
@@ -404,15 +401,15 @@ async fn skip_s3(
     };
     let src_etag = obj.src_ref.clone().unwrap_or_default();
     let (same, by) = match ex.spec.skip {
-        SkipMode::None => (false, "size"),
-        SkipMode::Size => (true, "size"),
+        SkipMode::None => (false, Evidence::of(&[Proof::Size])),
+        SkipMode::Size => (true, Evidence::of(&[Proof::Size])),
         SkipMode::SizeMtime => (
             info.mtime_meta == obj.mtime.checked_mul(1_000_000_000),
-            "size+mtime",
+            Evidence::of(&[Proof::Size, Proof::Mtime]),
         ),
         SkipMode::Checksum => (
             !src_etag.is_empty() && src_etag.eq_ignore_ascii_case(&info.etag),
-            "size+etag",
+            Evidence::of(&[Proof::Size, Proof::Etag]),
         ),
     };
     Ok((same && info.size == obj.size).then_some(Skipped {

@@ -30,7 +30,7 @@ use tracing::{info, warn};
 
 use crate::daemon_client::{self, Link, Msg, Running};
 use crate::secrets::Secrets;
-use crate::worker::{Executor, Progress};
+use crate::worker::{Executor, Executors, Progress};
 
 /// How the agent runs; built once by `main` (or a test).
 pub struct Config {
@@ -71,7 +71,7 @@ pub struct Agent {
     /// Tasks running or with undelivered events.
     running: Mutex<HashMap<i64, Slot>>,
     /// One executor per job, rebuilt when the job's spec changes.
-    executors: Mutex<HashMap<i64, (String, Arc<Executor>)>>,
+    executors: Executors,
     progress: Arc<Progress>,
     events: mpsc::Sender<Msg>,
     /// Parent of every task's token.
@@ -92,9 +92,6 @@ impl Agent {
 
     /// The job's executor, or why the job is refused here: `(code, why)`.
     fn executor(&self, spec: proto::job::JobSpec) -> Result<Arc<Executor>, (ErrorCode, String)> {
-        // Limits are left out of the comparison: a batch with new limits
-        // changes the executor's in place.
-        let key = spec.identity();
         self.config
             .allow_roots
             .check_job(&spec)
@@ -111,24 +108,18 @@ impl Agent {
             .secrets
             .fill(spec)
             .map_err(|e| (ErrorCode::NoCredentials, e))?;
-        let mut ex = self.executors.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((k, e)) = ex.get(&spec.job_id)
-            && *k == key
-        {
-            // A batch can carry a `set` before the heartbeat's reply does.
-            let limits = spec.live_limits();
-            if e.set_limits(&limits) {
-                limits_changed(&limits);
+        // A batch can carry a `set` before the heartbeat's reply does.
+        let (e, changed) = self.executors.get(&spec, || {
+            let e = Executor::new(spec.clone(), Arc::clone(&self.progress));
+            if follows {
+                e.with_confine(self.config.allow_roots.file_rule())
+            } else {
+                e
             }
-            return Ok(Arc::clone(e));
+        });
+        if changed {
+            limits_changed(&spec.live_limits());
         }
-        let job_id = spec.job_id;
-        let mut e = Executor::new(spec, Arc::clone(&self.progress));
-        if follows {
-            e = e.with_confine(self.config.allow_roots.file_rule());
-        }
-        let e = Arc::new(e);
-        ex.insert(job_id, (key, Arc::clone(&e)));
         Ok(e)
     }
 }
@@ -170,10 +161,7 @@ impl Running for Agent {
     }
 
     fn set_limits(&self, limits: &proto::job::LiveLimits) {
-        let ex = self.executors.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((_, e)) = ex.get(&limits.job_id)
-            && e.set_limits(limits)
-        {
+        if self.executors.set_limits(limits) {
             limits_changed(limits);
         }
     }
@@ -223,7 +211,7 @@ pub async fn run(
         link,
         daemon_fp,
         running: Mutex::new(HashMap::new()),
-        executors: Mutex::new(HashMap::new()),
+        executors: Executors::default(),
         progress: Arc::new(Progress::default()),
         events: tx,
         tasks_cancel: CancellationToken::new(),

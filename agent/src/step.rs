@@ -2,12 +2,8 @@
 //! a [`Step`] is either the next value or a [`Fail`] with the error code
 //! and reason that become the object's result; [`Done`] is a good end.
 
-use proto::job::ErrorCode;
-
-use crate::verify::{Mismatch, Verified};
-
-/// A failure on the way; becomes the object's result.
-pub(crate) struct Fail(pub(crate) ErrorCode, pub(crate) String);
+pub(crate) use crate::fail::Fail;
+use crate::verify::Verified;
 
 pub(crate) type Step<T> = Result<T, Fail>;
 
@@ -22,18 +18,12 @@ pub(crate) enum Done {
 /// that it was verified, only what the rule compared.
 pub(crate) struct Skipped {
     pub(crate) etag: Option<String>,
-    pub(crate) by: &'static str,
+    pub(crate) by: proto::job::Evidence,
 }
 
 impl From<Verified> for Done {
     fn from(v: Verified) -> Done {
         Done::Verified(v)
-    }
-}
-
-impl From<Mismatch> for Fail {
-    fn from(m: Mismatch) -> Fail {
-        Fail(m.0, m.1)
     }
 }
 

@@ -8,16 +8,12 @@
 //! verification mode asks for. Table tests below cover every kind of
 //! answer stores give.
 
-use proto::job::{ErrorCode, VerifyMode};
+use crate::fail::Fail;
+use proto::job::{ErrorCode, Evidence, Proof, VerifyMode};
 use storage::checksum::{self, Digest};
 
-/// A difference between source and destination, or a missing proof, with
-/// its reason.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) struct Mismatch(pub(crate) ErrorCode, pub(crate) String);
-
-fn mismatch(what: String) -> Mismatch {
-    Mismatch(ErrorCode::ChecksumMismatch, what)
+fn mismatch(what: String) -> Fail {
+    Fail(ErrorCode::ChecksumMismatch, what)
 }
 
 /// What was read from the source.
@@ -161,7 +157,7 @@ fn is_md5_hex(s: &str) -> bool {
 /// digest: its ETag against the MD5 (where both are one), its CRC-64/XZ
 /// and CRC-64/NVME where it answered them. A part answer that proves
 /// nothing is accepted; the object's checks come later.
-pub(crate) fn check_part(number: u32, sent: &Digest, answer: Answer<'_>) -> Result<(), Mismatch> {
+pub(crate) fn check_part(number: u32, sent: &Digest, answer: Answer<'_>) -> Result<(), Fail> {
     let etag = unquote(answer.etag);
     if let Some(md5) = sent.md5_hex()
         && answer.etag_is_md5
@@ -216,8 +212,8 @@ pub(crate) fn check_source(
 #[derive(Debug)]
 pub(crate) struct Checks {
     sent: Sent,
-    /// What was compared and agreed, in order, without repeats.
-    by: Vec<&'static str>,
+    /// What was compared and agreed.
+    by: Evidence,
     /// The first ETag the destination gave; later answers must agree.
     etag: Option<String>,
     parts_resumed: u32,
@@ -227,7 +223,7 @@ impl Checks {
     pub(crate) fn new(sent: Sent) -> Checks {
         Checks {
             sent,
-            by: Vec::new(),
+            by: Evidence::default(),
             etag: None,
             parts_resumed: 0,
         }
@@ -239,25 +235,23 @@ impl Checks {
         self
     }
 
-    fn agreed(&mut self, what: &'static str) {
-        if !self.by.contains(&what) {
-            self.by.push(what);
-        }
+    fn agreed(&mut self, what: Proof) {
+        self.by = self.by.with(what);
     }
 
     /// Takes one answer from the destination: its size, ETag (a plain MD5
     /// or a multipart `…-N`), CRC-64/XZ and CRC-64/NVME are compared with
     /// what was sent, wherever the answer has them and they mean something.
-    pub(crate) fn answer(&mut self, a: Answer<'_>) -> Result<(), Mismatch> {
+    pub(crate) fn answer(&mut self, a: Answer<'_>) -> Result<(), Fail> {
         let sent = &self.sent;
         if let Some(size) = a.size {
             if size != sent.len {
-                return Err(Mismatch(
+                return Err(Fail(
                     ErrorCode::SizeNotMatch,
                     format!("destination has {size} bytes, source has {}", sent.len),
                 ));
             }
-            self.agreed("size");
+            self.agreed(Proof::Size);
         }
         let etag = unquote(a.etag);
         if !etag.is_empty() {
@@ -281,7 +275,7 @@ impl Checks {
                             "destination ETag {etag} differs from source MD5 {md5}"
                         )));
                     }
-                    self.agreed("md5");
+                    self.agreed(Proof::Md5);
                 }
             } else if let Some((_, n)) = etag.split_once('-')
                 && n.parse::<usize>().ok() == Some(sent.part_md5s.len())
@@ -293,7 +287,7 @@ impl Checks {
                         "destination ETag {etag} differs from the ETag of the source's parts {expected}"
                     )));
                 }
-                self.agreed("etag");
+                self.agreed(Proof::Etag);
             }
         }
         let sent = &self.sent;
@@ -303,7 +297,7 @@ impl Checks {
                     "destination CRC-64/XZ {crc} differs from the source's {ours}"
                 )));
             }
-            self.agreed("crc64xz");
+            self.agreed(Proof::Crc64Xz);
         }
         let sent = &self.sent;
         if let (Some(crc), Some(ours)) = (a.nvme, sent.nvme) {
@@ -312,13 +306,13 @@ impl Checks {
                     "destination CRC-64/NVME {crc:016x} differs from the source's {ours:016x}"
                 )));
             }
-            self.agreed("crc64nvme");
+            self.agreed(Proof::Crc64Nvme);
         }
         Ok(())
     }
 
     /// Takes the digest of the object as read back from the destination.
-    pub(crate) fn read_back(&mut self, back: &Digest) -> Result<(), Mismatch> {
+    pub(crate) fn read_back(&mut self, back: &Digest) -> Result<(), Fail> {
         let sent = &mut self.sent;
         let Some(crc64) = sent.crc64 else {
             return Err(mismatch(
@@ -326,7 +320,7 @@ impl Checks {
             ));
         };
         if back.len != sent.len {
-            return Err(Mismatch(
+            return Err(Fail(
                 ErrorCode::SizeNotMatch,
                 format!(
                     "destination has {} bytes, source has {}",
@@ -344,25 +338,21 @@ impl Checks {
             // Same length and CRC64 as every byte sent: record its MD5.
             sent.md5 = back.md5;
         }
-        for what in ["size", "md5", "crc64xz", "readback"] {
+        for what in [Proof::Size, Proof::Md5, Proof::Crc64Xz, Proof::ReadBack] {
             self.agreed(what);
         }
         Ok(())
-    }
-
-    fn has(&self, what: &str) -> bool {
-        self.by.contains(&what)
     }
 
     /// Whether the answers so far prove what `mode` asks for: the size
     /// (an MD5 or a read-back covers it), plus for `checksum` a content
     /// checksum, plus for `readback` the bytes themselves.
     pub(crate) fn proven(&self, mode: VerifyMode) -> bool {
-        proves(&self.by, mode)
+        self.by.proves(mode)
     }
 
     /// The verified result, or why the answers do not prove it.
-    pub(crate) fn finish(mut self, mode: VerifyMode) -> Result<Verified, Mismatch> {
+    pub(crate) fn finish(mut self, mode: VerifyMode) -> Result<Verified, Fail> {
         if !self.proven(mode) {
             return Err(mismatch(format!(
                 "the destination gave nothing that proves the copy (ETag {}, compared: {})",
@@ -370,14 +360,12 @@ impl Checks {
                 if self.by.is_empty() {
                     "nothing".to_owned()
                 } else {
-                    self.by.join("+")
+                    self.by.to_string()
                 }
             )));
         }
-        if !self.has("size") {
-            // Implied by the MD5 or the read-back.
-            self.by.insert(0, "size");
-        }
+        // Implied by the MD5, a CRC or the read-back.
+        self.by = self.by.with(Proof::Size);
         Ok(Verified {
             sent: self.sent,
             etag: self.etag,
@@ -395,7 +383,7 @@ impl Checks {
 pub(crate) struct Verified {
     sent: Sent,
     etag: Option<String>,
-    by: Vec<&'static str>,
+    by: Evidence,
     parts_resumed: u32,
     source_ident: Option<i64>,
     metadata: Option<String>,
@@ -406,7 +394,7 @@ impl Verified {
     /// earlier pass) and whose metadata was rewritten in place: `in-place`
     /// in its evidence, so reports tell it from a copy of the bytes.
     pub(crate) fn in_place(mut self) -> Verified {
-        self.by.push("in-place");
+        self.by = self.by.with(Proof::InPlace);
         self
     }
 
@@ -414,7 +402,7 @@ impl Verified {
     /// its MD5 is the source's listed ETag, which the copy's answer
     /// matched; no byte was read by us.
     pub(crate) fn server_side(mut self) -> Verified {
-        self.by.push("server-side");
+        self.by = self.by.with(Proof::ServerSide);
         self
     }
 
@@ -448,38 +436,12 @@ impl Verified {
     pub(crate) fn etag(&self) -> Option<&str> {
         self.etag.as_deref()
     }
-    pub(crate) fn by(&self) -> String {
-        self.by.join("+")
+    pub(crate) fn by(&self) -> Evidence {
+        self.by
     }
     pub(crate) fn parts_resumed(&self) -> u32 {
         self.parts_resumed
     }
-}
-
-/// Whether agreeing on `by` (what was compared: `size`, `md5`, `etag`,
-/// `crc64xz`, `crc64nvme`, `readback`) proves what `mode` asks: the size,
-/// plus for `checksum` a content checksum, plus for `readback` the bytes
-/// themselves. An MD5, a read-back or a CRC-64 the store computed over
-/// what it stored covers the size too (a body cut short or run on has
-/// another one, but with a chance of 2^-64). `crc64` is the XZ one's
-/// former name, in reports of earlier versions. The one rule, for the
-/// executor that compares and for the daemon that checks its report.
-pub fn proves(by: &[&str], mode: VerifyMode) -> bool {
-    let has = |w: &str| by.contains(&w);
-    let crc = has("crc64xz") || has("crc64nvme");
-    let size = has("size") || has("md5") || has("readback") || crc;
-    let content = has("md5") || has("etag") || has("crc64") || crc || has("readback");
-    match mode {
-        VerifyMode::Size => size,
-        VerifyMode::Checksum => size && content,
-        VerifyMode::ReadBack => has("readback"),
-    }
-}
-
-/// [`proves`] for a report's `verified_by` (`size+md5+crc64xz`).
-pub fn report_proves(verified_by: &str, mode: VerifyMode) -> bool {
-    let by: Vec<&str> = verified_by.split('+').collect();
-    proves(&by, mode)
 }
 
 #[cfg(test)]
@@ -520,7 +482,7 @@ mod tests {
         if let Some(b) = back {
             c.read_back(b).map_err(|m| m.0)?;
         }
-        c.finish(mode).map(|v| v.by()).map_err(|m| m.0)
+        c.finish(mode).map(|v| v.by().to_string()).map_err(|m| m.0)
     }
 
     #[test]
@@ -642,7 +604,7 @@ mod tests {
                 None,
                 VerifyMode::Checksum
             ),
-            Ok("md5+size".into())
+            Ok("size+md5".into())
         );
     }
 
@@ -662,7 +624,7 @@ mod tests {
         let head = answer(Some(11), &etag, None, true);
         assert_eq!(
             run(&sent, &[complete, head], None, VerifyMode::Checksum),
-            Ok("etag+size".into())
+            Ok("size+etag".into())
         );
         // Complete alone has no size: not proven.
         assert_eq!(
@@ -715,7 +677,7 @@ mod tests {
         c.read_back(&whole).unwrap();
         let v = c.finish(VerifyMode::ReadBack).unwrap();
         assert_eq!(v.md5_hex(), whole.md5_hex());
-        assert_eq!(v.by(), "size+etag+md5+crc64xz+readback");
+        assert_eq!(v.by().to_string(), "size+etag+md5+crc64xz+readback");
         // A plain-MD5 ETag for a multipart upload with no whole MD5 known
         // proves nothing (some stores answer so).
         assert_eq!(
@@ -869,7 +831,7 @@ mod tests {
         c.read_back(&back).unwrap();
         let v = c.finish(VerifyMode::Checksum).unwrap();
         assert_eq!(v.md5_hex().as_deref(), Some(md5.as_str()));
-        assert_eq!(v.by(), "size+md5+crc64xz+readback");
+        assert_eq!(v.by().to_string(), "size+md5+crc64xz+readback");
     }
 
     /// A multipart upload with `ChecksumType=FULL_OBJECT`: the full
@@ -912,9 +874,10 @@ mod tests {
             Err(ErrorCode::ChecksumMismatch)
         );
         // The daemon's rule agrees, and still reads the former name.
-        assert!(proves(&["size", "crc64nvme"], VerifyMode::Checksum));
-        assert!(proves(&["crc64xz"], VerifyMode::Checksum));
-        assert!(proves(&["size", "md5", "crc64"], VerifyMode::Checksum));
-        assert!(!proves(&["crc64nvme"], VerifyMode::ReadBack));
+        let proves = |by: &str, mode| Evidence::parse(by).proves(mode);
+        assert!(proves("size+crc64nvme", VerifyMode::Checksum));
+        assert!(proves("crc64xz", VerifyMode::Checksum));
+        assert!(proves("size+md5+crc64", VerifyMode::Checksum));
+        assert!(!proves("crc64nvme", VerifyMode::ReadBack));
     }
 }

@@ -181,6 +181,42 @@ pub enum Source {
     },
 }
 
+/// One executor per job, kept across batches: a batch whose spec differs
+/// from the executor's only in what may change while the job runs (its
+/// live limits, [`JobSpec::identity`]) gets the same executor with those
+/// limits applied; any other change makes a new one. The agent service,
+/// the master's local worker and its confined children each keep one.
+#[derive(Default)]
+pub struct Executors {
+    jobs: std::sync::Mutex<std::collections::HashMap<i64, (JobSpec, Arc<Executor>)>>,
+}
+
+impl Executors {
+    /// The executor for `spec`'s job, and whether its live limits changed;
+    /// `make` builds a new one when there is none or the spec changed.
+    pub fn get(&self, spec: &JobSpec, make: impl FnOnce() -> Executor) -> (Arc<Executor>, bool) {
+        let key = spec.identity();
+        let mut jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((k, e)) = jobs.get(&spec.job_id)
+            && *k == key
+        {
+            let changed = e.set_limits(&spec.live_limits());
+            return (Arc::clone(e), changed);
+        }
+        let e = Arc::new(make());
+        jobs.insert(spec.job_id, (key, Arc::clone(&e)));
+        (e, false)
+    }
+
+    /// Applies a job's new limits to its executor, if there is one;
+    /// whether anything changed.
+    pub fn set_limits(&self, limits: &proto::job::LiveLimits) -> bool {
+        let jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
+        jobs.get(&limits.job_id)
+            .is_some_and(|(_, e)| e.set_limits(limits))
+    }
+}
+
 /// Shared state of an executor; cheap to clone through an `Arc`.
 pub struct Executor {
     pub(crate) spec: JobSpec,

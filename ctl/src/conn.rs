@@ -14,7 +14,7 @@ use crate::cli::DaemonArgs;
 use crate::exit;
 
 /// An error with the exit code it maps to.
-pub(crate) struct Fail(pub(crate) u8, pub(crate) String);
+pub(crate) struct Fail(pub(crate) exit::Code, pub(crate) String);
 
 type Result<T> = std::result::Result<T, Fail>;
 

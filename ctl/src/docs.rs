@@ -17,7 +17,7 @@ use crate::exit;
 /// `ossimportctl template KIND`: the job file on stdout.
 pub fn template(t: Template) -> ExitCode {
     print!("{}", t.render());
-    ExitCode::from(exit::OK)
+    std::process::ExitCode::from(exit::OK)
 }
 
 /// `ossimportctl generate man|completions DIR`.
@@ -27,10 +27,10 @@ pub fn generate(what: Generated, dir: &Path) -> ExitCode {
         Generated::Completions => completions(dir),
     });
     match r {
-        Ok(()) => ExitCode::from(exit::OK),
+        Ok(()) => std::process::ExitCode::from(exit::OK),
         Err(e) => {
             eprintln!("ossimportctl: writing into {}: {e}", dir.display());
-            ExitCode::from(exit::RUNTIME)
+            std::process::ExitCode::from(exit::RUNTIME)
         }
     }
 }

@@ -15,7 +15,11 @@ use crate::progress::human_bytes;
 /// Failed names shown per code, and largest objects shown.
 const SHOWN: usize = 10;
 
-pub(crate) async fn dry_run(plan: &Plan, sample: Option<u64>, json: bool) -> anyhow::Result<u8> {
+pub(crate) async fn dry_run(
+    plan: &Plan,
+    sample: Option<u64>,
+    json: bool,
+) -> anyhow::Result<exit::Code> {
     let d = standalone::dry_run(plan, sample, SHOWN * 4).await?;
     let (sampled, stats, c) = (d.sampled, &d.stats, &d.counts);
     let failures = &d.failures;
@@ -51,17 +55,62 @@ pub(crate) async fn dry_run(plan: &Plan, sample: Option<u64>, json: bool) -> any
         println!("{v:#}");
         return Ok(exit::OK);
     }
-    println!(
+    print!(
+        "{}",
+        render(
+            &Heading {
+                name: &plan.name,
+                source: &plan.source_label,
+                dest: &plan.dest_label,
+                cap,
+                skip_rule,
+                sample,
+            },
+            &d
+        )
+    );
+    Ok(exit::OK)
+}
+
+/// What the dry run's text says about the job besides what was listed.
+pub(crate) struct Heading<'a> {
+    pub(crate) name: &'a str,
+    pub(crate) source: &'a str,
+    pub(crate) dest: &'a str,
+    /// `workerMaxThroughput`, bytes per second (0: none).
+    pub(crate) cap: u64,
+    /// A skip rule decides at copy time.
+    pub(crate) skip_rule: bool,
+    pub(crate) sample: Option<u64>,
+}
+
+/// The dry run's text.
+pub(crate) fn render(h: &Heading<'_>, d: &standalone::DryRun) -> String {
+    use std::fmt::Write;
+    let mut o = String::new();
+    let (sampled, stats, c) = (d.sampled, &d.stats, &d.counts);
+    let failures = &d.failures;
+    let failed: u64 = failures.iter().map(|(_, n, _)| n).sum();
+    let failed_bytes: u64 = failures.iter().map(|(_, _, b)| b).sum();
+    let first_failed = &d.first_failed;
+    let largest = &d.largest[..d.largest.len().min(SHOWN)];
+    let (copy_objects, copy_bytes) = (c.objects - failed, c.bytes - failed_bytes);
+    let (cap, skip_rule) = (h.cap, h.skip_rule);
+    let seconds = (cap > 0).then(|| copy_bytes.div_ceil(cap));
+    let _ = writeln!(
+        o,
         "dry run of job {}: {} -> {} (nothing is written)",
-        plan.name, plan.source_label, plan.dest_label
+        h.name, h.source, h.dest
     );
     if sampled {
-        println!(
+        let _ = writeln!(
+            o,
             "  sampled: the listing stopped after the first {} objects",
-            sample.unwrap_or_default()
+            h.sample.unwrap_or_default()
         );
     }
-    println!(
+    let _ = writeln!(
+        o,
         "  would copy  {:>10} objects  {:>12}",
         copy_objects,
         human_bytes(copy_bytes)
@@ -88,10 +137,11 @@ pub(crate) async fn dry_run(plan: &Plan, sample: Option<u64>, json: bool) -> any
         }
     }
     if !left_out.is_empty() {
-        println!("  not listed: {}", left_out.join("; "));
+        let _ = writeln!(o, "  not listed: {}", left_out.join("; "));
     }
     if skip_rule {
-        println!(
+        let _ = writeln!(
+            o,
             "  skipMode/isSkipExistFile: objects the destination already has are skipped at copy time (not counted here)"
         );
     }
@@ -100,9 +150,15 @@ pub(crate) async fn dry_run(plan: &Plan, sample: Option<u64>, json: bool) -> any
             .iter()
             .map(|(c, n, _)| format!("{c} {n}"))
             .collect();
-        println!("  would fail  {:>10} objects ({})", failed, by.join(", "));
+        let _ = writeln!(
+            o,
+            "  would fail  {:>10} objects ({})",
+            failed,
+            by.join(", ")
+        );
         for f in first_failed {
-            println!(
+            let _ = writeln!(
+                o,
                 "    {}  {}: {}",
                 f.code,
                 f.rel_path.escape_debug(),
@@ -111,20 +167,24 @@ pub(crate) async fn dry_run(plan: &Plan, sample: Option<u64>, json: bool) -> any
         }
     }
     if !largest.is_empty() {
-        println!("  largest:");
-        for (p, s) in &largest {
-            println!("    {:>12}  {}", human_bytes(*s), p.escape_debug());
+        let _ = writeln!(o, "  largest:");
+        for (p, s) in largest {
+            let _ = writeln!(o, "    {:>12}  {}", human_bytes(*s), p.escape_debug());
         }
     }
-    match seconds {
-        Some(s) => println!(
+    let _ = match seconds {
+        Some(s) => writeln!(
+            o,
             "  estimated duration at workerMaxThroughput {}/s: {}:{:02}:{:02} (one worker at the cap; agents share the work)",
             human_bytes(cap),
             s / 3600,
             s % 3600 / 60,
             s % 60
         ),
-        None => println!("  no bandwidth cap (workerMaxThroughput): the duration is not estimated"),
-    }
-    Ok(exit::OK)
+        None => writeln!(
+            o,
+            "  no bandwidth cap (workerMaxThroughput): the duration is not estimated"
+        ),
+    };
+    o
 }

@@ -1,20 +1,39 @@
 //! Exit codes of `ossimportctl`, documented in docs/operating.md and the man page.
 
-/// Every object verified (or skipped as already present).
-pub const OK: u8 = 0;
-/// The job ended with failed objects; `run` again retries them. Also:
-/// `deploy` could not bring up every host.
-pub const JOB_FAILED: u8 = 1;
-/// Bad command line or configuration; nothing was copied.
-pub const USAGE: u8 = 2;
-/// The daemon is not running or its socket is unreachable.
-pub const DAEMON_UNREACHABLE: u8 = 3;
-/// A runtime error stopped the job (job store, source root, destination).
-pub const RUNTIME: u8 = 4;
-/// The daemon refused us: no permission on its socket.
-pub const NO_PERMISSION: u8 = 6;
-/// Interrupted (Ctrl-C, SIGTERM); running the same command resumes.
-pub const INTERRUPTED: u8 = 130;
+/// What `ossimportctl` exits with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Code {
+    /// Every object verified (or skipped as already present).
+    Ok = 0,
+    /// The job ended with failed objects; `run` again retries them. Also:
+    /// `deploy` could not bring up every host.
+    JobFailed = 1,
+    /// Bad command line or configuration; nothing was copied.
+    Usage = 2,
+    /// The daemon is not running or its socket is unreachable.
+    DaemonUnreachable = 3,
+    /// A runtime error stopped the job (job store, source root, destination).
+    Runtime = 4,
+    /// The daemon refused us: no permission on its socket.
+    NoPermission = 6,
+    /// Interrupted (Ctrl-C, SIGTERM); running the same command resumes.
+    Interrupted = 130,
+}
+
+impl From<Code> for std::process::ExitCode {
+    fn from(c: Code) -> std::process::ExitCode {
+        std::process::ExitCode::from(c as u8)
+    }
+}
+
+pub const OK: Code = Code::Ok;
+pub const JOB_FAILED: Code = Code::JobFailed;
+pub const USAGE: Code = Code::Usage;
+pub const DAEMON_UNREACHABLE: Code = Code::DaemonUnreachable;
+pub const RUNTIME: Code = Code::Runtime;
+pub const NO_PERMISSION: Code = Code::NoPermission;
+pub const INTERRUPTED: Code = Code::Interrupted;
 
 use proto::api::JobState;
 
@@ -22,7 +41,7 @@ use proto::api::JobState;
 /// job that succeeded. The state itself is decided in one place,
 /// [`proto::api::JobCounts::outcome`] (or a failed listing), when the job
 /// ends; nothing here counts objects again.
-pub fn of_finished(state: JobState) -> u8 {
+pub fn of_finished(state: JobState) -> Code {
     if state == JobState::Succeed {
         OK
     } else {
@@ -32,7 +51,7 @@ pub fn of_finished(state: JobState) -> u8 {
 
 /// The exit code of `stat JOB`: 1 for a job that failed, 0 while it runs,
 /// is paused or succeeded.
-pub fn of_state(state: JobState) -> u8 {
+pub fn of_state(state: JobState) -> Code {
     if state == JobState::Failed {
         JOB_FAILED
     } else {

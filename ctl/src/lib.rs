@@ -13,3 +13,5 @@ mod manifest;
 mod progress;
 pub mod run;
 mod signals;
+#[cfg(test)]
+mod snapshots;

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
-use daemon::standalone::{self, Ending, PassEvent, RunReport, Standalone};
+use daemon::standalone::{self, Ending, Finished, PassEvent, RunReport, Standalone};
 use job::plan;
 use proto::net::printable;
 
@@ -18,7 +18,7 @@ use crate::exit;
 use crate::progress::{self, human_bytes};
 
 /// An error with the exit code it maps to.
-struct Exit(u8, anyhow::Error);
+struct Exit(exit::Code, anyhow::Error);
 
 impl<E: Into<anyhow::Error>> From<E> for Exit {
     fn from(e: E) -> Exit {
@@ -34,7 +34,7 @@ pub fn main(args: RunArgs) -> ExitCode {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("ossimportctl: cannot start the runtime: {e}");
-            return ExitCode::from(exit::RUNTIME);
+            return std::process::ExitCode::from(exit::RUNTIME);
         }
     };
     match rt.block_on(run(args)) {
@@ -50,7 +50,9 @@ fn usage(e: impl std::fmt::Display) -> Exit {
     Exit(exit::USAGE, anyhow::anyhow!("{e}"))
 }
 
-async fn run(args: RunArgs) -> Result<u8, Exit> {
+/// `run` as the user sees it: plan, work directory, start, progress, the
+/// end and its summary. Long because it is the order of what is printed.
+async fn run(args: RunArgs) -> Result<exit::Code, Exit> {
     let plan = plan::load(&args.job_cfg, args.sys.as_deref()).map_err(usage)?;
     for w in &plan.warnings {
         eprintln!("warning: {w}");
@@ -160,7 +162,7 @@ async fn run(args: RunArgs) -> Result<u8, Exit> {
     } else {
         SHOWN_FAILURES
     };
-    let report = job
+    let finished = job
         .finish(
             |ev| {
                 if !quiet {
@@ -171,6 +173,7 @@ async fn run(args: RunArgs) -> Result<u8, Exit> {
         )
         .await
         .map_err(run_error)?;
+    let report = &finished.report;
     stop_display.store(true, Ordering::Relaxed);
     if let Some(display) = display {
         let _ = display.await;
@@ -193,12 +196,12 @@ async fn run(args: RunArgs) -> Result<u8, Exit> {
     }
     let audit = plan.spec.mode == proto::job::JobMode::Audit;
     if args.json {
-        println!("{:#}", summary_json(&plan.name, &report));
+        println!("{:#}", summary_json(&plan.name, report));
     } else {
-        print!("{}", summary(&plan.name, audit, &report));
+        print!("{}", summary(&plan.name, audit, report));
     }
     if let Some(path) = &args.manifest {
-        write_manifest(&report, path)?;
+        write_manifest(&finished, path)?;
     }
     Ok(exit::of_finished(
         report.state().unwrap_or(proto::api::JobState::Failed),
@@ -213,9 +216,9 @@ fn run_error(e: standalone::RunError) -> Exit {
 }
 
 /// Writes the job's manifest, a page at a time.
-fn write_manifest(report: &RunReport, path: &Path) -> anyhow::Result<()> {
+fn write_manifest(finished: &Finished, path: &Path) -> anyhow::Result<()> {
     let mut m = crate::manifest::Manifest::create(path)?;
-    report
+    finished
         .manifest_pages(|rows| {
             for r in rows {
                 m.row(r).map_err(std::io::Error::other)?;
@@ -259,7 +262,7 @@ const SHOWN_FAILURES: usize = 50;
 const JSON_FAILURES: usize = 1000;
 
 /// `run --json`'s summary.
-fn summary_json(job: &str, r: &RunReport) -> serde_json::Value {
+pub(crate) fn summary_json(job: &str, r: &RunReport) -> serde_json::Value {
     let (c, before) = (&r.counts, &r.before);
     let mut v = serde_json::json!({
         "job": job,
@@ -281,7 +284,7 @@ fn summary_json(job: &str, r: &RunReport) -> serde_json::Value {
 }
 
 /// `run`'s summary, as printed.
-fn summary(job: &str, audit: bool, r: &RunReport) -> String {
+pub(crate) fn summary(job: &str, audit: bool, r: &RunReport) -> String {
     use std::fmt::Write;
     let (c, before) = (&r.counts, &r.before);
     let mut o = String::new();

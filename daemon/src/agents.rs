@@ -46,6 +46,8 @@ pub struct AgentEntry {
     pub rejected: u64,
     /// From its last heartbeat: the endpoints its executors talk to.
     pub endpoints: Vec<proto::api::EndpointHealth>,
+    /// The in-process local worker, not an agent over the network.
+    pub in_process: bool,
 }
 
 impl AgentEntry {
@@ -68,6 +70,7 @@ impl AgentEntry {
             throttled: 0,
             rejected: 0,
             endpoints: Vec::new(),
+            in_process: false,
         }
     }
 }

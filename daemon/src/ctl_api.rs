@@ -263,6 +263,9 @@ fn in_group(uid: u32, primary: Option<u32>, group: u32) -> bool {
         || crate::access::groups_of(uid, primary.unwrap_or(u32::MAX)).contains(&group)
 }
 
+/// One arm per control endpoint ([`Endpoint`]), each calling the engine and
+/// shaping its answer; who may call it was decided before ([`need`]). Long
+/// because there are many endpoints, each short.
 async fn dispatch(
     eng: &Arc<Engine>,
     ep: Endpoint,

@@ -25,6 +25,8 @@ fn main() -> ExitCode {
     }
 }
 
+/// `ossimportd`'s start-up in the order it happens: arguments, settings,
+/// workers, the local worker, logging, keys, detaching, then the server.
 fn real_main(mut args: Args) -> anyhow::Result<()> {
     if args.confined_worker {
         let work_dir = args.work_dir.clone().unwrap_or_default();

@@ -65,7 +65,8 @@ impl Offline {
         origin: &str,
     ) -> Result<(), RunError> {
         let caller = Caller::current();
-        engine::check_paths(plan, &self.work, caller).map_err(RunError::Usage)?;
+        engine::check_paths(plan, &self.work, caller)
+            .map_err(|e| RunError::Usage(e.to_string()))?;
         plan.preflight()
             .await
             .map_err(|e| RunError::Usage(format!("{e:#}")))?;

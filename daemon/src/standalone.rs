@@ -13,16 +13,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use proto::api::{JobState, PassRecord};
-use proto::net::printable;
 use tokio_util::sync::CancellationToken;
 
 pub use crate::engine::Live;
 use crate::engine::{self, Engine, JobError};
 use crate::plan::Plan;
 use crate::preflight::Preflight;
-use crate::scanner::ScanStats;
+pub use crate::scanner::ScanStats;
 use crate::state::{Config, STORE_FILE, State, unix_now};
-use crate::store::{Counts, FailedObject, JobRow, Store, StoreError};
+pub use crate::store::FailedObject;
+use crate::store::{Counts, JobRow, Store, StoreError};
 
 /// Why a run could not start or finish.
 #[derive(Debug, thiserror::Error)]
@@ -140,6 +140,7 @@ pub enum Ending {
 
 /// What is left to say once a run ended. Every figure comes from the store
 /// after the engine stopped.
+#[derive(Clone, Debug)]
 pub struct RunReport {
     pub ending: Ending,
     pub before: Counts,
@@ -150,6 +151,12 @@ pub struct RunReport {
     pub errors_file: Option<PathBuf>,
     /// The first failures, in path order, up to the number asked for.
     pub first_failures: Vec<FailedObject>,
+}
+
+/// A run that ended: its report, and its store still open for the
+/// manifest.
+pub struct Finished {
+    pub report: RunReport,
     store: Arc<Store>,
     job_id: i64,
     spec: proto::job::JobSpec,
@@ -288,7 +295,7 @@ impl Standalone {
         self,
         mut on_pass: impl FnMut(PassEvent<'_>),
         shown: usize,
-    ) -> Result<RunReport, RunError> {
+    ) -> Result<Finished, RunError> {
         let incremental = self.incremental.is_some();
         let every = self.incremental.unwrap_or_default();
         let job_id = self.job_id;
@@ -302,7 +309,7 @@ impl Standalone {
         let finished = loop {
             changed.mark_unchanged();
             let st = Arc::clone(&self.store);
-            let (job, (_, leased), passes) = tokio::task::spawn_blocking(move || {
+            let (job, tasks, passes) = tokio::task::spawn_blocking(move || {
                 let passes = if incremental {
                     st.passes(job_id)?
                 } else {
@@ -313,7 +320,7 @@ impl Standalone {
             .await
             .map_err(|e| RunError::Runtime(e.to_string()))??;
             match job {
-                Some(j) if j.state.is_finished() && leased == 0 => break Some(j.state),
+                Some(j) if j.state.is_finished() && tasks.dispatched == 0 => break Some(j.state),
                 Some(j) => seen.report(&j, &passes, every, &mut on_pass),
                 None => break None,
             }
@@ -342,18 +349,20 @@ impl Standalone {
             scan,
             errors_file: None,
             first_failures: Vec::new(),
-            store: self.store,
-            job_id,
-            spec: self.spec,
         };
         if ending != Ending::Interrupted && report.counts.failed > 0 {
             let path = self.work_dir.join(format!("{}.errors.tsv", self.name));
-            write_errors(&report.store, job_id, &path)
+            write_errors(&self.store, job_id, &path)
                 .map_err(|e| RunError::Runtime(format!("writing {}: {e}", path.display())))?;
             report.errors_file = Some(path);
-            report.first_failures = report.store.failed_page(job_id, None, shown)?.failed;
+            report.first_failures = self.store.failed_page(job_id, None, shown)?.failed;
         }
-        Ok(report)
+        Ok(Finished {
+            report,
+            store: self.store,
+            job_id,
+            spec: self.spec,
+        })
     }
 }
 
@@ -421,10 +430,8 @@ fn write_errors(store: &Store, job_id: i64, path: &Path) -> std::io::Result<()> 
             if io.is_ok() {
                 io = writeln!(
                     out,
-                    "{}\t{}\t{}",
-                    f.code,
-                    printable(&f.rel_path),
-                    printable(&f.message)
+                    "{}",
+                    proto::api::failure_line(&f.code, &f.rel_path, &f.message)
                 );
             }
             Ok(())
@@ -448,7 +455,9 @@ impl RunReport {
             Ending::Interrupted => None,
         }
     }
+}
 
+impl Finished {
     /// The job's manifest rows, a page at a time, each with its destination
     /// key and source name ([`crate::manifest::locate`]).
     pub fn manifest_pages(
@@ -517,4 +526,77 @@ pub async fn dry_run(plan: &Plan, sample: Option<u64>, shown: usize) -> anyhow::
         first_failed: store.failed_page(job, None, shown)?.failed,
         largest: store.largest(job, shown)?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(dir: &Path, extra: &str) -> Plan {
+        let cfg = dir.join("job.cfg");
+        let text = format!(
+            "jobName=standalone_t\nsrcType=local\nsrcPrefix={}/\ndestType=local\ndestDir={}\n{extra}",
+            dir.join("src").display(),
+            dir.join("dest").display()
+        );
+        crate::plan::from_bytes(&cfg, text.as_bytes(), None).expect("plan")
+    }
+
+    async fn run(plan: &Plan, work: &Path, clean: bool) -> Result<RunReport, RunError> {
+        let s = Standalone::start(plan, work, clean).await?;
+        Ok(s.finish(|_| {}, 10).await?.report)
+    }
+
+    /// `run` as a user repeats it: a first run copies and succeeds; a rerun
+    /// resumes the same job (nothing to do); a changed configuration is
+    /// refused with the job left as it was; `--clean` forgets the job
+    /// through the lifecycle (its rows go, the copy is made again) and a
+    /// file that cannot be read fails the job with an errors file.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_run_resumes_refuses_a_changed_job_and_cleans_through_the_lifecycle() {
+        let tmp = tempfile::tempdir().unwrap();
+        let src = tmp.path().join("src");
+        std::fs::create_dir_all(src.join("sub")).unwrap();
+        for (name, body) in [("a.txt", "alpha"), ("sub/b.txt", "bravo!")] {
+            std::fs::write(src.join(name), body).unwrap();
+        }
+        let work = tmp.path().join("work");
+        let p = plan(tmp.path(), "");
+
+        let first = run(&p, &work, false).await.unwrap();
+        assert_eq!(first.ending, Ending::Finished(JobState::Succeed));
+        assert!(first.succeeded());
+        assert_eq!((first.counts.objects, first.counts.verified), (2, 2));
+        assert_eq!(first.before.objects, 0);
+        assert!(first.errors_file.is_none());
+        assert_eq!(
+            std::fs::read(tmp.path().join("dest/sub/b.txt")).unwrap(),
+            b"bravo!"
+        );
+
+        let again = run(&p, &work, false).await.unwrap();
+        assert!(again.succeeded());
+        assert_eq!(again.before.verified, 2, "the rerun resumed the same job");
+
+        let changed = plan(tmp.path(), "taskObjectCountLimit=7\n");
+        match run(&changed, &work, false).await {
+            Err(RunError::Usage(m)) => assert!(m.contains("--clean"), "{m}"),
+            other => panic!(
+                "a changed job was not refused: {:?}",
+                other.map(|r| r.ending)
+            ),
+        }
+
+        // A name that cannot be a key, root or not.
+        use std::os::unix::ffi::OsStrExt;
+        std::fs::write(src.join(std::ffi::OsStr::from_bytes(b"bad\xff.txt")), b"x").unwrap();
+        let cleaned = run(&changed, &work, true).await.unwrap();
+        assert_eq!(cleaned.before.objects, 0, "--clean started the job over");
+        assert_eq!(cleaned.ending, Ending::Finished(JobState::Failed));
+        assert_eq!((cleaned.counts.verified, cleaned.counts.failed), (2, 1));
+        let errors = std::fs::read_to_string(cleaned.errors_file.as_ref().unwrap()).unwrap();
+        assert!(errors.starts_with("code\tpath\treason\n"), "{errors}");
+        assert!(errors.contains("not valid UTF-8"), "{errors}");
+        assert_eq!(cleaned.first_failures.len(), 1);
+    }
 }

@@ -109,6 +109,10 @@ pub fn from_bytes(
     Ok(plan)
 }
 
+/// The plan of a parsed job: source, destination, spec and listing in that
+/// order. Long because each source type maps to its executors'
+/// `SourceSpec` and its listing's `ScanSource` side by side here, where the
+/// two are checked to agree.
 fn from_text(
     job_cfg: &Path,
     text: &str,

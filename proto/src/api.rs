@@ -11,6 +11,17 @@ use crate::job::{Event, JobSpec, TaskSpec};
 /// Version of both APIs, reported by `GET /v1/version`.
 pub const API_VERSION: u32 = 1;
 
+/// One failed object as a line of an errors file and of `ossimportctl
+/// errors`: `code<TAB>path<TAB>reason`, the path and the reason with
+/// control characters escaped ([`crate::net::printable`]).
+pub fn failure_line(code: &str, path: &str, reason: &str) -> String {
+    format!(
+        "{code}\t{}\t{}",
+        crate::net::printable(path),
+        crate::net::printable(reason)
+    )
+}
+
 /// Every error answer: a stable code for scripts and a sentence for people.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ErrorBody {

@@ -6,7 +6,7 @@ use crate::Secret;
 
 /// Everything an executor needs to copy a job's objects. Sent once per job
 /// (or with each batch) to whoever executes tasks.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct JobSpec {
     pub job_id: i64,
     pub job_name: String,
@@ -99,13 +99,13 @@ impl JobSpec {
 
     /// This spec without what can change while the job runs: executors
     /// keep one executor per job across limit changes by comparing these.
-    pub fn identity(&self) -> String {
+    pub fn identity(&self) -> JobSpec {
         let mut s = self.clone();
         s.limits.bytes_per_second = 0;
         s.limits.requests_per_second = 0;
         s.limits.bandwidth_schedule = None;
         s.object_concurrency = 0;
-        serde_json::to_string(&s).unwrap_or_default()
+        s
     }
 }
 
@@ -167,7 +167,7 @@ impl JobSpec {
     }
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum SourceSpec {
     /// A local directory; `root` ends with `/`.
@@ -195,7 +195,7 @@ pub enum SourceSpec {
     Cdn { domain: String, prefix: String },
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum DestSpec {
     /// An S3-compatible bucket (OSS, S3, ...).
@@ -353,8 +353,9 @@ pub struct ObjectResult {
     pub crc64: Option<u64>,
     pub md5: Option<String>,
     pub etag: Option<String>,
-    /// What was compared, e.g. `size+md5+crc64`.
-    pub verified_by: String,
+    /// What was compared and agreed (a verified object) or what the skip
+    /// rule compared (a skipped one).
+    pub verified_by: Evidence,
     pub error: Option<ObjectError>,
     /// Request retries spent on this object.
     pub retries: u32,
@@ -371,6 +372,159 @@ pub struct ObjectResult {
     /// of the source's, for an audit (`storage::meta::ObjectHeaders::digest`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<String>,
+}
+
+/// One thing compared for an object and found to agree.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Proof {
+    /// The size the store answered.
+    Size,
+    /// A multipart ETag recomputed from the parts' MD5s.
+    Etag,
+    /// An MD5: the ETag of a single PUT, or a `Content-MD5` the store checked.
+    Md5,
+    /// CRC-64/XZ under its name before `crc64xz` (reports of earlier
+    /// versions).
+    Crc64,
+    /// OSS's CRC-64/XZ (`x-oss-hash-crc64ecma`).
+    Crc64Xz,
+    /// S3's full-object CRC-64/NVME (`x-amz-checksum-crc64nvme`).
+    Crc64Nvme,
+    /// The object read back from the destination.
+    ReadBack,
+    /// Skip rules: the modification time.
+    Mtime,
+    /// Skip rules: a checksum of the file at the destination.
+    Checksum,
+    /// The bytes stayed; the metadata was rewritten in place.
+    InPlace,
+    /// Copied within the store, no byte read by us.
+    ServerSide,
+}
+
+impl Proof {
+    /// Every proof, in the order a report names them.
+    pub const ALL: [Proof; 11] = [
+        Proof::Size,
+        Proof::Etag,
+        Proof::Md5,
+        Proof::Crc64,
+        Proof::Crc64Xz,
+        Proof::Crc64Nvme,
+        Proof::ReadBack,
+        Proof::Mtime,
+        Proof::Checksum,
+        Proof::InPlace,
+        Proof::ServerSide,
+    ];
+
+    /// Its word in `verified_by`.
+    pub fn word(self) -> &'static str {
+        match self {
+            Proof::Size => "size",
+            Proof::Etag => "etag",
+            Proof::Md5 => "md5",
+            Proof::Crc64 => "crc64",
+            Proof::Crc64Xz => "crc64xz",
+            Proof::Crc64Nvme => "crc64nvme",
+            Proof::ReadBack => "readback",
+            Proof::Mtime => "mtime",
+            Proof::Checksum => "checksum",
+            Proof::InPlace => "in-place",
+            Proof::ServerSide => "server-side",
+        }
+    }
+
+    fn bit(self) -> u16 {
+        1 << (self as u16)
+    }
+}
+
+/// What an object's result rests on: a set of [`Proof`]s, written
+/// `size+md5+crc64xz` (in [`Proof::ALL`]'s order) on the wire, in the job
+/// store, `report` and manifests. A word this version does not know is
+/// dropped when read, so it can never count as proof.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Evidence(u16);
+
+impl Evidence {
+    pub fn of(proofs: &[Proof]) -> Evidence {
+        proofs.iter().fold(Evidence::default(), |e, p| e.with(*p))
+    }
+
+    pub fn with(self, p: Proof) -> Evidence {
+        Evidence(self.0 | p.bit())
+    }
+
+    pub fn has(self, p: Proof) -> bool {
+        self.0 & p.bit() != 0
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// Reads `size+md5+...`; unknown words are dropped.
+    pub fn parse(text: &str) -> Evidence {
+        text.split('+')
+            .filter_map(|w| Proof::ALL.into_iter().find(|p| p.word() == w))
+            .fold(Evidence::default(), Evidence::with)
+    }
+
+    /// Whether it proves what `mode` asks: the size, plus for `checksum` a
+    /// content checksum, plus for `readback` the bytes themselves. An MD5,
+    /// a read-back or a CRC-64 the store computed over what it stored
+    /// covers the size too (a body cut short or run on has another one, but
+    /// with a chance of 2^-64). The one rule, for the executor that
+    /// compares and for the daemon that checks its report.
+    pub fn proves(self, mode: VerifyMode) -> bool {
+        let crc = self.has(Proof::Crc64Xz) || self.has(Proof::Crc64Nvme);
+        let size =
+            self.has(Proof::Size) || self.has(Proof::Md5) || self.has(Proof::ReadBack) || crc;
+        let content = self.has(Proof::Md5)
+            || self.has(Proof::Etag)
+            || self.has(Proof::Crc64)
+            || crc
+            || self.has(Proof::ReadBack);
+        match mode {
+            VerifyMode::Size => size,
+            VerifyMode::Checksum => size && content,
+            VerifyMode::ReadBack => self.has(Proof::ReadBack),
+        }
+    }
+}
+
+impl From<&str> for Evidence {
+    fn from(text: &str) -> Evidence {
+        Evidence::parse(text)
+    }
+}
+
+impl std::fmt::Display for Evidence {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut first = true;
+        for p in Proof::ALL.into_iter().filter(|p| self.has(*p)) {
+            if !first {
+                f.write_str("+")?;
+            }
+            f.write_str(p.word())?;
+            first = false;
+        }
+        Ok(())
+    }
+}
+
+impl Serialize for Evidence {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Evidence {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Evidence, D::Error> {
+        let text = String::deserialize(d)?;
+        Ok(Evidence::parse(&text))
+    }
 }
 
 /// Why an object failed: a stable code for scripts and a sentence for people.
@@ -469,6 +623,43 @@ impl std::fmt::Display for ErrorCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `verified_by` reads and writes in one order, drops what it does not
+    /// know, and proves per mode what the table says.
+    #[test]
+    fn evidence_words_order_and_what_they_prove() {
+        use VerifyMode::*;
+        let e = Evidence::parse("crc64xz+size+md5+readback+warp-drive");
+        assert_eq!(e.to_string(), "size+md5+crc64xz+readback");
+        assert_eq!(Evidence::parse(&e.to_string()), e);
+        assert_eq!(Evidence::parse("").to_string(), "");
+        assert!(Evidence::parse("warp-drive").is_empty());
+        let json = serde_json::to_string(&e).unwrap();
+        assert_eq!(json, "\"size+md5+crc64xz+readback\"");
+        assert_eq!(serde_json::from_str::<Evidence>(&json).unwrap(), e);
+        for (by, size, checksum, readback) in [
+            ("", false, false, false),
+            ("size", true, false, false),
+            ("etag", false, false, false),
+            ("size+etag", true, true, false),
+            ("md5", true, true, false),
+            ("size+crc64", true, true, false),
+            ("crc64", false, false, false),
+            ("crc64xz", true, true, false),
+            ("crc64nvme", true, true, false),
+            ("size+md5+server-side", true, true, false),
+            ("size+mtime", true, false, false),
+            ("in-place", false, false, false),
+            ("readback", true, true, true),
+        ] {
+            let e = Evidence::parse(by);
+            assert_eq!(
+                [e.proves(Size), e.proves(Checksum), e.proves(ReadBack)],
+                [size, checksum, readback],
+                "{by}"
+            );
+        }
+    }
 
     #[test]
     fn error_codes_round_trip() {

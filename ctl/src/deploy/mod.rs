@@ -329,7 +329,7 @@ fn plan(a: &DeployArgs, mode: Mode) -> Result<Plan> {
 }
 
 /// `ossimportctl deploy` (every host of `workers`), or `workers add HOST`.
-pub(crate) async fn deploy(a: &DeployArgs, only: Option<&str>) -> Result<u8> {
+pub(crate) async fn deploy(a: &DeployArgs, only: Option<&str>) -> Result<exit::Code> {
     let mode = if a.secrets_only {
         Mode::SecretsOnly
     } else {
@@ -573,6 +573,9 @@ async fn one_host(
     r
 }
 
+/// One host's deploy, its steps in the order they run (probe, binary, keys,
+/// settings, unit, start, enrol), each recorded on the host's row; kept in
+/// one function so every failure names its step the same way.
 async fn on_host(
     plan: &Plan,
     h: &WorkerHost,
@@ -876,7 +879,7 @@ async fn wait_heartbeat(
 }
 
 /// Prints the table (or JSON); returns the exit code: 1 when a host failed.
-pub fn print_rows(rows: &[Row], json: bool) -> u8 {
+pub fn print_rows(rows: &[Row], json: bool) -> exit::Code {
     if json {
         println!(
             "{}",
@@ -985,7 +988,11 @@ fn line_of(lines: &[String], given: &str) -> std::result::Result<Option<String>,
 
 /// `workers remove HOST`: revoke at once, then stop and remove the agent
 /// over SSH where the host answers.
-pub(crate) async fn remove(d: &DaemonArgs, workers: Option<&Path>, given: &str) -> Result<u8> {
+pub(crate) async fn remove(
+    d: &DaemonArgs,
+    workers: Option<&Path>,
+    given: &str,
+) -> Result<exit::Code> {
     let sys_path = sys_path(d);
     let path = workers_path(workers, &sys_path);
     let lines = if path.is_file() {

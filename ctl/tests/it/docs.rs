@@ -144,3 +144,40 @@ fn man_pages_render_and_the_bash_completion_loads() {
     assert!(stdout(&out).contains("ossimportctl"), "{}", stdout(&out));
     assert!(comp.join("_ossimportctl").is_file() && comp.join("ossimportctl.fish").is_file());
 }
+
+/// ARCHITECTURE.md names the test behind each invariant as
+/// `path/to/file.rs::test_name`; each must still exist, as a function in
+/// that file under a test attribute, so the document cannot go on citing a
+/// test that was renamed or removed.
+#[test]
+fn every_test_named_in_the_architecture_exists() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let doc = std::fs::read_to_string(root.join("ARCHITECTURE.md")).unwrap();
+    let mut named = 0;
+    let mut missing = Vec::new();
+    for cited in doc.split('`').skip(1).step_by(2) {
+        let Some((file, test)) = cited.split_once(".rs::") else {
+            continue;
+        };
+        named += 1;
+        let path = root.join(format!("{file}.rs"));
+        let code = std::fs::read_to_string(&path).unwrap_or_default();
+        // A function of that name with a test attribute just above it.
+        let lines: Vec<&str> = code.lines().collect();
+        let is_test = lines.iter().enumerate().any(|(i, l)| {
+            let l = l.trim_start();
+            (l.starts_with(&format!("fn {test}(")) || l.starts_with(&format!("async fn {test}(")))
+                && lines[i.saturating_sub(3)..i]
+                    .iter()
+                    .any(|a| a.contains("#[test]") || a.contains("#[tokio::test"))
+        });
+        if !is_test {
+            missing.push(format!("{file}.rs::{test}"));
+        }
+    }
+    assert!(named >= 30, "only {named} tests named in ARCHITECTURE.md");
+    assert!(
+        missing.is_empty(),
+        "ARCHITECTURE.md names tests that do not exist: {missing:#?}"
+    );
+}

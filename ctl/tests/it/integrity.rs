@@ -70,16 +70,10 @@ async fn names_from_a_url_list_never_leave_dest_dir() {
     let dest = tmp.path().join("deep/dest");
     std::fs::create_dir_all(&dest).unwrap();
     let cfg = tmp.path().join("names.cfg");
-    std::fs::write(
-        &cfg,
-        format!(
-            "jobName=names\nsrcType=http\nhttpListFilePath={}\nhttpPrefixColumn=1\nrelativePathColumn=2\n\
-             destType=local\ndestDir={}\n",
-            list.display(),
-            dest.display()
-        ),
-    )
-    .unwrap();
+    JobFile::new("names")
+        .url_list(&list)
+        .local_dest(&dest)
+        .write_to(&cfg);
     let work = tmp.path().join("work");
     let out = tokio::task::spawn_blocking({
         let (cfg, work) = (cfg.clone(), work.clone());
@@ -132,16 +126,10 @@ async fn keys_from_a_bucket_never_leave_dest_dir() {
     let dest = tmp.path().join("deep/dest");
     std::fs::create_dir_all(&dest).unwrap();
     let cfg = tmp.path().join("keys.cfg");
-    std::fs::write(
-        &cfg,
-        format!(
-            "jobName=keys\nsrcType=s3\nsrcDomain={}\nsrcBucket=source\nsrcPrefix=p/\n\
-             srcAccessKey={AK}\nsrcSecretKey={SK}\ndestType=local\ndestDir={}\n",
-            s3.endpoint,
-            dest.display()
-        ),
-    )
-    .unwrap();
+    JobFile::new("keys")
+        .bucket_source(&s3.endpoint, "source", "p/")
+        .local_dest(&dest)
+        .write_to(&cfg);
     let work = tmp.path().join("work");
     let out = tokio::task::spawn_blocking({
         let (cfg, work) = (cfg.clone(), work.clone());
@@ -459,18 +447,14 @@ async fn slow_bucket_job(
     )
     .unwrap();
     let cfg = tmp.join(format!("{name}.cfg"));
-    std::fs::write(
-        &cfg,
-        format!(
-            "jobName={name}\nsrcType=s3\nsrcDomain={ep}\nsrcBucket=from\nsrcPrefix=p/\n\
-             srcAccessKey={AK}\nsrcSecretKey={SK}\ndestDomain={ep}\ndestBucket=dst\n\
-             destAccessKey={AK}\ndestSecretKey={SK}\n\
-             multipartUploadThreshold=8m\nmultipartUploadPartSize=5m\nuploadThreadNumPerLargeFile=1\n\
-             serverSideCopy=never\n",
-            ep = endpoint
-        ),
-    )
-    .unwrap();
+    JobFile::new(name)
+        .bucket_source(endpoint, "from", "p/")
+        .bucket_dest(endpoint, "dst")
+        .set("multipartUploadThreshold", "8m")
+        .set("multipartUploadPartSize", "5m")
+        .set("uploadThreadNumPerLargeFile", 1)
+        .set("serverSideCopy", "never")
+        .write_to(&cfg);
     cfg
 }
 
@@ -609,16 +593,10 @@ async fn a_bucket_that_says_sse_kms_is_verified_without_trusting_its_etags() {
     // bytes received; the copy is checked where it lands.
     let dest = tmp.path().join("back");
     let cfg = tmp.path().join("from_kms.cfg");
-    std::fs::write(
-        &cfg,
-        format!(
-            "jobName=from_kms\nsrcType=s3\nsrcDomain={}\nsrcBucket=kms\nsrcPrefix=\n\
-             srcAccessKey={AK}\nsrcSecretKey={SK}\ndestType=local\ndestDir={}\n",
-            s3.endpoint,
-            dest.display()
-        ),
-    )
-    .unwrap();
+    JobFile::new("from_kms")
+        .bucket_source(&s3.endpoint, "kms", "")
+        .local_dest(&dest)
+        .write_to(&cfg);
     let out = run_job(&cfg, &tmp.path().join("work2"));
     assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
     for rel in &rels {

@@ -72,15 +72,11 @@ fn s3_source_cfg(
     extra: &str,
 ) -> std::path::PathBuf {
     let path = dir.join(format!("{name}.cfg"));
-    std::fs::write(
-        &path,
-        format!(
-            "jobName={name}\nsrcType=s3\nsrcDomain={src_ep}\nsrcBucket=source\nsrcPrefix=\n\
-             srcAccessKey={AK}\nsrcSecretKey={SK}\ndestDomain={dst_ep}\ndestBucket=target\n\
-             destAccessKey={AK}\ndestSecretKey={SK}\n{extra}\n"
-        ),
-    )
-    .unwrap();
+    let text = JobFile::new(name)
+        .bucket_source(src_ep, "source", "")
+        .bucket_dest(dst_ep, "target")
+        .text();
+    std::fs::write(&path, format!("{text}{extra}\n")).unwrap();
     path
 }
 
@@ -188,17 +184,13 @@ async fn http_list_with_broken_urls() {
     let list = tmp.path().join("http.list");
     std::fs::write(&list, lines.replace("{BASE}", &server.base)).unwrap();
     let cfg = tmp.path().join("http_job.cfg");
-    std::fs::write(
-        &cfg,
-        format!(
-            "jobName=http_job\nsrcType=http\nhttpListFilePath={}\nhttpPrefixColumn=1\nrelativePathColumn=2\n\
-             destDomain={}\ndestBucket=target\ndestAccessKey={AK}\ndestSecretKey={SK}\ndestPrefix=web/\n\
-             multipartUploadThreshold=8m\nmultipartUploadPartSize=5m\n",
-            list.display(),
-            s3.endpoint
-        ),
-    )
-    .unwrap();
+    JobFile::new("http_job")
+        .url_list(&list)
+        .bucket_dest(&s3.endpoint, "target")
+        .set("destPrefix", "web/")
+        .set("multipartUploadThreshold", "8m")
+        .set("multipartUploadPartSize", "5m")
+        .write_to(&cfg);
     let work = tmp.path().join("work");
     let out = tokio::task::spawn_blocking({
         let (cfg, work) = (cfg.clone(), work.clone());
@@ -398,18 +390,14 @@ async fn upyun_source_through_its_s3_endpoint() {
     fill_bucket(&s3, "upyun-svc", &keys).await;
     let tmp = tempfile::tempdir().unwrap();
     let job = |name: &str, secret: &str| {
-        let path = tmp.path().join(format!("{name}.cfg"));
-        std::fs::write(
-            &path,
-            format!(
-                "jobName={name}\nsrcType=youpai\nsrcDomain={}\nsrcBucket=upyun-svc\nsrcPrefix=docs/\n\
-                 srcAccessKey={AK}\nsrcSecretKey={secret}\ndestDomain={}\ndestBucket=target\n\
-                 destPrefix=from-upyun/\ndestAccessKey={AK}\ndestSecretKey={SK}\ntaskObjectCountLimit=1\n",
-                s3.endpoint, s3.endpoint
-            ),
-        )
-        .unwrap();
-        path
+        JobFile::new(name)
+            .bucket_source(&s3.endpoint, "upyun-svc", "docs/")
+            .set("srcType", "youpai")
+            .set("srcSecretKey", secret)
+            .bucket_dest(&s3.endpoint, "target")
+            .set("destPrefix", "from-upyun/")
+            .set("taskObjectCountLimit", 1)
+            .write(tmp.path())
     };
 
     let bad = job("upyun_bad", "the-operator-password");
@@ -511,18 +499,13 @@ async fn cdn_download_is_held_to_the_listing() {
 
     let tmp = tempfile::tempdir().unwrap();
     let cfg = tmp.path().join("cdn.cfg");
-    std::fs::write(
-        &cfg,
-        format!(
-            "jobName=cdn_job\nsrcType=s3\nsrcDomain={ep}\nsrcBucket=origin\nsrcPrefix=media/\n\
-             srcAccessKey={AK}\nsrcSecretKey={SK}\nisDownloadFromCdn=true\ncdnDomain={cdn}\n\
-             destDomain={ep}\ndestBucket=target\ndestAccessKey={AK}\ndestSecretKey={SK}\n\
-             requestAttempts=2\n",
-            ep = s3.endpoint,
-            cdn = cdn.base
-        ),
-    )
-    .unwrap();
+    JobFile::new("cdn_job")
+        .bucket_source(&s3.endpoint, "origin", "media/")
+        .set("isDownloadFromCdn", true)
+        .set("cdnDomain", &cdn.base)
+        .bucket_dest(&s3.endpoint, "target")
+        .set("requestAttempts", 2)
+        .write_to(&cfg);
     let work = tmp.path().join("work");
     let (c, w) = (cfg.clone(), work.clone());
     let out = tokio::task::spawn_blocking(move || run_job(&c, &w))
@@ -645,20 +628,20 @@ async fn azure_container_killed_mid_listing_resumes_byte_identical() {
     .await;
     let tmp = tempfile::tempdir().unwrap();
     let job = |name: &str, secret: &str, prefix: &str| {
-        let path = tmp.path().join(format!("{name}.cfg"));
-        std::fs::write(
-            &path,
-            format!(
-                "jobName={name}\nsrcType=azure\nsrcDomain={}/{ACCOUNT}\nsrcAccessKey={ACCOUNT}\n\
-                 srcSecretKey={secret}\nsrcBucket=media\nsrcPrefix={prefix}\nsrcListPageSize=50\n\
-                 destDomain={}\ndestBucket=target\ndestPrefix={name}/\ndestAccessKey={AK}\n\
-                 destSecretKey={SK}\ntaskObjectCountLimit=20\nmultipartUploadThreshold=6m\n\
-                 multipartUploadPartSize=5m\n",
-                proxy.endpoint, s3.endpoint
-            ),
-        )
-        .unwrap();
-        path
+        JobFile::new(name)
+            .set("srcType", "azure")
+            .set("srcDomain", format!("{}/{ACCOUNT}", proxy.endpoint))
+            .set("srcAccessKey", ACCOUNT)
+            .set("srcSecretKey", secret)
+            .set("srcBucket", "media")
+            .set("srcPrefix", prefix)
+            .set("srcListPageSize", 50)
+            .bucket_dest(&s3.endpoint, "target")
+            .set("destPrefix", format!("{name}/"))
+            .set("taskObjectCountLimit", 20)
+            .set("multipartUploadThreshold", "6m")
+            .set("multipartUploadPartSize", "5m")
+            .write(tmp.path())
     };
 
     // A wrong key: refused before the job starts.

@@ -37,6 +37,86 @@ pub fn run_job_unprivileged(cfg: &Path, work: &Path, dirs: &[&Path]) -> Output {
     o
 }
 
+/// A job file as the tests write them: a name, one source, one
+/// destination and any other keys, in the order given; setting a key again
+/// replaces it.
+pub struct JobFile {
+    keys: Vec<(String, String)>,
+}
+
+impl JobFile {
+    pub fn new(name: &str) -> JobFile {
+        JobFile {
+            keys: vec![("jobName".into(), name.into())],
+        }
+    }
+
+    pub fn set(mut self, key: &str, value: impl std::fmt::Display) -> JobFile {
+        let value = value.to_string();
+        match self.keys.iter_mut().find(|(k, _)| k == key) {
+            Some(kv) => kv.1 = value,
+            None => self.keys.push((key.into(), value)),
+        }
+        self
+    }
+
+    /// `srcType=local` below `dir`.
+    pub fn local_source(self, dir: &Path) -> JobFile {
+        self.set("srcType", "local")
+            .set("srcPrefix", format!("{}/", dir.display()))
+    }
+
+    /// `srcType=http` from a list of `prefix relative-path` lines.
+    pub fn url_list(self, list: &Path) -> JobFile {
+        self.set("srcType", "http")
+            .set("httpListFilePath", list.display())
+            .set("httpPrefixColumn", 1)
+            .set("relativePathColumn", 2)
+    }
+
+    /// `srcType=s3`: `prefix` of `bucket` at `endpoint`, the test keys.
+    pub fn bucket_source(self, endpoint: &str, bucket: &str, prefix: &str) -> JobFile {
+        self.set("srcType", "s3")
+            .set("srcDomain", endpoint)
+            .set("srcBucket", bucket)
+            .set("srcPrefix", prefix)
+            .set("srcAccessKey", AK)
+            .set("srcSecretKey", SK)
+    }
+
+    /// Into `bucket` at `endpoint`, the test keys.
+    pub fn bucket_dest(self, endpoint: &str, bucket: &str) -> JobFile {
+        self.set("destDomain", endpoint)
+            .set("destBucket", bucket)
+            .set("destAccessKey", AK)
+            .set("destSecretKey", SK)
+    }
+
+    /// `destType=local` into `dir`.
+    pub fn local_dest(self, dir: &Path) -> JobFile {
+        self.set("destType", "local").set("destDir", dir.display())
+    }
+
+    /// The file's text.
+    pub fn text(&self) -> String {
+        self.keys
+            .iter()
+            .map(|(k, v)| format!("{k}={v}\n"))
+            .collect()
+    }
+
+    /// Writes it to `path`.
+    pub fn write_to(&self, path: &Path) -> PathBuf {
+        std::fs::write(path, self.text()).unwrap();
+        path.to_path_buf()
+    }
+
+    /// Writes it to `dir/<jobName>.cfg`.
+    pub fn write(&self, dir: &Path) -> PathBuf {
+        self.write_to(&dir.join(format!("{}.cfg", self.keys[0].1)))
+    }
+}
+
 /// Writes a job file for a local source into an S3 bucket; `extra` lines
 /// are appended (later keys must not repeat earlier ones).
 pub fn job_cfg(
@@ -48,12 +128,11 @@ pub fn job_cfg(
     extra: &str,
 ) -> PathBuf {
     let path = dir.join(format!("{name}.cfg"));
-    let text = format!(
-        "jobName={name}\nsrcType=local\nsrcPrefix={}/\ndestDomain={endpoint}\ndestBucket={bucket}\n\
-         destAccessKey={AK}\ndestSecretKey={SK}\n{extra}\n",
-        src.display()
-    );
-    std::fs::write(&path, text).unwrap();
+    let text = JobFile::new(name)
+        .local_source(src)
+        .bucket_dest(endpoint, bucket)
+        .text();
+    std::fs::write(&path, format!("{text}{extra}\n")).unwrap();
     path
 }
 

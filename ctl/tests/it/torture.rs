@@ -164,15 +164,11 @@ async fn torture(local: bool, default_rounds: u32) {
         "taskObjectCountLimit=5\nmultipartUploadThreshold=8m\nmultipartUploadPartSize=5m\nuploadThreadNumPerLargeFile=2",
     );
     if local {
-        std::fs::write(
-            &cfg,
-            format!(
-                "jobName=torture\nsrcType=local\nsrcPrefix={}/\ndestType=local\ndestDir={}\ntaskObjectCountLimit=5\n",
-                src.display(),
-                dest.display()
-            ),
-        )
-        .unwrap();
+        JobFile::new("torture")
+            .local_source(&src)
+            .local_dest(&dest)
+            .set("taskObjectCountLimit", 5)
+            .write_to(&cfg);
     }
     // Slow enough (8 MiB/s) that a kill lands mid-way through the job.
     let sys = tmp.path().join("sys.properties");

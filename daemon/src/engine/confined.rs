@@ -95,7 +95,9 @@ pub struct Child {
 impl Child {
     /// Starts `exe --confined-worker` as `uid` with its primary group and
     /// supplementary groups from the user databases. `progress` gets the
-    /// bytes the child moves.
+    /// bytes the child moves. Long because every step of dropping to the
+    /// user (groups, ids, no_new_privs, descriptors, environment) is spelled
+    /// out here, in the order it must happen.
     pub fn spawn(
         exe: &Path,
         uid: u32,
@@ -401,7 +403,7 @@ async fn child_loop(work_dir: PathBuf) -> anyhow::Result<()> {
         });
     }
     let rule: agent::worker::Confine = Arc::new(crate::access::file_rule(me, work_dir));
-    let mut executors: HashMap<i64, (String, Arc<Executor>)> = HashMap::new();
+    let executors = agent::worker::Executors::default();
     let mut tasks: HashMap<i64, CancellationToken> = HashMap::new();
     let (ended_tx, mut ended_rx) = mpsc::unbounded_channel::<i64>();
     let all = CancellationToken::new();
@@ -433,21 +435,10 @@ async fn child_loop(work_dir: PathBuf) -> anyhow::Result<()> {
         };
         match msg {
             ToChild::Run { job, task } => {
-                let key = job.identity();
-                let ex = match executors.get(&job.job_id) {
-                    Some((k, e)) if *k == key => {
-                        e.set_limits(&job.live_limits());
-                        Arc::clone(e)
-                    }
-                    _ => {
-                        let e = Arc::new(
-                            Executor::new((*job).clone(), Arc::clone(&progress))
-                                .with_confine(Arc::clone(&rule)),
-                        );
-                        executors.insert(job.job_id, (key, Arc::clone(&e)));
-                        e
-                    }
-                };
+                let (ex, _) = executors.get(&job, || {
+                    Executor::new((*job).clone(), Arc::clone(&progress))
+                        .with_confine(Arc::clone(&rule))
+                });
                 let task_id = task.task_id;
                 let cancel = all.child_token();
                 tasks.insert(task_id, cancel.clone());
@@ -471,9 +462,7 @@ async fn child_loop(work_dir: PathBuf) -> anyhow::Result<()> {
                 }
             }
             ToChild::Limits { limits } => {
-                if let Some((_, e)) = executors.get(&limits.job_id) {
-                    e.set_limits(&limits);
-                }
+                executors.set_limits(&limits);
             }
         }
     }

@@ -75,13 +75,13 @@ pub fn check(p: &Policy, listed: &Listed, r: &ObjectResult) -> Result<(), String
     } else {
         p.verify
     };
-    if !agent::verify::report_proves(&r.verified_by, mode) {
+    if !r.verified_by.proves(mode) {
         return Err(format!(
             "its evidence ({}) does not prove what verifyMode={} asks",
             if r.verified_by.is_empty() {
-                "nothing"
+                "nothing".to_owned()
             } else {
-                &r.verified_by
+                r.verified_by.to_string()
             },
             mode_name(mode)
         ));
@@ -113,7 +113,7 @@ mod tests {
             crc64: Some(7),
             md5: Some("00".repeat(16)),
             etag: None,
-            verified_by: by.into(),
+            verified_by: proto::job::Evidence::parse(by),
             error: None,
             retries: 0,
             parts_resumed: 0,

@@ -14,6 +14,7 @@ use tracing::{info, warn};
 use super::{Engine, JobError, JobRt, find};
 use crate::config::schedule::Schedule;
 use crate::state::blocking;
+pub use crate::store::Setting;
 
 /// The keys `set` takes, as `job.cfg` / `sys.properties` spell them.
 pub const KEYS: &[&str] = &[
@@ -54,49 +55,66 @@ impl Tuning {
     }
 }
 
-/// Applies `key=value` to a spec and its tuning; returns the canonical key
-/// with the old and new values as `set` reports them.
-fn apply(
-    spec: &mut JobSpec,
-    tuning: &mut Tuning,
-    setting: &str,
-) -> Result<(String, String, String), String> {
+/// Why a setting of `set` was refused.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SetError {
+    #[error("{0:?}: expected KEY=VALUE")]
+    NotKeyValue(String),
+    #[error("{key}={value}: expected a whole number from 0 to {max}")]
+    NotANumber {
+        key: String,
+        value: String,
+        max: u64,
+    },
+    #[error("{key}={value}: at least 1")]
+    Zero { key: String, value: String },
+    #[error("{key}: {why}")]
+    BadSchedule { key: String, why: String },
+    #[error("{key}: not a limit that can change while a job runs (one of: {})", KEYS.join(", "))]
+    NotLive { key: String },
+}
+
+/// Applies `key=value` to a spec and its tuning.
+fn apply(spec: &mut JobSpec, tuning: &mut Tuning, setting: &str) -> Result<Setting, SetError> {
     let (key, value) = setting
         .split_once('=')
-        .ok_or_else(|| format!("{setting:?}: expected KEY=VALUE"))?;
+        .ok_or_else(|| SetError::NotKeyValue(setting.into()))?;
     let (key, value) = (key.trim(), value.trim());
-    let number = |max: u64| -> Result<u64, String> {
+    let number = |max: u64| -> Result<u64, SetError> {
         value
             .parse::<u64>()
             .ok()
             .filter(|n| *n <= max)
-            .ok_or_else(|| format!("{key}={value}: expected a whole number from 0 to {max}"))
+            .ok_or_else(|| SetError::NotANumber {
+                key: key.into(),
+                value: value.into(),
+                max,
+            })
     };
     Ok(match key {
         "workerMaxThroughput" | "workerMaxThroughput(KB/s)" => {
             let kbps = number(u64::MAX / 1024)?;
             let old = tuning.flat_bandwidth / 1024;
             tuning.flat_bandwidth = kbps * 1024;
-            (
-                "workerMaxThroughput".into(),
-                old.to_string(),
-                kbps.to_string(),
-            )
+            Setting::new("workerMaxThroughput", old, kbps)
         }
         "workerTaskThreadNum" => {
             let n = number(u64::from(u32::MAX))?;
             if n == 0 {
-                return Err(format!("{key}={value}: at least 1"));
+                return Err(SetError::Zero {
+                    key: key.into(),
+                    value: value.into(),
+                });
             }
             let old = spec.object_concurrency;
             spec.object_concurrency = n as u32;
-            (key.into(), old.to_string(), n.to_string())
+            Setting::new(key, old, n)
         }
         "maxRequestsPerSecond" => {
             let n = number(u64::from(u32::MAX))? as u32;
             let old = spec.limits.requests_per_second;
             spec.limits.requests_per_second = n;
-            (key.into(), old.to_string(), n.to_string())
+            Setting::new(key, old, n)
         }
         "workerMaxThroughputSchedule" => {
             let old = spec.limits.bandwidth_schedule.clone().unwrap_or_default();
@@ -104,17 +122,16 @@ fn apply(
                 tuning.schedule = None;
                 spec.limits.bandwidth_schedule = None;
             } else {
-                tuning.schedule = Some(Schedule::parse(value).map_err(|e| format!("{key}: {e}"))?);
+                tuning.schedule =
+                    Some(Schedule::parse(value).map_err(|e| SetError::BadSchedule {
+                        key: key.into(),
+                        why: e.to_string(),
+                    })?);
                 spec.limits.bandwidth_schedule = Some(value.to_string());
             }
-            (key.into(), old, value.to_string())
+            Setting::new(key, old, value)
         }
-        _ => {
-            return Err(format!(
-                "{key}: not a limit that can change while a job runs (one of: {})",
-                KEYS.join(", ")
-            ));
-        }
+        _ => return Err(SetError::NotLive { key: key.into() }),
     })
 }
 
@@ -168,7 +185,9 @@ pub async fn set(
         let (mut spec, mut tuning) = (rt.spec.clone(), rt.tuning.clone());
         let mut changes = Vec::new();
         for s in settings {
-            changes.push(apply(&mut spec, &mut tuning, s).map_err(JobError::Invalid)?);
+            changes.push(
+                apply(&mut spec, &mut tuning, s).map_err(|e| JobError::Invalid(e.to_string()))?,
+            );
         }
         spec.limits.bytes_per_second = tuning.bandwidth_now();
         (spec, tuning, changes)
@@ -184,8 +203,8 @@ pub async fn set(
         rt.tuning = tuning;
     }
     eng.local.set_limits(&live);
-    for (key, old, new) in &changes {
-        info!(job = %name, key = %key, old = %old, new = %new, by = %by, "Job limit changed.");
+    for c in &changes {
+        info!(job = %name, key = %c.key, old = %c.old, new = %c.new, by = %by, "Job limit changed.");
     }
     eng.state.wake.notify_one();
     let all = blocking(&eng.state.store, move |s| s.limit_changes(id)).await?;
@@ -240,10 +259,7 @@ mod tests {
         let (mut s, mut t) = (spec(), Tuning::default());
         t.flat_bandwidth = s.limits.bytes_per_second;
         let c = apply(&mut s, &mut t, "workerMaxThroughput=512").unwrap();
-        assert_eq!(
-            c,
-            ("workerMaxThroughput".into(), "2048".into(), "512".into())
-        );
+        assert_eq!(c, Setting::new("workerMaxThroughput", 2048, 512));
         assert_eq!(t.bandwidth_now(), 512 * 1024);
         apply(&mut s, &mut t, "workerTaskThreadNum = 2").unwrap();
         assert_eq!(s.object_concurrency, 2);
@@ -260,7 +276,7 @@ mod tests {
             ("srcPrefix=/etc", "not a limit"),
             ("workerMaxThroughputSchedule=25:00,1", "not a time of day"),
         ] {
-            let e = apply(&mut s, &mut t, bad).unwrap_err();
+            let e = apply(&mut s, &mut t, bad).unwrap_err().to_string();
             assert!(e.contains(why), "{bad}: {e}");
         }
         // Changes made earlier are applied again in order on a fresh plan.

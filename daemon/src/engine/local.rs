@@ -14,7 +14,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use agent::worker::{Executor, Progress};
+use agent::worker::{Executor, Executors, Progress};
 use proto::api::TaskBatch;
 use proto::job::Event;
 use tokio::sync::mpsc;
@@ -41,7 +41,7 @@ const EVENT_BATCH: usize = 2_000;
 pub struct LocalWorker {
     running: Mutex<HashMap<i64, CancellationToken>>,
     /// One executor per job, rebuilt when the job's spec changes.
-    executors: Mutex<HashMap<i64, (String, Arc<Executor>)>>,
+    executors: Executors,
     /// Confined workers, by uid (see [`super::confined`]).
     children: Mutex<HashMap<u32, Arc<Child>>>,
     /// Bytes moved by every task it ran (progress displays, the agent
@@ -62,11 +62,7 @@ enum Runner {
 impl LocalWorker {
     /// Applies a job's new limits to the executor running it, if any.
     pub fn set_limits(&self, limits: &proto::job::LiveLimits) {
-        let ex = self.executors.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((_, e)) = ex.get(&limits.job_id) {
-            e.set_limits(limits);
-        }
-        drop(ex);
+        self.executors.set_limits(limits);
         for c in self.children().values() {
             c.set_limits(limits);
         }
@@ -103,23 +99,15 @@ impl LocalWorker {
         batch: &TaskBatch,
         confine: Option<agent::worker::Confine>,
     ) -> Arc<Executor> {
-        let key = batch.job.identity();
-        let mut ex = self.executors.lock().unwrap_or_else(|p| p.into_inner());
-        match ex.get(&batch.job.job_id) {
-            Some((k, e)) if *k == key => {
-                e.set_limits(&batch.job.live_limits());
-                Arc::clone(e)
-            }
-            _ => {
-                let mut e = Executor::new(batch.job.clone(), Arc::clone(&self.progress));
-                if let Some(c) = confine {
-                    e = e.with_confine(c);
+        self.executors
+            .get(&batch.job, || {
+                let e = Executor::new(batch.job.clone(), Arc::clone(&self.progress));
+                match confine {
+                    Some(c) => e.with_confine(c),
+                    None => e,
                 }
-                let e = Arc::new(e);
-                ex.insert(batch.job.job_id, (key, Arc::clone(&e)));
-                e
-            }
-        }
+            })
+            .0
     }
 }
 
@@ -143,6 +131,7 @@ pub async fn run(eng: Arc<Engine>, capacity: u32) {
     }
     let mut entry = AgentEntry::enrolled(LOCAL, LOCAL);
     entry.addr = Some("in-process".into());
+    entry.in_process = true;
     entry.capacity = capacity.max(1);
     entry.last_seen = Some(Instant::now());
     state.agents().insert(LOCAL.into(), entry);
@@ -286,7 +275,7 @@ async fn fail_all(task: proto::job::TaskSpec, why: &str, tx: mpsc::Sender<Event>
             crc64: None,
             md5: None,
             etag: None,
-            verified_by: String::new(),
+            verified_by: Default::default(),
             error: Some(proto::job::ObjectError {
                 code: proto::job::ErrorCode::SourceUnreadable,
                 message: why.to_string(),

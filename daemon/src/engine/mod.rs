@@ -205,15 +205,13 @@ pub async fn finish_if_drained(
         let Some(job) = s.job(job_id)? else {
             return Ok(None);
         };
-        let (pending, dispatched) = s.task_states(job_id)?;
+        let tasks = s.task_states(job_id)?;
         // An incremental pass ends once; then the job waits for the next.
         let waiting = incremental && job.next_pass_at.is_some();
-        Ok((job.state == JobState::Running
-            && job.scan_done
-            && pending == 0
-            && dispatched == 0
-            && !waiting)
-            .then_some(s.counts(job_id)?))
+        Ok(
+            (job.state == JobState::Running && job.scan_done && tasks.none_left() && !waiting)
+                .then_some(s.counts(job_id)?),
+        )
     })
     .await?;
     let Some(c) = drained else {
@@ -596,8 +594,24 @@ fn owner_may_use(
     }
     Ok(())
 }
+/// A local path of a job that the job may not use.
+#[derive(Debug, thiserror::Error)]
+pub enum PathRefused {
+    #[error(
+        "{key}={}: overlaps the daemon's work directory {}, which holds its job store and keys",
+        path.display(),
+        work.display()
+    )]
+    WorkDir {
+        key: &'static str,
+        path: PathBuf,
+        work: PathBuf,
+    },
+    /// The submitter could not read (or write) it.
+    #[error("{key}: {why}")]
+    Caller { key: &'static str, why: String },
+}
 
-/// Validates and stores a job file; the job starts at once.
 /// Local paths of a job: never the daemon's work directory (job store,
 /// keys, saved job files) or anything around it, and for an unprivileged
 /// caller only what they could read (source) or write (destination).
@@ -605,9 +619,9 @@ pub fn check_paths(
     p: &plan::Plan,
     work_dir: &std::path::Path,
     caller: crate::access::Caller,
-) -> Result<(), String> {
+) -> Result<(), PathRefused> {
     use proto::job::{DestSpec, SourceSpec};
-    let mut paths: Vec<(&str, PathBuf, bool)> = Vec::new();
+    let mut paths: Vec<(&'static str, PathBuf, bool)> = Vec::new();
     if let SourceSpec::Local { root, .. } = &p.spec.source {
         paths.push(("srcPrefix", PathBuf::from(root), false));
     }
@@ -622,11 +636,11 @@ pub fn check_paths(
     }
     for (key, path, write) in paths {
         if crate::access::overlaps(&path, work_dir) {
-            return Err(format!(
-                "{key}={}: overlaps the daemon's work directory {}, which holds its job store and keys",
-                path.display(),
-                work_dir.display()
-            ));
+            return Err(PathRefused::WorkDir {
+                key,
+                path,
+                work: work_dir.to_path_buf(),
+            });
         }
         if !caller.is_privileged() {
             let r = if write {
@@ -634,12 +648,13 @@ pub fn check_paths(
             } else {
                 caller.may_read(&path)
             };
-            r.map_err(|e| format!("{key}: {e}"))?;
+            r.map_err(|why| PathRefused::Caller { key, why })?;
         }
     }
     Ok(())
 }
 
+/// Validates and stores a job file; the job starts at once.
 pub async fn submit(
     eng: &Arc<Engine>,
     req: &proto::api::SubmitRequest,
@@ -685,7 +700,8 @@ pub async fn submit(
     for w in &p.warnings {
         warn!(job = %p.name, warning = %w, "Job file warning.");
     }
-    check_paths(&p, &state.config.work_dir, caller).map_err(JobError::Invalid)?;
+    check_paths(&p, &state.config.work_dir, caller)
+        .map_err(|e| JobError::Invalid(e.to_string()))?;
     p.preflight()
         .await
         .map_err(|e| JobError::Invalid(format!("{e:#}")))?;

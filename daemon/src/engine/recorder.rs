@@ -285,3 +285,124 @@ async fn commit(eng: &Arc<Engine>, mut batch: Vec<Report>) {
         let _ = a.send(answer.clone());
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use proto::api::JobState;
+    use proto::job::{ObjectResult, Outcome};
+
+    use super::*;
+    use crate::state::{Config, State};
+    use crate::store::{NewObject, ObjectState, Store};
+
+    fn done(object_id: i64, task_id: i64, size: u64, outcome: Outcome) -> Event {
+        Event::ObjectDone(ObjectResult {
+            object_id,
+            task_id,
+            outcome,
+            size,
+            crc64: Some(7),
+            md5: Some("00".repeat(16)),
+            etag: None,
+            verified_by: if outcome == Outcome::Verified {
+                "size+md5".into()
+            } else {
+                Default::default()
+            },
+            error: None,
+            retries: 0,
+            parts_resumed: 0,
+            source_ident: None,
+            metadata: None,
+        })
+    }
+
+    /// Through the engine's recorder: `record` returns once the results
+    /// are committed; only the lease holder's count, once; a result that
+    /// disagrees with the listing is rejected (`REJECTED_RESULT`); the
+    /// job's live counters follow what was recorded, not what was sent.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn only_the_lease_holder_counts_once_and_a_false_claim_is_rejected() {
+        let tmp = tempfile::tempdir().unwrap();
+        for d in ["src", "dest", "work"] {
+            std::fs::create_dir_all(tmp.path().join(d)).unwrap();
+        }
+        let text = format!(
+            "jobName=recorder_t\nsrcType=local\nsrcPrefix={}/\ndestType=local\ndestDir={}\n",
+            tmp.path().join("src").display(),
+            tmp.path().join("dest").display()
+        );
+        let plan = crate::plan::from_bytes(&tmp.path().join("job.cfg"), text.as_bytes(), None)
+            .expect("plan");
+        let store = Arc::new(Store::in_memory().unwrap());
+        let mut config = Config::new(&tmp.path().join("work"), None);
+        config.reload_jobs = false;
+        let state = State::standalone(config, Arc::clone(&store));
+        let eng = crate::engine::start(&state).await.unwrap();
+
+        let id = store
+            .create_job(&plan.name, &plan.config_json, &plan.fingerprint)
+            .unwrap();
+        let obj = |p: &str, size: u64| NewObject {
+            rel_path: p.into(),
+            size,
+            mtime: 1,
+            ident: None,
+            src_ref: None,
+            failure: None,
+        };
+        let task = store
+            .commit_task(id, &[obj("a", 10), obj("b", 20), obj("c", 30)], "[\"c\"]")
+            .unwrap();
+        // Paused: adopted without a listing or a dispatch of its own.
+        store.set_job_state(id, JobState::Paused).unwrap();
+        let row = store.job(id).unwrap().unwrap();
+        let mut spec = plan.spec.clone();
+        spec.job_id = id;
+        let (live, _) = crate::engine::adopt(&eng, &row, spec, plan.scan.clone(), false)
+            .await
+            .unwrap();
+        let leased = store.lease_tasks(id, 10, "A", i64::MAX).unwrap();
+        let ids: Vec<i64> = leased[0].objects.iter().map(|o| o.object_id).collect();
+
+        // B holds no lease: nothing of it counts.
+        eng.recorder
+            .record("B", vec![done(ids[0], task, 10, Outcome::Verified)])
+            .await
+            .unwrap();
+        assert_eq!(store.counts(id).unwrap().verified, 0);
+
+        eng.recorder
+            .record(
+                "A",
+                vec![
+                    done(ids[0], task, 10, Outcome::Verified),
+                    done(ids[0], task, 10, Outcome::Verified),
+                    // Claims 21 bytes of a 20-byte listing.
+                    done(ids[1], task, 21, Outcome::Verified),
+                    done(ids[2], task, 30, Outcome::Failed),
+                    Event::TaskDone { task_id: task },
+                ],
+            )
+            .await
+            .unwrap();
+        let c = store.counts(id).unwrap();
+        assert_eq!((c.verified, c.failed, c.pending), (1, 2, 0));
+        let b = store
+            .objects()
+            .unwrap()
+            .into_iter()
+            .find(|o| o.rel_path == "b")
+            .unwrap();
+        assert_eq!(b.state, ObjectState::Failed);
+        assert_eq!(b.error_code.as_deref(), Some("REJECTED_RESULT"));
+        assert_eq!(
+            (Live::get(&live.verified), Live::get(&live.failed)),
+            (1, 2),
+            "live counters follow what was recorded"
+        );
+        eng.stop().await;
+    }
+}

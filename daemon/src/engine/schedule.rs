@@ -85,8 +85,8 @@ pub enum Dispatch {
 }
 
 impl Dispatch {
-    pub fn of(fingerprint: &str) -> Dispatch {
-        if fingerprint == super::local::LOCAL {
+    pub fn of(executor: &AgentEntry) -> Dispatch {
+        if executor.in_process {
             Dispatch::InProcess
         } else {
             Dispatch::HttpPush
@@ -136,7 +136,7 @@ fn every_agent_silent(state: &crate::state::State) -> Option<Duration> {
     let agents = state.agents();
     let mut newest: Option<Instant> = None;
     for a in agents.values() {
-        if a.fingerprint == super::local::LOCAL || a.left {
+        if a.in_process || a.left {
             continue;
         }
         if let Some(t) = a.last_seen {
@@ -196,18 +196,18 @@ async fn tick(eng: &Arc<Engine>) -> anyhow::Result<()> {
             None => continue,
         };
         let id = job.id;
-        let (pending, dispatched) = blocking(&state.store, move |s| s.task_states(id)).await?;
+        let tasks = blocking(&state.store, move |s| s.task_states(id)).await?;
         if let Some(at) = job.next_pass_at {
             // An incremental job between passes.
-            if at <= now && pending == 0 && dispatched == 0 {
+            if at <= now && tasks.none_left() {
                 super::change(eng, id, super::lifecycle::Event::NextPass).await?;
             }
-            if pending > 0 {
+            if tasks.pending > 0 {
                 runnable.push((job.id, spec));
             }
             continue;
         }
-        if job.scan_done && pending == 0 && dispatched == 0 {
+        if job.scan_done && tasks.none_left() {
             // An incremental job's pass ends here instead (its own line).
             let incremental = eng
                 .jobs()
@@ -220,7 +220,7 @@ async fn tick(eng: &Arc<Engine>) -> anyhow::Result<()> {
             }
             continue;
         }
-        if pending > 0 {
+        if tasks.pending > 0 {
             runnable.push((job.id, spec));
         }
     }
@@ -240,15 +240,16 @@ async fn tick(eng: &Arc<Engine>) -> anyhow::Result<()> {
             state.config.agent_timeout,
             state.config.batch_max,
         );
-        for (fp, _) in &p {
-            if let Some(a) = agents.get_mut(fp) {
+        p.into_iter()
+            .filter_map(|(fp, n)| {
+                let a = agents.get_mut(&fp)?;
                 a.pushing = true;
-            }
-        }
-        p
+                let how = Dispatch::of(a);
+                Some((fp, n, how))
+            })
+            .collect::<Vec<_>>()
     };
-    for (i, (fp, n)) in targets.into_iter().enumerate() {
-        let how = Dispatch::of(&fp);
+    for (i, (fp, n, how)) in targets.into_iter().enumerate() {
         // Spread agents over jobs: each starts at a different job.
         let mut batch = None;
         for k in 0..runnable.len() {

@@ -98,6 +98,10 @@ fn position(components: &Components) -> Result<String, ScanError> {
 }
 
 impl Lister for LocalLister {
+    /// One walk of the tree, depth first with an explicit stack so that
+    /// any committed position can be resumed from; long because every kind
+    /// of entry (file, directory, symlink, special, unreadable, a copy's own
+    /// temporary) is decided here, each with its count or failure.
     fn list(
         &mut self,
         after: Option<&str>,

@@ -128,7 +128,10 @@ pub fn scan(
     cancel: &CancellationToken,
     mut on_task: impl FnMut(i64, &[NewObject]) + Send,
 ) -> Result<ScanOutcome, ScanError> {
-    let (done, checkpoint) = store.scan_checkpoint(job_id)?;
+    let crate::store::Checkpoint {
+        done,
+        position: checkpoint,
+    } = store.scan_checkpoint(job_id)?;
     if done {
         return Ok(ScanOutcome::Finished(ScanStats::default()));
     }

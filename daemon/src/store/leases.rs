@@ -23,6 +23,22 @@ pub struct RunningTask {
     pub files_total: u64,
 }
 
+/// A job's tasks not yet final.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TaskStates {
+    pub pending: u64,
+    /// Leased to an executor.
+    pub dispatched: u64,
+}
+
+impl TaskStates {
+    /// No task is pending or leased: with the listing done, the job (or
+    /// the pass) is drained.
+    pub fn none_left(self) -> bool {
+        self.pending == 0 && self.dispatched == 0
+    }
+}
+
 impl Store {
     /// Every job, oldest first.
     pub fn jobs(&self) -> Result<Vec<JobRow>, StoreError> {
@@ -113,15 +129,20 @@ impl Store {
         )?)
     }
 
-    /// `(pending, dispatched)` task counts of a job: cheap enough for every
+    /// A job's pending and dispatched task counts: cheap enough for every
     /// scheduler pass, unlike the object counts.
-    pub fn task_states(&self, job_id: i64) -> Result<(u64, u64), StoreError> {
+    pub fn task_states(&self, job_id: i64) -> Result<TaskStates, StoreError> {
         Ok(self.lock().query_row(
             "SELECT count(CASE WHEN state = ?2 THEN 1 END),
                     count(CASE WHEN state = ?3 THEN 1 END)
              FROM tasks WHERE job_id = ?1",
             params![job_id, TaskState::Pending, TaskState::Dispatched],
-            |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)),
+            |r| {
+                Ok(TaskStates {
+                    pending: r.get::<_, i64>(0)? as u64,
+                    dispatched: r.get::<_, i64>(1)? as u64,
+                })
+            },
         )?)
     }
 

@@ -7,6 +7,25 @@ use rusqlite::params;
 
 use super::{Store, StoreError, now};
 
+/// One setting applied: the key as `job.cfg` spells it, with its old and
+/// new values as `set` reports them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Setting {
+    pub key: String,
+    pub old: String,
+    pub new: String,
+}
+
+impl Setting {
+    pub(crate) fn new(key: &str, old: impl ToString, new: impl ToString) -> Setting {
+        Setting {
+            key: key.into(),
+            old: old.to_string(),
+            new: new.to_string(),
+        }
+    }
+}
+
 impl Store {
     /// Records one `set` (its keys with their old and new values) in one
     /// transaction.
@@ -14,7 +33,7 @@ impl Store {
         &self,
         job_id: i64,
         by: &str,
-        changes: &[(String, String, String)],
+        changes: &[Setting],
     ) -> Result<(), StoreError> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
@@ -23,8 +42,8 @@ impl Store {
                 "INSERT INTO limit_changes (job_id, at, by, key, old, new) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?;
             let at = now();
-            for (key, old, new) in changes {
-                q.execute(params![job_id, at, by, key, old, new])?;
+            for c in changes {
+                q.execute(params![job_id, at, by, c.key, c.old, c.new])?;
             }
         }
         tx.commit()?;

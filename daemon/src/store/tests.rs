@@ -3,6 +3,7 @@
 
 use proto::job::{Event, ObjectResult, Outcome, PartRecord};
 
+use super::schema::SCHEMA_V1;
 use super::*;
 
 fn obj(p: &str, size: u64) -> NewObject {
@@ -59,7 +60,10 @@ fn lease_record_and_reopen() {
         .unwrap();
     assert_eq!(
         store.scan_checkpoint(job).unwrap(),
-        (false, Some("[\"bad\"]".into()))
+        Checkpoint {
+            done: false,
+            position: Some("[\"bad\"]".into())
+        }
     );
 
     let leased = store.lease_tasks(job, 10, "A", 0).unwrap();

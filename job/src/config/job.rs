@@ -438,6 +438,11 @@ enum AddressingKey {
     Virtual,
 }
 
+/// Reads every key of a job file into a [`JobConfig`]. One long function
+/// on purpose: each key's rule (default, range, aliases, the error naming
+/// file, line and key) sits beside the key, in the order of
+/// [`super::keys::JOB`] and the templates, so one key is checked in one
+/// place; the rules between keys follow at the end.
 fn from_properties(
     props: &PropertiesFile,
     base_dir: Option<&Path>,
