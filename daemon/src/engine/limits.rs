@@ -12,6 +12,7 @@ use proto::job::JobSpec;
 use tracing::{info, warn};
 
 use super::{Engine, JobError, JobRt, find};
+use crate::config::keys;
 use crate::config::schedule::Schedule;
 use crate::state::blocking;
 pub use crate::store::Setting;
@@ -66,8 +67,12 @@ pub enum SetError {
         value: String,
         max: u64,
     },
-    #[error("{key}={value}: at least 1")]
-    Zero { key: String, value: String },
+    #[error("{key}={value}: at least {min}")]
+    TooSmall {
+        key: String,
+        value: String,
+        min: u64,
+    },
     #[error("{key}: {why}")]
     BadSchedule { key: String, why: String },
     #[error("{key}: not a limit that can change while a job runs (one of: {})", KEYS.join(", "))]
@@ -80,8 +85,12 @@ fn apply(spec: &mut JobSpec, tuning: &mut Tuning, setting: &str) -> Result<Setti
         .split_once('=')
         .ok_or_else(|| SetError::NotKeyValue(setting.into()))?;
     let (key, value) = (key.trim(), value.trim());
-    let number = |max: u64| -> Result<u64, SetError> {
-        value
+    // Ranges as the key table gives them (`job::config::keys`), as when
+    // the job file was read.
+    let number = |table: &'static [keys::Key], name: &str, cap: u64| -> Result<u64, SetError> {
+        let range = keys::find(table, name).range();
+        let (min, max) = (*range.start(), (*range.end()).min(cap));
+        let n = value
             .parse::<u64>()
             .ok()
             .filter(|n| *n <= max)
@@ -89,29 +98,32 @@ fn apply(spec: &mut JobSpec, tuning: &mut Tuning, setting: &str) -> Result<Setti
                 key: key.into(),
                 value: value.into(),
                 max,
-            })
+            })?;
+        if n < min {
+            return Err(SetError::TooSmall {
+                key: key.into(),
+                value: value.into(),
+                min,
+            });
+        }
+        Ok(n)
     };
     Ok(match key {
         "workerMaxThroughput" | "workerMaxThroughput(KB/s)" => {
-            let kbps = number(u64::MAX / 1024)?;
+            // KB/s, kept in bytes per second.
+            let kbps = number(keys::SYS, "workerMaxThroughput(KB/s)", u64::MAX / 1024)?;
             let old = tuning.flat_bandwidth / 1024;
             tuning.flat_bandwidth = kbps * 1024;
             Setting::new("workerMaxThroughput", old, kbps)
         }
         "workerTaskThreadNum" => {
-            let n = number(u64::from(u32::MAX))?;
-            if n == 0 {
-                return Err(SetError::Zero {
-                    key: key.into(),
-                    value: value.into(),
-                });
-            }
+            let n = number(keys::SYS, key, u64::MAX)?;
             let old = spec.object_concurrency;
-            spec.object_concurrency = n as u32;
+            spec.object_concurrency = u32::try_from(n).unwrap_or(u32::MAX);
             Setting::new(key, old, n)
         }
         "maxRequestsPerSecond" => {
-            let n = number(u64::from(u32::MAX))? as u32;
+            let n = u32::try_from(number(keys::JOB, key, u64::MAX)?).unwrap_or(u32::MAX);
             let old = spec.limits.requests_per_second;
             spec.limits.requests_per_second = n;
             Setting::new(key, old, n)

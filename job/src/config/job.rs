@@ -463,15 +463,14 @@ fn from_properties(
             false,
         )
     })?;
-    let is_incremental = f.bool("isIncremental", false)?;
-    let incremental_mode_interval = f.uint(
-        &["incrementalModeInterval"],
-        86_400,
+    let is_incremental = f.switch(k("isIncremental"))?;
+    let incremental_mode_interval = f.number_in(
+        k("incrementalModeInterval"),
         min_incremental_interval()..=u64::MAX,
     )?;
-    let import_since = f.uint(&["importSince"], 0, 0..=u64::MAX)?;
-    let last_modify = f.uint(&["lastModify"], 0, 0..=u64::MAX)?;
-    let is_skip_exist_file = f.bool("isSkipExistFile", false)?;
+    let import_since = f.number(k("importSince"))?;
+    let last_modify = f.number(k("lastModify"))?;
+    let is_skip_exist_file = f.switch(k("isSkipExistFile"))?;
 
     // ---- Source ----
     let src_type = f.parsed(&["srcType"], SrcType::Local, parse_src_type)?;
@@ -614,7 +613,7 @@ fn from_properties(
     }
 
     // ---- Tasks, listing and uploads ----
-    let task_object_count_limit = f.uint(&["taskObjectCountLimit"], 10_000, 1..=50_000)?;
+    let task_object_count_limit = f.number(k("taskObjectCountLimit"))?;
     let task_object_size_limit =
         f.parsed(
             &["taskObjectSizeLimit"],
@@ -624,7 +623,7 @@ fn from_properties(
                 n => Ok(n),
             },
         )?;
-    let mut scan_thread_count = f.u32(&["scanThreadCount"], 1, 1..=u32::MAX)?;
+    let mut scan_thread_count = f.number_u32(k("scanThreadCount"))?;
     if scan_thread_count > 32 {
         let warning = format!(
             "{}: scanThreadCount: {scan_thread_count} is above the maximum 32; using 32",
@@ -634,9 +633,8 @@ fn from_properties(
         warnings.push(warning);
         scan_thread_count = 32;
     }
-    let max_multi_thread_scan_depth = f.u32(&["maxMultiThreadScanDepth"], 1, 1..=16)?;
-    let upload_thread_num_per_large_file =
-        f.u32(&["uploadThreadNumPerLargeFile"], 3, 1..=u32::MAX)?;
+    let max_multi_thread_scan_depth = f.number_u32(k("maxMultiThreadScanDepth"))?;
+    let upload_thread_num_per_large_file = f.number_u32(k("uploadThreadNumPerLargeFile"))?;
     let multipart_upload_threshold = f.parsed(&["multipartUploadThreshold"], 150 * MIB, |v| {
         let n = parse_size(v)?;
         if n <= MIB {
@@ -653,8 +651,8 @@ fn from_properties(
         }
         Ok(n)
     })?;
-    let is_server_side_encryption = f.bool("isServerSideEncryption", false)?;
-    let is_allow_symbolic_link = f.bool("isAllowSymbolicLink", false)?;
+    let is_server_side_encryption = f.switch(k("isServerSideEncryption"))?;
+    let is_allow_symbolic_link = f.switch(k("isAllowSymbolicLink"))?;
     let get_object_meta_mode = f.parsed(&["getObjectMetaMode"], GetObjectMetaMode::Stat, |v| {
         parse_choice(
             v,
@@ -665,7 +663,7 @@ fn from_properties(
             false,
         )
     })?;
-    let is_audit_after_import = f.bool("isAuditAfterImport", true)?;
+    let is_audit_after_import = f.switch(k("isAuditAfterImport"))?;
     let audit_mode = f.parsed(&["auditMode"], AuditMode::General, |v| {
         parse_choice(
             v,
@@ -679,8 +677,8 @@ fn from_properties(
     })?;
 
     // ---- Source-specific keys ----
-    let app_id = f.uint(&["appId"], 0, 0..=u64::MAX)?;
-    let is_download_from_cdn = f.bool("isDownloadFromCdn", false)?;
+    let app_id = f.number(k("appId"))?;
+    let is_download_from_cdn = f.switch(k("isDownloadFromCdn"))?;
     let mut cdn_domain = f.string("cdnDomain")?;
     if is_download_from_cdn {
         if matches!(src_type, SrcType::Local | SrcType::Http) {
@@ -721,8 +719,8 @@ fn from_properties(
             "required when srcType=http: the absolute path of the URL list",
         ));
     }
-    let http_prefix_column = f.u32(&["httpPrefixColumn"], 1, 1..=u32::MAX)?;
-    let relative_path_column = f.u32(&["relativePathColumn"], 2, 1..=u32::MAX)?;
+    let http_prefix_column = f.number_u32(k("httpPrefixColumn"))?;
+    let relative_path_column = f.number_u32(k("relativePathColumn"))?;
     if http_prefix_column == relative_path_column {
         let (key, other) = match f.value_entry(&["relativePathColumn"])? {
             Some(_) => ("relativePathColumn", "httpPrefixColumn"),
@@ -734,7 +732,7 @@ fn from_properties(
             format!("must differ from {other} (both are {http_prefix_column})"),
         ));
     }
-    let is_use_express_tunnel = f.bool("isUseExpressTunnel", false)?;
+    let is_use_express_tunnel = f.switch(k("isUseExpressTunnel"))?;
     let express_tunnel_proxy_host = f.string("expressTunnelProxyHost")?;
     let express_tunnel_proxy_type = f.string("expressTunnelProxyType")?;
     let express_tunnel_proxy_user = f.string("expressTunnelProxyUser")?;
@@ -796,14 +794,14 @@ fn from_properties(
     };
     let include_globs = globs("includeGlobs")?;
     let exclude_globs = globs("excludeGlobs")?;
-    let max_requests_per_second = f.u32(&["maxRequestsPerSecond"], 0, 0..=u32::MAX)?;
-    let src_list_page_size = f.u32(&["srcListPageSize"], 1000, 1..=1000)?;
-    let object_timeout = f.uint(&["objectTimeout"], 21_600, 0..=u64::MAX)?;
-    let endpoint_outage_limit = f.uint(&["endpointOutageLimit"], 86_400, 0..=u64::MAX)?;
-    let request_attempts = f.u32(&["requestAttempts"], 5, 1..=20)?;
-    let copy_metadata = f.bool("copyMetadata", true)?;
-    let copy_tags = f.bool("copyTags", false)?;
-    let preserve_file_attrs = f.bool("preserveFileAttrs", false)?;
+    let max_requests_per_second = f.number_u32(k("maxRequestsPerSecond"))?;
+    let src_list_page_size = f.number_u32(k("srcListPageSize"))?;
+    let object_timeout = f.number(k("objectTimeout"))?;
+    let endpoint_outage_limit = f.number(k("endpointOutageLimit"))?;
+    let request_attempts = f.number_u32(k("requestAttempts"))?;
+    let copy_metadata = f.switch(k("copyMetadata"))?;
+    let copy_tags = f.switch(k("copyTags"))?;
+    let preserve_file_attrs = f.switch(k("preserveFileAttrs"))?;
     let server_side_copy = f.parsed(&["serverSideCopy"], true, |v| {
         parse_choice(v, &[("auto", true), ("never", false)], false)
     })?;
@@ -1200,4 +1198,9 @@ pub fn min_incremental_interval() -> u64 {
         .and_then(|v| v.trim().parse::<u64>().ok())
         .filter(|&v| v >= 1)
         .unwrap_or(900)
+}
+
+/// The key named `name` of `job.cfg` ([`super::keys::JOB`]).
+fn k(name: &str) -> &'static super::keys::Key {
+    super::keys::find(super::keys::JOB, name)
 }

@@ -1,8 +1,11 @@
 //! Every key of `job.cfg` and `sys.properties`, in the original's order, with
-//! its default and one line of documentation. This is the one table the
-//! unknown-key check, `ossimportctl template` and the man pages
-//! ossimport-job.cfg(5) and ossimport-sys.properties(5) read; the parsers in
-//! [`super::job`] and [`super::sys`] hold the rules.
+//! its aliases, default, the values it takes and one line of documentation.
+//! This is the one table the unknown-key check, the parsers (every switch,
+//! number and size takes its default and range from here), `ossimportctl
+//! set`, `ossimportctl template`, the man pages ossimport-job.cfg(5) and
+//! ossimport-sys.properties(5) and the key tables of docs/configuration.md
+//! (checked by a test) read; the parsers in [`super::job`] and
+//! [`super::sys`] hold the rules between keys.
 
 /// One key of a configuration file.
 #[derive(Debug, Clone, Copy)]
@@ -18,6 +21,22 @@ pub struct Key {
     pub doc: &'static str,
     /// Added by this implementation (the original did not have it).
     pub ours: bool,
+    /// The values it takes.
+    pub kind: Kind,
+}
+
+/// The values a key takes, as the parser checks them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Text with a rule of its own in the parser: a name, a path, an
+    /// endpoint, a list, one of some words.
+    Text,
+    /// `true` or `false`.
+    Bool,
+    /// A whole number from `min` to `max`.
+    Number { min: u64, max: u64 },
+    /// A byte size: `100000`, `500k`, `50m`, `5g`.
+    Size,
 }
 
 const fn key(name: &'static str, default: &'static str, doc: &'static str) -> Key {
@@ -27,6 +46,7 @@ const fn key(name: &'static str, default: &'static str, doc: &'static str) -> Ke
         default,
         doc,
         ours: false,
+        kind: Kind::Text,
     }
 }
 
@@ -37,7 +57,87 @@ const fn ours(name: &'static str, default: &'static str, doc: &'static str) -> K
         default,
         doc,
         ours: true,
+        kind: Kind::Text,
     }
+}
+
+impl Key {
+    const fn switch(mut self) -> Key {
+        self.kind = Kind::Bool;
+        self
+    }
+
+    const fn number(mut self, min: u64, max: u64) -> Key {
+        self.kind = Kind::Number { min, max };
+        self
+    }
+
+    const fn size(mut self) -> Key {
+        self.kind = Kind::Size;
+        self
+    }
+
+    /// The key and its aliases, as a file may spell it.
+    pub fn spellings(&self) -> Vec<&'static str> {
+        std::iter::once(self.name)
+            .chain(self.aliases.iter().copied())
+            .collect()
+    }
+
+    /// The range of a number key (the whole `u64` for any other).
+    pub fn range(&self) -> std::ops::RangeInclusive<u64> {
+        match self.kind {
+            Kind::Number { min, max } => min..=max,
+            _ => 0..=u64::MAX,
+        }
+    }
+
+    /// The values it takes, in words (the docs' tables).
+    pub fn values(&self) -> String {
+        match self.kind {
+            Kind::Text => String::new(),
+            Kind::Bool => "`true`, `false`".into(),
+            Kind::Number { min, max } if max >= u64::from(u32::MAX) => format!("{min} or more"),
+            Kind::Number { min, max } => format!("{min} to {max}"),
+            Kind::Size => "a size: `500k`, `50m`, `5g`".into(),
+        }
+    }
+}
+
+/// The key named `name` of `keys` (the parsers' look-up: a name that is not
+/// in the table is a bug, caught by every parse in the tests).
+pub fn find(keys: &'static [Key], name: &str) -> &'static Key {
+    keys.iter()
+        .find(|k| k.name == name)
+        .unwrap_or_else(|| panic!("{name} is not in the key table"))
+}
+
+/// A Markdown table of `keys`: key (with its aliases), default, values and
+/// what it does; `ours` marks the keys the original did not have. The key
+/// tables of docs/configuration.md are this, checked by a test.
+pub fn markdown(keys: &[Key]) -> String {
+    let cell = |s: &str| s.replace('|', "\\|");
+    let mut o = String::from("| key | default | values | what it does |\n|---|---|---|---|\n");
+    for k in keys {
+        let mut name = format!("`{}`", k.name);
+        for a in k.aliases {
+            name.push_str(&format!(" (or `{a}`)"));
+        }
+        if k.ours {
+            name.push_str(" *");
+        }
+        let default = if k.default.is_empty() {
+            String::new()
+        } else {
+            format!("`{}`", k.default)
+        };
+        o.push_str(&format!(
+            "| {name} | {default} | {} | {} |\n",
+            k.values(),
+            cell(k.doc)
+        ));
+    }
+    o
 }
 
 /// The keys of `job.cfg` / `local_job.cfg`: the original's in the order of
@@ -52,12 +152,12 @@ pub const JOB: &[Key] = &[
         "isIncremental",
         "false",
         "List the source again every incrementalModeInterval seconds and copy what is new or changed.",
-    ),
+    ).switch(),
     key(
         "incrementalModeInterval",
         "86400",
         "Seconds between the end of one incremental pass and the start of the next; at least 900.",
-    ),
+    ).number(900, u64::MAX),
     key(
         "srcType",
         "local",
@@ -113,12 +213,12 @@ pub const JOB: &[Key] = &[
         "",
         "Prepended to every relative path; must not start with / or \\; end it with / for a folder.",
     ),
-    key("appId", "0", "Tencent COS app id (srcType=cos)."),
+    key("appId", "0", "Tencent COS app id (srcType=cos).").number(0, u64::MAX),
     key(
         "isDownloadFromCdn",
         "false",
         "List the source bucket but download each object from cdnDomain.",
-    ),
+    ).switch(),
     key(
         "cdnDomain",
         "",
@@ -133,12 +233,12 @@ pub const JOB: &[Key] = &[
         "httpPrefixColumn",
         "1",
         "1-based column of the URL list that holds the URL prefix.",
-    ),
+    ).number(1, u32::MAX as u64),
     key(
         "relativePathColumn",
         "2",
         "1-based column of the URL list that holds the relative path, which becomes the key after destPrefix.",
-    ),
+    ).number(1, u32::MAX as u64),
     key(
         "jobType",
         "import",
@@ -148,22 +248,22 @@ pub const JOB: &[Key] = &[
         "importSince",
         "0",
         "Unix seconds: only files modified later are copied (0: all).",
-    ),
+    ).number(0, u64::MAX),
     key(
         "lastModify",
         "0",
         "Unix seconds: files modified later are not verified (0: off).",
-    ),
+    ).number(0, u64::MAX),
     key(
         "isSkipExistFile",
         "false",
         "Skip an object the destination already has with the same size and modification time (sets the default of skipMode).",
-    ),
+    ).switch(),
     key(
         "taskObjectCountLimit",
         "10000",
         "At most this many objects per task (1 to 50000).",
-    ),
+    ).number(1, 50_000),
     key(
         "taskObjectSizeLimit",
         "1000000000",
@@ -173,17 +273,17 @@ pub const JOB: &[Key] = &[
         "scanThreadCount",
         "1",
         "Threads that list the source (1 to 32).",
-    ),
+    ).number(1, u32::MAX as u64),
     key(
         "maxMultiThreadScanDepth",
         "1",
         "Directory depth listed in parallel (1 to 16).",
-    ),
+    ).number(1, 16),
     key(
         "uploadThreadNumPerLargeFile",
         "3",
         "Parts in flight per multipart object.",
-    ),
+    ).number(1, u32::MAX as u64),
     key(
         "multipartUploadThreshold",
         "150m",
@@ -198,12 +298,12 @@ pub const JOB: &[Key] = &[
         "isServerSideEncryption",
         "false",
         "Ask the destination to encrypt objects at rest.",
-    ),
+    ).switch(),
     key(
         "isAllowSymbolicLink",
         "false",
         "Follow symbolic links to files in a local source (never links to directories).",
-    ),
+    ).switch(),
     key(
         "getObjectMetaMode",
         "stat",
@@ -213,7 +313,7 @@ pub const JOB: &[Key] = &[
         "isAuditAfterImport",
         "true",
         "Verify each object after copying it (always done here; false is warned about).",
-    ),
+    ).switch(),
     key(
         "auditMode",
         "general",
@@ -223,7 +323,7 @@ pub const JOB: &[Key] = &[
         "isUseExpressTunnel",
         "false",
         "The original's Express Connect tunnel; not supported (refused when true).",
-    ),
+    ).switch(),
     key(
         "expressTunnelProxyHost",
         "",
@@ -298,32 +398,32 @@ pub const JOB: &[Key] = &[
         "maxRequestsPerSecond",
         "0",
         "Requests per second to the source and destination (0: no cap).",
-    ),
+    ).number(0, u32::MAX as u64),
     ours(
         "srcListPageSize",
         "1000",
         "Keys asked for per listing page of a bucket source (1 to 1000).",
-    ),
+    ).number(1, 1000),
     ours(
         "objectTimeout",
         "21600",
         "Seconds one object may take, retries included, before it fails (0: no limit).",
-    ),
+    ).number(0, u64::MAX),
     ours(
         "endpointOutageLimit",
         "86400",
         "Seconds the destination or a bucket source may stay unreachable before waiting objects fail ENDPOINT_DOWN (0: wait for ever).",
-    ),
+    ).number(0, u64::MAX),
     ours(
         "copyMetadata",
         "true",
         "Copy a bucket's or URL's object metadata (Content-Type, -Encoding, -Disposition, -Language, Cache-Control, Expires, user metadata) to the destination; false: Content-Type from the name, nothing else.",
-    ),
+    ).switch(),
     ours(
         "preserveFileAttrs",
         "false",
         "Local sources: keep each file's mtime, atime, mode, uid and gid as user metadata under rclone's names (mtime, atime, mode, uid, gid); with destType=local, its exact mode, and its owner when running as root.",
-    ),
+    ).switch(),
     ours(
         "serverSideCopy",
         "auto",
@@ -333,7 +433,7 @@ pub const JOB: &[Key] = &[
         "copyTags",
         "false",
         "Copy a bucket source's object tags too (one more request per object).",
-    ),
+    ).switch(),
     ours(
         "destStorageClass",
         "",
@@ -343,7 +443,7 @@ pub const JOB: &[Key] = &[
         "requestAttempts",
         "5",
         "Attempts per request, the first included, for failures worth retrying (1 to 20).",
-    ),
+    ).number(1, 20),
     ours(
         "srcSecretKeyFile",
         "",
@@ -381,19 +481,19 @@ pub const SYS: &[Key] = &[
         "",
         "SSH private key for deploy (a relative path is next to sys.properties).",
     ),
-    key("sshPort", "22", "SSH port of the workers."),
+    key("sshPort", "22", "SSH port of the workers.").number(1, 65_535),
     key(
         "workerTaskThreadNum",
         "60",
         "Objects in flight per executor (the worker on the master, each agent, run).",
-    ),
+    ).number(1, u32::MAX as u64),
     Key {
         aliases: &["workerMaxThroughput"],
         ..key(
             "workerMaxThroughput(KB/s)",
             "0",
             "Bandwidth cap per executor in KB/s (0: none).",
-        )
+        ).number(0, u64::MAX)
     },
     ours(
         "workerMaxThroughputSchedule",
@@ -404,22 +504,22 @@ pub const SYS: &[Key] = &[
         "dispatcherThreadNum",
         "1",
         "The original's dispatcher threads; accepted, no effect.",
-    ),
+    ).number(1, u32::MAX as u64),
     key(
         "workerAbortWhenUncatchedException",
         "false",
         "The original's abort on an unknown error; true is not supported (a failed object never stops the job).",
-    ),
+    ).switch(),
     key(
         "workerRecordMd5",
         "false",
         "Store each file's MD5 in the destination's x-oss-meta-md5 / x-amz-meta-md5.",
-    ),
+    ).switch(),
     key(
         "javaHeapMaxSize",
         "1024m",
         "The original's JVM heap; accepted, no effect.",
-    ),
+    ).size(),
     ours(
         "daemonAddress",
         "",
@@ -430,7 +530,7 @@ pub const SYS: &[Key] = &[
         "ossimport-agent",
         "Where deploy installs the agent on each worker (relative: below the SSH user's home).",
     ),
-    ours("agentPort", "7601", "Port the deployed agents listen on."),
+    ours("agentPort", "7601", "Port the deployed agents listen on.").number(1, 65_535),
     ours(
         "knownHostsFile",
         "",
@@ -614,6 +714,47 @@ mod tests {
             // Written or not, the key says so.
             a = a.replace("working_dir_given: true", "working_dir_given: false");
             assert_eq!(a, b, "{}={} is not the default", k.name, k.default);
+        }
+    }
+
+    /// The key tables of docs/configuration.md are this table's
+    /// (`UPDATE_DOCS=1` rewrites them).
+    #[test]
+    fn the_docs_key_tables_are_the_key_table() {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/configuration.md");
+        let doc = std::fs::read_to_string(&path).unwrap();
+        let mut want = doc.clone();
+        for (file, keys) in [("job.cfg", JOB), ("sys.properties", SYS)] {
+            let begin = format!("<!-- keys {file}: generated -->\n");
+            let start = want.find(&begin).expect("the begin marker") + begin.len();
+            let end = start + want[start..].find("<!-- end -->").expect("the end marker");
+            want.replace_range(start..end, &markdown(keys));
+        }
+        if std::env::var_os("UPDATE_DOCS").is_some() {
+            std::fs::write(&path, &want).unwrap();
+            return;
+        }
+        assert!(
+            doc == want,
+            "docs/configuration.md's key tables differ from the key table; run UPDATE_DOCS=1 cargo test -p job keys"
+        );
+    }
+
+    /// Every switch, number and size key's default is a value of its kind,
+    /// within its range.
+    #[test]
+    fn defaults_are_of_their_kind() {
+        for k in JOB.iter().chain(SYS) {
+            match k.kind {
+                Kind::Text => {}
+                Kind::Bool => assert!(["true", "false"].contains(&k.default), "{}", k.name),
+                Kind::Number { .. } => {
+                    let n: u64 = k.default.parse().unwrap_or_else(|_| panic!("{}", k.name));
+                    assert!(k.range().contains(&n), "{}", k.name);
+                }
+                Kind::Size => assert!(crate::config::parse_size(k.default).is_ok(), "{}", k.name),
+            }
         }
     }
 

@@ -228,8 +228,34 @@ impl<'a> Fields<'a> {
         }
     }
 
-    fn bool(&self, key: &str, default: bool) -> Result<bool, ConfigError> {
-        self.parsed(&[key], default, parse_bool)
+    /// A switch, its spellings and default from the key table.
+    fn switch(&self, key: &keys::Key) -> Result<bool, ConfigError> {
+        let default = parse_bool(key.default).unwrap_or(false);
+        self.parsed(&key.spellings(), default, parse_bool)
+    }
+
+    /// A whole number, its spellings, default and range from the key table.
+    fn number(&self, key: &keys::Key) -> Result<u64, ConfigError> {
+        self.number_in(key, key.range())
+    }
+
+    /// [`Fields::number`] within `range` instead of the table's (a minimum
+    /// lowered for tests).
+    fn number_in(&self, key: &keys::Key, range: RangeInclusive<u64>) -> Result<u64, ConfigError> {
+        let default = parse_u64(key.default).unwrap_or(0);
+        self.uint(&key.spellings(), default, range)
+    }
+
+    /// [`Fields::number`] for a key whose range fits a `u32`.
+    fn number_u32(&self, key: &keys::Key) -> Result<u32, ConfigError> {
+        // The table's range keeps it within u32.
+        Ok(u32::try_from(self.number(key)?).unwrap_or(u32::MAX))
+    }
+
+    /// A byte size, its spellings and default from the key table.
+    fn bytes(&self, key: &keys::Key) -> Result<u64, ConfigError> {
+        let default = parse_size(key.default).unwrap_or(0);
+        self.parsed(&key.spellings(), default, parse_size)
     }
 
     /// A whole number within `range`.
@@ -244,24 +270,6 @@ impl<'a> Fields<'a> {
             check_range(n, &range)?;
             Ok(n)
         })
-    }
-
-    /// A whole number within `range` that fits a `u32`.
-    fn u32(
-        &self,
-        keys: &[&str],
-        default: u32,
-        range: RangeInclusive<u32>,
-    ) -> Result<u32, ConfigError> {
-        let wide = u64::from(*range.start())..=u64::from(*range.end());
-        let n = self.uint(keys, u64::from(default), wide)?;
-        // The range check above keeps `n` within u32.
-        Ok(u32::try_from(n).unwrap_or(u32::MAX))
-    }
-
-    /// A byte size (`100000`, `500k`, `50m`, `5g`).
-    fn size(&self, key: &str, default: u64) -> Result<u64, ConfigError> {
-        self.parsed(&[key], default, parse_size)
     }
 
     fn err(&self, entry: &Entry, reason: impl Into<String>) -> ConfigError {

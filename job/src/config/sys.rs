@@ -84,7 +84,7 @@ impl SysConfig {
         let private_key_file = f
             .value_entry(&["privateKeyFile"])?
             .map(|e| PathBuf::from(&e.value));
-        let ssh_port = f.uint(&["sshPort"], u64::from(DEFAULT_SSH_PORT), 1..=65_535)?;
+        let ssh_port = f.number(k("sshPort"))?;
         Ok(SysConfig {
             working_dir: f
                 .value_entry(&["workingDir"])?
@@ -97,26 +97,18 @@ impl SysConfig {
             worker_password: Secret::new(f.string("workerPassword")?),
             private_key_file,
             ssh_port: u16::try_from(ssh_port).unwrap_or(DEFAULT_SSH_PORT),
-            worker_task_thread_num: f.u32(&["workerTaskThreadNum"], 60, 1..=u32::MAX)?,
-            worker_max_throughput_kbps: f.uint(
-                &["workerMaxThroughput(KB/s)", "workerMaxThroughput"],
-                0,
-                0..=u64::MAX,
-            )?,
+            worker_task_thread_num: f.number_u32(k("workerTaskThreadNum"))?,
+            worker_max_throughput_kbps: f.number(k("workerMaxThroughput(KB/s)"))?,
             worker_max_throughput_schedule: f.parsed(
                 &["workerMaxThroughputSchedule"],
                 None,
                 |v| super::schedule::Schedule::parse(v).map(|_| Some(v.to_string())),
             )?,
-            dispatcher_thread_num: f.u32(
-                &["dispatcherThreadNum"],
-                DEFAULT_DISPATCHER_THREADS,
-                1..=u32::MAX,
-            )?,
+            dispatcher_thread_num: f.number_u32(k("dispatcherThreadNum"))?,
             worker_abort_when_uncatched_exception: f
-                .bool("workerAbortWhenUncatchedException", false)?,
-            worker_record_md5: f.bool("workerRecordMd5", false)?,
-            java_heap_max_size: f.size("javaHeapMaxSize", DEFAULT_JAVA_HEAP)?,
+                .switch(k("workerAbortWhenUncatchedException"))?,
+            worker_record_md5: f.switch(k("workerRecordMd5"))?,
+            java_heap_max_size: f.bytes(k("javaHeapMaxSize"))?,
             daemon_address: match f.value_entry(&["daemonAddress"])? {
                 Some(e) => Some(host_port(file_label, e.line, "daemonAddress", &e.value)?),
                 None => None,
@@ -125,12 +117,7 @@ impl SysConfig {
                 Some(e) => safe_dir(file_label, e.line, &e.value)?,
                 None => DEFAULT_AGENT_DIR.to_string(),
             },
-            agent_port: u16::try_from(f.uint(
-                &["agentPort"],
-                u64::from(DEFAULT_AGENT_PORT),
-                1..=65_535,
-            )?)
-            .unwrap_or(DEFAULT_AGENT_PORT),
+            agent_port: u16::try_from(f.number(k("agentPort"))?).unwrap_or(DEFAULT_AGENT_PORT),
             known_hosts_file: f
                 .value_entry(&["knownHostsFile"])?
                 .map(|e| PathBuf::from(&e.value)),
@@ -328,4 +315,9 @@ pub fn parse_workers(file_label: &str, text: &str) -> Result<Vec<String>, Config
         hosts.push(host.to_string());
     }
     Ok(hosts)
+}
+
+/// The key named `name` of `sys.properties` ([`super::keys::SYS`]).
+fn k(name: &str) -> &'static super::keys::Key {
+    super::keys::find(super::keys::SYS, name)
 }
