@@ -212,6 +212,7 @@ fn run_error(e: standalone::RunError) -> Exit {
     match e {
         standalone::RunError::Usage(m) => usage(m),
         standalone::RunError::Runtime(m) => Exit(exit::RUNTIME, anyhow::anyhow!(m)),
+        other => Exit(exit::RUNTIME, anyhow::anyhow!("{other}")),
     }
 }
 

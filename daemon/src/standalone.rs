@@ -26,6 +26,7 @@ use crate::store::{Counts, JobRow, Store, StoreError};
 
 /// Why a run could not start or finish.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum RunError {
     /// The command or the job file must change (exit 2).
     #[error("{0}")]

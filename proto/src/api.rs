@@ -35,6 +35,7 @@ pub struct ErrorBody {
 /// not know reads as [`ErrorCode::Unknown`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[non_exhaustive]
 pub enum ErrorCode {
     /// The request or the job it carries is wrong (400).
     Invalid,

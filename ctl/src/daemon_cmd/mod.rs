@@ -205,6 +205,7 @@ fn local_error(e: RunError) -> Fail {
     match e {
         RunError::Usage(m) => Fail(exit::USAGE, m),
         RunError::Runtime(m) => Fail(exit::RUNTIME, m),
+        other => Fail(exit::RUNTIME, other.to_string()),
     }
 }
 

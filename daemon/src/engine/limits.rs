@@ -58,6 +58,7 @@ impl Tuning {
 
 /// Why a setting of `set` was refused.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum SetError {
     #[error("{0:?}: expected KEY=VALUE")]
     NotKeyValue(String),

@@ -596,6 +596,7 @@ fn owner_may_use(
 }
 /// A local path of a job that the job may not use.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum PathRefused {
     #[error(
         "{key}={}: overlaps the daemon's work directory {}, which holds its job store and keys",
