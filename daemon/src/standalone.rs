@@ -125,6 +125,8 @@ pub struct Standalone {
     live: Arc<Live>,
     work_dir: PathBuf,
     before: Counts,
+    /// The passes an earlier run already told of.
+    seen: PassesSeen,
     resumed: Resumed,
 }
 
@@ -231,6 +233,16 @@ impl Standalone {
         let mut start = before.clone();
         start.pending += retried.queued;
         start.failed = start.failed.saturating_sub(retried.queued);
+        // A rerun tells only of passes from now on.
+        let seen = PassesSeen {
+            started: passes.last().map_or(0, |p| p.number),
+            ended: passes
+                .iter()
+                .filter(|p| p.ended_at.is_some())
+                .map(|p| p.number)
+                .max()
+                .unwrap_or(0),
+        };
         let last_pass = match (passes.last(), row.next_pass_at) {
             (Some(p), Some(at)) if plan.scan.incremental.is_some() => {
                 Some((p.number, at, (at - unix_now()).max(0)))
@@ -248,6 +260,7 @@ impl Standalone {
             live,
             work_dir: work_dir.to_path_buf(),
             before,
+            seen,
             resumed: Resumed {
                 start,
                 retried: retried.queued,
@@ -300,12 +313,7 @@ impl Standalone {
         let incremental = self.incremental.is_some();
         let every = self.incremental.unwrap_or_default();
         let job_id = self.job_id;
-        let mut seen = PassesSeen::default();
-        if let Some((last, ..)) = self.resumed.last_pass {
-            // A rerun reports only what happens from now on.
-            seen.started = last;
-            seen.ended = last;
-        }
+        let mut seen = self.seen;
         let mut changed = self.state.job_changed.subscribe();
         let finished = loop {
             changed.mark_unchanged();
@@ -382,7 +390,7 @@ pub enum PassEvent<'a> {
 }
 
 /// The passes a run has told of so far.
-#[derive(Default)]
+#[derive(Clone, Copy, Default)]
 struct PassesSeen {
     started: u32,
     ended: u32,
@@ -599,5 +607,67 @@ mod tests {
         assert!(errors.starts_with("code\tpath\treason\n"), "{errors}");
         assert!(errors.contains("not valid UTF-8"), "{errors}");
         assert_eq!(cleaned.first_failures.len(), 1);
+    }
+
+    /// A rerun of an incremental job killed mid-pass tells of nothing the
+    /// earlier run told of, and of the pass it is in once that ends.
+    #[test]
+    fn a_rerun_tells_only_of_passes_from_now_on() {
+        let pass = |number, ended: bool| PassRecord {
+            number,
+            started_at: 1,
+            ended_at: ended.then_some(2),
+            found: 0,
+            new: 0,
+            changed: 0,
+            retried: 0,
+            deleted: 0,
+            copied: 0,
+            failed: 0,
+            error: None,
+        };
+        let job = JobRow {
+            id: 1,
+            name: "incr".into(),
+            config: String::new(),
+            fingerprint: String::new(),
+            state: JobState::Running,
+            scan_done: false,
+            scan_checkpoint: None,
+            pass: 3,
+            next_pass_at: None,
+            owner: None,
+        };
+        let mut seen = PassesSeen {
+            started: 3,
+            ended: 2,
+        };
+        let mut told = Vec::new();
+        let mut tell = |ev: PassEvent<'_>| {
+            told.push(match ev {
+                PassEvent::Began { number, .. } => format!("began {number}"),
+                PassEvent::Ended { pass, .. } => format!("ended {}", pass.number),
+            })
+        };
+        let every = Duration::from_secs(900);
+        seen.report(
+            &job,
+            &[pass(1, true), pass(2, true), pass(3, false)],
+            every,
+            &mut tell,
+        );
+        seen.report(
+            &job,
+            &[pass(1, true), pass(2, true), pass(3, true)],
+            every,
+            &mut tell,
+        );
+        seen.report(
+            &job,
+            &[pass(1, true), pass(2, true), pass(3, true), pass(4, false)],
+            every,
+            &mut tell,
+        );
+        assert_eq!(told, ["ended 3", "began 4"]);
     }
 }
