@@ -13,8 +13,8 @@ use std::sync::Arc;
 
 use hyper::{Response, StatusCode};
 use proto::api::{
-    Done, EnrolRequest, Enrolled, ErrorCode, ErrorList, FailedEntry, JobList, Page, Report,
-    Revoked, SubmitRequest, VerifyMethod, VersionInfo, WorkerList, WorkerStatus,
+    Done, EnrolRequest, Enrolled, ErrorCode, JobList, Page, Revoked, SubmitRequest, VersionInfo,
+    WorkerList, WorkerStatus,
 };
 use proto::server::{Body, Handler, Peer, Req, error, json};
 use tokio::time::Instant;
@@ -361,59 +361,22 @@ async fn dispatch(
         Endpoint::Errors(n) => {
             let page = Page::parse(req.query.as_deref()).map_err(JobError::Invalid)?;
             let job = jobs::find(eng, &n).await?;
-            let id = job.id;
             let limit = page.limit.unwrap_or(1000);
-            let p = blocking(&state.store, move |s| {
-                s.failed_page(id, page.after.as_deref(), limit)
+            let list = blocking(&state.store, move |s| {
+                crate::report::errors(s, job.id, &n, page.after.as_deref(), limit)
             })
             .await?;
-            json(
-                StatusCode::OK,
-                &ErrorList {
-                    job: n,
-                    failed: p.failed.into_iter().map(entry).collect(),
-                    next: p.next,
-                },
-            )
+            json(StatusCode::OK, &list)
         }
         Endpoint::Report(n) => {
             let page = Page::parse(req.query.as_deref()).map_err(JobError::Invalid)?;
             let job = jobs::find(eng, &n).await?;
-            let id = job.id;
             let limit = page.limit.unwrap_or(50);
-            let jn = n.clone();
-            let (c, methods, p, passes, deleted, control) = blocking(&state.store, move |s| {
-                Ok((
-                    s.counts(id)?,
-                    s.verify_methods(id)?,
-                    s.failed_page(id, page.after.as_deref(), limit)?,
-                    s.passes(id)?,
-                    s.deleted_page(id, None, limit)?,
-                    s.control_log(&jn)?,
-                ))
+            let r = blocking(&state.store, move |s| {
+                crate::report::report(s, job.id, &n, job.state, page.after.as_deref(), limit)
             })
             .await?;
-            json(
-                StatusCode::OK,
-                &Report {
-                    job: n,
-                    state: job.state,
-                    counts: c,
-                    methods: methods
-                        .into_iter()
-                        .map(|(verified_by, objects, bytes)| VerifyMethod {
-                            verified_by,
-                            objects,
-                            bytes,
-                        })
-                        .collect(),
-                    failed: p.failed.into_iter().map(entry).collect(),
-                    next: p.next,
-                    passes,
-                    deleted,
-                    control,
-                },
-            )
+            json(StatusCode::OK, &r)
         }
         Endpoint::Manifest(n) => {
             let page = Page::parse(req.query.as_deref()).map_err(JobError::Invalid)?;
@@ -426,16 +389,12 @@ async fn dispatch(
             };
             let limit = page.limit.unwrap_or(MANIFEST_PAGE).clamp(1, MANIFEST_PAGE);
             let id = job.id;
-            let mut rows =
-                blocking(&state.store, move |s| s.manifest_page(id, after, limit)).await?;
             let spec = eng.jobs().get(&id).map(|rt| rt.spec.clone());
-            if let Some(spec) = &spec {
-                for r in &mut rows {
-                    crate::manifest::locate(spec, r);
-                }
-            }
-            let next = (rows.len() == limit).then(|| rows[rows.len() - 1].id.to_string());
-            json(StatusCode::OK, &proto::api::ManifestPage { rows, next })
+            let page = blocking(&state.store, move |s| {
+                crate::report::manifest(s, id, spec.as_ref(), after, limit)
+            })
+            .await?;
+            json(StatusCode::OK, &page)
         }
         Endpoint::Enrol => {
             let r: EnrolRequest = serde_json::from_slice(&req.body)
@@ -637,14 +596,6 @@ pub fn cleaned(job: &str, dir: &std::path::Path) -> String {
         "delete jobs dir:{}/\nClean job:{job} completed.",
         dir.display()
     )
-}
-
-fn entry(f: crate::store::FailedObject) -> FailedEntry {
-    FailedEntry {
-        path: f.rel_path,
-        code: f.code,
-        message: f.message,
-    }
 }
 
 #[cfg(test)]

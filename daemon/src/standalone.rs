@@ -7,7 +7,6 @@
 //! polling), and what is left to say afterwards ([`RunReport`]). `ctl`
 //! presents; it never opens the store.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -361,7 +360,7 @@ impl Standalone {
         };
         if ending != Ending::Interrupted && report.counts.failed > 0 {
             let path = self.work_dir.join(format!("{}.errors.tsv", self.name));
-            write_errors(&self.store, job_id, &path)
+            crate::report::errors_file(&self.store, job_id, &path)
                 .map_err(|e| RunError::Runtime(format!("writing {}: {e}", path.display())))?;
             report.errors_file = Some(path);
             report.first_failures = self.store.failed_page(job_id, None, shown)?.failed;
@@ -428,28 +427,6 @@ impl PassesSeen {
     }
 }
 
-/// Every failure of a job into `path`, a page at a time: millions of
-/// failures never sit in memory.
-fn write_errors(store: &Store, job_id: i64, path: &Path) -> std::io::Result<()> {
-    let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
-    out.write_all(b"code\tpath\treason\n")?;
-    let mut io = Ok(());
-    store
-        .for_each_failed(job_id, |f| {
-            if io.is_ok() {
-                io = writeln!(
-                    out,
-                    "{}",
-                    proto::api::failure_line(&f.code, &f.rel_path, &f.message)
-                );
-            }
-            Ok(())
-        })
-        .map_err(std::io::Error::other)?;
-    io?;
-    out.flush()
-}
-
 impl RunReport {
     /// 0 for a job that succeeded, as [`proto::api::JobCounts::outcome`]
     /// decided when it ended.
@@ -468,22 +445,20 @@ impl RunReport {
 
 impl Finished {
     /// The job's manifest rows, a page at a time, each with its destination
-    /// key and source name ([`crate::manifest::locate`]).
+    /// key and source name ([`crate::report::manifest`]).
     pub fn manifest_pages(
         &self,
         mut page: impl FnMut(&[proto::api::ManifestRow]) -> std::io::Result<()>,
     ) -> Result<(), RunError> {
         let mut after = 0;
         loop {
-            let mut rows = self.store.manifest_page(self.job_id, after, 10_000)?;
-            let Some(last) = rows.last() else {
+            let p =
+                crate::report::manifest(&self.store, self.job_id, Some(&self.spec), after, 10_000)?;
+            let Some(last) = p.rows.last() else {
                 return Ok(());
             };
             after = last.id;
-            for r in &mut rows {
-                crate::manifest::locate(&self.spec, r);
-            }
-            page(&rows).map_err(|e| RunError::Runtime(e.to_string()))?;
+            page(&p.rows).map_err(|e| RunError::Runtime(e.to_string()))?;
         }
     }
 }

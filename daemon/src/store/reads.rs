@@ -6,7 +6,7 @@ use super::*;
 impl Store {
     /// Up to `limit` objects of a job after object id `after`, in id order,
     /// for its manifest: `key` is the relative path and `source` the
-    /// listed reference (ETag or URL) until [`crate::manifest::locate`]
+    /// listed reference (ETag or URL) until [`crate::report::locate`]
     /// makes them the destination key and the source's own name.
     pub fn manifest_page(
         &self,
