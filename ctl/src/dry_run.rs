@@ -51,6 +51,7 @@ pub(crate) async fn dry_run(
             "bandwidth_cap_bytes_per_sec": cap,
             "estimated_seconds": seconds,
             "skip_existing_decided_at_copy_time": skip_rule,
+            "settings": plan.settings.iter().map(|c| serde_json::json!({"key": c.key, "value": c.value, "default": c.default})).collect::<Vec<_>>(),
         });
         println!("{v:#}");
         return Ok(exit::OK);
@@ -65,6 +66,7 @@ pub(crate) async fn dry_run(
                 cap,
                 skip_rule,
                 sample,
+                settings: &plan.settings,
             },
             &d
         )
@@ -82,6 +84,8 @@ pub(crate) struct Heading<'a> {
     /// A skip rule decides at copy time.
     pub(crate) skip_rule: bool,
     pub(crate) sample: Option<u64>,
+    /// The keys set away from their defaults (the key table's).
+    pub(crate) settings: &'a [job::config::keys::Changed],
 }
 
 /// The dry run's text.
@@ -102,6 +106,17 @@ pub(crate) fn render(h: &Heading<'_>, d: &standalone::DryRun) -> String {
         "dry run of job {}: {} -> {} (nothing is written)",
         h.name, h.source, h.dest
     );
+    if !h.settings.is_empty() {
+        let set: Vec<String> = h
+            .settings
+            .iter()
+            .map(|c| match c.default {
+                "" => format!("{}={}", c.key, c.value.escape_debug()),
+                d => format!("{}={} (default {d})", c.key, c.value.escape_debug()),
+            })
+            .collect();
+        let _ = writeln!(o, "  settings: {}", set.join(", "));
+    }
     if sampled {
         let _ = writeln!(
             o,

@@ -368,9 +368,15 @@ fn dry_run_text() {
         cap: 100 * MIB,
         skip_rule: true,
         sample: Some(1000),
+        settings: &job::config::keys::changed(
+            job::config::keys::JOB,
+            "job.cfg",
+            "jobName=big_job\ndestSecretKey=s3cr3t\ntaskObjectCountLimit=500\nworkerMaxThroughput=\n",
+        ),
     };
     expect![[r#"
         dry run of job big_job: /data/src -> s3://target/big_job/ at http://127.0.0.1:9000 (nothing is written)
+          settings: destSecretKey=***, taskObjectCountLimit=500 (default 10000)
           sampled: the listing stopped after the first 1000 objects
           would copy         998 objects      10.0 GiB
           not listed: 4 files not newer than importSince; 12 left out by includeGlobs/excludeGlobs; 1 directory markers

@@ -42,6 +42,9 @@ pub struct Plan {
     pub spec: JobSpec,
     pub scan: ScanConfig,
     pub warnings: Vec<String>,
+    /// The keys of the job file (and sys.properties) set away from their
+    /// defaults, for the dry run.
+    pub settings: Vec<crate::config::keys::Changed>,
     pub work_dir: Option<PathBuf>,
     pub source_label: String,
     pub dest_label: String,
@@ -103,9 +106,22 @@ pub fn from_bytes(
         }
         None => None,
     };
+    let mut settings = crate::config::keys::changed(
+        crate::config::keys::JOB,
+        &job_cfg.display().to_string(),
+        &text,
+    );
+    if let Some((p, t)) = &sys {
+        settings.extend(crate::config::keys::changed(
+            crate::config::keys::SYS,
+            &p.display().to_string(),
+            t,
+        ));
+    }
     let mut plan = from_text(job_cfg, &text, sys)?;
     notes.append(&mut plan.warnings);
     plan.warnings = notes;
+    plan.settings = settings;
     Ok(plan)
 }
 
@@ -415,6 +431,7 @@ fn from_text(
         spec,
         scan,
         warnings,
+        settings: Vec::new(),
         work_dir,
         dest_label,
         dest_dir,

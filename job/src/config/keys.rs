@@ -37,6 +37,8 @@ pub enum Kind {
     Number { min: u64, max: u64 },
     /// A byte size: `100000`, `500k`, `50m`, `5g`.
     Size,
+    /// A secret: never shown back (the dry run's settings say `***`).
+    Secret,
 }
 
 const fn key(name: &'static str, default: &'static str, doc: &'static str) -> Key {
@@ -77,6 +79,11 @@ impl Key {
         self
     }
 
+    const fn secret(mut self) -> Key {
+        self.kind = Kind::Secret;
+        self
+    }
+
     /// The key and its aliases, as a file may spell it.
     pub fn spellings(&self) -> Vec<&'static str> {
         std::iter::once(self.name)
@@ -95,7 +102,7 @@ impl Key {
     /// The values it takes, in words (the docs' tables).
     pub fn values(&self) -> String {
         match self.kind {
-            Kind::Text => String::new(),
+            Kind::Text | Kind::Secret => String::new(),
             Kind::Bool => "`true`, `false`".into(),
             Kind::Number { min, max } if max >= u64::from(u32::MAX) => format!("{min} or more"),
             Kind::Number { min, max } => format!("{min} to {max}"),
@@ -110,6 +117,45 @@ pub fn find(keys: &'static [Key], name: &str) -> &'static Key {
     keys.iter()
         .find(|k| k.name == name)
         .unwrap_or_else(|| panic!("{name} is not in the key table"))
+}
+
+/// A key a file sets to something else than its default.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Changed {
+    pub key: &'static str,
+    /// As written; `***` for a secret.
+    pub value: String,
+    /// The table's default (empty: none).
+    pub default: &'static str,
+}
+
+/// The keys of a file that differ from their defaults, in the file's order
+/// (what the dry run shows of the settings in force); unknown keys, empty
+/// values (which mean the default) and `jobName` (a name, not a setting)
+/// are left out.
+pub fn changed(keys: &'static [Key], file: &str, text: &str) -> Vec<Changed> {
+    let Ok(props) = super::properties::PropertiesFile::parse(file, text) else {
+        return Vec::new();
+    };
+    props
+        .entries
+        .iter()
+        .filter_map(|e| {
+            let k = keys
+                .iter()
+                .filter(|k| k.name != "jobName")
+                .find(|k| k.name == e.key || k.aliases.contains(&e.key.as_str()))?;
+            (!e.value.is_empty() && e.value != k.default).then(|| Changed {
+                key: k.name,
+                value: if k.kind == Kind::Secret {
+                    "***".into()
+                } else {
+                    e.value.clone()
+                },
+                default: k.default,
+            })
+        })
+        .collect()
 }
 
 /// A Markdown table of `keys`: key (with its aliases), default, values and
@@ -172,7 +218,7 @@ pub const JOB: &[Key] = &[
         "srcSecretKey",
         "",
         "Secret of the source (youpai: the operator's password; azure: the account key or a SAS token). OSSIMPORT_SRC_SECRET_KEY overrides it.",
-    ),
+    ).secret(),
     key(
         "srcDomain",
         "",
@@ -197,7 +243,7 @@ pub const JOB: &[Key] = &[
         "destSecretKey",
         "",
         "Secret of the destination. OSSIMPORT_DEST_SECRET_KEY overrides it.",
-    ),
+    ).secret(),
     key(
         "destDomain",
         "",
@@ -348,7 +394,7 @@ pub const JOB: &[Key] = &[
         "expressTunnelAuthToken",
         "",
         "Express Connect: the authentication token.",
-    ),
+    ).secret(),
     ours(
         "destType",
         "",
@@ -475,7 +521,7 @@ pub const SYS: &[Key] = &[
         "workerPassword",
         "",
         "SSH password, tried where privateKeyFile is refused.",
-    ),
+    ).secret(),
     key(
         "privateKeyFile",
         "",
@@ -747,7 +793,7 @@ mod tests {
     fn defaults_are_of_their_kind() {
         for k in JOB.iter().chain(SYS) {
             match k.kind {
-                Kind::Text => {}
+                Kind::Text | Kind::Secret => {}
                 Kind::Bool => assert!(["true", "false"].contains(&k.default), "{}", k.name),
                 Kind::Number { .. } => {
                     let n: u64 = k.default.parse().unwrap_or_else(|_| panic!("{}", k.name));
@@ -756,6 +802,33 @@ mod tests {
                 Kind::Size => assert!(crate::config::parse_size(k.default).is_ok(), "{}", k.name),
             }
         }
+    }
+
+    /// What the dry run shows: keys away from their defaults, in file
+    /// order, by their table name, secrets hidden.
+    #[test]
+    fn changed_keys_are_those_away_from_their_defaults() {
+        let text = "jobName=local_test\nsrcSecretKey=hunter2\ntaskObjectCountLimit=5\n\
+                    isIncremental=false\nworkerMaxThroughput=\nbogus=1\n";
+        let got = changed(JOB, "job.cfg", text);
+        let got: Vec<(&str, &str, &str)> = got
+            .iter()
+            .map(|c| (c.key, c.value.as_str(), c.default))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("srcSecretKey", "***", ""),
+                ("taskObjectCountLimit", "5", "10000")
+            ]
+        );
+        let sys = changed(
+            SYS,
+            "sys.properties",
+            "workerMaxThroughput=100\nworkerPassword=x\n",
+        );
+        assert_eq!(sys[0].key, "workerMaxThroughput(KB/s)");
+        assert_eq!(sys[1].value, "***");
     }
 
     #[test]
