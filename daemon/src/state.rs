@@ -103,8 +103,9 @@ pub struct State {
     /// Wakes the scheduler early.
     pub wake: Notify,
     /// Counts up after a job's state changed, a pass began or ended, or
-    /// tasks were finished: a watcher (`run`'s wait for the end) never
-    /// misses a change made between its look and its wait.
+    /// leased tasks finished, were released or expired: a watcher (`run`'s
+    /// wait for the end) never misses a change made between its look and
+    /// its wait.
     pub job_changed: tokio::sync::watch::Sender<u64>,
     /// Root of every subsystem's token.
     pub cancel: CancellationToken,

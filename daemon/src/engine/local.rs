@@ -256,6 +256,8 @@ pub fn start(eng: &Arc<Engine>, batch: TaskBatch) {
                 && n > 0
             {
                 warn!(task_id = id, "Task ended with objects unreported; it runs again.");
+                // Fewer tasks leased: a waiter for the job's end looks again.
+                st.jobs_changed();
             }
             st.wake.notify_one();
         });

@@ -182,6 +182,7 @@ async fn tick(eng: &Arc<Engine>) -> anyhow::Result<()> {
     if expired > 0 {
         eng.metrics.leases_expired.inc_by(expired as u64);
         info!(tasks = expired, "Leases expired; tasks back to pending.");
+        state.jobs_changed();
     }
 
     // Close finished jobs and find the ones with work to hand out.
