@@ -11,8 +11,9 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use daemon::scanner::{ScanConfig, ScanSource, scan};
+use daemon::scanner::{ScanConfig, scan};
 use daemon::store::Store;
+use proto::job::SourceSpec;
 use tokio_util::sync::CancellationToken;
 
 fn peak_rss_kib() -> u64 {
@@ -45,10 +46,13 @@ fn main() -> anyhow::Result<()> {
     let job = store.create_job("scan-bench", "{}", "bench")?;
     let cfg = ScanConfig {
         metadata_changes: false,
-        source: ScanSource::Local {
-            root: PathBuf::from(&src),
+        source: SourceSpec::Local {
+            root: src.clone(),
             follow_symlinks: false,
         },
+        http_list: None,
+        page_size: 1000,
+        attempts: 3,
         filter: Default::default(),
         task_count_limit: limit,
         task_size_limit: u64::MAX,

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use job::plan::Plan;
-use job::scan::ScanSource;
+use proto::job::SourceSpec;
 use proto::job::{Bucket, DestSpec};
 use storage::s3::{S3Config, S3Store};
 
@@ -43,7 +43,7 @@ async fn check_bucket(
 }
 
 async fn check(plan: &Plan, create: bool) -> anyhow::Result<()> {
-    if let ScanSource::Local { root, .. } = &plan.scan.source {
+    if let Some(root) = plan.scan.local_root() {
         match std::fs::metadata(root) {
             Ok(md) if md.is_dir() => {}
             Ok(_) => anyhow::bail!("srcPrefix {} is not a directory", root.display()),
@@ -52,9 +52,9 @@ async fn check(plan: &Plan, create: bool) -> anyhow::Result<()> {
     }
     // The bucket that is listed (a CDN source downloads elsewhere, but
     // lists here).
-    if let ScanSource::S3 { store, .. } = &plan.scan.source {
-        let bucket = &store.bucket;
-        let store = S3Store::new(store);
+    if let Some(cfg) = plan.scan.bucket() {
+        let bucket = &cfg.bucket;
+        let store = S3Store::new(&cfg);
         check_bucket(&store, "srcDomain", "source", bucket)
             .await
             .map_err(|e| match plan.source_hint {
@@ -62,13 +62,8 @@ async fn check(plan: &Plan, create: bool) -> anyhow::Result<()> {
                 None => e,
             })?;
     }
-    if let ScanSource::Azure {
-        container,
-        attempts,
-        ..
-    } = &plan.scan.source
-    {
-        let src = storage::azure::AzureSource::new(container, *attempts)
+    if let SourceSpec::Azure(container) = &plan.scan.source {
+        let src = storage::azure::AzureSource::new(container, plan.scan.attempts)
             .map_err(|e| anyhow::anyhow!("srcDomain: {e}"))?;
         tokio::time::timeout(Duration::from_secs(60), src.check())
             .await

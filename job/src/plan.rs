@@ -9,9 +9,8 @@ use crate::config::ConfigError;
 use crate::config::job::{AddressingStyle, DestType, JobConfig, SrcType};
 use crate::config::sys::SysConfig;
 use crate::filter::Filter;
-use crate::scan::{DestCase, ScanConfig, ScanSource};
+use crate::scan::{DestCase, HttpList, ScanConfig};
 use proto::job::{Bucket, DestSpec, JobMode, JobSpec, Limits, SkipMode, SourceSpec};
-use storage::s3::S3Config;
 
 /// Smallest part S3 accepts (all but the last part).
 const S3_MIN_PART: u64 = 5 << 20;
@@ -126,9 +125,9 @@ pub fn from_bytes(
 }
 
 /// The plan of a parsed job: source, destination, spec and listing in that
-/// order. Long because each source type maps to its executors'
-/// `SourceSpec` and its listing's `ScanSource` side by side here, where the
-/// two are checked to agree.
+/// order. Long because each source type maps to what its executors read
+/// and what its listing reads side by side here (they differ only for a CDN
+/// source, which lists the bucket behind the CDN).
 fn from_text(
     job_cfg: &Path,
     text: &str,
@@ -236,18 +235,16 @@ fn from_text(
             )
         }
     };
-    let (source, scan_source, source_label) = match cfg.src_type {
-        SrcType::Local => (
-            SourceSpec::Local {
+    let mut http_list = None;
+    // What the executors read, and what the listing reads.
+    let (source, listed, source_label) = match cfg.src_type {
+        SrcType::Local => {
+            let local = SourceSpec::Local {
                 root: cfg.src_prefix.clone(),
                 follow_symlinks: cfg.is_allow_symbolic_link,
-            },
-            ScanSource::Local {
-                root: PathBuf::from(&cfg.src_prefix),
-                follow_symlinks: cfg.is_allow_symbolic_link,
-            },
-            cfg.src_prefix.clone(),
-        ),
+            };
+            (local.clone(), local, cfg.src_prefix.clone())
+        }
         SrcType::Http => {
             let list = cfg.http_list_file_path.clone().ok_or_else(|| {
                 PlanError::Job(format!(
@@ -260,15 +257,13 @@ fn from_text(
                 cfg.relative_path_column as usize,
             );
             crate::http_list::validate_http_list(&list, pc, rc).map_err(PlanError::Job)?;
-            (
-                SourceSpec::Http,
-                ScanSource::Http {
-                    list: list.clone(),
-                    prefix_column: pc,
-                    rel_column: rc,
-                },
-                format!("URLs in {}", list.display()),
-            )
+            let label = format!("URLs in {}", list.display());
+            http_list = Some(HttpList {
+                path: list,
+                prefix_column: pc,
+                rel_column: rc,
+            });
+            (SourceSpec::Http, SourceSpec::Http, label)
         }
         SrcType::Azure => {
             let container = Bucket {
@@ -294,15 +289,7 @@ fn from_text(
             } else {
                 SourceSpec::Azure(container.clone())
             };
-            (
-                spec,
-                ScanSource::Azure {
-                    container,
-                    page_size: cfg.src_list_page_size,
-                    attempts: cfg.request_attempts,
-                },
-                label,
-            )
+            (spec, SourceSpec::Azure(container), label)
         }
         _ => {
             // Every other cloud through its S3-compatible endpoint. Keys do
@@ -327,10 +314,7 @@ fn from_text(
             };
             (
                 spec,
-                ScanSource::S3 {
-                    store: S3Config::new(bucket, cfg.request_attempts),
-                    page_size: cfg.src_list_page_size,
-                },
+                SourceSpec::S3(bucket),
                 format!(
                     "{} ({}) bucket {}/{}{}",
                     cfg.src_domain,
@@ -389,7 +373,10 @@ fn from_text(
     };
     let scan = ScanConfig {
         metadata_changes: cfg.copy_metadata,
-        source: scan_source,
+        source: listed,
+        http_list,
+        page_size: cfg.src_list_page_size,
+        attempts: cfg.request_attempts,
         filter: Filter::new(&cfg.include_globs, &cfg.exclude_globs)
             .map_err(|e| PlanError::Job(format!("{}: {e}", job_cfg.display())))?,
         task_count_limit: cfg.task_object_count_limit,
@@ -440,4 +427,47 @@ fn from_text(
              (made in the Upyun console), not the operator's name and password",
         ),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(lines: &str) -> Plan {
+        from_bytes(Path::new("/jobs/job.cfg"), lines.as_bytes(), None).unwrap()
+    }
+
+    /// The source is described once: a listing reads what the executors
+    /// read, but for a CDN job, which lists the bucket behind the CDN and
+    /// gives its executors no source credentials.
+    #[test]
+    fn the_listing_reads_the_executors_source_but_through_a_cdn() {
+        let bucket = "srcType=s3\nsrcAccessKey=ak\nsrcSecretKey=sk\nsrcDomain=http://127.0.0.1:9\nsrcBucket=b\nsrcPrefix=/p/\n\
+             destType=s3\ndestAccessKey=ak\ndestSecretKey=sk\ndestDomain=http://127.0.0.1:9\ndestBucket=d\n";
+        let direct = plan(bucket);
+        assert_eq!(direct.scan.source, direct.spec.source);
+        let SourceSpec::S3(b) = &direct.scan.source else {
+            panic!("{:?}", direct.scan.source)
+        };
+        assert_eq!(b.prefix, "p/");
+        assert!(direct.scan.http_list.is_none());
+
+        let cdn = plan(&format!(
+            "{bucket}isDownloadFromCdn=true\ncdnDomain=http://cdn.example\n"
+        ));
+        assert_eq!(cdn.scan.source, direct.scan.source);
+        assert_eq!(
+            cdn.spec.source,
+            SourceSpec::Cdn {
+                domain: "http://cdn.example".into(),
+                prefix: "p/".into()
+            }
+        );
+
+        let local = plan(
+            "srcType=local\nsrcPrefix=/data/\ndestType=s3\ndestAccessKey=ak\ndestSecretKey=sk\ndestDomain=http://127.0.0.1:9\ndestBucket=d\n",
+        );
+        assert_eq!(local.scan.source, local.spec.source);
+        assert_eq!(local.scan.local_root(), Some(Path::new("/data/")));
+    }
 }

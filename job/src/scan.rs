@@ -2,51 +2,40 @@
 //! task limits and the destination's case rule, as the plan makes them
 //! from the job's files. The scanner (`daemon::scanner`) carries them out.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use storage::s3::S3Config;
 
 use crate::filter::Filter;
+use proto::job::SourceSpec;
 
-/// What to list.
+/// The URL list of an HTTP source: read by the listing alone (executors
+/// get each object's URL as its `src_ref`).
 #[derive(Clone, Debug)]
-pub enum ScanSource {
-    Local {
-        /// The source directory (`srcPrefix`).
-        root: PathBuf,
-        /// Follow symlinks to files (`isAllowSymbolicLink`); symlinks to
-        /// directories are never followed, as in the original.
-        follow_symlinks: bool,
-    },
-    S3 {
-        /// The bucket; relative paths are keys with its prefix
-        /// (`srcPrefix`) removed.
-        store: S3Config,
-        /// Keys per ListObjectsV2 page (`srcListPageSize`).
-        page_size: u32,
-    },
-    /// An Azure Blob container (see `proto::job::SourceSpec::Azure`).
-    Azure {
-        container: proto::job::Bucket,
-        /// Blobs per List Blobs page (`srcListPageSize`).
-        page_size: u32,
-        /// Attempts per request.
-        attempts: u32,
-    },
-    Http {
-        /// `httpListFilePath`.
-        list: PathBuf,
-        /// 1-based columns (`httpPrefixColumn`, `relativePathColumn`).
-        prefix_column: usize,
-        rel_column: usize,
-    },
+pub struct HttpList {
+    /// `httpListFilePath`.
+    pub path: PathBuf,
+    /// 1-based columns (`httpPrefixColumn`, `relativePathColumn`).
+    pub prefix_column: usize,
+    pub rel_column: usize,
 }
 
 /// How to list a source and cut it into tasks.
 #[derive(Clone, Debug)]
 pub struct ScanConfig {
-    pub source: ScanSource,
+    /// What the listing reads: the job's source as its executors get it
+    /// (`JobSpec::source`), but for a job that downloads through a CDN the
+    /// bucket or container behind the CDN: `SourceSpec::Cdn` is never
+    /// listed. The source is modelled once, in `proto`; this adds only
+    /// what a listing needs besides.
+    pub source: SourceSpec,
+    /// The URL list, for `SourceSpec::Http` (required there).
+    pub http_list: Option<HttpList>,
+    /// Keys or blobs per listing page (`srcListPageSize`).
+    pub page_size: u32,
+    /// Attempts per listing request, including the first.
+    pub attempts: u32,
     /// Include/exclude globs on the relative path.
     pub filter: Filter,
     pub task_count_limit: u64,
@@ -76,6 +65,24 @@ pub struct ScanConfig {
     /// the same (its metadata was replaced) is a change for a later pass
     /// (`copyMetadata=true`).
     pub metadata_changes: bool,
+}
+
+impl ScanConfig {
+    /// The directory a local source lists.
+    pub fn local_root(&self) -> Option<&Path> {
+        match &self.source {
+            SourceSpec::Local { root, .. } => Some(Path::new(root)),
+            _ => None,
+        }
+    }
+
+    /// How to reach the bucket an S3-compatible source lists.
+    pub fn bucket(&self) -> Option<S3Config> {
+        match &self.source {
+            SourceSpec::S3(b) => Some(S3Config::new(b.clone(), self.attempts)),
+            _ => None,
+        }
+    }
 }
 
 /// How destination keys are compared for `DUPLICATE_KEY`.

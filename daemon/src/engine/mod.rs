@@ -566,10 +566,11 @@ fn owner_may_use(
         scanner::ScanError::Denied(format!("{key}: for {user} (uid {uid}): {why}"))
     };
     let mut paths: Vec<(&str, &Path, bool)> = Vec::new();
-    match &cfg.source {
-        scanner::ScanSource::Local { root, .. } => paths.push(("srcPrefix", root, false)),
-        scanner::ScanSource::Http { list, .. } => paths.push(("httpListFilePath", list, false)),
-        _ => {}
+    if let Some(root) = cfg.local_root() {
+        paths.push(("srcPrefix", root, false));
+    }
+    if let Some(l) = &cfg.http_list {
+        paths.push(("httpListFilePath", &l.path, false));
     }
     if let Some(d) = &cfg.dest_dir {
         paths.push(("destDir", d, true));
@@ -629,8 +630,8 @@ pub fn check_paths(
     if let DestSpec::Local { dir, .. } = &p.spec.dest {
         paths.push(("destDir", PathBuf::from(dir), true));
     }
-    if let crate::scanner::ScanSource::Http { list, .. } = &p.scan.source {
-        paths.push(("httpListFilePath", list.clone(), false));
+    if let Some(l) = &p.scan.http_list {
+        paths.push(("httpListFilePath", l.path.clone(), false));
     }
     for (key, file) in &p.secret_files {
         paths.push((key, file.clone(), false));

@@ -18,6 +18,7 @@
 //!   number.
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -32,7 +33,9 @@ mod local;
 mod parallel;
 
 pub use job::http_list::{parse_http_line, validate_http_list};
-pub use job::scan::{DestCase, ScanConfig, ScanSource};
+pub use job::scan::{DestCase, HttpList, ScanConfig};
+use proto::job::SourceSpec;
+use storage::s3::S3Config;
 
 /// The folded keys a pass has listed (for a case-insensitive `destDir`),
 /// with the first relative path of each, shared by the branches of a
@@ -99,6 +102,9 @@ pub enum ScanError {
     List(String),
     #[error("{0}")]
     HttpList(String),
+    /// A plan that asks to list a CDN (it lists the bucket behind it).
+    #[error("a CDN source is listed through the bucket behind it, not the CDN")]
+    Cdn,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -135,7 +141,7 @@ pub fn scan(
     if done {
         return Ok(ScanOutcome::Finished(ScanStats::default()));
     }
-    if let (ScanSource::Local { root, .. }, Some(dest)) = (&cfg.source, &cfg.dest_dir)
+    if let (Some(root), Some(dest)) = (cfg.local_root(), &cfg.dest_dir)
         && let Some(why) = crate::config::job::local_overlap(root, dest)
     {
         return Err(ScanError::Overlap(why));
@@ -146,36 +152,37 @@ pub fn scan(
     // pass, so the same one of two names wins each time.
     if cfg.threads > 1
         && folded.is_none()
-        && matches!(cfg.source, ScanSource::Local { .. } | ScanSource::S3 { .. })
+        && matches!(cfg.source, SourceSpec::Local { .. } | SourceSpec::S3(_))
     {
         return parallel::scan(store, job_id, pass, cfg, cancel, on_task, folded);
     }
     let mut lister: Box<dyn Lister> = match &cfg.source {
-        ScanSource::Local {
+        SourceSpec::Local {
             root,
             follow_symlinks,
-        } => Box::new(local::LocalLister::whole(root, *follow_symlinks)),
-        ScanSource::S3 { store, page_size } => {
-            Box::new(bucket::BucketLister::new(store, *page_size))
-        }
-        ScanSource::Azure {
+        } => Box::new(local::LocalLister::whole(Path::new(root), *follow_symlinks)),
+        SourceSpec::S3(b) => Box::new(bucket::BucketLister::new(
+            &S3Config::new(b.clone(), cfg.attempts),
+            cfg.page_size,
+        )),
+        SourceSpec::Azure(container) => Box::new(azure::AzureLister::new(
             container,
-            page_size,
-            attempts,
-        } => Box::new(azure::AzureLister::new(container, *page_size, *attempts)?),
-        ScanSource::Http {
-            list,
-            prefix_column,
-            rel_column,
-        } => Box::new(http::HttpLister {
-            list: list.clone(),
-            prefix_column: *prefix_column,
-            rel_column: *rel_column,
-        }),
+            cfg.page_size,
+            cfg.attempts,
+        )?),
+        SourceSpec::Http => {
+            let l = http_list(cfg)?;
+            Box::new(http::HttpLister {
+                list: l.path.clone(),
+                prefix_column: l.prefix_column,
+                rel_column: l.rel_column,
+            })
+        }
+        SourceSpec::Cdn { .. } => return Err(ScanError::Cdn),
     };
     let mut out = Tasks::new(store, job_id, pass, cfg, cancel, &mut on_task, None);
     out.folded = folded;
-    if let ScanSource::Http { list, .. } = &cfg.source {
+    if let Some(HttpList { path: list, .. }) = &cfg.http_list {
         let mut f = KeyFilter::for_list(list);
         for rel in store.keys_in_pass(job_id, pass)? {
             f.insert(&rel);
@@ -190,6 +197,13 @@ pub fn scan(
             Ok(ScanOutcome::Finished(out.stats))
         }
     }
+}
+
+/// The URL list of an HTTP source.
+fn http_list(cfg: &ScanConfig) -> Result<&HttpList, ScanError> {
+    cfg.http_list
+        .as_ref()
+        .ok_or_else(|| ScanError::HttpList("srcType=http without httpListFilePath".into()))
 }
 
 /// For a destination that does not tell case apart: the folded keys this
@@ -381,17 +395,21 @@ impl<'a> Tasks<'a> {
             on_task,
             pass,
             compare: match &cfg.source {
-                ScanSource::Local { .. } => Compare::SizeMtime,
-                ScanSource::S3 { .. } | ScanSource::Azure { .. } if cfg.metadata_changes => {
+                SourceSpec::Local { .. } => Compare::SizeMtime,
+                SourceSpec::S3(_) | SourceSpec::Azure(_) | SourceSpec::Cdn { .. }
+                    if cfg.metadata_changes =>
+                {
                     Compare::SizeEtagMtime
                 }
-                ScanSource::S3 { .. } | ScanSource::Azure { .. } => Compare::SizeEtag,
-                ScanSource::Http { .. } => Compare::Url,
+                SourceSpec::S3(_) | SourceSpec::Azure(_) | SourceSpec::Cdn { .. } => {
+                    Compare::SizeEtag
+                }
+                SourceSpec::Http => Compare::Url,
             },
             branch,
             // A URL list may name one destination key twice; a listing of
             // a directory, bucket or container cannot.
-            may_collide: matches!(cfg.source, ScanSource::Http { .. }),
+            may_collide: matches!(cfg.source, SourceSpec::Http),
             folded: None,
             listed: None,
             batch_keys: HashMap::new(),

@@ -8,6 +8,7 @@
 //! listed twice or missed. Up to `scanThreadCount` branches are listed at
 //! once, each closing its own tasks at the count and size limits.
 
+use std::path::Path;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -15,8 +16,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::bucket::{self, BucketLister};
 use super::local::{self, LocalLister};
-use super::{Lister, ScanConfig, ScanError, ScanOutcome, ScanSource, ScanStats, Tasks};
+use super::{Lister, ScanConfig, ScanError, ScanOutcome, ScanStats, Tasks};
 use crate::store::{BranchRow, NewObject, Store};
+use proto::job::SourceSpec;
+use storage::s3::S3Config;
 
 pub(super) fn scan(
     store: &Store,
@@ -30,11 +33,15 @@ pub(super) fn scan(
     let mut branches = store.branches(job_id)?;
     if branches.is_empty() {
         let split = match &cfg.source {
-            ScanSource::Local { root, .. } => local::partition(root, cfg.split_depth)?,
-            ScanSource::S3 { store, page_size } => {
-                bucket::partition(store, *page_size, cfg.split_depth)?
+            SourceSpec::Local { root, .. } => local::partition(Path::new(root), cfg.split_depth)?,
+            SourceSpec::S3(b) => bucket::partition(
+                &S3Config::new(b.clone(), cfg.attempts),
+                cfg.page_size,
+                cfg.split_depth,
+            )?,
+            SourceSpec::Http | SourceSpec::Azure(_) | SourceSpec::Cdn { .. } => {
+                vec![(true, String::new())]
             }
-            ScanSource::Http { .. } | ScanSource::Azure { .. } => vec![(true, String::new())],
         };
         store.set_branches(job_id, &split)?;
         branches = store.branches(job_id)?;
@@ -120,7 +127,10 @@ fn work(
 ) -> Result<(ScanStats, bool), ScanError> {
     let mut stats = ScanStats::default();
     let mut bucket = match &cfg.source {
-        ScanSource::S3 { store, page_size } => Some(BucketLister::new(store, *page_size)),
+        SourceSpec::S3(b) => Some(BucketLister::new(
+            &S3Config::new(b.clone(), cfg.attempts),
+            cfg.page_size,
+        )),
         _ => None,
     };
     loop {
@@ -130,13 +140,14 @@ fn work(
         let mut local_lister;
         let lister: &mut dyn Lister = match (&cfg.source, bucket.as_mut()) {
             (
-                ScanSource::Local {
+                SourceSpec::Local {
                     root,
                     follow_symlinks,
                 },
                 _,
             ) => {
-                local_lister = LocalLister::branch(root, *follow_symlinks, &b.at, b.deep)?;
+                local_lister =
+                    LocalLister::branch(Path::new(root), *follow_symlinks, &b.at, b.deep)?;
                 &mut local_lister
             }
             (_, Some(l)) => {

@@ -18,10 +18,13 @@ fn tree() -> tempfile::TempDir {
 fn cfg(root: &std::path::Path, count: u64) -> ScanConfig {
     ScanConfig {
         metadata_changes: false,
-        source: ScanSource::Local {
-            root: root.to_path_buf(),
+        source: SourceSpec::Local {
+            root: root.display().to_string(),
             follow_symlinks: false,
         },
+        http_list: None,
+        page_size: 1000,
+        attempts: 3,
         filter: Default::default(),
         task_count_limit: count,
         task_size_limit: u64::MAX,
@@ -76,8 +79,8 @@ fn follows_file_symlinks_when_allowed() {
     let store = Store::open(&db.path().join("s.db")).unwrap();
     let job = store.create_job("scan", "{}", "").unwrap();
     let mut c = cfg(src.path(), 100);
-    c.source = ScanSource::Local {
-        root: src.path().to_path_buf(),
+    c.source = SourceSpec::Local {
+        root: src.path().display().to_string(),
         follow_symlinks: true,
     };
     let scanned = scan(&store, job, &c, &CancellationToken::new(), |_, _| {}).unwrap();

@@ -7,9 +7,9 @@
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use daemon::scanner::{self, ScanConfig, ScanSource};
+use daemon::scanner::{self, ScanConfig};
 use daemon::store::Store;
-use storage::s3::S3Config;
+use proto::job::SourceSpec;
 use tokio_util::sync::CancellationToken;
 
 use crate::support::*;
@@ -17,10 +17,13 @@ use crate::support::*;
 const N: usize = 200_000;
 const PER_TASK: u64 = 1_000;
 
-fn config(source: ScanSource, threads: usize) -> ScanConfig {
+fn config(source: SourceSpec, threads: usize) -> ScanConfig {
     ScanConfig {
         metadata_changes: false,
         source,
+        http_list: None,
+        page_size: 1000,
+        attempts: 3,
         filter: Default::default(),
         task_count_limit: PER_TASK,
         task_size_limit: u64::MAX,
@@ -92,8 +95,8 @@ fn one_walk_and_eight_threads_list_a_200k_tree_alike_across_a_kill() {
     let tmp = tempfile::tempdir().unwrap();
     let src = tmp.path().join("src");
     make_tree(&src);
-    let source = ScanSource::Local {
-        root: src.clone(),
+    let source = SourceSpec::Local {
+        root: src.display().to_string(),
         follow_symlinks: false,
     };
     let (a, b) = (tmp.path().join("one"), tmp.path().join("eight"));
@@ -125,10 +128,7 @@ fn one_walk_and_eight_threads_list_a_200k_bucket_alike_across_a_kill() {
         path_style: true,
         prefix: "pre/".into(),
     };
-    let source = ScanSource::S3 {
-        store: S3Config::new(bucket, 3),
-        page_size: 1000,
-    };
+    let source = SourceSpec::S3(bucket);
     let (a, b) = (tmp.path().join("one"), tmp.path().join("eight"));
     std::fs::create_dir_all(&a).unwrap();
     std::fs::create_dir_all(&b).unwrap();
