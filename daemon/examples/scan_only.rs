@@ -59,6 +59,7 @@ fn main() -> anyhow::Result<()> {
         import_since: 0,
         max_task_age: None,
         incremental: None,
+        watch: None,
         threads: 1,
         split_depth: 1,
         dest_dir: None,

@@ -386,6 +386,9 @@ fn from_text(
         incremental: cfg
             .is_incremental
             .then(|| Duration::from_secs(cfg.incremental_mode_interval)),
+        watch: (cfg.is_incremental
+            && cfg.incremental_mode == crate::config::job::IncrementalMode::Watch)
+            .then(|| Duration::from_secs(cfg.watch_settle_seconds)),
         threads: cfg.scan_thread_count as usize,
         split_depth: cfg.max_multi_thread_scan_depth as usize,
         dest_dir: cfg

@@ -48,6 +48,10 @@ pub struct ScanConfig {
     /// Incremental jobs: the time from the end of one pass to the start of
     /// the next (`incrementalModeInterval`); `None`: one pass.
     pub incremental: Option<Duration>,
+    /// `incrementalMode=watch` (local sources): between passes the tree is
+    /// watched, and a pass lists only what changed once it has settled
+    /// (closed after writing, or untouched this long); `None`: rescan.
+    pub watch: Option<Duration>,
     /// Listers at once (`scanThreadCount`; 1: one walk in order). URL
     /// lists are always read in order.
     pub threads: usize,

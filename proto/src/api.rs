@@ -471,6 +471,33 @@ pub struct Incremental {
     pub next_pass_at: Option<i64>,
     /// Every pass, first to last.
     pub passes: Vec<PassRecord>,
+    /// `incrementalMode=watch`: the watch of the source tree (`None`:
+    /// rescan passes, or not watched in this process).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watch: Option<WatchStatus>,
+}
+
+/// The watch of an `incrementalMode=watch` job's source tree.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WatchStatus {
+    /// Changed paths not yet listed (settling, or waiting for the pass
+    /// running now to end).
+    pub pending: u64,
+    /// Changed paths queued, and handed to passes, since the watch started.
+    pub queued: u64,
+    pub applied: u64,
+    /// Milliseconds since the oldest change not yet copied (pending, or in
+    /// the pass running now); `None`: none.
+    pub lag_ms: Option<u64>,
+    /// When the last reconcile pass (a whole listing) started, unix seconds.
+    pub last_reconcile: Option<i64>,
+    /// Why the next pass lists everything, if it will.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reconcile_due: Option<String>,
+    /// Why events alone are not trusted (no watch could be set up, a
+    /// network file system): changes are also found by reconcile passes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
 }
 
 /// One listing pass of a job.

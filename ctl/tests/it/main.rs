@@ -28,3 +28,4 @@ mod support;
 mod terminal;
 mod tidy;
 mod torture;
+mod watch;

@@ -37,6 +37,7 @@ pub mod local;
 pub mod push;
 pub mod recorder;
 pub mod schedule;
+pub mod watch;
 
 use lifecycle::{Effect, Event};
 use local::LocalWorker;
@@ -60,6 +61,8 @@ pub struct JobRt {
     /// Who submitted it (uid, user name): what the daemon reads for the
     /// job is held to what they could read (`access::file_rule`).
     pub owner: Option<(u32, String)>,
+    /// `incrementalMode=watch`: the watch of its source tree.
+    pub watch: Option<Arc<watch::Watch>>,
 }
 
 /// The job engine over a daemon's shared state: the jobs being run, the
@@ -254,17 +257,15 @@ async fn change_locked(eng: &Arc<Engine>, job_id: i64, ev: Event) -> Result<Chan
                 eng.metrics.requeued("pause", out.requeued);
             }
             Effect::StartScan => {
-                let rt = eng.jobs().get(&job_id).map(|rt| {
-                    (
-                        rt.scan.clone(),
-                        rt.scan_cancel.clone(),
-                        Arc::clone(&rt.scanning),
-                        Arc::clone(&rt.live),
-                    )
+                let rt = eng.jobs().get(&job_id).map(|rt| Scanner {
+                    cfg: rt.scan.clone(),
+                    cancel: rt.scan_cancel.clone(),
+                    scanning: Arc::clone(&rt.scanning),
+                    live: Arc::clone(&rt.live),
+                    watch: rt.watch.clone(),
                 });
-                if let Some((cfg, cancel, scanning, live)) = rt {
-                    out.retried.rescan =
-                        start_scan(eng, job_id, job.name.clone(), cfg, cancel, scanning, live);
+                if let Some(sc) = rt {
+                    out.retried.rescan = start_scan(eng, job_id, job.name.clone(), sc);
                 }
             }
             Effect::StopScan => {
@@ -286,6 +287,9 @@ async fn change_locked(eng: &Arc<Engine>, job_id: i64, ev: Event) -> Result<Chan
                     .unwrap_or_default();
                 let at = unix_now() + every.as_secs() as i64;
                 let p = blocking(&state.store, move |s| s.end_pass(job_id, at)).await?;
+                if let Some(w) = eng.jobs().get(&job_id).and_then(|rt| rt.watch.clone()) {
+                    w.pass_ended();
+                }
                 info!(job = %job.name, pass = p.number, found = p.found, new = p.new, changed = p.changed,
                     deleted = p.deleted, copied = p.copied, failed = p.failed, next_in_secs = every.as_secs(),
                     "Pass ended.");
@@ -415,6 +419,20 @@ pub async fn adopt(
     let mut spec = spec;
     let mut tuning = limits::Tuning::of(&spec);
     limits::reapply(&job.name, &mut spec, &mut tuning, &changes);
+    // Watched before anything is listed, so no change falls between the
+    // listing and the watch.
+    let watch = match (scan.watch, scan.local_root()) {
+        (Some(settle), Some(root))
+            if matches!(job.state, JobState::Running | JobState::Paused) || fresh_start =>
+        {
+            let (name, root) = (job.name.clone(), root.to_path_buf());
+            let w = tokio::task::spawn_blocking(move || watch::Watch::start(&name, &root, settle))
+                .await
+                .map_err(|e| JobError::Other(anyhow::anyhow!("watch: {e}")))?;
+            Some(Arc::new(w))
+        }
+        _ => None,
+    };
     eng.jobs().insert(
         job.id,
         JobRt {
@@ -425,22 +443,33 @@ pub async fn adopt(
             live: Arc::clone(&live),
             tuning,
             owner: job.owner.clone(),
+            watch,
         },
     );
     let changed = change(eng, job.id, Event::Start { fresh_start }).await?;
     Ok((live, changed))
 }
 
-/// Starts a job's scanner unless one runs; returns whether it started.
-fn start_scan(
-    eng: &Arc<Engine>,
-    job_id: i64,
-    name: String,
+/// What a job's listing runs with.
+struct Scanner {
     cfg: ScanConfig,
     cancel: CancellationToken,
     scanning: Arc<AtomicBool>,
     live: Arc<Live>,
-) -> bool {
+    watch: Option<Arc<watch::Watch>>,
+}
+
+/// Starts a job's scanner unless one runs; returns whether it started. A
+/// watched job's pass lists what its watch planned: the settled changes,
+/// or everything.
+fn start_scan(eng: &Arc<Engine>, job_id: i64, name: String, sc: Scanner) -> bool {
+    let Scanner {
+        cfg,
+        cancel,
+        scanning,
+        live,
+        watch,
+    } = sc;
     let state = &eng.state;
     if scanning.swap(true, Ordering::SeqCst) {
         return false; // one scanner per job
@@ -459,15 +488,31 @@ fn start_scan(
         let _done = Done(scanning);
         let st = &eng.state;
         let owner = eng.jobs().get(&job_id).and_then(|rt| rt.owner.clone());
+        let planned = watch.as_ref().and_then(|w| w.take_planned());
         let listing = || {
             owner_may_use(owner.clone(), &cfg, &st.config.work_dir).and_then(|()| {
-                scanner::scan(&st.store, job_id, &cfg, &cancel, |_, objs| {
+                let on_task = |_: i64, objs: &[crate::store::NewObject]| {
                     live.scanned_objects
                         .fetch_add(objs.len() as u64, Ordering::Relaxed);
                     live.scanned_bytes
                         .fetch_add(objs.iter().map(|o| o.size).sum(), Ordering::Relaxed);
                     st.wake.notify_one();
-                })
+                };
+                let held = watch.as_deref().map(|w| move |rel: &str| w.unsettled(rel));
+                let held = held.as_ref().map(|f| f as &(dyn Fn(&str) -> bool + Sync));
+                match &planned {
+                    Some(watch::Planned::Changes(scope)) => {
+                        scanner::scan_scope(&st.store, job_id, &cfg, scope, held, &cancel, on_task)
+                    }
+                    _ => {
+                        if let Some(w) = &watch
+                            && scanner::lists_from_start(&st.store, job_id)?
+                        {
+                            w.listing_whole();
+                        }
+                        scanner::scan_with(&st.store, job_id, &cfg, held, &cancel, on_task)
+                    }
+                }
             })
         };
         // A root daemon lists an unprivileged user's job with that user's
@@ -837,6 +882,12 @@ pub async fn status_of(eng: &Arc<Engine>, job: JobRow) -> Result<JobStatus, JobE
     .await?;
     st.limits = eng.jobs().get(&id).map(|rt| limits::of(rt, changes));
     st.outages = outages_of(eng, id);
+    if let (Some(inc), Some(w)) = (
+        st.incremental.as_mut(),
+        eng.jobs().get(&id).and_then(|rt| rt.watch.clone()),
+    ) {
+        inc.watch = Some(w.status());
+    }
     Ok(st)
 }
 
@@ -872,6 +923,7 @@ pub fn status_in(
             pass: job.pass,
             next_pass_at: job.next_pass_at,
             passes: store.passes(job.id)?,
+            watch: None,
         }),
         None => None,
     };

@@ -199,8 +199,15 @@ async fn tick(eng: &Arc<Engine>) -> anyhow::Result<()> {
         let id = job.id;
         let tasks = blocking(&state.store, move |s| s.task_states(id)).await?;
         if let Some(at) = job.next_pass_at {
-            // An incremental job between passes.
-            if at <= now && tasks.none_left() {
+            // An incremental job between passes: the next starts when due,
+            // or for a watched tree when changes have settled (or events
+            // may have been lost).
+            let watch = eng.jobs().get(&id).and_then(|rt| rt.watch.clone());
+            let due = match &watch {
+                Some(w) => tasks.none_left() && w.next_pass(at <= now),
+                None => at <= now && tasks.none_left(),
+            };
+            if due {
                 super::change(eng, id, super::lifecycle::Event::NextPass).await?;
             }
             if tasks.pending > 0 {

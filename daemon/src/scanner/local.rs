@@ -56,6 +56,30 @@ impl LocalLister {
             flat: !deep,
         })
     }
+
+    /// The lister of one directory of a watched pass's scope, or `None`
+    /// when a component of its path is not (or no longer) a directory of
+    /// the tree: a symlink is never followed to one.
+    pub(super) fn scoped(
+        root: &Path,
+        follow_symlinks: bool,
+        dir: &super::ScopeDir,
+    ) -> Option<LocalLister> {
+        let mut at = root.to_path_buf();
+        for c in &dir.components {
+            at.push(OsString::from_vec(c.clone()));
+            let md = std::fs::symlink_metadata(&at).ok()?;
+            if !md.is_dir() {
+                return None;
+            }
+        }
+        Some(LocalLister {
+            root: root.to_path_buf(),
+            follow_symlinks,
+            start: dir.components.clone(),
+            flat: !dir.deep,
+        })
+    }
 }
 
 /// Splits the tree for a parallel listing: every directory above `depth`
@@ -293,7 +317,7 @@ fn path_of(root: &Path, components: &Components) -> PathBuf {
     p
 }
 
-fn rel_path(components: &Components) -> String {
+pub(super) fn rel_path(components: &Components) -> String {
     let parts: Vec<String> = components
         .iter()
         .map(|c| String::from_utf8_lossy(c).into_owned())

@@ -31,6 +31,9 @@ mod bucket;
 mod http;
 mod local;
 mod parallel;
+mod scope;
+
+pub use scope::{ScopeDir, normalize as normalize_scope, scan_scope};
 
 pub use job::http_list::{parse_http_line, validate_http_list};
 pub use job::scan::{DestCase, HttpList, ScanConfig};
@@ -57,6 +60,8 @@ pub struct ScanStats {
     pub unchanged: u64,
     /// Entries whose destination key another source has (`DUPLICATE_KEY`).
     pub duplicate_keys: u64,
+    /// Files left for a later pass: a watched tree's, still being written.
+    pub held: u64,
     /// List pages that came back inconsistent (out of order, or claiming to
     /// be the last while full) and were checked with another request.
     pub suspicious_pages: u64,
@@ -132,12 +137,46 @@ pub fn scan(
     job_id: i64,
     cfg: &ScanConfig,
     cancel: &CancellationToken,
+    on_task: impl FnMut(i64, &[NewObject]) + Send,
+) -> Result<ScanOutcome, ScanError> {
+    scan_with(store, job_id, cfg, None, cancel, on_task)
+}
+
+/// Paths a listing leaves for a later pass (a watched tree's files still
+/// being written): an earlier row of one is kept as seen, a new one is not
+/// queued.
+pub type Held<'a> = Option<&'a (dyn Fn(&str) -> bool + Sync)>;
+
+/// Whether the job's next listing starts from the beginning (and so finds
+/// every change made before it starts).
+pub fn lists_from_start(store: &Store, job_id: i64) -> Result<bool, StoreError> {
+    let cp = store.scan_checkpoint(job_id)?;
+    let fresh = matches!(cp.position.as_deref(), None | Some(scope::SCOPED));
+    Ok(!cp.done
+        && fresh
+        && !store
+            .branches(job_id)?
+            .iter()
+            .any(|b| b.done || b.checkpoint.is_some()))
+}
+
+/// As [`scan`], leaving the paths `held` says for a later pass.
+pub fn scan_with(
+    store: &Store,
+    job_id: i64,
+    cfg: &ScanConfig,
+    held: Held<'_>,
+    cancel: &CancellationToken,
     mut on_task: impl FnMut(i64, &[NewObject]) + Send,
 ) -> Result<ScanOutcome, ScanError> {
     let crate::store::Checkpoint {
         done,
-        position: checkpoint,
+        position: mut checkpoint,
     } = store.scan_checkpoint(job_id)?;
+    if checkpoint.as_deref() == Some(scope::SCOPED) {
+        // A watched pass stopped inside its scope: listed again whole.
+        checkpoint = None;
+    }
     if done {
         return Ok(ScanOutcome::Finished(ScanStats::default()));
     }
@@ -154,7 +193,7 @@ pub fn scan(
         && folded.is_none()
         && matches!(cfg.source, SourceSpec::Local { .. } | SourceSpec::S3(_))
     {
-        return parallel::scan(store, job_id, pass, cfg, cancel, on_task, folded);
+        return parallel::scan(store, job_id, pass, cfg, cancel, on_task, (folded, held));
     }
     let mut lister: Box<dyn Lister> = match &cfg.source {
         SourceSpec::Local {
@@ -182,6 +221,7 @@ pub fn scan(
     };
     let mut out = Tasks::new(store, job_id, pass, cfg, cancel, &mut on_task, None);
     out.folded = folded;
+    out.held = held;
     if let Some(HttpList { path: list, .. }) = &cfg.http_list {
         let mut f = KeyFilter::for_list(list);
         for rel in store.keys_in_pass(job_id, pass)? {
@@ -249,6 +289,7 @@ impl ScanStats {
         self.suspicious_pages += o.suspicious_pages;
         self.unchanged += o.unchanged;
         self.duplicate_keys += o.duplicate_keys;
+        self.held += o.held;
     }
 }
 
@@ -411,6 +452,8 @@ impl<'a> Tasks<'a> {
             // a directory, bucket or container cannot.
             may_collide: matches!(cfg.source, SourceSpec::Http),
             folded: None,
+            scoped: false,
+            held: None,
             listed: None,
             batch_keys: HashMap::new(),
             seen_keys: HashMap::new(),
@@ -458,6 +501,11 @@ struct Tasks<'a> {
     seen_keys: HashMap<String, Option<String>>,
     bytes: u64,
     started: Instant,
+    /// Paths left for a later pass (see [`Held`]).
+    held: Held<'a>,
+    /// A watched pass listing only its scope: its position is
+    /// [`scope::SCOPED`], never resumed from.
+    scoped: bool,
     /// Listers count what only they can see (symlinks, directory markers,
     /// suspicious pages) here too.
     stats: ScanStats,
@@ -528,6 +576,16 @@ impl Tasks<'_> {
                     return self.duplicate(obj, &this, &first, "");
                 }
             }
+        }
+        if self.held.is_some_and(|h| h(&obj.rel_path)) {
+            // Still being written: a later pass lists it once settled.
+            self.stats.held += 1;
+            if self.pass > 1
+                && let Some(p) = self.store.prior(self.job_id, &obj.rel_path)?
+            {
+                return self.mark_seen(p.id, None, &obj);
+            }
+            return Ok(());
         }
         self.stats.files += 1;
         self.stats.bytes += obj.size;
@@ -651,6 +709,11 @@ impl Tasks<'_> {
 
     /// Commits the open task, if any, at `checkpoint`.
     fn flush(&mut self, checkpoint: &str) -> Result<(), ScanError> {
+        let checkpoint = if self.scoped {
+            scope::SCOPED
+        } else {
+            checkpoint
+        };
         self.store.mark_seen(self.job_id, self.pass, &self.seen)?;
         self.seen.clear();
         self.seen_keys.clear();

@@ -28,7 +28,7 @@ pub(super) fn scan(
     cfg: &ScanConfig,
     cancel: &CancellationToken,
     on_task: impl FnMut(i64, &[NewObject]) + Send,
-    folded: Option<super::Folded>,
+    (folded, held): (Option<super::Folded>, super::Held<'_>),
 ) -> Result<ScanOutcome, ScanError> {
     let mut branches = store.branches(job_id)?;
     if branches.is_empty() {
@@ -70,7 +70,7 @@ pub(super) fn scan(
                         stop,
                         (&todo, &next),
                         &mut report,
-                        &folded,
+                        (&folded, held),
                     );
                     if r.is_err() {
                         stop.cancel();
@@ -123,7 +123,7 @@ fn work(
     stop: &CancellationToken,
     (todo, next): (&[BranchRow], &AtomicUsize),
     report: &mut dyn FnMut(i64, &[NewObject]),
-    folded: &Option<super::Folded>,
+    (folded, held): (&Option<super::Folded>, super::Held<'_>),
 ) -> Result<(ScanStats, bool), ScanError> {
     let mut stats = ScanStats::default();
     let mut bucket = match &cfg.source {
@@ -162,6 +162,7 @@ fn work(
         };
         let mut out = Tasks::new(store, job_id, pass, cfg, stop, report, Some(b.ord));
         out.folded = folded.clone();
+        out.held = held;
         let end = lister.list(b.checkpoint.as_deref(), &mut out);
         let end = match end {
             Ok(e) => e,

@@ -31,6 +31,7 @@ fn cfg(root: &std::path::Path, count: u64) -> ScanConfig {
         import_since: 0,
         max_task_age: None,
         incremental: None,
+        watch: None,
         threads: 1,
         split_depth: 1,
         dest_dir: None,

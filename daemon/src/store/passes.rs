@@ -200,6 +200,28 @@ impl Store {
     /// the pass's `found` and `deleted` are set and `scan_done`, in one
     /// transaction.
     pub fn finish_scan(&self, job_id: i64) -> Result<(), StoreError> {
+        self.finish_listing(job_id, None)
+    }
+
+    /// As [`Store::finish_scan`], for a pass that listed only `scope` (a
+    /// watched tree's changes: each entry a directory, `deep` for all of
+    /// it, else only the entries directly in it; `""` is the root): only
+    /// what an earlier pass recorded inside the scope, and this one did not
+    /// find, is marked deleted. Listing errors of earlier passes stay until
+    /// a whole listing.
+    pub fn finish_scoped_scan(
+        &self,
+        job_id: i64,
+        scope: &[(bool, String)],
+    ) -> Result<(), StoreError> {
+        self.finish_listing(job_id, Some(scope))
+    }
+
+    fn finish_listing(
+        &self,
+        job_id: i64,
+        scope: Option<&[(bool, String)]>,
+    ) -> Result<(), StoreError> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
         let pass: u32 = tx.query_row("SELECT pass FROM jobs WHERE id = ?1", [job_id], |r| {
@@ -222,18 +244,59 @@ impl Store {
                 params![job_id, pass, dir],
             )?;
         }
-        // A listing error of an earlier pass said "unseen", and this pass
-        // has listed again (a new error is a new row of this pass).
-        tx.execute(
-            "DELETE FROM objects WHERE job_id = ?1 AND pass < ?2 AND state = ?3
-             AND error_code = 'LIST_ERROR'",
-            params![job_id, pass, ObjectState::Failed],
-        )?;
-        let deleted = tx.execute(
-            "UPDATE objects SET deleted_pass = ?2
-             WHERE job_id = ?1 AND seen_pass < ?2 AND deleted_pass IS NULL",
-            params![job_id, pass],
-        )?;
+        let mut deleted = 0;
+        match scope {
+            None => {
+                // A listing error of an earlier pass said "unseen", and this
+                // pass has listed again (a new error is a new row of this pass).
+                tx.execute(
+                    "DELETE FROM objects WHERE job_id = ?1 AND pass < ?2 AND state = ?3
+                     AND error_code = 'LIST_ERROR'",
+                    params![job_id, pass, ObjectState::Failed],
+                )?;
+                deleted = tx.execute(
+                    "UPDATE objects SET deleted_pass = ?2
+                     WHERE job_id = ?1 AND seen_pass < ?2 AND deleted_pass IS NULL",
+                    params![job_id, pass],
+                )?;
+            }
+            Some(scope) => {
+                for (deep, dir) in scope {
+                    let under = if dir.is_empty() {
+                        String::new()
+                    } else {
+                        format!("{dir}/")
+                    };
+                    // Every path under `dir/` sorts in [`dir/`, `dir0`) ('0'
+                    // follows '/'), a range of the (job, state, path) index.
+                    let end = if dir.is_empty() {
+                        "\u{10FFFF}".to_string()
+                    } else {
+                        format!("{dir}0")
+                    };
+                    // Deep: everything below; flat: no `/` after the prefix.
+                    deleted += tx.execute(
+                        "UPDATE objects SET deleted_pass = ?2
+                         WHERE job_id = ?1 AND state IN (?6, ?7, ?8, ?9)
+                         AND rel_path >= ?3 AND rel_path < ?5
+                         AND seen_pass < ?2 AND deleted_pass IS NULL
+                         AND substr(rel_path, 1, length(?3)) = ?3
+                         AND (?4 OR instr(substr(rel_path, length(?3) + 1), '/') = 0)",
+                        params![
+                            job_id,
+                            pass,
+                            under,
+                            deep,
+                            end,
+                            ObjectState::Pending,
+                            ObjectState::Verified,
+                            ObjectState::Skipped,
+                            ObjectState::Failed
+                        ],
+                    )?;
+                }
+            }
+        }
         let found: i64 = tx.query_row(
             "SELECT count(*) FROM objects WHERE job_id = ?1 AND seen_pass = ?2",
             params![job_id, pass],

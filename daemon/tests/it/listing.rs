@@ -30,6 +30,7 @@ fn config(source: SourceSpec, threads: usize) -> ScanConfig {
         import_since: 0,
         max_task_age: None,
         incremental: None,
+        watch: None,
         threads,
         split_depth: 2,
         dest_dir: None,

@@ -75,6 +75,18 @@ impl std::fmt::Display for SrcType {
     }
 }
 
+/// How an incremental job finds what changed (`incrementalMode`, ours).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IncrementalMode {
+    /// Each pass lists the whole source (the original's way).
+    Rescan,
+    /// Local sources: the tree is watched and each settled change is copied
+    /// by a pass that lists only what changed; the whole source is listed
+    /// at `incrementalModeInterval` and whenever events may have been lost.
+    Watch,
+}
+
 /// Where the data goes (`destType`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -130,6 +142,12 @@ pub struct JobConfig {
     /// the start of the next, at least 900 (see [`min_incremental_interval`]).
     /// Default 86400.
     pub incremental_mode_interval: u64,
+    /// `incrementalMode` (ours): how an incremental job finds changes.
+    pub incremental_mode: IncrementalMode,
+    /// `watchSettleSeconds` (ours): with `incrementalMode=watch`, how long a
+    /// file written but not closed must be untouched to be copied (1..=3600,
+    /// default 2).
+    pub watch_settle_seconds: u64,
     /// `importSince`: Unix seconds; only files modified later are copied. 0 (default) = all.
     pub import_since: u64,
     /// `lastModify`: Unix seconds; files modified later are not verified. 0 (default) = off.
@@ -468,6 +486,17 @@ fn from_properties(
         k("incrementalModeInterval"),
         min_incremental_interval()..=u64::MAX,
     )?;
+    let incremental_mode = f.parsed(&["incrementalMode"], IncrementalMode::Rescan, |v| {
+        parse_choice(
+            v,
+            &[
+                ("rescan", IncrementalMode::Rescan),
+                ("watch", IncrementalMode::Watch),
+            ],
+            false,
+        )
+    })?;
+    let watch_settle_seconds = f.number_in(k("watchSettleSeconds"), 1..=3600)?;
     let import_since = f.number(k("importSince"))?;
     let last_modify = f.number(k("lastModify"))?;
     let is_skip_exist_file = f.switch(k("isSkipExistFile"))?;
@@ -826,8 +855,30 @@ fn from_properties(
         (&dest_domain, &dest_bucket, &dest_prefix),
     )?;
 
+    if incremental_mode == IncrementalMode::Watch {
+        let line = f.line("incrementalMode");
+        if !is_incremental {
+            return Err(f.err_at(
+                line,
+                "incrementalMode",
+                "watch needs isIncremental=true (a one-pass job has nothing to watch for)",
+            ));
+        }
+        if src_type != SrcType::Local {
+            return Err(f.err_at(
+                line,
+                "incrementalMode",
+                format!(
+                    "watch is for srcType=local only (srcType={src_type}: a bucket or URL list cannot be watched; its changes are found by rescan passes, incrementalMode=rescan)"
+                ),
+            ));
+        }
+    }
+
     Ok(JobConfig {
         job_name,
+        incremental_mode,
+        watch_settle_seconds,
         job_type,
         is_incremental,
         incremental_mode_interval,

@@ -500,6 +500,16 @@ pub const JOB: &[Key] = &[
         "",
         "Read destSecretKey from this file (relative to the job file; refused if every user may read it).",
     ),
+    ours(
+        "incrementalMode",
+        "rescan",
+        "With isIncremental=true: rescan lists the whole source every incrementalModeInterval seconds; watch (local sources) copies each change within seconds of its settling, and lists everything at the interval and whenever events may have been lost.",
+    ),
+    ours(
+        "watchSettleSeconds",
+        "2",
+        "incrementalMode=watch: a changed file is copied once closed after writing, or untouched this many seconds (1 to 3600).",
+    ).number(1, 3600),
 ];
 
 /// The keys of `sys.properties`: the original's, then ours.

@@ -1,0 +1,224 @@
+//! `incrementalMode=watch` under `ossimportctl run`: after the first pass,
+//! each file written, renamed or deleted in the watched tree reaches the
+//! destination (or the deleted list) within seconds, through passes that
+//! list only what changed; a file still being written is never verified
+//! half-written; a run killed with changes pending misses nothing when run
+//! again (its first pass after the restart lists everything).
+
+use std::io::Write;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use daemon::store::ObjectState;
+
+use crate::incremental::{interrupt, spawn_run};
+use crate::support::*;
+
+/// Whether `rel` has a verified row of `size` bytes.
+fn verified(work: &Path, rel: &str, size: u64) -> bool {
+    objects(work)
+        .iter()
+        .any(|o| o.rel_path == rel && o.state == ObjectState::Verified && o.size == size)
+}
+
+/// The paths recorded deleted.
+fn deleted(work: &Path) -> Vec<String> {
+    let s = store(work);
+    let job = s.find_job("watchjob").unwrap().unwrap();
+    s.deleted_page(job.id, None, 10_000)
+        .unwrap()
+        .into_iter()
+        .map(|d| d.rel_path)
+        .collect()
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+#[test]
+fn watched_changes_arrive_within_seconds_and_nothing_half_written_or_missed() {
+    let s3 = S3Server::start();
+    let c = s3.client();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async { c.create_bucket().bucket("watch").send().await.unwrap() });
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    // Never touched: a pass that lists it listed everything.
+    tree(&src.join("still"), 300, 64);
+    let moved = src.join("dir_a");
+    std::fs::create_dir_all(&moved).unwrap();
+    for i in 0..100 {
+        std::fs::write(moved.join(format!("m{i:03}")), format!("moved {i}")).unwrap();
+    }
+    let work = tmp.path().join("work");
+    // An interval of an hour: every copy after the first pass is the
+    // watch's doing.
+    let cfg = job_cfg(
+        tmp.path(),
+        "watchjob",
+        &src,
+        &s3.endpoint,
+        "watch",
+        "isIncremental=true\nincrementalModeInterval=3600\nincrementalMode=watch\nwatchSettleSeconds=1",
+    );
+    let log = tmp.path().join("run.log");
+    let child = spawn_run(&cfg, &work, &log);
+    crate::incremental::wait_pass_ended(&work, "watchjob", 1);
+
+    // Files written at random intervals: each verified, the delay from its
+    // close measured.
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut next = || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let mut closed = Vec::new();
+    for i in 0..60 {
+        let rel = format!("new/f{i:03}.txt");
+        std::fs::create_dir_all(src.join("new")).unwrap();
+        std::fs::write(src.join(&rel), format!("file {i}")).unwrap();
+        closed.push((rel, Instant::now()));
+        std::thread::sleep(Duration::from_millis(next() % 80));
+    }
+    let mut delays = Vec::new();
+    let mut left = closed.clone();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !left.is_empty() {
+        assert!(Instant::now() < deadline, "never verified: {left:?}");
+        let objs = objects(&work);
+        left.retain(|(rel, at)| {
+            let done = objs
+                .iter()
+                .any(|o| &o.rel_path == rel && o.state == ObjectState::Verified);
+            if done {
+                delays.push(at.elapsed());
+            }
+            !done
+        });
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    delays.sort();
+    eprintln!(
+        "watch latency from close to verified (upper bound, polled every 50 ms), {} files: p50 {:?}, p95 {:?}, max {:?}",
+        delays.len(),
+        percentile(&delays, 0.5),
+        percentile(&delays, 0.95),
+        delays.last().unwrap()
+    );
+
+    // A file written slowly (a chunk every 200 ms for 4 s, longer than
+    // the settle time in all): never verified before it is whole.
+    let slow = src.join("slow.bin");
+    let mut f = std::fs::File::create(&slow).unwrap();
+    let chunk = vec![7u8; 4096];
+    for i in 0..20 {
+        if i == 5 {
+            // A file beside it settles meanwhile: the pass that lists their
+            // directory finds the slow one too, and must leave it.
+            std::fs::write(src.join("beside_slow.txt"), b"quick").unwrap();
+        }
+        f.write_all(&chunk).unwrap();
+        f.flush().unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        let early = objects(&work)
+            .into_iter()
+            .filter(|o| o.rel_path == "slow.bin" && o.state == ObjectState::Verified)
+            .collect::<Vec<_>>();
+        assert!(early.is_empty(), "verified while being written: {early:?}");
+    }
+    assert!(verified(&work, "beside_slow.txt", 5));
+    drop(f);
+    wait_for("slow.bin verified whole", 60, || {
+        verified(&work, "slow.bin", 20 * 4096)
+    });
+
+    // A directory renamed: its files arrive under the new name, the old
+    // names are listed as deleted; a file removed is listed too.
+    std::fs::rename(&moved, src.join("dir_b")).unwrap();
+    std::fs::remove_file(src.join("new/f000.txt")).unwrap();
+    wait_for("dir_b's files verified", 60, || {
+        (0..100).all(|i| {
+            verified(
+                &work,
+                &format!("dir_b/m{i:03}"),
+                format!("moved {i}").len() as u64,
+            )
+        })
+    });
+    wait_for("the old names listed deleted", 60, || {
+        let d = deleted(&work);
+        d.contains(&"new/f000.txt".to_string())
+            && (0..100).all(|i| d.contains(&format!("dir_a/m{i:03}")))
+    });
+
+    // The passes after the first listed only what changed: none found the
+    // 300 untouched files again.
+    let passes = {
+        let s = store(&work);
+        let job = s.find_job("watchjob").unwrap().unwrap();
+        s.passes(job.id).unwrap()
+    };
+    eprintln!("passes: {passes:#?}");
+    assert!(passes.len() >= 3, "{passes:?}");
+    for p in &passes[1..] {
+        assert!(p.found < 300, "pass {} listed everything: {p:?}", p.number);
+    }
+
+    // Killed with changes pending, more written while it is down: the
+    // next run lists everything first and misses nothing.
+    for i in 0..10 {
+        std::fs::write(src.join(format!("pending{i}")), b"pending").unwrap();
+    }
+    let mut child = child;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    for i in 0..5 {
+        std::fs::write(src.join(format!("while_down{i}")), b"written while down").unwrap();
+    }
+    let log2 = tmp.path().join("run2.log");
+    let child = spawn_run(&cfg, &work, &log2);
+    wait_for("every change made around the kill verified", 120, || {
+        (0..10).all(|i| verified(&work, &format!("pending{i}"), 7))
+            && (0..5).all(|i| verified(&work, &format!("while_down{i}"), 18))
+    });
+    interrupt(child);
+    let said = std::fs::read_to_string(&log2).unwrap();
+    assert!(!said.contains("panicked"), "{said}");
+    // The run after the kill began with a whole listing.
+    let s = store(&work);
+    let job = s.find_job("watchjob").unwrap().unwrap();
+    let after: Vec<_> = s
+        .passes(job.id)
+        .unwrap()
+        .into_iter()
+        .skip(passes.len())
+        .collect();
+    assert!(after.iter().any(|p| p.found >= 470), "{after:#?}");
+
+    // The destination holds the whole slow file and the renamed files.
+    rt.block_on(async {
+        let got = c
+            .get_object()
+            .bucket("watch")
+            .key("slow.bin")
+            .send()
+            .await
+            .unwrap()
+            .body
+            .collect()
+            .await
+            .unwrap()
+            .into_bytes();
+        assert_eq!(got.len(), 20 * 4096);
+        assert!(got.iter().all(|&b| b == 7));
+        c.head_object()
+            .bucket("watch")
+            .key("dir_b/m099")
+            .send()
+            .await
+            .unwrap();
+    });
+}

@@ -1,0 +1,434 @@
+//! `incrementalMode=watch`: the source tree of a local job is watched
+//! (inotify through `notify`) while the job runs. A changed path is queued
+//! once it has settled (closed after writing, or untouched for the settle
+//! time), and the scheduler starts a pass that lists only the settled
+//! changes ([`crate::scanner::scan_scope`]). Whenever events may have been
+//! lost (the process started, the event queue overflowed, a watch could not
+//! be added, the tree is on a network file system) the next pass lists
+//! everything: a reconcile pass, as a rescan pass is.
+//!
+//! A path still being written is held: neither a scoped nor a whole
+//! listing queues it until it settles, so nothing half-written is copied
+//! as verified.
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::{Component, Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use notify::event::{AccessKind, AccessMode, EventKind, ModifyKind};
+use notify::{RecommendedWatcher, RecursiveMode, Watcher};
+use tracing::{info, warn};
+
+use crate::scanner::ScopeDir;
+
+/// Path components below the root, as raw bytes.
+type Components = Vec<Vec<u8>>;
+
+/// A watched job's tree: what changed and has not been listed yet, and
+/// whether the next pass must list everything.
+pub struct Watch {
+    root: PathBuf,
+    settle: Duration,
+    inner: Arc<Mutex<Inner>>,
+    /// Kept for its watches; `None` when it could not be set up.
+    _watcher: Option<RecommendedWatcher>,
+}
+
+/// What the scheduler's next pass of a watched job lists.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Planned {
+    /// Everything (a reconcile pass).
+    Whole,
+    /// The settled changes, as directories to list.
+    Changes(Vec<ScopeDir>),
+}
+
+#[derive(Default)]
+struct Inner {
+    /// Changed paths not yet handed to a pass, by relative path.
+    dirty: HashMap<String, Dirty>,
+    /// Why the next pass lists everything, if it must.
+    reconcile: Option<String>,
+    /// What the next scan of the job lists (set when its pass begins).
+    planned: Option<Planned>,
+    /// When the oldest change handed to the running pass happened.
+    applying: Option<SystemTime>,
+    /// Changed paths queued and handed to passes, since the process started.
+    queued: u64,
+    applied: u64,
+    /// When the last reconcile pass started (unix seconds).
+    last_reconcile: Option<i64>,
+    /// Why events alone cannot be trusted (no watch, a network file
+    /// system): the job then also relies on its reconcile passes.
+    problem: Option<String>,
+}
+
+struct Dirty {
+    components: Components,
+    /// The first change not yet listed.
+    since: SystemTime,
+    /// The latest event.
+    last: Instant,
+    /// Closed after writing (or renamed or removed): nothing more to wait for.
+    closed: bool,
+}
+
+/// What `stat` and `/metrics` show of a watched job.
+pub use proto::api::WatchStatus;
+
+impl Watch {
+    /// Starts watching `root` (recursively, never through a symlink). A
+    /// watch that cannot be set up is logged with what to raise, and the
+    /// job runs on reconcile passes alone. Blocking: adding a watch per
+    /// directory of a large tree takes a while.
+    pub fn start(job: &str, root: &Path, settle: Duration) -> Watch {
+        let inner = Arc::new(Mutex::new(Inner {
+            reconcile: Some(
+                "the watch started (changes made before it are found by listing)".into(),
+            ),
+            ..Inner::default()
+        }));
+        let sink = Arc::clone(&inner);
+        let base = root.to_path_buf();
+        let job_name = job.to_string();
+        let made = notify::RecommendedWatcher::new(
+            move |res: notify::Result<notify::Event>| on_event(&job_name, &base, &sink, res),
+            notify::Config::default().with_follow_symlinks(false),
+        );
+        let watcher = made.and_then(|mut w| w.watch(root, RecursiveMode::Recursive).map(|()| w));
+        let watcher = match watcher {
+            Ok(w) => Some(w),
+            Err(e) => {
+                let why = cannot_watch(&e);
+                warn!(job, root = %root.display(), error = %why, "The source tree cannot be watched; changes are found by reconcile passes only.");
+                lock(&inner).problem = Some(why);
+                None
+            }
+        };
+        if watcher.is_some()
+            && let Some(fs) = network_fs(root)
+        {
+            let why = format!(
+                "srcPrefix is on {fs}, which does not report other clients' writes; those are found by the reconcile passes (incrementalModeInterval)"
+            );
+            warn!(job, root = %root.display(), "{why}");
+            lock(&inner).problem = Some(why);
+        }
+        if watcher.is_some() {
+            info!(job, root = %root.display(), settle_secs = settle.as_secs(), "Watching the source tree.");
+        }
+        Watch {
+            root: root.to_path_buf(),
+            settle,
+            inner,
+            _watcher: watcher,
+        }
+    }
+
+    /// Whether the job's next pass should start now; if so, what it lists
+    /// is planned ([`Watch::take_planned`]): everything when `interval_due`
+    /// or events may have been lost, else the changes that have settled.
+    pub fn next_pass(&self, interval_due: bool) -> bool {
+        let mut i = lock(&self.inner);
+        let now = Instant::now();
+        let settle = self.settle;
+        let whole = interval_due || i.reconcile.is_some();
+        let settled: Vec<String> = i
+            .dirty
+            .iter()
+            .filter(|(_, d)| d.closed || now.duration_since(d.last) >= settle)
+            .map(|(k, _)| k.clone())
+            .collect();
+        if !whole && settled.is_empty() {
+            return false;
+        }
+        let mut since = None::<SystemTime>;
+        let mut taken = Vec::with_capacity(settled.len());
+        for k in settled {
+            if let Some(d) = i.dirty.remove(&k) {
+                since = Some(since.map_or(d.since, |s| s.min(d.since)));
+                taken.push(d.components);
+            }
+        }
+        i.applied += taken.len() as u64;
+        i.applying = since;
+        if whole {
+            if let Some(why) = i.reconcile.take() {
+                info!(root = %self.root.display(), why, "Reconcile pass: listing everything.");
+            }
+            i.last_reconcile = Some(unix_now());
+            i.planned = Some(Planned::Whole);
+        } else {
+            i.planned = Some(Planned::Changes(scope_of(&self.root, taken)));
+        }
+        true
+    }
+
+    /// What the scan starting now lists (`None`: not a pass this watch
+    /// planned, e.g. the first listing or one resumed: everything).
+    pub fn take_planned(&self) -> Option<Planned> {
+        lock(&self.inner).planned.take()
+    }
+
+    /// A whole listing is starting from the beginning: it finds every
+    /// change made so far, so no reconcile is due for what came before.
+    pub fn listing_whole(&self) {
+        let mut i = lock(&self.inner);
+        if i.reconcile.take().is_some() {
+            i.last_reconcile = Some(unix_now());
+        }
+    }
+
+    /// The pass ended: its changes are applied.
+    pub fn pass_ended(&self) {
+        lock(&self.inner).applying = None;
+    }
+
+    /// Whether `rel` is still being written (changed, not settled): a
+    /// listing leaves it for a later pass.
+    pub fn unsettled(&self, rel: &str) -> bool {
+        let i = lock(&self.inner);
+        i.dirty
+            .get(rel)
+            .is_some_and(|d| !d.closed && d.last.elapsed() < self.settle)
+    }
+
+    /// Every change queued so far must be listed, settled or not (a
+    /// cut-over: the writers have stopped).
+    pub fn settle_all(&self) {
+        let mut i = lock(&self.inner);
+        for d in i.dirty.values_mut() {
+            d.closed = true;
+        }
+    }
+
+    pub fn status(&self) -> WatchStatus {
+        let i = lock(&self.inner);
+        let oldest = i.dirty.values().map(|d| d.since).chain(i.applying).min();
+        WatchStatus {
+            pending: i.dirty.len() as u64,
+            queued: i.queued,
+            applied: i.applied,
+            lag_ms: oldest.map(|t| t.elapsed().unwrap_or_default().as_millis() as u64),
+            last_reconcile: i.last_reconcile,
+            reconcile_due: i.reconcile.clone(),
+            problem: i.problem.clone(),
+        }
+    }
+}
+
+fn lock(m: &Mutex<Inner>) -> std::sync::MutexGuard<'_, Inner> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// Records one event (on notify's thread).
+fn on_event(job: &str, root: &Path, inner: &Mutex<Inner>, res: notify::Result<notify::Event>) {
+    let ev = match res {
+        Ok(ev) => ev,
+        Err(e) => {
+            let why = cannot_watch(&e);
+            warn!(job, error = %why, "Watch error; the next pass lists everything.");
+            let mut i = lock(inner);
+            if matches!(e.kind, notify::ErrorKind::MaxFilesWatch) {
+                i.problem = Some(why.clone());
+            }
+            i.reconcile = Some(why);
+            return;
+        }
+    };
+    if ev.need_rescan() {
+        let why =
+            "the watch's event queue overflowed (fs.inotify.max_queued_events): events were lost"
+                .to_string();
+        warn!(job, "{why}; the next pass lists everything.");
+        lock(inner).reconcile = Some(why);
+        return;
+    }
+    let closed = match ev.kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Modify(ModifyKind::Name(_)) | EventKind::Remove(_) => true,
+        EventKind::Create(_) | EventKind::Modify(_) => false,
+        _ => return,
+    };
+    let now = (Instant::now(), SystemTime::now());
+    let mut i = lock(inner);
+    for path in &ev.paths {
+        let Some(components) = components_below(root, path) else {
+            continue;
+        };
+        if components.is_empty() {
+            if matches!(
+                ev.kind,
+                EventKind::Remove(_) | EventKind::Modify(ModifyKind::Name(_))
+            ) {
+                i.reconcile = Some("srcPrefix itself was moved or removed".into());
+            }
+            continue;
+        }
+        let key = crate::scanner::ScopeDir {
+            components: components.clone(),
+            deep: false,
+        }
+        .rel_path();
+        match i.dirty.get_mut(&key) {
+            Some(d) => {
+                d.last = now.0;
+                d.closed = closed;
+            }
+            None => {
+                i.queued += 1;
+                i.dirty.insert(
+                    key,
+                    Dirty {
+                        components,
+                        since: now.1,
+                        last: now.0,
+                        closed,
+                    },
+                );
+            }
+        }
+    }
+}
+
+/// `path`'s components below `root`, or `None` outside it (or with a `..`).
+fn components_below(root: &Path, path: &Path) -> Option<Components> {
+    let rel = path.strip_prefix(root).ok()?;
+    let mut out = Vec::new();
+    for c in rel.components() {
+        match c {
+            Component::Normal(n) => out.push(n.as_bytes().to_vec()),
+            Component::CurDir => {}
+            _ => return None,
+        }
+    }
+    Some(out)
+}
+
+/// The directories to list for changed paths: a directory all of it (it
+/// may be new, or renamed in), a file its parent's entries, a path gone
+/// both (what was below it is gone too).
+fn scope_of(root: &Path, changed: Vec<Components>) -> Vec<ScopeDir> {
+    let mut dirs = Vec::new();
+    for c in changed {
+        let mut path = root.to_path_buf();
+        for part in &c {
+            path.push(OsString::from_vec(part.clone()));
+        }
+        let md = std::fs::symlink_metadata(&path);
+        if md.as_ref().is_ok_and(|m| m.is_dir()) {
+            dirs.push(ScopeDir {
+                components: c,
+                deep: true,
+            });
+            continue;
+        }
+        if md.is_err() {
+            dirs.push(ScopeDir {
+                components: c.clone(),
+                deep: true,
+            });
+        }
+        let mut parent = c;
+        parent.pop();
+        dirs.push(ScopeDir {
+            components: parent,
+            deep: false,
+        });
+    }
+    crate::scanner::normalize_scope(dirs)
+}
+
+/// What a watch error means for an administrator.
+fn cannot_watch(e: &notify::Error) -> String {
+    match e.kind {
+        notify::ErrorKind::MaxFilesWatch => {
+            let limit = std::fs::read_to_string("/proc/sys/fs/inotify/max_user_watches")
+                .map(|s| s.trim().to_string())
+                .unwrap_or_else(|_| "?".into());
+            format!(
+                "the inotify watch limit is reached (fs.inotify.max_user_watches={limit}; one watch per directory): raise it, e.g. sysctl fs.inotify.max_user_watches=1048576"
+            )
+        }
+        _ => format!("cannot watch the source tree: {e}"),
+    }
+}
+
+/// The kind of network file system `root` is on, if it is one whose
+/// server does not report other clients' writes to inotify.
+fn network_fs(root: &Path) -> Option<&'static str> {
+    let c = std::ffi::CString::new(root.as_os_str().as_bytes()).ok()?;
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a valid NUL-terminated path and `st` a writable statfs.
+    if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
+        return None;
+    }
+    match st.f_type as i64 {
+        0x6969 => Some("NFS"),
+        0x517B => Some("SMB"),
+        0xFF53_4D42 => Some("CIFS"),
+        0xFE53_4D42 => Some("SMB2"),
+        0x6573_5546 => Some("a FUSE file system"),
+        0x0BD0_0BD0 => Some("Lustre"),
+        0x0102_1997 => Some("9p"),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn c(p: &str) -> Components {
+        p.split('/').map(|s| s.as_bytes().to_vec()).collect()
+    }
+
+    #[test]
+    fn changed_paths_become_the_directories_to_list() {
+        let t = tempfile::tempdir().unwrap();
+        let r = t.path();
+        std::fs::create_dir_all(r.join("a/new")).unwrap();
+        std::fs::write(r.join("a/f"), b"x").unwrap();
+        std::fs::write(r.join("top"), b"x").unwrap();
+        std::os::unix::fs::symlink(r.join("a"), r.join("link")).unwrap();
+        let got = scope_of(
+            r,
+            vec![c("a/f"), c("a/new"), c("top"), c("gone/dir"), c("link")],
+        );
+        let d = |p: &str, deep| ScopeDir {
+            components: if p.is_empty() { Vec::new() } else { c(p) },
+            deep,
+        };
+        assert_eq!(
+            got,
+            vec![
+                d("", false),
+                d("a", false),
+                d("a/new", true),
+                d("gone", false),
+                d("gone/dir", true),
+            ]
+        );
+    }
+
+    #[test]
+    fn paths_outside_the_root_are_not_changes() {
+        let root = Path::new("/src/data");
+        assert_eq!(
+            components_below(root, Path::new("/src/data/a/b")),
+            Some(c("a/b"))
+        );
+        assert_eq!(components_below(root, Path::new("/src/other")), None);
+        assert_eq!(components_below(root, Path::new("/src/data/../x")), None);
+        assert_eq!(components_below(root, root), Some(Vec::new()));
+    }
+}
