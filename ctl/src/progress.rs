@@ -268,6 +268,31 @@ pub(crate) fn incremental_line(inc: &proto::api::Incremental) -> String {
     }
 }
 
+/// A watched tree (`incrementalMode=watch`): `watch: 3 pending, lag 1.2 s;
+/// 120 queued, 117 applied; last reconcile Tue, 01 Dec 2026 21:04:05 GMT`,
+/// then why the next pass lists everything and why events alone are not
+/// trusted, when so.
+pub(crate) fn watch_line(w: &proto::api::WatchStatus) -> String {
+    let lag = match w.lag_ms {
+        Some(ms) => format!("lag {:.1} s", ms as f64 / 1000.0),
+        None => "no lag".into(),
+    };
+    let mut s = format!(
+        "watch: {} pending, {lag}; {} queued, {} applied; last reconcile {}",
+        w.pending,
+        w.queued,
+        w.applied,
+        w.last_reconcile.map_or("none yet".into(), clock)
+    );
+    if let Some(why) = &w.reconcile_due {
+        s.push_str(&format!("; next pass lists everything: {why}"));
+    }
+    if let Some(p) = &w.problem {
+        s.push_str(&format!("; {p}"));
+    }
+    s
+}
+
 /// Unix seconds as an HTTP date (`Tue, 01 Dec 2026 21:04:05 GMT`).
 pub(crate) fn clock(t: i64) -> String {
     httpdate::fmt_http_date(std::time::UNIX_EPOCH + std::time::Duration::from_secs(t.max(0) as u64))

@@ -121,6 +121,9 @@ pub(super) fn table(jobs: &[JobStatus], bars: bool, out: &mut String) {
         );
         if let Some(inc) = &j.incremental {
             let _ = writeln!(out, "  {}", crate::progress::incremental_line(inc));
+            if let Some(w) = &inc.watch {
+                let _ = writeln!(out, "  {}", crate::progress::watch_line(w));
+            }
         }
         if let Some(l) = &j.limits {
             let _ = writeln!(out, "  limits: {}", limits_line(l));

@@ -206,6 +206,55 @@ impl Collector for SnapCollector {
             Gauge,
             per_job(&|j| f64::from(u8::from(j.status.scan_done))),
         )?;
+        // Watched jobs (`incrementalMode=watch`) only.
+        let watched = |f: &dyn Fn(&proto::api::WatchStatus) -> f64| -> Vec<(Labels, f64)> {
+            jobs.iter()
+                .filter_map(|j| {
+                    let w = j.status.incremental.as_ref()?.watch.as_ref()?;
+                    Some((job(j), f(w)))
+                })
+                .collect()
+        };
+        family(
+            e,
+            "watch_pending",
+            "Changed paths of a watched tree not yet listed",
+            None,
+            Gauge,
+            watched(&|w| w.pending as f64),
+        )?;
+        family(
+            e,
+            "watch_lag_seconds",
+            "Age of the oldest change of a watched tree not yet copied (0: none)",
+            None,
+            Gauge,
+            watched(&|w| w.lag_ms.unwrap_or(0) as f64 / 1000.0),
+        )?;
+        family(
+            e,
+            "watch_events_queued",
+            "Changed paths of a watched tree queued since the watch started",
+            None,
+            Counter,
+            watched(&|w| w.queued as f64),
+        )?;
+        family(
+            e,
+            "watch_events_applied",
+            "Changed paths of a watched tree handed to passes since the watch started",
+            None,
+            Counter,
+            watched(&|w| w.applied as f64),
+        )?;
+        family(
+            e,
+            "watch_last_reconcile_timestamp_seconds",
+            "When the last whole listing of a watched tree started (0: none yet)",
+            None,
+            Gauge,
+            watched(&|w| w.last_reconcile.unwrap_or(0) as f64),
+        )?;
         let states: Vec<(Labels, f64)> = jobs
             .iter()
             .flat_map(|j| {

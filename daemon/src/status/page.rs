@@ -160,6 +160,16 @@ th{{background:#f3f4f6}} .num{{text-align:right;font-variant-numeric:tabular-num
             (JobState::Running, _) => "—".into(),
             (s, _) => s.as_str().into(),
         };
+        // A watched tree: how far behind its changes the destination is.
+        let watch = j.status.incremental.as_ref().and_then(|i| i.watch.as_ref());
+        let eta = match watch {
+            Some(w) if j.status.state == JobState::Running => format!(
+                "{eta} · watching, lag {}",
+                w.lag_ms
+                    .map_or("none".into(), |ms| human_secs(ms as f64 / 1000.0))
+            ),
+            _ => eta,
+        };
         let limits = match &j.limits {
             Some((l, n)) => format!(
                 "{} · {} objects · {}",

@@ -66,11 +66,19 @@ pub async fn snapshot(eng: &Arc<Engine>, failures: bool) -> Result<Snapshot, Sto
             )
         })
         .collect();
+    let watches: HashMap<i64, proto::api::WatchStatus> = eng
+        .jobs()
+        .iter()
+        .filter_map(|(id, rt)| rt.watch.as_ref().map(|w| (*id, w.status())))
+        .collect();
     let (jobs, leased) = blocking(&state.store, move |s| {
         let mut out = Vec::new();
         for job in s.jobs()? {
             let id = job.id;
             let mut status = engine::status_in(s, job, |fp| names.get(fp).cloned())?;
+            if let Some(inc) = status.incremental.as_mut() {
+                inc.watch = watches.get(&id).cloned();
+            }
             // The page has no login: who did what stays on the socket.
             status.control.clear();
             status.owner = None;

@@ -22,3 +22,4 @@ mod runbook;
 mod support;
 mod systemd;
 mod trust;
+mod watch;

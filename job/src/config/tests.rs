@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 
 use super::ConfigError;
 use super::job::{
-    AddressingStyle, AuditMode, DestType, GetObjectMetaMode, JobConfig, JobMode, SkipMode, SrcType,
-    VerifyMode,
+    AddressingStyle, AuditMode, DestType, GetObjectMetaMode, IncrementalMode, JobConfig, JobMode,
+    SkipMode, SrcType, VerifyMode,
 };
 use super::parse_size;
 use super::properties::{Entry, PropertiesFile};
@@ -1086,4 +1086,30 @@ fn cdn_download_needs_a_bucket_source_and_a_domain() {
     .unwrap();
     assert_eq!(c.cdn_domain, "https://cdn.example.com");
     assert!(c.unsupported().is_empty(), "{:?}", c.unsupported());
+}
+
+#[test]
+fn watch_mode_needs_an_incremental_job_of_a_local_source() {
+    let c = parse_ok("isIncremental=true\nincrementalMode=watch\n");
+    assert_eq!(c.incremental_mode, IncrementalMode::Watch);
+    assert_eq!(c.watch_settle_seconds, 2);
+    assert_eq!(
+        parse_ok("").incremental_mode,
+        IncrementalMode::Rescan,
+        "the default is the original's"
+    );
+    check(
+        &format!("{BASE}incrementalMode=watch\n"),
+        "job.cfg:4: incrementalMode: watch needs isIncremental=true (a one-pass job has nothing to watch for)",
+    );
+    check(
+        "srcType=s3\nsrcDomain=http://127.0.0.1:9000\nsrcBucket=b\nsrcPrefix=p/\n\
+         destDomain=http://oss-cn-hangzhou.aliyuncs.com\ndestBucket=mybucket\n\
+         isIncremental=true\nincrementalMode=watch\n",
+        "job.cfg:8: incrementalMode: watch is for srcType=local only (srcType=s3: a bucket or URL list cannot be watched; its changes are found by rescan passes, incrementalMode=rescan)",
+    );
+    check(
+        &format!("{BASE}isIncremental=true\nincrementalMode=watch\nwatchSettleSeconds=0\n"),
+        "job.cfg:6: watchSettleSeconds: must be between 1 and 3600, got 0",
+    );
 }
