@@ -110,6 +110,21 @@ pub enum Command {
         #[command(flatten)]
         d: DaemonArgs,
     },
+    /// A cut-over of an incremental job: a pass now (a watched job lists
+    /// every change seen so far); with --wait, return once each change seen
+    /// before the call is verified at the destination (exit 0: nothing
+    /// pending or failed).
+    Sync {
+        job: String,
+        /// Wait until the changes seen before the call are copied.
+        #[arg(long)]
+        wait: bool,
+        /// With --wait: give up after this many seconds (0: never).
+        #[arg(long, default_value_t = 0, value_name = "SECS")]
+        timeout: u64,
+        #[command(flatten)]
+        d: DaemonArgs,
+    },
     /// Stop dispatching a job's tasks; agents drop the ones they run.
     Pause {
         job: String,

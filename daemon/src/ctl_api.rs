@@ -153,7 +153,8 @@ pub fn need(ep: &Endpoint) -> Need {
         | Endpoint::Errors(n)
         | Endpoint::Report(n)
         | Endpoint::Manifest(n)
-        | Endpoint::SetLimits(n) => Need::OwnerOf(n.clone()),
+        | Endpoint::SetLimits(n)
+        | Endpoint::Sync(n) => Need::OwnerOf(n.clone()),
         Endpoint::Enrol | Endpoint::Revoke(_) | Endpoint::Shutdown => Need::Administrator,
     }
 }
@@ -172,6 +173,7 @@ pub fn verb(ep: &Endpoint) -> &'static str {
         Endpoint::Report(_) => "report",
         Endpoint::Manifest(_) => "report --manifest",
         Endpoint::SetLimits(_) => "set",
+        Endpoint::Sync(_) => "sync",
         Endpoint::Workers => "workers",
         Endpoint::Enrol => "deploy (enrol an agent key)",
         Endpoint::Revoke(_) => "workers remove (revoke an agent key)",
@@ -315,6 +317,11 @@ async fn dispatch(
             let dir = jobs::clean(eng, &n).await?;
             trail(eng, who, "clean", Some(&n), String::new()).await;
             done(cleaned(&n, &dir), 0)
+        }
+        Endpoint::Sync(n) => {
+            let t = jobs::sync(eng, &n).await?;
+            trail(eng, who, "sync", Some(&n), String::new()).await;
+            json(StatusCode::OK, &t)
         }
         Endpoint::Retry(n) => {
             let r = jobs::retry(eng, &n).await?;

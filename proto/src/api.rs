@@ -477,6 +477,18 @@ pub struct Incremental {
     pub watch: Option<WatchStatus>,
 }
 
+/// What `ossimportctl sync JOB` is answered: what to wait for.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncTicket {
+    /// A watched job: done once `WatchStatus::done_seq` reaches this.
+    pub watch_seq: Option<u64>,
+    /// A rescan job: done once this pass (the first to start after the
+    /// call) has ended.
+    pub pass: Option<u32>,
+    /// Milliseconds since the oldest change not yet copied, at the call.
+    pub lag_ms: Option<u64>,
+}
+
 /// The watch of an `incrementalMode=watch` job's source tree.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WatchStatus {
@@ -489,6 +501,9 @@ pub struct WatchStatus {
     /// Milliseconds since the oldest change not yet copied (pending, or in
     /// the pass running now); `None`: none.
     pub lag_ms: Option<u64>,
+    /// Every change queued up to this number (of `queued`) has been listed
+    /// and the pass that listed it has ended: what `sync --wait` waits for.
+    pub done_seq: u64,
     /// When the last reconcile pass (a whole listing) started, unix seconds.
     pub last_reconcile: Option<i64>,
     /// Why the next pass lists everything, if it will.

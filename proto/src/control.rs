@@ -48,6 +48,9 @@ pub enum Endpoint {
     /// Revoke the agent of this name (or fingerprint) at once.
     Revoke(String),
     Shutdown,
+    /// An incremental job's pass now (a cut-over): answers a
+    /// [`crate::api::SyncTicket`] to wait on.
+    Sync(String),
 }
 
 impl Endpoint {
@@ -68,6 +71,7 @@ impl Endpoint {
             | Endpoint::Resume(_)
             | Endpoint::SetLimits(_)
             | Endpoint::Enrol
+            | Endpoint::Sync(_)
             | Endpoint::Shutdown => Method::POST,
         }
     }
@@ -86,6 +90,7 @@ impl Endpoint {
             Endpoint::Report(n) => job(n, "/report"),
             Endpoint::Manifest(n) => job(n, "/manifest"),
             Endpoint::SetLimits(n) => job(n, "/limits"),
+            Endpoint::Sync(n) => job(n, "/sync"),
             Endpoint::RetryAll => "/v1/retry".into(),
             Endpoint::Workers => "/v1/workers".into(),
             Endpoint::Enrol => "/v1/agents".into(),
@@ -111,6 +116,7 @@ impl Endpoint {
             (&Method::GET, ["v1", "jobs", n, "report"]) => Endpoint::Report(name(n)?),
             (&Method::GET, ["v1", "jobs", n, "manifest"]) => Endpoint::Manifest(name(n)?),
             (&Method::POST, ["v1", "jobs", n, "limits"]) => Endpoint::SetLimits(name(n)?),
+            (&Method::POST, ["v1", "jobs", n, "sync"]) => Endpoint::Sync(name(n)?),
             (&Method::POST, ["v1", "retry"]) => Endpoint::RetryAll,
             (&Method::GET, ["v1", "workers"]) => Endpoint::Workers,
             (&Method::POST, ["v1", "agents"]) => Endpoint::Enrol,
@@ -225,6 +231,8 @@ mod tests {
                 Endpoint::Errors(n.clone()),
                 Endpoint::Revoke(n.clone()),
                 Endpoint::Manifest(n.clone()),
+                Endpoint::SetLimits(n.clone()),
+                Endpoint::Sync(n.clone()),
                 Endpoint::Report(n),
             ]);
         }

@@ -1,6 +1,6 @@
 //! The verbs that drive `ossimportd` over its control socket: `submit`,
 //! `start`, `stop`, `stat`, `retry`, `clean`, `version`, `workers`,
-//! `errors`, `report`, `pause`, `resume`.
+//! `errors`, `report`, `pause`, `resume`, `sync`.
 //!
 //! Every verb prints a table or a sentence by default and the daemon's JSON
 //! with `--json`. Exit codes are in [`crate::exit`]: a daemon that is not
@@ -30,6 +30,7 @@ pub(crate) mod report;
 mod service;
 pub(crate) mod stat;
 mod submit;
+mod sync;
 mod workers;
 use report::errors;
 use service::{administrator_only, report_agents, start, stop, version};
@@ -70,6 +71,7 @@ fn daemon_args(cmd: &mut Command) -> Option<(&mut DaemonArgs, Option<&Path>)> {
         | Command::Errors { d, .. }
         | Command::Report { d, .. }
         | Command::Pause { d, .. }
+        | Command::Sync { d, .. }
         | Command::Resume { d, .. }
         | Command::Set { d, .. }
         | Command::Workers {
@@ -146,6 +148,12 @@ async fn dispatch(mut cmd: Command) -> Result<exit::Code> {
             other => other,
         },
         Command::Pause { job, d } => done(&d, Endpoint::Pause(job)).await,
+        Command::Sync {
+            job,
+            wait,
+            timeout,
+            d,
+        } => sync::sync(&job, wait, timeout, &d).await,
         Command::Resume { job, d } => done(&d, Endpoint::Resume(job)).await,
         Command::Set { job, settings, d } => {
             let body = serde_json::to_vec(&proto::api::SetLimits { settings })

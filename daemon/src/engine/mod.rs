@@ -63,6 +63,9 @@ pub struct JobRt {
     pub owner: Option<(u32, String)>,
     /// `incrementalMode=watch`: the watch of its source tree.
     pub watch: Option<Arc<watch::Watch>>,
+    /// `sync` asked for a pass now (a rescan job: the next starts as soon
+    /// as the running one ends).
+    pub sync_now: Arc<AtomicBool>,
 }
 
 /// The job engine over a daemon's shared state: the jobs being run, the
@@ -444,6 +447,7 @@ pub async fn adopt(
             tuning,
             owner: job.owner.clone(),
             watch,
+            sync_now: Arc::new(AtomicBool::new(false)),
         },
     );
     let changed = change(eng, job.id, Event::Start { fresh_start }).await?;
@@ -973,6 +977,51 @@ pub async fn resume(eng: &Arc<Engine>, name: &str) -> Result<(), JobError> {
     change(eng, job.id, Event::Resume).await?;
     info!(job = %name, "Job resumed.");
     Ok(())
+}
+
+/// A cut-over of an incremental job: a pass now. A watched job lists every
+/// change queued so far, settled or not (the writers have stopped); a
+/// rescan job starts its next pass as soon as none runs. Returns what
+/// `sync --wait` waits for.
+pub async fn sync(eng: &Arc<Engine>, name: &str) -> Result<proto::api::SyncTicket, JobError> {
+    let job = find(eng, name).await?;
+    if job.incremental_interval().is_none() {
+        return Err(JobError::Invalid(format!(
+            "job {name} is not incremental (isIncremental=false): its one pass is all there is to wait for (ossimportctl stat {name})"
+        )));
+    }
+    if job.state != JobState::Running {
+        return Err(JobError::Conflict(format!(
+            "job {name} is {}: a pass runs only while it is running",
+            job.state.as_str()
+        )));
+    }
+    let (watch, sync_now) = eng
+        .jobs()
+        .get(&job.id)
+        .map(|rt| (rt.watch.clone(), Arc::clone(&rt.sync_now)))
+        .ok_or_else(|| JobError::Conflict(format!("job {name} is not loaded")))?;
+    let ticket = match watch {
+        Some(w) => {
+            let (seq, lag_ms) = w.sync();
+            proto::api::SyncTicket {
+                watch_seq: Some(seq),
+                pass: None,
+                lag_ms,
+            }
+        }
+        None => {
+            sync_now.store(true, Ordering::SeqCst);
+            proto::api::SyncTicket {
+                watch_seq: None,
+                pass: Some(job.pass + 1),
+                lag_ms: None,
+            }
+        }
+    };
+    eng.state.wake.notify_one();
+    info!(job = %name, ?ticket, "Sync requested.");
+    Ok(ticket)
 }
 
 /// Queues a job's failed objects again and restarts a listing that failed

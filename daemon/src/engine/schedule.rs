@@ -202,10 +202,16 @@ async fn tick(eng: &Arc<Engine>) -> anyhow::Result<()> {
             // An incremental job between passes: the next starts when due,
             // or for a watched tree when changes have settled (or events
             // may have been lost).
-            let watch = eng.jobs().get(&id).and_then(|rt| rt.watch.clone());
+            let (watch, sync_now) = match eng.jobs().get(&id) {
+                Some(rt) => (rt.watch.clone(), Arc::clone(&rt.sync_now)),
+                None => continue,
+            };
             let due = match &watch {
                 Some(w) => tasks.none_left() && w.next_pass(at <= now),
-                None => at <= now && tasks.none_left(),
+                None => {
+                    tasks.none_left()
+                        && (at <= now || sync_now.swap(false, std::sync::atomic::Ordering::SeqCst))
+                }
             };
             if due {
                 super::change(eng, id, super::lifecycle::Event::NextPass).await?;

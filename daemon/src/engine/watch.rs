@@ -50,12 +50,15 @@ pub enum Planned {
 struct Inner {
     /// Changed paths not yet handed to a pass, by relative path.
     dirty: HashMap<String, Dirty>,
-    /// Why the next pass lists everything, if it must.
-    reconcile: Option<String>,
+    /// Why the next pass lists everything, if it must, and its place in
+    /// the order of changes (a `sync` waits for it as for a change).
+    reconcile: Option<(String, u64)>,
     /// What the next scan of the job lists (set when its pass begins).
     planned: Option<Planned>,
-    /// When the oldest change handed to the running pass happened.
-    applying: Option<SystemTime>,
+    /// The changes handed to the running pass: when the oldest happened
+    /// (`None`: only a whole listing, no change seen), and the lowest
+    /// sequence number among them.
+    applying: Option<(Option<SystemTime>, u64)>,
     /// Changed paths queued and handed to passes, since the process started.
     queued: u64,
     applied: u64,
@@ -68,6 +71,8 @@ struct Inner {
 
 struct Dirty {
     components: Components,
+    /// Its number in the order changes were queued (`Inner::queued`).
+    seq: u64,
     /// The first change not yet listed.
     since: SystemTime,
     /// The latest event.
@@ -85,12 +90,9 @@ impl Watch {
     /// job runs on reconcile passes alone. Blocking: adding a watch per
     /// directory of a large tree takes a while.
     pub fn start(job: &str, root: &Path, settle: Duration) -> Watch {
-        let inner = Arc::new(Mutex::new(Inner {
-            reconcile: Some(
-                "the watch started (changes made before it are found by listing)".into(),
-            ),
-            ..Inner::default()
-        }));
+        let mut first = Inner::default();
+        first.due_whole("the watch started (changes made before it are found by listing)");
+        let inner = Arc::new(Mutex::new(first));
         let sink = Arc::clone(&inner);
         let base = root.to_path_buf();
         let job_name = job.to_string();
@@ -145,20 +147,31 @@ impl Watch {
         if !whole && settled.is_empty() {
             return false;
         }
-        let mut since = None::<SystemTime>;
+        let mut oldest = None::<(Option<SystemTime>, u64)>;
         let mut taken = Vec::with_capacity(settled.len());
         for k in settled {
             if let Some(d) = i.dirty.remove(&k) {
-                since = Some(since.map_or(d.since, |s| s.min(d.since)));
+                oldest = Some(oldest.map_or((Some(d.since), d.seq), |(t, q)| {
+                    (t.min(Some(d.since)).or(Some(d.since)), q.min(d.seq))
+                }));
                 taken.push(d.components);
             }
         }
         i.applied += taken.len() as u64;
-        i.applying = since;
+        i.applying = oldest;
         if whole {
-            if let Some(why) = i.reconcile.take() {
-                info!(root = %self.root.display(), why, "Reconcile pass: listing everything.");
-            }
+            let (why, seq) = match i.reconcile.take() {
+                Some(r) => r,
+                None => {
+                    i.queued += 1;
+                    ("incrementalModeInterval has passed".into(), i.queued)
+                }
+            };
+            info!(root = %self.root.display(), why, "Reconcile pass: listing everything.");
+            i.applying = Some(match i.applying {
+                Some((t, q)) => (t, q.min(seq)),
+                None => (None, seq),
+            });
             i.last_reconcile = Some(unix_now());
             i.planned = Some(Planned::Whole);
         } else {
@@ -177,8 +190,12 @@ impl Watch {
     /// change made so far, so no reconcile is due for what came before.
     pub fn listing_whole(&self) {
         let mut i = lock(&self.inner);
-        if i.reconcile.take().is_some() {
+        if let Some((_, seq)) = i.reconcile.take() {
             i.last_reconcile = Some(unix_now());
+            i.applying = Some(match i.applying {
+                Some((t, q)) => (t, q.min(seq)),
+                None => (None, seq),
+            });
         }
     }
 
@@ -196,26 +213,52 @@ impl Watch {
             .is_some_and(|d| !d.closed && d.last.elapsed() < self.settle)
     }
 
-    /// Every change queued so far must be listed, settled or not (a
-    /// cut-over: the writers have stopped).
-    pub fn settle_all(&self) {
+    /// A cut-over (`sync`): every change queued so far is to be listed,
+    /// settled or not (the writers have stopped). Returns the sequence
+    /// number `done_seq` must reach, and the lag now.
+    pub fn sync(&self) -> (u64, Option<u64>) {
+        let lag = self.status().lag_ms;
         let mut i = lock(&self.inner);
         for d in i.dirty.values_mut() {
             d.closed = true;
         }
+        (i.queued, lag)
     }
 
     pub fn status(&self) -> WatchStatus {
         let i = lock(&self.inner);
-        let oldest = i.dirty.values().map(|d| d.since).chain(i.applying).min();
+        let oldest = i
+            .dirty
+            .values()
+            .map(|d| d.since)
+            .chain(i.applying.and_then(|a| a.0))
+            .min();
+        let first_open = i
+            .dirty
+            .values()
+            .map(|d| d.seq)
+            .chain(i.applying.map(|a| a.1))
+            .chain(i.reconcile.as_ref().map(|r| r.1))
+            .min();
         WatchStatus {
+            done_seq: first_open.map_or(i.queued, |q| q.saturating_sub(1)),
             pending: i.dirty.len() as u64,
             queued: i.queued,
             applied: i.applied,
             lag_ms: oldest.map(|t| t.elapsed().unwrap_or_default().as_millis() as u64),
             last_reconcile: i.last_reconcile,
-            reconcile_due: i.reconcile.clone(),
+            reconcile_due: i.reconcile.as_ref().map(|r| r.0.clone()),
             problem: i.problem.clone(),
+        }
+    }
+}
+
+impl Inner {
+    /// The next pass must list everything (the first reason given stays).
+    fn due_whole(&mut self, why: &str) {
+        if self.reconcile.is_none() {
+            self.queued += 1;
+            self.reconcile = Some((why.to_string(), self.queued));
         }
     }
 }
@@ -241,7 +284,7 @@ fn on_event(job: &str, root: &Path, inner: &Mutex<Inner>, res: notify::Result<no
             if matches!(e.kind, notify::ErrorKind::MaxFilesWatch) {
                 i.problem = Some(why.clone());
             }
-            i.reconcile = Some(why);
+            i.due_whole(&why);
             return;
         }
     };
@@ -250,7 +293,7 @@ fn on_event(job: &str, root: &Path, inner: &Mutex<Inner>, res: notify::Result<no
             "the watch's event queue overflowed (fs.inotify.max_queued_events): events were lost"
                 .to_string();
         warn!(job, "{why}; the next pass lists everything.");
-        lock(inner).reconcile = Some(why);
+        lock(inner).due_whole(&why);
         return;
     }
     let closed = match ev.kind {
@@ -270,7 +313,7 @@ fn on_event(job: &str, root: &Path, inner: &Mutex<Inner>, res: notify::Result<no
                 ev.kind,
                 EventKind::Remove(_) | EventKind::Modify(ModifyKind::Name(_))
             ) {
-                i.reconcile = Some("srcPrefix itself was moved or removed".into());
+                i.due_whole("srcPrefix itself was moved or removed");
             }
             continue;
         }
@@ -286,10 +329,12 @@ fn on_event(job: &str, root: &Path, inner: &Mutex<Inner>, res: notify::Result<no
             }
             None => {
                 i.queued += 1;
+                let seq = i.queued;
                 i.dirty.insert(
                     key,
                     Dirty {
                         components,
+                        seq,
                         since: now.1,
                         last: now.0,
                         closed,

@@ -93,6 +93,52 @@ fn the_daemon_copies_watched_changes_within_seconds_and_misses_none_across_a_kil
         "{said}"
     );
 
+    // The cut-over: the last writes, then `sync --wait`; when it returns
+    // every one of them is at the destination.
+    for i in 0..20 {
+        std::fs::write(
+            src.join(format!("last/l{i:02}"))
+                .parent()
+                .map(|p| {
+                    std::fs::create_dir_all(p).unwrap();
+                    src.join(format!("last/l{i:02}"))
+                })
+                .unwrap(),
+            b"last",
+        )
+        .unwrap();
+    }
+    let out = Command::new(bin("ossimportctl"))
+        .args([
+            "sync",
+            "dwatchjob",
+            "--wait",
+            "--timeout",
+            "120",
+            "--socket",
+        ])
+        .arg(&d.socket)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        said.contains("job dwatchjob synced: closed a lag of"),
+        "{said}"
+    );
+    assert!(said.contains("0 pending, 0 failed"), "{said}");
+    let keys = rt().block_on(list_keys(&client, "dwatch", "last/"));
+    assert_eq!(
+        keys.len(),
+        20,
+        "sync returned before the last writes arrived: {keys:?}"
+    );
+
     // SIGKILLed with changes pending; more written while it is down.
     for i in 0..10 {
         std::fs::write(src.join(format!("pending{i}")), b"pending").unwrap();
@@ -103,7 +149,7 @@ fn the_daemon_copies_watched_changes_within_seconds_and_misses_none_across_a_kil
     }
     let d = Daemon::start_with(&work, &addr, &["--local-worker", "on"]);
     wait_for("every change made around the kill verified", 120, || {
-        d.job("dwatchjob").counts.verified == 240 + 1 + 10 + 5
+        d.job("dwatchjob").counts.verified == 240 + 1 + 20 + 10 + 5
     });
     let keys = rt().block_on(list_keys(&client, "dwatch", ""));
     for i in 0..10 {
@@ -116,5 +162,5 @@ fn the_daemon_copies_watched_changes_within_seconds_and_misses_none_across_a_kil
     // The first pass after the restart listed everything.
     assert!(log.contains("Reconcile pass"), "{log}");
     let ps = passes(&d, "dwatchjob");
-    assert!(ps.iter().any(|p| p.found >= 255), "{ps:?}");
+    assert!(ps.iter().any(|p| p.found >= 275), "{ps:?}");
 }
