@@ -222,3 +222,83 @@ fn watched_changes_arrive_within_seconds_and_nothing_half_written_or_missed() {
             .unwrap();
     });
 }
+
+/// Restores `fs.inotify.max_queued_events` when dropped.
+struct QueueLimit(String);
+
+impl Drop for QueueLimit {
+    fn drop(&mut self) {
+        let _ = std::fs::write(QUEUE_LIMIT, &self.0);
+    }
+}
+
+const QUEUE_LIMIT: &str = "/proc/sys/fs/inotify/max_queued_events";
+
+/// A burst of 20,000 files into a watch whose event queue holds 16: the
+/// queue overflows, the events are lost, and the next pass lists
+/// everything, so every file is verified all the same.
+#[test]
+fn a_burst_that_overflows_the_watch_queue_is_found_by_a_reconcile_pass() {
+    if !is_root() {
+        eprintln!(
+            "skipped: needs root to lower fs.inotify.max_queued_events (the only way to make a watch queue overflow on demand)"
+        );
+        return;
+    }
+    let s3 = S3Server::start();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        s3.client()
+            .create_bucket()
+            .bucket("burst")
+            .send()
+            .await
+            .unwrap()
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("first"), b"1").unwrap();
+    let work = tmp.path().join("work");
+    let cfg = job_cfg(
+        tmp.path(),
+        "burstjob",
+        &src,
+        &s3.endpoint,
+        "burst",
+        "isIncremental=true\nincrementalModeInterval=3600\nincrementalMode=watch\nwatchSettleSeconds=1\ntaskObjectCountLimit=1000",
+    );
+    // The limit is read when a watch is made: lowered for this run's only,
+    // put back as soon as its first pass (which follows the watch) ends.
+    let limit = QueueLimit(std::fs::read_to_string(QUEUE_LIMIT).unwrap());
+    std::fs::write(QUEUE_LIMIT, "16").unwrap();
+    let log = tmp.path().join("run.log");
+    let child = spawn_run(&cfg, &work, &log);
+    crate::incremental::wait_pass_ended(&work, "burstjob", 1);
+    drop(limit);
+
+    for d in 0..20 {
+        let dir = src.join(format!("d{d:02}"));
+        std::fs::create_dir(&dir).unwrap();
+        for i in 0..1000 {
+            std::fs::write(dir.join(format!("f{i:04}")), b"b").unwrap();
+        }
+    }
+    wait_for("20,001 files verified", 300, || {
+        objects(&work)
+            .iter()
+            .filter(|o| o.state == ObjectState::Verified)
+            .count()
+            == 20_001
+    });
+    interrupt(child);
+    let said = std::fs::read_to_string(&log).unwrap();
+    assert!(said.contains("overflowed"), "{said}");
+    let s = store(&work);
+    let job = s.find_job("burstjob").unwrap().unwrap();
+    let passes = s.passes(job.id).unwrap();
+    assert!(
+        passes.iter().skip(1).any(|p| p.found == 20_001),
+        "no whole listing after the overflow: {passes:#?}"
+    );
+}
