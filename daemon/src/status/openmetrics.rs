@@ -225,9 +225,9 @@ impl Collector for SnapCollector {
         )?;
         family(
             e,
-            "watch_lag_seconds",
+            "watch_lag",
             "Age of the oldest change of a watched tree not yet copied (0: none)",
-            None,
+            Some(Unit::Seconds),
             Gauge,
             watched(&|w| w.lag_ms.unwrap_or(0) as f64 / 1000.0),
         )?;
@@ -249,9 +249,9 @@ impl Collector for SnapCollector {
         )?;
         family(
             e,
-            "watch_last_reconcile_timestamp_seconds",
+            "watch_last_reconcile_timestamp",
             "When the last whole listing of a watched tree started (0: none yet)",
-            None,
+            Some(Unit::Seconds),
             Gauge,
             watched(&|w| w.last_reconcile.unwrap_or(0) as f64),
         )?;
