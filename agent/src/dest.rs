@@ -29,6 +29,11 @@ pub(crate) fn dest_err(e: S3Error) -> Fail {
                 "the destination computed a different checksum than was read from the source (changed while uploading?): {e}"
             ),
         ),
+        // Only a conditional write (`overwriteMode`) is refused so.
+        ErrorKind::PreconditionFailed => Fail(
+            ErrorCode::DestConflict,
+            format!("the destination key holds an object this job may not overwrite: {e}"),
+        ),
         _ => Fail(ErrorCode::DestError, e.to_string()),
     }
 }

@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use crate::step::{Done, Fail};
-use crate::worker::{Executor, Source};
+use crate::worker::{Dest, Executor, Source};
 use crate::{local, remote};
 
 /// Copies (or audits) one object and returns its result; never panics on
@@ -40,10 +40,13 @@ async fn process(
     // parts count towards it; audits and skips have none).
     let _bar = (ex.spec.mode == JobMode::Import && obj.size > ex.spec.multipart_threshold)
         .then(|| ex.progress.track(obj.object_id, &obj.rel_path, obj.size));
+    // `overwriteMode`: what this object's writes may replace.
+    let write_if = ex.spec.overwrite.write_if(obj.dest_etag.as_deref());
     let outcome = storage::s3::RETRIES
         .scope(
             Arc::clone(&retries),
-            riding_out_outages(ex, obj, events, lease, remote),
+            storage::s3::WRITE_IF
+                .scope(write_if, riding_out_outages(ex, obj, events, lease, remote)),
         )
         .await;
     let retries = retries.load(Ordering::Relaxed);
@@ -79,9 +82,38 @@ async fn process(
             result.etag = s.etag;
             result.verified_by = s.by;
         }
+        Err(Fail(ErrorCode::DestConflict, _)) => {
+            result.error = Some(ObjectError {
+                code: ErrorCode::DestConflict,
+                message: conflict(ex, obj).await,
+            })
+        }
         Err(Fail(code, message)) => result.error = Some(ObjectError { code, message }),
     }
     result
+}
+
+/// Why a conditional write was refused, with both ETags: what this job
+/// verified at the key (if anything) and what the key holds now.
+async fn conflict(ex: &Executor, obj: &ObjectSpec) -> String {
+    let now = match (&ex.dest, crate::dest::dest_name(&ex.dest, &obj.rel_path)) {
+        (Dest::S3 { store, .. }, Ok(key)) => match store.head(&key).await {
+            Ok(info) => format!("ETag {}", info.etag),
+            Err(e) => format!("not readable now ({e})"),
+        },
+        _ => "unknown".into(),
+    };
+    let mode = ex.spec.overwrite;
+    match &obj.dest_etag {
+        Some(ours) => format!(
+            "the destination object changed since this job wrote it (this job verified ETag {ours}; the destination holds {now}): not overwritten (overwriteMode={})",
+            mode.as_str()
+        ),
+        None => format!(
+            "the destination key holds an object this job did not write ({now}): not overwritten (overwriteMode={})",
+            mode.as_str()
+        ),
+    }
 }
 
 /// Runs the object; when its failure overlapped a confirmed outage of an

@@ -300,7 +300,10 @@ impl Executor {
         let requests = Arc::new(RateLimiter::new(f64::from(spec.limits.requests_per_second)));
         let bandwidth = Arc::new(RateLimiter::new(spec.limits.bytes_per_second as f64));
         let mut endpoints = Vec::new();
+        // A condition on CopyObject is not among what the start checks
+        // (`overwriteMode`): such jobs stream, under checked conditions.
         let server_side = spec.server_side_copy
+            && spec.overwrite == proto::job::OverwriteMode::Always
             && match (&spec.source, &spec.dest) {
                 (SourceSpec::S3(from), DestSpec::S3 { bucket: to, .. }) => {
                     from.endpoint.trim_end_matches('/') == to.endpoint.trim_end_matches('/')

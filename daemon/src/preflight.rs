@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use job::plan::Plan;
 use proto::job::SourceSpec;
-use proto::job::{Bucket, DestSpec};
+use proto::job::{Bucket, DestSpec, OverwriteMode, WriteIf};
 use storage::s3::{S3Config, S3Store};
 
 /// What `run`, `submit` and the dry run check first.
@@ -89,6 +89,97 @@ async fn check(plan: &Plan, create: bool) -> anyhow::Result<()> {
     if let DestSpec::S3 { bucket, .. } = &plan.spec.dest {
         let store = S3Store::new(&S3Config::new(bucket.clone(), plan.spec.max_attempts));
         check_bucket(&store, "destDomain", "destination", bucket).await?;
+        if plan.spec.overwrite != OverwriteMode::Always && create {
+            conditional_writes(&store, bucket, plan.spec.overwrite).await?;
+        }
+    }
+    Ok(())
+}
+
+/// `overwriteMode=ours`/`never` rest on the destination refusing a write
+/// whose condition fails: a probe object is created, then written again
+/// under `If-None-Match: *` and under `If-Match` on an ETag it does not
+/// have. Both must be refused (412); a store that takes either ignores the
+/// condition, and the mode is refused for it rather than trusted. The
+/// probe is removed.
+async fn conditional_writes(
+    store: &S3Store,
+    bucket: &Bucket,
+    mode: OverwriteMode,
+) -> anyhow::Result<()> {
+    use storage::s3::{ErrorKind, WRITE_IF};
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let key = format!(
+        "{}.ossimport-probe-{}-{nanos}",
+        bucket.prefix,
+        std::process::id()
+    );
+    let body = hyper::body::Bytes::from_static(b"ossimport conditional write probe");
+    let digest = storage::checksum::digest_with(&body, true);
+    let put = |w: WriteIf| {
+        let (key, body) = (key.clone(), body.clone());
+        WRITE_IF.scope(w, async move {
+            store.put_bytes(&key, body, &digest, &[], None).await
+        })
+    };
+    let at = format!("destination bucket {} at {}", bucket.name, bucket.endpoint);
+    put(WriteIf::Absent)
+        .await
+        .map_err(|e| anyhow::anyhow!("{at}: writing a probe object for overwriteMode: {e}"))?;
+    let again = put(WriteIf::Absent).await;
+    let wrong = WriteIf::Etag("00000000000000000000000000000000".into());
+    let other = put(wrong.clone()).await;
+    // A large object's condition rides on CompleteMultipartUpload, which a
+    // store may check apart from PUT's (moto checks only `If-None-Match`
+    // there).
+    let completed = async {
+        let id = store.create_multipart(&key, &[], None, false).await?;
+        let upload = storage::s3::Upload {
+            key: &key,
+            id: &id,
+            nvme: false,
+        };
+        let part = store.upload_part(&upload, 1, body.clone(), &digest).await?;
+        let r = WRITE_IF
+            .scope(
+                wrong,
+                store.complete_multipart(&key, &id, &[(1, part.etag)], None),
+            )
+            .await;
+        if r.is_err() {
+            let _ = store.abort_multipart(&key, &id).await;
+        }
+        r
+    }
+    .await;
+    let _ = store
+        .client()
+        .delete_object()
+        .bucket(store.bucket())
+        .key(&key)
+        .send()
+        .await;
+    for (what, r) in [
+        ("a PUT with If-None-Match: *", again),
+        ("a PUT with If-Match on another ETag", other),
+        (
+            "a CompleteMultipartUpload with If-Match on another ETag",
+            completed,
+        ),
+    ] {
+        match r {
+            Err(e) if e.kind == ErrorKind::PreconditionFailed => {}
+            Ok(_) => anyhow::bail!(
+                "{at} ignores conditional writes ({what} overwrote an existing object): overwriteMode={} cannot be trusted there; use overwriteMode=always",
+                mode.as_str()
+            ),
+            Err(e) => anyhow::bail!(
+                "{at}: {what} was refused otherwise than as a failed condition ({e}): overwriteMode={} cannot be trusted there; use overwriteMode=always",
+                mode.as_str()
+            ),
+        }
     }
     Ok(())
 }

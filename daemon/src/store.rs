@@ -416,6 +416,16 @@ impl Store {
                        ORDER BY id DESC LIMIT 1) AS w
                  WHERE objects.id = ?4",
             )?;
+            // What this job verified at the key before: the latest row's
+            // ETag if it was verified or skipped, else (a failed copy) what
+            // that row carried.
+            let mut before = tx.prepare_cached(
+                "SELECT state, etag, md5, prior_etag FROM objects
+                 WHERE job_id = ?1 AND rel_path = ?2 AND id < ?3 AND state IN (?4, ?5, ?6)
+                 ORDER BY id DESC LIMIT 1",
+            )?;
+            let mut keep_before =
+                tx.prepare_cached("UPDATE objects SET prior_etag = ?2 WHERE id = ?1")?;
             let t = now();
             for (o, c) in objects.iter().zip(changes) {
                 let (state, code, msg) = match &o.failure {
@@ -440,6 +450,28 @@ impl Store {
                 match *c {
                     Change::New => new += 1,
                     Change::Changed | Change::Retried | Change::Metadata => {
+                        let prior: Option<String> = before
+                            .query_row(
+                                params![
+                                    job_id,
+                                    o.rel_path,
+                                    id,
+                                    ObjectState::Verified,
+                                    ObjectState::Skipped,
+                                    ObjectState::Failed
+                                ],
+                                |r| {
+                                    Ok(match r.get::<_, ObjectState>(0)? {
+                                        ObjectState::Failed => r.get(3)?,
+                                        _ => compact::read_etag(r.get_ref(1)?, r.get_ref(2)?)?,
+                                    })
+                                },
+                            )
+                            .optional()?
+                            .flatten();
+                        if prior.is_some() {
+                            keep_before.execute(params![id, prior])?;
+                        }
                         if *c == Change::Metadata {
                             carry.execute(params![
                                 job_id,
@@ -559,7 +591,7 @@ impl Store {
             let mut objects = Vec::new();
             {
                 let mut q = tx.prepare_cached(
-                    "SELECT id, rel_path, size, mtime, upload_id, part_size, src_ref, ident, etag, md5 FROM objects
+                    "SELECT id, rel_path, size, mtime, upload_id, part_size, src_ref, ident, etag, md5, prior_etag FROM objects
                      WHERE task_id = ?1 AND state = ?2 ORDER BY id",
                 )?;
                 let rows = q.query_map(params![task_id, ObjectState::Pending], |r| {
@@ -581,7 +613,7 @@ impl Store {
                         r.get::<_, Option<i64>>(5)?,
                         r.get::<_, Option<String>>(6)?,
                         r.get::<_, Option<i64>>(7)?,
-                        written,
+                        (written, r.get::<_, Option<String>>(10)?),
                     ))
                 })?;
                 for row in rows {
@@ -589,8 +621,17 @@ impl Store {
                 }
             }
             let mut specs = Vec::with_capacity(objects.len());
-            for (object_id, rel_path, size, mtime, upload_id, part_size, src_ref, ident, written) in
-                objects
+            for (
+                object_id,
+                rel_path,
+                size,
+                mtime,
+                upload_id,
+                part_size,
+                src_ref,
+                ident,
+                (written, dest_etag),
+            ) in objects
             {
                 let resume = match (upload_id, part_size) {
                     (Some(upload_id), Some(part_size)) => {
@@ -628,6 +669,7 @@ impl Store {
                     ident,
                     resume,
                     written,
+                    dest_etag,
                 });
             }
             out.push(TaskSpec {

@@ -360,6 +360,7 @@ fn from_text(
         copy_tags: cfg.copy_tags,
         preserve_file_attrs: cfg.preserve_file_attrs,
         server_side_copy: cfg.server_side_copy,
+        overwrite: cfg.overwrite_mode,
         limits: Limits {
             // The flat cap; a schedule replaces it once the engine loads
             // the job (`engine::limits`).

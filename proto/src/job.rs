@@ -41,6 +41,9 @@ pub struct JobSpec {
     /// one endpoint (`serverSideCopy=auto`, the default; `never`).
     #[serde(default = "yes")]
     pub server_side_copy: bool,
+    /// What may be overwritten at the destination (`overwriteMode`).
+    #[serde(default)]
+    pub overwrite: OverwriteMode,
     /// Caps and deadlines.
     #[serde(default)]
     pub limits: Limits,
@@ -48,6 +51,53 @@ pub struct JobSpec {
 
 fn yes() -> bool {
     true
+}
+
+/// What a copy may overwrite at the destination (`overwriteMode`, ours).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OverwriteMode {
+    /// Whatever is there (the original's way).
+    #[default]
+    Always,
+    /// Only what this job wrote and the destination still holds
+    /// (`If-Match` on the ETag it verified), or nothing (`If-None-Match: *`)
+    /// for a key it never wrote: anyone else's object is a `DEST_CONFLICT`.
+    Ours,
+    /// Nothing: objects are only created (`If-None-Match: *`).
+    Never,
+}
+
+/// The condition a write of one object is made under.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WriteIf {
+    /// None.
+    Any,
+    /// Only if the key holds nothing.
+    Absent,
+    /// Only if the key still holds this ETag.
+    Etag(String),
+}
+
+impl OverwriteMode {
+    /// The spelling in `job.cfg`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OverwriteMode::Always => "always",
+            OverwriteMode::Ours => "ours",
+            OverwriteMode::Never => "never",
+        }
+    }
+
+    /// The condition for an object whose key this job last verified with
+    /// `dest_etag` (`None`: never written by it).
+    pub fn write_if(self, dest_etag: Option<&str>) -> WriteIf {
+        match (self, dest_etag) {
+            (OverwriteMode::Always, _) => WriteIf::Any,
+            (OverwriteMode::Ours, Some(e)) => WriteIf::Etag(e.to_string()),
+            (OverwriteMode::Ours, None) | (OverwriteMode::Never, _) => WriteIf::Absent,
+        }
+    }
 }
 
 /// Caps an executor enforces; zero means none.
@@ -273,6 +323,10 @@ pub struct ObjectSpec {
     /// the bytes again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub written: Option<Written>,
+    /// The ETag this job verified at the key before this copy (an earlier
+    /// pass's), for `overwriteMode=ours`; `None`: it never wrote the key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dest_etag: Option<String>,
 }
 
 /// A destination object an earlier pass wrote and verified.
@@ -571,6 +625,10 @@ pub enum ErrorCode {
     /// The destination holds other metadata than the source's (audit, or
     /// a HEAD after the upload).
     MetaMismatch,
+    /// `overwriteMode=ours`/`never`: the destination key holds an object
+    /// this job did not write (or no longer the one it verified there); it
+    /// was not overwritten.
+    DestConflict,
 }
 
 impl ErrorCode {
@@ -590,6 +648,7 @@ impl ErrorCode {
             ErrorCode::EndpointDown => "ENDPOINT_DOWN",
             ErrorCode::MetaInvalid => "META_INVALID",
             ErrorCode::MetaMismatch => "META_MISMATCH",
+            ErrorCode::DestConflict => "DEST_CONFLICT",
         }
     }
 
@@ -609,6 +668,7 @@ impl ErrorCode {
             "ENDPOINT_DOWN" => ErrorCode::EndpointDown,
             "META_INVALID" => ErrorCode::MetaInvalid,
             "META_MISMATCH" => ErrorCode::MetaMismatch,
+            "DEST_CONFLICT" => ErrorCode::DestConflict,
             _ => return None,
         })
     }
@@ -662,6 +722,17 @@ mod tests {
     }
 
     #[test]
+    fn overwrite_modes_condition_each_write() {
+        use OverwriteMode::*;
+        assert_eq!(Always.write_if(Some("e")), WriteIf::Any);
+        assert_eq!(Always.write_if(None), WriteIf::Any);
+        assert_eq!(Ours.write_if(Some("e")), WriteIf::Etag("e".into()));
+        assert_eq!(Ours.write_if(None), WriteIf::Absent);
+        assert_eq!(Never.write_if(Some("e")), WriteIf::Absent);
+        assert_eq!(Never.write_if(None), WriteIf::Absent);
+    }
+
+    #[test]
     fn error_codes_round_trip() {
         for c in [
             ErrorCode::SizeNotMatch,
@@ -675,6 +746,10 @@ mod tests {
             ErrorCode::ListError,
             ErrorCode::DuplicateKey,
             ErrorCode::RejectedResult,
+            ErrorCode::EndpointDown,
+            ErrorCode::MetaInvalid,
+            ErrorCode::MetaMismatch,
+            ErrorCode::DestConflict,
         ] {
             assert_eq!(ErrorCode::parse(c.as_str()), Some(c));
             assert_eq!(

@@ -36,7 +36,7 @@ use aws_smithy_runtime_api::client::interceptors::context::{
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::config_bag::{ConfigBag, Storable, StoreReplace};
 use bytes::Bytes;
-use proto::job::Bucket;
+use proto::job::{Bucket, WriteIf};
 
 use crate::checksum::{Digest, Hasher, normalize_etag};
 use crate::limit::RateLimiter;
@@ -243,6 +243,16 @@ tokio::task_local! {
     /// Retries spent by requests made inside this scope (set around each
     /// object so its result can report them).
     pub static RETRIES: Arc<AtomicU32>;
+    /// The condition the writes made inside this scope (PUT, CopyObject,
+    /// CompleteMultipartUpload) are made under (`overwriteMode`, set around
+    /// each object): the store answers 412
+    /// ([`ErrorKind::PreconditionFailed`]) instead of overwriting.
+    pub static WRITE_IF: WriteIf;
+}
+
+/// The condition of a write made now (none outside a [`WRITE_IF`] scope).
+fn write_if() -> WriteIf {
+    WRITE_IF.try_with(Clone::clone).unwrap_or(WriteIf::Any)
 }
 
 /// Read size of a part streamed from a file.
@@ -422,6 +432,11 @@ const READ_TIMEOUT: Duration = Duration::from_secs(120);
 /// source's other headers and user metadata, then ours (`meta`, which win
 /// over a source's user metadata of the same name), its tags, and the
 /// store's storage class.
+/// An ETag as a conditional header carries it: in double quotes.
+fn quoted(etag: &str) -> String {
+    format!("\"{}\"", etag.trim_matches('"'))
+}
+
 macro_rules! with_headers {
     ($self:ident, $req:ident, $key:expr, $meta:expr, $headers:expr) => {
         let h: Option<&ObjectHeaders> = $headers;
@@ -808,6 +823,11 @@ impl S3Store {
         // or CRC-64/NVME header (the server refuses a body that does not
         // match it), or by the CRC-64/XZ the store answers, so hashing
         // every byte again with SHA-256 for SigV4 buys nothing.
+        req = match write_if() {
+            WriteIf::Any => req,
+            WriteIf::Absent => req.if_none_match("*"),
+            WriteIf::Etag(e) => req.if_match(quoted(&e)),
+        };
         let out = req
             .customize()
             .disable_payload_signing()
@@ -879,6 +899,11 @@ impl S3Store {
         if self.sse {
             req = req.server_side_encryption(ServerSideEncryption::Aes256);
         }
+        req = match write_if() {
+            WriteIf::Any => req,
+            WriteIf::Absent => req.if_none_match("*"),
+            WriteIf::Etag(e) => req.if_match(quoted(&e)),
+        };
         let out = req
             .customize()
             .interceptor(cap.clone())
@@ -1161,6 +1186,11 @@ impl S3Store {
                     .collect(),
             ))
             .build();
+        let (if_match, if_none_match) = match write_if() {
+            WriteIf::Any => (None, None),
+            WriteIf::Absent => (None, Some("*".to_string())),
+            WriteIf::Etag(e) => (Some(quoted(&e)), None),
+        };
         let out = self
             .client
             .complete_multipart_upload()
@@ -1170,6 +1200,8 @@ impl S3Store {
             .multipart_upload(completed)
             .set_checksum_crc64_nvme(nvme.map(crate::checksum::nvme_base64))
             .set_checksum_type(nvme.map(|_| aws_sdk_s3::types::ChecksumType::FullObject))
+            .set_if_match(if_match)
+            .set_if_none_match(if_none_match)
             .customize()
             .interceptor(cap.clone())
             .send()

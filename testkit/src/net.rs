@@ -34,6 +34,8 @@ pub struct Faults {
     /// one) that ignores it would. Use with a server that does not check
     /// signatures (moto): the header was signed.
     pub strip_if_match: bool,
+    /// Drops `If-None-Match` likewise (a store that takes every write).
+    pub strip_if_none_match: bool,
     /// Requests whose path holds this text are answered 403 AccessDenied
     /// (a key the credentials may not write).
     pub deny_key: Option<String>,
@@ -207,7 +209,9 @@ async fn forward(
         .method(parts.method)
         .uri(format!("{upstream}{pq}"));
     for (k, v) in &parts.headers {
-        if faults.strip_if_match && k == hyper::header::IF_MATCH {
+        if (faults.strip_if_match && k == hyper::header::IF_MATCH)
+            || (faults.strip_if_none_match && k == hyper::header::IF_NONE_MATCH)
+        {
             continue;
         }
         up = up.header(k, v);

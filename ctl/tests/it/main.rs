@@ -20,6 +20,7 @@ mod metrics;
 mod migrate;
 mod object_errors;
 mod outages;
+mod overwrite;
 mod resume;
 mod server_side;
 mod sources;

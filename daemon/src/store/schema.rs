@@ -11,7 +11,7 @@ use super::*;
 /// the pass each object was listed in and last seen in, the pass that
 /// found it gone, and one `passes` row per pass; and the branches of a
 /// parallel listing (`scan_branches`), each with its own checkpoint.
-pub(super) const SCHEMA_VERSION: i64 = 8;
+pub(super) const SCHEMA_VERSION: i64 = 9;
 
 /// What schema 5 adds: each job's object counts by state, kept by triggers
 /// on every insert, update and delete of an object, so `stat` reads a few
@@ -95,6 +95,13 @@ ALTER TABLE objects ADD COLUMN meta_sha256 TEXT;
 /// with it.
 const SCHEMA_V8: &str = "
 ALTER TABLE parts ADD COLUMN nvme TEXT;
+";
+
+/// What schema 9 adds: on a row queued again for a key the job had
+/// written, the ETag it verified there (`overwriteMode=ours` writes only
+/// while the destination still holds it).
+const SCHEMA_V9: &str = "
+ALTER TABLE objects ADD COLUMN prior_etag TEXT;
 ";
 
 /// What schema 4 adds: the audit trail of `ossimportctl set`, which is also
@@ -225,6 +232,7 @@ impl Store {
             tx.execute_batch(SCHEMA_V6)?;
             tx.execute_batch(SCHEMA_V7)?;
             tx.execute_batch(SCHEMA_V8)?;
+            tx.execute_batch(SCHEMA_V9)?;
             tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
             tx.commit()?;
         } else if version == 1 {
@@ -285,6 +293,12 @@ impl Store {
         if (1..8).contains(&version) {
             let tx = conn.transaction()?;
             tx.execute_batch(SCHEMA_V8)?;
+            tx.pragma_update(None, "user_version", 8)?;
+            tx.commit()?;
+        }
+        if (1..9).contains(&version) {
+            let tx = conn.transaction()?;
+            tx.execute_batch(SCHEMA_V9)?;
             tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
             tx.commit()?;
         }

@@ -348,6 +348,7 @@ fn a_schema_4_store_gets_its_counts_on_migration() {
                  CREATE INDEX objects_job_state ON objects(job_id, state);
                  ALTER TABLE objects DROP COLUMN ident;
                  ALTER TABLE objects DROP COLUMN meta_sha256;
+                 ALTER TABLE objects DROP COLUMN prior_etag;
                  ALTER TABLE parts DROP COLUMN nvme;
                  ALTER TABLE jobs DROP COLUMN owner_uid;
                  ALTER TABLE jobs DROP COLUMN owner_name;

@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 
 use proto::Secret;
-pub use proto::job::{JobMode, SkipMode, VerifyMode};
+pub use proto::job::{JobMode, OverwriteMode, SkipMode, VerifyMode};
 use serde::Serialize;
 
 use super::properties::PropertiesFile;
@@ -142,6 +142,8 @@ pub struct JobConfig {
     /// the start of the next, at least 900 (see [`min_incremental_interval`]).
     /// Default 86400.
     pub incremental_mode_interval: u64,
+    /// `overwriteMode` (ours): what a copy may overwrite at the destination.
+    pub overwrite_mode: OverwriteMode,
     /// `incrementalMode` (ours): how an incremental job finds changes.
     pub incremental_mode: IncrementalMode,
     /// `watchSettleSeconds` (ours): with `incrementalMode=watch`, how long a
@@ -497,6 +499,17 @@ fn from_properties(
         )
     })?;
     let watch_settle_seconds = f.number_in(k("watchSettleSeconds"), 1..=3600)?;
+    let overwrite_mode = f.parsed(&["overwriteMode"], OverwriteMode::Always, |v| {
+        parse_choice(
+            v,
+            &[
+                ("always", OverwriteMode::Always),
+                ("ours", OverwriteMode::Ours),
+                ("never", OverwriteMode::Never),
+            ],
+            false,
+        )
+    })?;
     let import_since = f.number(k("importSince"))?;
     let last_modify = f.number(k("lastModify"))?;
     let is_skip_exist_file = f.switch(k("isSkipExistFile"))?;
@@ -875,8 +888,17 @@ fn from_properties(
         }
     }
 
+    if overwrite_mode != OverwriteMode::Always && dest_type == DestType::Local {
+        return Err(f.err_at(
+            f.line("overwriteMode"),
+            "overwriteMode",
+            "ours and never are for bucket destinations only (destType=local writes files in place)",
+        ));
+    }
+
     Ok(JobConfig {
         job_name,
+        overwrite_mode,
         incremental_mode,
         watch_settle_seconds,
         job_type,

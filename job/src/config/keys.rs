@@ -501,6 +501,11 @@ pub const JOB: &[Key] = &[
         "Read destSecretKey from this file (relative to the job file; refused if every user may read it).",
     ),
     ours(
+        "overwriteMode",
+        "always",
+        "always: a copy overwrites whatever the destination key holds; ours: only what this job wrote there and the key still holds (else DEST_CONFLICT), never: only creates keys. ours and never need a destination that honours conditional writes (checked at submit).",
+    ),
+    ours(
         "incrementalMode",
         "rescan",
         "With isIncremental=true: rescan lists the whole source every incrementalModeInterval seconds; watch (local sources) copies each change within seconds of its settling, and lists everything at the interval and whenever events may have been lost.",

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use super::ConfigError;
 use super::job::{
     AddressingStyle, AuditMode, DestType, GetObjectMetaMode, IncrementalMode, JobConfig, JobMode,
-    SkipMode, SrcType, VerifyMode,
+    OverwriteMode, SkipMode, SrcType, VerifyMode,
 };
 use super::parse_size;
 use super::properties::{Entry, PropertiesFile};
@@ -1111,5 +1111,22 @@ fn watch_mode_needs_an_incremental_job_of_a_local_source() {
     check(
         &format!("{BASE}isIncremental=true\nincrementalMode=watch\nwatchSettleSeconds=0\n"),
         "job.cfg:6: watchSettleSeconds: must be between 1 and 3600, got 0",
+    );
+}
+
+#[test]
+fn overwrite_modes_are_for_bucket_destinations() {
+    assert_eq!(parse_ok("").overwrite_mode, OverwriteMode::Always);
+    assert_eq!(
+        parse_ok("overwriteMode=ours\n").overwrite_mode,
+        OverwriteMode::Ours
+    );
+    assert_eq!(
+        parse_ok("overwriteMode=Never\n").overwrite_mode,
+        OverwriteMode::Never
+    );
+    check(
+        "srcPrefix=/data/\ndestType=local\ndestDir=/backup/\noverwriteMode=ours\n",
+        "job.cfg:4: overwriteMode: ours and never are for bucket destinations only (destType=local writes files in place)",
     );
 }
