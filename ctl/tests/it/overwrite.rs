@@ -80,9 +80,19 @@ fn ours_never_overwrites_what_another_client_wrote() {
     );
     let log = tmp.path().join("run.log");
     let child = spawn_run(&cfg, &work, &log);
-    crate::incremental::wait_pass_ended(&work, "oursjob", 1);
+    // Files this new are held by the first listing until they settle, and
+    // copied by the pass after it.
+    wait_for_store(&work, "every file final", |s| {
+        let rows = s.objects().unwrap_or_default();
+        ["a.txt", "b.txt", "c.txt", "d.txt", "big.bin"]
+            .iter()
+            .all(|f| {
+                rows.iter()
+                    .any(|o| o.rel_path == *f && o.state != ObjectState::Pending)
+            })
+    });
 
-    // Pass 1: the key another client wrote first is not overwritten.
+    // The key another client wrote first is not overwritten.
     let d = latest(&work, "d.txt");
     assert_eq!(d.len(), 1, "{d:?}");
     assert_eq!(d[0].state, ObjectState::Failed, "{d:?}");

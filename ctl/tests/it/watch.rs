@@ -45,12 +45,15 @@ fn watched_changes_arrive_within_seconds_and_nothing_half_written_or_missed() {
     let tmp = tempfile::tempdir().unwrap();
     let src = tmp.path().join("src");
     // Never touched: a pass that lists it listed everything.
-    tree(&src.join("still"), 300, 64);
+    tree(&src.join("still"), 1000, 64);
     let moved = src.join("dir_a");
     std::fs::create_dir_all(&moved).unwrap();
-    for i in 0..100 {
+    for i in 0..500 {
         std::fs::write(moved.join(format!("m{i:03}")), format!("moved {i}")).unwrap();
     }
+    // Older than the settle time, as a tree being migrated is: a listing
+    // holds back files changed within it (they may be being written).
+    std::thread::sleep(std::time::Duration::from_millis(1100));
     let work = tmp.path().join("work");
     // An interval of an hour: every copy after the first pass is the
     // watch's doing.
@@ -68,38 +71,48 @@ fn watched_changes_arrive_within_seconds_and_nothing_half_written_or_missed() {
 
     // Files written at random intervals: each verified, the delay from its
     // close measured.
-    let mut seed = 0x2545_f491_4f6c_dd1du64;
-    let mut next = || {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed
+    // Written by a thread while this one polls the store, so each delay is
+    // from a file's close to the first poll that sees it verified.
+    let closed = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let writer = {
+        let (closed, src) = (std::sync::Arc::clone(&closed), src.clone());
+        std::thread::spawn(move || {
+            let mut seed = 0x2545_f491_4f6c_dd1du64;
+            std::fs::create_dir_all(src.join("new")).unwrap();
+            for i in 0..200 {
+                let rel = format!("new/f{i:03}.txt");
+                std::fs::write(src.join(&rel), format!("file {i}")).unwrap();
+                closed.lock().unwrap().push((rel, Instant::now()));
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                std::thread::sleep(Duration::from_millis(seed % 80));
+            }
+        })
     };
-    let mut closed = Vec::new();
-    for i in 0..60 {
-        let rel = format!("new/f{i:03}.txt");
-        std::fs::create_dir_all(src.join("new")).unwrap();
-        std::fs::write(src.join(&rel), format!("file {i}")).unwrap();
-        closed.push((rel, Instant::now()));
-        std::thread::sleep(Duration::from_millis(next() % 80));
-    }
     let mut delays = Vec::new();
-    let mut left = closed.clone();
+    let mut done = std::collections::HashSet::new();
     let deadline = Instant::now() + Duration::from_secs(120);
-    while !left.is_empty() {
-        assert!(Instant::now() < deadline, "never verified: {left:?}");
-        let objs = objects(&work);
-        left.retain(|(rel, at)| {
-            let done = objs
-                .iter()
-                .any(|o| &o.rel_path == rel && o.state == ObjectState::Verified);
-            if done {
+    while done.len() < 200 {
+        assert!(
+            Instant::now() < deadline,
+            "never verified: {} of 200",
+            200 - done.len()
+        );
+        let verified: std::collections::HashSet<String> = objects(&work)
+            .into_iter()
+            .filter(|o| o.state == ObjectState::Verified)
+            .map(|o| o.rel_path)
+            .collect();
+        for (rel, at) in closed.lock().unwrap().iter() {
+            if !done.contains(rel) && verified.contains(rel) {
+                done.insert(rel.clone());
                 delays.push(at.elapsed());
             }
-            !done
-        });
+        }
         std::thread::sleep(Duration::from_millis(50));
     }
+    writer.join().unwrap();
     delays.sort();
     eprintln!(
         "watch latency from close to verified (upper bound, polled every 50 ms), {} files: p50 {:?}, p95 {:?}, max {:?}",
@@ -109,12 +122,12 @@ fn watched_changes_arrive_within_seconds_and_nothing_half_written_or_missed() {
         delays.last().unwrap()
     );
 
-    // A file written slowly (a chunk every 200 ms for 4 s, longer than
+    // A file written slowly (a chunk every 200 ms for 10 s, longer than
     // the settle time in all): never verified before it is whole.
     let slow = src.join("slow.bin");
     let mut f = std::fs::File::create(&slow).unwrap();
     let chunk = vec![7u8; 4096];
-    for i in 0..20 {
+    for i in 0..50 {
         if i == 5 {
             // A file beside it settles meanwhile: the pass that lists their
             // directory finds the slow one too, and must leave it.
@@ -132,7 +145,7 @@ fn watched_changes_arrive_within_seconds_and_nothing_half_written_or_missed() {
     assert!(verified(&work, "beside_slow.txt", 5));
     drop(f);
     wait_for("slow.bin verified whole", 60, || {
-        verified(&work, "slow.bin", 20 * 4096)
+        verified(&work, "slow.bin", 50 * 4096)
     });
 
     // A directory renamed: its files arrive under the new name, the old
@@ -140,22 +153,22 @@ fn watched_changes_arrive_within_seconds_and_nothing_half_written_or_missed() {
     std::fs::rename(&moved, src.join("dir_b")).unwrap();
     std::fs::remove_file(src.join("new/f000.txt")).unwrap();
     wait_for("dir_b's files verified", 60, || {
-        (0..100).all(|i| {
-            verified(
-                &work,
-                &format!("dir_b/m{i:03}"),
-                format!("moved {i}").len() as u64,
-            )
-        })
+        let done: std::collections::HashSet<(String, u64)> = objects(&work)
+            .into_iter()
+            .filter(|o| o.state == ObjectState::Verified)
+            .map(|o| (o.rel_path, o.size))
+            .collect();
+        (0..500)
+            .all(|i| done.contains(&(format!("dir_b/m{i:03}"), format!("moved {i}").len() as u64)))
     });
     wait_for("the old names listed deleted", 60, || {
         let d = deleted(&work);
         d.contains(&"new/f000.txt".to_string())
-            && (0..100).all(|i| d.contains(&format!("dir_a/m{i:03}")))
+            && (0..500).all(|i| d.contains(&format!("dir_a/m{i:03}")))
     });
 
     // The passes after the first listed only what changed: none found the
-    // 300 untouched files again.
+    // 1,000 untouched files again (the rename's lists about 700).
     let passes = {
         let s = store(&work);
         let job = s.find_job("watchjob").unwrap().unwrap();
@@ -164,7 +177,7 @@ fn watched_changes_arrive_within_seconds_and_nothing_half_written_or_missed() {
     eprintln!("passes: {passes:#?}");
     assert!(passes.len() >= 3, "{passes:?}");
     for p in &passes[1..] {
-        assert!(p.found < 300, "pass {} listed everything: {p:?}", p.number);
+        assert!(p.found < 1000, "pass {} listed everything: {p:?}", p.number);
     }
 
     // Killed with changes pending, more written while it is down: the
@@ -187,7 +200,8 @@ fn watched_changes_arrive_within_seconds_and_nothing_half_written_or_missed() {
     interrupt(child);
     let said = std::fs::read_to_string(&log2).unwrap();
     assert!(!said.contains("panicked"), "{said}");
-    // The run after the kill began with a whole listing.
+    // The run after the kill began with a whole listing (the 15 files
+    // written around the kill, too new, it held for the passes after it).
     let s = store(&work);
     let job = s.find_job("watchjob").unwrap().unwrap();
     let after: Vec<_> = s
@@ -196,7 +210,7 @@ fn watched_changes_arrive_within_seconds_and_nothing_half_written_or_missed() {
         .into_iter()
         .skip(passes.len())
         .collect();
-    assert!(after.iter().any(|p| p.found >= 470), "{after:#?}");
+    assert!(after.iter().any(|p| p.found >= 1700), "{after:#?}");
 
     // The destination holds the whole slow file and the renamed files.
     rt.block_on(async {
@@ -212,11 +226,11 @@ fn watched_changes_arrive_within_seconds_and_nothing_half_written_or_missed() {
             .await
             .unwrap()
             .into_bytes();
-        assert_eq!(got.len(), 20 * 4096);
+        assert_eq!(got.len(), 50 * 4096);
         assert!(got.iter().all(|&b| b == 7));
         c.head_object()
             .bucket("watch")
-            .key("dir_b/m099")
+            .key("dir_b/m499")
             .send()
             .await
             .unwrap();

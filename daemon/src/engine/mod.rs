@@ -502,8 +502,12 @@ fn start_scan(eng: &Arc<Engine>, job_id: i64, name: String, sc: Scanner) -> bool
                         .fetch_add(objs.iter().map(|o| o.size).sum(), Ordering::Relaxed);
                     st.wake.notify_one();
                 };
-                let held = watch.as_deref().map(|w| move |rel: &str| w.unsettled(rel));
-                let held = held.as_ref().map(|f| f as &(dyn Fn(&str) -> bool + Sync));
+                let held = watch
+                    .as_deref()
+                    .map(|w| move |rel: &str, ctime: Option<i64>| w.unsettled(rel, ctime));
+                let held = held
+                    .as_ref()
+                    .map(|f| f as &(dyn Fn(&str, Option<i64>) -> bool + Sync));
                 match &planned {
                     Some(watch::Planned::Changes(scope)) => {
                         scanner::scan_scope(&st.store, job_id, &cfg, scope, held, &cancel, on_task)

@@ -64,6 +64,11 @@ struct Inner {
     applied: u64,
     /// When the last reconcile pass started (unix seconds).
     last_reconcile: Option<i64>,
+    /// The settled changes handed to the running pass: known whole.
+    taken: std::collections::HashSet<String>,
+    /// When the last `sync` was asked for (nanoseconds since the epoch):
+    /// the writers had stopped, so nothing changed before it is held back.
+    synced_ns: i64,
     /// Why events alone cannot be trusted (no watch, a network file
     /// system): the job then also relies on its reconcile passes.
     problem: Option<String>,
@@ -151,6 +156,7 @@ impl Watch {
         let mut taken = Vec::with_capacity(settled.len());
         for k in settled {
             if let Some(d) = i.dirty.remove(&k) {
+                i.taken.insert(k);
                 oldest = Some(oldest.map_or((Some(d.since), d.seq), |(t, q)| {
                     (t.min(Some(d.since)).or(Some(d.since)), q.min(d.seq))
                 }));
@@ -201,16 +207,49 @@ impl Watch {
 
     /// The pass ended: its changes are applied.
     pub fn pass_ended(&self) {
-        lock(&self.inner).applying = None;
+        let mut i = lock(&self.inner);
+        i.applying = None;
+        i.taken.clear();
     }
 
-    /// Whether `rel` is still being written (changed, not settled): a
-    /// listing leaves it for a later pass.
-    pub fn unsettled(&self, rel: &str) -> bool {
-        let i = lock(&self.inner);
-        i.dirty
-            .get(rel)
-            .is_some_and(|d| !d.closed && d.last.elapsed() < self.settle)
+    /// Whether a listing should leave `rel` (status changed at `ctime_ns`,
+    /// for a local file) for a later pass: it is still being written
+    /// (changed, not settled), or it changed so recently (within the settle
+    /// time) that it may be being written with its events not arrived yet,
+    /// and it is not a settled change of this pass. Such a file is queued
+    /// as a change here, so a later pass lists it once it has settled even
+    /// if no event ever comes (a file made in a new directory before the
+    /// directory's watch).
+    pub fn unsettled(&self, rel: &str, ctime_ns: Option<i64>) -> bool {
+        let mut i = lock(&self.inner);
+        if let Some(d) = i.dirty.get(rel) {
+            return !d.closed && d.last.elapsed() < self.settle;
+        }
+        if i.taken.contains(rel) {
+            return false;
+        }
+        let now_ns = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as i64);
+        let recent = ctime_ns.is_some_and(|c| {
+            now_ns.saturating_sub(c) < self.settle.as_nanos() as i64 && c > i.synced_ns
+        });
+        if recent {
+            i.queued += 1;
+            let seq = i.queued;
+            let components = rel.split('/').map(|c| c.as_bytes().to_vec()).collect();
+            i.dirty.insert(
+                rel.to_string(),
+                Dirty {
+                    components,
+                    seq,
+                    since: SystemTime::now(),
+                    last: Instant::now(),
+                    closed: false,
+                },
+            );
+        }
+        recent
     }
 
     /// A cut-over (`sync`): every change queued so far is to be listed,
@@ -222,6 +261,9 @@ impl Watch {
         for d in i.dirty.values_mut() {
             d.closed = true;
         }
+        i.synced_ns = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as i64);
         (i.queued, lag)
     }
 

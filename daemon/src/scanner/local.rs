@@ -284,7 +284,7 @@ impl Lister for LocalLister {
                 None
             };
             last = components;
-            out.push(
+            out.push_changed_at(
                 NewObject {
                     rel_path: rel,
                     size: md.len(),
@@ -293,6 +293,7 @@ impl Lister for LocalLister {
                     src_ref: None,
                     failure,
                 },
+                Some(ident.ctime_ns),
                 || position(&last),
             )?;
         }

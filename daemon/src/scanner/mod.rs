@@ -143,9 +143,10 @@ pub fn scan(
 }
 
 /// Paths a listing leaves for a later pass (a watched tree's files still
-/// being written): an earlier row of one is kept as seen, a new one is not
-/// queued.
-pub type Held<'a> = Option<&'a (dyn Fn(&str) -> bool + Sync)>;
+/// being written), asked with the path and, for a local file, when its
+/// status last changed (nanoseconds): an earlier row of one is kept as
+/// seen, a new one is not queued.
+pub type Held<'a> = Option<&'a (dyn Fn(&str, Option<i64>) -> bool + Sync)>;
 
 /// Whether the job's next listing starts from the beginning (and so finds
 /// every change made before it starts).
@@ -542,6 +543,17 @@ impl Tasks<'_> {
         obj: NewObject,
         checkpoint: impl FnOnce() -> Result<String, ScanError>,
     ) -> Result<(), ScanError> {
+        self.push_changed_at(obj, None, checkpoint)
+    }
+
+    /// [`Tasks::push`] for an entry whose status last changed at `ctime_ns`
+    /// (local files), which a watched listing may hold back (see [`Held`]).
+    fn push_changed_at(
+        &mut self,
+        obj: NewObject,
+        ctime_ns: Option<i64>,
+        checkpoint: impl FnOnce() -> Result<String, ScanError>,
+    ) -> Result<(), ScanError> {
         if let Some(folded) = &self.folded {
             let key = obj.rel_path.to_lowercase();
             let first = {
@@ -577,7 +589,7 @@ impl Tasks<'_> {
                 }
             }
         }
-        if self.held.is_some_and(|h| h(&obj.rel_path)) {
+        if self.held.is_some_and(|h| h(&obj.rel_path, ctime_ns)) {
             // Still being written: a later pass lists it once settled.
             self.stats.held += 1;
             if self.pass > 1
