@@ -250,6 +250,14 @@ pub(crate) fn pass_line(p: &proto::api::PassRecord) -> String {
 /// An incremental job's current pass and when the next one starts.
 pub(crate) fn incremental_line(inc: &proto::api::Incremental) -> String {
     let current = inc.passes.last().map(pass_line).unwrap_or_default();
+    if inc.watch.is_some() {
+        // Watched: passes follow the changes; the interval is the
+        // reconcile passes'.
+        return format!(
+            "incremental (watch), a whole listing every {} s; {current}",
+            inc.interval_secs
+        );
+    }
     match inc.next_pass_at {
         Some(at) => {
             let now = std::time::SystemTime::now()
