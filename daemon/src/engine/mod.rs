@@ -509,8 +509,12 @@ fn start_scan(eng: &Arc<Engine>, job_id: i64, name: String, sc: Scanner) -> bool
                     .as_ref()
                     .map(|f| f as &(dyn Fn(&str, Option<i64>) -> bool + Sync));
                 match &planned {
-                    Some(watch::Planned::Changes(scope)) => {
-                        scanner::scan_scope(&st.store, job_id, &cfg, scope, held, &cancel, on_task)
+                    Some(watch::Planned::Changes(changed)) => {
+                        let scope = watch
+                            .as_deref()
+                            .map(|w| w.scope(changed.clone()))
+                            .unwrap_or_default();
+                        scanner::scan_scope(&st.store, job_id, &cfg, &scope, held, &cancel, on_task)
                     }
                     _ => {
                         if let Some(w) = &watch

@@ -42,9 +42,14 @@ pub struct Watch {
 pub enum Planned {
     /// Everything (a reconcile pass).
     Whole,
-    /// The settled changes, as directories to list.
-    Changes(Vec<ScopeDir>),
+    /// The settled changes (paths below the root), to be turned into the
+    /// directories to list ([`Watch::scope`]) on the listing's thread.
+    Changes(Vec<Vec<Vec<u8>>>),
 }
+
+/// Changes queued at most: past it the queue is dropped and the next pass
+/// lists everything (memory stays bounded whatever the burst).
+const MAX_PENDING: usize = 1_000_000;
 
 #[derive(Default)]
 struct Inner {
@@ -181,9 +186,15 @@ impl Watch {
             i.last_reconcile = Some(unix_now());
             i.planned = Some(Planned::Whole);
         } else {
-            i.planned = Some(Planned::Changes(scope_of(&self.root, taken)));
+            i.planned = Some(Planned::Changes(taken));
         }
         true
+    }
+
+    /// The directories to list for planned changes. Blocking (a `stat` per
+    /// change).
+    pub fn scope(&self, changed: Vec<Components>) -> Vec<ScopeDir> {
+        scope_of(&self.root, changed)
     }
 
     /// What the scan starting now lists (`None`: not a pass this watch
@@ -364,12 +375,23 @@ fn on_event(job: &str, root: &Path, inner: &Mutex<Inner>, res: notify::Result<no
             deep: false,
         }
         .rel_path();
-        match i.dirty.get_mut(&key) {
-            Some(d) => {
-                d.last = now.0;
-                d.closed = closed;
+        if let Some(d) = i.dirty.get_mut(&key) {
+            d.last = now.0;
+            d.closed = closed;
+            continue;
+        }
+        match i.dirty.len() {
+            n if n >= MAX_PENDING => {
+                // The whole listing stands for the changes dropped, in
+                // their place in the order (a `sync` waits for it).
+                let first = i.dirty.values().map(|d| d.seq).min();
+                i.dirty.clear();
+                i.due_whole("more changes were queued than are kept (1,000,000)");
+                if let (Some(r), Some(first)) = (i.reconcile.as_mut(), first) {
+                    r.1 = r.1.min(first);
+                }
             }
-            None => {
+            _ => {
                 i.queued += 1;
                 let seq = i.queued;
                 i.dirty.insert(
