@@ -1,5 +1,6 @@
 //! Benchmark helper (bench/watch.py): what watching a tree costs. Starts
-//! the watch `incrementalMode=watch` uses on SRC_DIR and prints one JSON
+//! the watch `incrementalMode=watch` uses on SRC_DIR (the backend as
+//! `OSSIMPORT_WATCH` says: inotify, or fanotify as root) and prints one JSON
 //! line: directories in the tree, inotify watches the process holds, the
 //! time to set them up, and the process's RSS before and after (the
 //! kernel's own memory per watch is not in RSS: about 1 KiB each, see
@@ -71,6 +72,7 @@ fn main() -> anyhow::Result<()> {
             "rss_after_kib": after,
             "rss_per_watch_bytes": (after.saturating_sub(before) * 1024) as f64 / n_dirs.max(1) as f64,
             "problem": status.problem,
+            "backend": status.backend,
         })
     );
     Ok(())

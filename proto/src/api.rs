@@ -513,6 +513,10 @@ pub struct WatchStatus {
     /// network file system): changes are also found by reconcile passes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub problem: Option<String>,
+    /// What delivers the events: inotify (a watch per directory) or
+    /// fanotify (one mark on the file system).
+    #[serde(default)]
+    pub backend: String,
 }
 
 /// One listing pass of a job.

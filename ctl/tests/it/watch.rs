@@ -1,4 +1,6 @@
-//! `incrementalMode=watch` under `ossimportctl run`: after the first pass,
+//! `incrementalMode=watch` under `ossimportctl run` (as root, through
+//! fanotify; the overflow test and `daemon/tests/it/watch.rs` through
+//! inotify): after the first pass,
 //! each file written, renamed or deleted in the watched tree reaches the
 //! destination (or the deleted list) within seconds, through passes that
 //! list only what changed; a file still being written is never verified
@@ -287,7 +289,17 @@ fn a_burst_that_overflows_the_watch_queue_is_found_by_a_reconcile_pass() {
     let limit = QueueLimit(std::fs::read_to_string(QUEUE_LIMIT).unwrap());
     std::fs::write(QUEUE_LIMIT, "16").unwrap();
     let log = tmp.path().join("run.log");
-    let child = spawn_run(&cfg, &work, &log);
+    // inotify's queue is the one lowered (fanotify's is its own).
+    let child = ctl()
+        .arg("run")
+        .arg(&cfg)
+        .arg("--work-dir")
+        .arg(&work)
+        .env("OSSIMPORT_WATCH", "inotify")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
     crate::incremental::wait_pass_ended(&work, "burstjob", 1);
     drop(limit);
 

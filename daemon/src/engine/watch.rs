@@ -33,8 +33,29 @@ pub struct Watch {
     root: PathBuf,
     settle: Duration,
     inner: Arc<Mutex<Inner>>,
-    /// Kept for its watches; `None` when it could not be set up.
-    _watcher: Option<RecommendedWatcher>,
+    /// What delivers the events, kept for as long as the watch; `None` when
+    /// nothing could be set up.
+    _backend: Option<Backend>,
+}
+
+/// Where events come from.
+enum Backend {
+    /// One inotify watch per directory (`notify`).
+    Inotify { _watcher: RecommendedWatcher },
+    /// One fanotify mark on the whole file system of the root (root only,
+    /// Linux 5.9 or later): no watch per directory.
+    Fanotify { _reader: fan::FanWatch },
+}
+
+/// Which backend a watch uses: `OSSIMPORT_WATCH=inotify|fanotify` in the
+/// environment of `run` or the daemon; by default fanotify where it can be
+/// set up (as root), else inotify.
+fn wanted_backend() -> &'static str {
+    match std::env::var("OSSIMPORT_WATCH").as_deref() {
+        Ok("inotify") => "inotify",
+        Ok("fanotify") => "fanotify",
+        _ => "auto",
+    }
 }
 
 /// What the scheduler's next pass of a watched job lists.
@@ -71,6 +92,8 @@ struct Inner {
     last_reconcile: Option<i64>,
     /// The settled changes handed to the running pass: known whole.
     taken: std::collections::HashSet<String>,
+    /// What delivers the events (for `stat`).
+    backend: String,
     /// When the last `sync` was asked for (nanoseconds since the epoch):
     /// the writers had stopped, so nothing changed before it is held back.
     synced_ns: i64,
@@ -103,23 +126,38 @@ impl Watch {
         let mut first = Inner::default();
         first.due_whole("the watch started (changes made before it are found by listing)");
         let inner = Arc::new(Mutex::new(first));
-        let sink = Arc::clone(&inner);
-        let base = root.to_path_buf();
-        let job_name = job.to_string();
-        let made = notify::RecommendedWatcher::new(
-            move |res: notify::Result<notify::Event>| on_event(&job_name, &base, &sink, res),
-            notify::Config::default().with_follow_symlinks(false),
-        );
-        let watcher = made.and_then(|mut w| w.watch(root, RecursiveMode::Recursive).map(|()| w));
-        let watcher = match watcher {
-            Ok(w) => Some(w),
-            Err(e) => {
-                let why = cannot_watch(&e);
-                warn!(job, root = %root.display(), error = %why, "The source tree cannot be watched; changes are found by reconcile passes only.");
-                lock(&inner).problem = Some(why);
-                None
+        let mut watcher = None;
+        if wanted_backend() != "inotify" && crate::access::daemon_is_root() {
+            match fan::FanWatch::start(job, root, Arc::clone(&inner)) {
+                Ok(f) => {
+                    lock(&inner).backend = "fanotify (one mark on the file system)".into();
+                    watcher = Some(Backend::Fanotify { _reader: f });
+                }
+                Err(e) => {
+                    info!(job, root = %root.display(), error = %e, "fanotify cannot watch the tree; using inotify.")
+                }
             }
-        };
+        }
+        if watcher.is_none() {
+            let sink = Arc::clone(&inner);
+            let base = root.to_path_buf();
+            let job_name = job.to_string();
+            let made = notify::RecommendedWatcher::new(
+                move |res: notify::Result<notify::Event>| on_event(&job_name, &base, &sink, res),
+                notify::Config::default().with_follow_symlinks(false),
+            );
+            match made.and_then(|mut w| w.watch(root, RecursiveMode::Recursive).map(|()| w)) {
+                Ok(w) => {
+                    lock(&inner).backend = "inotify (one watch per directory)".into();
+                    watcher = Some(Backend::Inotify { _watcher: w });
+                }
+                Err(e) => {
+                    let why = cannot_watch(&e);
+                    warn!(job, root = %root.display(), error = %why, "The source tree cannot be watched; changes are found by reconcile passes only.");
+                    lock(&inner).problem = Some(why);
+                }
+            }
+        }
         if watcher.is_some()
             && let Some(fs) = network_fs(root)
         {
@@ -130,13 +168,14 @@ impl Watch {
             lock(&inner).problem = Some(why);
         }
         if watcher.is_some() {
-            info!(job, root = %root.display(), settle_secs = settle.as_secs(), "Watching the source tree.");
+            let backend = lock(&inner).backend.clone();
+            info!(job, root = %root.display(), settle_secs = settle.as_secs(), backend, "Watching the source tree.");
         }
         Watch {
             root: root.to_path_buf(),
             settle,
             inner,
-            _watcher: watcher,
+            _backend: watcher,
         }
     }
 
@@ -302,6 +341,7 @@ impl Watch {
             last_reconcile: i.last_reconcile,
             reconcile_due: i.reconcile.as_ref().map(|r| r.0.clone()),
             problem: i.problem.clone(),
+            backend: i.backend.clone(),
         }
     }
 }
@@ -355,58 +395,69 @@ fn on_event(job: &str, root: &Path, inner: &Mutex<Inner>, res: notify::Result<no
         EventKind::Create(_) | EventKind::Modify(_) => false,
         _ => return,
     };
+    let gone = matches!(
+        ev.kind,
+        EventKind::Remove(_) | EventKind::Modify(ModifyKind::Name(_))
+    );
     let now = (Instant::now(), SystemTime::now());
     let mut i = lock(inner);
     for path in &ev.paths {
-        let Some(components) = components_below(root, path) else {
-            continue;
-        };
-        if components.is_empty() {
-            if matches!(
-                ev.kind,
-                EventKind::Remove(_) | EventKind::Modify(ModifyKind::Name(_))
-            ) {
-                i.due_whole("srcPrefix itself was moved or removed");
-            }
-            continue;
-        }
-        let key = crate::scanner::ScopeDir {
-            components: components.clone(),
-            deep: false,
-        }
-        .rel_path();
-        if let Some(d) = i.dirty.get_mut(&key) {
-            d.last = now.0;
-            d.closed = closed;
-            continue;
-        }
-        match i.dirty.len() {
-            n if n >= MAX_PENDING => {
-                // The whole listing stands for the changes dropped, in
-                // their place in the order (a `sync` waits for it).
-                let first = i.dirty.values().map(|d| d.seq).min();
-                i.dirty.clear();
-                i.due_whole("more changes were queued than are kept (1,000,000)");
-                if let (Some(r), Some(first)) = (i.reconcile.as_mut(), first) {
-                    r.1 = r.1.min(first);
-                }
-            }
-            _ => {
-                i.queued += 1;
-                let seq = i.queued;
-                i.dirty.insert(
-                    key,
-                    Dirty {
-                        components,
-                        seq,
-                        since: now.1,
-                        last: now.0,
-                        closed,
-                    },
-                );
-            }
-        }
+        note(&mut i, root, path, closed, gone, now);
     }
+}
+
+/// One changed path, from either backend: queued (or its latest event
+/// noted); `closed`: nothing more to wait for; `gone`: moved or removed.
+fn note(
+    i: &mut Inner,
+    root: &Path,
+    path: &Path,
+    closed: bool,
+    gone: bool,
+    now: (Instant, SystemTime),
+) {
+    let Some(components) = components_below(root, path) else {
+        return;
+    };
+    if components.is_empty() {
+        if gone {
+            i.due_whole("srcPrefix itself was moved or removed");
+        }
+        return;
+    }
+    let key = crate::scanner::ScopeDir {
+        components: components.clone(),
+        deep: false,
+    }
+    .rel_path();
+    if let Some(d) = i.dirty.get_mut(&key) {
+        d.last = now.0;
+        d.closed = closed;
+        return;
+    }
+    if i.dirty.len() >= MAX_PENDING {
+        // The whole listing stands for the changes dropped, in their place
+        // in the order (a `sync` waits for it).
+        let first = i.dirty.values().map(|d| d.seq).min();
+        i.dirty.clear();
+        i.due_whole("more changes were queued than are kept (1,000,000)");
+        if let (Some(r), Some(first)) = (i.reconcile.as_mut(), first) {
+            r.1 = r.1.min(first);
+        }
+        return;
+    }
+    i.queued += 1;
+    let seq = i.queued;
+    i.dirty.insert(
+        key,
+        Dirty {
+            components,
+            seq,
+            since: now.1,
+            last: now.0,
+            closed,
+        },
+    );
 }
 
 /// `path`'s components below `root`, or `None` outside it (or with a `..`).
@@ -490,6 +541,152 @@ fn network_fs(root: &Path) -> Option<&'static str> {
         0x0BD0_0BD0 => Some("Lustre"),
         0x0102_1997 => Some("9p"),
         _ => None,
+    }
+}
+
+/// The fanotify backend.
+mod fan {
+    use std::path::{Path, PathBuf};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant, SystemTime};
+
+    use fanotify_fid::prelude::*;
+    use tracing::warn;
+
+    use super::{Inner, lock, note};
+
+    /// What is reported: every change to an entry of a directory, and to
+    /// a directory itself.
+    const MASK: u64 = FAN_CREATE
+        | FAN_DELETE
+        | FAN_MOVED_FROM
+        | FAN_MOVED_TO
+        | FAN_MODIFY
+        | FAN_ATTRIB
+        | FAN_CLOSE_WRITE
+        | FAN_DELETE_SELF
+        | FAN_MOVE_SELF
+        | FAN_ONDIR;
+
+    /// A reading thread, stopped (within a quarter second) when dropped.
+    pub(super) struct FanWatch {
+        stop: Arc<AtomicBool>,
+    }
+
+    impl Drop for FanWatch {
+        fn drop(&mut self) {
+            self.stop.store(true, Ordering::Relaxed);
+        }
+    }
+
+    impl FanWatch {
+        /// Marks the file system of `root` (events name a directory by
+        /// handle and the entry by name; each is resolved to a path with
+        /// `open_by_handle_at`, and what lies outside `root` is dropped).
+        pub(super) fn start(
+            job: &str,
+            root: &Path,
+            inner: Arc<Mutex<Inner>>,
+        ) -> std::result::Result<FanWatch, String> {
+            // Paths come back from the kernel without symlinks.
+            let root = std::fs::canonicalize(root).map_err(|e| e.to_string())?;
+            let fan = Fanotify::init(
+                FAN_CLASS_NOTIF | FAN_REPORT_DFID_NAME | FAN_CLOEXEC | FAN_NONBLOCK,
+                libc::O_RDONLY as u32,
+            )
+            .map_err(|e| e.to_string())?;
+            fan.mark(FAN_MARK_ADD | FAN_MARK_FILESYSTEM, MASK, root.as_os_str())
+                .map_err(|e| e.to_string())?;
+            let mount = std::fs::File::open(&root).map_err(|e| e.to_string())?;
+            let mounts = Mounts::new().with_fd(mount).map_err(|e| e.to_string())?;
+            let stop = Arc::new(AtomicBool::new(false));
+            let (flag, job) = (Arc::clone(&stop), job.to_string());
+            std::thread::Builder::new()
+                .name("fanotify".into())
+                .spawn(move || read(&job, &fan, &mounts, &root, &inner, &flag))
+                .map_err(|e| e.to_string())?;
+            Ok(FanWatch { stop })
+        }
+    }
+
+    fn read(
+        job: &str,
+        fan: &Fanotify,
+        mounts: &Mounts,
+        root: &Path,
+        inner: &Mutex<Inner>,
+        stop: &AtomicBool,
+    ) {
+        // No cache of handle to path: a rename would make it lie.
+        let resolver = PathResolver::new(&NoCache, mounts);
+        let mut buf = Vec::with_capacity(1 << 16);
+        while !stop.load(Ordering::Relaxed) {
+            match fan.wait_readable(Some(Duration::from_millis(250))) {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(e) => {
+                    warn!(job, error = %e, "fanotify wait failed; the next pass lists everything.");
+                    lock(inner).due_whole("the fanotify watch failed");
+                    std::thread::sleep(Duration::from_secs(1));
+                    continue;
+                }
+            }
+            let events = match fan.read_events(&mut buf) {
+                Ok(e) => e,
+                Err(e) if e.is_would_block() => continue,
+                Err(e) => {
+                    warn!(job, error = %e, "fanotify read failed; the next pass lists everything.");
+                    lock(inner).due_whole("the fanotify watch failed");
+                    continue;
+                }
+            };
+            let mut seen: Vec<(PathBuf, bool, bool)> = Vec::with_capacity(events.len());
+            let mut overflow = false;
+            for ev in &events {
+                if ev.is_overflow() {
+                    overflow = true;
+                    continue;
+                }
+                let (Some(fsid), Some(handle)) = (ev.fsid(), ev.dfid_name_handle()) else {
+                    continue;
+                };
+                // A directory gone by now resolves to nothing or to
+                // "... (deleted)": not below the root either way (its own
+                // removal is an event of its parent's).
+                let Ok(path) = resolver.resolve_dir(fsid, handle, ev.dfid_name_raw()) else {
+                    continue;
+                };
+                if !path.starts_with(root) {
+                    continue;
+                }
+                let m = ev.mask();
+                let closed = m
+                    & (FAN_CLOSE_WRITE
+                        | FAN_DELETE
+                        | FAN_MOVED_FROM
+                        | FAN_MOVED_TO
+                        | FAN_DELETE_SELF
+                        | FAN_MOVE_SELF)
+                    != 0;
+                let gone = m & (FAN_DELETE | FAN_MOVED_FROM | FAN_DELETE_SELF | FAN_MOVE_SELF) != 0;
+                seen.push((path, closed, gone));
+            }
+            let now = (Instant::now(), SystemTime::now());
+            let mut i = lock(inner);
+            if overflow {
+                warn!(
+                    job,
+                    "The fanotify event queue overflowed; the next pass lists everything."
+                );
+                i.due_whole(
+                    "the watch's event queue overflowed (fanotify, 16384 events): events were lost",
+                );
+            }
+            for (path, closed, gone) in &seen {
+                note(&mut i, root, path, *closed, *gone, now);
+            }
+        }
     }
 }
 

@@ -1,4 +1,5 @@
-//! `incrementalMode=watch` under `ossimportd` (against moto): files written
+//! `incrementalMode=watch` under `ossimportd` (against moto, through
+//! inotify; `ctl/tests/it/watch.rs` runs fanotify as root): files written
 //! after the first pass reach the destination within seconds through passes
 //! that list only what changed; `stat` shows the watch; the daemon
 //! SIGKILLed with changes pending, more written while it is down, and
@@ -31,7 +32,12 @@ fn the_daemon_copies_watched_changes_within_seconds_and_misses_none_across_a_kil
     std::fs::create_dir_all(&work).unwrap();
     Daemon::init(&work);
     let addr = format!("127.0.0.1:{}", free_port());
-    let mut d = Daemon::start_with(&work, &addr, &["--local-worker", "on"]);
+    let mut d = Daemon::start_env(
+        &work,
+        &addr,
+        &["--local-worker", "on"],
+        &[("OSSIMPORT_WATCH", "inotify")],
+    );
     let cfg = job_cfg(tmp.path(), "dwatchjob", &src, &moto.endpoint, "dwatch", 50);
     let mut text = std::fs::read_to_string(&cfg).unwrap();
     text.push_str(
@@ -165,7 +171,12 @@ fn the_daemon_copies_watched_changes_within_seconds_and_misses_none_across_a_kil
     for i in 0..5 {
         std::fs::write(src.join(format!("while_down{i}")), b"down").unwrap();
     }
-    let d = Daemon::start_with(&work, &addr, &["--local-worker", "on"]);
+    let d = Daemon::start_env(
+        &work,
+        &addr,
+        &["--local-worker", "on"],
+        &[("OSSIMPORT_WATCH", "inotify")],
+    );
     wait_for("every change made around the kill verified", 120, || {
         d.job("dwatchjob").counts.verified == 700 + 1 + 20 + 10 + 5
     });
