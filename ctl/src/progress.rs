@@ -276,7 +276,7 @@ pub(crate) fn incremental_line(inc: &proto::api::Incremental) -> String {
     }
 }
 
-/// A watched tree (`incrementalMode=watch`): `watch: 3 pending, lag 1.2 s;
+/// A watched tree (`incrementalMode=watch`): `watch (inotify ...): 3 pending, lag 1.2 s;
 /// 120 queued, 117 applied; last reconcile Tue, 01 Dec 2026 21:04:05 GMT`,
 /// then why the next pass lists everything and why events alone are not
 /// trusted, when so.
@@ -285,8 +285,13 @@ pub(crate) fn watch_line(w: &proto::api::WatchStatus) -> String {
         Some(ms) => format!("lag {:.1} s", ms as f64 / 1000.0),
         None => "no lag".into(),
     };
+    let by = if w.backend.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", w.backend)
+    };
     let mut s = format!(
-        "watch: {} pending, {lag}; {} queued, {} applied; last reconcile {}",
+        "watch{by}: {} pending, {lag}; {} queued, {} applied; last reconcile {}",
         w.pending,
         w.queued,
         w.applied,

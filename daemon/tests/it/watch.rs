@@ -111,7 +111,10 @@ fn the_daemon_copies_watched_changes_within_seconds_and_misses_none_across_a_kil
         .output()
         .unwrap();
     let said = String::from_utf8_lossy(&out.stdout);
-    assert!(said.contains("  watch: "), "{said}");
+    assert!(
+        said.contains("  watch (inotify (one watch per directory)): "),
+        "{said}"
+    );
     assert!(
         said.contains("queued") && said.contains("last reconcile"),
         "{said}"
