@@ -328,3 +328,64 @@ fn a_burst_that_overflows_the_watch_queue_is_found_by_a_reconcile_pass() {
         "no whole listing after the overflow: {passes:#?}"
     );
 }
+
+/// Unmounts when dropped.
+struct Mounted(std::path::PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// A file system mounted below the source (a tmpfs here): the watch covers
+/// it too (fanotify marks it beside the root's; inotify's watches cross
+/// into it), so a file written there after the first pass is copied
+/// without a reconcile pass.
+#[test]
+fn a_file_system_mounted_below_the_source_is_watched_too() {
+    if !is_root() {
+        eprintln!("skipped: needs root to mount a tmpfs below the source");
+        return;
+    }
+    let s3 = S3Server::start();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        s3.client()
+            .create_bucket()
+            .bucket("mnt")
+            .send()
+            .await
+            .unwrap()
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    std::fs::create_dir_all(src.join("inner")).unwrap();
+    let ok = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=8m", "tmpfs"])
+        .arg(src.join("inner"))
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "mount tmpfs");
+    let _mounted = Mounted(src.join("inner"));
+    std::fs::write(src.join("top"), b"top").unwrap();
+    std::thread::sleep(Duration::from_millis(1100));
+    let work = tmp.path().join("work");
+    let cfg = job_cfg(
+        tmp.path(),
+        "mntjob",
+        &src,
+        &s3.endpoint,
+        "mnt",
+        "isIncremental=true\nincrementalModeInterval=3600\nincrementalMode=watch\nwatchSettleSeconds=1",
+    );
+    let log = tmp.path().join("run.log");
+    let child = spawn_run(&cfg, &work, &log);
+    crate::incremental::wait_pass_ended(&work, "mntjob", 1);
+    std::fs::write(src.join("inner/on_tmpfs.txt"), b"on the tmpfs").unwrap();
+    wait_for("the file on the mounted file system verified", 30, || {
+        verified(&work, "inner/on_tmpfs.txt", 12)
+    });
+    interrupt(child);
+}

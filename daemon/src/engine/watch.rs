@@ -596,10 +596,17 @@ mod fan {
                 libc::O_RDONLY as u32,
             )
             .map_err(|e| e.to_string())?;
-            fan.mark(FAN_MARK_ADD | FAN_MARK_FILESYSTEM, MASK, root.as_os_str())
-                .map_err(|e| e.to_string())?;
-            let mount = std::fs::File::open(&root).map_err(|e| e.to_string())?;
-            let mounts = Mounts::new().with_fd(mount).map_err(|e| e.to_string())?;
+            // The root's file system, and every one mounted below it (a mark
+            // covers one file system; inotify's watches would cross into
+            // them). Each gives a descriptor to resolve its handles with.
+            let mut mounts = Mounts::new();
+            for dir in std::iter::once(root.clone()).chain(mounted_below(&root)) {
+                fan.mark(FAN_MARK_ADD | FAN_MARK_FILESYSTEM, MASK, dir.as_os_str())
+                    .map_err(|e| format!("{}: {e}", dir.display()))?;
+                let fd =
+                    std::fs::File::open(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+                mounts.add(fd).map_err(|e| e.to_string())?;
+            }
             let stop = Arc::new(AtomicBool::new(false));
             let (flag, job) = (Arc::clone(&stop), job.to_string());
             std::thread::Builder::new()
@@ -608,6 +615,43 @@ mod fan {
                 .map_err(|e| e.to_string())?;
             Ok(FanWatch { stop })
         }
+    }
+
+    /// Mount points strictly below `root` (from `/proc/self/mounts`, whose
+    /// octal escapes are undone).
+    fn mounted_below(root: &Path) -> Vec<PathBuf> {
+        let Ok(text) = std::fs::read_to_string("/proc/self/mounts") else {
+            return Vec::new();
+        };
+        let unescape = |s: &str| -> PathBuf {
+            let b = s.as_bytes();
+            let mut out = Vec::with_capacity(b.len());
+            let mut k = 0;
+            while k < b.len() {
+                let octal = b
+                    .get(k + 1..k + 4)
+                    .filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)));
+                match (b[k], octal) {
+                    (b'\\', Some(d)) => {
+                        let v = u32::from(d[0] - b'0') * 64
+                            + u32::from(d[1] - b'0') * 8
+                            + u32::from(d[2] - b'0');
+                        out.push(v as u8);
+                        k += 4;
+                    }
+                    (c, _) => {
+                        out.push(c);
+                        k += 1;
+                    }
+                }
+            }
+            PathBuf::from(<std::ffi::OsString as std::os::unix::ffi::OsStringExt>::from_vec(out))
+        };
+        text.lines()
+            .filter_map(|l| l.split(' ').nth(1))
+            .map(unescape)
+            .filter(|m| m != root && m.starts_with(root))
+            .collect()
     }
 
     fn read(
