@@ -250,9 +250,14 @@ tokio::task_local! {
     pub static WRITE_IF: WriteIf;
 }
 
-/// The condition of a write made now (none outside a [`WRITE_IF`] scope).
-fn write_if() -> WriteIf {
-    WRITE_IF.try_with(Clone::clone).unwrap_or(WriteIf::Any)
+/// The condition of a write made now (none outside a [`WRITE_IF`] scope),
+/// as its `If-Match` and `If-None-Match` headers.
+fn write_if() -> (Option<String>, Option<String>) {
+    match WRITE_IF.try_with(Clone::clone).unwrap_or(WriteIf::Any) {
+        WriteIf::Any => (None, None),
+        WriteIf::Absent => (None, Some("*".to_string())),
+        WriteIf::Etag(e) => (Some(quoted(&e)), None),
+    }
 }
 
 /// Read size of a part streamed from a file.
@@ -823,11 +828,8 @@ impl S3Store {
         // or CRC-64/NVME header (the server refuses a body that does not
         // match it), or by the CRC-64/XZ the store answers, so hashing
         // every byte again with SHA-256 for SigV4 buys nothing.
-        req = match write_if() {
-            WriteIf::Any => req,
-            WriteIf::Absent => req.if_none_match("*"),
-            WriteIf::Etag(e) => req.if_match(quoted(&e)),
-        };
+        let (if_match, if_none_match) = write_if();
+        req = req.set_if_match(if_match).set_if_none_match(if_none_match);
         let out = req
             .customize()
             .disable_payload_signing()
@@ -899,11 +901,8 @@ impl S3Store {
         if self.sse {
             req = req.server_side_encryption(ServerSideEncryption::Aes256);
         }
-        req = match write_if() {
-            WriteIf::Any => req,
-            WriteIf::Absent => req.if_none_match("*"),
-            WriteIf::Etag(e) => req.if_match(quoted(&e)),
-        };
+        let (if_match, if_none_match) = write_if();
+        req = req.set_if_match(if_match).set_if_none_match(if_none_match);
         let out = req
             .customize()
             .interceptor(cap.clone())
@@ -1186,11 +1185,7 @@ impl S3Store {
                     .collect(),
             ))
             .build();
-        let (if_match, if_none_match) = match write_if() {
-            WriteIf::Any => (None, None),
-            WriteIf::Absent => (None, Some("*".to_string())),
-            WriteIf::Etag(e) => (Some(quoted(&e)), None),
-        };
+        let (if_match, if_none_match) = write_if();
         let out = self
             .client
             .complete_multipart_upload()

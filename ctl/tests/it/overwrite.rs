@@ -33,27 +33,12 @@ async fn put(c: &aws_sdk_s3::Client, bucket: &str, key: &str, body: &'static [u8
         .to_string()
 }
 
-async fn get(c: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Vec<u8> {
-    c.get_object()
-        .bucket(bucket)
-        .key(key)
-        .send()
-        .await
-        .unwrap()
-        .body
-        .collect()
-        .await
-        .unwrap()
-        .into_bytes()
-        .to_vec()
-}
-
 #[test]
 fn ours_never_overwrites_what_another_client_wrote() {
     let s3 = S3Server::start();
     let c = s3.client();
     let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async { c.create_bucket().bucket("ours").send().await.unwrap() });
+    rt.block_on(s3.create_bucket("ours"));
     let theirs_before = rt.block_on(put(
         &c,
         "ours",

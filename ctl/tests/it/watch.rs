@@ -43,7 +43,7 @@ fn watched_changes_arrive_within_seconds_and_nothing_half_written_or_missed() {
     let s3 = S3Server::start();
     let c = s3.client();
     let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async { c.create_bucket().bucket("watch").send().await.unwrap() });
+    rt.block_on(s3.create_bucket("watch"));
     let tmp = tempfile::tempdir().unwrap();
     let src = tmp.path().join("src");
     // Never touched: a pass that lists it listed everything.
@@ -216,18 +216,7 @@ fn watched_changes_arrive_within_seconds_and_nothing_half_written_or_missed() {
 
     // The destination holds the whole slow file and the renamed files.
     rt.block_on(async {
-        let got = c
-            .get_object()
-            .bucket("watch")
-            .key("slow.bin")
-            .send()
-            .await
-            .unwrap()
-            .body
-            .collect()
-            .await
-            .unwrap()
-            .into_bytes();
+        let got = get(&c, "watch", "slow.bin").await;
         assert_eq!(got.len(), 50 * 4096);
         assert!(got.iter().all(|&b| b == 7));
         c.head_object()
@@ -263,14 +252,7 @@ fn a_burst_that_overflows_the_watch_queue_is_found_by_a_reconcile_pass() {
     }
     let s3 = S3Server::start();
     let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        s3.client()
-            .create_bucket()
-            .bucket("burst")
-            .send()
-            .await
-            .unwrap()
-    });
+    rt.block_on(s3.create_bucket("burst"));
     let tmp = tempfile::tempdir().unwrap();
     let src = tmp.path().join("src");
     std::fs::create_dir_all(&src).unwrap();
@@ -350,14 +332,7 @@ fn a_file_system_mounted_below_the_source_is_watched_too() {
     }
     let s3 = S3Server::start();
     let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        s3.client()
-            .create_bucket()
-            .bucket("mnt")
-            .send()
-            .await
-            .unwrap()
-    });
+    rt.block_on(s3.create_bucket("mnt"));
     let tmp = tempfile::tempdir().unwrap();
     let src = tmp.path().join("src");
     std::fs::create_dir_all(src.join("inner")).unwrap();
