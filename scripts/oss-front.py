@@ -4,7 +4,8 @@ scripts/s3-server.sh) that behaves like Alibaba OSS where OSS differs from S3,
 so tests can use it as a migration destination and see OSS behaviour.
 
   python3 scripts/oss-front.py --upstream http://127.0.0.1:PORT [--port 0]
-      [--throttle-every N] [--access-key testkey] [--secret-key testsecret] [--verbose]
+      [--throttle-every N] [--max-rps N] [--access-key testkey] [--secret-key testsecret]
+      [--verbose]
 
 Binds 127.0.0.1 (port 0: a free one), prints exactly one line
 `OSS_ENDPOINT=http://127.0.0.1:PORT` once listening, serves until SIGTERM or
@@ -44,6 +45,12 @@ Emulated:
   ServiceUnavailable + `x-oss-qos-delay-time: 1`, not forwarded (body drained);
   except that a request (method, path, query) throttled before and not seen
   since is never throttled: a retry always passes.
+- --max-rps N: a bucket's QPS limit. Requests are admitted from a token bucket
+  refilled at N per second holding a tenth of a second's worth (at least 1);
+  a request that finds it empty gets 503 SlowDown ("Please reduce your
+  request rate."), not forwarded (body drained). `GET /__front/stats` (never
+  limited or forwarded) answers JSON {"accepted": [...], "refused": [...]}:
+  requests per second since the front started, one entry per second.
 - Every answer gets an `x-oss-request-id`.
 
 Not emulated: OSS's own auth (clients sign SigV4, path style, region
@@ -143,6 +150,7 @@ LOCK = threading.Lock()
 OBJECTS = {}  # (bucket, key) -> (etag, size, crc)
 PARTS = {}  # uploadId -> {part number: (etag, size, crc)}
 THROTTLE = {"count": 0, "last": set()}
+LIMIT = {"tokens": 0.0, "last": 0.0, "start": 0.0, "accepted": [], "refused": []}
 HOP = {"connection", "keep-alive", "proxy-connection", "te", "trailer", "trailers",
        "transfer-encoding", "upgrade", "expect", "content-length"}
 CHUNK = 256 << 10
@@ -289,7 +297,27 @@ class Handler(http.server.BaseHTTPRequestHandler):
         auth = self.auth_parts()
         region = auth[1].split("/")[1] if auth and auth[1].count("/") >= 3 else "us-east-1"
 
+        if m == "GET" and raw_path == "/__front/stats":
+            with LOCK:
+                body = ('{"accepted": %s, "refused": %s}' % (LIMIT["accepted"], LIMIT["refused"])).encode()
+            return self.reply(200, [("Content-Type", "application/json")], body)
+
         # Throttling and refusals: answered here, body drained, nothing forwarded.
+        if OPTS.max_rps:
+            with LOCK:
+                now = time.monotonic()
+                cap = max(1.0, OPTS.max_rps / 10)
+                LIMIT["tokens"] = min(cap, LIMIT["tokens"] + (now - LIMIT["last"]) * OPTS.max_rps)
+                LIMIT["last"] = now
+                taken = LIMIT["tokens"] >= 1.0
+                if taken:
+                    LIMIT["tokens"] -= 1.0
+                sec = int(now - LIMIT["start"])
+                for k in ("accepted", "refused"):
+                    LIMIT[k].extend([0] * (sec + 1 - len(LIMIT[k])))
+                LIMIT["accepted" if taken else "refused"][sec] += 1
+            if not taken:
+                return self.refuse(503, "SlowDown", "Please reduce your request rate.")
         if OPTS.throttle_every:  # a request seen throttled passes next time (retries)
             rk = (m, self.path)
             with LOCK:
@@ -484,6 +512,7 @@ def main():
     ap.add_argument("--upstream", required=True, help="http://127.0.0.1:PORT of the S3 server")
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--throttle-every", type=int, default=0)
+    ap.add_argument("--max-rps", type=float, default=0)
     ap.add_argument("--access-key", default="testkey")
     ap.add_argument("--secret-key", default="testsecret")
     ap.add_argument("--verbose", action="store_true")
@@ -498,6 +527,7 @@ def main():
     assert crc64(probe) == crc64_table(probe) == crc64_combine(crc64(probe[:700]), crc64(probe[700:]), len(probe) - 700)
     for sig in (signal.SIGTERM, signal.SIGINT):  # also when started with SIGINT ignored (`cmd &`)
         signal.signal(sig, lambda *_: sys.exit(0))
+    LIMIT["start"] = LIMIT["last"] = time.monotonic()
     srv = Server(("127.0.0.1", OPTS.port), Handler)
     print(f"OSS_ENDPOINT=http://127.0.0.1:{srv.server_address[1]}", flush=True)
     try:

@@ -122,7 +122,10 @@ async fn conflict(ex: &Executor, obj: &ObjectSpec) -> String {
 /// (a multipart upload keeps the parts it reported, and goes on from them).
 /// No object starts while an endpoint is down, and they start ramping up
 /// when it is back. Past `endpointOutageLimit`
-/// the object fails `ENDPOINT_DOWN`.
+/// the object fails `ENDPOINT_DOWN`. A failure while an endpoint said it
+/// was overloaded (a governor holds its rate, see
+/// [`storage::limit::Governor`]) runs again too, not charged, up to
+/// [`THROTTLED_RERUNS`] times.
 async fn riding_out_outages(
     ex: &Arc<Executor>,
     obj: &ObjectSpec,
@@ -136,6 +139,7 @@ async fn riding_out_outages(
     };
     let endpoints = ex.endpoints_for(obj);
     let mut obj = std::borrow::Cow::Borrowed(obj);
+    let mut throttled_reruns = 0u32;
     loop {
         for h in &endpoints {
             h.wait_up(limit).await.map_err(|o| {
@@ -155,6 +159,7 @@ async fn riding_out_outages(
             places.push(h.admit().await);
         }
         let before: u64 = endpoints.iter().map(|h| h.status().outages).sum();
+        let signs_before: u64 = endpoints.iter().map(|h| h.governor().signs()).sum();
         let mut watches: Vec<_> = endpoints.iter().map(|h| h.watch()).collect();
         let went_down = async {
             if watches.is_empty() {
@@ -223,6 +228,32 @@ async fn riding_out_outages(
             }
             _ => false,
         };
+        // A failure while its endpoint said it was overloaded (its requests'
+        // attempts spent on 503s and 429s) is the governor's business, not
+        // the object's: it runs again at the rate now held, not charged.
+        let failed_throttled = match &ran {
+            Some(Err(Fail(code, _))) if is_endpoint_code(*code) && !failed_in_outage => {
+                let signs_now: u64 = endpoints.iter().map(|h| h.governor().signs()).sum();
+                signs_now > signs_before
+                    && endpoints.iter().any(|h| h.governor().rate() > 0.0)
+                    && throttled_reruns < THROTTLED_RERUNS
+            }
+            _ => false,
+        };
+        if failed_throttled {
+            throttled_reruns += 1;
+            tracing::debug!(
+                object = %proto::net::printable(&obj.rel_path),
+                "Failed while its endpoint was throttling; runs again at the rate now held (not counted as a failure)."
+            );
+            if let Some(Err(Fail(_, why))) = &ran {
+                tracing::debug!(why = %why, "The throttled run's failure.");
+            }
+            let mut next = obj.into_owned();
+            next.resume = resume;
+            obj = std::borrow::Cow::Owned(next);
+            continue;
+        }
         match ran {
             Some(r) if !failed_in_outage => return r,
             _ => {
@@ -237,6 +268,10 @@ async fn riding_out_outages(
         }
     }
 }
+
+/// Runs of one object that failed while its endpoint was throttling and
+/// are run again, not charged, before such a failure counts.
+const THROTTLED_RERUNS: u32 = 10;
 
 /// Failure codes an unreachable endpoint ends in (the others are about the
 /// object itself).

@@ -51,6 +51,15 @@ impl Progress {
             .collect()
     }
 
+    /// The endpoints held to a rate now because they said they were
+    /// overloaded, as progress lines show them.
+    pub fn throttles(&self) -> Vec<String> {
+        self.all_endpoints()
+            .iter()
+            .filter_map(|h| h.report().throttle_line())
+            .collect()
+    }
+
     /// Every endpoint this process has talked to, for heartbeats and
     /// `/metrics`.
     pub fn endpoints(&self) -> Vec<proto::api::EndpointHealth> {

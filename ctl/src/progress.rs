@@ -100,11 +100,17 @@ impl Sources {
     }
 
     /// `line`, then each endpoint down now: `| destination http://...
-    /// unreachable since 10:42:07 UTC (retrying every 4 s): why`.
+    /// unreachable since 10:42:07 UTC (retrying every 4 s): why`, and each
+    /// held to a rate: `| destination http://... overloaded: held to 48
+    /// requests/s (37 throttling answers)`.
     fn with_outages(&self, mut line: String) -> String {
         for o in self.bytes.outages() {
             line.push_str(" | ");
             line.push_str(&o.line());
+        }
+        for t in self.bytes.throttles() {
+            line.push_str(" | ");
+            line.push_str(&t);
         }
         line
     }

@@ -204,6 +204,7 @@ fn status(name: &str, state: JobState, scan_done: bool) -> JobStatus {
         owner: None,
         control: Vec::new(),
         outages: Vec::new(),
+        throttled: Vec::new(),
         listing_error: None,
     }
 }
@@ -214,6 +215,9 @@ fn stat_table_and_legacy_block() {
     failed.listing_error = Some("source bucket source: NoSuchBucket".into());
     let mut waiting = status("big_job", JobState::Running, false);
     waiting.outages = vec!["destination http://10.0.0.5:9000 unreachable since 10:00:00".into()];
+    waiting.throttled = vec![
+        "source http://10.0.0.6:9000/src overloaded: held to 48 requests/s (37 throttling answers) (seen by worker1)".into(),
+    ];
     let jobs = [waiting, failed];
     let v = serde_json::Value::Null;
     let table = crate::daemon_cmd::stat::render(&jobs, &v, false, false, true);
@@ -221,6 +225,7 @@ fn stat_table_and_legacy_block() {
         JOB                  STATE      OBJECTS  VERIFIED  SKIPPED  FAILED  PENDING       BYTES  TASKS p/r/d/f
         big_job              running      1204      1190       10       3        1     3.0 GiB  1/2/9/1 (scanning)
           waiting: destination http://10.0.0.5:9000 unreachable since 10:00:00
+          throttled: source http://10.0.0.6:9000/src overloaded: held to 48 requests/s (37 throttling answers) (seen by worker1)
           [#######################################-] 100.0%  3.0 GiB / 3.0 GiB
         listing_gone         failed      1204      1190       10       3        1     3.0 GiB  1/2/9/1
           listing failed: source bucket source: NoSuchBucket

@@ -164,6 +164,13 @@ pub struct EndpointHealth {
     pub outages: u64,
     #[serde(default)]
     pub outage_secs: f64,
+    /// The request rate the endpoint is held to because it said it was
+    /// overloaded (requests per second; 0: none).
+    #[serde(default)]
+    pub rate_limit: f64,
+    /// Signs of overload it gave (HTTP 503, 429, `x-oss-qos-delay-time`).
+    #[serde(default)]
+    pub throttled: u64,
 }
 
 /// A confirmed outage.
@@ -194,6 +201,20 @@ impl EndpointHealth {
             d.retry_every_secs.max(1),
             crate::net::printable(&d.why)
         ))
+    }
+
+    /// `destination http://... overloaded: held to 48 requests/s (37
+    /// throttling answers)`, while a rate is held.
+    pub fn throttle_line(&self) -> Option<String> {
+        (self.rate_limit > 0.0).then(|| {
+            format!(
+                "{} {} overloaded: held to {:.0} requests/s ({} throttling answers)",
+                crate::net::printable(&self.role),
+                crate::net::printable(&self.endpoint),
+                self.rate_limit,
+                self.throttled
+            )
+        })
     }
 }
 
@@ -391,6 +412,12 @@ pub struct JobStatus {
     /// agent1: why`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub outages: Vec<String>,
+    /// The job's endpoints that told executors they were overloaded, with
+    /// the rate each is held to, one line each (`destination ...
+    /// overloaded: held to 48 requests/s (37 throttling answers) (seen by
+    /// agent1)`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub throttled: Vec<String>,
     /// Why its listing failed, when it did (a job that is not incremental;
     /// an incremental job's passes say it).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -160,6 +160,9 @@ pub struct Health {
     probe: Mutex<Option<Probe>>,
     /// Objects running on this endpoint, and when the last outage ended.
     ramp: Mutex<Ramp>,
+    /// The request rate the endpoint is held to while it says it is
+    /// overloaded.
+    governor: crate::limit::Governor,
 }
 
 #[derive(Default)]
@@ -205,6 +208,7 @@ impl Health {
             probe: Mutex::new(None),
             ramp: Mutex::new(Ramp::default()),
             after_an_answer: std::sync::atomic::AtomicBool::new(false),
+            governor: crate::limit::Governor::new(),
         })
     }
 
@@ -221,6 +225,11 @@ impl Health {
     /// store once its client exists). Without one, signs are only counted.
     pub fn set_probe(&self, probe: Probe) {
         *self.probe.lock().unwrap_or_else(|p| p.into_inner()) = Some(probe);
+    }
+
+    /// The request rate held to the endpoint (see [`crate::limit::Governor`]).
+    pub fn governor(&self) -> &crate::limit::Governor {
+        &self.governor
     }
 
     pub fn role(&self) -> &'static str {
@@ -240,6 +249,8 @@ impl Health {
             down: st.down.as_ref().map(Outage::to_api),
             outages: st.outages,
             outage_secs: st.down_secs,
+            rate_limit: self.governor.rate(),
+            throttled: self.governor.signs(),
         }
     }
 

@@ -58,6 +58,8 @@ pub const META_IDENT: &str = "ossimport-ident";
 pub const META_MD5: &str = "md5";
 /// OSS's whole-object CRC64 header.
 pub const OSS_CRC64_HEADER: &str = "x-oss-hash-crc64ecma";
+/// OSS's answer header saying its flow control delayed the request.
+pub const OSS_QOS_DELAY: &str = "x-oss-qos-delay-time";
 
 /// The bucket to reach (the job's one endpoint shape, taken as it is) and
 /// how to talk to it.
@@ -184,6 +186,8 @@ pub struct S3Store {
     pub(crate) sse: bool,
     storage_class: Option<aws_sdk_s3::types::StorageClass>,
     limiter: Option<Arc<RateLimiter>>,
+    /// The endpoint's breaker, whose governor every request waits for.
+    health: Option<Arc<crate::health::Health>>,
     read_timeout: Duration,
     /// Plain `http://` to a host other than this one: answers are not
     /// authenticated, so an on-path box could forge them.
@@ -318,7 +322,9 @@ impl Intercept for CountRetries {
 
 /// Tells an endpoint's [`crate::health::Health`] what each attempt said:
 /// any answer below 500 that it is up; no answer (connection, timeout) or
-/// a 5xx that it may not be.
+/// a 5xx that it may not be. Its governor hears of every answer, and of
+/// every sign of overload: a 503 or 429, or an answer OSS delayed
+/// (`x-oss-qos-delay-time`).
 #[derive(Clone, Debug)]
 struct NoteHealth(Arc<crate::health::Health>);
 
@@ -344,6 +350,13 @@ impl Intercept for NoteHealth {
         };
         if let Some(s) = sign {
             self.0.note(s);
+        }
+        if let Some(r) = context.response() {
+            if matches!(r.status().as_u16(), 429 | 503) || r.headers().contains_key(OSS_QOS_DELAY) {
+                self.0.governor().slow_down();
+            } else {
+                self.0.governor().answered();
+            }
         }
         Ok(())
     }
@@ -564,6 +577,7 @@ impl S3Store {
                 .as_deref()
                 .map(aws_sdk_s3::types::StorageClass::from),
             limiter: cfg.request_limiter.clone(),
+            health: cfg.health.clone(),
             read_timeout,
             unauthenticated,
             proof: Arc::default(),
@@ -577,10 +591,14 @@ impl S3Store {
         self.unauthenticated
     }
 
-    /// Waits for the request-rate cap, if there is one.
+    /// Waits for the request-rate cap, if there is one, and for the rate
+    /// the endpoint is held to while it says it is overloaded.
     async fn pace(&self) {
         if let Some(l) = &self.limiter {
             l.acquire(1).await;
+        }
+        if let Some(h) = &self.health {
+            h.governor().acquire().await;
         }
     }
 

@@ -228,12 +228,17 @@ pub struct OssFront {
 
 impl OssFront {
     pub fn start(upstream: &str, throttle_every: u32) -> OssFront {
+        OssFront::start_with(upstream, &["--throttle-every", &throttle_every.to_string()])
+    }
+
+    /// With `scripts/oss-front.py`'s options `args`.
+    pub fn start_with(upstream: &str, args: &[&str]) -> OssFront {
         use std::io::BufRead;
         let python = repo_root().join(".venv/bin/python");
         let mut child = Command::new(python)
             .arg(repo_root().join("scripts/oss-front.py"))
             .args(["--upstream", upstream, "--port", "0"])
-            .args(["--throttle-every", &throttle_every.to_string()])
+            .args(args)
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
             .spawn()

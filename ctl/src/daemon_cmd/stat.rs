@@ -131,6 +131,9 @@ pub(super) fn table(jobs: &[JobStatus], bars: bool, out: &mut String) {
         for o in &j.outages {
             let _ = writeln!(out, "  waiting: {o}");
         }
+        for o in &j.throttled {
+            let _ = writeln!(out, "  throttled: {o}");
+        }
         if let Some(e) = &j.listing_error {
             let _ = writeln!(out, "  listing failed: {}", proto::net::printable(e));
         }

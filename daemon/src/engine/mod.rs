@@ -893,7 +893,7 @@ pub async fn status_of(eng: &Arc<Engine>, job: JobRow) -> Result<JobStatus, JobE
     })
     .await?;
     st.limits = eng.jobs().get(&id).map(|rt| limits::of(rt, changes));
-    st.outages = outages_of(eng, id);
+    (st.outages, st.throttled) = endpoints_of(eng, id);
     if let (Some(inc), Some(w)) = (
         st.incremental.as_mut(),
         eng.jobs().get(&id).and_then(|rt| rt.watch.clone()),
@@ -903,22 +903,26 @@ pub async fn status_of(eng: &Arc<Engine>, job: JobRow) -> Result<JobStatus, JobE
     Ok(st)
 }
 
-/// The job's endpoints that executors see down now, one line each (see
-/// `JobStatus::outages`).
-pub fn outages_of(eng: &Engine, job_id: i64) -> Vec<String> {
+/// The job's endpoints that executors see down now, and those held to a
+/// rate because they said they were overloaded, one line each (see
+/// `JobStatus::outages` and `JobStatus::throttled`).
+pub fn endpoints_of(eng: &Engine, job_id: i64) -> (Vec<String>, Vec<String>) {
     let Some(mut spec) = eng.jobs().get(&job_id).map(|rt| rt.spec.clone()) else {
-        return Vec::new();
+        return Default::default();
     };
     let mine: Vec<String> = spec.buckets_mut().map(|b| b.endpoint_label()).collect();
-    let mut out = Vec::new();
+    let (mut down, mut held) = (Vec::new(), Vec::new());
     for a in eng.state.agents().values() {
         for e in a.endpoints.iter().filter(|e| mine.contains(&e.endpoint)) {
             if let Some(line) = e.line() {
-                out.push(format!("{line} (seen by {})", a.name));
+                down.push(format!("{line} (seen by {})", a.name));
+            }
+            if let Some(line) = e.throttle_line() {
+                held.push(format!("{line} (seen by {})", a.name));
             }
         }
     }
-    out
+    (down, held)
 }
 
 /// A job's status from the store; `agent_name` names an agent by its key's
@@ -946,6 +950,7 @@ pub fn status_in(
     let control = store.control_log(&job.name)?;
     Ok(JobStatus {
         outages: Vec::new(),
+        throttled: Vec::new(),
         listing_error,
         limits: None,
         incremental,

@@ -441,6 +441,22 @@ impl Collector for SnapCollector {
             Counter,
             per_endpoint(&|ep| ep.outage_secs),
         )?;
+        family(
+            e,
+            "endpoint_request_rate_limit",
+            "Requests per second the agent holds the endpoint to because it said it was overloaded (0: not held)",
+            None,
+            Gauge,
+            per_endpoint(&|ep| ep.rate_limit),
+        )?;
+        family(
+            e,
+            "endpoint_throttled",
+            "Signs of overload the endpoint gave the agent (HTTP 503, 429, x-oss-qos-delay-time)",
+            None,
+            Counter,
+            per_endpoint(&|ep| ep.throttled as f64),
+        )?;
         Ok(())
     }
 }

@@ -9,6 +9,7 @@ mod cluster;
 mod deploy;
 mod deploy_package;
 mod distributed;
+mod governor;
 mod incremental;
 mod lifecycle;
 mod listing;
