@@ -4,7 +4,8 @@
 (`serverSideCopy=never`) and against rclone, which copies server-side within
 one remote.
 
-  .venv/bin/python bench/bucket_copy.py [--repeat 3] [--results-dir DIR]
+  .venv/bin/python bench/bucket_copy.py [--repeat 3] [--workloads B1,B2] [--tools ...]
+      [--results-dir DIR]
 
 Run after bench/run.sh (which installs rclone into .venv and builds
 target/release/ossimportctl). Workloads: B1 10,000 x 16 KiB in a tree, B2
@@ -75,10 +76,12 @@ def main():
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--tools", default=",".join(TOOLS))
     p.add_argument("--results-dir", default=str(B.BENCH / "results"))
+    p.add_argument("--workloads", default="B1,B2")
     a = p.parse_args()
     tools = a.tools.split(",")
     workloads = [("B1", B.WORK / "w1-10000x16384", lambda r: B.gen_tree(r, 10000, 16384, 100, 1)),
                  ("B2", B.WORK / "w2-4x1073741824", lambda r: B.gen_large(r, 4, 1 << 30))]
+    workloads = [w for w in workloads if w[0] in a.workloads.split(",")]
     results = []
     for wl, root, gen in workloads:
         gen(root)  # reused while its marker matches

@@ -579,8 +579,9 @@ async fn metadata_in_place(
     }
     let md5 = storage::checksum::parse_md5_hex(&written.md5)?;
     let meta = our_meta(ex, obj, &written.md5);
-    let headers =
-        source_metadata_now(ex, src, &format!("{prefix}{}", obj.rel_path), obj, &meta).await?;
+    let src_key = format!("{prefix}{}", obj.rel_path);
+    let now = source_now(src, &src_key, obj, false).await?;
+    let headers = source_metadata(ex, src, &src_key, now, &meta).await?;
     let held = store.head(key).await.ok()?;
     let unquote = |e: &str| e.trim_matches('"').to_ascii_lowercase();
     if held.size != obj.size || unquote(&held.etag) != unquote(&written.etag) {
@@ -611,24 +612,37 @@ fn our_meta(ex: &Executor, obj: &ObjectSpec, md5: &str) -> Vec<(&'static str, St
     meta
 }
 
-/// For a copy made within the store: the source object's metadata as a
-/// HEAD answers it now (what the GET of a streamed copy would read), with
-/// its tags (`copyTags`) and its values as they will be written; `None`
-/// when the source is no longer the listed version (size and ETag) or the
-/// destination cannot take it beside `ours` (a streamed copy then names
-/// what is wrong).
-async fn source_metadata_now(
-    ex: &Executor,
+/// For a copy made within the store: the source object as a HEAD answers
+/// it now (with the checksum it keeps when `checksum`), `None` when it is
+/// no longer the listed version (size and ETag).
+async fn source_now(
     src: &S3Store,
     src_key: &str,
     obj: &ObjectSpec,
-    ours: &[(&str, String)],
-) -> Option<ObjectHeaders> {
-    let now = src.head(src_key).await.ok()?;
+    checksum: bool,
+) -> Option<storage::s3::ObjectInfo> {
+    let now = match checksum {
+        true => src.head_with_checksum(src_key).await.ok()?,
+        false => src.head(src_key).await.ok()?,
+    };
     let listed = obj.src_ref.as_deref()?.trim_matches('"');
     if now.size != obj.size || !now.etag.trim_matches('"').eq_ignore_ascii_case(listed) {
         return None;
     }
+    Some(now)
+}
+
+/// The source object's metadata as a HEAD answered it now (what the GET
+/// of a streamed copy would read), with its tags (`copyTags`) and its
+/// values as they will be written; `None` when the destination cannot take
+/// it beside `ours` (a streamed copy then names what is wrong).
+async fn source_metadata(
+    ex: &Executor,
+    src: &S3Store,
+    src_key: &str,
+    now: storage::s3::ObjectInfo,
+    ours: &[(&str, String)],
+) -> Option<ObjectHeaders> {
     let mut headers = now.headers;
     if ex.spec.copy_tags {
         headers.tags = src.tags(src_key).await.ok()?;
@@ -651,15 +665,18 @@ const MAX_SERVER_SIDE: u64 = 5 << 30;
 /// copied within the store (`CopyObject` with `x-amz-copy-source-if-match`
 /// on the listed ETag, so only the listed version is copied), written with
 /// the source's metadata now (a HEAD of the source, as the GET of a
-/// streamed copy would read it) and ours, and proven by the copy's answer:
-/// the new object's ETag equal to the listed ETag, the MD5 of the listed
-/// bytes (`size+md5+server-side`). `None` wherever that cannot be shown
-/// (a listed ETag that is not a plain MD5, as of a multipart or SSE-KMS
-/// source; an object over 5 GiB; `verifyMode=readback`; a store that
-/// refuses the copy or answers another ETag): the object is then streamed
-/// through as any other, which fails or verifies it by the usual rules. A
-/// refusal of access (the destination's keys may not read the source)
-/// stops server-side copies for the rest of the job.
+/// streamed copy would read it) and ours, and proven by what the store
+/// holds for the copy: its ETag equal to the listed ETag when that is a
+/// plain MD5 (`size+md5+server-side`); otherwise (a multipart source) its
+/// full-object CRC-64/NVME equal to the one the store keeps for the source
+/// as listed, asked with the copy and answered by it or by a HEAD of the
+/// copy (`size+crc64nvme+server-side`). `None` wherever that cannot be
+/// shown (a multipart or SSE-KMS source without a CRC-64/NVME, or with
+/// `workerRecordMd5`; an object over 5 GiB; `verifyMode=readback`; a store
+/// that refuses the copy or answers another ETag or CRC): the object is
+/// then streamed through as any other, which fails or verifies it by the
+/// usual rules. A refusal of access (the destination's keys may not read
+/// the source) stops server-side copies for the rest of the job.
 async fn server_side(
     ex: &Executor,
     store: &S3Store,
@@ -678,17 +695,40 @@ async fn server_side(
     {
         return None;
     }
-    let listed = obj.src_ref.as_deref().filter(|e| plain_md5(e))?;
-    let listed = listed.trim_matches('"');
-    let md5 = storage::checksum::parse_md5_hex(&listed.to_ascii_lowercase())?;
+    let listed = obj.src_ref.as_deref()?.trim_matches('"');
+    let md5 = Some(listed)
+        .filter(|e| plain_md5(e))
+        .and_then(|e| storage::checksum::parse_md5_hex(&e.to_ascii_lowercase()));
+    if md5.is_none() && ex.spec.record_md5 {
+        return None;
+    }
     let src_key = format!("{prefix}{}", obj.rel_path);
-    let meta = our_meta(ex, obj, &checksum::hex(&md5));
-    let headers = match ex.spec.copy_metadata {
-        true => Some(source_metadata_now(ex, src, &src_key, obj, &meta).await?),
-        false => None,
+    let now = match (md5, ex.spec.copy_metadata) {
+        (Some(_), false) => None,
+        _ => Some(source_now(src, &src_key, obj, md5.is_none()).await?),
+    };
+    let sent = match (md5, now.as_ref().and_then(|n| n.nvme)) {
+        (Some(m), _) => Sent::recorded(obj.size, m),
+        (None, Some(crc)) => Sent::stored_nvme(obj.size, crc),
+        (None, None) => return None,
+    };
+    let meta = our_meta(ex, obj, &md5.map(|m| checksum::hex(&m)).unwrap_or_default());
+    let headers = match (ex.spec.copy_metadata, now) {
+        (true, Some(now)) => Some(source_metadata(ex, src, &src_key, now, &meta).await?),
+        _ => None,
     };
     let answer = match store
-        .copy_object(key, src.bucket(), &src_key, listed, &meta, headers.as_ref())
+        .copy_object(
+            key,
+            storage::s3::CopySource {
+                bucket: src.bucket(),
+                key: &src_key,
+                if_match: listed,
+                nvme: md5.is_none(),
+            },
+            &meta,
+            headers.as_ref(),
+        )
         .await
     {
         Ok(a) => a,
@@ -702,8 +742,14 @@ async fn server_side(
         }
     };
     ex.add_progress(obj.size);
-    let mut checks = Checks::new(Sent::recorded(obj.size, md5));
+    let mut checks = Checks::new(sent);
     checks.answer((&answer).into()).ok()?;
+    if md5.is_none() {
+        // The copy's CRC: from its answer (S3 computes it), else as the
+        // store now keeps it for the copy, with its size.
+        let copy = store.head_with_checksum(key).await.ok()?;
+        checks.answer((&copy).into()).ok()?;
+    }
     let v = checks.finish(mode).ok()?;
     let digest = headers.unwrap_or_default().digest(key);
     Some(v.server_side().with_metadata(digest))

@@ -76,6 +76,19 @@ impl Sent {
         }
     }
 
+    /// Bytes not read now: their length and the full-object CRC-64/NVME
+    /// the store keeps for them (a server-side copy of a multipart
+    /// object).
+    pub(crate) fn stored_nvme(len: u64, nvme: u64) -> Sent {
+        Sent {
+            len,
+            md5: None,
+            crc64: None,
+            nvme: Some(nvme),
+            part_md5s: Vec::new(),
+        }
+    }
+
     /// Only the length (nothing was read).
     pub(crate) fn length(len: u64) -> Sent {
         Sent {

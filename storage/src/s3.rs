@@ -264,6 +264,16 @@ fn write_if() -> (Option<String>, Option<String>) {
     }
 }
 
+/// What [`S3Store::copy_object`] copies: an object of this endpoint, as
+/// long as its ETag is `if_match`; `nvme` asks for the copy's CRC-64/NVME.
+#[derive(Clone, Copy, Debug)]
+pub struct CopySource<'a> {
+    pub bucket: &'a str,
+    pub key: &'a str,
+    pub if_match: &'a str,
+    pub nvme: bool,
+}
+
 /// Read size of a part streamed from a file.
 pub const PART_STREAM_BUFFER: usize = 256 << 10;
 
@@ -877,33 +887,45 @@ impl S3Store {
         meta: &[(&str, String)],
         headers: Option<&ObjectHeaders>,
     ) -> Result<(), S3Error> {
-        self.copy_object(key, &self.bucket, key, if_match, meta, headers)
-            .await
-            .map(|_| ())
+        let src = CopySource {
+            bucket: &self.bucket,
+            key,
+            if_match,
+            nvme: false,
+        };
+        self.copy_object(key, src, meta, headers).await.map(|_| ())
     }
 
-    /// A server-side copy of `src_bucket/src_key` (on this endpoint, read
-    /// with this store's credentials) to `key`, made only while the source's
-    /// ETag is `if_match` (`x-amz-copy-source-if-match`), written with
-    /// `meta` and `headers` as a PUT would be (`MetadataDirective=REPLACE`;
-    /// tags replaced when `headers` has any; another object's are not
-    /// copied otherwise, an object's own are kept). Returns
-    /// the store's answer for the caller's checks: the new object's ETag
-    /// (its MD5, for a copy of a plain object) and checksums.
+    /// A server-side copy of `src` (on this endpoint, read with this
+    /// store's credentials) to `key`, made only while the source's ETag is
+    /// `src.if_match` (`x-amz-copy-source-if-match`), written with `meta`
+    /// and `headers` as a PUT would be (`MetadataDirective=REPLACE`; tags
+    /// replaced when `headers` has any; another object's are not copied
+    /// otherwise, an object's own are kept). Returns the store's answer for
+    /// the caller's checks: the new object's ETag (its MD5, for a copy of a
+    /// plain object) and checksums (the CRC-64/NVME when `src.nvme` asks
+    /// for it).
     pub async fn copy_object(
         &self,
         key: &str,
-        src_bucket: &str,
-        src_key: &str,
-        if_match: &str,
+        src: CopySource<'_>,
         meta: &[(&str, String)],
         headers: Option<&ObjectHeaders>,
     ) -> Result<PutAnswer, S3Error> {
+        let CopySource {
+            bucket: src_bucket,
+            key: src_key,
+            if_match,
+            nvme,
+        } = src;
         self.pace().await;
         let cap = CaptureCrc64::default();
         let mut req = self
             .client
             .copy_object()
+            // The copy's full-object CRC-64/NVME, computed by the store
+            // (S3 answers it; others keep the source's).
+            .set_checksum_algorithm(nvme.then_some(aws_sdk_s3::types::ChecksumAlgorithm::Crc64Nvme))
             .bucket(&self.bucket)
             .key(key)
             .copy_source(format!("{src_bucket}/{}", crate::key::url_path(src_key)))
@@ -939,6 +961,18 @@ impl S3Store {
     }
 
     pub async fn head(&self, key: &str) -> Result<ObjectInfo, S3Error> {
+        self.head_asking(key, self.sends_nvme()).await
+    }
+
+    /// [`S3Store::head`], asking for the object's checksum whatever the
+    /// store is known to check (`ChecksumMode=ENABLED`; a store that keeps
+    /// none answers without): what a server-side copy of a multipart
+    /// object is held to.
+    pub async fn head_with_checksum(&self, key: &str) -> Result<ObjectInfo, S3Error> {
+        self.head_asking(key, true).await
+    }
+
+    async fn head_asking(&self, key: &str, checksum: bool) -> Result<ObjectInfo, S3Error> {
         self.pace().await;
         let oss_meta = CaptureOssMeta::default();
         let cap = CaptureCrc64::default();
@@ -947,10 +981,7 @@ impl S3Store {
             .head_object()
             .bucket(&self.bucket)
             .key(key)
-            .set_checksum_mode(
-                self.sends_nvme()
-                    .then_some(aws_sdk_s3::types::ChecksumMode::Enabled),
-            )
+            .set_checksum_mode(checksum.then_some(aws_sdk_s3::types::ChecksumMode::Enabled))
             .customize()
             .interceptor(cap.clone())
             .interceptor(oss_meta.clone())

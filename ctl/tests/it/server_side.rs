@@ -44,6 +44,62 @@ async fn bucket_to_bucket_on_one_endpoint_is_copied_within_the_store() {
             .unwrap();
         want.push((key, body));
     }
+    // Two multipart objects: one written with a full-object CRC-64/NVME
+    // (copied within the store, held to it), one without (its `…-2` ETag
+    // is no MD5 and nothing else can hold a copy to it: streamed).
+    for (key, crc) in [("mp/crc.bin", true), ("mp/plain.bin", false)] {
+        let body = bytes(if crc { 101 } else { 102 }, (6 << 20) + 123);
+        let mut create = c
+            .create_multipart_upload()
+            .bucket("srcbkt")
+            .key(key)
+            .content_type("video/mp4");
+        if crc {
+            create = create
+                .checksum_algorithm(aws_sdk_s3::types::ChecksumAlgorithm::Crc64Nvme)
+                .checksum_type(aws_sdk_s3::types::ChecksumType::FullObject);
+        }
+        let id = create.send().await.unwrap().upload_id.unwrap();
+        let mut parts = Vec::new();
+        for (n, chunk) in body.chunks(5 << 20).enumerate() {
+            let mut up = c
+                .upload_part()
+                .bucket("srcbkt")
+                .key(key)
+                .upload_id(&id)
+                .part_number(n as i32 + 1)
+                .body(chunk.to_vec().into());
+            if crc {
+                let nvme = storage::checksum::digest(chunk).nvme;
+                up = up.checksum_crc64_nvme(storage::checksum::nvme_base64(nvme));
+            }
+            let etag = up.send().await.unwrap().e_tag.unwrap();
+            parts.push(
+                aws_sdk_s3::types::CompletedPart::builder()
+                    .part_number(n as i32 + 1)
+                    .e_tag(etag)
+                    .build(),
+            );
+        }
+        let mut complete = c
+            .complete_multipart_upload()
+            .bucket("srcbkt")
+            .key(key)
+            .upload_id(&id)
+            .multipart_upload(
+                aws_sdk_s3::types::CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts))
+                    .build(),
+            );
+        if crc {
+            let nvme = storage::checksum::digest(&body).nvme;
+            complete = complete
+                .checksum_crc64_nvme(storage::checksum::nvme_base64(nvme))
+                .checksum_type(aws_sdk_s3::types::ChecksumType::FullObject);
+        }
+        complete.send().await.unwrap();
+        want.push((key.to_string(), body));
+    }
     // Both buckets through one front that counts what passes.
     let front = testkit::net::FaultProxy::start(&s3.endpoint, Default::default()).await;
     let tmp = tempfile::tempdir().unwrap();
@@ -55,19 +111,20 @@ async fn bucket_to_bucket_on_one_endpoint_is_copied_within_the_store() {
     let rows = objects(&work);
     assert_eq!(rows.len(), want.len());
     for o in &rows {
-        assert_eq!(
-            o.verified_by.as_deref(),
-            Some("size+md5+server-side"),
-            "{o:?}"
-        );
+        let by = match o.rel_path.as_str() {
+            "mp/crc.bin" => "size+crc64nvme+server-side",
+            "mp/plain.bin" => "size+crc64nvme",
+            _ => "size+md5+server-side",
+        };
+        assert_eq!(o.verified_by.as_deref(), Some(by), "{o:?}");
     }
     use std::sync::atomic::Ordering::Relaxed;
     assert_eq!(
         front.stats.object_gets.load(Relaxed),
-        0,
-        "an object was read through ossimport"
+        1,
+        "an object other than mp/plain.bin was read through ossimport"
     );
-    assert_eq!(front.stats.copies.load(Relaxed), want.len() as u64);
+    assert_eq!(front.stats.copies.load(Relaxed), want.len() as u64 - 1);
     for (key, body) in &want {
         let dest = format!("within/{key}");
         assert_eq!(&get(&c, "dstbkt", &dest).await, body, "{key}");
@@ -78,14 +135,21 @@ async fn bucket_to_bucket_on_one_endpoint_is_copied_within_the_store() {
             .send()
             .await
             .unwrap();
-        assert_eq!(h.content_type(), Some("image/png"), "{key}");
-        assert_eq!(
-            h.metadata()
-                .and_then(|m| m.get("owner"))
-                .map(String::as_str),
-            Some("team"),
-            "{key}"
-        );
+        let ty = if key.starts_with("mp/") {
+            "video/mp4"
+        } else {
+            "image/png"
+        };
+        assert_eq!(h.content_type(), Some(ty), "{key}");
+        if !key.starts_with("mp/") {
+            assert_eq!(
+                h.metadata()
+                    .and_then(|m| m.get("owner"))
+                    .map(String::as_str),
+                Some("team"),
+                "{key}"
+            );
+        }
     }
 
     // serverSideCopy=never: streamed through, as before.
