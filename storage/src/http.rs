@@ -108,12 +108,23 @@ impl HttpSource {
             .body(Empty::new())
             .map_err(|e| SourceError::new(SourceErrorKind::Permanent, format!("{url}: {e}")))?;
         let health = self.health_of(url);
+        if let Some(h) = &health {
+            // The rate the origin is held to while it says it is overloaded.
+            h.governor().acquire().await;
+        }
         let asked = tokio::time::timeout(self.timeout, self.client.request(req)).await;
         if let Some(h) = &health {
             h.note(match &asked {
                 Ok(Ok(r)) if r.status().as_u16() < 500 => Sign::Answered,
                 _ => Sign::NoAnswer,
             });
+            if let Ok(Ok(r)) = &asked {
+                if matches!(r.status().as_u16(), 429 | 503) {
+                    h.governor().slow_down();
+                } else {
+                    h.governor().answered();
+                }
+            }
         }
         let resp = match asked {
             Err(_) => {

@@ -261,6 +261,9 @@ fn xml_error(status: u16, code: &str, msg: &str) -> Response<Full<Bytes>> {
 pub struct FileServer {
     pub base: String,
     task: tokio::task::JoinHandle<()>,
+    /// Requests answered and refused (429) in each second since the start
+    /// ([`FileServer::start_limited`]).
+    pub seconds: Arc<std::sync::Mutex<Vec<(u64, u64)>>>,
 }
 
 impl Drop for FileServer {
@@ -271,19 +274,65 @@ impl Drop for FileServer {
 
 impl FileServer {
     pub async fn start(files: HashMap<String, Vec<u8>>) -> FileServer {
+        FileServer::start_limited(files, 0.0).await
+    }
+
+    /// [`FileServer::start`], taking at most `max_rps` requests a second
+    /// (a token bucket holding a tenth of a second's worth, at least one;
+    /// 0: no limit) and answering the rest 429 Too Many Requests, as a web
+    /// origin or CDN with a rate limit does.
+    pub async fn start_limited(files: HashMap<String, Vec<u8>>, max_rps: f64) -> FileServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let files = Arc::new(files);
+        let seconds: Arc<std::sync::Mutex<Vec<(u64, u64)>>> = Arc::default();
+        let start = std::time::Instant::now();
+        let bucket = Arc::new(std::sync::Mutex::new((0.0f64, start)));
+        let counts = Arc::clone(&seconds);
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     return;
                 };
                 let files = Arc::clone(&files);
+                let (bucket, counts) = (Arc::clone(&bucket), Arc::clone(&counts));
                 tokio::spawn(async move {
                     let svc = service_fn(move |req: Request<Incoming>| {
                         let files = Arc::clone(&files);
+                        let (bucket, counts) = (Arc::clone(&bucket), Arc::clone(&counts));
                         async move {
+                            let now = std::time::Instant::now();
+                            let taken = max_rps <= 0.0 || {
+                                let mut b = bucket.lock().unwrap();
+                                let cap = (max_rps / 10.0).max(1.0);
+                                b.0 = (b.0 + now.duration_since(b.1).as_secs_f64() * max_rps)
+                                    .min(cap);
+                                b.1 = now;
+                                let ok = b.0 >= 1.0;
+                                if ok {
+                                    b.0 -= 1.0;
+                                }
+                                ok
+                            };
+                            {
+                                let sec = now.duration_since(start).as_secs() as usize;
+                                let mut c = counts.lock().unwrap();
+                                if c.len() <= sec {
+                                    c.resize(sec + 1, (0, 0));
+                                }
+                                if taken {
+                                    c[sec].0 += 1;
+                                } else {
+                                    c[sec].1 += 1;
+                                }
+                            }
+                            if !taken {
+                                return Ok(Response::builder()
+                                    .status(429)
+                                    .header("retry-after", "1")
+                                    .body(Full::new(Bytes::new()))
+                                    .unwrap());
+                            }
                             let path = req.uri().path().to_owned();
                             if path.starts_with("/drop/") {
                                 return Err(std::io::Error::other("dropped"));
@@ -312,7 +361,11 @@ impl FileServer {
                 });
             }
         });
-        FileServer { base, task }
+        FileServer {
+            base,
+            task,
+            seconds,
+        }
     }
 }
 

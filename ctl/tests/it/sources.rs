@@ -745,3 +745,64 @@ async fn azure_container_killed_mid_listing_resumes_byte_identical() {
             .contains(&"az_md5/00003.jpg".to_string())
     );
 }
+
+/// A URL list whose web origin takes at most 40 requests a second and
+/// answers the rest 429 (a CDN's rate limit): the run's governor for that
+/// origin finds the limit and holds the GETs near it, few are refused, and
+/// every file is verified, none failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_url_origin_refusing_above_its_rate_is_met_at_that_rate() {
+    const N: f64 = 40.0;
+    const FILES: u64 = 800;
+    let s3 = S3Server::start();
+    s3.create_bucket("target").await;
+    let mut files = HashMap::new();
+    let mut lines = String::new();
+    for i in 0..FILES {
+        files.insert(format!("/f/{i}.bin"), bytes(i, 700));
+        lines.push_str(&format!("{{BASE}}/f/ {i}.bin\n"));
+    }
+    let server = FileServer::start_limited(files, N).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let list = tmp.path().join("limited.list");
+    std::fs::write(&list, lines.replace("{BASE}", &server.base)).unwrap();
+    let cfg = tmp.path().join("limited.cfg");
+    JobFile::new("limited_origin")
+        .url_list(&list)
+        .bucket_dest(&s3.endpoint, "target")
+        .write_to(&cfg);
+    std::fs::write(
+        tmp.path().join("sys.properties"),
+        "workerTaskThreadNum=16\n",
+    )
+    .unwrap();
+    let work = tmp.path().join("work");
+    let out = tokio::task::spawn_blocking({
+        let (cfg, work) = (cfg.clone(), work.clone());
+        move || run_job(&cfg, &work)
+    })
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    assert!(
+        squash(&stdout(&out)).contains(&format!("verified {FILES} of {FILES}")),
+        "{}",
+        stdout(&out)
+    );
+    let seconds = server.seconds.lock().unwrap().clone();
+    let busy: Vec<usize> = (0..seconds.len())
+        .filter(|&i| seconds[i].0 + seconds[i].1 > 0)
+        .collect();
+    let (first, last) = (busy[0], *busy.last().unwrap());
+    let (ok, refused): (u64, u64) = seconds.iter().fold((0, 0), |(a, r), s| (a + s.0, r + s.1));
+    let settled = &seconds[first + 6..last.saturating_sub(1)];
+    let rate = settled.iter().map(|s| s.0 as f64).sum::<f64>() / settled.len() as f64;
+    let share = refused as f64 / (ok + refused) as f64;
+    eprintln!(
+        "origin limit {N}/s: {ok} answered, {refused} refused ({:.2}%), {rate:.1}/s settled over {} s",
+        share * 100.0,
+        settled.len()
+    );
+    assert!(share < 0.05, "{:.2}% of GETs refused", share * 100.0);
+    assert!(rate >= 0.8 * N, "settled at {rate:.1} GETs/s against {N}/s");
+}
