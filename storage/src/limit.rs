@@ -150,26 +150,29 @@ impl RateLimiter {
 /// Nothing is held back until the store says it is overloaded (HTTP 503,
 /// 429, or OSS's `x-oss-qos-delay-time` on an answer: [`Governor::slow_down`]).
 /// The first such sign cuts the rate to [`CUT`] of what the store answered
-/// in the last second or so (its limit, as far as we can tell: `max`).
+/// in the last second or so (its limit, as far as we can tell: `max`); a
+/// sign that came before a second of answers could be measured starts a
+/// slow start instead, as TCP's: from the floor, doubling about every
+/// 0.7 s until the next sign.
+///
 /// Later signs cut it again, at most once per [`HOLD`] (requests already
 /// sent at the old rate are refused too, and must not cut it again), when
 /// they are [`SHARE`] or more of the requests of the last second or two
-/// and half as many again as the store gave at the lower rate after the
-/// last cut (refusals that began at this rate), or [`MOST`] of them: to [`CUT`] of the rate
-/// when it is back at `max` or above (that is where the limit is), else to
-/// [`CUT`] of what the store took (the limit fell). Signs at the same share
-/// at every rate are the store's noise (one request in eleven refused
-/// whatever the rate), which a lower rate would not end: they cut nothing,
-/// and the rate goes on climbing past them. From then
-/// on, while requests wait for the rate, it follows
+/// and half as many again as the store refused at the lower rate after
+/// the last cut (refusals that began at this rate), or [`MOST`] of them:
+/// to [`CUT`] of the rate when it is back at `max` or above (that is where
+/// the limit is), else to [`CUT`] of what the store took (the limit fell).
+/// Signs at the same share at every rate are the store's noise (one
+/// request in eleven refused whatever the rate), which a lower rate would
+/// not end: they cut nothing, and the rate goes on climbing past them.
+///
+/// Between cuts, while requests wait for the rate, it follows
 /// `max + c (t - k)^3`, t the seconds since the cut: it climbs back fast,
-/// flattens out near `max` about [`TO_MAX`] after the cut (few refusals,
-/// a mean rate near the limit), then probes above it, faster and faster,
-/// until the next sign (a sign that came before a second of answers could
-/// be measured starts from the floor and doubles about every 0.7 s
-/// instead, as TCP's slow start). `c` is set from the highest answer rate of the last minute, so a burst
-/// of refusals that cut the rate to the floor is made up in seconds.
-/// After [`RELEASE`] without a sign the rate is let go.
+/// flattens out near `max` about [`TO_MAX`] after the cut (few refusals, a
+/// mean rate near the limit), then probes above it, faster and faster,
+/// until the next sign. `c` is set from the highest answer rate of the
+/// last minute, so a burst of refusals that cut the rate far down is made
+/// up in seconds. After [`RELEASE`] without a sign the rate is let go.
 ///
 /// Every request of every object on the endpoint waits its turn here, so
 /// the executor's objects slow down together instead of each backing off
