@@ -242,12 +242,12 @@ async fn riding_out_outages(
         };
         if failed_throttled {
             throttled_reruns += 1;
-            tracing::debug!(
-                object = %proto::net::printable(&obj.rel_path),
-                "Failed while its endpoint was throttling; runs again at the rate now held (not counted as a failure)."
-            );
             if let Some(Err(Fail(_, why))) = &ran {
-                tracing::debug!(why = %why, "The throttled run's failure.");
+                tracing::debug!(
+                    object = %proto::net::printable(&obj.rel_path),
+                    why = %why,
+                    "Failed while its endpoint was throttling; runs again at the rate now held (not counted as a failure)."
+                );
             }
             let mut next = obj.into_owned();
             next.resume = resume;

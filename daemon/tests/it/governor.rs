@@ -18,44 +18,20 @@ fn a_job_against_a_store_refusing_above_n_requests_a_second_settles_near_n() {
     let s3 = S3Server::start();
     rt.block_on(s3.create_bucket("bkt"));
     let front = OssFront::start_with(&s3.endpoint, &["--max-rps", &N.to_string()]);
-    let tmp = tempfile::tempdir().unwrap();
-    let work = tmp.path().join("work");
-    std::fs::create_dir_all(&work).unwrap();
-    let daemon_pub = Daemon::init(&work);
-    let metrics = format!("127.0.0.1:{}", free_port());
-    let d = Daemon::start_with(
-        &work,
-        &format!("127.0.0.1:{}", free_port()),
-        &["--metrics-listen", &metrics],
-    );
-    Agent::enrol(tmp.path(), "a1", &work);
-    let _agent = Agent::start(AgentOpts {
-        name: "a1",
-        dir: tmp.path(),
-        daemon_addr: &d.addr,
-        daemon_pub: &daemon_pub,
-        listen: format!("127.0.0.1:{}", free_port()),
-        advertise: None,
-        tasks: 2,
-        wrap: Vec::new(),
-    });
-    let src = tmp.path().join("src");
-    // About 30 s of work at N: one PUT per object.
+    // About 30 s of work at N: one PUT per object. The daemon, its agent
+    // and the tree as other tests have them; the job into the front.
     const FILES: usize = 1_400;
-    tree(&src, FILES, 1024);
-    let cfg = job_cfg(tmp.path(), "governed", &src, &front.endpoint, "bkt", 700);
-    let _: serde_json::Value = api(
-        &d.socket,
-        Endpoint::Submit,
-        Some(
-            serde_json::to_value(proto::api::SubmitRequest::new(
-                cfg.display().to_string(),
-                &std::fs::read(&cfg).unwrap(),
-                Some(b"workerTaskThreadNum=16\n"),
-            ))
-            .unwrap(),
-        ),
+    let mut s = OneAgentJob::start(FILES, 1024, b"workerTaskThreadNum=16\n", "governed");
+    s.cfg = job_cfg(
+        s.tmp.path(),
+        "governed",
+        &s.src,
+        &front.endpoint,
+        "bkt",
+        700,
     );
+    s.submit();
+    let (d, metrics) = (&s.daemon, &s.metrics);
 
     // While it runs: the rate /metrics shows for the destination, every
     // second, and what stat says.
@@ -74,7 +50,7 @@ fn a_job_against_a_store_refusing_above_n_requests_a_second_settles_near_n() {
         if let Some(l) = st.throttled.first() {
             stat_line = Some(l.clone());
         }
-        let (_, text) = http_get(&metrics, "/metrics").unwrap();
+        let (_, text) = http_get(metrics, "/metrics").unwrap();
         if let Some(v) = text
             .lines()
             .find(|l| {
