@@ -166,7 +166,7 @@ pub(crate) async fn import(
         return Ok(v.into());
     }
     if let Dest::S3 { store, .. } = &ex.dest
-        && let Some(v) = server_side(ex, store, &key, obj, mode).await
+        && let Some(v) = server_side(ex, store, &key, obj, mode, events).await
     {
         return Ok(v.into());
     }
@@ -657,8 +657,8 @@ fn meta_len(meta: &[(&str, String)]) -> usize {
     meta.iter().map(|(k, v)| k.len() + v.len()).sum()
 }
 
-/// The largest object one `CopyObject` makes (larger ones would need
-/// `UploadPartCopy`, not built: they are streamed through).
+/// The largest object one `CopyObject` makes; larger ones are copied in
+/// parts (`UploadPartCopy`), as are those above `serverSideCopyCutoff`.
 const MAX_SERVER_SIDE: u64 = 5 << 30;
 
 /// Bucket to bucket on one endpoint (`serverSideCopy=auto`): the object
@@ -670,9 +670,12 @@ const MAX_SERVER_SIDE: u64 = 5 << 30;
 /// plain MD5 (`size+md5+server-side`); otherwise (a multipart source) its
 /// full-object CRC-64/NVME equal to the one the store keeps for the source
 /// as listed, asked with the copy and answered by it or by a HEAD of the
-/// copy (`size+crc64nvme+server-side`). `None` wherever that cannot be
-/// shown (a multipart or SSE-KMS source without a CRC-64/NVME, or with
-/// `workerRecordMd5`; an object over 5 GiB; `verifyMode=readback`; a store
+/// copy (`size+crc64nvme+server-side`). An object above
+/// `serverSideCopyCutoff` (at most 5 GiB) is copied in parts
+/// ([`copy_in_parts`]) and always held to the source's CRC-64/NVME: the
+/// ETag of a copy in parts is no MD5 of the whole. `None` wherever that
+/// cannot be shown (a multipart, SSE-KMS or cut-off source without a
+/// CRC-64/NVME, or with `workerRecordMd5`; `verifyMode=readback`; a store
 /// that refuses the copy or answers another ETag or CRC): the object is
 /// then streamed through as any other, which fails or verifies it by the
 /// usual rules. A refusal of access (the destination's keys may not read
@@ -683,6 +686,7 @@ async fn server_side(
     key: &str,
     obj: &ObjectSpec,
     mode: VerifyMode,
+    events: &mpsc::Sender<Event>,
 ) -> Option<Verified> {
     use std::sync::atomic::Ordering;
     let Source::S3 { store: src, prefix } = &ex.source else {
@@ -690,11 +694,11 @@ async fn server_side(
     };
     if !ex.server_side.load(Ordering::Relaxed)
         || mode == VerifyMode::ReadBack
-        || obj.size > MAX_SERVER_SIDE
         || store.unauthenticated()
     {
         return None;
     }
+    let in_parts = obj.size > ex.spec.server_side_copy_cutoff.min(MAX_SERVER_SIDE);
     let listed = obj.src_ref.as_deref()?.trim_matches('"');
     let md5 = Some(listed)
         .filter(|e| plain_md5(e))
@@ -702,12 +706,16 @@ async fn server_side(
     if md5.is_none() && ex.spec.record_md5 {
         return None;
     }
+    // The proof: the listed MD5 for one CopyObject of a plain object; the
+    // source's full-object CRC-64/NVME otherwise.
+    let by_crc = md5.is_none() || in_parts;
     let src_key = format!("{prefix}{}", obj.rel_path);
-    let now = match (md5, ex.spec.copy_metadata) {
-        (Some(_), false) => None,
-        _ => Some(source_now(src, &src_key, obj, md5.is_none()).await?),
+    let now = match (by_crc, ex.spec.copy_metadata) {
+        (false, false) => None,
+        _ => Some(source_now(src, &src_key, obj, by_crc).await?),
     };
-    let sent = match (md5, now.as_ref().and_then(|n| n.nvme)) {
+    let nvme = now.as_ref().and_then(|n| n.nvme);
+    let sent = match (md5.filter(|_| !by_crc), nvme) {
         (Some(m), _) => Sent::recorded(obj.size, m),
         (None, Some(crc)) => Sent::stored_nvme(obj.size, crc),
         (None, None) => return None,
@@ -717,20 +725,20 @@ async fn server_side(
         (true, Some(now)) => Some(source_metadata(ex, src, &src_key, now, &meta).await?),
         _ => None,
     };
-    let answer = match store
-        .copy_object(
-            key,
-            storage::s3::CopySource {
-                bucket: src.bucket(),
-                key: &src_key,
-                if_match: listed,
-                nvme: md5.is_none(),
-            },
-            &meta,
-            headers.as_ref(),
-        )
-        .await
-    {
+    let from = storage::s3::CopySource {
+        bucket: src.bucket(),
+        key: &src_key,
+        if_match: listed,
+        nvme: by_crc,
+    };
+    let copied = match nvme.filter(|_| in_parts) {
+        Some(crc) => {
+            let what = (&meta[..], headers.as_ref());
+            copy_in_parts(ex, store, key, obj, from, crc, what, events).await
+        }
+        None => store.copy_object(key, from, &meta, headers.as_ref()).await,
+    };
+    let answer = match copied {
         Ok(a) => a,
         Err(e) => {
             if e.kind == ErrorKind::Denied && ex.server_side.swap(false, Ordering::Relaxed) {
@@ -741,10 +749,12 @@ async fn server_side(
             return None;
         }
     };
-    ex.add_progress(obj.size);
+    if !in_parts {
+        ex.add_progress(obj.size);
+    }
     let mut checks = Checks::new(sent);
     checks.answer((&answer).into()).ok()?;
-    if md5.is_none() {
+    if by_crc {
         // The copy's CRC: from its answer (S3 computes it), else as the
         // store now keeps it for the copy, with its size.
         let copy = store.head_with_checksum(key).await.ok()?;
@@ -753,6 +763,69 @@ async fn server_side(
     let v = checks.finish(mode).ok()?;
     let digest = headers.unwrap_or_default().digest(key);
     Some(v.server_side().with_metadata(digest))
+}
+
+/// A server-side copy in parts: an upload started with CRC-64/NVME
+/// (recorded, so a run stopped half-way aborts it before anything else),
+/// each part (`multipartUploadPartSize`, `uploadThreadNumPerLargeFile` at
+/// once) copied by `UploadPartCopy` from its byte range of the source while
+/// the source's ETag is the listed one, completed with `nvme`, the
+/// source's full-object CRC-64/NVME, which the store refuses if the copy's
+/// differs. A failed copy is aborted, and its abort recorded.
+#[allow(clippy::too_many_arguments)]
+async fn copy_in_parts(
+    ex: &Executor,
+    store: &S3Store,
+    key: &str,
+    obj: &ObjectSpec,
+    from: storage::s3::CopySource<'_>,
+    nvme: u64,
+    (meta, headers): (&[(&'static str, String)], Option<&ObjectHeaders>),
+    events: &mpsc::Sender<Event>,
+) -> Result<storage::s3::PutAnswer, storage::s3::S3Error> {
+    use futures_util::{StreamExt, TryStreamExt};
+    let part_size = part_size(ex, obj);
+    let id = store.create_multipart(key, meta, headers, true).await?;
+    let _ = events
+        .send(Event::UploadStarted {
+            object_id: obj.object_id,
+            upload_id: id.clone(),
+            part_size,
+        })
+        .await;
+    let upload = storage::s3::Upload {
+        key,
+        id: &id,
+        nvme: true,
+    };
+    let ranges = (0..obj.size.div_ceil(part_size)).map(|i| {
+        let start = i * part_size;
+        (i as u32 + 1, (start, (start + part_size).min(obj.size) - 1))
+    });
+    let copied = futures_util::stream::iter(ranges)
+        .map(|(n, range)| {
+            let upload = &upload;
+            async move {
+                let a = store.upload_part_copy(upload, n, from, range).await?;
+                ex.add_part_progress(obj.object_id, range.1 + 1 - range.0);
+                Ok::<_, storage::s3::S3Error>((n, a.etag))
+            }
+        })
+        .buffered(ex.spec.part_concurrency.max(1) as usize)
+        .try_collect::<Vec<_>>()
+        .await;
+    let done = match copied {
+        Ok(parts) => store.complete_multipart(key, &id, &parts, Some(nvme)).await,
+        Err(e) => Err(e),
+    };
+    if done.is_err() && store.abort_multipart(key, &id).await.is_ok() {
+        let _ = events
+            .send(Event::UploadAborted {
+                object_id: obj.object_id,
+            })
+            .await;
+    }
+    done
 }
 
 /// The object's mtime (unix seconds): as listed, else (a URL, which no

@@ -360,6 +360,7 @@ fn from_text(
         copy_tags: cfg.copy_tags,
         preserve_file_attrs: cfg.preserve_file_attrs,
         server_side_copy: cfg.server_side_copy,
+        server_side_copy_cutoff: cfg.server_side_copy_cutoff,
         overwrite: cfg.overwrite_mode,
         limits: Limits {
             // The flat cap; a schedule replaces it once the engine loads

@@ -41,6 +41,11 @@ pub struct JobSpec {
     /// one endpoint (`serverSideCopy=auto`, the default; `never`).
     #[serde(default = "yes")]
     pub server_side_copy: bool,
+    /// Server-side copies of larger objects are made in parts
+    /// (`serverSideCopyCutoff`; 5 GiB when not sent, the most one
+    /// `CopyObject` makes).
+    #[serde(default = "copy_cutoff")]
+    pub server_side_copy_cutoff: u64,
     /// What may be overwritten at the destination (`overwriteMode`).
     #[serde(default)]
     pub overwrite: OverwriteMode,
@@ -51,6 +56,11 @@ pub struct JobSpec {
 
 fn yes() -> bool {
     true
+}
+
+/// The most one `CopyObject` makes (5 GiB).
+fn copy_cutoff() -> u64 {
+    5 << 30
 }
 
 /// What a copy may overwrite at the destination (`overwriteMode`, ours).

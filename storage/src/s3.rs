@@ -1174,6 +1174,43 @@ impl S3Store {
         })
     }
 
+    /// One part of an upload copied within the store: bytes `range` (start,
+    /// end inclusive) of `src`, made only while the source's ETag is
+    /// `src.if_match`. The answer carries the part's ETag and, for an upload
+    /// started with CRC-64/NVME, the part's CRC as the store computed it.
+    pub async fn upload_part_copy(
+        &self,
+        upload: &Upload<'_>,
+        number: u32,
+        src: CopySource<'_>,
+        range: (u64, u64),
+    ) -> Result<PutAnswer, S3Error> {
+        let (key, upload_id) = (upload.key, upload.id);
+        self.pace().await;
+        let out = self
+            .client
+            .upload_part_copy()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .part_number(number as i32)
+            .copy_source(format!("{}/{}", src.bucket, crate::key::url_path(src.key)))
+            .copy_source_if_match(src.if_match)
+            .copy_source_range(format!("bytes={}-{}", range.0, range.1))
+            .send()
+            .await
+            .map_err(|e| self.classify("UploadPartCopy", key, e))?;
+        let result = out.copy_part_result();
+        Ok(PutAnswer {
+            etag: normalize_etag(result.and_then(|r| r.e_tag()).unwrap_or_default()),
+            crc64: None,
+            nvme: result
+                .and_then(|r| r.checksum_crc64_nvme())
+                .and_then(crate::checksum::parse_nvme_base64),
+            etag_is_md5: etag_is_md5(out.server_side_encryption(), out.sse_customer_algorithm()),
+        })
+    }
+
     /// Parts the server holds for an upload: (number, etag, size).
     pub async fn list_parts(
         &self,

@@ -71,6 +71,8 @@ pub struct ProxyStats {
     pub object_gets: AtomicU64,
     /// Server-side copies (`x-amz-copy-source`) seen.
     pub copies: AtomicU64,
+    /// Of `copies`, the parts of uploads (`UploadPartCopy`).
+    pub part_copies: AtomicU64,
 }
 
 /// A proxy on 127.0.0.1 forwarding to `upstream` (an `http://host:port`),
@@ -194,6 +196,9 @@ async fn forward(
     }
     if parts.headers.contains_key("x-amz-copy-source") {
         st.copies.fetch_add(1, Ordering::Relaxed);
+        if pq.contains("uploadId=") {
+            st.part_copies.fetch_add(1, Ordering::Relaxed);
+        }
         if !faults.copy_delay.is_zero() {
             tokio::time::sleep(faults.copy_delay).await;
         }

@@ -100,6 +100,25 @@ async fn bucket_to_bucket_on_one_endpoint_is_copied_within_the_store() {
         complete.send().await.unwrap();
         want.push((key.to_string(), body));
     }
+    // Two plain objects above the 5 MiB cut-off of the third run: one
+    // written with its CRC-64/NVME (copied in parts, held to it), one
+    // without (SeaweedFS then keeps none: streamed in that run).
+    for (key, crc) in [("big/crc.bin", true), ("big/plain.bin", false)] {
+        let body = bytes(if crc { 103 } else { 104 }, (6 << 20) + 7);
+        let mut put = c
+            .put_object()
+            .bucket("srcbkt")
+            .key(key)
+            .body(body.clone().into())
+            .content_type("image/png")
+            .metadata("owner", "team");
+        if crc {
+            let nvme = storage::checksum::digest(&body).nvme;
+            put = put.checksum_crc64_nvme(storage::checksum::nvme_base64(nvme));
+        }
+        put.send().await.unwrap();
+        want.push((key.to_string(), body));
+    }
     // Both buckets through one front that counts what passes.
     let front = testkit::net::FaultProxy::start(&s3.endpoint, Default::default()).await;
     let tmp = tempfile::tempdir().unwrap();
@@ -152,6 +171,62 @@ async fn bucket_to_bucket_on_one_endpoint_is_copied_within_the_store() {
         }
     }
 
+    // Objects above serverSideCopyCutoff are copied in parts
+    // (UploadPartCopy, 5 MiB each) and held to the source's CRC-64/NVME,
+    // metadata kept; above it without a CRC they are streamed.
+    let (gets, part_copies) = (
+        front.stats.object_gets.load(Relaxed),
+        front.stats.part_copies.load(Relaxed),
+    );
+    let cfg = job(
+        tmp.path(),
+        "parts",
+        &front.endpoint,
+        "serverSideCopyCutoff=5m\nmultipartUploadPartSize=5m",
+    );
+    let work = tmp.path().join("parts");
+    let out = tokio::task::block_in_place(|| run_job(&cfg, &work));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    for o in objects(&work) {
+        let by = o.verified_by.as_deref().unwrap_or("");
+        match o.rel_path.as_str() {
+            "mp/crc.bin" | "big/crc.bin" => assert_eq!(by, "size+crc64nvme+server-side", "{o:?}"),
+            "mp/plain.bin" | "big/plain.bin" => assert!(!by.contains("server-side"), "{o:?}"),
+            _ => assert_eq!(by, "size+md5+server-side", "{o:?}"),
+        }
+    }
+    assert_eq!(front.stats.part_copies.load(Relaxed) - part_copies, 4);
+    assert_eq!(front.stats.object_gets.load(Relaxed) - gets, 2);
+    for (key, body) in &want {
+        assert_eq!(
+            &get(&c, "dstbkt", &format!("parts/{key}")).await,
+            body,
+            "{key}"
+        );
+    }
+    let h = c
+        .head_object()
+        .bucket("dstbkt")
+        .key("parts/big/crc.bin")
+        .send()
+        .await
+        .unwrap();
+    assert!(h.e_tag().is_some_and(|e| e.ends_with("-2\"")), "{h:?}");
+    assert_eq!(h.content_type(), Some("image/png"));
+    assert_eq!(
+        h.metadata()
+            .and_then(|m| m.get("owner"))
+            .map(String::as_str),
+        Some("team")
+    );
+    let open = c
+        .list_multipart_uploads()
+        .bucket("dstbkt")
+        .send()
+        .await
+        .unwrap();
+    assert!(open.uploads().is_empty(), "{open:?}");
+
     // serverSideCopy=never: streamed through, as before.
     let gets = front.stats.object_gets.load(Relaxed);
     let cfg = job(
@@ -175,10 +250,12 @@ async fn bucket_to_bucket_on_one_endpoint_is_copied_within_the_store() {
     );
 }
 
-/// The source object is rewritten after the listing, while its copy is on
-/// the way: the store refuses the copy (the ETag no longer matches), the
-/// streamed fallback's GET is refused likewise, and the object fails
-/// `SOURCE_CHANGED`; the destination holds neither version.
+/// The source objects are rewritten after the listing, while their copies
+/// are on the way (one `CopyObject`, one copy in parts above
+/// `serverSideCopyCutoff`): the store refuses each copy (the ETag no longer
+/// matches), the streamed fallback's GET is refused likewise, and both
+/// objects fail `SOURCE_CHANGED`; the destination holds neither version,
+/// and no upload is left open.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_source_rewritten_before_its_server_side_copy_is_never_verified() {
     let s3 = S3Server::start();
@@ -192,6 +269,17 @@ async fn a_source_rewritten_before_its_server_side_copy_is_never_verified() {
         .send()
         .await
         .unwrap();
+    let big = bytes(7, (6 << 20) + 1);
+    c.put_object()
+        .bucket("srcbkt")
+        .key("big.bin")
+        .checksum_crc64_nvme(storage::checksum::nvme_base64(
+            storage::checksum::digest(&big).nvme,
+        ))
+        .body(big.into())
+        .send()
+        .await
+        .unwrap();
     let front = testkit::net::FaultProxy::start(
         &s3.endpoint,
         testkit::net::Faults {
@@ -201,36 +289,50 @@ async fn a_source_rewritten_before_its_server_side_copy_is_never_verified() {
     )
     .await;
     let tmp = tempfile::tempdir().unwrap();
-    let cfg = job(tmp.path(), "raced", &front.endpoint, "");
+    let cfg = job(
+        tmp.path(),
+        "raced",
+        &front.endpoint,
+        "serverSideCopyCutoff=5m\nmultipartUploadPartSize=5m",
+    );
     let work = tmp.path().join("raced");
     let mut child = spawn_quiet_run(&cfg, &work);
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while front
-        .stats
-        .copies
-        .load(std::sync::atomic::Ordering::Relaxed)
-        == 0
-    {
+    // Both copies held by the front: a CopyObject and a part.
+    use std::sync::atomic::Ordering::Relaxed;
+    let (copies, parts) = (&front.stats.copies, &front.stats.part_copies);
+    while parts.load(Relaxed) == 0 || copies.load(Relaxed) == parts.load(Relaxed) {
         assert!(std::time::Instant::now() < deadline, "no copy was made");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    c.put_object()
-        .bucket("srcbkt")
-        .key("doc.txt")
-        .body(b"version two, longer".to_vec().into())
+    for key in ["doc.txt", "big.bin"] {
+        c.put_object()
+            .bucket("srcbkt")
+            .key(key)
+            .body(b"version two, longer".to_vec().into())
+            .send()
+            .await
+            .unwrap();
+    }
+    let status = tokio::task::block_in_place(|| child.wait().unwrap());
+    assert_eq!(status.code(), Some(1));
+    for key in ["doc.txt", "big.bin"] {
+        let o = object(&work, key);
+        assert_eq!(o.state, ObjectState::Failed, "{o:?}");
+        assert_eq!(o.error_code.as_deref(), Some("SOURCE_CHANGED"), "{o:?}");
+        let held = c
+            .head_object()
+            .bucket("dstbkt")
+            .key(format!("raced/{key}"))
+            .send()
+            .await;
+        assert!(held.is_err(), "the destination holds {held:?}");
+    }
+    let open = c
+        .list_multipart_uploads()
+        .bucket("dstbkt")
         .send()
         .await
         .unwrap();
-    let status = tokio::task::block_in_place(|| child.wait().unwrap());
-    assert_eq!(status.code(), Some(1));
-    let o = object(&work, "doc.txt");
-    assert_eq!(o.state, ObjectState::Failed, "{o:?}");
-    assert_eq!(o.error_code.as_deref(), Some("SOURCE_CHANGED"), "{o:?}");
-    let held = c
-        .head_object()
-        .bucket("dstbkt")
-        .key("raced/doc.txt")
-        .send()
-        .await;
-    assert!(held.is_err(), "the destination holds {held:?}");
+    assert!(open.uploads().is_empty(), "{open:?}");
 }

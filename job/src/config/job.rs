@@ -29,6 +29,7 @@ pub const ENV_DEST_SECRET_KEY: &str = "OSSIMPORT_DEST_SECRET_KEY";
 
 const KIB: u64 = 1024;
 const MIB: u64 = 1024 * KIB;
+const GIB: u64 = 1024 * MIB;
 
 /// Where the data comes from (`srcType`, case-sensitive as in the original).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -297,6 +298,10 @@ pub struct JobConfig {
     /// `serverSideCopy`: `auto` (the default) copies bucket to bucket within the store when
     /// both are on one endpoint (the bytes never pass through us); `never` streams them.
     pub server_side_copy: bool,
+    /// `serverSideCopyCutoff`: server-side copies of objects larger than this are made in
+    /// parts (`UploadPartCopy`); 5 MiB to 5 GiB, the default (the most one `CopyObject`
+    /// makes).
+    pub server_side_copy_cutoff: u64,
     /// `destStorageClass`: the storage class objects are written in (`STANDARD_IA`,
     /// `GLACIER_IR`, OSS's `IA`...; empty, the default: the bucket's default class).
     pub dest_storage_class: String,
@@ -847,6 +852,15 @@ fn from_properties(
     let server_side_copy = f.parsed(&["serverSideCopy"], true, |v| {
         parse_choice(v, &[("auto", true), ("never", false)], false)
     })?;
+    let server_side_copy_cutoff = f.parsed(&["serverSideCopyCutoff"], 5 * GIB, |v| {
+        let n = parse_size(v)?;
+        if !(5 * MIB..=5 * GIB).contains(&n) {
+            return Err(format!(
+                "must be from 5m to 5g (a part of a copy is at least 5 MiB; one CopyObject makes at most 5 GiB), got {v}"
+            ));
+        }
+        Ok(n)
+    })?;
     let dest_storage_class = f.parsed(&["destStorageClass"], String::new(), |v| {
         let v = v.trim();
         if v.bytes()
@@ -960,6 +974,7 @@ fn from_properties(
         copy_tags,
         preserve_file_attrs,
         server_side_copy,
+        server_side_copy_cutoff,
         dest_storage_class,
         request_attempts,
         src_secret_key_file,

@@ -476,6 +476,11 @@ pub const JOB: &[Key] = &[
         "auto: bucket to bucket on one endpoint is copied within the store (CopyObject pinned to the listed ETag; the bytes never pass through ossimport); never: always streamed through.",
     ),
     ours(
+        "serverSideCopyCutoff",
+        "5g",
+        "Server-side copies of larger objects are made in parts (UploadPartCopy, multipartUploadPartSize each, pinned to the listed ETag, held to the source's full-object CRC-64/NVME); 5m to 5g (the most one CopyObject makes).",
+    ).size(),
+    ours(
         "copyTags",
         "false",
         "Copy a bucket source's object tags too (one more request per object).",
