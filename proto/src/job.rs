@@ -528,6 +528,19 @@ impl Evidence {
         self.0 == 0
     }
 
+    /// The set as bits, each [`Proof`] at its place in the enum: how the
+    /// job store keeps it (so a proof is never renumbered, only added).
+    pub fn bits(self) -> u16 {
+        self.0
+    }
+
+    /// The set [`Evidence::bits`] wrote; bits of no proof this version
+    /// knows are dropped, so they can never count as proof.
+    pub fn from_bits(bits: u16) -> Evidence {
+        let known = Proof::ALL.into_iter().fold(0, |m, p| m | p.bit());
+        Evidence(bits & known)
+    }
+
     /// Reads `size+md5+...`; unknown words are dropped.
     pub fn parse(text: &str) -> Evidence {
         text.split('+')

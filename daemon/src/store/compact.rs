@@ -10,6 +10,10 @@
 //!   upper case (OSS), else as sent; one that starts with `=`, `^` or `\`
 //!   is stored behind a `\`, so no answer from a store reads back as
 //!   another value.
+//! - `verified_by`: the evidence as its bits in decimal digits
+//!   (`proto::job::Evidence::bits`: `13`, not `size+md5+crc64`); rows
+//!   written before schema 10 keep its words, which read the same (a word
+//!   never starts with a digit).
 //! - `src_ref`: a URL that ends with the object's relative path (an HTTP
 //!   list's `prefix + path`) as `+prefix`; one that starts with `+` or `\`
 //!   behind a `\`; else (an ETag) as listed.
@@ -75,6 +79,19 @@ fn text(v: ValueRef<'_>) -> rusqlite::Result<Option<String>> {
             Box::new(FromSqlError::InvalidType),
         )),
     }
+}
+
+/// `verified_by` as its words (`size+md5`), from the bits or the words.
+pub(super) fn read_verified_by(v: ValueRef<'_>) -> rusqlite::Result<Option<String>> {
+    let words = |bits: u16| proto::job::Evidence::from_bits(bits).to_string();
+    Ok(match v {
+        ValueRef::Integer(bits) => Some(words(bits as u16)),
+        ValueRef::Text(t) if t.first().is_some_and(u8::is_ascii_digit) => {
+            let bits = std::str::from_utf8(t).ok().and_then(|s| s.parse().ok());
+            Some(words(bits.unwrap_or(0)))
+        }
+        _ => text(v)?,
+    })
 }
 
 pub(super) fn read_md5(v: ValueRef<'_>) -> rusqlite::Result<Option<String>> {

@@ -205,20 +205,30 @@ impl Store {
     pub fn verify_methods(&self, job_id: i64) -> Result<Vec<(String, u64, u64)>, StoreError> {
         let conn = self.lock();
         let mut q = conn.prepare_cached(
-            "SELECT state || ':' || coalesce(verified_by, ''), count(*), coalesce(sum(size), 0) FROM objects
-             WHERE job_id = ?1 AND state IN (?2, ?3) GROUP BY 1 ORDER BY 1",
+            "SELECT state, verified_by, count(*), coalesce(sum(size), 0) FROM objects
+             WHERE job_id = ?1 AND state IN (?2, ?3) GROUP BY 1, 2",
         )?;
         let rows = q.query_map(
             params![job_id, ObjectState::Verified, ObjectState::Skipped],
             |r| {
+                let by = super::compact::read_verified_by(r.get_ref(1)?)?.unwrap_or_default();
                 Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, i64>(1)? as u64,
+                    format!("{}:{by}", r.get::<_, String>(0)?),
                     r.get::<_, i64>(2)? as u64,
+                    r.get::<_, i64>(3)? as u64,
                 ))
             },
         )?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        // One line per evidence, however each row keeps it (bits, or the
+        // words of rows written before schema 10), in order.
+        let mut methods = std::collections::BTreeMap::<String, (u64, u64)>::new();
+        for row in rows {
+            let (by, n, bytes) = row?;
+            let m = methods.entry(by).or_default();
+            m.0 += n;
+            m.1 += bytes;
+        }
+        Ok(methods.into_iter().map(|(by, (n, b))| (by, n, b)).collect())
     }
 }
 

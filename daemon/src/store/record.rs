@@ -126,7 +126,7 @@ fn apply_event(
                         r.crc64.map(|c| c.to_be_bytes().to_vec()),
                         r.md5.as_deref().map(compact::md5),
                         compact::etag(r.etag.as_deref(), r.md5.as_deref()),
-                        r.verified_by.to_string(),
+                        r.verified_by.bits().to_string(),
                         code,
                         msg,
                         r.retries as i64,

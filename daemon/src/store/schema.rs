@@ -11,7 +11,7 @@ use super::*;
 /// the pass each object was listed in and last seen in, the pass that
 /// found it gone, and one `passes` row per pass; and the branches of a
 /// parallel listing (`scan_branches`), each with its own checkpoint.
-pub(super) const SCHEMA_VERSION: i64 = 9;
+pub(super) const SCHEMA_VERSION: i64 = 10;
 
 /// What schema 5 adds: each job's object counts by state, kept by triggers
 /// on every insert, update and delete of an object, so `stat` reads a few
@@ -103,6 +103,11 @@ ALTER TABLE parts ADD COLUMN nvme TEXT;
 const SCHEMA_V9: &str = "
 ALTER TABLE objects ADD COLUMN prior_etag TEXT;
 ";
+
+/// Schema 10 changes no table: results write `verified_by` as the
+/// evidence's bits in digits (`store/compact.rs`), which a build before it
+/// could not read, so it refuses the store instead (`TooNew`).
+const SCHEMA_V10: &str = "";
 
 /// What schema 4 adds: the audit trail of `ossimportctl set`, which is also
 /// what a restarted engine applies to the job's plan again.
@@ -233,6 +238,7 @@ impl Store {
             tx.execute_batch(SCHEMA_V7)?;
             tx.execute_batch(SCHEMA_V8)?;
             tx.execute_batch(SCHEMA_V9)?;
+            tx.execute_batch(SCHEMA_V10)?;
             tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
             tx.commit()?;
         } else if version == 1 {
@@ -299,6 +305,12 @@ impl Store {
         if (1..9).contains(&version) {
             let tx = conn.transaction()?;
             tx.execute_batch(SCHEMA_V9)?;
+            tx.pragma_update(None, "user_version", 9)?;
+            tx.commit()?;
+        }
+        if (1..10).contains(&version) {
+            let tx = conn.transaction()?;
+            tx.execute_batch(SCHEMA_V10)?;
             tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
             tx.commit()?;
         }

@@ -455,3 +455,66 @@ fn the_store_and_its_wal_are_private_from_the_start() {
         assert_eq!(mode(suffix), 0o600, "jobs.db{suffix} after a reopen");
     }
 }
+
+/// `verified_by` is stored as the evidence's bits in digits (schema 10);
+/// a row written before keeps its words; both read as words, and `report`'s
+/// methods count them as one.
+#[test]
+fn evidence_is_stored_as_bits_and_older_words_read_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("s.db")).unwrap();
+    let job = store.create_job("job1", "{}", "fp").unwrap();
+    let t = store
+        .commit_task(job, &[obj("a", 1), obj("b", 1), obj("c", 1)], "[\"c\"]")
+        .unwrap();
+    let leased = store.lease_tasks(job, 10, "A", 0).unwrap();
+    let ids: Vec<i64> = leased[0].objects.iter().map(|o| o.object_id).collect();
+    store
+        .record(&[("A", &[verified(ids[0], t), verified(ids[1], t)])])
+        .unwrap();
+    {
+        let conn = store.lock();
+        let stored: String = conn
+            .query_row(
+                "SELECT verified_by FROM objects WHERE id = ?1",
+                [ids[0]],
+                |r| r.get(0),
+            )
+            .unwrap();
+        let bits = proto::job::Evidence::parse("size+md5").bits();
+        assert_eq!(stored, bits.to_string());
+        // As a build before schema 10 wrote it.
+        conn.execute(
+            "UPDATE objects SET verified_by = 'size+md5' WHERE id = ?1",
+            [ids[1]],
+        )
+        .unwrap();
+        // A bit no proof has is never read as proof.
+        conn.execute(
+            "UPDATE objects SET state = 'verified', verified_by = '32768' WHERE id = ?1",
+            [ids[2]],
+        )
+        .unwrap();
+    }
+    let by: Vec<(String, Option<String>)> = store
+        .objects()
+        .unwrap()
+        .into_iter()
+        .map(|o| (o.rel_path, o.verified_by))
+        .collect();
+    assert_eq!(
+        by,
+        [
+            ("a".to_string(), Some("size+md5".to_string())),
+            ("b".to_string(), Some("size+md5".to_string())),
+            ("c".to_string(), Some(String::new())),
+        ]
+    );
+    assert_eq!(
+        store.verify_methods(job).unwrap(),
+        [
+            ("verified:".to_string(), 1, 1),
+            ("verified:size+md5".to_string(), 2, 2)
+        ]
+    );
+}
