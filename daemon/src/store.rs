@@ -534,8 +534,8 @@ impl Store {
         let tx = conn.transaction()?;
         let n = tx.execute(
             "UPDATE objects SET state = ?2, error_code = NULL, error = NULL, etag = NULL, md5 = NULL
-             WHERE job_id = ?1 AND state = ?3 AND error_code NOT IN ('LIST_ERROR', 'INVALID_KEY', 'DUPLICATE_KEY')",
-            params![job_id, ObjectState::Pending, ObjectState::Failed],
+             WHERE job_id = ?1 AND state = 'failed' AND error_code NOT IN ('LIST_ERROR', 'INVALID_KEY', 'DUPLICATE_KEY')",
+            params![job_id, ObjectState::Pending],
         )?;
         tx.execute(
             "UPDATE tasks SET state = ?2 WHERE job_id = ?1 AND state IN (?3, ?4)
@@ -549,8 +549,8 @@ impl Store {
             ],
         )?;
         let unfixable: i64 = tx.query_row(
-            "SELECT COUNT(*) FROM objects WHERE job_id = ?1 AND state = ?2",
-            params![job_id, ObjectState::Failed],
+            "SELECT COUNT(*) FROM objects WHERE job_id = ?1 AND state = 'failed'",
+            params![job_id],
             |r| r.get(0),
         )?;
         tx.commit()?;

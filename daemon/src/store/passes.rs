@@ -134,9 +134,9 @@ impl Store {
         let conn = self.lock();
         let mut q = conn.prepare_cached(
             "SELECT id, src_ref FROM objects
-             WHERE job_id = ?1 AND state = ?3 AND rel_path = ?2 AND error_code = 'DUPLICATE_KEY'",
+             WHERE job_id = ?1 AND state = 'failed' AND rel_path = ?2 AND error_code = 'DUPLICATE_KEY'",
         )?;
-        let rows = q.query_map(params![job_id, rel_path, ObjectState::Failed], |r| {
+        let rows = q.query_map(params![job_id, rel_path], |r| {
             Ok((r.get::<_, i64>(0)?, r.get::<_, Option<String>>(1)?))
         })?;
         for row in rows {
@@ -229,10 +229,10 @@ impl Store {
         })?;
         let unreadable: Vec<String> = {
             let mut q = tx.prepare_cached(
-                "SELECT rel_path FROM objects WHERE job_id = ?1 AND pass = ?2 AND state = ?3
+                "SELECT rel_path FROM objects WHERE job_id = ?1 AND pass = ?2 AND state = 'failed'
                  AND error_code = 'LIST_ERROR'",
             )?;
-            q.query_map(params![job_id, pass, ObjectState::Failed], |r| r.get(0))?
+            q.query_map(params![job_id, pass], |r| r.get(0))?
                 .collect::<Result<_, _>>()?
         };
         for dir in unreadable {
@@ -250,9 +250,9 @@ impl Store {
                 // A listing error of an earlier pass said "unseen", and this
                 // pass has listed again (a new error is a new row of this pass).
                 tx.execute(
-                    "DELETE FROM objects WHERE job_id = ?1 AND pass < ?2 AND state = ?3
+                    "DELETE FROM objects WHERE job_id = ?1 AND pass < ?2 AND state = 'failed'
                      AND error_code = 'LIST_ERROR'",
-                    params![job_id, pass, ObjectState::Failed],
+                    params![job_id, pass],
                 )?;
                 deleted = tx.execute(
                     "UPDATE objects SET deleted_pass = ?2
@@ -268,7 +268,7 @@ impl Store {
                         format!("{dir}/")
                     };
                     // Every path under `dir/` sorts in [`dir/`, `dir0`) ('0'
-                    // follows '/'), a range of the (job, state, path) index.
+                    // follows '/'), a range of the (job, path) index.
                     let end = if dir.is_empty() {
                         "\u{10FFFF}".to_string()
                     } else {
@@ -363,15 +363,9 @@ impl Store {
         tx.execute(
             "UPDATE passes SET ended_at = ?3,
                  copied = (SELECT count(*) FROM objects WHERE job_id = ?1 AND pass = ?2 AND state = ?4),
-                 failed = (SELECT count(*) FROM objects WHERE job_id = ?1 AND pass = ?2 AND state = ?5)
+                 failed = (SELECT count(*) FROM objects WHERE job_id = ?1 AND pass = ?2 AND state = 'failed')
              WHERE job_id = ?1 AND number = ?2",
-            params![
-                job_id,
-                pass,
-                now(),
-                ObjectState::Verified,
-                ObjectState::Failed
-            ],
+            params![job_id, pass, now(), ObjectState::Verified],
         )?;
         tx.execute(
             "UPDATE jobs SET next_pass_at = ?2, updated_at = ?3 WHERE id = ?1",

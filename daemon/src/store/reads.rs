@@ -63,10 +63,10 @@ impl Store {
         let conn = self.lock();
         let mut q = conn.prepare_cached(
             "SELECT coalesce(error_code, ''), count(*), coalesce(sum(size), 0) FROM objects
-             WHERE job_id = ?1 AND state = ?2
+             WHERE job_id = ?1 AND state = 'failed'
              GROUP BY error_code ORDER BY count(*) DESC, error_code",
         )?;
-        let rows = q.query_map(params![job_id, ObjectState::Failed], |r| {
+        let rows = q.query_map(params![job_id], |r| {
             Ok((
                 r.get::<_, String>(0)?,
                 r.get::<_, i64>(1)? as u64,
@@ -197,15 +197,14 @@ impl Store {
         let limit = limit.max(1);
         let mut q = conn.prepare_cached(
             "SELECT rel_path, coalesce(error_code, ''), coalesce(error, ''), id FROM objects
-             WHERE job_id = ?1 AND state = ?4 AND (?2 IS NULL OR rel_path > ?2)
+             WHERE job_id = ?1 AND state = 'failed' AND (?2 IS NULL OR rel_path > ?2)
              ORDER BY rel_path, id LIMIT ?3",
         )?;
         let mut last_id = 0i64;
         let mut failed = Vec::new();
-        for r in q.query_map(
-            params![job_id, after, limit as i64, ObjectState::Failed],
-            |r| Ok((row(r)?, r.get::<_, i64>(3)?)),
-        )? {
+        for r in q.query_map(params![job_id, after, limit as i64], |r| {
+            Ok((row(r)?, r.get::<_, i64>(3)?))
+        })? {
             let (f, id) = r?;
             last_id = id;
             failed.push(f);
@@ -214,9 +213,9 @@ impl Store {
         if full && let Some(last) = failed.last().map(|f| f.rel_path.clone()) {
             let mut q = conn.prepare_cached(
                 "SELECT rel_path, coalesce(error_code, ''), coalesce(error, '') FROM objects
-                 WHERE job_id = ?1 AND state = ?4 AND rel_path = ?2 AND id > ?3 ORDER BY id",
+                 WHERE job_id = ?1 AND state = 'failed' AND rel_path = ?2 AND id > ?3 ORDER BY id",
             )?;
-            for f in q.query_map(params![job_id, last, last_id, ObjectState::Failed], row)? {
+            for f in q.query_map(params![job_id, last, last_id], row)? {
                 failed.push(f?);
             }
         }
@@ -234,10 +233,10 @@ impl Store {
         let conn = self.lock();
         let mut q = conn.prepare_cached(
             "SELECT rel_path, coalesce(error_code, ''), coalesce(error, '') FROM objects
-             WHERE job_id = ?1 AND state = ?2
-             ORDER BY coalesce(updated_at, 0) DESC, id DESC LIMIT ?3",
+             WHERE job_id = ?1 AND state = 'failed'
+             ORDER BY coalesce(updated_at, 0) DESC, id DESC LIMIT ?2",
         )?;
-        let rows = q.query_map(params![job_id, ObjectState::Failed, n as i64], |r| {
+        let rows = q.query_map(params![job_id, n as i64], |r| {
             Ok(FailedObject {
                 rel_path: r.get(0)?,
                 code: r.get(1)?,

@@ -104,10 +104,21 @@ const SCHEMA_V9: &str = "
 ALTER TABLE objects ADD COLUMN prior_etag TEXT;
 ";
 
-/// Schema 10 changes no table: results write `verified_by` as the
-/// evidence's bits in digits (`store/compact.rs`), which a build before it
-/// could not read, so it refuses the store instead (`TooNew`).
-const SCHEMA_V10: &str = "";
+/// What schema 10 changes: results write `verified_by` as the evidence's
+/// bits in digits (`store/compact.rs`), which a build before it could not
+/// read (it refuses the store instead: `TooNew`). And the index by job,
+/// state and path becomes one by job and path, which a result never moves
+/// (a result changes the state, not the path: one index entry less
+/// rewritten per result, and no state in each entry), beside one of the
+/// failed objects only, which the queries of failures name literally
+/// (`state = 'failed'`: a partial index serves only a query whose own
+/// text implies its condition). `objects_job_path_use_their_indexes` holds
+/// the plans.
+const SCHEMA_V10: &str = "
+DROP INDEX IF EXISTS objects_job_state_path;
+CREATE INDEX IF NOT EXISTS objects_job_path ON objects(job_id, rel_path);
+CREATE INDEX IF NOT EXISTS objects_job_failed ON objects(job_id, rel_path) WHERE state = 'failed';
+";
 
 /// What schema 4 adds: the audit trail of `ossimportctl set`, which is also
 /// what a restarted engine applies to the job's plan again.

@@ -387,11 +387,52 @@ fn a_schema_4_store_gets_its_counts_on_migration() {
             .collect::<Result<_, _>>()
             .unwrap()
     };
-    assert!(
-        !indexes.contains(&"objects_job_state".to_string())
-            && indexes.contains(&"objects_job_state_path".to_string()),
-        "{indexes:?}"
+    let mut indexes = indexes;
+    indexes.sort();
+    assert_eq!(
+        indexes,
+        ["objects_job_failed", "objects_job_path", "objects_task"],
+        "migrated through schema 5 and 10"
     );
+}
+
+/// What schema 10's indexes are for, as SQLite plans it: a result's
+/// update finds its row by id; the failures of a job come from the partial
+/// index of failed objects (in path order, without a sort); a path of a
+/// job (the listing's duplicate check, a pass's comparison) from the index
+/// by job and path.
+#[test]
+fn objects_job_path_use_their_indexes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("s.db")).unwrap();
+    let conn = store.lock();
+    let plan = |sql: &str| -> String {
+        let mut q = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+        let n = q.parameter_count();
+        let args: Vec<i64> = vec![1; n];
+        q.query_map(rusqlite::params_from_iter(args), |r| r.get::<_, String>(3))
+            .unwrap()
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap()
+            .join("; ")
+    };
+    let failed = plan(
+        "SELECT rel_path FROM objects WHERE job_id = ?1 AND state = 'failed' AND (?2 IS NULL OR rel_path > ?2)
+         ORDER BY rel_path, id LIMIT ?3",
+    );
+    assert!(failed.contains("INDEX objects_job_failed"), "{failed}");
+    assert!(!failed.contains("TEMP B-TREE FOR ORDER BY"), "{failed}");
+    let count = plan("SELECT COUNT(*) FROM objects WHERE job_id = ?1 AND state = 'failed'");
+    assert!(count.contains("objects_job_failed"), "{count}");
+    let by_path = plan(
+        "SELECT id FROM objects WHERE job_id = ?1 AND state IN (?3, ?4, ?5) AND rel_path = ?2",
+    );
+    assert!(
+        by_path.contains("objects_job_path (job_id=? AND rel_path=?)"),
+        "{by_path}"
+    );
+    let result = plan("UPDATE objects SET state = ?2 WHERE id = ?1 AND state = ?3");
+    assert!(result.contains("INTEGER PRIMARY KEY (rowid=?)"), "{result}");
 }
 
 #[test]
