@@ -28,6 +28,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench as B  # noqa: E402
 
 TOOLS = ["ossimport", "ossimport-streamed", "rclone"]
+# Not run unless asked (--tools): the copy in parts (UploadPartCopy) that
+# objects above serverSideCopyCutoff get, here for the 1 GiB objects of B2
+# (32 parts of 32 MiB each, 4 at once).
+EXTRA_TOOLS = ["ossimport-parts"]
 
 
 def job(run_dir: Path, src_bucket, dst_bucket, endpoint, extra):
@@ -47,6 +51,9 @@ def tool_cmd(tool, srv, src_bucket, dst_bucket, run_dir: Path):
     env = dict(os.environ)
     if tool == "ossimport":
         return job(run_dir, src_bucket, dst_bucket, srv.endpoint, ""), env
+    if tool == "ossimport-parts":
+        return job(run_dir, src_bucket, dst_bucket, srv.endpoint,
+                   "serverSideCopyCutoff=256m\n"), env
     if tool == "ossimport-streamed":
         return job(run_dir, src_bucket, dst_bucket, srv.endpoint, "serverSideCopy=never\n"), env
     if tool == "rclone":
@@ -74,7 +81,8 @@ def empty(srv, bucket):
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--repeat", type=int, default=3)
-    p.add_argument("--tools", default=",".join(TOOLS))
+    p.add_argument("--tools", default=",".join(TOOLS),
+                   help=f"comma-separated, of {','.join(TOOLS + EXTRA_TOOLS)}")
     p.add_argument("--results-dir", default=str(B.BENCH / "results"))
     p.add_argument("--workloads", default="B1,B2")
     a = p.parse_args()
