@@ -19,6 +19,7 @@ runs are printed as a Markdown table and written to
 import argparse
 import json
 import os
+import shutil
 import statistics
 import sys
 import time
@@ -98,6 +99,9 @@ def main():
         try:
             srv.make_bucket("source")
             fill = B.WORK / "runs" / f"fill-{wl}"
+            # A job store of an earlier fill (another server's port) would
+            # be refused as a changed job.
+            shutil.rmtree(fill, ignore_errors=True)
             cmd, _ = B.tool_cmd("ossimport", root, srv.endpoint, "source",
                                 argparse.Namespace(part_size=32 << 20, mp_threshold=64 << 20,
                                                    part_concurrency=4, concurrency=16, agents=1,
@@ -112,6 +116,7 @@ def main():
                     dst = f"d-{tool}-{wl.lower()}-{rep}"
                     srv.make_bucket(dst)
                     run_dir = B.WORK / "runs" / f"b2b-{tool}-{wl}-{rep}"
+                    shutil.rmtree(run_dir, ignore_errors=True)
                     cmd, env = tool_cmd(tool, srv, "source", dst, run_dir)
                     cpu0 = srv.cpu()
                     m = B.measure(cmd, env=env, log_path=run_dir / "output.log")
