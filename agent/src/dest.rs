@@ -21,6 +21,27 @@ use crate::worker::{Dest, Executor};
 /// S3 and OSS allow at most this many parts.
 const MAX_PARTS: u64 = 10_000;
 
+/// Starts a multipart upload at `key` for `object_id` (`part_size`
+/// parts, with CRC-64/NVME when `nvme`) and records it, so a run stopped
+/// half-way continues or aborts it before anything else: its id.
+pub(crate) async fn start_upload(
+    store: &S3Store,
+    key: &str,
+    (meta, headers): (&[(&str, String)], Option<&storage::meta::ObjectHeaders>),
+    (object_id, part_size, nvme): (i64, u64, bool),
+    events: &mpsc::Sender<Event>,
+) -> Result<String, S3Error> {
+    let upload_id = store.create_multipart(key, meta, headers, nvme).await?;
+    let _ = events
+        .send(Event::UploadStarted {
+            object_id,
+            upload_id: upload_id.clone(),
+            part_size,
+        })
+        .await;
+    Ok(upload_id)
+}
+
 pub(crate) fn dest_err(e: S3Error) -> Fail {
     match e.kind {
         ErrorKind::BadDigest => Fail(

@@ -630,18 +630,10 @@ async fn multipart(
     }
     let resumed = upload_id.is_some();
     let start = || async {
-        let id = store
-            .create_multipart(key, meta, None, fresh_nvme)
+        let what = (obj.object_id, part_size, fresh_nvme);
+        crate::dest::start_upload(store, key, (meta, None), what, events)
             .await
-            .map_err(dest_err)?;
-        let _ = events
-            .send(Event::UploadStarted {
-                object_id: obj.object_id,
-                upload_id: id.clone(),
-                part_size,
-            })
-            .await;
-        Ok::<_, Fail>(id)
+            .map_err(dest_err)
     };
     let mut upload_id = match upload_id {
         Some(id) => id,

@@ -785,14 +785,8 @@ async fn copy_in_parts(
 ) -> Result<storage::s3::PutAnswer, storage::s3::S3Error> {
     use futures_util::{StreamExt, TryStreamExt};
     let part_size = part_size(ex, obj);
-    let id = store.create_multipart(key, meta, headers, true).await?;
-    let _ = events
-        .send(Event::UploadStarted {
-            object_id: obj.object_id,
-            upload_id: id.clone(),
-            part_size,
-        })
-        .await;
+    let what = (obj.object_id, part_size, true);
+    let id = crate::dest::start_upload(store, key, (meta, headers), what, events).await?;
     let upload = storage::s3::Upload {
         key,
         id: &id,
@@ -902,17 +896,10 @@ async fn multipart(
 ) -> Result<Checks, Attempt> {
     let part_size = part_size(ex, obj);
     let nvme = store.proof() == storage::s3::proof::Proof::Crc64Nvme;
-    let upload_id = store
-        .create_multipart(key, meta, headers, nvme)
+    let what = (obj.object_id, part_size, nvme);
+    let upload_id = crate::dest::start_upload(store, key, (meta, headers), what, events)
         .await
         .map_err(dest_err)?;
-    let _ = events
-        .send(Event::UploadStarted {
-            object_id: obj.object_id,
-            upload_id: upload_id.clone(),
-            part_size,
-        })
-        .await;
     let r = stream_parts(
         ex,
         store,

@@ -23,6 +23,17 @@ fn job(dir: &std::path::Path, name: &str, endpoint: &str, extra: &str) -> std::p
     cfg
 }
 
+/// Every upload started in `bucket` was completed or aborted.
+async fn assert_no_upload_open(c: &aws_sdk_s3::Client, bucket: &str) {
+    let open = c
+        .list_multipart_uploads()
+        .bucket(bucket)
+        .send()
+        .await
+        .unwrap();
+    assert!(open.uploads().is_empty(), "{open:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bucket_to_bucket_on_one_endpoint_is_copied_within_the_store() {
     let s3 = S3Server::start();
@@ -219,13 +230,7 @@ async fn bucket_to_bucket_on_one_endpoint_is_copied_within_the_store() {
             .map(String::as_str),
         Some("team")
     );
-    let open = c
-        .list_multipart_uploads()
-        .bucket("dstbkt")
-        .send()
-        .await
-        .unwrap();
-    assert!(open.uploads().is_empty(), "{open:?}");
+    assert_no_upload_open(&c, "dstbkt").await;
 
     // serverSideCopy=never: streamed through, as before.
     let gets = front.stats.object_gets.load(Relaxed);
@@ -328,11 +333,5 @@ async fn a_source_rewritten_before_its_server_side_copy_is_never_verified() {
             .await;
         assert!(held.is_err(), "the destination holds {held:?}");
     }
-    let open = c
-        .list_multipart_uploads()
-        .bucket("dstbkt")
-        .send()
-        .await
-        .unwrap();
-    assert!(open.uploads().is_empty(), "{open:?}");
+    assert_no_upload_open(&c, "dstbkt").await;
 }
