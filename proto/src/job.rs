@@ -438,7 +438,9 @@ pub struct ObjectResult {
     pub metadata: Option<String>,
 }
 
-/// One thing compared for an object and found to agree.
+/// One thing compared for an object and found to agree. The job store
+/// keeps an [`Evidence`] as bits by each proof's place here: add new
+/// proofs at the end, never reorder or remove one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Proof {
     /// The size the store answered.
