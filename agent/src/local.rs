@@ -20,7 +20,7 @@ use storage::beneath::{Identity, SourceFile};
 use storage::checksum::{self, Digest};
 use storage::s3::{ErrorKind, META_IDENT, META_MD5, META_MTIME, ObjectInfo, S3Store};
 use storage::watch::{Change, FileWatch};
-use tokio::sync::mpsc;
+use tokio::sync::{SemaphorePermit, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::dest::{
@@ -69,6 +69,64 @@ fn source_err(e: std::io::Error) -> Fail {
 /// mtime, ctime, inode), else `SOURCE_CHANGED`.
 /// Every later read goes through the returned descriptor.
 async fn open_source(ex: &Executor, obj: &ObjectSpec) -> Step<Arc<SourceFile>> {
+    let open = opener(ex)?;
+    let rel = obj.rel_path.clone();
+    let (sf, refused) = blocking(move || open(&rel)).await.map_err(source_err)?;
+    checked(obj, sf, refused)
+}
+
+/// A small file opened, read whole, re-statted and hashed in one trip to
+/// the blocking pool (each trip is two thread wake-ups, which for a file
+/// of a few KiB cost more than the read): what [`open_source`] checks, and
+/// then what [`single_put`] would have read.
+async fn open_and_read(
+    ex: &Executor,
+    obj: &ObjectSpec,
+    md5: bool,
+) -> Step<(Arc<SourceFile>, Read)> {
+    let open = opener(ex)?;
+    let (rel, size) = (obj.rel_path.clone(), obj.size);
+    let (sf, refused, read) = blocking(move || {
+        let (sf, refused) = open(&rel)?;
+        // Never more than was listed: a file grown since fails the check
+        // below, and is not read whole first.
+        let read = match refused {
+            None if sf.size() == size => Some(read_whole(&sf, size, md5)?),
+            _ => None,
+        };
+        Ok((sf, refused, read))
+    })
+    .await
+    .map_err(source_err)?;
+    let sf = checked(obj, sf, refused)?;
+    let read = read.expect("read whenever the checks pass");
+    Ok((sf, read))
+}
+
+/// The memory a file read whole takes, from the executor's budget.
+async fn memory_for(ex: &Executor, size: u64) -> Step<SemaphorePermit<'_>> {
+    let mib = (size.div_ceil(1 << 20) as u32).clamp(1, ex.memory_mib);
+    ex.memory
+        .acquire_many(mib)
+        .await
+        .map_err(|_| Fail(ErrorCode::DestError, "shutting down".into()))
+}
+
+/// A small file's bytes, its identity after they were read, their digest.
+type Read = (Vec<u8>, Identity, Digest);
+
+fn read_whole(s: &SourceFile, size: u64, md5: bool) -> std::io::Result<Read> {
+    let data = storage::local::read_range(&s.file, 0, size as usize)?;
+    let after = s.restat()?;
+    let digest = checksum::digest_with(&data, md5);
+    Ok((data, after, digest))
+}
+
+/// What opens a listed path beneath the job's root, in the blocking pool:
+/// the file, and why the job may not read it, if it may not.
+type Opener = Box<dyn FnOnce(&str) -> std::io::Result<(SourceFile, Option<String>)> + Send>;
+
+fn opener(ex: &Executor) -> Step<Opener> {
     let Source::Local {
         root,
         follow_symlinks,
@@ -79,15 +137,16 @@ async fn open_source(ex: &Executor, obj: &ObjectSpec) -> Step<Arc<SourceFile>> {
             "not a local source".into(),
         ));
     };
-    let (root, rel, follow) = (root.clone(), obj.rel_path.clone(), *follow_symlinks);
+    let (root, follow) = (root.clone(), *follow_symlinks);
     let confine = ex.confine.clone();
-    let (sf, refused) = blocking(move || {
-        let sf = storage::beneath::open_source(&root, &rel, follow)?;
-        let refused = confine.and_then(|c| c(&root.join(&rel), &sf).err());
+    Ok(Box::new(move |rel: &str| {
+        let sf = storage::beneath::open_source(&root, rel, follow)?;
+        let refused = confine.and_then(|c| c(&root.join(rel), &sf).err());
         Ok((sf, refused))
-    })
-    .await
-    .map_err(source_err)?;
+    }))
+}
+
+fn checked(obj: &ObjectSpec, sf: SourceFile, refused: Option<String>) -> Step<Arc<SourceFile>> {
     if let Some(why) = refused {
         return Err(Fail(
             ErrorCode::SourceUnreadable,
@@ -161,7 +220,23 @@ pub(crate) async fn import(
 ) -> Step<Done> {
     let key = dest_name(&ex.dest, &obj.rel_path)?;
     let path = source_path(ex, &obj.rel_path);
-    let src = open_source(ex, obj).await?;
+    let (src, pre) = match &ex.dest {
+        // A small file for a single PUT, with nothing to look up first, is
+        // opened and read in one trip. Not when its attributes are kept:
+        // they are taken before the read, which moves the atime.
+        Dest::S3 { store, .. }
+            if ex.spec.skip == SkipMode::None
+                && !ex.spec.preserve_file_attrs
+                && obj.size <= IN_MEMORY_MAX
+                && obj.size <= ex.spec.multipart_threshold =>
+        {
+            let mem = memory_for(ex, obj.size).await?;
+            let md5 = needs_md5(ex, store).await;
+            let (src, read) = open_and_read(ex, obj, md5).await?;
+            (src, Some((read, mem)))
+        }
+        _ => (open_source(ex, obj).await?, None),
+    };
     let before = src.ident;
     let size = before.size;
     let mode = ex.verify_mode(src.mtime());
@@ -188,7 +263,7 @@ pub(crate) async fn import(
             let checks = if is_multipart {
                 multipart(ex, store, &key, &src, obj, &meta, events, watch.as_ref()).await?
             } else {
-                single_put(ex, store, &key, &src, &mut meta, before).await?
+                single_put(ex, store, &key, &src, &mut meta, before, pre).await?
             };
             watched(
                 watch.as_ref(),
@@ -478,27 +553,23 @@ async fn single_put(
     src: &Arc<SourceFile>,
     meta: &mut Vec<(&'static str, String)>,
     before: Identity,
+    pre: Option<(Read, SemaphorePermit<'_>)>,
 ) -> Step<Checks> {
     let size = before.size;
-    let md5 = needs_md5(ex, store).await;
     let (answer, digest) = if size <= IN_MEMORY_MAX {
-        let mib = (size.div_ceil(1 << 20) as u32).clamp(1, ex.memory_mib);
-        let _mem = ex
-            .memory
-            .acquire_many(mib)
-            .await
-            .map_err(|_| Fail(ErrorCode::DestError, "shutting down".into()))?;
-        // Read, re-stat and hash in one trip to the blocking pool: each
-        // trip is a thread wake-up, which dominates for small files.
-        let s = Arc::clone(src);
-        let (data, after, digest) = blocking(move || {
-            let data = storage::local::read_range(&s.file, 0, size as usize)?;
-            let after = s.restat()?;
-            let digest = checksum::digest_with(&data, md5);
-            Ok((data, after, digest))
-        })
-        .await
-        .map_err(source_err)?;
+        let ((data, after, digest), _mem) = match pre {
+            Some(pre) => pre,
+            None => {
+                let mem = memory_for(ex, size).await?;
+                let md5 = needs_md5(ex, store).await;
+                // Read, re-stat and hash in one trip to the blocking pool.
+                let s = Arc::clone(src);
+                let read = blocking(move || read_whole(&s, size, md5))
+                    .await
+                    .map_err(source_err)?;
+                (read, mem)
+            }
+        };
         if after != before {
             return Err(Fail(
                 ErrorCode::SourceChanged,
@@ -526,6 +597,7 @@ async fn single_put(
             .map_err(dest_err)?;
         (answer, digest)
     } else {
+        let md5 = needs_md5(ex, store).await;
         let s = Arc::clone(src);
         let digest = blocking(move || storage::local::hash_open_with(&s.file, md5))
             .await

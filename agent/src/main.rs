@@ -76,9 +76,7 @@ fn real_main(args: Args) -> anyhow::Result<()> {
             .with_context(|| format!("detaching (pid file {})", pid.display()))?;
     }
     init_logging(args.log_json);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let rt = proto::runtime::build()?;
     rt.block_on(async move {
         listener.set_nonblocking(true)?;
         let listener = tokio::net::TcpListener::from_std(listener)?;

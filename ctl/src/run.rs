@@ -27,10 +27,7 @@ impl<E: Into<anyhow::Error>> From<E> for Exit {
 }
 
 pub fn main(args: RunArgs) -> ExitCode {
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match proto::runtime::build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("ossimportctl: cannot start the runtime: {e}");

@@ -175,9 +175,7 @@ fn real_main(mut args: Args) -> anyhow::Result<()> {
             "No daemonAddress in sys.properties and no --listen: the agent API is on loopback only; agents on other hosts need daemonAddress=HOST:PORT."
         ),
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let rt = proto::runtime::build()?;
     rt.block_on(async move {
         agents.set_nonblocking(true)?;
         let metrics = match metrics {

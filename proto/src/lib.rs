@@ -25,6 +25,7 @@ pub mod client;
 pub mod control;
 pub mod job;
 pub mod net;
+pub mod runtime;
 pub mod secret;
 pub mod server;
 pub mod tls;

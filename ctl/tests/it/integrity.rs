@@ -262,6 +262,10 @@ async fn a_symlink_swapped_in_after_the_scan_is_not_followed() {
     std::fs::write(src.join("z_file.txt"), b"public file").unwrap();
     std::fs::create_dir_all(src.join("z_dir")).unwrap();
     std::fs::write(src.join("z_dir/inner.txt"), b"public inner").unwrap();
+    // And two small files changed in place, read in the same trip as they
+    // are opened: one rewritten with its size and mtime put back, one grown.
+    std::fs::write(src.join("z_same.txt"), b"first words").unwrap();
+    std::fs::write(src.join("z_grown.txt"), b"short").unwrap();
     let outside = tmp.path().join("outside");
     std::fs::create_dir_all(&outside).unwrap();
     // Same sizes as the files they stand in for, so only identity tells.
@@ -299,22 +303,34 @@ async fn a_symlink_swapped_in_after_the_scan_is_not_followed() {
         "taskObjectCountLimit=10",
     );
     let child = spawn_run(&cfg, &work);
-    // Once the scan has recorded the last file, swap both for symlinks.
+    // Once the scan has recorded the last file, swap two for symlinks and
+    // change the other two.
     wait_for_store(&work, "the scan", |s| {
         s.objects()
-            .is_ok_and(|o| o.iter().any(|o| o.rel_path == "z_file.txt"))
+            .is_ok_and(|o| o.iter().any(|o| o.rel_path == "z_same.txt"))
     });
     std::fs::remove_file(src.join("z_file.txt")).unwrap();
     std::os::unix::fs::symlink(outside.join("key"), src.join("z_file.txt")).unwrap();
     std::fs::rename(src.join("z_dir"), tmp.path().join("z_dir_moved")).unwrap();
     std::os::unix::fs::symlink(&outside, src.join("z_dir")).unwrap();
+    let was = mtime_of(&src.join("z_same.txt"));
+    let mut same = std::fs::File::options()
+        .write(true)
+        .open(src.join("z_same.txt"))
+        .unwrap();
+    std::io::Write::write_all(&mut same, b"other words").unwrap();
+    same.set_modified(was).unwrap();
+    drop(same);
+    std::fs::write(src.join("z_grown.txt"), b"short, and more").unwrap();
     let out = child.wait_with_output().unwrap();
     let text = squash(&stdout(&out));
     eprintln!("{text}\n{}", stderr(&out));
     assert_eq!(out.status.code(), Some(1), "{text}");
-    assert!(text.contains("verified 1 of 3"), "{text}");
+    assert!(text.contains("verified 1 of 5"), "{text}");
     assert!(text.contains("SOURCE_CHANGED z_file.txt:"), "{text}");
     assert!(text.contains("SOURCE_CHANGED z_dir/inner.txt:"), "{text}");
+    assert!(text.contains("SOURCE_CHANGED z_same.txt:"), "{text}");
+    assert!(text.contains("SOURCE_CHANGED z_grown.txt:"), "{text}");
     assert_eq!(list_keys(&s3.client(), "bkt", "").await, ["a_first.bin"]);
 }
 

@@ -362,9 +362,7 @@ pub fn child_main(work_dir: PathBuf) -> anyhow::Result<()> {
     if unsafe { libc::geteuid() } == 0 {
         anyhow::bail!("{FLAG} is started by the daemon for one user, never as root");
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let rt = proto::runtime::build()?;
     rt.block_on(child_loop(work_dir))
 }
 
