@@ -4,11 +4,12 @@
 
 use std::io::IsTerminal;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use agent::worker::{FileProgress, Progress};
 use daemon::standalone::Live;
+use tokio_util::sync::CancellationToken;
 
 /// What the display reads.
 pub(crate) struct Sources {
@@ -116,9 +117,11 @@ impl Sources {
     }
 }
 
-/// Draws progress until `stop` is set: bars on a terminal (see [`bars`]),
-/// otherwise a line on stderr every `interval`.
-pub(crate) async fn display(src: Sources, stop: Arc<AtomicBool>, interval: Duration) {
+/// Draws progress until `stop` is cancelled: bars on a terminal (see
+/// [`bars`]), otherwise a line on stderr every `interval`. The last line is
+/// drawn as soon as `stop` fires, not at the next quarter second: a run
+/// ends when its job does.
+pub(crate) async fn display(src: Sources, stop: CancellationToken, interval: Duration) {
     if std::io::stderr().is_terminal() {
         return bars(src, stop).await;
     }
@@ -127,7 +130,7 @@ pub(crate) async fn display(src: Sources, stop: Arc<AtomicBool>, interval: Durat
     let mut samples: std::collections::VecDeque<(Instant, u64)> = std::collections::VecDeque::new();
     let mut last_print = Instant::now();
     loop {
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        tick(&stop).await;
         let now = Instant::now();
         let bytes = src.bytes.bytes.load(Ordering::Relaxed);
         samples.push_back((now, bytes));
@@ -140,7 +143,7 @@ pub(crate) async fn display(src: Sources, stop: Arc<AtomicBool>, interval: Durat
             }
             _ => 0.0,
         };
-        let stopping = stop.load(Ordering::Relaxed);
+        let stopping = stop.is_cancelled();
         if stopping || now.duration_since(last_print) >= interval {
             last_print = now;
             eprintln!("progress: {}", src.line(start.elapsed(), rate));
@@ -151,12 +154,20 @@ pub(crate) async fn display(src: Sources, stop: Arc<AtomicBool>, interval: Durat
     }
 }
 
+/// A quarter second, or less when `stop` fires meanwhile.
+async fn tick(stop: &CancellationToken) {
+    tokio::select! {
+        _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+        _ = stop.cancelled() => {}
+    }
+}
+
 /// Most large-file bars shown at once; the rest are counted in a line.
 const MAX_FILE_BARS: usize = 6;
 
 /// The terminal display: an indicatif bar for all bytes, with objects in
 /// its message, and under it a bar per large file in flight.
-async fn bars(src: Sources, stop: Arc<AtomicBool>) {
+async fn bars(src: Sources, stop: CancellationToken) {
     use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
     let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(4));
     let main = multi.add(ProgressBar::new(0));
@@ -175,8 +186,8 @@ async fn bars(src: Sources, stop: Arc<AtomicBool>) {
     let mut files: std::collections::HashMap<usize, (ProgressBar, Arc<FileProgress>)> =
         std::collections::HashMap::new();
     loop {
-        tokio::time::sleep(Duration::from_millis(250)).await;
-        let stopping = stop.load(Ordering::Relaxed);
+        tick(&stop).await;
+        let stopping = stop.is_cancelled();
         let (_, _, total) = src.totals();
         let bytes = src.bytes.bytes.load(Ordering::Relaxed);
         main.set_length(total.max(bytes));

@@ -4,14 +4,13 @@
 
 use std::path::Path;
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
 use daemon::standalone::{self, Ending, Finished, PassEvent, RunReport, Standalone};
 use job::plan;
 use proto::net::printable;
+use tokio_util::sync::CancellationToken;
 
 use crate::cli::RunArgs;
 use crate::exit;
@@ -134,7 +133,7 @@ async fn run(args: RunArgs) -> Result<exit::Code, Exit> {
         );
     }
 
-    let stop_display = Arc::new(AtomicBool::new(false));
+    let stop_display = CancellationToken::new();
     let sources = progress::Sources {
         live: job.live(),
         bytes: job.progress(),
@@ -146,7 +145,7 @@ async fn run(args: RunArgs) -> Result<exit::Code, Exit> {
     let display = (!args.quiet).then(|| {
         tokio::spawn(progress::display(
             sources,
-            Arc::clone(&stop_display),
+            stop_display.clone(),
             Duration::from_secs(args.progress_interval.max(1)),
         ))
     });
@@ -171,7 +170,7 @@ async fn run(args: RunArgs) -> Result<exit::Code, Exit> {
         .await
         .map_err(run_error)?;
     let report = &finished.report;
-    stop_display.store(true, Ordering::Relaxed);
+    stop_display.cancel();
     if let Some(display) = display {
         let _ = display.await;
     }

@@ -57,6 +57,20 @@ pub fn job_share(free: usize, object_concurrency: u32, held_of_job: u64) -> usiz
     free.min(cap.saturating_sub(held_of_job) as usize)
 }
 
+/// How many of `n` tasks an agent gets of a job whose listing is done and
+/// which has no more tasks left than agents: one, and only while it holds
+/// none of the job's. Otherwise the agent that frees its slots first takes
+/// every remaining task while the others finish theirs and then idle, and
+/// the job's end waits on one agent working through the tail alone (an
+/// agent runs one task with all its concurrency). While tasks are still
+/// being listed, or with one agent, no limit.
+pub fn tail_share(n: usize, pending: u64, agents_up: usize, listed: bool, held: u64) -> usize {
+    if !listed || agents_up < 2 || pending > agents_up as u64 {
+        return n;
+    }
+    if held > 0 { 0 } else { n.min(1) }
+}
+
 /// Runs until the daemon shuts down.
 pub async fn run(eng: Arc<Engine>) {
     let state = &eng.state;
@@ -217,7 +231,7 @@ async fn tick(eng: &Arc<Engine>) -> anyhow::Result<()> {
                 super::change(eng, id, super::lifecycle::Event::NextPass).await?;
             }
             if tasks.pending > 0 {
-                runnable.push((job.id, spec));
+                runnable.push((job.id, spec, tasks.pending, job.scan_done));
             }
             continue;
         }
@@ -235,7 +249,7 @@ async fn tick(eng: &Arc<Engine>) -> anyhow::Result<()> {
             continue;
         }
         if tasks.pending > 0 {
-            runnable.push((job.id, spec));
+            runnable.push((job.id, spec, tasks.pending, job.scan_done));
         }
     }
     if runnable.is_empty() {
@@ -244,9 +258,17 @@ async fn tick(eng: &Arc<Engine>) -> anyhow::Result<()> {
 
     let leased = blocking(&state.store, |s| s.leases_by_agent()).await?;
     let leased_of_job = blocking(&state.store, |s| s.leases_by_agent_job()).await?;
+    let agents_up;
     let targets = {
         let mut agents = state.agents();
         let list: Vec<AgentEntry> = agents.values().cloned().collect();
+        let now = Instant::now();
+        agents_up = list
+            .iter()
+            .filter(|a| {
+                a.addr.is_some() && liveness(a, now, state.config.agent_timeout) == Liveness::Up
+            })
+            .count();
         let p = plan(
             &list,
             &leased,
@@ -266,14 +288,16 @@ async fn tick(eng: &Arc<Engine>) -> anyhow::Result<()> {
     for (i, (fp, n, how)) in targets.into_iter().enumerate() {
         // Spread agents over jobs: each starts at a different job.
         let mut batch = None;
-        for k in 0..runnable.len() {
-            let (job_id, spec) = &runnable[(i + k) % runnable.len()];
+        let jobs = runnable.len();
+        for k in 0..jobs {
+            let (job_id, spec, pending, listed) = &mut runnable[(i + k) % jobs];
             let held = leased_of_job
                 .get(&(fp.clone(), *job_id))
                 .copied()
                 .unwrap_or(0);
             let n = job_share(n, spec.object_concurrency, held);
-            if n == 0 {
+            let n = tail_share(n, *pending, agents_up, *listed, held);
+            if n == 0 || *pending == 0 {
                 continue;
             }
             let (job_id, agent) = (*job_id, fp.clone());
@@ -283,6 +307,7 @@ async fn tick(eng: &Arc<Engine>) -> anyhow::Result<()> {
             })
             .await?;
             if !tasks.is_empty() {
+                *pending = pending.saturating_sub(tasks.len() as u64);
                 eng.metrics.granted(&spec.job_name, tasks.len());
                 batch = Some(TaskBatch {
                     job: how.job(spec),
@@ -348,6 +373,21 @@ mod tests {
         assert_eq!(job_share(1_000_000, 20, 25), 0);
         // workerTaskThreadNum=0 counts as 1.
         assert_eq!(job_share(8, 0, 0), 1);
+    }
+
+    #[test]
+    fn a_jobs_last_tasks_are_spread_over_the_agents() {
+        // Listing, or more tasks left than agents: whatever is free.
+        assert_eq!(tail_share(4, 2, 2, false, 1), 4);
+        assert_eq!(tail_share(2, 3, 2, true, 1), 2);
+        // The last two of a job with two agents: one to an agent holding
+        // none of the job's, none to one that still works on one.
+        assert_eq!(tail_share(2, 2, 2, true, 0), 1);
+        assert_eq!(tail_share(2, 2, 2, true, 1), 0);
+        assert_eq!(tail_share(4, 1, 3, true, 0), 1);
+        assert_eq!(tail_share(0, 1, 3, true, 0), 0);
+        // One agent takes what it can.
+        assert_eq!(tail_share(4, 1, 1, true, 2), 4);
     }
 
     #[tokio::test(start_paused = true)]
