@@ -37,6 +37,16 @@ else
   cargo build --release -q -p ctl -p daemon -p agent --bins
   cargo build --release -q -p daemon --example scan_only
 fi
+# The three binaries must come from one build: an agent left from an older
+# build makes the cluster's figures those of another version.
+versions=$(for b in ossimportctl ossimportd ossimport-agent; do
+  "target/release/$b" --version | sed "s/^$b //"; done | sort -u)
+if [ "$(printf '%s\n' "$versions" | wc -l)" != 1 ]; then
+  echo "bench: target/release holds binaries of different builds:" >&2
+  for b in ossimportctl ossimportd ossimport-agent; do "target/release/$b" --version >&2; done
+  echo "bench: build them together: cargo build --release -p ctl -p daemon -p agent --bins" >&2
+  exit 2
+fi
 # Snapshot the binaries: a concurrent cargo build must not swap them mid-run.
 mkdir -p bench/work/bin
 cp -f target/release/ossimportctl target/release/ossimportd target/release/ossimport-agent \
