@@ -99,7 +99,13 @@ async fn open_and_read(
     .await
     .map_err(source_err)?;
     let sf = checked(obj, sf, refused)?;
-    let read = read.expect("read whenever the checks pass");
+    // The checks passing mean it was read (same size, not refused).
+    let read = read.ok_or_else(|| {
+        Fail(
+            ErrorCode::SourceChanged,
+            "source file changed while it was opened".into(),
+        )
+    })?;
     Ok((sf, read))
 }
 
