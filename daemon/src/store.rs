@@ -397,6 +397,8 @@ impl Store {
         )?;
         let task_id = tx.last_insert_rowid();
         let (mut new, mut changed, mut retried) = (0i64, 0i64, 0i64);
+        // The first and last id of the task's objects.
+        let mut span: Option<(i64, i64)> = None;
         {
             let mut ins = tx.prepare_cached(
                 "INSERT INTO objects (job_id, task_id, rel_path, size, mtime, state, error_code, error, updated_at, src_ref, pass, seen_pass, ident)
@@ -427,6 +429,7 @@ impl Store {
             let mut keep_before =
                 tx.prepare_cached("UPDATE objects SET prior_etag = ?2 WHERE id = ?1")?;
             let t = now();
+            let mut prefixes = compact::Prefixes::new();
             for (o, c) in objects.iter().zip(changes) {
                 let (state, code, msg) = match &o.failure {
                     Some((c, m)) => (ObjectState::Failed, Some(c.as_str()), Some(m.as_str())),
@@ -442,11 +445,16 @@ impl Store {
                     code,
                     msg,
                     t,
-                    compact::src_ref(o.src_ref.as_deref(), &o.rel_path),
+                    compact::store_src_ref(
+                        &tx,
+                        &mut prefixes,
+                        compact::src_ref(o.src_ref.as_deref(), &o.rel_path)
+                    )?,
                     pass,
                     o.ident
                 ])?;
                 let id = tx.last_insert_rowid();
+                span = Some((span.map_or(id, |s| s.0), id));
                 match *c {
                     Change::New => new += 1,
                     Change::Changed | Change::Retried | Change::Metadata => {
@@ -497,6 +505,11 @@ impl Store {
                 }
             }
         }
+        // The task's objects, by their ids: consecutive, inserted above.
+        tx.execute(
+            "UPDATE tasks SET first_object = ?2, last_object = ?3 WHERE id = ?1",
+            params![task_id, span.map(|s| s.0), span.map(|s| s.1)],
+        )?;
         tx.execute(
             "UPDATE passes SET new = new + ?3, changed = changed + ?4, retried = retried + ?5
              WHERE job_id = ?1 AND number = ?2",
@@ -539,7 +552,9 @@ impl Store {
         )?;
         tx.execute(
             "UPDATE tasks SET state = ?2 WHERE job_id = ?1 AND state IN (?3, ?4)
-             AND EXISTS (SELECT 1 FROM objects o WHERE o.task_id = tasks.id AND o.state = ?5)",
+             AND EXISTS (SELECT 1 FROM objects o
+                         WHERE o.id BETWEEN tasks.first_object AND tasks.last_object
+                           AND o.task_id = tasks.id AND o.state = ?5)",
             params![
                 job_id,
                 TaskState::Pending,
@@ -591,8 +606,12 @@ impl Store {
             let mut objects = Vec::new();
             {
                 let mut q = tx.prepare_cached(
-                    "SELECT id, rel_path, size, mtime, upload_id, part_size, src_ref, ident, etag, md5, prior_etag FROM objects
-                     WHERE task_id = ?1 AND state = ?2 ORDER BY id",
+                    "SELECT id, rel_path, size, mtime, upload_id, part_size, src_ref, ident, etag, md5, prior_etag,
+                            (SELECT prefix FROM url_prefixes WHERE ref = src_ref)
+                     FROM objects
+                     WHERE id BETWEEN (SELECT first_object FROM tasks WHERE id = ?1)
+                                  AND (SELECT last_object FROM tasks WHERE id = ?1)
+                       AND task_id = ?1 AND state = ?2 ORDER BY id",
                 )?;
                 let rows = q.query_map(params![task_id, ObjectState::Pending], |r| {
                     // A pending row holds an ETag and MD5 only when carried
@@ -604,14 +623,16 @@ impl Store {
                         (Some(etag), Some(md5)) => Some(Written { etag, md5 }),
                         _ => None,
                     };
+                    let rel_path: String = r.get(1)?;
+                    let src_ref = compact::read_src_ref(r.get_ref(6)?, r.get(11)?, &rel_path)?;
                     Ok((
                         r.get::<_, i64>(0)?,
-                        r.get::<_, String>(1)?,
+                        rel_path,
                         r.get::<_, i64>(2)?,
                         r.get::<_, i64>(3)?,
                         r.get::<_, Option<String>>(4)?,
                         r.get::<_, Option<i64>>(5)?,
-                        r.get::<_, Option<String>>(6)?,
+                        src_ref,
                         r.get::<_, Option<i64>>(7)?,
                         (written, r.get::<_, Option<String>>(10)?),
                     ))
@@ -662,7 +683,7 @@ impl Store {
                 };
                 specs.push(ObjectSpec {
                     object_id,
-                    src_ref: compact::read_src_ref(src_ref, &rel_path),
+                    src_ref,
                     rel_path,
                     size: size as u64,
                     mtime,

@@ -15,12 +15,16 @@
 //!   written before schema 10 keep its words, which read the same (a word
 //!   never starts with a digit).
 //! - `src_ref`: a URL that ends with the object's relative path (an HTTP
-//!   list's `prefix + path`) as `+prefix`; one that starts with `+` or `\`
-//!   behind a `\`; else (an ETag) as listed.
+//!   list's `prefix + path`) as a reference to its prefix, kept once per
+//!   store in `url_prefixes` (schema 11): a blob of one to three bytes,
+//!   which no text value equals, so nothing listed reads back as one; one
+//!   that starts with `+` or `\` behind a `\`; else (an ETag) as listed.
+//!   Rows of schemas 5 to 10 hold `+prefix` for the same, and read the same.
 //!
 //! Rows written before schema 5 hold text in all of them, and read as
 //! before: the migration escaped the few that started with a marker.
 
+use rusqlite::OptionalExtension;
 use rusqlite::types::{FromSqlError, ValueRef};
 
 /// The MD5 as it is stored.
@@ -48,24 +52,95 @@ pub(super) fn etag(etag: Option<&str>, md5: Option<&str>) -> Option<String> {
 }
 
 /// The listed reference as it is stored, next to the object's path.
-pub(super) fn src_ref(src_ref: Option<&str>, rel_path: &str) -> Option<String> {
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum SrcRef<'a> {
+    /// A URL that is this prefix and then the object's path.
+    Prefix(&'a str),
+    Kept(String),
+}
+
+pub(super) fn src_ref<'a>(src_ref: Option<&'a str>, rel_path: &str) -> Option<SrcRef<'a>> {
     let s = src_ref?;
     Some(match s.strip_suffix(rel_path) {
-        Some(prefix) if !rel_path.is_empty() => format!("+{prefix}"),
-        _ if s.starts_with(['+', '\\']) => format!("\\{s}"),
-        _ => s.to_owned(),
+        Some(prefix) if !rel_path.is_empty() => SrcRef::Prefix(prefix),
+        _ if s.starts_with(['+', '\\']) => SrcRef::Kept(format!("\\{s}")),
+        _ => SrcRef::Kept(s.to_owned()),
     })
 }
 
-pub(super) fn read_src_ref(stored: Option<String>, rel_path: &str) -> Option<String> {
-    let s = stored?;
-    Some(if let Some(prefix) = s.strip_prefix('+') {
-        format!("{prefix}{rel_path}")
-    } else if let Some(kept) = s.strip_prefix('\\') {
-        kept.to_owned()
-    } else {
-        s
-    })
+/// The URL prefixes a transaction has looked up or added, by text.
+pub(super) type Prefixes = std::collections::HashMap<String, Vec<u8>>;
+
+/// The stored value of a listed reference: a prefix's reference (added to
+/// `url_prefixes` the first time the store sees the prefix), or the text.
+pub(super) fn store_src_ref(
+    tx: &rusqlite::Transaction<'_>,
+    known: &mut Prefixes,
+    s: Option<SrcRef<'_>>,
+) -> rusqlite::Result<rusqlite::types::Value> {
+    use rusqlite::types::Value;
+    let prefix = match s {
+        None => return Ok(Value::Null),
+        Some(SrcRef::Kept(s)) => return Ok(Value::Text(s)),
+        Some(SrcRef::Prefix(p)) => p,
+    };
+    if let Some(r) = known.get(prefix) {
+        return Ok(Value::Blob(r.clone()));
+    }
+    let found: Option<Vec<u8>> = tx
+        .prepare_cached("SELECT ref FROM url_prefixes WHERE prefix = ?1")?
+        .query_row([prefix], |r| r.get(0))
+        .optional()?;
+    let r = match found {
+        Some(r) => r,
+        None => {
+            // Prefixes are never deleted, so the count names a new one.
+            let n: i64 = tx.query_row("SELECT count(*) + 1 FROM url_prefixes", [], |r| r.get(0))?;
+            let r = prefix_ref(n as u64);
+            tx.prepare_cached("INSERT INTO url_prefixes (ref, prefix) VALUES (?1, ?2)")?
+                .execute(rusqlite::params![r, prefix])?;
+            r
+        }
+    };
+    known.insert(prefix.to_owned(), r.clone());
+    Ok(Value::Blob(r))
+}
+
+/// The `n`th prefix's reference: `n` in big-endian bytes, the fewest that
+/// hold it (never empty).
+fn prefix_ref(n: u64) -> Vec<u8> {
+    let bytes = n.to_be_bytes();
+    let skip = (n.leading_zeros() / 8).min(7) as usize;
+    bytes[skip..].to_vec()
+}
+
+/// The listed reference from its stored value and, for a prefix's
+/// reference, that prefix (`(SELECT prefix FROM url_prefixes WHERE ref =
+/// src_ref)` beside it in the query).
+pub(super) fn read_src_ref(
+    stored: ValueRef<'_>,
+    prefix: Option<String>,
+    rel_path: &str,
+) -> rusqlite::Result<Option<String>> {
+    if let ValueRef::Blob(_) = stored {
+        return match prefix {
+            Some(p) => Ok(Some(format!("{p}{rel_path}"))),
+            None => Err(rusqlite::Error::FromSqlConversionFailure(
+                0,
+                stored.data_type(),
+                "a URL prefix the store does not hold".into(),
+            )),
+        };
+    }
+    Ok(text(stored)?.map(|s| {
+        if let Some(prefix) = s.strip_prefix('+') {
+            format!("{prefix}{rel_path}")
+        } else if let Some(kept) = s.strip_prefix('\\') {
+            kept.to_owned()
+        } else {
+            s
+        }
+    }))
 }
 
 fn text(v: ValueRef<'_>) -> rusqlite::Result<Option<String>> {
@@ -185,12 +260,31 @@ mod tests {
 
     #[test]
     fn listed_references_read_back_as_they_were_listed() {
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        conn.execute_batch(
+            "CREATE TABLE url_prefixes (ref BLOB PRIMARY KEY, prefix TEXT NOT NULL UNIQUE) WITHOUT ROWID;
+             CREATE TABLE o (src_ref TEXT);",
+        )
+        .unwrap();
+        let mut conn = conn;
+        let tx = conn.transaction().unwrap();
+        let mut known = Prefixes::new();
         let path = "d0001/00012345.dat";
+        // Stored, then read back through the query every reader uses.
+        let mut round_trip = |listed: Option<&str>, path: &str| {
+            let stored = store_src_ref(&tx, &mut known, src_ref(listed, path)).unwrap();
+            tx.execute("DELETE FROM o", []).unwrap();
+            tx.execute("INSERT INTO o VALUES (?1)", [&stored]).unwrap();
+            let back = tx
+                .query_row(
+                    "SELECT src_ref, (SELECT prefix FROM url_prefixes WHERE ref = src_ref) FROM o",
+                    [],
+                    |r| read_src_ref(r.get_ref(0)?, r.get(1)?, path),
+                )
+                .unwrap();
+            (stored, back)
+        };
         for (listed, kept) in [
-            (
-                "http://cdn.example.com/a/d0001/00012345.dat",
-                "+http://cdn.example.com/a/",
-            ),
             // Not ending with the path: the URL whole.
             (
                 "http://cdn.example.com/other",
@@ -200,15 +294,49 @@ mod tests {
             ("\"0123abcd\"", "\"0123abcd\""),
             ("+odd", "\\+odd"),
             ("\\odd", "\\\\odd"),
-            (path, "+"),
+            // Text that names a prefix's reference is still text.
+            ("\u{1}", "\u{1}"),
         ] {
-            let s = src_ref(Some(listed), path).unwrap();
-            assert_eq!(s, kept, "{listed}");
-            assert_eq!(read_src_ref(Some(s), path).as_deref(), Some(listed));
+            let (stored, back) = round_trip(Some(listed), path);
+            assert_eq!(stored, Value::Text(kept.into()), "{listed}");
+            assert_eq!(back.as_deref(), Some(listed));
         }
-        assert_eq!(src_ref(None, path), None);
-        assert_eq!(read_src_ref(None, path), None);
+        // URLs ending with the path: their prefixes, each kept once.
+        let a = "http://cdn.example.com/a/";
+        for (listed, r) in [
+            (format!("{a}{path}"), vec![1]),
+            (format!("http://other.example.com/{path}"), vec![2]),
+            (format!("{a}{path}"), vec![1]),
+            (path.to_string(), vec![3]),
+        ] {
+            let (stored, back) = round_trip(Some(&listed), path);
+            assert_eq!(stored, Value::Blob(r), "{listed}");
+            assert_eq!(back.as_deref(), Some(listed.as_str()));
+        }
+        let (stored, back) = round_trip(None, path);
+        assert_eq!((stored, back), (Value::Null, None));
         // An empty path keeps the reference whole.
-        assert_eq!(src_ref(Some("x"), "").as_deref(), Some("x"));
+        assert_eq!(src_ref(Some("x"), ""), Some(SrcRef::Kept("x".into())));
+        // Rows of schemas 5 to 10.
+        for (old, listed) in [
+            ("+http://cdn.example.com/a/", format!("{a}{path}")),
+            ("\\+odd", "+odd".into()),
+        ] {
+            let v = Value::Text(old.into());
+            assert_eq!(
+                read_src_ref(r(&v), None, path).unwrap().as_deref(),
+                Some(listed.as_str())
+            );
+        }
+        // A reference to a prefix the store does not hold is an error.
+        assert!(read_src_ref(r(&Value::Blob(vec![9])), None, path).is_err());
+        for (n, bytes) in [
+            (1u64, vec![1u8]),
+            (255, vec![255]),
+            (256, vec![1, 0]),
+            (70_000, vec![1, 17, 112]),
+        ] {
+            assert_eq!(prefix_ref(n), bytes);
+        }
     }
 }

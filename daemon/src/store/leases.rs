@@ -180,7 +180,8 @@ impl Store {
             "SELECT t.id, t.agent, t.byte_count, t.object_count,
                     coalesce(sum(CASE WHEN o.state != ?2 THEN o.size END), 0),
                     count(CASE WHEN o.state != ?2 THEN 1 END)
-             FROM tasks t LEFT JOIN objects o ON o.task_id = t.id
+             FROM tasks t LEFT JOIN objects o
+               ON o.id BETWEEN t.first_object AND t.last_object AND o.task_id = t.id
              WHERE t.job_id = ?1 AND t.state = ?3
              GROUP BY t.id ORDER BY t.id",
         )?;

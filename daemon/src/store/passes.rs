@@ -49,7 +49,8 @@ impl Store {
     pub fn prior(&self, job_id: i64, rel_path: &str) -> Result<Option<Prior>, StoreError> {
         let conn = self.lock();
         let mut q = conn.prepare_cached(
-            "SELECT id, size, mtime, src_ref, state, error_code, ident FROM objects
+            "SELECT id, size, mtime, src_ref, state, error_code, ident,
+                    (SELECT prefix FROM url_prefixes WHERE ref = src_ref) FROM objects
              WHERE job_id = ?1 AND state IN (?3, ?4, ?5, ?6) AND rel_path = ?2
                AND error_code IS NOT 'DUPLICATE_KEY'
              ORDER BY id DESC LIMIT 1",
@@ -68,7 +69,7 @@ impl Store {
                     id: r.get(0)?,
                     size: r.get::<_, i64>(1)? as u64,
                     mtime: r.get(2)?,
-                    src_ref: super::compact::read_src_ref(r.get(3)?, rel_path),
+                    src_ref: super::compact::read_src_ref(r.get_ref(3)?, r.get(7)?, rel_path)?,
                     state: r.get(4)?,
                     error_code: r.get(5)?,
                     ident: r.get(6)?,
@@ -90,7 +91,7 @@ impl Store {
     ) -> Result<Option<Option<String>>, StoreError> {
         let conn = self.lock();
         let mut q = conn.prepare_cached(
-            "SELECT src_ref FROM objects
+            "SELECT src_ref, (SELECT prefix FROM url_prefixes WHERE ref = src_ref) FROM objects
              WHERE job_id = ?1 AND state IN (?4, ?5, ?6, ?7) AND rel_path = ?2
                AND seen_pass = ?3 AND error_code IS NOT 'DUPLICATE_KEY'
              ORDER BY id LIMIT 1",
@@ -105,7 +106,7 @@ impl Store {
                 ObjectState::Skipped,
                 ObjectState::Failed
             ],
-            |r| Ok(super::compact::read_src_ref(r.get(0)?, rel_path)),
+            |r| super::compact::read_src_ref(r.get_ref(0)?, r.get(1)?, rel_path),
         )
         .optional()?)
     }
@@ -133,15 +134,18 @@ impl Store {
     ) -> Result<Option<i64>, StoreError> {
         let conn = self.lock();
         let mut q = conn.prepare_cached(
-            "SELECT id, src_ref FROM objects
+            "SELECT id, src_ref, (SELECT prefix FROM url_prefixes WHERE ref = src_ref) FROM objects
              WHERE job_id = ?1 AND state = 'failed' AND rel_path = ?2 AND error_code = 'DUPLICATE_KEY'",
         )?;
         let rows = q.query_map(params![job_id, rel_path], |r| {
-            Ok((r.get::<_, i64>(0)?, r.get::<_, Option<String>>(1)?))
+            Ok((
+                r.get::<_, i64>(0)?,
+                super::compact::read_src_ref(r.get_ref(1)?, r.get(2)?, rel_path)?,
+            ))
         })?;
         for row in rows {
             let (id, src) = row?;
-            if super::compact::read_src_ref(src, rel_path).as_deref() == src_ref {
+            if src.as_deref() == src_ref {
                 return Ok(Some(id));
             }
         }

@@ -17,7 +17,8 @@ impl Store {
         let conn = self.lock();
         let mut q = conn.prepare_cached(
             "SELECT id, rel_path, size, mtime, src_ref, state, md5, checksum, etag, verified_by,
-                    updated_at, error_code, error, meta_sha256
+                    updated_at, error_code, error, meta_sha256,
+                    (SELECT prefix FROM url_prefixes WHERE ref = src_ref)
              FROM objects WHERE job_id = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
         )?;
         let rows = q.query_map(params![job_id, after, limit as i64], |r| {
@@ -27,7 +28,7 @@ impl Store {
             let done = r.get::<_, ObjectState>(5)? != ObjectState::Pending;
             Ok(proto::api::ManifestRow {
                 id: r.get(0)?,
-                source: compact::read_src_ref(r.get(4)?, &key).unwrap_or_default(),
+                source: compact::read_src_ref(r.get_ref(4)?, r.get(14)?, &key)?.unwrap_or_default(),
                 key,
                 size: r.get::<_, i64>(2)? as u64,
                 source_mtime: r.get(3)?,

@@ -161,8 +161,10 @@ fn apply_event(
             out.tasks_done += tx
                 .prepare_cached(
                     "UPDATE tasks SET state = CASE
-                        WHEN EXISTS (SELECT 1 FROM objects WHERE task_id = ?1 AND state = ?2) THEN ?5
-                        WHEN EXISTS (SELECT 1 FROM objects WHERE task_id = ?1 AND state = ?3) THEN ?6
+                        WHEN EXISTS (SELECT 1 FROM objects WHERE id BETWEEN tasks.first_object
+                            AND tasks.last_object AND task_id = ?1 AND state = ?2) THEN ?5
+                        WHEN EXISTS (SELECT 1 FROM objects WHERE id BETWEEN tasks.first_object
+                            AND tasks.last_object AND task_id = ?1 AND state = ?3) THEN ?6
                         ELSE ?7 END,
                       agent = NULL, lease_until = NULL
                      WHERE id = ?1 AND state = ?4",

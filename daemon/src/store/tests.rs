@@ -3,7 +3,10 @@
 
 use proto::job::{Event, ObjectResult, Outcome, PartRecord};
 
-use super::schema::SCHEMA_V1;
+use super::schema::{
+    SCHEMA_V1, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5, SCHEMA_V6, SCHEMA_V7, SCHEMA_V8, SCHEMA_V9,
+    SCHEMA_V10,
+};
 use super::*;
 
 fn obj(p: &str, size: u64) -> NewObject {
@@ -353,6 +356,10 @@ fn a_schema_4_store_gets_its_counts_on_migration() {
                  ALTER TABLE jobs DROP COLUMN owner_uid;
                  ALTER TABLE jobs DROP COLUMN owner_name;
                  DROP TABLE control_log;
+                 ALTER TABLE tasks DROP COLUMN first_object;
+                 ALTER TABLE tasks DROP COLUMN last_object;
+                 DROP TABLE url_prefixes;
+                 CREATE INDEX objects_task ON objects(task_id);
                  PRAGMA user_version = 4;",
             )
             .unwrap();
@@ -391,8 +398,8 @@ fn a_schema_4_store_gets_its_counts_on_migration() {
     indexes.sort();
     assert_eq!(
         indexes,
-        ["objects_job_failed", "objects_job_path", "objects_task"],
-        "migrated through schema 5 and 10"
+        ["objects_job_failed", "objects_job_path"],
+        "migrated through schemas 5, 10 and 11"
     );
 }
 
@@ -433,6 +440,26 @@ fn objects_job_path_use_their_indexes() {
     );
     let result = plan("UPDATE objects SET state = ?2 WHERE id = ?1 AND state = ?3");
     assert!(result.contains("INTEGER PRIMARY KEY (rowid=?)"), "{result}");
+    // A task's objects (schema 11): the range of their ids, no index.
+    let leased = plan(
+        "SELECT id FROM objects
+         WHERE id BETWEEN (SELECT first_object FROM tasks WHERE id = ?1)
+                      AND (SELECT last_object FROM tasks WHERE id = ?1)
+           AND task_id = ?1 AND state = ?2 ORDER BY id",
+    );
+    assert!(
+        leased.contains("INTEGER PRIMARY KEY (rowid>? AND rowid<?)"),
+        "{leased}"
+    );
+    let running = plan(
+        "SELECT t.id, count(o.id) FROM tasks t LEFT JOIN objects o
+           ON o.id BETWEEN t.first_object AND t.last_object AND o.task_id = t.id
+         WHERE t.job_id = ?1 AND t.state = ?2 GROUP BY t.id",
+    );
+    assert!(
+        running.contains("INTEGER PRIMARY KEY (rowid>? AND rowid<?)"),
+        "{running}"
+    );
 }
 
 #[test]
@@ -558,4 +585,195 @@ fn evidence_is_stored_as_bits_and_older_words_read_the_same() {
             ("verified:size+md5".to_string(), 2, 2)
         ]
     );
+}
+
+/// A store as a build of schema 10 left it: two tasks of a URL-list job
+/// (rows holding `+prefix`) and their index by task, with the foreign key
+/// from each object to its task. Schema 11 finds a task's objects by their
+/// ids, keeps each prefix once, and drops the index and the key; every
+/// row reads as before, and new rows keep a prefix's reference.
+#[test]
+fn a_schema_10_store_finds_tasks_by_id_range_and_keeps_prefixes_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v10.db");
+    {
+        let mut conn = Connection::open(&path).unwrap();
+        let tx = conn.transaction().unwrap();
+        let v2 = SCHEMA_V1.replace(
+            "id INTEGER PRIMARY KEY,",
+            "id INTEGER PRIMARY KEY AUTOINCREMENT,",
+        );
+        for batch in [
+            v2.as_str(),
+            SCHEMA_V3,
+            SCHEMA_V4,
+            SCHEMA_V5,
+            SCHEMA_V6,
+            SCHEMA_V7,
+            SCHEMA_V8,
+            SCHEMA_V9,
+            SCHEMA_V10,
+        ] {
+            tx.execute_batch(batch).unwrap();
+        }
+        tx.execute_batch(
+            "INSERT INTO jobs (id, name, config, fingerprint, state, created_at, updated_at)
+                 VALUES (1, 'urls', '{}', 'fp', 'running', 0, 0);
+             INSERT INTO tasks (id, job_id, state, object_count, byte_count) VALUES (1, 1, 'pending', 2, 2);
+             INSERT INTO tasks (id, job_id, state, object_count, byte_count) VALUES (2, 1, 'pending', 2, 2);
+             INSERT INTO objects (id, job_id, task_id, rel_path, size, mtime, state, src_ref)
+                 VALUES (1, 1, 1, 'a/1', 1, 1, 'pending', '+http://h/x/'),
+                        (2, 1, 1, 'a/2', 1, 1, 'verified', '+http://h/x/'),
+                        (3, 1, 2, 'b/1', 1, 1, 'pending', 'http://h/elsewhere'),
+                        (4, 1, 2, 'b/2', 1, 1, 'failed', '\\+odd');
+             PRAGMA user_version = 10;",
+        )
+        .unwrap();
+        tx.commit().unwrap();
+    }
+    let store = Store::open(&path).unwrap();
+    {
+        let conn = store.lock();
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        let spans: Vec<(i64, i64)> = conn
+            .prepare("SELECT first_object, last_object FROM tasks ORDER BY id")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(spans, [(1, 2), (3, 4)]);
+        let keys: Vec<String> = conn
+            .prepare("SELECT \"table\" FROM pragma_foreign_key_list('objects')")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            keys,
+            ["jobs"],
+            "the key to tasks is gone, the key to jobs kept"
+        );
+        let ok: String = conn
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(ok, "ok");
+    }
+    // Each task leases its own pending objects, with their sources as listed.
+    let leased = store.lease_tasks(1, 2, "A", i64::MAX / 2).unwrap();
+    type Leased = Vec<(i64, Vec<(String, Option<String>)>)>;
+    let got: Leased = leased
+        .iter()
+        .map(|t| {
+            let objects = t
+                .objects
+                .iter()
+                .map(|o| (o.rel_path.clone(), o.src_ref.clone()));
+            (t.task_id, objects.collect())
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (1, vec![("a/1".into(), Some("http://h/x/a/1".into()))]),
+            (2, vec![("b/1".into(), Some("http://h/elsewhere".into()))]),
+        ]
+    );
+    let running: Vec<(i64, u64)> = store
+        .running_tasks(1)
+        .unwrap()
+        .iter()
+        .map(|t| (t.task_id, t.files_done))
+        .collect();
+    assert_eq!(running, [(1, 1), (2, 1)]);
+    let sources: Vec<String> = store
+        .manifest_page(1, 0, 10)
+        .unwrap()
+        .into_iter()
+        .map(|r| r.source)
+        .collect();
+    assert_eq!(
+        sources,
+        [
+            "http://h/x/a/1",
+            "http://h/x/a/2",
+            "http://h/elsewhere",
+            "+odd"
+        ]
+    );
+    // A new task of the same job: its rows keep the prefix's reference,
+    // the prefix is kept once, and its objects are its own.
+    let urls = |names: &[&str]| -> Vec<NewObject> {
+        names
+            .iter()
+            .map(|n| NewObject {
+                src_ref: Some(format!("http://h/x/{n}")),
+                ..obj(n, 1)
+            })
+            .collect()
+    };
+    let t3 = store
+        .commit_task(1, &urls(&["c/1", "c/2", "c/3"]), "c")
+        .unwrap();
+    let t4 = store.commit_task(1, &urls(&["d/1"]), "d").unwrap();
+    {
+        let conn = store.lock();
+        let stored: Vec<(String, Vec<u8>)> = conn
+            .prepare("SELECT typeof(src_ref), src_ref FROM objects WHERE task_id = ?1 ORDER BY id")
+            .unwrap()
+            .query_map([t3], |r| {
+                Ok((r.get(0)?, r.get_ref(1)?.as_bytes().unwrap().to_vec()))
+            })
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert!(
+            stored.iter().all(|(t, r)| t == "blob" && r.len() == 1),
+            "{stored:?}"
+        );
+        let prefixes: i64 = conn
+            .query_row("SELECT count(*) FROM url_prefixes", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(prefixes, 1);
+    }
+    let leased = store.lease_tasks(1, 2, "B", i64::MAX / 2).unwrap();
+    let got: Vec<(i64, Vec<String>)> = leased
+        .iter()
+        .map(|t| {
+            let urls = t
+                .objects
+                .iter()
+                .map(|o| o.src_ref.clone().unwrap_or_default());
+            (t.task_id, urls.collect())
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (
+                t3,
+                vec![
+                    "http://h/x/c/1".into(),
+                    "http://h/x/c/2".into(),
+                    "http://h/x/c/3".into()
+                ]
+            ),
+            (t4, vec!["http://h/x/d/1".into()]),
+        ]
+    );
+    // A job cleaned: its tasks go without the key, and so do its objects.
+    store.delete_job(1).unwrap();
+    let left: i64 = store
+        .lock()
+        .query_row(
+            "SELECT (SELECT count(*) FROM objects) + (SELECT count(*) FROM tasks)",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(left, 0);
 }
