@@ -93,8 +93,14 @@ pub(crate) trait Running: Send + Sync + 'static {
 }
 
 /// Heartbeats until `cancel`; drops tasks the daemon no longer leases to us.
+///
+/// A heartbeat that failed is tried again sooner than the interval, from
+/// 50 ms doubling up to it: an agent started beside its daemon (the same
+/// boot, the same script) joins as soon as the daemon listens, not one
+/// interval later, and one whose daemon restarted rejoins as quickly.
 pub(crate) async fn heartbeats<A: Running>(agent: Arc<A>, cancel: CancellationToken) {
     let mut warned = false;
+    let mut failed = 0u32;
     loop {
         let hb = agent.heartbeat();
         match agent
@@ -103,6 +109,7 @@ pub(crate) async fn heartbeats<A: Running>(agent: Arc<A>, cancel: CancellationTo
             .await
         {
             Ok(reply) => {
+                failed = 0;
                 if warned {
                     info!("Daemon reachable again.");
                     warned = false;
@@ -119,10 +126,20 @@ pub(crate) async fn heartbeats<A: Running>(agent: Arc<A>, cancel: CancellationTo
                     warn!(error = %e, "Heartbeat failed; retrying.");
                     warned = true;
                 }
+                failed += 1;
             }
         }
+        let every = agent.link().heartbeat;
+        let wait = match failed {
+            0 => every,
+            n => proto::net::Backoff {
+                base: Duration::from_millis(50).min(every),
+                cap: every,
+            }
+            .delay(n - 1),
+        };
         tokio::select! {
-            _ = tokio::time::sleep(agent.link().heartbeat) => {}
+            _ = tokio::time::sleep(wait) => {}
             _ = cancel.cancelled() => return,
         }
     }

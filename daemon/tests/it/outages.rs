@@ -147,3 +147,42 @@ fn an_agent_rides_out_its_destination_and_its_daemon_going_away() {
         );
     }
 }
+
+/// An agent started before its daemon (the same boot, the same script)
+/// joins as soon as the daemon listens: a failed heartbeat is tried again
+/// after 50 ms, doubling, up to the interval, and not one interval later
+/// (30 s here, longer than the test waits).
+#[test]
+fn an_agent_started_before_its_daemon_joins_as_soon_as_it_listens() {
+    let tmp = tempfile::tempdir().unwrap();
+    let work = tmp.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let daemon_pub = Daemon::init(&work);
+    Agent::enrol(tmp.path(), "early", &work);
+    let addr = format!("127.0.0.1:{}", free_port());
+    let agent = Agent::start_beating(
+        AgentOpts {
+            name: "early",
+            dir: tmp.path(),
+            daemon_addr: &addr,
+            daemon_pub: &daemon_pub,
+            listen: format!("127.0.0.1:{}", free_port()),
+            advertise: None,
+            tasks: 1,
+            wrap: Vec::new(),
+        },
+        30_000,
+    );
+    // Nothing listens yet: its first heartbeat fails.
+    wait_for("the agent's first heartbeat to fail", 30, || {
+        agent.log_text().contains("Heartbeat failed")
+    });
+    let d = Daemon::start_at(&work, &addr);
+    // Well inside the 30 s the next heartbeat would have waited.
+    wait_for("the agent to join", 15, || {
+        d.workers()
+            .workers
+            .iter()
+            .any(|w| w.name == "early" && w.state == "up")
+    });
+}

@@ -204,6 +204,11 @@ impl Agent {
     }
 
     pub fn start(o: AgentOpts<'_>) -> Agent {
+        Agent::start_beating(o, 200)
+    }
+
+    /// Like [`Agent::start`], with a heartbeat every `heartbeat_ms`.
+    pub fn start_beating(o: AgentOpts<'_>, heartbeat_ms: u64) -> Agent {
         let key = o.dir.join(format!("{}_ed25519", o.name));
         let secrets = o.dir.join(format!("{}_secrets", o.name));
         proto::auth::write_private(&secrets, format!("{AK}={SK}\n").as_bytes()).unwrap();
@@ -233,7 +238,7 @@ impl Agent {
             .arg("--secrets")
             .arg(&secrets)
             .arg("--heartbeat-ms")
-            .arg("200")
+            .arg(heartbeat_ms.to_string())
             .arg("--allow-root")
             .arg(o.dir)
             .env("OSSIMPORT_LOG", "info")
