@@ -313,6 +313,14 @@ impl Executor {
     /// pending in the store) and in-flight ones are dropped; a multipart
     /// upload keeps its recorded parts for the next run. `TaskDone` is sent
     /// only if every object reported.
+    ///
+    /// An executor's tasks start their objects one task after another, in
+    /// the order they came (the executor's `turn`, a fair lock): the next
+    /// task takes the slots its predecessor's last objects free. An agent
+    /// holding two tasks then finishes the first while the second still
+    /// has work, and the daemon's next task arrives before the slots run
+    /// dry. Side by side, tasks shared the slots evenly and ended together,
+    /// and every slot idled for a report's round trip at each pair.
     pub async fn run_task(
         self: &Arc<Self>,
         task: TaskSpec,
@@ -323,6 +331,10 @@ impl Executor {
         let task_id = task.task_id;
         let total = task.objects.len();
         let mut reported = 0usize;
+        let turn = tokio::select! {
+            t = self.turn.lock() => t,
+            _ = cancel.cancelled() => return,
+        };
         for obj in task.objects {
             let permit = tokio::select! {
                 p = self.objects.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
@@ -344,6 +356,7 @@ impl Executor {
                 reported += usize::from(matches!(done, Ok(true)));
             }
         }
+        drop(turn);
         while let Some(done) = set.join_next().await {
             match done {
                 Ok(ok) => reported += usize::from(ok),
@@ -353,5 +366,110 @@ impl Executor {
         if reported == total && !cancel.is_cancelled() {
             let _ = events.send(Event::TaskDone { task_id }).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use proto::job::{Event, JobSpec, ObjectSpec, TaskSpec};
+    use tokio::sync::mpsc;
+    use tokio_util::sync::CancellationToken;
+
+    use crate::worker::{Executor, Progress};
+
+    /// Two tasks on one executor with two objects in flight: the second
+    /// task starts its objects only as the first one's last ones leave
+    /// the slots, so the first ends while the second still has work (a
+    /// local source and destination in temporary directories).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_executors_tasks_start_their_objects_in_turn() {
+        let src = tempfile::tempdir().unwrap();
+        let dst = tempfile::tempdir().unwrap();
+        let spec: JobSpec = serde_json::from_value(serde_json::json!({
+            "job_id": 1, "job_name": "j", "mode": "import",
+            "source": {"type": "local", "root": src.path(), "follow_symlinks": false},
+            "dest": {"type": "local", "dir": dst.path(), "prefix": ""},
+            "multipart_threshold": 1 << 20, "part_size": 1 << 20, "part_concurrency": 1,
+            "object_concurrency": 2, "verify": "size", "skip": "none",
+            "record_md5": false, "max_attempts": 1,
+            "limits": {"bytes_per_second": 0, "requests_per_second": 0,
+                "object_timeout_secs": 0, "last_modify": 0}
+        }))
+        .unwrap();
+        const PER_TASK: usize = 8;
+        let task = |task_id: i64| {
+            let objects = (0..PER_TASK)
+                .map(|i| {
+                    let rel_path = format!("t{task_id}/{i}");
+                    let path = src.path().join(&rel_path);
+                    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+                    std::fs::write(&path, vec![b'x'; 4096]).unwrap();
+                    let mtime = std::fs::metadata(&path)
+                        .unwrap()
+                        .modified()
+                        .unwrap()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .unwrap()
+                        .as_secs() as i64;
+                    ObjectSpec {
+                        object_id: task_id * 100 + i as i64,
+                        rel_path,
+                        size: 4096,
+                        mtime,
+                        ident: None,
+                        resume: None,
+                        src_ref: None,
+                        written: None,
+                        dest_etag: None,
+                    }
+                })
+                .collect();
+            TaskSpec {
+                task_id,
+                job_id: 1,
+                objects,
+            }
+        };
+        let (first, second) = (task(1), task(2));
+        let exec = Arc::new(Executor::new(spec, Arc::new(Progress::default())));
+        let (tx, mut rx) = mpsc::channel(1024);
+        let cancel = CancellationToken::new();
+        // Both at once: whichever takes its turn first goes first.
+        let runs: Vec<_> = [first, second]
+            .into_iter()
+            .map(|t| {
+                let (exec, tx, cancel) = (Arc::clone(&exec), tx.clone(), cancel.clone());
+                tokio::spawn(async move { exec.run_task(t, tx, cancel).await })
+            })
+            .collect();
+        drop(tx);
+        for r in runs {
+            r.await.unwrap();
+        }
+        let mut order = Vec::new();
+        while let Ok(e) = rx.try_recv() {
+            match e {
+                Event::ObjectDone(r) => {
+                    assert_eq!(r.outcome, proto::job::Outcome::Verified, "{r:?}");
+                    order.push(r.task_id);
+                }
+                Event::TaskDone { task_id } => order.push(-task_id),
+                _ => {}
+            }
+        }
+        assert_eq!(order.iter().filter(|&&t| t == 1).count(), PER_TASK);
+        assert_eq!(order.iter().filter(|&&t| t == 2).count(), PER_TASK);
+        // No object of the task that went second ends before all but the
+        // last two (the two slots) of the one that went first have, and
+        // the first is done before the second.
+        let went_first = order[0];
+        let went_second = 3 - went_first;
+        let starts = order.iter().position(|&t| t == went_second).unwrap();
+        let ahead = order[..starts].iter().filter(|&&t| t == went_first).count();
+        assert!(ahead >= PER_TASK - 2, "{order:?}");
+        let done = |t: i64| order.iter().position(|&x| x == -t).unwrap();
+        assert!(done(went_first) < done(went_second), "{order:?}");
     }
 }

@@ -240,6 +240,9 @@ pub struct Executor {
     pub(crate) dest: Dest,
     /// Objects in flight.
     pub(crate) objects: Arc<Semaphore>,
+    /// Held by the task now handing out its objects (`run_task`): tasks
+    /// start theirs one after another, in the order they came.
+    pub(crate) turn: tokio::sync::Mutex<()>,
     /// Memory budget in MiB for in-memory bodies.
     pub(crate) memory: Arc<Semaphore>,
     pub(crate) memory_mib: u32,
@@ -424,6 +427,7 @@ impl Executor {
         Executor {
             objects: Arc::new(Semaphore::new(spec.object_concurrency.max(1) as usize)),
             object_permits: std::sync::Mutex::new(spec.object_concurrency.max(1)),
+            turn: tokio::sync::Mutex::new(()),
             requests,
             memory: Arc::new(Semaphore::new(memory_mib as usize)),
             memory_mib,
