@@ -56,7 +56,8 @@ pub struct Args {
     /// `accessKeyId=secretKey` lines for the stores of the jobs (mode 0600).
     #[arg(long, env = "OSSIMPORT_AGENT_SECRETS")]
     pub secrets: Option<PathBuf>,
-    /// Milliseconds between heartbeats.
+    /// Milliseconds between heartbeats. One that fails is tried again
+    /// sooner, from 50 ms doubling up to this.
     #[arg(long, env = "OSSIMPORT_AGENT_HEARTBEAT_MS", default_value_t = 3000)]
     pub heartbeat_ms: u64,
     /// Log as JSON lines.
