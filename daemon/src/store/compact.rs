@@ -16,9 +16,10 @@
 //!   never starts with a digit).
 //! - `src_ref`: a URL that ends with the object's relative path (an HTTP
 //!   list's `prefix + path`) as a reference to its prefix, kept once per
-//!   store in `url_prefixes` (schema 11): a blob of one to three bytes,
-//!   which no text value equals, so nothing listed reads back as one; one
-//!   that starts with `+` or `\` behind a `\`; else (an ETag) as listed.
+//!   store in `url_prefixes` (schema 11): a blob of one byte (the first 127
+//!   prefixes) to four (268 million), which no text value equals, so
+//!   nothing listed reads back as one; one that starts with `+` or `\`
+//!   behind a `\`; else (an ETag) as listed.
 //!   Rows of schemas 5 to 10 hold `+prefix` for the same, and read the same.
 //!
 //! Rows written before schema 5 hold text in all of them, and read as
@@ -94,9 +95,13 @@ pub(super) fn store_src_ref(
     let r = match found {
         Some(r) => r,
         None => {
-            // Prefixes are never deleted, so the count names a new one.
-            let n: i64 = tx.query_row("SELECT count(*) + 1 FROM url_prefixes", [], |r| r.get(0))?;
-            let r = prefix_ref(n as u64);
+            // The next number after the highest reference (references sort
+            // as their numbers, so this is one probe of the key's index,
+            // however many prefixes a list has).
+            let last: Option<Vec<u8>> =
+                tx.query_row("SELECT max(ref) FROM url_prefixes", [], |r| r.get(0))?;
+            let n = last.as_deref().and_then(prefix_number).unwrap_or(0) + 1;
+            let r = prefix_ref(n);
             tx.prepare_cached("INSERT INTO url_prefixes (ref, prefix) VALUES (?1, ?2)")?
                 .execute(rusqlite::params![r, prefix])?;
             r
@@ -106,12 +111,40 @@ pub(super) fn store_src_ref(
     Ok(Value::Blob(r))
 }
 
-/// The `n`th prefix's reference: `n` in big-endian bytes, the fewest that
-/// hold it (never empty).
+/// The `n`th prefix's reference (`n` from 1), in as few bytes as hold it,
+/// sorting (as bytes) as the numbers do: the first byte says how many
+/// follow, by its top bits (`0xxxxxxx` none: up to 127; `10xxxxxx` one: up
+/// to 2^14 - 1; `110xxxxx` two: 2^21 - 1; `1110xxxx` three: 2^28 - 1;
+/// `11110000` eight).
 fn prefix_ref(n: u64) -> Vec<u8> {
-    let bytes = n.to_be_bytes();
-    let skip = (n.leading_zeros() / 8).min(7) as usize;
-    bytes[skip..].to_vec()
+    let b = n.to_be_bytes();
+    match n {
+        0..0x80 => vec![b[7]],
+        0x80..0x4000 => vec![0x80 | b[6], b[7]],
+        0x4000..0x20_0000 => vec![0xc0 | b[5], b[6], b[7]],
+        0x20_0000..0x1000_0000 => vec![0xe0 | b[4], b[5], b[6], b[7]],
+        _ => [&[0xf0][..], &b[..]].concat(),
+    }
+}
+
+/// The number a reference of [`prefix_ref`] stands for.
+fn prefix_number(r: &[u8]) -> Option<u64> {
+    let (&first, rest) = r.split_first()?;
+    let (mask, len) = match first {
+        0..0x80 => (0x7f, 0),
+        0x80..0xc0 => (0x3f, 1),
+        0xc0..0xe0 => (0x1f, 2),
+        0xe0..0xf0 => (0x0f, 3),
+        0xf0 => (0, 8),
+        _ => return None,
+    };
+    if rest.len() != len {
+        return None;
+    }
+    Some(
+        rest.iter()
+            .fold(u64::from(first & mask), |n, &b| (n << 8) | u64::from(b)),
+    )
 }
 
 /// The listed reference from its stored value and, for a prefix's
@@ -313,6 +346,14 @@ mod tests {
             assert_eq!(stored, Value::Blob(r), "{listed}");
             assert_eq!(back.as_deref(), Some(listed.as_str()));
         }
+        // Past the first 127 prefixes, references take two bytes, each
+        // still the next number.
+        for n in 4..=200u64 {
+            let listed = format!("http://h{n}.example.com/{path}");
+            let (stored, back) = round_trip(Some(&listed), path);
+            assert_eq!(stored, Value::Blob(prefix_ref(n)), "{listed}");
+            assert_eq!(back.as_deref(), Some(listed.as_str()));
+        }
         let (stored, back) = round_trip(None, path);
         assert_eq!((stored, back), (Value::Null, None));
         // An empty path keeps the reference whole.
@@ -330,13 +371,37 @@ mod tests {
         }
         // A reference to a prefix the store does not hold is an error.
         assert!(read_src_ref(r(&Value::Blob(vec![9])), None, path).is_err());
+        // References sort as their numbers, across every length.
+        let numbers = [
+            1u64,
+            2,
+            0x7f,
+            0x80,
+            0x3fff,
+            0x4000,
+            0x1f_ffff,
+            0x20_0000,
+            0x0fff_ffff,
+            0x1000_0000,
+            u64::MAX,
+        ];
         for (n, bytes) in [
             (1u64, vec![1u8]),
-            (255, vec![255]),
-            (256, vec![1, 0]),
-            (70_000, vec![1, 17, 112]),
+            (0x7f, vec![0x7f]),
+            (0x80, vec![0x80, 0x80]),
+            (0x3fff, vec![0xbf, 0xff]),
+            (0x4000, vec![0xc0, 0x40, 0x00]),
         ] {
-            assert_eq!(prefix_ref(n), bytes);
+            assert_eq!(prefix_ref(n), bytes, "{n}");
         }
+        for w in numbers.windows(2) {
+            let (a, b) = (prefix_ref(w[0]), prefix_ref(w[1]));
+            assert!(a < b, "{:x} {a:?} {:x} {b:?}", w[0], w[1]);
+            assert_eq!(prefix_number(&a), Some(w[0]));
+            assert_eq!(prefix_number(&b), Some(w[1]));
+        }
+        assert_eq!(prefix_number(&[]), None);
+        assert_eq!(prefix_number(&[0x80]), None, "a byte missing");
+        assert_eq!(prefix_number(&[0xf8]), None);
     }
 }

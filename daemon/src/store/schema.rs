@@ -133,7 +133,8 @@ CREATE INDEX IF NOT EXISTS objects_job_failed ON objects(job_id, rel_path) WHERE
 ///   with it, before its tasks (`delete_job`), as before.
 /// - A URL whose object ends with its relative path keeps its prefix once
 ///   per store (`url_prefixes`), and the row a reference to it: a blob of
-///   one to three bytes, which no text value ever equals (`compact`).
+///   one byte (the first 127 prefixes) to four, which no text value ever
+///   equals (`compact`).
 const SCHEMA_V11: &str = "
 ALTER TABLE tasks ADD COLUMN first_object INTEGER;
 ALTER TABLE tasks ADD COLUMN last_object INTEGER;
