@@ -41,7 +41,7 @@ const MAX_BATCH: usize = 1000;
 /// bytes each); past this, task runners wait for the daemon.
 const MAX_HELD: usize = 100_000;
 /// Longest wait for more events before a report is sent.
-const GATHER: Duration = Duration::from_millis(20);
+const GATHER: Duration = Duration::from_millis(100);
 
 /// The daemon as this agent reaches it: where, with which keys, and how
 /// patiently.
@@ -166,25 +166,7 @@ pub(crate) async fn report<A: Running>(
             };
             let Some(first) = first else { return };
             held.push_back(first);
-            // Gather a moment before sending: small objects finish one at
-            // a time, and each report is a signed request and a job-store
-            // commit on the daemon, which cost more than the events
-            // themselves. At shutdown, only what is queued already.
-            let deadline = tokio::time::Instant::now() + GATHER;
-            while held.len() < MAX_BATCH {
-                let next = if stop.is_cancelled() {
-                    rx.try_recv().ok()
-                } else {
-                    tokio::time::timeout_at(deadline, rx.recv())
-                        .await
-                        .ok()
-                        .flatten()
-                };
-                match next {
-                    Some(m) => held.push_back(m),
-                    None => break,
-                }
-            }
+            gather(&mut held, &mut rx, &stop).await;
         }
         let (mut events, mut finished) = (Vec::new(), Vec::new());
         while let Some(m) = held.front() {
@@ -238,6 +220,31 @@ pub(crate) async fn report<A: Running>(
     }
 }
 
+/// Gathers a moment before a report is sent: small objects finish one at
+/// a time, and each report is a signed request and a job-store commit on
+/// the daemon, which cost more than the events themselves. Stops at
+/// [`MAX_BATCH`] events, after [`GATHER`], or at once after a task's last
+/// event (the daemon leases the agent's next task when it hears of it).
+/// At shutdown, takes only what is queued already.
+async fn gather(held: &mut VecDeque<Msg>, rx: &mut mpsc::Receiver<Msg>, stop: &CancellationToken) {
+    let deadline = tokio::time::Instant::now() + GATHER;
+    let ends_task = |m: &Msg| matches!(m, Msg::Event(Event::TaskDone { .. }));
+    while held.len() < MAX_BATCH && !held.back().is_some_and(ends_task) {
+        let next = if stop.is_cancelled() {
+            rx.try_recv().ok()
+        } else {
+            tokio::time::timeout_at(deadline, rx.recv())
+                .await
+                .ok()
+                .flatten()
+        };
+        match next {
+            Some(m) => held.push_back(m),
+            None => break,
+        }
+    }
+}
+
 /// Sends `events` until the daemon takes them (`true`), or until the drain
 /// deadline once `stop` has fired (`false`).
 async fn deliver(link: &Link, events: Vec<Event>, stop: &CancellationToken) -> bool {
@@ -281,5 +288,68 @@ async fn deliver(link: &Link, events: Vec<Event>, stop: &CancellationToken) -> b
             }
         }
         attempt += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(object_id: i64) -> Msg {
+        Msg::Event(Event::UploadAborted { object_id })
+    }
+
+    fn ids(held: &VecDeque<Msg>) -> Vec<i64> {
+        held.iter()
+            .map(|m| match m {
+                Msg::Event(Event::UploadAborted { object_id }) => *object_id,
+                Msg::Event(Event::TaskDone { task_id }) => -task_id,
+                _ => 0,
+            })
+            .collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_report_gathers_a_moment_but_a_tasks_end_goes_at_once() {
+        let (tx, mut rx) = mpsc::channel(16);
+        let stop = CancellationToken::new();
+
+        // Events a moment apart go in one report, sent when GATHER is up.
+        let t = tokio::time::Instant::now();
+        let later = tx.clone();
+        let sender = tokio::spawn(async move {
+            tokio::time::sleep(GATHER / 4).await;
+            later.send(event(2)).await.unwrap();
+        });
+        let mut held = VecDeque::from([event(1)]);
+        gather(&mut held, &mut rx, &stop).await;
+        sender.await.unwrap();
+        assert_eq!(ids(&held), [1, 2]);
+        assert_eq!(t.elapsed(), GATHER);
+
+        // A task's last event is sent at once, with what came before it;
+        // what follows waits for the next report.
+        let t = tokio::time::Instant::now();
+        tx.send(Msg::Event(Event::TaskDone { task_id: 7 }))
+            .await
+            .unwrap();
+        tx.send(event(4)).await.unwrap();
+        let mut held = VecDeque::from([event(3)]);
+        gather(&mut held, &mut rx, &stop).await;
+        assert_eq!(ids(&held), [3, -7]);
+        assert_eq!(t.elapsed(), Duration::ZERO);
+
+        // Nor does a report that starts with a task's end wait.
+        let mut held = VecDeque::from([Msg::Event(Event::TaskDone { task_id: 8 })]);
+        gather(&mut held, &mut rx, &stop).await;
+        assert_eq!(ids(&held), [-8]);
+        assert_eq!(t.elapsed(), Duration::ZERO);
+
+        // At shutdown, only what is queued already.
+        stop.cancel();
+        let mut held = VecDeque::from([event(5)]);
+        gather(&mut held, &mut rx, &stop).await;
+        assert_eq!(ids(&held), [5, 4]);
+        assert_eq!(t.elapsed(), Duration::ZERO);
     }
 }
