@@ -230,15 +230,7 @@ async fn gather(held: &mut VecDeque<Msg>, rx: &mut mpsc::Receiver<Msg>, stop: &C
     let deadline = tokio::time::Instant::now() + GATHER;
     let ends_task = |m: &Msg| matches!(m, Msg::Event(Event::TaskDone { .. }));
     while held.len() < MAX_BATCH && !held.back().is_some_and(ends_task) {
-        let next = if stop.is_cancelled() {
-            rx.try_recv().ok()
-        } else {
-            tokio::time::timeout_at(deadline, rx.recv())
-                .await
-                .ok()
-                .flatten()
-        };
-        match next {
+        match proto::runtime::next_by(rx, deadline, stop.is_cancelled()).await {
             Some(m) => held.push_back(m),
             None => break,
         }

@@ -26,6 +26,24 @@ pub fn build() -> std::io::Result<tokio::runtime::Runtime> {
     b.build()
 }
 
+/// The next message of a batch being gathered: only one already queued
+/// when `now` (someone waits for the batch, or the process is stopping),
+/// else one that arrives before `deadline`. `None` ends the batch.
+pub async fn next_by<T>(
+    rx: &mut tokio::sync::mpsc::Receiver<T>,
+    deadline: tokio::time::Instant,
+    now: bool,
+) -> Option<T> {
+    if now {
+        rx.try_recv().ok()
+    } else {
+        tokio::time::timeout_at(deadline, rx.recv())
+            .await
+            .ok()
+            .flatten()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::default_workers;

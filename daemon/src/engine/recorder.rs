@@ -170,15 +170,9 @@ pub(crate) async fn run(eng: Arc<Engine>) {
             // Someone waits for this commit (an agent's request, a finished
             // task): take what is queued now and commit; what arrives
             // meanwhile rides the next commit. Otherwise gather a moment.
-            let next = if waited_on {
-                rx.try_recv().ok()
-            } else {
-                tokio::time::timeout_at(deadline, rx.recv())
-                    .await
-                    .ok()
-                    .flatten()
+            let Some(r) = proto::runtime::next_by(&mut rx, deadline, waited_on).await else {
+                break;
             };
-            let Some(r) = next else { break };
             n += r.events.len();
             waited_on |= r.ack.is_some();
             batch.push(r);
