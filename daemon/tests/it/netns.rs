@@ -36,8 +36,24 @@ impl Net {
     pub fn create(n: usize) -> Result<Net, String> {
         let pid = std::process::id();
         let tag = format!("{}", pid % 100_000);
+        // Tests run side by side, each in a process of its own: the subnet
+        // is one no interface has yet, chosen and taken (the bridge's
+        // address) under a lock they all share. Two bridges on one subnet
+        // would send one test's connections to the other's hosts.
+        let lock = std::fs::File::create(std::env::temp_dir().join("ossimport-netns.lock"))
+            .and_then(|f| f.lock().map(|()| f))
+            .map_err(|e| format!("the lock of the tests' subnets: {e}"))?;
+        let used = Command::new("ip")
+            .args(["-o", "-4", "addr", "show"])
+            .output()
+            .map_err(|e| e.to_string())?;
+        let used = String::from_utf8_lossy(&used.stdout);
+        let third = (0..250)
+            .map(|k| (pid as usize + k) % 250)
+            .find(|x| !used.contains(&format!(" 10.213.{x}.")))
+            .ok_or("every 10.213.x subnet is in use")?;
         let net = Net {
-            subnet: format!("10.213.{}", pid % 250),
+            subnet: format!("10.213.{third}"),
             names: (1..=n).map(|i| format!("oi{tag}n{i}")).collect(),
             tag,
         };
@@ -51,6 +67,7 @@ impl Net {
             "dev",
             &bridge,
         ])?;
+        drop(lock);
         for (i, ns) in net.names.iter().enumerate() {
             let veth = net.veth(i);
             ip(&["netns", "add", ns])?;
