@@ -31,6 +31,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import boto3
 from botocore.config import Config
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -110,7 +111,6 @@ def main():
 
     srv = Server(WORK / "server-cost").start()
     try:
-        import boto3
         s3 = boto3.client(
             "s3", endpoint_url=srv.endpoint, aws_access_key_id="testkey",
             aws_secret_access_key="testsecret", region_name="us-east-1",
