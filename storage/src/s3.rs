@@ -9,6 +9,7 @@
 //! `Content-MD5` on every PUT and part (the server refuses bytes that do not
 //! match what we hashed while reading the source) and the ETag.
 
+mod file_body;
 pub mod proof;
 
 use std::path::Path;
@@ -1112,9 +1113,10 @@ impl S3Store {
 
     /// A part streamed from `len` bytes of `path` at `offset` (the digest was
     /// computed by an earlier pass; `Content-MD5` makes the server refuse
-    /// the body if the bytes changed in between). Memory: a buffer of
-    /// [`PART_STREAM_BUFFER`], whatever the part size; every retry reads the
-    /// range again.
+    /// the body if the bytes changed in between). Memory: one buffer of
+    /// [`PART_STREAM_BUFFER`], read into again once the sender has written it
+    /// ([`file_body`]), whatever the part size; every retry reads the range
+    /// again.
     pub async fn upload_part_file(
         &self,
         upload: &Upload<'_>,
@@ -1123,17 +1125,23 @@ impl S3Store {
         offset: u64,
         digest: &Digest,
     ) -> Result<PutAnswer, S3Error> {
-        let body = ByteStream::read_from()
-            .path(path)
-            .offset(offset)
-            .length(Length::Exact(digest.len))
-            .buffer_size(PART_STREAM_BUFFER)
-            .build()
-            .await
-            .map_err(|e| S3Error {
-                kind: ErrorKind::Other,
-                message: format!("reading {}: {e}", path.display()),
-            })?;
+        let file = {
+            let path = path.to_owned();
+            tokio::task::spawn_blocking(move || std::fs::File::open(path)).await
+        }
+        .map_err(std::io::Error::other)
+        .and_then(|opened| opened)
+        .map_err(|e| S3Error {
+            kind: ErrorKind::Other,
+            message: format!("reading {}: {e}", path.display()),
+        })?;
+        let body = ByteStream::new(file_body::file_range(
+            file,
+            path,
+            offset,
+            digest.len,
+            PART_STREAM_BUFFER,
+        ));
         self.upload_part_body(upload, number, body, digest).await
     }
 
