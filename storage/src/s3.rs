@@ -24,7 +24,7 @@ use aws_sdk_s3::config::{
     BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
 };
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
-use aws_sdk_s3::primitives::{ByteStream, Length};
+use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, ServerSideEncryption};
 use aws_smithy_runtime::client::retries::RetryPartition;
 use aws_smithy_runtime::client::retries::TokenBucket;
@@ -275,8 +275,24 @@ pub struct CopySource<'a> {
     pub nvme: bool,
 }
 
-/// Read size of a part streamed from a file.
+/// Read size of a part or object streamed from a file.
 pub const PART_STREAM_BUFFER: usize = 256 << 10;
+
+/// The file a streamed body reads (every retry of the request reads this
+/// one, never whatever `path` names by then).
+async fn open_for_body(path: &Path) -> Result<std::fs::File, S3Error> {
+    let opened = {
+        let path = path.to_owned();
+        tokio::task::spawn_blocking(move || std::fs::File::open(path)).await
+    };
+    opened
+        .map_err(std::io::Error::other)
+        .and_then(|opened| opened)
+        .map_err(|e| S3Error {
+            kind: ErrorKind::Other,
+            message: format!("reading {}: {e}", path.display()),
+        })
+}
 
 /// Throttling answers (HTTP 503 `SlowDown` and 429) received by this
 /// process from any store: what `/metrics` and an agent's heartbeat show.
@@ -806,7 +822,8 @@ impl S3Store {
 
     /// Single PUT streamed from a file (the digest was computed by an earlier
     /// pass; `Content-MD5` makes the server refuse the body if the file
-    /// changed in between).
+    /// changed in between). Memory: one buffer of [`PART_STREAM_BUFFER`]
+    /// ([`file_body`]).
     pub async fn put_file(
         &self,
         key: &str,
@@ -815,15 +832,14 @@ impl S3Store {
         meta: &[(&str, String)],
         headers: Option<&ObjectHeaders>,
     ) -> Result<PutAnswer, S3Error> {
-        let body = ByteStream::read_from()
-            .path(path)
-            .length(Length::Exact(digest.len))
-            .build()
-            .await
-            .map_err(|e| S3Error {
-                kind: ErrorKind::Other,
-                message: format!("reading {}: {e}", path.display()),
-            })?;
+        let file = open_for_body(path).await?;
+        let body = ByteStream::new(file_body::file_range(
+            file,
+            path,
+            0,
+            digest.len,
+            PART_STREAM_BUFFER,
+        ));
         self.put(key, body, digest.len, digest, meta, headers).await
     }
 
@@ -1125,16 +1141,7 @@ impl S3Store {
         offset: u64,
         digest: &Digest,
     ) -> Result<PutAnswer, S3Error> {
-        let file = {
-            let path = path.to_owned();
-            tokio::task::spawn_blocking(move || std::fs::File::open(path)).await
-        }
-        .map_err(std::io::Error::other)
-        .and_then(|opened| opened)
-        .map_err(|e| S3Error {
-            kind: ErrorKind::Other,
-            message: format!("reading {}: {e}", path.display()),
-        })?;
+        let file = open_for_body(path).await?;
         let body = ByteStream::new(file_body::file_range(
             file,
             path,
