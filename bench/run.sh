@@ -8,6 +8,8 @@
 # (scripts/setup-test-deps.sh) and the pinned peers below; release builds of
 # ossimportctl and the scan-only example. Workloads are generated once under
 # bench/work/ (gitignored) and reused; results go to bench/results/<date>.json.
+# BENCH_PROFILE=dist measures the build the packages ship (fat LTO, no debug
+# info: fewer of the binary's pages resident) instead of target/release.
 set -euo pipefail
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -30,26 +32,29 @@ if [ "${#todo[@]}" -gt 0 ]; then
   PIP_DISABLE_PIP_VERSION_CHECK=1 "$VENV/bin/python" -m pip install -q "${todo[@]}"
 fi
 
+PROFILE="${BENCH_PROFILE:-release}"
+case "$PROFILE" in release|dist) ;; *) echo "bench: BENCH_PROFILE is release or dist, not $PROFILE" >&2; exit 2 ;; esac
+BIN="target/$PROFILE"
 if [ "${BENCH_NO_BUILD:-0}" = 1 ]; then
-  echo "bench: BENCH_NO_BUILD=1: using the existing release binaries in target/release" >&2
+  echo "bench: BENCH_NO_BUILD=1: using the existing $PROFILE binaries in $BIN" >&2
 else
-  echo "bench: cargo build --release (ossimportctl, scan_only example)" >&2
-  cargo build --release -q -p ctl -p daemon -p agent --bins
-  cargo build --release -q -p daemon --example scan_only
+  echo "bench: cargo build --profile $PROFILE (ossimportctl, ossimportd, ossimport-agent, scan_only example)" >&2
+  cargo build --profile "$PROFILE" -q -p ctl -p daemon -p agent --bins
+  cargo build --profile "$PROFILE" -q -p daemon --example scan_only
 fi
 # The three binaries must come from one build: an agent left from an older
 # build makes the cluster's figures those of another version.
 versions=$(for b in ossimportctl ossimportd ossimport-agent; do
-  "target/release/$b" --version | sed "s/^$b //"; done | sort -u)
+  "$BIN/$b" --version | sed "s/^$b //"; done | sort -u)
 if [ "$(printf '%s\n' "$versions" | wc -l)" != 1 ]; then
-  echo "bench: target/release holds binaries of different builds:" >&2
-  for b in ossimportctl ossimportd ossimport-agent; do "target/release/$b" --version >&2; done
-  echo "bench: build them together: cargo build --release -p ctl -p daemon -p agent --bins" >&2
+  echo "bench: $BIN holds binaries of different builds:" >&2
+  for b in ossimportctl ossimportd ossimport-agent; do "$BIN/$b" --version >&2; done
+  echo "bench: build them together: cargo build --profile $PROFILE -p ctl -p daemon -p agent --bins" >&2
   exit 2
 fi
 # Snapshot the binaries: a concurrent cargo build must not swap them mid-run.
 mkdir -p bench/work/bin
-cp -f target/release/ossimportctl target/release/ossimportd target/release/ossimport-agent \
-  target/release/examples/scan_only bench/work/bin/
+cp -f "$BIN/ossimportctl" "$BIN/ossimportd" "$BIN/ossimport-agent" \
+  "$BIN/examples/scan_only" bench/work/bin/
 
 exec "$VENV/bin/python" "$REPO_ROOT/bench/bench.py" "$@"
