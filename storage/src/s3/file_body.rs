@@ -1,4 +1,5 @@
-//! The body of a part streamed from a file, in one buffer.
+//! The body of a part, or of a single PUT, streamed from a file, in one
+//! buffer.
 //!
 //! The SDK's file stream reads through tokio's `File`, which keeps a buffer
 //! of its own and copies each chunk out of it, and hyper takes a body's next
