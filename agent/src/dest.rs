@@ -55,6 +55,13 @@ pub(crate) fn dest_err(e: S3Error) -> Fail {
             ErrorCode::DestConflict,
             format!("the destination key holds an object this job may not overwrite: {e}"),
         ),
+        // Our side: the file the body streams from failed under the
+        // request. A local source is looked at again, which names the
+        // change when there was one (`local::explained`).
+        ErrorKind::SourceRead => Fail(
+            ErrorCode::SourceUnreadable,
+            format!("cannot read source file while sending it: {e}"),
+        ),
         _ => Fail(ErrorCode::DestError, e.to_string()),
     }
 }

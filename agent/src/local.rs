@@ -266,10 +266,14 @@ pub(crate) async fn import(
             let watch = (is_multipart || size > IN_MEMORY_MAX)
                 .then(|| FileWatch::new(&path).ok())
                 .flatten();
-            let checks = if is_multipart {
-                multipart(ex, store, &key, &src, obj, &meta, events, watch.as_ref()).await?
+            let sent = if is_multipart {
+                multipart(ex, store, &key, &src, obj, &meta, events, watch.as_ref()).await
             } else {
-                single_put(ex, store, &key, &src, &mut meta, before, pre).await?
+                single_put(ex, store, &key, &src, &mut meta, before, pre).await
+            };
+            let checks = match sent {
+                Ok(checks) => checks,
+                Err(f) => return Err(explained(&src, before, watch.as_ref(), f).await),
             };
             watched(
                 watch.as_ref(),
@@ -462,6 +466,30 @@ fn source_dir_mode(root: &std::path::Path, dirs: &(usize, Vec<String>), depth: u
         .ok()
         .filter(|m| m.is_dir())
         .map_or(0o700, |m| m.permissions().mode() & 0o777)
+}
+
+/// The failure of an upload, or the source's change that explains it: a
+/// body that ended early because the file shrank fails the request, and
+/// the store's answer to bytes that changed under it is a refusal, but
+/// what a person acts on is the file's change, named.
+async fn explained(
+    src: &Arc<SourceFile>,
+    before: Identity,
+    watch: Option<&FileWatch>,
+    failed: Fail,
+) -> Fail {
+    // A change already named (the watcher's, or a store's refusal of the
+    // bytes) stands as it is.
+    if !matches!(failed.0, ErrorCode::DestError | ErrorCode::SourceUnreadable) {
+        return failed;
+    }
+    if let Err(changed) = check_unchanged(src, before).await {
+        return changed;
+    }
+    match watched(watch, "") {
+        Err(changed) => changed,
+        Ok(()) => failed,
+    }
 }
 
 /// Fails if the watcher saw the source change while it was being read.

@@ -113,6 +113,10 @@ pub enum ErrorKind {
     /// A success status whose body could not be read as the S3 answer it
     /// should be (a server that differs from S3 here).
     BadAnswer,
+    /// The request's body could not be read from its file (it shrank, or
+    /// the disk failed): our side's failure, not the store's, and not worth
+    /// the same request again.
+    SourceRead,
     Other,
 }
 
@@ -370,6 +374,8 @@ impl Intercept for NoteHealth {
         let sign = match (context.response(), context.output_or_error()) {
             (Some(r), _) if r.status().as_u16() >= 500 => Some(Sign::NoAnswer),
             (Some(_), _) => Some(Sign::Answered),
+            // A body that failed to read from its file says nothing of the store.
+            (None, Some(Err(e))) if file_body::source_read_error(e).is_some() => None,
             (None, Some(Err(e))) if e.is_connector_error() || e.is_timeout_error() => {
                 Some(Sign::NoAnswer)
             }
@@ -1412,6 +1418,12 @@ fn classify<E>(
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
+    if let Some(e) = file_body::source_read_error(&err) {
+        return S3Error {
+            kind: ErrorKind::SourceRead,
+            message: format!("{op} {key}: the request's body failed: {e}"),
+        };
+    }
     let status = err.raw_response().map(|r| r.status().as_u16());
     let code = err.code().map(str::to_owned);
     let kind = match (&err, code.as_deref(), status) {

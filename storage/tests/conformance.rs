@@ -489,7 +489,64 @@ fn seaweedfs_bucket() {
         contract(&Bucketed(store.clone())).await;
         bucket_contract(&store, "SeaweedFS").await;
         proof_contract(&store, "SeaweedFS", Proof::Crc64Nvme).await;
+        short_body_contract(&s3.endpoint).await;
     });
+}
+
+/// A file cut short after it was hashed: its streamed PUT or part fails as
+/// a read of the source (named, not retried as if the store had failed),
+/// and the endpoint's breaker is not told the store went quiet, however
+/// many such requests fail in a row.
+async fn short_body_contract(endpoint: &str) {
+    let health = storage::health::Health::new("destination", endpoint);
+    let mut cfg = S3Config::new(
+        Bucket {
+            endpoint: endpoint.into(),
+            region: "us-east-1".into(),
+            name: "conf".into(),
+            access_key: AK.into(),
+            secret_key: proto::Secret::new(SK),
+            path_style: true,
+            prefix: String::new(),
+        },
+        3,
+    );
+    cfg.health = Some(health.clone());
+    let store = S3Store::new(&cfg);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("shrinks");
+    let data = bytes(16, 3 << 20);
+    let d = checksum::digest(&data);
+    std::fs::write(&path, &data[..1 << 20]).unwrap();
+    let id = store
+        .create_multipart("short/mp", &[], None, false)
+        .await
+        .unwrap();
+    let upload = Upload {
+        key: "short/mp",
+        id: &id,
+        nvme: false,
+    };
+    for n in 0..storage::health::TRIP + 1 {
+        let e = if n % 2 == 0 {
+            store.put_file("short/one", &path, &d, &[], None).await
+        } else {
+            store.upload_part_file(&upload, n, &path, 0, &d).await
+        }
+        .unwrap_err();
+        assert_eq!(e.kind, ErrorKind::SourceRead, "{e}");
+        assert!(
+            e.message.contains(&path.display().to_string())
+                && e.message.contains("ended before the body did"),
+            "{e}"
+        );
+        assert!(!health.status().suspect, "the breaker was told: {e}");
+    }
+    store.abort_multipart("short/mp", &id).await.unwrap();
+    assert_eq!(
+        store.head("short/one").await.unwrap_err().kind,
+        ErrorKind::NotFound
+    );
 }
 
 #[test]

@@ -150,3 +150,85 @@ async fn a_file_rewritten_mid_upload_is_caught_even_with_its_mtime_restored() {
             .contains(&"big.bin".to_string())
     );
 }
+
+/// Whether process `pid` holds `path` open.
+fn holds_open(pid: u32, path: &std::path::Path) -> bool {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|fds| {
+            fds.flatten()
+                .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|l| l == path))
+        })
+        .unwrap_or(false)
+}
+
+/// A file hashed for a streamed PUT, then cut short before its bytes are
+/// sent: the PUT's body ends early. That is the source's doing, so the
+/// object fails naming the file and what happened to it, and the
+/// destination is not taken to be down (its circuit breaker counts only
+/// requests the store left unanswered).
+#[tokio::test]
+async fn a_file_that_shrinks_while_it_streams_fails_naming_it_and_the_store_stays_up() {
+    let s3 = S3Server::start();
+    s3.create_bucket("bkt").await;
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    small_tree(&src, 5);
+    let big = src.join("big.bin");
+    big_file(&big, 20);
+    let work = tmp.path().join("work");
+    // One streamed PUT (over the 8 MiB read whole, under the threshold).
+    let cfg = job_cfg(
+        tmp.path(),
+        "shrink",
+        &src,
+        &s3.endpoint,
+        "bkt",
+        "multipartUploadThreshold=64m",
+    );
+    // 2 MiB/s: the file is hashed at once, then its PUT waits about ten
+    // seconds for its share of the bandwidth before any byte is read again.
+    std::fs::write(
+        tmp.path().join("sys.properties"),
+        "workerMaxThroughput(KB/s)=2048\n",
+    )
+    .unwrap();
+    let child = ctl()
+        .arg("run")
+        .arg(&cfg)
+        .arg("--work-dir")
+        .arg(&work)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !holds_open(child.id(), &big) {
+        assert!(std::time::Instant::now() < deadline, "big.bin never opened");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // Hashing 20 MiB takes milliseconds; the wait for bandwidth, seconds.
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&big)
+        .unwrap()
+        .set_len(1 << 20)
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let (text, log) = (stdout(&out), stderr(&out));
+    assert_eq!(out.status.code(), Some(1), "{text}\n{log}");
+    assert!(
+        squash(&text).contains(
+            "SIZE_NOT_MATCH big.bin: source file size changed from 20971520 to 1048576 bytes while it was copied"
+        ),
+        "{text}\n{log}"
+    );
+    assert!(squash(&text).contains("verified 5 of 6"), "{text}");
+    assert!(!text.contains("unreachable"), "{text}\n{log}");
+    assert!(!log.contains("/proc/self/fd"), "{log}");
+    assert!(
+        !list_keys(&s3.client(), "bkt", "")
+            .await
+            .contains(&"big.bin".to_string())
+    );
+}

@@ -54,6 +54,31 @@ pub(crate) fn file_range(
 
 type Read = io::Result<Vec<u8>>;
 
+/// A body that could not be read from its file: the request failed on our
+/// side, not the store's (see [`source_read_error`]).
+#[derive(Debug, thiserror::Error)]
+#[error("reading {path}: {source}")]
+pub(crate) struct SourceReadError {
+    pub(crate) path: String,
+    #[source]
+    pub(crate) source: io::Error,
+}
+
+/// The [`SourceReadError`] in `err`'s chain of causes, if a request failed
+/// because its body could not be read.
+pub(crate) fn source_read_error<'a>(
+    err: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a SourceReadError> {
+    let mut cause = Some(err);
+    while let Some(e) = cause {
+        if let Some(r) = e.downcast_ref::<SourceReadError>() {
+            return Some(r);
+        }
+        cause = e.source();
+    }
+    None
+}
+
 struct FileRange {
     path: Arc<Path>,
     /// The next byte to read, and how many are left.
@@ -99,20 +124,26 @@ impl Drop for Lent {
     }
 }
 
-fn read(path: &Path, file: &std::fs::File, mut buf: Vec<u8>, at: u64, n: usize) -> Read {
+fn read(file: &std::fs::File, mut buf: Vec<u8>, at: u64, n: usize) -> Read {
     // Zeroed once per part: later chunks reuse the same length.
     buf.resize(n, 0);
     file.read_exact_at(&mut buf, at).map_err(|e| {
         if e.kind() == io::ErrorKind::UnexpectedEof {
-            io::Error::new(
-                e.kind(),
-                format!("{} ended before the part did (it shrank?)", path.display()),
-            )
+            io::Error::new(e.kind(), "the file ended before the body did (it shrank?)")
         } else {
             e
         }
     })?;
     Ok(buf)
+}
+
+impl FileRange {
+    fn failed(&self, source: io::Error) -> aws_smithy_types::body::Error {
+        Box::new(SourceReadError {
+            path: self.path.display().to_string(),
+            source,
+        })
+    }
 }
 
 impl Body for FileRange {
@@ -130,8 +161,8 @@ impl Body for FileRange {
                 this.reading = None;
                 let buf = match done {
                     Ok(Ok(read)) => read,
-                    Ok(Err(e)) => return Poll::Ready(Some(Err(e.into()))),
-                    Err(e) => return Poll::Ready(Some(Err(io::Error::other(e).into()))),
+                    Ok(Err(e)) => return Poll::Ready(Some(Err(this.failed(e)))),
+                    Err(e) => return Poll::Ready(Some(Err(this.failed(io::Error::other(e))))),
                 };
                 this.offset += buf.len() as u64;
                 this.left -= buf.len() as u64;
@@ -155,10 +186,8 @@ impl Body for FileRange {
                 }
             };
             let n = this.left.min(this.chunk as u64) as usize;
-            let (path, file, at) = (this.path.clone(), this.file.clone(), this.offset);
-            this.reading = Some(tokio::task::spawn_blocking(move || {
-                read(&path, &file, buf, at, n)
-            }));
+            let (file, at) = (this.file.clone(), this.offset);
+            this.reading = Some(tokio::task::spawn_blocking(move || read(&file, buf, at, n)));
         }
     }
 
@@ -240,7 +269,15 @@ mod tests {
         std::fs::write(&path, data(100)).unwrap();
         let body = file_range(std::fs::File::open(&path).unwrap(), &path, 0, 100, 64);
         std::fs::write(&path, data(80)).unwrap();
-        let e = drain(body).await.unwrap_err();
-        assert!(e.contains("ended before the part did"), "{e}");
+        let mut body = body;
+        let e = loop {
+            match body.frame().await.expect("an error before the end") {
+                Ok(_) => continue,
+                Err(e) => break e,
+            }
+        };
+        let found = source_read_error(&*e).expect("a source read error");
+        assert_eq!(found.source.kind(), io::ErrorKind::UnexpectedEof);
+        assert!(e.to_string().contains("ended before the body did"), "{e}");
     }
 }
