@@ -181,10 +181,18 @@ async fn riding_out_outages(
             async move {
                 let work = async {
                     match (ex.spec.mode, remote) {
-                        (JobMode::Import, false) => local::import(ex, obj, &tx, lease).await,
-                        (JobMode::Import, true) => remote::import(ex, obj, &tx, lease).await,
-                        (JobMode::Audit, false) => local::audit(ex, obj).await.map(Done::from),
-                        (JobMode::Audit, true) => remote::audit(ex, obj).await.map(Done::from),
+                        (JobMode::Import, false) => {
+                            Box::pin(local::import(ex, obj, &tx, lease)).await
+                        }
+                        (JobMode::Import, true) => {
+                            Box::pin(remote::import(ex, obj, &tx, lease)).await
+                        }
+                        (JobMode::Audit, false) => {
+                            Box::pin(local::audit(ex, obj)).await.map(Done::from)
+                        }
+                        (JobMode::Audit, true) => {
+                            Box::pin(remote::audit(ex, obj)).await.map(Done::from)
+                        }
                     }
                 };
                 // A deadline per run, retries included, outage waits not.
