@@ -372,6 +372,9 @@ impl Intercept for NoteHealth {
     ) -> Result<(), BoxError> {
         use crate::health::Sign;
         let sign = match (context.response(), context.output_or_error()) {
+            // The store answered, asking for fewer requests: the governor's
+            // business (below), never an outage.
+            (Some(r), _) if asks_to_slow_down(r) => Some(Sign::Answered),
             (Some(r), _) if r.status().as_u16() >= 500 => Some(Sign::NoAnswer),
             (Some(_), _) => Some(Sign::Answered),
             // A body that failed to read from its file says nothing of the store.
@@ -393,6 +396,18 @@ impl Intercept for NoteHealth {
         }
         Ok(())
     }
+}
+
+/// A 503 that says it is throttling: S3's `SlowDown` in its body, or OSS's
+/// QoS delay header. A 503 that says nothing (a HEAD's has no body; a
+/// balancer with no store behind it) may be an outage.
+fn asks_to_slow_down(r: &aws_smithy_runtime_api::http::Response) -> bool {
+    const CODE: &[u8] = b"<Code>SlowDown</Code>";
+    r.status().as_u16() == 503
+        && (r.headers().contains_key(OSS_QOS_DELAY)
+            || r.body()
+                .bytes()
+                .is_some_and(|b| b.windows(CODE.len()).any(|w| w == CODE)))
 }
 
 /// Records OSS's CRC64 response header, which the SDK's typed outputs drop.
@@ -594,6 +609,8 @@ impl S3Store {
                         Ok(_) => Ok(()),
                         Err(e) => match e.raw_response().map(|r| r.status().as_u16()) {
                             Some(s) if s < 500 => Ok(()),
+                            // Throttled is there (see `asks_to_slow_down`).
+                            Some(503) if e.code() == Some("SlowDown") => Ok(()),
                             Some(s) => Err(format!("HTTP {s}")),
                             None => Err(proto::net::no_answer(&e, None)),
                         },
@@ -1513,6 +1530,50 @@ mod tests {
             Duration::from_secs(2),
         );
         store.check_bucket().await.unwrap_err().to_string()
+    }
+
+    /// A store asking for fewer requests (503 `SlowDown`) answered: its
+    /// breaker is not told it may be down, however many come in a row.
+    /// A bare 503 (a balancer with nothing behind it) may be an outage.
+    #[tokio::test]
+    async fn a_store_asking_to_slow_down_is_not_taken_for_down() {
+        let xml = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>";
+        let slow_down: &'static [u8] = format!(
+            "HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\nContent-Length: {}\r\n\r\n{xml}",
+            xml.len()
+        )
+        .into_bytes()
+        .leak();
+        let cases = [
+            (server(slow_down), false),
+            (
+                server(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n"),
+                true,
+            ),
+        ];
+        for (port, told) in cases {
+            let endpoint = format!("http://127.0.0.1:{port}");
+            let health = crate::health::Health::new("destination", &endpoint);
+            let mut cfg = S3Config::new(
+                Bucket {
+                    endpoint: endpoint.clone(),
+                    region: "us-east-1".into(),
+                    name: "bkt".into(),
+                    access_key: "ak".into(),
+                    secret_key: proto::Secret::new("sk".to_string()),
+                    path_style: true,
+                    prefix: String::new(),
+                },
+                1,
+            );
+            cfg.health = Some(health.clone());
+            let store = S3Store::new(&cfg);
+            for _ in 0..crate::health::TRIP {
+                let e = store.list_page("", None, None, 1).await.unwrap_err();
+                assert_eq!(e.kind, ErrorKind::Transient, "{e}");
+            }
+            assert_eq!(health.status().suspect, told, "{endpoint}");
+        }
     }
 
     #[tokio::test]
