@@ -1513,22 +1513,24 @@ mod tests {
     }
     use crate::test_net::{assert_one_line, refused_port, server};
 
+    /// Bucket `bkt` at `endpoint`, one attempt a request.
+    fn one_attempt(endpoint: &str) -> S3Config {
+        S3Config::new(
+            Bucket {
+                endpoint: endpoint.into(),
+                region: "us-east-1".into(),
+                name: "bkt".into(),
+                access_key: "ak".into(),
+                secret_key: proto::Secret::new("sk".to_string()),
+                path_style: true,
+                prefix: String::new(),
+            },
+            1,
+        )
+    }
+
     async fn head_bucket(endpoint: &str) -> String {
-        let store = S3Store::with_read_timeout(
-            &S3Config::new(
-                Bucket {
-                    endpoint: endpoint.into(),
-                    region: "us-east-1".into(),
-                    name: "bkt".into(),
-                    access_key: "ak".into(),
-                    secret_key: proto::Secret::new("sk".to_string()),
-                    path_style: true,
-                    prefix: String::new(),
-                },
-                1,
-            ),
-            Duration::from_secs(2),
-        );
+        let store = S3Store::with_read_timeout(&one_attempt(endpoint), Duration::from_secs(2));
         store.check_bucket().await.unwrap_err().to_string()
     }
 
@@ -1554,18 +1556,7 @@ mod tests {
         for (port, told) in cases {
             let endpoint = format!("http://127.0.0.1:{port}");
             let health = crate::health::Health::new("destination", &endpoint);
-            let mut cfg = S3Config::new(
-                Bucket {
-                    endpoint: endpoint.clone(),
-                    region: "us-east-1".into(),
-                    name: "bkt".into(),
-                    access_key: "ak".into(),
-                    secret_key: proto::Secret::new("sk".to_string()),
-                    path_style: true,
-                    prefix: String::new(),
-                },
-                1,
-            );
+            let mut cfg = one_attempt(&endpoint);
             cfg.health = Some(health.clone());
             let store = S3Store::new(&cfg);
             for _ in 0..crate::health::TRIP {

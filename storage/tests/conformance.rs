@@ -205,8 +205,8 @@ fn local_directory_refuses_names_that_leave_it() {
     );
 }
 
-fn bucket_store(endpoint: &str, bucket: &str) -> S3Store {
-    S3Store::new(&S3Config::new(
+fn bucket_config(endpoint: &str, bucket: &str) -> S3Config {
+    S3Config::new(
         Bucket {
             endpoint: endpoint.into(),
             region: "us-east-1".into(),
@@ -217,7 +217,11 @@ fn bucket_store(endpoint: &str, bucket: &str) -> S3Store {
             prefix: String::new(),
         },
         3,
-    ))
+    )
+}
+
+fn bucket_store(endpoint: &str, bucket: &str) -> S3Store {
+    S3Store::new(&bucket_config(endpoint, bucket))
 }
 
 /// Multipart and listing, as the agent and the scanner use them.
@@ -499,18 +503,7 @@ fn seaweedfs_bucket() {
 /// many such requests fail in a row.
 async fn short_body_contract(endpoint: &str) {
     let health = storage::health::Health::new("destination", endpoint);
-    let mut cfg = S3Config::new(
-        Bucket {
-            endpoint: endpoint.into(),
-            region: "us-east-1".into(),
-            name: "conf".into(),
-            access_key: AK.into(),
-            secret_key: proto::Secret::new(SK),
-            path_style: true,
-            prefix: String::new(),
-        },
-        3,
-    );
+    let mut cfg = bucket_config(endpoint, "conf");
     cfg.health = Some(health.clone());
     let store = S3Store::new(&cfg);
     let dir = tempfile::tempdir().unwrap();

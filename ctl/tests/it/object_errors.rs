@@ -74,9 +74,18 @@ async fn bad_objects_fail_with_reasons_and_the_rest_is_verified() {
     assert_eq!(keys.len(), 30);
 }
 
-#[tokio::test]
-async fn a_file_rewritten_mid_upload_is_caught_even_with_its_mtime_restored() {
-    use std::io::{Seek, SeekFrom, Write};
+/// `run` of five small files and `big.bin` (20 MiB) into SeaweedFS, with
+/// `extra` in the job and a bandwidth cap of 2 MiB/s, which stretches the
+/// big file's upload over about ten seconds.
+struct CappedRun {
+    s3: S3Server,
+    _tmp: tempfile::TempDir,
+    big: std::path::PathBuf,
+    work: std::path::PathBuf,
+    child: std::process::Child,
+}
+
+async fn capped_run(name: &str, extra: &str) -> CappedRun {
     let s3 = S3Server::start();
     s3.create_bucket("bkt").await;
     let tmp = tempfile::tempdir().unwrap();
@@ -84,17 +93,8 @@ async fn a_file_rewritten_mid_upload_is_caught_even_with_its_mtime_restored() {
     small_tree(&src, 5);
     let big = src.join("big.bin");
     big_file(&big, 20);
-    let mtime = std::fs::metadata(&big).unwrap().modified().unwrap();
     let work = tmp.path().join("work");
-    let cfg = job_cfg(
-        tmp.path(),
-        "rewrite",
-        &src,
-        &s3.endpoint,
-        "bkt",
-        "multipartUploadThreshold=8m\nmultipartUploadPartSize=5m\nuploadThreadNumPerLargeFile=1",
-    );
-    // A bandwidth cap of 2 MiB/s stretches the upload over about ten seconds.
+    let cfg = job_cfg(tmp.path(), name, &src, &s3.endpoint, "bkt", extra);
     std::fs::write(
         tmp.path().join("sys.properties"),
         "workerMaxThroughput(KB/s)=2048\n",
@@ -106,8 +106,33 @@ async fn a_file_rewritten_mid_upload_is_caught_even_with_its_mtime_restored() {
         .arg("--work-dir")
         .arg(&work)
         .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
+    CappedRun {
+        s3,
+        _tmp: tmp,
+        big,
+        work,
+        child,
+    }
+}
+
+#[tokio::test]
+async fn a_file_rewritten_mid_upload_is_caught_even_with_its_mtime_restored() {
+    use std::io::{Seek, SeekFrom, Write};
+    let CappedRun {
+        s3,
+        _tmp,
+        big,
+        work,
+        child,
+    } = capped_run(
+        "rewrite",
+        "multipartUploadThreshold=8m\nmultipartUploadPartSize=5m\nuploadThreadNumPerLargeFile=1",
+    )
+    .await;
+    let mtime = std::fs::metadata(&big).unwrap().modified().unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {
         let parts = work
@@ -168,39 +193,16 @@ fn holds_open(pid: u32, path: &std::path::Path) -> bool {
 /// requests the store left unanswered).
 #[tokio::test]
 async fn a_file_that_shrinks_while_it_streams_fails_naming_it_and_the_store_stays_up() {
-    let s3 = S3Server::start();
-    s3.create_bucket("bkt").await;
-    let tmp = tempfile::tempdir().unwrap();
-    let src = tmp.path().join("src");
-    small_tree(&src, 5);
-    let big = src.join("big.bin");
-    big_file(&big, 20);
-    let work = tmp.path().join("work");
-    // One streamed PUT (over the 8 MiB read whole, under the threshold).
-    let cfg = job_cfg(
-        tmp.path(),
-        "shrink",
-        &src,
-        &s3.endpoint,
-        "bkt",
-        "multipartUploadThreshold=64m",
-    );
-    // 2 MiB/s: the file is hashed at once, then its PUT waits about ten
-    // seconds for its share of the bandwidth before any byte is read again.
-    std::fs::write(
-        tmp.path().join("sys.properties"),
-        "workerMaxThroughput(KB/s)=2048\n",
-    )
-    .unwrap();
-    let child = ctl()
-        .arg("run")
-        .arg(&cfg)
-        .arg("--work-dir")
-        .arg(&work)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    // One streamed PUT (over the 8 MiB read whole, under the threshold):
+    // the file is hashed at once, then its PUT waits about ten seconds for
+    // its share of the bandwidth before any byte is read again.
+    let CappedRun {
+        s3,
+        _tmp,
+        big,
+        child,
+        ..
+    } = capped_run("shrink", "multipartUploadThreshold=64m").await;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while !holds_open(child.id(), &big) {
         assert!(std::time::Instant::now() < deadline, "big.bin never opened");
