@@ -273,7 +273,10 @@ pub(crate) async fn import(
             };
             let checks = match sent {
                 Ok(checks) => checks,
-                Err(f) => return Err(explained(&src, before, watch.as_ref(), f).await),
+                Err(f) => {
+                    let f = explained(&src, before, watch.as_ref(), f).await;
+                    return Err(f.naming(&path));
+                }
             };
             watched(
                 watch.as_ref(),
