@@ -205,6 +205,9 @@ def measure(cmd, env=None, cwd=None, log_path=None):
     t0 = time.perf_counter()
     p = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
     peak_tree = [0]
+    # pid -> (name, user+sys s at its last sample): which process of the tree
+    # (the daemon, each agent, the harness's poller) spent the CPU.
+    seen = {}
     done = threading.Event()
 
     def sample():
@@ -214,8 +217,15 @@ def measure(cmd, env=None, cwd=None, log_path=None):
             return
         while not done.is_set():
             try:
-                rss = pp.memory_info().rss + sum(
-                    c.memory_info().rss for c in pp.children(recursive=True))
+                procs = [pp] + pp.children(recursive=True)
+                rss = 0
+                for c in procs:
+                    try:
+                        rss += c.memory_info().rss
+                        t = c.cpu_times()
+                        seen[c.pid] = (c.name(), t.user + t.system)
+                    except psutil.Error:
+                        pass
                 peak_tree[0] = max(peak_tree[0], rss)
             except psutil.Error:
                 pass
@@ -230,10 +240,17 @@ def measure(cmd, env=None, cwd=None, log_path=None):
     p.returncode = os.waitstatus_to_exitcode(status)
     if log_path:
         out.close()
+    by_name = {}
+    for name, cpu in seen.values():
+        by_name[name] = by_name.get(name, 0.0) + cpu
     return {
         "rc": p.returncode,
         "wall_s": wall,
         "cpu_s": ru.ru_utime + ru.ru_stime,
+        # Sampled every 50 ms, so a process's last 50 ms may be missing, and
+        # one shorter than that may be too: the split of cpu_s, not its sum.
+        "cpu_s_by_process": {k: round(v, 3) for k, v in sorted(by_name.items())},
+        "pids": {str(pid): name for pid, (name, _) in seen.items()},
         # The 50 ms samples of the process tree, not wait4's ru_maxrss:
         # Linux carries the parent's (this harness's) high-water mark into a
         # forked child's, so ru_maxrss never reads below the harness's own
@@ -301,6 +318,27 @@ def tool_cmd(tool, src: Path, endpoint, bucket, a, run_dir: Path):
     return cmd, env
 
 
+def top_symbols(data: Path, pids, n=12):
+    """The n costliest symbols (self time) of each process group of a
+    system-wide `perf record`: the server, and each process of the tool's
+    tree by name (both agents are one group); percents of the group's
+    samples."""
+    groups = {}
+    for pid, name in pids.items():
+        groups.setdefault(name, []).append(pid)
+    out = {}
+    for name, ps in sorted(groups.items()):
+        r = subprocess.run(["perf", "report", "-i", str(data), "--pid", ",".join(ps),
+                            "--no-children", "--sort", "dso,sym", "-g", "none",
+                            "--percentage", "relative", "--stdio"],
+                           capture_output=True, text=True)
+        rows = [ln.strip() for ln in r.stdout.splitlines()
+                if ln.strip() and not ln.lstrip().startswith("#")]
+        if rows:
+            out[name] = rows[:n]
+    return out
+
+
 def run_transfer(tool, wl, src: Path, expect, a, rep):
     srv = Server(WORK / "s3data").start()
     try:
@@ -313,9 +351,21 @@ def run_transfer(tool, wl, src: Path, expect, a, rep):
         if a.perf and tool.startswith("ossimport"):
             cmd = ["perf", "record", "-F", "499", "-g", "-o",
                    str(WORK / f"perf-{wl}-{tool}.data"), "--"] + cmd
+        perf = None
+        if a.perf_system:
+            data = WORK / f"perf-sys-{tool.replace('[', '-').replace(']', '')}-{wl}-{rep}.data"
+            graph = ["--call-graph", "dwarf,16384"] if a.perf_callgraph == "dwarf" else ["-g"]
+            perf = subprocess.Popen(["perf", "record", "-a", *graph, "-F", "499", "-o", str(data)],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(0.3)  # perf's own start-up, before the tool's
         cpu0 = srv.cpu()
         m = measure(cmd, env=env, log_path=run_dir / "output.log")
         m["server_cpu_s"] = srv.cpu() - cpu0
+        if perf:
+            perf.send_signal(signal.SIGINT)
+            perf.wait()
+            m["perf_system"] = {"data": str(data),
+                                "top": top_symbols(data, {str(srv.pid): "weed", **m["pids"]})}
         n, b = srv.totals(bucket)
         m["objects_found"], m["bytes_found"] = n, b
         m["complete"] = m["rc"] == 0 and (n, b) == expect
@@ -376,6 +426,12 @@ def main():
                     help="comma-separated file counts for the scan-only workload")
     ap.add_argument("--repeat", type=int, default=2, help="runs per tool and workload; best is kept")
     ap.add_argument("--perf", action="store_true", help="perf record ossimport (extra run data in bench/results)")
+    ap.add_argument("--perf-system", action="store_true",
+                    help="perf record the whole machine during each transfer run (bench/work/perf-sys-*.data); "
+                         "the results keep each process's costliest symbols, the server's too")
+    ap.add_argument("--perf-callgraph", choices=["fp", "dwarf"], default="fp",
+                    help="call graphs of --perf-system: frame pointers (light; release builds have none, "
+                         "so only the sampled function is right) or DWARF (about 10 MB a second, for perf report -G)")
     ap.add_argument("--ossimport-bin", default=str(WORK / "bin/ossimportctl"),
                     help="ossimportctl to run (A/B of a patched build); default the snapshot run.sh made")
     ap.add_argument("--variant", action="append", default=[], metavar="LABEL=PATH",
@@ -400,8 +456,8 @@ def main():
     a.part_size, a.mp_threshold = parse_size(a.part_size), parse_size(a.mp_threshold)
     w1_size, w2_size = parse_size(a.w1_size), parse_size(a.w2_size)
     wls = [w.strip().upper() for w in a.workloads.split(",") if w.strip()]
-    tools = ([t.strip() for t in a.tools.split(",") if t.strip()] + list(a.variants)
-             + list(a.cluster_variants))
+    tools = list(dict.fromkeys([t.strip() for t in a.tools.split(",") if t.strip()]
+                               + list(a.variants) + list(a.cluster_variants)))
     (BENCH / "results").mkdir(parents=True, exist_ok=True)
     WORK.mkdir(parents=True, exist_ok=True)
 
