@@ -36,6 +36,12 @@ pub enum Command {
         /// With `--dry-run`: list only the first N objects.
         #[arg(long, value_name = "N", requires = "dry_run")]
         sample: Option<u64>,
+        /// Return once the job has ended: exit 0 when every object is
+        /// verified or skipped, 1 when any failed or its listing failed;
+        /// a line on stderr every 30 s meanwhile. Not for an incremental
+        /// job, which never ends (`sync --wait` waits for a cut-over).
+        #[arg(long, conflicts_with = "dry_run")]
+        wait: bool,
         #[command(flatten)]
         d: DaemonArgs,
     },

@@ -13,8 +13,8 @@ use std::sync::Arc;
 
 use hyper::{Response, StatusCode};
 use proto::api::{
-    Done, EnrolRequest, Enrolled, ErrorCode, JobList, Page, Revoked, SubmitRequest, VersionInfo,
-    WorkerList, WorkerStatus,
+    Done, EnrolRequest, Enrolled, ErrorCode, JobList, JobStatus, Page, Revoked, SubmitRequest,
+    VersionInfo, WorkerList, WorkerStatus,
 };
 use proto::server::{Body, Handler, Peer, Req, error, json};
 use tokio::time::Instant;
@@ -142,6 +142,7 @@ pub fn need(ep: &Endpoint) -> Need {
         Endpoint::Version
         | Endpoint::ListJobs
         | Endpoint::Job(_)
+        | Endpoint::WaitEnd(_)
         | Endpoint::Workers
         | Endpoint::Submit
         // An operator's retries only reach its own jobs.
@@ -165,6 +166,7 @@ pub fn verb(ep: &Endpoint) -> &'static str {
         Endpoint::Version => "version",
         Endpoint::Submit => "submit",
         Endpoint::ListJobs | Endpoint::Job(_) => "stat",
+        Endpoint::WaitEnd(_) => "submit --wait",
         Endpoint::Clean(_) => "clean",
         Endpoint::Retry(_) | Endpoint::RetryAll => "retry",
         Endpoint::Pause(_) => "pause",
@@ -223,6 +225,30 @@ async fn permitted(eng: &Arc<Engine>, who: &Who, ep: &Endpoint) -> Result<(), St
                     who.uid
                 )),
             }
+        }
+    }
+}
+
+/// The job's status once it has ended (finished, with no task still
+/// leased: the last results are in), or after
+/// [`WAIT_END_BOUND`](proto::control::WAIT_END_BOUND) (the
+/// caller asks again), or at once for an incremental job, which never
+/// ends, or when the daemon stops. Woken by the engine's
+/// [`job_changed`](crate::state::State::job_changed) watch, not by polling.
+async fn wait_end(eng: &Arc<Engine>, name: &str) -> Result<JobStatus, JobError> {
+    let deadline = Instant::now() + proto::control::WAIT_END_BOUND;
+    let mut changed = eng.state.job_changed.subscribe();
+    loop {
+        changed.mark_unchanged();
+        let st = jobs::status(eng, name).await?;
+        let ended = st.state.is_finished() && st.counts.tasks_dispatched == 0;
+        if ended || st.incremental.is_some() {
+            return Ok(st);
+        }
+        tokio::select! {
+            r = changed.changed() => if r.is_err() { return Ok(st) },
+            _ = tokio::time::sleep_until(deadline) => return Ok(st),
+            _ = eng.state.cancel.cancelled() => return Ok(st),
         }
     }
 }
@@ -307,6 +333,14 @@ async fn dispatch(
         }
         Endpoint::Job(n) => {
             let mut st = jobs::status(eng, &n).await?;
+            let owner = st.owner.as_ref().map(|o| (o.uid, o.user.clone()));
+            if !who.owns(owner.as_ref()) {
+                st.control.clear();
+            }
+            json(StatusCode::OK, &st)
+        }
+        Endpoint::WaitEnd(n) => {
+            let mut st = wait_end(eng, &n).await?;
             let owner = st.owner.as_ref().map(|o| (o.uid, o.user.clone()));
             if !who.owns(owner.as_ref()) {
                 st.control.clear();
@@ -647,6 +681,7 @@ mod tests {
             (Endpoint::Version, Need::Anyone),
             (Endpoint::ListJobs, Need::Anyone),
             (Endpoint::Job(j()), Need::Anyone),
+            (Endpoint::WaitEnd(j()), Need::Anyone),
             (Endpoint::Workers, Need::Anyone),
             (Endpoint::Submit, Need::Anyone),
             (Endpoint::RetryAll, Need::Anyone),

@@ -19,6 +19,10 @@ use serde::de::DeserializeOwned;
 use crate::api::{ErrorBody, Page, decode_segment, encode_segment};
 use crate::client::{self, ClientError, Target};
 
+/// How long [`Endpoint::WaitEnd`] holds its answer while the job runs: well
+/// under the client's timeout, so a wait is a series of calls.
+pub const WAIT_END_BOUND: Duration = Duration::from_secs(30);
+
 /// Every control request.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Endpoint {
@@ -26,6 +30,10 @@ pub enum Endpoint {
     Submit,
     ListJobs,
     Job(String),
+    /// The job's status once it has ended (finished, no task still leased),
+    /// or after at most [`WAIT_END_BOUND`], whichever is first; at once for
+    /// an incremental job, which never ends (`submit --wait`).
+    WaitEnd(String),
     Clean(String),
     Retry(String),
     RetryAll,
@@ -59,6 +67,7 @@ impl Endpoint {
             Endpoint::Version
             | Endpoint::ListJobs
             | Endpoint::Job(_)
+            | Endpoint::WaitEnd(_)
             | Endpoint::Errors(_)
             | Endpoint::Report(_)
             | Endpoint::Manifest(_)
@@ -83,6 +92,7 @@ impl Endpoint {
             Endpoint::Version => "/v1/version".into(),
             Endpoint::Submit | Endpoint::ListJobs => "/v1/jobs".into(),
             Endpoint::Job(n) | Endpoint::Clean(n) => job(n, ""),
+            Endpoint::WaitEnd(n) => job(n, "/end"),
             Endpoint::Retry(n) => job(n, "/retry"),
             Endpoint::Pause(n) => job(n, "/pause"),
             Endpoint::Resume(n) => job(n, "/resume"),
@@ -109,6 +119,7 @@ impl Endpoint {
             (&Method::GET, ["v1", "jobs"]) => Endpoint::ListJobs,
             (&Method::GET, ["v1", "jobs", n]) => Endpoint::Job(name(n)?),
             (&Method::DELETE, ["v1", "jobs", n]) => Endpoint::Clean(name(n)?),
+            (&Method::GET, ["v1", "jobs", n, "end"]) => Endpoint::WaitEnd(name(n)?),
             (&Method::POST, ["v1", "jobs", n, "retry"]) => Endpoint::Retry(name(n)?),
             (&Method::POST, ["v1", "jobs", n, "pause"]) => Endpoint::Pause(name(n)?),
             (&Method::POST, ["v1", "jobs", n, "resume"]) => Endpoint::Resume(name(n)?),
@@ -224,6 +235,7 @@ mod tests {
             let n = n.to_string();
             all.extend([
                 Endpoint::Job(n.clone()),
+                Endpoint::WaitEnd(n.clone()),
                 Endpoint::Clean(n.clone()),
                 Endpoint::Retry(n.clone()),
                 Endpoint::Pause(n.clone()),

@@ -102,8 +102,9 @@ async fn dispatch(mut cmd: Command) -> Result<exit::Code> {
             job_cfg,
             dry_run,
             sample,
+            wait,
             d,
-        } => submit::submit(job_cfg, dry_run, sample, d).await,
+        } => submit::submit(job_cfg, dry_run, sample, wait, d).await,
         Command::Start { d, agents } => {
             let code = start(&d).await?;
             if !agents.local_only {

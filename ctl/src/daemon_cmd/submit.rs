@@ -7,6 +7,7 @@ pub(super) async fn submit(
     job_cfg: Option<PathBuf>,
     dry_run: bool,
     sample: Option<u64>,
+    wait: bool,
     d: DaemonArgs,
 ) -> Result<exit::Code> {
     let path = job_cfg.unwrap_or_else(|| PathBuf::from("conf/job.cfg"));
@@ -98,12 +99,16 @@ pub(super) async fn submit(
         }
         Err(e) => return Err(e),
     };
+    let queued = v["queued"] == true;
     if d.json {
-        print_json(&v);
+        // With --wait, the one document printed is the job's at its end.
+        if !wait || queued {
+            print_json(&v);
+        }
     } else {
         println!("submit job:{}", abs.display());
         println!("submit job:{name} success!");
-        if v["queued"] == true {
+        if queued {
             println!(
                 "ossimportd is not running (nothing answers on {}, found from {}); the job is queued in the job store {} and runs when it starts (ossimportctl start).",
                 crate::conn::socket_path(&d).display(),
@@ -114,7 +119,83 @@ pub(super) async fn submit(
             );
         }
     }
-    Ok(exit::OK)
+    if !wait {
+        return Ok(exit::OK);
+    }
+    if queued {
+        return Err(Fail(
+            exit::DAEMON_UNREACHABLE,
+            format!(
+                "job {name} is queued, but no daemon runs it yet: nothing to wait for (start it with `ossimportctl start`)"
+            ),
+        ));
+    }
+    wait_end(&conn, &name, d.json).await
+}
+
+/// How often `submit --wait` says what it waits for.
+const SAY_EVERY: Duration = Duration::from_secs(30);
+
+/// `submit --wait`: the daemon answers once the job has ended (or after a
+/// bound, and the call is made again), so nothing polls.
+async fn wait_end(conn: &Conn, name: &str, json: bool) -> Result<exit::Code> {
+    let started = std::time::Instant::now();
+    let mut said = std::time::Instant::now();
+    let (st, v) = loop {
+        let asked = std::time::Instant::now();
+        let (st, v): (JobStatus, _) = conn
+            .call(&Endpoint::WaitEnd(name.into()), None, None)
+            .await?;
+        if st.incremental.is_some() {
+            return Err(Fail(
+                exit::USAGE,
+                format!(
+                    "job {name} is incremental and never ends, so there is no end to wait for; it runs: `ossimportctl sync {name} --wait` waits for a cut-over"
+                ),
+            ));
+        }
+        if st.state.is_finished() && st.counts.tasks_dispatched == 0 {
+            break (st, v);
+        }
+        if !json && said.elapsed() >= SAY_EVERY {
+            let c = &st.counts;
+            eprintln!(
+                "job {name}: {}: {} of {} objects verified or skipped, {} failed",
+                st.state.as_str(),
+                c.verified + c.skipped,
+                c.objects,
+                c.failed
+            );
+            said = std::time::Instant::now();
+        }
+        // The daemon answers early only while it stops; no hot loop then.
+        if asked.elapsed() < Duration::from_secs(1) {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    };
+    let c = &st.counts;
+    let ok = st.state == proto::api::JobState::Succeed;
+    if json {
+        print_json(&v);
+    } else {
+        let mut line = format!(
+            "job {name} {}: {} verified ({}), {} skipped, {} failed in {:.1} s",
+            st.state.as_str(),
+            c.verified,
+            human_bytes(c.verified_bytes),
+            c.skipped,
+            c.failed,
+            started.elapsed().as_secs_f64()
+        );
+        if let Some(e) = &st.listing_error {
+            line.push_str(&format!("; listing failed: {}", proto::net::printable(e)));
+        }
+        if c.failed > 0 {
+            line.push_str(&format!(" (ossimportctl errors {name})"));
+        }
+        println!("{line}");
+    }
+    Ok(if ok { exit::OK } else { exit::JOB_FAILED })
 }
 
 /// `submit` while no daemon answers: validates the job exactly as the

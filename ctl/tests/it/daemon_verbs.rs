@@ -228,18 +228,24 @@ fn real_agent(
     (agent, agent_stop)
 }
 
-#[test]
-fn legacy_stat_matches_the_original_for_running_and_finished_jobs() {
-    let tmp = tempfile::tempdir().unwrap();
-    let work = tmp.path().join("work");
+/// A daemon under `dir/work` that trusts the key `dir/agent_key` (named
+/// `a1`), and that key.
+fn daemon_with_agent_key(dir: &Path) -> (Daemon, Signer) {
+    let work = dir.join("work");
     std::fs::create_dir_all(&work).unwrap();
-    let key = Signer::load_or_generate(&tmp.path().join("agent_key"), "a1").unwrap();
+    let key = Signer::load_or_generate(&dir.join("agent_key"), "a1").unwrap();
     std::fs::write(
         work.join("agent_keys"),
         format!("{} a1\n", key.public_key_openssh()),
     )
     .unwrap();
-    let d = Daemon::start(&work);
+    (Daemon::start(&work), key)
+}
+
+#[test]
+fn legacy_stat_matches_the_original_for_running_and_finished_jobs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (d, key) = daemon_with_agent_key(tmp.path());
     let (out, _, code) = d.ctl(&["stat", "--legacy"]);
     assert_eq!(
         (out.as_str(), code),
@@ -379,6 +385,84 @@ fn legacy_stat_matches_the_original_for_running_and_finished_jobs() {
     assert_eq!(second, "Clean job:legacy completed.\n");
     let (_, err, code) = d.ctl(&["stat", "legacy"]);
     assert_eq!(code, 2, "{err}");
+    agent_stop.cancel();
+    let _ = d.rt.block_on(agent);
+}
+
+/// `submit --wait` returns once the job has ended, with its exit code: a
+/// job that succeeds (0, its counts), one with an object that fails (1,
+/// where to look), the status as JSON, and an incremental job, which never
+/// ends, refused once submitted.
+#[test]
+fn submit_wait_returns_when_the_job_ends_with_its_exit_code() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (d, _key) = daemon_with_agent_key(tmp.path());
+    let (agent, agent_stop) = real_agent(&d, tmp.path());
+    let cfg = local_job(tmp.path());
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    // The same job under another name, into a directory of its own.
+    let variant = |name: &str, extra: &str| {
+        let p = tmp.path().join(format!("{name}.cfg"));
+        let cfg = text
+            .replace("jobName=legacy", &format!("jobName={name}"))
+            .replace("/dest/", &format!("/dest-{name}/"));
+        std::fs::write(&p, cfg + extra).unwrap();
+        p
+    };
+    let (out, err, code) = d.ctl(&["submit", "--wait", cfg.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let last = out.lines().last().unwrap();
+    assert!(
+        last.starts_with("job legacy succeed: 4 verified (3.9 KiB), 0 skipped, 0 failed in "),
+        "{out}"
+    );
+    assert_eq!(
+        d.ctl(&["stat", "--legacy", "legacy"]).0.lines().nth(3),
+        Some("JobState:Succeed")
+    );
+
+    // A name no key may have (a line feed) fails its object; the others
+    // are copied, and the job ends failed.
+    std::fs::write(tmp.path().join("src/bad\nname"), b"x").unwrap();
+    let failing = variant("failing", "");
+    let (out, err, code) = d.ctl(&["submit", "--wait", failing.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}\n{err}");
+    let last = out.lines().last().unwrap();
+    assert!(
+        last.starts_with("job failing failed: 4 verified")
+            && last.contains(", 1 failed in ")
+            && last.ends_with("(ossimportctl errors failing)"),
+        "{out}"
+    );
+
+    // --json: the job's status at its end, one document.
+    let json = variant("as_json", "");
+    let (out, err, code) = d.ctl(&["submit", "--wait", "--json", json.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}\n{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["state"], "failed", "{out}");
+    assert_eq!(
+        (
+            v["counts"]["verified"].as_u64(),
+            v["counts"]["failed"].as_u64()
+        ),
+        (Some(4), Some(1)),
+        "{out}"
+    );
+    assert_eq!(v["counts"]["tasks_dispatched"], 0, "{out}");
+
+    let inc = variant(
+        "increments",
+        "isIncremental=true\nincrementalModeInterval=900\n",
+    );
+    let (out, err, code) = d.ctl(&["submit", "--wait", inc.to_str().unwrap()]);
+    assert_eq!(code, 2, "{out}\n{err}");
+    assert!(out.contains("submit job:increments success!"), "{out}");
+    assert!(
+        err.contains("job increments is incremental and never ends")
+            && err.contains("ossimportctl sync increments --wait"),
+        "{err}"
+    );
     agent_stop.cancel();
     let _ = d.rt.block_on(agent);
 }
@@ -601,14 +685,35 @@ fn report_exits_as_the_job_ended_when_its_listing_failed() {
         ),
     )
     .unwrap();
-    let (_, err, code) = d.ctl(&["submit", cfg.to_str().unwrap()]);
-    assert_eq!(code, 0, "{err}");
+    // `submit --wait` is waiting when the world changes under the job.
+    let mut waiting = ctl()
+        .args(["submit", "--wait", cfg.to_str().unwrap(), "--socket"])
+        .arg(&d.socket)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    poll("the job submitted", || d.ctl(&["stat", "gone"]).2 == 0);
+    // Its listing is held at the proxy: the job runs, and so does the wait.
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        waiting.try_wait().unwrap().is_none(),
+        "submit --wait returned while the job ran"
+    );
     link.down();
-    poll("the job to fail", || {
+    let waited = waiting.wait_with_output().unwrap();
+    let (out, err) = (stdout(&waited), stderr(&waited));
+    assert_eq!(waited.status.code(), Some(1), "{out}\n{err}");
+    let last = out.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("job gone failed: 0 verified") && last.contains("; listing failed: "),
+        "{out}"
+    );
+    assert!(
         d.ctl(&["stat", "--legacy", "gone"])
             .0
             .contains("JobState:Failed")
-    });
+    );
     let (out, err, code) = d.ctl(&["report", "gone"]);
     eprintln!("{out}");
     assert!(out.contains("job gone (failed)"), "{out}");
