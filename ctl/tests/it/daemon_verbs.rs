@@ -467,6 +467,49 @@ fn submit_wait_returns_when_the_job_ends_with_its_exit_code() {
     let _ = d.rt.block_on(agent);
 }
 
+/// The daemon holds at most 16 `submit --wait` answers at once, so waits
+/// cannot take every connection of the control socket: the 17th is answered
+/// at once (the caller asks again after a pause), and other verbs still
+/// answer.
+#[test]
+fn held_waits_are_bounded_so_the_socket_stays_open() {
+    use proto::control::{Client, Endpoint};
+    let tmp = tempfile::tempdir().unwrap();
+    let (d, _key) = daemon_with_agent_key(tmp.path());
+    let cfg = local_job(tmp.path());
+    let (_, err, code) = d.ctl(&["submit", cfg.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    // No agent ever comes: the job runs, and does not end.
+    let client = Client::new(d.socket.clone());
+    let ep = Endpoint::WaitEnd("legacy".into());
+    let held: Vec<_> = (0..16)
+        .map(|_| {
+            let (c, ep) = (client.clone(), ep.clone());
+            d.rt.spawn(async move { c.call::<serde_json::Value>(&ep, None, None).await })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        held.iter().all(|h| !h.is_finished()),
+        "a wait was answered while the job ran"
+    );
+    let asked = std::time::Instant::now();
+    let (st, _) =
+        d.rt.block_on(client.call::<proto::api::JobStatus>(&ep, None, None))
+            .unwrap();
+    assert!(
+        asked.elapsed() < Duration::from_secs(5),
+        "the 17th wait was held for {:?}",
+        asked.elapsed()
+    );
+    assert_eq!(st.state, proto::api::JobState::Running);
+    assert_eq!(d.ctl(&["stat", "legacy"]).2, 0);
+    assert!(held.iter().all(|h| !h.is_finished()));
+    for h in held {
+        h.abort();
+    }
+}
+
 #[test]
 fn the_socket_refuses_other_users() {
     // SAFETY: geteuid has no preconditions.
