@@ -252,8 +252,7 @@ async fn wait_end(eng: &Arc<Engine>, name: &str) -> Result<JobStatus, JobError> 
     loop {
         changed.mark_unchanged();
         let st = jobs::status(eng, name).await?;
-        let ended = st.state.is_finished() && st.counts.tasks_dispatched == 0;
-        if ended || st.incremental.is_some() || held.is_err() {
+        if st.has_ended() || st.incremental.is_some() || held.is_err() {
             return Ok(st);
         }
         tokio::select! {

@@ -424,6 +424,14 @@ pub struct JobStatus {
     pub listing_error: Option<String>,
 }
 
+impl JobStatus {
+    /// Whether the job has ended: its state is final and no task is still
+    /// leased, so every result is in (what `submit --wait` waits for).
+    pub fn has_ended(&self) -> bool {
+        self.state.is_finished() && self.counts.tasks_dispatched == 0
+    }
+}
+
 /// Who submitted a job.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct JobOwner {

@@ -154,7 +154,7 @@ async fn wait_end(conn: &Conn, name: &str, json: bool) -> Result<exit::Code> {
                 ),
             ));
         }
-        if st.state.is_finished() && st.counts.tasks_dispatched == 0 {
+        if st.has_ended() {
             break (st, v);
         }
         if !json && said.elapsed() >= SAY_EVERY {
