@@ -96,11 +96,29 @@ fn watched_changes_arrive_within_seconds_and_nothing_half_written_or_missed() {
     let mut done = std::collections::HashSet::new();
     let deadline = Instant::now() + Duration::from_secs(120);
     while done.len() < 200 {
-        assert!(
-            Instant::now() < deadline,
-            "never verified: {} of 200",
-            200 - done.len()
-        );
+        if Instant::now() >= deadline {
+            let missing: Vec<String> = closed
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|(rel, _)| rel.clone())
+                .filter(|rel| !done.contains(rel))
+                .collect();
+            let rows: Vec<_> = objects(&work)
+                .into_iter()
+                .filter(|o| missing.contains(&o.rel_path))
+                .take(20)
+                .map(|o| (o.rel_path, o.state, o.error_code, o.error, o.attempts))
+                .collect();
+            let log = std::fs::read_to_string(&log).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(80).collect();
+            panic!(
+                "never verified: {} of 200, the first {:?}\nrows of them: {rows:#?}\nrun's log, last lines first:\n{}",
+                missing.len(),
+                &missing[..missing.len().min(20)],
+                tail.join("\n")
+            );
+        }
         let verified: std::collections::HashSet<String> = objects(&work)
             .into_iter()
             .filter(|o| o.state == ObjectState::Verified)

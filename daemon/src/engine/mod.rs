@@ -36,6 +36,7 @@ pub mod limits;
 pub mod local;
 pub mod push;
 pub mod recorder;
+pub mod scan_slot;
 pub mod schedule;
 pub mod watch;
 
@@ -52,8 +53,9 @@ pub struct JobRt {
     pub scan: ScanConfig,
     /// Stops this job's scanner.
     pub scan_cancel: CancellationToken,
-    /// Set while a scanner runs for this job: one scanner per job.
-    pub scanning: Arc<AtomicBool>,
+    /// Whether a scanner runs for this job: one per job, and a start asked
+    /// for while one ends is kept (`scan_slot`).
+    pub scanning: Arc<scan_slot::ScanSlot>,
     /// Counters for progress displays.
     pub live: Arc<Live>,
     /// What `set` and the bandwidth schedule change.
@@ -442,7 +444,7 @@ pub async fn adopt(
             spec,
             scan,
             scan_cancel: state.cancel.child_token(),
-            scanning: Arc::new(AtomicBool::new(false)),
+            scanning: Arc::default(),
             live: Arc::clone(&live),
             tuning,
             owner: job.owner.clone(),
@@ -458,147 +460,184 @@ pub async fn adopt(
 struct Scanner {
     cfg: ScanConfig,
     cancel: CancellationToken,
-    scanning: Arc<AtomicBool>,
+    scanning: Arc<scan_slot::ScanSlot>,
     live: Arc<Live>,
     watch: Option<Arc<watch::Watch>>,
 }
 
 /// Starts a job's scanner unless one runs; returns whether it started. A
-/// watched job's pass lists what its watch planned: the settled changes,
-/// or everything.
+/// start asked for while one runs is kept: that scanner lists again when
+/// it ends if the job's listing is still not done (a pass begun while the
+/// last one's scanner was ending). A watched job's pass lists what its
+/// watch planned: the settled changes, or everything.
 fn start_scan(eng: &Arc<Engine>, job_id: i64, name: String, sc: Scanner) -> bool {
+    if !sc.scanning.claim() {
+        return false; // one scanner per job; it lists again when it ends
+    }
+    let eng = Arc::clone(eng);
+    let rt = tokio::runtime::Handle::current();
+    eng.state.tracker.clone().spawn_blocking(move || {
+        /// Frees the slot if the scanner panics.
+        struct Abandon<'a>(&'a scan_slot::ScanSlot);
+        impl Drop for Abandon<'_> {
+            fn drop(&mut self) {
+                if std::thread::panicking() {
+                    self.0.abandon();
+                }
+            }
+        }
+        let _abandon = Abandon(&sc.scanning);
+        loop {
+            list_once(&eng, &rt, job_id, &name, &sc);
+            // Asked again while it ran: list again if the job still needs
+            // it (a pass begun meanwhile), not for a start its own listing
+            // already served. Checked after each ask, so none falls between
+            // the check and the slot's release.
+            loop {
+                if !sc.scanning.release() {
+                    return;
+                }
+                let needed = !sc.cancel.is_cancelled()
+                    && eng.jobs().contains_key(&job_id)
+                    && matches!(
+                        eng.state.store.job(job_id),
+                        Ok(Some(j)) if !j.scan_done && matches!(j.state, JobState::Running | JobState::Paused)
+                    );
+                if needed {
+                    break;
+                }
+            }
+            info!(job = %name, "A pass began while its last listing ended: listing it now.");
+        }
+    });
+    true
+}
+
+/// One listing of a job by its scanner, its end recorded as the job's
+/// event.
+fn list_once(
+    eng: &Arc<Engine>,
+    rt: &tokio::runtime::Handle,
+    job_id: i64,
+    name: &str,
+    sc: &Scanner,
+) {
     let Scanner {
         cfg,
         cancel,
-        scanning,
+        scanning: _,
         live,
         watch,
     } = sc;
-    let state = &eng.state;
-    if scanning.swap(true, Ordering::SeqCst) {
-        return false; // one scanner per job
-    }
     live.scan_ended.store(false, Ordering::Relaxed);
-    let eng = Arc::clone(eng);
-    let rt = tokio::runtime::Handle::current();
-    state.tracker.spawn_blocking(move || {
-        /// Clears the flag however the scan ends, a panic included.
-        struct Done(Arc<AtomicBool>);
-        impl Drop for Done {
-            fn drop(&mut self) {
-                self.0.store(false, Ordering::SeqCst);
-            }
-        }
-        let _done = Done(scanning);
-        let st = &eng.state;
-        let owner = eng.jobs().get(&job_id).and_then(|rt| rt.owner.clone());
-        let planned = watch.as_ref().and_then(|w| w.take_planned());
-        let listing = || {
-            owner_may_use(owner.clone(), &cfg, &st.config.work_dir).and_then(|()| {
-                let on_task = |_: i64, objs: &[crate::store::NewObject]| {
-                    live.scanned_objects
-                        .fetch_add(objs.len() as u64, Ordering::Relaxed);
-                    live.scanned_bytes
-                        .fetch_add(objs.iter().map(|o| o.size).sum(), Ordering::Relaxed);
-                    st.wake.notify_one();
-                };
-                let held = watch
-                    .as_deref()
-                    .map(|w| move |rel: &str, ctime: Option<i64>| w.unsettled(rel, ctime));
-                let held = held
-                    .as_ref()
-                    .map(|f| f as &(dyn Fn(&str, Option<i64>) -> bool + Sync));
-                match &planned {
-                    Some(watch::Planned::Changes(changed)) => {
-                        let scope = watch
-                            .as_deref()
-                            .map(|w| w.scope(changed.clone()))
-                            .unwrap_or_default();
-                        scanner::scan_scope(&st.store, job_id, &cfg, &scope, held, &cancel, on_task)
-                    }
-                    _ => {
-                        if let Some(w) = &watch
-                            && scanner::lists_from_start(&st.store, job_id)?
-                        {
-                            w.listing_whole();
-                        }
-                        scanner::scan_with(&st.store, job_id, &cfg, held, &cancel, on_task)
-                    }
+    let st = &eng.state;
+    let owner = eng.jobs().get(&job_id).and_then(|rt| rt.owner.clone());
+    let planned = watch.as_ref().and_then(|w| w.take_planned());
+    let listing = || {
+        owner_may_use(owner.clone(), cfg, &st.config.work_dir).and_then(|()| {
+            let on_task = |_: i64, objs: &[crate::store::NewObject]| {
+                live.scanned_objects
+                    .fetch_add(objs.len() as u64, Ordering::Relaxed);
+                live.scanned_bytes
+                    .fetch_add(objs.iter().map(|o| o.size).sum(), Ordering::Relaxed);
+                st.wake.notify_one();
+            };
+            let held = watch
+                .as_deref()
+                .map(|w| move |rel: &str, ctime: Option<i64>| w.unsettled(rel, ctime));
+            let held = held
+                .as_ref()
+                .map(|f| f as &(dyn Fn(&str, Option<i64>) -> bool + Sync));
+            match &planned {
+                Some(watch::Planned::Changes(changed)) => {
+                    let scope = watch
+                        .as_deref()
+                        .map(|w| w.scope(changed.clone()))
+                        .unwrap_or_default();
+                    scanner::scan_scope(&st.store, job_id, cfg, &scope, held, cancel, on_task)
                 }
+                _ => {
+                    if let Some(w) = &watch
+                        && scanner::lists_from_start(&st.store, job_id)?
+                    {
+                        w.listing_whole();
+                    }
+                    scanner::scan_with(&st.store, job_id, cfg, held, cancel, on_task)
+                }
+            }
+        })
+    };
+    // A root daemon lists an unprivileged user's job with that user's
+    // file-system credentials: on a thread of its own (the listing's
+    // threads inherit them), which ends with the listing.
+    let as_owner = owner
+        .as_ref()
+        .map(|(uid, _)| crate::access::Caller::of_uid(*uid))
+        .filter(|c| !c.is_privileged() && crate::access::daemon_is_root());
+    let r = match as_owner {
+        None => listing(),
+        Some(c) => std::thread::scope(|sc| {
+            sc.spawn(|| {
+                let _rt = rt.enter();
+                crate::access::open_files_as(c).map_err(|e| {
+                    scanner::ScanError::Denied(format!("cannot list as uid {}: {e}", c.uid))
+                })?;
+                listing()
             })
-        };
-        // A root daemon lists an unprivileged user's job with that user's
-        // file-system credentials: on a thread of its own (the listing's
-        // threads inherit them), which ends with the listing.
-        let as_owner = owner
-            .as_ref()
-            .map(|(uid, _)| crate::access::Caller::of_uid(*uid))
-            .filter(|c| !c.is_privileged() && crate::access::daemon_is_root());
-        let r = match as_owner {
-            None => listing(),
-            Some(c) => std::thread::scope(|sc| {
-                sc.spawn(|| {
-                    let _rt = rt.enter();
-                    crate::access::open_files_as(c).map_err(|e| {
-                        scanner::ScanError::Denied(format!(
-                            "cannot list as uid {}: {e}",
-                            c.uid
-                        ))
-                    })?;
-                    listing()
-                })
-                .join()
-                .unwrap_or_else(|_| Err(scanner::ScanError::List("the listing thread panicked".into())))
-            }),
-        };
-        let ev = match &r {
-            Ok(scanner::ScanOutcome::Finished(stats)) => {
-                info!(job = %name, files = stats.files, tasks = stats.tasks, "Scan finished.");
-                if cfg.incremental.is_none()
-                    && let Err(e) = st.store.note_scan_error(job_id, None)
-                {
-                    warn!(job = %name, error = %e, "Cannot record the finished scan.");
-                }
-                Some(Event::ScanFinished)
+            .join()
+            .unwrap_or_else(|_| {
+                Err(scanner::ScanError::List(
+                    "the listing thread panicked".into(),
+                ))
+            })
+        }),
+    };
+    let ev = match &r {
+        Ok(scanner::ScanOutcome::Finished(stats)) => {
+            info!(job = %name, files = stats.files, tasks = stats.tasks, "Scan finished.");
+            if cfg.incremental.is_none()
+                && let Err(e) = st.store.note_scan_error(job_id, None)
+            {
+                warn!(job = %name, error = %e, "Cannot record the finished scan.");
             }
-            Ok(scanner::ScanOutcome::Stopped(_)) => {
-                info!(job = %name, "Scan stopped; it resumes at the next start.");
-                None
-            }
-            Err(e) if cfg.incremental.is_some() => {
-                // The pass ends with what it listed; the next one lists
-                // everything again.
-                error!(job = %name, error = %e, "Scan failed; this pass ends with what it listed.");
-                let msg = e.to_string();
-                match st.store.fail_pass_scan(job_id, &msg) {
-                    Ok(()) => Some(Event::ScanFinished),
-                    Err(e) => {
-                        error!(job = %name, error = %e, "Cannot record the failed scan; job marked failed.");
-                        Some(Event::ScanFailed)
-                    }
-                }
-            }
-            Err(e) => {
-                error!(job = %name, error = %e, "Scan failed; job marked failed.");
-                if let Err(e) = st.store.note_scan_error(job_id, Some(&e.to_string())) {
-                    warn!(job = %name, error = %e, "Cannot record why the scan failed.");
-                }
-                Some(Event::ScanFailed)
-            }
-        };
-        *live.scan.lock().unwrap_or_else(|p| p.into_inner()) = Some(match r {
-            Ok(o) => Ok(o.stats().clone()),
-            Err(e) => Err(e.to_string()),
-        });
-        if let Some(ev) = ev {
-            if let Err(e) = rt.block_on(change(&eng, job_id, ev)) {
-                warn!(job = %name, error = %e, "Job state not changed after its scan.");
-            }
-            live.scan_ended.store(true, Ordering::Relaxed);
+            Some(Event::ScanFinished)
         }
-        st.wake.notify_one();
+        Ok(scanner::ScanOutcome::Stopped(_)) => {
+            info!(job = %name, "Scan stopped; it resumes at the next start.");
+            None
+        }
+        Err(e) if cfg.incremental.is_some() => {
+            // The pass ends with what it listed; the next one lists
+            // everything again.
+            error!(job = %name, error = %e, "Scan failed; this pass ends with what it listed.");
+            let msg = e.to_string();
+            match st.store.fail_pass_scan(job_id, &msg) {
+                Ok(()) => Some(Event::ScanFinished),
+                Err(e) => {
+                    error!(job = %name, error = %e, "Cannot record the failed scan; job marked failed.");
+                    Some(Event::ScanFailed)
+                }
+            }
+        }
+        Err(e) => {
+            error!(job = %name, error = %e, "Scan failed; job marked failed.");
+            if let Err(e) = st.store.note_scan_error(job_id, Some(&e.to_string())) {
+                warn!(job = %name, error = %e, "Cannot record why the scan failed.");
+            }
+            Some(Event::ScanFailed)
+        }
+    };
+    *live.scan.lock().unwrap_or_else(|p| p.into_inner()) = Some(match r {
+        Ok(o) => Ok(o.stats().clone()),
+        Err(e) => Err(e.to_string()),
     });
-    true
+    if let Some(ev) = ev {
+        if let Err(e) = rt.block_on(change(eng, job_id, ev)) {
+            warn!(job = %name, error = %e, "Job state not changed after its scan.");
+        }
+        live.scan_ended.store(true, Ordering::Relaxed);
+    }
+    st.wake.notify_one();
 }
 
 /// Checks again, at the start of every listing pass (a retry and a reload
