@@ -193,10 +193,17 @@ impl Watch {
             .filter(|(_, d)| d.closed || now.duration_since(d.last) >= settle)
             .map(|(k, _)| k.clone())
             .collect();
-        if !whole && settled.is_empty() {
+        // A plan no scanner took (the pass was not begun: the job paused
+        // meanwhile, or the store failed) is kept and added to: its changes
+        // left the queue when it was made.
+        if !whole && settled.is_empty() && i.planned.is_none() {
             return false;
         }
-        let mut oldest = None::<(Option<SystemTime>, u64)>;
+        let unstarted = i.planned.take();
+        let mut oldest = match unstarted {
+            Some(_) => i.applying,
+            None => None,
+        };
         let mut taken = Vec::with_capacity(settled.len());
         for k in settled {
             if let Some(d) = i.dirty.remove(&k) {
@@ -209,20 +216,28 @@ impl Watch {
         }
         i.applied += taken.len() as u64;
         i.applying = oldest;
-        if whole {
-            let (why, seq) = match i.reconcile.take() {
-                Some(r) => r,
+        let was_whole = matches!(unstarted, Some(Planned::Whole));
+        if let Some(Planned::Changes(before)) = unstarted {
+            taken.extend(before);
+        }
+        if whole || was_whole {
+            let reason = match i.reconcile.take() {
+                Some(r) => Some(r),
+                // Its reason and place in the order are in `applying`.
+                None if was_whole => None,
                 None => {
                     i.queued += 1;
-                    ("incrementalModeInterval has passed".into(), i.queued)
+                    Some(("incrementalModeInterval has passed".into(), i.queued))
                 }
             };
-            info!(root = %self.root.display(), why, "Reconcile pass: listing everything.");
-            i.applying = Some(match i.applying {
-                Some((t, q)) => (t, q.min(seq)),
-                None => (None, seq),
-            });
-            i.last_reconcile = Some(unix_now());
+            if let Some((why, seq)) = reason {
+                info!(root = %self.root.display(), why, "Reconcile pass: listing everything.");
+                i.applying = Some(match i.applying {
+                    Some((t, q)) => (t, q.min(seq)),
+                    None => (None, seq),
+                });
+                i.last_reconcile = Some(unix_now());
+            }
             i.planned = Some(Planned::Whole);
         } else {
             i.planned = Some(Planned::Changes(taken));
@@ -508,6 +523,12 @@ fn scope_of(root: &Path, changed: Vec<Components>) -> Vec<ScopeDir> {
     crate::scanner::normalize_scope(dirs)
 }
 
+/// Whether resolving an event's directory failed because the directory is
+/// gone (its handle is stale): nothing below the root to list for it.
+fn dir_gone(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ESTALE | libc::ENOENT))
+}
+
 /// What a watch error means for an administrator.
 fn cannot_watch(e: &notify::Error) -> String {
     match e.kind {
@@ -687,6 +708,7 @@ mod fan {
             };
             let mut seen: Vec<(PathBuf, bool, bool)> = Vec::with_capacity(events.len());
             let mut overflow = false;
+            let mut unresolved = None;
             for ev in &events {
                 if ev.is_overflow() {
                     overflow = true;
@@ -697,9 +719,16 @@ mod fan {
                 };
                 // A directory gone by now resolves to nothing or to
                 // "... (deleted)": not below the root either way (its own
-                // removal is an event of its parent's).
-                let Ok(path) = resolver.resolve_dir(fsid, handle, ev.dfid_name_raw()) else {
-                    continue;
+                // removal is an event of its parent's). Any other failure
+                // (out of descriptors or memory) may hide a change below
+                // the root: the next pass lists everything.
+                let path = match resolver.resolve_dir(fsid, handle, ev.dfid_name_raw()) {
+                    Ok(p) => p,
+                    Err(e) if super::dir_gone(&e) => continue,
+                    Err(e) => {
+                        unresolved.get_or_insert(e);
+                        continue;
+                    }
                 };
                 if !path.starts_with(root) {
                     continue;
@@ -726,6 +755,12 @@ mod fan {
                 i.due_whole(
                     "the watch's event queue overflowed (fanotify, 16384 events): events were lost",
                 );
+            }
+            if let Some(e) = unresolved {
+                warn!(job, error = %e, "A fanotify event's directory could not be found; the next pass lists everything.");
+                i.due_whole(&format!(
+                    "a watched change's directory could not be found ({e}): events may have been lost"
+                ));
             }
             for (path, closed, gone) in &seen {
                 note(&mut i, root, path, *closed, *gone, now);
@@ -768,6 +803,78 @@ mod tests {
                 d("gone/dir", true),
             ]
         );
+    }
+
+    /// A watch on `root` with no backend: changes are noted by hand.
+    fn bare(root: &Path) -> Watch {
+        Watch {
+            root: root.to_path_buf(),
+            settle: Duration::from_secs(1),
+            inner: Arc::new(Mutex::new(Inner::default())),
+            _backend: None,
+        }
+    }
+
+    fn changed(w: &Watch, rel: &str) {
+        let now = (Instant::now(), SystemTime::now());
+        note(
+            &mut lock(&w.inner),
+            &w.root,
+            &w.root.join(rel),
+            true,
+            false,
+            now,
+        );
+    }
+
+    #[test]
+    fn a_plan_no_pass_took_is_kept_and_added_to() {
+        let w = bare(Path::new("/src"));
+        changed(&w, "a/f1");
+        assert!(w.next_pass(false));
+        // No pass began (the job was paused as it was due): the next plan
+        // still holds a/f1, with b/f2.
+        changed(&w, "b/f2");
+        assert!(w.next_pass(false));
+        let Some(Planned::Changes(mut got)) = w.take_planned() else {
+            panic!("a plan of changes")
+        };
+        got.sort();
+        assert_eq!(got, vec![c("a/f1"), c("b/f2")]);
+        assert_eq!(w.status().done_seq, 0, "neither change is applied yet");
+
+        // Nothing new: a pass is still due for the plan not taken.
+        changed(&w, "c/f3");
+        assert!(w.next_pass(false));
+        assert!(w.next_pass(false), "the plan not taken is due again");
+        assert_eq!(w.take_planned(), Some(Planned::Changes(vec![c("c/f3")])));
+        assert!(!w.next_pass(false), "taken: nothing due");
+
+        // A whole listing not taken stays whole, with the changes since.
+        lock(&w.inner).due_whole("test");
+        assert!(w.next_pass(false));
+        changed(&w, "d/f4");
+        assert!(w.next_pass(false));
+        assert_eq!(w.take_planned(), Some(Planned::Whole));
+        w.pass_ended();
+        assert_eq!(w.status().done_seq, lock(&w.inner).queued);
+    }
+
+    #[test]
+    fn only_a_stale_directory_is_taken_for_gone() {
+        let e = std::io::Error::from_raw_os_error;
+        assert!(dir_gone(&e(libc::ESTALE)));
+        assert!(dir_gone(&e(libc::ENOENT)));
+        // Out of descriptors or memory: the change may be below the root.
+        for errno in [
+            libc::EMFILE,
+            libc::ENFILE,
+            libc::ENOMEM,
+            libc::EXDEV,
+            libc::EACCES,
+        ] {
+            assert!(!dir_gone(&e(errno)), "{errno}");
+        }
     }
 
     #[test]
