@@ -122,6 +122,28 @@ fn a_daemon_that_is_not_running_gets_one_line_with_the_fix() {
         assert!(err.contains("ossimportd is not running"), "{err}");
         assert!(err.contains("ossimportctl start"), "{err}");
     }
+    // `submit --wait` queues the job, then says there is nothing to wait
+    // for yet: exit 3, as the verbs above.
+    let work = tmp.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let out = ctl()
+        .args(["submit", "--wait"])
+        .arg(local_job(tmp.path()))
+        .arg("--socket")
+        .arg(work.join("ossimportd.sock"))
+        .output()
+        .unwrap();
+    let (out_text, err) = (stdout(&out), stderr(&out));
+    assert_eq!(out.status.code(), Some(3), "{out_text}{err}");
+    assert!(
+        out_text.contains("the job is queued in the job store"),
+        "{out_text}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("job legacy is queued, but no daemon runs it yet"),
+        "{err}"
+    );
 }
 
 /// Writes a local-to-local job of four files in two tasks.
