@@ -474,6 +474,9 @@ fn start_scan(eng: &Arc<Engine>, job_id: i64, name: String, sc: Scanner) -> bool
     if !sc.scanning.claim() {
         return false; // one scanner per job; it lists again when it ends
     }
+    // Progress shows the listing as under way from now, not from when its
+    // thread starts.
+    sc.live.scan_ended.store(false, Ordering::Relaxed);
     let eng = Arc::clone(eng);
     let rt = tokio::runtime::Handle::current();
     eng.state.tracker.clone().spawn_blocking(move || {
