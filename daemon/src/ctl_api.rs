@@ -229,10 +229,6 @@ async fn permitted(eng: &Arc<Engine>, who: &Who, ep: &Endpoint) -> Result<(), St
     }
 }
 
-/// How many `submit --wait` answers the daemon holds at once (see
-/// [`wait_end`]).
-const WAITERS: usize = 16;
-
 /// The job's status once it has ended (finished, with no task still
 /// leased: the last results are in), or after
 /// [`WAIT_END_BOUND`](proto::control::WAIT_END_BOUND) (the
@@ -240,15 +236,13 @@ const WAITERS: usize = 16;
 /// ends, or when the daemon stops. Woken by the engine's
 /// [`job_changed`](crate::state::State::job_changed) watch, not by polling.
 ///
-/// At most [`WAITERS`] answers are held at once: the control socket takes
-/// 64 connections, and a member of the socket's group holding all of them
-/// with waits would leave none for an administrator. Beyond that, the
-/// status is answered at once and the caller asks again after a pause.
+/// At most [`WAITERS`](crate::state::WAITERS) answers are held at once
+/// (`State::waiters`). Beyond that, the status is answered at once and the
+/// caller asks again after a pause.
 async fn wait_end(eng: &Arc<Engine>, name: &str) -> Result<JobStatus, JobError> {
-    static HELD: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(WAITERS);
     let deadline = Instant::now() + proto::control::WAIT_END_BOUND;
     let mut changed = eng.state.job_changed.subscribe();
-    let held = HELD.try_acquire();
+    let held = eng.state.waiters.try_acquire();
     loop {
         changed.mark_unchanged();
         let st = jobs::status(eng, name).await?;

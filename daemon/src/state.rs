@@ -91,6 +91,11 @@ impl Config {
     }
 }
 
+/// How many `submit --wait` answers a daemon holds at once: the control
+/// socket takes 64 connections, and a member of the socket's group holding
+/// all of them with waits would leave none for an administrator.
+pub const WAITERS: usize = 16;
+
 /// Everything the handlers and the scheduler share.
 pub struct State {
     pub config: Config,
@@ -107,6 +112,9 @@ pub struct State {
     /// wait for the end) never misses a change made between its look and
     /// its wait.
     pub job_changed: tokio::sync::watch::Sender<u64>,
+    /// The `submit --wait` answers held until a job ends: at most
+    /// [`WAITERS`] at once (`ctl_api::wait_end`).
+    pub waiters: tokio::sync::Semaphore,
     /// Root of every subsystem's token.
     pub cancel: CancellationToken,
     /// Every background task (pushes, scanners) is tracked here.
@@ -183,6 +191,7 @@ impl State {
             registry: Agents::new(config.agent_keys.clone()),
             wake: Notify::new(),
             job_changed: tokio::sync::watch::Sender::new(0),
+            waiters: tokio::sync::Semaphore::new(WAITERS),
             cancel: CancellationToken::new(),
             tracker: TaskTracker::new(),
             channels: Default::default(),

@@ -168,7 +168,8 @@ async fn wait_end(conn: &Conn, name: &str, json: bool) -> Result<exit::Code> {
             );
             said = std::time::Instant::now();
         }
-        // The daemon answers early only while it stops; no hot loop then.
+        // The daemon answers early while it stops, or when it holds as many
+        // waits as it takes: ask again after a pause, not in a hot loop.
         if asked.elapsed() < Duration::from_secs(1) {
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
